@@ -1,0 +1,133 @@
+/**
+ * Bearer JWT verification with jose.
+ *
+ * Security decisions:
+ * - Only asymmetric algorithms are accepted (allow-list from config). With a public-key-only key set,
+ *   HS256 "signed with the public key" and `alg: none` are refused before any signature work.
+ * - Issuer, audience, expiry and not-before are always checked; a small clock tolerance absorbs skew.
+ * - Keys come from a remote JWKS (cached, refetched on an unknown `kid` with a cooldown, so a flood
+ *   of bad tokens cannot turn into a flood of JWKS fetches) or from static public keys.
+ */
+import {
+  createLocalJWKSet,
+  createRemoteJWKSet,
+  jwtVerify,
+  errors as joseErrors,
+  type JWTPayload,
+  type JWTVerifyGetKey,
+} from 'jose';
+import { AppError, type ErrorCode } from '../errors/app-error.js';
+import type { Config } from '../config/config.js';
+import { isShopperRef } from '../ids/prefixed-id.js';
+
+export interface Principal {
+  /** `sub` claim: the calling client or user. */
+  readonly subject: string;
+  readonly scopes: ReadonlySet<string>;
+  /** Present on shopper tokens (the loyalty app): the only shopper this token may reach. */
+  readonly shopperRef: string | undefined;
+  readonly tokenId: string | undefined;
+  readonly expiresAt: Date | undefined;
+}
+
+export interface Authenticator {
+  authenticate(bearerToken: string): Promise<Principal>;
+}
+
+/** A compact JWS has three base64url parts; anything else, or anything huge, is refused unread. */
+const COMPACT_JWS = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/;
+const MAX_TOKEN_LENGTH = 8192;
+
+export function createAuthenticator(auth: Config['auth'], keys: JWTVerifyGetKey): Authenticator {
+  return {
+    async authenticate(token) {
+      if (token.length > MAX_TOKEN_LENGTH || !COMPACT_JWS.test(token)) throw new AppError('TOKEN_MALFORMED');
+      let payload: JWTPayload;
+      try {
+        ({ payload } = await jwtVerify(token, keys, {
+          issuer: auth.issuer,
+          audience: auth.audience,
+          algorithms: [...auth.algorithms],
+          clockTolerance: auth.clockToleranceSeconds,
+          requiredClaims: ['sub', 'exp'],
+        }));
+      } catch (error) {
+        throw toAuthError(error);
+      }
+      return toPrincipal(payload);
+    },
+  };
+}
+
+export function keyResolverFor(
+  keys: Config['auth']['keys'],
+  devJwks?: Parameters<typeof createLocalJWKSet>[0],
+): JWTVerifyGetKey {
+  switch (keys.source) {
+    case 'jwks-url':
+      return createRemoteJWKSet(keys.url, {
+        timeoutDuration: 5_000,
+        cooldownDuration: 30_000,
+        cacheMaxAge: 10 * 60_000,
+      });
+    case 'static':
+      return createLocalJWKSet(keys.jwks);
+    case 'dev-issuer':
+      if (devJwks === undefined) throw new Error('the development issuer key set was not loaded');
+      return createLocalJWKSet(devJwks);
+  }
+}
+
+function toPrincipal(payload: JWTPayload): Principal {
+  const sub = payload.sub;
+  if (typeof sub !== 'string' || sub.length === 0 || sub.length > 256) {
+    throw new AppError('TOKEN_CLAIM_INVALID', { detail: 'The "sub" claim must be a non-empty string.' });
+  }
+  const scopeClaim = payload['scope'];
+  if (scopeClaim !== undefined && typeof scopeClaim !== 'string') {
+    throw new AppError('TOKEN_CLAIM_INVALID', { detail: 'The "scope" claim must be a space-separated string.' });
+  }
+  const shopperRef = payload['shopper_ref'];
+  if (shopperRef !== undefined && (typeof shopperRef !== 'string' || !isShopperRef(shopperRef))) {
+    throw new AppError('TOKEN_CLAIM_INVALID', { detail: 'The "shopper_ref" claim is not a shopper reference.' });
+  }
+  return {
+    subject: sub,
+    scopes: new Set((scopeClaim ?? '').split(' ').filter((s) => s.length > 0)),
+    shopperRef,
+    tokenId: typeof payload.jti === 'string' ? payload.jti : undefined,
+    expiresAt: payload.exp === undefined ? undefined : new Date(payload.exp * 1000),
+  };
+}
+
+const JOSE_CODE_MAP: Readonly<Record<string, ErrorCode>> = {
+  ERR_JWT_EXPIRED: 'TOKEN_EXPIRED',
+  ERR_JOSE_ALG_NOT_ALLOWED: 'TOKEN_ALGORITHM_REJECTED',
+  ERR_JOSE_NOT_SUPPORTED: 'TOKEN_ALGORITHM_REJECTED',
+  ERR_JWS_SIGNATURE_VERIFICATION_FAILED: 'TOKEN_SIGNATURE_INVALID',
+  ERR_JWKS_NO_MATCHING_KEY: 'TOKEN_KEY_UNKNOWN',
+  ERR_JWKS_MULTIPLE_MATCHING_KEYS: 'TOKEN_KEY_UNKNOWN',
+  ERR_JWKS_TIMEOUT: 'AUTH_KEYS_UNAVAILABLE',
+  ERR_JWKS_INVALID: 'AUTH_KEYS_UNAVAILABLE',
+  // jose raises the generic code when the JWKS endpoint answers with something other than 200.
+  ERR_JOSE_GENERIC: 'AUTH_KEYS_UNAVAILABLE',
+  ERR_JWS_INVALID: 'TOKEN_MALFORMED',
+  ERR_JWT_INVALID: 'TOKEN_MALFORMED',
+};
+
+function toAuthError(error: unknown): AppError {
+  if (error instanceof AppError) return error;
+  if (error instanceof joseErrors.JWTClaimValidationFailed) {
+    const code: ErrorCode =
+      error.claim === 'nbf' || error.claim === 'iat' ? 'TOKEN_NOT_YET_VALID' : 'TOKEN_CLAIM_INVALID';
+    // The claim name is ours to say; its value is the caller's and is not repeated.
+    return new AppError(code, { detail: `The "${error.claim}" claim is not accepted.`, cause: error });
+  }
+  const joseCode = (error as { code?: unknown } | null)?.code;
+  if (typeof joseCode === 'string' && joseCode in JOSE_CODE_MAP) {
+    return new AppError(JOSE_CODE_MAP[joseCode] as ErrorCode, { cause: error });
+  }
+  // A fetch failure of the remote JWKS (network, non-200) is ours, not the caller's.
+  if (error instanceof joseErrors.JOSEError) return new AppError('TOKEN_MALFORMED', { cause: error });
+  return new AppError('AUTH_KEYS_UNAVAILABLE', { cause: error });
+}

@@ -1,0 +1,273 @@
+/**
+ * Configuration, read once from the environment, validated, typed and frozen.
+ *
+ * Every problem is collected and reported together, each naming its variable, so an operator fixes a
+ * deployment in one go. Secrets and key material have no defaults: the only exception is the embedded
+ * development mode (no DATABASE_URL, NODE_ENV not production), where a development master key and a
+ * development token signer are generated into DATA_DIR with a loud warning (see `src/keys`, `src/auth`).
+ */
+import path from 'node:path';
+import type { JSONWebKeySet } from 'jose';
+
+export type NodeEnv = 'development' | 'test' | 'production';
+export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+export const ALLOWED_JWT_ALGORITHMS = ['ES256', 'ES384', 'EdDSA', 'RS256', 'PS256'] as const;
+export type JwtAlgorithm = (typeof ALLOWED_JWT_ALGORITHMS)[number];
+
+export type MasterKeyConfig =
+  | { readonly source: 'env'; readonly keyBase64: string }
+  | { readonly source: 'file'; readonly file: string }
+  | { readonly source: 'generated-dev'; readonly file: string };
+
+export type AuthKeysConfig =
+  | { readonly source: 'jwks-url'; readonly url: URL }
+  | { readonly source: 'static'; readonly jwks: JSONWebKeySet }
+  | { readonly source: 'dev-issuer'; readonly file: string };
+
+export interface Config {
+  readonly nodeEnv: NodeEnv;
+  readonly host: string;
+  readonly port: number;
+  readonly logLevel: LogLevel;
+  readonly dataDir: string;
+  readonly database: {
+    /** `undefined` means the embedded PGlite default under `dataDir`. */
+    readonly url: string | undefined;
+    readonly poolMax: number;
+    readonly statementTimeoutMs: number;
+    readonly connectTimeoutMs: number;
+  };
+  readonly masterKey: MasterKeyConfig;
+  readonly auth: {
+    readonly issuer: string;
+    readonly audience: string;
+    readonly keys: AuthKeysConfig;
+    readonly algorithms: readonly JwtAlgorithm[];
+    readonly clockToleranceSeconds: number;
+  };
+  readonly http: {
+    readonly bodyLimitBytes: number;
+    readonly shutdownTimeoutMs: number;
+    readonly trustProxy: boolean;
+  };
+}
+
+export type Env = Readonly<Record<string, string | undefined>>;
+
+export class ConfigError extends Error {
+  constructor(readonly problems: readonly string[]) {
+    super(`Invalid configuration:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
+    this.name = 'ConfigError';
+  }
+}
+
+/** Development-only defaults: not secrets, just names that the development token signer also uses. */
+export const DEV_AUTH_ISSUER = 'urn:loyalty-vault:development-issuer';
+export const DEV_AUTH_AUDIENCE = 'loyalty-vault';
+export const DEV_MASTER_KEY_FILE = 'dev-master-key.b64';
+export const DEV_AUTH_KEY_FILE = 'dev-auth-signing-key.json';
+
+class Reader {
+  readonly problems: string[] = [];
+  constructor(private readonly env: Env) {}
+
+  raw(name: string): string | undefined {
+    const value = this.env[name];
+    return value === undefined || value.trim() === '' ? undefined : value.trim();
+  }
+
+  oneOf<T extends string>(name: string, allowed: readonly T[], fallback: T): T {
+    const value = this.raw(name);
+    if (value === undefined) return fallback;
+    if ((allowed as readonly string[]).includes(value)) return value as T;
+    this.problems.push(`${name} must be one of ${allowed.join(', ')}`);
+    return fallback;
+  }
+
+  integer(name: string, fallback: number, min: number, max: number): number {
+    const value = this.raw(name);
+    if (value === undefined) return fallback;
+    if (!/^\d+$/.test(value) || Number(value) < min || Number(value) > max) {
+      this.problems.push(`${name} must be a whole number from ${min} to ${max}`);
+      return fallback;
+    }
+    return Number(value);
+  }
+
+  boolean(name: string, fallback: boolean): boolean {
+    const value = this.raw(name);
+    if (value === undefined) return fallback;
+    if (value === 'true' || value === '1') return true;
+    if (value === 'false' || value === '0') return false;
+    this.problems.push(`${name} must be true or false`);
+    return fallback;
+  }
+
+  problem(message: string): void {
+    this.problems.push(message);
+  }
+}
+
+export function loadConfig(env: Env = process.env): Config {
+  const r = new Reader(env);
+  const nodeEnv = r.oneOf<NodeEnv>('NODE_ENV', ['development', 'test', 'production'], 'development');
+  const production = nodeEnv === 'production';
+  const dataDir = path.resolve(r.raw('DATA_DIR') ?? './data');
+
+  const databaseUrl = parseDatabaseUrl(r);
+  const embedded = databaseUrl === undefined;
+  if (production && embedded) {
+    r.problem('DATABASE_URL is required when NODE_ENV=production (the embedded database is for development)');
+  }
+
+  const config: Config = {
+    nodeEnv,
+    host: r.raw('HOST') ?? '127.0.0.1',
+    port: r.integer('PORT', 8080, 0, 65535),
+    logLevel: r.oneOf<LogLevel>('LOG_LEVEL', ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], 'info'),
+    dataDir,
+    database: {
+      url: databaseUrl,
+      poolMax: r.integer('DB_POOL_MAX', 10, 1, 200),
+      statementTimeoutMs: r.integer('DB_STATEMENT_TIMEOUT_MS', 5000, 100, 600_000),
+      connectTimeoutMs: r.integer('DB_CONNECT_TIMEOUT_MS', 5000, 100, 120_000),
+    },
+    masterKey: parseMasterKey(r, { production, embedded, dataDir }),
+    auth: parseAuth(r, { production, dataDir }),
+    http: {
+      bodyLimitBytes: r.integer('BODY_LIMIT_BYTES', 64 * 1024, 1024, 10 * 1024 * 1024),
+      shutdownTimeoutMs: r.integer('SHUTDOWN_TIMEOUT_MS', 10_000, 0, 600_000),
+      trustProxy: r.boolean('TRUST_PROXY', false),
+    },
+  };
+
+  if (r.problems.length > 0) throw new ConfigError(r.problems);
+  return deepFreeze(config);
+}
+
+function parseDatabaseUrl(r: Reader): string | undefined {
+  const value = r.raw('DATABASE_URL');
+  if (value === undefined) return undefined;
+  try {
+    const url = new URL(value);
+    if (url.protocol !== 'postgres:' && url.protocol !== 'postgresql:') throw new Error('protocol');
+    return value;
+  } catch {
+    // The URL can hold a password: never repeat it.
+    r.problem('DATABASE_URL must be a postgres:// or postgresql:// URL');
+    return undefined;
+  }
+}
+
+const BASE64_256_BIT = /^[A-Za-z0-9+/]{43}=$/;
+
+function parseMasterKey(r: Reader, ctx: { production: boolean; embedded: boolean; dataDir: string }): MasterKeyConfig {
+  const inline = r.raw('MASTER_KEY');
+  const file = r.raw('MASTER_KEY_FILE');
+  if (inline !== undefined && file !== undefined) {
+    r.problem('MASTER_KEY and MASTER_KEY_FILE are mutually exclusive: set one');
+  }
+  if (inline !== undefined) {
+    // Never echo the value, even when it is wrong.
+    if (!BASE64_256_BIT.test(inline)) r.problem('MASTER_KEY must be 32 bytes (256 bits) encoded as base64');
+    return { source: 'env', keyBase64: inline };
+  }
+  if (file !== undefined) return { source: 'file', file: path.resolve(file) };
+  if (ctx.production || !ctx.embedded) {
+    r.problem(
+      'MASTER_KEY or MASTER_KEY_FILE is required' +
+        (ctx.production ? ' when NODE_ENV=production' : ' when DATABASE_URL is set'),
+    );
+  }
+  return { source: 'generated-dev', file: path.join(ctx.dataDir, DEV_MASTER_KEY_FILE) };
+}
+
+function parseAuth(r: Reader, ctx: { production: boolean; dataDir: string }): Config['auth'] {
+  const jwksUrl = r.raw('AUTH_JWKS_URL');
+  const publicKeys = r.raw('AUTH_PUBLIC_KEYS');
+  let keys: AuthKeysConfig = { source: 'dev-issuer', file: path.join(ctx.dataDir, DEV_AUTH_KEY_FILE) };
+  if (jwksUrl !== undefined && publicKeys !== undefined) {
+    r.problem('AUTH_JWKS_URL and AUTH_PUBLIC_KEYS are mutually exclusive: set one');
+  } else if (jwksUrl !== undefined) {
+    keys = parseJwksUrl(r, jwksUrl, ctx.production);
+  } else if (publicKeys !== undefined) {
+    keys = parseStaticJwks(r, publicKeys);
+  } else if (ctx.production) {
+    r.problem('AUTH_JWKS_URL or AUTH_PUBLIC_KEYS is required when NODE_ENV=production');
+  }
+
+  const issuer = r.raw('AUTH_ISSUER');
+  const audience = r.raw('AUTH_AUDIENCE');
+  const devIssuer = keys.source === 'dev-issuer';
+  if (issuer === undefined && !devIssuer) r.problem('AUTH_ISSUER is required with AUTH_JWKS_URL or AUTH_PUBLIC_KEYS');
+  if (audience === undefined && !devIssuer) {
+    r.problem('AUTH_AUDIENCE is required with AUTH_JWKS_URL or AUTH_PUBLIC_KEYS');
+  }
+
+  return {
+    issuer: issuer ?? DEV_AUTH_ISSUER,
+    audience: audience ?? DEV_AUTH_AUDIENCE,
+    keys,
+    algorithms: parseAlgorithms(r),
+    clockToleranceSeconds: r.integer('AUTH_CLOCK_TOLERANCE_SECONDS', 30, 0, 300),
+  };
+}
+
+function parseJwksUrl(r: Reader, value: string, production: boolean): AuthKeysConfig {
+  try {
+    const url = new URL(value);
+    if (url.protocol !== 'https:' && (production || url.protocol !== 'http:')) {
+      r.problem('AUTH_JWKS_URL must be an https:// URL (http:// is accepted outside production only)');
+    }
+    return { source: 'jwks-url', url };
+  } catch {
+    r.problem('AUTH_JWKS_URL must be a URL');
+    return { source: 'jwks-url', url: new URL('https://invalid.invalid/') };
+  }
+}
+
+function parseStaticJwks(r: Reader, value: string): AuthKeysConfig {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(value);
+  } catch {
+    r.problem('AUTH_PUBLIC_KEYS must be a JWKS JSON document ({"keys":[...]})');
+    return { source: 'static', jwks: { keys: [] } };
+  }
+  const keys: unknown = (parsed as { keys?: unknown } | null)?.keys;
+  if (!Array.isArray(keys) || keys.length === 0 || !keys.every((k) => typeof k === 'object' && k !== null)) {
+    r.problem('AUTH_PUBLIC_KEYS must be a JWKS JSON document with at least one key');
+    return { source: 'static', jwks: { keys: [] } };
+  }
+  // A private key here means a signing secret leaked into the verifier's configuration.
+  if (keys.some((k: Record<string, unknown>) => 'd' in k || k['kty'] === 'oct')) {
+    r.problem('AUTH_PUBLIC_KEYS must hold public asymmetric keys only (no "d", no "oct" keys)');
+  }
+  return { source: 'static', jwks: { keys: keys as JSONWebKeySet['keys'] } };
+}
+
+function parseAlgorithms(r: Reader): readonly JwtAlgorithm[] {
+  const value = r.raw('AUTH_ALGORITHMS');
+  if (value === undefined) return ['ES256', 'EdDSA', 'RS256', 'PS256'];
+  const list = value.split(',').map((s) => s.trim());
+  const bad = list.filter((a) => !(ALLOWED_JWT_ALGORITHMS as readonly string[]).includes(a));
+  if (bad.length > 0 || list.length === 0) {
+    r.problem(`AUTH_ALGORITHMS must be a comma-separated list drawn from ${ALLOWED_JWT_ALGORITHMS.join(', ')}`);
+    return ['ES256'];
+  }
+  return list as JwtAlgorithm[];
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value !== null && typeof value === 'object' && !(value instanceof URL) && !Object.isFrozen(value)) {
+    for (const child of Object.values(value)) deepFreeze(child);
+    Object.freeze(value);
+  }
+  return value;
+}
+
+export function describeDatabase(config: Config): string {
+  if (config.database.url === undefined) return `embedded PGlite at ${path.join(config.dataDir, 'pgdata')}`;
+  const url = new URL(config.database.url);
+  return `PostgreSQL at ${url.hostname}:${url.port || '5432'}${url.pathname}`;
+}

@@ -1,0 +1,110 @@
+/**
+ * One database handle for the whole process: knex over `pg` when DATABASE_URL is set, otherwise
+ * embedded PGlite under DATA_DIR. Both run the same migrations and the same SQL.
+ *
+ * Both drivers are given the same type parsing so that code never depends on which one is in use:
+ * `bigint` columns come back as JavaScript numbers (refused beyond 2^53), `numeric` as strings.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { createRequire } from 'node:module';
+import knexFactory, { type Knex } from 'knex';
+import pg from 'pg';
+import { PGlite } from '@electric-sql/pglite';
+import type { Config } from '../config/config.js';
+
+const require = createRequire(import.meta.url);
+// knex-pglite is CommonJS that assigns the client class to module.exports.
+const ClientPGLite = require('knex-pglite') as typeof knexFactory.Client;
+
+export type DatabaseKind = 'postgres' | 'pglite';
+
+export interface Database {
+  readonly knex: Knex;
+  readonly kind: DatabaseKind;
+  /** Cheap round trip used by readiness; rejects when the database cannot answer within `timeoutMs`. */
+  ping(timeoutMs: number): Promise<void>;
+  close(): Promise<void>;
+}
+
+const INT8_OID = 20;
+
+function parseInt8(value: string): number {
+  const n = Number(value);
+  if (!Number.isSafeInteger(n)) throw new RangeError('bigint column value exceeds the safe integer range');
+  return n;
+}
+
+/** pg's parsers, but `bigint` as a checked number (pg's default is a string). */
+const pgTypes = {
+  getTypeParser(oid: Parameters<typeof pg.types.getTypeParser>[0], format?: 'text' | 'binary'): unknown {
+    if (Number(oid) === INT8_OID) return parseInt8;
+    return format === 'binary' ? pg.types.getTypeParser(oid, 'binary') : pg.types.getTypeParser(oid, 'text');
+  },
+};
+
+export function createDatabase(config: Config): Database {
+  const db = config.database;
+  if (db.url !== undefined) {
+    return wrap(
+      'postgres',
+      knexFactory({
+        client: 'pg',
+        connection: {
+          connectionString: db.url,
+          application_name: 'loyalty-vault',
+          statement_timeout: db.statementTimeoutMs,
+          idle_in_transaction_session_timeout: Math.max(db.statementTimeoutMs * 2, 10_000),
+          connectionTimeoutMillis: db.connectTimeoutMs,
+          types: pgTypes,
+        } as Knex.PgConnectionConfig,
+        pool: { min: 0, max: db.poolMax, idleTimeoutMillis: 30_000 },
+        acquireConnectionTimeout: db.connectTimeoutMs,
+      }),
+    );
+  }
+  const dir = path.join(config.dataDir, 'pgdata');
+  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  return createPgliteDatabase(new PGlite(dir, { parsers: { [INT8_OID]: parseInt8 } }));
+}
+
+/** An in-memory PGlite database: what the test suite uses when no DATABASE_URL is given. */
+export function createMemoryDatabase(): Database {
+  return createPgliteDatabase(new PGlite({ parsers: { [INT8_OID]: parseInt8 } }));
+}
+
+function createPgliteDatabase(pglite: PGlite): Database {
+  return wrap(
+    'pglite',
+    knexFactory({
+      client: ClientPGLite,
+      dialect: 'postgres',
+      connection: () => ({ pglite }) as object,
+    } as Knex.Config),
+  );
+}
+
+function wrap(kind: DatabaseKind, knex: Knex): Database {
+  let closed = false;
+  return {
+    knex,
+    kind,
+    async ping(timeoutMs) {
+      if (closed) throw new Error('database handle is closed');
+      let timer: NodeJS.Timeout | undefined;
+      const timeout = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error('database ping timed out')), timeoutMs);
+      });
+      try {
+        await Promise.race([knex.raw('select 1'), timeout]);
+      } finally {
+        clearTimeout(timer);
+      }
+    },
+    async close() {
+      if (closed) return;
+      closed = true;
+      await knex.destroy();
+    },
+  };
+}

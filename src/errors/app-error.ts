@@ -1,0 +1,77 @@
+/**
+ * The one error type of the service. Every failure a client can see is an `AppError` with a stable
+ * `code` from {@link ERROR_CATALOG}; the HTTP layer renders it as RFC 9457 problem+json. Messages
+ * (`detail`) are written by us and must never contain caller input: input can carry a PAN.
+ */
+
+export interface ErrorSpec {
+  readonly status: number;
+  readonly title: string;
+}
+
+export const ERROR_CATALOG = {
+  // 4xx: the request
+  VALIDATION_FAILED: { status: 400, title: 'The request does not match the API contract' },
+  MALFORMED_JSON: { status: 400, title: 'The request body is not valid JSON' },
+  UNSUPPORTED_MEDIA_TYPE: { status: 415, title: 'The request body has an unsupported content type' },
+  PAYLOAD_TOO_LARGE: { status: 413, title: 'The request body is too large' },
+  ROUTE_NOT_FOUND: { status: 404, title: 'No such resource' },
+  METHOD_NOT_ALLOWED: { status: 405, title: 'Method not allowed on this resource' },
+  NOT_FOUND: { status: 404, title: 'Not found' },
+  CONFLICT: { status: 409, title: 'The request conflicts with the current state' },
+  TOO_MANY_REQUESTS: { status: 429, title: 'Too many requests' },
+  // 401 / 403: who is calling
+  TOKEN_MISSING: { status: 401, title: 'A bearer token is required' },
+  TOKEN_MALFORMED: { status: 401, title: 'The bearer token is malformed' },
+  TOKEN_EXPIRED: { status: 401, title: 'The bearer token has expired' },
+  TOKEN_NOT_YET_VALID: { status: 401, title: 'The bearer token is not yet valid' },
+  TOKEN_CLAIM_INVALID: { status: 401, title: 'A claim of the bearer token is not accepted' },
+  TOKEN_ALGORITHM_REJECTED: { status: 401, title: 'The bearer token uses an algorithm that is not accepted' },
+  TOKEN_SIGNATURE_INVALID: { status: 401, title: 'The bearer token signature does not verify' },
+  TOKEN_KEY_UNKNOWN: { status: 401, title: 'The bearer token was signed by an unknown key' },
+  AUTH_KEYS_UNAVAILABLE: { status: 503, title: 'The signing keys of the identity provider are unavailable' },
+  INSUFFICIENT_SCOPE: { status: 403, title: 'The bearer token lacks a required scope' },
+  // 5xx: us
+  NOT_READY: { status: 503, title: 'The service is not ready' },
+  DATABASE_UNAVAILABLE: { status: 503, title: 'The database is unavailable' },
+  DATABASE_TIMEOUT: { status: 503, title: 'The database did not answer in time' },
+  RESPONSE_CONTRACT_VIOLATION: { status: 500, title: 'The service produced a response outside its contract' },
+  INTERNAL: { status: 500, title: 'Internal error' },
+} as const satisfies Record<string, ErrorSpec>;
+
+export type ErrorCode = keyof typeof ERROR_CATALOG;
+
+export interface AppErrorOptions {
+  /** A sentence for humans. Never include caller input. */
+  readonly detail?: string;
+  /** Extra RFC 9457 members, e.g. `errors` for validation. Never include caller input values. */
+  readonly extensions?: Readonly<Record<string, unknown>>;
+  /** Response headers that belong with the error (`Retry-After`, `Allow`, `WWW-Authenticate`). */
+  readonly headers?: Readonly<Record<string, string>>;
+  readonly cause?: unknown;
+}
+
+export class AppError extends Error {
+  readonly code: ErrorCode;
+  readonly status: number;
+  readonly title: string;
+  readonly detail: string | undefined;
+  readonly extensions: Readonly<Record<string, unknown>>;
+  readonly headers: Readonly<Record<string, string>>;
+
+  constructor(code: ErrorCode, options: AppErrorOptions = {}) {
+    const spec: ErrorSpec = ERROR_CATALOG[code];
+    super(options.detail ?? spec.title, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'AppError';
+    this.code = code;
+    this.status = spec.status;
+    this.title = spec.title;
+    this.detail = options.detail;
+    this.extensions = options.extensions ?? {};
+    this.headers = options.headers ?? {};
+  }
+}
+
+export function isAppError(value: unknown): value is AppError {
+  return value instanceof AppError;
+}

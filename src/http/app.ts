@@ -1,0 +1,130 @@
+/**
+ * The express application, built from `openapi.yaml` and a map of handlers by operationId. It does
+ * not listen: `src/main.ts` does, and tests run it on port 0.
+ */
+import express, { type Express, type RequestHandler } from 'express';
+import helmet from 'helmet';
+import { randomUUID } from 'node:crypto';
+import type { Authenticator } from '../auth/authenticator.js';
+import { AppError } from '../errors/app-error.js';
+import type { Logger } from '../logging/logger.js';
+import type { ApiSpec, Operation } from './openapi.js';
+import { authenticate, authorize, enforceResponseContract, readBody, validate } from './operation-middleware.js';
+import { problemMiddleware } from './problem.js';
+import type { HandlerMap } from './types.js';
+
+export interface AppOptions {
+  readonly spec: ApiSpec;
+  readonly handlers: HandlerMap;
+  readonly authenticator: Authenticator;
+  readonly logger: Logger;
+  readonly bodyLimitBytes: number;
+  readonly trustProxy: boolean;
+  /** Check every JSON response against its documented schema (on in tests). */
+  readonly enforceResponseContract: boolean;
+}
+
+/** Inbound request ids are kept only when short, plain and free of long digit runs (PAN-shaped). */
+const SAFE_REQUEST_ID = /^(?!.*\d{12})[A-Za-z0-9._:-]{1,64}$/;
+
+export function createApp(options: AppOptions): Express {
+  checkHandlersMatchSpec(options.spec, options.handlers);
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('trust proxy', options.trustProxy);
+  app.set('etag', false);
+  app.set('query parser', 'simple');
+
+  app.use(
+    helmet({
+      // An API serves no documents: nothing may be framed, scripted or loaded from its responses.
+      contentSecurityPolicy: { useDefaults: false, directives: { defaultSrc: ["'none'"], frameAncestors: ["'none'"] } },
+      crossOriginResourcePolicy: { policy: 'same-origin' },
+      referrerPolicy: { policy: 'no-referrer' },
+    }),
+  );
+  app.use(requestContext(options.logger));
+
+  for (const op of options.spec.operations) {
+    const chain: RequestHandler[] = [
+      tagOperation(op),
+      authenticate(op, options.authenticator),
+      authorize(op),
+      ...readBody(op, options.bodyLimitBytes),
+      validate(op),
+    ];
+    if (options.enforceResponseContract) chain.push(enforceResponseContract(op));
+    const handler = options.handlers[op.operationId];
+    if (handler === undefined) throw new Error(`no handler for ${op.operationId}`);
+    chain.push(handler);
+    app[op.method](op.expressPath, ...chain);
+  }
+
+  // A documented path with an undocumented method is 405 with the methods it does have.
+  const methodsByPath = new Map<string, string[]>();
+  for (const op of options.spec.operations) {
+    const methods = methodsByPath.get(op.expressPath) ?? [];
+    methods.push(op.method.toUpperCase());
+    methodsByPath.set(op.expressPath, methods);
+  }
+  for (const [path, methods] of methodsByPath) {
+    const allow = [...methods, ...(methods.includes('GET') ? ['HEAD'] : [])].join(', ');
+    app.all(path, () => {
+      throw new AppError('METHOD_NOT_ALLOWED', { headers: { Allow: allow } });
+    });
+  }
+  app.use(() => {
+    throw new AppError('ROUTE_NOT_FOUND');
+  });
+  app.use(problemMiddleware(options.logger));
+  return app;
+}
+
+function tagOperation(op: Operation): RequestHandler {
+  return (req, _res, next) => {
+    req.operation = op;
+    next();
+  };
+}
+
+function requestContext(logger: Logger): RequestHandler {
+  return (req, res, next) => {
+    const inbound = req.headers['x-request-id'];
+    req.id = typeof inbound === 'string' && SAFE_REQUEST_ID.test(inbound) ? inbound : randomUUID();
+    res.setHeader('X-Request-Id', req.id);
+    // Responses may carry card metadata or balances: never cache them anywhere.
+    res.setHeader('Cache-Control', 'no-store');
+    const started = process.hrtime.bigint();
+    res.on('finish', () => {
+      const ms = Number(process.hrtime.bigint() - started) / 1e6;
+      // The path template, not the URL: a URL can carry a card number typed into the wrong place.
+      logger.info(
+        {
+          requestId: req.id,
+          method: req.method,
+          route: req.operation?.pathTemplate ?? '(unmatched)',
+          operationId: req.operation?.operationId,
+          status: res.statusCode,
+          ms: Math.round(ms * 10) / 10,
+          subject: req.principal?.subject,
+        },
+        'request',
+      );
+    });
+    next();
+  };
+}
+
+function checkHandlersMatchSpec(spec: ApiSpec, handlers: HandlerMap): void {
+  const documented = new Set(spec.operations.map((o) => o.operationId));
+  const missing = [...documented].filter((id) => handlers[id] === undefined);
+  const undocumented = Object.keys(handlers).filter((id) => !documented.has(id));
+  if (missing.length > 0 || undocumented.length > 0) {
+    throw new Error(
+      `openapi.yaml and the handlers disagree: ${[
+        ...missing.map((id) => `${id} is documented but has no handler`),
+        ...undocumented.map((id) => `${id} has a handler but is not documented`),
+      ].join('; ')}`,
+    );
+  }
+}

@@ -1,0 +1,147 @@
+/**
+ * The chain every operation runs before its handler, built from its `openapi.yaml` entry:
+ * authenticate → check scopes → read the body (JSON, or raw bytes for signed webhooks) → validate.
+ * Authentication comes first so that an anonymous caller never gets a body parsed or validated.
+ */
+import express, { type RequestHandler, type Response } from 'express';
+import type { Authenticator } from '../auth/authenticator.js';
+import { AppError } from '../errors/app-error.js';
+import { toIssues, type Operation } from './openapi.js';
+
+export function authenticate(op: Operation, authenticator: Authenticator): RequestHandler {
+  const bearerSchemes = new Set(op.security.map((s) => s.scheme));
+  if (op.security.length === 0 || !bearerSchemes.has('bearerAuth')) {
+    // Public (`security: []`) or authenticated by the feature itself (webhook signatures).
+    return (_req, _res, next) => next();
+  }
+  return async (req, _res, next) => {
+    const header = req.headers.authorization;
+    if (header === undefined) throw bearerError('TOKEN_MISSING');
+    const match = /^Bearer ([^\s]+)$/i.exec(header);
+    if (match?.[1] === undefined) throw bearerError('TOKEN_MALFORMED');
+    try {
+      req.principal = await authenticator.authenticate(match[1]);
+    } catch (error) {
+      if (error instanceof AppError && error.status === 401) throw withChallenge(error);
+      throw error;
+    }
+    next();
+  };
+}
+
+/** Any one security alternative suffices; within one, every listed scope is required. */
+export function authorize(op: Operation): RequestHandler {
+  const alternatives = op.security.filter((s) => s.scheme === 'bearerAuth');
+  if (alternatives.length === 0) return (_req, _res, next) => next();
+  return (req, _res, next) => {
+    const scopes = req.principal?.scopes ?? new Set<string>();
+    if (alternatives.some((alt) => alt.scopes.every((s) => scopes.has(s)))) {
+      next();
+      return;
+    }
+    const wanted = alternatives.map((alt) => alt.scopes.join(' ')).join(' | ');
+    throw new AppError('INSUFFICIENT_SCOPE', {
+      detail: `This operation requires scope ${wanted}.`,
+      headers: {
+        'WWW-Authenticate': `Bearer error="insufficient_scope", scope="${alternatives[0]?.scopes.join(' ') ?? ''}"`,
+      },
+    });
+  };
+}
+
+export function readBody(op: Operation, limitBytes: number): RequestHandler[] {
+  if (op.requestMediaType === undefined) return [];
+  const mediaType = op.requestMediaType;
+  const raw = op.raw['x-raw-body'] === true;
+  const contentTypeCheck: RequestHandler = (req, _res, next) => {
+    if (!hasBody(req.headers)) {
+      next();
+      return;
+    }
+    if (req.is(mediaType) === false || req.is(mediaType) === null) {
+      throw new AppError('UNSUPPORTED_MEDIA_TYPE', { detail: `Send the body as ${mediaType}.` });
+    }
+    next();
+  };
+  const parser: RequestHandler = raw
+    ? express.raw({ type: () => true, limit: limitBytes })
+    : express.json({ type: () => true, limit: limitBytes, strict: true });
+  const keepRaw: RequestHandler = (req, _res, next) => {
+    if (raw) req.rawBody = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
+    next();
+  };
+  return [contentTypeCheck, parser, keepRaw];
+}
+
+export function validate(op: Operation): RequestHandler {
+  const raw = op.raw['x-raw-body'] === true;
+  return (req, _res, next) => {
+    const params = {
+      path: { ...req.params },
+      query: { ...(req.query as Record<string, unknown>) },
+      header: { ...req.headers },
+    };
+    if (!op.validateParams(params)) {
+      throw validationError(toIssues(op.validateParams.errors));
+    }
+    let body: unknown = undefined;
+    if (op.requestMediaType !== undefined && !raw) {
+      const present = hasBody(req.headers);
+      if (!present && op.requestBodyRequired) {
+        throw validationError([{ pointer: '/body', message: 'is required' }]);
+      }
+      if (present) {
+        body = req.body as unknown;
+        if (op.validateBody !== undefined && !op.validateBody(body)) {
+          throw validationError(toIssues(op.validateBody.errors, '/body'));
+        }
+      }
+    }
+    req.valid = { path: params.path, query: params.query, headers: params.header, body };
+    next();
+  };
+}
+
+/**
+ * In tests (and optionally in staging) every JSON response is checked against the documented schema
+ * for its status, so the contract cannot silently drift from the code.
+ */
+export function enforceResponseContract(op: Operation): RequestHandler {
+  return (_req, res, next) => {
+    const original = res.json.bind(res);
+    res.json = ((body: unknown): Response => {
+      const validator = op.responseValidator(res.statusCode);
+      if (validator !== undefined && !validator(body)) {
+        throw new AppError('RESPONSE_CONTRACT_VIOLATION', {
+          detail: `${op.operationId} returned a ${res.statusCode} body that does not match openapi.yaml.`,
+          extensions: { errors: toIssues(validator.errors, '/response') },
+        });
+      }
+      return original(body);
+    }) as Response['json'];
+    next();
+  };
+}
+
+function hasBody(headers: Record<string, string | string[] | undefined>): boolean {
+  const length = headers['content-length'];
+  return headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0');
+}
+
+function validationError(issues: ReturnType<typeof toIssues>): AppError {
+  return new AppError('VALIDATION_FAILED', { extensions: { errors: issues } });
+}
+
+function bearerError(code: 'TOKEN_MISSING' | 'TOKEN_MALFORMED'): AppError {
+  return withChallenge(new AppError(code));
+}
+
+function withChallenge(error: AppError): AppError {
+  // RFC 6750 §3: say that a bearer token is expected, and why this one failed, without details.
+  const challenge = error.code === 'TOKEN_MISSING' ? 'Bearer' : 'Bearer error="invalid_token"';
+  return new AppError(error.code, {
+    ...(error.detail === undefined ? {} : { detail: error.detail }),
+    headers: { ...error.headers, 'WWW-Authenticate': challenge },
+    cause: error.cause ?? error,
+  });
+}

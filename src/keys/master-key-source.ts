@@ -1,0 +1,111 @@
+/**
+ * Where the master key (KEK) comes from. Behind an interface so a KMS can replace the local key: the
+ * rest of the service only ever asks the source to wrap or unwrap data keys, never for the KEK.
+ *
+ * The local source holds the 256-bit KEK in process memory and wraps with AES-256-GCM, binding each
+ * wrapped key to its identity through the additional authenticated data, so a wrapped key copied onto
+ * another key's row fails to unwrap instead of silently serving the wrong purpose or version.
+ */
+import fs from 'node:fs';
+import { createCipheriv, createDecipheriv, createHash, randomBytes } from 'node:crypto';
+import type { MasterKeyConfig } from '../config/config.js';
+import { readOrCreateSecretFile } from '../config/dev-secret-file.js';
+
+export interface MasterKeySource {
+  /** Stable, non-secret identifier of the KEK (a fingerprint), stored beside every wrapped key. */
+  readonly keyId: string;
+  /** A human description for logs and the key inventory. Never contains key material. */
+  readonly description: string;
+  wrap(plaintextKey: Buffer, aad: string): Promise<Buffer>;
+  unwrap(wrappedKey: Buffer, aad: string): Promise<Buffer>;
+}
+
+const IV_BYTES = 12;
+const TAG_BYTES = 16;
+const FORMAT_V1 = 1;
+
+export class LocalMasterKey implements MasterKeySource {
+  readonly keyId: string;
+
+  constructor(
+    private readonly key: Buffer,
+    readonly description: string,
+  ) {
+    if (key.length !== 32) throw new Error('the master key must be 32 bytes');
+    // A one-way fingerprint identifies the KEK without revealing it (domain-separated SHA-256).
+    this.keyId = `local:${createHash('sha256').update('loyalty-vault/kek-id/v1\0').update(key).digest('hex').slice(0, 16)}`;
+  }
+
+  wrap(plaintextKey: Buffer, aad: string): Promise<Buffer> {
+    const iv = randomBytes(IV_BYTES);
+    const cipher = createCipheriv('aes-256-gcm', this.key, iv);
+    cipher.setAAD(Buffer.from(aad, 'utf8'));
+    const body = Buffer.concat([cipher.update(plaintextKey), cipher.final()]);
+    return Promise.resolve(Buffer.concat([Buffer.of(FORMAT_V1), iv, cipher.getAuthTag(), body]));
+  }
+
+  unwrap(wrapped: Buffer, aad: string): Promise<Buffer> {
+    if (wrapped.length < 1 + IV_BYTES + TAG_BYTES || wrapped[0] !== FORMAT_V1) {
+      return Promise.reject(new Error('wrapped key has an unknown format'));
+    }
+    const iv = wrapped.subarray(1, 1 + IV_BYTES);
+    const tag = wrapped.subarray(1 + IV_BYTES, 1 + IV_BYTES + TAG_BYTES);
+    const decipher = createDecipheriv('aes-256-gcm', this.key, iv);
+    decipher.setAAD(Buffer.from(aad, 'utf8'));
+    decipher.setAuthTag(tag);
+    return Promise.resolve(
+      Buffer.concat([decipher.update(wrapped.subarray(1 + IV_BYTES + TAG_BYTES)), decipher.final()]),
+    );
+  }
+}
+
+export interface LoadedMasterKey {
+  readonly source: MasterKeySource;
+  /** Set when a development key was generated on this start: the caller warns loudly. */
+  readonly generatedDevKeyFile: string | undefined;
+  readonly isDevelopmentKey: boolean;
+}
+
+export async function loadMasterKey(config: MasterKeyConfig): Promise<LoadedMasterKey> {
+  switch (config.source) {
+    case 'env':
+      return {
+        source: new LocalMasterKey(decodeKey(config.keyBase64, 'MASTER_KEY'), 'MASTER_KEY environment variable'),
+        generatedDevKeyFile: undefined,
+        isDevelopmentKey: false,
+      };
+    case 'file': {
+      let text: string;
+      try {
+        text = fs.readFileSync(config.file, 'utf8');
+      } catch (error) {
+        throw new Error(`MASTER_KEY_FILE cannot be read (${(error as NodeJS.ErrnoException).code ?? 'error'})`, {
+          cause: error,
+        });
+      }
+      return {
+        source: new LocalMasterKey(decodeKey(text.trim(), 'MASTER_KEY_FILE'), `file ${config.file}`),
+        generatedDevKeyFile: undefined,
+        isDevelopmentKey: false,
+      };
+    }
+    case 'generated-dev': {
+      const { content, created } = await readOrCreateSecretFile(config.file, () =>
+        Promise.resolve(randomBytes(32).toString('base64') + '\n'),
+      );
+      return {
+        source: new LocalMasterKey(decodeKey(content.trim(), config.file), `DEVELOPMENT key file ${config.file}`),
+        generatedDevKeyFile: created ? config.file : undefined,
+        isDevelopmentKey: true,
+      };
+    }
+  }
+}
+
+function decodeKey(base64: string, name: string): Buffer {
+  const key = Buffer.from(base64, 'base64');
+  if (key.length !== 32 || key.toString('base64') !== base64) {
+    throw new Error(`${name} must hold 32 bytes (256 bits) encoded as base64`);
+  }
+  return key;
+}

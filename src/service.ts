@@ -1,0 +1,89 @@
+/**
+ * Composition root: the one place that turns a Config into a running set of parts. Features get
+ * their dependencies from here; nothing else constructs a database, a key source or a logger.
+ */
+import type { Express } from 'express';
+import { createAuthenticator, keyResolverFor } from './auth/authenticator.js';
+import { authHandlers } from './auth/auth-handlers.js';
+import { loadDevIssuer } from './auth/dev-issuer.js';
+import type { Config } from './config/config.js';
+import { createDatabase, type Database } from './db/database.js';
+import { migrateToLatest } from './db/migrations.js';
+import { createReadiness, healthHandlers, type Readiness } from './health/health-handlers.js';
+import { createApp } from './http/app.js';
+import { loadApiSpec, type ApiSpec } from './http/openapi.js';
+import { loadMasterKey, type LoadedMasterKey } from './keys/master-key-source.js';
+import type { Logger } from './logging/logger.js';
+
+export interface Service {
+  readonly app: Express;
+  readonly database: Database;
+  readonly masterKey: LoadedMasterKey;
+  readonly readiness: Readiness;
+  readonly spec: ApiSpec;
+  /** Readiness turns false so load balancers stop sending traffic; in-flight work continues. */
+  startDraining(): void;
+  close(): Promise<void>;
+}
+
+export interface BuildOptions {
+  readonly logger: Logger;
+  /** Use this database instead of opening one from config (tests). The caller closes it. */
+  readonly database?: Database;
+  readonly enforceResponseContract?: boolean;
+}
+
+export async function buildService(config: Config, options: BuildOptions): Promise<Service> {
+  const { logger } = options;
+  const masterKey = await loadMasterKey(config.masterKey);
+  if (masterKey.generatedDevKeyFile !== undefined) {
+    logger.warn(
+      { file: masterKey.generatedDevKeyFile },
+      '!!! DEVELOPMENT MASTER KEY GENERATED. It protects every card in this data folder. Never use it in production: set MASTER_KEY or MASTER_KEY_FILE. !!!',
+    );
+  }
+
+  const ownsDatabase = options.database === undefined;
+  const database = options.database ?? createDatabase(config);
+  try {
+    const applied = await migrateToLatest(database.knex);
+    if (applied.length > 0) logger.info({ migrations: applied }, 'database migrated');
+  } catch (error) {
+    if (ownsDatabase) await database.close();
+    throw error;
+  }
+
+  const devJwks =
+    config.auth.keys.source === 'dev-issuer' ? (await loadDevIssuer(config.auth.keys.file)).jwks : undefined;
+  if (devJwks !== undefined) {
+    logger.warn(
+      'DEVELOPMENT token issuer trusted: any token from `npm run token` is accepted. Set AUTH_JWKS_URL or AUTH_PUBLIC_KEYS for real use.',
+    );
+  }
+  const authenticator = createAuthenticator(config.auth, keyResolverFor(config.auth.keys, devJwks));
+
+  let draining = false;
+  const readiness = createReadiness({ ping: (ms) => database.ping(ms), isDraining: () => draining });
+  const spec = loadApiSpec();
+  const app = createApp({
+    spec,
+    handlers: { ...healthHandlers(readiness, spec.yamlText), ...authHandlers() },
+    authenticator,
+    logger,
+    bodyLimitBytes: config.http.bodyLimitBytes,
+    trustProxy: config.http.trustProxy,
+    enforceResponseContract: options.enforceResponseContract ?? false,
+  });
+
+  return {
+    app,
+    database,
+    masterKey,
+    readiness,
+    spec,
+    startDraining() {
+      draining = true;
+    },
+    close: () => (ownsDatabase ? database.close() : Promise.resolve()),
+  };
+}

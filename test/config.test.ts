@@ -1,0 +1,116 @@
+import { expect } from 'chai';
+import { ConfigError, loadConfig, type Env } from '../src/config/config.js';
+
+const KEY = Buffer.alloc(32, 7).toString('base64');
+const JWKS = JSON.stringify({
+  keys: [{ kty: 'OKP', crv: 'Ed25519', x: 'l8o0kMqjXqf1d8Rnx3n2bV2nR9Q3p4gH9aE2dG5w9yk' }],
+});
+const production: Env = {
+  NODE_ENV: 'production',
+  DATABASE_URL: 'postgres://svc:secret-password@db.internal:5432/loyalty',
+  MASTER_KEY: KEY,
+  AUTH_ISSUER: 'https://idp.example/',
+  AUTH_AUDIENCE: 'loyalty-vault',
+  AUTH_JWKS_URL: 'https://idp.example/.well-known/jwks.json',
+};
+
+function problemsOf(env: Env): string[] {
+  try {
+    loadConfig(env);
+  } catch (error) {
+    expect(error).to.be.instanceOf(ConfigError);
+    return [...(error as ConfigError).problems];
+  }
+  throw new Error('expected a ConfigError');
+}
+
+describe('configuration', () => {
+  describe('when a value is malformed or missing, then start-up stops naming the variable', () => {
+    const cases: [string, Env, string][] = [
+      ['PORT not a number', { PORT: 'eighty' }, 'PORT'],
+      ['PORT out of range', { PORT: '70000' }, 'PORT'],
+      ['NODE_ENV unknown', { NODE_ENV: 'staging' }, 'NODE_ENV'],
+      ['LOG_LEVEL unknown', { LOG_LEVEL: 'loud' }, 'LOG_LEVEL'],
+      ['DATABASE_URL not postgres', { DATABASE_URL: 'mysql://x/y', MASTER_KEY: KEY }, 'DATABASE_URL'],
+      ['DATABASE_URL without a master key', { DATABASE_URL: 'postgres://h/db' }, 'MASTER_KEY'],
+      ['MASTER_KEY too short', { MASTER_KEY: Buffer.alloc(16).toString('base64') }, 'MASTER_KEY'],
+      ['MASTER_KEY and MASTER_KEY_FILE both set', { MASTER_KEY: KEY, MASTER_KEY_FILE: '/k' }, 'mutually exclusive'],
+      [
+        'AUTH_PUBLIC_KEYS not JSON',
+        { AUTH_PUBLIC_KEYS: '{nope', AUTH_ISSUER: 'i', AUTH_AUDIENCE: 'a' },
+        'AUTH_PUBLIC_KEYS',
+      ],
+      [
+        'AUTH_PUBLIC_KEYS holding a private key',
+        { AUTH_PUBLIC_KEYS: JSON.stringify({ keys: [{ kty: 'EC', d: 'x' }] }), AUTH_ISSUER: 'i', AUTH_AUDIENCE: 'a' },
+        'public asymmetric keys only',
+      ],
+      [
+        'AUTH_PUBLIC_KEYS holding a symmetric key',
+        { AUTH_PUBLIC_KEYS: JSON.stringify({ keys: [{ kty: 'oct', k: 'x' }] }), AUTH_ISSUER: 'i', AUTH_AUDIENCE: 'a' },
+        'public asymmetric keys only',
+      ],
+      ['AUTH_JWKS_URL without issuer', { AUTH_JWKS_URL: 'https://idp/jwks', AUTH_AUDIENCE: 'a' }, 'AUTH_ISSUER'],
+      ['AUTH_JWKS_URL without audience', { AUTH_JWKS_URL: 'https://idp/jwks', AUTH_ISSUER: 'i' }, 'AUTH_AUDIENCE'],
+      [
+        'AUTH_JWKS_URL and AUTH_PUBLIC_KEYS both set',
+        { AUTH_JWKS_URL: 'https://i/j', AUTH_PUBLIC_KEYS: JWKS },
+        'mutually exclusive',
+      ],
+      ['AUTH_ALGORITHMS with HS256', { AUTH_ALGORITHMS: 'ES256,HS256' }, 'AUTH_ALGORITHMS'],
+      ['AUTH_ALGORITHMS with none', { AUTH_ALGORITHMS: 'none' }, 'AUTH_ALGORITHMS'],
+      ['production without DATABASE_URL', { ...production, DATABASE_URL: undefined }, 'DATABASE_URL is required'],
+      [
+        'production without a master key',
+        { ...production, MASTER_KEY: undefined },
+        'MASTER_KEY or MASTER_KEY_FILE is required',
+      ],
+      [
+        'production without auth keys',
+        { ...production, AUTH_JWKS_URL: undefined },
+        'AUTH_JWKS_URL or AUTH_PUBLIC_KEYS',
+      ],
+      ['production with an http JWKS URL', { ...production, AUTH_JWKS_URL: 'http://idp/jwks' }, 'https://'],
+      ['BODY_LIMIT_BYTES negative', { BODY_LIMIT_BYTES: '-1' }, 'BODY_LIMIT_BYTES'],
+      ['TRUST_PROXY not a boolean', { TRUST_PROXY: 'maybe' }, 'TRUST_PROXY'],
+    ];
+    for (const [name, env, expected] of cases) {
+      it(`when ${name}, then the error names it`, () => {
+        const problems = problemsOf(env);
+        expect(problems.join('\n')).to.contain(expected);
+      });
+    }
+  });
+
+  it('when several values are wrong, then every problem is reported at once', () => {
+    expect(problemsOf({ PORT: 'x', LOG_LEVEL: 'y', NODE_ENV: 'z' })).to.have.length(3);
+  });
+
+  it('when a secret is malformed, then its value is never repeated in the message', () => {
+    const secret = 'c2VjcmV0LXZhbHVlLXRoYXQtaXMtd3Jvbmc';
+    const message = problemsOf({ MASTER_KEY: secret, DATABASE_URL: 'mysql://user:hunter2@h/db' }).join('\n');
+    expect(message).not.to.contain(secret);
+    expect(message).not.to.contain('hunter2');
+  });
+
+  it('when nothing is set, then the embedded development defaults apply', () => {
+    const config = loadConfig({});
+    expect(config.port).to.equal(8080);
+    expect(config.database.url).to.equal(undefined);
+    expect(config.masterKey.source).to.equal('generated-dev');
+    expect(config.auth.keys.source).to.equal('dev-issuer');
+    expect(config.auth.algorithms).to.deep.equal(['ES256', 'EdDSA', 'RS256', 'PS256']);
+  });
+
+  it('when a complete production environment is given, then it loads and is frozen', () => {
+    const config = loadConfig(production);
+    expect(config.nodeEnv).to.equal('production');
+    expect(config.masterKey).to.deep.equal({ source: 'env', keyBase64: KEY });
+    expect(config.auth.keys.source).to.equal('jwks-url');
+    expect(Object.isFrozen(config)).to.equal(true);
+    expect(Object.isFrozen(config.database)).to.equal(true);
+    expect(() => {
+      (config as { port: number }).port = 1;
+    }).to.throw(TypeError);
+  });
+});
