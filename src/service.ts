@@ -14,12 +14,18 @@ import { createApp } from './http/app.js';
 import { loadApiSpec, type ApiSpec } from './http/openapi.js';
 import { loadMasterKey, type LoadedMasterKey } from './keys/master-key-source.js';
 import type { Logger } from './logging/logger.js';
+import { KeyRing } from './keys/key-ring.js';
+import { VaultService } from './cards/vault-service.js';
+import { cardsHandlers } from './cards/cards-handlers.js';
+import os from 'node:os';
 
 export interface Service {
   readonly app: Express;
   readonly database: Database;
   readonly masterKey: LoadedMasterKey;
   readonly readiness: Readiness;
+  readonly keyRing: KeyRing;
+  readonly vault: VaultService;
   readonly spec: ApiSpec;
   /** Readiness turns false so load balancers stop sending traffic; in-flight work continues. */
   startDraining(): void;
@@ -53,6 +59,12 @@ export async function buildService(config: Config, options: BuildOptions): Promi
     throw error;
   }
 
+  const keyRing = new KeyRing(database.knex, masterKey.source, config.vault.keyRingRefreshMs);
+  await keyRing.ensureInitialKeys(`service:${os.hostname()}:${process.pid}`);
+  const vault = new VaultService(database.knex, keyRing, {
+    detokenise: { enabled: config.vault.detokeniseEnabled, perMinute: config.vault.detokenisePerMinute },
+  });
+
   const devJwks =
     config.auth.keys.source === 'dev-issuer' ? (await loadDevIssuer(config.auth.keys.file)).jwks : undefined;
   if (devJwks !== undefined) {
@@ -67,7 +79,7 @@ export async function buildService(config: Config, options: BuildOptions): Promi
   const spec = loadApiSpec();
   const app = createApp({
     spec,
-    handlers: { ...healthHandlers(readiness, spec.yamlText), ...authHandlers() },
+    handlers: { ...healthHandlers(readiness, spec.yamlText), ...authHandlers(), ...cardsHandlers(vault) },
     authenticator,
     logger,
     bodyLimitBytes: config.http.bodyLimitBytes,
@@ -80,6 +92,8 @@ export async function buildService(config: Config, options: BuildOptions): Promi
     database,
     masterKey,
     readiness,
+    keyRing,
+    vault,
     spec,
     startDraining() {
       draining = true;

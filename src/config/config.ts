@@ -45,6 +45,13 @@ export interface Config {
     readonly algorithms: readonly JwtAlgorithm[];
     readonly clockToleranceSeconds: number;
   };
+  readonly vault: {
+    /** Detokenisation is off unless explicitly enabled (PCI DSS: reveal PANs only where needed). */
+    readonly detokeniseEnabled: boolean;
+    readonly detokenisePerMinute: number;
+    /** How often each instance checks whether another process changed the key ring. */
+    readonly keyRingRefreshMs: number;
+  };
   readonly http: {
     readonly bodyLimitBytes: number;
     readonly shutdownTimeoutMs: number;
@@ -134,6 +141,11 @@ export function loadConfig(env: Env = process.env): Config {
     },
     masterKey: parseMasterKey(r, { production, embedded, dataDir }),
     auth: parseAuth(r, { production, dataDir }),
+    vault: {
+      detokeniseEnabled: r.boolean('DETOKENISE_ENABLED', false),
+      detokenisePerMinute: r.integer('DETOKENISE_RATE_LIMIT_PER_MINUTE', 10, 1, 10_000),
+      keyRingRefreshMs: r.integer('KEY_RING_REFRESH_MS', 5_000, 100, 300_000),
+    },
     http: {
       bodyLimitBytes: r.integer('BODY_LIMIT_BYTES', 64 * 1024, 1024, 10 * 1024 * 1024),
       shutdownTimeoutMs: r.integer('SHUTDOWN_TIMEOUT_MS', 10_000, 0, 600_000),

@@ -20,6 +20,15 @@ export const ERROR_CATALOG = {
   NOT_FOUND: { status: 404, title: 'Not found' },
   CONFLICT: { status: 409, title: 'The request conflicts with the current state' },
   TOO_MANY_REQUESTS: { status: 429, title: 'Too many requests' },
+  // card vault
+  PAN_INVALID: { status: 422, title: 'The card number is not valid' },
+  EXPIRY_INVALID: { status: 422, title: 'The card expiry is not valid' },
+  SENSITIVE_AUTHENTICATION_DATA: { status: 422, title: 'Sensitive authentication data must not be sent (PCI DSS 3.3)' },
+  IDENTIFIER_ALREADY_LINKED: { status: 409, title: 'The identifier already belongs to another card' },
+  CARD_HAS_DIFFERENT_PAN: { status: 409, title: 'The card already has a different card number' },
+  CARD_HAS_NO_PAN: { status: 409, title: 'The card has no card number to reveal' },
+  REASON_INVALID: { status: 422, title: 'The reason is not acceptable' },
+  DETOKENISATION_DISABLED: { status: 403, title: 'Detokenisation is disabled on this service' },
   // 401 / 403: who is calling
   TOKEN_MISSING: { status: 401, title: 'A bearer token is required' },
   TOKEN_MALFORMED: { status: 401, title: 'The bearer token is malformed' },

@@ -71,8 +71,9 @@ export function loadApiSpec(file: string = openApiPath()): ApiSpec {
   const seen = new Set<string>();
 
   const paths = (document['paths'] ?? {}) as Record<string, Json>;
+  const deref = (node: Json): Json => resolveComponentRef(document, node);
   for (const [pathTemplate, pathItem] of Object.entries(paths)) {
-    const shared = (pathItem['parameters'] ?? []) as Json[];
+    const shared = ((pathItem['parameters'] ?? []) as Json[]).map(deref);
     for (const method of HTTP_METHODS) {
       const op = pathItem[method] as Json | undefined;
       if (op === undefined) continue;
@@ -84,9 +85,8 @@ export function loadApiSpec(file: string = openApiPath()): ApiSpec {
       if (!Array.isArray(op['security'])) {
         throw new Error(`${operationId} must declare "security" explicitly ([] for a public operation)`);
       }
-      operations.push(
-        compileOperation(ajv, method, pathTemplate, op, [...shared, ...((op['parameters'] ?? []) as Json[])]),
-      );
+      const own = ((op['parameters'] ?? []) as Json[]).map(deref);
+      operations.push(compileOperation(ajv, method, pathTemplate, op, [...shared, ...own], deref));
     }
   }
 
@@ -101,6 +101,20 @@ export function loadApiSpec(file: string = openApiPath()): ApiSpec {
       return op;
     },
   };
+}
+
+/** Resolves a local `$ref` to a reusable component (parameter, response, request body). */
+function resolveComponentRef(document: Json, node: Json): Json {
+  const ref = node['$ref'];
+  if (typeof ref !== 'string') return node;
+  const match = /^#\/components\/(parameters|responses|requestBodies)\/([^/]+)$/.exec(ref);
+  const section =
+    match === null
+      ? undefined
+      : ((document['components'] as Json | undefined)?.[match[1] as string] as Json | undefined);
+  const target = match === null ? undefined : section?.[match[2] as string];
+  if (target === undefined) throw new Error(`unresolvable $ref ${ref}`);
+  return target as Json;
 }
 
 function createAjv(document: Json): Ajv2020 {
@@ -134,6 +148,7 @@ function compileOperation(
   pathTemplate: string,
   op: Json,
   parameters: Json[],
+  deref: (node: Json) => Json,
 ): Operation {
   const operationId = op['operationId'] as string;
   // Parameters arrive as strings; a separate coercing validator turns `?limit=10` into 10.
@@ -156,7 +171,7 @@ function compileOperation(
 
   let requestMediaType: string | undefined;
   let validateBody: ValidateFunction | undefined;
-  const requestBody = op['requestBody'] as Json | undefined;
+  const requestBody = op['requestBody'] === undefined ? undefined : deref(op['requestBody'] as Json);
   if (requestBody !== undefined) {
     const content = (requestBody['content'] ?? {}) as Record<string, Json>;
     const [mediaType, media] = Object.entries(content)[0] ?? [];
@@ -166,7 +181,8 @@ function compileOperation(
   }
 
   const responseValidators = new Map<string, ValidateFunction | undefined>();
-  for (const [status, response] of Object.entries((op['responses'] ?? {}) as Record<string, Json>)) {
+  for (const [status, declared] of Object.entries((op['responses'] ?? {}) as Record<string, Json>)) {
+    const response = deref(declared);
     const content = (response['content'] ?? {}) as Record<string, Json>;
     const media = Object.values(content)[0];
     const schema = media?.['schema'];

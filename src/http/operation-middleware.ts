@@ -7,6 +7,7 @@ import express, { type RequestHandler, type Response } from 'express';
 import type { Authenticator } from '../auth/authenticator.js';
 import { AppError } from '../errors/app-error.js';
 import { toIssues, type Operation } from './openapi.js';
+import { findSensitiveAuthenticationData } from '../cards/pan.js';
 
 export function authenticate(op: Operation, authenticator: Authenticator): RequestHandler {
   const bearerSchemes = new Set(op.security.map((s) => s.scheme));
@@ -92,6 +93,13 @@ export function validate(op: Operation): RequestHandler {
       }
       if (present) {
         body = req.body as unknown;
+        const sad = findSensitiveAuthenticationData(body);
+        if (sad !== undefined) {
+          throw new AppError('SENSITIVE_AUTHENTICATION_DATA', {
+            detail: 'Card verification codes, track data and PINs are refused (PCI DSS 3.3).',
+            extensions: { errors: [{ pointer: `/body${sad}`, message: 'must not be sent' }] },
+          });
+        }
         if (op.validateBody !== undefined && !op.validateBody(body)) {
           throw validationError(toIssues(op.validateBody.errors, '/body'));
         }

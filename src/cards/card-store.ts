@@ -1,0 +1,175 @@
+/**
+ * SQL of the card vault. Functions take a knex handle or a transaction, so a service decides where
+ * a transaction begins and every statement inside it runs on it.
+ */
+import type { Knex } from 'knex';
+import type { IdentifierKind } from './card-crypto.js';
+
+type Db = Knex | Knex.Transaction;
+
+export interface CardRow {
+  token: string;
+  shopper_ref: string;
+  brand: string | null;
+  last4: string | null;
+  expiry_month: number | null;
+  expiry_year: number | null;
+  pan_ciphertext: Buffer | null;
+  pan_key_version: number | null;
+  created_at: Date;
+}
+
+export interface FingerprintKey {
+  readonly version: number;
+  readonly fingerprint: Buffer;
+}
+
+const CARD_COLUMNS = [
+  'c.token',
+  'c.shopper_ref',
+  'c.brand',
+  'c.last4',
+  'c.expiry_month',
+  'c.expiry_year',
+  'c.pan_ciphertext',
+  'c.pan_key_version',
+  'c.created_at',
+];
+
+/** The card holding any of these fingerprints (one per readable MAC version of one identifier). */
+export async function findCardByFingerprints(db: Db, keys: readonly FingerprintKey[]): Promise<CardRow | undefined> {
+  if (keys.length === 0) return undefined;
+  const row = (await db('identifier_fingerprints as f')
+    .join('cards as c', 'c.token', 'f.token')
+    .whereIn(
+      ['f.mac_key_version', 'f.fingerprint'],
+      keys.map((k) => [k.version, k.fingerprint]),
+    )
+    .first(CARD_COLUMNS)) as CardRow | undefined;
+  return row;
+}
+
+export async function findCard(
+  db: Db,
+  token: string,
+  options: { forUpdate?: boolean } = {},
+): Promise<CardRow | undefined> {
+  const query = db('cards as c').where('c.token', token).first(CARD_COLUMNS);
+  if (options.forUpdate === true) void query.forUpdate();
+  return (await query) as CardRow | undefined;
+}
+
+export async function insertShopper(db: Db, shopperRef: string, now: Date): Promise<void> {
+  await db('shoppers').insert({ shopper_ref: shopperRef, created_at: now });
+}
+
+export interface NewCard {
+  readonly token: string;
+  readonly shopperRef: string;
+  readonly brand: string | null;
+  readonly last4: string | null;
+  readonly expiryMonth: number | null;
+  readonly expiryYear: number | null;
+  readonly panCiphertext: Buffer | null;
+  readonly panKeyVersion: number | null;
+}
+
+export async function insertCard(db: Db, card: NewCard, now: Date): Promise<void> {
+  await db('cards').insert({
+    token: card.token,
+    shopper_ref: card.shopperRef,
+    brand: card.brand,
+    last4: card.last4,
+    expiry_month: card.expiryMonth,
+    expiry_year: card.expiryYear,
+    pan_ciphertext: card.panCiphertext,
+    pan_key_version: card.panKeyVersion,
+    created_at: now,
+    updated_at: now,
+  });
+}
+
+export interface NewIdentifier {
+  readonly id: string;
+  readonly token: string;
+  readonly kind: IdentifierKind;
+  readonly namespace: string | null;
+  readonly valueCiphertext: Buffer | null;
+  readonly valueKeyVersion: number | null;
+}
+
+/**
+ * Inserts the identifier and its fingerprints. Returns false, having inserted nothing that the caller
+ * should keep, when any fingerprint already exists: another card (or a concurrent request) owns the
+ * identifier, and the caller must roll back and look again.
+ */
+export async function insertIdentifier(
+  trx: Knex.Transaction,
+  identifier: NewIdentifier,
+  fingerprints: readonly FingerprintKey[],
+  now: Date,
+): Promise<boolean> {
+  await trx('card_identifiers').insert({
+    id: identifier.id,
+    token: identifier.token,
+    kind: identifier.kind,
+    namespace: identifier.namespace,
+    value_ciphertext: identifier.valueCiphertext,
+    value_key_version: identifier.valueKeyVersion,
+    created_at: now,
+  });
+  // Fixed order (version descending) so two transactions never wait on each other in a cycle.
+  const rows = [...fingerprints]
+    .sort((a, b) => b.version - a.version)
+    .map((f) => ({
+      mac_key_version: f.version,
+      fingerprint: f.fingerprint,
+      identifier_id: identifier.id,
+      token: identifier.token,
+      created_at: now,
+    }));
+  const inserted = (await trx('identifier_fingerprints')
+    .insert(rows)
+    .onConflict(['mac_key_version', 'fingerprint'])
+    .ignore()
+    .returning('mac_key_version')) as unknown[];
+  return inserted.length === rows.length;
+}
+
+/** Keeps the latest expiry seen for a card (a reissued card keeps its PAN and gets a later expiry). */
+export async function advanceExpiry(db: Db, token: string, month: number, year: number, now: Date): Promise<void> {
+  await db('cards')
+    .where('token', token)
+    .andWhere((q) => {
+      void q.whereNull('expiry_year').orWhereRaw('(expiry_year, expiry_month) < (?, ?)', [year, month]);
+    })
+    .update({ expiry_month: month, expiry_year: year, updated_at: now, row_version: db.raw('row_version + 1') });
+}
+
+export async function setCardPan(
+  trx: Knex.Transaction,
+  token: string,
+  pan: {
+    ciphertext: Buffer;
+    keyVersion: number;
+    brand: string;
+    last4: string;
+    expiryMonth: number | null;
+    expiryYear: number | null;
+  },
+  now: Date,
+): Promise<boolean> {
+  const updated = await trx('cards')
+    .where('token', token)
+    .whereNull('pan_ciphertext')
+    .update({
+      pan_ciphertext: pan.ciphertext,
+      pan_key_version: pan.keyVersion,
+      brand: pan.brand,
+      last4: pan.last4,
+      ...(pan.expiryMonth === null ? {} : { expiry_month: pan.expiryMonth, expiry_year: pan.expiryYear }),
+      updated_at: now,
+      row_version: trx.raw('row_version + 1'),
+    });
+  return updated === 1;
+}

@@ -1,0 +1,88 @@
+/** HTTP adapter of the card vault: validated input in, one service call, response out. */
+import type { Request } from 'express';
+import { AppError } from '../errors/app-error.js';
+import type { HandlerMap } from '../http/types.js';
+import { principalOf, validInput } from '../http/types.js';
+import type { CardInput, CardView, Caller, VaultService } from './vault-service.js';
+
+interface CardBody {
+  pan?: string;
+  expiryMonth?: number;
+  expiryYear?: number;
+  par?: string;
+  alias?: { namespace: string; value: string };
+}
+
+export function callerOf(req: Request): Caller {
+  const principal = principalOf(req);
+  return {
+    subject: principal.subject,
+    shopperRef: principal.shopperRef,
+    origin: `request:${req.id} ip:${req.ip ?? '-'}`,
+  };
+}
+
+/** The body schema (oneOf) guarantees exactly one of pan / par / alias. */
+function toCardInput(body: CardBody): CardInput {
+  if (body.pan !== undefined) {
+    return {
+      kind: 'pan',
+      pan: body.pan,
+      ...(body.expiryMonth === undefined ? {} : { expiryMonth: body.expiryMonth }),
+      ...(body.expiryYear === undefined ? {} : { expiryYear: body.expiryYear }),
+    };
+  }
+  if (body.par !== undefined) return { kind: 'par', par: body.par };
+  const alias = body.alias as { namespace: string; value: string };
+  return { kind: 'alias', namespace: alias.namespace, value: alias.value };
+}
+
+export function cardJson(card: CardView): Record<string, unknown> {
+  return {
+    token: card.token,
+    shopperReference: card.shopperReference,
+    ...(card.brand === undefined ? {} : { brand: card.brand }),
+    ...(card.last4 === undefined ? {} : { last4: card.last4 }),
+    ...(card.expiryMonth === undefined ? {} : { expiryMonth: card.expiryMonth, expiryYear: card.expiryYear }),
+    createdAt: card.createdAt.toISOString(),
+  };
+}
+
+/**
+ * Tokenising and attaching are for checkout, POS and gateway clients. A shopper-bound token (the
+ * loyalty app) could otherwise probe which card numbers are known and to which shopper they belong.
+ */
+function refuseShopperTokens(req: Request): void {
+  if (principalOf(req).shopperRef !== undefined) {
+    throw new AppError('INSUFFICIENT_SCOPE', { detail: 'Shopper tokens cannot tokenise cards or attach identifiers.' });
+  }
+}
+
+export function cardsHandlers(vault: VaultService): HandlerMap {
+  return {
+    async createToken(req, res) {
+      refuseShopperTokens(req);
+      const { card, created } = await vault.tokenise(toCardInput(validInput(req).body as CardBody));
+      res.status(created ? 201 : 200).json(cardJson(card));
+    },
+    async getToken(req, res) {
+      res.json(cardJson(await vault.getCard(validInput(req).path['token'] as string, callerOf(req))));
+    },
+    async attachIdentifier(req, res) {
+      refuseShopperTokens(req);
+      const input = validInput(req);
+      const { card, created } = await vault.attachIdentifier(
+        input.path['token'] as string,
+        toCardInput(input.body as CardBody),
+        callerOf(req),
+      );
+      res.status(created ? 201 : 200).json(cardJson(card));
+    },
+    async detokenise(req, res) {
+      const input = validInput(req);
+      const token = input.path['token'] as string;
+      const { pan } = await vault.detokenise(token, (input.body as { reason: string }).reason, callerOf(req));
+      res.json({ token, pan });
+    },
+  };
+}

@@ -1,0 +1,313 @@
+/**
+ * The card vault: turns card identifiers into permanent tokens and shopper references.
+ *
+ * - An identifier is looked up by its fingerprint under every readable MAC version, so a MAC key
+ *   rotation never breaks a lookup.
+ * - A first sighting creates a shopper, a card and the identifier in one transaction, with one
+ *   fingerprint row per readable MAC version. Their primary key makes concurrent first sightings
+ *   (from any number of instances) end with one card: the loser rolls back and finds the winner.
+ * - Tokens and shopper references are random, never derived from card data.
+ */
+import type { Knex } from 'knex';
+import { appendAuditEvent, type AuditEventInput } from '../audit/audit-log.js';
+import { AppError } from '../errors/app-error.js';
+import { newId } from '../ids/prefixed-id.js';
+import type { KeyRing } from '../keys/key-ring.js';
+import { maskPans } from '../logging/pan-redactor.js';
+import { consumeRateLimit } from '../ratelimit/rate-limiter.js';
+import { decryptValue, encryptValue, fingerprint, identifierAad, panAad, type Identifier } from './card-crypto.js';
+import {
+  advanceExpiry,
+  findCard,
+  findCardByFingerprints,
+  insertCard,
+  insertIdentifier,
+  insertShopper,
+  setCardPan,
+  type CardRow,
+  type FingerprintKey,
+} from './card-store.js';
+import { detectBrand, normalisePan, validateExpiry, type Expiry } from './pan.js';
+
+export type CardInput =
+  | { readonly kind: 'pan'; readonly pan: string; readonly expiryMonth?: number; readonly expiryYear?: number }
+  | { readonly kind: 'par'; readonly par: string }
+  | { readonly kind: 'alias'; readonly namespace: string; readonly value: string };
+
+export interface CardView {
+  readonly token: string;
+  readonly shopperReference: string;
+  readonly brand: string | undefined;
+  readonly last4: string | undefined;
+  readonly expiryMonth: number | undefined;
+  readonly expiryYear: number | undefined;
+  readonly createdAt: Date;
+}
+
+/** Who is asking: used for shopper scoping and for the audit trail. */
+export interface Caller {
+  readonly subject: string;
+  /** Set for shopper tokens: such a caller reaches only this shopper's cards. */
+  readonly shopperRef: string | undefined;
+  readonly origin: string;
+}
+
+export interface VaultOptions {
+  readonly detokenise: { readonly enabled: boolean; readonly perMinute: number };
+  readonly now?: () => Date;
+}
+
+const MAX_RACE_RETRIES = 3;
+class RaceLost extends Error {}
+
+export class VaultService {
+  private readonly now: () => Date;
+
+  constructor(
+    private readonly knex: Knex,
+    private readonly keyRing: KeyRing,
+    private readonly options: VaultOptions,
+  ) {
+    this.now = options.now ?? (() => new Date());
+  }
+
+  /** Returns the card for this identifier, creating card and shopper on first sight. */
+  async tokenise(input: CardInput): Promise<{ card: CardView; created: boolean }> {
+    const { identifier, expiry } = this.parse(input);
+    const keys = await this.fingerprints(identifier);
+    for (let attempt = 0; attempt < MAX_RACE_RETRIES; attempt++) {
+      const found = await findCardByFingerprints(this.knex, keys);
+      if (found !== undefined) {
+        if (expiry !== undefined) await advanceExpiry(this.knex, found.token, expiry.month, expiry.year, this.now());
+        return { card: toView(found, expiry), created: false };
+      }
+      try {
+        const card = await this.knex.transaction((trx) => this.createCard(trx, identifier, expiry, keys));
+        return { card: toView(card), created: true };
+      } catch (error) {
+        if (!(error instanceof RaceLost)) throw error;
+      }
+    }
+    throw new Error('tokenisation kept losing races; giving up');
+  }
+
+  async getCard(token: string, caller: Caller): Promise<CardView> {
+    return toView(await this.visibleCard(this.knex, token, caller));
+  }
+
+  /** Attaches another identifier (PAR, gateway alias, or the PAN of a PAN-less card) to a card. */
+  async attachIdentifier(
+    token: string,
+    input: CardInput,
+    caller: Caller,
+  ): Promise<{ card: CardView; created: boolean }> {
+    const { identifier, expiry } = this.parse(input);
+    const keys = await this.fingerprints(identifier);
+    for (let attempt = 0; attempt < MAX_RACE_RETRIES; attempt++) {
+      const card = await this.visibleCard(this.knex, token, caller);
+      const owner = await findCardByFingerprints(this.knex, keys);
+      if (owner !== undefined) {
+        // Linking two shoppers is a merge, which is an explicit loyalty operation, never a side effect.
+        if (owner.token !== token) throw new AppError('IDENTIFIER_ALREADY_LINKED');
+        return { card: toView(card), created: false };
+      }
+      if (identifier.kind === 'pan' && card.pan_ciphertext !== null) throw new AppError('CARD_HAS_DIFFERENT_PAN');
+      try {
+        await this.knex.transaction(async (trx) => {
+          await findCard(trx, token, { forUpdate: true });
+          await this.storeIdentifier(trx, token, identifier, keys);
+          if (identifier.kind === 'pan') {
+            const sealed = await this.sealPan(token, identifier.value);
+            const set = await setCardPan(
+              trx,
+              token,
+              {
+                ...sealed,
+                brand: detectBrand(identifier.value),
+                last4: identifier.value.slice(-4),
+                expiryMonth: expiry?.month ?? null,
+                expiryYear: expiry?.year ?? null,
+              },
+              this.now(),
+            );
+            if (!set) throw new RaceLost();
+          }
+        });
+        return { card: toView(await this.visibleCard(this.knex, token, caller)), created: true };
+      } catch (error) {
+        if (!(error instanceof RaceLost)) throw error;
+      }
+    }
+    throw new Error('attaching an identifier kept losing races; giving up');
+  }
+
+  /**
+   * Reveals a card's PAN to an authorised client. Off unless configured; every attempt (allowed,
+   * denied or failed) is in the audit trail with who asked and why; limited per client per minute.
+   */
+  async detokenise(token: string, reason: string, caller: Caller): Promise<{ pan: string }> {
+    const audit = (outcome: AuditEventInput['outcome'], details: Record<string, unknown>): AuditEventInput => ({
+      actor: caller.subject,
+      actorType: 'client',
+      action: 'card.detokenise',
+      outcome,
+      origin: caller.origin,
+      resource: token,
+      details,
+    });
+    if (maskPans(reason) !== reason || reason.trim().length < 3) {
+      throw new AppError('REASON_INVALID', { detail: 'Give a reason of at least 3 characters, without card numbers.' });
+    }
+    if (!this.options.detokenise.enabled || caller.shopperRef !== undefined) {
+      await this.auditAlone(audit('denied', { reason, cause: 'disabled' }));
+      throw new AppError('DETOKENISATION_DISABLED');
+    }
+    try {
+      return await this.knex.transaction(async (trx) => {
+        const limit = await consumeRateLimit(
+          trx,
+          `detokenise:${caller.subject}`,
+          this.options.detokenise.perMinute,
+          60,
+          this.now(),
+        );
+        if (!limit.allowed) {
+          throw new AppError('TOO_MANY_REQUESTS', {
+            detail: 'Detokenisation rate limit reached for this client.',
+            headers: { 'Retry-After': String(limit.retryAfterSeconds) },
+          });
+        }
+        const card = await this.visibleCard(trx, token, caller);
+        if (card.pan_ciphertext === null || card.pan_key_version === null) throw new AppError('CARD_HAS_NO_PAN');
+        const key = await this.keyRing.version('pan-encryption', card.pan_key_version);
+        const pan = decryptValue(key.key, panAad(card.token, card.pan_key_version), card.pan_ciphertext);
+        await appendAuditEvent(trx, audit('success', { reason, keyVersion: card.pan_key_version }), this.now());
+        return { pan };
+      });
+    } catch (error) {
+      if (error instanceof AppError) {
+        await this.auditAlone(audit(error.status === 429 ? 'denied' : 'failure', { reason, cause: error.code }));
+      }
+      throw error;
+    }
+  }
+
+  private parse(input: CardInput): { identifier: Identifier; expiry: Expiry | undefined } {
+    switch (input.kind) {
+      case 'pan':
+        return {
+          identifier: { kind: 'pan', value: normalisePan(input.pan) },
+          expiry: validateExpiry(input.expiryMonth, input.expiryYear, this.now()),
+        };
+      case 'par':
+        return { identifier: { kind: 'par', value: input.par }, expiry: undefined };
+      case 'alias':
+        return { identifier: { kind: 'alias', namespace: input.namespace, value: input.value }, expiry: undefined };
+    }
+  }
+
+  private async fingerprints(identifier: Identifier): Promise<FingerprintKey[]> {
+    const keys = await this.keyRing.readable('identifier-mac');
+    return keys.map((k) => ({ version: k.version, fingerprint: fingerprint(k.key, identifier) }));
+  }
+
+  private async createCard(
+    trx: Knex.Transaction,
+    identifier: Identifier,
+    expiry: Expiry | undefined,
+    keys: readonly FingerprintKey[],
+  ): Promise<CardRow> {
+    const now = this.now();
+    const shopperRef = newId('shp');
+    const token = newId('tok');
+    const isPan = identifier.kind === 'pan';
+    const sealed = isPan ? await this.sealPan(token, identifier.value) : undefined;
+    const card = {
+      token,
+      shopperRef,
+      brand: isPan ? detectBrand(identifier.value) : null,
+      last4: isPan ? identifier.value.slice(-4) : null,
+      expiryMonth: expiry?.month ?? null,
+      expiryYear: expiry?.year ?? null,
+      panCiphertext: sealed?.ciphertext ?? null,
+      panKeyVersion: sealed?.keyVersion ?? null,
+    };
+    await insertShopper(trx, shopperRef, now);
+    await insertCard(trx, card, now);
+    await this.storeIdentifier(trx, token, identifier, keys);
+    return {
+      token,
+      shopper_ref: shopperRef,
+      brand: card.brand,
+      last4: card.last4,
+      expiry_month: card.expiryMonth,
+      expiry_year: card.expiryYear,
+      pan_ciphertext: card.panCiphertext,
+      pan_key_version: card.panKeyVersion,
+      created_at: now,
+    };
+  }
+
+  private async storeIdentifier(
+    trx: Knex.Transaction,
+    token: string,
+    identifier: Identifier,
+    keys: readonly FingerprintKey[],
+  ): Promise<void> {
+    const id = newId('cid');
+    let valueCiphertext: Buffer | null = null;
+    let valueKeyVersion: number | null = null;
+    if (identifier.kind !== 'pan') {
+      // Kept encrypted (not only as a MAC) so that a MAC key rotation can re-derive its fingerprint.
+      const key = await this.keyRing.active('pan-encryption');
+      valueCiphertext = encryptValue(key.key, identifierAad(id, key.version), identifier.value);
+      valueKeyVersion = key.version;
+    }
+    const stored = await insertIdentifier(
+      trx,
+      { id, token, kind: identifier.kind, namespace: identifier.namespace ?? null, valueCiphertext, valueKeyVersion },
+      keys,
+      this.now(),
+    );
+    if (!stored) throw new RaceLost();
+  }
+
+  private async sealPan(token: string, pan: string): Promise<{ ciphertext: Buffer; keyVersion: number }> {
+    const key = await this.keyRing.active('pan-encryption');
+    return { ciphertext: encryptValue(key.key, panAad(token, key.version), pan), keyVersion: key.version };
+  }
+
+  /** A card the caller may see. A shopper token asking for another shopper's card gets 404, not 403. */
+  private async visibleCard(db: Knex | Knex.Transaction, token: string, caller: Caller): Promise<CardRow> {
+    const card = await findCard(db, token);
+    if (card === undefined || (caller.shopperRef !== undefined && card.shopper_ref !== caller.shopperRef)) {
+      throw new AppError('NOT_FOUND', { detail: 'No such card token.' });
+    }
+    return card;
+  }
+
+  private async auditAlone(event: AuditEventInput): Promise<void> {
+    await this.knex.transaction((trx) => appendAuditEvent(trx, event, this.now()));
+  }
+}
+
+function toView(row: CardRow, newerExpiry?: Expiry): CardView {
+  let month = row.expiry_month ?? undefined;
+  let year = row.expiry_year ?? undefined;
+  if (
+    newerExpiry !== undefined &&
+    (year === undefined || month === undefined || year * 12 + month < newerExpiry.year * 12 + newerExpiry.month)
+  ) {
+    month = newerExpiry.month;
+    year = newerExpiry.year;
+  }
+  return {
+    token: row.token,
+    shopperReference: row.shopper_ref,
+    brand: row.brand ?? undefined,
+    last4: row.last4 ?? undefined,
+    expiryMonth: month,
+    expiryYear: year,
+    createdAt: row.created_at,
+  };
+}

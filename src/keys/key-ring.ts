@@ -1,0 +1,205 @@
+/**
+ * The data-key ring: versioned AES-256 and HMAC keys, each wrapped by the master key (envelope
+ * encryption) and stored in `data_keys`; unwrapped only into this process's memory.
+ *
+ * Which versions serve what:
+ * - the one `active` version of a purpose encrypts / MACs every new value;
+ * - `published`, `active` and `decrypt-only` versions decrypt and serve lookups (a lookup computes
+ *   the fingerprint under each and matches any, so a MAC rotation never breaks a lookup);
+ * - `retired` and `destroyed` versions are never used.
+ *
+ * Another process (the key CLI, another instance) may change the ring at any time. Every change bumps
+ * `key_ring_generation` in the same transaction; this ring re-reads that counter at most every
+ * `refreshIntervalMs` and reloads when it moved, and reloads at once when asked for a version it has
+ * not seen. Rotation publishes a version before activating it (two-phase), so no instance is asked to
+ * read data under a version it cannot load.
+ */
+import { createSecretKey, randomBytes, type KeyObject } from 'node:crypto';
+import type { Knex } from 'knex';
+import { appendAuditEvent } from '../audit/audit-log.js';
+import type { MasterKeySource } from './master-key-source.js';
+
+export type KeyPurpose = 'pan-encryption' | 'identifier-mac';
+export type KeyState = 'published' | 'active' | 'decrypt-only' | 'retired' | 'destroyed';
+
+export interface KeySpec {
+  readonly algorithm: string;
+  readonly strengthBits: number;
+  /** Default cryptoperiod and its reason (PCI DSS 3.6.1.1, 3.7.4). */
+  readonly cryptoperiodDays: number;
+}
+
+export const KEY_SPECS: Readonly<Record<KeyPurpose, KeySpec>> = {
+  // AES-GCM with random 96-bit IVs must stay far below 2^32 encryptions per key (NIST SP 800-38D);
+  // a year of card tokenisations is orders of magnitude below that, and a yearly rotation is routine.
+  'pan-encryption': { algorithm: 'AES-256-GCM', strengthBits: 256, cryptoperiodDays: 365 },
+  // HMAC keys do not wear out with use; two years bounds the exposure of a silently leaked key.
+  'identifier-mac': { algorithm: 'HMAC-SHA256', strengthBits: 256, cryptoperiodDays: 730 },
+};
+
+export const READABLE_STATES: readonly KeyState[] = ['published', 'active', 'decrypt-only'];
+
+export interface DataKey {
+  readonly purpose: KeyPurpose;
+  readonly version: number;
+  readonly state: KeyState;
+  readonly key: KeyObject;
+}
+
+interface DataKeyRow {
+  purpose: KeyPurpose;
+  version: number;
+  state: KeyState;
+  wrapped_key: Buffer | null;
+}
+
+export function wrappingAad(purpose: string, version: number): string {
+  return `loyalty-vault/data-key/v1|${purpose}|${version}`;
+}
+
+export class KeyRing {
+  private keys = new Map<string, DataKey>();
+  private generation = -1;
+  private checkedAt = 0;
+  private loading: Promise<void> | undefined;
+
+  constructor(
+    private readonly knex: Knex,
+    private readonly masterKey: MasterKeySource,
+    private readonly refreshIntervalMs: number,
+  ) {}
+
+  /** Creates version 1 of each purpose on first start (concurrent starts create it once). */
+  async ensureInitialKeys(origin: string): Promise<void> {
+    for (const purpose of Object.keys(KEY_SPECS) as KeyPurpose[]) {
+      const exists = await this.knex('data_keys').where({ purpose }).first('version');
+      if (exists !== undefined) continue;
+      await this.knex.transaction(async (trx) => {
+        // Serialise concurrent first starts on the generation row, then re-check.
+        await trx('key_ring_generation').where({ id: 1 }).forUpdate();
+        if ((await trx('data_keys').where({ purpose }).first('version')) !== undefined) return;
+        await insertNewKey(trx, this.masterKey, purpose, 1, 'active', { actor: 'system', actorType: 'system', origin });
+      });
+    }
+    await this.reload();
+  }
+
+  async active(purpose: KeyPurpose): Promise<DataKey> {
+    await this.refreshIfDue();
+    const key = [...this.keys.values()].find((k) => k.purpose === purpose && k.state === 'active');
+    if (key === undefined) throw new Error(`no active ${purpose} key`);
+    return key;
+  }
+
+  /** Every version of `purpose` that may serve lookups and decryption, newest first. */
+  async readable(purpose: KeyPurpose): Promise<DataKey[]> {
+    await this.refreshIfDue();
+    return [...this.keys.values()].filter((k) => k.purpose === purpose).sort((a, b) => b.version - a.version);
+  }
+
+  async version(purpose: KeyPurpose, version: number): Promise<DataKey> {
+    await this.refreshIfDue();
+    let key = this.keys.get(`${purpose}:${version}`);
+    if (key === undefined) {
+      await this.reload();
+      key = this.keys.get(`${purpose}:${version}`);
+    }
+    if (key === undefined) throw new Error(`${purpose} key version ${version} is not readable`);
+    return key;
+  }
+
+  /** Forces a reload now (after this process changed the ring itself). */
+  async reload(): Promise<void> {
+    this.loading ??= this.load().finally(() => {
+      this.loading = undefined;
+    });
+    await this.loading;
+  }
+
+  private async refreshIfDue(): Promise<void> {
+    if (Date.now() - this.checkedAt < this.refreshIntervalMs && this.generation >= 0) return;
+    const row = (await this.knex('key_ring_generation').where({ id: 1 }).first('generation')) as { generation: number };
+    this.checkedAt = Date.now();
+    if (row.generation !== this.generation) await this.reload();
+  }
+
+  private async load(): Promise<void> {
+    const { generation } = (await this.knex('key_ring_generation').where({ id: 1 }).first('generation')) as {
+      generation: number;
+    };
+    const rows = (await this.knex('data_keys')
+      .whereIn('state', READABLE_STATES as KeyState[])
+      .select('purpose', 'version', 'state', 'wrapped_key')) as DataKeyRow[];
+    const next = new Map<string, DataKey>();
+    for (const row of rows) {
+      if (row.wrapped_key === null) continue;
+      let raw: Buffer;
+      try {
+        raw = await this.masterKey.unwrap(row.wrapped_key, wrappingAad(row.purpose, row.version));
+      } catch (error) {
+        throw new Error(
+          `cannot unwrap data key ${row.purpose} v${row.version} with master key ${this.masterKey.keyId}: ` +
+            'it was wrapped by another master key, or the stored key was altered',
+          { cause: error },
+        );
+      }
+      next.set(`${row.purpose}:${row.version}`, {
+        purpose: row.purpose,
+        version: row.version,
+        state: row.state,
+        key: createSecretKey(raw),
+      });
+      raw.fill(0);
+    }
+    this.keys = next;
+    this.generation = generation;
+    this.checkedAt = Date.now();
+  }
+}
+
+export interface KeyActor {
+  readonly actor: string;
+  readonly actorType: 'system' | 'custodian';
+  readonly origin: string;
+}
+
+/** Generates, wraps and stores a new data key version, audited, in the caller's transaction. */
+export async function insertNewKey(
+  trx: Knex.Transaction,
+  masterKey: MasterKeySource,
+  purpose: KeyPurpose,
+  version: number,
+  state: 'active' | 'published',
+  actor: KeyActor,
+): Promise<void> {
+  const spec = KEY_SPECS[purpose];
+  const material = randomBytes(32);
+  const wrapped = await masterKey.wrap(material, wrappingAad(purpose, version));
+  material.fill(0);
+  const now = new Date();
+  await trx('data_keys').insert({
+    purpose,
+    version,
+    state,
+    algorithm: spec.algorithm,
+    strength_bits: spec.strengthBits,
+    wrapped_key: wrapped,
+    kek_id: masterKey.keyId,
+    cryptoperiod_days: spec.cryptoperiodDays,
+    created_at: now,
+    published_at: now,
+    activated_at: state === 'active' ? now : null,
+  });
+  await bumpGeneration(trx);
+  await appendAuditEvent(trx, {
+    ...actor,
+    action: 'key.created',
+    outcome: 'success',
+    resource: `key:${purpose}:v${version}`,
+    details: { algorithm: spec.algorithm, strengthBits: spec.strengthBits, state, kekId: masterKey.keyId },
+  });
+}
+
+export async function bumpGeneration(trx: Knex.Transaction): Promise<void> {
+  await trx('key_ring_generation').where({ id: 1 }).increment('generation', 1);
+}
