@@ -72,7 +72,7 @@ export class KeyRing {
   /** Creates version 1 of each purpose on first start (concurrent starts create it once). */
   async ensureInitialKeys(origin: string): Promise<void> {
     for (const purpose of Object.keys(KEY_SPECS) as KeyPurpose[]) {
-      const exists = await this.knex('data_keys').where({ purpose }).first('version');
+      const exists: unknown = await this.knex('data_keys').where({ purpose }).first('version');
       if (exists !== undefined) continue;
       await this.knex.transaction(async (trx) => {
         // Serialise concurrent first starts on the generation row, then re-check.
