@@ -117,7 +117,7 @@ export class VaultService {
           await findCard(trx, token, { forUpdate: true });
           await this.storeIdentifier(trx, token, identifier, keys);
           if (identifier.kind === 'pan') {
-            const sealed = await this.sealPan(token, identifier.value);
+            const sealed = await this.sealPan(trx, token, identifier.value);
             const set = await setCardPan(
               trx,
               token,
@@ -179,7 +179,7 @@ export class VaultService {
         }
         const card = await this.visibleCard(trx, token, caller);
         if (card.pan_ciphertext === null || card.pan_key_version === null) throw new AppError('CARD_HAS_NO_PAN');
-        const key = await this.keyRing.version('pan-encryption', card.pan_key_version);
+        const key = await this.keyRing.version('pan-encryption', card.pan_key_version, trx);
         const pan = decryptValue(key.key, panAad(card.token, card.pan_key_version), card.pan_ciphertext);
         await appendAuditEvent(trx, audit('success', { reason, keyVersion: card.pan_key_version }), this.now());
         return { pan };
@@ -221,7 +221,7 @@ export class VaultService {
     const shopperRef = newId('shp');
     const token = newId('tok');
     const isPan = identifier.kind === 'pan';
-    const sealed = isPan ? await this.sealPan(token, identifier.value) : undefined;
+    const sealed = isPan ? await this.sealPan(trx, token, identifier.value) : undefined;
     const card = {
       token,
       shopperRef,
@@ -259,7 +259,7 @@ export class VaultService {
     let valueKeyVersion: number | null = null;
     if (identifier.kind !== 'pan') {
       // Kept encrypted (not only as a MAC) so that a MAC key rotation can re-derive its fingerprint.
-      const key = await this.keyRing.active('pan-encryption');
+      const key = await this.keyRing.active('pan-encryption', trx);
       valueCiphertext = encryptValue(key.key, identifierAad(id, key.version), identifier.value);
       valueKeyVersion = key.version;
     }
@@ -272,8 +272,12 @@ export class VaultService {
     if (!stored) throw new RaceLost();
   }
 
-  private async sealPan(token: string, pan: string): Promise<{ ciphertext: Buffer; keyVersion: number }> {
-    const key = await this.keyRing.active('pan-encryption');
+  private async sealPan(
+    trx: Knex.Transaction,
+    token: string,
+    pan: string,
+  ): Promise<{ ciphertext: Buffer; keyVersion: number }> {
+    const key = await this.keyRing.active('pan-encryption', trx);
     return { ciphertext: encryptValue(key.key, panAad(token, key.version), pan), keyVersion: key.version };
   }
 

@@ -13,11 +13,17 @@
  * `refreshIntervalMs` and reloads when it moved, and reloads at once when asked for a version it has
  * not seen. Rotation publishes a version before activating it (two-phase), so no instance is asked to
  * read data under a version it cannot load.
+ *
+ * Callers inside a transaction pass it as `db`: a check or reload then runs on that transaction's
+ * connection. (On a single-connection database such as PGlite, a query on the pool while the caller
+ * holds the only connection would wait forever; on PostgreSQL it would take a second connection.)
  */
 import { createSecretKey, randomBytes, type KeyObject } from 'node:crypto';
 import type { Knex } from 'knex';
 import { appendAuditEvent } from '../audit/audit-log.js';
 import type { MasterKeySource } from './master-key-source.js';
+
+type Db = Knex | Knex.Transaction;
 
 export type KeyPurpose = 'pan-encryption' | 'identifier-mac';
 export type KeyState = 'published' | 'active' | 'decrypt-only' | 'retired' | 'destroyed';
@@ -84,24 +90,24 @@ export class KeyRing {
     await this.reload();
   }
 
-  async active(purpose: KeyPurpose): Promise<DataKey> {
-    await this.refreshIfDue();
+  async active(purpose: KeyPurpose, db: Db = this.knex): Promise<DataKey> {
+    await this.refreshIfDue(db);
     const key = [...this.keys.values()].find((k) => k.purpose === purpose && k.state === 'active');
     if (key === undefined) throw new Error(`no active ${purpose} key`);
     return key;
   }
 
   /** Every version of `purpose` that may serve lookups and decryption, newest first. */
-  async readable(purpose: KeyPurpose): Promise<DataKey[]> {
-    await this.refreshIfDue();
+  async readable(purpose: KeyPurpose, db: Db = this.knex): Promise<DataKey[]> {
+    await this.refreshIfDue(db);
     return [...this.keys.values()].filter((k) => k.purpose === purpose).sort((a, b) => b.version - a.version);
   }
 
-  async version(purpose: KeyPurpose, version: number): Promise<DataKey> {
-    await this.refreshIfDue();
+  async version(purpose: KeyPurpose, version: number, db: Db = this.knex): Promise<DataKey> {
+    await this.refreshIfDue(db);
     let key = this.keys.get(`${purpose}:${version}`);
     if (key === undefined) {
-      await this.reload();
+      await this.reload(db);
       key = this.keys.get(`${purpose}:${version}`);
     }
     if (key === undefined) throw new Error(`${purpose} key version ${version} is not readable`);
@@ -109,25 +115,28 @@ export class KeyRing {
   }
 
   /** Forces a reload now (after this process changed the ring itself). */
-  async reload(): Promise<void> {
-    this.loading ??= this.load().finally(() => {
+  async reload(db: Db = this.knex): Promise<void> {
+    // A load on a transaction is never shared: another caller waiting on it from the pool could be
+    // waiting for the very connection that transaction holds.
+    if (db !== this.knex) return this.load(db);
+    this.loading ??= this.load(db).finally(() => {
       this.loading = undefined;
     });
     await this.loading;
   }
 
-  private async refreshIfDue(): Promise<void> {
+  private async refreshIfDue(db: Db): Promise<void> {
     if (Date.now() - this.checkedAt < this.refreshIntervalMs && this.generation >= 0) return;
-    const row = (await this.knex('key_ring_generation').where({ id: 1 }).first('generation')) as { generation: number };
+    const row = (await db('key_ring_generation').where({ id: 1 }).first('generation')) as { generation: number };
     this.checkedAt = Date.now();
-    if (row.generation !== this.generation) await this.reload();
+    if (row.generation !== this.generation) await this.reload(db);
   }
 
-  private async load(): Promise<void> {
-    const { generation } = (await this.knex('key_ring_generation').where({ id: 1 }).first('generation')) as {
+  private async load(db: Db): Promise<void> {
+    const { generation } = (await db('key_ring_generation').where({ id: 1 }).first('generation')) as {
       generation: number;
     };
-    const rows = (await this.knex('data_keys')
+    const rows = (await db('data_keys')
       .whereIn('state', READABLE_STATES as KeyState[])
       .select('purpose', 'version', 'state', 'wrapped_key')) as DataKeyRow[];
     const next = new Map<string, DataKey>();

@@ -287,8 +287,8 @@ describe('card vault with detokenisation enabled', () => {
       statuses.push(last.status);
     }
     expect(statuses).to.deep.equal([200, 200, 200, 429, 429]);
-    expect(last.body.code).to.equal('TOO_MANY_REQUESTS');
-    expect(Number(last.headers.get('retry-after'))).to.be.within(1, 60);
+    expect(last!.body.code).to.equal('TOO_MANY_REQUESTS');
+    expect(Number(last!.headers.get('retry-after'))).to.be.within(1, 60);
     const denied = await svc.db
       .knex('audit_events')
       .where({ actor: 'greedy-client', outcome: 'denied' })
