@@ -50,7 +50,7 @@ export async function buildService(config: Config, options: BuildOptions): Promi
   }
 
   const ownsDatabase = options.database === undefined;
-  const database = options.database ?? createDatabase(config);
+  const database = options.database ?? createDatabase(config, logger);
   try {
     const applied = await migrateToLatest(database.knex);
     if (applied.length > 0) logger.info({ migrations: applied }, 'database migrated');

@@ -12,6 +12,7 @@ import knexFactory, { type Knex } from 'knex';
 import pg from 'pg';
 import { PGlite } from '@electric-sql/pglite';
 import type { Config } from '../config/config.js';
+import type { Logger } from '../logging/logger.js';
 
 const require = createRequire(import.meta.url);
 // knex-pglite is CommonJS that assigns the client class to module.exports.
@@ -43,8 +44,9 @@ const pgTypes = {
   },
 };
 
-export function createDatabase(config: Config): Database {
+export function createDatabase(config: Config, logger?: Logger): Database {
   const db = config.database;
+  const log = knexLog(logger);
   if (db.url !== undefined) {
     return wrap(
       'postgres',
@@ -60,12 +62,31 @@ export function createDatabase(config: Config): Database {
         } as Knex.PgConnectionConfig,
         pool: { min: 0, max: db.poolMax, idleTimeoutMillis: 30_000 },
         acquireConnectionTimeout: db.connectTimeoutMs,
+        ...log,
       }),
     );
   }
   const dir = path.join(config.dataDir, 'pgdata');
   fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
-  return createPgliteDatabase(new PGlite(dir, { parsers: { [INT8_OID]: parseInt8 } }));
+  return createPgliteDatabase(new PGlite(dir, { parsers: { [INT8_OID]: parseInt8 } }), log);
+}
+
+/**
+ * knex prints its own warnings (e.g. "Acquire connection error" with the driver's stack) with
+ * console.log: plain text on stdout, beside the JSON log and past the PAN masker. Route them
+ * through the service logger instead.
+ */
+function knexLog(logger: Logger | undefined): Pick<Knex.Config, 'log'> {
+  if (logger === undefined) return {};
+  const text = (message: unknown): string => (typeof message === 'string' ? message : JSON.stringify(message));
+  return {
+    log: {
+      warn: (message: unknown) => logger.warn({ component: 'knex' }, text(message)),
+      error: (message: unknown) => logger.error({ component: 'knex' }, text(message)),
+      deprecate: (message: unknown) => logger.warn({ component: 'knex' }, text(message)),
+      debug: (message: unknown) => logger.debug({ component: 'knex' }, text(message)),
+    },
+  };
 }
 
 /** An in-memory PGlite database: what the test suite uses when no DATABASE_URL is given. */
@@ -73,13 +94,14 @@ export function createMemoryDatabase(): Database {
   return createPgliteDatabase(new PGlite({ parsers: { [INT8_OID]: parseInt8 } }));
 }
 
-function createPgliteDatabase(pglite: PGlite): Database {
+function createPgliteDatabase(pglite: PGlite, log: Pick<Knex.Config, 'log'> = {}): Database {
   return wrap(
     'pglite',
     knexFactory({
       client: ClientPGLite,
       dialect: 'postgres',
       connection: () => ({ pglite }) as object,
+      ...log,
     } as Knex.Config),
   );
 }

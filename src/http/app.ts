@@ -4,9 +4,9 @@
  */
 import express, { type Express, type RequestHandler } from 'express';
 import helmet from 'helmet';
-import { randomUUID } from 'node:crypto';
 import type { Authenticator } from '../auth/authenticator.js';
 import { AppError } from '../errors/app-error.js';
+import { newId } from '../ids/prefixed-id.js';
 import type { Logger } from '../logging/logger.js';
 import type { ApiSpec, Operation } from './openapi.js';
 import { authenticate, authorize, enforceResponseContract, readBody, validate } from './operation-middleware.js';
@@ -24,8 +24,12 @@ export interface AppOptions {
   readonly enforceResponseContract: boolean;
 }
 
-/** Inbound request ids are kept only when short, plain and free of long digit runs (PAN-shaped). */
-const SAFE_REQUEST_ID = /^(?!.*\d{12})[A-Za-z0-9._:-]{1,64}$/;
+/**
+ * Inbound request ids are kept only when short, plain and free of PAN-shaped digit runs: 12 or more
+ * digits, whether consecutive or grouped by the separators the id may contain (`4111-1111-…`,
+ * `4111.1111.…`). A kept id is echoed in a response header, where no masking happens.
+ */
+const SAFE_REQUEST_ID = /^(?!.*\d(?:[._:-]?\d){11})[A-Za-z0-9._:-]{1,64}$/;
 
 export function createApp(options: AppOptions): Express {
   checkHandlersMatchSpec(options.spec, options.handlers);
@@ -90,7 +94,9 @@ function tagOperation(op: Operation): RequestHandler {
 function requestContext(logger: Logger): RequestHandler {
   return (req, res, next) => {
     const inbound = req.headers['x-request-id'];
-    req.id = typeof inbound === 'string' && SAFE_REQUEST_ID.test(inbound) ? inbound : randomUUID();
+    // Generated ids are `req_…` rather than UUIDs: a UUID's dash-separated groups can form a 13–19
+    // digit Luhn-valid run, which the PAN masker would then rewrite in logs and problem bodies.
+    req.id = typeof inbound === 'string' && SAFE_REQUEST_ID.test(inbound) ? inbound : newId('req');
     res.setHeader('X-Request-Id', req.id);
     // Responses may carry card metadata or balances: never cache them anywhere.
     res.setHeader('Cache-Control', 'no-store');

@@ -16,20 +16,34 @@ function hexOf(value: unknown): unknown {
 }
 
 export async function exportAllTables(svc: TestService): Promise<string> {
-  const tables = (await svc.db.knex('information_schema.tables')
+  const tables = (await svc.db
+    .knex('information_schema.tables')
     .where({ table_schema: 'public', table_type: 'BASE TABLE' })
     .pluck('table_name')) as string[];
-  expect(tables).to.include.members(['cards', 'card_identifiers', 'identifier_fingerprints', 'audit_events', 'data_keys']);
+  expect(tables).to.include.members([
+    'cards',
+    'card_identifiers',
+    'identifier_fingerprints',
+    'audit_events',
+    'data_keys',
+  ]);
   const parts: string[] = [];
   for (const table of tables) {
     const rows = (await svc.db.knex(table).select('*')) as Record<string, unknown>[];
-    parts.push(`-- ${table}\n${JSON.stringify(rows.map((r) => Object.fromEntries(Object.entries(r).map(([k, v]) => [k, hexOf(v)]))))}`);
+    parts.push(
+      `-- ${table}\n${JSON.stringify(rows.map((r) => Object.fromEntries(Object.entries(r).map(([k, v]) => [k, hexOf(v)]))))}`,
+    );
   }
   return parts.join('\n');
 }
 
 export function findPans(haystack: string, pans: readonly string[]): string[] {
-  return pans.filter((pan) => haystack.includes(pan) || haystack.includes(spaced(pan)) || haystack.includes(pan.replace(/(\d{4})(?=\d)/g, '$1-')));
+  return pans.filter(
+    (pan) =>
+      haystack.includes(pan) ||
+      haystack.includes(spaced(pan)) ||
+      haystack.includes(pan.replace(/(\d{4})(?=\d)/g, '$1-')),
+  );
 }
 
 describe('no PAN at rest or in logs', function () {
@@ -38,32 +52,49 @@ describe('no PAN at rest or in logs', function () {
   const pans = [...ALL_TEST_PANS, ...generatePans(300)];
 
   before(async () => {
-    svc = await startTestService({ env: await testEnv({ DETOKENISE_ENABLED: 'true', DETOKENISE_RATE_LIMIT_PER_MINUTE: '1000' }) });
+    svc = await startTestService({
+      env: await testEnv({ DETOKENISE_ENABLED: 'true', DETOKENISE_RATE_LIMIT_PER_MINUTE: '1000' }),
+    });
     const writer = await signToken({ scope: 'tokens:write tokens:read tokens:detokenise' });
     let i = 0;
     for (const pan of pans) {
       i++;
       const form = i % 3 === 0 ? spaced(pan) : pan;
-      const created = await svc.request('POST', '/v1/tokens', { token: writer, json: { pan: form, expiryMonth: 1 + (i % 12), expiryYear: 2030 } });
+      const created = await svc.request('POST', '/v1/tokens', {
+        token: writer,
+        json: { pan: form, expiryMonth: 1 + (i % 12), expiryYear: 2030 },
+      });
       expect(created.status, `tokenise #${i}`).to.be.oneOf([200, 201]);
       const token = created.body.token as string;
       if (i % 5 === 0) await svc.request('GET', `/v1/tokens/${token}`, { token: writer });
-      if (i % 7 === 0) await svc.request('POST', `/v1/tokens/${token}/detokenise`, { token: writer, json: { reason: 'leak test' } });
+      if (i % 7 === 0)
+        await svc.request('POST', `/v1/tokens/${token}/detokenise`, { token: writer, json: { reason: 'leak test' } });
       if (i % 11 === 0) {
         const par = `V${String(i).padStart(4, '0')}${'C'.repeat(24)}`;
         const parCard = await svc.request('POST', '/v1/tokens', { token: writer, json: { par } });
-        await svc.request('POST', `/v1/tokens/${parCard.body.token as string}/identifiers`, { token: writer, json: { pan } });
+        await svc.request('POST', `/v1/tokens/${parCard.body.token as string}/identifiers`, {
+          token: writer,
+          json: { pan },
+        });
       }
       if (i % 13 === 0) {
         // PANs where they do not belong: SAD beside it, unknown fields, bad expiry, query, headers, path.
         await svc.request('POST', '/v1/tokens', { token: writer, json: { pan, cvv: '123', track2: `;${pan}=2512?` } });
         await svc.request('POST', '/v1/tokens', { token: writer, json: { pan, [pan]: pan, note: pan } });
         await svc.request('POST', '/v1/tokens', { token: writer, json: { pan, expiryMonth: 2 } });
-        await svc.request('POST', `/v1/tokens?pan=${pan}`, { token: writer, json: { pan }, headers: { 'x-request-id': pan, 'x-card': pan } });
+        await svc.request('POST', `/v1/tokens?pan=${pan}`, {
+          token: writer,
+          json: { pan },
+          headers: { 'x-request-id': pan, 'x-card': pan },
+        });
         await svc.request('GET', `/v1/tokens/${pan}`, { token: writer });
         await svc.request('POST', `/v1/tokens/${token}/detokenise`, { token: writer, json: { reason: `card ${pan}` } });
         await svc.request('POST', '/v1/tokens', { json: { pan } });
-        await svc.request('POST', '/v1/tokens', { token: writer, body: `{"pan":"${pan}",`, headers: { 'content-type': 'application/json' } });
+        await svc.request('POST', '/v1/tokens', {
+          token: writer,
+          body: `{"pan":"${pan}",`,
+          headers: { 'content-type': 'application/json' },
+        });
       }
     }
   });
@@ -77,7 +108,9 @@ describe('no PAN at rest or in logs', function () {
 
   it('when the PostgreSQL database is dumped with pg_dump, then no PAN appears in it', function () {
     if (!usingPostgres) this.skip();
-    const dump = execFileSync('pg_dump', ['--no-owner', svc.db.url as string], { maxBuffer: 512 * 1024 * 1024 }).toString('utf8');
+    const dump = execFileSync('pg_dump', ['--no-owner', svc.db.url as string], {
+      maxBuffer: 512 * 1024 * 1024,
+    }).toString('utf8');
     expect(dump).to.contain('CREATE TABLE public.cards');
     expect(findPans(dump, pans)).to.deep.equal([]);
   });

@@ -32,3 +32,23 @@ export function generatePans(n: number, bin = '411111'): string[] {
 export function spaced(pan: string): string {
   return pan.replace(/(\d{4})(?=\d)/g, '$1 ');
 }
+
+/** `4111111111111111` → `4111 1111 1111 1111` (Amex: `3782 822463 10005`), as people write them. */
+export function groupPan(pan: string, separator: string): string {
+  const groups = pan.length === 15 ? [4, 6, 5] : [4, 4, 4, 4, 4].slice(0, Math.ceil(pan.length / 4));
+  const out: string[] = [];
+  let at = 0;
+  for (const size of groups) {
+    out.push(pan.slice(at, at + size));
+    at += size;
+  }
+  return out.filter((g) => g.length > 0).join(separator);
+}
+
+/**
+ * Matches the PAN however it is written: digits separated by nothing, a space, a dash, or their
+ * URL-encoded forms. A log that holds any of these leaks the PAN.
+ */
+export function panPattern(pan: string): RegExp {
+  return new RegExp(pan.split('').join('(?:[ -]|%20|\\+)?'));
+}

@@ -1,0 +1,60 @@
+/**
+ * The load generator: autocannon, in the bench process, against a server in another process.
+ */
+import autocannon from 'autocannon';
+import type { LoadOptions } from './scenario.js';
+
+export interface Target {
+  /** Short label for the report, e.g. `GET /v1/whoami`. */
+  readonly label: string;
+  readonly url: string;
+  readonly method?: 'GET' | 'POST' | 'PUT' | 'DELETE' | 'PATCH';
+  readonly headers?: Readonly<Record<string, string>>;
+  readonly body?: string;
+}
+
+export interface Measurement {
+  readonly label: string;
+  readonly requestsPerSecond: number;
+  readonly latencyMs: { readonly p50: number; readonly p90: number; readonly p99: number; readonly max: number };
+  readonly requests: number;
+  readonly durationSeconds: number;
+  readonly non2xx: number;
+  readonly errors: number;
+}
+
+function fire(target: Target, connections: number, seconds: number): Promise<autocannon.Result> {
+  return autocannon({
+    url: target.url,
+    method: target.method ?? 'GET',
+    connections,
+    duration: seconds,
+    pipelining: 1,
+    ...(target.headers === undefined ? {} : { headers: { ...target.headers } }),
+    ...(target.body === undefined ? {} : { body: target.body }),
+  });
+}
+
+/**
+ * Warms the target up, then measures it. A run with any error or non-2xx answer is refused: the
+ * figure would describe an error path, not the operation.
+ */
+export async function measure(target: Target, load: LoadOptions): Promise<Measurement> {
+  if (load.warmupSeconds > 0) await fire(target, load.connections, load.warmupSeconds);
+  const result = await fire(target, load.connections, load.durationSeconds);
+  if (result.errors > 0 || result.non2xx > 0 || result['2xx'] === 0) {
+    throw new Error(
+      `${target.label}: ${result.errors} connection errors and ${result.non2xx} non-2xx answers out of ` +
+        `${result.requests.total} requests; refusing to report this run`,
+    );
+  }
+  return {
+    label: target.label,
+    requestsPerSecond: result.requests.average,
+    latencyMs: { p50: result.latency.p50, p90: result.latency.p90, p99: result.latency.p99, max: result.latency.max },
+    requests: result.requests.total,
+    durationSeconds: result.duration,
+    non2xx: result.non2xx,
+    errors: result.errors,
+  };
+}

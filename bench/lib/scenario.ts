@@ -1,0 +1,28 @@
+/**
+ * What a benchmark scenario is. Each scenario measures a target against a baseline in the same run
+ * and reports the ratio: absolute figures depend on the machine, ratios travel (shared/design.md).
+ */
+import type { Measurement } from './load.js';
+
+export interface LoadOptions {
+  /** Concurrent connections of the load generator. */
+  readonly connections: number;
+  /** Seconds measured, per side. */
+  readonly durationSeconds: number;
+  /** Seconds of load before each measurement, discarded (JIT, pools, caches). */
+  readonly warmupSeconds: number;
+}
+
+export interface ScenarioResult {
+  readonly target: Measurement;
+  readonly baseline: Measurement;
+  /** Anything a reader needs to interpret the figures (what each side does). */
+  readonly notes: readonly string[];
+}
+
+export interface Scenario {
+  /** What `npm run bench -- <name>` selects; also the file name under bench/scenarios/. */
+  readonly name: string;
+  readonly description: string;
+  run(load: LoadOptions): Promise<ScenarioResult>;
+}

@@ -1,0 +1,54 @@
+/**
+ * The servers scenarios measure: the service as built (`dist/`) and the express echo baseline, each
+ * in its own process.
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { projectRoot } from '../../src/config/project-root.js';
+import { startChildServer, type ChildServer } from './child-server.js';
+
+export interface ServiceUnderTest extends ChildServer {
+  readonly dataDir: string;
+  readonly logLevel: string;
+}
+
+/**
+ * The service on the embedded default (PGlite in a fresh DATA_DIR, development issuer). Request
+ * logging stays on (LOG_LEVEL=info) as in production, unless BENCH_LOG_LEVEL says otherwise.
+ */
+export async function startService(dir: string, env: Readonly<Record<string, string>> = {}): Promise<ServiceUnderTest> {
+  const main = path.join(projectRoot(), 'dist', 'src', 'main.js');
+  if (!fs.existsSync(main)) throw new Error('dist/src/main.js is missing: run `npm run build` (npm run bench does)');
+  const dataDir = path.join(dir, 'service-data');
+  const logLevel = process.env['BENCH_LOG_LEVEL'] ?? 'info';
+  const server = await startChildServer({
+    name: 'service',
+    args: [main],
+    cwd: projectRoot(),
+    env: { NODE_ENV: 'development', DATA_DIR: dataDir, PORT: '0', LOG_LEVEL: logLevel, ...env },
+    logFile: path.join(dir, 'service.log'),
+  });
+  return { ...server, dataDir, logLevel };
+}
+
+export function startEcho(dir: string): Promise<ChildServer> {
+  return startChildServer({
+    name: 'echo',
+    args: ['--import', 'tsx', path.join(projectRoot(), 'bench', 'servers', 'echo.ts')],
+    cwd: projectRoot(),
+    env: { NODE_ENV: 'production', PORT: '0' },
+    logFile: path.join(dir, 'echo.log'),
+  });
+}
+
+/** A scratch folder for one scenario, removed afterwards unless BENCH_KEEP_TMP=1 (to read the logs). */
+export async function withTempDir<T>(fn: (dir: string) => Promise<T>): Promise<T> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'lv-bench-'));
+  try {
+    return await fn(dir);
+  } finally {
+    if (process.env['BENCH_KEEP_TMP'] === '1') process.stderr.write(`bench: kept ${dir}\n`);
+    else fs.rmSync(dir, { recursive: true, force: true });
+  }
+}

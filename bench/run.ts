@@ -1,0 +1,126 @@
+/**
+ * Benchmark runner: `npm run bench [-- <scenario>…] [--connections N] [--duration S] [--warmup S]`.
+ * No scenario runs them all; `--list` names them. Defaults come from BENCH_CONNECTIONS,
+ * BENCH_DURATION and BENCH_WARMUP, else 10 connections, 10 s measured, 3 s warm-up per side.
+ *
+ * Prints requests per second and latency percentiles for target and baseline, the ratio between
+ * them, and writes everything to bench/results/<timestamp>.json.
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { projectRoot } from '../src/config/project-root.js';
+import type { Measurement } from './lib/load.js';
+import type { LoadOptions, Scenario, ScenarioResult } from './lib/scenario.js';
+import { scenarios } from './scenarios/index.js';
+
+function positiveInteger(name: string, value: string | undefined, fallback: number, min: number): number {
+  if (value === undefined) return fallback;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < min) throw new Error(`${name} must be a whole number >= ${min}`);
+  return n;
+}
+
+function parseCommandLine(argv: readonly string[]): { selected: Scenario[]; load: LoadOptions; list: boolean } {
+  const { values, positionals } = parseArgs({
+    args: [...argv],
+    allowPositionals: true,
+    strict: true,
+    options: {
+      connections: { type: 'string' },
+      duration: { type: 'string' },
+      warmup: { type: 'string' },
+      list: { type: 'boolean', default: false },
+    },
+  });
+  const env = process.env;
+  const load: LoadOptions = {
+    connections: positiveInteger('--connections', values.connections ?? env['BENCH_CONNECTIONS'], 10, 1),
+    durationSeconds: positiveInteger('--duration', values.duration ?? env['BENCH_DURATION'], 10, 1),
+    warmupSeconds: positiveInteger('--warmup', values.warmup ?? env['BENCH_WARMUP'], 3, 0),
+  };
+  const unknown = positionals.filter((name) => !scenarios.some((s) => s.name === name));
+  if (unknown.length > 0) {
+    throw new Error(`unknown scenario ${unknown.join(', ')}; known: ${scenarios.map((s) => s.name).join(', ')}`);
+  }
+  const selected = positionals.length === 0 ? [...scenarios] : scenarios.filter((s) => positionals.includes(s.name));
+  return { selected, load, list: values.list };
+}
+
+const say = (line = ''): boolean => process.stdout.write(`${line}\n`);
+const fmt = (n: number, digits = 0): string =>
+  n.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
+
+function row(role: string, m: Measurement): string {
+  return (
+    `  ${role.padEnd(9)}${m.label.padEnd(22)}${fmt(m.requestsPerSecond).padStart(8)} req/s` +
+    `   p50 ${fmt(m.latencyMs.p50, 1).padStart(6)} ms   p99 ${fmt(m.latencyMs.p99, 1).padStart(6)} ms` +
+    `   (${fmt(m.requests)} requests)`
+  );
+}
+
+interface Ratios {
+  /** target req/s ÷ baseline req/s: 0.5 means half the baseline's throughput. */
+  readonly throughput: number;
+  /** target p99 ÷ baseline p99: 2 means twice the baseline's tail latency. */
+  readonly p99: number;
+}
+
+function ratios(result: ScenarioResult): Ratios {
+  return {
+    throughput: result.target.requestsPerSecond / result.baseline.requestsPerSecond,
+    p99: result.target.latencyMs.p99 / Math.max(result.baseline.latencyMs.p99, 0.001),
+  };
+}
+
+async function main(): Promise<void> {
+  const { selected, load, list } = parseCommandLine(process.argv.slice(2));
+  if (list) {
+    for (const s of scenarios) say(`${s.name.padEnd(16)}${s.description}`);
+    return;
+  }
+  const startedAt = new Date();
+  const machine = {
+    cpus: os.cpus().length,
+    cpuModel: os.cpus()[0]?.model ?? 'unknown',
+    memoryGiB: Math.round(os.totalmem() / 2 ** 30),
+    node: process.version,
+    platform: `${os.platform()} ${os.release()}`,
+    loadAverage: os.loadavg(),
+  };
+  say(
+    `bench: ${selected.length} scenario(s), ${load.connections} connections, ${load.durationSeconds} s measured ` +
+      `after ${load.warmupSeconds} s warm-up, per side; ${machine.cpus} CPUs, node ${machine.node}`,
+  );
+
+  const results: { scenario: string; description: string; result: ScenarioResult; ratio: Ratios }[] = [];
+  for (const scenario of selected) {
+    say();
+    say(`${scenario.name}: ${scenario.description}`);
+    const result = await scenario.run(load);
+    const ratio = ratios(result);
+    say(row('target', result.target));
+    say(row('baseline', result.baseline));
+    say(
+      `  ratio    throughput ${ratio.throughput.toFixed(2)} × baseline, p99 latency ${ratio.p99.toFixed(2)} × baseline`,
+    );
+    for (const note of result.notes) say(`  note     ${note}`);
+    results.push({ scenario: scenario.name, description: scenario.description, result, ratio });
+  }
+
+  const dir = path.join(projectRoot(), 'bench', 'results');
+  fs.mkdirSync(dir, { recursive: true });
+  const file = path.join(dir, `${startedAt.toISOString().replace(/[:.]/g, '-')}.json`);
+  fs.writeFileSync(
+    file,
+    `${JSON.stringify({ startedAt: startedAt.toISOString(), machine, load, results }, null, 2)}\n`,
+  );
+  say();
+  say(`results written to ${path.relative(process.cwd(), file)}`);
+}
+
+main().catch((error: unknown) => {
+  process.stderr.write(`bench: ${error instanceof Error ? error.message : String(error)}\n`);
+  process.exitCode = 1;
+});

@@ -1,0 +1,8 @@
+/**
+ * Every benchmark scenario, by name. A new scenario is a module `bench/scenarios/<name>.ts` exporting
+ * a {@link Scenario}, listed here; `npm run bench -- <name>` runs it alone, no argument runs all.
+ */
+import type { Scenario } from '../lib/scenario.js';
+import { authGet } from './auth-get.js';
+
+export const scenarios: readonly Scenario[] = [authGet];

@@ -1,0 +1,21 @@
+/**
+ * Baseline for benchmarks: the smallest express 5 JSON server, one process, no middleware. It answers
+ * every request with a small JSON document and prints `{"url": …}` once it listens (PORT, default 0).
+ */
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import express from 'express';
+
+const app = express();
+app.disable('x-powered-by');
+app.set('etag', false);
+app.use((req, res) => {
+  res.json({ method: req.method, path: req.path, echo: true });
+});
+
+const server = http.createServer(app);
+server.listen(Number(process.env['PORT'] ?? 0), '127.0.0.1', () => {
+  const { port } = server.address() as AddressInfo;
+  process.stdout.write(`${JSON.stringify({ url: `http://127.0.0.1:${port}` })}\n`);
+});
+process.on('SIGTERM', () => server.close(() => process.exit(0)));
