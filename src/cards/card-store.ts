@@ -22,6 +22,8 @@ export interface CardRow {
 export interface FingerprintKey {
   readonly version: number;
   readonly fingerprint: Buffer;
+  /** Whether new rows are written under this version (published or active), or it is only matched. */
+  readonly indexing: boolean;
 }
 
 const CARD_COLUMNS = [
@@ -109,6 +111,7 @@ export async function insertIdentifier(
   fingerprints: readonly FingerprintKey[],
   now: Date,
 ): Promise<boolean> {
+  // Fingerprints are written only under indexing versions; lookups match every readable version.
   await trx('card_identifiers').insert({
     id: identifier.id,
     token: identifier.token,
@@ -119,7 +122,8 @@ export async function insertIdentifier(
     created_at: now,
   });
   // Fixed order (version descending) so two transactions never wait on each other in a cycle.
-  const rows = [...fingerprints]
+  const rows = fingerprints
+    .filter((f) => f.indexing)
     .sort((a, b) => b.version - a.version)
     .map((f) => ({
       mac_key_version: f.version,

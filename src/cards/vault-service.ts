@@ -12,7 +12,7 @@ import type { Knex } from 'knex';
 import { appendAuditEvent, type AuditEventInput } from '../audit/audit-log.js';
 import { AppError } from '../errors/app-error.js';
 import { newId } from '../ids/prefixed-id.js';
-import type { KeyRing } from '../keys/key-ring.js';
+import { INDEXING_STATES, type KeyRing } from '../keys/key-ring.js';
 import { maskPans } from '../logging/pan-redactor.js';
 import { consumeRateLimit } from '../ratelimit/rate-limiter.js';
 import { decryptValue, encryptValue, fingerprint, identifierAad, panAad, type Identifier } from './card-crypto.js';
@@ -208,7 +208,11 @@ export class VaultService {
 
   private async fingerprints(identifier: Identifier): Promise<FingerprintKey[]> {
     const keys = await this.keyRing.readable('identifier-mac');
-    return keys.map((k) => ({ version: k.version, fingerprint: fingerprint(k.key, identifier) }));
+    return keys.map((k) => ({
+      version: k.version,
+      fingerprint: fingerprint(k.key, identifier),
+      indexing: INDEXING_STATES.includes(k.state),
+    }));
   }
 
   private async createCard(

@@ -44,6 +44,13 @@ export const KEY_SPECS: Readonly<Record<KeyPurpose, KeySpec>> = {
 };
 
 export const READABLE_STATES: readonly KeyState[] = ['published', 'active', 'decrypt-only'];
+/**
+ * MAC versions that new fingerprints are written under. `published` is included so that, during the
+ * publish phase, an instance that already sees the new version and one that does not yet still
+ * collide on the old version's row, and after activation every instance collides on the new one.
+ * `decrypt-only` is excluded: it is on its way out and the backfill is emptying it.
+ */
+export const INDEXING_STATES: readonly KeyState[] = ['published', 'active'];
 
 export interface DataKey {
   readonly purpose: KeyPurpose;

@@ -30,7 +30,19 @@ async function startOn(database: Database): Promise<{ url: string; close(): Prom
   const readiness = createReadiness({ ping: (ms) => database.ping(ms), isDraining: () => false });
   const app = createApp({
     spec,
-    handlers: { ...healthHandlers(readiness, spec.yamlText), ...authHandlers() },
+    // Operations other than health are not under test here; reaching one fails the test loudly.
+    handlers: {
+      ...Object.fromEntries(
+        spec.operations.map((o) => [
+          o.operationId,
+          () => {
+            throw new Error(`${o.operationId} is not under test`);
+          },
+        ]),
+      ),
+      ...healthHandlers(readiness, spec.yamlText),
+      ...authHandlers(),
+    },
     authenticator: createAuthenticator(
       {
         issuer: TEST_ISSUER,
