@@ -40,11 +40,14 @@ function parseCommandLine(argv: readonly string[]): { selected: Scenario[]; load
     durationSeconds: positiveInteger('--duration', values.duration ?? env['BENCH_DURATION'], 10, 1),
     warmupSeconds: positiveInteger('--warmup', values.warmup ?? env['BENCH_WARMUP'], 3, 0),
   };
-  const unknown = positionals.filter((name) => !scenarios.some((s) => s.name === name));
+  // A name selects that scenario, or the family `<name>-…` (`tokenise` → tokenise-known, tokenise-new).
+  const matches = (s: Scenario, name: string): boolean => s.name === name || s.name.startsWith(`${name}-`);
+  const unknown = positionals.filter((name) => !scenarios.some((s) => matches(s, name)));
   if (unknown.length > 0) {
     throw new Error(`unknown scenario ${unknown.join(', ')}; known: ${scenarios.map((s) => s.name).join(', ')}`);
   }
-  const selected = positionals.length === 0 ? [...scenarios] : scenarios.filter((s) => positionals.includes(s.name));
+  const selected =
+    positionals.length === 0 ? [...scenarios] : scenarios.filter((s) => positionals.some((n) => matches(s, n)));
   return { selected, load, list: values.list };
 }
 

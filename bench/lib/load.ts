@@ -11,6 +11,8 @@ export interface Target {
   readonly method?: 'GET' | 'POST' | 'PUT' | 'DELETE' | 'PATCH';
   readonly headers?: Readonly<Record<string, string>>;
   readonly body?: string;
+  /** A fresh body per request (e.g. a new card number each time), instead of a fixed `body`. */
+  readonly nextBody?: () => string;
 }
 
 export interface Measurement {
@@ -32,6 +34,18 @@ function fire(target: Target, connections: number, seconds: number): Promise<aut
     pipelining: 1,
     ...(target.headers === undefined ? {} : { headers: { ...target.headers } }),
     ...(target.body === undefined ? {} : { body: target.body }),
+    ...(target.nextBody === undefined
+      ? {}
+      : {
+          requests: [
+            {
+              setupRequest: (request: autocannon.Request) => ({
+                ...request,
+                body: (target.nextBody as () => string)(),
+              }),
+            },
+          ],
+        }),
   });
 }
 

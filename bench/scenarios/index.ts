@@ -4,5 +4,6 @@
  */
 import type { Scenario } from '../lib/scenario.js';
 import { authGet } from './auth-get.js';
+import { tokeniseKnown, tokeniseNew } from './tokenise.js';
 
-export const scenarios: readonly Scenario[] = [authGet];
+export const scenarios: readonly Scenario[] = [authGet, tokeniseKnown, tokeniseNew];

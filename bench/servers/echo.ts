@@ -1,6 +1,6 @@
 /**
  * Baseline for benchmarks: the smallest express 5 JSON server, one process, no middleware. It answers
- * every request with a small JSON document and prints `{"url": …}` once it listens (PORT, default 0).
+ * every request by echoing its parsed JSON body and prints `{"url": …}` once it listens (PORT, default 0).
  */
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -9,8 +9,10 @@ import express from 'express';
 const app = express();
 app.disable('x-powered-by');
 app.set('etag', false);
+// Parse JSON bodies like the service does, and echo them back: the cost floor of "JSON in, JSON out".
+app.use(express.json({ limit: '64kb' }));
 app.use((req, res) => {
-  res.json({ method: req.method, path: req.path, echo: true });
+  res.json({ method: req.method, path: req.path, body: (req.body as unknown) ?? null });
 });
 
 const server = http.createServer(app);

@@ -38,25 +38,53 @@ export interface Authenticator {
 const COMPACT_JWS = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/;
 const MAX_TOKEN_LENGTH = 8192;
 
-export function createAuthenticator(auth: Config['auth'], keys: JWTVerifyGetKey): Authenticator {
+/**
+ * Verified tokens are remembered, keyed by the exact token string: the same bytes carry the same
+ * signature and claims, so only time can change the verdict. A hit re-checks expiry; an entry lives
+ * at most {@link VERIFIED_CACHE_TTL_MS}, so a key removed from the JWKS stops being honoured within
+ * that time. Bounded: the oldest entries are dropped first. Failures are never cached.
+ */
+const VERIFIED_CACHE_TTL_MS = 60_000;
+const VERIFIED_CACHE_MAX = 10_000;
+
+export function createAuthenticator(
+  auth: Config['auth'],
+  keys: JWTVerifyGetKey,
+  now: () => number = Date.now,
+): Authenticator {
+  const verified = new Map<string, { principal: Principal; until: number }>();
   return {
     async authenticate(token) {
-      if (token.length > MAX_TOKEN_LENGTH || !COMPACT_JWS.test(token)) throw new AppError('TOKEN_MALFORMED');
-      let payload: JWTPayload;
-      try {
-        ({ payload } = await jwtVerify(token, keys, {
-          issuer: auth.issuer,
-          audience: auth.audience,
-          algorithms: [...auth.algorithms],
-          clockTolerance: auth.clockToleranceSeconds,
-          requiredClaims: ['sub', 'exp'],
-        }));
-      } catch (error) {
-        throw toAuthError(error);
+      const cached = verified.get(token);
+      if (cached !== undefined) {
+        if (now() < cached.until) return cached.principal;
+        verified.delete(token);
       }
-      return toPrincipal(payload);
+      const principal = await verify(token);
+      const expiresMs = principal.expiresAt?.getTime() ?? 0;
+      if (verified.size >= VERIFIED_CACHE_MAX) verified.delete(verified.keys().next().value as string);
+      verified.set(token, { principal, until: Math.min(expiresMs, now() + VERIFIED_CACHE_TTL_MS) });
+      return principal;
     },
   };
+
+  async function verify(token: string): Promise<Principal> {
+    if (token.length > MAX_TOKEN_LENGTH || !COMPACT_JWS.test(token)) throw new AppError('TOKEN_MALFORMED');
+    let payload: JWTPayload;
+    try {
+      ({ payload } = await jwtVerify(token, keys, {
+        issuer: auth.issuer,
+        audience: auth.audience,
+        algorithms: [...auth.algorithms],
+        clockTolerance: auth.clockToleranceSeconds,
+        currentDate: new Date(now()),
+        requiredClaims: ['sub', 'exp'],
+      }));
+    } catch (error) {
+      throw toAuthError(error);
+    }
+    return toPrincipal(payload);
+  }
 }
 
 export function keyResolverFor(

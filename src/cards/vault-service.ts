@@ -78,7 +78,9 @@ export class VaultService {
     for (let attempt = 0; attempt < MAX_RACE_RETRIES; attempt++) {
       const found = await findCardByFingerprints(this.knex, keys);
       if (found !== undefined) {
-        if (expiry !== undefined) await advanceExpiry(this.knex, found.token, expiry.month, expiry.year, this.now());
+        if (expiry !== undefined && isLater(expiry, found)) {
+          await advanceExpiry(this.knex, found.token, expiry.month, expiry.year, this.now());
+        }
         return { card: toView(found, expiry), created: false };
       }
       try {
@@ -297,6 +299,14 @@ export class VaultService {
   private async auditAlone(event: AuditEventInput): Promise<void> {
     await this.knex.transaction((trx) => appendAuditEvent(trx, event, this.now()));
   }
+}
+
+function isLater(expiry: Expiry, card: CardRow): boolean {
+  return (
+    card.expiry_year === null ||
+    card.expiry_month === null ||
+    expiry.year * 12 + expiry.month > card.expiry_year * 12 + card.expiry_month
+  );
 }
 
 function toView(row: CardRow, newerExpiry?: Expiry): CardView {

@@ -1,0 +1,88 @@
+/**
+ * POST /v1/tokens on PostgreSQL, against the express JSON echo receiving the same body.
+ *
+ * - tokenise-known: one card, seen before: fingerprint lookup under every readable MAC version (one
+ *   indexed select joining the card) and no write. The aim is ≥ 50% of the echo's throughput.
+ * - tokenise-new: a new card every request: AES-GCM + HMAC, one transaction inserting shopper, card,
+ *   identifier and fingerprint rows, one commit (fsync) each.
+ */
+import { randomBytes, randomInt } from 'node:crypto';
+import { loadConfig } from '../../src/config/config.js';
+import { issueDevToken } from '../../src/cli/token.js';
+import { luhnValid } from '../../src/cards/luhn.js';
+import { measure } from '../lib/load.js';
+import type { LoadOptions, Scenario, ScenarioResult } from '../lib/scenario.js';
+import { withTempPostgres } from '../lib/postgres.js';
+import { startEcho, startService, withTempDir } from '../lib/servers.js';
+
+/** A Luhn-valid number under a test BIN, made in memory for the run and never written anywhere. */
+function randomPan(): string {
+  let body = '411111';
+  while (body.length < 15) body += String(randomInt(10));
+  for (let d = 0; ; d++) if (luhnValid(body + d)) return body + d;
+}
+
+async function runTokenise(load: LoadOptions, kind: 'known' | 'new'): Promise<ScenarioResult> {
+  return withTempDir((dir) =>
+    withTempPostgres(async (databaseUrl) => {
+      const service = await startService(dir, {
+        DATABASE_URL: databaseUrl,
+        MASTER_KEY: randomBytes(32).toString('base64'),
+        DB_POOL_MAX: '10',
+      });
+      const echo = await startEcho(dir);
+      try {
+        const token = await issueDevToken(loadConfig({ NODE_ENV: 'development', DATA_DIR: service.dataDir }), {
+          scopes: ['tokens:write'],
+          subject: 'bench',
+          ttlSeconds: 3600,
+        });
+        const headers = { authorization: `Bearer ${token}`, 'content-type': 'application/json' };
+        const known = JSON.stringify({ pan: randomPan(), expiryMonth: 12, expiryYear: 2030 });
+        const seed = await fetch(`${service.url}/v1/tokens`, { method: 'POST', headers, body: known });
+        if (seed.status !== 201) throw new Error(`seeding the known card failed with ${seed.status}`);
+        const body = kind === 'known' ? { body: known } : { nextBody: () => JSON.stringify({ pan: randomPan() }) };
+        const baseline = await measure(
+          { label: 'express JSON echo', url: `${echo.url}/v1/tokens`, method: 'POST', headers, ...body },
+          load,
+        );
+        const target = await measure(
+          {
+            label: `POST /v1/tokens (${kind} card)`,
+            url: `${service.url}/v1/tokens`,
+            method: 'POST',
+            headers,
+            ...body,
+          },
+          load,
+        );
+        return {
+          target,
+          baseline,
+          notes: [
+            `service: node dist/src/main.js on PostgreSQL (fresh database), pool 10, LOG_LEVEL=${service.logLevel}`,
+            kind === 'known'
+              ? 'every request tokenises the same, already known card: lookup only, no write'
+              : 'every request tokenises a new card: encrypt, MAC, one transaction and commit',
+            'baseline: bench/servers/echo.ts, express 5 echo, same method, headers and body',
+          ],
+        };
+      } finally {
+        await echo.stop();
+        await service.stop();
+      }
+    }),
+  );
+}
+
+export const tokeniseKnown: Scenario = {
+  name: 'tokenise-known',
+  description: 'POST /v1/tokens for a known card (PostgreSQL) vs express echo',
+  run: (load) => runTokenise(load, 'known'),
+};
+
+export const tokeniseNew: Scenario = {
+  name: 'tokenise-new',
+  description: 'POST /v1/tokens for a new card each request (PostgreSQL) vs express echo',
+  run: (load) => runTokenise(load, 'new'),
+};
