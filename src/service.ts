@@ -18,6 +18,11 @@ import { KeyRing } from './keys/key-ring.js';
 import { VaultService } from './cards/vault-service.js';
 import { cardsHandlers } from './cards/cards-handlers.js';
 import os from 'node:os';
+import { Metrics } from './metrics/metrics.js';
+import { PaymentService, type PaymentTransitionListener } from './payments/payment-service.js';
+import { paymentsHandlers } from './payments/payments-handlers.js';
+import { loadWebhookSecrets } from './webhooks/webhook-secrets.js';
+import { webhookHandlers } from './webhooks/webhook-handlers.js';
 
 export interface Service {
   readonly app: Express;
@@ -26,6 +31,8 @@ export interface Service {
   readonly readiness: Readiness;
   readonly keyRing: KeyRing;
   readonly vault: VaultService;
+  readonly payments: PaymentService;
+  readonly metrics: Metrics;
   readonly spec: ApiSpec;
   /** Readiness turns false so load balancers stop sending traffic; in-flight work continues. */
   startDraining(): void;
@@ -37,6 +44,8 @@ export interface BuildOptions {
   /** Use this database instead of opening one from config (tests). The caller closes it. */
   readonly database?: Database;
   readonly enforceResponseContract?: boolean;
+  /** Extra listeners on payment transitions (tests; the loyalty ledger hangs here). */
+  readonly paymentListeners?: readonly PaymentTransitionListener[];
 }
 
 export async function buildService(config: Config, options: BuildOptions): Promise<Service> {
@@ -65,6 +74,19 @@ export async function buildService(config: Config, options: BuildOptions): Promi
     detokenise: { enabled: config.vault.detokeniseEnabled, perMinute: config.vault.detokenisePerMinute },
   });
 
+  const metrics = new Metrics();
+  const payments = new PaymentService(database.knex, vault, {
+    autoCaptureChannels: config.payments.autoCaptureChannels,
+    listeners: options.paymentListeners ?? [],
+  });
+  const webhooks = await loadWebhookSecrets(config.webhooks);
+  if (webhooks.generatedDevFile !== undefined) {
+    logger.warn(
+      { file: webhooks.generatedDevFile },
+      'DEVELOPMENT webhook secrets in use (generated into the data folder). Set WEBHOOK_PLATFORM_SECRETS, WEBHOOK_ADYEN_HMAC_KEYS and WEBHOOK_STRIPE_SECRETS for real use.',
+    );
+  }
+
   const devJwks =
     config.auth.keys.source === 'dev-issuer' ? (await loadDevIssuer(config.auth.keys.file)).jwks : undefined;
   if (devJwks !== undefined) {
@@ -79,7 +101,16 @@ export async function buildService(config: Config, options: BuildOptions): Promi
   const spec = loadApiSpec();
   const app = createApp({
     spec,
-    handlers: { ...healthHandlers(readiness, spec.yamlText), ...authHandlers(), ...cardsHandlers(vault) },
+    handlers: {
+      ...healthHandlers(readiness, spec.yamlText),
+      ...authHandlers(),
+      ...cardsHandlers(vault),
+      ...webhookHandlers({ payments, secrets: webhooks.secrets, metrics }),
+      ...paymentsHandlers(database.knex, payments),
+      getMetrics(_req, res) {
+        res.type('text/plain; version=0.0.4').send(metrics.render());
+      },
+    },
     authenticator,
     logger,
     bodyLimitBytes: config.http.bodyLimitBytes,
@@ -94,6 +125,8 @@ export async function buildService(config: Config, options: BuildOptions): Promi
     readiness,
     keyRing,
     vault,
+    payments,
+    metrics,
     spec,
     startDraining() {
       draining = true;

@@ -93,6 +93,41 @@ export class VaultService {
     throw new Error('tokenisation kept losing races; giving up');
   }
 
+  /**
+   * The one card that a set of identifiers (best first) names, for a gateway event that carries
+   * several (an Adyen PAR and alias, say). The first identifier already known wins; if none is
+   * known the first creates the card. The others are attached when nobody owns them yet; one that
+   * belongs to another card stays there (joining two shoppers is an explicit merge, never a side
+   * effect of a webhook).
+   */
+  async resolve(inputs: readonly CardInput[], caller: Caller): Promise<CardView> {
+    const [first, ...others] = inputs;
+    if (first === undefined) throw new Error('resolve needs at least one identifier');
+    if (others.length === 0) return (await this.tokenise(first)).card;
+    let card: CardView | undefined;
+    for (const input of inputs) {
+      const found = await findCardByFingerprints(this.knex, await this.fingerprints(this.parse(input).identifier));
+      if (found !== undefined) {
+        card = toView(found);
+        break;
+      }
+    }
+    card ??= (await this.tokenise(first)).card;
+    for (const input of inputs) {
+      try {
+        await this.attachIdentifier(card.token, input, caller);
+      } catch (error) {
+        if (!(
+          error instanceof AppError &&
+          (error.code === 'IDENTIFIER_ALREADY_LINKED' || error.code === 'CARD_HAS_DIFFERENT_PAN')
+        )) {
+          throw error;
+        }
+      }
+    }
+    return card;
+  }
+
   async getCard(token: string, caller: Caller): Promise<CardView> {
     return toView(await this.visibleCard(this.knex, token, caller));
   }

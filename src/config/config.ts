@@ -52,11 +52,31 @@ export interface Config {
     /** How often each instance checks whether another process changed the key ring. */
     readonly keyRingRefreshMs: number;
   };
+  readonly webhooks: WebhooksConfig;
+  readonly payments: {
+    /** Channels whose authorisation is also the capture (POS terminals auto-capture). */
+    readonly autoCaptureChannels: readonly string[];
+  };
   readonly http: {
     readonly bodyLimitBytes: number;
     readonly shutdownTimeoutMs: number;
     readonly trustProxy: boolean;
   };
+}
+
+/**
+ * Webhook secrets, each a list so that several are live during a rotation. `undefined` lists mean the
+ * provider is not configured: its endpoint refuses every delivery. On the embedded development
+ * default (no lists set anywhere) development secrets are generated into DATA_DIR instead.
+ */
+export interface WebhooksConfig {
+  readonly platformSecrets: readonly string[] | undefined;
+  readonly adyenHmacKeys: readonly string[] | undefined;
+  readonly adyenBasicAuth: { readonly username: string; readonly password: string } | undefined;
+  readonly stripeSecrets: readonly string[] | undefined;
+  readonly toleranceSeconds: number;
+  /** Set on the embedded development default when no secret is configured. */
+  readonly generatedDevFile: string | undefined;
 }
 
 export type Env = Readonly<Record<string, string | undefined>>;
@@ -73,6 +93,7 @@ export const DEV_AUTH_ISSUER = 'urn:loyalty-vault:development-issuer';
 export const DEV_AUTH_AUDIENCE = 'loyalty-vault';
 export const DEV_MASTER_KEY_FILE = 'dev-master-key.b64';
 export const DEV_AUTH_KEY_FILE = 'dev-auth-signing-key.json';
+export const DEV_WEBHOOK_SECRETS_FILE = 'dev-webhook-secrets.json';
 
 class Reader {
   readonly problems: string[] = [];
@@ -145,6 +166,13 @@ export function loadConfig(env: Env = process.env): Config {
       detokeniseEnabled: r.boolean('DETOKENISE_ENABLED', false),
       detokenisePerMinute: r.integer('DETOKENISE_RATE_LIMIT_PER_MINUTE', 10, 1, 10_000),
       keyRingRefreshMs: r.integer('KEY_RING_REFRESH_MS', 5_000, 100, 300_000),
+    },
+    webhooks: parseWebhooks(r, { production, embedded, dataDir }),
+    payments: {
+      autoCaptureChannels: parseList(r, 'PAYMENT_AUTO_CAPTURE_CHANNELS', /^(online|in_store|mobile|call_centre)$/, {
+        message:
+          'PAYMENT_AUTO_CAPTURE_CHANNELS must be a comma-separated list of online, in_store, mobile, call_centre',
+      }) ?? ['in_store'],
     },
     http: {
       bodyLimitBytes: r.integer('BODY_LIMIT_BYTES', 64 * 1024, 1024, 10 * 1024 * 1024),
@@ -256,6 +284,56 @@ function parseStaticJwks(r: Reader, value: string): AuthKeysConfig {
     r.problem('AUTH_PUBLIC_KEYS must hold public asymmetric keys only (no "d", no "oct" keys)');
   }
   return { source: 'static', jwks: { keys: keys as JSONWebKeySet['keys'] } };
+}
+
+const WHSEC = /^whsec_[A-Za-z0-9+/]{22,}={0,2}$/;
+const HEX_KEY = /^(?:[0-9A-Fa-f]{2}){16,}$/;
+
+function parseWebhooks(r: Reader, ctx: { production: boolean; embedded: boolean; dataDir: string }): WebhooksConfig {
+  // Values are secrets: problems name the variable and the expected shape, never the value.
+  const platformSecrets = parseList(r, 'WEBHOOK_PLATFORM_SECRETS', WHSEC, {
+    message: 'WEBHOOK_PLATFORM_SECRETS must be a comma-separated list of whsec_<base64> secrets (at least 128 bits)',
+  });
+  const adyenHmacKeys = parseList(r, 'WEBHOOK_ADYEN_HMAC_KEYS', HEX_KEY, {
+    message: 'WEBHOOK_ADYEN_HMAC_KEYS must be a comma-separated list of hex HMAC keys (at least 128 bits)',
+  });
+  const stripeSecrets = parseList(r, 'WEBHOOK_STRIPE_SECRETS', /^whsec_[A-Za-z0-9]{16,}$/, {
+    message: 'WEBHOOK_STRIPE_SECRETS must be a comma-separated list of Stripe whsec_… endpoint secrets',
+  });
+  const basic = r.raw('WEBHOOK_ADYEN_BASIC_AUTH');
+  let adyenBasicAuth: WebhooksConfig['adyenBasicAuth'];
+  if (basic !== undefined) {
+    const colon = basic.indexOf(':');
+    if (colon < 1 || colon === basic.length - 1) {
+      r.problem('WEBHOOK_ADYEN_BASIC_AUTH must be user:password');
+    } else {
+      adyenBasicAuth = { username: basic.slice(0, colon), password: basic.slice(colon + 1) };
+    }
+  }
+  const none = platformSecrets === undefined && adyenHmacKeys === undefined && stripeSecrets === undefined;
+  return {
+    platformSecrets,
+    adyenHmacKeys,
+    adyenBasicAuth,
+    stripeSecrets,
+    toleranceSeconds: r.integer('WEBHOOK_TOLERANCE_SECONDS', 300, 1, 3600),
+    generatedDevFile:
+      none && ctx.embedded && !ctx.production ? path.join(ctx.dataDir, DEV_WEBHOOK_SECRETS_FILE) : undefined,
+  };
+}
+
+function parseList(r: Reader, name: string, item: RegExp, options: { message: string }): string[] | undefined {
+  const value = r.raw(name);
+  if (value === undefined) return undefined;
+  const list = value
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s.length > 0);
+  if (list.length === 0 || !list.every((s) => item.test(s))) {
+    r.problem(options.message);
+    return undefined;
+  }
+  return list;
 }
 
 function parseAlgorithms(r: Reader): readonly JwtAlgorithm[] {

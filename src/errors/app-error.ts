@@ -29,6 +29,15 @@ export const ERROR_CATALOG = {
   CARD_HAS_NO_PAN: { status: 409, title: 'The card has no card number to reveal' },
   REASON_INVALID: { status: 422, title: 'The reason is not acceptable' },
   DETOKENISATION_DISABLED: { status: 403, title: 'Detokenisation is disabled on this service' },
+  // payment webhooks
+  WEBHOOK_SIGNATURE_MISSING: { status: 401, title: 'The webhook signature is missing' },
+  WEBHOOK_SIGNATURE_INVALID: { status: 401, title: 'The webhook signature does not verify' },
+  WEBHOOK_TIMESTAMP_OUT_OF_TOLERANCE: { status: 401, title: 'The webhook timestamp is outside the tolerance' },
+  WEBHOOK_BASIC_AUTH_INVALID: { status: 401, title: 'The webhook credentials are not accepted' },
+  WEBHOOK_PROVIDER_DISABLED: { status: 403, title: 'No secret is configured for this webhook provider' },
+  CARD_TOKEN_UNKNOWN: { status: 422, title: 'The card token is not known to this vault' },
+  PAYMENT_CURRENCY_MISMATCH: { status: 422, title: 'The event currency differs from the payment currency' },
+  INBOX_EVENT_NOT_REPLAYABLE: { status: 409, title: 'This inbox event has no payment effect to replay' },
   // 401 / 403: who is calling
   TOKEN_MISSING: { status: 401, title: 'A bearer token is required' },
   TOKEN_MALFORMED: { status: 401, title: 'The bearer token is malformed' },

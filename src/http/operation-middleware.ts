@@ -93,21 +93,31 @@ export function validate(op: Operation): RequestHandler {
       }
       if (present) {
         body = req.body as unknown;
-        const sad = findSensitiveAuthenticationData(body);
-        if (sad !== undefined) {
-          throw new AppError('SENSITIVE_AUTHENTICATION_DATA', {
-            detail: 'Card verification codes, track data and PINs are refused (PCI DSS 3.3).',
-            extensions: { errors: [{ pointer: `/body${sad}`, message: 'must not be sent' }] },
-          });
-        }
-        if (op.validateBody !== undefined && !op.validateBody(body)) {
-          throw validationError(toIssues(op.validateBody.errors, '/body'));
-        }
+        checkBody(op, body, { refuseSensitiveAuthenticationData: true });
       }
     }
     req.valid = { path: params.path, query: params.query, headers: params.header, body };
     next();
   };
+}
+
+/**
+ * Validates a parsed body against the operation's schema, after refusing sensitive authentication
+ * data (PCI DSS 3.3) when asked. Webhook handlers call it themselves once the signature verifies.
+ */
+export function checkBody(op: Operation, body: unknown, options: { refuseSensitiveAuthenticationData: boolean }): void {
+  if (options.refuseSensitiveAuthenticationData) {
+    const sad = findSensitiveAuthenticationData(body);
+    if (sad !== undefined) {
+      throw new AppError('SENSITIVE_AUTHENTICATION_DATA', {
+        detail: 'Card verification codes, track data and PINs are refused (PCI DSS 3.3).',
+        extensions: { errors: [{ pointer: `/body${sad}`, message: 'must not be sent' }] },
+      });
+    }
+  }
+  if (op.validateBody !== undefined && !op.validateBody(body)) {
+    throw validationError(toIssues(op.validateBody.errors, '/body'));
+  }
 }
 
 /**

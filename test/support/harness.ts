@@ -12,6 +12,7 @@ import { buildService, type Service } from '../../src/service.js';
 import { TEST_AUDIENCE, TEST_ISSUER, testJwks } from './auth.js';
 import { createTestDatabase, type TestDatabase } from './database.js';
 import { captureLogs } from './log-capture.js';
+import { webhookEnv } from './webhooks.js';
 
 export interface TestService {
   readonly url: string;
@@ -48,6 +49,7 @@ export async function testEnv(extra: Env = {}): Promise<Env> {
     AUTH_AUDIENCE: TEST_AUDIENCE,
     AUTH_PUBLIC_KEYS: JSON.stringify(await testJwks()),
     LOG_LEVEL: 'debug',
+    ...webhookEnv(),
     ...extra,
   };
 }

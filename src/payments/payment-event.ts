@@ -1,0 +1,51 @@
+/**
+ * What every gateway adapter turns a verified delivery into: one provider event, with at most one
+ * payment fact, the card identifiers it carries (best first) and the payment's descriptive details.
+ * Adapters are pure mappings; the payment service stores and applies.
+ */
+import type { CardInput } from '../cards/vault-service.js';
+import type { FactKind, PaymentChannel } from './payment-state.js';
+
+export type Provider = 'platform' | 'adyen' | 'stripe';
+
+export interface PaymentEventInput {
+  readonly provider: Provider;
+  /** The provider's idempotency key for this event (unique per provider). */
+  readonly eventKey: string;
+  readonly eventType: string;
+  /** Absent for events with no payment effect (unknown types): stored, acknowledged, ignored. */
+  readonly effect: PaymentEffect | undefined;
+  /**
+   * The delivery as it is stored in the inbox, given the card token it resolved to. A PAN never
+   * reaches this: adapters replace card data by the token.
+   */
+  storedPayload(cardToken: string | undefined): unknown;
+}
+
+export interface PaymentEffect {
+  /** The gateway's payment reference; unique per provider. */
+  readonly paymentExternalId: string;
+  /** Usually one; a Stripe charge that succeeded already captured is two. */
+  readonly facts: readonly EventFact[];
+  /** Card identifiers, best first (PAN, then PAR, then gateway aliases); empty when none is sent. */
+  readonly card: readonly CardInput[];
+  /** An already-issued card token (platform events may carry one instead of card data). */
+  readonly cardToken: string | undefined;
+  readonly last4: string | undefined;
+  readonly details: PaymentDetails;
+}
+
+export interface EventFact {
+  readonly kind: FactKind;
+  readonly key: string;
+  readonly amount: number | null;
+  readonly currency: string | null;
+  readonly occurredAt: Date;
+}
+
+export interface PaymentDetails {
+  readonly channel: PaymentChannel | undefined;
+  readonly storeId: string | undefined;
+  readonly terminalId: string | undefined;
+  readonly merchantReference: string | undefined;
+}

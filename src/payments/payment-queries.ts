@@ -1,0 +1,116 @@
+/**
+ * Read side of payments: a shopper's purchase history and the webhook inbox, newest first, with
+ * keyset cursors (stable under inserts, no OFFSET scans).
+ */
+import type { Knex } from 'knex';
+import { AppError } from '../errors/app-error.js';
+import type { Provider } from './payment-event.js';
+import type { InboxState, PaymentRow } from './payment-service.js';
+
+export interface Page<T> {
+  readonly items: readonly T[];
+  readonly nextCursor: string | undefined;
+}
+
+export interface PurchaseFilter {
+  readonly channel?: string;
+  readonly from?: Date;
+  readonly to?: Date;
+  readonly limit: number;
+  readonly cursor?: string;
+}
+
+/** States that are purchases: not a payment still waiting for, or refused at, authorisation. */
+const PURCHASE_STATES = ['authorised', 'cancelled', 'captured', 'partially_refunded', 'refunded', 'charged_back'];
+
+export async function listPurchases(knex: Knex, shopperRef: string, filter: PurchaseFilter): Promise<Page<PaymentRow>> {
+  const query = knex('payments')
+    .where({ shopper_ref: shopperRef })
+    .whereIn('state', PURCHASE_STATES)
+    .orderBy([
+      { column: 'authorised_at', order: 'desc' },
+      { column: 'id', order: 'desc' },
+    ])
+    .limit(filter.limit + 1);
+  if (filter.channel !== undefined) query.where({ channel: filter.channel });
+  if (filter.from !== undefined) query.where('authorised_at', '>=', filter.from);
+  if (filter.to !== undefined) query.where('authorised_at', '<', filter.to);
+  if (filter.cursor !== undefined) {
+    const [at, id] = decodeCursor(filter.cursor);
+    query.where((q) =>
+      q.where('authorised_at', '<', at).orWhere((q2) => q2.where('authorised_at', '=', at).where('id', '<', id)),
+    );
+  }
+  const rows = (await query) as PaymentRow[];
+  return page(rows, filter.limit, (last) => [(last.authorised_at as Date).toISOString(), last.id]);
+}
+
+export interface InboxRow {
+  readonly id: string;
+  readonly provider: Provider;
+  readonly event_key: string;
+  readonly event_type: string;
+  readonly state: InboxState;
+  readonly payment_id: string | null;
+  readonly error_code: string | null;
+  readonly secret_index: number;
+  readonly payload: unknown;
+  readonly received_at: Date;
+  readonly applied_at: Date | null;
+  readonly replays: number;
+}
+
+export interface InboxFilter {
+  readonly state?: InboxState;
+  readonly provider?: Provider;
+  readonly limit: number;
+  readonly cursor?: string;
+}
+
+export async function listInbox(knex: Knex, filter: InboxFilter): Promise<Page<InboxRow>> {
+  const query = knex('webhook_inbox')
+    .orderBy([
+      { column: 'received_at', order: 'desc' },
+      { column: 'id', order: 'desc' },
+    ])
+    .limit(filter.limit + 1);
+  if (filter.state !== undefined) query.where({ state: filter.state });
+  if (filter.provider !== undefined) query.where({ provider: filter.provider });
+  if (filter.cursor !== undefined) {
+    const [at, id] = decodeCursor(filter.cursor);
+    query.where((q) =>
+      q.where('received_at', '<', at).orWhere((q2) => q2.where('received_at', '=', at).where('id', '<', id)),
+    );
+  }
+  const rows = (await query) as InboxRow[];
+  return page(rows, filter.limit, (last) => [last.received_at.toISOString(), last.id]);
+}
+
+export async function findInboxEvent(knex: Knex, id: string): Promise<InboxRow | undefined> {
+  return (await knex('webhook_inbox').where({ id }).first()) as InboxRow | undefined;
+}
+
+function page<T>(rows: T[], limit: number, key: (last: T) => [string, string]): Page<T> {
+  const items = rows.slice(0, limit);
+  const last = items[items.length - 1];
+  return {
+    items,
+    nextCursor:
+      rows.length > limit && last !== undefined
+        ? Buffer.from(JSON.stringify(key(last))).toString('base64url')
+        : undefined,
+  };
+}
+
+function decodeCursor(cursor: string): [Date, string] {
+  try {
+    const [at, id] = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as unknown[];
+    const date = new Date(String(at));
+    if (typeof id !== 'string' || Number.isNaN(date.getTime())) throw new Error('cursor');
+    return [date, id];
+  } catch {
+    throw new AppError('VALIDATION_FAILED', {
+      extensions: { errors: [{ pointer: '/query/cursor', message: 'is not a cursor from this list' }] },
+    });
+  }
+}

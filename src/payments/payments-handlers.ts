@@ -1,0 +1,112 @@
+/** HTTP adapters: a shopper's purchases, the webhook inbox and its replay action. */
+import type { Knex } from 'knex';
+import { callerOf } from '../cards/cards-handlers.js';
+import { AppError } from '../errors/app-error.js';
+import type { HandlerMap } from '../http/types.js';
+import { principalOf, validInput } from '../http/types.js';
+import { adyenEvent, type AdyenItem } from '../webhooks/adyen-events.js';
+import { platformEvent, type PlatformPaymentEvent } from '../webhooks/platform-events.js';
+import { stripeEvent, type StripeEvent } from '../webhooks/stripe-events.js';
+import type { PaymentEventInput, Provider } from './payment-event.js';
+import { findInboxEvent, listInbox, listPurchases, type InboxRow } from './payment-queries.js';
+import type { InboxState, PaymentRow, PaymentService } from './payment-service.js';
+
+export function paymentsHandlers(knex: Knex, payments: PaymentService): HandlerMap {
+  return {
+    async listShopperPurchases(req, res) {
+      const { path, query } = validInput(req);
+      const shopperRef = path['shopperReference'] as string;
+      const principal = principalOf(req);
+      // A shopper token reaches its own shopper only; anything else looks exactly like "no such shopper".
+      if (!principal.scopes.has('loyalty:admin') && principal.shopperRef !== shopperRef) {
+        throw new AppError('NOT_FOUND', { detail: 'No such shopper.' });
+      }
+      const exists = (await knex('shoppers').where({ shopper_ref: shopperRef }).first('shopper_ref')) as unknown;
+      if (exists === undefined) throw new AppError('NOT_FOUND', { detail: 'No such shopper.' });
+      const page = await listPurchases(knex, shopperRef, {
+        limit: query['limit'] as number,
+        ...optional('channel', query['channel'] as string | undefined),
+        ...optional('from', dateOf(query['from'])),
+        ...optional('to', dateOf(query['to'])),
+        ...optional('cursor', query['cursor'] as string | undefined),
+      });
+      res.json({ items: page.items.map(purchaseJson), ...optional('nextCursor', page.nextCursor) });
+    },
+
+    async listWebhookInbox(req, res) {
+      const { query } = validInput(req);
+      const page = await listInbox(knex, {
+        limit: query['limit'] as number,
+        ...optional('state', query['state'] as InboxState | undefined),
+        ...optional('provider', query['provider'] as Provider | undefined),
+        ...optional('cursor', query['cursor'] as string | undefined),
+      });
+      res.json({ items: page.items.map(inboxJson), ...optional('nextCursor', page.nextCursor) });
+    },
+
+    async replayWebhookEvent(req, res) {
+      const id = validInput(req).path['eventId'] as string;
+      const row = await findInboxEvent(knex, id);
+      if (row === undefined) throw new AppError('NOT_FOUND', { detail: 'No such inbox event.' });
+      await payments.replay(id, storedEvent(row), callerOf(req));
+      res.json(inboxJson((await findInboxEvent(knex, id)) as InboxRow));
+    },
+  };
+}
+
+/** The stored (PAN-free) payload mapped again by the adapter that first received it. */
+function storedEvent(row: InboxRow): PaymentEventInput {
+  switch (row.provider) {
+    case 'platform':
+      return platformEvent(row.payload as PlatformPaymentEvent, row.event_key);
+    case 'adyen':
+      return adyenEvent(row.payload as AdyenItem, row.received_at);
+    case 'stripe':
+      return stripeEvent(row.payload as StripeEvent);
+  }
+}
+
+function purchaseJson(row: PaymentRow): Record<string, unknown> {
+  return {
+    paymentId: row.id,
+    provider: row.provider,
+    gatewayReference: row.external_id,
+    ...optional('merchantReference', row.merchant_reference),
+    ...optional('channel', row.channel),
+    ...optional('storeId', row.store_id),
+    ...optional('terminalId', row.terminal_id),
+    state: row.state,
+    amount: { value: row.authorised_amount, currency: row.currency },
+    capturedAmount: row.captured_amount,
+    refundedAmount: row.refunded_amount,
+    chargedBackAmount: row.charged_back_amount,
+    ...optional('cardToken', row.card_token),
+    ...optional('last4', row.card_last4),
+    authorisedAt: (row.authorised_at as Date).toISOString(),
+  };
+}
+
+function inboxJson(row: InboxRow): Record<string, unknown> {
+  return {
+    id: row.id,
+    provider: row.provider,
+    eventKey: row.event_key,
+    eventType: row.event_type,
+    state: row.state,
+    ...optional('paymentId', row.payment_id),
+    ...optional('errorCode', row.error_code),
+    secretIndex: row.secret_index,
+    receivedAt: row.received_at.toISOString(),
+    ...optional('appliedAt', row.applied_at?.toISOString()),
+    replays: row.replays,
+    payload: row.payload,
+  };
+}
+
+function optional<K extends string, V>(key: K, value: V | null | undefined): { [P in K]?: V } {
+  return value === null || value === undefined ? {} : ({ [key]: value } as { [P in K]?: V });
+}
+
+function dateOf(value: unknown): Date | undefined {
+  return typeof value === 'string' ? new Date(value) : undefined;
+}

@@ -1,0 +1,99 @@
+/**
+ * The platform gateway's canonical event (`PlatformPaymentEvent` in openapi.yaml) as a payment event.
+ * The body has already been verified (Standard Webhooks) and validated against the contract.
+ */
+import type { CardInput } from '../cards/vault-service.js';
+import type { EventFact, PaymentEventInput } from '../payments/payment-event.js';
+import type { FactKind, PaymentChannel } from '../payments/payment-state.js';
+
+export interface PlatformPaymentEvent {
+  readonly type: PlatformEventType;
+  readonly occurredAt: string;
+  readonly payment: {
+    readonly id: string;
+    readonly merchantReference?: string;
+    readonly amount: { readonly value: number; readonly currency: string };
+    readonly channel: PaymentChannel;
+    readonly storeId?: string;
+    readonly terminalId?: string;
+  };
+  readonly card?:
+    | { readonly pan: string; readonly expiryMonth?: number; readonly expiryYear?: number }
+    | { readonly token: string }
+    | { readonly par: string };
+  readonly refund?: { readonly id: string; readonly amount: number };
+  readonly chargeback?: { readonly id: string; readonly amount: number };
+}
+
+type PlatformEventType =
+  | 'payment.authorised'
+  | 'payment.authorisation_failed'
+  | 'payment.captured'
+  | 'payment.cancelled'
+  | 'payment.refunded'
+  | 'payment.refund_failed'
+  | 'payment.chargeback'
+  | 'payment.chargeback_reversed';
+
+export function platformEvent(body: PlatformPaymentEvent, webhookId: string): PaymentEventInput {
+  const { payment } = body;
+  const value = payment.amount.value;
+  const fact = (kind: FactKind, key: string, amount: number | null): EventFact => ({
+    kind,
+    key,
+    amount,
+    currency: amount === null ? null : payment.amount.currency,
+    occurredAt: new Date(body.occurredAt),
+  });
+  // The schema requires `refund` for the refund types; a chargeback without its own id is keyed by
+  // this delivery, so two distinct chargeback deliveries stay two facts.
+  const refund = body.refund ?? { id: webhookId, amount: value };
+  const chargeback = body.chargeback ?? { id: webhookId, amount: value };
+  const facts: Record<PlatformEventType, EventFact> = {
+    'payment.authorised': fact('authorised', 'auth', value),
+    'payment.authorisation_failed': fact('authorisation_failed', webhookId, null),
+    'payment.captured': fact('captured', 'capture', value),
+    'payment.cancelled': fact('cancelled', 'cancel', null),
+    'payment.refunded': fact('refunded', refund.id, refund.amount),
+    'payment.refund_failed': fact('refund_failed', refund.id, refund.amount),
+    'payment.chargeback': fact('chargeback', chargeback.id, chargeback.amount),
+    'payment.chargeback_reversed': fact('chargeback_reversed', chargeback.id, chargeback.amount),
+  };
+  const card = body.card;
+  const identifiers: CardInput[] = [];
+  if (card !== undefined && 'pan' in card) {
+    identifiers.push({
+      kind: 'pan',
+      pan: card.pan,
+      ...(card.expiryMonth === undefined ? {} : { expiryMonth: card.expiryMonth }),
+      ...(card.expiryYear === undefined ? {} : { expiryYear: card.expiryYear }),
+    });
+  } else if (card !== undefined && 'par' in card) {
+    identifiers.push({ kind: 'par', par: card.par });
+  }
+  return {
+    provider: 'platform',
+    eventKey: webhookId,
+    eventType: body.type,
+    effect: {
+      paymentExternalId: payment.id,
+      facts: [facts[body.type]],
+      card: identifiers,
+      cardToken: card !== undefined && 'token' in card ? card.token : undefined,
+      // The vault keeps the PAN's last 4 on the card itself.
+      last4: undefined,
+      details: {
+        channel: payment.channel,
+        storeId: payment.storeId,
+        terminalId: payment.terminalId,
+        merchantReference: payment.merchantReference,
+      },
+    },
+    storedPayload(cardToken) {
+      // The PAN leaves here: the inbox keeps the token it resolved to, never card data.
+      const rest: Partial<PlatformPaymentEvent> = { ...body };
+      delete rest.card;
+      return cardToken === undefined ? rest : { ...rest, card: { token: cardToken } };
+    },
+  };
+}

@@ -1,0 +1,130 @@
+/**
+ * Stripe events as payment events. The payment is the charge (`ch_…`); refunds and disputes name it.
+ *
+ * - `charge.succeeded` → authorised (and captured when `captured` is true);
+ *   `charge.captured` → captured (`amount_captured`); `charge.failed` → authorisation failed;
+ *   `charge.expired` → cancelled (an uncaptured authorisation lapsed);
+ * - `charge.refunded` → the cumulative `amount_refunded` (refund objects are not always expanded);
+ *   `refund.created|updated|failed`, `charge.refund.updated` → the refund by its id, failed when its
+ *   status is `failed` or `canceled`;
+ * - `charge.dispute.created` → chargeback; `charge.dispute.closed` with status `won` → reversed.
+ * Identity: `payment_method_details.card(_present).fingerprint` as alias `stripe.fingerprint`;
+ * channel `in_store` for card-present payments. Anything else is stored and acknowledged, no effect.
+ */
+import type { CardInput } from '../cards/vault-service.js';
+import type { EventFact, PaymentEffect, PaymentEventInput } from '../payments/payment-event.js';
+import type { FactKind } from '../payments/payment-state.js';
+
+export interface StripeEvent {
+  readonly id: string;
+  readonly type: string;
+  readonly created: number;
+  readonly data: { readonly object: Readonly<Record<string, unknown>> };
+  readonly [other: string]: unknown;
+}
+
+type StripeObject = Readonly<Record<string, unknown>>;
+
+export function stripeEvent(event: StripeEvent): PaymentEventInput {
+  return {
+    provider: 'stripe',
+    eventKey: event.id,
+    eventType: event.type,
+    effect: effectOf(event),
+    storedPayload: () => event,
+  };
+}
+
+function effectOf(event: StripeEvent): PaymentEffect | undefined {
+  const object = event.data.object;
+  const occurredAt = new Date(event.created * 1000);
+  const amount = (name: string): number | null => (typeof object[name] === 'number' ? object[name] : null);
+  const currency = typeof object['currency'] === 'string' ? object['currency'].toUpperCase() : null;
+  const fact = (kind: FactKind, key: string, value: number | null): EventFact => ({
+    kind,
+    key,
+    amount: value,
+    currency: value === null ? null : currency,
+    occurredAt,
+  });
+  const id = str(object['id']);
+  switch (event.type) {
+    case 'charge.succeeded': {
+      if (id === undefined) return undefined;
+      const authorised = fact('authorised', 'auth', amount('amount'));
+      const captured = object['captured'] === true ? [fact('captured', 'capture', amount('amount_captured'))] : [];
+      return charge(object, id, authorised, ...captured);
+    }
+    case 'charge.captured':
+      return id === undefined ? undefined : charge(object, id, fact('captured', 'capture', amount('amount_captured')));
+    case 'charge.failed':
+      return id === undefined ? undefined : charge(object, id, fact('authorisation_failed', event.id, null));
+    case 'charge.expired':
+      return id === undefined ? undefined : charge(object, id, fact('cancelled', 'expired', null));
+    case 'charge.refunded': {
+      const total = amount('amount_refunded');
+      return id === undefined ? undefined : charge(object, id, fact('refund_total', `total:${total}`, total));
+    }
+    case 'refund.created':
+    case 'refund.updated':
+    case 'refund.failed':
+    case 'charge.refund.updated': {
+      const chargeId = str(object['charge']);
+      if (chargeId === undefined || id === undefined) return undefined;
+      const failed = object['status'] === 'failed' || object['status'] === 'canceled';
+      return related(chargeId, fact(failed ? 'refund_failed' : 'refunded', id, amount('amount')));
+    }
+    case 'charge.dispute.created':
+    case 'charge.dispute.closed': {
+      const chargeId = str(object['charge']);
+      if (chargeId === undefined || id === undefined) return undefined;
+      if (event.type === 'charge.dispute.created') return related(chargeId, fact('chargeback', id, amount('amount')));
+      return object['status'] === 'won'
+        ? related(chargeId, fact('chargeback_reversed', id, amount('amount')))
+        : undefined;
+    }
+    default:
+      return undefined;
+  }
+}
+
+/** A charge event: it carries the card and the channel. */
+function charge(object: StripeObject, id: string, ...facts: EventFact[]): PaymentEffect {
+  const details = (object['payment_method_details'] ?? {}) as StripeObject;
+  const present = details['card_present'] as StripeObject | undefined;
+  const card = (present ?? details['card']) as StripeObject | undefined;
+  const fingerprint = str(card?.['fingerprint']);
+  const identifiers: CardInput[] =
+    fingerprint === undefined ? [] : [{ kind: 'alias', namespace: 'stripe.fingerprint', value: fingerprint }];
+  const last4 = str(card?.['last4']);
+  const metadata = (object['metadata'] ?? {}) as StripeObject;
+  return {
+    paymentExternalId: id,
+    facts,
+    card: identifiers,
+    cardToken: undefined,
+    last4: last4 !== undefined && /^\d{4}$/.test(last4) ? last4 : undefined,
+    details: {
+      channel: present === undefined ? 'online' : 'in_store',
+      storeId: str(metadata['store_id']),
+      terminalId: str(present?.['terminal_id'] ?? metadata['terminal_id']),
+      merchantReference: str(metadata['order_id'] ?? object['description']),
+    },
+  };
+}
+
+/** A refund or dispute: it names the charge, and knows nothing of card or channel. */
+function related(chargeId: string, fact: EventFact): PaymentEffect {
+  return {
+    paymentExternalId: chargeId,
+    facts: [fact],
+    card: [],
+    cardToken: undefined,
+    last4: undefined,
+    details: { channel: undefined, storeId: undefined, terminalId: undefined, merchantReference: undefined },
+  };
+}
+
+function str(value: unknown): string | undefined {
+  return typeof value === 'string' && value.length > 0 ? value : undefined;
+}
