@@ -91,7 +91,7 @@ export function platformEvent(body: PlatformPaymentEvent, webhookId: string): Pa
     },
     storedPayload(cardToken) {
       // The PAN leaves here: the inbox keeps the token it resolved to, never card data.
-      const rest: Partial<PlatformPaymentEvent> = { ...body };
+      const rest: { -readonly [K in keyof PlatformPaymentEvent]?: PlatformPaymentEvent[K] } = { ...body };
       delete rest.card;
       return cardToken === undefined ? rest : { ...rest, card: { token: cardToken } };
     },

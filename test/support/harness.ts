@@ -9,6 +9,7 @@ import type { AddressInfo } from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { loadConfig, type Config, type Env } from '../../src/config/config.js';
 import { buildService, type Service } from '../../src/service.js';
+import type { PaymentTransitionListener } from '../../src/payments/payment-service.js';
 import { TEST_AUDIENCE, TEST_ISSUER, testJwks } from './auth.js';
 import { createTestDatabase, type TestDatabase } from './database.js';
 import { captureLogs } from './log-capture.js';
@@ -54,12 +55,23 @@ export async function testEnv(extra: Env = {}): Promise<Env> {
   };
 }
 
-export async function startTestService(options: { env?: Env; db?: TestDatabase } = {}): Promise<TestService> {
+export interface StartOptions {
+  readonly env?: Env;
+  readonly db?: TestDatabase;
+  readonly paymentListeners?: readonly PaymentTransitionListener[];
+}
+
+export async function startTestService(options: StartOptions = {}): Promise<TestService> {
   const env = options.env ?? (await testEnv());
   const config = loadConfig(env);
   const db = options.db ?? (await createTestDatabase());
   const captured = captureLogs();
-  const service = await buildService(config, { logger: captured.logger, database: db, enforceResponseContract: true });
+  const service = await buildService(config, {
+    logger: captured.logger,
+    database: db,
+    enforceResponseContract: true,
+    ...(options.paymentListeners === undefined ? {} : { paymentListeners: options.paymentListeners }),
+  });
   const server = http.createServer(service.app);
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
