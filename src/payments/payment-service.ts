@@ -95,19 +95,28 @@ export class PaymentService {
 
   async ingest(event: PaymentEventInput, secretIndex: number): Promise<IngestResult> {
     const card = await this.resolveCard(event.effect);
-    const payload = event.storedPayload(card?.token);
+    const payload = JSON.stringify(event.storedPayload(card?.token));
     return this.knex.transaction(async (trx) => {
-      const receivedAt = this.now();
+      const inbox = {
+        id: newId('evt'),
+        provider: event.provider,
+        event_key: event.eventKey,
+        event_type: event.eventType,
+        secret_index: secretIndex,
+        payload,
+        received_at: this.now(),
+      };
+      const { effect } = event;
+      // The payment row is locked before the inbox insert, so that every event of one payment (and
+      // every redelivery of one event) is serialised on that lock, in every instance.
+      const payment = effect === undefined ? undefined : await this.lockPayment(trx, event.provider, effect);
       const [inserted] = (await trx('webhook_inbox')
+        // Stored as applied, the common outcome, so that it takes no second write; corrected below.
         .insert({
-          id: newId('evt'),
-          provider: event.provider,
-          event_key: event.eventKey,
-          event_type: event.eventType,
-          state: 'ignored',
-          secret_index: secretIndex,
-          payload: JSON.stringify(payload),
-          received_at: receivedAt,
+          ...inbox,
+          state: payment === undefined ? 'ignored' : 'applied',
+          applied_at: payment === undefined ? null : inbox.received_at,
+          payment_id: payment?.id ?? null,
         })
         .onConflict(['provider', 'event_key'])
         .ignore()
@@ -118,8 +127,13 @@ export class PaymentService {
           .first('id', 'state')) as { id: string; state: InboxState };
         return { inboxId: existing.id, duplicate: true, state: existing.state };
       }
-      const state = await this.applyEffect(trx, inserted.id, event.provider, event.effect, card);
-      return { inboxId: inserted.id, duplicate: false, state };
+      if (effect === undefined || payment === undefined)
+        return { inboxId: inbox.id, duplicate: false, state: 'ignored' };
+      const state = await this.applyFacts(trx, inbox.id, payment, effect, card);
+      if (state === 'parked') {
+        await trx('webhook_inbox').where({ id: inbox.id }).update({ state: 'parked', applied_at: null });
+      }
+      return { inboxId: inbox.id, duplicate: false, state };
     });
   }
 
@@ -135,7 +149,18 @@ export class PaymentService {
       if (row === undefined) throw new AppError('NOT_FOUND', { detail: 'No such inbox event.' });
       if (event.effect === undefined) throw new AppError('INBOX_EVENT_NOT_REPLAYABLE');
       await trx('webhook_inbox').where({ id: inboxId }).increment('replays', 1);
-      const state = await this.applyEffect(trx, inboxId, event.provider, event.effect, card);
+      const payment = await this.lockPayment(trx, event.provider, event.effect);
+      const state = await this.applyFacts(trx, inboxId, payment, event.effect, card);
+      if (state !== 'failed') {
+        await trx('webhook_inbox')
+          .where({ id: inboxId })
+          .update({
+            state,
+            payment_id: payment.id,
+            error_code: null,
+            applied_at: state === 'applied' ? trx.raw('coalesce(applied_at, ?)', [this.now()]) : null,
+          });
+      }
       await appendAuditEvent(
         trx,
         {
@@ -166,67 +191,48 @@ export class PaymentService {
     return effect.card.length === 0 ? undefined : this.vault.resolve(effect.card, WEBHOOK_CALLER);
   }
 
-  /** Returns the inbox state the event ends in. Domain failures are recorded, not thrown. */
-  private async applyEffect(
+  /** Creates the payment on its first event; locks it; says whether this call created it. */
+  private async lockPayment(
     trx: Knex.Transaction,
-    inboxId: string,
     provider: Provider,
-    effect: PaymentEffect | undefined,
-    card: CardView | undefined,
-  ): Promise<InboxState> {
-    if (effect === undefined) {
-      await trx('webhook_inbox').where({ id: inboxId }).update({ state: 'ignored' });
-      return 'ignored';
-    }
-    try {
-      // A savepoint: a domain failure undoes the effect, never the inbox row.
-      const state = await trx.transaction((sp) => this.applyFacts(sp, inboxId, provider, effect, card));
-      await trx('webhook_inbox')
-        .where({ id: inboxId })
-        .update({
-          state: state.inbox,
-          payment_id: state.paymentId,
-          error_code: null,
-          applied_at: state.inbox === 'applied' ? this.now() : null,
-        });
-      return state.inbox;
-    } catch (error) {
-      if (!(error instanceof AppError) || error.status >= 500) throw error;
-      await trx('webhook_inbox').where({ id: inboxId }).update({ state: 'failed', error_code: error.code });
-      return 'failed';
-    }
+    effect: PaymentEffect,
+  ): Promise<PaymentRow & { readonly inserted: boolean }> {
+    const now = this.now();
+    // An upsert whose conflict branch rewrites nothing still takes the row lock and returns the row:
+    // one round trip instead of insert-or-ignore plus select-for-update.
+    const result: unknown = await trx.raw(
+      `insert into payments (id, provider, external_id, state, created_at, updated_at)
+       values (?, ?, ?, 'awaiting_authorisation', ?, ?)
+       on conflict (provider, external_id) do update set updated_at = payments.updated_at
+       returning *, (xmax = 0) as inserted`,
+      [newId('pay'), provider, effect.paymentExternalId, now, now],
+    );
+    return (result as { rows: (PaymentRow & { inserted: boolean })[] }).rows[0] as PaymentRow & { inserted: boolean };
   }
 
+  /**
+   * Adds the event's facts to the locked payment, derives its state again, records the transition
+   * and tells the listeners; returns the inbox state. A domain refusal (another currency) is
+   * detected before anything is written, so the event is stored as `failed` with nothing applied.
+   */
   private async applyFacts(
     trx: Knex.Transaction,
     inboxId: string,
-    provider: Provider,
+    payment: PaymentRow & { readonly inserted: boolean },
     effect: PaymentEffect,
     card: CardView | undefined,
-  ): Promise<{ inbox: InboxState; paymentId: string }> {
+  ): Promise<InboxState> {
     const now = this.now();
-    await trx('payments')
-      .insert({
-        id: newId('pay'),
-        provider: provider,
-        external_id: effect.paymentExternalId,
-        state: 'awaiting_authorisation',
-        created_at: now,
-        updated_at: now,
-      })
-      .onConflict(['provider', 'external_id'])
-      .ignore();
-    const payment = (await trx('payments')
-      .where({ provider: provider, external_id: effect.paymentExternalId })
-      .forUpdate()
-      .first()) as PaymentRow;
-
-    const isAuthorisation = effect.facts.some((f) => f.kind === 'authorised');
-    for (const fact of effect.facts) {
-      if (payment.currency !== null && fact.currency !== null && fact.currency !== payment.currency) {
-        throw new AppError('PAYMENT_CURRENCY_MISMATCH');
-      }
+    const mismatch = effect.facts.some(
+      (f) => payment.currency !== null && f.currency !== null && f.currency !== payment.currency,
+    );
+    if (mismatch) {
+      await trx('webhook_inbox')
+        .where({ id: inboxId })
+        .update({ state: 'failed', error_code: 'PAYMENT_CURRENCY_MISMATCH', applied_at: null });
+      return 'failed';
     }
+    const isAuthorisation = effect.facts.some((f) => f.kind === 'authorised');
     await trx('payment_facts')
       .insert(
         effect.facts.map((f) => ({
@@ -246,9 +252,12 @@ export class PaymentService {
     const pick = <T>(current: T | null, incoming: T | undefined): T | null =>
       isAuthorisation ? (incoming ?? current) : (current ?? incoming ?? null);
     const channel = pick(payment.channel, effect.details.channel);
-    const facts = (await trx('payment_facts')
-      .where({ payment_id: payment.id })
-      .select('kind', 'fact_key as key', 'amount', 'currency', 'occurred_at as occurredAt')) as PaymentFact[];
+    // A payment this very event created has exactly this event's facts: no need to read them back.
+    const facts = payment.inserted
+      ? effect.facts
+      : ((await trx('payment_facts')
+          .where({ payment_id: payment.id })
+          .select('kind', 'fact_key as key', 'amount', 'currency', 'occurred_at as occurredAt')) as PaymentFact[]);
     const before = figuresOf(payment);
     const after = derivePayment(facts, {
       autoCapture: channel !== null && this.options.autoCaptureChannels.includes(channel),
@@ -288,7 +297,7 @@ export class PaymentService {
         .where({ payment_id: payment.id, state: 'parked' })
         .update({ state: 'applied', applied_at: now });
     }
-    return { inbox: parked ? 'parked' : 'applied', paymentId: payment.id };
+    return parked ? 'parked' : 'applied';
   }
 }
 
