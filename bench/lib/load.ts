@@ -13,6 +13,8 @@ export interface Target {
   readonly body?: string;
   /** A fresh body per request (e.g. a new card number each time), instead of a fixed `body`. */
   readonly nextBody?: () => string;
+  /** A fresh body and extra headers per request (e.g. a signed webhook delivery). */
+  readonly nextRequest?: () => { readonly body: string; readonly headers: Readonly<Record<string, string>> };
 }
 
 export interface Measurement {
@@ -34,15 +36,16 @@ function fire(target: Target, connections: number, seconds: number): Promise<aut
     pipelining: 1,
     ...(target.headers === undefined ? {} : { headers: { ...target.headers } }),
     ...(target.body === undefined ? {} : { body: target.body }),
-    ...(target.nextBody === undefined
+    ...(target.nextBody === undefined && target.nextRequest === undefined
       ? {}
       : {
           requests: [
             {
-              setupRequest: (request: autocannon.Request) => ({
-                ...request,
-                body: (target.nextBody as () => string)(),
-              }),
+              setupRequest: (request: autocannon.Request) => {
+                if (target.nextRequest === undefined) return { ...request, body: (target.nextBody as () => string)() };
+                const next = target.nextRequest();
+                return { ...request, body: next.body, headers: { ...request.headers, ...next.headers } };
+              },
             },
           ],
         }),

@@ -24,9 +24,16 @@ export async function startService(dir: string, env: Readonly<Record<string, str
   const logLevel = process.env['BENCH_LOG_LEVEL'] ?? 'info';
   const server = await startChildServer({
     name: 'service',
-    args: [main],
+    // e.g. BENCH_SERVICE_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" to profile the service.
+    args: [...(process.env['BENCH_SERVICE_NODE_ARGS'] ?? '').split(' ').filter((a) => a !== ''), main],
     cwd: projectRoot(),
-    env: { NODE_ENV: 'development', DATA_DIR: dataDir, PORT: '0', LOG_LEVEL: logLevel, ...env },
+    env: {
+      NODE_ENV: 'development',
+      DATA_DIR: dataDir,
+      PORT: '0',
+      LOG_LEVEL: logLevel,
+      ...env,
+    },
     logFile: path.join(dir, 'service.log'),
   });
   return { ...server, dataDir, logLevel };

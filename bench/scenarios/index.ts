@@ -5,5 +5,6 @@
 import type { Scenario } from '../lib/scenario.js';
 import { authGet } from './auth-get.js';
 import { tokeniseKnown, tokeniseNew } from './tokenise.js';
+import { webhooks } from './webhooks.js';
 
-export const scenarios: readonly Scenario[] = [authGet, tokeniseKnown, tokeniseNew];
+export const scenarios: readonly Scenario[] = [authGet, tokeniseKnown, tokeniseNew, webhooks];

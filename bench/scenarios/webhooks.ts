@@ -1,0 +1,213 @@
+/**
+ * Signed `payment.authorised` deliveries to POST /v1/webhooks/platform on PostgreSQL, for 10,000
+ * distinct cards (half of them known before the run, so the mix of new and known shifts as the run
+ * goes), each delivery a new payment. Every 200 means the event and its effect are committed.
+ *
+ * Baseline: pgbench, in the same run and on the same database, executing the statements one
+ * delivery executes (the card lookup; for a new card, the vault's transaction; then the delivery's
+ * transaction), weighted by the share of new cards the service actually saw.
+ */
+import { randomBytes, randomInt } from 'node:crypto';
+import knexFactory from 'knex';
+import { Webhook } from 'standardwebhooks';
+import { issueDevToken } from '../../src/cli/token.js';
+import { loadConfig } from '../../src/config/config.js';
+import { luhnValid } from '../../src/cards/luhn.js';
+import { measure } from '../lib/load.js';
+import { pgbench } from '../lib/pgbench.js';
+import { withTempPostgres } from '../lib/postgres.js';
+import type { LoadOptions, Scenario, ScenarioResult } from '../lib/scenario.js';
+import { startService, withTempDir } from '../lib/servers.js';
+
+const CARDS = 10_000;
+
+function randomPan(): string {
+  let body = '411111';
+  while (body.length < 15) body += String(randomInt(10));
+  for (let d = 0; ; d++) if (luhnValid(body + d)) return body + d;
+}
+
+async function runWebhooks(load: LoadOptions): Promise<ScenarioResult> {
+  return withTempDir((dir) =>
+    withTempPostgres(async (databaseUrl) => {
+      const secret = `whsec_${randomBytes(32).toString('base64')}`;
+      const service = await startService(dir, {
+        DATABASE_URL: databaseUrl,
+        MASTER_KEY: randomBytes(32).toString('base64'),
+        WEBHOOK_PLATFORM_SECRETS: secret,
+        DB_POOL_MAX: '10',
+      });
+      const knex = knexFactory({ client: 'pg', connection: databaseUrl, pool: { min: 0, max: 2 } });
+      try {
+        // The cards live only in this process's memory for the run; never written anywhere.
+        const pans = Array.from({ length: CARDS }, randomPan);
+        await seedKnownCards(service.url, service.dataDir, pans.slice(0, CARDS / 2));
+        const cardsBefore = await count(knex, 'cards');
+        const inboxBefore = await count(knex, 'webhook_inbox');
+
+        const signer = new Webhook(secret);
+        let n = 0;
+        const nextRequest = () => {
+          const id = `msg_${process.pid}_${++n}`;
+          const body = JSON.stringify({
+            type: 'payment.authorised',
+            occurredAt: new Date().toISOString(),
+            payment: {
+              id: `bench-${n}-${randomBytes(4).toString('hex')}`,
+              merchantReference: `order-${n}`,
+              amount: { value: 1 + randomInt(100_000), currency: 'GBP' },
+              channel: 'online',
+            },
+            card: { pan: pans[randomInt(CARDS)], expiryMonth: 12, expiryYear: 2030 },
+          });
+          const now = new Date();
+          return {
+            body,
+            headers: {
+              'content-type': 'application/json',
+              'webhook-id': id,
+              'webhook-timestamp': String(Math.floor(now.getTime() / 1000)),
+              'webhook-signature': signer.sign(id, now, body),
+            },
+          };
+        };
+        const target = await measure(
+          {
+            label: 'POST /v1/webhooks/platform',
+            url: `${service.url}/v1/webhooks/platform`,
+            method: 'POST',
+            nextRequest,
+          },
+          load,
+        );
+        const deliveries = (await count(knex, 'webhook_inbox')) - inboxBefore;
+        const newCards = (await count(knex, 'cards')) - cardsBefore;
+        const newShare = newCards / Math.max(1, deliveries);
+        await service.stop();
+
+        await knex.raw(`create table bench_fp as
+          select row_number() over () as n, f.fingerprint from identifier_fingerprints f`);
+        await knex.raw('alter table bench_fp add primary key (n)');
+        const known = await count(knex, 'bench_fp');
+        const weightNew = Math.round(newShare * 100);
+        const baseline = await pgbench(
+          'pgbench, same statements',
+          databaseUrl,
+          [
+            { name: 'delivery-known-card', sql: knownCardScript(known), weight: 100 - weightNew },
+            { name: 'delivery-new-card', sql: newCardScript(), weight: weightNew },
+          ],
+          load,
+          dir,
+        );
+        return {
+          target,
+          baseline,
+          notes: [
+            `service: node dist/src/main.js on PostgreSQL (fresh database), pool 10, LOG_LEVEL=${service.logLevel}`,
+            `${deliveries} deliveries, each a new payment; ${newCards} of them brought a new card (${(newShare * 100).toFixed(0)} %)`,
+            'each 200 = verified (Standard Webhooks HMAC), tokenised, inbox + payment + fact committed',
+            `baseline: pgbench -M extended, ${load.connections} clients, scripts weighted ${100 - weightNew}:${weightNew} known:new card`,
+          ],
+        };
+      } finally {
+        await knex.destroy();
+        await service.stop();
+      }
+    }),
+  );
+}
+
+async function seedKnownCards(url: string, dataDir: string, pans: readonly string[]): Promise<void> {
+  const token = await issueDevToken(loadConfig({ NODE_ENV: 'development', DATA_DIR: dataDir }), {
+    scopes: ['tokens:write'],
+    subject: 'bench',
+    ttlSeconds: 3600,
+  });
+  const queue = [...pans];
+  await Promise.all(
+    Array.from({ length: 20 }, async () => {
+      for (let pan = queue.pop(); pan !== undefined; pan = queue.pop()) {
+        const res = await fetch(`${url}/v1/tokens`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+          body: JSON.stringify({ pan, expiryMonth: 12, expiryYear: 2030 }),
+        });
+        if (res.status !== 201 && res.status !== 200) throw new Error(`seeding a card failed with ${res.status}`);
+      }
+    }),
+  );
+}
+
+async function count(knex: knexFactory.Knex, table: string): Promise<number> {
+  const [row] = (await knex(table).count({ n: '*' })) as { n: string | number }[];
+  return Number(row?.n ?? 0);
+}
+
+const LOOKUP = `SELECT c.token AS tok, c.shopper_ref AS shp, c.brand, c.last4, c.expiry_month, c.expiry_year,
+  c.pan_ciphertext, c.pan_key_version, c.created_at
+  FROM identifier_fingerprints f JOIN cards c ON c.token = f.token`;
+
+const PAYLOAD = JSON.stringify({
+  type: 'payment.authorised',
+  occurredAt: '2026-11-22T12:00:00.000Z',
+  payment: {
+    id: 'bench-1-00000000',
+    merchantReference: 'order-1',
+    amount: { value: 12345, currency: 'GBP' },
+    channel: 'online',
+  },
+  card: { token: 'tok_aaaaaaaaaaaaaaaaaaaaaaaaaa' },
+});
+
+/** The delivery's own transaction, exactly as PaymentService.ingest runs it for a new payment. */
+const delivery = (token: string, shopper: string): string => `BEGIN;
+INSERT INTO payments (id, provider, external_id, state, created_at, updated_at)
+  VALUES ('pay_' || :client_id || '_' || :r, 'platform', 'bench-' || :client_id || '-' || :r, 'awaiting_authorisation', now(), now())
+  ON CONFLICT (provider, external_id) DO UPDATE SET updated_at = payments.updated_at
+  RETURNING *, (xmax = 0) AS inserted;
+INSERT INTO webhook_inbox (id, provider, event_key, event_type, secret_index, payload, received_at, state, applied_at, payment_id)
+  VALUES ('evt_' || :client_id || '_' || :r, 'platform', 'msg_' || :client_id || '_' || :r, 'payment.authorised', 0,
+    '${PAYLOAD}', now(), 'applied', now(), 'pay_' || :client_id || '_' || :r)
+  ON CONFLICT (provider, event_key) DO NOTHING RETURNING id;
+INSERT INTO payment_facts (payment_id, kind, fact_key, amount, currency, occurred_at, inbox_id)
+  VALUES ('pay_' || :client_id || '_' || :r, 'authorised', 'auth', 12345, 'GBP', now(), 'evt_' || :client_id || '_' || :r)
+  ON CONFLICT (payment_id, kind, fact_key) DO NOTHING;
+UPDATE payments SET state = 'authorised', currency = 'GBP', authorised_amount = 12345, captured_amount = 0,
+  refunded_amount = 0, charged_back_amount = 0, authorised_at = now(), card_token = ${token}, shopper_ref = ${shopper},
+  card_last4 = '1111', channel = 'online', store_id = NULL, terminal_id = NULL, merchant_reference = 'order-1',
+  updated_at = now()
+  WHERE id = 'pay_' || :client_id || '_' || :r;
+COMMIT;
+`;
+
+function knownCardScript(known: number): string {
+  return `\\set k random(1, ${known})
+\\set r random(1, 1000000000000000)
+${LOOKUP} WHERE (f.mac_key_version, f.fingerprint) IN ((1, (SELECT fingerprint FROM bench_fp WHERE n = :k))) LIMIT 1
+\\gset
+${delivery(':tok', ':shp')}`;
+}
+
+function newCardScript(): string {
+  return `\\set r random(1, 1000000000000000)
+${LOOKUP} WHERE (f.mac_key_version, f.fingerprint) IN ((1, sha256(('miss' || :client_id || :r)::bytea))) LIMIT 1;
+BEGIN;
+INSERT INTO shoppers (shopper_ref, created_at) VALUES ('shp_' || :client_id || '_' || :r, now());
+INSERT INTO cards (token, shopper_ref, brand, last4, expiry_month, expiry_year, pan_ciphertext, pan_key_version, created_at, updated_at)
+  VALUES ('tok_' || :client_id || '_' || :r, 'shp_' || :client_id || '_' || :r, 'visa', '1111', 12, 2030,
+    sha256(('pan' || :r)::bytea) || sha256(('tag' || :r)::bytea), 1, now(), now());
+INSERT INTO card_identifiers (id, token, kind, namespace, value_ciphertext, value_key_version, created_at)
+  VALUES ('cid_' || :client_id || '_' || :r, 'tok_' || :client_id || '_' || :r, 'pan', NULL, NULL, NULL, now());
+INSERT INTO identifier_fingerprints (mac_key_version, fingerprint, identifier_id, token, created_at)
+  VALUES (1, sha256(('fp' || :client_id || '_' || :r)::bytea), 'cid_' || :client_id || '_' || :r, 'tok_' || :client_id || '_' || :r, now())
+  ON CONFLICT (mac_key_version, fingerprint) DO NOTHING RETURNING mac_key_version;
+COMMIT;
+${delivery(`'tok_' || :client_id || '_' || :r`, `'shp_' || :client_id || '_' || :r`)}`;
+}
+
+export const webhooks: Scenario = {
+  name: 'webhooks',
+  description: 'signed payment.authorised deliveries, 10,000 cards (PostgreSQL) vs pgbench of the same SQL',
+  run: runWebhooks,
+};
