@@ -1,10 +1,12 @@
 /**
  * Servers under test run as child processes, so that the load generator and the server never share
- * an event loop. Their output goes to a file (not a pipe the bench would have to drain under load);
- * the URL is read from the first JSON line carrying a `url`.
+ * an event loop. Their output goes to a file (not a pipe the bench would have to drain under load).
+ * Each is given a free port in PORT and is up once that port accepts connections: this works at any
+ * log level (the service's "listening" line is an info line).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
+import net, { type AddressInfo } from 'node:net';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 
@@ -18,6 +20,7 @@ export interface ChildServerOptions {
   readonly name: string;
   readonly args: readonly string[];
   readonly cwd: string;
+  /** PORT is set by startChildServer. */
   readonly env: Readonly<Record<string, string>>;
   /** Where its output is kept (inside the bench's temp folder). */
   readonly logFile: string;
@@ -27,9 +30,10 @@ export interface ChildServerOptions {
 export async function startChildServer(options: ChildServerOptions): Promise<ChildServer> {
   fs.mkdirSync(path.dirname(options.logFile), { recursive: true });
   const out = fs.openSync(options.logFile, 'a');
+  const port = await freePort();
   const child = spawn(process.execPath, [...options.args], {
     cwd: options.cwd,
-    env: { PATH: process.env['PATH'] ?? '', ...options.env },
+    env: { PATH: process.env['PATH'] ?? '', ...options.env, PORT: String(port) },
     stdio: ['ignore', out, out],
   });
   fs.closeSync(out);
@@ -37,8 +41,9 @@ export async function startChildServer(options: ChildServerOptions): Promise<Chi
 
   const deadline = Date.now() + (options.startTimeoutMs ?? 60_000);
   for (;;) {
-    const url = findUrl(fs.readFileSync(options.logFile, 'utf8'));
-    if (url !== undefined) return { url, logFile: options.logFile, stop: () => stop(child, exited) };
+    if (await accepts(port)) {
+      return { url: `http://127.0.0.1:${port}`, logFile: options.logFile, stop: () => stop(child, exited) };
+    }
     if (child.exitCode !== null || Date.now() > deadline) {
       child.kill('SIGKILL');
       throw new Error(`${options.name} did not start (see ${options.logFile})`);
@@ -47,17 +52,27 @@ export async function startChildServer(options: ChildServerOptions): Promise<Chi
   }
 }
 
-function findUrl(text: string): string | undefined {
-  for (const line of text.split('\n')) {
-    if (!line.startsWith('{')) continue;
-    try {
-      const url = (JSON.parse(line) as { url?: unknown }).url;
-      if (typeof url === 'string') return url;
-    } catch {
-      // a partial line: read again later
-    }
-  }
-  return undefined;
+/** A port nobody listens on now (the OS picks it; the child binds it a moment later). */
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const probe = net.createServer();
+    probe.once('error', reject);
+    probe.listen(0, '127.0.0.1', () => {
+      const { port } = probe.address() as AddressInfo;
+      probe.close(() => resolve(port));
+    });
+  });
+}
+
+function accepts(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = net.connect(port, '127.0.0.1');
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once('error', () => resolve(false));
+  });
 }
 
 async function stop(child: ChildProcess, exited: Promise<number | null>): Promise<void> {

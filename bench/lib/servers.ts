@@ -30,7 +30,6 @@ export async function startService(dir: string, env: Readonly<Record<string, str
     env: {
       NODE_ENV: 'development',
       DATA_DIR: dataDir,
-      PORT: '0',
       LOG_LEVEL: logLevel,
       ...env,
     },
@@ -44,7 +43,7 @@ export function startEcho(dir: string): Promise<ChildServer> {
     name: 'echo',
     args: ['--import', 'tsx', path.join(projectRoot(), 'bench', 'servers', 'echo.ts')],
     cwd: projectRoot(),
-    env: { NODE_ENV: 'production', PORT: '0' },
+    env: { NODE_ENV: 'production' },
     logFile: path.join(dir, 'echo.log'),
   });
 }
