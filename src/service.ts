@@ -75,9 +75,22 @@ export async function buildService(config: Config, options: BuildOptions): Promi
   });
 
   const metrics = new Metrics();
+  const batches = metrics.counter('payment_batches_total', 'Committed webhook transactions (group commit).');
+  const batched = metrics.counter(
+    'payment_batch_events_total',
+    'Webhook events committed by those transactions; divided by payment_batches_total, the mean batch size.',
+  );
   const payments = new PaymentService(database.knex, vault, {
     autoCaptureChannels: config.payments.autoCaptureChannels,
     listeners: options.paymentListeners ?? [],
+    batch: {
+      maxBatch: config.payments.batchMax,
+      concurrency: config.payments.batchConcurrency,
+      onBatch: (size) => {
+        batches({});
+        batched({}, size);
+      },
+    },
   });
   const webhooks = await loadWebhookSecrets(config.webhooks);
   if (webhooks.generatedDevFile !== undefined) {

@@ -61,10 +61,6 @@ export async function findCard(
   return (await query) as CardRow | undefined;
 }
 
-export async function insertShopper(db: Db, shopperRef: string, now: Date): Promise<void> {
-  await db('shoppers').insert({ shopper_ref: shopperRef, created_at: now });
-}
-
 export interface NewCard {
   readonly token: string;
   readonly shopperRef: string;
@@ -74,21 +70,6 @@ export interface NewCard {
   readonly expiryYear: number | null;
   readonly panCiphertext: Buffer | null;
   readonly panKeyVersion: number | null;
-}
-
-export async function insertCard(db: Db, card: NewCard, now: Date): Promise<void> {
-  await db('cards').insert({
-    token: card.token,
-    shopper_ref: card.shopperRef,
-    brand: card.brand,
-    last4: card.last4,
-    expiry_month: card.expiryMonth,
-    expiry_year: card.expiryYear,
-    pan_ciphertext: card.panCiphertext,
-    pan_key_version: card.panKeyVersion,
-    created_at: now,
-    updated_at: now,
-  });
 }
 
 export interface NewIdentifier {
@@ -138,6 +119,70 @@ export async function insertIdentifier(
     .ignore()
     .returning('mac_key_version')) as unknown[];
   return inserted.length === rows.length;
+}
+
+/**
+ * A first sighting in one statement (so one round trip, and atomic without an explicit
+ * transaction): the shopper, the card, its identifier and one fingerprint per indexing MAC version.
+ * Returns false, having written nothing, when a fingerprint already exists: the identifier belongs to
+ * another card, or a concurrent first sighting won; the caller looks again.
+ */
+export async function insertNewCard(
+  db: Db,
+  card: NewCard,
+  identifier: NewIdentifier,
+  fingerprints: readonly FingerprintKey[],
+  now: Date,
+): Promise<boolean> {
+  const rows = fingerprints.filter((f) => f.indexing).sort((a, b) => b.version - a.version);
+  try {
+    await db.raw(
+      `with s as (insert into shoppers (shopper_ref, created_at) values (?, ?) returning shopper_ref),
+       c as (insert into cards (token, shopper_ref, brand, last4, expiry_month, expiry_year, pan_ciphertext,
+               pan_key_version, created_at, updated_at)
+             select ?, s.shopper_ref, ?, ?, ?::smallint, ?::smallint, ?::bytea, ?::integer, ?, ? from s
+             returning token),
+       i as (insert into card_identifiers (id, token, kind, namespace, value_ciphertext, value_key_version, created_at)
+             select ?, c.token, ?, ?, ?::bytea, ?::integer, ? from c
+             returning id, token)
+       insert into identifier_fingerprints (mac_key_version, fingerprint, identifier_id, token, created_at)
+       select f.version, f.fingerprint, i.id, i.token, ?
+       from i, (values ${rows.map(() => '(?::integer, ?::bytea)').join(', ')}) as f (version, fingerprint)`,
+      [
+        card.shopperRef,
+        now,
+        card.token,
+        card.brand,
+        card.last4,
+        card.expiryMonth,
+        card.expiryYear,
+        card.panCiphertext,
+        card.panKeyVersion,
+        now,
+        now,
+        identifier.id,
+        identifier.kind,
+        identifier.namespace,
+        identifier.valueCiphertext,
+        identifier.valueKeyVersion,
+        now,
+        now,
+        ...rows.flatMap((f) => [f.version, f.fingerprint]),
+      ] as Knex.RawBinding[],
+    );
+    return true;
+  } catch (error) {
+    if (isUniqueViolation(error, 'identifier_fingerprints_pkey')) return false;
+    throw error;
+  }
+}
+
+function isUniqueViolation(error: unknown, constraint: string): boolean {
+  const e = error as { code?: unknown; constraint?: unknown; message?: unknown };
+  return (
+    e.code === '23505' &&
+    (e.constraint === constraint || (typeof e.message === 'string' && e.message.includes(constraint)))
+  );
 }
 
 /** Keeps the latest expiry seen for a card (a reissued card keeps its PAN and gets a later expiry). */

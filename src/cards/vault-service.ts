@@ -20,12 +20,12 @@ import {
   advanceExpiry,
   findCard,
   findCardByFingerprints,
-  insertCard,
   insertIdentifier,
-  insertShopper,
+  insertNewCard,
   setCardPan,
   type CardRow,
   type FingerprintKey,
+  type NewIdentifier,
 } from './card-store.js';
 import { detectBrand, normalisePan, validateExpiry, type Expiry } from './pan.js';
 
@@ -84,7 +84,7 @@ export class VaultService {
         return { card: toView(found, expiry), created: false };
       }
       try {
-        const card = await this.knex.transaction((trx) => this.createCard(trx, identifier, expiry, keys));
+        const card = await this.createCard(identifier, expiry, keys);
         return { card: toView(card), created: true };
       } catch (error) {
         if (!(error instanceof RaceLost)) throw error;
@@ -252,8 +252,8 @@ export class VaultService {
     }));
   }
 
+  /** The first sighting: shopper, card, identifier and fingerprints in one atomic statement. */
   private async createCard(
-    trx: Knex.Transaction,
     identifier: Identifier,
     expiry: Expiry | undefined,
     keys: readonly FingerprintKey[],
@@ -262,7 +262,7 @@ export class VaultService {
     const shopperRef = newId('shp');
     const token = newId('tok');
     const isPan = identifier.kind === 'pan';
-    const sealed = isPan ? await this.sealPan(trx, token, identifier.value) : undefined;
+    const sealed = isPan ? await this.sealPan(this.knex, token, identifier.value) : undefined;
     const card = {
       token,
       shopperRef,
@@ -273,9 +273,14 @@ export class VaultService {
       panCiphertext: sealed?.ciphertext ?? null,
       panKeyVersion: sealed?.keyVersion ?? null,
     };
-    await insertShopper(trx, shopperRef, now);
-    await insertCard(trx, card, now);
-    await this.storeIdentifier(trx, token, identifier, keys);
+    const stored = await insertNewCard(
+      this.knex,
+      card,
+      await this.sealIdentifier(this.knex, token, identifier),
+      keys,
+      now,
+    );
+    if (!stored) throw new RaceLost();
     return {
       token,
       shopper_ref: shopperRef,
@@ -289,32 +294,39 @@ export class VaultService {
     };
   }
 
+  /** The identifier row: PAR and alias values kept encrypted, so a MAC rotation can re-derive them. */
+  private async sealIdentifier(
+    db: Knex | Knex.Transaction,
+    token: string,
+    identifier: Identifier,
+  ): Promise<NewIdentifier> {
+    const id = newId('cid');
+    if (identifier.kind === 'pan') {
+      return { id, token, kind: 'pan', namespace: null, valueCiphertext: null, valueKeyVersion: null };
+    }
+    const key = await this.keyRing.active('pan-encryption', db);
+    return {
+      id,
+      token,
+      kind: identifier.kind,
+      namespace: identifier.namespace ?? null,
+      valueCiphertext: encryptValue(key.key, identifierAad(id, key.version), identifier.value),
+      valueKeyVersion: key.version,
+    };
+  }
+
   private async storeIdentifier(
     trx: Knex.Transaction,
     token: string,
     identifier: Identifier,
     keys: readonly FingerprintKey[],
   ): Promise<void> {
-    const id = newId('cid');
-    let valueCiphertext: Buffer | null = null;
-    let valueKeyVersion: number | null = null;
-    if (identifier.kind !== 'pan') {
-      // Kept encrypted (not only as a MAC) so that a MAC key rotation can re-derive its fingerprint.
-      const key = await this.keyRing.active('pan-encryption', trx);
-      valueCiphertext = encryptValue(key.key, identifierAad(id, key.version), identifier.value);
-      valueKeyVersion = key.version;
-    }
-    const stored = await insertIdentifier(
-      trx,
-      { id, token, kind: identifier.kind, namespace: identifier.namespace ?? null, valueCiphertext, valueKeyVersion },
-      keys,
-      this.now(),
-    );
+    const stored = await insertIdentifier(trx, await this.sealIdentifier(trx, token, identifier), keys, this.now());
     if (!stored) throw new RaceLost();
   }
 
   private async sealPan(
-    trx: Knex.Transaction,
+    trx: Knex | Knex.Transaction,
     token: string,
     pan: string,
   ): Promise<{ ciphertext: Buffer; keyVersion: number }> {

@@ -56,6 +56,10 @@ export interface Config {
   readonly payments: {
     /** Channels whose authorisation is also the capture (POS terminals auto-capture). */
     readonly autoCaptureChannels: readonly string[];
+    /** Group commit: most deliveries sharing one transaction (1: one transaction each). */
+    readonly batchMax: number;
+    /** Group commit: transactions in flight at once, each on its own connection. */
+    readonly batchConcurrency: number;
   };
   readonly http: {
     readonly bodyLimitBytes: number;
@@ -173,6 +177,8 @@ export function loadConfig(env: Env = process.env): Config {
         message:
           'PAYMENT_AUTO_CAPTURE_CHANNELS must be a comma-separated list of online, in_store, mobile, call_centre',
       }) ?? ['in_store'],
+      batchMax: r.integer('PAYMENT_BATCH_MAX', 32, 1, 1000),
+      batchConcurrency: r.integer('PAYMENT_BATCH_CONCURRENCY', 2, 1, 64),
     },
     http: {
       bodyLimitBytes: r.integer('BODY_LIMIT_BYTES', 64 * 1024, 1024, 10 * 1024 * 1024),

@@ -19,6 +19,7 @@ import type { Knex } from 'knex';
 import { appendAuditEvent } from '../audit/audit-log.js';
 import type { Caller, CardView, VaultService } from '../cards/vault-service.js';
 import { AppError } from '../errors/app-error.js';
+import { GroupCommit } from '../db/group-commit.js';
 import { newId } from '../ids/prefixed-id.js';
 import type { PaymentEffect, PaymentEventInput, Provider } from './payment-event.js';
 import {
@@ -54,6 +55,12 @@ export interface PaymentServiceOptions {
   readonly autoCaptureChannels: readonly string[];
   readonly listeners?: readonly PaymentTransitionListener[];
   readonly now?: () => Date;
+  /** Group commit of concurrent deliveries; absent: one transaction per delivery. */
+  readonly batch?: {
+    readonly maxBatch: number;
+    readonly concurrency: number;
+    readonly onBatch?: (size: number) => void;
+  };
 }
 
 export interface PaymentRow {
@@ -80,9 +87,37 @@ export interface PaymentRow {
 
 const WEBHOOK_CALLER: Caller = { subject: 'system:webhooks', shopperRef: undefined, origin: 'webhook' };
 
+/** One event on its way into the inbox (or a stored one being replayed). */
+interface Work {
+  readonly event: PaymentEventInput;
+  readonly card: CardView | undefined;
+  readonly secretIndex: number;
+  /** Set when replaying: the inbox row exists and is locked by the caller. */
+  readonly replayOf?: string;
+}
+
+/** What one event does, decided before anything of the batch is written. */
+interface Plan {
+  readonly work: Work;
+  readonly inboxId: string;
+  readonly state: InboxState;
+  readonly errorCode: string | null;
+  readonly payment: LockedPayment | undefined;
+  /** Present when the event's facts are applied (not ignored, not failed). */
+  readonly apply?: {
+    readonly update: Readonly<Record<string, unknown>>;
+    readonly transition: PaymentTransitionEvent | undefined;
+    /** The authorisation arrived: events parked behind it are applied now. */
+    readonly releasesParked: boolean;
+  };
+}
+
+type LockedPayment = PaymentRow & { readonly inserted: boolean };
+
 export class PaymentService {
   private readonly now: () => Date;
   private readonly listeners: readonly PaymentTransitionListener[];
+  private readonly group: GroupCommit<Work, IngestResult, Knex.Transaction>;
 
   constructor(
     private readonly knex: Knex,
@@ -91,50 +126,29 @@ export class PaymentService {
   ) {
     this.now = options.now ?? (() => new Date());
     this.listeners = options.listeners ?? [];
+    this.group = new GroupCommit(
+      (work) => this.knex.transaction(work),
+      (trx, works) => this.applyBatch(trx, works),
+      {
+        maxBatch: options.batch?.maxBatch ?? 1,
+        concurrency: options.batch?.concurrency ?? 1,
+        // Events of one payment (and redeliveries of one event) never share a batch.
+        keyOf: ({ event }) =>
+          event.effect === undefined
+            ? `inbox ${event.provider} ${event.eventKey}`
+            : `payment ${event.provider} ${event.effect.paymentExternalId}`,
+        ...(options.batch?.onBatch === undefined ? {} : { onBatch: options.batch.onBatch }),
+      },
+    );
   }
 
+  /**
+   * Stores a verified event and applies it; resolves once committed. Concurrent calls are committed
+   * together (group commit), each answered only after the shared transaction commits.
+   */
   async ingest(event: PaymentEventInput, secretIndex: number): Promise<IngestResult> {
     const card = await this.resolveCard(event.effect);
-    const payload = JSON.stringify(event.storedPayload(card?.token));
-    return this.knex.transaction(async (trx) => {
-      const inbox = {
-        id: newId('evt'),
-        provider: event.provider,
-        event_key: event.eventKey,
-        event_type: event.eventType,
-        secret_index: secretIndex,
-        payload,
-        received_at: this.now(),
-      };
-      const { effect } = event;
-      // The payment row is locked before the inbox insert, so that every event of one payment (and
-      // every redelivery of one event) is serialised on that lock, in every instance.
-      const payment = effect === undefined ? undefined : await this.lockPayment(trx, event.provider, effect);
-      const [inserted] = (await trx('webhook_inbox')
-        // Stored as applied, the common outcome, so that it takes no second write; corrected below.
-        .insert({
-          ...inbox,
-          state: payment === undefined ? 'ignored' : 'applied',
-          applied_at: payment === undefined ? null : inbox.received_at,
-          payment_id: payment?.id ?? null,
-        })
-        .onConflict(['provider', 'event_key'])
-        .ignore()
-        .returning('id')) as { id: string }[];
-      if (inserted === undefined) {
-        const existing = (await trx('webhook_inbox')
-          .where({ provider: event.provider, event_key: event.eventKey })
-          .first('id', 'state')) as { id: string; state: InboxState };
-        return { inboxId: existing.id, duplicate: true, state: existing.state };
-      }
-      if (effect === undefined || payment === undefined)
-        return { inboxId: inbox.id, duplicate: false, state: 'ignored' };
-      const state = await this.applyFacts(trx, inbox.id, payment, effect, card);
-      if (state === 'parked') {
-        await trx('webhook_inbox').where({ id: inbox.id }).update({ state: 'parked', applied_at: null });
-      }
-      return { inboxId: inbox.id, duplicate: false, state };
-    });
+    return this.group.submit({ event, card, secretIndex });
   }
 
   /**
@@ -149,18 +163,8 @@ export class PaymentService {
       if (row === undefined) throw new AppError('NOT_FOUND', { detail: 'No such inbox event.' });
       if (event.effect === undefined) throw new AppError('INBOX_EVENT_NOT_REPLAYABLE');
       await trx('webhook_inbox').where({ id: inboxId }).increment('replays', 1);
-      const payment = await this.lockPayment(trx, event.provider, event.effect);
-      const state = await this.applyFacts(trx, inboxId, payment, event.effect, card);
-      if (state !== 'failed') {
-        await trx('webhook_inbox')
-          .where({ id: inboxId })
-          .update({
-            state,
-            payment_id: payment.id,
-            error_code: null,
-            applied_at: state === 'applied' ? trx.raw('coalesce(applied_at, ?)', [this.now()]) : null,
-          });
-      }
+      const [result] = await this.applyBatch(trx, [{ event, card, secretIndex: 0, replayOf: inboxId }]);
+      const state = (result as IngestResult).state;
       await appendAuditEvent(
         trx,
         {
@@ -191,114 +195,292 @@ export class PaymentService {
     return effect.card.length === 0 ? undefined : this.vault.resolve(effect.card, WEBHOOK_CALLER);
   }
 
-  /** Creates the payment on its first event; locks it; says whether this call created it. */
-  private async lockPayment(
-    trx: Knex.Transaction,
-    provider: Provider,
-    effect: PaymentEffect,
-  ): Promise<PaymentRow & { readonly inserted: boolean }> {
+  /**
+   * Every event of the batch, in one transaction and a fixed number of statements whatever its size:
+   * lock-or-create the payments, read the facts of those that existed, decide each event (pure), store
+   * the inbox rows (a conflict = a redelivery: nothing more is done for it), add the facts, update the
+   * payments, tell the listeners, release events parked behind an authorisation that just arrived.
+   * The batch never holds two events of one payment.
+   */
+  private async applyBatch(trx: Knex.Transaction, works: readonly Work[]): Promise<IngestResult[]> {
     const now = this.now();
+    const payments = await this.lockPayments(trx, works, now);
+    const stored = await this.storedFacts(
+      trx,
+      [...payments.values()].filter((p) => !p.inserted),
+    );
+    const plans = works.map((work) => {
+      const payment = work.event.effect === undefined ? undefined : payments.get(paymentKey(work.event));
+      return this.plan(work, payment, payment === undefined ? [] : (stored.get(payment.id) ?? []), now);
+    });
+
+    const duplicates = await this.storeInbox(trx, plans, now);
+    const live = plans.filter((p) => !duplicates.has(p.inboxId));
+    const applied = live.filter((p) => p.apply !== undefined);
+    await this.insertFacts(trx, applied);
+    await updatePayments(
+      trx,
+      applied.map((p) => p.apply?.update ?? {}),
+    );
+    for (const plan of applied) {
+      const transition = plan.apply?.transition;
+      if (transition === undefined) continue;
+      for (const listener of this.listeners) await listener(trx, transition);
+    }
+    const released = applied.filter((p) => p.apply?.releasesParked === true).map((p) => p.payment?.id as string);
+    if (released.length > 0) {
+      await trx('webhook_inbox')
+        .whereIn('payment_id', released)
+        .where({ state: 'parked' })
+        .update({ state: 'applied', applied_at: now });
+    }
+    return plans.map(
+      (p) => duplicates.get(p.inboxId) ?? { inboxId: p.work.replayOf ?? p.inboxId, duplicate: false, state: p.state },
+    );
+  }
+
+  /** Creates each payment on its first event and locks it, in key order (no deadlocks between batches). */
+  private async lockPayments(
+    trx: Knex.Transaction,
+    works: readonly Work[],
+    now: Date,
+  ): Promise<Map<string, LockedPayment>> {
+    const keys = [
+      ...new Map(
+        works.flatMap(({ event }): [string, [Provider, string]][] =>
+          event.effect === undefined ? [] : [[paymentKey(event), [event.provider, event.effect.paymentExternalId]]],
+        ),
+      ),
+    ].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    const locked = new Map<string, LockedPayment>();
+    if (keys.length === 0) return locked;
     // An upsert whose conflict branch rewrites nothing still takes the row lock and returns the row:
-    // one round trip instead of insert-or-ignore plus select-for-update.
+    // one round trip for the whole batch instead of insert-or-ignore plus select-for-update per event.
     const result: unknown = await trx.raw(
       `insert into payments (id, provider, external_id, state, created_at, updated_at)
-       values (?, ?, ?, 'awaiting_authorisation', ?, ?)
+       values ${keys.map(() => `(?, ?, ?, 'awaiting_authorisation', ?, ?)`).join(', ')}
        on conflict (provider, external_id) do update set updated_at = payments.updated_at
        returning *, (xmax = 0) as inserted`,
-      [newId('pay'), provider, effect.paymentExternalId, now, now],
+      keys.flatMap(([, [provider, externalId]]) => [newId('pay'), provider, externalId, now, now]),
     );
-    return (result as { rows: (PaymentRow & { inserted: boolean })[] }).rows[0] as PaymentRow & { inserted: boolean };
+    for (const row of (result as { rows: LockedPayment[] }).rows) {
+      locked.set(`${row.provider} ${row.external_id}`, row);
+    }
+    return locked;
+  }
+
+  private async storedFacts(
+    trx: Knex.Transaction,
+    existing: readonly LockedPayment[],
+  ): Promise<Map<string, PaymentFact[]>> {
+    const byPayment = new Map<string, PaymentFact[]>();
+    if (existing.length === 0) return byPayment;
+    const rows = (await trx('payment_facts')
+      .whereIn(
+        'payment_id',
+        existing.map((p) => p.id),
+      )
+      .select(
+        'payment_id',
+        'kind',
+        'fact_key as key',
+        'amount',
+        'currency',
+        'occurred_at as occurredAt',
+      )) as (PaymentFact & { payment_id: string })[];
+    for (const { payment_id: id, ...fact } of rows) {
+      byPayment.set(id, [...(byPayment.get(id) ?? []), fact]);
+    }
+    return byPayment;
   }
 
   /**
-   * Adds the event's facts to the locked payment, derives its state again, records the transition
-   * and tells the listeners; returns the inbox state. A domain refusal (another currency) is
-   * detected before anything is written, so the event is stored as `failed` with nothing applied.
+   * Decides what one event does to its (locked) payment. A domain refusal (another currency) is
+   * decided here, before anything is written: the event is stored as `failed` with nothing applied.
    */
-  private async applyFacts(
-    trx: Knex.Transaction,
-    inboxId: string,
-    payment: PaymentRow & { readonly inserted: boolean },
-    effect: PaymentEffect,
-    card: CardView | undefined,
-  ): Promise<InboxState> {
-    const now = this.now();
-    const mismatch = effect.facts.some(
-      (f) => payment.currency !== null && f.currency !== null && f.currency !== payment.currency,
-    );
-    if (mismatch) {
-      await trx('webhook_inbox')
-        .where({ id: inboxId })
-        .update({ state: 'failed', error_code: 'PAYMENT_CURRENCY_MISMATCH', applied_at: null });
-      return 'failed';
+  private plan(work: Work, payment: LockedPayment | undefined, stored: readonly PaymentFact[], now: Date): Plan {
+    const inboxId = work.replayOf ?? newId('evt');
+    const { effect } = work.event;
+    if (effect === undefined || payment === undefined) {
+      return { work, inboxId, state: 'ignored', errorCode: null, payment };
+    }
+    if (effect.facts.some((f) => payment.currency !== null && f.currency !== null && f.currency !== payment.currency)) {
+      return { work, inboxId, state: 'failed', errorCode: 'PAYMENT_CURRENCY_MISMATCH', payment };
     }
     const isAuthorisation = effect.facts.some((f) => f.kind === 'authorised');
-    await trx('payment_facts')
-      .insert(
-        effect.facts.map((f) => ({
-          payment_id: payment.id,
-          kind: f.kind,
-          fact_key: f.key,
-          amount: f.amount,
-          currency: f.currency,
-          occurred_at: f.occurredAt,
-          inbox_id: inboxId,
-        })),
-      )
-      .onConflict(['payment_id', 'kind', 'fact_key'])
-      .ignore();
-
     // The authorisation describes the payment; other events only fill what is still unknown.
-    const pick = <T>(current: T | null, incoming: T | undefined): T | null =>
+    const pick = <V>(current: V | null, incoming: V | undefined): V | null =>
       isAuthorisation ? (incoming ?? current) : (current ?? incoming ?? null);
     const channel = pick(payment.channel, effect.details.channel);
-    // A payment this very event created has exactly this event's facts: no need to read them back.
-    const facts = payment.inserted
-      ? effect.facts
-      : ((await trx('payment_facts')
-          .where({ payment_id: payment.id })
-          .select('kind', 'fact_key as key', 'amount', 'currency', 'occurred_at as occurredAt')) as PaymentFact[]);
+    const facts = mergeFacts(stored, effect.facts);
     const before = figuresOf(payment);
     const after = derivePayment(facts, {
       autoCapture: channel !== null && this.options.autoCaptureChannels.includes(channel),
     });
-    const cardToken = payment.card_token ?? card?.token ?? null;
-    const shopperRef = payment.shopper_ref ?? card?.shopperReference ?? null;
-    await trx('payments')
-      .where({ id: payment.id })
-      .update({
-        state: after.state,
-        currency: after.currency ?? payment.currency ?? effect.facts.find((f) => f.currency !== null)?.currency ?? null,
-        authorised_amount: after.authorisedAmount,
-        captured_amount: after.capturedAmount,
-        refunded_amount: after.refundedAmount,
-        charged_back_amount: after.chargedBackAmount,
-        authorised_at: after.authorisedAt,
-        card_token: cardToken,
-        shopper_ref: shopperRef,
-        card_last4: payment.card_last4 ?? effect.last4 ?? card?.last4 ?? null,
-        channel,
-        store_id: pick(payment.store_id, effect.details.storeId),
-        terminal_id: pick(payment.terminal_id, effect.details.terminalId),
-        merchant_reference: pick(payment.merchant_reference, effect.details.merchantReference),
-        updated_at: now,
-      });
-
+    const cardToken = payment.card_token ?? work.card?.token ?? null;
+    const shopperRef = payment.shopper_ref ?? work.card?.shopperReference ?? null;
     const transition = diffPayments(before, after);
-    if (transition !== undefined) {
-      for (const listener of this.listeners) {
-        await listener(trx, { ...transition, paymentId: payment.id, shopperRef, cardToken, channel, inboxId });
-      }
-    }
     const parked = after.state === 'awaiting_authorisation';
-    if (before.state === 'awaiting_authorisation' && !parked) {
-      // The parent arrived: what was parked behind it is applied now (by this very derivation).
-      await trx('webhook_inbox')
-        .where({ payment_id: payment.id, state: 'parked' })
-        .update({ state: 'applied', applied_at: now });
-    }
-    return parked ? 'parked' : 'applied';
+    return {
+      work,
+      inboxId,
+      state: parked ? 'parked' : 'applied',
+      errorCode: null,
+      payment,
+      apply: {
+        update: {
+          id: payment.id,
+          state: after.state,
+          currency:
+            after.currency ?? payment.currency ?? effect.facts.find((f) => f.currency !== null)?.currency ?? null,
+          authorised_amount: after.authorisedAmount,
+          captured_amount: after.capturedAmount,
+          refunded_amount: after.refundedAmount,
+          charged_back_amount: after.chargedBackAmount,
+          authorised_at: after.authorisedAt,
+          card_token: cardToken,
+          shopper_ref: shopperRef,
+          card_last4: payment.card_last4 ?? effect.last4 ?? work.card?.last4 ?? null,
+          channel,
+          store_id: pick(payment.store_id, effect.details.storeId),
+          terminal_id: pick(payment.terminal_id, effect.details.terminalId),
+          merchant_reference: pick(payment.merchant_reference, effect.details.merchantReference),
+          updated_at: now,
+        },
+        transition:
+          transition === undefined
+            ? undefined
+            : { ...transition, paymentId: payment.id, shopperRef, cardToken, channel, inboxId },
+        releasesParked: before.state === 'awaiting_authorisation' && !parked,
+      },
+    };
   }
+
+  /**
+   * Inserts the batch's new inbox rows with their final state; a row that already exists is a
+   * redelivery, answered with the stored outcome. A replayed event updates its existing row instead.
+   * Returns the redeliveries by the inbox id planned for them.
+   */
+  private async storeInbox(
+    trx: Knex.Transaction,
+    plans: readonly Plan[],
+    now: Date,
+  ): Promise<Map<string, IngestResult>> {
+    const duplicates = new Map<string, IngestResult>();
+    for (const plan of plans.filter((p) => p.work.replayOf !== undefined && p.state !== 'failed')) {
+      await trx('webhook_inbox')
+        .where({ id: plan.inboxId })
+        .update({
+          state: plan.state,
+          payment_id: plan.payment?.id ?? null,
+          error_code: null,
+          applied_at: plan.state === 'applied' ? trx.raw('coalesce(applied_at, ?)', [now]) : null,
+        });
+    }
+    const fresh = plans.filter((p) => p.work.replayOf === undefined);
+    if (fresh.length === 0) return duplicates;
+    const inserted = (await trx('webhook_inbox')
+      .insert(
+        fresh.map(({ work, inboxId, state, errorCode, payment }) => ({
+          id: inboxId,
+          provider: work.event.provider,
+          event_key: work.event.eventKey,
+          event_type: work.event.eventType,
+          secret_index: work.secretIndex,
+          payload: JSON.stringify(work.event.storedPayload(work.card?.token)),
+          received_at: now,
+          state,
+          error_code: errorCode,
+          applied_at: state === 'applied' ? now : null,
+          payment_id: payment?.id ?? null,
+        })),
+      )
+      .onConflict(['provider', 'event_key'])
+      .ignore()
+      .returning('id')) as { id: string }[];
+    if (inserted.length === fresh.length) return duplicates;
+    const insertedIds = new Set(inserted.map((r) => r.id));
+    const redelivered = fresh.filter((p) => !insertedIds.has(p.inboxId));
+    const existing = (await trx('webhook_inbox')
+      .whereIn(
+        ['provider', 'event_key'],
+        redelivered.map((p) => [p.work.event.provider, p.work.event.eventKey]),
+      )
+      .select('id', 'provider', 'event_key', 'state')) as {
+      id: string;
+      provider: string;
+      event_key: string;
+      state: InboxState;
+    }[];
+    for (const plan of redelivered) {
+      const row = existing.find(
+        (r) => r.provider === plan.work.event.provider && r.event_key === plan.work.event.eventKey,
+      );
+      if (row === undefined) throw new Error('an inbox insert conflicted but the row is not there');
+      duplicates.set(plan.inboxId, { inboxId: row.id, duplicate: true, state: row.state });
+    }
+    return duplicates;
+  }
+
+  private async insertFacts(trx: Knex.Transaction, plans: readonly Plan[]): Promise<void> {
+    const rows = plans.flatMap(({ work, inboxId, payment }) =>
+      (work.event.effect?.facts ?? []).map((f) => ({
+        payment_id: payment?.id,
+        kind: f.kind,
+        fact_key: f.key,
+        amount: f.amount,
+        currency: f.currency,
+        occurred_at: f.occurredAt,
+        inbox_id: inboxId,
+      })),
+    );
+    if (rows.length === 0) return;
+    await trx('payment_facts').insert(rows).onConflict(['payment_id', 'kind', 'fact_key']).ignore();
+  }
+}
+
+const PAYMENT_COLUMNS = {
+  state: 'text',
+  currency: 'text',
+  authorised_amount: 'bigint',
+  captured_amount: 'bigint',
+  refunded_amount: 'bigint',
+  charged_back_amount: 'bigint',
+  authorised_at: 'timestamptz',
+  card_token: 'text',
+  shopper_ref: 'text',
+  card_last4: 'text',
+  channel: 'text',
+  store_id: 'text',
+  terminal_id: 'text',
+  merchant_reference: 'text',
+  updated_at: 'timestamptz',
+} as const;
+
+/** Every updated payment in one statement (`update … from (values …)`). */
+async function updatePayments(
+  trx: Knex.Transaction,
+  updates: readonly Readonly<Record<string, unknown>>[],
+): Promise<void> {
+  if (updates.length === 0) return;
+  const columns = Object.keys(PAYMENT_COLUMNS) as (keyof typeof PAYMENT_COLUMNS)[];
+  const row = `(?, ${columns.map(() => '?').join(', ')})`;
+  await trx.raw(
+    `update payments p set ${columns.map((c) => `${c} = v.${c}::${PAYMENT_COLUMNS[c]}`).join(', ')}
+     from (values ${updates.map(() => row).join(', ')}) as v (id, ${columns.join(', ')})
+     where p.id = v.id`,
+    updates.flatMap((u) => [u['id'], ...columns.map((c) => u[c] ?? null)]) as Knex.RawBinding[],
+  );
+}
+
+function paymentKey(event: PaymentEventInput): string {
+  return `${event.provider} ${event.effect?.paymentExternalId ?? ''}`;
+}
+
+/** The stored facts plus the event's, each (kind, key) once: the stored one wins, as in the table. */
+function mergeFacts(stored: readonly PaymentFact[], incoming: readonly PaymentFact[]): PaymentFact[] {
+  const seen = new Set(stored.map((f) => `${f.kind} ${f.key}`));
+  return [...stored, ...incoming.filter((f) => !seen.has(`${f.kind} ${f.key}`))];
 }
 
 function figuresOf(row: PaymentRow): PaymentFigures {
