@@ -32,6 +32,13 @@ export async function startService(dir: string, env: Readonly<Record<string, str
       DATA_DIR: dataDir,
       LOG_LEVEL: logLevel,
       ...env,
+      // e.g. BENCH_SERVICE_ENV="PAYMENT_BATCH_CONCURRENCY=4 DB_POOL_MAX=20" to try settings.
+      ...Object.fromEntries(
+        (process.env['BENCH_SERVICE_ENV'] ?? '')
+          .split(' ')
+          .filter((pair) => pair.includes('='))
+          .map((pair) => [pair.slice(0, pair.indexOf('=')), pair.slice(pair.indexOf('=') + 1)]),
+      ),
     },
     logFile: path.join(dir, 'service.log'),
   });

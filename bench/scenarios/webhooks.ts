@@ -190,19 +190,18 @@ ${delivery(':tok', ':shp')}`;
 }
 
 function newCardScript(): string {
+  // The vault's first sighting: one statement, as VaultService.createCard runs it (insertNewCard).
   return `\\set r random(1, 1000000000000000)
 ${LOOKUP} WHERE (f.mac_key_version, f.fingerprint) IN ((1, sha256(('miss' || :client_id || :r)::bytea))) LIMIT 1;
-BEGIN;
-INSERT INTO shoppers (shopper_ref, created_at) VALUES ('shp_' || :client_id || '_' || :r, now());
-INSERT INTO cards (token, shopper_ref, brand, last4, expiry_month, expiry_year, pan_ciphertext, pan_key_version, created_at, updated_at)
-  VALUES ('tok_' || :client_id || '_' || :r, 'shp_' || :client_id || '_' || :r, 'visa', '1111', 12, 2030,
-    sha256(('pan' || :r)::bytea) || sha256(('tag' || :r)::bytea), 1, now(), now());
-INSERT INTO card_identifiers (id, token, kind, namespace, value_ciphertext, value_key_version, created_at)
-  VALUES ('cid_' || :client_id || '_' || :r, 'tok_' || :client_id || '_' || :r, 'pan', NULL, NULL, NULL, now());
+WITH s AS (INSERT INTO shoppers (shopper_ref, created_at) VALUES ('shp_' || :client_id || '_' || :r, now()) RETURNING shopper_ref),
+  c AS (INSERT INTO cards (token, shopper_ref, brand, last4, expiry_month, expiry_year, pan_ciphertext, pan_key_version, created_at, updated_at)
+    SELECT 'tok_' || :client_id || '_' || :r, s.shopper_ref, 'visa', '1111', 12, 2030,
+      sha256(('pan' || :r)::bytea) || sha256(('tag' || :r)::bytea), 1, now(), now() FROM s RETURNING token),
+  i AS (INSERT INTO card_identifiers (id, token, kind, namespace, value_ciphertext, value_key_version, created_at)
+    SELECT 'cid_' || :client_id || '_' || :r, c.token, 'pan', NULL, NULL, NULL, now() FROM c RETURNING id, token)
 INSERT INTO identifier_fingerprints (mac_key_version, fingerprint, identifier_id, token, created_at)
-  VALUES (1, sha256(('fp' || :client_id || '_' || :r)::bytea), 'cid_' || :client_id || '_' || :r, 'tok_' || :client_id || '_' || :r, now())
-  ON CONFLICT (mac_key_version, fingerprint) DO NOTHING RETURNING mac_key_version;
-COMMIT;
+  SELECT f.version, f.fingerprint, i.id, i.token, now()
+  FROM i, (VALUES (1, sha256(('fp' || :client_id || '_' || :r)::bytea))) AS f (version, fingerprint);
 ${delivery(`'tok_' || :client_id || '_' || :r`, `'shp_' || :client_id || '_' || :r`)}`;
 }
 

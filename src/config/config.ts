@@ -178,7 +178,7 @@ export function loadConfig(env: Env = process.env): Config {
           'PAYMENT_AUTO_CAPTURE_CHANNELS must be a comma-separated list of online, in_store, mobile, call_centre',
       }) ?? ['in_store'],
       batchMax: r.integer('PAYMENT_BATCH_MAX', 32, 1, 1000),
-      batchConcurrency: r.integer('PAYMENT_BATCH_CONCURRENCY', 2, 1, 64),
+      batchConcurrency: r.integer('PAYMENT_BATCH_CONCURRENCY', 1, 1, 64),
     },
     http: {
       bodyLimitBytes: r.integer('BODY_LIMIT_BYTES', 64 * 1024, 1024, 10 * 1024 * 1024),
