@@ -14,6 +14,8 @@ export interface ChildServer {
   readonly url: string;
   readonly logFile: string;
   stop(): Promise<void>;
+  /** SIGKILL, at once: a crash (fault tests). */
+  kill(): void;
 }
 
 export interface ChildServerOptions {
@@ -42,7 +44,12 @@ export async function startChildServer(options: ChildServerOptions): Promise<Chi
   const deadline = Date.now() + (options.startTimeoutMs ?? 60_000);
   for (;;) {
     if (await accepts(port)) {
-      return { url: `http://127.0.0.1:${port}`, logFile: options.logFile, stop: () => stop(child, exited) };
+      return {
+        url: `http://127.0.0.1:${port}`,
+        logFile: options.logFile,
+        stop: () => stop(child, exited),
+        kill: () => child.kill('SIGKILL'),
+      };
     }
     if (child.exitCode !== null || Date.now() > deadline) {
       child.kill('SIGKILL');
