@@ -1,10 +1,15 @@
 /**
- * Process entry point: configuration, composition, listening, graceful shutdown.
+ * Process entry point: configuration, composition, listening, graceful shutdown. With WORKERS > 1
+ * (PostgreSQL only) this process migrates the database, then runs that many worker processes
+ * sharing the port (node:cluster), restarts a worker that dies, and passes SIGTERM/SIGINT on.
  */
+import cluster from 'node:cluster';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { ConfigError, describeDatabase, loadConfig } from './config/config.js';
-import { createLogger } from './logging/logger.js';
+import { ConfigError, describeDatabase, loadConfig, type Config } from './config/config.js';
+import { createDatabase } from './db/database.js';
+import { migrateToLatest } from './db/migrations.js';
+import { createLogger, type Logger } from './logging/logger.js';
 import { buildService } from './service.js';
 
 async function main(): Promise<void> {
@@ -19,6 +24,7 @@ async function main(): Promise<void> {
     throw error;
   }
   const logger = createLogger(config.logLevel);
+  if (config.http.workers > 1 && cluster.isPrimary) return supervise(config.http.workers, logger, config);
   const service = await buildService(config, { logger });
 
   const server = http.createServer(
@@ -29,7 +35,7 @@ async function main(): Promise<void> {
   const { port } = server.address() as AddressInfo;
   const shownHost = config.host === '0.0.0.0' || config.host === '::' ? 'localhost' : config.host;
   logger.info(
-    { url: `http://${shownHost}:${port}`, database: describeDatabase(config), env: config.nodeEnv },
+    { url: `http://${shownHost}:${port}`, database: describeDatabase(config), env: config.nodeEnv, pid: process.pid },
     `listening on http://${shownHost}:${port} (${describeDatabase(config)})`,
   );
 
@@ -51,6 +57,8 @@ async function main(): Promise<void> {
           logger.info('stopped');
           logger.flush();
           process.exitCode = 0;
+          // A cluster worker's IPC channel would keep it alive: let go of it so the worker exits.
+          if (cluster.isWorker) cluster.worker?.disconnect();
         })
         .catch((error: unknown) => {
           logger.error({ err: error }, 'error while closing the database');
@@ -61,6 +69,46 @@ async function main(): Promise<void> {
   };
   process.on('SIGTERM', () => shutdown('SIGTERM'));
   process.on('SIGINT', () => shutdown('SIGINT'));
+}
+
+/** The primary of a multi-process service: migrate once, fork, restart the dead, forward signals. */
+async function supervise(workers: number, logger: Logger, config: Config): Promise<void> {
+  const database = createDatabase(config, logger);
+  try {
+    const applied = await migrateToLatest(database.knex);
+    if (applied.length > 0) logger.info({ migrations: applied }, 'database migrated');
+  } finally {
+    await database.close();
+  }
+  let stopping = false;
+  const recentDeaths: number[] = [];
+  cluster.on('exit', (worker, code, signal) => {
+    if (stopping) {
+      if (Object.keys(cluster.workers ?? {}).length === 0) logger.info('stopped');
+      return;
+    }
+    logger.error({ pid: worker.process.pid, code, signal }, 'worker died: starting another');
+    const now = Date.now();
+    recentDeaths.push(now);
+    while ((recentDeaths[0] ?? now) < now - 60_000) recentDeaths.shift();
+    if (recentDeaths.length > workers * 3) {
+      logger.fatal('workers keep dying: giving up');
+      process.exitCode = 1;
+      stopping = true;
+      for (const w of Object.values(cluster.workers ?? {})) w?.kill('SIGTERM');
+      return;
+    }
+    cluster.fork();
+  });
+  const shutdown = (signal: NodeJS.Signals): void => {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ signal, workers }, 'shutting down the workers');
+    for (const w of Object.values(cluster.workers ?? {})) w?.process.kill(signal);
+  };
+  process.on('SIGTERM', () => shutdown('SIGTERM'));
+  process.on('SIGINT', () => shutdown('SIGINT'));
+  for (let i = 0; i < workers; i++) cluster.fork();
 }
 
 main().catch((error: unknown) => {

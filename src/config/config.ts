@@ -65,6 +65,8 @@ export interface Config {
     readonly bodyLimitBytes: number;
     readonly shutdownTimeoutMs: number;
     readonly trustProxy: boolean;
+    /** Worker processes sharing the port (node:cluster); 1: the service runs in this process. */
+    readonly workers: number;
   };
 }
 
@@ -184,8 +186,12 @@ export function loadConfig(env: Env = process.env): Config {
       bodyLimitBytes: r.integer('BODY_LIMIT_BYTES', 64 * 1024, 1024, 10 * 1024 * 1024),
       shutdownTimeoutMs: r.integer('SHUTDOWN_TIMEOUT_MS', 10_000, 0, 600_000),
       trustProxy: r.boolean('TRUST_PROXY', false),
+      workers: r.integer('WORKERS', 1, 1, 64),
     },
   };
+  if (config.http.workers > 1 && embedded) {
+    r.problem('WORKERS above 1 needs DATABASE_URL (the embedded database belongs to one process)');
+  }
 
   if (r.problems.length > 0) throw new ConfigError(r.problems);
   return deepFreeze(config);

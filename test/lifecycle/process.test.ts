@@ -8,6 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { expect } from 'chai';
 import { projectRoot } from '../../src/config/project-root.js';
+import { createTestDatabase, usingPostgres } from '../support/database.js';
 
 interface Exit {
   readonly code: number | null;
@@ -145,5 +146,55 @@ describe('process lifecycle (src/main.ts as a child process)', () => {
     expect(exit.code).to.equal(78);
     expect(child.stderr()).to.contain('MASTER_KEY or MASTER_KEY_FILE is required when NODE_ENV=production');
     expect(child.stderr()).not.to.contain('do-not-print');
+  });
+
+  it('when WORKERS=2 on the embedded database, then it refuses to start', async () => {
+    child = startMain({ NODE_ENV: 'development', DATA_DIR: dataDir, PORT: '0', WORKERS: '2' });
+    const exit = await child.exited;
+    expect(exit.code).to.equal(78);
+    expect(child.stderr()).to.contain('WORKERS above 1 needs DATABASE_URL');
+  });
+
+  it('when WORKERS=2 on PostgreSQL, then two workers share the port, a killed one is replaced, SIGTERM stops all', async function () {
+    if (!usingPostgres) this.skip();
+    this.timeout(60_000);
+    const db = await createTestDatabase();
+    try {
+      child = startMain({
+        NODE_ENV: 'development',
+        DATA_DIR: dataDir,
+        PORT: '0',
+        LOG_LEVEL: 'info',
+        WORKERS: '2',
+        DATABASE_URL: db.url as string,
+        MASTER_KEY: Buffer.alloc(32, 7).toString('base64'),
+      });
+      const main = child;
+      const listening = () =>
+        main
+          .stdout()
+          .split('\n')
+          .filter((l) => l.startsWith('{') && l.includes('listening on'))
+          .map((l) => JSON.parse(l) as { url: string; pid: number });
+      await main.waitForLine(() => listening().length >= 2, 30_000);
+      const [a, b] = listening();
+      expect(a?.url).to.equal(b?.url);
+      expect(a?.pid).not.to.equal(b?.pid);
+      expect((await fetch(`${a?.url}/readyz`)).status).to.equal(200);
+
+      process.kill(a?.pid as number, 'SIGKILL');
+      await main.waitForLine((l) => l['msg'] === 'worker died: starting another', 15_000);
+      await main.waitForLine(() => listening().length >= 3, 30_000);
+      expect((await fetch(`${a?.url}/healthz`)).status).to.equal(200);
+
+      main.process.kill('SIGTERM');
+      const exit = await main.exited;
+      expect(exit.code, main.stderr()).to.equal(0);
+      for (const { pid } of listening()) {
+        expect(() => process.kill(pid, 0), `worker ${pid} still runs`).to.throw();
+      }
+    } finally {
+      await db.close();
+    }
   });
 });
