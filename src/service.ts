@@ -22,6 +22,9 @@ import { Metrics } from './metrics/metrics.js';
 import { PaymentService, type PaymentTransitionListener } from './payments/payment-service.js';
 import { paymentsHandlers } from './payments/payments-handlers.js';
 import { loadWebhookSecrets } from './webhooks/webhook-secrets.js';
+import { LoyaltyService } from './loyalty/loyalty-service.js';
+import { MemberService } from './loyalty/member-service.js';
+import { loyaltyHandlers } from './loyalty/loyalty-handlers.js';
 import { webhookHandlers } from './webhooks/webhook-handlers.js';
 
 export interface Service {
@@ -32,6 +35,8 @@ export interface Service {
   readonly keyRing: KeyRing;
   readonly vault: VaultService;
   readonly payments: PaymentService;
+  readonly loyalty: LoyaltyService;
+  readonly members: MemberService;
   readonly metrics: Metrics;
   readonly spec: ApiSpec;
   /** Readiness turns false so load balancers stop sending traffic; in-flight work continues. */
@@ -44,7 +49,7 @@ export interface BuildOptions {
   /** Use this database instead of opening one from config (tests). The caller closes it. */
   readonly database?: Database;
   readonly enforceResponseContract?: boolean;
-  /** Extra listeners on payment transitions (tests; the loyalty ledger hangs here). */
+  /** Extra listeners on payment transitions, after the loyalty ledger's (tests). */
   readonly paymentListeners?: readonly PaymentTransitionListener[];
 }
 
@@ -80,9 +85,10 @@ export async function buildService(config: Config, options: BuildOptions): Promi
     'payment_batch_events_total',
     'Webhook events committed by those transactions; divided by payment_batches_total, the mean batch size.',
   );
+  const loyalty = new LoyaltyService(database.knex);
   const payments = new PaymentService(database.knex, vault, {
     autoCaptureChannels: config.payments.autoCaptureChannels,
-    listeners: options.paymentListeners ?? [],
+    listeners: [loyalty.onPaymentTransition, ...(options.paymentListeners ?? [])],
     batch: {
       maxBatch: config.payments.batchMax,
       concurrency: config.payments.batchConcurrency,
@@ -92,6 +98,8 @@ export async function buildService(config: Config, options: BuildOptions): Promi
       },
     },
   });
+  const members = new MemberService({ knex: database.knex, keyRing, vault, payments });
+  const expiry = scheduleExpiry(loyalty, config.loyalty.expiryIntervalMs, logger, metrics);
   const webhooks = await loadWebhookSecrets(config.webhooks);
   if (webhooks.generatedDevFile !== undefined) {
     logger.warn(
@@ -120,6 +128,7 @@ export async function buildService(config: Config, options: BuildOptions): Promi
       ...cardsHandlers(vault),
       ...webhookHandlers({ payments, secrets: webhooks.secrets, metrics }),
       ...paymentsHandlers(database.knex, payments),
+      ...loyaltyHandlers({ knex: database.knex, loyalty, members }),
       getMetrics(_req, res) {
         res.type('text/plain; version=0.0.4').send(metrics.render());
       },
@@ -139,11 +148,56 @@ export async function buildService(config: Config, options: BuildOptions): Promi
     keyRing,
     vault,
     payments,
+    loyalty,
+    members,
     metrics,
     spec,
     startDraining() {
       draining = true;
     },
-    close: () => (ownsDatabase ? database.close() : Promise.resolve()),
+    async close() {
+      await expiry.stop();
+      if (ownsDatabase) await database.close();
+    },
+  };
+}
+
+/**
+ * The in-process expiry schedule (off when the interval is 0). Runs are never concurrent within a
+ * process, and are safe across instances (accounts are taken with SKIP LOCKED); a failed run is
+ * logged and the next one tries again. The first run waits a random part of the interval, so
+ * instances started together do not all run at once.
+ */
+function scheduleExpiry(
+  loyalty: LoyaltyService,
+  intervalMs: number,
+  logger: Logger,
+  metrics: Metrics,
+): { stop(): Promise<void> } {
+  if (intervalMs === 0) return { stop: () => Promise.resolve() };
+  const expired = metrics.counter('loyalty_points_expired_total', 'Points expired by the in-process expiry job.');
+  let running: Promise<void> | undefined;
+  let timer: NodeJS.Timeout | undefined;
+  let stopped = false;
+  const run = (): void => {
+    running = loyalty
+      .expireDue()
+      .then((result) => {
+        expired({}, result.points);
+        if (result.lots > 0) logger.info({ ...result }, 'loyalty points expired');
+      })
+      .catch((error: unknown) => logger.error({ err: error }, 'loyalty expiry run failed'))
+      .finally(() => {
+        running = undefined;
+        if (!stopped) timer = setTimeout(run, intervalMs).unref();
+      });
+  };
+  timer = setTimeout(run, Math.floor(Math.random() * intervalMs)).unref();
+  return {
+    async stop() {
+      stopped = true;
+      clearTimeout(timer);
+      await running;
+    },
   };
 }

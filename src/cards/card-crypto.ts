@@ -57,3 +57,8 @@ export function panAad(token: string, keyVersion: number): string {
 export function identifierAad(identifierId: string, keyVersion: number): string {
   return `loyalty-vault/identifier-value/v1|${identifierId}|${keyVersion}`;
 }
+
+/** A loyalty member's e-mail address, bound to its shopper and key version. */
+export function emailAad(shopperRef: string, keyVersion: number): string {
+  return `loyalty-vault/member-email/v1|${shopperRef}|${keyVersion}`;
+}

@@ -229,6 +229,21 @@ export class VaultService {
     }
   }
 
+  /** The shopper a card belongs to, read on the caller's transaction; undefined for an unknown token. */
+  async ownerOf(db: Knex | Knex.Transaction, token: string): Promise<string | undefined> {
+    return (await findCard(db, token))?.shopper_ref;
+  }
+
+  /**
+   * Moves every card of one shopper to another (a loyalty merge), in the caller's transaction.
+   * Tokens never change; only the shopper they belong to.
+   */
+  async moveCards(trx: Knex.Transaction, fromShopper: string, toShopper: string): Promise<number> {
+    return trx('cards')
+      .where({ shopper_ref: fromShopper })
+      .update({ shopper_ref: toShopper, row_version: trx.raw('row_version + 1'), updated_at: this.now() });
+  }
+
   private parse(input: CardInput): { identifier: Identifier; expiry: Expiry | undefined } {
     switch (input.kind) {
       case 'pan':

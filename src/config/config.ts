@@ -61,6 +61,10 @@ export interface Config {
     /** Group commit: transactions in flight at once, each on its own connection. */
     readonly batchConcurrency: number;
   };
+  readonly loyalty: {
+    /** How often this process expires lots past their date; 0 turns the schedule off. */
+    readonly expiryIntervalMs: number;
+  };
   readonly http: {
     readonly bodyLimitBytes: number;
     readonly shutdownTimeoutMs: number;
@@ -181,6 +185,9 @@ export function loadConfig(env: Env = process.env): Config {
       }) ?? ['in_store'],
       batchMax: r.integer('PAYMENT_BATCH_MAX', 32, 1, 1000),
       batchConcurrency: r.integer('PAYMENT_BATCH_CONCURRENCY', 1, 1, 64),
+    },
+    loyalty: {
+      expiryIntervalMs: r.integer('LOYALTY_EXPIRY_INTERVAL_MS', 3_600_000, 0, 7 * 86_400_000),
     },
     http: {
       bodyLimitBytes: r.integer('BODY_LIMIT_BYTES', 64 * 1024, 1024, 10 * 1024 * 1024),

@@ -38,6 +38,12 @@ export const ERROR_CATALOG = {
   CARD_TOKEN_UNKNOWN: { status: 422, title: 'The card token is not known to this vault' },
   PAYMENT_CURRENCY_MISMATCH: { status: 422, title: 'The event currency differs from the payment currency' },
   INBOX_EVENT_NOT_REPLAYABLE: { status: 409, title: 'This inbox event has no payment effect to replay' },
+  // loyalty
+  SHOPPER_MERGED: { status: 308, title: 'This shopper was merged into another' },
+  INSUFFICIENT_POINTS: { status: 409, title: 'Not enough points are available' },
+  IDEMPOTENCY_KEY_REUSED: { status: 409, title: 'The Idempotency-Key was used with a different request' },
+  MERGE_REQUIRES_ADMIN: { status: 409, title: 'Merging two enrolled members requires an administrator' },
+  EXTERNAL_MEMBER_ID_TAKEN: { status: 409, title: 'The external member id belongs to another shopper' },
   // 401 / 403: who is calling
   TOKEN_MISSING: { status: 401, title: 'A bearer token is required' },
   TOKEN_MALFORMED: { status: 401, title: 'The bearer token is malformed' },

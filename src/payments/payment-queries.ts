@@ -3,7 +3,7 @@
  * keyset cursors (stable under inserts, no OFFSET scans).
  */
 import type { Knex } from 'knex';
-import { AppError } from '../errors/app-error.js';
+import { decodeCursor, encodeCursor } from '../db/keyset-cursor.js';
 import type { Provider } from './payment-event.js';
 import type { InboxState, PaymentRow } from './payment-service.js';
 
@@ -23,9 +23,13 @@ export interface PurchaseFilter {
 /** States that are purchases: not a payment still waiting for, or refused at, authorisation. */
 const PURCHASE_STATES = ['authorised', 'cancelled', 'captured', 'partially_refunded', 'refunded', 'charged_back'];
 
-export async function listPurchases(knex: Knex, shopperRef: string, filter: PurchaseFilter): Promise<Page<PaymentRow>> {
+export async function listPurchases(
+  knex: Knex,
+  shopperRefs: readonly string[],
+  filter: PurchaseFilter,
+): Promise<Page<PaymentRow>> {
   const query = knex('payments')
-    .where({ shopper_ref: shopperRef })
+    .whereIn('shopper_ref', shopperRefs)
     .whereIn('state', PURCHASE_STATES)
     .orderBy([
       { column: 'authorised_at', order: 'desc' },
@@ -42,7 +46,7 @@ export async function listPurchases(knex: Knex, shopperRef: string, filter: Purc
     );
   }
   const rows = (await query) as PaymentRow[];
-  return page(rows, filter.limit, (last) => [(last.authorised_at as Date).toISOString(), last.id]);
+  return page(rows, filter.limit, (last) => [last.authorised_at as Date, last.id]);
 }
 
 export interface InboxRow {
@@ -83,34 +87,18 @@ export async function listInbox(knex: Knex, filter: InboxFilter): Promise<Page<I
     );
   }
   const rows = (await query) as InboxRow[];
-  return page(rows, filter.limit, (last) => [last.received_at.toISOString(), last.id]);
+  return page(rows, filter.limit, (last) => [last.received_at, last.id]);
 }
 
 export async function findInboxEvent(knex: Knex, id: string): Promise<InboxRow | undefined> {
   return (await knex('webhook_inbox').where({ id }).first()) as InboxRow | undefined;
 }
 
-function page<T>(rows: T[], limit: number, key: (last: T) => [string, string]): Page<T> {
+function page<T>(rows: T[], limit: number, key: (last: T) => [Date, string]): Page<T> {
   const items = rows.slice(0, limit);
   const last = items[items.length - 1];
   return {
     items,
-    nextCursor:
-      rows.length > limit && last !== undefined
-        ? Buffer.from(JSON.stringify(key(last))).toString('base64url')
-        : undefined,
+    nextCursor: rows.length > limit && last !== undefined ? encodeCursor(...key(last)) : undefined,
   };
-}
-
-function decodeCursor(cursor: string): [Date, string] {
-  try {
-    const [at, id] = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as unknown[];
-    const date = new Date(String(at));
-    if (typeof id !== 'string' || Number.isNaN(date.getTime())) throw new Error('cursor');
-    return [date, id];
-  } catch {
-    throw new AppError('VALIDATION_FAILED', {
-      extensions: { errors: [{ pointer: '/query/cursor', message: 'is not a cursor from this list' }] },
-    });
-  }
 }

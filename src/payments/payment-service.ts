@@ -182,6 +182,17 @@ export class PaymentService {
     });
   }
 
+  /**
+   * Moves every payment of one shopper to another (a loyalty merge), in the caller's transaction.
+   * Payment rows are locked first (the lock order every writer keeps: payments, then accounts).
+   */
+  async moveShopperPayments(trx: Knex.Transaction, fromShopper: string, toShopper: string): Promise<number> {
+    await trx('payments').where({ shopper_ref: fromShopper }).orderBy('id').forUpdate().select('id');
+    return trx('payments')
+      .where({ shopper_ref: fromShopper })
+      .update({ shopper_ref: toShopper, updated_at: this.now() });
+  }
+
   private async resolveCard(effect: PaymentEffect | undefined): Promise<CardView | undefined> {
     if (effect === undefined) return undefined;
     if (effect.cardToken !== undefined) {

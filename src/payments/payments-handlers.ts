@@ -3,7 +3,9 @@ import type { Knex } from 'knex';
 import { callerOf } from '../cards/cards-handlers.js';
 import { AppError } from '../errors/app-error.js';
 import type { HandlerMap } from '../http/types.js';
-import { principalOf, validInput } from '../http/types.js';
+import { validInput } from '../http/types.js';
+import { reachableShopper } from '../loyalty/loyalty-handlers.js';
+import { mergedInto } from '../loyalty/shoppers.js';
 import { adyenEvent, type AdyenItem } from '../webhooks/adyen-events.js';
 import { platformEvent, type PlatformPaymentEvent } from '../webhooks/platform-events.js';
 import { stripeEvent, type StripeEvent } from '../webhooks/stripe-events.js';
@@ -14,16 +16,11 @@ import type { InboxState, PaymentRow, PaymentService } from './payment-service.j
 export function paymentsHandlers(knex: Knex, payments: PaymentService): HandlerMap {
   return {
     async listShopperPurchases(req, res) {
-      const { path, query } = validInput(req);
-      const shopperRef = path['shopperReference'] as string;
-      const principal = principalOf(req);
+      const { query } = validInput(req);
       // A shopper token reaches its own shopper only; anything else looks exactly like "no such shopper".
-      if (!principal.scopes.has('loyalty:admin') && principal.shopperRef !== shopperRef) {
-        throw new AppError('NOT_FOUND', { detail: 'No such shopper.' });
-      }
-      const exists = (await knex('shoppers').where({ shopper_ref: shopperRef }).first('shopper_ref')) as unknown;
-      if (exists === undefined) throw new AppError('NOT_FOUND', { detail: 'No such shopper.' });
-      const page = await listPurchases(knex, shopperRef, {
+      const shopperRef = await reachableShopper(knex, req);
+      // Payments still filed under a shopper merged into this one (delivered during the merge) count too.
+      const page = await listPurchases(knex, [shopperRef, ...(await mergedInto(knex, shopperRef))], {
         limit: query['limit'] as number,
         ...optional('channel', query['channel'] as string | undefined),
         ...optional('from', dateOf(query['from'])),

@@ -1,0 +1,378 @@
+/**
+ * One shopper's ledger inside one transaction: the account row locked, the lots it touches, and the
+ * entries to append. Every movement of points goes through here, so the projections (account
+ * balances, lot remainders) change only together with the entry that explains them, and
+ * {@link LedgerBook.flush} writes them all in three statements.
+ *
+ * Lock order, everywhere: payments, then accounts (in shopper order when there are two), then lots.
+ * A redemption, an expiry run and a webhook on one shopper therefore serialise on the account row,
+ * across any number of instances, and cannot deadlock against each other.
+ */
+import type { Knex } from 'knex';
+import { newId } from '../ids/prefixed-id.js';
+
+export type EntryKind =
+  | 'earn_pending'
+  | 'pending_voided'
+  | 'earn'
+  | 'earn_voided'
+  | 'reversal'
+  | 'reversal_cancelled'
+  | 'written_off'
+  | 'write_off_cancelled'
+  | 'debt_settled'
+  | 'redemption'
+  | 'redemption_reversed'
+  | 'expiry'
+  | 'merge_in'
+  | 'merge_out';
+
+export interface AccountRow {
+  shopper_ref: string;
+  available: number;
+  pending: number;
+  debt: number;
+  lifetime_earned: number;
+  enrolled_at: Date | null;
+  email_ciphertext: Buffer | null;
+  email_key_version: number | null;
+  external_member_id: string | null;
+  created_at: Date;
+  updated_at: Date;
+}
+
+export interface LotRow {
+  id: string;
+  shopper_ref: string;
+  payment_id: string;
+  rule_version: number;
+  pending: number;
+  earn_target: number;
+  reversal_target: number;
+  credited: number;
+  recovered: number;
+  written_off: number;
+  remaining: number;
+  expired: number;
+  effects: number;
+  available_at: Date | null;
+  expires_at: Date | null;
+  created_at: Date;
+  updated_at: Date;
+}
+
+/** What an entry refers to, besides its lot. */
+export interface EntryRefs {
+  readonly paymentId?: string;
+  readonly redemptionId?: string;
+  readonly ruleVersion?: number;
+}
+
+interface EntryRow {
+  id: string;
+  shopper_ref: string;
+  kind: EntryKind;
+  points: number;
+  available_delta: number;
+  pending_delta: number;
+  lot_delta: number;
+  debt_delta: number;
+  lot_id: string | null;
+  payment_id: string | null;
+  redemption_id: string | null;
+  rule_version: number | null;
+  business_key: string;
+  created_at: Date;
+}
+
+/** Where points taken back came from. */
+export interface Taken {
+  readonly fromLots: number;
+  readonly intoDebt: number;
+  readonly writtenOff: number;
+}
+
+const LOT_COLUMNS = {
+  shopper_ref: 'text',
+  pending: 'bigint',
+  earn_target: 'bigint',
+  reversal_target: 'bigint',
+  credited: 'bigint',
+  recovered: 'bigint',
+  written_off: 'bigint',
+  remaining: 'bigint',
+  expired: 'bigint',
+  effects: 'integer',
+  available_at: 'timestamptz',
+  expires_at: 'timestamptz',
+  updated_at: 'timestamptz',
+} as const;
+
+export class LedgerBook {
+  private readonly lots = new Map<string, LotRow>();
+  private readonly newLots = new Set<string>();
+  private readonly dirtyLots = new Set<string>();
+  private readonly entries: EntryRow[] = [];
+  private spendableLoaded = false;
+
+  private constructor(
+    private readonly trx: Knex.Transaction,
+    readonly account: AccountRow,
+    readonly now: Date,
+  ) {}
+
+  /** Creates the shopper's account on first use and locks it (one round trip either way). */
+  static async open(trx: Knex.Transaction, shopperRef: string, now: Date): Promise<LedgerBook> {
+    return new LedgerBook(trx, await lockAccount(trx, shopperRef, now), now);
+  }
+
+  /** Like {@link open}, but gives up at once when another transaction holds the account (expiry). */
+  static async tryOpen(trx: Knex.Transaction, shopperRef: string, now: Date): Promise<LedgerBook | undefined> {
+    const row = (await trx('loyalty_accounts').where({ shopper_ref: shopperRef }).forUpdate().skipLocked().first()) as
+      AccountRow | undefined;
+    return row === undefined ? undefined : new LedgerBook(trx, row, now);
+  }
+
+  get shopperRef(): string {
+    return this.account.shopper_ref;
+  }
+
+  /** The lot of a payment, locked; undefined if the payment never earned. */
+  async paymentLot(paymentId: string): Promise<LotRow | undefined> {
+    const row = (await this.trx('loyalty_lots').where({ payment_id: paymentId }).forUpdate().first()) as
+      LotRow | undefined;
+    return row === undefined ? undefined : this.adoptLot(row);
+  }
+
+  newLot(paymentId: string, ruleVersion: number): LotRow {
+    const lot: LotRow = {
+      id: newId('lot'),
+      shopper_ref: this.shopperRef,
+      payment_id: paymentId,
+      rule_version: ruleVersion,
+      pending: 0,
+      earn_target: 0,
+      reversal_target: 0,
+      credited: 0,
+      recovered: 0,
+      written_off: 0,
+      remaining: 0,
+      expired: 0,
+      effects: 0,
+      available_at: null,
+      expires_at: null,
+      created_at: this.now,
+      updated_at: this.now,
+    };
+    this.lots.set(lot.id, lot);
+    this.newLots.add(lot.id);
+    return lot;
+  }
+
+  /** The shopper's lots with points left, soonest-expiring first, locked. */
+  async spendableLots(): Promise<LotRow[]> {
+    if (!this.spendableLoaded) {
+      const rows = (await this.trx('loyalty_lots')
+        .where({ shopper_ref: this.shopperRef })
+        .where('remaining', '>', 0)
+        .orderByRaw('expires_at asc nulls last, id asc')
+        .forUpdate()) as LotRow[];
+      for (const row of rows) this.adoptLot(row);
+      this.spendableLoaded = true;
+    }
+    return [...this.lots.values()]
+      .filter((l) => l.remaining > 0 && l.shopper_ref === this.shopperRef)
+      .sort(
+        (a, b) =>
+          (a.expires_at?.getTime() ?? Number.MAX_SAFE_INTEGER) - (b.expires_at?.getTime() ?? Number.MAX_SAFE_INTEGER) ||
+          (a.id < b.id ? -1 : a.id > b.id ? 1 : 0),
+      );
+  }
+
+  /** Moves points between a lot's pending and nothing (earn_pending / pending_voided). */
+  changePending(lot: LotRow, delta: number, key: string, refs: EntryRefs): void {
+    if (delta === 0) return;
+    lot.pending += delta;
+    this.account.pending += delta;
+    this.touch(lot);
+    this.append(delta > 0 ? 'earn_pending' : 'pending_voided', delta, { pending: delta, lot }, key, refs);
+  }
+
+  /**
+   * Adds available points to a lot. A debt (negative balance) is paid from them first, as a
+   * separate entry, so the lot keeps only what the shopper can still spend.
+   */
+  credit(lot: LotRow, points: number, kind: EntryKind, key: string, refs: EntryRefs): void {
+    if (points <= 0) return;
+    lot.remaining += points;
+    this.account.available += points;
+    this.touch(lot);
+    this.append(kind, points, { available: points, lot, lotDelta: points }, key, refs);
+    const settle = Math.min(this.account.debt, lot.remaining);
+    if (settle > 0) {
+      lot.remaining -= settle;
+      this.account.debt -= settle;
+      this.append('debt_settled', settle, { lot, lotDelta: -settle, debt: -settle }, `${key}:settle`, refs);
+    }
+  }
+
+  /**
+   * Takes points back: from `first` (the lot they were earned in), then the shopper's other lots,
+   * soonest-expiring first, then as debt within the negative-balance allowance. The rest cannot be
+   * taken and is written off by an explicit entry: never silently lost.
+   */
+  async take(
+    first: LotRow | undefined,
+    points: number,
+    kind: EntryKind,
+    key: string,
+    refs: EntryRefs,
+    allowance: number,
+  ): Promise<Taken> {
+    let left = points;
+    let fromLots = 0;
+    const drawFrom = (lot: LotRow): void => {
+      const part = Math.min(left, lot.remaining);
+      if (part <= 0) return;
+      lot.remaining -= part;
+      this.account.available -= part;
+      this.touch(lot);
+      this.append(kind, -part, { available: -part, lot, lotDelta: -part }, `${key}:lot:${lot.id}`, refs);
+      left -= part;
+      fromLots += part;
+    };
+    if (first !== undefined) drawFrom(first);
+    if (left > 0) for (const lot of await this.spendableLots()) if (left > 0) drawFrom(lot);
+    const intoDebt = Math.min(left, Math.max(0, allowance - this.account.debt));
+    if (intoDebt > 0) {
+      this.account.debt += intoDebt;
+      this.account.available -= intoDebt;
+      this.append(kind, -intoDebt, { available: -intoDebt, debt: intoDebt }, `${key}:debt`, refs);
+      left -= intoDebt;
+    }
+    if (left > 0) this.append('written_off', -left, {}, `${key}:written_off`, refs);
+    return { fromLots, intoDebt, writtenOff: left };
+  }
+
+  /** Gives debt back (a reversed redemption that had gone below zero). */
+  reduceDebt(points: number, kind: EntryKind, key: string, refs: EntryRefs): void {
+    if (points <= 0) return;
+    this.account.debt -= points;
+    this.account.available += points;
+    this.append(kind, points, { available: points, debt: -points }, key, refs);
+  }
+
+  expire(lot: LotRow): void {
+    const points = lot.remaining;
+    if (points <= 0) return;
+    lot.remaining = 0;
+    lot.expired += points;
+    this.account.available -= points;
+    this.touch(lot);
+    // The lot's expired total only grows, so it numbers the expiry exactly once.
+    this.append(
+      'expiry',
+      -points,
+      { available: -points, lot, lotDelta: -points },
+      `lot:${lot.id}:expired:${lot.expired}`,
+      {
+        paymentId: lot.payment_id,
+        ruleVersion: lot.rule_version,
+      },
+    );
+  }
+
+  /** A bare record (written_off, write_off_cancelled, merge entries) with explicit effects. */
+  record(
+    kind: EntryKind,
+    points: number,
+    effects: { available?: number; pending?: number; debt?: number },
+    key: string,
+    refs: EntryRefs = {},
+  ): void {
+    this.account.available += effects.available ?? 0;
+    this.account.pending += effects.pending ?? 0;
+    this.account.debt += effects.debt ?? 0;
+    this.append(kind, points, effects, key, refs);
+  }
+
+  touch(lot: LotRow): void {
+    lot.updated_at = this.now;
+    if (!this.newLots.has(lot.id)) this.dirtyLots.add(lot.id);
+  }
+
+  /** Writes the new lots, the entries, the changed lots and the account: at most four statements. */
+  async flush(): Promise<void> {
+    const inserted = [...this.newLots].map((id) => this.lots.get(id) as LotRow);
+    if (inserted.length > 0) await this.trx('loyalty_lots').insert(inserted);
+    if (this.entries.length > 0) await this.trx('loyalty_entries').insert(this.entries);
+    const updated = [...this.dirtyLots].map((id) => this.lots.get(id) as LotRow);
+    if (updated.length > 0) await updateLots(this.trx, updated);
+    this.account.updated_at = this.now;
+    await this.trx('loyalty_accounts').where({ shopper_ref: this.shopperRef }).update({
+      available: this.account.available,
+      pending: this.account.pending,
+      debt: this.account.debt,
+      lifetime_earned: this.account.lifetime_earned,
+      updated_at: this.now,
+    });
+    this.entries.length = 0;
+    this.newLots.clear();
+    this.dirtyLots.clear();
+  }
+
+  /** Tracks a lot read (and locked) by the caller, so this book writes its changes. */
+  adoptLot(row: LotRow): LotRow {
+    const known = this.lots.get(row.id);
+    if (known !== undefined) return known;
+    this.lots.set(row.id, row);
+    return row;
+  }
+
+  private append(
+    kind: EntryKind,
+    points: number,
+    effects: { available?: number; pending?: number; debt?: number; lot?: LotRow; lotDelta?: number },
+    key: string,
+    refs: EntryRefs,
+  ): void {
+    this.entries.push({
+      id: newId('led'),
+      shopper_ref: this.shopperRef,
+      kind,
+      points,
+      available_delta: effects.available ?? 0,
+      pending_delta: effects.pending ?? 0,
+      lot_delta: effects.lotDelta ?? 0,
+      debt_delta: effects.debt ?? 0,
+      lot_id: effects.lot?.id ?? null,
+      payment_id: refs.paymentId ?? effects.lot?.payment_id ?? null,
+      redemption_id: refs.redemptionId ?? null,
+      rule_version: refs.ruleVersion ?? effects.lot?.rule_version ?? null,
+      business_key: key,
+      created_at: this.now,
+    });
+  }
+}
+
+export async function lockAccount(trx: Knex.Transaction, shopperRef: string, now: Date): Promise<AccountRow> {
+  // An upsert whose conflict branch rewrites nothing still locks the row and returns it.
+  const result = (await trx.raw(
+    `insert into loyalty_accounts (shopper_ref, created_at, updated_at) values (?, ?, ?)
+     on conflict (shopper_ref) do update set updated_at = loyalty_accounts.updated_at
+     returning *`,
+    [shopperRef, now, now],
+  )) as { rows: AccountRow[] };
+  return result.rows[0] as AccountRow;
+}
+
+async function updateLots(trx: Knex.Transaction, lots: readonly LotRow[]): Promise<void> {
+  const columns = Object.keys(LOT_COLUMNS) as (keyof typeof LOT_COLUMNS)[];
+  const row = `(?, ${columns.map(() => '?').join(', ')})`;
+  await trx.raw(
+    `update loyalty_lots l set ${columns.map((c) => `${c} = v.${c}::${LOT_COLUMNS[c]}`).join(', ')}
+     from (values ${lots.map(() => row).join(', ')}) as v (id, ${columns.join(', ')})
+     where l.id = v.id`,
+    lots.flatMap((lot) => [lot.id, ...columns.map((c) => lot[c])]) as Knex.RawBinding[],
+  );
+}

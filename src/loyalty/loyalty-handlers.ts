@@ -1,0 +1,144 @@
+/** HTTP adapters of the loyalty app API and the programme. Validated input in, one service call out. */
+import type { Knex } from 'knex';
+import type { Request } from 'express';
+import { callerOf } from '../cards/cards-handlers.js';
+import { AppError } from '../errors/app-error.js';
+import type { HandlerMap } from '../http/types.js';
+import { principalOf, validInput } from '../http/types.js';
+import type { LedgerEntry } from './ledger-queries.js';
+import { balanceOf, listLedger } from './ledger-queries.js';
+import type { Actor, LoyaltyService, RedemptionRequest, RedemptionResult } from './loyalty-service.js';
+import type { Enrolment, MemberService } from './member-service.js';
+import {
+  currentProgramme,
+  DEFAULT_RULES,
+  publishProgramme,
+  type ProgrammeRules,
+  type ProgrammeVersion,
+} from './programme.js';
+import { accessShopper, ADMIN_SCOPE } from './shoppers.js';
+
+export interface LoyaltyHandlerDeps {
+  readonly knex: Knex;
+  readonly loyalty: LoyaltyService;
+  readonly members: MemberService;
+  readonly now?: () => Date;
+}
+
+export function loyaltyHandlers({ knex, loyalty, members, now = () => new Date() }: LoyaltyHandlerDeps): HandlerMap {
+  const shopper = (req: Request): Promise<string> => reachableShopper(knex, req);
+  return {
+    async getProgramme(_req, res) {
+      res.json(programmeJson(await currentProgramme(knex)));
+    },
+
+    async putProgramme(req, res) {
+      const rules = { ...DEFAULT_RULES, ...(validInput(req).body as Partial<ProgrammeRules>) };
+      res.status(201).json(programmeJson(await publishProgramme(knex, rules, actorOf(req), now())));
+    },
+
+    async getShopperBalance(req, res) {
+      const ref = await shopper(req);
+      res.json(await balanceOf(knex, ref, now()));
+    },
+
+    async listShopperLedger(req, res) {
+      const ref = await shopper(req);
+      const { query } = validInput(req);
+      const page = await listLedger(knex, ref, {
+        limit: query['limit'] as number,
+        ...(query['cursor'] === undefined ? {} : { cursor: query['cursor'] as string }),
+      });
+      res.json({
+        items: page.items.map(entryJson),
+        ...(page.nextCursor === undefined ? {} : { nextCursor: page.nextCursor }),
+      });
+    },
+
+    async redeemPoints(req, res) {
+      const ref = await shopper(req);
+      const { body, headers } = validInput(req);
+      const result = await loyalty.redeem(
+        ref,
+        body as RedemptionRequest,
+        headers['idempotency-key'] as string,
+        actorOf(req),
+      );
+      if (result.replayed) res.setHeader('Idempotent-Replayed', 'true');
+      res.status(result.status).json(redemptionJson(result.body));
+    },
+
+    async reverseRedemption(req, res) {
+      const ref = await shopper(req);
+      const id = validInput(req).path['redemptionId'] as string;
+      res.json(redemptionJson(await loyalty.reverseRedemption(ref, id, actorOf(req))));
+    },
+
+    async enrolShopper(req, res) {
+      const ref = await shopper(req);
+      res.json(await members.enrol(ref, validInput(req).body as Enrolment, actorOf(req)));
+    },
+
+    async linkShopperCard(req, res) {
+      const ref = await shopper(req);
+      const { token } = validInput(req).body as { token: string };
+      const admin = principalOf(req).scopes.has(ADMIN_SCOPE);
+      const link = await members.linkCard(ref, token, { ...actorOf(req), admin });
+      res.json({
+        shopperReference: link.shopperReference,
+        cardToken: link.cardToken,
+        alreadyLinked: link.alreadyLinked,
+        ...(link.mergedShopperReference === undefined ? {} : { mergedShopperReference: link.mergedShopperReference }),
+      });
+    },
+  };
+}
+
+/**
+ * The shopper of the path, if the caller may reach it (`404` otherwise, as for an unknown one). A
+ * merged reference answers `308` to the same URL under the survivor's reference.
+ */
+export async function reachableShopper(knex: Knex, req: Request): Promise<string> {
+  const ref = validInput(req).path['shopperReference'] as string;
+  const access = await accessShopper(knex, principalOf(req), ref);
+  if (access.kind === 'shopper') return access.shopperRef;
+  throw new AppError('SHOPPER_MERGED', {
+    detail: 'This shopper was merged; repeat the request at Location.',
+    extensions: { survivorReference: access.survivorRef },
+    headers: { Location: req.originalUrl.replace(`/shoppers/${ref}`, `/shoppers/${access.survivorRef}`) },
+  });
+}
+
+export function actorOf(req: Request): Actor {
+  const { subject, origin } = callerOf(req);
+  return { subject, origin };
+}
+
+function programmeJson(p: ProgrammeVersion): Record<string, unknown> {
+  return {
+    version: p.version,
+    effectiveFrom: p.effectiveFrom.toISOString(),
+    createdAt: p.createdAt.toISOString(),
+    rules: { ...DEFAULT_RULES, ...p.rules },
+  };
+}
+
+function redemptionJson(r: RedemptionResult): Record<string, unknown> {
+  return { ...r };
+}
+
+function entryJson(e: LedgerEntry): Record<string, unknown> {
+  return {
+    id: e.id,
+    kind: e.kind,
+    points: e.points,
+    availableDelta: e.available_delta,
+    pendingDelta: e.pending_delta,
+    shopperReference: e.shopper_ref,
+    ...(e.payment_id === null ? {} : { paymentId: e.payment_id }),
+    ...(e.redemption_id === null ? {} : { redemptionId: e.redemption_id }),
+    ...(e.lot_id === null ? {} : { lotId: e.lot_id }),
+    ...(e.rule_version === null ? {} : { ruleVersion: e.rule_version }),
+    createdAt: e.created_at.toISOString(),
+  };
+}

@@ -1,0 +1,167 @@
+/**
+ * Programme rules: how many points a payment earns, when they become available and for how long.
+ *
+ * Rules are versioned and never edited: `PUT /v1/programme` adds a version effective from that
+ * moment. A payment earns under the version in force when it was *authorised* (not when a delivery
+ * happened to arrive), and every later effect on it (capture, refund, chargeback) reuses that
+ * version, so a rule change never rewrites what was already earned and the arrival order of a
+ * payment's events cannot change its points.
+ */
+import type { Knex } from 'knex';
+import { appendAuditEvent } from '../audit/audit-log.js';
+
+export interface ProgrammeRules {
+  /** Points per whole currency unit, for any currency without its own rate. */
+  readonly pointsPerUnit: number;
+  readonly currencyPointsPerUnit: Readonly<Record<string, number>>;
+  /** e.g. `{ "in_store": 2 }`; a channel without an entry multiplies by 1. */
+  readonly channelMultipliers: Readonly<Record<string, number>>;
+  /** Minimum amount per currency, in minor units, below which a payment earns nothing. */
+  readonly minimumAmount: Readonly<Record<string, number>>;
+  /** Channels whose points are available on authorisation (no capture is awaited). */
+  readonly autoCaptureChannels: readonly string[];
+  readonly pointsLifetimeMonths: number;
+  /** How far below zero a balance may go (default 0: never). */
+  readonly negativeBalanceAllowance: number;
+}
+
+/** What `PUT /v1/programme` fills in for a field it is not given (the first version's rules). */
+export const DEFAULT_RULES: ProgrammeRules = {
+  pointsPerUnit: 1,
+  currencyPointsPerUnit: {},
+  channelMultipliers: {},
+  minimumAmount: {},
+  autoCaptureChannels: ['in_store'],
+  pointsLifetimeMonths: 12,
+  negativeBalanceAllowance: 0,
+};
+
+export interface ProgrammeVersion {
+  readonly version: number;
+  readonly rules: ProgrammeRules;
+  readonly effectiveFrom: Date;
+  readonly createdBy: string;
+  readonly createdAt: Date;
+}
+
+/** ISO 4217 currencies whose minor unit is not 1/100 (the rest have two decimals). */
+const EXPONENTS: Readonly<Record<string, number>> = {
+  BIF: 0, CLP: 0, DJF: 0, GNF: 0, ISK: 0, JPY: 0, KMF: 0, KRW: 0, PYG: 0, RWF: 0, UGX: 0, UYI: 0,
+  VND: 0, VUV: 0, XAF: 0, XOF: 0, XPF: 0,
+  BHD: 3, IQD: 3, JOD: 3, KWD: 3, LYD: 3, OMR: 3, TND: 3,
+  CLF: 4, UYW: 4,
+}; // prettier-ignore
+
+export function currencyExponent(currency: string): number {
+  return EXPONENTS[currency] ?? 2;
+}
+
+/**
+ * Points for an amount in minor units: whole currency units (floored) × rate × channel multiplier,
+ * floored. 12.99 EUR in store at 1 point per euro ×2 earns 24. Integer arithmetic on the whole units
+ * keeps it exact for any amount a payment can carry.
+ */
+export function pointsFor(
+  amountMinor: number,
+  currency: string,
+  channel: string | null,
+  rules: ProgrammeRules,
+): number {
+  if (amountMinor <= 0) return 0;
+  if (amountMinor < (rules.minimumAmount[currency] ?? 0)) return 0;
+  const wholeUnits = Math.floor(amountMinor / 10 ** currencyExponent(currency));
+  const rate = rules.currencyPointsPerUnit[currency] ?? rules.pointsPerUnit;
+  const multiplier = channel === null ? 1 : (rules.channelMultipliers[channel] ?? 1);
+  // Rates are decimals (0.01 point per yen): scale to integers before flooring, so 0.1 × 30 is 3.
+  return Math.floor(Math.round(wholeUnits * rate * multiplier * 1e6) / 1e6);
+}
+
+/** Lot expiry: availability plus the lifetime, on the same day of the month (clamped to its end). */
+export function expiryOf(availableAt: Date, rules: ProgrammeRules): Date {
+  const d = new Date(availableAt.getTime());
+  const day = d.getUTCDate();
+  d.setUTCDate(1);
+  d.setUTCMonth(d.getUTCMonth() + rules.pointsLifetimeMonths);
+  const lastDay = new Date(Date.UTC(d.getUTCFullYear(), d.getUTCMonth() + 1, 0)).getUTCDate();
+  d.setUTCDate(Math.min(day, lastDay));
+  return d;
+}
+
+interface VersionRow {
+  version: number;
+  rules: ProgrammeRules | string;
+  effective_from: Date;
+  created_by: string;
+  created_at: Date;
+}
+
+function toVersion(row: VersionRow): ProgrammeVersion {
+  return {
+    version: row.version,
+    rules: typeof row.rules === 'string' ? (JSON.parse(row.rules) as ProgrammeRules) : row.rules,
+    effectiveFrom: row.effective_from,
+    createdBy: row.created_by,
+    createdAt: row.created_at,
+  };
+}
+
+/** The version in force at `at` (the first version is in force since the epoch). */
+export async function programmeAt(db: Knex | Knex.Transaction, at: Date): Promise<ProgrammeVersion> {
+  const row = (await db('loyalty_programme_versions')
+    .where('effective_from', '<=', at)
+    .orderBy('version', 'desc')
+    .first()) as VersionRow | undefined;
+  return toVersion(row ?? ((await db('loyalty_programme_versions').orderBy('version').first()) as VersionRow));
+}
+
+export async function programmeVersion(db: Knex | Knex.Transaction, version: number): Promise<ProgrammeVersion> {
+  const row = (await db('loyalty_programme_versions').where({ version }).first()) as VersionRow | undefined;
+  if (row === undefined) throw new Error(`programme version ${version} does not exist`);
+  return toVersion(row);
+}
+
+export async function currentProgramme(db: Knex | Knex.Transaction): Promise<ProgrammeVersion> {
+  return toVersion((await db('loyalty_programme_versions').orderBy('version', 'desc').first()) as VersionRow);
+}
+
+/**
+ * Adds a version effective now, audited. Versions are serialised by locking the newest one, so two
+ * concurrent changes become two consecutive versions rather than a conflict.
+ */
+export async function publishProgramme(
+  knex: Knex,
+  rules: ProgrammeRules,
+  actor: { subject: string; origin: string },
+  now: Date,
+): Promise<ProgrammeVersion> {
+  return knex.transaction(async (trx) => {
+    const latest = (await trx('loyalty_programme_versions')
+      .orderBy('version', 'desc')
+      .forUpdate()
+      .first()) as VersionRow;
+    // Effective no earlier than the previous version, so "the version in force at t" is monotonic.
+    const effectiveFrom = now < latest.effective_from ? latest.effective_from : now;
+    const row: VersionRow = {
+      version: latest.version + 1,
+      rules: JSON.stringify(rules),
+      effective_from: effectiveFrom,
+      created_by: actor.subject,
+      created_at: now,
+    };
+    await trx('loyalty_programme_versions').insert(row);
+    await appendAuditEvent(
+      trx,
+      {
+        actor: actor.subject,
+        actorType: 'client',
+        action: 'loyalty.programme.published',
+        outcome: 'success',
+        origin: actor.origin,
+        resource: `programme:v${row.version}`,
+        details: { version: row.version, previous: latest.version, rules },
+      },
+      now,
+    );
+    return toVersion({ ...row, rules });
+  });
+}
