@@ -93,3 +93,52 @@ export async function redeem(svc: TestService, shopperRef: string, points: numbe
     json: { points, reference: `order-${key}` },
   });
 }
+
+/** A payment's lot, as the figures a test compares (bigint columns read as numbers). */
+export interface LotFigures {
+  readonly pending: number;
+  readonly earnTarget: number;
+  readonly reversalTarget: number;
+  readonly credited: number;
+  readonly recovered: number;
+  readonly writtenOff: number;
+  readonly remaining: number;
+}
+
+/**
+ * What the ledger holds for one payment (by its gateway id): its lot, or undefined when it never had
+ * one, and the net points of every entry that names the payment.
+ */
+export async function paymentLedger(
+  svc: TestService,
+  externalId: string,
+): Promise<{ lot: LotFigures | undefined; netPoints: number; entries: number }> {
+  const knex = svc.db.knex;
+  const row = (await knex('payments').where({ external_id: externalId }).first('id')) as { id: string } | undefined;
+  expect(row, `payment ${externalId}`).to.not.equal(undefined);
+  const paymentRow = (row as { id: string }).id;
+  const lot = (await knex('loyalty_lots').where({ payment_id: paymentRow }).first()) as
+    Record<string, number | string> | undefined;
+  const sums = (await knex('loyalty_entries')
+    .where({ payment_id: paymentRow })
+    .first(knex.raw('coalesce(sum(points), 0) as net'), knex.raw('count(*) as n'))) as {
+    net: number | string;
+    n: number | string;
+  };
+  return {
+    lot:
+      lot === undefined
+        ? undefined
+        : {
+            pending: Number(lot['pending']),
+            earnTarget: Number(lot['earn_target']),
+            reversalTarget: Number(lot['reversal_target']),
+            credited: Number(lot['credited']),
+            recovered: Number(lot['recovered']),
+            writtenOff: Number(lot['written_off']),
+            remaining: Number(lot['remaining']),
+          },
+    netPoints: Number(sums.net),
+    entries: Number(sums.n),
+  };
+}
