@@ -136,20 +136,12 @@ export class MemberService {
     return withRetry(() =>
       knex.transaction(async (trx) => {
         const owner = await survivorOf(trx, (await vault.ownerOf(trx, card.token)) ?? card.shopperReference);
-        if (owner === shopperRef) {
-          return {
-            shopperReference: shopperRef,
-            cardToken: card.token,
-            mergedShopperReference: undefined,
-            alreadyLinked: true,
-          };
-        }
-        await this.merge(trx, owner, shopperRef, actor);
+        const merged = owner !== shopperRef && (await this.merge(trx, owner, shopperRef, actor));
         return {
           shopperReference: shopperRef,
           cardToken: card.token,
-          mergedShopperReference: owner,
-          alreadyLinked: false,
+          mergedShopperReference: merged ? owner : undefined,
+          alreadyLinked: !merged,
         };
       }),
     );
@@ -160,7 +152,7 @@ export class MemberService {
     absorbed: string,
     survivor: string,
     actor: Actor & { readonly admin: boolean },
-  ): Promise<void> {
+  ): Promise<boolean> {
     const { vault, payments } = this.deps;
     const now = this.now();
     // Lock order: payments, then both accounts in shopper order.
@@ -168,11 +160,15 @@ export class MemberService {
     const [first, second] = [absorbed, survivor].sort();
     const books = new Map<string, LedgerBook>();
     for (const ref of [first as string, second as string]) books.set(ref, await LedgerBook.open(trx, ref, now));
-    // Both accounts are locked now: a merge that committed meanwhile (the other way round, say) shows.
-    const merged = (await trx('shopper_merges')
-      .whereIn('merged_ref', [absorbed, survivor])
-      .first('merged_ref')) as unknown;
-    if (merged !== undefined) {
+    // Both accounts are locked now: a merge that committed meanwhile shows. The same link made
+    // concurrently leaves nothing to do; a merge the other way round is a conflict to read again.
+    const meanwhile = (await trx('shopper_merges').whereIn('merged_ref', [absorbed, survivor]).select()) as {
+      merged_ref: string;
+      survivor_ref: string;
+    }[];
+    const [done] = meanwhile;
+    if (meanwhile.length === 1 && done?.merged_ref === absorbed && done.survivor_ref === survivor) return false;
+    if (meanwhile.length > 0) {
       throw new AppError('CONFLICT', { detail: 'One of the shoppers was merged meanwhile; read the shopper again.' });
     }
     const from = books.get(absorbed) as LedgerBook;
@@ -242,6 +238,7 @@ export class MemberService {
       },
       now,
     );
+    return true;
   }
 }
 

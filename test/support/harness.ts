@@ -100,7 +100,13 @@ export async function send(base: string, method: string, p: string, init: Reques
     body = JSON.stringify(init.json);
     headers['content-type'] ??= 'application/json';
   }
-  const res = await fetch(`${base}${p}`, { method, headers, ...(body === undefined ? {} : { body }) });
+  // Redirects are returned, not followed: tests assert them (a merged shopper answers 308).
+  const res = await fetch(`${base}${p}`, {
+    method,
+    headers,
+    redirect: 'manual',
+    ...(body === undefined ? {} : { body }),
+  });
   const text = await res.text();
   let parsed: unknown;
   try {
