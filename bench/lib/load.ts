@@ -13,8 +13,21 @@ export interface Target {
   readonly body?: string;
   /** A fresh body per request (e.g. a new card number each time), instead of a fixed `body`. */
   readonly nextBody?: () => string;
-  /** A fresh body and extra headers per request (e.g. a signed webhook delivery). */
-  readonly nextRequest?: () => { readonly body: string; readonly headers: Readonly<Record<string, string>> };
+  /**
+   * Per request: a fresh body, extra headers and/or another path (e.g. a signed webhook delivery, or
+   * a random shopper's URL with that shopper's token). What it leaves out stays as `url`, `headers`
+   * and `body` say.
+   */
+  readonly nextRequest?: () => NextRequest;
+  /** Sees every answer, warm-up included (e.g. to check afterwards what each 2xx created). */
+  readonly onResponse?: (status: number, body: string) => void;
+}
+
+export interface NextRequest {
+  readonly body?: string;
+  readonly headers?: Readonly<Record<string, string>>;
+  /** Path and query, replacing those of `url`. */
+  readonly path?: string;
 }
 
 export interface Measurement {
@@ -28,6 +41,8 @@ export interface Measurement {
 }
 
 function fire(target: Target, connections: number, seconds: number): Promise<autocannon.Result> {
+  const { nextBody, nextRequest, onResponse } = target;
+  const perRequest = nextBody !== undefined || nextRequest !== undefined || onResponse !== undefined;
   return autocannon({
     url: target.url,
     method: target.method ?? 'GET',
@@ -36,16 +51,25 @@ function fire(target: Target, connections: number, seconds: number): Promise<aut
     pipelining: 1,
     ...(target.headers === undefined ? {} : { headers: { ...target.headers } }),
     ...(target.body === undefined ? {} : { body: target.body }),
-    ...(target.nextBody === undefined && target.nextRequest === undefined
+    ...(!perRequest
       ? {}
       : {
           requests: [
             {
               setupRequest: (request: autocannon.Request) => {
-                if (target.nextRequest === undefined) return { ...request, body: (target.nextBody as () => string)() };
-                const next = target.nextRequest();
-                return { ...request, body: next.body, headers: { ...request.headers, ...next.headers } };
+                if (nextRequest === undefined)
+                  return nextBody === undefined ? request : { ...request, body: nextBody() };
+                const next = nextRequest();
+                return {
+                  ...request,
+                  ...(next.path === undefined ? {} : { path: next.path }),
+                  ...(next.body === undefined ? {} : { body: next.body }),
+                  ...(next.headers === undefined ? {} : { headers: { ...request.headers, ...next.headers } }),
+                };
               },
+              ...(onResponse === undefined
+                ? {}
+                : { onResponse: (status: number, body: string) => onResponse(status, body) }),
             },
           ],
         }),

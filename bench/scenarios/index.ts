@@ -4,7 +4,9 @@
  */
 import type { Scenario } from '../lib/scenario.js';
 import { authGet } from './auth-get.js';
+import { balance } from './balance.js';
+import { redeem } from './redeem.js';
 import { tokeniseKnown, tokeniseNew } from './tokenise.js';
 import { webhooks } from './webhooks.js';
 
-export const scenarios: readonly Scenario[] = [authGet, tokeniseKnown, tokeniseNew, webhooks];
+export const scenarios: readonly Scenario[] = [authGet, tokeniseKnown, tokeniseNew, webhooks, balance, redeem];
