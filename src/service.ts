@@ -88,7 +88,7 @@ export async function buildService(config: Config, options: BuildOptions): Promi
   const loyalty = new LoyaltyService(database.knex);
   const payments = new PaymentService(database.knex, vault, {
     autoCaptureChannels: config.payments.autoCaptureChannels,
-    listeners: [loyalty.onPaymentTransition, ...(options.paymentListeners ?? [])],
+    listeners: [loyalty.onPaymentTransitions, ...(options.paymentListeners ?? [])],
     batch: {
       maxBatch: config.payments.batchMax,
       concurrency: config.payments.batchConcurrency,

@@ -9,6 +9,7 @@
  * across any number of instances, and cannot deadlock against each other.
  */
 import type { Knex } from 'knex';
+import { updateRows } from '../db/update-rows.js';
 import { newId } from '../ids/prefixed-id.js';
 
 export type EntryKind =
@@ -108,6 +109,14 @@ const LOT_COLUMNS = {
   updated_at: 'timestamptz',
 } as const;
 
+const ACCOUNT_COLUMNS = {
+  available: 'bigint',
+  pending: 'bigint',
+  debt: 'bigint',
+  lifetime_earned: 'bigint',
+  updated_at: 'timestamptz',
+} as const;
+
 export class LedgerBook {
   private readonly lots = new Map<string, LotRow>();
   private readonly newLots = new Set<string>();
@@ -124,6 +133,29 @@ export class LedgerBook {
   /** Creates the shopper's account on first use and locks it (one round trip either way). */
   static async open(trx: Knex.Transaction, shopperRef: string, now: Date): Promise<LedgerBook> {
     return new LedgerBook(trx, await lockAccount(trx, shopperRef, now), now);
+  }
+
+  /**
+   * Books for several shoppers, their accounts created or locked by one statement in shopper order
+   * (the order every writer locks accounts in).
+   */
+  static async openMany(
+    trx: Knex.Transaction,
+    shopperRefs: readonly string[],
+    now: Date,
+  ): Promise<Map<string, LedgerBook>> {
+    const sorted = [...new Set(shopperRefs)].sort();
+    const books = new Map<string, LedgerBook>();
+    if (sorted.length === 0) return books;
+    const result = (await trx.raw(
+      `insert into loyalty_accounts (shopper_ref, created_at, updated_at)
+       values ${sorted.map(() => '(?, ?, ?)').join(', ')}
+       on conflict (shopper_ref) do update set updated_at = loyalty_accounts.updated_at
+       returning *`,
+      sorted.flatMap((ref) => [ref, now, now]),
+    )) as { rows: AccountRow[] };
+    for (const row of result.rows) books.set(row.shopper_ref, new LedgerBook(trx, row, now));
+    return books;
   }
 
   /** Like {@link open}, but gives up at once when another transaction holds the account (expiry). */
@@ -303,22 +335,30 @@ export class LedgerBook {
 
   /** Writes the new lots, the entries, the changed lots and the account: at most four statements. */
   async flush(): Promise<void> {
-    const inserted = [...this.newLots].map((id) => this.lots.get(id) as LotRow);
-    if (inserted.length > 0) await this.trx('loyalty_lots').insert(inserted);
-    if (this.entries.length > 0) await this.trx('loyalty_entries').insert(this.entries);
-    const updated = [...this.dirtyLots].map((id) => this.lots.get(id) as LotRow);
-    if (updated.length > 0) await updateLots(this.trx, updated);
-    this.account.updated_at = this.now;
-    await this.trx('loyalty_accounts').where({ shopper_ref: this.shopperRef }).update({
-      available: this.account.available,
-      pending: this.account.pending,
-      debt: this.account.debt,
-      lifetime_earned: this.account.lifetime_earned,
-      updated_at: this.now,
-    });
-    this.entries.length = 0;
-    this.newLots.clear();
-    this.dirtyLots.clear();
+    await LedgerBook.flushAll(this.trx, [this]);
+  }
+
+  /** Writes what several books of one transaction did, in four statements whatever their number. */
+  static async flushAll(trx: Knex.Transaction, books: readonly LedgerBook[]): Promise<void> {
+    const inserted = books.flatMap((b) => [...b.newLots].map((id) => b.lots.get(id) as LotRow));
+    if (inserted.length > 0) await trx('loyalty_lots').insert(inserted);
+    const entries = books.flatMap((b) => b.entries);
+    if (entries.length > 0) await trx('loyalty_entries').insert(entries);
+    const updated = books.flatMap((b) => [...b.dirtyLots].map((id) => b.lots.get(id) as LotRow));
+    if (updated.length > 0) await updateRows(trx, 'loyalty_lots', 'id', LOT_COLUMNS, updated);
+    for (const book of books) {
+      book.account.updated_at = book.now;
+      book.entries.length = 0;
+      book.newLots.clear();
+      book.dirtyLots.clear();
+    }
+    await updateRows(
+      trx,
+      'loyalty_accounts',
+      'shopper_ref',
+      ACCOUNT_COLUMNS,
+      books.map((b) => b.account),
+    );
   }
 
   /** Tracks a lot read (and locked) by the caller, so this book writes its changes. */
@@ -364,15 +404,4 @@ export async function lockAccount(trx: Knex.Transaction, shopperRef: string, now
     [shopperRef, now, now],
   )) as { rows: AccountRow[] };
   return result.rows[0] as AccountRow;
-}
-
-async function updateLots(trx: Knex.Transaction, lots: readonly LotRow[]): Promise<void> {
-  const columns = Object.keys(LOT_COLUMNS) as (keyof typeof LOT_COLUMNS)[];
-  const row = `(?, ${columns.map(() => '?').join(', ')})`;
-  await trx.raw(
-    `update loyalty_lots l set ${columns.map((c) => `${c} = v.${c}::${LOT_COLUMNS[c]}`).join(', ')}
-     from (values ${lots.map(() => row).join(', ')}) as v (id, ${columns.join(', ')})
-     where l.id = v.id`,
-    lots.flatMap((lot) => [lot.id, ...columns.map((c) => lot[c])]) as Knex.RawBinding[],
-  );
 }

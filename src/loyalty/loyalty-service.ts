@@ -21,8 +21,16 @@ import { earningTargets, NO_EARNING, type EarningTargets } from './earning.js';
 import { claimIdempotencyKey, type StoredResponse } from './idempotency.js';
 import { LedgerBook, type EntryKind, type EntryRefs, type LotRow } from './ledger-book.js';
 import { balanceOf, type Balance } from './ledger-queries.js';
-import { currentProgramme, expiryOf, programmeAt, programmeVersion, type ProgrammeRules } from './programme.js';
-import { survivorOf } from './shoppers.js';
+import {
+  currentProgramme,
+  expiryOf,
+  programmeVersion,
+  programmeVersions,
+  versionInForce,
+  type ProgrammeRules,
+  type ProgrammeVersion,
+} from './programme.js';
+import { survivorsOf } from './shoppers.js';
 import { withRetry } from './retry.js';
 
 export interface Actor {
@@ -68,32 +76,70 @@ export class LoyaltyService {
     this.now = options.now ?? (() => new Date());
   }
 
-  /** The payment transition listener: runs inside the webhook's transaction, payment row locked. */
-  readonly onPaymentTransition = async (trx: Knex.Transaction, event: PaymentTransitionEvent): Promise<void> => {
-    if (event.shopperRef === null) return;
+  /**
+   * The payment transition listener: runs inside the webhook batch's transaction, the payments'
+   * rows locked, with at most one transition per payment. Set-based: the batch's lots, merges,
+   * accounts and programme are read in four statements and its bookings written in four.
+   */
+  readonly onPaymentTransitions = async (
+    trx: Knex.Transaction,
+    transitions: readonly PaymentTransitionEvent[],
+  ): Promise<void> => {
+    const events = transitions.filter(
+      (e): e is PaymentTransitionEvent & { shopperRef: string } => e.shopperRef !== null,
+    );
+    if (events.length === 0) return;
     const now = this.now();
-    // The account is locked before the lot (lock order); a lot belongs to the account it was moved to.
-    const existing = (await trx('loyalty_lots').where({ payment_id: event.paymentId }).first('shopper_ref')) as
-      { shopper_ref: string } | undefined;
-    const book = await LedgerBook.open(trx, existing?.shopper_ref ?? (await survivorOf(trx, event.shopperRef)), now);
-    let lot = await book.paymentLot(event.paymentId);
-    if (lot !== undefined && lot.shopper_ref !== book.shopperRef) {
-      throw new Error('a lot moved to another shopper between its read and its lock; the delivery is retried');
+    // Accounts are locked before lots (lock order); a lot belongs to the account it was moved to.
+    const existing = (await trx('loyalty_lots')
+      .whereIn(
+        'payment_id',
+        events.map((e) => e.paymentId),
+      )
+      .select('payment_id', 'shopper_ref')) as { payment_id: string; shopper_ref: string }[];
+    const lotShopper = new Map(existing.map((l) => [l.payment_id, l.shopper_ref]));
+    const survivors = await survivorsOf(
+      trx,
+      events.filter((e) => !lotShopper.has(e.paymentId)).map((e) => e.shopperRef),
+    );
+    const shopperOf = (e: PaymentTransitionEvent & { shopperRef: string }): string =>
+      lotShopper.get(e.paymentId) ?? survivors.get(e.shopperRef) ?? e.shopperRef;
+    const books = await LedgerBook.openMany(trx, events.map(shopperOf), now);
+    const lots = new Map(
+      existing.length === 0
+        ? []
+        : (
+            (await trx('loyalty_lots')
+              .whereIn(
+                'payment_id',
+                existing.map((l) => l.payment_id),
+              )
+              .orderBy('id')
+              .forUpdate()) as LotRow[]
+          ).map((l) => [l.payment_id, l]),
+    );
+    let versions: ProgrammeVersion[] | undefined;
+    for (const event of events) {
+      const book = books.get(shopperOf(event)) as LedgerBook;
+      const locked = lots.get(event.paymentId);
+      let lot = locked === undefined ? undefined : book.adoptLot(locked);
+      if (lot !== undefined && lot.shopper_ref !== book.shopperRef) {
+        throw new Error('a lot moved to another shopper between its read and its lock; the delivery is retried');
+      }
+      let rules: ProgrammeRules;
+      if (lot === undefined) {
+        if (event.after.authorisedAt === null) continue;
+        versions ??= await programmeVersions(trx);
+        const programme = versionInForce(versions, event.after.authorisedAt);
+        rules = programme.rules;
+        if (sameTargets(earningTargets(event.after, event.channel, rules), NO_EARNING)) continue;
+        lot = book.newLot(event.paymentId, programme.version);
+      } else {
+        rules = await this.rules(trx, lot.rule_version);
+      }
+      await this.bookTargets(book, lot, earningTargets(event.after, event.channel, rules), rules);
     }
-    let rules: ProgrammeRules;
-    if (lot === undefined) {
-      if (event.after.authorisedAt === null) return;
-      const programme = await programmeAt(trx, event.after.authorisedAt);
-      rules = programme.rules;
-      const targets = earningTargets(event.after, event.channel, rules);
-      if (sameTargets(targets, NO_EARNING)) return;
-      lot = book.newLot(event.paymentId, programme.version);
-      this.rulesByVersion.set(programme.version, rules);
-    } else {
-      rules = await this.rules(trx, lot.rule_version);
-    }
-    await this.bookTargets(book, lot, earningTargets(event.after, event.channel, rules), rules);
-    await book.flush();
+    await LedgerBook.flushAll(trx, [...books.values()]);
   };
 
   /**

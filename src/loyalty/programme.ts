@@ -105,13 +105,16 @@ function toVersion(row: VersionRow): ProgrammeVersion {
   };
 }
 
-/** The version in force at `at` (the first version is in force since the epoch). */
-export async function programmeAt(db: Knex | Knex.Transaction, at: Date): Promise<ProgrammeVersion> {
-  const row = (await db('loyalty_programme_versions')
-    .where('effective_from', '<=', at)
-    .orderBy('version', 'desc')
-    .first()) as VersionRow | undefined;
-  return toVersion(row ?? ((await db('loyalty_programme_versions').orderBy('version').first()) as VersionRow));
+/** Every version, oldest first (a handful of rows: read whole, picked from in memory). */
+export async function programmeVersions(db: Knex | Knex.Transaction): Promise<ProgrammeVersion[]> {
+  return ((await db('loyalty_programme_versions').orderBy('version')) as VersionRow[]).map(toVersion);
+}
+
+/** The version in force at `at`: the newest effective by then (the first is in force since the epoch). */
+export function versionInForce(versions: readonly ProgrammeVersion[], at: Date): ProgrammeVersion {
+  const [first] = versions;
+  if (first === undefined) throw new Error('the programme has no version');
+  return versions.reduce((found, v) => (v.effectiveFrom <= at && v.version > found.version ? v : found), first);
 }
 
 export async function programmeVersion(db: Knex | Knex.Transaction, version: number): Promise<ProgrammeVersion> {

@@ -19,6 +19,18 @@ export async function survivorOf(db: Knex | Knex.Transaction, shopperRef: string
   return row?.survivor_ref ?? shopperRef;
 }
 
+/** The survivors of those of these references that were merged (one query). */
+export async function survivorsOf(
+  db: Knex | Knex.Transaction,
+  shopperRefs: readonly string[],
+): Promise<Map<string, string>> {
+  if (shopperRefs.length === 0) return new Map();
+  const rows = (await db('shopper_merges')
+    .whereIn('merged_ref', [...new Set(shopperRefs)])
+    .select('merged_ref', 'survivor_ref')) as { merged_ref: string; survivor_ref: string }[];
+  return new Map(rows.map((r) => [r.merged_ref, r.survivor_ref]));
+}
+
 /** The references merged into this shopper (its own history lives under them). */
 export async function mergedInto(db: Knex | Knex.Transaction, survivorRef: string): Promise<string[]> {
   const rows = (await db('shopper_merges').where({ survivor_ref: survivorRef }).select('merged_ref')) as {

@@ -20,6 +20,7 @@ import { appendAuditEvent } from '../audit/audit-log.js';
 import type { Caller, CardView, VaultService } from '../cards/vault-service.js';
 import { AppError } from '../errors/app-error.js';
 import { GroupCommit } from '../db/group-commit.js';
+import { updateRows } from '../db/update-rows.js';
 import { newId } from '../ids/prefixed-id.js';
 import type { PaymentEffect, PaymentEventInput, Provider } from './payment-event.js';
 import {
@@ -43,7 +44,14 @@ export interface PaymentTransitionEvent extends PaymentTransition {
   readonly inboxId: string;
 }
 
-export type PaymentTransitionListener = (trx: Knex.Transaction, event: PaymentTransitionEvent) => Promise<void>;
+/**
+ * Receives every transition of a committed-together batch at once (at most one per payment), inside
+ * that batch's transaction, so a listener can do its work set-based.
+ */
+export type PaymentTransitionListener = (
+  trx: Knex.Transaction,
+  events: readonly PaymentTransitionEvent[],
+) => Promise<void>;
 
 export interface IngestResult {
   readonly inboxId: string;
@@ -233,11 +241,8 @@ export class PaymentService {
       trx,
       applied.map((p) => p.apply?.update ?? {}),
     );
-    for (const plan of applied) {
-      const transition = plan.apply?.transition;
-      if (transition === undefined) continue;
-      for (const listener of this.listeners) await listener(trx, transition);
-    }
+    const transitions = applied.flatMap((p) => (p.apply?.transition === undefined ? [] : [p.apply.transition]));
+    if (transitions.length > 0) for (const listener of this.listeners) await listener(trx, transitions);
     const released = applied.filter((p) => p.apply?.releasesParked === true).map((p) => p.payment?.id as string);
     if (released.length > 0) {
       await trx('webhook_inbox')
@@ -468,20 +473,12 @@ const PAYMENT_COLUMNS = {
   updated_at: 'timestamptz',
 } as const;
 
-/** Every updated payment in one statement (`update … from (values …)`). */
+/** Every updated payment in one statement. */
 async function updatePayments(
   trx: Knex.Transaction,
   updates: readonly Readonly<Record<string, unknown>>[],
 ): Promise<void> {
-  if (updates.length === 0) return;
-  const columns = Object.keys(PAYMENT_COLUMNS) as (keyof typeof PAYMENT_COLUMNS)[];
-  const row = `(?, ${columns.map(() => '?').join(', ')})`;
-  await trx.raw(
-    `update payments p set ${columns.map((c) => `${c} = v.${c}::${PAYMENT_COLUMNS[c]}`).join(', ')}
-     from (values ${updates.map(() => row).join(', ')}) as v (id, ${columns.join(', ')})
-     where p.id = v.id`,
-    updates.flatMap((u) => [u['id'], ...columns.map((c) => u[c] ?? null)]) as Knex.RawBinding[],
-  );
+  await updateRows(trx, 'payments', 'id', PAYMENT_COLUMNS, updates);
 }
 
 function paymentKey(event: PaymentEventInput): string {

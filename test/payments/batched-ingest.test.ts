@@ -20,11 +20,12 @@ describe('payments: group commit of concurrent deliveries', function () {
     svc = await startTestService({
       env: await testEnv({ PAYMENT_BATCH_MAX: '16', PAYMENT_BATCH_CONCURRENCY: '2' }),
       paymentListeners: [
-        async (trx, event) => {
+        async (trx, events) => {
           await trx.raw('select 1');
           // A listener failing for one payment (a bug, a constraint) must fail that delivery only.
-          if (event.cardToken !== null && poisoned.has(event.cardToken)) throw new Error('listener refused');
-          transitions.push(event);
+          if (events.some((e) => e.cardToken !== null && poisoned.has(e.cardToken)))
+            throw new Error('listener refused');
+          transitions.push(...events);
         },
       ],
     });

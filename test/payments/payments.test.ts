@@ -24,10 +24,10 @@ describe('payments from webhooks', function () {
   before(async () => {
     svc = await startTestService({
       paymentListeners: [
-        async (trx, event) => {
+        async (trx, events) => {
           // Inside the payment's transaction: what a listener writes commits or rolls back with it.
           await trx.raw('select 1');
-          transitions.push(event);
+          transitions.push(...events);
         },
       ],
     });

@@ -1,0 +1,23 @@
+/**
+ * Many rows of one table updated in one statement (`update … from (values …)`), each value cast to
+ * its column type: one round trip for a whole batch instead of one per row.
+ */
+import type { Knex } from 'knex';
+
+export async function updateRows<R extends object>(
+  trx: Knex.Transaction,
+  table: string,
+  key: keyof R & string,
+  types: Readonly<Partial<Record<keyof R & string, string>>>,
+  rows: readonly R[],
+): Promise<void> {
+  if (rows.length === 0) return;
+  const columns = Object.keys(types) as (keyof R & string)[];
+  const row = `(?, ${columns.map(() => '?').join(', ')})`;
+  await trx.raw(
+    `update ${table} t set ${columns.map((c) => `${c} = v.${c}::${types[c] as string}`).join(', ')}
+     from (values ${rows.map(() => row).join(', ')}) as v (${key}, ${columns.join(', ')})
+     where t.${key} = v.${key}`,
+    rows.flatMap((r) => [r[key], ...columns.map((c) => r[c] ?? null)]) as Knex.RawBinding[],
+  );
+}
