@@ -213,8 +213,9 @@ const REQUEST_HASH = 'c'.repeat(64);
  * One redemption, statement for statement as the service sends them: the access check
  * (shoppers.ts) outside the transaction, then LoyaltyService.redeem's transaction: claim the key,
  * lock the account (upsert), read the programme, insert the redemption, lock the spendable lots,
- * flush (entry insert, lots update from VALUES, account update), balanceOf (2 selects), store the
- * response, commit. Values the service keeps in memory between statements are \gset here.
+ * flush (entry insert, then lots and account each updated from VALUES as src/db/update-rows.ts does),
+ * balanceOf (2 selects), store the response, commit. Values the service keeps in memory between
+ * statements are \gset here.
  */
 function redemptionScript(shoppers: number): string {
   const ref = shopperRefSql(':k');
@@ -260,11 +261,14 @@ insert into "loyalty_entries" ("available_delta", "business_key", "created_at", 
     "lot_id", "payment_id", "pending_delta", "points", "redemption_id", "rule_version", "shopper_ref")
   values (-1, 'redemption:' || ${red} || ':' || 'lot' || ':' || :lot_id, now(), 0, 'led_' || :client_id || '_' || :r, 'redemption', -1,
     :lot_id, :lot_payment_id, 0, -1, ${red}, :lot_rule_version, ${ref});
-update loyalty_lots l set ${lotColumns.map(([c, t]) => `${c} = v.${c}::${t}`).join(', ')}
+update loyalty_lots t set ${lotColumns.map(([c, t]) => `${c} = v.${c}::${t}`).join(', ')}
   from (values (:lot_id, ${lotColumns.map(([c]) => lotValue(c)).join(', ')})) as v (id, ${lotColumns.map(([c]) => c).join(', ')})
-  where l.id = v.id;
-update "loyalty_accounts" set "available" = :available, "pending" = :acc_pending, "debt" = :acc_debt,
-  "lifetime_earned" = :acc_lifetime_earned, "updated_at" = now() where "shopper_ref" = ${ref};
+  where t.id = v.id;
+update loyalty_accounts t set available = v.available::bigint, pending = v.pending::bigint, debt = v.debt::bigint,
+    lifetime_earned = v.lifetime_earned::bigint, updated_at = v.updated_at::timestamptz
+  from (values (${ref}, :available, :acc_pending, :acc_debt, :acc_lifetime_earned, now()))
+    as v (shopper_ref, available, pending, debt, lifetime_earned, updated_at)
+  where t.shopper_ref = v.shopper_ref;
 select "available", "pending", "lifetime_earned" from "loyalty_accounts" where "shopper_ref" = ${ref} limit 1;
 select "expires_at", sum("remaining") as "points" from "loyalty_lots"
   where "shopper_ref" = ${ref} and "remaining" > 0 and "expires_at" <= now() + interval '30 days'
