@@ -85,7 +85,10 @@ export async function buildService(config: Config, options: BuildOptions): Promi
     'payment_batch_events_total',
     'Webhook events committed by those transactions; divided by payment_batches_total, the mean batch size.',
   );
-  const loyalty = new LoyaltyService(database.knex);
+  const loyalty = new LoyaltyService(database.knex, {
+    onExpiryError: (shopperRef, error) =>
+      logger.error({ err: error, shopperRef }, 'expiring a shopper failed; skipped'),
+  });
   const payments = new PaymentService(database.knex, vault, {
     autoCaptureChannels: config.payments.autoCaptureChannels,
     listeners: [loyalty.onPaymentTransitions, ...(options.paymentListeners ?? [])],

@@ -13,7 +13,9 @@ export function decodeCursor(cursor: string): [Date, string] {
   try {
     const [at, id] = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as unknown[];
     const date = new Date(String(at));
-    if (typeof id !== 'string' || Number.isNaN(date.getTime())) throw new Error('cursor');
+    // Only instants PostgreSQL can hold: a crafted far-away date must be a 400, not a driver error.
+    const year = date.getUTCFullYear();
+    if (typeof id !== 'string' || Number.isNaN(date.getTime()) || year < 1970 || year > 9999) throw new Error('cursor');
     return [date, id];
   } catch {
     throw new AppError('VALIDATION_FAILED', {

@@ -43,6 +43,7 @@ export const ERROR_CATALOG = {
   INSUFFICIENT_POINTS: { status: 409, title: 'Not enough points are available' },
   IDEMPOTENCY_KEY_REUSED: { status: 409, title: 'The Idempotency-Key was used with a different request' },
   MERGE_REQUIRES_ADMIN: { status: 409, title: 'Merging two enrolled members requires an administrator' },
+  MEMBERSHIP_REQUIRED: { status: 409, title: 'Only an enrolled member can claim another card' },
   EXTERNAL_MEMBER_ID_TAKEN: { status: 409, title: 'The external member id belongs to another shopper' },
   // 401 / 403: who is calling
   TOKEN_MISSING: { status: 401, title: 'A bearer token is required' },

@@ -4,9 +4,10 @@
  * balances, lot remainders) change only together with the entry that explains them, and
  * {@link LedgerBook.flush} writes them all in three statements.
  *
- * Lock order, everywhere: payments, then accounts (in shopper order when there are two), then lots.
- * A redemption, an expiry run and a webhook on one shopper therefore serialise on the account row,
- * across any number of instances, and cannot deadlock against each other.
+ * Lock order, everywhere: payments (in provider, external id order), then accounts (in shopper
+ * order), then lots. A redemption, an expiry run, a merge and a webhook batch on one shopper
+ * therefore serialise on the account row across any number of instances; PostgreSQL's deadlock
+ * detection (and a rerun) remains the backstop for orders this cannot see.
  */
 import type { Knex } from 'knex';
 import { updateRows } from '../db/update-rows.js';
@@ -130,9 +131,14 @@ export class LedgerBook {
     readonly now: Date,
   ) {}
 
-  /** Creates the shopper's account on first use and locks it (one round trip either way). */
+  /**
+   * Creates the shopper's account on first use and locks it. A shopper merged away (possibly while
+   * this transaction waited for the lock) is refused: its points live with the survivor now.
+   */
   static async open(trx: Knex.Transaction, shopperRef: string, now: Date): Promise<LedgerBook> {
-    return new LedgerBook(trx, await lockAccount(trx, shopperRef, now), now);
+    const book = new LedgerBook(trx, await lockAccount(trx, shopperRef, now), now);
+    await refuseMerged(trx, [shopperRef]);
+    return book;
   }
 
   /**
@@ -143,6 +149,7 @@ export class LedgerBook {
     trx: Knex.Transaction,
     shopperRefs: readonly string[],
     now: Date,
+    options: { readonly allowMerged?: boolean } = {},
   ): Promise<Map<string, LedgerBook>> {
     const sorted = [...new Set(shopperRefs)].sort();
     const books = new Map<string, LedgerBook>();
@@ -155,6 +162,7 @@ export class LedgerBook {
       sorted.flatMap((ref) => [ref, now, now]),
     )) as { rows: AccountRow[] };
     for (const row of result.rows) books.set(row.shopper_ref, new LedgerBook(trx, row, now));
+    if (options.allowMerged !== true) await refuseMerged(trx, sorted);
     return books;
   }
 
@@ -286,6 +294,18 @@ export class LedgerBook {
     return { fromLots, intoDebt, writtenOff: left };
   }
 
+  /** Pays the account's debt from its lots, soonest-expiring first (after a merge brought debt in). */
+  async settleDebt(key: string): Promise<void> {
+    for (const lot of await this.spendableLots()) {
+      const settle = Math.min(this.account.debt, lot.remaining);
+      if (settle <= 0) continue;
+      lot.remaining -= settle;
+      this.account.debt -= settle;
+      this.touch(lot);
+      this.append('debt_settled', settle, { lot, lotDelta: -settle, debt: -settle }, `${key}:settle:${lot.id}`, {});
+    }
+  }
+
   /** Gives debt back (a reversed redemption that had gone below zero). */
   reduceDebt(points: number, kind: EntryKind, key: string, refs: EntryRefs): void {
     if (points <= 0) return;
@@ -393,6 +413,20 @@ export class LedgerBook {
       created_at: this.now,
     });
   }
+}
+
+/** Thrown when an account turns out to have been merged away; the whole operation is retried. */
+export class ShopperMergedMeanwhile extends Error {
+  constructor(readonly shopperRef: string) {
+    super('the shopper was merged into another while this transaction waited for it');
+    this.name = 'ShopperMergedMeanwhile';
+  }
+}
+
+async function refuseMerged(trx: Knex.Transaction, shopperRefs: readonly string[]): Promise<void> {
+  const merged = (await trx('shopper_merges').whereIn('merged_ref', shopperRefs).first('merged_ref')) as
+    { merged_ref: string } | undefined;
+  if (merged !== undefined) throw new ShopperMergedMeanwhile(merged.merged_ref);
 }
 
 export async function lockAccount(trx: Knex.Transaction, shopperRef: string, now: Date): Promise<AccountRow> {

@@ -6,6 +6,8 @@
  *   gave out more than it received (over-spent);
  * - no payment had more reversed than it earned, and what each lot took back plus wrote off equals
  *   exactly what its targets say;
+ * - every lot's write-offs equal its write-off entries;
+ * - every entry belongs to an account, and an account merged away holds no points and no lots;
  * - no redemption drew more or less than its points.
  * Each is one aggregate query, so the check scales with the tables, not with round trips.
  */
@@ -69,6 +71,29 @@ const CHECKS: readonly { readonly name: string; readonly subject: string; readon
           from loyalty_lots
           where reversal_target > earn_target
              or credited - recovered - written_off <> earn_target - reversal_target`,
+  },
+  {
+    name: 'every lot wrote off exactly what its write-off entries say',
+    subject: 'id',
+    sql: `select l.id, l.written_off, coalesce(-e.points, 0) as entries_written_off
+          from loyalty_lots l
+          left join (select payment_id, sum(points) as points from loyalty_entries
+                     where kind in ('written_off', 'write_off_cancelled') group by payment_id) e
+            on e.payment_id = l.payment_id
+          where l.written_off <> coalesce(-e.points, 0)`,
+  },
+  {
+    name: 'every entry belongs to an account, and a merged-away account holds nothing',
+    subject: 'shopper_ref',
+    sql: `select e.shopper_ref, 'no account' as problem from loyalty_entries e
+          left join loyalty_accounts a on a.shopper_ref = e.shopper_ref
+          where a.shopper_ref is null
+          group by e.shopper_ref
+          union all
+          select a.shopper_ref, 'merged but holds points or lots' as problem
+          from loyalty_accounts a join shopper_merges m on m.merged_ref = a.shopper_ref
+          where a.available <> 0 or a.pending <> 0 or a.debt <> 0
+             or exists (select 1 from loyalty_lots l where l.shopper_ref = a.shopper_ref)`,
   },
   {
     name: 'every redemption drew exactly its points',

@@ -5,6 +5,7 @@ import { callerOf } from '../cards/cards-handlers.js';
 import { AppError } from '../errors/app-error.js';
 import type { HandlerMap } from '../http/types.js';
 import { principalOf, validInput } from '../http/types.js';
+import { ShopperMergedMeanwhile } from './ledger-book.js';
 import type { LedgerEntry } from './ledger-queries.js';
 import { balanceOf, listLedger } from './ledger-queries.js';
 import type { Actor, LoyaltyService, RedemptionRequest, RedemptionResult } from './loyalty-service.js';
@@ -27,6 +28,16 @@ export interface LoyaltyHandlerDeps {
 
 export function loyaltyHandlers({ knex, loyalty, members, now = () => new Date() }: LoyaltyHandlerDeps): HandlerMap {
   const shopper = (req: Request): Promise<string> => reachableShopper(knex, req);
+  /** Runs a write for the path's shopper; one merged away meanwhile answers 308 like any merged one. */
+  const forShopper = async <T>(req: Request, write: (ref: string) => Promise<T>): Promise<T> => {
+    const ref = await shopper(req);
+    try {
+      return await write(ref);
+    } catch (error) {
+      if (error instanceof ShopperMergedMeanwhile) await shopper(req);
+      throw error;
+    }
+  };
   return {
     async getProgramme(_req, res) {
       res.json(programmeJson(await currentProgramme(knex)));
@@ -56,34 +67,27 @@ export function loyaltyHandlers({ knex, loyalty, members, now = () => new Date()
     },
 
     async redeemPoints(req, res) {
-      const ref = await shopper(req);
       const { body, headers } = validInput(req);
-      const result = await loyalty.redeem(
-        ref,
-        body as RedemptionRequest,
-        headers['idempotency-key'] as string,
-        actorOf(req),
+      const result = await forShopper(req, (ref) =>
+        loyalty.redeem(ref, body as RedemptionRequest, headers['idempotency-key'] as string, actorOf(req)),
       );
       if (result.replayed) res.setHeader('Idempotent-Replayed', 'true');
       res.status(result.status).json(redemptionJson(result.body));
     },
 
     async reverseRedemption(req, res) {
-      const ref = await shopper(req);
       const id = validInput(req).path['redemptionId'] as string;
-      res.json(redemptionJson(await loyalty.reverseRedemption(ref, id, actorOf(req))));
+      res.json(redemptionJson(await forShopper(req, (ref) => loyalty.reverseRedemption(ref, id, actorOf(req)))));
     },
 
     async enrolShopper(req, res) {
-      const ref = await shopper(req);
-      res.json(await members.enrol(ref, validInput(req).body as Enrolment, actorOf(req)));
+      res.json(await forShopper(req, (ref) => members.enrol(ref, validInput(req).body as Enrolment, actorOf(req))));
     },
 
     async linkShopperCard(req, res) {
-      const ref = await shopper(req);
       const { token } = validInput(req).body as { token: string };
       const admin = principalOf(req).scopes.has(ADMIN_SCOPE);
-      const link = await members.linkCard(ref, token, { ...actorOf(req), admin });
+      const link = await forShopper(req, (ref) => members.linkCard(ref, token, { ...actorOf(req), admin }));
       res.json({
         shopperReference: link.shopperReference,
         cardToken: link.cardToken,

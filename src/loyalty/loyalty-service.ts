@@ -30,7 +30,7 @@ import {
   type ProgrammeRules,
   type ProgrammeVersion,
 } from './programme.js';
-import { survivorsOf } from './shoppers.js';
+import { mergedInto, survivorsOf } from './shoppers.js';
 import { withRetry } from './retry.js';
 
 export interface Actor {
@@ -63,6 +63,8 @@ export interface LoyaltyOptions {
   readonly now?: () => Date;
   /** Idempotency keys are kept this long (at least 30 days: gateways and apps retry that long). */
   readonly idempotencyRetentionDays?: number;
+  /** Told about a shopper the expiry run had to skip because expiring it failed. */
+  readonly onExpiryError?: (shopperRef: string, error: unknown) => void;
 }
 
 export class LoyaltyService {
@@ -153,7 +155,8 @@ export class LoyaltyService {
     idempotencyKey: string,
     actor: Actor,
   ): Promise<StoredResponse<RedemptionResult>> {
-    const requestHash = hashRequest({ shopperRef, ...request });
+    // The shopper is the key's scope, not part of the request: a key moved to a survivor still matches.
+    const requestHash = hashRequest(request);
     return withRetry(() =>
       this.knex.transaction(async (trx) => {
         const now = this.now();
@@ -224,6 +227,9 @@ export class LoyaltyService {
           .where({ id: redemptionId })
           .forUpdate()
           .first()) as RedemptionRow;
+        // Re-read under the lock: a merge may have moved it (then the account above was refused).
+        if (redemption.shopper_ref !== book.shopperRef)
+          throw new AppError('NOT_FOUND', { detail: 'No such redemption.' });
         if (redemption.state === 'completed') {
           await this.giveBack(trx, book, redemption);
           await trx('loyalty_redemptions')
@@ -275,14 +281,10 @@ export class LoyaltyService {
         .limit(batchSize)) as { shopper_ref: string }[];
       if (due.length === 0) break;
       for (const { shopper_ref: shopperRef } of due) {
-        const done = await this.knex.transaction(async (trx) => {
-          const book = await LedgerBook.tryOpen(trx, shopperRef, now);
-          if (book === undefined) return undefined;
-          const expiring = (await book.spendableLots()).filter((l) => l.expires_at !== null && l.expires_at <= now);
-          const total = expiring.reduce((sum, l) => sum + l.remaining, 0);
-          for (const lot of expiring) book.expire(lot);
-          await book.flush();
-          return { lots: expiring.length, points: total };
+        const done = await this.expireShopper(shopperRef, now).catch((error: unknown) => {
+          // One shopper that cannot be expired must not stall expiry for everyone after it.
+          this.options.onExpiryError?.(shopperRef, error);
+          return undefined;
         });
         if (done === undefined) {
           skipped.add(shopperRef);
@@ -295,6 +297,19 @@ export class LoyaltyService {
     }
     const purged = await this.knex('idempotency_keys').where('expires_at', '<', now).delete();
     return { shoppers, lots, points, idempotencyKeysPurged: purged };
+  }
+
+  /** Expires one shopper's due lots; undefined when its account is busy (retried by the next run). */
+  private async expireShopper(shopperRef: string, now: Date): Promise<{ lots: number; points: number } | undefined> {
+    return this.knex.transaction(async (trx) => {
+      const book = await LedgerBook.tryOpen(trx, shopperRef, now);
+      if (book === undefined) return undefined;
+      const expiring = (await book.spendableLots()).filter((l) => l.expires_at !== null && l.expires_at <= now);
+      const total = expiring.reduce((sum, l) => sum + l.remaining, 0);
+      for (const lot of expiring) book.expire(lot);
+      await book.flush();
+      return { lots: expiring.length, points: total };
+    });
   }
 
   /** Books the difference between a lot's recorded targets and the new ones. */
@@ -381,7 +396,8 @@ export class LoyaltyService {
         const paidBack = -part.points - fromDebt;
         if (paidBack > 0) {
           const payer = (await trx('loyalty_entries')
-            .where({ shopper_ref: book.shopperRef, kind: 'debt_settled' })
+            .whereIn('shopper_ref', [book.shopperRef, ...(await mergedInto(trx, book.shopperRef))])
+            .where({ kind: 'debt_settled' })
             .orderBy([
               { column: 'created_at', order: 'desc' },
               { column: 'id', order: 'desc' },

@@ -14,12 +14,12 @@
  */
 import type { Knex } from 'knex';
 import { appendAuditEvent } from '../audit/audit-log.js';
-import { emailAad, encryptValue } from '../cards/card-crypto.js';
+import { decryptValue, emailAad, encryptValue } from '../cards/card-crypto.js';
 import type { VaultService } from '../cards/vault-service.js';
 import { AppError } from '../errors/app-error.js';
 import type { KeyRing } from '../keys/key-ring.js';
 import type { PaymentService } from '../payments/payment-service.js';
-import { LedgerBook, lockAccount, type AccountRow } from './ledger-book.js';
+import { LedgerBook, type AccountRow } from './ledger-book.js';
 import type { Actor } from './loyalty-service.js';
 import { withRetry } from './retry.js';
 import { survivorOf } from './shoppers.js';
@@ -67,44 +67,49 @@ export class MemberService {
    * log, an event or a response (responses say only whether one is on file).
    */
   async enrol(shopperRef: string, enrolment: Enrolment, actor: Actor): Promise<Membership> {
-    const { knex, keyRing } = this.deps;
-    return knex.transaction(async (trx) => {
-      const now = this.now();
-      const account = await lockAccount(trx, shopperRef, now);
-      const update: Record<string, unknown> = { enrolled_at: account.enrolled_at ?? now, updated_at: now };
-      if (enrolment.externalMemberId !== undefined) {
-        const taken = (await trx('loyalty_accounts')
-          .where({ external_member_id: enrolment.externalMemberId })
-          .whereNot({ shopper_ref: shopperRef })
-          .first('shopper_ref')) as unknown;
-        if (taken !== undefined) throw new AppError('EXTERNAL_MEMBER_ID_TAKEN');
-        update['external_member_id'] = enrolment.externalMemberId;
-      }
-      if (enrolment.email !== undefined) {
-        const key = await keyRing.active('pan-encryption', trx);
-        update['email_ciphertext'] = encryptValue(key.key, emailAad(shopperRef, key.version), enrolment.email);
-        update['email_key_version'] = key.version;
-      }
-      const [row] = (await trx('loyalty_accounts')
-        .where({ shopper_ref: shopperRef })
-        .update(update)
-        .returning('*')) as AccountRow[];
-      if (account.enrolled_at === null) {
-        await appendAuditEvent(
-          trx,
-          {
-            actor: actor.subject,
-            actorType: 'client',
-            action: 'loyalty.member.enrolled',
-            outcome: 'success',
-            origin: actor.origin,
-            resource: shopperRef,
-          },
-          now,
-        );
-      }
-      return membershipOf(row as AccountRow);
-    });
+    return this.deps.knex
+      .transaction(async (trx) => {
+        const now = this.now();
+        const { account } = await LedgerBook.open(trx, shopperRef, now);
+        const update: Record<string, unknown> = { enrolled_at: account.enrolled_at ?? now, updated_at: now };
+        if (enrolment.externalMemberId !== undefined) {
+          const taken = (await trx('loyalty_accounts')
+            .where({ external_member_id: enrolment.externalMemberId })
+            .whereNot({ shopper_ref: shopperRef })
+            .first('shopper_ref')) as unknown;
+          if (taken !== undefined) throw new AppError('EXTERNAL_MEMBER_ID_TAKEN');
+          update['external_member_id'] = enrolment.externalMemberId;
+        }
+        if (enrolment.email !== undefined)
+          Object.assign(update, await this.sealEmail(trx, shopperRef, enrolment.email));
+        const [row] = (await trx('loyalty_accounts')
+          .where({ shopper_ref: shopperRef })
+          .update(update)
+          .returning('*')) as AccountRow[];
+        if (account.enrolled_at === null) {
+          await appendAuditEvent(
+            trx,
+            {
+              actor: actor.subject,
+              actorType: 'client',
+              action: 'loyalty.member.enrolled',
+              outcome: 'success',
+              origin: actor.origin,
+              resource: shopperRef,
+            },
+            now,
+          );
+        }
+        return membershipOf(row as AccountRow);
+      })
+      .catch((error: unknown) => {
+        // Two enrolments racing for one external id: the index decides, the loser is told so.
+        const e = error as { code?: unknown; constraint?: unknown } | null;
+        if (e?.code === '23505' && e.constraint === 'loyalty_accounts_external_member') {
+          throw new AppError('EXTERNAL_MEMBER_ID_TAKEN', { cause: error });
+        }
+        throw error;
+      });
   }
 
   async membership(shopperRef: string): Promise<Membership> {
@@ -157,9 +162,8 @@ export class MemberService {
     const now = this.now();
     // Lock order: payments, then both accounts in shopper order.
     const paymentsMoved = await payments.moveShopperPayments(trx, absorbed, survivor);
-    const [first, second] = [absorbed, survivor].sort();
-    const books = new Map<string, LedgerBook>();
-    for (const ref of [first as string, second as string]) books.set(ref, await LedgerBook.open(trx, ref, now));
+    // The merge checks for a merge made meanwhile itself (below), so it opens merged accounts too.
+    const books = await LedgerBook.openMany(trx, [absorbed, survivor], now, { allowMerged: true });
     // Both accounts are locked now: a merge that committed meanwhile shows. The same link made
     // concurrently leaves nothing to do; a merge the other way round is a conflict to read again.
     const meanwhile = (await trx('shopper_merges').whereIn('merged_ref', [absorbed, survivor]).select()) as {
@@ -173,9 +177,14 @@ export class MemberService {
     }
     const from = books.get(absorbed) as LedgerBook;
     const into = books.get(survivor) as LedgerBook;
-    if (from.account.enrolled_at !== null && !actor.admin) {
+    if (!actor.admin && from.account.enrolled_at !== null) {
       throw new AppError('MERGE_REQUIRES_ADMIN', {
         detail: 'The card belongs to another enrolled member; merging two members takes loyalty:admin.',
+      });
+    }
+    if (!actor.admin && into.account.enrolled_at === null) {
+      throw new AppError('MEMBERSHIP_REQUIRED', {
+        detail: 'Enrol the shopper before linking a card of another shopper.',
       });
     }
     const cardsMoved = await vault.moveCards(trx, absorbed, survivor);
@@ -197,19 +206,20 @@ export class MemberService {
     );
     into.account.lifetime_earned += moved.lifetime_earned;
     from.account.lifetime_earned = 0;
-    await from.flush();
-    await into.flush();
-    if (into.account.enrolled_at === null && from.account.enrolled_at !== null) {
-      // The survivor carries the membership on; the absorbed account keeps no contact details.
-      await trx('loyalty_accounts').where({ shopper_ref: survivor }).update({
-        enrolled_at: from.account.enrolled_at,
-        email_ciphertext: null,
-        email_key_version: null,
-      });
-    }
-    await trx('loyalty_accounts')
-      .where({ shopper_ref: absorbed })
-      .update({ email_ciphertext: null, email_key_version: null, external_member_id: null });
+    // Debt brought in is paid from the survivor's points at once, as it would have been on earning.
+    await into.settleDebt(`merge:${absorbed}:in`);
+    await LedgerBook.flushAll(trx, [from, into]);
+    await this.moveMembership(trx, from.account, into.account);
+    // Redemptions retried under the absorbed reference (after a 308) still find their key.
+    await trx('idempotency_keys')
+      .where({ scope: `redemption:${absorbed}` })
+      .whereNotIn(
+        'key',
+        trx('idempotency_keys')
+          .where({ scope: `redemption:${survivor}` })
+          .select('key'),
+      )
+      .update({ scope: `redemption:${survivor}` });
 
     await trx('shopper_merges').where({ survivor_ref: absorbed }).update({ survivor_ref: survivor });
     await trx('shopper_merges').insert({
@@ -239,6 +249,43 @@ export class MemberService {
       now,
     );
     return true;
+  }
+
+  /**
+   * A survivor that is not a member takes over the absorbed shopper's membership: enrolment time,
+   * external id and e-mail (decrypted and sealed again, bound to the survivor). The absorbed account
+   * keeps no contact details either way.
+   */
+  private async moveMembership(trx: Knex.Transaction, from: AccountRow, into: AccountRow): Promise<void> {
+    const takeOver = into.enrolled_at === null && from.enrolled_at !== null;
+    let email: string | undefined;
+    if (takeOver && from.email_ciphertext !== null && from.email_key_version !== null) {
+      const key = await this.deps.keyRing.version('pan-encryption', from.email_key_version, trx);
+      email = decryptValue(key.key, emailAad(from.shopper_ref, from.email_key_version), from.email_ciphertext);
+    }
+    await trx('loyalty_accounts')
+      .where({ shopper_ref: from.shopper_ref })
+      .update({ email_ciphertext: null, email_key_version: null, external_member_id: null });
+    if (!takeOver) return;
+    await trx('loyalty_accounts')
+      .where({ shopper_ref: into.shopper_ref })
+      .update({
+        enrolled_at: from.enrolled_at,
+        external_member_id: from.external_member_id,
+        ...(email === undefined ? {} : await this.sealEmail(trx, into.shopper_ref, email)),
+      });
+  }
+
+  private async sealEmail(
+    trx: Knex.Transaction,
+    shopperRef: string,
+    email: string,
+  ): Promise<{ email_ciphertext: Buffer; email_key_version: number }> {
+    const key = await this.deps.keyRing.active('pan-encryption', trx);
+    return {
+      email_ciphertext: encryptValue(key.key, emailAad(shopperRef, key.version), email),
+      email_key_version: key.version,
+    };
   }
 }
 

@@ -192,10 +192,15 @@ export class PaymentService {
 
   /**
    * Moves every payment of one shopper to another (a loyalty merge), in the caller's transaction.
-   * Payment rows are locked first (the lock order every writer keeps: payments, then accounts).
+   * Payment rows are locked first, in the order a webhook batch locks them (provider, external id):
+   * the lock order every writer keeps is payments, then accounts.
    */
   async moveShopperPayments(trx: Knex.Transaction, fromShopper: string, toShopper: string): Promise<number> {
-    await trx('payments').where({ shopper_ref: fromShopper }).orderBy('id').forUpdate().select('id');
+    await trx('payments')
+      .where({ shopper_ref: fromShopper })
+      .orderBy([{ column: 'provider' }, { column: 'external_id' }])
+      .forUpdate()
+      .select('id');
     return trx('payments')
       .where({ shopper_ref: fromShopper })
       .update({ shopper_ref: toShopper, updated_at: this.now() });

@@ -90,6 +90,15 @@ describe('loyalty: enrolment, card linking and merges, expiry, the invariant che
       await bPayment.send(svc, { type: 'captured' });
       await earned(b, 5, 'online'); // 5 pending
       expect((await redeem(svc, b.shopperRef, 4, 'b-spend-merge')).status).to.equal(201);
+      const tokenA0 = await own(a);
+      // Only a member may claim another card's purchases with a shopper token.
+      const notMember = await svc.request('POST', `/v1/shoppers/${a.shopperRef}/cards`, {
+        token: tokenA0,
+        json: { token: b.cardToken },
+      });
+      expect(notMember.status).to.equal(409);
+      expect(notMember.body.code).to.equal('MEMBERSHIP_REQUIRED');
+      await svc.request('POST', `/v1/shoppers/${a.shopperRef}/enrolment`, { token: tokenA0, json: {} });
 
       svc.request('POST', `/v1/shoppers/${a.shopperRef}/cards`, {
         token: own(a) as never,
@@ -138,6 +147,11 @@ describe('loyalty: enrolment, card linking and merges, expiry, the invariant che
         await svc.db.knex('audit_events').where({ action: 'shopper.merged', resource: a.shopperRef }),
       ).to.have.length(1);
 
+      // A redemption retried under B's reference after the merge (following the 308) is not spent twice.
+      const retried = await redeem(svc, a.shopperRef, 4, 'b-spend-merge');
+      expect(retried.status).to.equal(201);
+      expect(retried.headers.get('idempotent-replayed')).to.equal('true');
+      expect((await balance(svc, a.shopperRef)).available).to.equal(30 + 20 - 4);
       // A refund of B's old purchase now takes the points back from the survivor.
       await bPayment.send(svc, { type: 'refunded', id: 'r-after-merge', amount: 2_000 });
       expect((await balance(svc, a.shopperRef)).available).to.equal(30 + 20 - 4 - 20);
@@ -169,6 +183,7 @@ describe('loyalty: enrolment, card linking and merges, expiry, the invariant che
       const b = await shopper();
       await earned(b, 12);
       const token = await own(a);
+      await svc.request('POST', `/v1/shoppers/${a.shopperRef}/enrolment`, { token, json: {} });
       const results = await Promise.all(
         Array.from({ length: 6 }, () =>
           svc.request('POST', `/v1/shoppers/${a.shopperRef}/cards`, { token, json: { token: b.cardToken } }),
