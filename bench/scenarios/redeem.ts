@@ -117,7 +117,7 @@ async function runRedeem(load: LoadOptions): Promise<ScenarioResult> {
             'each request: 1 point for a random shopper, its own token, a new Idempotency-Key',
             `answers, warm-up included: ${[...answers.byStatus].map(([s, c]) => `${c} × ${s}`).join(', ')}; non-2xx: ${non2xx.reduce((sum, [, c]) => sum + c, 0)}`,
             ...verified,
-            `baseline: pgbench -M extended, ${load.connections} clients, the access check + the redemption transaction (BEGIN, 11 statements, COMMIT)`,
+            `baseline: pgbench -M extended, ${load.connections} clients, the access check + the redemption transaction (BEGIN, 12 statements, COMMIT)`,
             `baseline checked too: its ${scripted} redemptions (warm-up included) leave checkLedger ok`,
           ],
         };
@@ -212,10 +212,10 @@ const REQUEST_HASH = 'c'.repeat(64);
 /**
  * One redemption, statement for statement as the service sends them: the access check
  * (shoppers.ts) outside the transaction, then LoyaltyService.redeem's transaction: claim the key,
- * lock the account (upsert), read the programme, insert the redemption, lock the spendable lots,
- * flush (entry insert, then lots and account each updated from VALUES as src/db/update-rows.ts does),
- * balanceOf (2 selects), store the response, commit. Values the service keeps in memory between
- * statements are \gset here.
+ * lock the account (upsert), refuse a shopper merged meanwhile, read the programme, insert the
+ * redemption, lock the spendable lots, flush (entry insert, then lots and account each updated from
+ * VALUES as src/db/update-rows.ts does), balanceOf (2 selects), store the response, commit. Values
+ * the service keeps in memory between statements are \gset here.
  */
 function redemptionScript(shoppers: number): string {
   const ref = shopperRefSql(':k');
@@ -250,6 +250,7 @@ insert into loyalty_accounts (shopper_ref, created_at, updated_at) values (${ref
   on conflict (shopper_ref) do update set updated_at = loyalty_accounts.updated_at
   returning *
 \\gset acc_
+select "merged_ref" from "shopper_merges" where "merged_ref" in (${ref}) limit 1;
 select * from "loyalty_programme_versions" order by "version" desc limit 1;
 insert into "loyalty_redemptions" ("created_at", "created_by", "description", "id", "points", "reference", "shopper_ref", "state")
   values (now(), 'pgbench', null, ${red}, 1, ${key}, ${ref}, 'completed');
