@@ -49,6 +49,8 @@ export async function up(knex: Knex): Promise<void> {
     t.binary('email_ciphertext');
     t.integer('email_key_version');
     t.text('external_member_id');
+    // Set by a merge, on the row every writer locks: a writer that waited for a merge sees it here.
+    t.text('merged_into').references('shoppers.shopper_ref');
     t.timestamp('created_at', { useTz: true }).notNullable();
     t.timestamp('updated_at', { useTz: true }).notNullable();
   });

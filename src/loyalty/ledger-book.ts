@@ -12,6 +12,7 @@
 import type { Knex } from 'knex';
 import { updateRows } from '../db/update-rows.js';
 import { newId } from '../ids/prefixed-id.js';
+import { balanceFrom, type Balance } from './balance.js';
 
 export type EntryKind =
   | 'earn_pending'
@@ -39,6 +40,7 @@ export interface AccountRow {
   email_ciphertext: Buffer | null;
   email_key_version: number | null;
   external_member_id: string | null;
+  merged_into: string | null;
   created_at: Date;
   updated_at: Date;
 }
@@ -136,9 +138,7 @@ export class LedgerBook {
    * this transaction waited for the lock) is refused: its points live with the survivor now.
    */
   static async open(trx: Knex.Transaction, shopperRef: string, now: Date): Promise<LedgerBook> {
-    const book = new LedgerBook(trx, await lockAccount(trx, shopperRef, now), now);
-    await refuseMerged(trx, [shopperRef]);
-    return book;
+    return (await LedgerBook.openMany(trx, [shopperRef], now)).get(shopperRef) as LedgerBook;
   }
 
   /**
@@ -161,8 +161,11 @@ export class LedgerBook {
        returning *`,
       sorted.flatMap((ref) => [ref, now, now]),
     )) as { rows: AccountRow[] };
-    for (const row of result.rows) books.set(row.shopper_ref, new LedgerBook(trx, row, now));
-    if (options.allowMerged !== true) await refuseMerged(trx, sorted);
+    for (const row of result.rows) {
+      // The upsert returns the row as the lock found it: a merge that committed while we waited shows.
+      if (row.merged_into !== null && options.allowMerged !== true) throw new ShopperMergedMeanwhile(row.shopper_ref);
+      books.set(row.shopper_ref, new LedgerBook(trx, row, now));
+    }
     return books;
   }
 
@@ -175,13 +178,6 @@ export class LedgerBook {
 
   get shopperRef(): string {
     return this.account.shopper_ref;
-  }
-
-  /** The lot of a payment, locked; undefined if the payment never earned. */
-  async paymentLot(paymentId: string): Promise<LotRow | undefined> {
-    const row = (await this.trx('loyalty_lots').where({ payment_id: paymentId }).forUpdate().first()) as
-      LotRow | undefined;
-    return row === undefined ? undefined : this.adoptLot(row);
   }
 
   newLot(paymentId: string, ruleVersion: number): LotRow {
@@ -209,14 +205,16 @@ export class LedgerBook {
     return lot;
   }
 
-  /** The shopper's lots with points left, soonest-expiring first, locked. */
+  /**
+   * The shopper's lots with points left, soonest-expiring first. Not locked row by row: every writer
+   * of a lot holds its shopper's account lock, which this book holds.
+   */
   async spendableLots(): Promise<LotRow[]> {
     if (!this.spendableLoaded) {
       const rows = (await this.trx('loyalty_lots')
         .where({ shopper_ref: this.shopperRef })
         .where('remaining', '>', 0)
-        .orderByRaw('expires_at asc nulls last, id asc')
-        .forUpdate()) as LotRow[];
+        .orderByRaw('expires_at asc nulls last, id asc')) as LotRow[];
       for (const row of rows) this.adoptLot(row);
       this.spendableLoaded = true;
     }
@@ -292,6 +290,11 @@ export class LedgerBook {
     }
     if (left > 0) this.append('written_off', -left, {}, `${key}:written_off`, refs);
     return { fromLots, intoDebt, writtenOff: left };
+  }
+
+  /** The balance as this book leaves it (every lot with points left is loaded by now). */
+  async balance(): Promise<Balance> {
+    return balanceFrom(this.account, await this.spendableLots(), this.now);
   }
 
   /** Pays the account's debt from its lots, soonest-expiring first (after a merge brought debt in). */
@@ -421,21 +424,4 @@ export class ShopperMergedMeanwhile extends Error {
     super('the shopper was merged into another while this transaction waited for it');
     this.name = 'ShopperMergedMeanwhile';
   }
-}
-
-async function refuseMerged(trx: Knex.Transaction, shopperRefs: readonly string[]): Promise<void> {
-  const merged = (await trx('shopper_merges').whereIn('merged_ref', shopperRefs).first('merged_ref')) as
-    { merged_ref: string } | undefined;
-  if (merged !== undefined) throw new ShopperMergedMeanwhile(merged.merged_ref);
-}
-
-export async function lockAccount(trx: Knex.Transaction, shopperRef: string, now: Date): Promise<AccountRow> {
-  // An upsert whose conflict branch rewrites nothing still locks the row and returns it.
-  const result = (await trx.raw(
-    `insert into loyalty_accounts (shopper_ref, created_at, updated_at) values (?, ?, ?)
-     on conflict (shopper_ref) do update set updated_at = loyalty_accounts.updated_at
-     returning *`,
-    [shopperRef, now, now],
-  )) as { rows: AccountRow[] };
-  return result.rows[0] as AccountRow;
 }

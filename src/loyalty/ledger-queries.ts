@@ -6,44 +6,34 @@
 import type { Knex } from 'knex';
 import { decodeCursor, encodeCursor } from '../db/keyset-cursor.js';
 import type { EntryKind } from './ledger-book.js';
+import { balanceFrom, EXPIRING_SOON_DAYS, type Balance } from './balance.js';
 import { mergedInto } from './shoppers.js';
 
-/** Lots expiring within this many days are listed in the balance. */
-export const EXPIRING_SOON_DAYS = 30;
-
-export interface Balance {
-  readonly shopperReference: string;
-  readonly available: number;
-  readonly pending: number;
-  readonly expiringSoon: readonly { readonly points: number; readonly expiresAt: string }[];
-  readonly lifetimeEarned: number;
-  readonly asOf: string;
-}
-
+/**
+ * One round trip: the account (zeros when it has none yet) and its lots expiring within 30 days.
+ * The lots ride along as JSON so the read needs one statement and one pool checkout.
+ */
 export async function balanceOf(db: Knex | Knex.Transaction, shopperRef: string, now: Date): Promise<Balance> {
-  const [account, expiring] = await Promise.all([
-    db('loyalty_accounts')
-      .where({ shopper_ref: shopperRef })
-      .first('available', 'pending', 'lifetime_earned') as Promise<
-      { available: number; pending: number; lifetime_earned: number } | undefined
-    >,
-    db('loyalty_lots')
-      .where({ shopper_ref: shopperRef })
-      .where('remaining', '>', 0)
-      .where('expires_at', '<=', new Date(now.getTime() + EXPIRING_SOON_DAYS * 86_400_000))
-      .groupBy('expires_at')
-      .orderBy('expires_at')
-      .select('expires_at')
-      .sum({ points: 'remaining' }) as Promise<{ expires_at: Date; points: number | string }[]>,
-  ]);
-  return {
-    shopperReference: shopperRef,
-    available: account?.available ?? 0,
-    pending: account?.pending ?? 0,
-    expiringSoon: expiring.map((e) => ({ points: Number(e.points), expiresAt: e.expires_at.toISOString() })),
-    lifetimeEarned: account?.lifetime_earned ?? 0,
-    asOf: now.toISOString(),
-  };
+  const horizon = new Date(now.getTime() + EXPIRING_SOON_DAYS * 86_400_000);
+  const result = (await db.raw(
+    `select coalesce(a.available, 0) as available, coalesce(a.pending, 0) as pending,
+            coalesce(a.lifetime_earned, 0) as lifetime_earned,
+            (select coalesce(json_agg(json_build_object('remaining', l.remaining, 'expires_at', l.expires_at)), '[]')
+               from loyalty_lots l
+              where l.shopper_ref = ? and l.remaining > 0 and l.expires_at <= ?) as lots
+       from (select 1) as one left join loyalty_accounts a on a.shopper_ref = ?`,
+    [shopperRef, horizon, shopperRef],
+  )) as { rows: { available: number; pending: number; lifetime_earned: number; lots: unknown }[] };
+  const row = result.rows[0] as { available: number; pending: number; lifetime_earned: number; lots: unknown };
+  const lots = (typeof row.lots === 'string' ? JSON.parse(row.lots) : row.lots) as {
+    remaining: number;
+    expires_at: string;
+  }[];
+  return balanceFrom(
+    { shopper_ref: shopperRef, available: row.available, pending: row.pending, lifetime_earned: row.lifetime_earned },
+    lots.map((l) => ({ remaining: Number(l.remaining), expires_at: new Date(l.expires_at) })),
+    now,
+  );
 }
 
 export interface LedgerEntry {

@@ -20,7 +20,7 @@ import type { PaymentTransitionEvent } from '../payments/payment-service.js';
 import { earningTargets, NO_EARNING, type EarningTargets } from './earning.js';
 import { claimIdempotencyKey, type StoredResponse } from './idempotency.js';
 import { LedgerBook, type EntryKind, type EntryRefs, type LotRow } from './ledger-book.js';
-import { balanceOf, type Balance } from './ledger-queries.js';
+import type { Balance } from './balance.js';
 import {
   currentProgramme,
   expiryOf,
@@ -92,7 +92,8 @@ export class LoyaltyService {
     );
     if (events.length === 0) return;
     const now = this.now();
-    // Accounts are locked before lots (lock order); a lot belongs to the account it was moved to.
+    // A lot is guarded by its shopper's account lock, so lots are read (again) once the accounts are
+    // locked; a lot belongs to the account it was moved to.
     const existing = (await trx('loyalty_lots')
       .whereIn(
         'payment_id',
@@ -111,13 +112,10 @@ export class LoyaltyService {
       existing.length === 0
         ? []
         : (
-            (await trx('loyalty_lots')
-              .whereIn(
-                'payment_id',
-                existing.map((l) => l.payment_id),
-              )
-              .orderBy('id')
-              .forUpdate()) as LotRow[]
+            (await trx('loyalty_lots').whereIn(
+              'payment_id',
+              existing.map((l) => l.payment_id),
+            )) as LotRow[]
           ).map((l) => [l.payment_id, l]),
     );
     let versions: ProgrammeVersion[] | undefined;
@@ -202,7 +200,7 @@ export class LoyaltyService {
           points: request.points,
           reference: request.reference,
           state: 'completed',
-          balance: await balanceOf(trx, shopperRef, now),
+          balance: await book.balance(),
         };
         return claim.store(201, body);
       }),
@@ -255,7 +253,7 @@ export class LoyaltyService {
           points: redemption.points,
           reference: redemption.reference,
           state: 'reversed',
-          balance: await balanceOf(trx, shopperRef, now),
+          balance: await book.balance(),
         };
       }),
     );
@@ -386,9 +384,7 @@ export class LoyaltyService {
     const key = `redemption:${redemption.id}:reversed`;
     const refs: EntryRefs = { redemptionId: redemption.id };
     const lotIds = parts.flatMap((p) => (p.lot_id === null ? [] : [p.lot_id]));
-    const lots = new Map(
-      ((await trx('loyalty_lots').whereIn('id', lotIds).orderBy('id').forUpdate()) as LotRow[]).map((l) => [l.id, l]),
-    );
+    const lots = new Map(((await trx('loyalty_lots').whereIn('id', lotIds)) as LotRow[]).map((l) => [l.id, l]));
     for (const part of parts) {
       if (part.lot_id === null) {
         const fromDebt = Math.min(-part.points, book.account.debt);
@@ -404,7 +400,7 @@ export class LoyaltyService {
             ])
             .first('lot_id')) as { lot_id: string } | undefined;
           if (payer === undefined) throw new Error('a settled debt without the lot that settled it');
-          const lot = (await trx('loyalty_lots').where({ id: payer.lot_id }).forUpdate().first()) as LotRow;
+          const lot = (await trx('loyalty_lots').where({ id: payer.lot_id }).first()) as LotRow;
           book.credit(book.adoptLot(lot), paidBack, 'redemption_reversed', `${key}:settled`, refs);
         }
         continue;

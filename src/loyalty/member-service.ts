@@ -221,6 +221,8 @@ export class MemberService {
       )
       .update({ scope: `redemption:${survivor}` });
 
+    await trx('loyalty_accounts').where({ shopper_ref: absorbed }).update({ merged_into: survivor });
+    await trx('loyalty_accounts').where({ merged_into: absorbed }).update({ merged_into: survivor });
     await trx('shopper_merges').where({ survivor_ref: absorbed }).update({ survivor_ref: survivor });
     await trx('shopper_merges').insert({
       merged_ref: absorbed,

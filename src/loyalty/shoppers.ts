@@ -56,9 +56,13 @@ export async function accessShopper(
   const notFound = (): AppError => new AppError('NOT_FOUND', { detail: 'No such shopper.' });
   const admin = principal.scopes.has(ADMIN_SCOPE);
   if (!admin && principal.shopperRef === undefined) throw notFound();
-  const exists = (await db('shoppers').where({ shopper_ref: shopperRef }).first('shopper_ref')) as unknown;
-  if (exists === undefined) throw notFound();
-  const survivor = await survivorOf(db, shopperRef);
+  // One round trip: does the shopper exist, and was it merged into another?
+  const row = (await db('shoppers as s')
+    .leftJoin('shopper_merges as m', 'm.merged_ref', 's.shopper_ref')
+    .where('s.shopper_ref', shopperRef)
+    .first('m.survivor_ref')) as { survivor_ref: string | null } | undefined;
+  if (row === undefined) throw notFound();
+  const survivor = row.survivor_ref ?? shopperRef;
   if (!admin) {
     const own = principal.shopperRef as string;
     if (own !== shopperRef && (await survivorOf(db, own)) !== survivor) throw notFound();
