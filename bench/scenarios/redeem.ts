@@ -117,7 +117,7 @@ async function runRedeem(load: LoadOptions): Promise<ScenarioResult> {
             'each request: 1 point for a random shopper, its own token, a new Idempotency-Key',
             `answers, warm-up included: ${[...answers.byStatus].map(([s, c]) => `${c} × ${s}`).join(', ')}; non-2xx: ${non2xx.reduce((sum, [, c]) => sum + c, 0)}`,
             ...verified,
-            `baseline: pgbench -M extended, ${load.connections} clients, the access check + the redemption transaction (BEGIN, 12 statements, COMMIT)`,
+            `baseline: pgbench -M extended, ${load.connections} clients, the access check + the redemption transaction (BEGIN, ${REDEMPTION_STATEMENTS} statements, COMMIT)`,
             `baseline checked too: its ${scripted} redemptions (warm-up included) leave checkLedger ok`,
           ],
         };
@@ -208,13 +208,16 @@ const RESPONSE = JSON.stringify({
   },
 });
 const REQUEST_HASH = 'c'.repeat(64);
+/** Statements inside the redemption transaction (between BEGIN and COMMIT) of the script below. */
+const REDEMPTION_STATEMENTS = 9;
 
 /**
  * One redemption, statement for statement as the service sends them: the access check
- * (shoppers.ts) outside the transaction, then LoyaltyService.redeem's transaction: claim the key,
- * lock the account (upsert), refuse a shopper merged meanwhile, read the programme, insert the
- * redemption, lock the spendable lots, flush (entry insert, then lots and account each updated from
- * VALUES as src/db/update-rows.ts does), balanceOf (2 selects), store the response, commit. Values
+ * (shoppers.ts, one join) outside the transaction, then LoyaltyService.redeem's transaction: claim
+ * the key, lock the account (upsert; it also shows a merge), read the programme, insert the
+ * redemption, read the spendable lots (guarded by the account lock), flush (entry insert, then lots
+ * and account each updated from VALUES as src/db/update-rows.ts does), store the response (the
+ * balance is computed from the book), commit. Values
  * the service keeps in memory between statements are \gset here.
  */
 function redemptionScript(shoppers: number): string {
@@ -240,8 +243,8 @@ function redemptionScript(shoppers: number): string {
     c === 'remaining' ? ':remaining' : c === 'updated_at' ? 'now()' : `:lot_${c}`;
   return `\\set k random(1, ${shoppers})
 \\set r random(1, 1000000000000000)
-select "shopper_ref" from "shoppers" where "shopper_ref" = ${ref} limit 1;
-select "survivor_ref" from "shopper_merges" where "merged_ref" = ${ref} limit 1;
+select "m"."survivor_ref" from "shoppers" as "s" left join "shopper_merges" as "m" on "m"."merged_ref" = "s"."shopper_ref"
+  where "s"."shopper_ref" = ${ref} limit 1;
 BEGIN;
 insert into "idempotency_keys" ("created_at", "expires_at", "key", "request_hash", "response", "scope", "status")
   values (now(), now() + interval '30 days', ${key}, '${REQUEST_HASH}', 'null', 'redemption:' || ${ref}, 0)
@@ -250,11 +253,10 @@ insert into loyalty_accounts (shopper_ref, created_at, updated_at) values (${ref
   on conflict (shopper_ref) do update set updated_at = loyalty_accounts.updated_at
   returning *
 \\gset acc_
-select "merged_ref" from "shopper_merges" where "merged_ref" in (${ref}) limit 1;
 select * from "loyalty_programme_versions" order by "version" desc limit 1;
 insert into "loyalty_redemptions" ("created_at", "created_by", "description", "id", "points", "reference", "shopper_ref", "state")
   values (now(), 'pgbench', null, ${red}, 1, ${key}, ${ref}, 'completed');
-select * from "loyalty_lots" where "shopper_ref" = ${ref} and "remaining" > 0 order by expires_at asc nulls last, id asc for update
+select * from "loyalty_lots" where "shopper_ref" = ${ref} and "remaining" > 0 order by expires_at asc nulls last, id asc
 \\gset lot_
 \\set available :acc_available - 1
 \\set remaining :lot_remaining - 1
@@ -270,10 +272,6 @@ update loyalty_accounts t set available = v.available::bigint, pending = v.pendi
   from (values (${ref}, :available, :acc_pending, :acc_debt, :acc_lifetime_earned, now()))
     as v (shopper_ref, available, pending, debt, lifetime_earned, updated_at)
   where t.shopper_ref = v.shopper_ref;
-select "available", "pending", "lifetime_earned" from "loyalty_accounts" where "shopper_ref" = ${ref} limit 1;
-select "expires_at", sum("remaining") as "points" from "loyalty_lots"
-  where "shopper_ref" = ${ref} and "remaining" > 0 and "expires_at" <= now() + interval '30 days'
-  group by "expires_at" order by "expires_at" asc;
 update "idempotency_keys" set "status" = 201, "response" = '${RESPONSE}'
   where "scope" = 'redemption:' || ${ref} and "key" = ${key};
 COMMIT;
