@@ -5,7 +5,8 @@
  *
  * Baseline: pgbench, in the same run and on the same database, executing the statements one
  * delivery executes (the card lookup; for a new card, the vault's transaction; then the delivery's
- * transaction), weighted by the share of new cards the service actually saw.
+ * transaction, with the loyalty ledger's pending lot), weighted by the share of new cards the service
+ * actually saw.
  */
 import { randomBytes, randomInt } from 'node:crypto';
 import knexFactory from 'knex';
@@ -106,7 +107,7 @@ async function runWebhooks(load: LoadOptions): Promise<ScenarioResult> {
           notes: [
             `service: node dist/src/main.js on PostgreSQL (fresh database), pool 10, LOG_LEVEL=${service.logLevel}`,
             `${deliveries} deliveries, each a new payment; ${newCards} of them brought a new card (${(newShare * 100).toFixed(0)} %)`,
-            'each 200 = verified (Standard Webhooks HMAC), tokenised, inbox + payment + fact committed',
+            'each 200 = verified (Standard Webhooks HMAC), tokenised, inbox + payment + fact + pending points committed',
             `baseline: pgbench -M extended, ${load.connections} clients, scripts weighted ${100 - weightNew}:${weightNew} known:new card`,
           ],
         };
@@ -178,8 +179,34 @@ UPDATE payments SET state = 'authorised', currency = 'GBP', authorised_amount = 
   card_last4 = '1111', channel = 'online', store_id = NULL, terminal_id = NULL, merchant_reference = 'order-1',
   updated_at = now()
   WHERE id = 'pay_' || :client_id || '_' || :r;
+${ledger(shopper)}
 COMMIT;
 `;
+
+/**
+ * The loyalty ledger's share of that transaction for an online authorisation (a pending lot), as
+ * LoyaltyService.onPaymentTransitions runs it: lots and merges read, the account locked by upsert,
+ * the programme read, then the lot and its entry inserted and the account updated from VALUES.
+ */
+const ledger = (
+  shopper: string,
+): string => `SELECT payment_id, shopper_ref FROM loyalty_lots WHERE payment_id IN ('pay_' || :client_id || '_' || :r);
+SELECT merged_ref, survivor_ref FROM shopper_merges WHERE merged_ref IN (${shopper});
+INSERT INTO loyalty_accounts (shopper_ref, created_at, updated_at) VALUES (${shopper}, now(), now())
+  ON CONFLICT (shopper_ref) DO UPDATE SET updated_at = loyalty_accounts.updated_at RETURNING *;
+SELECT * FROM loyalty_programme_versions ORDER BY version;
+INSERT INTO loyalty_lots (id, shopper_ref, payment_id, rule_version, pending, earn_target, reversal_target, credited,
+    recovered, written_off, remaining, expired, effects, available_at, expires_at, created_at, updated_at)
+  VALUES ('lot_' || :client_id || '_' || :r, ${shopper}, 'pay_' || :client_id || '_' || :r, 1, 123, 0, 0, 0, 0, 0, 0, 0, 1,
+    NULL, NULL, now(), now());
+INSERT INTO loyalty_entries (id, shopper_ref, kind, points, available_delta, pending_delta, lot_delta, debt_delta, lot_id,
+    payment_id, redemption_id, rule_version, business_key, created_at)
+  VALUES ('led_' || :client_id || '_' || :r, ${shopper}, 'earn_pending', 123, 0, 123, 0, 0, 'lot_' || :client_id || '_' || :r,
+    'pay_' || :client_id || '_' || :r, NULL, 1, concat_ws(chr(58), 'payment', 'pay_' || :client_id || '_' || :r, '1'), now());
+UPDATE loyalty_accounts t SET available = v.available::bigint, pending = v.pending::bigint, debt = v.debt::bigint,
+    lifetime_earned = v.lifetime_earned::bigint, updated_at = v.updated_at::timestamptz
+  FROM (VALUES ((${shopper})::text, 0, 123, 0, 0, now())) AS v (shopper_ref, available, pending, debt, lifetime_earned, updated_at)
+  WHERE t.shopper_ref = v.shopper_ref;`;
 
 function knownCardScript(known: number): string {
   return `\\set k random(1, ${known})
