@@ -94,9 +94,9 @@ describe('process lifecycle (src/main.ts as a child process)', () => {
   });
 
   it('when SIGTERM arrives, then it drains, closes the database, logs "stopped" and exits 0', async function () {
-    this.timeout(20_000);
+    this.timeout(60_000);
     child = startMain({ NODE_ENV: 'development', DATA_DIR: dataDir, PORT: '0', LOG_LEVEL: 'info' });
-    const listening = await child.waitForLine((l) => String(l['msg']).startsWith('listening on'), 15_000);
+    const listening = await child.waitForLine((l) => String(l['msg']).startsWith('listening on'), 45_000);
     const url = String(listening['url']);
     expect(url).to.match(/^http:\/\/127\.0\.0\.1:\d+$/);
     expect(String(listening['database'])).to.contain('embedded PGlite');
