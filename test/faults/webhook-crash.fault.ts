@@ -8,6 +8,7 @@
 import { randomBytes, randomInt } from 'node:crypto';
 import path from 'node:path';
 import { expect } from 'chai';
+import { checkLedger } from '../../src/loyalty/ledger-check.js';
 import { startChildServer, type ChildServer } from '../../bench/lib/child-server.js';
 import { projectRoot } from '../../src/config/project-root.js';
 import { createTestDatabase, usingPostgres, type TestDatabase } from '../support/database.js';
@@ -123,6 +124,27 @@ async function paymentsOf(db: TestDatabase): Promise<Record<string, unknown>[]> 
   });
 }
 
+/** Each payment's points (its lot) and each shopper group's balance: what the ledger booked. */
+async function ledgerOf(db: TestDatabase): Promise<Record<string, unknown>[]> {
+  const rows = (await db
+    .knex('payments as p')
+    .leftJoin('loyalty_lots as l', 'l.payment_id', 'p.id')
+    .leftJoin('loyalty_accounts as a', 'a.shopper_ref', 'p.shopper_ref')
+    .select(
+      'p.external_id',
+      'l.pending',
+      'l.earn_target',
+      'l.reversal_target',
+      'l.remaining',
+      'l.written_off',
+      'a.available',
+      'a.pending as account_pending',
+      'a.lifetime_earned',
+    )
+    .orderBy('p.external_id')) as Record<string, unknown>[];
+  return rows;
+}
+
 describe('fault: SIGKILL during a webhook storm', function () {
   this.timeout(300_000);
   const dirs: string[] = [];
@@ -144,7 +166,7 @@ describe('fault: SIGKILL during a webhook storm', function () {
     return dir;
   };
 
-  it('when redelivered after the crash, then every payment equals a crash-free run and no acknowledged event is lost', async () => {
+  it('when redelivered after the crash, then every payment and every ledger equals a crash-free run and no acknowledged event is lost', async () => {
     const deliveries = buildDeliveries();
     const masterKey = randomBytes(32).toString('base64');
 
@@ -197,5 +219,8 @@ describe('fault: SIGKILL during a webhook storm', function () {
     const crashed = await paymentsOf(crashDb);
     expect(crashed).to.have.length(PAYMENTS);
     expect(crashed).to.deep.equal(await paymentsOf(cleanDb));
+    // And the points: every lot and every balance as in the crash-free run, the invariants intact.
+    expect(await ledgerOf(crashDb)).to.deep.equal(await ledgerOf(cleanDb));
+    expect((await checkLedger(crashDb.knex)).violations).to.deep.equal([]);
   });
 });
