@@ -2,10 +2,11 @@
  * One shopper's ledger inside one transaction: the account row locked, the lots it touches, and the
  * entries to append. Every movement of points goes through here, so the projections (account
  * balances, lot remainders) change only together with the entry that explains them, and
- * {@link LedgerBook.flush} writes them all in three statements.
+ * {@link LedgerBook.flushAll} writes them all in four statements, however many books.
  *
  * Lock order, everywhere: payments (in provider, external id order), then accounts (in shopper
- * order), then lots. A redemption, an expiry run, a merge and a webhook batch on one shopper
+ * order). A shopper's lots are written only under that shopper's account lock, so they take no row
+ * locks of their own. A redemption, an expiry run, a merge and a webhook batch on one shopper
  * therefore serialise on the account row across any number of instances; PostgreSQL's deadlock
  * detection (and a rerun) remains the backstop for orders this cannot see.
  */
