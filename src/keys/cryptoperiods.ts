@@ -69,3 +69,34 @@ export async function liveKeyPeriods(
     )) as PeriodRow[];
   return rows.map((r) => periodOf(r, policy));
 }
+
+export interface CryptoperiodWatch {
+  /** The last loaded periods (refreshed in the background). */
+  periods(): readonly KeyPeriod[];
+  refresh(): Promise<readonly KeyPeriod[]>;
+  stop(): void;
+}
+
+/**
+ * For the service: loads the live keys' cryptoperiods now and every `intervalMs` (a rotation by the
+ * CLI shows up without a restart), calling `onOverdue` for each overdue version found at each load.
+ */
+export async function watchCryptoperiods(
+  db: Knex,
+  policy: Readonly<Record<KeyPurpose, number>>,
+  options: { intervalMs: number; onOverdue: (period: KeyPeriod) => void; onError: (error: unknown) => void },
+): Promise<CryptoperiodWatch> {
+  let current: readonly KeyPeriod[] = [];
+  const refresh = async (): Promise<readonly KeyPeriod[]> => {
+    current = await liveKeyPeriods(db, policy);
+    const now = new Date();
+    for (const period of current) if (isOverdue(period, now)) options.onOverdue(period);
+    return current;
+  };
+  await refresh();
+  const timer = setInterval(() => {
+    refresh().catch(options.onError);
+  }, options.intervalMs);
+  timer.unref();
+  return { periods: () => current, refresh, stop: () => clearInterval(timer) };
+}

@@ -331,7 +331,14 @@ export class KeyManager {
       if (Object.values(rowsUnder).some((n) => n > 0)) {
         throw new AppError('KEY_VERSION_IN_USE', { extensions: { rowsUnder } });
       }
-      const auth = await this.authorise(trx, 'destroy', { purpose, version }, requestId);
+      // Irreversible: dual control even in single-operator (development) mode.
+      const auth = await authorise(trx, {
+        operation: 'destroy',
+        params: { purpose, version },
+        requestId,
+        singleOperator: false,
+        production: this.deps.policy.production,
+      });
       await trx('data_keys')
         .where({ purpose, version })
         .update({ state: 'destroyed', wrapped_key: null, destroyed_at: this.now() });
