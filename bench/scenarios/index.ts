@@ -4,7 +4,8 @@
  */
 import type { Scenario } from '../lib/scenario.js';
 import { authGet } from './auth-get.js';
+import { rotate } from './rotate.js';
 import { tokeniseKnown, tokeniseNew } from './tokenise.js';
 import { webhooks } from './webhooks.js';
 
-export const scenarios: readonly Scenario[] = [authGet, tokeniseKnown, tokeniseNew, webhooks];
+export const scenarios: readonly Scenario[] = [authGet, tokeniseKnown, tokeniseNew, webhooks, rotate];
