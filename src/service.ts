@@ -51,7 +51,7 @@ export interface BuildOptions {
 
 export async function buildService(config: Config, options: BuildOptions): Promise<Service> {
   const { logger } = options;
-  const masterKey = await loadMasterKey(config.masterKey);
+  const masterKey = await loadMasterKey(config.masterKey, config.masterKeyPrevious);
   if (masterKey.generatedDevKeyFile !== undefined) {
     logger.warn(
       { file: masterKey.generatedDevKeyFile },

@@ -157,7 +157,7 @@ function positive(name: string, value: string | undefined, fallback: number): nu
   return Number(value);
 }
 
-function modeOf(values: { plan?: boolean; apply?: boolean }): 'plan' | 'apply' {
+function modeOf(values: { plan?: boolean | undefined; apply?: boolean | undefined }): 'plan' | 'apply' {
   if (values.plan === true && values.apply === true) throw new UsageError('--plan and --apply are exclusive');
   return values.apply === true ? 'apply' : 'plan';
 }
@@ -274,6 +274,7 @@ async function rotate(args: readonly string[], ctx: KeysContext, out: (t: string
     },
     strict: true,
   });
+  if (values.purpose === 'master') return rotateMaster(values, ctx, out);
   const purpose = purposeOf(values.purpose, true);
   const keys = manager(ctx);
   const plan = await keys.planRotation(purpose);
@@ -287,6 +288,24 @@ async function rotate(args: readonly string[], ctx: KeysContext, out: (t: string
   out(
     `done: ${purpose} v${result.version} is active${result.previous === undefined ? '' : `, v${result.previous} is decrypt-only`}`,
   );
+  return 0;
+}
+
+async function rotateMaster(
+  values: { plan?: boolean | undefined; apply?: boolean | undefined; request?: string | undefined },
+  ctx: KeysContext,
+  out: (t: string) => void,
+): Promise<number> {
+  const keys = manager(ctx);
+  const plan = await keys.planMasterRotation();
+  out(`master-key rotation plan (current master key ${plan.currentKekId}):`);
+  plan.steps.forEach((s, i) => out(`  ${i + 1}. ${s}`));
+  if (modeOf(values) === 'plan') {
+    out('plan only: nothing changed. Run again with --apply to do it.');
+    return 0;
+  }
+  const done = await keys.rotateMaster(values.request);
+  out(`done: ${done.keys.length} data key(s) rewrapped by master key ${done.currentKekId}`);
   return 0;
 }
 
@@ -444,10 +463,14 @@ async function request(args: readonly string[], ctx: KeysContext, out: (t: strin
     options: { purpose: { type: 'string' }, version: { type: 'string' } },
     strict: true,
   });
-  const purpose = purposeOf(values.purpose, operation === 'rotate');
   const keys = manager(ctx);
   let params: RequestParams;
   let description: string;
+  if (operation === 'rotate' && values.purpose === 'master') {
+    const plan = await keys.planMasterRotation();
+    return printRequest(ctx, out, operation, { purpose: 'master' }, `Rotate the master key: ${plan.steps.join('; ')}`);
+  }
+  const purpose = purposeOf(values.purpose, operation === 'rotate');
   if (operation === 'rotate') {
     const plan = await keys.planRotation(purpose);
     params = { purpose };
@@ -461,11 +484,18 @@ async function request(args: readonly string[], ctx: KeysContext, out: (t: strin
         ? `Retire ${purpose} v${version} (now ${plan.state}) once a count proves no row uses it.`
         : `DESTROY ${purpose} v${version} (now ${plan.state}): wipe its wrapped material. Irreversible.`;
   }
-  const created = await createRequest(
-    ctx.knex,
-    { operation: operation as KeyOperation, params, description },
-    ctx.actor,
-  );
+  return printRequest(ctx, out, operation, params, description);
+}
+
+async function printRequest(
+  ctx: KeysContext,
+  out: (t: string) => void,
+  operation: KeyOperation,
+  params: RequestParams,
+  description: string,
+): Promise<number> {
+  const purpose = String(params['purpose']);
+  const created = await createRequest(ctx.knex, { operation, params, description }, ctx.actor);
   out(`request ${created.id} (expires ${created.expiresAt.toISOString()})`);
   out(`description: ${created.description}`);
   out(`canonical payload each custodian signs:\n${created.payload}`);

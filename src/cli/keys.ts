@@ -17,7 +17,7 @@ const PROPAGATION_MARGIN_MS = 2_000;
 
 async function main(argv: readonly string[]): Promise<number> {
   const config = loadConfig();
-  const masterKey = await loadMasterKey(config.masterKey);
+  const masterKey = await loadMasterKey(config.masterKey, config.masterKeyPrevious);
   const database = createDatabase(config);
   let interrupted = false;
   const onSignal = (): void => {

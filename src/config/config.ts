@@ -39,6 +39,8 @@ export interface Config {
     readonly connectTimeoutMs: number;
   };
   readonly masterKey: MasterKeyConfig;
+  /** Previous master keys, for unwrapping only, while `keys rotate --purpose master` runs. */
+  readonly masterKeyPrevious: readonly string[];
   readonly auth: {
     readonly issuer: string;
     readonly audience: string;
@@ -177,6 +179,10 @@ export function loadConfig(env: Env = process.env): Config {
       connectTimeoutMs: r.integer('DB_CONNECT_TIMEOUT_MS', 5000, 100, 120_000),
     },
     masterKey: parseMasterKey(r, { production, embedded, dataDir }),
+    masterKeyPrevious:
+      parseList(r, 'MASTER_KEY_PREVIOUS', BASE64_256_BIT, {
+        message: 'MASTER_KEY_PREVIOUS must be a comma-separated list of 32-byte (256-bit) base64 keys',
+      }) ?? [],
     auth: parseAuth(r, { production, dataDir }),
     vault: {
       detokeniseEnabled: r.boolean('DETOKENISE_ENABLED', false),

@@ -28,6 +28,7 @@ import {
   type KeyPurpose,
   type KeyRing,
   type KeyState,
+  wrappingAad,
 } from './key-ring.js';
 import type { MasterKeySource } from './master-key-source.js';
 import { daysLeft, isOverdue, periodOf } from './cryptoperiods.js';
@@ -97,6 +98,13 @@ export interface RotationPlan {
   /** A version already published by an interrupted rotation: --apply only activates it. */
   readonly resumes: boolean;
   readonly rowsToReencrypt: Readonly<Record<string, number>>;
+  readonly steps: readonly string[];
+}
+
+export interface MasterRotationPlan {
+  readonly currentKekId: string;
+  /** Data keys wrapped by another master key: what --apply rewraps. */
+  readonly keys: readonly { readonly purpose: KeyPurpose; readonly version: number; readonly kekId: string }[];
   readonly steps: readonly string[];
 }
 
@@ -254,6 +262,86 @@ export class KeyManager {
     onPhase(`activated ${purpose} v${plan.toVersion}`);
     await this.deps.ring.reload();
     return { version: plan.toVersion, previous: plan.fromVersion, authorisation };
+  }
+
+  /** Master-key rotation: the data keys still wrapped by another master key than the current one. */
+  async planMasterRotation(db: Knex | Knex.Transaction = this.deps.knex): Promise<MasterRotationPlan> {
+    const current = this.deps.masterKey.keyId;
+    const rows = (await db('data_keys')
+      .whereNotNull('wrapped_key')
+      .whereNot('kek_id', current)
+      .orderBy(['purpose', 'version'])
+      .select('purpose', 'version', 'kek_id')) as { purpose: KeyPurpose; version: number; kek_id: string }[];
+    const keys = rows.map((r) => ({ purpose: r.purpose, version: r.version, kekId: r.kek_id }));
+    const steps =
+      keys.length === 0
+        ? [
+            `every data key is already wrapped by the current master key ${current}`,
+            'to rotate it: generate a new key, configure every instance and this CLI with MASTER_KEY=<new> and ' +
+              'MASTER_KEY_PREVIOUS=<old>, restart them, then run this again',
+          ]
+        : [
+            `unwrap ${keys.length} data key(s) wrapped by ${[...new Set(keys.map((k) => k.kekId))].join(', ')} ` +
+              '(with MASTER_KEY_PREVIOUS) and wrap them again with the current master key ' +
+              `${current}, in one transaction: ${keys.map((k) => `${k.purpose} v${k.version}`).join(', ')}`,
+            'record the previous master key(s) as retired in master_keys; every instance reloads its key ring',
+            'then remove MASTER_KEY_PREVIOUS from every instance and destroy the old master key in its store',
+            this.deps.policy.singleOperator
+              ? 'authorisation: single-operator mode (development only)'
+              : 'authorisation: a request approved by two distinct custodians (keys request rotate --purpose master)',
+          ];
+    return { currentKekId: current, keys, steps };
+  }
+
+  /** Rewraps every data key under the current master key (envelope encryption: data is untouched). */
+  async rotateMaster(requestId: string | undefined): Promise<MasterRotationPlan> {
+    return this.guarded('key.rotate', 'master-key', async (trx) => {
+      await trx('key_ring_generation').where({ id: 1 }).forUpdate();
+      const plan = await this.planMasterRotation(trx);
+      if (plan.keys.length === 0) {
+        throw new AppError('KEY_OPERATION_INVALID', { detail: plan.steps.join('; ') });
+      }
+      const auth = await this.authorise(trx, 'rotate', { purpose: 'master' }, requestId);
+      const rows = (await trx('data_keys')
+        .whereNotNull('wrapped_key')
+        .whereNot('kek_id', plan.currentKekId)
+        .forUpdate()
+        .select('purpose', 'version', 'wrapped_key', 'kek_id')) as {
+        purpose: KeyPurpose;
+        version: number;
+        wrapped_key: Buffer;
+        kek_id: string;
+      }[];
+      for (const row of rows) {
+        const aad = wrappingAad(row.purpose, row.version);
+        const material = await this.deps.masterKey.unwrap(row.wrapped_key, aad);
+        const rewrapped = await this.deps.masterKey.wrap(material, aad);
+        material.fill(0);
+        await trx('data_keys')
+          .where({ purpose: row.purpose, version: row.version })
+          .update({ wrapped_key: rewrapped, kek_id: plan.currentKekId });
+      }
+      const now = this.now();
+      await trx('master_keys')
+        .insert({
+          kek_id: plan.currentKekId,
+          description: this.deps.masterKey.description,
+          state: 'active',
+          created_at: now,
+        })
+        .onConflict('kek_id')
+        .merge({ state: 'active', retired_at: null });
+      await trx('master_keys')
+        .whereNot('kek_id', plan.currentKekId)
+        .where({ state: 'active' })
+        .update({ state: 'retired', retired_at: now });
+      await bumpGeneration(trx);
+      await this.audit(trx, 'master-key.rotated', `master-key:${plan.currentKekId}`, {
+        rewrapped: rows.map((r) => ({ key: `${r.purpose}:v${r.version}`, from: r.kek_id })),
+        ...authorisationDetails(auth),
+      });
+      return plan;
+    });
   }
 
   async planRetire(

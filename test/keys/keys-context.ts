@@ -9,7 +9,7 @@ import { runKeysCommand, type KeysContext } from '../../src/cli/keys-commands.js
 import { builtInFieldSets } from '../../src/keys/field-sets.js';
 import { KEY_SPECS, KeyRing, type KeyActor } from '../../src/keys/key-ring.js';
 import { KeyManager, type KeyPolicy } from '../../src/keys/key-manager.js';
-import { LocalMasterKey } from '../../src/keys/master-key-source.js';
+import { LocalMasterKey, type MasterKeySource } from '../../src/keys/master-key-source.js';
 import type { TestDatabase } from '../support/database.js';
 
 export const OPERATOR: KeyActor = { actor: 'test-operator', actorType: 'custodian', origin: 'cli:test' };
@@ -39,18 +39,26 @@ export function defaultPolicy(overrides: Partial<KeyPolicy> = {}): KeyPolicy {
 
 export async function keysFixture(
   db: TestDatabase,
-  options: { policy?: Partial<KeyPolicy>; masterKeyBase64?: string; refreshMs?: number; knex?: Knex } = {},
+  options: {
+    policy?: Partial<KeyPolicy>;
+    masterKeyBase64?: string;
+    /** Another master key source (a master-key rotation's current + previous keys). */
+    source?: MasterKeySource;
+    refreshMs?: number;
+    knex?: Knex;
+  } = {},
 ): Promise<KeysFixture> {
   const masterKeyBase64 = options.masterKeyBase64 ?? randomBytes(32).toString('base64');
   const masterKey = new LocalMasterKey(Buffer.from(masterKeyBase64, 'base64'), 'test master key');
   const knex = options.knex ?? db.knex;
-  const ring = new KeyRing(knex, masterKey, options.refreshMs ?? 50);
+  const source = options.source ?? masterKey;
+  const ring = new KeyRing(knex, source, options.refreshMs ?? 50);
   await ring.ensureInitialKeys('test');
   const ctx: KeysContext = {
     knex,
     databaseKind: db.url === undefined ? 'pglite' : 'postgres',
     databaseDescription: 'test database',
-    masterKey,
+    masterKey: source,
     ring,
     policy: defaultPolicy(options.policy),
     registry: builtInFieldSets,
@@ -68,7 +76,14 @@ export async function keysFixture(
       return { code, stdout: stdout.text(), stderr: stderr.text() };
     },
     manager: () =>
-      new KeyManager({ knex, ring, masterKey, registry: builtInFieldSets, policy: ctx.policy, actor: OPERATOR }),
+      new KeyManager({
+        knex,
+        ring,
+        masterKey: source,
+        registry: builtInFieldSets,
+        policy: ctx.policy,
+        actor: OPERATOR,
+      }),
   };
 }
 
