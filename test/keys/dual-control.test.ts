@@ -143,7 +143,10 @@ describe('dual control: custodians, requests and signed approvals', function () 
     expect((await db.knex('data_keys').where({ purpose: 'pan-encryption', version: 2 }).first()).state).to.equal(
       'active',
     );
-    const published = await db.knex('audit_events').where({ action: 'key.published', resource: 'key:pan-encryption:v2' }).first();
+    const published = await db
+      .knex('audit_events')
+      .where({ action: 'key.published', resource: 'key:pan-encryption:v2' })
+      .first();
     const details = typeof published.details === 'string' ? JSON.parse(published.details) : published.details;
     expect(details.requestId).to.equal(id);
     expect(details.approvals.map((a: { custodian: string }) => a.custodian)).to.deep.equal(['alice', 'bob']);
