@@ -219,6 +219,7 @@ async function seed(knex: import('knex').Knex, ring: KeyRing): Promise<string[]>
   const enc = await ring.active('pan-encryption');
   const mac = await ring.active('identifier-mac');
   const known: string[] = [];
+  const seen = new Set<string>();
   const now = new Date();
   for (let from = 0; from < CARDS; from += INSERT_CHUNK) {
     const n = Math.min(INSERT_CHUNK, CARDS - from);
@@ -228,7 +229,10 @@ async function seed(knex: import('knex').Knex, ring: KeyRing): Promise<string[]>
     const last4: string[] = [];
     const pans: string[] = [];
     for (let i = 0; i < n; i++) {
-      const pan = randomPan();
+      let pan = randomPan();
+      // The traffic's known cards have fingerprints: their numbers must differ (random ones can repeat).
+      while (from + i < TRAFFIC_CARDS && seen.has(pan)) pan = randomPan();
+      if (from + i < TRAFFIC_CARDS) seen.add(pan);
       const token = newId('tok');
       tokens.push(token);
       shoppers.push(newId('shp'));
