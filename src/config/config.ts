@@ -194,19 +194,19 @@ export function loadConfig(env: Env = process.env): Config {
       singleOperator: r.boolean('KEYS_SINGLE_OPERATOR', false),
       cryptoperiodDays: {
         'pan-encryption': r.integer(
-          'KEY_CRYPTOPERIOD_DAYS_PAN_ENCRYPTION',
+          'CRYPTOPERIOD_DAYS_PAN_ENCRYPTION',
           KEY_SPECS['pan-encryption'].cryptoperiodDays,
           1,
           3650,
         ),
         'identifier-mac': r.integer(
-          'KEY_CRYPTOPERIOD_DAYS_IDENTIFIER_MAC',
+          'CRYPTOPERIOD_DAYS_IDENTIFIER_MAC',
           KEY_SPECS['identifier-mac'].cryptoperiodDays,
           1,
           3650,
         ),
         'audit-signing': r.integer(
-          'KEY_CRYPTOPERIOD_DAYS_AUDIT_SIGNING',
+          'CRYPTOPERIOD_DAYS_AUDIT_SIGNING',
           KEY_SPECS['audit-signing'].cryptoperiodDays,
           1,
           3650,
