@@ -96,7 +96,9 @@ export async function up(knex: Knex): Promise<void> {
     t.timestamp('created_at', { useTz: true }).notNullable();
     t.timestamp('retired_at', { useTz: true });
   });
-  await knex.raw(`alter table master_keys add constraint master_keys_state_check check (state in ('active', 'retired'))`);
+  await knex.raw(
+    `alter table master_keys add constraint master_keys_state_check check (state in ('active', 'retired'))`,
+  );
 }
 
 export async function down(knex: Knex): Promise<void> {

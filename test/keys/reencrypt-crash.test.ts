@@ -131,7 +131,7 @@ describe('re-encryption backfill: crash and resume', function () {
     fs.rmSync(dataDir, { recursive: true, force: true });
   });
 
-  async function reopen(): Promise<void> {
+  function reopen(): void {
     if (usingPostgres) return;
     fileDb = createDatabase({ database: { url: undefined }, dataDir } as never);
     knex = fileDb.knex;
@@ -173,7 +173,7 @@ describe('re-encryption backfill: crash and resume', function () {
     );
     expect(crashed.signal, crashed.stderr).to.equal('SIGKILL');
 
-    await reopen();
+    reopen();
     const midway = (await knex('cards').groupBy('pan_key_version').select('pan_key_version').count('* as n')) as {
       pan_key_version: number;
       n: number | string;
@@ -194,7 +194,7 @@ describe('re-encryption backfill: crash and resume', function () {
     expect(resumed.stdout).to.contain('(resumed)');
     expect(resumed.stderr).to.match(/progress cards\.pan: [\d,]+\/[\d,]+ rows, [\d,]+ rows\/s, ETA/);
 
-    await reopen();
+    reopen();
     // The end state of a crash-free run: every card under v2, the same PAN, token, shopper and
     // fingerprints, and each row counted exactly once.
     const after = (await knex('cards')
