@@ -20,7 +20,7 @@ import { migrateToLatest } from '../../src/db/migrations.js';
 import { newId } from '../../src/ids/prefixed-id.js';
 import { builtInFieldSets } from '../../src/keys/field-sets.js';
 import { KeyManager } from '../../src/keys/key-manager.js';
-import { KEY_SPECS, KeyRing, type KeyActor } from '../../src/keys/key-ring.js';
+import { DEFAULT_CRYPTOPERIOD_DAYS, KeyRing, type KeyActor } from '../../src/keys/key-ring.js';
 import { LocalMasterKey } from '../../src/keys/master-key-source.js';
 import { reencrypt } from '../../src/keys/reencrypt.js';
 import type { Measurement } from '../lib/load.js';
@@ -126,11 +126,7 @@ async function run(): Promise<ScenarioResult> {
             policy: {
               singleOperator: true,
               production: false,
-              cryptoperiodDays: {
-                'pan-encryption': KEY_SPECS['pan-encryption'].cryptoperiodDays,
-                'identifier-mac': KEY_SPECS['identifier-mac'].cryptoperiodDays,
-                'audit-signing': KEY_SPECS['audit-signing'].cryptoperiodDays,
-              },
+              cryptoperiodDays: DEFAULT_CRYPTOPERIOD_DAYS,
               propagationMs: REFRESH_MS + 2_000,
             },
             actor: ACTOR,

@@ -48,6 +48,11 @@ export const KEY_SPECS: Readonly<Record<KeyPurpose, KeySpec>> = {
 
 export const KEY_PURPOSES = Object.keys(KEY_SPECS) as KeyPurpose[];
 
+/** The documented default cryptoperiod of every purpose. */
+export const DEFAULT_CRYPTOPERIOD_DAYS = Object.fromEntries(
+  KEY_PURPOSES.map((p) => [p, KEY_SPECS[p].cryptoperiodDays]),
+) as Readonly<Record<KeyPurpose, number>>;
+
 export const READABLE_STATES: readonly KeyState[] = ['published', 'active', 'decrypt-only'];
 /**
  * MAC versions that new fingerprints are written under. `published` is included so that, during the

@@ -7,7 +7,7 @@ import { Writable } from 'node:stream';
 import type { Knex } from 'knex';
 import { runKeysCommand, type KeysContext } from '../../src/cli/keys-commands.js';
 import { builtInFieldSets } from '../../src/keys/field-sets.js';
-import { KEY_SPECS, KeyRing, type KeyActor } from '../../src/keys/key-ring.js';
+import { DEFAULT_CRYPTOPERIOD_DAYS, KeyRing, type KeyActor } from '../../src/keys/key-ring.js';
 import { KeyManager, type KeyPolicy } from '../../src/keys/key-manager.js';
 import { LocalMasterKey, type MasterKeySource } from '../../src/keys/master-key-source.js';
 import type { TestDatabase } from '../support/database.js';
@@ -27,11 +27,7 @@ export function defaultPolicy(overrides: Partial<KeyPolicy> = {}): KeyPolicy {
   return {
     singleOperator: false,
     production: false,
-    cryptoperiodDays: {
-      'pan-encryption': KEY_SPECS['pan-encryption'].cryptoperiodDays,
-      'identifier-mac': KEY_SPECS['identifier-mac'].cryptoperiodDays,
-      'audit-signing': KEY_SPECS['audit-signing'].cryptoperiodDays,
-    },
+    cryptoperiodDays: DEFAULT_CRYPTOPERIOD_DAYS,
     propagationMs: 300,
     ...overrides,
   };
