@@ -45,7 +45,7 @@ export async function up(knex: Knex): Promise<void> {
   });
   await knex.raw(`
     alter table key_requests
-      add constraint key_requests_operation_check check (operation in ('rotate', 'retire', 'destroy')),
+      add constraint key_requests_operation_check check (operation in ('rotate', 'retire', 'destroy', 'add-custodian')),
       add constraint key_requests_state_check check (state in ('pending', 'executed'))`);
 
   await knex.schema.createTable('key_approvals', (t) => {

@@ -17,6 +17,7 @@ import {
   approveRequest,
   createRequest,
   CUSTODIAN_ACKNOWLEDGEMENT,
+  custodianParams,
   listCustodians,
   registerCustodian,
   type KeyOperation,
@@ -66,9 +67,11 @@ export const USAGE = `usage: npm run keys -- <command> [options]
   reencrypt --purpose <p> [--batch-size N] [--lanes N] [--max-rows-per-second N]
   retire --purpose <p> --version N [--plan | --apply] [--request <id>]
   destroy --purpose <p> --version N [--plan | --apply] [--request <id>]   (irreversible)
-  custodian add --name <name> --public-key <ed25519.pem> --acknowledge
+  custodian add --name <name> --public-key <ed25519.pem> --acknowledge [--request <id>]
+                                                  (from the third custodian on: --request, approved by two)
   custodian list
   request <rotate|retire|destroy> --purpose <p> [--version N]   prints the request id to approve
+  request add-custodian --name <name> --public-key <ed25519.pem>
   approve <request-id> --key <custodian-private-key.pem>
   audit verify                                    walks the hash chain; exits 1 at the first broken link
   audit export --from <iso> --to <iso> --out <file>     <file> (JSON) and <file>.jws (detached JWS)
@@ -433,6 +436,7 @@ async function custodian(args: readonly string[], ctx: KeysContext, out: (t: str
       name: { type: 'string' },
       'public-key': { type: 'string' },
       acknowledge: { type: 'boolean', default: false },
+      request: { type: 'string' },
     },
     strict: true,
   });
@@ -448,6 +452,7 @@ async function custodian(args: readonly string[], ctx: KeysContext, out: (t: str
       acknowledged: values.acknowledge,
     },
     ctx.actor,
+    { requestId: values.request, singleOperator: ctx.policy.singleOperator, production: ctx.policy.production },
   );
   out(`registered custodian ${created.name} (${created.id}), key ${created.keyThumbprint}; acknowledgement recorded`);
   return 0;
@@ -455,6 +460,24 @@ async function custodian(args: readonly string[], ctx: KeysContext, out: (t: str
 
 async function request(args: readonly string[], ctx: KeysContext, out: (t: string) => void): Promise<number> {
   const [operation, ...rest] = args;
+  if (operation === 'add-custodian') {
+    const { values } = parseArgs({
+      args: rest,
+      options: { name: { type: 'string' }, 'public-key': { type: 'string' } },
+      strict: true,
+    });
+    if (values.name === undefined || values['public-key'] === undefined) {
+      throw new UsageError('request add-custodian --name <name> --public-key <ed25519.pem>');
+    }
+    const params = await custodianParams(values.name, fs.readFileSync(values['public-key'], 'utf8'));
+    return printRequest(
+      ctx,
+      out,
+      'add-custodian',
+      params,
+      `Register ${values.name} as a key custodian (Ed25519 key ${String(params['keyThumbprint'])}).`,
+    );
+  }
   if (operation !== 'rotate' && operation !== 'retire' && operation !== 'destroy') {
     throw new UsageError('request rotate|retire|destroy --purpose <p> [--version N]');
   }
@@ -501,7 +524,9 @@ async function printRequest(
   out(`canonical payload each custodian signs:\n${created.payload}`);
   out(`next: two custodians run  npm run keys -- approve ${created.id} --key <their-private-key.pem>`);
   out(
-    `then: npm run keys -- ${operation} --purpose ${purpose}${'version' in params ? ` --version ${params['version']}` : ''} --apply --request ${created.id}`,
+    operation === 'add-custodian'
+      ? `then: npm run keys -- custodian add --name ${String(params['name'])} --public-key <pem> --acknowledge --request ${created.id}`
+      : `then: npm run keys -- ${operation} --purpose ${purpose}${'version' in params ? ` --version ${params['version']}` : ''} --apply --request ${created.id}`,
   );
   return 0;
 }

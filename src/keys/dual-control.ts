@@ -28,7 +28,7 @@ export const CUSTODIAN_ACKNOWLEDGEMENT =
   'description and checking that it was requested for a legitimate reason, I never approve on behalf ' +
   'of another person, and I report any suspected compromise of a key or of my signing key at once.';
 
-export type KeyOperation = 'rotate' | 'retire' | 'destroy';
+export type KeyOperation = 'rotate' | 'retire' | 'destroy' | 'add-custodian';
 export type RequestParams = Readonly<Record<string, string | number>>;
 
 /** How long custodians have to approve a request. */
@@ -85,10 +85,24 @@ async function thumbprintOf(key: KeyObject): Promise<{ jwk: JWK; thumbprint: str
   return { jwk, thumbprint: await calculateJwkThumbprint(jwk, 'sha256') };
 }
 
+/** Custodians registered without approvals: the first two (bootstrap), each registration audited. */
+const BOOTSTRAP_CUSTODIANS = 2;
+
+/** What a request to add a custodian names: the name and the key, so approvers see exactly whom. */
+export async function custodianParams(name: string, publicKeyPem: string): Promise<RequestParams> {
+  return { name, keyThumbprint: (await thumbprintOf(publicKeyFromPem(publicKeyPem))).thumbprint };
+}
+
+/**
+ * Registers a custodian. The first two are registered directly (there is nobody yet to approve);
+ * every later one needs a request approved by two existing custodians, or whoever can run the CLI
+ * could register two keys of their own and defeat dual control.
+ */
 export async function registerCustodian(
   knex: Knex,
   input: { name: string; publicKeyPem: string; acknowledged: boolean },
   actor: KeyActor,
+  control: { requestId: string | undefined; singleOperator: boolean; production: boolean },
   now = new Date(),
 ): Promise<Custodian> {
   if (!/^[A-Za-z][A-Za-z0-9 ._'-]{1,63}$/.test(input.name)) {
@@ -103,35 +117,70 @@ export async function registerCustodian(
   }
   const { jwk, thumbprint } = await thumbprintOf(publicKeyFromPem(input.publicKeyPem));
   const id = newId('cus');
-  return knex.transaction(async (trx) => {
-    const clash = (await trx('key_custodians')
-      .where({ name: input.name })
-      .orWhere({ key_thumbprint: thumbprint })
-      .first('id')) as unknown;
-    if (clash !== undefined) throw new AppError('CUSTODIAN_EXISTS');
-    await trx('key_custodians').insert({
-      id,
-      name: input.name,
-      public_key_jwk: JSON.stringify(jwk),
-      key_thumbprint: thumbprint,
-      acknowledgement: CUSTODIAN_ACKNOWLEDGEMENT,
-      acknowledged_at: now,
-      registered_by: actor.actor,
-      created_at: now,
+  return knex
+    .transaction(async (trx) => {
+      const clash = (await trx('key_custodians')
+        .where({ name: input.name })
+        .orWhere({ key_thumbprint: thumbprint })
+        .first('id')) as unknown;
+      if (clash !== undefined) throw new AppError('CUSTODIAN_EXISTS');
+      const existing = (await trx('key_custodians').count('* as n').first()) as { n: number | string };
+      const bootstrap = Number(existing.n) < BOOTSTRAP_CUSTODIANS;
+      const auth: Authorisation | undefined = bootstrap
+        ? undefined
+        : await authorise(
+            trx,
+            { operation: 'add-custodian', params: { name: input.name, keyThumbprint: thumbprint }, ...control },
+            now,
+          );
+      await trx('key_custodians').insert({
+        id,
+        name: input.name,
+        public_key_jwk: JSON.stringify(jwk),
+        key_thumbprint: thumbprint,
+        acknowledgement: CUSTODIAN_ACKNOWLEDGEMENT,
+        acknowledged_at: now,
+        registered_by: actor.actor,
+        created_at: now,
+      });
+      await appendAuditEvent(
+        trx,
+        {
+          ...actor,
+          action: 'key.custodian.registered',
+          outcome: 'success',
+          resource: `custodian:${id}`,
+          details: {
+            name: input.name,
+            keyThumbprint: thumbprint,
+            acknowledgement: CUSTODIAN_ACKNOWLEDGEMENT,
+            ...(auth === undefined
+              ? { authorisation: 'bootstrap (first two custodians)' }
+              : authorisationDetails(auth)),
+          },
+        },
+        now,
+      );
+      return { id, name: input.name, keyThumbprint: thumbprint, acknowledgedAt: now };
+    })
+    .catch(async (error: unknown) => {
+      if (error instanceof AppError && error.code !== 'CUSTODIAN_EXISTS') {
+        await knex.transaction((trx) =>
+          appendAuditEvent(
+            trx,
+            {
+              ...actor,
+              action: 'key.custodian.registered',
+              outcome: 'denied',
+              resource: `custodian:${input.name}`,
+              details: { code: error.code, reason: error.detail ?? error.title },
+            },
+            now,
+          ),
+        );
+      }
+      throw error;
     });
-    await appendAuditEvent(
-      trx,
-      {
-        ...actor,
-        action: 'key.custodian.registered',
-        outcome: 'success',
-        resource: `custodian:${id}`,
-        details: { name: input.name, keyThumbprint: thumbprint, acknowledgement: CUSTODIAN_ACKNOWLEDGEMENT },
-      },
-      now,
-    );
-    return { id, name: input.name, keyThumbprint: thumbprint, acknowledgedAt: now };
-  });
 }
 
 export async function listCustodians(knex: Knex): Promise<Custodian[]> {

