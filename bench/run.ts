@@ -56,24 +56,31 @@ const fmt = (n: number, digits = 0): string =>
   n.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
 
 function row(role: string, m: Measurement): string {
+  const unit = m.unit ?? 'req';
+  const latency =
+    m.latencyMs === undefined
+      ? ''
+      : `   p50 ${fmt(m.latencyMs.p50, 1).padStart(6)} ms   p99 ${fmt(m.latencyMs.p99, 1).padStart(6)} ms`;
   return (
-    `  ${role.padEnd(9)}${m.label.padEnd(22)}${fmt(m.requestsPerSecond).padStart(8)} req/s` +
-    `   p50 ${fmt(m.latencyMs.p50, 1).padStart(6)} ms   p99 ${fmt(m.latencyMs.p99, 1).padStart(6)} ms` +
-    `   (${fmt(m.requests)} requests)`
+    `  ${role.padEnd(9)}${m.label.padEnd(22)}${fmt(m.requestsPerSecond).padStart(8)} ${unit}/s${latency}` +
+    `   (${fmt(m.requests)} ${m.unit ?? 'requests'})`
   );
 }
 
 interface Ratios {
   /** target req/s ÷ baseline req/s: 0.5 means half the baseline's throughput. */
   readonly throughput: number;
-  /** target p99 ÷ baseline p99: 2 means twice the baseline's tail latency. */
-  readonly p99: number;
+  /** target p99 ÷ baseline p99: 2 means twice the baseline's tail latency (absent: throughput only). */
+  readonly p99: number | undefined;
 }
 
 function ratios(result: ScenarioResult): Ratios {
   return {
     throughput: result.target.requestsPerSecond / result.baseline.requestsPerSecond,
-    p99: result.target.latencyMs.p99 / Math.max(result.baseline.latencyMs.p99, 0.001),
+    p99:
+      result.target.latencyMs === undefined || result.baseline.latencyMs === undefined
+        ? undefined
+        : result.target.latencyMs.p99 / Math.max(result.baseline.latencyMs.p99, 0.001),
   };
 }
 
@@ -106,7 +113,8 @@ async function main(): Promise<void> {
     say(row('target', result.target));
     say(row('baseline', result.baseline));
     say(
-      `  ratio    throughput ${ratio.throughput.toFixed(2)} × baseline, p99 latency ${ratio.p99.toFixed(2)} × baseline`,
+      `  ratio    throughput ${ratio.throughput.toFixed(2)} × baseline` +
+        (ratio.p99 === undefined ? '' : `, p99 latency ${ratio.p99.toFixed(2)} × baseline`),
     );
     for (const note of result.notes) say(`  note     ${note}`);
     results.push({ scenario: scenario.name, description: scenario.description, result, ratio });

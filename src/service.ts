@@ -15,6 +15,7 @@ import { loadApiSpec, type ApiSpec } from './http/openapi.js';
 import { loadMasterKey, type LoadedMasterKey } from './keys/master-key-source.js';
 import type { Logger } from './logging/logger.js';
 import { KeyRing } from './keys/key-ring.js';
+import { daysLeft, isOverdue, watchCryptoperiods } from './keys/cryptoperiods.js';
 import { VaultService } from './cards/vault-service.js';
 import { cardsHandlers } from './cards/cards-handlers.js';
 import os from 'node:os';
@@ -55,7 +56,7 @@ export interface BuildOptions {
 
 export async function buildService(config: Config, options: BuildOptions): Promise<Service> {
   const { logger } = options;
-  const masterKey = await loadMasterKey(config.masterKey);
+  const masterKey = await loadMasterKey(config.masterKey, config.masterKeyPrevious);
   if (masterKey.generatedDevKeyFile !== undefined) {
     logger.warn(
       { file: masterKey.generatedDevKeyFile },
@@ -80,6 +81,31 @@ export async function buildService(config: Config, options: BuildOptions): Promi
   });
 
   const metrics = new Metrics();
+  // PCI DSS 3.7.4: a key past its cryptoperiod is reported at start-up and every hour, and exposed.
+  const cryptoperiods = await watchCryptoperiods(database.knex, config.keys.cryptoperiodDays, {
+    intervalMs: 3_600_000,
+    onOverdue: (p) =>
+      logger.warn(
+        { purpose: p.purpose, version: p.version, expiredAt: p.expiresAt?.toISOString() },
+        `key ${p.purpose} v${p.version} is past its cryptoperiod of ${p.cryptoperiodDays} days: rotate it (npm run keys -- rotate --purpose ${p.purpose})`,
+      ),
+    onError: (error) => logger.error({ err: error }, 'cryptoperiod check failed'),
+  });
+  metrics.gauge(
+    'key_cryptoperiod_days_left',
+    'Whole days left in the cryptoperiod of each published or active key version (negative: overdue).',
+    () =>
+      cryptoperiods.periods().map((p) => ({
+        labels: { purpose: p.purpose, version: String(p.version) },
+        value: daysLeft(p, new Date()) ?? 0,
+      })),
+  );
+  metrics.gauge('key_cryptoperiod_overdue', '1 when a published or active key version is past its cryptoperiod.', () =>
+    cryptoperiods.periods().map((p) => ({
+      labels: { purpose: p.purpose, version: String(p.version) },
+      value: isOverdue(p, new Date()) ? 1 : 0,
+    })),
+  );
   const batches = metrics.counter('payment_batches_total', 'Committed webhook transactions (group commit).');
   const batched = metrics.counter(
     'payment_batch_events_total',
@@ -159,6 +185,7 @@ export async function buildService(config: Config, options: BuildOptions): Promi
       draining = true;
     },
     async close() {
+      cryptoperiods.stop();
       await expiry.stop();
       if (ownsDatabase) await database.close();
     },

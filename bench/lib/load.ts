@@ -32,8 +32,12 @@ export interface NextRequest {
 
 export interface Measurement {
   readonly label: string;
+  /** Operations per second (requests, or `unit` when set: rows for the re-encryption bench). */
   readonly requestsPerSecond: number;
-  readonly latencyMs: { readonly p50: number; readonly p90: number; readonly p99: number; readonly max: number };
+  /** What one operation is, when not an HTTP request (`rows`). */
+  readonly unit?: string;
+  /** Absent for throughput-only measurements (a backfill has no per-request latency). */
+  readonly latencyMs?: { readonly p50: number; readonly p90: number; readonly p99: number; readonly max: number };
   readonly requests: number;
   readonly durationSeconds: number;
   readonly non2xx: number;

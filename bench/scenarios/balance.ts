@@ -103,11 +103,15 @@ const fmt = (n: number, digits = 0): string =>
   n.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
 
 function describe(m: Measurement): string {
-  return `${m.label} ${fmt(m.requestsPerSecond)} tx/s, p50 ${fmt(m.latencyMs.p50, 1)} ms, p99 ${fmt(m.latencyMs.p99, 1)} ms`;
+  const latency =
+    m.latencyMs === undefined ? '' : `, p50 ${fmt(m.latencyMs.p50, 1)} ms, p99 ${fmt(m.latencyMs.p99, 1)} ms`;
+  return `${m.label} ${fmt(m.requestsPerSecond)} tx/s${latency}`;
 }
 
 function ratio(target: Measurement, baseline: Measurement): string {
   const throughput = target.requestsPerSecond / baseline.requestsPerSecond;
+  if (target.latencyMs === undefined || baseline.latencyMs === undefined)
+    return `throughput ${throughput.toFixed(2)} × that`;
   const p99 = target.latencyMs.p99 / Math.max(baseline.latencyMs.p99, 0.001);
   return `throughput ${throughput.toFixed(2)} × that, p99 ${p99.toFixed(2)} × that`;
 }

@@ -6,7 +6,8 @@ import type { Scenario } from '../lib/scenario.js';
 import { authGet } from './auth-get.js';
 import { balance } from './balance.js';
 import { redeem } from './redeem.js';
+import { rotate } from './rotate.js';
 import { tokeniseKnown, tokeniseNew } from './tokenise.js';
 import { webhooks } from './webhooks.js';
 
-export const scenarios: readonly Scenario[] = [authGet, tokeniseKnown, tokeniseNew, webhooks, balance, redeem];
+export const scenarios: readonly Scenario[] = [authGet, tokeniseKnown, tokeniseNew, webhooks, balance, redeem, rotate];

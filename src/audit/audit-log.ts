@@ -91,7 +91,8 @@ export function canonicalJson(value: unknown): string {
   return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v)}`).join(',')}}`;
 }
 
-function hashEntry(body: Omit<AuditEvent, 'hash'>): string {
+/** The SHA-256 of an entry's canonical form (everything but its own hash). */
+export function hashEntry(body: Omit<AuditEvent, 'hash'>): string {
   return createHash('sha256').update(canonicalJson(body)).digest('hex');
 }
 

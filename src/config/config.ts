@@ -8,6 +8,7 @@
  */
 import path from 'node:path';
 import type { JSONWebKeySet } from 'jose';
+import { KEY_SPECS, type KeyPurpose } from '../keys/key-ring.js';
 
 export type NodeEnv = 'development' | 'test' | 'production';
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
@@ -38,6 +39,8 @@ export interface Config {
     readonly connectTimeoutMs: number;
   };
   readonly masterKey: MasterKeyConfig;
+  /** Previous master keys, for unwrapping only, while `keys rotate --purpose master` runs. */
+  readonly masterKeyPrevious: readonly string[];
   readonly auth: {
     readonly issuer: string;
     readonly audience: string;
@@ -53,6 +56,15 @@ export interface Config {
     readonly keyRingRefreshMs: number;
   };
   readonly webhooks: WebhooksConfig;
+  readonly keys: {
+    /**
+     * DEVELOPMENT ONLY: rotate, retire and destroy run without two custodian approvals. Refused
+     * when NODE_ENV=production (PCI DSS 3.6.1.2 / 3.7.6: dual control).
+     */
+    readonly singleOperator: boolean;
+    /** Cryptoperiod per purpose, in days (defaults and reasons: KEY_SPECS in src/keys/key-ring.ts). */
+    readonly cryptoperiodDays: Readonly<Record<KeyPurpose, number>>;
+  };
   readonly payments: {
     /** Channels whose authorisation is also the capture (POS terminals auto-capture). */
     readonly autoCaptureChannels: readonly string[];
@@ -171,6 +183,10 @@ export function loadConfig(env: Env = process.env): Config {
       connectTimeoutMs: r.integer('DB_CONNECT_TIMEOUT_MS', 5000, 100, 120_000),
     },
     masterKey: parseMasterKey(r, { production, embedded, dataDir }),
+    masterKeyPrevious:
+      parseList(r, 'MASTER_KEY_PREVIOUS', BASE64_256_BIT, {
+        message: 'MASTER_KEY_PREVIOUS must be a comma-separated list of 32-byte (256-bit) base64 keys',
+      }) ?? [],
     auth: parseAuth(r, { production, dataDir }),
     vault: {
       detokeniseEnabled: r.boolean('DETOKENISE_ENABLED', false),
@@ -178,6 +194,29 @@ export function loadConfig(env: Env = process.env): Config {
       keyRingRefreshMs: r.integer('KEY_RING_REFRESH_MS', 5_000, 100, 300_000),
     },
     webhooks: parseWebhooks(r, { production, embedded, dataDir }),
+    keys: {
+      singleOperator: r.boolean('KEYS_SINGLE_OPERATOR', false),
+      cryptoperiodDays: {
+        'pan-encryption': r.integer(
+          'CRYPTOPERIOD_DAYS_PAN_ENCRYPTION',
+          KEY_SPECS['pan-encryption'].cryptoperiodDays,
+          1,
+          3650,
+        ),
+        'identifier-mac': r.integer(
+          'CRYPTOPERIOD_DAYS_IDENTIFIER_MAC',
+          KEY_SPECS['identifier-mac'].cryptoperiodDays,
+          1,
+          3650,
+        ),
+        'audit-signing': r.integer(
+          'CRYPTOPERIOD_DAYS_AUDIT_SIGNING',
+          KEY_SPECS['audit-signing'].cryptoperiodDays,
+          1,
+          3650,
+        ),
+      },
+    },
     payments: {
       autoCaptureChannels: parseList(r, 'PAYMENT_AUTO_CAPTURE_CHANNELS', /^(online|in_store|mobile|call_centre)$/, {
         message:
@@ -196,6 +235,11 @@ export function loadConfig(env: Env = process.env): Config {
       workers: r.integer('WORKERS', 1, 1, 64),
     },
   };
+  if (config.keys.singleOperator && production) {
+    r.problem(
+      'KEYS_SINGLE_OPERATOR is for development only: key management needs dual control when NODE_ENV=production',
+    );
+  }
   if (config.http.workers > 1 && embedded) {
     r.problem('WORKERS above 1 needs DATABASE_URL (the embedded database belongs to one process)');
   }

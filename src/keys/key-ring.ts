@@ -18,14 +18,14 @@
  * connection. (On a single-connection database such as PGlite, a query on the pool while the caller
  * holds the only connection would wait forever; on PostgreSQL it would take a second connection.)
  */
-import { createSecretKey, randomBytes, type KeyObject } from 'node:crypto';
+import { createPrivateKey, createPublicKey, createSecretKey, randomBytes, type KeyObject } from 'node:crypto';
 import type { Knex } from 'knex';
 import { appendAuditEvent } from '../audit/audit-log.js';
 import type { MasterKeySource } from './master-key-source.js';
 
 type Db = Knex | Knex.Transaction;
 
-export type KeyPurpose = 'pan-encryption' | 'identifier-mac';
+export type KeyPurpose = 'pan-encryption' | 'identifier-mac' | 'audit-signing';
 export type KeyState = 'published' | 'active' | 'decrypt-only' | 'retired' | 'destroyed';
 
 export interface KeySpec {
@@ -41,7 +41,17 @@ export const KEY_SPECS: Readonly<Record<KeyPurpose, KeySpec>> = {
   'pan-encryption': { algorithm: 'AES-256-GCM', strengthBits: 256, cryptoperiodDays: 365 },
   // HMAC keys do not wear out with use; two years bounds the exposure of a silently leaked key.
   'identifier-mac': { algorithm: 'HMAC-SHA256', strengthBits: 256, cryptoperiodDays: 730 },
+  // Ed25519 (about 128-bit security strength, NIST SP 800-57): signs audit exports. A private
+  // signature key is used only by the export command; NIST SP 800-57 suggests 1–3 years.
+  'audit-signing': { algorithm: 'Ed25519', strengthBits: 128, cryptoperiodDays: 730 },
 };
+
+export const KEY_PURPOSES = Object.keys(KEY_SPECS) as KeyPurpose[];
+
+/** The documented default cryptoperiod of every purpose. */
+export const DEFAULT_CRYPTOPERIOD_DAYS = Object.fromEntries(
+  KEY_PURPOSES.map((p) => [p, KEY_SPECS[p].cryptoperiodDays]),
+) as Readonly<Record<KeyPurpose, number>>;
 
 export const READABLE_STATES: readonly KeyState[] = ['published', 'active', 'decrypt-only'];
 /**
@@ -84,7 +94,16 @@ export class KeyRing {
 
   /** Creates version 1 of each purpose on first start (concurrent starts create it once). */
   async ensureInitialKeys(origin: string): Promise<void> {
-    for (const purpose of Object.keys(KEY_SPECS) as KeyPurpose[]) {
+    await this.knex('master_keys')
+      .insert({
+        kek_id: this.masterKey.keyId,
+        description: this.masterKey.description,
+        state: 'active',
+        created_at: new Date(),
+      })
+      .onConflict('kek_id')
+      .ignore();
+    for (const purpose of KEY_PURPOSES) {
       const exists: unknown = await this.knex('data_keys').where({ purpose }).first('version');
       if (exists !== undefined) continue;
       await this.knex.transaction(async (trx) => {
@@ -187,9 +206,12 @@ export async function insertNewKey(
   version: number,
   state: 'active' | 'published',
   actor: KeyActor,
+  cryptoperiodDays: number = KEY_SPECS[purpose].cryptoperiodDays,
 ): Promise<void> {
   const spec = KEY_SPECS[purpose];
+  // 32 random bytes: an AES-256 key, an HMAC-SHA256 key, or an Ed25519 private key (RFC 8032 seed).
   const material = randomBytes(32);
+  const publicKeyPem = purpose === 'audit-signing' ? ed25519PublicKeyPem(material) : null;
   const wrapped = await masterKey.wrap(material, wrappingAad(purpose, version));
   material.fill(0);
   const now = new Date();
@@ -201,7 +223,8 @@ export async function insertNewKey(
     strength_bits: spec.strengthBits,
     wrapped_key: wrapped,
     kek_id: masterKey.keyId,
-    cryptoperiod_days: spec.cryptoperiodDays,
+    cryptoperiod_days: cryptoperiodDays,
+    public_key_pem: publicKeyPem,
     created_at: now,
     published_at: now,
     activated_at: state === 'active' ? now : null,
@@ -214,6 +237,17 @@ export async function insertNewKey(
     resource: `key:${purpose}:v${version}`,
     details: { algorithm: spec.algorithm, strengthBits: spec.strengthBits, state, kekId: masterKey.keyId },
   });
+}
+
+const ED25519_PKCS8_PREFIX = Buffer.from('302e020100300506032b657004220420', 'hex');
+
+/** The Ed25519 private key whose RFC 8032 seed is `seed` (32 bytes). */
+export function ed25519PrivateKey(seed: Buffer): KeyObject {
+  return createPrivateKey({ key: Buffer.concat([ED25519_PKCS8_PREFIX, seed]), format: 'der', type: 'pkcs8' });
+}
+
+function ed25519PublicKeyPem(seed: Buffer): string {
+  return createPublicKey(ed25519PrivateKey(seed)).export({ format: 'pem', type: 'spki' }).toString();
 }
 
 export async function bumpGeneration(trx: Knex.Transaction): Promise<void> {

@@ -59,6 +59,41 @@ export class LocalMasterKey implements MasterKeySource {
   }
 }
 
+/**
+ * The current master key plus previous ones during a master-key rotation: wraps with the current
+ * key only, unwraps with whichever key wrapped the data key (AES-GCM authentication tells them
+ * apart). Configured with MASTER_KEY_PREVIOUS while `keys rotate --purpose master` rewraps every
+ * data key; removed once `keys status` shows no key wrapped by a previous master key.
+ */
+export class MasterKeySet implements MasterKeySource {
+  readonly keyId: string;
+  readonly description: string;
+
+  constructor(
+    private readonly current: MasterKeySource,
+    readonly previous: readonly MasterKeySource[],
+  ) {
+    this.keyId = current.keyId;
+    this.description = `${current.description} (+${previous.length} previous master key(s) for unwrapping only)`;
+  }
+
+  wrap(plaintextKey: Buffer, aad: string): Promise<Buffer> {
+    return this.current.wrap(plaintextKey, aad);
+  }
+
+  async unwrap(wrapped: Buffer, aad: string): Promise<Buffer> {
+    let failure: unknown;
+    for (const source of [this.current, ...this.previous]) {
+      try {
+        return await source.unwrap(wrapped, aad);
+      } catch (error) {
+        failure = error;
+      }
+    }
+    throw failure instanceof Error ? failure : new Error('no configured master key unwraps this key');
+  }
+}
+
 export interface LoadedMasterKey {
   readonly source: MasterKeySource;
   /** Set when a development key was generated on this start: the caller warns loudly. */
@@ -66,7 +101,19 @@ export interface LoadedMasterKey {
   readonly isDevelopmentKey: boolean;
 }
 
-export async function loadMasterKey(config: MasterKeyConfig): Promise<LoadedMasterKey> {
+export async function loadMasterKey(
+  config: MasterKeyConfig,
+  previousBase64: readonly string[] = [],
+): Promise<LoadedMasterKey> {
+  const loaded = await loadCurrentMasterKey(config);
+  if (previousBase64.length === 0) return loaded;
+  const previous = previousBase64.map(
+    (b64, i) => new LocalMasterKey(decodeKey(b64, 'MASTER_KEY_PREVIOUS'), `MASTER_KEY_PREVIOUS #${i + 1}`),
+  );
+  return { ...loaded, source: new MasterKeySet(loaded.source, previous) };
+}
+
+async function loadCurrentMasterKey(config: MasterKeyConfig): Promise<LoadedMasterKey> {
   switch (config.source) {
     case 'env':
       return {

@@ -50,13 +50,14 @@ describe('key ring', () => {
     await ring();
     const keys = await db.knex('data_keys').orderBy('purpose');
     expect(keys.map((k) => [k.purpose, k.version, k.state, k.algorithm])).to.deep.equal([
+      ['audit-signing', 1, 'active', 'Ed25519'],
       ['identifier-mac', 1, 'active', 'HMAC-SHA256'],
       ['pan-encryption', 1, 'active', 'AES-256-GCM'],
     ]);
     for (const k of keys) expect(k.wrapped_key).to.have.length(1 + 12 + 16 + 32);
     expect(
       await db.knex('audit_events').where({ action: 'key.created' }).count<{ count: number }[]>('* as count'),
-    ).to.deep.equal([{ count: 2 }]);
+    ).to.deep.equal([{ count: 3 }]);
     expect((await verifyAuditChain(db.knex)).ok).to.equal(true);
   });
 
@@ -67,7 +68,7 @@ describe('key ring', () => {
       await Promise.all(
         [db.knex, ...extra.map((d) => d.knex)].map((k) => new KeyRing(k, masterKey, 50).ensureInitialKeys('t')),
       );
-      expect(await db.knex('data_keys').count<{ count: number }[]>('* as count')).to.deep.equal([{ count: 2 }]);
+      expect(await db.knex('data_keys').count<{ count: number }[]>('* as count')).to.deep.equal([{ count: 3 }]);
     } finally {
       await Promise.all(extra.map((d) => d.close()));
     }

@@ -1,0 +1,650 @@
+/**
+ * The key-management commands (`npm run keys -- <command>`), given an open context so that tests run
+ * them in-process against their own database. Every command that changes something prints what it
+ * will do first; rotate, retire and destroy only plan unless given --apply.
+ *
+ * Exit codes: 0 done; 1 refused, failed or found a problem (overdue key, broken chain, failed rows);
+ * 2 usage error.
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import { parseArgs } from 'node:util';
+import type { Knex } from 'knex';
+import { exportAudit, verifyAuditExport } from '../audit/audit-export.js';
+import { verifyAuditChain } from '../audit/audit-log.js';
+import { isAppError } from '../errors/app-error.js';
+import {
+  approveRequest,
+  createRequest,
+  CUSTODIAN_ACKNOWLEDGEMENT,
+  custodianParams,
+  listCustodians,
+  registerCustodian,
+  type KeyOperation,
+  type RequestParams,
+} from '../keys/dual-control.js';
+import type { EncryptedFieldSet } from '../keys/field-sets.js';
+import { KeyManager, isPurpose, type KeyPolicy } from '../keys/key-manager.js';
+import type { KeyActor, KeyPurpose, KeyRing } from '../keys/key-ring.js';
+import type { MasterKeySource } from '../keys/master-key-source.js';
+import { reencrypt } from '../keys/reencrypt.js';
+import {
+  inventoryMarkdown,
+  keyTable,
+  progressPrinter,
+  PURPOSE_DESCRIPTIONS,
+  type InventoryDocument,
+} from './keys-report.js';
+
+export interface KeysContext {
+  readonly knex: Knex;
+  readonly databaseKind: 'postgres' | 'pglite';
+  readonly databaseDescription: string;
+  readonly masterKey: MasterKeySource;
+  readonly ring: KeyRing;
+  readonly policy: KeyPolicy;
+  readonly registry: readonly EncryptedFieldSet[];
+  readonly actor: KeyActor;
+}
+
+export interface KeysIo {
+  readonly stdout: NodeJS.WritableStream;
+  readonly stderr: NodeJS.WritableStream;
+  readonly isTTY: boolean;
+  /** Set on Ctrl-C: a running backfill stops after its batches in flight. */
+  readonly interrupted?: () => boolean;
+}
+
+class UsageError extends Error {}
+
+export const USAGE = `usage: npm run keys -- <command> [options]
+
+  list [--json]                                   every key version, its state, cryptoperiod and rows
+  inventory --out <file>                          PCI DSS 3.6.1.1 inventory: <file>.json and <file>.md
+  status [--json]                                 cryptoperiods; exits 1 when a key is overdue
+  rotate --purpose <p> [--plan | --apply] [--request <id>]
+                                                  p: pan-encryption, identifier-mac, audit-signing
+  reencrypt --purpose <p> [--batch-size N] [--lanes N] [--max-rows-per-second N]
+  retire --purpose <p> --version N [--plan | --apply] [--request <id>]
+  destroy --purpose <p> --version N [--plan | --apply] [--request <id>]   (irreversible)
+  custodian add --name <name> --public-key <ed25519.pem> --acknowledge [--request <id>]
+                                                  (from the third custodian on: --request, approved by two)
+  custodian list
+  request <rotate|retire|destroy> --purpose <p> [--version N]   prints the request id to approve
+  request add-custodian --name <name> --public-key <ed25519.pem>
+  approve <request-id> --key <custodian-private-key.pem>
+  audit verify                                    walks the hash chain; exits 1 at the first broken link
+  audit export --from <iso> --to <iso> --out <file>     <file> (JSON) and <file>.jws (detached JWS)
+  audit verify-export <file> --public-key <pem> [--signature <file>.jws]
+  audit public-key [--version N] [--out <file>]   the audit-signing public key (PEM)
+`;
+
+export async function runKeysCommand(argv: readonly string[], ctx: KeysContext, io: KeysIo): Promise<number> {
+  const out = (text: string) => io.stdout.write(text.endsWith('\n') ? text : `${text}\n`);
+  const [command, ...rest] = argv;
+  try {
+    switch (command) {
+      case 'list':
+        return await list(rest, ctx, out);
+      case 'inventory':
+        return await inventory(rest, ctx, out);
+      case 'status':
+        return await status(rest, ctx, out);
+      case 'rotate':
+        return await rotate(rest, ctx, out);
+      case 'reencrypt':
+        return await runReencrypt(rest, ctx, io, out);
+      case 'retire':
+      case 'destroy':
+        return await retireOrDestroy(command, rest, ctx, out);
+      case 'custodian':
+        return await custodian(rest, ctx, out);
+      case 'request':
+        return await request(rest, ctx, out);
+      case 'approve':
+        return await approve(rest, ctx, out);
+      case 'audit':
+        return await audit(rest, ctx, out);
+      case undefined:
+      case 'help':
+      case '--help':
+        out(USAGE);
+        return command === undefined ? 2 : 0;
+      default:
+        throw new UsageError(`unknown command ${command}`);
+    }
+  } catch (error) {
+    if (error instanceof UsageError || (error as { code?: string }).code?.startsWith('ERR_PARSE_ARGS') === true) {
+      io.stderr.write(`keys: ${(error as Error).message}\n\n${USAGE}`);
+      return 2;
+    }
+    if (isAppError(error)) {
+      io.stderr.write(`keys: refused: ${error.code}: ${error.detail ?? error.title}\n`);
+      if (Object.keys(error.extensions).length > 0) io.stderr.write(`${JSON.stringify(error.extensions)}\n`);
+      return 1;
+    }
+    throw error;
+  }
+}
+
+function manager(ctx: KeysContext): KeyManager {
+  return new KeyManager({
+    knex: ctx.knex,
+    ring: ctx.ring,
+    masterKey: ctx.masterKey,
+    registry: ctx.registry,
+    policy: ctx.policy,
+    actor: ctx.actor,
+  });
+}
+
+function purposeOf(value: string | undefined, allowMaster = false): KeyPurpose {
+  if (value === undefined) throw new UsageError('--purpose is required');
+  if (!isPurpose(value)) {
+    throw new UsageError(
+      `--purpose must be pan-encryption, identifier-mac or audit-signing${allowMaster ? ' (or master)' : ''}`,
+    );
+  }
+  return value;
+}
+
+function versionOf(value: string | undefined): number {
+  if (value === undefined || !/^[1-9]\d{0,8}$/.test(value))
+    throw new UsageError('--version must be a positive whole number');
+  return Number(value);
+}
+
+function positive(name: string, value: string | undefined, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (!/^[1-9]\d{0,8}$/.test(value)) throw new UsageError(`${name} must be a positive whole number`);
+  return Number(value);
+}
+
+function modeOf(values: { plan?: boolean | undefined; apply?: boolean | undefined }): 'plan' | 'apply' {
+  if (values.plan === true && values.apply === true) throw new UsageError('--plan and --apply are exclusive');
+  return values.apply === true ? 'apply' : 'plan';
+}
+
+async function list(args: readonly string[], ctx: KeysContext, out: (t: string) => void): Promise<number> {
+  const { values } = parseArgs({
+    args: [...args],
+    options: { json: { type: 'boolean', default: false } },
+    strict: true,
+  });
+  const keys = await manager(ctx).inventory();
+  out(values.json ? JSON.stringify(keys, null, 2) : keyTable(keys));
+  return 0;
+}
+
+async function inventory(args: readonly string[], ctx: KeysContext, out: (t: string) => void): Promise<number> {
+  const { values } = parseArgs({ args: [...args], options: { out: { type: 'string' } }, strict: true });
+  if (values.out === undefined) throw new UsageError('--out <file> is required');
+  const base = values.out.replace(/\.(json|md)$/, '');
+  const keys = await manager(ctx).inventory();
+  const masters = (await ctx.knex('master_keys').orderBy('created_at')) as {
+    kek_id: string;
+    description: string;
+    state: string;
+    created_at: Date;
+  }[];
+  const doc: InventoryDocument = {
+    format: 'loyalty-vault/key-inventory/v1',
+    generatedAt: new Date().toISOString(),
+    database: ctx.databaseDescription,
+    keyStores: [
+      {
+        name: 'master key source',
+        description: ctx.masterKey.description,
+        holds: `master key ${ctx.masterKey.keyId} (KEK)`,
+      },
+      {
+        name: 'data_keys table',
+        description: ctx.databaseDescription,
+        holds: 'data keys, wrapped (AES-256-GCM) by the master key; audit-signing public keys in clear',
+      },
+      {
+        name: 'process memory',
+        description: 'each service instance and the key CLI',
+        holds: 'unwrapped data keys while running',
+      },
+    ],
+    masterKeys: masters.map((m) => ({
+      kekId: m.kek_id,
+      description: m.description,
+      state: m.state,
+      createdAt: m.created_at.toISOString(),
+    })),
+    keys: keys.map((k) => ({
+      ...k,
+      purposeDescription: PURPOSE_DESCRIPTIONS[k.purpose] ?? k.purpose,
+      keyStore: k.state === 'destroyed' ? 'none (destroyed)' : 'data_keys table, wrapped by the master key',
+    })),
+  };
+  fs.writeFileSync(`${base}.json`, `${JSON.stringify(doc, null, 2)}\n`);
+  fs.writeFileSync(`${base}.md`, inventoryMarkdown(doc));
+  out(`wrote ${base}.json and ${base}.md (${keys.length} key versions, ${masters.length} master key(s))`);
+  return 0;
+}
+
+async function status(args: readonly string[], ctx: KeysContext, out: (t: string) => void): Promise<number> {
+  const { values } = parseArgs({
+    args: [...args],
+    options: { json: { type: 'boolean', default: false } },
+    strict: true,
+  });
+  const live = (await manager(ctx).inventory()).filter((k) => k.state === 'active' || k.state === 'published');
+  const overdue = live.filter((k) => k.overdue);
+  const staleWrap = (await manager(ctx).inventory()).filter(
+    (k) => k.state !== 'destroyed' && k.kekId !== ctx.masterKey.keyId,
+  );
+  if (values.json) {
+    out(
+      JSON.stringify(
+        {
+          ok: overdue.length === 0,
+          overdue,
+          live,
+          wrappedByOtherMasterKey: staleWrap.map((k) => `${k.purpose}:v${k.version}`),
+        },
+        null,
+        2,
+      ),
+    );
+  } else {
+    for (const k of live) {
+      out(
+        `${k.overdue ? 'OVERDUE' : 'ok     '} ${k.purpose} v${k.version} (${k.state}): cryptoperiod ${k.cryptoperiodDays} days, ` +
+          `ends ${k.expiresAt?.toISOString().slice(0, 10) ?? '-'}, ${k.overdue ? `${-(k.daysLeft ?? 0)} day(s) past` : `${k.daysLeft ?? '-'} day(s) left`}` +
+          (k.overdue ? ` — rotate now: npm run keys -- rotate --purpose ${k.purpose}` : ''),
+      );
+    }
+    for (const k of staleWrap)
+      out(
+        `note    ${k.purpose} v${k.version} is wrapped by master key ${k.kekId}, not the current ${ctx.masterKey.keyId}`,
+      );
+  }
+  return overdue.length === 0 ? 0 : 1;
+}
+
+async function rotate(args: readonly string[], ctx: KeysContext, out: (t: string) => void): Promise<number> {
+  const { values } = parseArgs({
+    args: [...args],
+    options: {
+      purpose: { type: 'string' },
+      plan: { type: 'boolean' },
+      apply: { type: 'boolean' },
+      request: { type: 'string' },
+    },
+    strict: true,
+  });
+  if (values.purpose === 'master') return rotateMaster(values, ctx, out);
+  const purpose = purposeOf(values.purpose, true);
+  const keys = manager(ctx);
+  const plan = await keys.planRotation(purpose);
+  out(`rotation plan for ${purpose} (v${plan.fromVersion ?? '-'} → v${plan.toVersion}):`);
+  plan.steps.forEach((s, i) => out(`  ${i + 1}. ${s}`));
+  if (modeOf(values) === 'plan') {
+    out('plan only: nothing changed. Run again with --apply to do it.');
+    return 0;
+  }
+  const result = await keys.rotate(purpose, values.request, (m) => out(`- ${m}`));
+  out(
+    `done: ${purpose} v${result.version} is active${result.previous === undefined ? '' : `, v${result.previous} is decrypt-only`}`,
+  );
+  return 0;
+}
+
+async function rotateMaster(
+  values: { plan?: boolean | undefined; apply?: boolean | undefined; request?: string | undefined },
+  ctx: KeysContext,
+  out: (t: string) => void,
+): Promise<number> {
+  const keys = manager(ctx);
+  const plan = await keys.planMasterRotation();
+  out(`master-key rotation plan (current master key ${plan.currentKekId}):`);
+  plan.steps.forEach((s, i) => out(`  ${i + 1}. ${s}`));
+  if (modeOf(values) === 'plan') {
+    out('plan only: nothing changed. Run again with --apply to do it.');
+    return 0;
+  }
+  const done = await keys.rotateMaster(values.request);
+  out(`done: ${done.keys.length} data key(s) rewrapped by master key ${done.currentKekId}`);
+  return 0;
+}
+
+async function runReencrypt(
+  args: readonly string[],
+  ctx: KeysContext,
+  io: KeysIo,
+  out: (t: string) => void,
+): Promise<number> {
+  const { values } = parseArgs({
+    args: [...args],
+    options: {
+      purpose: { type: 'string' },
+      'batch-size': { type: 'string' },
+      lanes: { type: 'string' },
+      'max-rows-per-second': { type: 'string' },
+      json: { type: 'boolean', default: false },
+    },
+    strict: true,
+  });
+  const purpose = purposeOf(values.purpose);
+  const lanes = ctx.databaseKind === 'pglite' ? 1 : positive('--lanes', values.lanes, 2);
+  const printer = progressPrinter(io.stderr, io.isTTY);
+  const result = await reencrypt(ctx.knex, ctx.ring, {
+    purpose,
+    registry: ctx.registry,
+    batchSize: positive('--batch-size', values['batch-size'], 2000),
+    lanes,
+    maxRowsPerSecond:
+      values['max-rows-per-second'] === undefined
+        ? undefined
+        : positive('--max-rows-per-second', values['max-rows-per-second'], 1),
+    propagationMs: ctx.policy.propagationMs,
+    actor: ctx.actor,
+    onProgress: printer,
+    shouldStop: io.interrupted ?? (() => false),
+  });
+  if (io.isTTY) io.stderr.write('\n');
+  if (values.json) {
+    out(JSON.stringify(result, null, 2));
+  } else {
+    for (const f of result.fieldSets) {
+      out(
+        `${f.fieldSet}: ${f.moved} row(s) moved to v${result.targetVersion} in ${f.passes} pass(es)` +
+          `${f.resumedFrom === undefined ? '' : ' (resumed)'}, ${f.remaining} remaining under older versions, ${f.failures.length} failed`,
+      );
+      for (const failure of f.failures) out(`  failed: ${failure.rowId} (v${failure.fromVersion}): ${failure.error}`);
+    }
+    out(
+      result.stopped
+        ? 'interrupted: progress is saved; run the same command again to resume'
+        : result.ok
+          ? `done in ${result.seconds.toFixed(1)} s: every row is under ${purpose} v${result.targetVersion}`
+          : 'finished with failures: the rows above were not moved (see reencrypt_failures)',
+    );
+  }
+  return result.ok ? 0 : 1;
+}
+
+async function retireOrDestroy(
+  command: 'retire' | 'destroy',
+  args: readonly string[],
+  ctx: KeysContext,
+  out: (t: string) => void,
+): Promise<number> {
+  const { values } = parseArgs({
+    args: [...args],
+    options: {
+      purpose: { type: 'string' },
+      version: { type: 'string' },
+      plan: { type: 'boolean' },
+      apply: { type: 'boolean' },
+      request: { type: 'string' },
+    },
+    strict: true,
+  });
+  const purpose = purposeOf(values.purpose);
+  const version = versionOf(values.version);
+  const keys = manager(ctx);
+  const plan = await keys.planRetire(purpose, version);
+  if (command === 'retire') {
+    out(`retire ${purpose} v${version} (now ${plan.state}):`);
+    plan.steps.forEach((s, i) => out(`  ${i + 1}. ${s}`));
+    out(
+      `rows under v${version}: ${
+        Object.entries(plan.rowsUnder)
+          .map(([k, v]) => `${k} ${v}`)
+          .join(', ') || 'none (no field sets)'
+      }`,
+    );
+    if (plan.refusal !== undefined) out(`would be refused: ${plan.refusal}`);
+  } else {
+    out(`destroy ${purpose} v${version} (now ${plan.state}):`);
+    out(
+      '  1. wipe the wrapped key material from data_keys: IRREVERSIBLE, nothing protected by it can ever be read again',
+    );
+    out('  2. requires two custodian approvals (dual control), whatever the mode');
+  }
+  if (modeOf(values) === 'plan') {
+    out('plan only: nothing changed. Run again with --apply to do it.');
+    return 0;
+  }
+  if (command === 'retire') {
+    await keys.retire(purpose, version, values.request);
+    out(`done: ${purpose} v${version} is retired; the zero-row proof is in the audit trail`);
+  } else {
+    await keys.destroy(purpose, version, values.request);
+    out(`done: ${purpose} v${version} is destroyed`);
+  }
+  return 0;
+}
+
+async function custodian(args: readonly string[], ctx: KeysContext, out: (t: string) => void): Promise<number> {
+  const [sub, ...rest] = args;
+  if (sub === 'list') {
+    for (const c of await listCustodians(ctx.knex)) {
+      out(`${c.id}  ${c.name}  key ${c.keyThumbprint}  acknowledged ${c.acknowledgedAt.toISOString()}`);
+    }
+    return 0;
+  }
+  if (sub !== 'add') throw new UsageError('custodian add | custodian list');
+  const { values } = parseArgs({
+    args: rest,
+    options: {
+      name: { type: 'string' },
+      'public-key': { type: 'string' },
+      acknowledge: { type: 'boolean', default: false },
+      request: { type: 'string' },
+    },
+    strict: true,
+  });
+  if (values.name === undefined || values['public-key'] === undefined) {
+    throw new UsageError('custodian add needs --name and --public-key');
+  }
+  out(`custodian responsibilities (PCI DSS 3.7.8):\n  ${CUSTODIAN_ACKNOWLEDGEMENT}`);
+  const created = await registerCustodian(
+    ctx.knex,
+    {
+      name: values.name,
+      publicKeyPem: fs.readFileSync(values['public-key'], 'utf8'),
+      acknowledged: values.acknowledge,
+    },
+    ctx.actor,
+    { requestId: values.request, singleOperator: ctx.policy.singleOperator, production: ctx.policy.production },
+  );
+  out(`registered custodian ${created.name} (${created.id}), key ${created.keyThumbprint}; acknowledgement recorded`);
+  return 0;
+}
+
+async function request(args: readonly string[], ctx: KeysContext, out: (t: string) => void): Promise<number> {
+  const [operation, ...rest] = args;
+  if (operation === 'add-custodian') {
+    const { values } = parseArgs({
+      args: rest,
+      options: { name: { type: 'string' }, 'public-key': { type: 'string' } },
+      strict: true,
+    });
+    if (values.name === undefined || values['public-key'] === undefined) {
+      throw new UsageError('request add-custodian --name <name> --public-key <ed25519.pem>');
+    }
+    const params = await custodianParams(values.name, fs.readFileSync(values['public-key'], 'utf8'));
+    return printRequest(
+      ctx,
+      out,
+      'add-custodian',
+      params,
+      `Register ${values.name} as a key custodian (Ed25519 key ${String(params['keyThumbprint'])}).`,
+    );
+  }
+  if (operation !== 'rotate' && operation !== 'retire' && operation !== 'destroy') {
+    throw new UsageError('request rotate|retire|destroy --purpose <p> [--version N]');
+  }
+  const { values } = parseArgs({
+    args: rest,
+    options: { purpose: { type: 'string' }, version: { type: 'string' } },
+    strict: true,
+  });
+  const keys = manager(ctx);
+  let params: RequestParams;
+  let description: string;
+  if (operation === 'rotate' && values.purpose === 'master') {
+    const plan = await keys.planMasterRotation();
+    return printRequest(ctx, out, operation, { purpose: 'master' }, `Rotate the master key: ${plan.steps.join('; ')}`);
+  }
+  const purpose = purposeOf(values.purpose, operation === 'rotate');
+  if (operation === 'rotate') {
+    const plan = await keys.planRotation(purpose);
+    params = { purpose };
+    description = `Rotate ${purpose}: v${plan.fromVersion ?? '-'} → v${plan.toVersion}. ${plan.steps.join('; ')}`;
+  } else {
+    const version = versionOf(values.version);
+    params = { purpose, version };
+    const plan = await keys.planRetire(purpose, version);
+    description =
+      operation === 'retire'
+        ? `Retire ${purpose} v${version} (now ${plan.state}) once a count proves no row uses it.`
+        : `DESTROY ${purpose} v${version} (now ${plan.state}): wipe its wrapped material. Irreversible.`;
+  }
+  return printRequest(ctx, out, operation, params, description);
+}
+
+async function printRequest(
+  ctx: KeysContext,
+  out: (t: string) => void,
+  operation: KeyOperation,
+  params: RequestParams,
+  description: string,
+): Promise<number> {
+  const purpose = String(params['purpose']);
+  const created = await createRequest(ctx.knex, { operation, params, description }, ctx.actor);
+  out(`request ${created.id} (expires ${created.expiresAt.toISOString()})`);
+  out(`description: ${created.description}`);
+  out(`canonical payload each custodian signs:\n${created.payload}`);
+  out(`next: two custodians run  npm run keys -- approve ${created.id} --key <their-private-key.pem>`);
+  out(
+    operation === 'add-custodian'
+      ? `then: npm run keys -- custodian add --name ${String(params['name'])} --public-key <pem> --acknowledge --request ${created.id}`
+      : `then: npm run keys -- ${operation} --purpose ${purpose}${'version' in params ? ` --version ${params['version']}` : ''} --apply --request ${created.id}`,
+  );
+  return 0;
+}
+
+async function approve(args: readonly string[], ctx: KeysContext, out: (t: string) => void): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: [...args],
+    options: { key: { type: 'string' } },
+    allowPositionals: true,
+    strict: true,
+  });
+  const [id] = positionals;
+  if (id === undefined || values.key === undefined)
+    throw new UsageError('approve <request-id> --key <private-key.pem>');
+  const result = await approveRequest(ctx.knex, id, fs.readFileSync(values.key, 'utf8'), ctx.actor.origin);
+  out(`approved ${id} as ${result.custodian}; ${result.approvals} approval(s) recorded`);
+  return 0;
+}
+
+async function audit(args: readonly string[], ctx: KeysContext, out: (t: string) => void): Promise<number> {
+  const [sub, ...rest] = args;
+  switch (sub) {
+    case 'verify': {
+      parseArgs({ args: rest, options: {}, strict: true });
+      const verdict = await verifyAuditChain(ctx.knex);
+      if (verdict.ok) {
+        out(`audit chain intact: ${verdict.checked} entries, head at ${verdict.headSeq}`);
+        return 0;
+      }
+      out(
+        `audit chain BROKEN at entry ${verdict.brokenAtSeq}: ${verdict.reason} (${verdict.checked} entries verified before it)`,
+      );
+      return 1;
+    }
+    case 'export': {
+      const { values } = parseArgs({
+        args: rest,
+        options: { from: { type: 'string' }, to: { type: 'string' }, out: { type: 'string' } },
+        strict: true,
+      });
+      if (values.from === undefined || values.to === undefined || values.out === undefined) {
+        throw new UsageError('audit export needs --from, --to and --out');
+      }
+      const from = new Date(values.from);
+      const to = new Date(values.to);
+      if (Number.isNaN(from.getTime()) || Number.isNaN(to.getTime()))
+        throw new UsageError('--from and --to must be ISO 8601 dates');
+      const result = await exportAudit(ctx.knex, ctx.ring, { from, to }, ctx.actor);
+      fs.writeFileSync(values.out, result.document);
+      fs.writeFileSync(`${values.out}.jws`, `${result.detachedJws}\n`);
+      out(
+        `wrote ${result.entries} entries to ${values.out} and its detached signature to ${values.out}.jws (audit-signing v${result.keyVersion})`,
+      );
+      out(
+        `verify offline: npm run keys -- audit verify-export ${values.out} --public-key <audit-signing-v${result.keyVersion}.pem>`,
+      );
+      return 0;
+    }
+    case 'verify-export': {
+      const { values, positionals } = parseArgs({
+        args: rest,
+        options: { 'public-key': { type: 'string' }, signature: { type: 'string' } },
+        allowPositionals: true,
+        strict: true,
+      });
+      const [file] = positionals;
+      if (file === undefined || values['public-key'] === undefined)
+        throw new UsageError('audit verify-export <file> --public-key <pem>');
+      const verdict = await verifyAuditExport(
+        fs.readFileSync(file),
+        fs.readFileSync(values.signature ?? `${file}.jws`, 'utf8'),
+        fs.readFileSync(values['public-key'], 'utf8'),
+      );
+      if (verdict.ok) {
+        out(
+          `export verifies: ${verdict.entries} entries from ${verdict.from} to ${verdict.to}, signed by audit-signing v${verdict.keyVersion}, chain intact`,
+        );
+        return 0;
+      }
+      out(`export does NOT verify: ${verdict.reason}`);
+      return 1;
+    }
+    case 'public-key': {
+      const { values } = parseArgs({
+        args: rest,
+        options: { version: { type: 'string' }, out: { type: 'string' } },
+        strict: true,
+      });
+      const query = ctx.knex('data_keys').where({ purpose: 'audit-signing' });
+      if (values.version !== undefined) void query.andWhere({ version: versionOf(values.version) });
+      else void query.andWhere({ state: 'active' });
+      const row = (await query.first('version', 'public_key_pem')) as
+        { version: number; public_key_pem: string } | undefined;
+      if (row === undefined) throw new UsageError('no such audit-signing version');
+      if (values.out !== undefined) {
+        fs.writeFileSync(values.out, row.public_key_pem);
+        out(`wrote audit-signing v${row.version} public key to ${values.out}`);
+      } else {
+        out(row.public_key_pem);
+      }
+      return 0;
+    }
+    default:
+      throw new UsageError('audit verify | export | verify-export | public-key');
+  }
+}
+
+/** Who and where, for the audit trail: the operating-system user of this CLI on this host. */
+export function cliActor(): KeyActor {
+  let user = 'unknown';
+  try {
+    user = os.userInfo().username;
+  } catch {
+    // no passwd entry (containers): keep 'unknown'
+  }
+  return {
+    actor: process.env['KEYS_OPERATOR'] ?? user,
+    actorType: 'custodian',
+    origin: `cli:${os.hostname()}:${user}:pid${process.pid}`,
+  };
+}

@@ -1,0 +1,136 @@
+/**
+ * How the key CLI shows things: tables for people, JSON for machines, the PCI DSS 3.6.1.1 inventory
+ * report (Markdown), and the re-encryption progress (a bar on a terminal, plain lines otherwise).
+ * Nothing here ever receives key material or card data: only ids, versions, counts and dates.
+ */
+import type { ReencryptProgress } from '../keys/reencrypt.js';
+import type { KeyVersionInfo } from '../keys/key-manager.js';
+
+const date = (d: Date | null): string => (d === null ? '-' : d.toISOString().slice(0, 10));
+const num = (n: number): string => n.toLocaleString('en-US');
+
+export function keyTable(keys: readonly KeyVersionInfo[]): string {
+  const header = [
+    'purpose',
+    'v',
+    'state',
+    'algorithm',
+    'bits',
+    'created',
+    'activated',
+    'retired',
+    'period',
+    'days left',
+    'rows',
+  ];
+  const rows = keys.map((k) => [
+    k.purpose,
+    String(k.version),
+    k.state,
+    k.algorithm,
+    String(k.strengthBits),
+    date(k.createdAt),
+    date(k.activatedAt),
+    date(k.retiredAt ?? k.destroyedAt),
+    `${k.cryptoperiodDays} d`,
+    k.daysLeft === null ? '-' : k.overdue ? `OVERDUE (${k.daysLeft})` : String(k.daysLeft),
+    Object.keys(k.rows).length === 0
+      ? '-'
+      : `${num(k.rowsTotal)} (${Object.entries(k.rows)
+          .map(([s, n]) => `${s} ${num(n)}`)
+          .join(', ')})`,
+  ]);
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const line = (cells: readonly string[]) =>
+    cells
+      .map((c, i) => c.padEnd(widths[i] ?? 0))
+      .join('  ')
+      .trimEnd();
+  return [line(header), line(widths.map((w) => '-'.repeat(w))), ...rows.map(line)].join('\n') + '\n';
+}
+
+export interface InventoryDocument {
+  readonly format: 'loyalty-vault/key-inventory/v1';
+  readonly generatedAt: string;
+  readonly database: string;
+  readonly keyStores: readonly { readonly name: string; readonly description: string; readonly holds: string }[];
+  readonly masterKeys: readonly {
+    readonly kekId: string;
+    readonly description: string;
+    readonly state: string;
+    readonly createdAt: string;
+  }[];
+  readonly keys: readonly (KeyVersionInfo & { readonly purposeDescription: string; readonly keyStore: string })[];
+}
+
+export const PURPOSE_DESCRIPTIONS: Readonly<Record<string, string>> = {
+  'pan-encryption': 'Encrypts card numbers (PAN), PAR and gateway alias values at rest (data-encrypting key)',
+  'identifier-mac': 'Keyed fingerprints (HMAC) of PAN, PAR and aliases for lookups (PCI DSS 3.5.1.1)',
+  'audit-signing': 'Signs audit-trail exports for auditors (detached JWS)',
+  master: 'Key-encrypting key: wraps every data key (envelope encryption)',
+};
+
+export function inventoryMarkdown(inv: InventoryDocument): string {
+  const out: string[] = [
+    '# Cryptographic key inventory (PCI DSS 3.6.1.1)',
+    '',
+    `Generated ${inv.generatedAt} from ${inv.database}.`,
+    '',
+    '## Key stores',
+    '',
+    '| Store | Description | Holds |',
+    '| --- | --- | --- |',
+    ...inv.keyStores.map((s) => `| ${s.name} | ${s.description} | ${s.holds} |`),
+    '',
+    '## Master keys (key-encrypting keys)',
+    '',
+    '| KEK id | Algorithm | Strength | Store | State | Created |',
+    '| --- | --- | --- | --- | --- | --- |',
+    ...inv.masterKeys.map(
+      (m) =>
+        `| ${m.kekId} | AES-256-GCM key wrap | 256 bits | ${m.description} | ${m.state} | ${m.createdAt.slice(0, 10)} |`,
+    ),
+    '',
+    '## Data keys',
+    '',
+    '| Purpose | Version | Algorithm | Strength | State | Created | Activated | Retired / destroyed | Cryptoperiod | Expires | Rows protected | Wrapped by |',
+    '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
+    ...inv.keys.map(
+      (k) =>
+        `| ${k.purpose} | ${k.version} | ${k.algorithm} | ${k.strengthBits} bits | ${k.state}${k.overdue ? ' **OVERDUE**' : ''} | ${date(k.createdAt)} | ${date(k.activatedAt)} | ${date(k.retiredAt ?? k.destroyedAt)} | ${k.cryptoperiodDays} days | ${date(k.expiresAt)} | ${num(k.rowsTotal)} | ${k.state === 'destroyed' ? '- (material destroyed)' : k.kekId} |`,
+    ),
+    '',
+    '## Purposes',
+    '',
+    ...Object.entries(PURPOSE_DESCRIPTIONS).map(([p, d]) => `- **${p}**: ${d}`),
+    '',
+    'Architecture, procedures and evidence: docs/key-management.md.',
+    '',
+  ];
+  return out.join('\n');
+}
+
+/** Progress on stderr: a redrawn bar on a terminal, a plain line every few seconds otherwise. */
+export function progressPrinter(
+  stream: NodeJS.WritableStream & { isTTY?: boolean },
+  tty: boolean,
+): (p: ReencryptProgress) => void {
+  let lastLine = 0;
+  return (p) => {
+    const fraction = p.rowsTotal === 0 ? 1 : Math.min(p.rowsDone / p.rowsTotal, 1);
+    const eta = p.etaSeconds === undefined ? '?' : `${Math.ceil(p.etaSeconds)} s`;
+    const text = `${p.fieldSet}: ${num(p.rowsDone)}/${num(p.rowsTotal)} rows, ${num(Math.round(p.rowsPerSecond))} rows/s, ETA ${eta}`;
+    if (tty) {
+      const width = 30;
+      const filled = Math.round(fraction * width);
+      stream.write(
+        `\r[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${(fraction * 100).toFixed(0).padStart(3)}% ${text}\x1b[K`,
+      );
+      return;
+    }
+    if (Date.now() - lastLine >= 2000 || p.rowsDone >= p.rowsTotal) {
+      lastLine = Date.now();
+      stream.write(`progress ${text}\n`);
+    }
+  };
+}

@@ -1,0 +1,67 @@
+#!/usr/bin/env node
+/**
+ * The key-management CLI for key custodians and auditors: `npm run keys -- <command>` (or the
+ * `loyalty-vault-keys` bin once built). Works against the same database and master key source as
+ * the service, from the same environment variables, while the service keeps running.
+ */
+import { describeDatabase, loadConfig } from '../config/config.js';
+import { createDatabase } from '../db/database.js';
+import { migrateToLatest } from '../db/migrations.js';
+import { builtInFieldSets } from '../keys/field-sets.js';
+import { KeyRing } from '../keys/key-ring.js';
+import { loadMasterKey } from '../keys/master-key-source.js';
+import { cliActor, runKeysCommand } from './keys-commands.js';
+
+/** Extra time beyond the key-ring refresh interval before an activation counts as seen everywhere. */
+const PROPAGATION_MARGIN_MS = 2_000;
+
+async function main(argv: readonly string[]): Promise<number> {
+  const config = loadConfig();
+  const masterKey = await loadMasterKey(config.masterKey, config.masterKeyPrevious);
+  const database = createDatabase(config);
+  let interrupted = false;
+  const onSignal = (): void => {
+    if (interrupted) process.exit(130);
+    interrupted = true;
+    process.stderr.write('\nkeys: stopping after the batches in flight (Ctrl-C again to abort now)\n');
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  try {
+    await migrateToLatest(database.knex);
+    const actor = cliActor();
+    const ring = new KeyRing(database.knex, masterKey.source, config.vault.keyRingRefreshMs);
+    await ring.ensureInitialKeys(actor.origin);
+    return await runKeysCommand(
+      argv,
+      {
+        knex: database.knex,
+        databaseKind: database.kind,
+        databaseDescription: describeDatabase(config),
+        masterKey: masterKey.source,
+        ring,
+        policy: {
+          singleOperator: config.keys.singleOperator,
+          production: config.nodeEnv === 'production',
+          cryptoperiodDays: config.keys.cryptoperiodDays,
+          propagationMs: config.vault.keyRingRefreshMs + PROPAGATION_MARGIN_MS,
+        },
+        registry: builtInFieldSets,
+        actor,
+      },
+      { stdout: process.stdout, stderr: process.stderr, isTTY: process.stderr.isTTY, interrupted: () => interrupted },
+    );
+  } finally {
+    await database.close();
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (error: unknown) => {
+    process.stderr.write(`keys: ${error instanceof Error ? error.message : String(error)}\n`);
+    process.exitCode = 1;
+  },
+);

@@ -1,0 +1,506 @@
+/**
+ * Key lifecycle operations for custodians: inventory and cryptoperiod status, two-phase rotation,
+ * retirement with proof of zero coverage, destruction. Used by the key CLI and (status) the service.
+ *
+ * Lifecycle of a data key version:
+ *   published → active → decrypt-only → retired → destroyed
+ * - published: loaded by every instance, decrypts and matches lookups; MAC versions also index new
+ *   rows; not yet used to encrypt.
+ * - active: encrypts / MACs new values (one per purpose).
+ * - decrypt-only: superseded; still decrypts and matches while the backfill empties it.
+ * - retired: no instance loads it; refused unless a query proves that no row still uses it.
+ * - destroyed: its wrapped material is wiped (irreversible).
+ *
+ * Every write is one transaction with its audit entry; every refusal is audited too (outcome
+ * `denied`). Rotation, retirement and destruction need dual control (see dual-control.ts).
+ */
+import type { Knex } from 'knex';
+import { appendAuditEvent } from '../audit/audit-log.js';
+import { AppError, isAppError } from '../errors/app-error.js';
+import { authorisationDetails, authorise, type Authorisation, type KeyOperation } from './dual-control.js';
+import { fieldSetsFor, type EncryptedFieldSet } from './field-sets.js';
+import {
+  bumpGeneration,
+  insertNewKey,
+  KEY_PURPOSES,
+  KEY_SPECS,
+  type KeyActor,
+  type KeyPurpose,
+  type KeyRing,
+  type KeyState,
+  wrappingAad,
+} from './key-ring.js';
+import type { MasterKeySource } from './master-key-source.js';
+import { daysLeft, isOverdue, periodOf } from './cryptoperiods.js';
+
+export interface KeyPolicy {
+  readonly singleOperator: boolean;
+  readonly production: boolean;
+  readonly cryptoperiodDays: Readonly<Record<KeyPurpose, number>>;
+  /** How long until every running instance has reloaded its key ring (KEY_RING_REFRESH_MS + margin). */
+  readonly propagationMs: number;
+}
+
+export interface KeyManagerDeps {
+  readonly knex: Knex;
+  readonly ring: KeyRing;
+  readonly masterKey: MasterKeySource;
+  readonly registry: readonly EncryptedFieldSet[];
+  readonly policy: KeyPolicy;
+  readonly actor: KeyActor;
+  readonly now?: () => Date;
+  readonly sleep?: (ms: number) => Promise<void>;
+}
+
+export interface KeyVersionInfo {
+  readonly purpose: KeyPurpose;
+  readonly version: number;
+  readonly state: KeyState;
+  readonly algorithm: string;
+  readonly strengthBits: number;
+  readonly kekId: string;
+  readonly createdAt: Date;
+  readonly publishedAt: Date | null;
+  readonly activatedAt: Date | null;
+  readonly retiredAt: Date | null;
+  readonly destroyedAt: Date | null;
+  readonly cryptoperiodDays: number;
+  /** End of the cryptoperiod (published / active versions only: others no longer protect new data). */
+  readonly expiresAt: Date | null;
+  readonly daysLeft: number | null;
+  readonly overdue: boolean;
+  /** Rows protected, per field set. */
+  readonly rows: Readonly<Record<string, number>>;
+  readonly rowsTotal: number;
+  readonly publicKeyPem: string | null;
+}
+
+interface DataKeyRow {
+  purpose: KeyPurpose;
+  version: number;
+  state: KeyState;
+  algorithm: string;
+  strength_bits: number;
+  kek_id: string;
+  cryptoperiod_days: number;
+  created_at: Date;
+  published_at: Date | null;
+  activated_at: Date | null;
+  retired_at: Date | null;
+  destroyed_at: Date | null;
+  public_key_pem: string | null;
+}
+
+export interface RotationPlan {
+  readonly purpose: KeyPurpose;
+  readonly fromVersion: number | undefined;
+  readonly toVersion: number;
+  /** A version already published by an interrupted rotation: --apply only activates it. */
+  readonly resumes: boolean;
+  readonly rowsToReencrypt: Readonly<Record<string, number>>;
+  readonly steps: readonly string[];
+}
+
+export interface MasterRotationPlan {
+  readonly currentKekId: string;
+  /** Data keys wrapped by another master key: what --apply rewraps. */
+  readonly keys: readonly { readonly purpose: KeyPurpose; readonly version: number; readonly kekId: string }[];
+  readonly steps: readonly string[];
+}
+
+export interface RetirePlan {
+  readonly purpose: KeyPurpose;
+  readonly version: number;
+  readonly state: KeyState;
+  readonly rowsUnder: Readonly<Record<string, number>>;
+  readonly refusal: string | undefined;
+  readonly steps: readonly string[];
+}
+
+export class KeyManager {
+  private readonly now: () => Date;
+  private readonly sleep: (ms: number) => Promise<void>;
+
+  constructor(private readonly deps: KeyManagerDeps) {
+    this.now = deps.now ?? (() => new Date());
+    this.sleep = deps.sleep ?? ((ms) => new Promise((resolve) => setTimeout(resolve, ms)));
+  }
+
+  /** Every key version with its cryptoperiod and the rows it protects (PCI DSS 3.6.1.1). */
+  async inventory(db: Knex | Knex.Transaction = this.deps.knex): Promise<KeyVersionInfo[]> {
+    const rows = (await db('data_keys').orderBy(['purpose', 'version'])) as DataKeyRow[];
+    const counts = new Map<string, Map<number, number>>();
+    for (const set of this.deps.registry) counts.set(set.name, await set.countByVersion(db));
+    const now = this.now();
+    return rows.map((row) => {
+      const rowsBySet: Record<string, number> = {};
+      for (const set of fieldSetsFor(row.purpose, this.deps.registry)) {
+        rowsBySet[set.name] = counts.get(set.name)?.get(row.version) ?? 0;
+      }
+      const period = periodOf(row, this.deps.policy.cryptoperiodDays);
+      const left = daysLeft(period, now);
+      return {
+        purpose: row.purpose,
+        version: row.version,
+        state: row.state,
+        algorithm: row.algorithm,
+        strengthBits: row.strength_bits,
+        kekId: row.kek_id,
+        createdAt: row.created_at,
+        publishedAt: row.published_at,
+        activatedAt: row.activated_at,
+        retiredAt: row.retired_at,
+        destroyedAt: row.destroyed_at,
+        cryptoperiodDays: period.cryptoperiodDays,
+        expiresAt: period.expiresAt,
+        daysLeft: left,
+        overdue: isOverdue(period, now),
+        rows: rowsBySet,
+        rowsTotal: Object.values(rowsBySet).reduce((a, b) => a + b, 0),
+        publicKeyPem: row.public_key_pem,
+      };
+    });
+  }
+
+  async planRotation(purpose: KeyPurpose): Promise<RotationPlan> {
+    const rows = (await this.deps.knex('data_keys').where({ purpose }).orderBy('version')) as DataKeyRow[];
+    const active = rows.find((r) => r.state === 'active');
+    const published = rows.find((r) => r.state === 'published');
+    const toVersion = published?.version ?? (rows.at(-1)?.version ?? 0) + 1;
+    const rowsToReencrypt: Record<string, number> = {};
+    for (const set of fieldSetsFor(purpose, this.deps.registry)) {
+      let n = 0;
+      for (const [version, count] of await set.countByVersion(this.deps.knex)) if (version < toVersion) n += count;
+      rowsToReencrypt[set.name] = n;
+    }
+    const spec = KEY_SPECS[purpose];
+    const from = active?.version;
+    const waitSeconds = Math.ceil(this.deps.policy.propagationMs / 1000);
+    const total = Object.values(rowsToReencrypt).reduce((a, b) => a + b, 0);
+    const steps = [
+      published === undefined
+        ? `create ${purpose} v${toVersion}: ${spec.algorithm}, ${spec.strengthBits}-bit, 32 bytes from the ` +
+          `operating system CSPRNG, wrapped (AES-256-GCM) by master key ${this.deps.masterKey.keyId}, state ` +
+          `published: every instance loads it and can ${purpose === 'audit-signing' ? 'verify with it' : 'decrypt and look up under it'}, nothing is written under it yet`
+        : `resume: ${purpose} v${toVersion} is already published by an interrupted rotation`,
+      `wait ${waitSeconds} s so that every running instance has reloaded its key ring`,
+      `activate v${toVersion} for new ${purpose === 'identifier-mac' ? 'fingerprints' : purpose === 'audit-signing' ? 'signatures' : 'encryptions'}` +
+        (from === undefined
+          ? ''
+          : `; v${from} becomes decrypt-only (still ${purpose === 'audit-signing' ? 'verifies' : 'decrypts and matches lookups'})`),
+      ...(purpose === 'audit-signing'
+        ? []
+        : [
+            `then: keys reencrypt --purpose ${purpose} moves ${total} row(s) to v${toVersion} (` +
+              Object.entries(rowsToReencrypt)
+                .map(([k, v]) => `${k}: ${v}`)
+                .join(', ') +
+              ')',
+          ]),
+      ...(from === undefined ? [] : [`then: keys retire --purpose ${purpose} --version ${from} once zero rows remain`]),
+      this.deps.policy.singleOperator
+        ? 'authorisation: single-operator mode (development only)'
+        : `authorisation: a request approved by two distinct custodians (keys request rotate --purpose ${purpose})`,
+    ];
+    return { purpose, fromVersion: from, toVersion, resumes: published !== undefined, rowsToReencrypt, steps };
+  }
+
+  /** Two-phase rotation: publish, wait for every instance, activate. */
+  async rotate(
+    purpose: KeyPurpose,
+    requestId: string | undefined,
+    onPhase: (message: string) => void = () => undefined,
+  ): Promise<{ version: number; previous: number | undefined; authorisation: Authorisation | undefined }> {
+    const plan = await this.planRotation(purpose);
+    const resource = `key:${purpose}:v${plan.toVersion}`;
+    let authorisation: Authorisation | undefined;
+    if (!plan.resumes) {
+      authorisation = await this.guarded('key.rotate', resource, async (trx) => {
+        await trx('key_ring_generation').where({ id: 1 }).forUpdate();
+        const latest = (await trx('data_keys').where({ purpose }).max('version as v').first()) as { v: number | null };
+        if ((latest.v ?? 0) + 1 !== plan.toVersion) {
+          throw new AppError('KEY_OPERATION_INVALID', { detail: 'Another rotation ran meanwhile: plan again.' });
+        }
+        const auth = await this.authorise(trx, 'rotate', { purpose }, requestId);
+        await insertNewKey(
+          trx,
+          this.deps.masterKey,
+          purpose,
+          plan.toVersion,
+          'published',
+          this.deps.actor,
+          this.deps.policy.cryptoperiodDays[purpose],
+        );
+        await this.audit(trx, 'key.published', resource, {
+          previousVersion: plan.fromVersion ?? null,
+          ...authorisationDetails(auth),
+        });
+        return auth;
+      });
+      onPhase(`published ${purpose} v${plan.toVersion}`);
+    } else {
+      onPhase(`resuming: ${purpose} v${plan.toVersion} was already published`);
+    }
+    onPhase(`waiting ${Math.ceil(this.deps.policy.propagationMs / 1000)} s for every instance to load it`);
+    await this.sleep(this.deps.policy.propagationMs);
+    await this.deps.knex.transaction(async (trx) => {
+      await trx('key_ring_generation').where({ id: 1 }).forUpdate();
+      const row = (await trx('data_keys').where({ purpose, version: plan.toVersion }).first('state')) as
+        { state: KeyState } | undefined;
+      if (row?.state !== 'published')
+        throw new AppError('KEY_OPERATION_INVALID', { detail: 'The new version is no longer published.' });
+      const now = this.now();
+      await trx('data_keys').where({ purpose, state: 'active' }).update({ state: 'decrypt-only' });
+      await trx('data_keys').where({ purpose, version: plan.toVersion }).update({ state: 'active', activated_at: now });
+      await bumpGeneration(trx);
+      await this.audit(trx, 'key.activated', resource, {
+        previousVersion: plan.fromVersion ?? null,
+        previousState: plan.fromVersion === undefined ? null : 'decrypt-only',
+        resumed: plan.resumes,
+      });
+    });
+    onPhase(`activated ${purpose} v${plan.toVersion}`);
+    await this.deps.ring.reload();
+    return { version: plan.toVersion, previous: plan.fromVersion, authorisation };
+  }
+
+  /** Master-key rotation: the data keys still wrapped by another master key than the current one. */
+  async planMasterRotation(db: Knex | Knex.Transaction = this.deps.knex): Promise<MasterRotationPlan> {
+    const current = this.deps.masterKey.keyId;
+    const rows = (await db('data_keys')
+      .whereNotNull('wrapped_key')
+      .whereNot('kek_id', current)
+      .orderBy(['purpose', 'version'])
+      .select('purpose', 'version', 'kek_id')) as { purpose: KeyPurpose; version: number; kek_id: string }[];
+    const keys = rows.map((r) => ({ purpose: r.purpose, version: r.version, kekId: r.kek_id }));
+    const steps =
+      keys.length === 0
+        ? [
+            `every data key is already wrapped by the current master key ${current}`,
+            'to rotate it: generate a new key, configure every instance and this CLI with MASTER_KEY=<new> and ' +
+              'MASTER_KEY_PREVIOUS=<old>, restart them, then run this again',
+          ]
+        : [
+            `unwrap ${keys.length} data key(s) wrapped by ${[...new Set(keys.map((k) => k.kekId))].join(', ')} ` +
+              '(with MASTER_KEY_PREVIOUS) and wrap them again with the current master key ' +
+              `${current}, in one transaction: ${keys.map((k) => `${k.purpose} v${k.version}`).join(', ')}`,
+            'record the previous master key(s) as retired in master_keys; every instance reloads its key ring',
+            'then remove MASTER_KEY_PREVIOUS from every instance and destroy the old master key in its store',
+            this.deps.policy.singleOperator
+              ? 'authorisation: single-operator mode (development only)'
+              : 'authorisation: a request approved by two distinct custodians (keys request rotate --purpose master)',
+          ];
+    return { currentKekId: current, keys, steps };
+  }
+
+  /** Rewraps every data key under the current master key (envelope encryption: data is untouched). */
+  async rotateMaster(requestId: string | undefined): Promise<MasterRotationPlan> {
+    return this.guarded('key.rotate', 'master-key', async (trx) => {
+      await trx('key_ring_generation').where({ id: 1 }).forUpdate();
+      const plan = await this.planMasterRotation(trx);
+      if (plan.keys.length === 0) {
+        throw new AppError('KEY_OPERATION_INVALID', { detail: plan.steps.join('; ') });
+      }
+      const auth = await this.authorise(trx, 'rotate', { purpose: 'master' }, requestId);
+      const rows = (await trx('data_keys')
+        .whereNotNull('wrapped_key')
+        .whereNot('kek_id', plan.currentKekId)
+        .forUpdate()
+        .select('purpose', 'version', 'wrapped_key', 'kek_id')) as {
+        purpose: KeyPurpose;
+        version: number;
+        wrapped_key: Buffer;
+        kek_id: string;
+      }[];
+      for (const row of rows) {
+        const aad = wrappingAad(row.purpose, row.version);
+        const material = await this.deps.masterKey.unwrap(row.wrapped_key, aad);
+        const rewrapped = await this.deps.masterKey.wrap(material, aad);
+        material.fill(0);
+        await trx('data_keys')
+          .where({ purpose: row.purpose, version: row.version })
+          .update({ wrapped_key: rewrapped, kek_id: plan.currentKekId });
+      }
+      const now = this.now();
+      await trx('master_keys')
+        .insert({
+          kek_id: plan.currentKekId,
+          description: this.deps.masterKey.description,
+          state: 'active',
+          created_at: now,
+        })
+        .onConflict('kek_id')
+        .merge({ state: 'active', retired_at: null });
+      await trx('master_keys')
+        .whereNot('kek_id', plan.currentKekId)
+        .where({ state: 'active' })
+        .update({ state: 'retired', retired_at: now });
+      await bumpGeneration(trx);
+      await this.audit(trx, 'master-key.rotated', `master-key:${plan.currentKekId}`, {
+        rewrapped: rows.map((r) => ({ key: `${r.purpose}:v${r.version}`, from: r.kek_id })),
+        ...authorisationDetails(auth),
+      });
+      return plan;
+    });
+  }
+
+  async planRetire(
+    purpose: KeyPurpose,
+    version: number,
+    db: Knex | Knex.Transaction = this.deps.knex,
+  ): Promise<RetirePlan> {
+    const row = (await db('data_keys').where({ purpose, version }).first()) as DataKeyRow | undefined;
+    if (row === undefined) throw new AppError('KEY_NOT_FOUND');
+    const rowsUnder = await this.rowsUnder(db, purpose, version);
+    const inUse = Object.values(rowsUnder).some((n) => n > 0);
+    const successor = (await db('data_keys').where({ purpose, state: 'active' }).first('activated_at')) as
+      { activated_at: Date | null } | undefined;
+    const settled = (successor?.activated_at?.getTime() ?? 0) + this.deps.policy.propagationMs <= this.now().getTime();
+    let refusal: string | undefined;
+    if (row.state !== 'decrypt-only')
+      refusal = `v${version} is ${row.state}: only a decrypt-only version can be retired`;
+    else if (inUse) refusal = `rows are still protected by v${version}: run keys reencrypt --purpose ${purpose} first`;
+    else if (!settled)
+      refusal = 'the successor was activated too recently: some instance may still write under this version';
+    return {
+      purpose,
+      version,
+      state: row.state,
+      rowsUnder,
+      refusal,
+      steps: [
+        `prove with a count per field set that no row is protected by ${purpose} v${version} (the counts go into the audit trail)`,
+        `set v${version} to retired: no instance loads it again, nothing can be decrypted or matched under it`,
+        'authorisation: ' +
+          (this.deps.policy.singleOperator ? 'single-operator mode (development only)' : 'two custodian approvals'),
+      ],
+    };
+  }
+
+  async retire(purpose: KeyPurpose, version: number, requestId: string | undefined): Promise<RetirePlan> {
+    return this.guarded('key.retire', `key:${purpose}:v${version}`, async (trx) => {
+      await trx('key_ring_generation').where({ id: 1 }).forUpdate();
+      await trx('data_keys').where({ purpose, version }).forUpdate();
+      const plan = await this.planRetire(purpose, version, trx);
+      if (plan.refusal !== undefined) {
+        throw new AppError(
+          plan.state === 'decrypt-only' && Object.values(plan.rowsUnder).some((n) => n > 0)
+            ? 'KEY_VERSION_IN_USE'
+            : 'KEY_OPERATION_INVALID',
+          {
+            detail: plan.refusal,
+            extensions: { rowsUnder: plan.rowsUnder },
+          },
+        );
+      }
+      const auth = await this.authorise(trx, 'retire', { purpose, version }, requestId);
+      await trx('data_keys').where({ purpose, version }).update({ state: 'retired', retired_at: this.now() });
+      await bumpGeneration(trx);
+      await this.audit(trx, 'key.retired', `key:${purpose}:v${version}`, {
+        proof: { rowsUnderVersion: plan.rowsUnder, query: proofQueryDescription(purpose, version, this.deps.registry) },
+        ...authorisationDetails(auth),
+      });
+      return plan;
+    });
+  }
+
+  /** Wipes the wrapped material of a retired version. Irreversible. */
+  async destroy(purpose: KeyPurpose, version: number, requestId: string | undefined): Promise<void> {
+    await this.guarded('key.destroy', `key:${purpose}:v${version}`, async (trx) => {
+      await trx('key_ring_generation').where({ id: 1 }).forUpdate();
+      const row = (await trx('data_keys').where({ purpose, version }).forUpdate().first()) as DataKeyRow | undefined;
+      if (row === undefined) throw new AppError('KEY_NOT_FOUND');
+      if (row.state !== 'retired') {
+        throw new AppError('KEY_OPERATION_INVALID', {
+          detail: `v${version} is ${row.state}: only a retired version can be destroyed`,
+        });
+      }
+      const rowsUnder = await this.rowsUnder(trx, purpose, version);
+      if (Object.values(rowsUnder).some((n) => n > 0)) {
+        throw new AppError('KEY_VERSION_IN_USE', { extensions: { rowsUnder } });
+      }
+      // Irreversible: dual control even in single-operator (development) mode.
+      const auth = await authorise(trx, {
+        operation: 'destroy',
+        params: { purpose, version },
+        requestId,
+        singleOperator: false,
+        production: this.deps.policy.production,
+      });
+      await trx('data_keys')
+        .where({ purpose, version })
+        .update({ state: 'destroyed', wrapped_key: null, destroyed_at: this.now() });
+      await bumpGeneration(trx);
+      await this.audit(trx, 'key.destroyed', `key:${purpose}:v${version}`, {
+        irreversible: true,
+        proof: { rowsUnderVersion: rowsUnder },
+        ...authorisationDetails(auth),
+      });
+    });
+  }
+
+  private async rowsUnder(
+    db: Knex | Knex.Transaction,
+    purpose: KeyPurpose,
+    version: number,
+  ): Promise<Record<string, number>> {
+    const out: Record<string, number> = {};
+    for (const set of fieldSetsFor(purpose, this.deps.registry))
+      out[set.name] = (await set.countByVersion(db)).get(version) ?? 0;
+    return out;
+  }
+
+  private authorise(
+    trx: Knex.Transaction,
+    operation: KeyOperation,
+    params: Record<string, string | number>,
+    requestId: string | undefined,
+  ): Promise<Authorisation> {
+    return authorise(trx, {
+      operation,
+      params,
+      requestId,
+      singleOperator: this.deps.policy.singleOperator,
+      production: this.deps.policy.production,
+    });
+  }
+
+  private audit(trx: Knex.Transaction, action: string, resource: string, details: Record<string, unknown>) {
+    return appendAuditEvent(trx, { ...this.deps.actor, action, outcome: 'success', resource, details }, this.now());
+  }
+
+  /** Runs a write; on a refusal, records it (outcome denied) in a transaction of its own. */
+  private async guarded<T>(action: string, resource: string, fn: (trx: Knex.Transaction) => Promise<T>): Promise<T> {
+    try {
+      return await this.deps.knex.transaction(fn);
+    } catch (error) {
+      if (isAppError(error)) {
+        await this.deps.knex.transaction((trx) =>
+          appendAuditEvent(
+            trx,
+            {
+              ...this.deps.actor,
+              action,
+              outcome: 'denied',
+              resource,
+              details: { code: error.code, reason: error.detail ?? error.title, ...error.extensions },
+            },
+            this.now(),
+          ),
+        );
+      }
+      throw error;
+    }
+  }
+}
+
+function proofQueryDescription(purpose: KeyPurpose, version: number, registry: readonly EncryptedFieldSet[]): string {
+  const sets = fieldSetsFor(purpose, registry).map((s) => s.name);
+  return sets.length === 0
+    ? `${purpose} protects no stored rows`
+    : `count(*) grouped by key version in ${sets.join(', ')}; version ${version} absent`;
+}
+
+export function isPurpose(value: string): value is KeyPurpose {
+  return (KEY_PURPOSES as string[]).includes(value);
+}

@@ -1,0 +1,92 @@
+import { expect } from 'chai';
+import { randomBytes } from 'node:crypto';
+import { verifyAuditChain } from '../../src/audit/audit-log.js';
+import { VaultService } from '../../src/cards/vault-service.js';
+import { migrateToLatest } from '../../src/db/migrations.js';
+import { KeyRing } from '../../src/keys/key-ring.js';
+import { LocalMasterKey, MasterKeySet } from '../../src/keys/master-key-source.js';
+import { createTestDatabase, type TestDatabase } from '../support/database.js';
+import { generatePans } from '../support/pans.js';
+import { keysFixture, type KeysFixture } from './keys-context.js';
+
+const vaultOptions = { detokenise: { enabled: true, perMinute: 100 } };
+const caller = { subject: 'qsa-test', shopperRef: undefined, origin: 'test' };
+
+describe('master-key rotation (keys rotate --purpose master)', function () {
+  this.timeout(60_000);
+  let db: TestDatabase;
+  let before: KeysFixture;
+  let oldKek: LocalMasterKey;
+  let newKek: LocalMasterKey;
+  let cards: { pan: string; token: string }[];
+
+  beforeEach(async () => {
+    db = await createTestDatabase();
+    await migrateToLatest(db.knex);
+    before = await keysFixture(db);
+    oldKek = before.masterKey;
+    newKek = new LocalMasterKey(randomBytes(32), 'new test master key');
+    const vault = new VaultService(db.knex, before.ring, vaultOptions);
+    cards = [];
+    for (const pan of generatePans(5))
+      cards.push({ pan, token: (await vault.tokenise({ kind: 'pan', pan })).card.token });
+  });
+  afterEach(async () => db.close());
+
+  const during = (singleOperator: boolean) =>
+    keysFixture(db, { source: new MasterKeySet(newKek, [oldKek]), policy: { singleOperator } });
+
+  it('when the master key is rotated, then every data key is rewrapped by the new one, the data is untouched, and the old key no longer opens anything', async () => {
+    const fx = await during(true);
+    const plan = await fx.run('rotate', '--purpose', 'master');
+    expect(plan.code).to.equal(0);
+    expect(plan.stdout).to.contain(`unwrap 3 data key(s) wrapped by ${oldKek.keyId}`);
+    const ciphertexts = await db.knex('cards').orderBy('token').select('token', 'pan_ciphertext', 'pan_key_version');
+
+    const res = await fx.run('rotate', '--purpose', 'master', '--apply');
+    expect(res.code, res.stderr).to.equal(0);
+    expect(res.stdout).to.contain(`3 data key(s) rewrapped by master key ${newKek.keyId}`);
+    expect(new Set((await db.knex('data_keys').select('kek_id')).map((r) => r.kek_id))).to.deep.equal(
+      new Set([newKek.keyId]),
+    );
+    expect(await db.knex('cards').orderBy('token').select('token', 'pan_ciphertext', 'pan_key_version')).to.deep.equal(
+      ciphertexts,
+    );
+    const masters = await db.knex('master_keys').orderBy('state');
+    expect(masters.map((m) => [m.kek_id, m.state])).to.deep.equal([
+      [newKek.keyId, 'active'],
+      [oldKek.keyId, 'retired'],
+    ]);
+
+    // With only the new master key (MASTER_KEY_PREVIOUS removed) every card still reads.
+    const after = new VaultService(db.knex, new KeyRing(db.knex, newKek, 50), vaultOptions);
+    for (const card of cards) {
+      expect((await after.tokenise({ kind: 'pan', pan: card.pan })).card.token).to.equal(card.token);
+      expect(await after.detokenise(card.token, 'master rotation check', caller)).to.deep.equal({ pan: card.pan });
+    }
+    let failure: unknown;
+    try {
+      await new KeyRing(db.knex, oldKek, 50).reload();
+    } catch (error) {
+      failure = error;
+    }
+    expect(String(failure)).to.contain('cannot unwrap data key');
+    const entry = await db.knex('audit_events').where({ action: 'master-key.rotated' }).first();
+    expect(JSON.stringify(entry.details)).to.contain(oldKek.keyId);
+    expect((await verifyAuditChain(db.knex)).ok).to.equal(true);
+
+    const again = await fx.run('rotate', '--purpose', 'master', '--apply');
+    expect(again.code).to.equal(1);
+    expect(again.stderr).to.contain('KEY_OPERATION_INVALID');
+  });
+
+  it('when the master key rotation has no approved request, then it is refused and nothing is rewrapped', async () => {
+    const fx = await during(false);
+    const res = await fx.run('rotate', '--purpose', 'master', '--apply');
+    expect(res.code).to.equal(1);
+    expect(res.stderr).to.contain('DUAL_CONTROL_REQUIRED');
+    expect(new Set((await db.knex('data_keys').select('kek_id')).map((r) => r.kek_id))).to.deep.equal(
+      new Set([oldKek.keyId]),
+    );
+  });
+});
