@@ -161,7 +161,8 @@ describe('re-encryption backfill: crash and resume', function () {
     let firstProgressAt = 0;
     const crashed = await runCli(
       env,
-      ['reencrypt', '--purpose', 'pan-encryption', '--batch-size', '50', '--max-rows-per-second', '1500'],
+      // Throttled so that a loaded machine still kills it midway (1,500 rows take about 3 s).
+      ['reencrypt', '--purpose', 'pan-encryption', '--batch-size', '50', '--max-rows-per-second', '500'],
       async (stderr) => {
         if (usingPostgres) {
           const row = await db.knex('reencrypt_progress').where({ field_set: 'cards.pan' }).first('rows_done');
