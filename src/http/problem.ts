@@ -36,6 +36,14 @@ export function toAppError(error: unknown): AppError {
     default:
       break;
   }
+  // The router could not percent-decode a path parameter (`/v1/tokens/%ZZ`). Its message quotes the
+  // raw segment, which may hold a card number: no cause is kept.
+  if (error instanceof URIError && e?.status === 400) {
+    return new AppError('VALIDATION_FAILED', {
+      detail: 'The request path is not valid percent-encoded UTF-8.',
+      extensions: { errors: [{ pointer: '/path', message: 'is not valid percent-encoding' }] },
+    });
+  }
   if (isDatabaseTimeout(e)) return new AppError('DATABASE_TIMEOUT', { headers: { 'Retry-After': '1' }, cause: error });
   if (isDatabaseUnavailable(e))
     return new AppError('DATABASE_UNAVAILABLE', { headers: { 'Retry-After': '2' }, cause: error });
