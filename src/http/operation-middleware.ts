@@ -85,6 +85,8 @@ export function validate(op: Operation): RequestHandler {
     if (!op.validateParams(params)) {
       throw validationError(toIssues(op.validateParams.errors));
     }
+    const infinite = nonFiniteParameter(params);
+    if (infinite !== undefined) throw validationError([{ pointer: infinite, message: 'must be a finite number' }]);
     let body: unknown = undefined;
     if (op.requestMediaType !== undefined && !raw) {
       const present = hasBody(req.headers);
@@ -139,6 +141,20 @@ export function enforceResponseContract(op: Operation): RequestHandler {
     }) as Response['json'];
     next();
   };
+}
+
+/**
+ * ajv's type coercion turns `"Infinity"` (and `"1e400"`) into `Infinity`, which passes `integer`,
+ * and then skips `minimum`/`maximum` for a non-finite number: `?limit=Infinity` would reach the
+ * handler and lift the page-size cap. Parameters come from strings, so only coercion can make one.
+ */
+function nonFiniteParameter(params: Readonly<Record<string, Readonly<Record<string, unknown>>>>): string | undefined {
+  for (const [location, values] of Object.entries(params)) {
+    for (const [name, value] of Object.entries(values)) {
+      if (typeof value === 'number' && !Number.isFinite(value)) return `/${location}/${name}`;
+    }
+  }
+  return undefined;
 }
 
 function hasBody(headers: Record<string, string | string[] | undefined>): boolean {
