@@ -11,6 +11,7 @@
 import {
   createLocalJWKSet,
   createRemoteJWKSet,
+  decodeProtectedHeader,
   jwtVerify,
   errors as joseErrors,
   type JWTPayload,
@@ -70,6 +71,13 @@ export function createAuthenticator(
 
   async function verify(token: string): Promise<Principal> {
     if (token.length > MAX_TOKEN_LENGTH || !COMPACT_JWS.test(token)) throw new AppError('TOKEN_MALFORMED');
+    if (namesCriticalExtension(token)) {
+      // RFC 7515 §4.1.11: a token whose `crit` extensions are not understood must be refused. jose
+      // refuses it as "not supported", which would otherwise read as a rejected algorithm.
+      throw new AppError('TOKEN_MALFORMED', {
+        detail: 'The token requires a header extension this service does not implement.',
+      });
+    }
     let payload: JWTPayload;
     try {
       ({ payload } = await jwtVerify(token, keys, {
@@ -103,6 +111,15 @@ export function keyResolverFor(
     case 'dev-issuer':
       if (devJwks === undefined) throw new Error('the development issuer key set was not loaded');
       return createLocalJWKSet(devJwks);
+  }
+}
+
+/** Whether the protected header has a `crit` member; this service implements no JWS extension. */
+function namesCriticalExtension(token: string): boolean {
+  try {
+    return decodeProtectedHeader(token).crit !== undefined;
+  } catch {
+    return false; // not decodable: jwtVerify refuses it with its own code
   }
 }
 
