@@ -2,6 +2,7 @@
  * Card number rules. A PAN is accepted with spaces or dashes between digits (as printed and typed),
  * nothing else; it must have 12–19 digits (ISO/IEC 7812) and pass Luhn. Errors never repeat the input.
  */
+import { maskPans } from '../logging/pan-redactor.js';
 import { AppError } from '../errors/app-error.js';
 import { luhnValid } from './luhn.js';
 
@@ -92,6 +93,18 @@ export function findSensitiveAuthenticationData(value: unknown, pointer = '', de
     if (SAD_FIELDS.has(key.toLowerCase().replace(/[^a-z0-9]/g, ''))) return here;
     const nested = findSensitiveAuthenticationData(child, here, depth + 1);
     if (nested !== undefined) return nested;
+  }
+  return undefined;
+}
+
+/**
+ * The first of these free-text fields that holds something shaped like a card number (a 13–19 digit
+ * Luhn-valid run, spaces and dashes allowed), as a JSON pointer. Such fields are stored and shown
+ * back: a PAN typed into the wrong box must be refused, never kept (PCI DSS 3.4).
+ */
+export function findCardNumberIn(fields: Readonly<Record<string, string | undefined>>): string | undefined {
+  for (const [name, value] of Object.entries(fields)) {
+    if (value !== undefined && maskPans(value) !== value) return `/body/${name}`;
   }
   return undefined;
 }

@@ -23,6 +23,7 @@ export const ERROR_CATALOG = {
   // card vault
   PAN_INVALID: { status: 422, title: 'The card number is not valid' },
   EXPIRY_INVALID: { status: 422, title: 'The card expiry is not valid' },
+  CARD_NUMBER_NOT_ALLOWED: { status: 422, title: 'A card number is not accepted in this field' },
   SENSITIVE_AUTHENTICATION_DATA: { status: 422, title: 'Sensitive authentication data must not be sent (PCI DSS 3.3)' },
   IDENTIFIER_ALREADY_LINKED: { status: 409, title: 'The identifier already belongs to another card' },
   CARD_HAS_DIFFERENT_PAN: { status: 409, title: 'The card already has a different card number' },

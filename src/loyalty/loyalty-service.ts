@@ -14,6 +14,7 @@
 import { createHash } from 'node:crypto';
 import type { Knex } from 'knex';
 import { appendAuditEvent, canonicalJson } from '../audit/audit-log.js';
+import { findCardNumberIn } from '../cards/pan.js';
 import { AppError } from '../errors/app-error.js';
 import { newId } from '../ids/prefixed-id.js';
 import type { PaymentTransitionEvent } from '../payments/payment-service.js';
@@ -153,6 +154,7 @@ export class LoyaltyService {
     idempotencyKey: string,
     actor: Actor,
   ): Promise<StoredResponse<RedemptionResult>> {
+    refuseCardNumbers({ reference: request.reference, description: request.description });
     // The shopper is the key's scope, not part of the request: a key moved to a survivor still matches.
     const requestHash = hashRequest(request);
     return withRetry(() =>
@@ -433,6 +435,16 @@ interface RedemptionRow {
   reference: string;
   description: string | null;
   state: 'completed' | 'reversed';
+}
+
+/** Free text is stored and shown back: a card number in it is refused, never kept. */
+export function refuseCardNumbers(fields: Readonly<Record<string, string | undefined>>): void {
+  const pointer = findCardNumberIn(fields);
+  if (pointer === undefined) return;
+  throw new AppError('CARD_NUMBER_NOT_ALLOWED', {
+    detail: 'Card numbers are accepted only by the card vault.',
+    extensions: { errors: [{ pointer, message: 'must not hold a card number' }] },
+  });
 }
 
 function sameTargets(a: EarningTargets, b: EarningTargets): boolean {

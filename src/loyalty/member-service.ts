@@ -20,7 +20,7 @@ import { AppError } from '../errors/app-error.js';
 import type { KeyRing } from '../keys/key-ring.js';
 import type { PaymentService } from '../payments/payment-service.js';
 import { LedgerBook, type AccountRow } from './ledger-book.js';
-import type { Actor } from './loyalty-service.js';
+import { refuseCardNumbers, type Actor } from './loyalty-service.js';
 import { withRetry } from './retry.js';
 import { survivorOf } from './shoppers.js';
 
@@ -67,6 +67,7 @@ export class MemberService {
    * log, an event or a response (responses say only whether one is on file).
    */
   async enrol(shopperRef: string, enrolment: Enrolment, actor: Actor): Promise<Membership> {
+    refuseCardNumbers({ email: enrolment.email, externalMemberId: enrolment.externalMemberId });
     return this.deps.knex
       .transaction(async (trx) => {
         const now = this.now();

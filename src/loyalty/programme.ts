@@ -8,7 +8,8 @@
  * payment's events cannot change its points.
  */
 import type { Knex } from 'knex';
-import { appendAuditEvent } from '../audit/audit-log.js';
+import { createHash } from 'node:crypto';
+import { appendAuditEvent, canonicalJson } from '../audit/audit-log.js';
 
 export interface ProgrammeRules {
   /** Points per whole currency unit, for any currency without its own rate. */
@@ -161,7 +162,14 @@ export async function publishProgramme(
         outcome: 'success',
         origin: actor.origin,
         resource: `programme:v${row.version}`,
-        details: { version: row.version, previous: latest.version, rules },
+        // The rules themselves are in loyalty_programme_versions (immutable); the trail pins them by
+        // hash. Not the values: a rate such as 8/9 prints a digit run the PAN guard rightly refuses.
+        details: {
+          version: row.version,
+          previous: latest.version,
+          // base64url, not hex: a hex digest holds a 13-digit run every few hundred versions.
+          rulesSha256: createHash('sha256').update(canonicalJson(rules)).digest('base64url'),
+        },
       },
       now,
     );
