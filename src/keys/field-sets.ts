@@ -56,7 +56,7 @@ export interface BatchContext {
 }
 
 export interface EncryptedFieldSet {
-  /** Stable name, stored in progress and failure rows: `cards.pan`, `loyalty_members.email`, … */
+  /** Stable name, stored in progress and failure rows: `cards.pan`, `loyalty_accounts.email`, … */
   readonly name: string;
   /** The key purpose that protects it. */
   readonly purpose: KeyPurpose;
