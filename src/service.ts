@@ -18,6 +18,7 @@ import { KeyRing } from './keys/key-ring.js';
 import { daysLeft, isOverdue, watchCryptoperiods } from './keys/cryptoperiods.js';
 import { VaultService } from './cards/vault-service.js';
 import { cardsHandlers } from './cards/cards-handlers.js';
+import { TokenBuckets } from './ratelimit/token-bucket.js';
 import os from 'node:os';
 import { Metrics } from './metrics/metrics.js';
 import { PaymentService, type PaymentTransitionListener } from './payments/payment-service.js';
@@ -154,7 +155,10 @@ export async function buildService(config: Config, options: BuildOptions): Promi
     handlers: {
       ...healthHandlers(readiness, spec.yamlText),
       ...authHandlers(),
-      ...cardsHandlers(vault),
+      ...cardsHandlers(
+        vault,
+        new TokenBuckets({ ratePerSecond: config.vault.cardRatePerSecond, burst: config.vault.cardRateBurst }),
+      ),
       ...webhookHandlers({ payments, secrets: webhooks.secrets, metrics }),
       ...paymentsHandlers(database.knex, payments),
       ...loyaltyHandlers({ knex: database.knex, loyalty, members }),

@@ -1,6 +1,7 @@
 /** HTTP adapter of the card vault: validated input in, one service call, response out. */
 import type { Request } from 'express';
 import { AppError } from '../errors/app-error.js';
+import type { TokenBuckets } from '../ratelimit/token-bucket.js';
 import type { HandlerMap } from '../http/types.js';
 import { principalOf, validInput } from '../http/types.js';
 import type { CardInput, CardView, Caller, VaultService } from './vault-service.js';
@@ -58,18 +59,30 @@ function refuseShopperTokens(req: Request): void {
   }
 }
 
-export function cardsHandlers(vault: VaultService): HandlerMap {
+export function cardsHandlers(vault: VaultService, limits: TokenBuckets): HandlerMap {
+  /** Per client (`sub`): one client's flood must not starve checkout for the others. */
+  const limit = (req: Request): void => {
+    const decision = limits.take(principalOf(req).subject);
+    if (decision.allowed) return;
+    throw new AppError('TOO_MANY_REQUESTS', {
+      detail: 'Card endpoint rate limit reached for this client.',
+      headers: { 'Retry-After': String(decision.retryAfterSeconds) },
+    });
+  };
   return {
     async createToken(req, res) {
       refuseShopperTokens(req);
+      limit(req);
       const { card, created } = await vault.tokenise(toCardInput(validInput(req).body as CardBody));
       res.status(created ? 201 : 200).json(cardJson(card));
     },
     async getToken(req, res) {
+      limit(req);
       res.json(cardJson(await vault.getCard(validInput(req).path['token'] as string, callerOf(req))));
     },
     async attachIdentifier(req, res) {
       refuseShopperTokens(req);
+      limit(req);
       const input = validInput(req);
       const { card, created } = await vault.attachIdentifier(
         input.path['token'] as string,

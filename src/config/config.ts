@@ -54,6 +54,9 @@ export interface Config {
     readonly detokenisePerMinute: number;
     /** How often each instance checks whether another process changed the key ring. */
     readonly keyRingRefreshMs: number;
+    /** Per client and instance, on tokenise / read / attach: sustained rate (0: off) and burst. */
+    readonly cardRatePerSecond: number;
+    readonly cardRateBurst: number;
   };
   readonly webhooks: WebhooksConfig;
   readonly keys: {
@@ -192,6 +195,8 @@ export function loadConfig(env: Env = process.env): Config {
       detokeniseEnabled: r.boolean('DETOKENISE_ENABLED', false),
       detokenisePerMinute: r.integer('DETOKENISE_RATE_LIMIT_PER_MINUTE', 10, 1, 10_000),
       keyRingRefreshMs: r.integer('KEY_RING_REFRESH_MS', 5_000, 100, 300_000),
+      cardRatePerSecond: r.integer('CARD_RATE_LIMIT_PER_SECOND', 2_000, 0, 1_000_000),
+      cardRateBurst: r.integer('CARD_RATE_LIMIT_BURST', 4_000, 1, 1_000_000),
     },
     webhooks: parseWebhooks(r, { production, embedded, dataDir }),
     keys: {
