@@ -88,7 +88,10 @@ export function sendProblem(res: Response, error: AppError, requestId: string): 
     ...error.extensions,
     requestId,
   };
-  for (const [name, value] of Object.entries(error.headers)) res.setHeader(name, value);
+  for (const [name, value] of Object.entries(error.headers)) {
+    // A header value Node refuses (a character outside Latin-1) must not turn the problem into a 500.
+    if (/^[\t\x20-\x7e\x80-\xff]*$/.test(value)) res.setHeader(name, value);
+  }
   res
     .status(error.status)
     .type(PROBLEM_CONTENT_TYPE)

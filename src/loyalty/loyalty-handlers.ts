@@ -3,6 +3,7 @@ import type { Knex } from 'knex';
 import type { Request } from 'express';
 import { callerOf } from '../cards/cards-handlers.js';
 import { AppError } from '../errors/app-error.js';
+import { maskPans } from '../logging/pan-redactor.js';
 import type { HandlerMap } from '../http/types.js';
 import { principalOf, validInput } from '../http/types.js';
 import { ShopperMergedMeanwhile } from './ledger-book.js';
@@ -109,7 +110,13 @@ export async function reachableShopper(knex: Knex, req: Request): Promise<string
   throw new AppError('SHOPPER_MERGED', {
     detail: 'This shopper was merged; repeat the request at Location.',
     extensions: { survivorReference: access.survivorRef },
-    headers: { Location: req.originalUrl.replace(`/shoppers/${ref}`, `/shoppers/${access.survivorRef}`) },
+    // Headers are not masked on the way out: a card number pasted into the query is masked here.
+    headers: {
+      Location: maskPans(req.originalUrl.replace(`/shoppers/${ref}`, `/shoppers/${access.survivorRef}`)).replace(
+        /[^\x21-\x7e]/g,
+        (c) => encodeURIComponent(c),
+      ),
+    },
   });
 }
 

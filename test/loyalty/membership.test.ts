@@ -124,6 +124,13 @@ describe('loyalty: enrolment, card linking and merges, expiry, the invariant che
       expect(redirected.status).to.equal(308);
       expect(redirected.headers.get('location')).to.equal(`/v1/shoppers/${a.shopperRef}/balance`);
       expect(redirected.body).to.include({ code: 'SHOPPER_MERGED', survivorReference: a.shopperRef });
+      // A card number pasted into the query is not repeated in the Location header.
+      const pasted = await svc.request('GET', `/v1/shoppers/${b.shopperRef}/ledger?cursor=4111111111111111`, {
+        token: await own(b),
+      });
+      expect(pasted.status).to.equal(308);
+      expect(pasted.headers.get('location')).to.match(/^\/v1\/shoppers\/shp_[a-z2-7]+\/ledger\?cursor=/);
+      expect(pasted.headers.get('location')).not.to.contain('4111111111111111');
       // B's own token is the same person's after the merge: it reaches the survivor.
       expect(
         (await svc.request('GET', `/v1/shoppers/${a.shopperRef}/balance`, { token: await own(b) })).status,
