@@ -9,7 +9,7 @@ import { principalOf, validInput } from '../http/types.js';
 import { ShopperMergedMeanwhile } from './ledger-book.js';
 import type { LedgerEntry } from './ledger-queries.js';
 import { balanceOf, listLedger } from './ledger-queries.js';
-import type { Actor, LoyaltyService, RedemptionRequest, RedemptionResult } from './loyalty-service.js';
+import type { Actor, LoyaltyService, RedemptionRequest } from './loyalty-service.js';
 import type { Enrolment, MemberService } from './member-service.js';
 import {
   currentProgramme,
@@ -73,12 +73,12 @@ export function loyaltyHandlers({ knex, loyalty, members, now = () => new Date()
         loyalty.redeem(ref, body as RedemptionRequest, headers['idempotency-key'] as string, actorOf(req)),
       );
       if (result.replayed) res.setHeader('Idempotent-Replayed', 'true');
-      res.status(result.status).json(redemptionJson(result.body));
+      res.status(result.status).json(result.body);
     },
 
     async reverseRedemption(req, res) {
       const id = validInput(req).path['redemptionId'] as string;
-      res.json(redemptionJson(await forShopper(req, (ref) => loyalty.reverseRedemption(ref, id, actorOf(req)))));
+      res.json(await forShopper(req, (ref) => loyalty.reverseRedemption(ref, id, actorOf(req))));
     },
 
     async enrolShopper(req, res) {
@@ -132,10 +132,6 @@ function programmeJson(p: ProgrammeVersion): Record<string, unknown> {
     createdAt: p.createdAt.toISOString(),
     rules: { ...DEFAULT_RULES, ...p.rules },
   };
-}
-
-function redemptionJson(r: RedemptionResult): Record<string, unknown> {
-  return { ...r };
 }
 
 function entryJson(e: LedgerEntry): Record<string, unknown> {

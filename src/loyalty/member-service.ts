@@ -113,20 +113,6 @@ export class MemberService {
       });
   }
 
-  async membership(shopperRef: string): Promise<Membership> {
-    const row = (await this.deps.knex('loyalty_accounts').where({ shopper_ref: shopperRef }).first()) as
-      AccountRow | undefined;
-    return row === undefined
-      ? {
-          shopperReference: shopperRef,
-          enrolled: false,
-          enrolledAt: undefined,
-          externalMemberId: undefined,
-          hasEmail: false,
-        }
-      : membershipOf(row);
-  }
-
   /** Links a card to the shopper; a card of another shopper merges that shopper into this one. */
   async linkCard(
     shopperRef: string,
