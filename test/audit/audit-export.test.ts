@@ -1,4 +1,5 @@
 import { expect } from 'chai';
+import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -74,6 +75,9 @@ describe('audit trail through the key CLI: verify, signed export, offline verifi
     expect(res.stdout).to.contain('export verifies');
     const exported = await db.knex('audit_events').where({ action: 'audit.exported' });
     expect(exported).to.have.length.greaterThanOrEqual(1);
+    const recorded = exported.map((row) => (typeof row.details === 'string' ? JSON.parse(row.details) : row.details));
+    const digest = createHash('sha256').update(fs.readFileSync(file)).digest('base64url');
+    expect(recorded.map((d) => d.sha256)).to.include(digest);
   });
 
   it('when any single byte of an exported file changes, then verification fails', async () => {
