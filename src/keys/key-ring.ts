@@ -21,7 +21,7 @@
 import { createPrivateKey, createPublicKey, createSecretKey, randomBytes, type KeyObject } from 'node:crypto';
 import type { Knex } from 'knex';
 import { appendAuditEvent } from '../audit/audit-log.js';
-import type { MasterKeySource } from './master-key-source.js';
+import type { KeyIdRename, MasterKeySource } from './master-key-source.js';
 
 type Db = Knex | Knex.Transaction;
 
@@ -94,6 +94,7 @@ export class KeyRing {
 
   /** Creates version 1 of each purpose on first start (concurrent starts create it once). */
   async ensureInitialKeys(origin: string): Promise<void> {
+    await renameLegacyKekIds(this.knex, this.masterKey.keyIdRenames ?? []);
     await this.knex('master_keys')
       .insert({
         kek_id: this.masterKey.keyId,
@@ -252,4 +253,34 @@ function ed25519PublicKeyPem(seed: Buffer): string {
 
 export async function bumpGeneration(trx: Knex.Transaction): Promise<void> {
   await trx('key_ring_generation').where({ id: 1 }).increment('generation', 1);
+}
+
+/**
+ * Renames KEK identifiers written by an earlier release (see LocalMasterKey), in one transaction:
+ * where both names exist (another instance already registered the new one), the old row goes.
+ */
+async function renameLegacyKekIds(knex: Knex, renames: readonly KeyIdRename[]): Promise<void> {
+  const stale = renames.filter((r) => r.from !== r.to);
+  if (stale.length === 0) return;
+  const found = await knex('master_keys')
+    .whereIn(
+      'kek_id',
+      stale.map((r) => r.from),
+    )
+    .pluck('kek_id');
+  const inData: unknown = await knex('data_keys')
+    .whereIn(
+      'kek_id',
+      stale.map((r) => r.from),
+    )
+    .first('kek_id');
+  if (found.length === 0 && inData === undefined) return;
+  await knex.transaction(async (trx) => {
+    for (const { from, to } of stale) {
+      await trx('data_keys').where({ kek_id: from }).update({ kek_id: to });
+      const renamed: unknown = await trx('master_keys').where({ kek_id: to }).first('kek_id');
+      if (renamed === undefined) await trx('master_keys').where({ kek_id: from }).update({ kek_id: to });
+      else await trx('master_keys').where({ kek_id: from }).delete();
+    }
+  });
 }

@@ -11,9 +11,16 @@ import { createCipheriv, createDecipheriv, createHash, randomBytes } from 'node:
 import type { MasterKeyConfig } from '../config/config.js';
 import { readOrCreateSecretFile } from '../config/dev-secret-file.js';
 
+export interface KeyIdRename {
+  readonly from: string;
+  readonly to: string;
+}
+
 export interface MasterKeySource {
   /** Stable, non-secret identifier of the KEK (a fingerprint), stored beside every wrapped key. */
   readonly keyId: string;
+  /** Identifiers an earlier release gave these KEKs, and their identifiers now: stored rows are renamed. */
+  readonly keyIdRenames?: readonly KeyIdRename[];
   /** A human description for logs and the key inventory. Never contains key material. */
   readonly description: string;
   wrap(plaintextKey: Buffer, aad: string): Promise<Buffer>;
@@ -26,14 +33,21 @@ const FORMAT_V1 = 1;
 
 export class LocalMasterKey implements MasterKeySource {
   readonly keyId: string;
+  readonly keyIdRenames: readonly KeyIdRename[];
 
   constructor(
     private readonly key: Buffer,
     readonly description: string,
   ) {
     if (key.length !== 32) throw new Error('the master key must be 32 bytes');
-    // A one-way fingerprint identifies the KEK without revealing it (domain-separated SHA-256).
-    this.keyId = `local:${createHash('sha256').update('loyalty-vault/kek-id/v1\0').update(key).digest('hex').slice(0, 16)}`;
+    // A one-way fingerprint identifies the KEK without revealing it (domain-separated SHA-256), in
+    // base64url: the hex form used before held a Luhn-valid run of 13+ digits for about one master
+    // key in two thousand, and the audit trail refuses PAN-like values, so every key operation
+    // under such a master key failed. Rows that still name a KEK by its hex id are renamed at start
+    // (KeyRing.ensureInitialKeys).
+    const digest = createHash('sha256').update('loyalty-vault/kek-id/v1\0').update(key).digest();
+    this.keyId = `local:${digest.toString('base64url').slice(0, 16)}`;
+    this.keyIdRenames = [{ from: `local:${digest.toString('hex').slice(0, 16)}`, to: this.keyId }];
   }
 
   wrap(plaintextKey: Buffer, aad: string): Promise<Buffer> {
@@ -75,7 +89,10 @@ export class MasterKeySet implements MasterKeySource {
   ) {
     this.keyId = current.keyId;
     this.description = `${current.description} (+${previous.length} previous master key(s) for unwrapping only)`;
+    this.keyIdRenames = [current, ...previous].flatMap((source) => source.keyIdRenames ?? []);
   }
+
+  readonly keyIdRenames: readonly KeyIdRename[];
 
   wrap(plaintextKey: Buffer, aad: string): Promise<Buffer> {
     return this.current.wrap(plaintextKey, aad);

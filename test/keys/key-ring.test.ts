@@ -46,6 +46,27 @@ describe('key ring', () => {
 
   const wait = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
+  it('when master keys are named, then no name ever looks like a card number (the audit trail would refuse every key operation)', () => {
+    // The hex names of an earlier release did for about one key in two thousand.
+    const pan = /\d(?:[ -]?\d){12,}/;
+    for (let i = 0; i < 20_000; i++) {
+      const { keyId } = new LocalMasterKey(randomBytes(32), 'probe');
+      if (pan.test(keyId)) expect.fail(`master key name ${keyId} holds a 13-digit run`);
+    }
+  });
+
+  it('when data keys name their master key by the hex id of an earlier release, then the start renames them and they still unwrap', async () => {
+    const legacy = masterKey.keyIdRenames[0]!.from;
+    expect(legacy).to.match(/^local:[0-9a-f]{16}$/);
+    await ring();
+    await db.knex('data_keys').update({ kek_id: legacy });
+    await db.knex('master_keys').update({ kek_id: legacy });
+    const restarted = await ring();
+    expect(await db.knex('data_keys').distinct('kek_id').pluck('kek_id')).to.deep.equal([masterKey.keyId]);
+    expect(await db.knex('master_keys').pluck('kek_id')).to.deep.equal([masterKey.keyId]);
+    expect((await restarted.active('pan-encryption')).version).to.equal(1);
+  });
+
   it('when the service first starts, then version 1 of each purpose is created active, wrapped, and audited', async () => {
     await ring();
     const keys = await db.knex('data_keys').orderBy('purpose');
