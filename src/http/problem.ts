@@ -60,9 +60,17 @@ const CONNECTION_CODES = new Set([
   'EHOSTUNREACH',
 ]);
 
-function isDatabaseUnavailable(e: { code?: unknown; name?: unknown } | null): boolean {
+/**
+ * What `pg` throws, without a code, when the connection under a query is gone (the server crashed or
+ * restarted mid-statement); knex prefixes the statement (`ROLLBACK - …`).
+ */
+const LOST_CONNECTION =
+  /(Connection terminated|Client has encountered a connection error|Client was closed and is not queryable|timeout exceeded when trying to connect)/;
+
+function isDatabaseUnavailable(e: { code?: unknown; name?: unknown; message?: unknown } | null): boolean {
   if (e === null) return false;
   if (e.name === 'KnexTimeoutError') return true; // no pooled connection could be had in time
+  if (e.code === undefined && typeof e.message === 'string' && LOST_CONNECTION.test(e.message)) return true;
   const code = typeof e.code === 'string' ? e.code : '';
   // SQLSTATE class 08 (connection exception), 57P01-03 (admin/crash shutdown, cannot connect now),
   // 53300 (too many connections), 40001/40P01 (serialization failure, deadlock: retryable).

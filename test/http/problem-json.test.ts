@@ -3,6 +3,7 @@ import { Ajv2020 } from 'ajv/dist/2020.js';
 import addFormatsModule from 'ajv-formats';
 import { ERROR_CATALOG, type ErrorCode } from '../../src/errors/app-error.js';
 import { loadApiSpec } from '../../src/http/openapi.js';
+import { toAppError } from '../../src/http/problem.js';
 import { signToken } from '../support/auth.js';
 import type { TestResponse } from '../support/harness.js';
 import {
@@ -283,5 +284,42 @@ describe('HTTP layer: problem+json errors', () => {
         expect(app.logs()).not.to.contain(id);
       });
     }
+  });
+});
+
+describe('HTTP layer: database failures become 503, not 500', () => {
+  const cases: [string, Error & { code?: string }][] = [
+    [
+      'the connection under a transaction was lost',
+      new Error('ROLLBACK - Client has encountered a connection error and is not queryable'),
+    ],
+    ['the server closed the connection mid-query', new Error('select 1 - Connection terminated unexpectedly')],
+    [
+      'the server is shutting down (57P01)',
+      Object.assign(new Error('terminating connection due to administrator command'), { code: '57P01' }),
+    ],
+    [
+      'the server is starting up (57P03)',
+      Object.assign(new Error('the database system is starting up'), { code: '57P03' }),
+    ],
+    [
+      'the server refuses connections',
+      Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:5432'), { code: 'ECONNREFUSED' }),
+    ],
+  ];
+  for (const [what, error] of cases) {
+    it(`when ${what}, then 503 DATABASE_UNAVAILABLE with Retry-After`, () => {
+      const problem = toAppError(error);
+      expect({ code: problem.code, status: problem.status }).to.deep.equal({
+        code: 'DATABASE_UNAVAILABLE',
+        status: 503,
+      });
+      expect(problem.headers).to.have.property('Retry-After');
+    });
+  }
+
+  it('when an error only mentions a connection but carries a SQLSTATE of its own, then it stays a 500', () => {
+    const error = Object.assign(new Error('Connection terminated: duplicate key'), { code: '23505' });
+    expect(toAppError(error).code).to.equal('INTERNAL');
   });
 });
