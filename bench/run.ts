@@ -1,10 +1,10 @@
 /**
  * Benchmark runner: `npm run bench [-- <scenario>…] [--connections N] [--duration S] [--warmup S]`.
- * No scenario runs them all; `--list` names them. Defaults come from BENCH_CONNECTIONS,
+ * No scenario runs them all but the optional ones (the soak); `--list` names them. Defaults come from BENCH_CONNECTIONS,
  * BENCH_DURATION and BENCH_WARMUP, else 10 connections, 10 s measured, 3 s warm-up per side.
  *
  * Prints requests per second and latency percentiles for target and baseline, the ratio between
- * them, and writes everything to bench/results/<timestamp>.json.
+ * them, and writes everything to bench/results/<timestamp>.json, and the table to <timestamp>.md.
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -47,7 +47,9 @@ function parseCommandLine(argv: readonly string[]): { selected: Scenario[]; load
     throw new Error(`unknown scenario ${unknown.join(', ')}; known: ${scenarios.map((s) => s.name).join(', ')}`);
   }
   const selected =
-    positionals.length === 0 ? [...scenarios] : scenarios.filter((s) => positionals.some((n) => matches(s, n)));
+    positionals.length === 0
+      ? scenarios.filter((s) => s.optional !== true)
+      : scenarios.filter((s) => positionals.some((n) => matches(s, n)));
   return { selected, load, list: values.list };
 }
 
@@ -87,7 +89,8 @@ function ratios(result: ScenarioResult): Ratios {
 async function main(): Promise<void> {
   const { selected, load, list } = parseCommandLine(process.argv.slice(2));
   if (list) {
-    for (const s of scenarios) say(`${s.name.padEnd(16)}${s.description}`);
+    for (const s of scenarios)
+      say(`${s.name.padEnd(16)}${s.description}${s.optional === true ? ' (only when named)' : ''}`);
     return;
   }
   const startedAt = new Date();
@@ -122,13 +125,43 @@ async function main(): Promise<void> {
 
   const dir = path.join(projectRoot(), 'bench', 'results');
   fs.mkdirSync(dir, { recursive: true });
-  const file = path.join(dir, `${startedAt.toISOString().replace(/[:.]/g, '-')}.json`);
+  const stem = path.join(dir, startedAt.toISOString().replace(/[:.]/g, '-'));
   fs.writeFileSync(
-    file,
+    `${stem}.json`,
     `${JSON.stringify({ startedAt: startedAt.toISOString(), machine, load, results }, null, 2)}\n`,
   );
+  const table = markdownTable(results);
+  fs.writeFileSync(
+    `${stem}.md`,
+    `# Benchmark ${startedAt.toISOString()}\n\n${machine.cpus} × ${machine.cpuModel}, ${machine.memoryGiB} GiB, ` +
+      `node ${machine.node}; ${load.connections} connections, ${load.durationSeconds} s measured after ` +
+      `${load.warmupSeconds} s warm-up per side; load average at start ${machine.loadAverage.map((l) => l.toFixed(2)).join(' ')}\n\n` +
+      `${table}\n`,
+  );
   say();
-  say(`results written to ${path.relative(process.cwd(), file)}`);
+  say(table);
+  say();
+  say(`results written to ${path.relative(process.cwd(), stem)}.json and .md`);
+}
+
+/** One row per scenario: target and baseline side by side, and the ratio (the figure that travels). */
+function markdownTable(results: readonly { scenario: string; result: ScenarioResult; ratio: Ratios }[]): string {
+  const ms = (m: Measurement, key: 'p50' | 'p99'): string =>
+    m.latencyMs === undefined ? '—' : fmt(m.latencyMs[key], 1);
+  const rate = (m: Measurement): string => `${fmt(m.requestsPerSecond)} ${m.unit ?? 'req'}/s`;
+  const rss = (m: Measurement): string => (m.peakRssMiB === undefined ? '—' : `${fmt(m.peakRssMiB)} MiB`);
+  const lines = [
+    '| scenario | target | throughput | p50 ms | p99 ms | peak RSS | baseline | throughput | p50 ms | p99 ms | ratio | p99 ratio |',
+    '| --- | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |',
+  ];
+  for (const { scenario, result, ratio } of results) {
+    const { target: t, baseline: b } = result;
+    lines.push(
+      `| ${scenario} | ${t.label} | ${rate(t)} | ${ms(t, 'p50')} | ${ms(t, 'p99')} | ${rss(t)} | ${b.label} | ${rate(b)} | ` +
+        `${ms(b, 'p50')} | ${ms(b, 'p99')} | ${ratio.throughput.toFixed(2)}× | ${ratio.p99 === undefined ? '—' : `${ratio.p99.toFixed(2)}×`} |`,
+    );
+  }
+  return lines.join('\n');
 }
 
 main().catch((error: unknown) => {

@@ -13,6 +13,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 export interface ChildServer {
   readonly url: string;
   readonly logFile: string;
+  readonly pid: number;
+  /** Its resident set size now and at its peak so far, in MiB (Linux /proc; undefined elsewhere or once it exited). */
+  memory(): { readonly rssMiB: number; readonly peakRssMiB: number } | undefined;
   stop(): Promise<void>;
   /** SIGKILL, at once: a crash (fault tests). */
   kill(): void;
@@ -47,6 +50,8 @@ export async function startChildServer(options: ChildServerOptions): Promise<Chi
       return {
         url: `http://127.0.0.1:${port}`,
         logFile: options.logFile,
+        pid: child.pid as number,
+        memory: () => memoryOf(child.pid as number),
         stop: () => stop(child, exited),
         kill: () => child.kill('SIGKILL'),
       };
@@ -88,4 +93,21 @@ async function stop(child: ChildProcess, exited: Promise<number | null>): Promis
   const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
   await exited;
   clearTimeout(timer);
+}
+
+/** VmRSS and VmHWM (the high-water mark) of a process, from /proc/<pid>/status. */
+export function memoryOf(pid: number): { rssMiB: number; peakRssMiB: number } | undefined {
+  let status: string;
+  try {
+    status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
+  } catch {
+    return undefined;
+  }
+  const kib = (field: string): number | undefined => {
+    const match = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status);
+    return match === null ? undefined : Number(match[1]);
+  };
+  const rss = kib('VmRSS');
+  const peak = kib('VmHWM');
+  return rss === undefined || peak === undefined ? undefined : { rssMiB: rss / 1024, peakRssMiB: peak / 1024 };
 }

@@ -21,6 +21,8 @@ export interface Target {
   readonly nextRequest?: () => NextRequest;
   /** Sees every answer, warm-up included (e.g. to check afterwards what each 2xx created). */
   readonly onResponse?: (status: number, body: string) => void;
+  /** The server process, when it is a child of the bench: its peak RSS is reported. */
+  readonly server?: { memory(): { readonly peakRssMiB: number } | undefined };
 }
 
 export interface NextRequest {
@@ -42,6 +44,8 @@ export interface Measurement {
   readonly durationSeconds: number;
   readonly non2xx: number;
   readonly errors: number;
+  /** Peak resident set size of the server process over its life up to the end of the measurement. */
+  readonly peakRssMiB?: number;
 }
 
 function fire(target: Target, connections: number, seconds: number): Promise<autocannon.Result> {
@@ -93,8 +97,10 @@ export async function measure(target: Target, load: LoadOptions): Promise<Measur
         `${result.requests.total} requests; refusing to report this run`,
     );
   }
+  const peakRssMiB = target.server?.memory()?.peakRssMiB;
   return {
     label: target.label,
+    ...(peakRssMiB === undefined ? {} : { peakRssMiB }),
     requestsPerSecond: result.requests.average,
     latencyMs: { p50: result.latency.p50, p90: result.latency.p90, p99: result.latency.p99, max: result.latency.max },
     requests: result.requests.total,

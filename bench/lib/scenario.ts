@@ -24,5 +24,7 @@ export interface Scenario {
   /** What `npm run bench -- <name>` selects; also the file name under bench/scenarios/. */
   readonly name: string;
   readonly description: string;
+  /** Left out of a plain `npm run bench` (too long for it); runs when named. */
+  readonly optional?: boolean;
   run(load: LoadOptions): Promise<ScenarioResult>;
 }

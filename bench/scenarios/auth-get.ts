@@ -25,8 +25,14 @@ export const authGet: Scenario = {
         });
         const headers = { authorization: `Bearer ${token}` };
         // Baseline first, then target, each with its own warm-up; both get the same header bytes.
-        const baseline = await measure({ label: 'express JSON echo', url: `${echo.url}/v1/whoami`, headers }, load);
-        const target = await measure({ label: 'GET /v1/whoami', url: `${service.url}/v1/whoami`, headers }, load);
+        const baseline = await measure(
+          { label: 'express JSON echo', url: `${echo.url}/v1/whoami`, headers, server: echo },
+          load,
+        );
+        const target = await measure(
+          { label: 'GET /v1/whoami', url: `${service.url}/v1/whoami`, headers, server: service },
+          load,
+        );
         return {
           target,
           baseline,

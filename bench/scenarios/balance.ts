@@ -66,8 +66,11 @@ async function runBalance(load: LoadOptions): Promise<ScenarioResult> {
           };
         };
         // Baseline first, then target, each with its own warm-up; both get the same requests.
-        const baseline = await measure({ label: 'express JSON echo', url: echo.url, nextRequest }, load);
-        const target = await measure({ label: 'GET /v1/shoppers/…/balance', url: service.url, nextRequest }, load);
+        const baseline = await measure({ label: 'express JSON echo', url: echo.url, nextRequest, server: echo }, load);
+        const target = await measure(
+          { label: 'GET /v1/shoppers/…/balance', url: service.url, nextRequest, server: service },
+          load,
+        );
         await service.stop();
         await echo.stop();
 

@@ -7,7 +7,17 @@ import { authGet } from './auth-get.js';
 import { balance } from './balance.js';
 import { redeem } from './redeem.js';
 import { rotate } from './rotate.js';
+import { soak } from './soak.js';
 import { tokeniseKnown, tokeniseNew } from './tokenise.js';
 import { webhooks } from './webhooks.js';
 
-export const scenarios: readonly Scenario[] = [authGet, tokeniseKnown, tokeniseNew, webhooks, balance, redeem, rotate];
+export const scenarios: readonly Scenario[] = [
+  authGet,
+  tokeniseKnown,
+  tokeniseNew,
+  webhooks,
+  balance,
+  redeem,
+  rotate,
+  soak,
+];

@@ -78,6 +78,7 @@ async function runRedeem(load: LoadOptions): Promise<ScenarioResult> {
             headers: { 'content-type': 'application/json' },
             nextRequest,
             onResponse,
+            server: service,
           },
           load,
         );

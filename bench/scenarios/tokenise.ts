@@ -43,7 +43,7 @@ async function runTokenise(load: LoadOptions, kind: 'known' | 'new'): Promise<Sc
         if (seed.status !== 201) throw new Error(`seeding the known card failed with ${seed.status}`);
         const body = kind === 'known' ? { body: known } : { nextBody: () => JSON.stringify({ pan: randomPan() }) };
         const baseline = await measure(
-          { label: 'express JSON echo', url: `${echo.url}/v1/tokens`, method: 'POST', headers, ...body },
+          { label: 'express JSON echo', url: `${echo.url}/v1/tokens`, method: 'POST', headers, ...body, server: echo },
           load,
         );
         const target = await measure(
@@ -53,6 +53,7 @@ async function runTokenise(load: LoadOptions, kind: 'known' | 'new'): Promise<Sc
             method: 'POST',
             headers,
             ...body,
+            server: service,
           },
           load,
         );

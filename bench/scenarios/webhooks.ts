@@ -22,7 +22,7 @@ import { startService, withTempDir } from '../lib/servers.js';
 
 const CARDS = 10_000;
 
-function randomPan(): string {
+export function randomPan(): string {
   let body = '411111';
   while (body.length < 15) body += String(randomInt(10));
   for (let d = 0; ; d++) if (luhnValid(body + d)) return body + d;
@@ -46,38 +46,14 @@ async function runWebhooks(load: LoadOptions): Promise<ScenarioResult> {
         const cardsBefore = await count(knex, 'cards');
         const inboxBefore = await count(knex, 'webhook_inbox');
 
-        const signer = new Webhook(secret);
-        let n = 0;
-        const nextRequest = () => {
-          const id = `msg_${process.pid}_${++n}`;
-          const body = JSON.stringify({
-            type: 'payment.authorised',
-            occurredAt: new Date().toISOString(),
-            payment: {
-              id: `bench-${n}-${randomBytes(4).toString('hex')}`,
-              merchantReference: `order-${n}`,
-              amount: { value: 1 + randomInt(100_000), currency: 'GBP' },
-              channel: 'online',
-            },
-            card: { pan: pans[randomInt(CARDS)], expiryMonth: 12, expiryYear: 2030 },
-          });
-          const now = new Date();
-          return {
-            body,
-            headers: {
-              'content-type': 'application/json',
-              'webhook-id': id,
-              'webhook-timestamp': String(Math.floor(now.getTime() / 1000)),
-              'webhook-signature': signer.sign(id, now, body),
-            },
-          };
-        };
+        const nextRequest = signedAuthorisations(secret, pans);
         const target = await measure(
           {
             label: 'POST /v1/webhooks/platform',
             url: `${service.url}/v1/webhooks/platform`,
             method: 'POST',
             nextRequest,
+            server: service,
           },
           load,
         );
@@ -119,7 +95,40 @@ async function runWebhooks(load: LoadOptions): Promise<ScenarioResult> {
   );
 }
 
-async function seedKnownCards(url: string, dataDir: string, pans: readonly string[]): Promise<void> {
+/** A fresh signed `payment.authorised` delivery per call: a new payment on one of `pans`. */
+export function signedAuthorisations(
+  secret: string,
+  pans: readonly string[],
+): () => { body: string; headers: Record<string, string> } {
+  const signer = new Webhook(secret);
+  let n = 0;
+  return () => {
+    const id = `msg_${process.pid}_${++n}`;
+    const body = JSON.stringify({
+      type: 'payment.authorised',
+      occurredAt: new Date().toISOString(),
+      payment: {
+        id: `bench-${n}-${randomBytes(4).toString('hex')}`,
+        merchantReference: `order-${n}`,
+        amount: { value: 1 + randomInt(100_000), currency: 'GBP' },
+        channel: 'online',
+      },
+      card: { pan: pans[randomInt(pans.length)], expiryMonth: 12, expiryYear: 2030 },
+    });
+    const now = new Date();
+    return {
+      body,
+      headers: {
+        'content-type': 'application/json',
+        'webhook-id': id,
+        'webhook-timestamp': String(Math.floor(now.getTime() / 1000)),
+        'webhook-signature': signer.sign(id, now, body),
+      },
+    };
+  };
+}
+
+export async function seedKnownCards(url: string, dataDir: string, pans: readonly string[]): Promise<void> {
   const token = await issueDevToken(loadConfig({ NODE_ENV: 'development', DATA_DIR: dataDir }), {
     scopes: ['tokens:write'],
     subject: 'bench',

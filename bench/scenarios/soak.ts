@@ -1,0 +1,110 @@
+/**
+ * Soak: signed webhook deliveries (each a new payment, on 2,000 cards) and known-card lookups, 3:1,
+ * against the service on PostgreSQL for SOAK_MINUTES (default 10) minutes, in one-minute windows.
+ * The service's RSS is sampled at the end of every window: memory must stay flat (no cache, map or
+ * listener growing with traffic), and throughput with it.
+ *
+ * Not part of a plain `npm run bench` (it alone takes longer than the whole bench): run it by name,
+ * `npm run bench -- soak`. Target: the last window; baseline: the first window, same run. A ratio
+ * near 1.0 says the service is as fast at the end as at the start.
+ */
+import { randomBytes, randomInt } from 'node:crypto';
+import { issueDevToken } from '../../src/cli/token.js';
+import { loadConfig } from '../../src/config/config.js';
+import { measure, type Measurement } from '../lib/load.js';
+import { withTempPostgres } from '../lib/postgres.js';
+import type { LoadOptions, Scenario, ScenarioResult } from '../lib/scenario.js';
+import { startService, withTempDir } from '../lib/servers.js';
+import { randomPan, seedKnownCards, signedAuthorisations } from './webhooks.js';
+
+const CARDS = 2_000;
+const WINDOW_SECONDS = 60;
+
+async function runSoak(load: LoadOptions): Promise<ScenarioResult> {
+  const minutes = Number(process.env['SOAK_MINUTES'] ?? 10);
+  if (!Number.isInteger(minutes) || minutes < 2) throw new Error('SOAK_MINUTES must be a whole number >= 2');
+  return withTempDir((dir) =>
+    withTempPostgres(async (databaseUrl) => {
+      const secret = `whsec_${randomBytes(32).toString('base64')}`;
+      const service = await startService(dir, {
+        DATABASE_URL: databaseUrl,
+        MASTER_KEY: randomBytes(32).toString('base64'),
+        WEBHOOK_PLATFORM_SECRETS: secret,
+      });
+      try {
+        const pans = Array.from({ length: CARDS }, randomPan);
+        await seedKnownCards(service.url, service.dataDir, pans);
+        const bearer = await issueDevToken(loadConfig({ NODE_ENV: 'development', DATA_DIR: service.dataDir }), {
+          scopes: ['tokens:write'],
+          subject: 'bench-soak',
+          ttlSeconds: 3600 * 24,
+        });
+        const delivery = signedAuthorisations(secret, pans);
+        let n = 0;
+        const nextRequest = () => {
+          n += 1;
+          if (n % 4 !== 0) return { path: '/v1/webhooks/platform', ...delivery() };
+          return {
+            path: '/v1/tokens',
+            body: JSON.stringify({ pan: pans[randomInt(pans.length)] }),
+            headers: { 'content-type': 'application/json', authorization: `Bearer ${bearer}` },
+          };
+        };
+        const windows: Measurement[] = [];
+        const rss: number[] = [];
+        const window = { durationSeconds: WINDOW_SECONDS, warmupSeconds: 0, connections: load.connections };
+        for (let w = 0; w < minutes; w++) {
+          windows.push(
+            await measure(
+              { label: `minute ${w + 1}`, url: service.url, method: 'POST', nextRequest, server: service },
+              window,
+            ),
+          );
+          rss.push(service.memory()?.rssMiB ?? Number.NaN);
+          process.stdout.write(
+            `  minute ${w + 1}/${minutes}: ${Math.round(windows[w]!.requestsPerSecond)} req/s, RSS ${rss[w]!.toFixed(0)} MiB\n`,
+          );
+        }
+        const first = windows[0] as Measurement;
+        const last = windows[windows.length - 1] as Measurement;
+        // Growth after the first window (JIT, pools and caches fill up during it): least squares.
+        const tail = rss.slice(1);
+        const slope = leastSquaresSlope(tail);
+        return {
+          target: { ...last, label: `minute ${minutes} (last)` },
+          baseline: { ...first, label: 'minute 1 (first)' },
+          notes: [
+            `service on PostgreSQL, 3 signed webhook deliveries (new payments on ${CARDS} cards) to 1 known-card lookup, ` +
+              `${load.connections} connections, ${minutes} × ${WINDOW_SECONDS} s`,
+            `RSS at the end of each minute (MiB): ${rss.map((r) => r.toFixed(0)).join(', ')}`,
+            `RSS start ${rss[0]!.toFixed(0)} MiB → end ${rss[rss.length - 1]!.toFixed(0)} MiB; ` +
+              `peak ${last.peakRssMiB?.toFixed(0) ?? '?'} MiB; growth after minute 1: ${slope.toFixed(2)} MiB/min`,
+          ],
+        };
+      } finally {
+        await service.stop();
+      }
+    }),
+  );
+}
+
+function leastSquaresSlope(ys: readonly number[]): number {
+  if (ys.length < 2) return 0;
+  const n = ys.length;
+  const meanX = (n - 1) / 2;
+  const meanY = ys.reduce((a, b) => a + b, 0) / n;
+  let num = 0;
+  let den = 0;
+  ys.forEach((y, x) => {
+    num += (x - meanX) * (y - meanY);
+    den += (x - meanX) ** 2;
+  });
+  return num / den;
+}
+
+export const soak: Scenario = {
+  name: 'soak',
+  description: 'webhooks + lookups for SOAK_MINUTES (10) minutes: RSS per minute, last minute vs first',
+  optional: true,
+  run: runSoak,
+};
