@@ -1,8 +1,8 @@
 /**
  * Soak: signed webhook deliveries (each a new payment, on 2,000 cards) and known-card lookups, 3:1,
  * against the service on PostgreSQL for SOAK_MINUTES (default 10) minutes, in one-minute windows.
- * The service's RSS is sampled at the end of every window: memory must stay flat (no cache, map or
- * listener growing with traffic), and throughput with it.
+ * The service's RSS is sampled every 2 s: per window, its floor (what survives garbage collection)
+ * must stay flat (no cache, map or listener growing with traffic), and throughput with it.
  *
  * Not part of a plain `npm run bench` (it alone takes longer than the whole bench): run it by name,
  * `npm run bench -- soak`. Target: the last window; baseline: the first window, same run. A ratio
@@ -51,34 +51,45 @@ async function runSoak(load: LoadOptions): Promise<ScenarioResult> {
           };
         };
         const windows: Measurement[] = [];
-        const rss: number[] = [];
+        // RSS every 2 s; per minute its floor (what survives garbage collection: a leak raises it)
+        // and its top (the garbage between collections).
+        const rss: { floor: number; top: number }[] = [];
         const window = { durationSeconds: WINDOW_SECONDS, warmupSeconds: 0, connections: load.connections };
         for (let w = 0; w < minutes; w++) {
-          windows.push(
-            await measure(
-              { label: `minute ${w + 1}`, url: service.url, method: 'POST', nextRequest, server: service },
-              window,
-            ),
-          );
-          rss.push(service.memory()?.rssMiB ?? Number.NaN);
+          const samples: number[] = [];
+          const sampler = setInterval(() => {
+            const now = service.memory()?.rssMiB;
+            if (now !== undefined) samples.push(now);
+          }, 2_000);
+          try {
+            windows.push(
+              await measure(
+                { label: `minute ${w + 1}`, url: service.url, method: 'POST', nextRequest, server: service },
+                window,
+              ),
+            );
+          } finally {
+            clearInterval(sampler);
+          }
+          rss.push({ floor: Math.min(...samples), top: Math.max(...samples) });
           process.stdout.write(
-            `  minute ${w + 1}/${minutes}: ${Math.round(windows[w]!.requestsPerSecond)} req/s, RSS ${rss[w]!.toFixed(0)} MiB\n`,
+            `  minute ${w + 1}/${minutes}: ${Math.round(windows[w]!.requestsPerSecond)} req/s, ` +
+              `RSS ${rss[w]!.floor.toFixed(0)}–${rss[w]!.top.toFixed(0)} MiB\n`,
           );
         }
         const first = windows[0] as Measurement;
         const last = windows[windows.length - 1] as Measurement;
-        // Growth after the first window (JIT, pools and caches fill up during it): least squares.
-        const tail = rss.slice(1);
-        const slope = leastSquaresSlope(tail);
+        // Growth of the floor after the first window (JIT, pools and caches fill up during it).
+        const slope = leastSquaresSlope(rss.slice(1).map((r) => r.floor));
         return {
           target: { ...last, label: `minute ${minutes} (last)` },
           baseline: { ...first, label: 'minute 1 (first)' },
           notes: [
             `service on PostgreSQL, 3 signed webhook deliveries (new payments on ${CARDS} cards) to 1 known-card lookup, ` +
               `${load.connections} connections, ${minutes} × ${WINDOW_SECONDS} s`,
-            `RSS at the end of each minute (MiB): ${rss.map((r) => r.toFixed(0)).join(', ')}`,
-            `RSS start ${rss[0]!.toFixed(0)} MiB → end ${rss[rss.length - 1]!.toFixed(0)} MiB; ` +
-              `peak ${last.peakRssMiB?.toFixed(0) ?? '?'} MiB; growth after minute 1: ${slope.toFixed(2)} MiB/min`,
+            `RSS per minute, lowest–highest of samples every 2 s (MiB): ${rss.map((r) => `${r.floor.toFixed(0)}–${r.top.toFixed(0)}`).join(', ')}`,
+            `RSS floor at the start ${rss[0]!.floor.toFixed(0)} MiB → at the end ${rss[rss.length - 1]!.floor.toFixed(0)} MiB; ` +
+              `peak ${last.peakRssMiB?.toFixed(0) ?? '?'} MiB; floor growth after minute 1: ${slope.toFixed(2)} MiB/min`,
           ],
         };
       } finally {
