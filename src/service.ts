@@ -79,6 +79,7 @@ export async function buildService(config: Config, options: BuildOptions): Promi
   await keyRing.ensureInitialKeys(`service:${os.hostname()}:${process.pid}`);
   const vault = new VaultService(database.knex, keyRing, {
     detokenise: { enabled: config.vault.detokeniseEnabled, perMinute: config.vault.detokenisePerMinute },
+    lookupConcurrency: config.vault.lookupConcurrency,
   });
 
   const metrics = new Metrics();

@@ -51,6 +51,41 @@ export async function findCardByFingerprints(db: Db, keys: readonly FingerprintK
   return row;
 }
 
+/**
+ * For each set of fingerprints (one identifier's, one per readable MAC version), the card holding any
+ * of them: many lookups in one statement (see ReadBatcher), each answered as `findCardByFingerprints`.
+ */
+export async function findCardsByFingerprintSets(
+  db: Db,
+  sets: readonly (readonly FingerprintKey[])[],
+): Promise<(CardRow | undefined)[]> {
+  // PGlite answers bytea as a Uint8Array, pg as a Buffer.
+  const keyOf = (version: number, fingerprint: Uint8Array): string =>
+    `${version}:${Buffer.from(fingerprint).toString('base64')}`;
+  const wanted = new Map<string, FingerprintKey>();
+  for (const set of sets) for (const k of set) wanted.set(keyOf(k.version, k.fingerprint), k);
+  if (wanted.size === 0) return sets.map(() => undefined);
+  const rows = (await db('identifier_fingerprints as f')
+    .join('cards as c', 'c.token', 'f.token')
+    .whereIn(
+      ['f.mac_key_version', 'f.fingerprint'],
+      [...wanted.values()].map((k) => [k.version, k.fingerprint]),
+    )
+    .select('f.mac_key_version as fp_version', 'f.fingerprint as fp', ...CARD_COLUMNS)) as (CardRow & {
+    fp_version: number;
+    fp: Uint8Array;
+  })[];
+  const byKey = new Map<string, CardRow>();
+  for (const { fp_version: version, fp, ...card } of rows) byKey.set(keyOf(version, fp), card);
+  return sets.map((set) => {
+    for (const k of set) {
+      const card = byKey.get(keyOf(k.version, k.fingerprint));
+      if (card !== undefined) return card;
+    }
+    return undefined;
+  });
+}
+
 export async function findCard(
   db: Db,
   token: string,

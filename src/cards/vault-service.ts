@@ -10,6 +10,7 @@
  */
 import type { Knex } from 'knex';
 import { appendAuditEvent, type AuditEventInput } from '../audit/audit-log.js';
+import { ReadBatcher } from '../db/read-batcher.js';
 import { AppError } from '../errors/app-error.js';
 import { newId } from '../ids/prefixed-id.js';
 import { INDEXING_STATES, type KeyRing } from '../keys/key-ring.js';
@@ -20,6 +21,7 @@ import {
   advanceExpiry,
   findCard,
   findCardByFingerprints,
+  findCardsByFingerprintSets,
   insertIdentifier,
   insertNewCard,
   setCardPan,
@@ -54,6 +56,11 @@ export interface Caller {
 
 export interface VaultOptions {
   readonly detokenise: { readonly enabled: boolean; readonly perMinute: number };
+  /**
+   * Card lookups in flight at once; lookups arriving while that many are running share the next
+   * statement (ReadBatcher). Default 4.
+   */
+  readonly lookupConcurrency?: number;
   readonly now?: () => Date;
 }
 
@@ -62,6 +69,8 @@ class RaceLost extends Error {}
 
 export class VaultService {
   private readonly now: () => Date;
+  /** Lookups by fingerprint outside a transaction, coalesced under load. */
+  private readonly lookups: ReadBatcher<readonly FingerprintKey[], CardRow | undefined>;
 
   constructor(
     private readonly knex: Knex,
@@ -69,6 +78,10 @@ export class VaultService {
     private readonly options: VaultOptions,
   ) {
     this.now = options.now ?? (() => new Date());
+    this.lookups = new ReadBatcher((sets) => findCardsByFingerprintSets(this.knex, sets), {
+      concurrency: options.lookupConcurrency ?? 4,
+      maxBatch: 64,
+    });
   }
 
   /** Returns the card for this identifier, creating card and shopper on first sight. */
@@ -76,7 +89,7 @@ export class VaultService {
     const { identifier, expiry } = this.parse(input);
     const keys = await this.fingerprints(identifier);
     for (let attempt = 0; attempt < MAX_RACE_RETRIES; attempt++) {
-      const found = await findCardByFingerprints(this.knex, keys);
+      const found = await this.lookups.load(keys);
       if (found !== undefined) {
         if (expiry !== undefined && isLater(expiry, found)) {
           await advanceExpiry(this.knex, found.token, expiry.month, expiry.year, this.now());
@@ -106,7 +119,7 @@ export class VaultService {
     if (others.length === 0) return (await this.tokenise(first)).card;
     let card: CardView | undefined;
     for (const input of inputs) {
-      const found = await findCardByFingerprints(this.knex, await this.fingerprints(this.parse(input).identifier));
+      const found = await this.lookups.load(await this.fingerprints(this.parse(input).identifier));
       if (found !== undefined) {
         card = toView(found);
         break;

@@ -57,6 +57,8 @@ export interface Config {
     /** Per client and instance, on tokenise / read / attach: sustained rate (0: off) and burst. */
     readonly cardRatePerSecond: number;
     readonly cardRateBurst: number;
+    /** Card lookups in flight at once; more share the next statement. */
+    readonly lookupConcurrency: number;
   };
   readonly webhooks: WebhooksConfig;
   readonly keys: {
@@ -197,6 +199,7 @@ export function loadConfig(env: Env = process.env): Config {
       keyRingRefreshMs: r.integer('KEY_RING_REFRESH_MS', 5_000, 100, 300_000),
       cardRatePerSecond: r.integer('CARD_RATE_LIMIT_PER_SECOND', 2_000, 0, 1_000_000),
       cardRateBurst: r.integer('CARD_RATE_LIMIT_BURST', 4_000, 1, 1_000_000),
+      lookupConcurrency: r.integer('CARD_LOOKUP_CONCURRENCY', 4, 1, 64),
     },
     webhooks: parseWebhooks(r, { production, embedded, dataDir }),
     keys: {
