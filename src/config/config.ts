@@ -220,6 +220,12 @@ export function loadConfig(env: Env = process.env): Config {
           1,
           3650,
         ),
+        'mtls-client-ca': r.integer(
+          'CRYPTOPERIOD_DAYS_MTLS_CLIENT_CA',
+          KEY_SPECS['mtls-client-ca'].cryptoperiodDays,
+          1,
+          3650,
+        ),
       },
     },
     payments: {
