@@ -10,6 +10,7 @@ import { migrateToLatest } from '../db/migrations.js';
 import { builtInFieldSets } from '../keys/field-sets.js';
 import { KeyRing } from '../keys/key-ring.js';
 import { loadMasterKey } from '../keys/master-key-source.js';
+import { liveClientCertificates } from '../mtls/client-certificates.js';
 import { cliActor, runKeysCommand } from './keys-commands.js';
 
 /** Extra time beyond the key-ring refresh interval before an activation counts as seen everywhere. */
@@ -46,7 +47,8 @@ async function main(argv: readonly string[]): Promise<number> {
           cryptoperiodDays: config.keys.cryptoperiodDays,
           propagationMs: config.vault.keyRingRefreshMs + PROPAGATION_MARGIN_MS,
         },
-        registry: builtInFieldSets,
+        // The client CA's "rows" are its certificates in force: retirement waits for them.
+        registry: [...builtInFieldSets, liveClientCertificates],
         actor,
       },
       { stdout: process.stdout, stderr: process.stderr, isTTY: process.stderr.isTTY, interrupted: () => interrupted },
