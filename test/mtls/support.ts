@@ -138,9 +138,16 @@ export function httpsCall(
   serverCertPem: string,
   method: string,
   p: string,
-  options: { identity?: ClientIdentity; json?: unknown; token?: string } = {},
+  options: {
+    identity?: ClientIdentity;
+    json?: unknown;
+    token?: string;
+    /** A raw body (signed webhooks) and its headers. */
+    body?: string;
+    headers?: Record<string, string>;
+  } = {},
 ): Promise<HttpsResponse> {
-  const body = options.json === undefined ? undefined : JSON.stringify(options.json);
+  const body = options.body ?? (options.json === undefined ? undefined : JSON.stringify(options.json));
   return new Promise((resolve, reject) => {
     const req = https.request(
       {
@@ -161,6 +168,7 @@ export function httpsCall(
             ? {}
             : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) }),
           ...(options.token === undefined ? {} : { authorization: `Bearer ${options.token}` }),
+          ...options.headers,
         },
       },
       (res) => {
