@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import fs from 'node:fs';
 import path from 'node:path';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import forge from 'node-forge';
 import { migrateToLatest } from '../../src/db/migrations.js';
@@ -138,6 +138,42 @@ describe('mutual TLS for card-data clients', function () {
     });
     expect(wrong.status).to.not.equal(0);
     expect(fs.statSync(out).mode & 0o777).to.equal(0o600);
+  });
+
+  it('when curl is installed, then `curl --cert-type P12 --cert till.p12:<password>` tokenises, as the README shows', async function () {
+    if (spawnSync('curl', ['--version']).status !== 0) {
+      this.skip(); // no curl binary on this machine
+    }
+    const out = path.join(dir, 'till-curl.p12');
+    const res = await fx.run('mtls', 'issue', '--client', 'till-curl', '--scopes', 'tokens:write', '--out', out);
+    expect(res.code, res.stderr).to.equal(0);
+    const password = /bundle password \(shown once, stored nowhere\): (\S+)/.exec(res.stdout)?.[1] as string;
+    const caFile = path.join(dir, 'server-ca.pem');
+    fs.writeFileSync(caFile, server.certPem);
+    const curl = await new Promise<{ status: number | null; stdout: string; stderr: string }>((resolve) => {
+      const child = spawn('curl', [
+        '--silent',
+        '--show-error',
+        '--cert-type',
+        'P12',
+        '--cert',
+        `${out}:${password}`,
+        '--cacert',
+        caFile,
+        '-H',
+        'content-type: application/json',
+        '-d',
+        JSON.stringify({ pan: TEST_PANS.visa[1], expiryMonth: 1, expiryYear: 2031 }),
+        `https://127.0.0.1:${a.port}/v1/tokens`,
+      ]);
+      let stdout = '';
+      let stderr = '';
+      child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+      child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+      child.on('close', (status) => resolve({ status, stdout, stderr }));
+    });
+    expect(curl.status, curl.stderr).to.equal(0);
+    expect(JSON.parse(curl.stdout)).to.include({ brand: 'visa', last4: '1881' });
   });
 
   it('when no certificate is presented on an mtls-required route, then 401 CLIENT_CERTIFICATE_REQUIRED, even with a valid bearer token', async () => {
