@@ -169,6 +169,11 @@ export function certificateFingerprint(der: Buffer): string {
   return createHash('sha256').update(der).digest('base64url');
 }
 
+/** The certificates of a PEM bundle, each as its own PEM. */
+export function splitPemBundle(text: string): string[] {
+  return text.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
+}
+
 export function pemToDer(pem: string): Buffer {
   return Buffer.from(pem.replace(/-----(BEGIN|END) [A-Z ]+-----/g, '').replace(/\s+/g, ''), 'base64');
 }

@@ -10,7 +10,8 @@
  *
  * 1. issued by a trusted CA: the certificate of every readable version of the `mtls-client-ca` key
  *    (published, active, decrypt-only: both CAs during a rotation) and of `TLS_CLIENT_CA`, signature
- *    verified; a client-auth certificate, not a CA → else `CLIENT_CERTIFICATE_UNTRUSTED`;
+ *    verified, the CA certificate itself within its validity; a client-auth certificate, not a CA →
+ *    else `CLIENT_CERTIFICATE_UNTRUSTED`;
  * 2. within its validity period → else `CLIENT_CERTIFICATE_EXPIRED`;
  * 3. recorded in `mtls_client_certificates` with this serial and exactly this fingerprint (scopes and
  *    client come from the record) → else `CLIENT_CERTIFICATE_UNTRUSTED`; not revoked → else
@@ -26,7 +27,7 @@ import type { TLSSocket } from 'node:tls';
 import type { Knex } from 'knex';
 import type { Principal } from '../auth/authenticator.js';
 import { AppError } from '../errors/app-error.js';
-import { CLIENT_AUTH_OID, certificateFingerprint, formatSerial } from './certificate-authority.js';
+import { CLIENT_AUTH_OID, certificateFingerprint, formatSerial, splitPemBundle } from './certificate-authority.js';
 import {
   toRecord,
   trustedCaCertificates,
@@ -64,7 +65,7 @@ export function createClientCertificateVerifier(
   let revocationGeneration = -1;
   let checkedAt = -Infinity;
   let refreshing: Promise<void> | undefined;
-  const records = new Map<string, ClientCertificateRecord | null>();
+  const records = new Map<string, ClientCertificateRecord>();
 
   async function refresh(): Promise<void> {
     const [ring, revocation] = await Promise.all([
@@ -93,10 +94,17 @@ export function createClientCertificateVerifier(
     await refreshing;
   }
 
-  async function recordOf(serial: string): Promise<ClientCertificateRecord | null> {
-    if (records.has(serial)) return records.get(serial) ?? null;
+  /**
+   * Only found records are cached: a miss is asked again next time, so a certificate recorded a moment
+   * later (issued, or registered for TLS_CLIENT_CA) works at once. Only certificates that passed the
+   * CA signature check get this far, so misses cannot be used to flood the database.
+   */
+  async function recordOf(serial: string): Promise<ClientCertificateRecord | undefined> {
+    const cached = records.get(serial);
+    if (cached !== undefined) return cached;
     const row = (await knex('mtls_client_certificates').where({ serial }).first()) as ClientCertificateRow | undefined;
-    const record = row === undefined ? null : toRecord(row);
+    if (row === undefined) return undefined;
+    const record = toRecord(row);
     if (records.size >= RECORD_CACHE_MAX) records.delete(records.keys().next().value as string);
     records.set(serial, record);
     return record;
@@ -117,14 +125,20 @@ export function createClientCertificateVerifier(
 
     async verify(certificate) {
       await refreshIfDue();
-      const issuer = anchors.find((ca) => certificate.checkIssued(ca) && certificate.verify(ca.publicKey));
+      const at = now();
+      const issuer = anchors.find(
+        (ca) =>
+          certificate.checkIssued(ca) &&
+          certificate.verify(ca.publicKey) &&
+          at >= Date.parse(ca.validFrom) &&
+          at <= Date.parse(ca.validTo),
+      );
       if (issuer === undefined) {
         throw untrusted('The client certificate was not issued by a CA this service trusts.');
       }
       if (certificate.ca || !(certificate.keyUsage ?? []).includes(CLIENT_AUTH_OID)) {
         throw untrusted('The certificate is not a TLS client certificate.');
       }
-      const at = now();
       if (at < Date.parse(certificate.validFrom) || at > Date.parse(certificate.validTo)) {
         throw new AppError('CLIENT_CERTIFICATE_EXPIRED', {
           detail: `The client certificate is valid from ${new Date(certificate.validFrom).toISOString()} to ${new Date(certificate.validTo).toISOString()}.`,
@@ -133,7 +147,7 @@ export function createClientCertificateVerifier(
       }
       const serial = formatSerial(certificate.serialNumber);
       const record = await recordOf(serial);
-      if (record === null || record.fingerprint !== certificateFingerprint(certificate.raw)) {
+      if (record === undefined || record.fingerprint !== certificateFingerprint(certificate.raw)) {
         throw untrusted('The client certificate is not one this service issued.');
       }
       if (record.revokedAt !== null) {
@@ -157,8 +171,4 @@ export function createClientCertificateVerifier(
 
 function untrusted(detail: string): AppError {
   return new AppError('CLIENT_CERTIFICATE_UNTRUSTED', { detail, headers: { 'WWW-Authenticate': 'mutual-tls' } });
-}
-
-export function splitPemBundle(text: string): string[] {
-  return text.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
 }

@@ -27,6 +27,7 @@ import type { EncryptedFieldSet } from '../keys/field-sets.js';
 import type { MasterKeySource } from '../keys/master-key-source.js';
 import {
   buildPkcs12,
+  CLIENT_AUTH_OID,
   certificateFingerprint,
   CsrError,
   formatSerial,
@@ -202,6 +203,13 @@ export class ClientCertificateAuthority {
       }
       const notBefore = input.notBefore ?? new Date(this.now().getTime() - BACKDATE_MS);
       const notAfter = new Date(notBefore.getTime() + BACKDATE_MS + input.days * 86_400_000);
+      // A CA kept past its cryptoperiod could otherwise sign certificates that outlive it.
+      const caValidTo = Date.parse(new X509Certificate(ca.certificate_pem).validTo);
+      if (notAfter.getTime() > caValidTo) {
+        throw new AppError('CLIENT_CERTIFICATE_REQUEST_INVALID', {
+          detail: `The client CA v${ca.version} is valid only until ${new Date(caValidTo).toISOString()}: rotate it (keys rotate --purpose ${CA_PURPOSE}) or ask for fewer days.`,
+        });
+      }
       const caKey = await this.deps.masterKey.unwrap(ca.wrapped_key, wrappingAad(CA_PURPOSE, ca.version));
       let certificatePem: string;
       try {
@@ -255,6 +263,75 @@ export class ClientCertificateAuthority {
               friendlyName: input.client,
             });
       return { record: toRecord(row), certificatePem, caCertificatePem: ca.certificate_pem, pkcs12 };
+    });
+  }
+
+  /**
+   * Records a client certificate issued by an external CA (one of `TLS_CLIENT_CA`), so that the
+   * service knows its client and scopes: without a record no certificate is accepted, whoever signed
+   * it. Refused unless the certificate verifies against one of `externalCaPems`, is a TLS client
+   * certificate and is still valid.
+   */
+  async register(input: {
+    readonly certificatePem: string;
+    readonly client: string;
+    readonly scopes: readonly string[];
+    readonly externalCaPems: readonly string[];
+  }): Promise<ClientCertificateRecord> {
+    const resource = `mtls-client:${CLIENT_NAME.test(input.client) ? input.client : '(invalid)'}`;
+    return this.guarded('mtls.certificate.registered', resource, async (trx) => {
+      checkClientAndScopes(input.client, input.scopes);
+      let certificate: X509Certificate;
+      try {
+        certificate = new X509Certificate(input.certificatePem);
+      } catch {
+        throw new AppError('CLIENT_CERTIFICATE_REQUEST_INVALID', { detail: 'Not a PEM X.509 certificate.' });
+      }
+      const issuer = input.externalCaPems
+        .map((pem) => new X509Certificate(pem))
+        .find((ca) => certificate.checkIssued(ca) && certificate.verify(ca.publicKey));
+      const now = this.now().getTime();
+      const problem =
+        issuer === undefined
+          ? 'it is not signed by a CA of TLS_CLIENT_CA'
+          : certificate.ca || !(certificate.keyUsage ?? []).includes(CLIENT_AUTH_OID)
+            ? 'it is not a TLS client certificate (clientAuth)'
+            : now > Date.parse(certificate.validTo)
+              ? 'it has expired'
+              : undefined;
+      if (problem !== undefined) {
+        throw new AppError('CLIENT_CERTIFICATE_REQUEST_INVALID', { detail: `Certificate refused: ${problem}.` });
+      }
+      const row: ClientCertificateRow = {
+        serial: formatSerial(certificate.serialNumber),
+        client_name: input.client,
+        scopes: [...new Set(input.scopes)].sort(),
+        not_before: new Date(certificate.validFrom),
+        not_after: new Date(certificate.validTo),
+        fingerprint_sha256: certificateFingerprint(certificate.raw),
+        ca_version: null,
+        key_source: 'external',
+        issued_by: this.deps.actor.actor,
+        issued_at: this.now(),
+        revoked_at: null,
+        revoked_by: null,
+        revocation_reason: null,
+      };
+      if ((await trx('mtls_client_certificates').where({ serial: row.serial }).first()) !== undefined) {
+        throw new AppError('CLIENT_CERTIFICATE_REQUEST_INVALID', {
+          detail: `A certificate with serial ${row.serial} is already recorded.`,
+        });
+      }
+      await trx('mtls_client_certificates').insert({ ...row, scopes: JSON.stringify(row.scopes) });
+      await this.audit(trx, 'mtls.certificate.registered', `mtls-client:${input.client}`, {
+        serial: row.serial,
+        fingerprint: row.fingerprint_sha256,
+        scopes: row.scopes,
+        notBefore: row.not_before.toISOString(),
+        notAfter: row.not_after.toISOString(),
+        keySource: 'external',
+      });
+      return toRecord(row);
     });
   }
 
@@ -325,15 +402,27 @@ export class ClientCertificateAuthority {
   }
 }
 
-function checkIssueInput(input: IssueInput): void {
+function clientAndScopeProblems(client: string, scopes: readonly string[]): string[] {
   const problems: string[] = [];
-  if (!CLIENT_NAME.test(input.client)) {
+  if (!CLIENT_NAME.test(client)) {
     problems.push('the client name must be 1–64 letters, digits, ".", "_" or "-" (no long digit runs)');
   }
-  const unknown = input.scopes.filter((s) => !(CLIENT_CERTIFICATE_SCOPES as readonly string[]).includes(s));
-  if (input.scopes.length === 0 || unknown.length > 0) {
+  const unknown = scopes.filter((s) => !(CLIENT_CERTIFICATE_SCOPES as readonly string[]).includes(s));
+  if (scopes.length === 0 || unknown.length > 0) {
     problems.push(`scopes must be a non-empty list drawn from ${CLIENT_CERTIFICATE_SCOPES.join(', ')}`);
   }
+  return problems;
+}
+
+function checkClientAndScopes(client: string, scopes: readonly string[]): void {
+  const problems = clientAndScopeProblems(client, scopes);
+  if (problems.length > 0) {
+    throw new AppError('CLIENT_CERTIFICATE_REQUEST_INVALID', { detail: `${problems.join('; ')}.` });
+  }
+}
+
+function checkIssueInput(input: IssueInput): void {
+  const problems = clientAndScopeProblems(input.client, input.scopes);
   if (!Number.isInteger(input.days) || input.days < 1 || input.days > MAX_CLIENT_CERTIFICATE_DAYS) {
     problems.push(`days must be a whole number from 1 to ${MAX_CLIENT_CERTIFICATE_DAYS}`);
   }

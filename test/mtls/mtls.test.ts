@@ -356,6 +356,26 @@ describe('mutual TLS for card-data clients', function () {
       expect(res.code, args.join(' ')).to.equal(1);
       expect(res.stderr).to.contain(code);
     }
+    // A certificate that would outlive the CA's own certificate (a CA kept past its cryptoperiod).
+    const ca = new ClientCertificateAuthority({
+      knex: db.knex,
+      masterKey: fx.masterKey,
+      actor: OPERATOR,
+      cryptoperiodDays: 730,
+    });
+    const outliving = await ca
+      .issue({
+        client: 'till-late',
+        scopes: ['tokens:write'],
+        days: 397,
+        password: 'a-long-enough-password',
+        notBefore: new Date(Date.now() + 800 * 86_400_000),
+      })
+      .then(
+        () => 'issued',
+        (error: { code?: string }) => error.code,
+      );
+    expect(outliving).to.equal('CLIENT_CERTIFICATE_REQUEST_INVALID');
     expect(Number((await db.knex('mtls_client_certificates').count({ n: '*' }).first())?.n)).to.equal(before);
   });
 
