@@ -46,6 +46,8 @@ export interface KeysContext {
   readonly policy: KeyPolicy;
   readonly registry: readonly EncryptedFieldSet[];
   readonly actor: KeyActor;
+  /** TLS_CLIENT_CA's certificates (PEM bundle): `mtls register` accepts certificates they issued. */
+  readonly externalClientCaPem?: string | undefined;
 }
 
 export interface KeysIo {

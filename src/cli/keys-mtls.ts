@@ -4,6 +4,7 @@
  *   mtls init-ca [--out ca.pem]
  *   mtls issue --client <name> --scopes <s1,s2> [--days N] --out <file.p12> [--password-file <file>]
  *   mtls issue --client <name> --scopes <s1,s2> [--days N] --csr <request.pem> --out <cert.pem>
+ *   mtls register --cert <cert.pem> --client <name> --scopes <s1,s2>   (a certificate of TLS_CLIENT_CA)
  *   mtls list [--all] [--json]
  *   mtls revoke <serial> --reason <text>
  */
@@ -15,6 +16,7 @@ import {
   ClientCertificateAuthority,
   type ClientCertificateRecord,
 } from '../mtls/client-certificates.js';
+import { splitPemBundle } from '../mtls/certificate-authority.js';
 import type { KeysContext } from './keys-commands.js';
 
 export class MtlsUsageError extends Error {}
@@ -25,6 +27,8 @@ export const MTLS_USAGE = `  mtls init-ca [--out <ca.pem>]                   cre
   mtls issue --client <name> --scopes <s,…> [--days N] --csr <request.pem> --out <cert.pem>
                                                   certificate for a key made on the device (RSA ≥ 2048)
                                                   scopes: ${CLIENT_CERTIFICATE_SCOPES.join(', ')}
+  mtls register --cert <cert.pem> --client <name> --scopes <s,…>
+                                                  record a certificate issued by a CA of TLS_CLIENT_CA
   mtls list [--all] [--json]                      certificates in force (--all: revoked too)
   mtls revoke <serial> --reason <text>            refused by every instance within MTLS_REVOCATION_CHECK_MS
 `;
@@ -56,6 +60,28 @@ export async function mtlsCommand(
     }
     case 'issue':
       return issue(rest, ca, out);
+    case 'register': {
+      const { values } = parseArgs({
+        args: rest,
+        options: { cert: { type: 'string' }, client: { type: 'string' }, scopes: { type: 'string' } },
+        strict: true,
+      });
+      if (values.cert === undefined || values.client === undefined || values.scopes === undefined) {
+        throw new MtlsUsageError('mtls register needs --cert, --client and --scopes');
+      }
+      const externalCas = splitPemBundle(ctx.externalClientCaPem ?? '');
+      if (externalCas.length === 0) {
+        throw new MtlsUsageError('mtls register needs TLS_CLIENT_CA (the external CA that issued the certificate)');
+      }
+      const record = await ca.register({
+        certificatePem: fs.readFileSync(values.cert, 'utf8'),
+        client: values.client,
+        scopes: scopesOf(values.scopes),
+        externalCaPems: externalCas,
+      });
+      out(`registered ${describe(record)}`);
+      return 0;
+    }
     case 'list': {
       const { values } = parseArgs({
         args: rest,
@@ -86,7 +112,7 @@ export async function mtlsCommand(
       return 0;
     }
     default:
-      throw new MtlsUsageError('mtls init-ca | issue | list | revoke');
+      throw new MtlsUsageError('mtls init-ca | issue | register | list | revoke');
   }
 }
 
@@ -128,10 +154,7 @@ async function issue(
         : fs.readFileSync(values['password-file'] as string, 'utf8').replace(/\r?\n$/, '');
   const issued = await ca.issue({
     client: values.client,
-    scopes: values.scopes
-      .split(',')
-      .map((s) => s.trim())
-      .filter((s) => s.length > 0),
+    scopes: scopesOf(values.scopes),
     days: values.days === undefined ? DEFAULT_DAYS : Number(values.days),
     csrPem,
     password,
@@ -146,6 +169,13 @@ async function issue(
   }
   out(describe(issued.record));
   return 0;
+}
+
+function scopesOf(list: string): string[] {
+  return list
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s.length > 0);
 }
 
 function describe(r: ClientCertificateRecord): string {

@@ -4,6 +4,7 @@
  * `loyalty-vault-keys` bin once built). Works against the same database and master key source as
  * the service, from the same environment variables, while the service keeps running.
  */
+import fs from 'node:fs';
 import { describeDatabase, loadConfig } from '../config/config.js';
 import { createDatabase } from '../db/database.js';
 import { migrateToLatest } from '../db/migrations.js';
@@ -50,6 +51,8 @@ async function main(argv: readonly string[]): Promise<number> {
         // The client CA's "rows" are its certificates in force: retirement waits for them.
         registry: [...builtInFieldSets, liveClientCertificates],
         actor,
+        externalClientCaPem:
+          config.tls.clientCaFile === undefined ? undefined : fs.readFileSync(config.tls.clientCaFile, 'utf8'),
       },
       { stdout: process.stdout, stderr: process.stderr, isTTY: process.stderr.isTTY, interrupted: () => interrupted },
     );

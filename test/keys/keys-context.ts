@@ -43,6 +43,8 @@ export async function keysFixture(
     source?: MasterKeySource;
     refreshMs?: number;
     knex?: Knex;
+    /** TLS_CLIENT_CA's certificates, for `mtls register`. */
+    externalClientCaPem?: string;
   } = {},
 ): Promise<KeysFixture> {
   const masterKeyBase64 = options.masterKeyBase64 ?? randomBytes(32).toString('base64');
@@ -60,6 +62,7 @@ export async function keysFixture(
     policy: defaultPolicy(options.policy),
     registry: [...builtInFieldSets, liveClientCertificates],
     actor: OPERATOR,
+    externalClientCaPem: options.externalClientCaPem,
   };
   return {
     ctx,

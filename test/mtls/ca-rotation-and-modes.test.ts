@@ -1,15 +1,17 @@
 import { expect } from 'chai';
 import fs from 'node:fs';
 import path from 'node:path';
-import { randomBytes } from 'node:crypto';
+import { createPrivateKey, randomBytes } from 'node:crypto';
 import { ConfigError, loadConfig } from '../../src/config/config.js';
 import { migrateToLatest } from '../../src/db/migrations.js';
+import { generateCa } from '../../src/mtls/certificate-authority.js';
 import { signToken } from '../support/auth.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
 import { TEST_PANS } from '../support/pans.js';
 import { paymentId, platformEvent, platformHeaders } from '../support/webhooks.js';
 import { keysFixture, type KeysFixture } from '../keys/keys-context.js';
 import {
+  foreignClientCertificate,
   httpsCall,
   serverCredentials,
   startTlsInstance,
@@ -155,6 +157,58 @@ describe('mTLS: CA rotation, authentication modes and configuration', function (
       expect(oldNow.status).to.equal(401);
       expect(oldNow.body.code).to.equal('CLIENT_CERTIFICATE_UNTRUSTED');
       expect((await tokenise(svc, { identity: fresh.identity })).status).to.be.oneOf([200, 201]);
+    });
+  });
+
+  describe('external client CA (TLS_CLIENT_CA)', () => {
+    it('when a certificate of the external CA is presented, then it is refused until registered with its client and scopes, then accepted', async () => {
+      const external = generateCa(1, 30);
+      const externalKeyPem = createPrivateKey({ key: external.privateKeyDer, format: 'der', type: 'pkcs8' })
+        .export({ format: 'pem', type: 'pkcs8' })
+        .toString();
+      const caFile = path.join(dir, 'external-ca.pem');
+      fs.writeFileSync(caFile, external.certificatePem);
+      const svc = await startTlsInstance(
+        db,
+        await tlsEnv(server, masterKeyBase64, { CARD_ROUTES_AUTH: 'mtls-required', TLS_CLIENT_CA: caFile }),
+      );
+      instances.push(svc);
+      const device = foreignClientCertificate('kiosk-7', { certPem: external.certificatePem, keyPem: externalKeyPem });
+      const identity = { keyPem: device.keyPem, certPem: device.certPem };
+      const before = await tokenise(svc, { identity });
+      expect(before.status).to.equal(401);
+      expect(before.body.code).to.equal('CLIENT_CERTIFICATE_UNTRUSTED');
+
+      const certFile = path.join(dir, 'kiosk-7.pem');
+      fs.writeFileSync(certFile, device.certPem);
+      const register = ['mtls', 'register', '--cert', certFile, '--client', 'kiosk-7', '--scopes', 'tokens:write'];
+      expect((await fx.run(...register)).code, 'without TLS_CLIENT_CA the CLI cannot check the issuer').to.equal(2);
+      const withCa = await keysFixture(db, { masterKeyBase64, externalClientCaPem: external.certificatePem });
+      const selfSigned = foreignClientCertificate('kiosk-8');
+      fs.writeFileSync(path.join(dir, 'kiosk-8.pem'), selfSigned.certPem);
+      const refused = await withCa.run(
+        'mtls',
+        'register',
+        '--cert',
+        path.join(dir, 'kiosk-8.pem'),
+        '--client',
+        'kiosk-8',
+        '--scopes',
+        'tokens:write',
+      );
+      expect(refused.code).to.equal(1);
+      expect(refused.stderr).to.contain('CLIENT_CERTIFICATE_REQUEST_INVALID');
+      const registered = await withCa.run(...register);
+      expect(registered.code, registered.stderr).to.equal(0);
+      const row = await db.knex('mtls_client_certificates').where({ client_name: 'kiosk-7' }).first();
+      expect(row).to.include({ key_source: 'external', ca_version: null });
+
+      await new Promise((resolve) => setTimeout(resolve, 400));
+      const after = await tokenise(svc, { identity });
+      expect(after.status, JSON.stringify(after.body)).to.be.oneOf([200, 201]);
+      // Not trusted by an instance without TLS_CLIENT_CA, record or not.
+      const other = await start('mtls-required');
+      expect((await tokenise(other, { identity })).body.code).to.equal('CLIENT_CERTIFICATE_UNTRUSTED');
     });
   });
 
