@@ -11,11 +11,8 @@
 import fs from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { parseArgs } from 'node:util';
-import {
-  CLIENT_CERTIFICATE_SCOPES,
-  ClientCertificateAuthority,
-  type ClientCertificateRecord,
-} from '../mtls/client-certificates.js';
+import { CLIENT_CERTIFICATE_SCOPES, ClientCertificateAuthority } from '../mtls/client-certificates.js';
+import type { ClientCertificateRecord } from '../mtls/client-certificate-records.js';
 import { splitPemBundle } from '../mtls/certificate-authority.js';
 import type { KeysContext } from './keys-commands.js';
 

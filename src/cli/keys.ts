@@ -11,7 +11,7 @@ import { migrateToLatest } from '../db/migrations.js';
 import { builtInFieldSets } from '../keys/field-sets.js';
 import { KeyRing } from '../keys/key-ring.js';
 import { loadMasterKey } from '../keys/master-key-source.js';
-import { liveClientCertificates } from '../mtls/client-certificates.js';
+import { liveClientCertificates } from '../mtls/client-certificate-records.js';
 import { cliActor, runKeysCommand } from './keys-commands.js';
 
 /** Extra time beyond the key-ring refresh interval before an activation counts as seen everywhere. */

@@ -33,7 +33,7 @@ import {
   trustedCaCertificates,
   type ClientCertificateRecord,
   type ClientCertificateRow,
-} from './client-certificates.js';
+} from './client-certificate-records.js';
 
 export interface ClientCertificatePrincipal extends Principal {
   /** The certificate's serial (colon-separated hex) and its client name. */

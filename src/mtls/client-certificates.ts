@@ -15,15 +15,7 @@ import type { KeyObject } from 'node:crypto';
 import { X509Certificate } from 'node:crypto';
 import { appendAuditEvent } from '../audit/audit-log.js';
 import { AppError, isAppError } from '../errors/app-error.js';
-import {
-  insertNewKey,
-  MAX_CLIENT_CERTIFICATE_DAYS,
-  READABLE_STATES,
-  wrappingAad,
-  type KeyActor,
-  type KeyState,
-} from '../keys/key-ring.js';
-import type { EncryptedFieldSet } from '../keys/field-sets.js';
+import { insertNewKey, MAX_CLIENT_CERTIFICATE_DAYS, wrappingAad, type KeyActor } from '../keys/key-ring.js';
 import type { MasterKeySource } from '../keys/master-key-source.js';
 import {
   buildPkcs12,
@@ -37,8 +29,14 @@ import {
   publicKeyFromCsr,
   randomSerialHex,
 } from './certificate-authority.js';
-
-export const CA_PURPOSE = 'mtls-client-ca';
+import {
+  CA_PURPOSE,
+  toRecord,
+  trustedCaCertificates,
+  type CaVersion,
+  type ClientCertificateRecord,
+  type ClientCertificateRow,
+} from './client-certificate-records.js';
 
 /**
  * Scopes a client certificate may carry: those of the card-data operations that accept one (the
@@ -51,56 +49,6 @@ const CLIENT_NAME = /^(?!.*\d{12})[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 
 /** Tills' clocks drift: a certificate is valid from a few minutes before it is issued. */
 const BACKDATE_MS = 5 * 60_000;
-
-export interface ClientCertificateRecord {
-  readonly serial: string;
-  readonly clientName: string;
-  readonly scopes: readonly string[];
-  readonly notBefore: Date;
-  readonly notAfter: Date;
-  readonly fingerprint: string;
-  readonly caVersion: number | null;
-  readonly keySource: 'generated' | 'csr' | 'external';
-  readonly issuedBy: string;
-  readonly issuedAt: Date;
-  readonly revokedAt: Date | null;
-  readonly revokedBy: string | null;
-  readonly revocationReason: string | null;
-}
-
-export interface ClientCertificateRow {
-  serial: string;
-  client_name: string;
-  scopes: string[] | string;
-  not_before: Date;
-  not_after: Date;
-  fingerprint_sha256: string;
-  ca_version: number | null;
-  key_source: 'generated' | 'csr' | 'external';
-  issued_by: string;
-  issued_at: Date;
-  revoked_at: Date | null;
-  revoked_by: string | null;
-  revocation_reason: string | null;
-}
-
-export function toRecord(row: ClientCertificateRow): ClientCertificateRecord {
-  return {
-    serial: row.serial,
-    clientName: row.client_name,
-    scopes: typeof row.scopes === 'string' ? (JSON.parse(row.scopes) as string[]) : row.scopes,
-    notBefore: row.not_before,
-    notAfter: row.not_after,
-    fingerprint: row.fingerprint_sha256,
-    caVersion: row.ca_version,
-    keySource: row.key_source,
-    issuedBy: row.issued_by,
-    issuedAt: row.issued_at,
-    revokedAt: row.revoked_at,
-    revokedBy: row.revoked_by,
-    revocationReason: row.revocation_reason,
-  };
-}
 
 export interface IssueInput {
   readonly client: string;
@@ -120,12 +68,6 @@ export interface IssuedCertificate {
   readonly caCertificatePem: string;
   /** The PKCS#12 bundle (key, certificate, CA certificate), without a CSR. */
   readonly pkcs12: Buffer | undefined;
-}
-
-export interface CaVersion {
-  readonly version: number;
-  readonly state: KeyState;
-  readonly certificatePem: string;
 }
 
 export class ClientCertificateAuthority {
@@ -433,41 +375,3 @@ function checkIssueInput(input: IssueInput): void {
     throw new AppError('CLIENT_CERTIFICATE_REQUEST_INVALID', { detail: `${problems.join('; ')}.` });
   }
 }
-
-export async function trustedCaCertificates(db: Knex | Knex.Transaction): Promise<CaVersion[]> {
-  const rows = (await db('data_keys')
-    .where({ purpose: CA_PURPOSE })
-    .whereIn('state', READABLE_STATES as KeyState[])
-    .orderBy('version', 'desc')
-    .select('version', 'state', 'certificate_pem')) as { version: number; state: KeyState; certificate_pem: string }[];
-  return rows.map((r) => ({ version: r.version, state: r.state, certificatePem: r.certificate_pem }));
-}
-
-/**
- * The client certificates still in force (neither revoked nor expired) per CA version, registered
- * with the key tooling like an encrypted field set: `keys list` counts them, and `keys retire
- * --purpose mtls-client-ca` refuses while a version still has any (its certificate must stay trusted
- * until then). There is nothing to re-encrypt: a certificate cannot move to another CA, it is
- * reissued (`keys mtls issue`) and the old one revoked.
- */
-export const liveClientCertificates: EncryptedFieldSet = {
-  name: 'mtls_client_certificates.live',
-  purpose: CA_PURPOSE,
-  description: 'client certificates in force (not revoked, not expired), by the CA version that signed them',
-  async countByVersion(db) {
-    const rows = (await db('mtls_client_certificates')
-      .whereNull('revoked_at')
-      .where('not_after', '>', new Date())
-      .groupBy('ca_version')
-      .select('ca_version as version')
-      .count({ n: '*' })) as { version: number; n: string | number }[];
-    return new Map(rows.map((r) => [Number(r.version), Number(r.n)]));
-  },
-  prepareBatch() {
-    return Promise.reject(
-      new AppError('KEY_OPERATION_INVALID', {
-        detail: 'Client certificates are not re-encrypted: reissue them under the new CA and revoke the old ones.',
-      }),
-    );
-  },
-};

@@ -10,7 +10,7 @@ import { builtInFieldSets } from '../../src/keys/field-sets.js';
 import { DEFAULT_CRYPTOPERIOD_DAYS, KeyRing, type KeyActor } from '../../src/keys/key-ring.js';
 import { KeyManager, type KeyPolicy } from '../../src/keys/key-manager.js';
 import { LocalMasterKey, type MasterKeySource } from '../../src/keys/master-key-source.js';
-import { liveClientCertificates } from '../../src/mtls/client-certificates.js';
+import { liveClientCertificates } from '../../src/mtls/client-certificate-records.js';
 import type { TestDatabase } from '../support/database.js';
 
 export const OPERATOR: KeyActor = { actor: 'test-operator', actorType: 'custodian', origin: 'cli:test' };
