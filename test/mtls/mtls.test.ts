@@ -390,6 +390,19 @@ describe('mutual TLS for card-data clients', function () {
     expect((ca?.['rows'] as Record<string, number>)['mtls_client_certificates.live']).to.be.greaterThan(0);
   });
 
+  it("when the client CA is rotated without two custodians' approvals, then it is refused with DUAL_CONTROL_REQUIRED and audited", async () => {
+    const res = await fx.run('rotate', '--purpose', 'mtls-client-ca', '--apply');
+    expect(res.code).to.equal(1);
+    expect(res.stderr).to.contain('DUAL_CONTROL_REQUIRED');
+    expect(await db.knex('data_keys').where({ purpose: 'mtls-client-ca' }).pluck('version')).to.deep.equal([1]);
+    const denied = await db
+      .knex('audit_events')
+      .where({ action: 'key.rotate', outcome: 'denied' })
+      .orderBy('seq', 'desc')
+      .first();
+    expect(denied.resource).to.equal('key:mtls-client-ca:v2');
+  });
+
   it('when the whole database is read as text, then the CA private key appears nowhere unwrapped (PEM, DER base64, hex)', async () => {
     const row = await db.knex('data_keys').where({ purpose: 'mtls-client-ca', version: 1 }).first();
     const der = await fx.masterKey.unwrap(row.wrapped_key as Buffer, wrappingAad('mtls-client-ca', 1));
