@@ -209,7 +209,8 @@ async function inventory(args: readonly string[], ctx: KeysContext, out: (t: str
       {
         name: 'data_keys table',
         description: ctx.databaseDescription,
-        holds: 'data keys, wrapped (AES-256-GCM) by the master key; audit-signing public keys in clear',
+        holds:
+          'data keys, wrapped (AES-256-GCM) by the master key; audit-signing public keys and client CA certificates in clear; client certificate records (no keys)',
       },
       {
         name: 'process memory',
