@@ -11,6 +11,7 @@ import { createDatabase } from './db/database.js';
 import { migrateToLatest } from './db/migrations.js';
 import { createLogger, type Logger } from './logging/logger.js';
 import { buildService } from './service.js';
+import { createTlsServer, readTlsCredentials } from './http/tls-listener.js';
 
 async function main(): Promise<void> {
   let config;
@@ -39,6 +40,18 @@ async function main(): Promise<void> {
     `listening on http://${shownHost}:${port} (${describeDatabase(config)})`,
   );
 
+  // The HTTPS listener for card-data clients with certificates (mutual TLS), beside the HTTP one.
+  const tlsServer =
+    config.tls.port === undefined ? undefined : createTlsServer(service.app, readTlsCredentials(config.tls));
+  if (tlsServer !== undefined) {
+    await new Promise<void>((resolve) => tlsServer.listen(config.tls.port, config.host, resolve));
+    const tlsPort = (tlsServer.address() as AddressInfo).port;
+    logger.info(
+      { url: `https://${shownHost}:${tlsPort}`, cardRoutesAuth: config.tls.cardRoutesAuth },
+      `listening on https://${shownHost}:${tlsPort} (card-data routes: ${config.tls.cardRoutesAuth})`,
+    );
+  }
+
   let stopping = false;
   const shutdown = (signal: string): void => {
     if (stopping) return;
@@ -48,9 +61,18 @@ async function main(): Promise<void> {
     const force = setTimeout(() => {
       logger.warn('shutdown timeout reached: closing remaining connections');
       server.closeAllConnections();
+      tlsServer?.closeAllConnections();
     }, config.http.shutdownTimeoutMs);
     force.unref();
-    server.close(() => {
+    // Both listeners drain before the database closes.
+    const listenersClosed = Promise.all(
+      [server, ...(tlsServer === undefined ? [] : [tlsServer])].map(
+        (listener) => new Promise<void>((resolve) => listener.close(() => resolve())),
+      ),
+    );
+    server.closeIdleConnections();
+    tlsServer?.closeIdleConnections();
+    void listenersClosed.then(() => {
       service
         .close()
         .then(() => {
@@ -65,7 +87,6 @@ async function main(): Promise<void> {
           process.exitCode = 1;
         });
     });
-    server.closeIdleConnections();
   };
   process.on('SIGTERM', () => shutdown('SIGTERM'));
   process.on('SIGINT', () => shutdown('SIGINT'));

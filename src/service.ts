@@ -28,6 +28,8 @@ import { LoyaltyService } from './loyalty/loyalty-service.js';
 import { MemberService } from './loyalty/member-service.js';
 import { loyaltyHandlers } from './loyalty/loyalty-handlers.js';
 import { webhookHandlers } from './webhooks/webhook-handlers.js';
+import fs from 'node:fs';
+import { createClientCertificateVerifier } from './mtls/client-certificate-verifier.js';
 
 export interface Service {
   readonly app: Express;
@@ -147,6 +149,18 @@ export async function buildService(config: Config, options: BuildOptions): Promi
     );
   }
   const authenticator = createAuthenticator(config.auth, keyResolverFor(config.auth.keys, devJwks));
+  // Client certificates are judged only where the HTTPS listener can carry them (TLS_PORT).
+  const clientCertificates =
+    config.tls.port === undefined
+      ? undefined
+      : {
+          mode: config.tls.cardRoutesAuth,
+          verifier: createClientCertificateVerifier(database.knex, {
+            revocationCheckMs: config.tls.revocationCheckMs,
+            extraCaPem:
+              config.tls.clientCaFile === undefined ? undefined : fs.readFileSync(config.tls.clientCaFile, 'utf8'),
+          }),
+        };
 
   let draining = false;
   const readiness = createReadiness({ ping: (ms) => database.ping(ms), isDraining: () => draining });
@@ -172,6 +186,7 @@ export async function buildService(config: Config, options: BuildOptions): Promi
     bodyLimitBytes: config.http.bodyLimitBytes,
     trustProxy: config.http.trustProxy,
     enforceResponseContract: options.enforceResponseContract ?? false,
+    clientCertificates,
   });
 
   return {

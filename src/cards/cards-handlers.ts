@@ -4,6 +4,7 @@ import { AppError } from '../errors/app-error.js';
 import type { TokenBuckets } from '../ratelimit/token-bucket.js';
 import type { HandlerMap } from '../http/types.js';
 import { principalOf, validInput } from '../http/types.js';
+import { isCertificatePrincipal } from '../http/operation-middleware.js';
 import type { CardInput, CardView, Caller, VaultService } from './vault-service.js';
 
 interface CardBody {
@@ -19,7 +20,10 @@ export function callerOf(req: Request): Caller {
   return {
     subject: principal.subject,
     shopperRef: principal.shopperRef,
-    origin: `request:${req.id} ip:${req.ip ?? '-'}`,
+    // A client certificate's serial names the exact credential used (PCI DSS 10.2: origin).
+    origin:
+      `request:${req.id} ip:${req.ip ?? '-'}` +
+      (isCertificatePrincipal(principal) ? ` cert:${principal.certificateSerial}` : ''),
   };
 }
 

@@ -28,6 +28,7 @@ import { KeyManager, isPurpose, type KeyPolicy } from '../keys/key-manager.js';
 import type { KeyActor, KeyPurpose, KeyRing } from '../keys/key-ring.js';
 import type { MasterKeySource } from '../keys/master-key-source.js';
 import { reencrypt } from '../keys/reencrypt.js';
+import { mtlsCommand, MtlsUsageError, MTLS_USAGE } from './keys-mtls.js';
 import {
   inventoryMarkdown,
   keyTable,
@@ -45,6 +46,8 @@ export interface KeysContext {
   readonly policy: KeyPolicy;
   readonly registry: readonly EncryptedFieldSet[];
   readonly actor: KeyActor;
+  /** TLS_CLIENT_CA's certificates (PEM bundle): `mtls register` accepts certificates they issued. */
+  readonly externalClientCaPem?: string | undefined;
 }
 
 export interface KeysIo {
@@ -63,7 +66,7 @@ export const USAGE = `usage: npm run keys -- <command> [options]
   inventory --out <file>                          PCI DSS 3.6.1.1 inventory: <file>.json and <file>.md
   status [--json]                                 cryptoperiods; exits 1 when a key is overdue
   rotate --purpose <p> [--plan | --apply] [--request <id>]
-                                                  p: pan-encryption, identifier-mac, audit-signing
+                                                  p: pan-encryption, identifier-mac, audit-signing, mtls-client-ca
   reencrypt --purpose <p> [--batch-size N] [--lanes N] [--max-rows-per-second N]
   retire --purpose <p> --version N [--plan | --apply] [--request <id>]
   destroy --purpose <p> --version N [--plan | --apply] [--request <id>]   (irreversible)
@@ -77,7 +80,7 @@ export const USAGE = `usage: npm run keys -- <command> [options]
   audit export --from <iso> --to <iso> --out <file>     <file> (JSON) and <file>.jws (detached JWS)
   audit verify-export <file> --public-key <pem> [--signature <file>.jws]
   audit public-key [--version N] [--out <file>]   the audit-signing public key (PEM)
-`;
+${MTLS_USAGE}`;
 
 export async function runKeysCommand(argv: readonly string[], ctx: KeysContext, io: KeysIo): Promise<number> {
   const out = (text: string) => io.stdout.write(text.endsWith('\n') ? text : `${text}\n`);
@@ -105,6 +108,8 @@ export async function runKeysCommand(argv: readonly string[], ctx: KeysContext, 
         return await approve(rest, ctx, out);
       case 'audit':
         return await audit(rest, ctx, out);
+      case 'mtls':
+        return await mtlsCommand(rest, ctx, out);
       case undefined:
       case 'help':
       case '--help':
@@ -114,7 +119,11 @@ export async function runKeysCommand(argv: readonly string[], ctx: KeysContext, 
         throw new UsageError(`unknown command ${command}`);
     }
   } catch (error) {
-    if (error instanceof UsageError || (error as { code?: string }).code?.startsWith('ERR_PARSE_ARGS') === true) {
+    if (
+      error instanceof UsageError ||
+      error instanceof MtlsUsageError ||
+      (error as { code?: string }).code?.startsWith('ERR_PARSE_ARGS') === true
+    ) {
       io.stderr.write(`keys: ${(error as Error).message}\n\n${USAGE}`);
       return 2;
     }
@@ -142,7 +151,7 @@ function purposeOf(value: string | undefined, allowMaster = false): KeyPurpose {
   if (value === undefined) throw new UsageError('--purpose is required');
   if (!isPurpose(value)) {
     throw new UsageError(
-      `--purpose must be pan-encryption, identifier-mac or audit-signing${allowMaster ? ' (or master)' : ''}`,
+      `--purpose must be pan-encryption, identifier-mac, audit-signing or mtls-client-ca${allowMaster ? ' (or master)' : ''}`,
     );
   }
   return value;
@@ -200,7 +209,8 @@ async function inventory(args: readonly string[], ctx: KeysContext, out: (t: str
       {
         name: 'data_keys table',
         description: ctx.databaseDescription,
-        holds: 'data keys, wrapped (AES-256-GCM) by the master key; audit-signing public keys in clear',
+        holds:
+          'data keys, wrapped (AES-256-GCM) by the master key; audit-signing public keys and client CA certificates in clear; client certificate records (no keys)',
       },
       {
         name: 'process memory',
@@ -330,6 +340,11 @@ async function runReencrypt(
     strict: true,
   });
   const purpose = purposeOf(values.purpose);
+  if (purpose === 'mtls-client-ca') {
+    throw new UsageError(
+      'client certificates are not re-encrypted: reissue them (keys mtls issue) and revoke the old ones',
+    );
+  }
   const lanes = ctx.databaseKind === 'pglite' ? 1 : positive('--lanes', values.lanes, 2);
   const printer = progressPrinter(io.stderr, io.isTTY);
   const result = await reencrypt(ctx.knex, ctx.ring, {

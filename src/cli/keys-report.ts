@@ -67,6 +67,7 @@ export const PURPOSE_DESCRIPTIONS: Readonly<Record<string, string>> = {
   'pan-encryption': 'Encrypts card numbers (PAN), PAR and gateway alias values at rest (data-encrypting key)',
   'identifier-mac': 'Keyed fingerprints (HMAC) of PAN, PAR and aliases for lookups (PCI DSS 3.5.1.1)',
   'audit-signing': 'Signs audit-trail exports for auditors (detached JWS)',
+  'mtls-client-ca': 'Signs the mTLS client certificates of card-data clients (tills, checkout, platform gateway)',
   master: 'Key-encrypting key: wraps every data key (envelope encryption)',
 };
 

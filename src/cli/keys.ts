@@ -4,12 +4,14 @@
  * `loyalty-vault-keys` bin once built). Works against the same database and master key source as
  * the service, from the same environment variables, while the service keeps running.
  */
+import fs from 'node:fs';
 import { describeDatabase, loadConfig } from '../config/config.js';
 import { createDatabase } from '../db/database.js';
 import { migrateToLatest } from '../db/migrations.js';
 import { builtInFieldSets } from '../keys/field-sets.js';
 import { KeyRing } from '../keys/key-ring.js';
 import { loadMasterKey } from '../keys/master-key-source.js';
+import { liveClientCertificates } from '../mtls/client-certificate-records.js';
 import { cliActor, runKeysCommand } from './keys-commands.js';
 
 /** Extra time beyond the key-ring refresh interval before an activation counts as seen everywhere. */
@@ -46,8 +48,11 @@ async function main(argv: readonly string[]): Promise<number> {
           cryptoperiodDays: config.keys.cryptoperiodDays,
           propagationMs: config.vault.keyRingRefreshMs + PROPAGATION_MARGIN_MS,
         },
-        registry: builtInFieldSets,
+        // The client CA's "rows" are its certificates in force: retirement waits for them.
+        registry: [...builtInFieldSets, liveClientCertificates],
         actor,
+        externalClientCaPem:
+          config.tls.clientCaFile === undefined ? undefined : fs.readFileSync(config.tls.clientCaFile, 'utf8'),
       },
       { stdout: process.stdout, stderr: process.stderr, isTTY: process.stderr.isTTY, interrupted: () => interrupted },
     );

@@ -14,6 +14,13 @@ export type NodeEnv = 'development' | 'test' | 'production';
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
 export const ALLOWED_JWT_ALGORITHMS = ['ES256', 'ES384', 'EdDSA', 'RS256', 'PS256'] as const;
 export type JwtAlgorithm = (typeof ALLOWED_JWT_ALGORITHMS)[number];
+/**
+ * How the card-data operations (those that accept a `clientCertificate` in openapi.yaml) authenticate:
+ * `jwt` a bearer token (a presented certificate is ignored); `mtls-or-jwt` a client certificate when
+ * one is presented, else a bearer token; `mtls-required` only a client certificate.
+ */
+export const CARD_ROUTES_AUTH_MODES = ['jwt', 'mtls-or-jwt', 'mtls-required'] as const;
+export type CardRoutesAuth = (typeof CARD_ROUTES_AUTH_MODES)[number];
 
 export type MasterKeyConfig =
   | { readonly source: 'env'; readonly keyBase64: string }
@@ -82,6 +89,7 @@ export interface Config {
     /** How often this process expires lots past their date; 0 turns the schedule off. */
     readonly expiryIntervalMs: number;
   };
+  readonly tls: TlsConfig;
   readonly http: {
     readonly bodyLimitBytes: number;
     readonly shutdownTimeoutMs: number;
@@ -104,6 +112,19 @@ export interface WebhooksConfig {
   readonly toleranceSeconds: number;
   /** Set on the embedded development default when no secret is configured. */
   readonly generatedDevFile: string | undefined;
+}
+
+/** The optional HTTPS listener with client certificates (mutual TLS), beside the HTTP one. */
+export interface TlsConfig {
+  /** `undefined`: no HTTPS listener. */
+  readonly port: number | undefined;
+  readonly certFile: string | undefined;
+  readonly keyFile: string | undefined;
+  /** Extra client CA certificates (PEM bundle) trusted beside the built-in `mtls-client-ca`. */
+  readonly clientCaFile: string | undefined;
+  readonly cardRoutesAuth: CardRoutesAuth;
+  /** How often each instance checks for revocations (and CA rotations); 0: on every request. */
+  readonly revocationCheckMs: number;
 }
 
 export type Env = Readonly<Record<string, string | undefined>>;
@@ -223,6 +244,12 @@ export function loadConfig(env: Env = process.env): Config {
           1,
           3650,
         ),
+        'mtls-client-ca': r.integer(
+          'CRYPTOPERIOD_DAYS_MTLS_CLIENT_CA',
+          KEY_SPECS['mtls-client-ca'].cryptoperiodDays,
+          1,
+          3650,
+        ),
       },
     },
     payments: {
@@ -236,6 +263,7 @@ export function loadConfig(env: Env = process.env): Config {
     loyalty: {
       expiryIntervalMs: r.integer('LOYALTY_EXPIRY_INTERVAL_MS', 3_600_000, 0, 7 * 86_400_000),
     },
+    tls: parseTls(r, production),
     http: {
       bodyLimitBytes: r.integer('BODY_LIMIT_BYTES', 64 * 1024, 1024, 10 * 1024 * 1024),
       shutdownTimeoutMs: r.integer('SHUTDOWN_TIMEOUT_MS', 10_000, 0, 600_000),
@@ -254,6 +282,37 @@ export function loadConfig(env: Env = process.env): Config {
 
   if (r.problems.length > 0) throw new ConfigError(r.problems);
   return deepFreeze(config);
+}
+
+function parseTls(r: Reader, production: boolean): TlsConfig {
+  const portText = r.raw('TLS_PORT');
+  const port = portText === undefined ? undefined : r.integer('TLS_PORT', 8443, 0, 65535);
+  const certFile = r.raw('TLS_CERT_FILE');
+  const keyFile = r.raw('TLS_KEY_FILE');
+  const clientCaFile = r.raw('TLS_CLIENT_CA');
+  if (port !== undefined && (certFile === undefined || keyFile === undefined)) {
+    r.problem('TLS_PORT needs TLS_CERT_FILE and TLS_KEY_FILE (the server certificate and its key, PEM)');
+  }
+  if (port === undefined && (certFile !== undefined || keyFile !== undefined || clientCaFile !== undefined)) {
+    r.problem('TLS_CERT_FILE, TLS_KEY_FILE and TLS_CLIENT_CA need TLS_PORT (the HTTPS listener)');
+  }
+  // Production defaults to certificates on the card-data routes whenever the service terminates TLS
+  // itself; behind a TLS-terminating proxy (no TLS_PORT) it cannot see certificates: bearer tokens.
+  const fallback: CardRoutesAuth = production && port !== undefined ? 'mtls-required' : 'jwt';
+  const cardRoutesAuth = r.oneOf<CardRoutesAuth>('CARD_ROUTES_AUTH', CARD_ROUTES_AUTH_MODES, fallback);
+  if (cardRoutesAuth !== 'jwt' && port === undefined) {
+    r.problem(
+      `CARD_ROUTES_AUTH=${cardRoutesAuth} needs the HTTPS listener: set TLS_PORT, TLS_CERT_FILE and TLS_KEY_FILE`,
+    );
+  }
+  return {
+    port,
+    certFile: certFile === undefined ? undefined : path.resolve(certFile),
+    keyFile: keyFile === undefined ? undefined : path.resolve(keyFile),
+    clientCaFile: clientCaFile === undefined ? undefined : path.resolve(clientCaFile),
+    cardRoutesAuth,
+    revocationCheckMs: r.integer('MTLS_REVOCATION_CHECK_MS', 1_000, 0, 60_000),
+  };
 }
 
 function parseDatabaseUrl(r: Reader): string | undefined {

@@ -44,6 +44,8 @@ export const ERROR_CATALOG = {
   CUSTODIAN_INVALID: { status: 422, title: 'The custodian registration is not acceptable' },
   CUSTODIAN_EXISTS: { status: 409, title: 'A custodian with this name or key is already registered' },
   AUDIT_EXPORT_INVALID: { status: 422, title: 'The audit export does not verify' },
+  CLIENT_CERTIFICATE_NOT_FOUND: { status: 404, title: 'No such client certificate' },
+  CLIENT_CERTIFICATE_REQUEST_INVALID: { status: 422, title: 'The client certificate request is not acceptable' },
   // payment webhooks
   WEBHOOK_SIGNATURE_MISSING: { status: 401, title: 'The webhook signature is missing' },
   WEBHOOK_SIGNATURE_INVALID: { status: 401, title: 'The webhook signature does not verify' },
@@ -71,6 +73,10 @@ export const ERROR_CATALOG = {
   TOKEN_KEY_UNKNOWN: { status: 401, title: 'The bearer token was signed by an unknown key' },
   AUTH_KEYS_UNAVAILABLE: { status: 503, title: 'The signing keys of the identity provider are unavailable' },
   INSUFFICIENT_SCOPE: { status: 403, title: 'The bearer token lacks a required scope' },
+  CLIENT_CERTIFICATE_REQUIRED: { status: 401, title: 'A client certificate is required on this route' },
+  CLIENT_CERTIFICATE_UNTRUSTED: { status: 401, title: 'The client certificate was not issued by a trusted CA' },
+  CLIENT_CERTIFICATE_EXPIRED: { status: 401, title: 'The client certificate is expired or not yet valid' },
+  CLIENT_CERTIFICATE_REVOKED: { status: 401, title: 'The client certificate has been revoked' },
   // 5xx: us
   NOT_READY: { status: 503, title: 'The service is not ready' },
   DATABASE_UNAVAILABLE: { status: 503, title: 'The database is unavailable' },

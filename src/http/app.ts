@@ -9,7 +9,14 @@ import { AppError } from '../errors/app-error.js';
 import { newId } from '../ids/prefixed-id.js';
 import type { Logger } from '../logging/logger.js';
 import type { ApiSpec, Operation } from './openapi.js';
-import { authenticate, authorize, enforceResponseContract, readBody, validate } from './operation-middleware.js';
+import {
+  authenticate,
+  authorize,
+  enforceResponseContract,
+  readBody,
+  validate,
+  type ClientCertificateAuth,
+} from './operation-middleware.js';
 import { problemMiddleware } from './problem.js';
 import type { HandlerMap } from './types.js';
 
@@ -22,6 +29,8 @@ export interface AppOptions {
   readonly trustProxy: boolean;
   /** Check every JSON response against its documented schema (on in tests). */
   readonly enforceResponseContract: boolean;
+  /** Client certificates on the card-data operations (absent: bearer tokens only). */
+  readonly clientCertificates?: ClientCertificateAuth | undefined;
 }
 
 /**
@@ -52,7 +61,7 @@ export function createApp(options: AppOptions): Express {
   for (const op of options.spec.operations) {
     const chain: RequestHandler[] = [
       tagOperation(op),
-      authenticate(op, options.authenticator),
+      authenticate(op, options.authenticator, options.clientCertificates),
       authorize(op),
       ...readBody(op, options.bodyLimitBytes),
       validate(op),

@@ -3,44 +3,102 @@
  * authenticate → check scopes → read the body (JSON, or raw bytes for signed webhooks) → validate.
  * Authentication comes first so that an anonymous caller never gets a body parsed or validated.
  */
-import express, { type RequestHandler, type Response } from 'express';
-import type { Authenticator } from '../auth/authenticator.js';
+import express, { type Request, type RequestHandler, type Response } from 'express';
+import type { Authenticator, Principal } from '../auth/authenticator.js';
+import type { CardRoutesAuth } from '../config/config.js';
 import { AppError } from '../errors/app-error.js';
+import type { ClientCertificatePrincipal, ClientCertificateVerifier } from '../mtls/client-certificate-verifier.js';
 import { toIssues, type Operation } from './openapi.js';
 import { findSensitiveAuthenticationData } from '../cards/pan.js';
 
-export function authenticate(op: Operation, authenticator: Authenticator): RequestHandler {
-  const bearerSchemes = new Set(op.security.map((s) => s.scheme));
-  if (op.security.length === 0 || !bearerSchemes.has('bearerAuth')) {
+/** Client certificates on the card-data operations (those with a `clientCertificate` requirement). */
+export interface ClientCertificateAuth {
+  readonly mode: CardRoutesAuth;
+  readonly verifier: ClientCertificateVerifier;
+}
+
+export function authenticate(
+  op: Operation,
+  authenticator: Authenticator,
+  certificates?: ClientCertificateAuth,
+): RequestHandler {
+  const bearer = op.security.some((s) => s.scheme === 'bearerAuth');
+  const certificateMode =
+    certificates !== undefined && op.security.some((s) => s.scheme === 'clientCertificate') ? certificates.mode : 'jwt';
+  if (certificateMode !== 'jwt' && certificates !== undefined) {
+    const { verifier } = certificates;
+    return async (req, _res, next) => {
+      // A presented certificate is always judged, never skipped for a bearer token: a till whose
+      // certificate was revoked is told so, whatever else it sends.
+      const presented = verifier.presented(req.socket);
+      if (presented !== undefined) {
+        req.principal = await verifier.verify(presented);
+      } else if (certificateMode === 'mtls-required') {
+        throw new AppError('CLIENT_CERTIFICATE_REQUIRED', {
+          detail: 'Call this operation over the HTTPS listener with a client certificate issued by this service.',
+          headers: { 'WWW-Authenticate': 'mutual-tls' },
+        });
+      } else if (bearer) {
+        req.principal = await bearerPrincipal(req, authenticator);
+      }
+      next();
+    };
+  }
+  if (op.security.length === 0 || !bearer) {
     // Public (`security: []`) or authenticated by the feature itself (webhook signatures).
     return (_req, _res, next) => next();
   }
   return async (req, _res, next) => {
-    const header = req.headers.authorization;
-    if (header === undefined) throw bearerError('TOKEN_MISSING');
-    const match = /^Bearer ([^\s]+)$/i.exec(header);
-    if (match?.[1] === undefined) throw bearerError('TOKEN_MALFORMED');
-    try {
-      req.principal = await authenticator.authenticate(match[1]);
-    } catch (error) {
-      if (error instanceof AppError && error.status === 401) throw withChallenge(error);
-      throw error;
-    }
+    req.principal = await bearerPrincipal(req, authenticator);
     next();
   };
 }
 
-/** Any one security alternative suffices; within one, every listed scope is required. */
+async function bearerPrincipal(req: Request, authenticator: Authenticator): Promise<Principal> {
+  const header = req.headers.authorization;
+  if (header === undefined) throw bearerError('TOKEN_MISSING');
+  const match = /^Bearer ([^\s]+)$/i.exec(header);
+  if (match?.[1] === undefined) throw bearerError('TOKEN_MALFORMED');
+  try {
+    return await authenticator.authenticate(match[1]);
+  } catch (error) {
+    if (error instanceof AppError && error.status === 401) throw withChallenge(error);
+    throw error;
+  }
+}
+
+export function isCertificatePrincipal(principal: Principal | undefined): principal is ClientCertificatePrincipal {
+  return principal !== undefined && 'certificateSerial' in principal;
+}
+
+/**
+ * Any one security alternative suffices; within one, every listed scope is required. A caller that
+ * authenticated with a client certificate is held to the `clientCertificate` requirements, with the
+ * scopes recorded for that certificate; a bearer token to the `bearerAuth` ones.
+ */
 export function authorize(op: Operation): RequestHandler {
-  const alternatives = op.security.filter((s) => s.scheme === 'bearerAuth');
-  if (alternatives.length === 0) return (_req, _res, next) => next();
+  const bearerAlternatives = op.security.filter((s) => s.scheme === 'bearerAuth');
+  const certificateAlternatives = op.security.filter((s) => s.scheme === 'clientCertificate');
+  if (bearerAlternatives.length === 0 && certificateAlternatives.length === 0) return (_req, _res, next) => next();
   return (req, _res, next) => {
+    const viaCertificate = isCertificatePrincipal(req.principal);
+    const alternatives = viaCertificate ? certificateAlternatives : bearerAlternatives;
+    // No bearer requirement and no certificate: the feature authenticates (webhook signatures).
+    if (alternatives.length === 0 && !viaCertificate) {
+      next();
+      return;
+    }
     const scopes = req.principal?.scopes ?? new Set<string>();
     if (alternatives.some((alt) => alt.scopes.every((s) => scopes.has(s)))) {
       next();
       return;
     }
     const wanted = alternatives.map((alt) => alt.scopes.join(' ')).join(' | ');
+    if (viaCertificate) {
+      throw new AppError('INSUFFICIENT_SCOPE', {
+        detail: `This operation requires scope ${wanted || '(not available to client certificates)'}; the client certificate does not carry it.`,
+      });
+    }
     throw new AppError('INSUFFICIENT_SCOPE', {
       detail: `This operation requires scope ${wanted}.`,
       headers: {

@@ -177,27 +177,41 @@ export class KeyManager {
     const from = active?.version;
     const waitSeconds = Math.ceil(this.deps.policy.propagationMs / 1000);
     const total = Object.values(rowsToReencrypt).reduce((a, b) => a + b, 0);
+    const ca = purpose === 'mtls-client-ca';
     const steps = [
-      published === undefined
-        ? `create ${purpose} v${toVersion}: ${spec.algorithm}, ${spec.strengthBits}-bit, 32 bytes from the ` +
-          `operating system CSPRNG, wrapped (AES-256-GCM) by master key ${this.deps.masterKey.keyId}, state ` +
-          `published: every instance loads it and can ${purpose === 'audit-signing' ? 'verify with it' : 'decrypt and look up under it'}, nothing is written under it yet`
-        : `resume: ${purpose} v${toVersion} is already published by an interrupted rotation`,
+      published !== undefined
+        ? `resume: ${purpose} v${toVersion} is already published by an interrupted rotation`
+        : ca
+          ? `create ${purpose} v${toVersion}: ${spec.algorithm} key from the operating system CSPRNG and its ` +
+            `self-signed CA certificate, the key wrapped (AES-256-GCM) by master key ${this.deps.masterKey.keyId}, ` +
+            'state published: every instance trusts certificates it signs, nothing is signed with it yet'
+          : `create ${purpose} v${toVersion}: ${spec.algorithm}, ${spec.strengthBits}-bit, 32 bytes from the ` +
+            `operating system CSPRNG, wrapped (AES-256-GCM) by master key ${this.deps.masterKey.keyId}, state ` +
+            `published: every instance loads it and can ${purpose === 'audit-signing' ? 'verify with it' : 'decrypt and look up under it'}, nothing is written under it yet`,
       `wait ${waitSeconds} s so that every running instance has reloaded its key ring`,
-      `activate v${toVersion} for new ${purpose === 'identifier-mac' ? 'fingerprints' : purpose === 'audit-signing' ? 'signatures' : 'encryptions'}` +
+      `activate v${toVersion} for new ${purpose === 'identifier-mac' ? 'fingerprints' : purpose === 'audit-signing' ? 'signatures' : ca ? 'client certificates' : 'encryptions'}` +
         (from === undefined
           ? ''
-          : `; v${from} becomes decrypt-only (still ${purpose === 'audit-signing' ? 'verifies' : 'decrypts and matches lookups'})`),
+          : `; v${from} becomes decrypt-only (still ${purpose === 'audit-signing' ? 'verifies' : ca ? 'trusted: its client certificates keep working' : 'decrypts and matches lookups'})`),
       ...(purpose === 'audit-signing'
         ? []
+        : ca
+          ? [
+              `then: reissue each client certificate under v${toVersion} (keys mtls issue) and revoke the old one ` +
+                `(keys mtls revoke); ${total} live certificate(s) were issued under older versions`,
+            ]
+          : [
+              `then: keys reencrypt --purpose ${purpose} moves ${total} row(s) to v${toVersion} (` +
+                Object.entries(rowsToReencrypt)
+                  .map(([k, v]) => `${k}: ${v}`)
+                  .join(', ') +
+                ')',
+            ]),
+      ...(from === undefined
+        ? []
         : [
-            `then: keys reencrypt --purpose ${purpose} moves ${total} row(s) to v${toVersion} (` +
-              Object.entries(rowsToReencrypt)
-                .map(([k, v]) => `${k}: ${v}`)
-                .join(', ') +
-              ')',
+            `then: keys retire --purpose ${purpose} --version ${from} once zero ${ca ? 'live certificates' : 'rows'} remain`,
           ]),
-      ...(from === undefined ? [] : [`then: keys retire --purpose ${purpose} --version ${from} once zero rows remain`]),
       this.deps.policy.singleOperator
         ? 'authorisation: single-operator mode (development only)'
         : `authorisation: a request approved by two distinct custodians (keys request rotate --purpose ${purpose})`,

@@ -21,11 +21,12 @@
 import { createPrivateKey, createPublicKey, createSecretKey, randomBytes, type KeyObject } from 'node:crypto';
 import type { Knex } from 'knex';
 import { appendAuditEvent } from '../audit/audit-log.js';
+import { CA_KEY_ALGORITHM, generateCa } from '../mtls/certificate-authority.js';
 import type { KeyIdRename, MasterKeySource } from './master-key-source.js';
 
 type Db = Knex | Knex.Transaction;
 
-export type KeyPurpose = 'pan-encryption' | 'identifier-mac' | 'audit-signing';
+export type KeyPurpose = 'pan-encryption' | 'identifier-mac' | 'audit-signing' | 'mtls-client-ca';
 export type KeyState = 'published' | 'active' | 'decrypt-only' | 'retired' | 'destroyed';
 
 export interface KeySpec {
@@ -44,9 +45,29 @@ export const KEY_SPECS: Readonly<Record<KeyPurpose, KeySpec>> = {
   // Ed25519 (about 128-bit security strength, NIST SP 800-57): signs audit exports. A private
   // signature key is used only by the export command; NIST SP 800-57 suggests 1–3 years.
   'audit-signing': { algorithm: 'Ed25519', strengthBits: 128, cryptoperiodDays: 730 },
+  // RSA-3072 (128-bit security strength) signs the mTLS client certificates of tills, checkout and
+  // the platform gateway. A private signature key: NIST SP 800-57 suggests 1–3 years; two years, and
+  // its certificate stays valid for the cryptoperiod plus the longest client certificate, so that a
+  // certificate issued on the last day of the period never outlives its issuer.
+  'mtls-client-ca': { algorithm: CA_KEY_ALGORITHM, strengthBits: 128, cryptoperiodDays: 730 },
 };
 
 export const KEY_PURPOSES = Object.keys(KEY_SPECS) as KeyPurpose[];
+
+/**
+ * Purposes whose version 1 every start creates. The client CA is created on request
+ * (`keys mtls init-ca`): a deployment without mTLS has no CA key to guard.
+ */
+export const AUTO_CREATED_PURPOSES: readonly KeyPurpose[] = KEY_PURPOSES.filter((p) => p !== 'mtls-client-ca');
+
+/**
+ * Purposes whose keys the ring loads into every instance. The CA private key is unwrapped only by the
+ * key CLI when it issues a certificate: the service needs just the CA certificates, which are public.
+ */
+export const RING_PURPOSES: readonly KeyPurpose[] = AUTO_CREATED_PURPOSES;
+
+/** Longest validity of a client certificate (days): the CA certificate outlives its key by this. */
+export const MAX_CLIENT_CERTIFICATE_DAYS = 397;
 
 /** The documented default cryptoperiod of every purpose. */
 export const DEFAULT_CRYPTOPERIOD_DAYS = Object.fromEntries(
@@ -104,7 +125,7 @@ export class KeyRing {
       })
       .onConflict('kek_id')
       .ignore();
-    for (const purpose of KEY_PURPOSES) {
+    for (const purpose of AUTO_CREATED_PURPOSES) {
       const exists: unknown = await this.knex('data_keys').where({ purpose }).first('version');
       if (exists !== undefined) continue;
       await this.knex.transaction(async (trx) => {
@@ -165,6 +186,7 @@ export class KeyRing {
     };
     const rows = (await db('data_keys')
       .whereIn('state', READABLE_STATES as KeyState[])
+      .whereIn('purpose', RING_PURPOSES as KeyPurpose[])
       .select('purpose', 'version', 'state', 'wrapped_key')) as DataKeyRow[];
     const next = new Map<string, DataKey>();
     for (const row of rows) {
@@ -210,9 +232,20 @@ export async function insertNewKey(
   cryptoperiodDays: number = KEY_SPECS[purpose].cryptoperiodDays,
 ): Promise<void> {
   const spec = KEY_SPECS[purpose];
-  // 32 random bytes: an AES-256 key, an HMAC-SHA256 key, or an Ed25519 private key (RFC 8032 seed).
-  const material = randomBytes(32);
-  const publicKeyPem = purpose === 'audit-signing' ? ed25519PublicKeyPem(material) : null;
+  let material: Buffer;
+  let publicKeyPem: string | null = null;
+  let certificatePem: string | null = null;
+  if (purpose === 'mtls-client-ca') {
+    // An RSA-3072 key (PKCS#8 DER) and its self-signed CA certificate (src/mtls).
+    const ca = generateCa(version, cryptoperiodDays + MAX_CLIENT_CERTIFICATE_DAYS);
+    material = ca.privateKeyDer;
+    publicKeyPem = ca.publicKeyPem;
+    certificatePem = ca.certificatePem;
+  } else {
+    // 32 random bytes: an AES-256 key, an HMAC-SHA256 key, or an Ed25519 private key (RFC 8032 seed).
+    material = randomBytes(32);
+    if (purpose === 'audit-signing') publicKeyPem = ed25519PublicKeyPem(material);
+  }
   const wrapped = await masterKey.wrap(material, wrappingAad(purpose, version));
   material.fill(0);
   const now = new Date();
@@ -226,6 +259,7 @@ export async function insertNewKey(
     kek_id: masterKey.keyId,
     cryptoperiod_days: cryptoperiodDays,
     public_key_pem: publicKeyPem,
+    certificate_pem: certificatePem,
     created_at: now,
     published_at: now,
     activated_at: state === 'active' ? now : null,

@@ -97,7 +97,9 @@ describe('key inventory and cryptoperiods', function () {
   it('when the configured cryptoperiod is shorter than the recorded one, then the shorter applies', async () => {
     const strict = await keysFixture(db, {
       masterKeyBase64,
-      policy: { cryptoperiodDays: { 'pan-encryption': 365, 'identifier-mac': 30, 'audit-signing': 730 } },
+      policy: {
+        cryptoperiodDays: { 'pan-encryption': 365, 'identifier-mac': 30, 'audit-signing': 730, 'mtls-client-ca': 730 },
+      },
     });
     await db
       .knex('data_keys')

@@ -10,6 +10,7 @@ import { builtInFieldSets } from '../../src/keys/field-sets.js';
 import { DEFAULT_CRYPTOPERIOD_DAYS, KeyRing, type KeyActor } from '../../src/keys/key-ring.js';
 import { KeyManager, type KeyPolicy } from '../../src/keys/key-manager.js';
 import { LocalMasterKey, type MasterKeySource } from '../../src/keys/master-key-source.js';
+import { liveClientCertificates } from '../../src/mtls/client-certificate-records.js';
 import type { TestDatabase } from '../support/database.js';
 
 export const OPERATOR: KeyActor = { actor: 'test-operator', actorType: 'custodian', origin: 'cli:test' };
@@ -42,6 +43,8 @@ export async function keysFixture(
     source?: MasterKeySource;
     refreshMs?: number;
     knex?: Knex;
+    /** TLS_CLIENT_CA's certificates, for `mtls register`. */
+    externalClientCaPem?: string;
   } = {},
 ): Promise<KeysFixture> {
   const masterKeyBase64 = options.masterKeyBase64 ?? randomBytes(32).toString('base64');
@@ -57,8 +60,9 @@ export async function keysFixture(
     masterKey: source,
     ring,
     policy: defaultPolicy(options.policy),
-    registry: builtInFieldSets,
+    registry: [...builtInFieldSets, liveClientCertificates],
     actor: OPERATOR,
+    externalClientCaPem: options.externalClientCaPem,
   };
   return {
     ctx,
@@ -76,7 +80,7 @@ export async function keysFixture(
         knex,
         ring,
         masterKey: source,
-        registry: builtInFieldSets,
+        registry: ctx.registry,
         policy: ctx.policy,
         actor: OPERATOR,
       }),

@@ -1,0 +1,187 @@
+/**
+ * `keys mtls …`: the client CA of the card-data clients (tills, checkout, the platform gateway).
+ *
+ *   mtls init-ca [--out ca.pem]
+ *   mtls issue --client <name> --scopes <s1,s2> [--days N] --out <file.p12> [--password-file <file>]
+ *   mtls issue --client <name> --scopes <s1,s2> [--days N] --csr <request.pem> --out <cert.pem>
+ *   mtls register --cert <cert.pem> --client <name> --scopes <s1,s2>   (a certificate of TLS_CLIENT_CA)
+ *   mtls list [--all] [--json]
+ *   mtls revoke <serial> --reason <text>
+ */
+import fs from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { parseArgs } from 'node:util';
+import { CLIENT_CERTIFICATE_SCOPES, ClientCertificateAuthority } from '../mtls/client-certificates.js';
+import type { ClientCertificateRecord } from '../mtls/client-certificate-records.js';
+import { splitPemBundle } from '../mtls/certificate-authority.js';
+import type { KeysContext } from './keys-commands.js';
+
+export class MtlsUsageError extends Error {}
+
+export const MTLS_USAGE = `  mtls init-ca [--out <ca.pem>]                   create the client CA (then: rotate --purpose mtls-client-ca)
+  mtls issue --client <name> --scopes <s,…> [--days N] --out <file.p12> [--password-file <file>]
+                                                  key + certificate in a PKCS#12 bundle (password printed once)
+  mtls issue --client <name> --scopes <s,…> [--days N] --csr <request.pem> --out <cert.pem>
+                                                  certificate for a key made on the device (RSA ≥ 2048)
+                                                  scopes: ${CLIENT_CERTIFICATE_SCOPES.join(', ')}
+  mtls register --cert <cert.pem> --client <name> --scopes <s,…>
+                                                  record a certificate issued by a CA of TLS_CLIENT_CA
+  mtls list [--all] [--json]                      certificates in force (--all: revoked too)
+  mtls revoke <serial> --reason <text>            refused by every instance within MTLS_REVOCATION_CHECK_MS
+`;
+
+const DEFAULT_DAYS = 365;
+
+export async function mtlsCommand(
+  args: readonly string[],
+  ctx: KeysContext,
+  out: (t: string) => void,
+): Promise<number> {
+  const [sub, ...rest] = args;
+  const ca = new ClientCertificateAuthority({
+    knex: ctx.knex,
+    masterKey: ctx.masterKey,
+    actor: ctx.actor,
+    cryptoperiodDays: ctx.policy.cryptoperiodDays['mtls-client-ca'],
+  });
+  switch (sub) {
+    case 'init-ca': {
+      const { values } = parseArgs({ args: rest, options: { out: { type: 'string' } }, strict: true });
+      const created = await ca.initCa();
+      out(`created the client CA: mtls-client-ca v${created.version} (active), its key wrapped by the master key`);
+      if (values.out !== undefined) {
+        fs.writeFileSync(values.out, created.certificatePem);
+        out(`wrote its certificate to ${values.out}`);
+      }
+      return 0;
+    }
+    case 'issue':
+      return issue(rest, ca, out);
+    case 'register': {
+      const { values } = parseArgs({
+        args: rest,
+        options: { cert: { type: 'string' }, client: { type: 'string' }, scopes: { type: 'string' } },
+        strict: true,
+      });
+      if (values.cert === undefined || values.client === undefined || values.scopes === undefined) {
+        throw new MtlsUsageError('mtls register needs --cert, --client and --scopes');
+      }
+      const externalCas = splitPemBundle(ctx.externalClientCaPem ?? '');
+      if (externalCas.length === 0) {
+        throw new MtlsUsageError('mtls register needs TLS_CLIENT_CA (the external CA that issued the certificate)');
+      }
+      const record = await ca.register({
+        certificatePem: fs.readFileSync(values.cert, 'utf8'),
+        client: values.client,
+        scopes: scopesOf(values.scopes),
+        externalCaPems: externalCas,
+      });
+      out(`registered ${describe(record)}`);
+      return 0;
+    }
+    case 'list': {
+      const { values } = parseArgs({
+        args: rest,
+        options: { all: { type: 'boolean', default: false }, json: { type: 'boolean', default: false } },
+        strict: true,
+      });
+      const records = await ca.list({ includeRevoked: values.all });
+      if (values.json) out(JSON.stringify(records, null, 2));
+      else if (records.length === 0) out('no client certificates');
+      else for (const r of records) out(describe(r));
+      return 0;
+    }
+    case 'revoke': {
+      const { values, positionals } = parseArgs({
+        args: rest,
+        options: { reason: { type: 'string' } },
+        allowPositionals: true,
+        strict: true,
+      });
+      const [serial] = positionals;
+      if (serial === undefined || values.reason === undefined) {
+        throw new MtlsUsageError('mtls revoke <serial> --reason <text>');
+      }
+      const revoked = await ca.revoke(serial, values.reason);
+      out(
+        `revoked ${revoked.serial} (${revoked.clientName}); every instance refuses it within its revocation check interval`,
+      );
+      return 0;
+    }
+    default:
+      throw new MtlsUsageError('mtls init-ca | issue | register | list | revoke');
+  }
+}
+
+async function issue(
+  args: readonly string[],
+  ca: ClientCertificateAuthority,
+  out: (t: string) => void,
+): Promise<number> {
+  const { values } = parseArgs({
+    args: [...args],
+    options: {
+      client: { type: 'string' },
+      scopes: { type: 'string' },
+      days: { type: 'string' },
+      out: { type: 'string' },
+      csr: { type: 'string' },
+      'password-file': { type: 'string' },
+    },
+    strict: true,
+  });
+  if (values.client === undefined || values.scopes === undefined || values.out === undefined) {
+    throw new MtlsUsageError('mtls issue needs --client, --scopes and --out');
+  }
+  if (values.csr !== undefined && values['password-file'] !== undefined) {
+    throw new MtlsUsageError('--password-file is for bundles; with --csr the key stays on the device');
+  }
+  if (values.days !== undefined && !/^[1-9]\d{0,3}$/.test(values.days)) {
+    throw new MtlsUsageError('--days must be a positive whole number');
+  }
+  // Refuse to overwrite: a bundle holds a private key, and an earlier one may still be installed.
+  if (fs.existsSync(values.out)) throw new MtlsUsageError(`${values.out} exists: choose another --out`);
+  const csrPem = values.csr === undefined ? undefined : fs.readFileSync(values.csr, 'utf8');
+  const generatedPassword = values.csr === undefined && values['password-file'] === undefined;
+  const password =
+    values.csr !== undefined
+      ? undefined
+      : generatedPassword
+        ? randomBytes(24).toString('base64url')
+        : fs.readFileSync(values['password-file'] as string, 'utf8').replace(/\r?\n$/, '');
+  const issued = await ca.issue({
+    client: values.client,
+    scopes: scopesOf(values.scopes),
+    days: values.days === undefined ? DEFAULT_DAYS : Number(values.days),
+    csrPem,
+    password,
+  });
+  if (issued.pkcs12 !== undefined) {
+    fs.writeFileSync(values.out, issued.pkcs12, { mode: 0o600, flag: 'wx' });
+    out(`wrote ${values.out}: PKCS#12 (key, certificate, CA certificate; AES-256, PBKDF2-HMAC-SHA256)`);
+    if (generatedPassword) out(`bundle password (shown once, stored nowhere): ${password ?? ''}`);
+  } else {
+    fs.writeFileSync(values.out, `${issued.certificatePem}${issued.caCertificatePem}`, { flag: 'wx' });
+    out(`wrote ${values.out}: the certificate for the CSR's key, then the CA certificate`);
+  }
+  out(describe(issued.record));
+  return 0;
+}
+
+function scopesOf(list: string): string[] {
+  return list
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s.length > 0);
+}
+
+function describe(r: ClientCertificateRecord): string {
+  return (
+    `${r.serial}  ${r.clientName}  scopes ${r.scopes.join(',')}  ` +
+    `valid ${r.notBefore.toISOString()} .. ${r.notAfter.toISOString()}  CA v${r.caVersion ?? 'external'}  ` +
+    `sha256 ${r.fingerprint}` +
+    (r.revokedAt === null
+      ? ''
+      : `  REVOKED ${r.revokedAt.toISOString()} by ${r.revokedBy ?? '?'}: ${r.revocationReason ?? ''}`)
+  );
+}
