@@ -1,8 +1,16 @@
 /**
- * The `points.*` events of one ledger book's flush. Entries of one operation (a payment's booking,
- * a redemption, an expiry run) that move points the same way make one event; its id comes from the
- * first entry's unique business key, and its balance is the account's as it stood after the
- * operation's last entry.
+ * The `points.*` events of one ledger book's flush: one event per operation (a payment's booking, a
+ * redemption, its reversal, an expiry run), typed by what the operation did for the shopper:
+ *
+ * - `points.redeemed`: spent; `points.expired`: expired;
+ * - `points.available`: points became spendable (earned on capture or auto-capture, a reversal or
+ *   a redemption undone); a capture's pending points moving to available is one such event, with a
+ *   negative `pendingDelta`;
+ * - `points.reversed`: taken back (refund, chargeback, cancellation of pending points);
+ * - `points.pending`: earned but not yet spendable (an authorisation awaiting capture).
+ *
+ * The id comes from the operation's first entry's unique business key, so a change has one event
+ * whatever the deliveries; the balance is the account's as it stood after the operation.
  */
 import { eventBody, type EventType, type OutboundEvent } from './event-types.js';
 
@@ -36,15 +44,20 @@ const TYPE_OF_KIND: Readonly<Record<string, EventType>> = {
   expiry: 'points.expired',
 };
 
-interface Group {
-  readonly type: EventType;
+/** When an operation's entries map to several types, the first of these names the operation. */
+const PRECEDENCE: readonly EventType[] = [
+  'points.redeemed',
+  'points.expired',
+  'points.available',
+  'points.reversed',
+  'points.pending',
+];
+
+interface Operation {
   readonly key: string;
-  readonly reason: string;
   readonly paymentId: string | null;
   readonly redemptionId: string | null;
-  points: number;
-  availableDelta: number;
-  pendingDelta: number;
+  readonly entries: EntryFacts[];
   available: number;
   pending: number;
 }
@@ -53,56 +66,52 @@ export function pointsEvents(account: AccountFacts, entries: readonly EntryFacts
   // The flush's entries lead from the balance before it to the account as it is now.
   let available = account.available - entries.reduce((sum, e) => sum + e.available_delta, 0);
   let pending = account.pending - entries.reduce((sum, e) => sum + e.pending_delta, 0);
-  const groups = new Map<string, Group>();
+  const operations = new Map<string, Operation>();
+  let last: Operation | undefined;
   for (const entry of entries) {
     available += entry.available_delta;
     pending += entry.pending_delta;
     const type = TYPE_OF_KIND[entry.kind];
     if (type === undefined) {
-      // An internal entry (a settlement after an earn) still moves the balance of the event before it.
-      const last = [...groups.values()].at(-1);
+      // An internal entry (a settlement right after an earn) belongs to the operation before it.
       if (last !== undefined) Object.assign(last, { available, pending });
       continue;
     }
-    const operation = type === 'points.expired' ? '' : (entry.payment_id ?? entry.redemption_id ?? entry.business_key);
-    const groupKey = `${type}|${operation}`;
-    let group = groups.get(groupKey);
-    if (group === undefined) {
-      group = {
-        type,
+    const name = type === 'points.expired' ? 'expiry' : (entry.payment_id ?? entry.redemption_id ?? entry.business_key);
+    let operation = operations.get(name);
+    if (operation === undefined) {
+      operation = {
         key: entry.business_key,
-        reason: entry.kind,
         paymentId: entry.payment_id,
         redemptionId: entry.redemption_id,
-        points: 0,
-        availableDelta: 0,
-        pendingDelta: 0,
+        entries: [],
         available,
         pending,
       };
-      groups.set(groupKey, group);
+      operations.set(name, operation);
     }
-    group.points += Math.abs(entry.points);
-    group.availableDelta += entry.available_delta;
-    group.pendingDelta += entry.pending_delta;
-    group.available = available;
-    group.pending = pending;
+    operation.entries.push(entry);
+    Object.assign(operation, { available, pending });
+    last = operation;
   }
-  return [...groups.values()].map((g) =>
-    eventBody(
-      g.type,
-      g.key,
+  return [...operations.values()].map((op) => {
+    const types = new Set(op.entries.map((e) => TYPE_OF_KIND[e.kind]));
+    const type = PRECEDENCE.find((t) => types.has(t)) as EventType;
+    const sum = (pick: (e: EntryFacts) => number): number => op.entries.reduce((total, e) => total + pick(e), 0);
+    return eventBody(
+      type,
+      op.key,
       account.shopper_ref,
       {
-        points: g.points,
-        reason: g.reason,
-        availableDelta: g.availableDelta,
-        pendingDelta: g.pendingDelta,
-        ...(g.paymentId === null ? {} : { paymentId: g.paymentId }),
-        ...(g.redemptionId === null ? {} : { redemptionId: g.redemptionId }),
-        balance: { available: g.available, pending: g.pending, lifetimeEarned: account.lifetime_earned },
+        points: sum((e) => (TYPE_OF_KIND[e.kind] === type ? Math.abs(e.points) : 0)),
+        reasons: [...new Set(op.entries.map((e) => e.kind))],
+        availableDelta: sum((e) => e.available_delta),
+        pendingDelta: sum((e) => e.pending_delta),
+        ...(op.paymentId === null ? {} : { paymentId: op.paymentId }),
+        ...(op.redemptionId === null ? {} : { redemptionId: op.redemptionId }),
+        balance: { available: op.available, pending: op.pending, lifetimeEarned: account.lifetime_earned },
       },
       at,
-    ),
-  );
+    );
+  });
 }

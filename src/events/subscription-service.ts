@@ -251,7 +251,9 @@ export class SubscriptionService {
   async replay(id: string, eventId: string, actor: Actor): Promise<DeliveryRow> {
     await this.knex.transaction(async (trx) => {
       const now = this.now();
-      const subscription = await this.get(id);
+      const subscription = (await trx('event_subscriptions').where({ id }).whereNot({ state: 'deleted' }).first()) as
+        SubscriptionRow | undefined;
+      if (subscription === undefined) throw new AppError('NOT_FOUND', { detail: 'No such subscription.' });
       const delivery = (await trx('outbound_deliveries')
         .where({ subscription_id: id, event_id: eventId })
         .forUpdate()
