@@ -102,6 +102,7 @@ export class EventDispatcher {
           this.running = undefined;
           if (this.stopped) return;
           const again = done.length >= this.deps.options.batchSize ? 0 : this.deps.options.pollIntervalMs;
+          // A full batch means more may be due: go on at once.
           this.timer = setTimeout(loop, again);
           this.timer.unref();
         });
@@ -116,10 +117,20 @@ export class EventDispatcher {
     await this.running;
   }
 
-  /** One round: claim what is due, deliver it, record the outcomes. */
+  /**
+   * One round: claim what is due, deliver it, record the outcomes. A delivery that fails unexpectedly
+   * (not the receiver: the database, a key) is reported and keeps its lease, so it is taken again
+   * once the lease runs out; the others are recorded all the same.
+   */
   async runOnce(): Promise<DeliveryRecord[]> {
     const claimed = await this.claim();
-    return Promise.all(claimed.map((c) => this.deliver(c)));
+    const settled = await Promise.allSettled(claimed.map((c) => this.deliver(c)));
+    const records: DeliveryRecord[] = [];
+    for (const result of settled) {
+      if (result.status === 'fulfilled') records.push(result.value);
+      else this.deps.onError?.(result.reason);
+    }
+    return records;
   }
 
   /** Leases the due heads of their queues (committed before any delivery starts). */

@@ -112,7 +112,12 @@ export function classifyAddress(address: string): RefusalReason | undefined {
 /** The IPv4 address inside an IPv4-mapped (::ffff:a.b.c.d) or IPv4-compatible (::a.b.c.d) address. */
 function embeddedIpv4(address: string): string | undefined {
   // Normalised through the URL parser: ::ffff:127.0.0.1 and ::ffff:7f00:1 both become ::ffff:7f00:1.
-  const host = new URL(`http://[${address}]/`).hostname.slice(1, -1);
+  let host: string;
+  try {
+    host = new URL(`http://[${address.split('%')[0] as string}]/`).hostname.slice(1, -1);
+  } catch {
+    return undefined;
+  }
   const match = /^::(?:ffff:)?([0-9a-f]{1,4}):([0-9a-f]{1,4})$/.exec(host);
   if (match === null) return undefined;
   const high = parseInt(match[1] as string, 16);

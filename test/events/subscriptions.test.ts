@@ -206,6 +206,8 @@ describe('outbound events: subscriptions', function () {
         ['fc00::1', 'unique-local'],
         ['ff02::1', 'multicast'],
         ['255.255.255.255', 'reserved'],
+        ['fe80::1%eth0', 'link-local'],
+        ['not-an-address', 'url-invalid'],
       ];
       for (const [address, reason] of table) expect(classifyAddress(address), address).to.equal(reason);
     });

@@ -75,7 +75,8 @@ export async function startTestService(options: StartOptions = {}): Promise<Test
     database: db,
     enforceResponseContract: true,
     ...(options.paymentListeners === undefined ? {} : { paymentListeners: options.paymentListeners }),
-    ...(options.eventResolver === undefined ? {} : { eventResolver: options.eventResolver }),
+    // Tests never reach real DNS: without a resolver of their own, every webhook target is unresolvable.
+    eventResolver: options.eventResolver ?? (() => Promise.reject(new Error('no DNS in tests'))),
   });
   const server = http.createServer(service.app);
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
