@@ -291,15 +291,18 @@ function watchBacklog(knex: Knex, metrics: Metrics, logger: Logger): { stop(): v
     { labels: {}, value: lagSeconds },
   ]);
   const read = (): void => {
-    knex('outbound_deliveries')
-      .where({ state: 'pending' })
-      .first(knex.raw('count(*) as n'), knex.raw('min(created_at) as oldest'))
+    // Deliveries of a deleted or disabled subscription wait for nobody: not counted.
+    knex('outbound_deliveries as d')
+      .join('event_subscriptions as s', 's.id', 'd.subscription_id')
+      .where({ 'd.state': 'pending', 's.state': 'active' })
+      .first(knex.raw('count(*) as n'), knex.raw('min(d.created_at) as oldest'))
       .then((row: { n: number | string; oldest: Date | null } | undefined) => {
         pending = Number(row?.n ?? 0);
         lagSeconds = row?.oldest == null ? 0 : Math.max(0, (Date.now() - row.oldest.getTime()) / 1000);
       })
       .catch((error: unknown) => logger.warn({ err: error }, 'reading the outbox backlog failed'));
   };
+  read();
   const timer = setInterval(read, 15_000).unref();
   return { stop: () => clearInterval(timer) };
 }

@@ -482,6 +482,8 @@ describe('outbound events: the outbox and its delivery', function () {
     expect(svc.service.metrics.value('outbound_deliveries_total', { outcome: 'delivered' })).to.equal(1);
     const metrics = await svc.request('GET', '/metrics', { token: await signToken({ scope: 'metrics:read' }) });
     expect(metrics.text).to.contain('outbound_deliveries_total{outcome="delivered"} 1');
+    expect(metrics.text).to.contain('# TYPE outbound_deliveries_pending gauge');
+    expect(metrics.text).to.contain('# TYPE outbound_delivery_lag_seconds gauge');
   });
 
   it('when a receiver verifies with a wrong secret, then verification fails (the check can fail)', async () => {
