@@ -30,6 +30,11 @@ import { loyaltyHandlers } from './loyalty/loyalty-handlers.js';
 import { webhookHandlers } from './webhooks/webhook-handlers.js';
 import fs from 'node:fs';
 import { createClientCertificateVerifier } from './mtls/client-certificate-verifier.js';
+import { EventDispatcher } from './events/dispatcher.js';
+import { eventsHandlers } from './events/events-handlers.js';
+import { SubscriptionService } from './events/subscription-service.js';
+import { systemResolver, type HostResolver, type TargetPolicy } from './events/target-policy.js';
+import type { Knex } from 'knex';
 
 export interface Service {
   readonly app: Express;
@@ -41,6 +46,9 @@ export interface Service {
   readonly payments: PaymentService;
   readonly loyalty: LoyaltyService;
   readonly members: MemberService;
+  readonly subscriptions: SubscriptionService;
+  /** The in-process outbox dispatcher (built even when EVENTS_DISPATCHER_ENABLED=false, but not started). */
+  readonly dispatcher: EventDispatcher;
   readonly metrics: Metrics;
   readonly spec: ApiSpec;
   /** Readiness turns false so load balancers stop sending traffic; in-flight work continues. */
@@ -55,6 +63,8 @@ export interface BuildOptions {
   readonly enforceResponseContract?: boolean;
   /** Extra listeners on payment transitions, after the loyalty ledger's (tests). */
   readonly paymentListeners?: readonly PaymentTransitionListener[];
+  /** How webhook target host names are resolved for the SSRF check (tests map fake hosts). */
+  readonly eventResolver?: HostResolver;
 }
 
 export async function buildService(config: Config, options: BuildOptions): Promise<Service> {
@@ -133,6 +143,32 @@ export async function buildService(config: Config, options: BuildOptions): Promi
   });
   const members = new MemberService({ knex: database.knex, keyRing, vault, payments });
   const expiry = scheduleExpiry(loyalty, config.loyalty.expiryIntervalMs, logger, metrics);
+  const targets: TargetPolicy = {
+    resolver: options.eventResolver ?? systemResolver,
+    allowHttp: config.events.allowHttpTargets,
+    allowPrivate: config.events.allowPrivateTargets,
+  };
+  if (targets.allowPrivate) {
+    logger.warn(
+      'EVENTS_ALLOW_PRIVATE_TARGETS is on: webhooks may reach loopback and private addresses (development only).',
+    );
+  }
+  const subscriptions = new SubscriptionService({ knex: database.knex, keyRing, targets });
+  const deliveries = metrics.counter('outbound_deliveries_total', 'Outbound event delivery attempts, by outcome.');
+  const deadLetters = metrics.counter('outbound_dead_letters_total', 'Outbound event deliveries dead-lettered.');
+  const dispatcher = new EventDispatcher({
+    knex: database.knex,
+    keyRing,
+    targets,
+    options: config.events,
+    onAttempt: (outcome, dead) => {
+      deliveries({ outcome });
+      if (dead) deadLetters({});
+    },
+    onError: (error) => logger.error({ err: error }, 'outbound event dispatch round failed'),
+  });
+  const backlog = watchBacklog(database.knex, metrics, logger);
+  if (config.events.dispatcherEnabled) dispatcher.start();
   const webhooks = await loadWebhookSecrets(config.webhooks);
   if (webhooks.generatedDevFile !== undefined) {
     logger.warn(
@@ -177,6 +213,7 @@ export async function buildService(config: Config, options: BuildOptions): Promi
       ...webhookHandlers({ payments, secrets: webhooks.secrets, metrics }),
       ...paymentsHandlers(database.knex, payments),
       ...loyaltyHandlers({ knex: database.knex, loyalty, members }),
+      ...eventsHandlers(subscriptions),
       getMetrics(_req, res) {
         res.type('text/plain; version=0.0.4').send(metrics.render());
       },
@@ -199,6 +236,8 @@ export async function buildService(config: Config, options: BuildOptions): Promi
     payments,
     loyalty,
     members,
+    subscriptions,
+    dispatcher,
     metrics,
     spec,
     startDraining() {
@@ -206,6 +245,8 @@ export async function buildService(config: Config, options: BuildOptions): Promi
     },
     async close() {
       cryptoperiods.stop();
+      backlog.stop();
+      await dispatcher.stop();
       await expiry.stop();
       if (ownsDatabase) await database.close();
     },
@@ -250,4 +291,34 @@ function scheduleExpiry(
       await running;
     },
   };
+}
+
+/**
+ * Outbox backlog gauges, read from the database every 15 s (not at scrape time: a scrape must not
+ * query): deliveries waiting, and the age of the oldest (the lag a subscriber sees).
+ */
+function watchBacklog(knex: Knex, metrics: Metrics, logger: Logger): { stop(): void } {
+  let pending = 0;
+  let lagSeconds = 0;
+  metrics.gauge('outbound_deliveries_pending', 'Outbound event deliveries waiting (all subscriptions).', () => [
+    { labels: {}, value: pending },
+  ]);
+  metrics.gauge('outbound_delivery_lag_seconds', 'Age of the oldest waiting outbound event delivery.', () => [
+    { labels: {}, value: lagSeconds },
+  ]);
+  const read = (): void => {
+    // Deliveries of a deleted or disabled subscription wait for nobody: not counted.
+    knex('outbound_deliveries as d')
+      .join('event_subscriptions as s', 's.id', 'd.subscription_id')
+      .where({ 'd.state': 'pending', 's.state': 'active' })
+      .first(knex.raw('count(*) as n'), knex.raw('min(d.created_at) as oldest'))
+      .then((row: { n: number | string; oldest: Date | null } | undefined) => {
+        pending = Number(row?.n ?? 0);
+        lagSeconds = row?.oldest == null ? 0 : Math.max(0, (Date.now() - row.oldest.getTime()) / 1000);
+      })
+      .catch((error: unknown) => logger.warn({ err: error }, 'reading the outbox backlog failed'));
+  };
+  read();
+  const timer = setInterval(read, 15_000).unref();
+  return { stop: () => clearInterval(timer) };
 }

@@ -73,6 +73,18 @@ describe('configuration', () => {
       ['production with an http JWKS URL', { ...production, AUTH_JWKS_URL: 'http://idp/jwks' }, 'https://'],
       ['BODY_LIMIT_BYTES negative', { BODY_LIMIT_BYTES: '-1' }, 'BODY_LIMIT_BYTES'],
       ['TRUST_PROXY not a boolean', { TRUST_PROXY: 'maybe' }, 'TRUST_PROXY'],
+      [
+        'production allowing private webhook targets',
+        { ...production, EVENTS_ALLOW_PRIVATE_TARGETS: 'true' },
+        'EVENTS_ALLOW_PRIVATE_TARGETS is for development only',
+      ],
+      ['EVENTS_MAX_ATTEMPTS zero', { EVENTS_MAX_ATTEMPTS: '0' }, 'EVENTS_MAX_ATTEMPTS'],
+      ['EVENTS_TIMEOUT_MS too long', { EVENTS_TIMEOUT_MS: '600000' }, 'EVENTS_TIMEOUT_MS'],
+      [
+        'EVENTS_DISPATCHER_ENABLED not a boolean',
+        { EVENTS_DISPATCHER_ENABLED: 'sometimes' },
+        'EVENTS_DISPATCHER_ENABLED',
+      ],
     ];
     for (const [name, env, expected] of cases) {
       it(`when ${name}, then the error names it`, () => {
@@ -100,6 +112,7 @@ describe('configuration', () => {
     expect(config.masterKey.source).to.equal('generated-dev');
     expect(config.auth.keys.source).to.equal('dev-issuer');
     expect(config.auth.algorithms).to.deep.equal(['ES256', 'EdDSA', 'RS256', 'PS256']);
+    expect(config.events).to.include({ dispatcherEnabled: true, allowHttpTargets: true, allowPrivateTargets: false });
   });
 
   it('when a complete production environment is given, then it loads and is frozen', () => {
@@ -107,6 +120,7 @@ describe('configuration', () => {
     expect(config.nodeEnv).to.equal('production');
     expect(config.masterKey).to.deep.equal({ source: 'env', keyBase64: KEY });
     expect(config.auth.keys.source).to.equal('jwks-url');
+    expect(config.events).to.include({ allowHttpTargets: false, allowPrivateTargets: false, maxAttempts: 15 });
     expect(Object.isFrozen(config)).to.equal(true);
     expect(Object.isFrozen(config.database)).to.equal(true);
     expect(() => {

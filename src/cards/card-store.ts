@@ -3,6 +3,8 @@
  * a transaction begins and every statement inside it runs on it.
  */
 import type { Knex } from 'knex';
+import type { OutboundEvent } from '../events/event-types.js';
+import { outboxCtes } from '../events/outbox.js';
 import type { IdentifierKind } from './card-crypto.js';
 
 type Db = Knex | Knex.Transaction;
@@ -168,11 +170,15 @@ export async function insertNewCard(
   identifier: NewIdentifier,
   fingerprints: readonly FingerprintKey[],
   now: Date,
+  events: readonly OutboundEvent[] = [],
 ): Promise<boolean> {
   const rows = fingerprints.filter((f) => f.indexing).sort((a, b) => b.version - a.version);
+  // The outbox joins the same statement, so the shopper.created event commits with the shopper.
+  const outbox = events.length === 0 ? { sql: '', bindings: [] } : outboxCtes(events);
   try {
     await db.raw(
-      `with s as (insert into shoppers (shopper_ref, created_at) values (?, ?) returning shopper_ref),
+      `with ${outbox.sql}${outbox.sql === '' ? '' : ','}
+       s as (insert into shoppers (shopper_ref, created_at) values (?, ?) returning shopper_ref),
        c as (insert into cards (token, shopper_ref, brand, last4, expiry_month, expiry_year, pan_ciphertext,
                pan_key_version, created_at, updated_at)
              select ?, s.shopper_ref, ?, ?, ?::smallint, ?::smallint, ?::bytea, ?::integer, ?, ? from s
@@ -184,6 +190,7 @@ export async function insertNewCard(
        select f.version, f.fingerprint, i.id, i.token, ?
        from i, (values ${rows.map(() => '(?::integer, ?::bytea)').join(', ')}) as f (version, fingerprint)`,
       [
+        ...outbox.bindings,
         card.shopperRef,
         now,
         card.token,

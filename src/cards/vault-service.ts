@@ -12,6 +12,7 @@ import type { Knex } from 'knex';
 import { appendAuditEvent, type AuditEventInput } from '../audit/audit-log.js';
 import { ReadBatcher } from '../db/read-batcher.js';
 import { AppError } from '../errors/app-error.js';
+import { eventBody } from '../events/event-types.js';
 import { newId } from '../ids/prefixed-id.js';
 import { INDEXING_STATES, type KeyRing } from '../keys/key-ring.js';
 import { maskPans } from '../logging/pan-redactor.js';
@@ -307,6 +308,7 @@ export class VaultService {
       await this.sealIdentifier(this.knex, token, identifier),
       keys,
       now,
+      [eventBody('shopper.created', `shopper:${shopperRef}:created`, shopperRef, { cardToken: token }, now)],
     );
     if (!stored) throw new RaceLost();
     return {

@@ -90,6 +90,22 @@ export interface Config {
     readonly expiryIntervalMs: number;
   };
   readonly tls: TlsConfig;
+  readonly events: {
+    /** The in-process outbox dispatcher (off: events are still written, another instance delivers). */
+    readonly dispatcherEnabled: boolean;
+    readonly pollIntervalMs: number;
+    readonly batchSize: number;
+    readonly maxAttempts: number;
+    readonly backoffBaseMs: number;
+    readonly backoffMaxMs: number;
+    readonly retryAfterMaxMs: number;
+    readonly timeoutMs: number;
+    readonly maxResponseBytes: number;
+    /** DEVELOPMENT ONLY: loopback / private targets (a receiver on localhost). Refused in production. */
+    readonly allowPrivateTargets: boolean;
+    /** http:// targets: only when NODE_ENV=development. */
+    readonly allowHttpTargets: boolean;
+  };
   readonly http: {
     readonly bodyLimitBytes: number;
     readonly shutdownTimeoutMs: number;
@@ -264,6 +280,19 @@ export function loadConfig(env: Env = process.env): Config {
       expiryIntervalMs: r.integer('LOYALTY_EXPIRY_INTERVAL_MS', 3_600_000, 0, 7 * 86_400_000),
     },
     tls: parseTls(r, production),
+    events: {
+      dispatcherEnabled: r.boolean('EVENTS_DISPATCHER_ENABLED', true),
+      pollIntervalMs: r.integer('EVENTS_POLL_INTERVAL_MS', 1_000, 10, 600_000),
+      batchSize: r.integer('EVENTS_BATCH_SIZE', 20, 1, 500),
+      maxAttempts: r.integer('EVENTS_MAX_ATTEMPTS', 15, 1, 100),
+      backoffBaseMs: r.integer('EVENTS_BACKOFF_BASE_MS', 2_000, 1, 3_600_000),
+      backoffMaxMs: r.integer('EVENTS_BACKOFF_MAX_MS', 3_600_000, 1, 86_400_000),
+      retryAfterMaxMs: r.integer('EVENTS_RETRY_AFTER_MAX_MS', 3_600_000, 0, 86_400_000),
+      timeoutMs: r.integer('EVENTS_TIMEOUT_MS', 10_000, 100, 120_000),
+      maxResponseBytes: r.integer('EVENTS_MAX_RESPONSE_BYTES', 64 * 1024, 0, 10 * 1024 * 1024),
+      allowPrivateTargets: r.boolean('EVENTS_ALLOW_PRIVATE_TARGETS', false),
+      allowHttpTargets: nodeEnv === 'development',
+    },
     http: {
       bodyLimitBytes: r.integer('BODY_LIMIT_BYTES', 64 * 1024, 1024, 10 * 1024 * 1024),
       shutdownTimeoutMs: r.integer('SHUTDOWN_TIMEOUT_MS', 10_000, 0, 600_000),
@@ -275,6 +304,9 @@ export function loadConfig(env: Env = process.env): Config {
     r.problem(
       'KEYS_SINGLE_OPERATOR is for development only: key management needs dual control when NODE_ENV=production',
     );
+  }
+  if (config.events.allowPrivateTargets && production) {
+    r.problem('EVENTS_ALLOW_PRIVATE_TARGETS is for development only: it lets webhooks reach internal addresses (SSRF)');
   }
   if (config.http.workers > 1 && embedded) {
     r.problem('WORKERS above 1 needs DATABASE_URL (the embedded database belongs to one process)');

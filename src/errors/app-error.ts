@@ -62,6 +62,10 @@ export const ERROR_CATALOG = {
   MERGE_REQUIRES_ADMIN: { status: 409, title: 'Merging two enrolled members requires an administrator' },
   MEMBERSHIP_REQUIRED: { status: 409, title: 'Only an enrolled member can claim another card' },
   EXTERNAL_MEMBER_ID_TAKEN: { status: 409, title: 'The external member id belongs to another shopper' },
+  // outbound events
+  WEBHOOK_TARGET_REFUSED: { status: 422, title: 'The webhook target URL is not accepted' },
+  SUBSCRIPTION_EXISTS: { status: 409, title: 'A subscription for this URL already exists' },
+  EVENT_NOT_REPLAYABLE: { status: 409, title: 'This delivery cannot be replayed' },
   // 401 / 403: who is calling
   TOKEN_MISSING: { status: 401, title: 'A bearer token is required' },
   TOKEN_MALFORMED: { status: 401, title: 'The bearer token is malformed' },

@@ -24,6 +24,7 @@ import {
   type Identifier,
   type IdentifierKind,
 } from '../cards/card-crypto.js';
+import { subscriptionSecretAad } from '../events/subscription-secrets.js';
 import type { DataKey, KeyPurpose, KeyRing } from './key-ring.js';
 
 type Db = Knex | Knex.Transaction;
@@ -317,11 +318,23 @@ export const memberEmails = aesColumnFieldSet({
   aad: emailAad,
 });
 
+/** Outbound-event subscribers' signing secrets, AAD bound to the secret's row and key version. */
+export const subscriptionSecrets = aesColumnFieldSet({
+  name: 'event_subscription_secrets.secret',
+  description: 'webhook subscription signing secrets (event_subscription_secrets.secret_ciphertext)',
+  table: 'event_subscription_secrets',
+  idColumn: 'id',
+  ciphertextColumn: 'secret_ciphertext',
+  versionColumn: 'secret_key_version',
+  aad: subscriptionSecretAad,
+});
+
 export const builtInFieldSets: readonly EncryptedFieldSet[] = [
   cardPans,
   identifierValues,
   identifierFingerprints,
   memberEmails,
+  subscriptionSecrets,
 ];
 
 export function fieldSetsFor(purpose: KeyPurpose, registry: readonly EncryptedFieldSet[]): EncryptedFieldSet[] {

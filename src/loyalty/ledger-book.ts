@@ -12,6 +12,9 @@
  */
 import type { Knex } from 'knex';
 import { updateRows } from '../db/update-rows.js';
+import type { OutboundEvent } from '../events/event-types.js';
+import { writeEvents } from '../events/outbox.js';
+import { pointsEvents } from '../events/points-events.js';
 import { newId } from '../ids/prefixed-id.js';
 import { balanceFrom, type Balance } from './balance.js';
 
@@ -126,6 +129,7 @@ export class LedgerBook {
   private readonly newLots = new Set<string>();
   private readonly dirtyLots = new Set<string>();
   private readonly entries: EntryRow[] = [];
+  private readonly events: OutboundEvent[] = [];
   private spendableLoaded = false;
 
   private constructor(
@@ -362,8 +366,13 @@ export class LedgerBook {
     await LedgerBook.flushAll(this.trx, [this]);
   }
 
-  /** Writes what several books of one transaction did, in four statements whatever their number. */
+  /**
+   * Writes what several books of one transaction did, in five statements whatever their number:
+   * the fifth is the outbox, the `points.*` events of these entries (and any other events queued on
+   * the books with {@link LedgerBook.emit}), committed or rolled back with them.
+   */
   static async flushAll(trx: Knex.Transaction, books: readonly LedgerBook[]): Promise<void> {
+    const events = books.flatMap((b) => [...pointsEvents(b.account, b.entries, b.now), ...b.events]);
     const inserted = books.flatMap((b) => [...b.newLots].map((id) => b.lots.get(id) as LotRow));
     if (inserted.length > 0) await trx('loyalty_lots').insert(inserted);
     const entries = books.flatMap((b) => b.entries);
@@ -373,6 +382,7 @@ export class LedgerBook {
     for (const book of books) {
       book.account.updated_at = book.now;
       book.entries.length = 0;
+      book.events.length = 0;
       book.newLots.clear();
       book.dirtyLots.clear();
     }
@@ -383,6 +393,12 @@ export class LedgerBook {
       ACCOUNT_COLUMNS,
       books.map((b) => b.account),
     );
+    await writeEvents(trx, events);
+  }
+
+  /** Queues an event (enrolment, merge) to be written with this book's next flush. */
+  emit(event: OutboundEvent): void {
+    this.events.push(event);
   }
 
   /** Tracks a lot read (and locked) by the caller, so this book writes its changes. */

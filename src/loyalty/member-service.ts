@@ -17,6 +17,8 @@ import { appendAuditEvent } from '../audit/audit-log.js';
 import { decryptValue, emailAad, encryptValue } from '../cards/card-crypto.js';
 import type { VaultService } from '../cards/vault-service.js';
 import { AppError } from '../errors/app-error.js';
+import { eventBody } from '../events/event-types.js';
+import { writeEvents } from '../events/outbox.js';
 import type { KeyRing } from '../keys/key-ring.js';
 import type { PaymentService } from '../payments/payment-service.js';
 import { LedgerBook, type AccountRow } from './ledger-book.js';
@@ -88,6 +90,19 @@ export class MemberService {
           .update(update)
           .returning('*')) as AccountRow[];
         if (account.enrolled_at === null) {
+          // The event says that the shopper joined, never how to reach them: no e-mail in it.
+          await writeEvents(trx, [
+            eventBody(
+              'shopper.enrolled',
+              `shopper:${shopperRef}:enrolled`,
+              shopperRef,
+              {
+                enrolledAt: now.toISOString(),
+                ...(enrolment.externalMemberId === undefined ? {} : { externalMemberId: enrolment.externalMemberId }),
+              },
+              now,
+            ),
+          ]);
           await appendAuditEvent(
             trx,
             {
@@ -128,7 +143,7 @@ export class MemberService {
     return withRetry(() =>
       knex.transaction(async (trx) => {
         const owner = await survivorOf(trx, (await vault.ownerOf(trx, card.token)) ?? card.shopperReference);
-        const merged = owner !== shopperRef && (await this.merge(trx, owner, shopperRef, actor));
+        const merged = owner !== shopperRef && (await this.merge(trx, owner, shopperRef, card.token, actor));
         return {
           shopperReference: shopperRef,
           cardToken: card.token,
@@ -143,6 +158,7 @@ export class MemberService {
     trx: Knex.Transaction,
     absorbed: string,
     survivor: string,
+    cardToken: string,
     actor: Actor & { readonly admin: boolean },
   ): Promise<boolean> {
     const { vault, payments } = this.deps;
@@ -195,6 +211,32 @@ export class MemberService {
     from.account.lifetime_earned = 0;
     // Debt brought in is paid from the survivor's points at once, as it would have been on earning.
     await into.settleDebt(`merge:${absorbed}:in`);
+    into.emit(
+      eventBody(
+        'shopper.merged',
+        `merge:${absorbed}`,
+        survivor,
+        {
+          mergedShopperReference: absorbed,
+          moved: { available: moved.available, pending: moved.pending, lifetimeEarned: moved.lifetime_earned },
+          balance: {
+            available: into.account.available,
+            pending: into.account.pending,
+            lifetimeEarned: into.account.lifetime_earned,
+          },
+        },
+        now,
+      ),
+    );
+    into.emit(
+      eventBody(
+        'card.linked',
+        `merge:${absorbed}:card:${cardToken}`,
+        survivor,
+        { cardToken, previousShopperReference: absorbed },
+        now,
+      ),
+    );
     await LedgerBook.flushAll(trx, [from, into]);
     await this.moveMembership(trx, from.account, into.account);
     // Redemptions retried under the absorbed reference (after a 308) still find their key.

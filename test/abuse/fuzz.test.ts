@@ -319,7 +319,10 @@ describe('Abuse: OpenAPI-driven fuzzing of every operation', function () {
       expect(withNumericQuery.map((o) => o.operationId)).to.include('listWebhookInbox');
       for (const op of withNumericQuery) {
         for (const value of ['Infinity', '-Infinity', '1e400']) {
-          const path = `${op.pathTemplate.replace(/\{[^}]+\}/g, seeded.shopperRef)}?limit=${value}`;
+          // Each path parameter gets a well-formed value, so that only the limit is wrong.
+          const path = `${op.pathTemplate.replace(/\{([^}]+)\}/g, (_m, name: string) =>
+            name === 'subscriptionId' ? 'sub_aaaaaaaaaaaaaaaaaaaaaaaaaa' : seeded.shopperRef,
+          )}?limit=${value}`;
           const res = await send(svc.url, {
             method: op.method.toUpperCase(),
             path,

@@ -10,6 +10,8 @@ import { signToken } from '../support/auth.js';
 import { usingPostgres } from '../support/database.js';
 import { startTestService, testEnv, type TestService } from '../support/harness.js';
 import { ALL_TEST_PANS, generatePans, spaced } from '../support/pans.js';
+import nock from 'nock';
+import { ALL_TYPES, drain, fakeResolver, receiver, subscribe, TestClock, testDispatcher } from '../events/support.js';
 
 function hexOf(value: unknown): unknown {
   return Buffer.isBuffer(value) ? `\\x${value.toString('hex')}` : value;
@@ -26,6 +28,9 @@ export async function exportAllTables(svc: TestService): Promise<string> {
     'identifier_fingerprints',
     'audit_events',
     'data_keys',
+    'outbound_events',
+    'outbound_deliveries',
+    'event_subscription_secrets',
   ]);
   const parts: string[] = [];
   for (const table of tables) {
@@ -50,11 +55,18 @@ describe('no PAN at rest or in logs', function () {
   this.timeout(180_000);
   let svc: TestService;
   const pans = [...ALL_TEST_PANS, ...generatePans(300)];
+  let sentEvents = '';
 
   before(async () => {
+    nock.disableNetConnect();
+    nock.enableNetConnect(/127\.0\.0\.1|localhost/);
     svc = await startTestService({
       env: await testEnv({ DETOKENISE_ENABLED: 'true', DETOKENISE_RATE_LIMIT_PER_MINUTE: '1000' }),
+      eventResolver: fakeResolver,
     });
+    // A subscriber of every event: what it is sent is scanned too.
+    const sub = await subscribe(svc, 'https://crm.example.com/leak', ALL_TYPES);
+    const hook = receiver('https://crm.example.com', '/leak', () => [sub.secret]);
     const writer = await signToken({ scope: 'tokens:write tokens:read tokens:detokenise' });
     let i = 0;
     for (const pan of pans) {
@@ -97,8 +109,21 @@ describe('no PAN at rest or in logs', function () {
         });
       }
     }
+    await drain(testDispatcher(svc, new TestClock()), 200);
+    expect(hook.rejected).to.deep.equal([]);
+    expect(hook.received.length).to.be.greaterThan(300);
+    sentEvents = hook.received.map((e) => e.body).join('\n');
   });
-  after(async () => svc.close());
+
+  it('when the events sent to subscribers are scanned, then no PAN appears in them', () => {
+    expect(sentEvents).to.contain('shopper.created');
+    expect(findPans(sentEvents, pans)).to.deep.equal([]);
+  });
+  after(async () => {
+    await svc.close();
+    nock.cleanAll();
+    nock.enableNetConnect();
+  });
 
   it('when every table is exported, then no PAN appears in it, with or without separators', async () => {
     const dump = await exportAllTables(svc);

@@ -44,7 +44,12 @@ describe('key inventory and cryptoperiods', function () {
       ['pan-encryption', 1, 'active', 'AES-256-GCM', 256],
     ]);
     const pan = keys.find((k) => k['purpose'] === 'pan-encryption')!;
-    expect(pan['rows']).to.deep.equal({ 'cards.pan': 3, 'card_identifiers.value': 1, 'loyalty_accounts.email': 0 });
+    expect(pan['rows']).to.deep.equal({
+      'cards.pan': 3,
+      'card_identifiers.value': 1,
+      'loyalty_accounts.email': 0,
+      'event_subscription_secrets.secret': 0,
+    });
     expect(keys.find((k) => k['purpose'] === 'identifier-mac')!['rows']).to.deep.equal({ identifier_fingerprints: 4 });
     expect(pan).to.include.keys(
       'createdAt',

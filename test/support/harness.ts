@@ -10,6 +10,7 @@ import { randomBytes } from 'node:crypto';
 import { loadConfig, type Config, type Env } from '../../src/config/config.js';
 import { buildService, type Service } from '../../src/service.js';
 import type { PaymentTransitionListener } from '../../src/payments/payment-service.js';
+import type { HostResolver } from '../../src/events/target-policy.js';
 import { TEST_AUDIENCE, TEST_ISSUER, testJwks } from './auth.js';
 import { createTestDatabase, type TestDatabase } from './database.js';
 import { captureLogs } from './log-capture.js';
@@ -50,6 +51,8 @@ export async function testEnv(extra: Env = {}): Promise<Env> {
     AUTH_AUDIENCE: TEST_AUDIENCE,
     AUTH_PUBLIC_KEYS: JSON.stringify(await testJwks()),
     LOG_LEVEL: 'debug',
+    // Tests that deliver events run a dispatcher of their own, round by round (test/events).
+    EVENTS_DISPATCHER_ENABLED: 'false',
     ...webhookEnv(),
     ...extra,
   };
@@ -59,6 +62,7 @@ export interface StartOptions {
   readonly env?: Env;
   readonly db?: TestDatabase;
   readonly paymentListeners?: readonly PaymentTransitionListener[];
+  readonly eventResolver?: HostResolver;
 }
 
 export async function startTestService(options: StartOptions = {}): Promise<TestService> {
@@ -71,6 +75,8 @@ export async function startTestService(options: StartOptions = {}): Promise<Test
     database: db,
     enforceResponseContract: true,
     ...(options.paymentListeners === undefined ? {} : { paymentListeners: options.paymentListeners }),
+    // Tests never reach real DNS: without a resolver of their own, every webhook target is unresolvable.
+    eventResolver: options.eventResolver ?? (() => Promise.reject(new Error('no DNS in tests'))),
   });
   const server = http.createServer(service.app);
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));

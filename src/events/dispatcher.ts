@@ -1,0 +1,319 @@
+/**
+ * The outbox dispatcher: delivers committed events to their subscribers, signed per Standard
+ * Webhooks, at least once, in order per (subscription, shopper).
+ *
+ * - Claiming: a short transaction takes due deliveries with `FOR UPDATE SKIP LOCKED` and leases
+ *   them (`leased_until`), so any number of instances share the work and none holds a database
+ *   connection while a receiver answers. A dispatcher that dies mid-delivery leaves a lease that
+ *   runs out; the delivery is then taken again with the same `webhook-id` (at least once).
+ * - Order: only the head of a (subscription, shopper) queue is ever due: a delivery whose shopper
+ *   has an earlier pending event for the same subscription waits, until that one is delivered or
+ *   dead-lettered. Different shoppers and subscriptions proceed in parallel.
+ * - Failures: timeouts, network errors and non-2xx answers are retried with exponential backoff and
+ *   full jitter, never sooner than a `Retry-After` (seconds or an HTTP date, capped); after
+ *   `maxAttempts` the delivery is dead-lettered (replayable by an admin). `410 Gone` disables the
+ *   subscription. Every attempt is recorded: outcome, status, latency, and an error written by us.
+ * - Before every attempt the target is checked again (DNS can change) and the connection is pinned
+ *   to the checked address.
+ */
+import { randomUUID } from 'node:crypto';
+import type { Knex } from 'knex';
+import { newId } from '../ids/prefixed-id.js';
+import type { KeyRing } from '../keys/key-ring.js';
+import { postWebhook, type DeliveryResult, type WebhookSender } from './http-sender.js';
+import { signedHeaders } from './signing.js';
+import { liveSecrets } from './subscription-secrets.js';
+import { parseTargetUrl, resolveTarget, TargetRefused, type TargetPolicy } from './target-policy.js';
+
+export interface DispatcherOptions {
+  /** Wait between polls when nothing was due. */
+  readonly pollIntervalMs: number;
+  /** Deliveries claimed (and sent concurrently) per round. */
+  readonly batchSize: number;
+  /** Attempts before a delivery is dead-lettered. */
+  readonly maxAttempts: number;
+  readonly backoffBaseMs: number;
+  readonly backoffMaxMs: number;
+  /** The longest `Retry-After` honoured; a longer one is cut to this. */
+  readonly retryAfterMaxMs: number;
+  readonly timeoutMs: number;
+  readonly maxResponseBytes: number;
+}
+
+export type DeliveryOutcome = 'delivered' | 'failed' | 'gone' | 'refused' | 'timeout';
+
+export interface DispatcherDeps {
+  readonly knex: Knex;
+  readonly keyRing: KeyRing;
+  readonly targets: TargetPolicy;
+  readonly options: DispatcherOptions;
+  readonly send?: WebhookSender;
+  readonly now?: () => Date;
+  /** In [0, 1): the jitter. */
+  readonly random?: () => number;
+  readonly onAttempt?: (outcome: DeliveryOutcome, dead: boolean) => void;
+  readonly onError?: (error: unknown) => void;
+}
+
+export interface ClaimedDelivery {
+  readonly subscriptionId: string;
+  readonly eventId: string;
+  readonly attempts: number;
+  readonly url: string;
+  readonly body: string;
+  readonly leaseToken: string;
+}
+
+export interface DeliveryRecord {
+  readonly subscriptionId: string;
+  readonly eventId: string;
+  readonly outcome: DeliveryOutcome;
+  readonly status: number | undefined;
+  readonly dead: boolean;
+}
+
+export class EventDispatcher {
+  private readonly knex: Knex;
+  private readonly send: WebhookSender;
+  private readonly now: () => Date;
+  private readonly random: () => number;
+  private timer: NodeJS.Timeout | undefined;
+  private running: Promise<unknown> | undefined;
+  private stopped = true;
+
+  constructor(private readonly deps: DispatcherDeps) {
+    this.knex = deps.knex;
+    this.send = deps.send ?? postWebhook;
+    this.now = deps.now ?? (() => new Date());
+    this.random = deps.random ?? Math.random;
+  }
+
+  /** Starts polling; a round that found a full batch is followed at once by the next. */
+  start(): void {
+    if (!this.stopped) return;
+    this.stopped = false;
+    const loop = (): void => {
+      this.running = this.runOnce()
+        .catch((error: unknown) => {
+          this.deps.onError?.(error);
+          return [];
+        })
+        .then((done) => {
+          this.running = undefined;
+          if (this.stopped) return;
+          const again = done.length >= this.deps.options.batchSize ? 0 : this.deps.options.pollIntervalMs;
+          // A full batch means more may be due: go on at once.
+          this.timer = setTimeout(loop, again);
+          this.timer.unref();
+        });
+    };
+    loop();
+  }
+
+  /** Stops polling and waits for the round in flight (its deliveries finish and are recorded). */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    await this.running;
+  }
+
+  /**
+   * One round: claim what is due, deliver it, record the outcomes. A delivery that fails unexpectedly
+   * (not the receiver: the database, a key) is reported and keeps its lease, so it is taken again
+   * once the lease runs out; the others are recorded all the same.
+   */
+  async runOnce(): Promise<DeliveryRecord[]> {
+    const claimed = await this.claim();
+    const settled = await Promise.allSettled(claimed.map((c) => this.deliver(c)));
+    const records: DeliveryRecord[] = [];
+    for (const result of settled) {
+      if (result.status === 'fulfilled') records.push(result.value);
+      else this.deps.onError?.(result.reason);
+    }
+    return records;
+  }
+
+  /** Leases the due heads of their queues (committed before any delivery starts). */
+  async claim(): Promise<ClaimedDelivery[]> {
+    const now = this.now();
+    const leaseMs = this.deps.options.timeoutMs * 2 + 30_000;
+    return this.knex.transaction(async (trx) => {
+      const { rows } = (await trx.raw(
+        `select d.subscription_id, d.event_id, d.attempts, s.url, e.body
+         from outbound_deliveries d
+         join event_subscriptions s on s.id = d.subscription_id and s.state = 'active'
+         join outbound_events e on e.id = d.event_id
+         where d.state = 'pending' and d.next_attempt_at <= ?
+           and (d.leased_until is null or d.leased_until <= ?)
+           and not exists (
+             select 1 from outbound_deliveries p
+             where p.subscription_id = d.subscription_id and p.shopper_ref = d.shopper_ref
+               and p.state = 'pending' and p.event_seq < d.event_seq)
+         order by d.next_attempt_at, d.event_seq
+         limit ?
+         for update of d skip locked`,
+        [now, now, this.deps.options.batchSize],
+      )) as { rows: { subscription_id: string; event_id: string; attempts: number; url: string; body: string }[] };
+      if (rows.length === 0) return [];
+      const leaseToken = randomUUID();
+      await trx.raw(
+        `update outbound_deliveries d set leased_until = ?, lease_token = ?, updated_at = ?
+         from unnest(?::text[], ?::text[]) as c (subscription_id, event_id)
+         where d.subscription_id = c.subscription_id and d.event_id = c.event_id`,
+        [
+          new Date(now.getTime() + leaseMs),
+          leaseToken,
+          now,
+          rows.map((r) => r.subscription_id),
+          rows.map((r) => r.event_id),
+        ],
+      );
+      return rows.map((r) => ({
+        subscriptionId: r.subscription_id,
+        eventId: r.event_id,
+        attempts: r.attempts,
+        url: r.url,
+        body: r.body,
+        leaseToken,
+      }));
+    });
+  }
+
+  /** Sends one claimed delivery and records the attempt and its consequence. */
+  async deliver(claimed: ClaimedDelivery): Promise<DeliveryRecord> {
+    const started = process.hrtime.bigint();
+    let result: DeliveryResult | TargetRefused;
+    try {
+      const url = parseTargetUrl(claimed.url, this.deps.targets);
+      const address = await resolveTarget(url, this.deps.targets);
+      const now = this.now();
+      const secrets = await liveSecrets(this.knex, this.deps.keyRing, claimed.subscriptionId, now);
+      result = await this.send({
+        url,
+        address,
+        headers: signedHeaders(secrets, claimed.eventId, now, claimed.body),
+        body: claimed.body,
+        timeoutMs: this.deps.options.timeoutMs,
+        maxResponseBytes: this.deps.options.maxResponseBytes,
+      });
+    } catch (error) {
+      if (!(error instanceof TargetRefused)) throw error;
+      result = error;
+    }
+    const latencyMs = Number((process.hrtime.bigint() - started) / 1_000_000n);
+    return this.record(claimed, result, latencyMs);
+  }
+
+  private async record(
+    claimed: ClaimedDelivery,
+    result: DeliveryResult | TargetRefused,
+    latencyMs: number,
+  ): Promise<DeliveryRecord> {
+    const now = this.now();
+    const attempt = claimed.attempts + 1;
+    const { outcome, status, error } = describe(result);
+    const dead = outcome !== 'delivered' && outcome !== 'gone' && attempt >= this.deps.options.maxAttempts;
+    await this.knex.transaction(async (trx) => {
+      const key = { subscription_id: claimed.subscriptionId, event_id: claimed.eventId };
+      // Only the holder of the lease records: a lease that ran out and was taken again is not ours.
+      const owned = (await trx('outbound_deliveries')
+        .where({ ...key, lease_token: claimed.leaseToken, state: 'pending' })
+        .forUpdate()
+        .first('attempts')) as { attempts: number } | undefined;
+      if (owned === undefined) return;
+      await trx('outbound_delivery_attempts').insert({
+        id: newId('att'),
+        ...key,
+        attempt,
+        outcome,
+        status_code: status ?? null,
+        latency_ms: latencyMs,
+        error: error ?? null,
+        attempted_at: now,
+      });
+      const common = { leased_until: null, lease_token: null, last_status: status ?? null, updated_at: now };
+      if (outcome === 'delivered') {
+        await trx('outbound_deliveries')
+          .where(key)
+          .update({ ...common, state: 'delivered', attempts: attempt, last_error: null, delivered_at: now });
+      } else if (outcome === 'gone') {
+        // The receiver says the endpoint is gone for good: stop sending anything to it. The delivery
+        // stays pending (not counted as an attempt), so re-enabling would resume where it stopped.
+        await trx('outbound_deliveries')
+          .where(key)
+          .update({ ...common, last_error: error ?? null });
+        await trx('event_subscriptions')
+          .where({ id: claimed.subscriptionId, state: 'active' })
+          .update({ state: 'disabled', disabled_reason: 'gone', updated_at: now });
+      } else {
+        await trx('outbound_deliveries')
+          .where(key)
+          .update({
+            ...common,
+            state: dead ? 'dead' : 'pending',
+            attempts: attempt,
+            last_error: error ?? null,
+            next_attempt_at: new Date(now.getTime() + this.retryDelayMs(attempt, result, now)),
+          });
+      }
+    });
+    this.deps.onAttempt?.(outcome, dead);
+    return { subscriptionId: claimed.subscriptionId, eventId: claimed.eventId, outcome, status, dead };
+  }
+
+  /**
+   * Exponential backoff with full jitter (a random delay up to base × 2^(attempt−1), capped), so
+   * that receivers recovering from an outage are not hit by every instance at once; never sooner
+   * than the receiver's `Retry-After`, itself capped.
+   */
+  retryDelayMs(attempt: number, result: DeliveryResult | TargetRefused, now: Date): number {
+    const { backoffBaseMs, backoffMaxMs, retryAfterMaxMs } = this.deps.options;
+    const ceiling = Math.min(backoffMaxMs, backoffBaseMs * 2 ** Math.min(attempt - 1, 30));
+    const jittered = Math.floor(this.random() * ceiling);
+    const retryAfter =
+      result instanceof TargetRefused || result.kind !== 'response'
+        ? undefined
+        : parseRetryAfter(result.retryAfter, now);
+    return retryAfter === undefined ? jittered : Math.max(jittered, Math.min(retryAfter, retryAfterMaxMs));
+  }
+}
+
+/** `Retry-After` in milliseconds from now: delay-seconds or an HTTP date (RFC 9110 §10.2.3). */
+export function parseRetryAfter(value: string | undefined, now: Date): number | undefined {
+  if (value === undefined) return undefined;
+  const trimmed = value.trim();
+  if (/^\d{1,10}$/.test(trimmed)) return Number(trimmed) * 1000;
+  const at = Date.parse(trimmed);
+  if (Number.isNaN(at) || !/[a-z]/i.test(trimmed)) return undefined;
+  return Math.max(0, at - now.getTime());
+}
+
+function describe(result: DeliveryResult | TargetRefused): {
+  outcome: DeliveryOutcome;
+  status: number | undefined;
+  error: string | undefined;
+} {
+  if (result instanceof TargetRefused) {
+    return { outcome: 'refused', status: undefined, error: `TARGET_REFUSED: ${result.reason}` };
+  }
+  switch (result.kind) {
+    case 'timeout':
+      return { outcome: 'timeout', status: undefined, error: 'TIMEOUT: no complete answer in time' };
+    case 'network':
+      return { outcome: 'failed', status: undefined, error: `NETWORK: ${result.code}` };
+    case 'response':
+      if (result.status >= 200 && result.status < 300) {
+        return { outcome: 'delivered', status: result.status, error: undefined };
+      }
+      if (result.status === 410)
+        return { outcome: 'gone', status: 410, error: 'GONE: the receiver disabled the endpoint' };
+      return {
+        outcome: 'failed',
+        status: result.status,
+        error:
+          result.status >= 300 && result.status < 400
+            ? `HTTP_${result.status}: redirects are not followed`
+            : `HTTP_${result.status}`,
+      };
+  }
+}

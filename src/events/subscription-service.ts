@@ -1,0 +1,338 @@
+/**
+ * Event subscriptions: who receives which events, with which secrets, and what became of each
+ * delivery. Every write is one transaction, audited. Idempotent by nature: one live subscription per
+ * URL (a retried create is `409 SUBSCRIPTION_EXISTS` naming the first), deleting twice is deleting
+ * once, replaying an event already queued again changes nothing.
+ *
+ * A secret is shown once, when it is made (creation, rotation); reads never return it.
+ */
+import type { Knex } from 'knex';
+import { appendAuditEvent } from '../audit/audit-log.js';
+import { decodeCursor, encodeCursor } from '../db/keyset-cursor.js';
+import { AppError } from '../errors/app-error.js';
+import { newId } from '../ids/prefixed-id.js';
+import type { KeyRing } from '../keys/key-ring.js';
+import { refuseCardNumbers, type Actor } from '../loyalty/loyalty-service.js';
+import type { EventType } from './event-types.js';
+import { addSecret } from './subscription-secrets.js';
+import { parseTargetUrl, resolveTarget, TargetRefused, type TargetPolicy } from './target-policy.js';
+
+export type SubscriptionState = 'active' | 'disabled' | 'deleted';
+export type DeliveryState = 'pending' | 'delivered' | 'dead';
+
+export interface SubscriptionRow {
+  id: string;
+  url: string;
+  event_types: EventType[];
+  description: string | null;
+  state: SubscriptionState;
+  disabled_reason: 'gone' | null;
+  created_by: string;
+  created_at: Date;
+  updated_at: Date;
+}
+
+export interface DeliveryRow {
+  subscription_id: string;
+  event_id: string;
+  type: EventType;
+  shopper_ref: string;
+  state: DeliveryState;
+  attempts: number;
+  next_attempt_at: Date;
+  last_status: number | null;
+  last_error: string | null;
+  delivered_at: Date | null;
+  created_at: Date;
+}
+
+export interface AttemptRow {
+  id: string;
+  subscription_id: string;
+  event_id: string;
+  attempt: number;
+  outcome: 'delivered' | 'failed' | 'gone' | 'refused' | 'timeout';
+  status_code: number | null;
+  latency_ms: number;
+  error: string | null;
+  attempted_at: Date;
+}
+
+export interface NewSubscription {
+  readonly url: string;
+  readonly eventTypes: readonly EventType[];
+  readonly description?: string;
+}
+
+export interface Page<T> {
+  readonly items: readonly T[];
+  readonly nextCursor: string | undefined;
+}
+
+export interface SubscriptionServiceDeps {
+  readonly knex: Knex;
+  readonly keyRing: KeyRing;
+  readonly targets: TargetPolicy;
+  readonly now?: () => Date;
+}
+
+/** How long the previous secret keeps signing after a rotation, unless the caller says otherwise. */
+export const DEFAULT_SECRET_OVERLAP_SECONDS = 86_400;
+
+export class SubscriptionService {
+  private readonly knex: Knex;
+  private readonly now: () => Date;
+
+  constructor(private readonly deps: SubscriptionServiceDeps) {
+    this.knex = deps.knex;
+    this.now = deps.now ?? (() => new Date());
+  }
+
+  async create(input: NewSubscription, actor: Actor): Promise<{ subscription: SubscriptionRow; secret: string }> {
+    refuseCardNumbers({ url: input.url, description: input.description });
+    await this.checkTarget(input.url);
+    return this.knex
+      .transaction(async (trx) => {
+        const now = this.now();
+        const existing = await this.liveByUrl(trx, input.url);
+        if (existing !== undefined) throw subscriptionExists(existing.id);
+        const id = newId('sub');
+        const [row] = (await trx('event_subscriptions')
+          .insert({
+            id,
+            url: input.url,
+            event_types: JSON.stringify([...new Set(input.eventTypes)].sort()),
+            description: input.description ?? null,
+            state: 'active',
+            disabled_reason: null,
+            created_by: actor.subject,
+            created_at: now,
+            updated_at: now,
+          })
+          .returning('*')) as SubscriptionRow[];
+        const secret = await addSecret(trx, this.deps.keyRing, id, now);
+        await this.audit(trx, actor, 'events.subscription.created', id, now, { eventTypes: input.eventTypes });
+        return { subscription: row as SubscriptionRow, secret };
+      })
+      .catch(async (error: unknown) => {
+        // Two creates racing for one URL: the partial unique index decides, the loser is told which.
+        const e = error as { code?: unknown } | null;
+        if (e?.code === '23505') {
+          const winner = await this.liveByUrl(this.knex, input.url);
+          if (winner !== undefined) throw subscriptionExists(winner.id);
+        }
+        throw error;
+      });
+  }
+
+  async list(): Promise<SubscriptionRow[]> {
+    return (await this.knex('event_subscriptions')
+      .whereNot({ state: 'deleted' })
+      .orderBy([
+        { column: 'created_at', order: 'desc' },
+        { column: 'id', order: 'desc' },
+      ])) as SubscriptionRow[];
+  }
+
+  async get(id: string): Promise<SubscriptionRow> {
+    const row = (await this.knex('event_subscriptions').where({ id }).whereNot({ state: 'deleted' }).first()) as
+      SubscriptionRow | undefined;
+    if (row === undefined) throw new AppError('NOT_FOUND', { detail: 'No such subscription.' });
+    return row;
+  }
+
+  /** Stops deliveries at once; events already queued for it stay on record. Deleting again is a no-op. */
+  async delete(id: string, actor: Actor): Promise<void> {
+    await this.knex.transaction(async (trx) => {
+      const now = this.now();
+      const row = (await trx('event_subscriptions').where({ id }).forUpdate().first()) as SubscriptionRow | undefined;
+      if (row === undefined) throw new AppError('NOT_FOUND', { detail: 'No such subscription.' });
+      if (row.state === 'deleted') return;
+      await trx('event_subscriptions').where({ id }).update({ state: 'deleted', updated_at: now });
+      await trx('event_subscription_secrets').where({ subscription_id: id }).delete();
+      await this.audit(trx, actor, 'events.subscription.deleted', id, now);
+    });
+  }
+
+  /**
+   * A new secret, returned once. The secrets live until now keep signing for `overlapSeconds` (both
+   * signatures in every delivery meanwhile), so the subscriber can switch without losing one.
+   * Secrets whose overlap has ended are erased.
+   */
+  async rotateSecret(
+    id: string,
+    overlapSeconds: number,
+    actor: Actor,
+  ): Promise<{ secret: string; previousSecretsExpireAt: Date }> {
+    return this.knex.transaction(async (trx) => {
+      const now = this.now();
+      const row = (await trx('event_subscriptions')
+        .where({ id })
+        .whereNot({ state: 'deleted' })
+        .forUpdate()
+        .first()) as SubscriptionRow | undefined;
+      if (row === undefined) throw new AppError('NOT_FOUND', { detail: 'No such subscription.' });
+      const until = new Date(now.getTime() + overlapSeconds * 1000);
+      await trx('event_subscription_secrets').where({ subscription_id: id }).where('expires_at', '<=', now).delete();
+      await trx('event_subscription_secrets')
+        .where({ subscription_id: id })
+        .where((q) => q.whereNull('expires_at').orWhere('expires_at', '>', until))
+        .update({ expires_at: until });
+      const secret = await addSecret(trx, this.deps.keyRing, id, now);
+      await this.audit(trx, actor, 'events.subscription.secret-rotated', id, now, { overlapSeconds });
+      return { secret, previousSecretsExpireAt: until };
+    });
+  }
+
+  /** The subscription's deliveries, newest event first; optionally only those in one state. */
+  async deliveries(
+    id: string,
+    filter: { readonly state?: DeliveryState; readonly limit: number; readonly cursor?: string },
+  ): Promise<Page<DeliveryRow>> {
+    await this.get(id);
+    const query = this.knex('outbound_deliveries as d')
+      .join('outbound_events as e', 'e.id', 'd.event_id')
+      .where('d.subscription_id', id)
+      .orderBy([
+        { column: 'd.created_at', order: 'desc' },
+        { column: 'd.event_id', order: 'desc' },
+      ])
+      .limit(filter.limit + 1)
+      .select(
+        'd.subscription_id',
+        'd.event_id',
+        'e.type',
+        'd.shopper_ref',
+        'd.state',
+        'd.attempts',
+        'd.next_attempt_at',
+        'd.last_status',
+        'd.last_error',
+        'd.delivered_at',
+        'd.created_at',
+      );
+    if (filter.state !== undefined) query.where('d.state', filter.state);
+    if (filter.cursor !== undefined) {
+      const [at, eventId] = decodeCursor(filter.cursor);
+      query.where((q) =>
+        q
+          .where('d.created_at', '<', at)
+          .orWhere((q2) => q2.where('d.created_at', '=', at).where('d.event_id', '<', eventId)),
+      );
+    }
+    return page((await query) as DeliveryRow[], filter.limit, (r) => [r.created_at, r.event_id]);
+  }
+
+  /** Every delivery attempt to the subscription, newest first: status, latency, error. */
+  async attempts(id: string, filter: { readonly limit: number; readonly cursor?: string }): Promise<Page<AttemptRow>> {
+    await this.get(id);
+    const query = this.knex('outbound_delivery_attempts')
+      .where({ subscription_id: id })
+      .orderBy([
+        { column: 'attempted_at', order: 'desc' },
+        { column: 'id', order: 'desc' },
+      ])
+      .limit(filter.limit + 1);
+    if (filter.cursor !== undefined) {
+      const [at, attemptId] = decodeCursor(filter.cursor);
+      query.where((q) =>
+        q.where('attempted_at', '<', at).orWhere((q2) => q2.where('attempted_at', '=', at).where('id', '<', attemptId)),
+      );
+    }
+    return page((await query) as AttemptRow[], filter.limit, (r) => [r.attempted_at, r.id]);
+  }
+
+  /**
+   * Queues a dead-lettered delivery again, with a fresh attempt budget (after the receiver is
+   * fixed). Replaying one already queued again is a no-op; a delivered one is not replayable. A
+   * replayed event may reach the receiver after later events of its shopper: it was dead-lettered,
+   * which released them. Audited.
+   */
+  async replay(id: string, eventId: string, actor: Actor): Promise<DeliveryRow> {
+    await this.knex.transaction(async (trx) => {
+      const now = this.now();
+      const subscription = (await trx('event_subscriptions').where({ id }).whereNot({ state: 'deleted' }).first()) as
+        SubscriptionRow | undefined;
+      if (subscription === undefined) throw new AppError('NOT_FOUND', { detail: 'No such subscription.' });
+      const delivery = (await trx('outbound_deliveries')
+        .where({ subscription_id: id, event_id: eventId })
+        .forUpdate()
+        .first()) as DeliveryRow | undefined;
+      if (delivery === undefined) throw new AppError('NOT_FOUND', { detail: 'No such delivery.' });
+      if (delivery.state === 'pending') return;
+      if (delivery.state === 'delivered' || subscription.state !== 'active') {
+        throw new AppError('EVENT_NOT_REPLAYABLE', {
+          detail:
+            delivery.state === 'delivered'
+              ? 'The event was delivered; only dead-lettered events are replayed.'
+              : 'The subscription is disabled.',
+        });
+      }
+      await trx('outbound_deliveries').where({ subscription_id: id, event_id: eventId }).update({
+        state: 'pending',
+        attempts: 0,
+        next_attempt_at: now,
+        leased_until: null,
+        lease_token: null,
+        updated_at: now,
+      });
+      await this.audit(trx, actor, 'events.delivery.replayed', id, now, { eventId });
+    });
+    const row = (await this.knex('outbound_deliveries as d')
+      .join('outbound_events as e', 'e.id', 'd.event_id')
+      .where({ 'd.subscription_id': id, 'd.event_id': eventId })
+      .first('d.*', 'e.type')) as DeliveryRow;
+    return row;
+  }
+
+  /** The SSRF check at creation: the URL's form, then every address its host resolves to. */
+  private async checkTarget(value: string): Promise<void> {
+    try {
+      await resolveTarget(parseTargetUrl(value, this.deps.targets), this.deps.targets);
+    } catch (error) {
+      if (error instanceof TargetRefused) throw error.toAppError();
+      throw error;
+    }
+  }
+
+  private async liveByUrl(db: Knex | Knex.Transaction, url: string): Promise<SubscriptionRow | undefined> {
+    return (await db('event_subscriptions').where({ url }).whereNot({ state: 'deleted' }).first()) as
+      SubscriptionRow | undefined;
+  }
+
+  private async audit(
+    trx: Knex.Transaction,
+    actor: Actor,
+    action: string,
+    resource: string,
+    now: Date,
+    details?: Record<string, unknown>,
+  ): Promise<void> {
+    await appendAuditEvent(
+      trx,
+      {
+        actor: actor.subject,
+        actorType: 'client',
+        action,
+        outcome: 'success',
+        origin: actor.origin,
+        resource,
+        ...(details === undefined ? {} : { details }),
+      },
+      now,
+    );
+  }
+}
+
+function subscriptionExists(id: string): AppError {
+  return new AppError('SUBSCRIPTION_EXISTS', {
+    detail: 'A subscription for this URL exists; rotate its secret to get a new one.',
+    extensions: { subscriptionId: id },
+  });
+}
+
+function page<T>(rows: T[], limit: number, key: (last: T) => [Date, string]): Page<T> {
+  const items = rows.slice(0, limit);
+  const last = items[items.length - 1];
+  return { items, nextCursor: rows.length > limit && last !== undefined ? encodeCursor(...key(last)) : undefined };
+}
