@@ -65,7 +65,7 @@ export async function startChildServer(options: ChildServerOptions): Promise<Chi
 }
 
 /** A port nobody listens on now (the OS picks it; the child binds it a moment later). */
-function freePort(): Promise<number> {
+export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const probe = net.createServer();
     probe.once('error', reject);

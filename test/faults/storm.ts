@@ -8,6 +8,7 @@ import { randomBytes, randomInt } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { expect } from 'chai';
 import type { Knex } from 'knex';
 import { startChildServer, type ChildServer } from '../../bench/lib/child-server.js';
 import { projectRoot } from '../../src/config/project-root.js';
@@ -158,6 +159,25 @@ export async function redeliverUntilAcknowledged(
       },
     );
   }
+}
+
+/**
+ * Nothing acknowledged was lost: every delivery, sent once more, is a duplicate of itself with the
+ * event id it was acknowledged with, and the inbox holds exactly one event per delivery.
+ */
+export async function expectEveryAcknowledgementDurable(
+  urls: readonly string[],
+  deliveries: readonly Delivery[],
+  acked: ReadonlyMap<string, string>,
+  knex: Knex,
+): Promise<void> {
+  const replays = new Map<string, Outcome>();
+  await storm(urls, deliveries, (d, outcome) => replays.set(d.id, outcome));
+  for (const d of deliveries) {
+    expect(replays.get(d.id), d.id).to.deep.equal({ kind: 'acknowledged', eventId: acked.get(d.id), duplicate: true });
+  }
+  const inbox = await knex('webhook_inbox').count({ n: '*' });
+  expect(Number(inbox[0]?.n)).to.equal(deliveries.length);
 }
 
 /** Every payment as stored; shopper references (random per database) become "who shares a shopper". */

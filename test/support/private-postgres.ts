@@ -8,9 +8,9 @@
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
-import net, { type AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { freePort } from '../../bench/lib/child-server.js';
 
 export interface PrivatePostgres {
   /** `postgres://postgres@127.0.0.1:<port>/postgres` */
@@ -73,15 +73,4 @@ export async function startPrivatePostgres(): Promise<PrivatePostgres> {
 function binDir(): string | undefined {
   const result = spawnSync('pg_config', ['--bindir'], { encoding: 'utf8' });
   return result.status === 0 ? result.stdout.trim() : undefined;
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const probe = net.createServer();
-    probe.once('error', reject);
-    probe.listen(0, '127.0.0.1', () => {
-      const { port } = probe.address() as AddressInfo;
-      probe.close(() => resolve(port));
-    });
-  });
 }
