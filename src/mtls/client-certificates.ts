@@ -42,7 +42,16 @@ import {
  * Scopes a client certificate may carry: those of the card-data operations that accept one (the
  * `clientCertificate` requirements in openapi.yaml; a test keeps the two equal).
  */
-export const CLIENT_CERTIFICATE_SCOPES = ['tokens:write', 'tokens:detokenise', 'webhooks:platform'] as const;
+export const CLIENT_CERTIFICATE_SCOPES = ['tokens:write', 'webhooks:platform'] as const;
+
+/**
+ * Revealing PANs is never granted to a certificate. Issuing one is a single-operator action (routine
+ * enrolment), and a certificate that could detokenise would let one operator hand out PAN access
+ * with no second person involved; there is no dual control for certificates. Detokenise clients use
+ * bearer tokens, and the detokenise operation takes no client certificate in any CARD_ROUTES_AUTH
+ * mode (openapi.yaml).
+ */
+const REFUSED_SCOPES: readonly string[] = ['tokens:detokenise'];
 
 /** Letters, digits, `.`, `_`, `-`; no run of 12 or more digits (nothing that could be a PAN). */
 const CLIENT_NAME = /^(?!.*\d{12})[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
@@ -356,7 +365,20 @@ function clientAndScopeProblems(client: string, scopes: readonly string[]): stri
   return problems;
 }
 
+/** Named refusal first: an operator asking for PAN access by certificate is told why, not just "unknown scope". */
+function refuseRevealingScopes(scopes: readonly string[]): void {
+  const refused = scopes.filter((s) => REFUSED_SCOPES.includes(s));
+  if (refused.length > 0) {
+    throw new AppError('CLIENT_CERTIFICATE_SCOPE_REFUSED', {
+      detail:
+        `${refused.join(', ')} cannot be granted to a client certificate: revealing PANs needs dual control, ` +
+        'which certificates do not offer. Detokenise clients authenticate with bearer tokens.',
+    });
+  }
+}
+
 function checkClientAndScopes(client: string, scopes: readonly string[]): void {
+  refuseRevealingScopes(scopes);
   const problems = clientAndScopeProblems(client, scopes);
   if (problems.length > 0) {
     throw new AppError('CLIENT_CERTIFICATE_REQUEST_INVALID', { detail: `${problems.join('; ')}.` });
@@ -364,6 +386,7 @@ function checkClientAndScopes(client: string, scopes: readonly string[]): void {
 }
 
 function checkIssueInput(input: IssueInput): void {
+  refuseRevealingScopes(input.scopes);
   const problems = clientAndScopeProblems(input.client, input.scopes);
   if (!Number.isInteger(input.days) || input.days < 1 || input.days > MAX_CLIENT_CERTIFICATE_DAYS) {
     problems.push(`days must be a whole number from 1 to ${MAX_CLIENT_CERTIFICATE_DAYS}`);
