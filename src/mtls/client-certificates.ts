@@ -8,7 +8,11 @@
  * are installed and replaced every day) that hands out no key material of the service: a certificate
  * is scope-limited, short-lived (at most 397 days), revocable at once and recorded. What changes the
  * CA key itself, rotation, retirement and destruction, goes through dual control like every key
- * (`keys rotate --purpose mtls-client-ca`).
+ * (`keys rotate --purpose mtls-client-ca`). A certificate never carries `tokens:detokenise`: that
+ * would hand out PAN access on one operator's word.
+ *
+ * Every record is written with its seal (src/mtls/seals.ts): the service trusts a record's client and
+ * scopes only if the seal, made here with the master key, verifies.
  */
 import type { Knex } from 'knex';
 import type { KeyObject } from 'node:crypto';
@@ -29,8 +33,10 @@ import {
   publicKeyFromCsr,
   randomSerialHex,
 } from './certificate-authority.js';
+import { sealGrant } from './seals.js';
 import {
   CA_PURPOSE,
+  grantFieldsOf,
   toRecord,
   trustedCaCertificates,
   type CaVersion,
@@ -116,11 +122,12 @@ export class ClientCertificateAuthority {
       );
       const row = (await trx('data_keys').where({ purpose: CA_PURPOSE, version: 1 }).first()) as {
         certificate_pem: string;
+        certificate_seal: Buffer | null;
       };
       await this.audit(trx, 'mtls.ca.initialised', `key:${CA_PURPOSE}:v1`, {
         caCertificateFingerprint: certificateFingerprint(pemToDer(row.certificate_pem)),
       });
-      return { version: 1, state: 'active', certificatePem: row.certificate_pem };
+      return { version: 1, state: 'active', certificatePem: row.certificate_pem, seal: row.certificate_seal };
     });
   }
 
@@ -193,7 +200,7 @@ export class ClientCertificateAuthority {
         revoked_by: null,
         revocation_reason: null,
       };
-      await trx('mtls_client_certificates').insert({ ...row, scopes: JSON.stringify(row.scopes) });
+      await this.insertSealed(trx, row);
       await this.audit(trx, 'mtls.certificate.issued', `mtls-client:${input.client}`, {
         serial: row.serial,
         fingerprint: row.fingerprint_sha256,
@@ -273,7 +280,7 @@ export class ClientCertificateAuthority {
           detail: `A certificate with serial ${row.serial} is already recorded.`,
         });
       }
-      await trx('mtls_client_certificates').insert({ ...row, scopes: JSON.stringify(row.scopes) });
+      await this.insertSealed(trx, row);
       await this.audit(trx, 'mtls.certificate.registered', `mtls-client:${input.client}`, {
         serial: row.serial,
         fingerprint: row.fingerprint_sha256,
@@ -323,6 +330,12 @@ export class ClientCertificateAuthority {
       .orderBy([{ column: 'client_name' }, { column: 'issued_at' }]);
     if (options.includeRevoked !== true) void query.whereNull('revoked_at');
     return ((await query) as ClientCertificateRow[]).map(toRecord);
+  }
+
+  /** Inserts the grant with its seal: without one the service refuses the certificate. */
+  private async insertSealed(trx: Knex.Transaction, row: ClientCertificateRow): Promise<void> {
+    const seal = await sealGrant(this.deps.masterKey, grantFieldsOf(toRecord(row)));
+    await trx('mtls_client_certificates').insert({ ...row, scopes: JSON.stringify(row.scopes), seal });
   }
 
   private audit(trx: Knex.Transaction, action: string, resource: string, details: Record<string, unknown>) {
