@@ -192,6 +192,7 @@ export async function buildService(config: Config, options: BuildOptions): Promi
       : {
           mode: config.tls.cardRoutesAuth,
           verifier: createClientCertificateVerifier(database.knex, {
+            masterKey: masterKey.source,
             revocationCheckMs: config.tls.revocationCheckMs,
             extraCaPem:
               config.tls.clientCaFile === undefined ? undefined : fs.readFileSync(config.tls.clientCaFile, 'utf8'),

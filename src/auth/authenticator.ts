@@ -123,10 +123,20 @@ function namesCriticalExtension(token: string): boolean {
   }
 }
 
+/** Subjects of client-certificate principals (src/mtls); never accepted from a bearer token. */
+export const CERTIFICATE_SUBJECT_PREFIX = 'mtls:';
+
 function toPrincipal(payload: JWTPayload): Principal {
   const sub = payload.sub;
   if (typeof sub !== 'string' || sub.length === 0 || sub.length > 256) {
     throw new AppError('TOKEN_CLAIM_INVALID', { detail: 'The "sub" claim must be a non-empty string.' });
+  }
+  // `mtls:<client>` is the subject of a client-certificate principal: a token claiming it would share
+  // that client's audit attribution and rate-limit bucket.
+  if (sub.toLowerCase().startsWith(CERTIFICATE_SUBJECT_PREFIX)) {
+    throw new AppError('TOKEN_CLAIM_INVALID', {
+      detail: `The "sub" claim must not start with "${CERTIFICATE_SUBJECT_PREFIX}" (reserved for client certificates).`,
+    });
   }
   const scopeClaim = payload['scope'];
   if (scopeClaim !== undefined && typeof scopeClaim !== 'string') {

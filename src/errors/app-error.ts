@@ -46,6 +46,7 @@ export const ERROR_CATALOG = {
   AUDIT_EXPORT_INVALID: { status: 422, title: 'The audit export does not verify' },
   CLIENT_CERTIFICATE_NOT_FOUND: { status: 404, title: 'No such client certificate' },
   CLIENT_CERTIFICATE_REQUEST_INVALID: { status: 422, title: 'The client certificate request is not acceptable' },
+  CLIENT_CERTIFICATE_SCOPE_REFUSED: { status: 422, title: 'This scope is never granted to a client certificate' },
   // payment webhooks
   WEBHOOK_SIGNATURE_MISSING: { status: 401, title: 'The webhook signature is missing' },
   WEBHOOK_SIGNATURE_INVALID: { status: 401, title: 'The webhook signature does not verify' },

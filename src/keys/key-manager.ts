@@ -31,6 +31,7 @@ import {
   wrappingAad,
 } from './key-ring.js';
 import type { MasterKeySource } from './master-key-source.js';
+import { rewrapSeals } from '../mtls/seals.js';
 import { daysLeft, isOverdue, periodOf } from './cryptoperiods.js';
 
 export interface KeyPolicy {
@@ -335,6 +336,8 @@ export class KeyManager {
           .where({ purpose: row.purpose, version: row.version })
           .update({ wrapped_key: rewrapped, kek_id: plan.currentKekId });
       }
+      // The mTLS seals are wrapped by the master key too (src/mtls/seals.ts).
+      await rewrapSeals(trx, this.deps.masterKey);
       const now = this.now();
       await trx('master_keys')
         .insert({

@@ -22,6 +22,7 @@ import { createPrivateKey, createPublicKey, createSecretKey, randomBytes, type K
 import type { Knex } from 'knex';
 import { appendAuditEvent } from '../audit/audit-log.js';
 import { CA_KEY_ALGORITHM, generateCa } from '../mtls/certificate-authority.js';
+import { sealCa } from '../mtls/seals.js';
 import type { KeyIdRename, MasterKeySource } from './master-key-source.js';
 
 type Db = Knex | Knex.Transaction;
@@ -248,6 +249,9 @@ export async function insertNewKey(
   }
   const wrapped = await masterKey.wrap(material, wrappingAad(purpose, version));
   material.fill(0);
+  // The service trusts a CA certificate only with this seal (src/mtls/seals.ts).
+  const certificateSeal =
+    certificatePem === null ? null : await sealCa(masterKey, { purpose, version, certificatePem });
   const now = new Date();
   await trx('data_keys').insert({
     purpose,
@@ -260,6 +264,7 @@ export async function insertNewKey(
     cryptoperiod_days: cryptoperiodDays,
     public_key_pem: publicKeyPem,
     certificate_pem: certificatePem,
+    certificate_seal: certificateSeal,
     created_at: now,
     published_at: now,
     activated_at: state === 'active' ? now : null,

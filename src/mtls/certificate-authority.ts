@@ -181,3 +181,45 @@ export function pemToDer(pem: string): Buffer {
 function forgePrivateKey(key: KeyObject): forge.pki.rsa.PrivateKey {
   return forge.pki.privateKeyFromPem(key.export({ format: 'pem', type: 'pkcs1' }).toString());
 }
+
+const KEY_USAGE_OID = '2.5.29.15';
+/** `[3] EXPLICIT Extensions` in TBSCertificate (RFC 5280 §4.1). */
+const EXTENSIONS_TAG = 3 as forge.asn1.Type;
+/** forge's options form (its typings know only `strict`): BIT STRINGs are kept as raw bytes. */
+const fromDer = forge.asn1.fromDer as unknown as (
+  bytes: string,
+  options: { decodeBitStrings: boolean },
+) => forge.asn1.Asn1;
+
+/**
+ * Whether the certificate's keyUsage extension (RFC 5280 §4.2.1.3), if it has one, allows
+ * digitalSignature: what a TLS client key does in CertificateVerify. node:crypto exposes only the
+ * extended key usage, so the extension is read from the DER. A certificate without the extension is
+ * not restricted by it (RFC 5280); one whose extensions cannot be read is refused.
+ */
+export function keyUsageAllowsDigitalSignature(der: Buffer): boolean {
+  try {
+    const cert = fromDer(der.toString('binary'), { decodeBitStrings: false });
+    const tbs = (cert.value as forge.asn1.Asn1[])[0];
+    const tagged = (tbs?.value as forge.asn1.Asn1[]).find(
+      (part) => part.tagClass === forge.asn1.Class.CONTEXT_SPECIFIC && part.type === EXTENSIONS_TAG,
+    );
+    if (tagged === undefined) return true;
+    const extensions = ((tagged.value as forge.asn1.Asn1[])[0]?.value ?? []) as forge.asn1.Asn1[];
+    for (const extension of extensions) {
+      const parts = extension.value as forge.asn1.Asn1[];
+      if (forge.asn1.derToOid(parts[0]?.value as string) !== KEY_USAGE_OID) continue;
+      const octets = parts[parts.length - 1];
+      const bits =
+        typeof octets?.value === 'string'
+          ? fromDer(octets.value, { decodeBitStrings: false })
+          : (octets?.value as forge.asn1.Asn1[] | undefined)?.[0];
+      if (bits?.type !== forge.asn1.Type.BITSTRING || typeof bits.value !== 'string') return false;
+      // First content byte: unused bits; digitalSignature is bit 0, the high bit of the next byte.
+      return bits.value.length >= 2 && (bits.value.charCodeAt(1) & 0x80) !== 0;
+    }
+    return true;
+  } catch {
+    return false;
+  }
+}

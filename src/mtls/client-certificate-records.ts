@@ -7,6 +7,7 @@ import type { Knex } from 'knex';
 import { AppError } from '../errors/app-error.js';
 import type { EncryptedFieldSet } from '../keys/field-sets.js';
 import { READABLE_STATES, type KeyState } from '../keys/key-ring.js';
+import type { GrantFields } from './seals.js';
 
 export const CA_PURPOSE = 'mtls-client-ca';
 
@@ -40,6 +41,22 @@ export interface ClientCertificateRow {
   revoked_at: Date | null;
   revoked_by: string | null;
   revocation_reason: string | null;
+  /** masterKey.wrap of the grant's digest (src/mtls/seals.ts); null for rows made before seals. */
+  seal?: Buffer | null;
+}
+
+/** The sealed fields of a grant, as stored. */
+export function grantFieldsOf(record: ClientCertificateRecord): GrantFields {
+  return {
+    serial: record.serial,
+    fingerprint: record.fingerprint,
+    clientName: record.clientName,
+    scopes: record.scopes,
+    caVersion: record.caVersion,
+    notBefore: record.notBefore,
+    notAfter: record.notAfter,
+    keySource: record.keySource,
+  };
 }
 
 export function toRecord(row: ClientCertificateRow): ClientCertificateRecord {
@@ -64,6 +81,8 @@ export interface CaVersion {
   readonly version: number;
   readonly state: KeyState;
   readonly certificatePem: string;
+  /** masterKey.wrap of the CA digest (src/mtls/seals.ts); null for a CA made before seals. */
+  readonly seal: Buffer | null;
 }
 
 export async function trustedCaCertificates(db: Knex | Knex.Transaction): Promise<CaVersion[]> {
@@ -71,8 +90,18 @@ export async function trustedCaCertificates(db: Knex | Knex.Transaction): Promis
     .where({ purpose: CA_PURPOSE })
     .whereIn('state', READABLE_STATES as KeyState[])
     .orderBy('version', 'desc')
-    .select('version', 'state', 'certificate_pem')) as { version: number; state: KeyState; certificate_pem: string }[];
-  return rows.map((r) => ({ version: r.version, state: r.state, certificatePem: r.certificate_pem }));
+    .select('version', 'state', 'certificate_pem', 'certificate_seal')) as {
+    version: number;
+    state: KeyState;
+    certificate_pem: string;
+    certificate_seal: Buffer | null;
+  }[];
+  return rows.map((r) => ({
+    version: r.version,
+    state: r.state,
+    certificatePem: r.certificate_pem,
+    seal: r.certificate_seal,
+  }));
 }
 
 /**

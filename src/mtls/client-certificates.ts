@@ -8,7 +8,11 @@
  * are installed and replaced every day) that hands out no key material of the service: a certificate
  * is scope-limited, short-lived (at most 397 days), revocable at once and recorded. What changes the
  * CA key itself, rotation, retirement and destruction, goes through dual control like every key
- * (`keys rotate --purpose mtls-client-ca`).
+ * (`keys rotate --purpose mtls-client-ca`). A certificate never carries `tokens:detokenise`: that
+ * would hand out PAN access on one operator's word.
+ *
+ * Every record is written with its seal (src/mtls/seals.ts): the service trusts a record's client and
+ * scopes only if the seal, made here with the master key, verifies.
  */
 import type { Knex } from 'knex';
 import type { KeyObject } from 'node:crypto';
@@ -29,8 +33,10 @@ import {
   publicKeyFromCsr,
   randomSerialHex,
 } from './certificate-authority.js';
+import { sealGrant } from './seals.js';
 import {
   CA_PURPOSE,
+  grantFieldsOf,
   toRecord,
   trustedCaCertificates,
   type CaVersion,
@@ -42,7 +48,16 @@ import {
  * Scopes a client certificate may carry: those of the card-data operations that accept one (the
  * `clientCertificate` requirements in openapi.yaml; a test keeps the two equal).
  */
-export const CLIENT_CERTIFICATE_SCOPES = ['tokens:write', 'tokens:detokenise', 'webhooks:platform'] as const;
+export const CLIENT_CERTIFICATE_SCOPES = ['tokens:write', 'webhooks:platform'] as const;
+
+/**
+ * Revealing PANs is never granted to a certificate. Issuing one is a single-operator action (routine
+ * enrolment), and a certificate that could detokenise would let one operator hand out PAN access
+ * with no second person involved; there is no dual control for certificates. Detokenise clients use
+ * bearer tokens, and the detokenise operation takes no client certificate in any CARD_ROUTES_AUTH
+ * mode (openapi.yaml).
+ */
+const REFUSED_SCOPES: readonly string[] = ['tokens:detokenise'];
 
 /** Letters, digits, `.`, `_`, `-`; no run of 12 or more digits (nothing that could be a PAN). */
 const CLIENT_NAME = /^(?!.*\d{12})[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
@@ -107,11 +122,12 @@ export class ClientCertificateAuthority {
       );
       const row = (await trx('data_keys').where({ purpose: CA_PURPOSE, version: 1 }).first()) as {
         certificate_pem: string;
+        certificate_seal: Buffer | null;
       };
       await this.audit(trx, 'mtls.ca.initialised', `key:${CA_PURPOSE}:v1`, {
         caCertificateFingerprint: certificateFingerprint(pemToDer(row.certificate_pem)),
       });
-      return { version: 1, state: 'active', certificatePem: row.certificate_pem };
+      return { version: 1, state: 'active', certificatePem: row.certificate_pem, seal: row.certificate_seal };
     });
   }
 
@@ -184,7 +200,7 @@ export class ClientCertificateAuthority {
         revoked_by: null,
         revocation_reason: null,
       };
-      await trx('mtls_client_certificates').insert({ ...row, scopes: JSON.stringify(row.scopes) });
+      await this.insertSealed(trx, row);
       await this.audit(trx, 'mtls.certificate.issued', `mtls-client:${input.client}`, {
         serial: row.serial,
         fingerprint: row.fingerprint_sha256,
@@ -264,7 +280,7 @@ export class ClientCertificateAuthority {
           detail: `A certificate with serial ${row.serial} is already recorded.`,
         });
       }
-      await trx('mtls_client_certificates').insert({ ...row, scopes: JSON.stringify(row.scopes) });
+      await this.insertSealed(trx, row);
       await this.audit(trx, 'mtls.certificate.registered', `mtls-client:${input.client}`, {
         serial: row.serial,
         fingerprint: row.fingerprint_sha256,
@@ -316,6 +332,12 @@ export class ClientCertificateAuthority {
     return ((await query) as ClientCertificateRow[]).map(toRecord);
   }
 
+  /** Inserts the grant with its seal: without one the service refuses the certificate. */
+  private async insertSealed(trx: Knex.Transaction, row: ClientCertificateRow): Promise<void> {
+    const seal = await sealGrant(this.deps.masterKey, grantFieldsOf(toRecord(row)));
+    await trx('mtls_client_certificates').insert({ ...row, scopes: JSON.stringify(row.scopes), seal });
+  }
+
   private audit(trx: Knex.Transaction, action: string, resource: string, details: Record<string, unknown>) {
     return appendAuditEvent(trx, { ...this.deps.actor, action, outcome: 'success', resource, details }, this.now());
   }
@@ -356,7 +378,20 @@ function clientAndScopeProblems(client: string, scopes: readonly string[]): stri
   return problems;
 }
 
+/** Named refusal first: an operator asking for PAN access by certificate is told why, not just "unknown scope". */
+function refuseRevealingScopes(scopes: readonly string[]): void {
+  const refused = scopes.filter((s) => REFUSED_SCOPES.includes(s));
+  if (refused.length > 0) {
+    throw new AppError('CLIENT_CERTIFICATE_SCOPE_REFUSED', {
+      detail:
+        `${refused.join(', ')} cannot be granted to a client certificate: revealing PANs needs dual control, ` +
+        'which certificates do not offer. Detokenise clients authenticate with bearer tokens.',
+    });
+  }
+}
+
 function checkClientAndScopes(client: string, scopes: readonly string[]): void {
+  refuseRevealingScopes(scopes);
   const problems = clientAndScopeProblems(client, scopes);
   if (problems.length > 0) {
     throw new AppError('CLIENT_CERTIFICATE_REQUEST_INVALID', { detail: `${problems.join('; ')}.` });
@@ -364,6 +399,7 @@ function checkClientAndScopes(client: string, scopes: readonly string[]): void {
 }
 
 function checkIssueInput(input: IssueInput): void {
+  refuseRevealingScopes(input.scopes);
   const problems = clientAndScopeProblems(input.client, input.scopes);
   if (!Number.isInteger(input.days) || input.days < 1 || input.days > MAX_CLIENT_CERTIFICATE_DAYS) {
     problems.push(`days must be a whole number from 1 to ${MAX_CLIENT_CERTIFICATE_DAYS}`);

@@ -95,6 +95,17 @@ describe('authentication: bearer JWT on GET /v1/whoami', () => {
       ['the issuer is another one', () => signToken({ issuer: 'https://evil.example/' }), 'TOKEN_CLAIM_INVALID'],
       ['not-before is in the future', () => signToken({ notBefore: 600 }), 'TOKEN_NOT_YET_VALID'],
       ['the subject is missing', () => signToken({ subject: '' }), 'TOKEN_CLAIM_INVALID'],
+      // Reserved for client certificates: the same audit actor and rate-limit bucket as till-7's certificate.
+      [
+        'the subject is that of a client certificate (mtls:till-7)',
+        () => signToken({ subject: 'mtls:till-7' }),
+        'TOKEN_CLAIM_INVALID',
+      ],
+      [
+        'the subject uses the reserved prefix in capitals (MTLS:till-7)',
+        () => signToken({ subject: 'MTLS:till-7' }),
+        'TOKEN_CLAIM_INVALID',
+      ],
       ['the scope is not a string', () => signToken({ extraClaims: { scope: ['a:write'] } }), 'TOKEN_CLAIM_INVALID'],
       [
         'the shopper reference is not one',

@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { randomBytes } from 'node:crypto';
+import { randomBytes, X509Certificate } from 'node:crypto';
 import { verifyAuditChain } from '../../src/audit/audit-log.js';
 import { VaultService } from '../../src/cards/vault-service.js';
 import { migrateToLatest } from '../../src/db/migrations.js';
@@ -7,7 +7,9 @@ import { KeyRing } from '../../src/keys/key-ring.js';
 import { LocalMasterKey, MasterKeySet } from '../../src/keys/master-key-source.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
 import { generatePans } from '../support/pans.js';
-import { keysFixture, type KeysFixture } from './keys-context.js';
+import { ClientCertificateAuthority } from '../../src/mtls/client-certificates.js';
+import { createClientCertificateVerifier } from '../../src/mtls/client-certificate-verifier.js';
+import { keysFixture, OPERATOR, type KeysFixture } from './keys-context.js';
 
 const vaultOptions = { detokenise: { enabled: true, perMinute: 100 } };
 const caller = { subject: 'qsa-test', shopperRef: undefined, origin: 'test' };
@@ -78,6 +80,28 @@ describe('master-key rotation (keys rotate --purpose master)', function () {
     const again = await fx.run('rotate', '--purpose', 'master', '--apply');
     expect(again.code).to.equal(1);
     expect(again.stderr).to.contain('KEY_OPERATION_INVALID');
+  });
+
+  it('when the master key is rotated, then the mTLS seals are rewrapped too and a client certificate still verifies under the new master key alone', async () => {
+    const ca = new ClientCertificateAuthority({
+      knex: db.knex,
+      masterKey: oldKek,
+      actor: OPERATOR,
+      cryptoperiodDays: 730,
+    });
+    await ca.initCa();
+    const issued = await ca.issue({
+      client: 'till-1',
+      scopes: ['tokens:write'],
+      days: 30,
+      password: 'a-long-enough-password',
+    });
+    const certificate = new X509Certificate(issued.certificatePem);
+    const fx = await during(true);
+    const res = await fx.run('rotate', '--purpose', 'master', '--apply');
+    expect(res.code, res.stderr).to.equal(0);
+    const verifier = createClientCertificateVerifier(db.knex, { masterKey: newKek, revocationCheckMs: 0 });
+    expect((await verifier.verify(certificate)).subject).to.equal('mtls:till-1');
   });
 
   it('when the master key rotation has no approved request, then it is refused and nothing is rewrapped', async () => {

@@ -219,29 +219,35 @@ describe('mutual TLS for card-data clients', function () {
     expect(res.body.code).to.equal('CLIENT_CERTIFICATE_EXPIRED');
   });
 
-  it('when a certificate lacks the scope of an operation, then 403 INSUFFICIENT_SCOPE; with it, the client is the audited actor', async () => {
-    const till = await issueBundle('till-scoped', 'tokens:write');
-    const created = await tokenise(a, till.identity);
-    expect(created.status).to.be.oneOf([200, 201]);
-    const detokenise = (identity: ClientIdentity) =>
-      httpsCall(a.port, server.certPem, 'POST', `/v1/tokens/${created.body.token as string}/detokenise`, {
-        identity,
-        json: { reason: 'chargeback evidence for the acquirer' },
-      });
-    const refused = await detokenise(till.identity);
+  it('when a certificate lacks the scope of an operation, then 403 INSUFFICIENT_SCOPE; with it, the call succeeds', async () => {
+    const gateway = await issueBundle('platform-gateway', 'webhooks:platform');
+    const refused = await tokenise(a, gateway.identity);
     expect(refused.status).to.equal(403);
     expect(refused.body.code).to.equal('INSUFFICIENT_SCOPE');
 
-    const gateway = await issueBundle('platform-gateway', 'tokens:detokenise');
-    const revealed = await detokenise(gateway.identity);
+    const till = await issueBundle('till-scoped', 'tokens:write');
+    expect((await tokenise(a, till.identity)).status).to.be.oneOf([200, 201]);
+  });
+
+  it('when a PAN is revealed in mtls-required mode, then only a bearer token with tokens:detokenise does it; a certificate is not an authentication there', async () => {
+    const till = await issueBundle('till-reveal', 'tokens:write');
+    const created = await tokenise(a, till.identity);
+    expect(created.status).to.be.oneOf([200, 201]);
+    const detokenise = (options: { identity?: ClientIdentity; token?: string }) =>
+      httpsCall(a.port, server.certPem, 'POST', `/v1/tokens/${created.body.token as string}/detokenise`, {
+        ...options,
+        json: { reason: 'chargeback evidence for the acquirer' },
+      });
+    const byCertificate = await detokenise({ identity: till.identity });
+    expect(byCertificate.status).to.equal(401);
+    expect(byCertificate.body.code).to.equal('TOKEN_MISSING');
+
+    const token = await signToken({ subject: 'chargeback-desk', scope: 'tokens:detokenise' });
+    const revealed = await detokenise({ token });
     expect(revealed.status, JSON.stringify(revealed.body)).to.equal(200);
     expect(revealed.body.pan).to.equal(PAN);
     const audit = await db.knex('audit_events').where({ action: 'card.detokenise' }).orderBy('seq', 'desc').first();
-    expect(audit.actor).to.equal('mtls:platform-gateway');
-    expect(audit.outcome).to.equal('success');
-    expect(audit.origin).to.contain(`cert:${gateway.serial}`);
-    // The gateway's certificate cannot tokenise: its record has only tokens:detokenise.
-    expect((await tokenise(a, gateway.identity)).status).to.equal(403);
+    expect(audit.actor).to.equal('chargeback-desk');
   });
 
   it('when a certificate is revoked while the service runs, then both instances refuse it promptly with 401 CLIENT_CERTIFICATE_REVOKED', async () => {
@@ -342,6 +348,9 @@ describe('mutual TLS for card-data clients', function () {
       [['--client', 'till 1', '--scopes', 'tokens:write'], 'CLIENT_CERTIFICATE_REQUEST_INVALID'],
       [['--client', 'till-4111111111111111', '--scopes', 'tokens:write'], 'CLIENT_CERTIFICATE_REQUEST_INVALID'],
       [['--client', 'till-2', '--scopes', 'loyalty:admin'], 'CLIENT_CERTIFICATE_REQUEST_INVALID'],
+      // Revealing PANs needs dual control, which certificates do not offer.
+      [['--client', 'gateway', '--scopes', 'tokens:detokenise'], 'CLIENT_CERTIFICATE_SCOPE_REFUSED'],
+      [['--client', 'gateway', '--scopes', 'tokens:write,tokens:detokenise'], 'CLIENT_CERTIFICATE_SCOPE_REFUSED'],
       [['--client', 'till-2', '--scopes', 'tokens:write', '--days', '398'], 'CLIENT_CERTIFICATE_REQUEST_INVALID'],
     ];
     const before = Number((await db.knex('mtls_client_certificates').count({ n: '*' }).first())?.n);
