@@ -10,6 +10,7 @@
  */
 import { createHash } from 'node:crypto';
 import type { Knex } from 'knex';
+import { isAppError } from '../errors/app-error.js';
 import { newId } from '../ids/prefixed-id.js';
 import { maskPans } from '../logging/pan-redactor.js';
 
@@ -79,6 +80,29 @@ export async function appendAuditEvent(
   });
   await trx('audit_chain_head').where({ id: 1 }).update({ seq: body.seq, hash });
   return { ...body, hash };
+}
+
+/**
+ * Runs a write in a transaction of its own. When it is refused (an AppError), the refusal is recorded
+ * (outcome `denied`, with the code and reason) in another transaction, since the write's own rolled
+ * back, and the error is thrown on. The evidence of a refused key operation survives the refusal.
+ */
+export async function auditedWrite<T>(
+  knex: Knex,
+  who: Pick<AuditEventInput, 'actor' | 'actorType' | 'origin'>,
+  what: { readonly action: string; readonly resource: string },
+  write: (trx: Knex.Transaction) => Promise<T>,
+  now: () => Date,
+): Promise<T> {
+  try {
+    return await knex.transaction(write);
+  } catch (error) {
+    if (isAppError(error)) {
+      const details = { code: error.code, reason: error.detail ?? error.title, ...error.extensions };
+      await knex.transaction((trx) => appendAuditEvent(trx, { ...who, ...what, outcome: 'denied', details }, now()));
+    }
+    throw error;
+  }
 }
 
 /** Deterministic JSON: object keys sorted at every depth, no whitespace. */

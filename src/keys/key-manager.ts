@@ -15,8 +15,8 @@
  * `denied`). Rotation, retirement and destruction need dual control (see dual-control.ts).
  */
 import type { Knex } from 'knex';
-import { appendAuditEvent } from '../audit/audit-log.js';
-import { AppError, isAppError } from '../errors/app-error.js';
+import { appendAuditEvent, auditedWrite } from '../audit/audit-log.js';
+import { AppError } from '../errors/app-error.js';
 import { authorisationDetails, authorise, type Authorisation, type KeyOperation } from './dual-control.js';
 import { fieldSetsFor, type EncryptedFieldSet } from './field-sets.js';
 import {
@@ -487,27 +487,8 @@ export class KeyManager {
   }
 
   /** Runs a write; on a refusal, records it (outcome denied) in a transaction of its own. */
-  private async guarded<T>(action: string, resource: string, fn: (trx: Knex.Transaction) => Promise<T>): Promise<T> {
-    try {
-      return await this.deps.knex.transaction(fn);
-    } catch (error) {
-      if (isAppError(error)) {
-        await this.deps.knex.transaction((trx) =>
-          appendAuditEvent(
-            trx,
-            {
-              ...this.deps.actor,
-              action,
-              outcome: 'denied',
-              resource,
-              details: { code: error.code, reason: error.detail ?? error.title, ...error.extensions },
-            },
-            this.now(),
-          ),
-        );
-      }
-      throw error;
-    }
+  private guarded<T>(action: string, resource: string, fn: (trx: Knex.Transaction) => Promise<T>): Promise<T> {
+    return auditedWrite(this.deps.knex, this.deps.actor, { action, resource }, fn, () => this.now());
   }
 }
 

@@ -17,8 +17,8 @@
 import type { Knex } from 'knex';
 import type { KeyObject } from 'node:crypto';
 import { X509Certificate } from 'node:crypto';
-import { appendAuditEvent } from '../audit/audit-log.js';
-import { AppError, isAppError } from '../errors/app-error.js';
+import { appendAuditEvent, auditedWrite } from '../audit/audit-log.js';
+import { AppError } from '../errors/app-error.js';
 import { insertNewKey, MAX_CLIENT_CERTIFICATE_DAYS, wrappingAad, type KeyActor } from '../keys/key-ring.js';
 import type { MasterKeySource } from '../keys/master-key-source.js';
 import {
@@ -342,27 +342,9 @@ export class ClientCertificateAuthority {
     return appendAuditEvent(trx, { ...this.deps.actor, action, outcome: 'success', resource, details }, this.now());
   }
 
-  private async guarded<T>(action: string, resource: string, fn: (trx: Knex.Transaction) => Promise<T>): Promise<T> {
-    try {
-      return await this.deps.knex.transaction(fn);
-    } catch (error) {
-      if (isAppError(error)) {
-        await this.deps.knex.transaction((trx) =>
-          appendAuditEvent(
-            trx,
-            {
-              ...this.deps.actor,
-              action,
-              outcome: 'denied',
-              resource,
-              details: { code: error.code, reason: error.detail ?? error.title },
-            },
-            this.now(),
-          ),
-        );
-      }
-      throw error;
-    }
+  /** Runs a write; on a refusal, records it (outcome denied) in a transaction of its own. */
+  private guarded<T>(action: string, resource: string, fn: (trx: Knex.Transaction) => Promise<T>): Promise<T> {
+    return auditedWrite(this.deps.knex, this.deps.actor, { action, resource }, fn, () => this.now());
   }
 }
 
