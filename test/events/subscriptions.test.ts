@@ -175,6 +175,11 @@ describe('outbound events: subscriptions', function () {
       ['https://0.0.0.0/h', 'unspecified'],
       ['https://224.0.0.1/h', 'multicast'],
       ['https://[fe80::1]/h', 'link-local'],
+      ['https://nat64.example.com/h', 'private'],
+      ['https://[64:ff9b::a00:5]/h', 'private'],
+      ['https://[2002:7f00:1::1]/h', 'loopback'],
+      ['https://[2001:0:4136:e378:8000:63bf:f5ff:fffe]/h', 'reserved'],
+      ['https://192.88.99.1/h', 'reserved'],
     ];
     for (const [url, reason] of refused) {
       it(`when the target is ${url}, then 422 WEBHOOK_TARGET_REFUSED (${reason}) and nothing is stored`, async () => {
@@ -190,7 +195,19 @@ describe('outbound events: subscriptions', function () {
     }
 
     it('when a public address is classified, then it is accepted, and private ones in every notation are not', () => {
-      for (const ok of ['151.101.1.69', '8.8.8.8', '2a04:4e42::69', '172.32.0.1', '100.128.0.1']) {
+      const accepted = [
+        '151.101.1.69',
+        '8.8.8.8',
+        '2a04:4e42::69',
+        '172.32.0.1',
+        '100.128.0.1',
+        '2606:4700::1111',
+        // A public IPv4 address behind a translator or tunnel stays public.
+        '64:ff9b::808:808',
+        '2002:808:808::1',
+        '::ffff:8.8.8.8',
+      ];
+      for (const ok of accepted) {
         expect(classifyAddress(ok), ok).to.equal(undefined);
       }
       const table: [string, string][] = [
@@ -208,6 +225,36 @@ describe('outbound events: subscriptions', function () {
         ['255.255.255.255', 'reserved'],
         ['fe80::1%eth0', 'link-local'],
         ['not-an-address', 'url-invalid'],
+        // IPv4 reached through a translator or tunnel is judged as that IPv4 address.
+        ['64:ff9b::a00:1', 'private'],
+        ['64:ff9b::a9fe:a9fe', 'link-local'],
+        ['64:ff9b::127.0.0.1', 'loopback'],
+        ['64:ff9b:1::1', 'reserved'],
+        ['64:ff9b:1:a00:1::', 'reserved'],
+        ['2002:a00:1::1', 'private'],
+        ['2002:a9fe:a9fe::1', 'link-local'],
+        ['2001::1', 'reserved'],
+        ['2001:0:4136:e378:8000:63bf:f5ff:fffe', 'reserved'],
+        ['::ffff:0:7f00:1', 'loopback'],
+        ['::ffff:0:10.0.0.5', 'private'],
+        ['::10.0.0.5', 'private'],
+        ['::8.8.8.8', 'reserved'],
+        // IPv4 special-purpose ranges.
+        ['192.88.99.1', 'reserved'],
+        ['198.18.0.1', 'reserved'],
+        ['198.19.255.255', 'reserved'],
+        ['240.0.0.1', 'reserved'],
+        ['192.0.2.1', 'documentation'],
+        ['198.51.100.7', 'documentation'],
+        ['203.0.113.9', 'documentation'],
+        // IPv6 outside global unicast, or a special-purpose block inside it.
+        ['2001:db8::1', 'documentation'],
+        ['3fff::1', 'documentation'],
+        ['2001:2::1', 'reserved'],
+        ['100::1', 'reserved'],
+        ['4000::1', 'reserved'],
+        ['1::', 'reserved'],
+        ['fec0::1', 'reserved'],
       ];
       for (const [address, reason] of table) expect(classifyAddress(address), address).to.equal(reason);
     });
