@@ -271,7 +271,8 @@ export class SubscriptionService {
       await trx('outbound_deliveries').where({ subscription_id: id, event_id: eventId }).update({
         state: 'pending',
         attempts: 0,
-        next_attempt_at: now,
+        // Due on the database's clock, which the dispatcher reads (not this instance's).
+        next_attempt_at: trx.fn.now(),
         leased_until: null,
         lease_token: null,
         updated_at: now,

@@ -57,6 +57,8 @@ export const TEST_DISPATCH: DispatcherOptions = {
 export class TestClock {
   private skipped = 0;
   now = (): Date => new Date(Date.now() + this.skipped);
+  /** What the dispatcher adds to the database clock (leases and retries are on the database's). */
+  offsetMs = (): number => this.skipped;
   advance(ms: number): void {
     this.skipped += ms;
   }
@@ -93,6 +95,7 @@ export function testDispatcher(
     targets: { resolver: fakeResolver, allowHttp: false, allowPrivate: false },
     options: { ...TEST_DISPATCH, ...options },
     now: clock.now,
+    clockOffsetMs: clock.offsetMs,
     random: () => 0.5,
     ...(send === undefined ? {} : { send }),
   });
