@@ -6,6 +6,7 @@
  *
  * A secret is shown once, when it is made (creation, rotation); reads never return it.
  */
+import { createHash } from 'node:crypto';
 import type { Knex } from 'knex';
 import { appendAuditEvent } from '../audit/audit-log.js';
 import { decodeCursor, encodeCursor } from '../db/keyset-cursor.js';
@@ -88,19 +89,27 @@ export class SubscriptionService {
     this.now = deps.now ?? (() => new Date());
   }
 
+  /**
+   * The URL is stored normalised (`url.href`: lower-case host, percent-encoded path), so one
+   * receiver written two ways is one subscription; control characters are refused in the URL and
+   * the description (PostgreSQL rejects NUL in text: a 500, not a 400).
+   */
   async create(input: NewSubscription, actor: Actor): Promise<{ subscription: SubscriptionRow; secret: string }> {
+    refuseControlCharacters({ url: input.url, description: input.description });
     refuseCardNumbers({ url: input.url, description: input.description });
-    await this.checkTarget(input.url);
+    const url = (await this.checkTarget(input.url)).href;
+    const urlHash = urlSha256(url);
     return this.knex
       .transaction(async (trx) => {
         const now = this.now();
-        const existing = await this.liveByUrl(trx, input.url);
+        const existing = await this.liveByUrl(trx, urlHash);
         if (existing !== undefined) throw subscriptionExists(existing.id);
         const id = newId('sub');
         const [row] = (await trx('event_subscriptions')
           .insert({
             id,
-            url: input.url,
+            url,
+            url_sha256: urlHash,
             event_types: JSON.stringify([...new Set(input.eventTypes)].sort()),
             description: input.description ?? null,
             state: 'active',
@@ -118,7 +127,7 @@ export class SubscriptionService {
         // Two creates racing for one URL: the partial unique index decides, the loser is told which.
         const e = error as { code?: unknown } | null;
         if (e?.code === '23505') {
-          const winner = await this.liveByUrl(this.knex, input.url);
+          const winner = await this.liveByUrl(this.knex, urlHash);
           if (winner !== undefined) throw subscriptionExists(winner.id);
         }
         throw error;
@@ -287,17 +296,19 @@ export class SubscriptionService {
   }
 
   /** The SSRF check at creation: the URL's form, then every address its host resolves to. */
-  private async checkTarget(value: string): Promise<void> {
+  private async checkTarget(value: string): Promise<URL> {
     try {
-      await resolveTarget(parseTargetUrl(value, this.deps.targets), this.deps.targets);
+      const url = parseTargetUrl(value, this.deps.targets);
+      await resolveTarget(url, this.deps.targets);
+      return url;
     } catch (error) {
       if (error instanceof TargetRefused) throw error.toAppError();
       throw error;
     }
   }
 
-  private async liveByUrl(db: Knex | Knex.Transaction, url: string): Promise<SubscriptionRow | undefined> {
-    return (await db('event_subscriptions').where({ url }).whereNot({ state: 'deleted' }).first()) as
+  private async liveByUrl(db: Knex | Knex.Transaction, urlHash: Buffer): Promise<SubscriptionRow | undefined> {
+    return (await db('event_subscriptions').where({ url_sha256: urlHash }).whereNot({ state: 'deleted' }).first()) as
       SubscriptionRow | undefined;
   }
 
@@ -322,6 +333,24 @@ export class SubscriptionService {
       },
       now,
     );
+  }
+}
+
+/** The uniqueness key of a subscription's (normalised) URL: a fixed-size index row whatever its length. */
+function urlSha256(url: string): Buffer {
+  return createHash('sha256').update(url, 'utf8').digest();
+}
+
+/** C0 and C1 control characters (NUL included); the API schema refuses them too. */
+// eslint-disable-next-line no-control-regex -- matching control characters is the point
+const CONTROL_CHARACTERS = /[\u0000-\u001f\u007f-\u009f]/u;
+
+function refuseControlCharacters(fields: Readonly<Record<string, string | undefined>>): void {
+  const errors = Object.entries(fields)
+    .filter(([, value]) => value !== undefined && CONTROL_CHARACTERS.test(value))
+    .map(([name]) => ({ pointer: `/body/${name}`, message: 'must not contain control characters' }));
+  if (errors.length > 0) {
+    throw new AppError('VALIDATION_FAILED', { detail: 'Control characters are not accepted.', extensions: { errors } });
   }
 }
 

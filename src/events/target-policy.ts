@@ -40,6 +40,7 @@ export interface TargetPolicy {
 
 export type RefusalReason =
   | 'url-invalid'
+  | 'url-too-long'
   | 'https-required'
   | 'credentials-in-url'
   | 'unresolvable'
@@ -194,7 +195,14 @@ function ipv6ToBigInt(address: string): bigint | undefined {
   return words.reduce((n, w) => (n << 16n) | BigInt(parseInt(w, 16)), 0n);
 }
 
-/** Parses and checks the URL's form (scheme, credentials); no network. */
+/**
+ * The longest target URL, in bytes of its normalised form (`href`: non-ASCII is percent-encoded, so
+ * 2,048 characters of input can be three times as many bytes). Comfortably within what is stored
+ * and logged; the uniqueness of URLs rests on their hash, not on an index of the text.
+ */
+export const MAX_TARGET_URL_BYTES = 2048;
+
+/** Parses and checks the URL's form (scheme, credentials, length); no network. */
 export function parseTargetUrl(value: string, policy: Pick<TargetPolicy, 'allowHttp'>): URL {
   let url: URL;
   try {
@@ -207,6 +215,7 @@ export function parseTargetUrl(value: string, policy: Pick<TargetPolicy, 'allowH
   }
   if (url.username !== '' || url.password !== '') throw new TargetRefused('credentials-in-url');
   if (url.hostname === '' || url.hash !== '') throw new TargetRefused('url-invalid');
+  if (Buffer.byteLength(url.href, 'utf8') > MAX_TARGET_URL_BYTES) throw new TargetRefused('url-too-long');
   return url;
 }
 

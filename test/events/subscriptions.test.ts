@@ -266,6 +266,84 @@ describe('outbound events: subscriptions', function () {
         .with.property('reason', 'https-required');
     });
 
+    const malformed: [string, Record<string, unknown>, number, string][] = [
+      ['a NUL in the URL', { url: 'https://crm.example.com/a\u0000b' }, 400, 'VALIDATION_FAILED'],
+      ['a newline in the URL', { url: 'https://crm.example.com/a\nb' }, 400, 'VALIDATION_FAILED'],
+      ['a NUL in the description', { description: 'CRM\u0000' }, 400, 'VALIDATION_FAILED'],
+      ['a C1 control in the description', { description: 'CRM\u0085' }, 400, 'VALIDATION_FAILED'],
+      [
+        'a URL of 2,000 non-ASCII characters (6,000 bytes normalised)',
+        { url: `https://crm.example.com/${'é'.repeat(2_000)}` },
+        422,
+        'WEBHOOK_TARGET_REFUSED',
+      ],
+    ];
+    for (const [what, fields, status, code] of malformed) {
+      it(`when a subscription has ${what}, then ${status} ${code}, no 500, and nothing is stored`, async () => {
+        const before = await svc.db.knex('event_subscriptions').count<{ n: string }[]>('* as n');
+        const res = await svc.request('POST', '/v1/admin/subscriptions', {
+          token: admin,
+          json: { url: 'https://crm.example.com/ctl', eventTypes: ['points.available'], ...fields },
+        });
+        expect(res.status, res.text).to.equal(status);
+        expect(res.headers.get('content-type')).to.match(/^application\/problem\+json/);
+        expect(res.body.code).to.equal(code);
+        if (code === 'WEBHOOK_TARGET_REFUSED') expect(res.body.reason).to.equal('url-too-long');
+        const after = await svc.db.knex('event_subscriptions').count<{ n: string }[]>('* as n');
+        expect(after[0]?.n).to.equal(before[0]?.n);
+      });
+    }
+
+    it('when control characters reach the service without the API schema, then VALIDATION_FAILED names the fields, not their values', async () => {
+      const actor = { subject: 'test-admin', origin: 'test' };
+      let error: unknown;
+      await svc.service.subscriptions
+        .create(
+          { url: 'https://crm.example.com/x\u0000', eventTypes: ['points.available'], description: 'a\u0000' },
+          actor,
+        )
+        .catch((e: unknown) => (error = e));
+      expect(error).to.include({ code: 'VALIDATION_FAILED', status: 400 });
+      expect((error as { extensions: unknown }).extensions).to.deep.equal({
+        errors: [
+          { pointer: '/body/url', message: 'must not contain control characters' },
+          { pointer: '/body/description', message: 'must not contain control characters' },
+        ],
+      });
+    });
+
+    it('when a long non-ASCII URL fits the byte cap, then it is stored normalised, and the same receiver written another way is 409 SUBSCRIPTION_EXISTS', async () => {
+      // 1,000 × "é" is 6,000 bytes percent-encoded: too long. 300 × "é" is 1,800: accepted, and its
+      // index row is a 32-byte hash, whatever the URL's length.
+      const path = 'é'.repeat(300);
+      const created = await svc.request('POST', '/v1/admin/subscriptions', {
+        token: admin,
+        json: { url: `HTTPS://CRM.Example.COM:443/${path}`, eventTypes: ['points.available'] },
+      });
+      expect(created.status, created.text).to.equal(201);
+      const href = `https://crm.example.com/${encodeURIComponent(path)}`;
+      expect(created.body.url).to.equal(href);
+      expect((await svc.db.knex('event_subscriptions').where({ id: created.body.id }).first()).url).to.equal(href);
+      const again = await svc.request('POST', '/v1/admin/subscriptions', {
+        token: admin,
+        json: { url: `https://crm.example.com/${path}`, eventTypes: ['points.available'] },
+      });
+      expect(again.status, again.text).to.equal(409);
+      expect(again.body).to.include({ code: 'SUBSCRIPTION_EXISTS', subscriptionId: created.body.id });
+      // A 2,048-byte URL is accepted; one byte more is not.
+      const base = 'https://crm.example.com/';
+      const longest = `${base}${'a'.repeat(2_048 - base.length)}`;
+      const fits = await svc.request('POST', '/v1/admin/subscriptions', {
+        token: admin,
+        json: { url: longest, eventTypes: ['points.available'] },
+      });
+      expect(fits.status, fits.text).to.equal(201);
+      expect(parseTargetUrl(longest, { allowHttp: false }).href).to.have.length(2_048);
+      expect(() => parseTargetUrl(`${longest}b`, { allowHttp: false }))
+        .to.throw(TargetRefused)
+        .with.property('reason', 'url-too-long');
+    });
+
     it('when a card number is in the URL or description, then 422 CARD_NUMBER_NOT_ALLOWED', async () => {
       for (const json of [
         { url: 'https://crm.example.com/h?card=4111111111111111', eventTypes: ['points.available'] },
