@@ -119,7 +119,7 @@ export class SubscriptionService {
             updated_at: now,
           })
           .returning('*')) as SubscriptionRow[];
-        const secret = await addSecret(trx, this.deps.keyRing, id, now);
+        const { secret } = await addSecret(trx, this.deps.keyRing, id, now);
         await this.audit(trx, actor, 'events.subscription.created', id, now, { eventTypes: input.eventTypes });
         return { subscription: row as SubscriptionRow, secret };
       })
@@ -167,12 +167,18 @@ export class SubscriptionService {
    * A new secret, returned once. The secrets live until now keep signing for `overlapSeconds` (both
    * signatures in every delivery meanwhile), so the subscriber can switch without losing one.
    * Secrets whose overlap has ended are erased.
+   *
+   * With an `idempotencyKey`, a retry of a rotation whose secret is still live is
+   * `409 SECRET_ROTATION_REPEATED` naming that secret: it mints no third secret and does not start
+   * the overlap countdown on the secret the admin received. The secret is never shown again (it is
+   * shown once): an admin who lost the answer rotates again with a new key.
    */
   async rotateSecret(
     id: string,
     overlapSeconds: number,
     actor: Actor,
-  ): Promise<{ secret: string; previousSecretsExpireAt: Date }> {
+    idempotencyKey?: string,
+  ): Promise<{ secretId: string; secret: string; previousSecretsExpireAt: Date }> {
     return this.knex.transaction(async (trx) => {
       const now = this.now();
       const row = (await trx('event_subscriptions')
@@ -181,15 +187,31 @@ export class SubscriptionService {
         .forUpdate()
         .first()) as SubscriptionRow | undefined;
       if (row === undefined) throw new AppError('NOT_FOUND', { detail: 'No such subscription.' });
+      if (idempotencyKey !== undefined) {
+        // The subscription row is locked: a concurrent retry waits here and then sees this one's secret.
+        const made = (await trx('event_subscription_secrets')
+          .where({ subscription_id: id, rotation_key: idempotencyKey })
+          .where((q) => q.whereNull('expires_at').orWhere('expires_at', '>', now))
+          .first('id')) as { id: string } | undefined;
+        if (made !== undefined) {
+          throw new AppError('SECRET_ROTATION_REPEATED', {
+            detail: 'A rotation with this Idempotency-Key already made a secret; it is not shown again.',
+            extensions: { secretId: made.id },
+          });
+        }
+      }
       const until = new Date(now.getTime() + overlapSeconds * 1000);
       await trx('event_subscription_secrets').where({ subscription_id: id }).where('expires_at', '<=', now).delete();
       await trx('event_subscription_secrets')
         .where({ subscription_id: id })
         .where((q) => q.whereNull('expires_at').orWhere('expires_at', '>', until))
         .update({ expires_at: until });
-      const secret = await addSecret(trx, this.deps.keyRing, id, now);
-      await this.audit(trx, actor, 'events.subscription.secret-rotated', id, now, { overlapSeconds });
-      return { secret, previousSecretsExpireAt: until };
+      const made = await addSecret(trx, this.deps.keyRing, id, now, idempotencyKey);
+      await this.audit(trx, actor, 'events.subscription.secret-rotated', id, now, {
+        overlapSeconds,
+        secretId: made.id,
+      });
+      return { secretId: made.id, secret: made.secret, previousSecretsExpireAt: until };
     });
   }
 

@@ -148,6 +148,58 @@ describe('outbound events: subscriptions', function () {
       expect(hook.received[1]?.headers['webhook-signature']?.split(' ')).to.have.length(1);
     });
 
+    it('when a rotation is retried with its Idempotency-Key, then 409 SECRET_ROTATION_REPEATED names the secret it made, no third secret is minted and the overlap is not restarted', async () => {
+      const sub = await subscribe(svc, 'https://app.example.com/rotate-once', ['shopper.created']);
+      const path = `/v1/admin/subscriptions/${sub.id}/secrets`;
+      const rotate = (key?: string) =>
+        svc.request('POST', path, {
+          token: admin,
+          json: { overlapSeconds: 3_600 },
+          ...(key === undefined ? {} : { headers: { 'Idempotency-Key': key } }),
+        });
+      const secrets = () =>
+        svc.db
+          .knex('event_subscription_secrets')
+          .where({ subscription_id: sub.id })
+          .orderBy('created_at')
+          .select('id', 'expires_at');
+
+      const first = await rotate('rotate-2026-11-30-a');
+      expect(first.status, first.text).to.equal(201);
+      expect(first.body.secretId).to.match(/^whs_[a-z2-7]{26}$/);
+      const before = await secrets();
+      expect(before).to.have.length(2);
+
+      const again = await rotate('rotate-2026-11-30-a');
+      expect(again.status, again.text).to.equal(409);
+      expect(again.headers.get('content-type')).to.match(/^application\/problem\+json/);
+      expect(again.body).to.include({ code: 'SECRET_ROTATION_REPEATED', secretId: first.body.secretId });
+      expect(again.text).to.not.contain('whsec_');
+      expect(again.text).to.not.contain((first.body.secret as string).slice(6));
+      // Nothing changed: still two secrets, the received one current, the old one's expiry as it was.
+      expect(await secrets()).to.deep.equal(before);
+
+      // Another key (or none) is another rotation.
+      const other = await rotate('rotate-2026-11-30-b');
+      expect(other.status, other.text).to.equal(201);
+      expect(other.body.secretId).to.not.equal(first.body.secretId);
+      expect((await rotate()).status).to.equal(201);
+      expect(
+        await svc.db.knex('audit_events').where({ action: 'events.subscription.secret-rotated', resource: sub.id }),
+      ).to.have.length(3);
+    });
+
+    it('when an Idempotency-Key is malformed, then 400 VALIDATION_FAILED and no rotation', async () => {
+      const sub = await subscribe(svc, 'https://app.example.com/rotate-bad-key', ['shopper.created']);
+      const res = await svc.request('POST', `/v1/admin/subscriptions/${sub.id}/secrets`, {
+        token: admin,
+        headers: { 'Idempotency-Key': 'no spaces allowed' },
+      });
+      expect(res.status, res.text).to.equal(400);
+      expect(res.body.code).to.equal('VALIDATION_FAILED');
+      expect(await svc.db.knex('event_subscription_secrets').where({ subscription_id: sub.id })).to.have.length(1);
+    });
+
     it('when subscription secrets exist, then the key inventory counts them under pan-encryption', async () => {
       const rows = await svc.db.knex('event_subscription_secrets').count<{ n: string }[]>('* as n');
       expect(Number(rows[0]?.n)).to.be.greaterThan(0);

@@ -1,12 +1,15 @@
-/** Migration 20261130000700: subscriptions unique by the SHA-256 of their URL, not by a btree over the text. */
+/**
+ * Migration 20261130000700: subscriptions unique by the SHA-256 of their URL, not by a btree over the
+ * text; secrets remember the Idempotency-Key of the rotation that made them.
+ */
 import { createHash } from 'node:crypto';
 import { expect } from 'chai';
 import { migrateToLatest, migrationConfig } from '../../src/db/migrations.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
 
-const MIGRATION = '20261130000700_subscription_url_hash';
+const MIGRATION = '20261130000700_subscription_hardening';
 
-describe('migration 20261130000700_subscription_url_hash', function () {
+describe('migration 20261130000700_subscription_hardening', function () {
   this.timeout(60_000);
   let db: TestDatabase;
   before(async () => {
@@ -22,6 +25,7 @@ describe('migration 20261130000700_subscription_url_hash', function () {
     ];
     expect(rolledBack).to.deep.equal([MIGRATION]);
     expect(await db.knex.schema.hasColumn('event_subscriptions', 'url_sha256')).to.equal(false);
+    expect(await db.knex.schema.hasColumn('event_subscription_secrets', 'rotation_key')).to.equal(false);
     const now = new Date();
     const row = { event_types: '[]', created_by: 't', created_at: now, updated_at: now };
     await db.knex('event_subscriptions').insert([
@@ -30,6 +34,7 @@ describe('migration 20261130000700_subscription_url_hash', function () {
     ]);
 
     expect(await migrateToLatest(db.knex)).to.deep.equal([MIGRATION]);
+    expect(await db.knex.schema.hasColumn('event_subscription_secrets', 'rotation_key')).to.equal(true);
     const hashed = (await db.knex('event_subscriptions').orderBy('id').select('id', 'url_sha256')) as {
       id: string;
       url_sha256: Buffer;
