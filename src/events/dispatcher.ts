@@ -30,6 +30,7 @@ import { newId } from '../ids/prefixed-id.js';
 import type { KeyRing } from '../keys/key-ring.js';
 import { postWebhook, type DeliveryRequest, type DeliveryResult, type WebhookSender } from './http-sender.js';
 import { signedHeaders } from './signing.js';
+import { DeadlineExceeded, withinDeadline } from './deadline.js';
 import { liveSecrets } from './subscription-secrets.js';
 import { parseTargetUrl, resolveTarget, TargetRefused, type TargetPolicy } from './target-policy.js';
 
@@ -356,24 +357,6 @@ class OwnFailure {
 }
 
 type Failure = TargetRefused | OwnFailure;
-
-class DeadlineExceeded extends Error {}
-
-/**
- * `work`, or DeadlineExceeded after `ms`. The work itself is not cancelled (dns.lookup cannot be),
- * only no longer waited for: its late answer is dropped.
- */
-async function withinDeadline<T>(work: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const expired = new Promise<never>((_resolve, reject) => {
-    timer = setTimeout(() => reject(new DeadlineExceeded('deadline exceeded')), ms);
-  });
-  try {
-    return await Promise.race([work, expired]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 function describe(result: DeliveryResult | Failure): {
   outcome: DeliveryOutcome;

@@ -15,6 +15,7 @@ import { newId } from '../ids/prefixed-id.js';
 import type { KeyRing } from '../keys/key-ring.js';
 import { refuseCardNumbers, type Actor } from '../loyalty/loyalty-service.js';
 import type { EventType } from './event-types.js';
+import { DeadlineExceeded, withinDeadline } from './deadline.js';
 import { addSecret } from './subscription-secrets.js';
 import { parseTargetUrl, resolveTarget, TargetRefused, type TargetPolicy } from './target-policy.js';
 
@@ -74,6 +75,8 @@ export interface SubscriptionServiceDeps {
   readonly knex: Knex;
   readonly keyRing: KeyRing;
   readonly targets: TargetPolicy;
+  /** How long the SSRF check at creation waits for DNS (the delivery timeout); default 10 s. */
+  readonly resolveTimeoutMs?: number;
   readonly now?: () => Date;
 }
 
@@ -321,10 +324,11 @@ export class SubscriptionService {
   private async checkTarget(value: string): Promise<URL> {
     try {
       const url = parseTargetUrl(value, this.deps.targets);
-      await resolveTarget(url, this.deps.targets);
+      await withinDeadline(resolveTarget(url, this.deps.targets), this.deps.resolveTimeoutMs ?? 10_000);
       return url;
     } catch (error) {
       if (error instanceof TargetRefused) throw error.toAppError();
+      if (error instanceof DeadlineExceeded) throw new TargetRefused('unresolvable').toAppError();
       throw error;
     }
   }

@@ -7,6 +7,7 @@ import { expect } from 'chai';
 import nock from 'nock';
 import { classifyAddress, parseTargetUrl, TargetRefused } from '../../src/events/target-policy.js';
 import { parseRetryAfter } from '../../src/events/dispatcher.js';
+import { SubscriptionService } from '../../src/events/subscription-service.js';
 import { signToken } from '../support/auth.js';
 import { startTestService, type TestService } from '../support/harness.js';
 import { newShopper } from '../loyalty/support.js';
@@ -309,6 +310,27 @@ describe('outbound events: subscriptions', function () {
         ['fec0::1', 'reserved'],
       ];
       for (const [address, reason] of table) expect(classifyAddress(address), address).to.equal(reason);
+    });
+
+    it('when DNS does not answer at creation, then 422 WEBHOOK_TARGET_REFUSED (unresolvable) after the timeout, not a hung request', async () => {
+      const service = new SubscriptionService({
+        knex: svc.db.knex,
+        keyRing: svc.service.keyRing,
+        targets: { resolver: () => new Promise(() => undefined), allowHttp: false, allowPrivate: false },
+        resolveTimeoutMs: 100,
+      });
+      let error: unknown;
+      await service
+        .create(
+          { url: 'https://slow-dns.example.com/h', eventTypes: ['points.available'] },
+          {
+            subject: 'test-admin',
+            origin: 'test',
+          },
+        )
+        .catch((e: unknown) => (error = e));
+      expect(error).to.include({ code: 'WEBHOOK_TARGET_REFUSED', status: 422 });
+      expect((error as { extensions: unknown }).extensions).to.deep.equal({ reason: 'unresolvable' });
     });
 
     it('when development allows http and private targets, then only the URL form is checked', () => {
