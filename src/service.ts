@@ -153,7 +153,12 @@ export async function buildService(config: Config, options: BuildOptions): Promi
       'EVENTS_ALLOW_PRIVATE_TARGETS is on: webhooks may reach loopback and private addresses (development only).',
     );
   }
-  const subscriptions = new SubscriptionService({ knex: database.knex, keyRing, targets });
+  const subscriptions = new SubscriptionService({
+    knex: database.knex,
+    keyRing,
+    targets,
+    resolveTimeoutMs: config.events.timeoutMs,
+  });
   const deliveries = metrics.counter('outbound_deliveries_total', 'Outbound event delivery attempts, by outcome.');
   const deadLetters = metrics.counter('outbound_dead_letters_total', 'Outbound event deliveries dead-lettered.');
   const dispatcher = new EventDispatcher({

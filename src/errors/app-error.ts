@@ -67,6 +67,7 @@ export const ERROR_CATALOG = {
   WEBHOOK_TARGET_REFUSED: { status: 422, title: 'The webhook target URL is not accepted' },
   SUBSCRIPTION_EXISTS: { status: 409, title: 'A subscription for this URL already exists' },
   EVENT_NOT_REPLAYABLE: { status: 409, title: 'This delivery cannot be replayed' },
+  SECRET_ROTATION_REPEATED: { status: 409, title: 'This rotation was already made; its secret was shown once' },
   // 401 / 403: who is calling
   TOKEN_MISSING: { status: 401, title: 'A bearer token is required' },
   TOKEN_MALFORMED: { status: 401, title: 'The bearer token is malformed' },

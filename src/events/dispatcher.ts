@@ -6,10 +6,18 @@
  *   them (`leased_until`), so any number of instances share the work and none holds a database
  *   connection while a receiver answers. A dispatcher that dies mid-delivery leaves a lease that
  *   runs out; the delivery is then taken again with the same `webhook-id` (at least once).
+ * - Leases are on the database's clock (`now()`), never an instance's: an instance whose clock runs
+ *   fast cannot take a live lease, one whose clock runs slow cannot keep a dead one. The lease
+ *   (2 × timeout + 30 s) covers the work before the send (DNS, secrets: bounded by the timeout), the
+ *   send (bounded by the timeout) and the recording. Just before sending, the dispatcher checks in the
+ *   database that it still holds the lease with at least a send's worth of time left; if not it
+ *   sends nothing (another instance has it or will), so a slow instance cannot send an event again
+ *   after a later one of its shopper was delivered.
  * - Order: only the head of a (subscription, shopper) queue is ever due: a delivery whose shopper
  *   has an earlier pending event for the same subscription waits, until that one is delivered or
  *   dead-lettered. Different shoppers and subscriptions proceed in parallel.
- * - Failures: timeouts, network errors and non-2xx answers are retried with exponential backoff and
+ * - Failures: timeouts, network errors, non-2xx answers and failures of our own before the send
+ *   (a secret that cannot be decrypted, none at all, DNS past the deadline) are retried with exponential backoff and
  *   full jitter, never sooner than a `Retry-After` (seconds or an HTTP date, capped); after
  *   `maxAttempts` the delivery is dead-lettered (replayable by an admin). `410 Gone` disables the
  *   subscription. Every attempt is recorded: outcome, status, latency, and an error written by us.
@@ -20,8 +28,9 @@ import { randomUUID } from 'node:crypto';
 import type { Knex } from 'knex';
 import { newId } from '../ids/prefixed-id.js';
 import type { KeyRing } from '../keys/key-ring.js';
-import { postWebhook, type DeliveryResult, type WebhookSender } from './http-sender.js';
+import { postWebhook, type DeliveryRequest, type DeliveryResult, type WebhookSender } from './http-sender.js';
 import { signedHeaders } from './signing.js';
+import { DeadlineExceeded, withinDeadline } from './deadline.js';
 import { liveSecrets } from './subscription-secrets.js';
 import { parseTargetUrl, resolveTarget, TargetRefused, type TargetPolicy } from './target-policy.js';
 
@@ -48,7 +57,10 @@ export interface DispatcherDeps {
   readonly targets: TargetPolicy;
   readonly options: DispatcherOptions;
   readonly send?: WebhookSender;
+  /** The application clock: signature timestamps and secret expiry. Leases use the database's. */
   readonly now?: () => Date;
+  /** Tests only: time skipped by the test, added to the database clock. */
+  readonly clockOffsetMs?: () => number;
   /** In [0, 1): the jitter. */
   readonly random?: () => number;
   readonly onAttempt?: (outcome: DeliveryOutcome, dead: boolean) => void;
@@ -77,6 +89,7 @@ export class EventDispatcher {
   private readonly send: WebhookSender;
   private readonly now: () => Date;
   private readonly random: () => number;
+  private readonly clockOffsetMs: () => number;
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<unknown> | undefined;
   private stopped = true;
@@ -86,6 +99,7 @@ export class EventDispatcher {
     this.send = deps.send ?? postWebhook;
     this.now = deps.now ?? (() => new Date());
     this.random = deps.random ?? Math.random;
+    this.clockOffsetMs = deps.clockOffsetMs ?? (() => 0);
   }
 
   /** Starts polling; a round that found a full batch is followed at once by the next. */
@@ -127,16 +141,22 @@ export class EventDispatcher {
     const settled = await Promise.allSettled(claimed.map((c) => this.deliver(c)));
     const records: DeliveryRecord[] = [];
     for (const result of settled) {
-      if (result.status === 'fulfilled') records.push(result.value);
-      else this.deps.onError?.(result.reason);
+      if (result.status === 'rejected') this.deps.onError?.(result.reason);
+      else if (result.value !== undefined) records.push(result.value);
     }
     return records;
+  }
+
+  /** The database's clock, moved by `offsetMs` (and by the time a test skipped). */
+  private dbTime(offsetMs = 0): Knex.Raw {
+    return this.knex.raw(`now() + ?::double precision * interval '1 millisecond'`, [this.clockOffsetMs() + offsetMs]);
   }
 
   /** Leases the due heads of their queues (committed before any delivery starts). */
   async claim(): Promise<ClaimedDelivery[]> {
     const now = this.now();
     const leaseMs = this.deps.options.timeoutMs * 2 + 30_000;
+    const dbNow = this.dbTime();
     return this.knex.transaction(async (trx) => {
       const { rows } = (await trx.raw(
         `select d.subscription_id, d.event_id, d.attempts, s.url, e.body
@@ -152,7 +172,7 @@ export class EventDispatcher {
          order by d.next_attempt_at, d.event_seq
          limit ?
          for update of d skip locked`,
-        [now, now, this.deps.options.batchSize],
+        [dbNow, dbNow, this.deps.options.batchSize],
       )) as { rows: { subscription_id: string; event_id: string; attempts: number; url: string; body: string }[] };
       if (rows.length === 0) return [];
       const leaseToken = randomUUID();
@@ -160,13 +180,7 @@ export class EventDispatcher {
         `update outbound_deliveries d set leased_until = ?, lease_token = ?, updated_at = ?
          from unnest(?::text[], ?::text[]) as c (subscription_id, event_id)
          where d.subscription_id = c.subscription_id and d.event_id = c.event_id`,
-        [
-          new Date(now.getTime() + leaseMs),
-          leaseToken,
-          now,
-          rows.map((r) => r.subscription_id),
-          rows.map((r) => r.event_id),
-        ],
+        [this.dbTime(leaseMs), leaseToken, now, rows.map((r) => r.subscription_id), rows.map((r) => r.event_id)],
       );
       return rows.map((r) => ({
         subscriptionId: r.subscription_id,
@@ -179,34 +193,79 @@ export class EventDispatcher {
     });
   }
 
-  /** Sends one claimed delivery and records the attempt and its consequence. */
-  async deliver(claimed: ClaimedDelivery): Promise<DeliveryRecord> {
+  /**
+   * Sends one claimed delivery and records the attempt and its consequence; undefined when the lease
+   * was lost before the send (nothing sent, nothing recorded: it is another instance's now).
+   */
+  async deliver(claimed: ClaimedDelivery): Promise<DeliveryRecord | undefined> {
     const started = process.hrtime.bigint();
-    let result: DeliveryResult | TargetRefused;
-    try {
-      const url = parseTargetUrl(claimed.url, this.deps.targets);
-      const address = await resolveTarget(url, this.deps.targets);
-      const now = this.now();
-      const secrets = await liveSecrets(this.knex, this.deps.keyRing, claimed.subscriptionId, now);
-      result = await this.send({
-        url,
-        address,
-        headers: signedHeaders(secrets, claimed.eventId, now, claimed.body),
-        body: claimed.body,
-        timeoutMs: this.deps.options.timeoutMs,
-        maxResponseBytes: this.deps.options.maxResponseBytes,
-      });
-    } catch (error) {
-      if (!(error instanceof TargetRefused)) throw error;
-      result = error;
+    const prepared = await this.prepare(claimed);
+    let result: DeliveryResult | Failure;
+    if (prepared instanceof TargetRefused || prepared instanceof OwnFailure) {
+      result = prepared;
+    } else {
+      if (!(await this.stillLeased(claimed))) return undefined;
+      result = await this.send(prepared);
     }
     const latencyMs = Number((process.hrtime.bigint() - started) / 1_000_000n);
     return this.record(claimed, result, latencyMs);
   }
 
+  /**
+   * Everything before the send, within the delivery's timeout: the target checked again, the secrets
+   * unsealed, the request signed. A failure here is ours (or the target's), and is recorded as an
+   * attempt like any other, so it backs off and is dead-lettered in the end instead of holding the
+   * shopper's queue for ever; its error is a fixed sentence, never the exception's text.
+   */
+  private async prepare(claimed: ClaimedDelivery): Promise<DeliveryRequest | Failure> {
+    const { timeoutMs, maxResponseBytes } = this.deps.options;
+    const work = async (): Promise<DeliveryRequest | OwnFailure> => {
+      const url = parseTargetUrl(claimed.url, this.deps.targets);
+      const address = await resolveTarget(url, this.deps.targets);
+      const now = this.now();
+      let secrets: string[];
+      try {
+        secrets = await liveSecrets(this.knex, this.deps.keyRing, claimed.subscriptionId, now);
+      } catch (error) {
+        this.deps.onError?.(error);
+        return new OwnFailure('failed', 'INTERNAL: the signing secrets could not be unsealed');
+      }
+      if (secrets.length === 0) return new OwnFailure('failed', 'INTERNAL: the subscription has no signing secret');
+      const headers = signedHeaders(secrets, claimed.eventId, now, claimed.body);
+      return { url, address, headers, body: claimed.body, timeoutMs, maxResponseBytes };
+    };
+    try {
+      return await withinDeadline(work(), timeoutMs);
+    } catch (error) {
+      if (error instanceof TargetRefused) return error;
+      if (error instanceof DeadlineExceeded) {
+        return new OwnFailure('timeout', 'TIMEOUT: the target and secrets were not ready in time');
+      }
+      this.deps.onError?.(error);
+      return new OwnFailure('failed', 'INTERNAL: the delivery could not be prepared');
+    }
+  }
+
+  /**
+   * True when this dispatcher still holds the lease, on the database's clock, with time left for a
+   * whole send: a send that starts must end (its own timeout) before anyone else may take the event.
+   */
+  private async stillLeased(claimed: ClaimedDelivery): Promise<boolean> {
+    const row = (await this.knex('outbound_deliveries')
+      .where({
+        subscription_id: claimed.subscriptionId,
+        event_id: claimed.eventId,
+        lease_token: claimed.leaseToken,
+        state: 'pending',
+      })
+      .where('leased_until', '>', this.dbTime(this.deps.options.timeoutMs))
+      .first('event_id')) as { event_id: string } | undefined;
+    return row !== undefined;
+  }
+
   private async record(
     claimed: ClaimedDelivery,
-    result: DeliveryResult | TargetRefused,
+    result: DeliveryResult | Failure,
     latencyMs: number,
   ): Promise<DeliveryRecord> {
     const now = this.now();
@@ -253,7 +312,7 @@ export class EventDispatcher {
             state: dead ? 'dead' : 'pending',
             attempts: attempt,
             last_error: error ?? null,
-            next_attempt_at: new Date(now.getTime() + this.retryDelayMs(attempt, result, now)),
+            next_attempt_at: this.dbTime(this.retryDelayMs(attempt, result, now)),
           });
       }
     });
@@ -266,12 +325,12 @@ export class EventDispatcher {
    * that receivers recovering from an outage are not hit by every instance at once; never sooner
    * than the receiver's `Retry-After`, itself capped.
    */
-  retryDelayMs(attempt: number, result: DeliveryResult | TargetRefused, now: Date): number {
+  retryDelayMs(attempt: number, result: DeliveryResult | Failure, now: Date): number {
     const { backoffBaseMs, backoffMaxMs, retryAfterMaxMs } = this.deps.options;
     const ceiling = Math.min(backoffMaxMs, backoffBaseMs * 2 ** Math.min(attempt - 1, 30));
     const jittered = Math.floor(this.random() * ceiling);
     const retryAfter =
-      result instanceof TargetRefused || result.kind !== 'response'
+      result instanceof TargetRefused || result instanceof OwnFailure || result.kind !== 'response'
         ? undefined
         : parseRetryAfter(result.retryAfter, now);
     return retryAfter === undefined ? jittered : Math.max(jittered, Math.min(retryAfter, retryAfterMaxMs));
@@ -288,7 +347,18 @@ export function parseRetryAfter(value: string | undefined, now: Date): number | 
   return Math.max(0, at - now.getTime());
 }
 
-function describe(result: DeliveryResult | TargetRefused): {
+/** A delivery that failed before its send, in our own code or on its deadline. */
+class OwnFailure {
+  constructor(
+    readonly outcome: 'failed' | 'timeout',
+    /** A fixed sentence: never an exception's message (it could quote a secret or a value). */
+    readonly error: string,
+  ) {}
+}
+
+type Failure = TargetRefused | OwnFailure;
+
+function describe(result: DeliveryResult | Failure): {
   outcome: DeliveryOutcome;
   status: number | undefined;
   error: string | undefined;
@@ -296,6 +366,7 @@ function describe(result: DeliveryResult | TargetRefused): {
   if (result instanceof TargetRefused) {
     return { outcome: 'refused', status: undefined, error: `TARGET_REFUSED: ${result.reason}` };
   }
+  if (result instanceof OwnFailure) return { outcome: result.outcome, status: undefined, error: result.error };
   switch (result.kind) {
     case 'timeout':
       return { outcome: 'timeout', status: undefined, error: 'TIMEOUT: no complete answer in time' };

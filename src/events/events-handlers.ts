@@ -39,13 +39,16 @@ export function eventsHandlers(subscriptions: SubscriptionService): HandlerMap {
     },
 
     async rotateSubscriptionSecret(req, res) {
-      const body = validInput(req).body as { overlapSeconds?: number } | undefined;
+      const { body, headers } = validInput(req);
+      const overlap = (body as { overlapSeconds?: number } | undefined)?.overlapSeconds;
       const rotated = await subscriptions.rotateSecret(
         idOf(req),
-        body?.overlapSeconds ?? DEFAULT_SECRET_OVERLAP_SECONDS,
+        overlap ?? DEFAULT_SECRET_OVERLAP_SECONDS,
         actorOf(req),
+        headers['idempotency-key'] as string | undefined,
       );
       res.status(201).json({
+        secretId: rotated.secretId,
         secret: rotated.secret,
         previousSecretsExpireAt: rotated.previousSecretsExpireAt.toISOString(),
       });

@@ -8,7 +8,9 @@
  * the record that replay and audits read, and it costs one small insert in a transaction that
  * already writes several rows. The fan-out is a join on the (small) subscriptions table, so a
  * webhook with no subscriber pays no delivery rows. A subscription receives the events committed
- * after it was created; it is not sent the history.
+ * after it was created; it is not sent the history. A delivery is due at its event's time, but never
+ * later than the database's `now()`: the dispatcher reads the database clock, and a writer whose
+ * clock runs fast must not hold its events back.
  */
 import type { Knex } from 'knex';
 import type { OutboundEvent } from './event-types.js';
@@ -32,7 +34,7 @@ export function outboxCtes(events: readonly OutboundEvent[]): { sql: string; bin
           outbox_deliveries as (
             insert into outbound_deliveries
               (subscription_id, event_id, shopper_ref, event_seq, state, attempts, next_attempt_at, created_at, updated_at)
-            select s.id, e.id, e.shopper_ref, e.seq, 'pending', 0, e.created_at, e.created_at, e.created_at
+            select s.id, e.id, e.shopper_ref, e.seq, 'pending', 0, least(e.created_at, now()), e.created_at, e.created_at
             from outbox_events e
             join event_subscriptions s on s.state = 'active' and jsonb_exists(s.event_types, e.type))`,
     bindings: events.flatMap((e) => [e.id, e.type, e.shopperRef, e.body, e.createdAt]),

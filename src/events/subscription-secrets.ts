@@ -17,13 +17,17 @@ export function subscriptionSecretAad(secretId: string, keyVersion: number): str
   return `loyalty-vault/subscription-secret/v1|${secretId}|${keyVersion}`;
 }
 
-/** Generates, seals and stores a new secret for a subscription; returns it in clear, once. */
+/**
+ * Generates, seals and stores a new secret for a subscription; returns it in clear, once, with its
+ * id. `rotationKey` is the `Idempotency-Key` of the rotation that asked for it, if any.
+ */
 export async function addSecret(
   trx: Knex.Transaction,
   keyRing: KeyRing,
   subscriptionId: string,
   now: Date,
-): Promise<string> {
+  rotationKey?: string,
+): Promise<{ id: string; secret: string }> {
   const secret = newSigningSecret();
   const id = newId('whs');
   const key = await keyRing.active('pan-encryption', trx);
@@ -34,8 +38,9 @@ export async function addSecret(
     secret_key_version: key.version,
     created_at: now,
     expires_at: null,
+    rotation_key: rotationKey ?? null,
   });
-  return secret;
+  return { id, secret };
 }
 
 /** The secrets that sign a delivery now: the current one and any still in a rotation's overlap. */

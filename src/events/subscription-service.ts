@@ -6,6 +6,7 @@
  *
  * A secret is shown once, when it is made (creation, rotation); reads never return it.
  */
+import { createHash } from 'node:crypto';
 import type { Knex } from 'knex';
 import { appendAuditEvent } from '../audit/audit-log.js';
 import { decodeCursor, encodeCursor } from '../db/keyset-cursor.js';
@@ -14,6 +15,7 @@ import { newId } from '../ids/prefixed-id.js';
 import type { KeyRing } from '../keys/key-ring.js';
 import { refuseCardNumbers, type Actor } from '../loyalty/loyalty-service.js';
 import type { EventType } from './event-types.js';
+import { DeadlineExceeded, withinDeadline } from './deadline.js';
 import { addSecret } from './subscription-secrets.js';
 import { parseTargetUrl, resolveTarget, TargetRefused, type TargetPolicy } from './target-policy.js';
 
@@ -73,6 +75,8 @@ export interface SubscriptionServiceDeps {
   readonly knex: Knex;
   readonly keyRing: KeyRing;
   readonly targets: TargetPolicy;
+  /** How long the SSRF check at creation waits for DNS (the delivery timeout); default 10 s. */
+  readonly resolveTimeoutMs?: number;
   readonly now?: () => Date;
 }
 
@@ -88,19 +92,27 @@ export class SubscriptionService {
     this.now = deps.now ?? (() => new Date());
   }
 
+  /**
+   * The URL is stored normalised (`url.href`: lower-case host, percent-encoded path), so one
+   * receiver written two ways is one subscription; control characters are refused in the URL and
+   * the description (PostgreSQL rejects NUL in text: a 500, not a 400).
+   */
   async create(input: NewSubscription, actor: Actor): Promise<{ subscription: SubscriptionRow; secret: string }> {
+    refuseControlCharacters({ url: input.url, description: input.description });
     refuseCardNumbers({ url: input.url, description: input.description });
-    await this.checkTarget(input.url);
+    const url = (await this.checkTarget(input.url)).href;
+    const urlHash = urlSha256(url);
     return this.knex
       .transaction(async (trx) => {
         const now = this.now();
-        const existing = await this.liveByUrl(trx, input.url);
+        const existing = await this.liveByUrl(trx, urlHash);
         if (existing !== undefined) throw subscriptionExists(existing.id);
         const id = newId('sub');
         const [row] = (await trx('event_subscriptions')
           .insert({
             id,
-            url: input.url,
+            url,
+            url_sha256: urlHash,
             event_types: JSON.stringify([...new Set(input.eventTypes)].sort()),
             description: input.description ?? null,
             state: 'active',
@@ -110,7 +122,7 @@ export class SubscriptionService {
             updated_at: now,
           })
           .returning('*')) as SubscriptionRow[];
-        const secret = await addSecret(trx, this.deps.keyRing, id, now);
+        const { secret } = await addSecret(trx, this.deps.keyRing, id, now);
         await this.audit(trx, actor, 'events.subscription.created', id, now, { eventTypes: input.eventTypes });
         return { subscription: row as SubscriptionRow, secret };
       })
@@ -118,7 +130,7 @@ export class SubscriptionService {
         // Two creates racing for one URL: the partial unique index decides, the loser is told which.
         const e = error as { code?: unknown } | null;
         if (e?.code === '23505') {
-          const winner = await this.liveByUrl(this.knex, input.url);
+          const winner = await this.liveByUrl(this.knex, urlHash);
           if (winner !== undefined) throw subscriptionExists(winner.id);
         }
         throw error;
@@ -158,12 +170,18 @@ export class SubscriptionService {
    * A new secret, returned once. The secrets live until now keep signing for `overlapSeconds` (both
    * signatures in every delivery meanwhile), so the subscriber can switch without losing one.
    * Secrets whose overlap has ended are erased.
+   *
+   * With an `idempotencyKey`, a retry of a rotation whose secret is still live is
+   * `409 SECRET_ROTATION_REPEATED` naming that secret: it mints no third secret and does not start
+   * the overlap countdown on the secret the admin received. The secret is never shown again (it is
+   * shown once): an admin who lost the answer rotates again with a new key.
    */
   async rotateSecret(
     id: string,
     overlapSeconds: number,
     actor: Actor,
-  ): Promise<{ secret: string; previousSecretsExpireAt: Date }> {
+    idempotencyKey?: string,
+  ): Promise<{ secretId: string; secret: string; previousSecretsExpireAt: Date }> {
     return this.knex.transaction(async (trx) => {
       const now = this.now();
       const row = (await trx('event_subscriptions')
@@ -172,15 +190,31 @@ export class SubscriptionService {
         .forUpdate()
         .first()) as SubscriptionRow | undefined;
       if (row === undefined) throw new AppError('NOT_FOUND', { detail: 'No such subscription.' });
+      if (idempotencyKey !== undefined) {
+        // The subscription row is locked: a concurrent retry waits here and then sees this one's secret.
+        const made = (await trx('event_subscription_secrets')
+          .where({ subscription_id: id, rotation_key: idempotencyKey })
+          .where((q) => q.whereNull('expires_at').orWhere('expires_at', '>', now))
+          .first('id')) as { id: string } | undefined;
+        if (made !== undefined) {
+          throw new AppError('SECRET_ROTATION_REPEATED', {
+            detail: 'A rotation with this Idempotency-Key already made a secret; it is not shown again.',
+            extensions: { secretId: made.id },
+          });
+        }
+      }
       const until = new Date(now.getTime() + overlapSeconds * 1000);
       await trx('event_subscription_secrets').where({ subscription_id: id }).where('expires_at', '<=', now).delete();
       await trx('event_subscription_secrets')
         .where({ subscription_id: id })
         .where((q) => q.whereNull('expires_at').orWhere('expires_at', '>', until))
         .update({ expires_at: until });
-      const secret = await addSecret(trx, this.deps.keyRing, id, now);
-      await this.audit(trx, actor, 'events.subscription.secret-rotated', id, now, { overlapSeconds });
-      return { secret, previousSecretsExpireAt: until };
+      const made = await addSecret(trx, this.deps.keyRing, id, now, idempotencyKey);
+      await this.audit(trx, actor, 'events.subscription.secret-rotated', id, now, {
+        overlapSeconds,
+        secretId: made.id,
+      });
+      return { secretId: made.id, secret: made.secret, previousSecretsExpireAt: until };
     });
   }
 
@@ -271,7 +305,8 @@ export class SubscriptionService {
       await trx('outbound_deliveries').where({ subscription_id: id, event_id: eventId }).update({
         state: 'pending',
         attempts: 0,
-        next_attempt_at: now,
+        // Due on the database's clock, which the dispatcher reads (not this instance's).
+        next_attempt_at: trx.fn.now(),
         leased_until: null,
         lease_token: null,
         updated_at: now,
@@ -286,17 +321,20 @@ export class SubscriptionService {
   }
 
   /** The SSRF check at creation: the URL's form, then every address its host resolves to. */
-  private async checkTarget(value: string): Promise<void> {
+  private async checkTarget(value: string): Promise<URL> {
     try {
-      await resolveTarget(parseTargetUrl(value, this.deps.targets), this.deps.targets);
+      const url = parseTargetUrl(value, this.deps.targets);
+      await withinDeadline(resolveTarget(url, this.deps.targets), this.deps.resolveTimeoutMs ?? 10_000);
+      return url;
     } catch (error) {
       if (error instanceof TargetRefused) throw error.toAppError();
+      if (error instanceof DeadlineExceeded) throw new TargetRefused('unresolvable').toAppError();
       throw error;
     }
   }
 
-  private async liveByUrl(db: Knex | Knex.Transaction, url: string): Promise<SubscriptionRow | undefined> {
-    return (await db('event_subscriptions').where({ url }).whereNot({ state: 'deleted' }).first()) as
+  private async liveByUrl(db: Knex | Knex.Transaction, urlHash: Buffer): Promise<SubscriptionRow | undefined> {
+    return (await db('event_subscriptions').where({ url_sha256: urlHash }).whereNot({ state: 'deleted' }).first()) as
       SubscriptionRow | undefined;
   }
 
@@ -321,6 +359,24 @@ export class SubscriptionService {
       },
       now,
     );
+  }
+}
+
+/** The uniqueness key of a subscription's (normalised) URL: a fixed-size index row whatever its length. */
+function urlSha256(url: string): Buffer {
+  return createHash('sha256').update(url, 'utf8').digest();
+}
+
+/** C0 and C1 control characters (NUL included); the API schema refuses them too. */
+// eslint-disable-next-line no-control-regex -- matching control characters is the point
+const CONTROL_CHARACTERS = /[\u0000-\u001f\u007f-\u009f]/u;
+
+function refuseControlCharacters(fields: Readonly<Record<string, string | undefined>>): void {
+  const errors = Object.entries(fields)
+    .filter(([, value]) => value !== undefined && CONTROL_CHARACTERS.test(value))
+    .map(([name]) => ({ pointer: `/body/${name}`, message: 'must not contain control characters' }));
+  if (errors.length > 0) {
+    throw new AppError('VALIDATION_FAILED', { detail: 'Control characters are not accepted.', extensions: { errors } });
   }
 }
 

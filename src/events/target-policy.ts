@@ -3,8 +3,11 @@
  * is created and again before every delivery (DNS can change): https only (http in development), no
  * credentials in the URL, and every address the host resolves to must be public. Loopback, private,
  * carrier-grade NAT, link-local (cloud metadata lives at 169.254.169.254), unique-local, multicast,
- * reserved and documentation ranges are refused, also when written as IPv4-mapped IPv6. The delivery
- * then connects to the address that was checked (see http-sender.ts), never to a fresh lookup.
+ * reserved, benchmarking and documentation ranges are refused. IPv6 must be global unicast
+ * (2000::/3) outside the IANA special-purpose blocks; an IPv6 address that a translator or tunnel
+ * turns into an IPv4 one (IPv4-mapped, SIIT, NAT64 64:ff9b::/96, 6to4) is judged by that IPv4
+ * address, and Teredo and local-use NAT64 are refused outright. The delivery then connects to the
+ * address that was checked (see http-sender.ts), never to a fresh lookup.
  *
  * `allowPrivate` lifts the range check for development receivers on localhost; it is refused in
  * production by the configuration.
@@ -37,6 +40,7 @@ export interface TargetPolicy {
 
 export type RefusalReason =
   | 'url-invalid'
+  | 'url-too-long'
   | 'https-required'
   | 'credentials-in-url'
   | 'unresolvable'
@@ -66,66 +70,139 @@ export class TargetRefused extends Error {
   }
 }
 
-const RANGES: readonly (readonly [RefusalReason, 'ipv4' | 'ipv6', string, number])[] = [
-  ['unspecified', 'ipv4', '0.0.0.0', 8],
-  ['private', 'ipv4', '10.0.0.0', 8],
-  ['carrier-grade-nat', 'ipv4', '100.64.0.0', 10],
-  ['loopback', 'ipv4', '127.0.0.0', 8],
-  ['link-local', 'ipv4', '169.254.0.0', 16],
-  ['private', 'ipv4', '172.16.0.0', 12],
-  ['reserved', 'ipv4', '192.0.0.0', 24],
-  ['documentation', 'ipv4', '192.0.2.0', 24],
-  ['private', 'ipv4', '192.168.0.0', 16],
-  ['reserved', 'ipv4', '198.18.0.0', 15],
-  ['documentation', 'ipv4', '198.51.100.0', 24],
-  ['documentation', 'ipv4', '203.0.113.0', 24],
-  ['multicast', 'ipv4', '224.0.0.0', 4],
-  ['reserved', 'ipv4', '240.0.0.0', 4],
-  ['unspecified', 'ipv6', '::', 128],
-  ['loopback', 'ipv6', '::1', 128],
-  ['reserved', 'ipv6', '100::', 64],
-  ['documentation', 'ipv6', '2001:db8::', 32],
-  ['unique-local', 'ipv6', 'fc00::', 7],
-  ['link-local', 'ipv6', 'fe80::', 10],
-  ['reserved', 'ipv6', 'fec0::', 10],
-  ['multicast', 'ipv6', 'ff00::', 8],
+/**
+ * IPv4 ranges that are not public unicast (IANA IPv4 Special-Purpose Address Registry, plus
+ * multicast and the old class E). The first match names the reason.
+ */
+const IPV4_RANGES: readonly (readonly [RefusalReason, string, number])[] = [
+  ['unspecified', '0.0.0.0', 8],
+  ['private', '10.0.0.0', 8],
+  ['carrier-grade-nat', '100.64.0.0', 10],
+  ['loopback', '127.0.0.0', 8],
+  ['link-local', '169.254.0.0', 16],
+  ['private', '172.16.0.0', 12],
+  ['reserved', '192.0.0.0', 24],
+  ['documentation', '192.0.2.0', 24],
+  // The 6to4 relay anycast prefix (deprecated by RFC 7526): a relay, not a receiver.
+  ['reserved', '192.88.99.0', 24],
+  ['private', '192.168.0.0', 16],
+  // Benchmarking (RFC 2544).
+  ['reserved', '198.18.0.0', 15],
+  ['documentation', '198.51.100.0', 24],
+  ['documentation', '203.0.113.0', 24],
+  ['multicast', '224.0.0.0', 4],
+  // Class E and the limited broadcast 255.255.255.255.
+  ['reserved', '240.0.0.0', 4],
 ];
 
-const BLOCKS = RANGES.map(([reason, type, base, prefix]) => {
-  const list = new net.BlockList();
-  list.addSubnet(base, prefix, type);
-  return { reason, type, list };
-});
+/**
+ * IPv6 ranges refused by name. Only global unicast (2000::/3) is ever accepted; inside it the IANA
+ * IPv6 Special-Purpose Address Registry blocks are refused here. Prefixes that embed an IPv4
+ * address a translator would reach (NAT64, 6to4, SIIT, IPv4-mapped) are decoded before this table
+ * is read (see {@link classifyIpv6}).
+ */
+const IPV6_RANGES: readonly (readonly [RefusalReason, string, number])[] = [
+  ['unspecified', '::', 128],
+  ['loopback', '::1', 128],
+  // Discard-only (RFC 6666).
+  ['reserved', '100::', 64],
+  // Local-use NAT64 (RFC 8215): the operator picks where the IPv4 address sits, so it cannot be
+  // decoded with certainty; never globally reachable, so refused whole.
+  ['reserved', '64:ff9b:1::', 48],
+  // 2001::/23, IETF protocol assignments: Teredo (2001::/32, which tunnels to an IPv4 client address
+  // we would have to un-obfuscate), benchmarking, ORCHID, AMT, AS112… none is a receiver.
+  ['reserved', '2001::', 23],
+  ['documentation', '2001:db8::', 32],
+  ['documentation', '3fff::', 20],
+  ['unique-local', 'fc00::', 7],
+  ['link-local', 'fe80::', 10],
+  ['reserved', 'fec0::', 10],
+  ['multicast', 'ff00::', 8],
+];
+
+const V4_TABLE = IPV4_RANGES.map(([reason, base, prefix]) => ({
+  reason,
+  base: ipv4ToNumber(base) as number,
+  mask: prefix === 0 ? 0 : (0xffffffff << (32 - prefix)) >>> 0,
+}));
+
+const V6_TABLE = IPV6_RANGES.map(([reason, base, prefix]) => ({
+  reason,
+  base: ipv6ToBigInt(base) as bigint,
+  shift: BigInt(128 - prefix),
+}));
+
+const GLOBAL_UNICAST = { base: ipv6ToBigInt('2000::') as bigint, shift: 125n };
 
 /** Why an address may not be a webhook target, or undefined when it is a public address. */
 export function classifyAddress(address: string): RefusalReason | undefined {
   const family = net.isIP(address);
-  if (family === 0) return 'url-invalid';
+  if (family === 4) return classifyIpv4(ipv4ToNumber(address) as number);
   if (family === 6) {
-    const embedded = embeddedIpv4(address);
-    if (embedded !== undefined) return classifyAddress(embedded);
+    const value = ipv6ToBigInt(address.split('%')[0] as string);
+    return value === undefined ? 'url-invalid' : classifyIpv6(value);
   }
-  const type = family === 4 ? 'ipv4' : 'ipv6';
-  return BLOCKS.find((b) => b.type === type && b.list.check(address, type))?.reason;
+  return 'url-invalid';
 }
 
-/** The IPv4 address inside an IPv4-mapped (::ffff:a.b.c.d) or IPv4-compatible (::a.b.c.d) address. */
-function embeddedIpv4(address: string): string | undefined {
-  // Normalised through the URL parser: ::ffff:127.0.0.1 and ::ffff:7f00:1 both become ::ffff:7f00:1.
-  let host: string;
-  try {
-    host = new URL(`http://[${address.split('%')[0] as string}]/`).hostname.slice(1, -1);
-  } catch {
-    return undefined;
-  }
-  const match = /^::(?:ffff:)?([0-9a-f]{1,4}):([0-9a-f]{1,4})$/.exec(host);
-  if (match === null) return undefined;
-  const high = parseInt(match[1] as string, 16);
-  const low = parseInt(match[2] as string, 16);
-  return [high >> 8, high & 255, low >> 8, low & 255].join('.');
+function classifyIpv4(value: number): RefusalReason | undefined {
+  return V4_TABLE.find((r) => (value & r.mask) >>> 0 === r.base)?.reason;
 }
 
-/** Parses and checks the URL's form (scheme, credentials); no network. */
+/**
+ * IPv6: an address that makes a translator or tunnel reach an IPv4 address is judged by that IPv4
+ * address (on a DNS64/NAT64 network 64:ff9b::a00:5 reaches 10.0.0.5); anything else must be global
+ * unicast and outside the special-purpose blocks.
+ */
+function classifyIpv6(value: bigint): RefusalReason | undefined {
+  const low32 = Number(value & 0xffffffffn);
+  const high96 = value >> 32n;
+  // ::ffff:a.b.c.d (IPv4-mapped) and ::ffff:0:a.b.c.d (SIIT, RFC 7915 IPv4-translated).
+  if (high96 === 0xffffn || high96 === 0xffff0000n) return classifyIpv4(low32);
+  // ::a.b.c.d (IPv4-compatible, deprecated): never a route, but name the IPv4 reason when there is one.
+  if (high96 === 0n && value > 1n) return classifyIpv4(low32) ?? 'reserved';
+  // 64:ff9b::/96, the NAT64 well-known prefix (RFC 6052).
+  if (high96 === 0x0064ff9b0000000000000000n) return classifyIpv4(low32);
+  // 2002::/16, 6to4 (RFC 3056): the IPv4 address of the far end is in bits 16–47.
+  if (value >> 112n === 0x2002n) return classifyIpv4(Number((value >> 80n) & 0xffffffffn));
+  const named = V6_TABLE.find((r) => value >> r.shift === r.base >> r.shift)?.reason;
+  if (named !== undefined) return named;
+  return value >> GLOBAL_UNICAST.shift === GLOBAL_UNICAST.base >> GLOBAL_UNICAST.shift ? undefined : 'reserved';
+}
+
+function ipv4ToNumber(address: string): number | undefined {
+  const parts = address.split('.').map(Number);
+  if (parts.length !== 4 || parts.some((p) => !Number.isInteger(p) || p < 0 || p > 255)) return undefined;
+  return parts.reduce((n, p) => n * 256 + p, 0);
+}
+
+/** An IPv6 address (any notation, dotted IPv4 tail included) as a 128-bit integer. */
+function ipv6ToBigInt(address: string): bigint | undefined {
+  if (net.isIPv6(address) === false) return undefined;
+  let text = address;
+  const dotted = /(\d+\.\d+\.\d+\.\d+)$/.exec(text);
+  if (dotted !== null) {
+    const v4 = ipv4ToNumber(dotted[1] as string);
+    if (v4 === undefined) return undefined;
+    text = `${text.slice(0, dotted.index)}${(v4 >>> 16).toString(16)}:${(v4 & 0xffff).toString(16)}`;
+  }
+  const [head = '', tail] = text.split('::');
+  const headWords = head === '' ? [] : head.split(':');
+  const tailWords = tail === undefined || tail === '' ? [] : tail.split(':');
+  const missing = 8 - headWords.length - tailWords.length;
+  if (missing < 0 || (tail === undefined && missing !== 0)) return undefined;
+  const words = [...headWords, ...Array<string>(missing).fill('0'), ...tailWords];
+  return words.reduce((n, w) => (n << 16n) | BigInt(parseInt(w, 16)), 0n);
+}
+
+/**
+ * The longest target URL, in bytes of its normalised form (`href`: non-ASCII is percent-encoded, so
+ * 2,048 characters of input can be three times as many bytes). Comfortably within what is stored
+ * and logged; the uniqueness of URLs rests on their hash, not on an index of the text.
+ */
+export const MAX_TARGET_URL_BYTES = 2048;
+
+/** Parses and checks the URL's form (scheme, credentials, length); no network. */
 export function parseTargetUrl(value: string, policy: Pick<TargetPolicy, 'allowHttp'>): URL {
   let url: URL;
   try {
@@ -138,6 +215,7 @@ export function parseTargetUrl(value: string, policy: Pick<TargetPolicy, 'allowH
   }
   if (url.username !== '' || url.password !== '') throw new TargetRefused('credentials-in-url');
   if (url.hostname === '' || url.hash !== '') throw new TargetRefused('url-invalid');
+  if (Buffer.byteLength(url.href, 'utf8') > MAX_TARGET_URL_BYTES) throw new TargetRefused('url-too-long');
   return url;
 }
 

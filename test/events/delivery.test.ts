@@ -7,6 +7,7 @@ import { expect } from 'chai';
 import nock from 'nock';
 import type { Knex } from 'knex';
 import { Webhook } from 'standardwebhooks';
+import { EventDispatcher, type ClaimedDelivery } from '../../src/events/dispatcher.js';
 import { postWebhook } from '../../src/events/http-sender.js';
 import { signToken } from '../support/auth.js';
 import { startTestService, type TestService } from '../support/harness.js';
@@ -21,6 +22,7 @@ import {
   HOSTS,
   receiver,
   subscribe,
+  TEST_DISPATCH,
   TestClock,
   testDispatcher,
   type Received,
@@ -467,6 +469,137 @@ describe('outbound events: the outbox and its delivery', function () {
     const attempts = await svc.request('GET', `/v1/admin/subscriptions/${sub.id}/attempts`, { token: admin });
     expect(attempts.body.items[0]).to.include({ outcome: 'refused', error: 'TARGET_REFUSED: loopback' });
   });
+
+  it('when the lease runs out or is taken over between the claim and the send, then the slow instance sends nothing and records nothing', async () => {
+    const clock = new TestClock();
+    const sub = await subscribe(svc, 'https://crm.example.com/lease', ['shopper.created']);
+    const hook = receiver('https://crm.example.com', '/lease', () => [sub.secret]);
+    await shopper();
+    const slow = testDispatcher(svc, clock);
+    const lease = () => svc.db.knex('outbound_deliveries').where({ subscription_id: sub.id, state: 'pending' });
+    const attempts = () => svc.db.knex('outbound_delivery_attempts').where({ subscription_id: sub.id });
+
+    // Expired, on the database's clock, while the slow instance was resolving and unsealing.
+    const [expired] = await slow.claim();
+    await lease().update({ leased_until: svc.db.knex.raw(`now() - interval '1 second'`) });
+    expect(await slow.deliver(expired as ClaimedDelivery)).to.equal(undefined);
+    // Not yet expired, but with less left than a send may take: not started either.
+    const [short] = await slow.claim();
+    await lease().update({ leased_until: svc.db.knex.raw(`now() + interval '1 second'`) });
+    expect(await slow.deliver(short as ClaimedDelivery)).to.equal(undefined);
+    expect(hook.received).to.have.length(0);
+    expect(await attempts()).to.have.length(0);
+
+    // Another instance takes it over and delivers it; the slow one's stale claim still sends nothing.
+    await lease().update({ leased_until: svc.db.knex.raw(`now() - interval '1 second'`) });
+    expect((await testDispatcher(svc, clock).runOnce()).map((r) => r.outcome)).to.deep.equal(['delivered']);
+    expect(await slow.deliver(short as ClaimedDelivery)).to.equal(undefined);
+    expect(hook.received).to.have.length(1);
+    expect(await attempts()).to.have.length(1);
+  });
+
+  it("when an instance's clock runs fast, then it cannot take a live lease: leases are on the database's clock", async () => {
+    const clock = new TestClock();
+    const sub = await subscribe(svc, 'https://crm.example.com/fast-clock', ['shopper.created']);
+    const hook = receiver('https://crm.example.com', '/fast-clock', () => [sub.secret]);
+    await shopper();
+    expect(await testDispatcher(svc, clock).claim()).to.have.length(1);
+    const fast = new EventDispatcher({
+      knex: svc.db.knex,
+      keyRing: svc.service.keyRing,
+      targets: { resolver: fakeResolver, allowHttp: false, allowPrivate: false },
+      options: TEST_DISPATCH,
+      now: () => new Date(Date.now() + 10 * TEST_LEASE_MS),
+    });
+    expect(await fast.runOnce()).to.deep.equal([]);
+    expect(hook.received).to.have.length(0);
+  });
+
+  it('when DNS does not answer within the delivery timeout, then a timeout attempt is recorded, the lease is released and the delivery backs off', async () => {
+    const clock = new TestClock();
+    const sub = await subscribe(svc, 'https://crm.example.com/slow-dns', ['shopper.created']);
+    const hook = receiver('https://crm.example.com', '/slow-dns', () => [sub.secret]);
+    await shopper();
+    const dispatcher = new EventDispatcher({
+      knex: svc.db.knex,
+      keyRing: svc.service.keyRing,
+      // A resolver that never answers (dns.lookup has no timeout of its own).
+      targets: { resolver: () => new Promise(() => undefined), allowHttp: false, allowPrivate: false },
+      options: { ...TEST_DISPATCH, timeoutMs: 200 },
+      now: clock.now,
+      clockOffsetMs: clock.offsetMs,
+      random: () => 0.5,
+    });
+    const started = Date.now();
+    expect((await dispatcher.runOnce()).map((r) => [r.outcome, r.dead])).to.deep.equal([['timeout', false]]);
+    expect(Date.now() - started).to.be.lessThan(TEST_DISPATCH.timeoutMs);
+    expect(hook.received).to.have.length(0);
+    const listed = await svc.request('GET', `/v1/admin/subscriptions/${sub.id}/attempts`, { token: admin });
+    expect(listed.body.items.map((a: { outcome: string; error: string }) => [a.outcome, a.error])).to.deep.equal([
+      ['timeout', 'TIMEOUT: the target and secrets were not ready in time'],
+    ]);
+    const row = (await svc.db.knex('outbound_deliveries').where({ subscription_id: sub.id }).first()) as {
+      state: string;
+      attempts: number;
+      leased_until: Date | null;
+    };
+    expect(row).to.include({ state: 'pending', attempts: 1, leased_until: null });
+    expect(await dispatcher.runOnce()).to.deep.equal([]);
+  });
+
+  const ownFailures: [string, (knex: Knex, subscriptionId: string) => Promise<unknown>, string][] = [
+    [
+      'its secret cannot be decrypted',
+      (knex, id) =>
+        knex('event_subscription_secrets')
+          .where({ subscription_id: id })
+          .update({ secret_ciphertext: Buffer.alloc(60, 7) }),
+      'INTERNAL: the signing secrets could not be unsealed',
+    ],
+    [
+      'its key version is unknown to the key ring',
+      (knex, id) =>
+        knex('event_subscription_secrets').where({ subscription_id: id }).update({ secret_key_version: 999 }),
+      'INTERNAL: the signing secrets could not be unsealed',
+    ],
+    [
+      'it has no secret',
+      (knex, id) => knex('event_subscription_secrets').where({ subscription_id: id }).delete(),
+      'INTERNAL: the subscription has no signing secret',
+    ],
+  ];
+  for (const [what, breakIt, error] of ownFailures) {
+    it(`when a delivery fails in our own code (${what}), then each try is recorded, backs off and is dead-lettered, releasing the shopper's queue`, async () => {
+      const clock = new TestClock();
+      const sub = await subscribe(svc, `https://crm.example.com/own-${next}`, ['shopper.created', 'points.available']);
+      const hook = receiver('https://crm.example.com', `/own-${next}`, () => []);
+      const s = await shopper();
+      await payment(s, { amount: 2_000, channel: 'in_store' }).send(svc, { type: 'authorised' });
+      await breakIt(svc.db.knex, sub.id);
+      const dispatcher = testDispatcher(svc, clock);
+      for (let i = 0; i < TEST_DISPATCH.maxAttempts; i++) {
+        expect((await dispatcher.runOnce()).map((r) => [r.outcome, r.dead])).to.deep.equal([
+          ['failed', i === TEST_DISPATCH.maxAttempts - 1],
+        ]);
+        // Backed off: not due again at once (and the shopper's next event waits behind it).
+        if (i < TEST_DISPATCH.maxAttempts - 1) expect(await dispatcher.runOnce()).to.deep.equal([]);
+        clock.advance(TEST_BACKOFF_CEILING);
+      }
+      const listed = await svc.request('GET', `/v1/admin/subscriptions/${sub.id}/attempts`, { token: admin });
+      expect(listed.body.items.map((a: { error: string }) => a.error)).to.deep.equal(
+        Array<string>(TEST_DISPATCH.maxAttempts).fill(error),
+      );
+      expect(listed.text).to.not.contain('whsec_');
+      const dead = await svc.request('GET', `/v1/admin/subscriptions/${sub.id}/deliveries?state=dead`, {
+        token: admin,
+      });
+      expect(dead.body.items.map((d: { type: string }) => d.type)).to.deep.equal(['shopper.created']);
+      // The shopper's next event is no longer blocked (it fails the same way: the secret is still broken).
+      const after = (await dispatcher.runOnce()).map((r) => r.eventId);
+      expect(after).to.have.length(1).and.not.include(dead.body.items[0].eventId);
+      expect(hook.received).to.have.length(0);
+    });
+  }
 
   it('when the service runs its own dispatcher, then events are delivered without a test driving it, and counted in the metrics', async () => {
     const sub = await subscribe(svc, 'https://crm.example.com/live', ['shopper.created']);

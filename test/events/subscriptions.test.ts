@@ -7,6 +7,7 @@ import { expect } from 'chai';
 import nock from 'nock';
 import { classifyAddress, parseTargetUrl, TargetRefused } from '../../src/events/target-policy.js';
 import { parseRetryAfter } from '../../src/events/dispatcher.js';
+import { SubscriptionService } from '../../src/events/subscription-service.js';
 import { signToken } from '../support/auth.js';
 import { startTestService, type TestService } from '../support/harness.js';
 import { newShopper } from '../loyalty/support.js';
@@ -148,6 +149,58 @@ describe('outbound events: subscriptions', function () {
       expect(hook.received[1]?.headers['webhook-signature']?.split(' ')).to.have.length(1);
     });
 
+    it('when a rotation is retried with its Idempotency-Key, then 409 SECRET_ROTATION_REPEATED names the secret it made, no third secret is minted and the overlap is not restarted', async () => {
+      const sub = await subscribe(svc, 'https://app.example.com/rotate-once', ['shopper.created']);
+      const path = `/v1/admin/subscriptions/${sub.id}/secrets`;
+      const rotate = (key?: string) =>
+        svc.request('POST', path, {
+          token: admin,
+          json: { overlapSeconds: 3_600 },
+          ...(key === undefined ? {} : { headers: { 'Idempotency-Key': key } }),
+        });
+      const secrets = () =>
+        svc.db
+          .knex('event_subscription_secrets')
+          .where({ subscription_id: sub.id })
+          .orderBy('created_at')
+          .select('id', 'expires_at');
+
+      const first = await rotate('rotate-2026-11-30-a');
+      expect(first.status, first.text).to.equal(201);
+      expect(first.body.secretId).to.match(/^whs_[a-z2-7]{26}$/);
+      const before = await secrets();
+      expect(before).to.have.length(2);
+
+      const again = await rotate('rotate-2026-11-30-a');
+      expect(again.status, again.text).to.equal(409);
+      expect(again.headers.get('content-type')).to.match(/^application\/problem\+json/);
+      expect(again.body).to.include({ code: 'SECRET_ROTATION_REPEATED', secretId: first.body.secretId });
+      expect(again.text).to.not.contain('whsec_');
+      expect(again.text).to.not.contain((first.body.secret as string).slice(6));
+      // Nothing changed: still two secrets, the received one current, the old one's expiry as it was.
+      expect(await secrets()).to.deep.equal(before);
+
+      // Another key (or none) is another rotation.
+      const other = await rotate('rotate-2026-11-30-b');
+      expect(other.status, other.text).to.equal(201);
+      expect(other.body.secretId).to.not.equal(first.body.secretId);
+      expect((await rotate()).status).to.equal(201);
+      expect(
+        await svc.db.knex('audit_events').where({ action: 'events.subscription.secret-rotated', resource: sub.id }),
+      ).to.have.length(3);
+    });
+
+    it('when an Idempotency-Key is malformed, then 400 VALIDATION_FAILED and no rotation', async () => {
+      const sub = await subscribe(svc, 'https://app.example.com/rotate-bad-key', ['shopper.created']);
+      const res = await svc.request('POST', `/v1/admin/subscriptions/${sub.id}/secrets`, {
+        token: admin,
+        headers: { 'Idempotency-Key': 'no spaces allowed' },
+      });
+      expect(res.status, res.text).to.equal(400);
+      expect(res.body.code).to.equal('VALIDATION_FAILED');
+      expect(await svc.db.knex('event_subscription_secrets').where({ subscription_id: sub.id })).to.have.length(1);
+    });
+
     it('when subscription secrets exist, then the key inventory counts them under pan-encryption', async () => {
       const rows = await svc.db.knex('event_subscription_secrets').count<{ n: string }[]>('* as n');
       expect(Number(rows[0]?.n)).to.be.greaterThan(0);
@@ -175,6 +228,11 @@ describe('outbound events: subscriptions', function () {
       ['https://0.0.0.0/h', 'unspecified'],
       ['https://224.0.0.1/h', 'multicast'],
       ['https://[fe80::1]/h', 'link-local'],
+      ['https://nat64.example.com/h', 'private'],
+      ['https://[64:ff9b::a00:5]/h', 'private'],
+      ['https://[2002:7f00:1::1]/h', 'loopback'],
+      ['https://[2001:0:4136:e378:8000:63bf:f5ff:fffe]/h', 'reserved'],
+      ['https://192.88.99.1/h', 'reserved'],
     ];
     for (const [url, reason] of refused) {
       it(`when the target is ${url}, then 422 WEBHOOK_TARGET_REFUSED (${reason}) and nothing is stored`, async () => {
@@ -190,7 +248,19 @@ describe('outbound events: subscriptions', function () {
     }
 
     it('when a public address is classified, then it is accepted, and private ones in every notation are not', () => {
-      for (const ok of ['151.101.1.69', '8.8.8.8', '2a04:4e42::69', '172.32.0.1', '100.128.0.1']) {
+      const accepted = [
+        '151.101.1.69',
+        '8.8.8.8',
+        '2a04:4e42::69',
+        '172.32.0.1',
+        '100.128.0.1',
+        '2606:4700::1111',
+        // A public IPv4 address behind a translator or tunnel stays public.
+        '64:ff9b::808:808',
+        '2002:808:808::1',
+        '::ffff:8.8.8.8',
+      ];
+      for (const ok of accepted) {
         expect(classifyAddress(ok), ok).to.equal(undefined);
       }
       const table: [string, string][] = [
@@ -208,8 +278,59 @@ describe('outbound events: subscriptions', function () {
         ['255.255.255.255', 'reserved'],
         ['fe80::1%eth0', 'link-local'],
         ['not-an-address', 'url-invalid'],
+        // IPv4 reached through a translator or tunnel is judged as that IPv4 address.
+        ['64:ff9b::a00:1', 'private'],
+        ['64:ff9b::a9fe:a9fe', 'link-local'],
+        ['64:ff9b::127.0.0.1', 'loopback'],
+        ['64:ff9b:1::1', 'reserved'],
+        ['64:ff9b:1:a00:1::', 'reserved'],
+        ['2002:a00:1::1', 'private'],
+        ['2002:a9fe:a9fe::1', 'link-local'],
+        ['2001::1', 'reserved'],
+        ['2001:0:4136:e378:8000:63bf:f5ff:fffe', 'reserved'],
+        ['::ffff:0:7f00:1', 'loopback'],
+        ['::ffff:0:10.0.0.5', 'private'],
+        ['::10.0.0.5', 'private'],
+        ['::8.8.8.8', 'reserved'],
+        // IPv4 special-purpose ranges.
+        ['192.88.99.1', 'reserved'],
+        ['198.18.0.1', 'reserved'],
+        ['198.19.255.255', 'reserved'],
+        ['240.0.0.1', 'reserved'],
+        ['192.0.2.1', 'documentation'],
+        ['198.51.100.7', 'documentation'],
+        ['203.0.113.9', 'documentation'],
+        // IPv6 outside global unicast, or a special-purpose block inside it.
+        ['2001:db8::1', 'documentation'],
+        ['3fff::1', 'documentation'],
+        ['2001:2::1', 'reserved'],
+        ['100::1', 'reserved'],
+        ['4000::1', 'reserved'],
+        ['1::', 'reserved'],
+        ['fec0::1', 'reserved'],
       ];
       for (const [address, reason] of table) expect(classifyAddress(address), address).to.equal(reason);
+    });
+
+    it('when DNS does not answer at creation, then 422 WEBHOOK_TARGET_REFUSED (unresolvable) after the timeout, not a hung request', async () => {
+      const service = new SubscriptionService({
+        knex: svc.db.knex,
+        keyRing: svc.service.keyRing,
+        targets: { resolver: () => new Promise(() => undefined), allowHttp: false, allowPrivate: false },
+        resolveTimeoutMs: 100,
+      });
+      let error: unknown;
+      await service
+        .create(
+          { url: 'https://slow-dns.example.com/h', eventTypes: ['points.available'] },
+          {
+            subject: 'test-admin',
+            origin: 'test',
+          },
+        )
+        .catch((e: unknown) => (error = e));
+      expect(error).to.include({ code: 'WEBHOOK_TARGET_REFUSED', status: 422 });
+      expect((error as { extensions: unknown }).extensions).to.deep.equal({ reason: 'unresolvable' });
     });
 
     it('when development allows http and private targets, then only the URL form is checked', () => {
@@ -217,6 +338,84 @@ describe('outbound events: subscriptions', function () {
       expect(() => parseTargetUrl('http://localhost:3000/h', { allowHttp: false }))
         .to.throw(TargetRefused)
         .with.property('reason', 'https-required');
+    });
+
+    const malformed: [string, Record<string, unknown>, number, string][] = [
+      ['a NUL in the URL', { url: 'https://crm.example.com/a\u0000b' }, 400, 'VALIDATION_FAILED'],
+      ['a newline in the URL', { url: 'https://crm.example.com/a\nb' }, 400, 'VALIDATION_FAILED'],
+      ['a NUL in the description', { description: 'CRM\u0000' }, 400, 'VALIDATION_FAILED'],
+      ['a C1 control in the description', { description: 'CRM\u0085' }, 400, 'VALIDATION_FAILED'],
+      [
+        'a URL of 2,000 non-ASCII characters (6,000 bytes normalised)',
+        { url: `https://crm.example.com/${'é'.repeat(2_000)}` },
+        422,
+        'WEBHOOK_TARGET_REFUSED',
+      ],
+    ];
+    for (const [what, fields, status, code] of malformed) {
+      it(`when a subscription has ${what}, then ${status} ${code}, no 500, and nothing is stored`, async () => {
+        const before = await svc.db.knex('event_subscriptions').count<{ n: string }[]>('* as n');
+        const res = await svc.request('POST', '/v1/admin/subscriptions', {
+          token: admin,
+          json: { url: 'https://crm.example.com/ctl', eventTypes: ['points.available'], ...fields },
+        });
+        expect(res.status, res.text).to.equal(status);
+        expect(res.headers.get('content-type')).to.match(/^application\/problem\+json/);
+        expect(res.body.code).to.equal(code);
+        if (code === 'WEBHOOK_TARGET_REFUSED') expect(res.body.reason).to.equal('url-too-long');
+        const after = await svc.db.knex('event_subscriptions').count<{ n: string }[]>('* as n');
+        expect(after[0]?.n).to.equal(before[0]?.n);
+      });
+    }
+
+    it('when control characters reach the service without the API schema, then VALIDATION_FAILED names the fields, not their values', async () => {
+      const actor = { subject: 'test-admin', origin: 'test' };
+      let error: unknown;
+      await svc.service.subscriptions
+        .create(
+          { url: 'https://crm.example.com/x\u0000', eventTypes: ['points.available'], description: 'a\u0000' },
+          actor,
+        )
+        .catch((e: unknown) => (error = e));
+      expect(error).to.include({ code: 'VALIDATION_FAILED', status: 400 });
+      expect((error as { extensions: unknown }).extensions).to.deep.equal({
+        errors: [
+          { pointer: '/body/url', message: 'must not contain control characters' },
+          { pointer: '/body/description', message: 'must not contain control characters' },
+        ],
+      });
+    });
+
+    it('when a long non-ASCII URL fits the byte cap, then it is stored normalised, and the same receiver written another way is 409 SUBSCRIPTION_EXISTS', async () => {
+      // 1,000 × "é" is 6,000 bytes percent-encoded: too long. 300 × "é" is 1,800: accepted, and its
+      // index row is a 32-byte hash, whatever the URL's length.
+      const path = 'é'.repeat(300);
+      const created = await svc.request('POST', '/v1/admin/subscriptions', {
+        token: admin,
+        json: { url: `HTTPS://CRM.Example.COM:443/${path}`, eventTypes: ['points.available'] },
+      });
+      expect(created.status, created.text).to.equal(201);
+      const href = `https://crm.example.com/${encodeURIComponent(path)}`;
+      expect(created.body.url).to.equal(href);
+      expect((await svc.db.knex('event_subscriptions').where({ id: created.body.id }).first()).url).to.equal(href);
+      const again = await svc.request('POST', '/v1/admin/subscriptions', {
+        token: admin,
+        json: { url: `https://crm.example.com/${path}`, eventTypes: ['points.available'] },
+      });
+      expect(again.status, again.text).to.equal(409);
+      expect(again.body).to.include({ code: 'SUBSCRIPTION_EXISTS', subscriptionId: created.body.id });
+      // A 2,048-byte URL is accepted; one byte more is not.
+      const base = 'https://crm.example.com/';
+      const longest = `${base}${'a'.repeat(2_048 - base.length)}`;
+      const fits = await svc.request('POST', '/v1/admin/subscriptions', {
+        token: admin,
+        json: { url: longest, eventTypes: ['points.available'] },
+      });
+      expect(fits.status, fits.text).to.equal(201);
+      expect(parseTargetUrl(longest, { allowHttp: false }).href).to.have.length(2_048);
+      expect(() => parseTargetUrl(`${longest}b`, { allowHttp: false }))
+        .to.throw(TargetRefused)
+        .with.property('reason', 'url-too-long');
     });
 
     it('when a card number is in the URL or description, then 422 CARD_NUMBER_NOT_ALLOWED', async () => {

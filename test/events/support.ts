@@ -29,6 +29,8 @@ export const HOSTS: Record<string, readonly ResolvedAddress[]> = {
   'mapped.example.com': [{ address: '::ffff:127.0.0.1', family: 6 }],
   'ula.example.com': [{ address: 'fd12:3456::1', family: 6 }],
   'cgnat.example.com': [{ address: '100.64.0.1', family: 4 }],
+  // A DNS64 answer: on a NAT64 network this AAAA reaches 10.0.0.5.
+  'nat64.example.com': [{ address: '64:ff9b::a00:5', family: 6 }],
 };
 
 export const fakeResolver: HostResolver = (hostname) => {
@@ -55,6 +57,8 @@ export const TEST_DISPATCH: DispatcherOptions = {
 export class TestClock {
   private skipped = 0;
   now = (): Date => new Date(Date.now() + this.skipped);
+  /** What the dispatcher adds to the database clock (leases and retries are on the database's). */
+  offsetMs = (): number => this.skipped;
   advance(ms: number): void {
     this.skipped += ms;
   }
@@ -91,6 +95,7 @@ export function testDispatcher(
     targets: { resolver: fakeResolver, allowHttp: false, allowPrivate: false },
     options: { ...TEST_DISPATCH, ...options },
     now: clock.now,
+    clockOffsetMs: clock.offsetMs,
     random: () => 0.5,
     ...(send === undefined ? {} : { send }),
   });
