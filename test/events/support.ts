@@ -9,6 +9,7 @@ import type { Knex } from 'knex';
 import nock from 'nock';
 import { Webhook } from 'standardwebhooks';
 import { EventDispatcher, type DispatcherOptions } from '../../src/events/dispatcher.js';
+import { EVENT_TYPES } from '../../src/events/event-types.js';
 import type { WebhookSender } from '../../src/events/http-sender.js';
 import type { HostResolver, ResolvedAddress } from '../../src/events/target-policy.js';
 import { signToken } from '../support/auth.js';
@@ -178,14 +179,5 @@ export async function subscribe(
   return { id: res.body.id as string, secret: res.body.secret as string };
 }
 
-export const ALL_TYPES = [
-  'points.pending',
-  'points.available',
-  'points.reversed',
-  'points.redeemed',
-  'points.expired',
-  'shopper.created',
-  'shopper.enrolled',
-  'shopper.merged',
-  'card.linked',
-] as const;
+/** Every event type the service emits (a subscriber to all of them). */
+export const ALL_TYPES = EVENT_TYPES;
