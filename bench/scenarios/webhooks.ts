@@ -5,8 +5,8 @@
  *
  * Baseline: pgbench, in the same run and on the same database, executing the statements one
  * delivery executes (the card lookup; for a new card, the vault's transaction; then the delivery's
- * transaction, with the loyalty ledger's pending lot), weighted by the share of new cards the service
- * actually saw.
+ * transaction, with the loyalty ledger's pending lot and the outbox's event), weighted by the share of
+ * new cards the service actually saw.
  */
 import { randomBytes, randomInt } from 'node:crypto';
 import knexFactory from 'knex';
@@ -170,6 +170,35 @@ const PAYLOAD = JSON.stringify({
   card: { token: 'tok_aaaaaaaaaaaaaaaaaaaaaaaaaa' },
 });
 
+/** The outbox's share (src/events/outbox.ts): the event, and a delivery row per subscriber wanting it. */
+const outbox = (
+  id: string,
+  type: string,
+  shopper: string,
+): string => `outbox_values (id, type, shopper_ref, body, created_at) AS (
+    VALUES (${id}, '${type}', (${shopper})::text, '${EVENT_BODY}', now())),
+  outbox_events AS (INSERT INTO outbound_events (id, type, shopper_ref, body, created_at)
+    SELECT id, type, shopper_ref, body, created_at FROM outbox_values ON CONFLICT (id) DO NOTHING
+    RETURNING id, type, shopper_ref, seq, created_at),
+  outbox_deliveries AS (INSERT INTO outbound_deliveries
+    (subscription_id, event_id, shopper_ref, event_seq, state, attempts, next_attempt_at, created_at, updated_at)
+    SELECT s.id, e.id, e.shopper_ref, e.seq, 'pending', 0, least(e.created_at, now()), e.created_at, e.created_at
+    FROM outbox_events e JOIN event_subscriptions s ON s.state = 'active' AND jsonb_exists(s.event_types, e.type))`;
+
+/** About the size of a real `points.pending` event body (no quotes to escape). */
+const EVENT_BODY = JSON.stringify({
+  id: 'evt_points_pending_0000000000000000000000000000',
+  type: 'points.pending',
+  timestamp: '2026-11-30T00:00:00.000Z',
+  data: {
+    shopperReference: 'shp_aaaaaaaaaaaaaaaaaaaaaaaaaa',
+    points: 123,
+    paymentId: 'pay_aaaaaaaaaaaaaaaaaaaaaaaaaa',
+    ruleVersion: 1,
+    balance: { available: 0, pending: 123, lifetimeEarned: 0 },
+  },
+});
+
 /** The delivery's own transaction, exactly as PaymentService.ingest runs it for a new payment. */
 const delivery = (token: string, shopper: string): string => `BEGIN;
 INSERT INTO payments (id, provider, external_id, state, created_at, updated_at)
@@ -215,7 +244,8 @@ INSERT INTO loyalty_entries (id, shopper_ref, kind, points, available_delta, pen
 UPDATE loyalty_accounts t SET available = v.available::bigint, pending = v.pending::bigint, debt = v.debt::bigint,
     lifetime_earned = v.lifetime_earned::bigint, updated_at = v.updated_at::timestamptz
   FROM (VALUES ((${shopper})::text, 0, 123, 0, 0, now())) AS v (shopper_ref, available, pending, debt, lifetime_earned, updated_at)
-  WHERE t.shopper_ref = v.shopper_ref;`;
+  WHERE t.shopper_ref = v.shopper_ref;
+WITH ${outbox(`'oev_' || :client_id || '_' || :r`, 'points.pending', shopper)} SELECT 1;`;
 
 function knownCardScript(known: number): string {
   return `\\set k random(1, ${known})
@@ -226,7 +256,8 @@ ${delivery(':tok', ':shp')}`;
 }
 
 function newCardScript(): string {
-  // The vault's first sighting: one statement, as VaultService.createCard runs it (insertNewCard).
+  // The vault's first sighting: one statement with its shopper.created event, as VaultService.createCard
+  // runs it (insertNewCard).
   return `\\set r random(1, 1000000000000000)
 ${LOOKUP} WHERE (f.mac_key_version, f.fingerprint) IN ((1, sha256(('miss' || :client_id || :r)::bytea))) LIMIT 1;
 WITH s AS (INSERT INTO shoppers (shopper_ref, created_at) VALUES ('shp_' || :client_id || '_' || :r, now()) RETURNING shopper_ref),
@@ -234,10 +265,12 @@ WITH s AS (INSERT INTO shoppers (shopper_ref, created_at) VALUES ('shp_' || :cli
     SELECT 'tok_' || :client_id || '_' || :r, s.shopper_ref, 'visa', '1111', 12, 2030,
       sha256(('pan' || :r)::bytea) || sha256(('tag' || :r)::bytea), 1, now(), now() FROM s RETURNING token),
   i AS (INSERT INTO card_identifiers (id, token, kind, namespace, value_ciphertext, value_key_version, created_at)
-    SELECT 'cid_' || :client_id || '_' || :r, c.token, 'pan', NULL, NULL, NULL, now() FROM c RETURNING id, token)
-INSERT INTO identifier_fingerprints (mac_key_version, fingerprint, identifier_id, token, created_at)
-  SELECT f.version, f.fingerprint, i.id, i.token, now()
-  FROM i, (VALUES (1, sha256(('fp' || :client_id || '_' || :r)::bytea))) AS f (version, fingerprint);
+    SELECT 'cid_' || :client_id || '_' || :r, c.token, 'pan', NULL, NULL, NULL, now() FROM c RETURNING id, token),
+  fp AS (INSERT INTO identifier_fingerprints (mac_key_version, fingerprint, identifier_id, token, created_at)
+    SELECT f.version, f.fingerprint, i.id, i.token, now()
+    FROM i, (VALUES (1, sha256(('fp' || :client_id || '_' || :r)::bytea))) AS f (version, fingerprint)),
+  ${outbox(`'oev_new_' || :client_id || '_' || :r`, 'shopper.created', `'shp_' || :client_id || '_' || :r`)}
+SELECT 1;
 ${delivery(`'tok_' || :client_id || '_' || :r`, `'shp_' || :client_id || '_' || :r`)}`;
 }
 
