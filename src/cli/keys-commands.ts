@@ -28,7 +28,8 @@ import { KeyManager, isPurpose, type KeyPolicy } from '../keys/key-manager.js';
 import type { KeyActor, KeyPurpose, KeyRing } from '../keys/key-ring.js';
 import type { MasterKeySource } from '../keys/master-key-source.js';
 import { reencrypt } from '../keys/reencrypt.js';
-import { mtlsCommand, MtlsUsageError, MTLS_USAGE } from './keys-mtls.js';
+import { mtlsCommand, MTLS_USAGE } from './keys-mtls.js';
+import { UsageError } from './usage-error.js';
 import {
   inventoryMarkdown,
   keyTable,
@@ -57,8 +58,6 @@ export interface KeysIo {
   /** Set on Ctrl-C: a running backfill stops after its batches in flight. */
   readonly interrupted?: () => boolean;
 }
-
-class UsageError extends Error {}
 
 export const USAGE = `usage: npm run keys -- <command> [options]
 
@@ -119,11 +118,7 @@ export async function runKeysCommand(argv: readonly string[], ctx: KeysContext, 
         throw new UsageError(`unknown command ${command}`);
     }
   } catch (error) {
-    if (
-      error instanceof UsageError ||
-      error instanceof MtlsUsageError ||
-      (error as { code?: string }).code?.startsWith('ERR_PARSE_ARGS') === true
-    ) {
+    if (error instanceof UsageError || (error as { code?: string }).code?.startsWith('ERR_PARSE_ARGS') === true) {
       io.stderr.write(`keys: ${(error as Error).message}\n\n${USAGE}`);
       return 2;
     }

@@ -15,8 +15,7 @@ import { CLIENT_CERTIFICATE_SCOPES, ClientCertificateAuthority } from '../mtls/c
 import type { ClientCertificateRecord } from '../mtls/client-certificate-records.js';
 import { splitPemBundle } from '../mtls/certificate-authority.js';
 import type { KeysContext } from './keys-commands.js';
-
-export class MtlsUsageError extends Error {}
+import { UsageError } from './usage-error.js';
 
 export const MTLS_USAGE = `  mtls init-ca [--out <ca.pem>]                   create the client CA (then: rotate --purpose mtls-client-ca)
   mtls issue --client <name> --scopes <s,…> [--days N] --out <file.p12> [--password-file <file>]
@@ -64,11 +63,11 @@ export async function mtlsCommand(
         strict: true,
       });
       if (values.cert === undefined || values.client === undefined || values.scopes === undefined) {
-        throw new MtlsUsageError('mtls register needs --cert, --client and --scopes');
+        throw new UsageError('mtls register needs --cert, --client and --scopes');
       }
       const externalCas = splitPemBundle(ctx.externalClientCaPem ?? '');
       if (externalCas.length === 0) {
-        throw new MtlsUsageError('mtls register needs TLS_CLIENT_CA (the external CA that issued the certificate)');
+        throw new UsageError('mtls register needs TLS_CLIENT_CA (the external CA that issued the certificate)');
       }
       const record = await ca.register({
         certificatePem: fs.readFileSync(values.cert, 'utf8'),
@@ -100,7 +99,7 @@ export async function mtlsCommand(
       });
       const [serial] = positionals;
       if (serial === undefined || values.reason === undefined) {
-        throw new MtlsUsageError('mtls revoke <serial> --reason <text>');
+        throw new UsageError('mtls revoke <serial> --reason <text>');
       }
       const revoked = await ca.revoke(serial, values.reason);
       out(
@@ -109,7 +108,7 @@ export async function mtlsCommand(
       return 0;
     }
     default:
-      throw new MtlsUsageError('mtls init-ca | issue | register | list | revoke');
+      throw new UsageError('mtls init-ca | issue | register | list | revoke');
   }
 }
 
@@ -131,16 +130,16 @@ async function issue(
     strict: true,
   });
   if (values.client === undefined || values.scopes === undefined || values.out === undefined) {
-    throw new MtlsUsageError('mtls issue needs --client, --scopes and --out');
+    throw new UsageError('mtls issue needs --client, --scopes and --out');
   }
   if (values.csr !== undefined && values['password-file'] !== undefined) {
-    throw new MtlsUsageError('--password-file is for bundles; with --csr the key stays on the device');
+    throw new UsageError('--password-file is for bundles; with --csr the key stays on the device');
   }
   if (values.days !== undefined && !/^[1-9]\d{0,3}$/.test(values.days)) {
-    throw new MtlsUsageError('--days must be a positive whole number');
+    throw new UsageError('--days must be a positive whole number');
   }
   // Refuse to overwrite: a bundle holds a private key, and an earlier one may still be installed.
-  if (fs.existsSync(values.out)) throw new MtlsUsageError(`${values.out} exists: choose another --out`);
+  if (fs.existsSync(values.out)) throw new UsageError(`${values.out} exists: choose another --out`);
   const csrPem = values.csr === undefined ? undefined : fs.readFileSync(values.csr, 'utf8');
   const generatedPassword = values.csr === undefined && values['password-file'] === undefined;
   const password =

@@ -8,6 +8,7 @@
  */
 import path from 'node:path';
 import type { JSONWebKeySet } from 'jose';
+import type { DispatcherOptions } from '../events/dispatcher.js';
 import { KEY_SPECS, type KeyPurpose } from '../keys/key-ring.js';
 
 export type NodeEnv = 'development' | 'test' | 'production';
@@ -90,17 +91,10 @@ export interface Config {
     readonly expiryIntervalMs: number;
   };
   readonly tls: TlsConfig;
-  readonly events: {
+  /** The dispatcher's own settings (documented on DispatcherOptions), and where it may deliver. */
+  readonly events: DispatcherOptions & {
     /** The in-process outbox dispatcher (off: events are still written, another instance delivers). */
     readonly dispatcherEnabled: boolean;
-    readonly pollIntervalMs: number;
-    readonly batchSize: number;
-    readonly maxAttempts: number;
-    readonly backoffBaseMs: number;
-    readonly backoffMaxMs: number;
-    readonly retryAfterMaxMs: number;
-    readonly timeoutMs: number;
-    readonly maxResponseBytes: number;
     /** DEVELOPMENT ONLY: loopback / private targets (a receiver on localhost). Refused in production. */
     readonly allowPrivateTargets: boolean;
     /** http:// targets: only when NODE_ENV=development. */
