@@ -13,6 +13,7 @@
  * clock runs fast must not hold its events back.
  */
 import type { Knex } from 'knex';
+import type { WritePart } from '../db/write-together.js';
 import type { OutboundEvent } from './event-types.js';
 
 type Db = Knex | Knex.Transaction;
@@ -39,6 +40,13 @@ export function outboxCtes(events: readonly OutboundEvent[]): { sql: string; bin
             join event_subscriptions s on s.state = 'active' and jsonb_exists(s.event_types, e.type))`,
     bindings: events.flatMap((e) => [e.id, e.type, e.shopperRef, e.body, e.createdAt]),
   };
+}
+
+/** The events as a part of a statement of several writes (src/db/write-together.ts); undefined for none. */
+export function outboxPart(events: readonly OutboundEvent[]): WritePart | undefined {
+  if (events.length === 0) return undefined;
+  const { sql, bindings } = outboxCtes(events);
+  return { ctes: sql, bindings };
 }
 
 /** Writes events (and their deliveries) on the caller's transaction, in one statement. */

@@ -11,9 +11,10 @@
  * detection (and a rerun) remains the backstop for orders this cannot see.
  */
 import type { Knex } from 'knex';
-import { updateRows } from '../db/update-rows.js';
+import { updateRowsPart } from '../db/update-rows.js';
+import { partOf, writeTogether } from '../db/write-together.js';
 import type { OutboundEvent } from '../events/event-types.js';
-import { writeEvents } from '../events/outbox.js';
+import { outboxPart } from '../events/outbox.js';
 import { pointsEvents } from '../events/points-events.js';
 import { newId } from '../ids/prefixed-id.js';
 import { balanceFrom, type Balance } from './balance.js';
@@ -367,18 +368,21 @@ export class LedgerBook {
   }
 
   /**
-   * Writes what several books of one transaction did, in five statements whatever their number:
-   * the fifth is the outbox, the `points.*` events of these entries (and any other events queued on
-   * the books with {@link LedgerBook.emit}), committed or rolled back with them.
+   * Writes what several books of one transaction did, in one statement whatever their number (new
+   * lots, entries, changed lots, accounts, and the outbox: the `points.*` events of these entries and
+   * any other events queued on the books with {@link LedgerBook.emit}, committed or rolled back with
+   * them). The parts touch disjoint rows (a lot is new or changed, never both), as one statement needs.
    */
   static async flushAll(trx: Knex.Transaction, books: readonly LedgerBook[]): Promise<void> {
     const events = books.flatMap((b) => [...pointsEvents(b.account, b.entries, b.now), ...b.events]);
     const inserted = books.flatMap((b) => [...b.newLots].map((id) => b.lots.get(id) as LotRow));
-    if (inserted.length > 0) await trx('loyalty_lots').insert(inserted);
     const entries = books.flatMap((b) => b.entries);
-    if (entries.length > 0) await trx('loyalty_entries').insert(entries);
     const updated = books.flatMap((b) => [...b.dirtyLots].map((id) => b.lots.get(id) as LotRow));
-    if (updated.length > 0) await updateRows(trx, 'loyalty_lots', 'id', LOT_COLUMNS, updated);
+    const parts = [
+      inserted.length === 0 ? undefined : partOf(trx('loyalty_lots').insert(inserted)),
+      entries.length === 0 ? undefined : partOf(trx('loyalty_entries').insert(entries)),
+      updateRowsPart('loyalty_lots', 'id', LOT_COLUMNS, updated),
+    ];
     for (const book of books) {
       book.account.updated_at = book.now;
       book.entries.length = 0;
@@ -386,14 +390,16 @@ export class LedgerBook {
       book.newLots.clear();
       book.dirtyLots.clear();
     }
-    await updateRows(
-      trx,
-      'loyalty_accounts',
-      'shopper_ref',
-      ACCOUNT_COLUMNS,
-      books.map((b) => b.account),
-    );
-    await writeEvents(trx, events);
+    await writeTogether(trx, [
+      ...parts,
+      updateRowsPart(
+        'loyalty_accounts',
+        'shopper_ref',
+        ACCOUNT_COLUMNS,
+        books.map((b) => b.account),
+      ),
+      outboxPart(events),
+    ]);
   }
 
   /** Queues an event (enrolment, merge) to be written with this book's next flush. */

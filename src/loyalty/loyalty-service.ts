@@ -95,12 +95,15 @@ export class LoyaltyService {
     const now = this.now();
     // A lot is guarded by its shopper's account lock, so lots are read (again) once the accounts are
     // locked; a lot belongs to the account it was moved to.
-    const existing = (await trx('loyalty_lots')
-      .whereIn(
-        'payment_id',
-        events.map((e) => e.paymentId),
-      )
-      .select('payment_id', 'shopper_ref')) as { payment_id: string; shopper_ref: string }[];
+    // A payment created in this transaction has no lot yet: only the others are looked up.
+    const older = events.filter((e) => !e.paymentCreated).map((e) => e.paymentId);
+    const existing =
+      older.length === 0
+        ? []
+        : ((await trx('loyalty_lots').whereIn('payment_id', older).select('payment_id', 'shopper_ref')) as {
+            payment_id: string;
+            shopper_ref: string;
+          }[]);
     const lotShopper = new Map(existing.map((l) => [l.payment_id, l.shopper_ref]));
     const survivors = await survivorsOf(
       trx,

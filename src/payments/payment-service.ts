@@ -42,6 +42,11 @@ export interface PaymentTransitionEvent extends PaymentTransition {
   readonly channel: string | null;
   /** The inbox event whose fact caused it. */
   readonly inboxId: string;
+  /**
+   * The payment row was created by this transaction: nothing can refer to it yet (no lot, no parked
+   * event), so a listener may skip looking.
+   */
+  readonly paymentCreated: boolean;
 }
 
 /**
@@ -371,8 +376,17 @@ export class PaymentService {
         transition:
           transition === undefined
             ? undefined
-            : { ...transition, paymentId: payment.id, shopperRef, cardToken, channel, inboxId },
-        releasesParked: before.state === 'awaiting_authorisation' && !parked,
+            : {
+                ...transition,
+                paymentId: payment.id,
+                shopperRef,
+                cardToken,
+                channel,
+                inboxId,
+                paymentCreated: payment.inserted,
+              },
+        // A payment created by this batch has no event parked behind it (its events never share a batch).
+        releasesParked: before.state === 'awaiting_authorisation' && !parked && !payment.inserted,
       },
     };
   }
