@@ -22,7 +22,7 @@ export function updateRowsPart<R extends object>(
   key: keyof R & string,
   types: Readonly<Partial<Record<keyof R & string, string>>>,
   rows: readonly R[],
-): { statement: string; bindings: Knex.RawBinding[] } | undefined {
+): Extract<WritePart, { statement: string }> | undefined {
   if (rows.length === 0) return undefined;
   const columns = Object.keys(types) as (keyof R & string)[];
   const row = `(?, ${columns.map(() => '?').join(', ')})`;
