@@ -22,6 +22,8 @@ export function updateRowsPart<R extends object>(
   key: keyof R & string,
   types: Readonly<Partial<Record<keyof R & string, string>>>,
   rows: readonly R[],
+  /** Further condition on the row `t` (and its values `v`), e.g. gating the update on another part. */
+  where?: { readonly sql: string; readonly bindings: readonly Knex.RawBinding[] },
 ): Extract<WritePart, { statement: string }> | undefined {
   if (rows.length === 0) return undefined;
   const columns = Object.keys(types) as (keyof R & string)[];
@@ -29,7 +31,10 @@ export function updateRowsPart<R extends object>(
   return {
     statement: `update ${table} t set ${columns.map((c) => `${c} = v.${c}::${types[c] as string}`).join(', ')}
      from (values ${rows.map(() => row).join(', ')}) as v (${key}, ${columns.join(', ')})
-     where t.${key} = v.${key}`,
-    bindings: rows.flatMap((r) => [r[key], ...columns.map((c) => r[c] ?? null)]) as Knex.RawBinding[],
+     where t.${key} = v.${key}${where === undefined ? '' : ` and (${where.sql})`}`,
+    bindings: [
+      ...(rows.flatMap((r) => [r[key], ...columns.map((c) => r[c] ?? null)]) as Knex.RawBinding[]),
+      ...(where?.bindings ?? []),
+    ],
   };
 }

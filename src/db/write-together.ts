@@ -15,32 +15,37 @@ import type { Knex } from 'knex';
 
 /** One piece of the statement; its SQL uses `?` placeholders, in the order of its bindings. */
 export type WritePart =
-  /** A single insert, update or delete, wrapped as a CTE of its own. */
-  | { readonly statement: string; readonly bindings: readonly Knex.RawBinding[] }
+  /**
+   * A single insert, update or delete, wrapped as a CTE of its own; with a name, the final select and
+   * the parts after it can read what it returns (its `returning` rows, never the table's new state).
+   */
+  | { readonly statement: string; readonly bindings: readonly Knex.RawBinding[]; readonly name?: string }
   /** Named CTEs written for a `with` list (e.g. the outbox's), used as they are. */
   | { readonly ctes: string; readonly bindings: readonly Knex.RawBinding[] };
 
 /** A query built with knex (an insert, say) as a part. */
-export function partOf(query: Knex.QueryBuilder): WritePart {
+export function partOf(query: Knex.QueryBuilder, name?: string): WritePart {
   const { sql, bindings } = query.toSQL();
-  return { statement: sql, bindings };
+  return { statement: sql, bindings, ...(name === undefined ? {} : { name }) };
 }
 
-/** Runs the parts (absent ones skipped) on `db` in one statement; nothing when there are none. */
-export async function writeTogether(
+/**
+ * Runs the parts (absent ones skipped) on `db` in one statement, and returns the rows of `select`
+ * (which may read named parts); nothing is sent when there are no parts.
+ */
+export async function writeTogether<Row = unknown>(
   db: Knex | Knex.Transaction,
   parts: readonly (WritePart | undefined)[],
-): Promise<void> {
+  select = 'select 1',
+): Promise<Row[]> {
   const present = parts.filter((p): p is WritePart => p !== undefined);
-  if (present.length === 0) return;
-  const [only] = present;
-  if (present.length === 1 && only !== undefined && 'statement' in only) {
-    await db.raw(only.statement, only.bindings as Knex.RawBinding[]);
-    return;
-  }
-  const ctes = present.map((part, i) => ('statement' in part ? `w${i} as (${part.statement})` : part.ctes));
-  await db.raw(
-    `with ${ctes.join(',\n')} select 1`,
-    present.flatMap((p) => p.bindings),
+  if (present.length === 0) return [];
+  const ctes = present.map((part, i) =>
+    'statement' in part ? `${part.name ?? `w${i}`} as (${part.statement})` : part.ctes,
   );
+  const result = (await db.raw(
+    `with ${ctes.join(',\n')} ${select}`,
+    present.flatMap((p) => p.bindings),
+  )) as { rows: Row[] };
+  return result.rows;
 }

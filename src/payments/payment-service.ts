@@ -20,7 +20,8 @@ import { appendAuditEvent } from '../audit/audit-log.js';
 import type { Caller, CardView, VaultService } from '../cards/vault-service.js';
 import { AppError } from '../errors/app-error.js';
 import { GroupCommit } from '../db/group-commit.js';
-import { updateRows } from '../db/update-rows.js';
+import { updateRowsPart } from '../db/update-rows.js';
+import { partOf, writeTogether, type WritePart } from '../db/write-together.js';
 import { newId } from '../ids/prefixed-id.js';
 import type { PaymentEffect, PaymentEventInput, Provider } from './payment-event.js';
 import {
@@ -243,14 +244,9 @@ export class PaymentService {
       return this.plan(work, payment, payment === undefined ? [] : (stored.get(payment.id) ?? []), now);
     });
 
-    const duplicates = await this.storeInbox(trx, plans, now);
+    const duplicates = await this.store(trx, plans, now);
     const live = plans.filter((p) => !duplicates.has(p.inboxId));
     const applied = live.filter((p) => p.apply !== undefined);
-    await this.insertFacts(trx, applied);
-    await updatePayments(
-      trx,
-      applied.map((p) => p.apply?.update ?? {}),
-    );
     const transitions = applied.flatMap((p) => (p.apply?.transition === undefined ? [] : [p.apply.transition]));
     if (transitions.length > 0) for (const listener of this.listeners) await listener(trx, transitions);
     const released = applied.filter((p) => p.apply?.releasesParked === true).map((p) => p.payment?.id as string);
@@ -392,17 +388,16 @@ export class PaymentService {
   }
 
   /**
-   * Inserts the batch's new inbox rows with their final state; a row that already exists is a
-   * redelivery, answered with the stored outcome. A replayed event updates its existing row instead.
-   * Returns the redeliveries by the inbox id planned for them.
+   * Stores the batch in one statement: the new inbox rows with their final state, and the facts and
+   * payment updates of the events that apply, each gated on its event's inbox row having been
+   * inserted by this statement. An inbox row that already exists is a redelivery: nothing of it is
+   * written, and it is answered with the stored outcome. A replayed event updates its existing row
+   * instead, and its effects are not gated. Returns the redeliveries by the inbox id planned for them.
    */
-  private async storeInbox(
-    trx: Knex.Transaction,
-    plans: readonly Plan[],
-    now: Date,
-  ): Promise<Map<string, IngestResult>> {
+  private async store(trx: Knex.Transaction, plans: readonly Plan[], now: Date): Promise<Map<string, IngestResult>> {
     const duplicates = new Map<string, IngestResult>();
-    for (const plan of plans.filter((p) => p.work.replayOf !== undefined && p.state !== 'failed')) {
+    const replays = plans.filter((p) => p.work.replayOf !== undefined);
+    for (const plan of replays.filter((p) => p.state !== 'failed')) {
       await trx('webhook_inbox')
         .where({ id: plan.inboxId })
         .update({
@@ -413,26 +408,53 @@ export class PaymentService {
         });
     }
     const fresh = plans.filter((p) => p.work.replayOf === undefined);
-    if (fresh.length === 0) return duplicates;
-    const inserted = (await trx('webhook_inbox')
-      .insert(
-        fresh.map(({ work, inboxId, state, errorCode, payment }) => ({
-          id: inboxId,
-          provider: work.event.provider,
-          event_key: work.event.eventKey,
-          event_type: work.event.eventType,
-          secret_index: work.secretIndex,
-          payload: JSON.stringify(work.event.storedPayload(work.card?.token)),
-          received_at: now,
-          state,
-          error_code: errorCode,
-          applied_at: state === 'applied' ? now : null,
-          payment_id: payment?.id ?? null,
-        })),
-      )
-      .onConflict(['provider', 'event_key'])
-      .ignore()
-      .returning('id')) as { id: string }[];
+    const applying = plans.filter((p) => p.apply !== undefined);
+    // Each payment has one event in the batch: its effects go in when that event's row went in.
+    const replayedPayments = replays.flatMap((p) => (p.payment === undefined ? [] : [p.payment.id]));
+    const gate = (column: string) => ({
+      sql:
+        `${column} in (select payment_id from inbox)` +
+        (replayedPayments.length === 0 ? '' : ` or ${column} in (${replayedPayments.map(() => '?').join(', ')})`),
+      bindings: replayedPayments,
+    });
+    const inserted = await writeTogether<{ id: string }>(
+      trx,
+      [
+        fresh.length === 0
+          ? { name: 'inbox', statement: 'select null::text as id, null::text as payment_id where false', bindings: [] }
+          : partOf(
+              trx('webhook_inbox')
+                .insert(
+                  fresh.map(({ work, inboxId, state, errorCode, payment }) => ({
+                    id: inboxId,
+                    provider: work.event.provider,
+                    event_key: work.event.eventKey,
+                    event_type: work.event.eventType,
+                    secret_index: work.secretIndex,
+                    payload: JSON.stringify(work.event.storedPayload(work.card?.token)),
+                    received_at: now,
+                    state,
+                    error_code: errorCode,
+                    applied_at: state === 'applied' ? now : null,
+                    payment_id: payment?.id ?? null,
+                  })),
+                )
+                .onConflict(['provider', 'event_key'])
+                .ignore()
+                .returning(['id', 'payment_id']),
+              'inbox',
+            ),
+        factsPart(applying, gate('v.payment_id')),
+        updateRowsPart(
+          'payments',
+          'id',
+          PAYMENT_COLUMNS,
+          applying.map((p) => p.apply?.update ?? {}),
+          gate('t.id'),
+        ),
+      ],
+      'select id from inbox',
+    );
     if (inserted.length === fresh.length) return duplicates;
     const insertedIds = new Set(inserted.map((r) => r.id));
     const redelivered = fresh.filter((p) => !insertedIds.has(p.inboxId));
@@ -456,22 +478,34 @@ export class PaymentService {
     }
     return duplicates;
   }
+}
 
-  private async insertFacts(trx: Knex.Transaction, plans: readonly Plan[]): Promise<void> {
-    const rows = plans.flatMap(({ work, inboxId, payment }) =>
-      (work.event.effect?.facts ?? []).map((f) => ({
-        payment_id: payment?.id,
-        kind: f.kind,
-        fact_key: f.key,
-        amount: f.amount,
-        currency: f.currency,
-        occurred_at: f.occurredAt,
-        inbox_id: inboxId,
-      })),
-    );
-    if (rows.length === 0) return;
-    await trx('payment_facts').insert(rows).onConflict(['payment_id', 'kind', 'fact_key']).ignore();
-  }
+/** The facts of the applying events, inserted where `where` lets them (a fact already there stays). */
+function factsPart(
+  plans: readonly Plan[],
+  where: { readonly sql: string; readonly bindings: readonly Knex.RawBinding[] },
+): WritePart | undefined {
+  const rows = plans.flatMap(({ work, inboxId, payment }) =>
+    (work.event.effect?.facts ?? []).map((f) => [
+      payment?.id ?? null,
+      f.kind,
+      f.key,
+      f.amount,
+      f.currency,
+      f.occurredAt,
+      inboxId,
+    ]),
+  );
+  if (rows.length === 0) return undefined;
+  return {
+    statement: `insert into payment_facts (payment_id, kind, fact_key, amount, currency, occurred_at, inbox_id)
+      select v.payment_id, v.kind, v.fact_key, v.amount::bigint, v.currency, v.occurred_at::timestamptz, v.inbox_id
+      from (values ${rows.map(() => '(?, ?, ?, ?, ?, ?, ?)').join(', ')})
+        as v (payment_id, kind, fact_key, amount, currency, occurred_at, inbox_id)
+      where ${where.sql}
+      on conflict (payment_id, kind, fact_key) do nothing`,
+    bindings: [...(rows.flat() as Knex.RawBinding[]), ...where.bindings],
+  };
 }
 
 const PAYMENT_COLUMNS = {
@@ -491,14 +525,6 @@ const PAYMENT_COLUMNS = {
   merchant_reference: 'text',
   updated_at: 'timestamptz',
 } as const;
-
-/** Every updated payment in one statement. */
-async function updatePayments(
-  trx: Knex.Transaction,
-  updates: readonly Readonly<Record<string, unknown>>[],
-): Promise<void> {
-  await updateRows(trx, 'payments', 'id', PAYMENT_COLUMNS, updates);
-}
 
 function paymentKey(event: PaymentEventInput): string {
   return `${event.provider} ${event.effect?.paymentExternalId ?? ''}`;
