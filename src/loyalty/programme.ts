@@ -111,6 +111,19 @@ export async function programmeVersions(db: Knex | Knex.Transaction): Promise<Pr
   return ((await db('loyalty_programme_versions').orderBy('version')) as VersionRow[]).map(toVersion);
 }
 
+/**
+ * The versions as `json_agg` of the table's rows gives them (timestamps as text, rules as an object),
+ * e.g. read together with something else in one statement.
+ */
+export function programmeVersionsFromJson(value: unknown): ProgrammeVersion[] {
+  const rows = (typeof value === 'string' ? JSON.parse(value) : value) as
+    (Omit<VersionRow, 'effective_from' | 'created_at'> & { effective_from: string; created_at: string })[] | null;
+  if (rows === null) throw new Error('the programme has no version');
+  return rows.map((r) =>
+    toVersion({ ...r, effective_from: new Date(r.effective_from), created_at: new Date(r.created_at) }),
+  );
+}
+
 /** The version in force at `at`: the newest effective by then (the first is in force since the epoch). */
 export function versionInForce(versions: readonly ProgrammeVersion[], at: Date): ProgrammeVersion {
   const [first] = versions;

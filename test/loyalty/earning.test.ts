@@ -36,6 +36,22 @@ describe('loyalty: points from payment events', function () {
     expect(await balance(svc, s.shopperRef)).to.include({ available: 50, pending: 0 });
   });
 
+  it('when a payment names a shopper merged meanwhile (its card not yet moved), then the points go to the survivor', async () => {
+    const merged = await shopper();
+    const survivor = await shopper();
+    // The window a merge leaves to a delivery resolved before it: the merge row is there, the card
+    // still names the merged shopper.
+    await svc.db.knex('shopper_merges').insert({
+      merged_ref: merged.shopperRef,
+      survivor_ref: survivor.shopperRef,
+      merged_by: 'test',
+      merged_at: new Date(),
+    });
+    await payment(merged, { channel: 'in_store', amount: 4_200 }).send(svc, { type: 'authorised' });
+    expect(await balance(svc, survivor.shopperRef)).to.include({ available: 42 });
+    expect(await svc.db.knex('loyalty_accounts').where({ shopper_ref: merged.shopperRef })).to.have.length(0);
+  });
+
   it('when an authorisation is cancelled, then the pending points are voided', async () => {
     const s = await shopper();
     const p = payment(s);
