@@ -9,7 +9,8 @@
  *   belong here);
  * - no row may be changed by two of them (PostgreSQL leaves the outcome unspecified);
  * - foreign keys are checked at the end of the whole statement, so a row may refer to one inserted
- *   beside it (a ledger entry to its new lot).
+ *   beside it (a ledger entry to its new lot);
+ * - CTE names must not repeat: at most one outbox part (its CTEs are named `outbox_…`).
  */
 import type { Knex } from 'knex';
 
@@ -29,23 +30,47 @@ export function partOf(query: Knex.QueryBuilder, name?: string): WritePart {
   return { statement: sql, bindings, ...(name === undefined ? {} : { name }) };
 }
 
+/** PostgreSQL counts a statement's parameters in 16 bits. */
+export const MAX_BINDINGS = 65_535;
+
 /**
  * Runs the parts (absent ones skipped) on `db` in one statement, and returns the rows of `select`
- * (which may read named parts); nothing is sent when there are no parts.
+ * (which may read named parts); nothing is sent when there are no parts. Parts that do not refer to
+ * each other (no name, the default select) are split over several statements, in order, when
+ * together they pass PostgreSQL's {@link MAX_BINDINGS}: a large flush stays possible, as when each
+ * write was its own statement.
  */
 export async function writeTogether<Row = unknown>(
   db: Knex | Knex.Transaction,
   parts: readonly (WritePart | undefined)[],
-  select = 'select 1',
+  select?: string,
 ): Promise<Row[]> {
   const present = parts.filter((p): p is WritePart => p !== undefined);
   if (present.length === 0) return [];
-  const ctes = present.map((part, i) =>
+  const linked = select !== undefined || present.some((p) => 'name' in p && p.name !== undefined);
+  if (linked) return run<Row>(db, present, select ?? 'select 1');
+  let group: WritePart[] = [];
+  let bindings = 0;
+  for (const part of present) {
+    if (group.length > 0 && bindings + part.bindings.length > MAX_BINDINGS) {
+      await run(db, group, 'select 1');
+      group = [];
+      bindings = 0;
+    }
+    group.push(part);
+    bindings += part.bindings.length;
+  }
+  await run(db, group, 'select 1');
+  return [];
+}
+
+async function run<Row>(db: Knex | Knex.Transaction, parts: readonly WritePart[], select: string): Promise<Row[]> {
+  const ctes = parts.map((part, i) =>
     'statement' in part ? `${part.name ?? `w${i}`} as (${part.statement})` : part.ctes,
   );
   const result = (await db.raw(
     `with ${ctes.join(',\n')} ${select}`,
-    present.flatMap((p) => p.bindings),
+    parts.flatMap((p) => p.bindings),
   )) as { rows: Row[] };
   return result.rows;
 }

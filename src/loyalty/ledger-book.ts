@@ -2,7 +2,7 @@
  * One shopper's ledger inside one transaction: the account row locked, the lots it touches, and the
  * entries to append. Every movement of points goes through here, so the projections (account
  * balances, lot remainders) change only together with the entry that explains them, and
- * {@link LedgerBook.flushAll} writes them all in four statements, however many books.
+ * {@link LedgerBook.flushAll} writes them all in one statement, however many books.
  *
  * Lock order, everywhere: payments (in provider, external id order), then accounts (in shopper
  * order). A shopper's lots are written only under that shopper's account lock, so they take no row
@@ -362,7 +362,7 @@ export class LedgerBook {
     if (!this.newLots.has(lot.id)) this.dirtyLots.add(lot.id);
   }
 
-  /** Writes the new lots, the entries, the changed lots and the account: at most four statements. */
+  /** Writes the new lots, the entries, the changed lots, the account and its events: one statement. */
   async flush(): Promise<void> {
     await LedgerBook.flushAll(this.trx, [this]);
   }

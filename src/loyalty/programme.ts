@@ -118,8 +118,8 @@ export async function programmeVersions(db: Knex | Knex.Transaction): Promise<Pr
 export function programmeVersionsFromJson(value: unknown): ProgrammeVersion[] {
   const rows = (typeof value === 'string' ? JSON.parse(value) : value) as
     (Omit<VersionRow, 'effective_from' | 'created_at'> & { effective_from: string; created_at: string })[] | null;
-  if (rows === null) throw new Error('the programme has no version');
-  return rows.map((r) =>
+  // No version at all: [] (versionInForce refuses it only if a version is actually needed).
+  return (rows ?? []).map((r) =>
     toVersion({ ...r, effective_from: new Date(r.effective_from), created_at: new Date(r.created_at) }),
   );
 }

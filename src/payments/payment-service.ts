@@ -409,13 +409,15 @@ export class PaymentService {
     }
     const fresh = plans.filter((p) => p.work.replayOf === undefined);
     const applying = plans.filter((p) => p.apply !== undefined);
-    // Each payment has one event in the batch: its effects go in when that event's row went in.
-    const replayedPayments = replays.flatMap((p) => (p.payment === undefined ? [] : [p.payment.id]));
-    const gate = (column: string) => ({
+    // Facts are gated on their own event's row; a payment update on its payment's, which is exact
+    // because a batch holds one event per payment (GroupCommit keyOf), checked here.
+    const paymentIds = applying.map((p) => p.payment?.id);
+    if (new Set(paymentIds).size !== paymentIds.length) throw new Error('a batch holds two events of one payment');
+    const gate = (column: string, returned: 'id' | 'payment_id', replayed: readonly string[]) => ({
       sql:
-        `${column} in (select payment_id from inbox)` +
-        (replayedPayments.length === 0 ? '' : ` or ${column} in (${replayedPayments.map(() => '?').join(', ')})`),
-      bindings: replayedPayments,
+        `${column} in (select ${returned} from inbox)` +
+        (replayed.length === 0 ? '' : ` or ${column} in (${replayed.map(() => '?').join(', ')})`),
+      bindings: replayed,
     });
     const inserted = await writeTogether<{ id: string }>(
       trx,
@@ -444,13 +446,24 @@ export class PaymentService {
                 .returning(['id', 'payment_id']),
               'inbox',
             ),
-        factsPart(applying, gate('v.payment_id')),
+        factsPart(
+          applying,
+          gate(
+            'v.inbox_id',
+            'id',
+            replays.map((p) => p.inboxId),
+          ),
+        ),
         updateRowsPart(
           'payments',
           'id',
           PAYMENT_COLUMNS,
           applying.map((p) => p.apply?.update ?? {}),
-          gate('t.id'),
+          gate(
+            't.id',
+            'payment_id',
+            replays.flatMap((p) => (p.payment === undefined ? [] : [p.payment.id])),
+          ),
         ),
       ],
       'select id from inbox',

@@ -88,6 +88,32 @@ describe('payments: group commit of concurrent deliveries', function () {
     expect(emitted).to.have.length(40);
   });
 
+  it('when a stored delivery id comes back with another body among fresh deliveries, then it is a duplicate and changes nothing', async () => {
+    const token = await tokenOf(TEST_PANS.visa[1]);
+    const id = paymentId('gate');
+    const deliveryId = `msg_gate_${process.pid}_${id}`;
+    const first = await postPlatform(svc, platformEvent({ paymentId: id, amount: 5_000, card: { token } }), {
+      id: deliveryId,
+    });
+    expect(first.body).to.include({ duplicate: false, state: 'applied' });
+    const payment = await svc.db.knex('payments').where({ external_id: id }).first();
+    const facts = await svc.db.knex('payment_facts').where({ payment_id: payment.id }).orderBy('kind');
+    const before = transitions.length;
+    // Same webhook-id, but a capture: were its effects not held back by the inbox conflict, the
+    // payment would be captured and a fact added.
+    const [replayed, ...others] = await Promise.all([
+      postPlatform(svc, platformEvent({ type: 'payment.captured', paymentId: id }), { id: deliveryId }),
+      ...Array.from({ length: 12 }, () =>
+        postPlatform(svc, platformEvent({ paymentId: paymentId('gate-fresh'), card: { token } })),
+      ),
+    ]);
+    expect(replayed?.body).to.deep.equal({ eventId: first.body.eventId, state: 'applied', duplicate: true });
+    expect(others.map((r) => r.body.duplicate)).to.deep.equal(others.map(() => false));
+    expect(await svc.db.knex('payments').where({ external_id: id }).first()).to.deep.equal(payment);
+    expect(await svc.db.knex('payment_facts').where({ payment_id: payment.id }).orderBy('kind')).to.deep.equal(facts);
+    expect(transitions.slice(before).filter((t) => t.paymentId === payment.id)).to.deep.equal([]);
+  });
+
   it('when a batch mixes a new authorisation, a parked capture, its parent and another currency, then each gets its own outcome', async () => {
     const token = await tokenOf(TEST_PANS.mastercard[0]);
     const authorised = paymentId('mix-auth');

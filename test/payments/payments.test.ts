@@ -155,6 +155,23 @@ describe('payments from webhooks', function () {
     expect(transitions.length).to.equal(before);
   });
 
+  it('when the effect of a stored event is missing (a restore that lost it, say), then its replay applies it again', async () => {
+    const id = paymentId('replay-missing');
+    await postPlatform(svc, platformEvent({ paymentId: id, card: { pan: TEST_PANS.jcb[0] } }));
+    const capture = await postPlatform(svc, platformEvent({ type: 'payment.captured', paymentId: id }));
+    const { id: paymentRef } = await paymentRow(id);
+    await svc.db.knex('payment_facts').where({ payment_id: paymentRef, kind: 'captured' }).delete();
+    await svc.db.knex('payments').where({ id: paymentRef }).update({ state: 'authorised', captured_amount: 0 });
+    const replay = await svc.request('POST', `/v1/admin/webhooks/inbox/${capture.body.eventId}/replay`, {
+      token: admin,
+    });
+    expect(replay.body).to.include({ state: 'applied', replays: 1 });
+    expect(await paymentRow(id)).to.include({ state: 'captured', captured_amount: 10_000 });
+    expect(
+      await svc.db.knex('payment_facts').where({ payment_id: paymentRef, kind: 'captured' }).select('inbox_id'),
+    ).to.deep.equal([{ inbox_id: capture.body.eventId }]);
+  });
+
   it('when the same payment gets concurrent events, then each transition is emitted exactly once', async () => {
     const id = paymentId('concurrent');
     const events = [
