@@ -92,6 +92,7 @@ export async function buildService(config: Config, options: BuildOptions): Promi
   const vault = new VaultService(database.knex, keyRing, {
     detokenise: { enabled: config.vault.detokeniseEnabled, perMinute: config.vault.detokenisePerMinute },
     lookupConcurrency: config.vault.lookupConcurrency,
+    createConcurrency: config.vault.createConcurrency,
   });
 
   const metrics = new Metrics();

@@ -4,7 +4,8 @@
  */
 import type { Knex } from 'knex';
 import type { OutboundEvent } from '../events/event-types.js';
-import { outboxCtes } from '../events/outbox.js';
+import { partOf, writeTogether } from '../db/write-together.js';
+import { outboxPart } from '../events/outbox.js';
 import type { IdentifierKind } from './card-crypto.js';
 
 type Db = Knex | Knex.Transaction;
@@ -158,65 +159,79 @@ export async function insertIdentifier(
   return inserted.length === rows.length;
 }
 
+/** One first sighting: the shopper, the card, its identifier, its fingerprints and its events. */
+export interface NewCardSighting {
+  readonly card: NewCard;
+  readonly identifier: NewIdentifier;
+  readonly fingerprints: readonly FingerprintKey[];
+  readonly events: readonly OutboundEvent[];
+  readonly now: Date;
+}
+
 /**
- * A first sighting in one statement (so one round trip, and atomic without an explicit
- * transaction): the shopper, the card, its identifier and one fingerprint per indexing MAC version.
- * Returns false, having written nothing, when a fingerprint already exists: the identifier belongs to
- * another card, or a concurrent first sighting won; the caller looks again.
+ * First sightings in one statement (so one round trip, and atomic without an explicit transaction),
+ * however many: the shoppers, the cards, their identifiers, one fingerprint per indexing MAC version,
+ * and the outbox's `shopper.created` events. Fingerprints go in in one fixed order (version
+ * descending, then bytes), so two such statements never wait on each other in a cycle.
+ *
+ * Throws when a fingerprint already exists (see {@link isFingerprintTaken}), having written nothing:
+ * the identifier belongs to another card, or a concurrent first sighting won; the caller looks again.
  */
-export async function insertNewCard(
-  db: Db,
-  card: NewCard,
-  identifier: NewIdentifier,
-  fingerprints: readonly FingerprintKey[],
-  now: Date,
-  events: readonly OutboundEvent[] = [],
-): Promise<boolean> {
-  const rows = fingerprints.filter((f) => f.indexing).sort((a, b) => b.version - a.version);
-  // The outbox joins the same statement, so the shopper.created event commits with the shopper.
-  const outbox = events.length === 0 ? { sql: '', bindings: [] } : outboxCtes(events);
-  try {
-    await db.raw(
-      `with ${outbox.sql}${outbox.sql === '' ? '' : ','}
-       s as (insert into shoppers (shopper_ref, created_at) values (?, ?) returning shopper_ref),
-       c as (insert into cards (token, shopper_ref, brand, last4, expiry_month, expiry_year, pan_ciphertext,
-               pan_key_version, created_at, updated_at)
-             select ?, s.shopper_ref, ?, ?, ?::smallint, ?::smallint, ?::bytea, ?::integer, ?, ? from s
-             returning token),
-       i as (insert into card_identifiers (id, token, kind, namespace, value_ciphertext, value_key_version, created_at)
-             select ?, c.token, ?, ?, ?::bytea, ?::integer, ? from c
-             returning id, token)
-       insert into identifier_fingerprints (mac_key_version, fingerprint, identifier_id, token, created_at)
-       select f.version, f.fingerprint, i.id, i.token, ?
-       from i, (values ${rows.map(() => '(?::integer, ?::bytea)').join(', ')}) as f (version, fingerprint)`,
-      [
-        ...outbox.bindings,
-        card.shopperRef,
-        now,
-        card.token,
-        card.brand,
-        card.last4,
-        card.expiryMonth,
-        card.expiryYear,
-        card.panCiphertext,
-        card.panKeyVersion,
-        now,
-        now,
-        identifier.id,
-        identifier.kind,
-        identifier.namespace,
-        identifier.valueCiphertext,
-        identifier.valueKeyVersion,
-        now,
-        now,
-        ...rows.flatMap((f) => [f.version, f.fingerprint]),
-      ] as Knex.RawBinding[],
-    );
-    return true;
-  } catch (error) {
-    if (isUniqueViolation(error, 'identifier_fingerprints_pkey')) return false;
-    throw error;
-  }
+export async function insertNewCards(db: Db, sightings: readonly NewCardSighting[]): Promise<void> {
+  const fingerprints = sightings
+    .flatMap(({ identifier, fingerprints: keys, now }) =>
+      keys
+        .filter((f) => f.indexing)
+        .map((f) => ({
+          mac_key_version: f.version,
+          fingerprint: f.fingerprint,
+          identifier_id: identifier.id,
+          token: identifier.token,
+          created_at: now,
+        })),
+    )
+    .sort((a, b) => b.mac_key_version - a.mac_key_version || Buffer.compare(a.fingerprint, b.fingerprint));
+  await writeTogether(db, [
+    outboxPart(sightings.flatMap((s) => s.events)),
+    partOf(
+      db('shoppers').insert(sightings.map(({ card, now }) => ({ shopper_ref: card.shopperRef, created_at: now }))),
+    ),
+    partOf(
+      db('cards').insert(
+        sightings.map(({ card, now }) => ({
+          token: card.token,
+          shopper_ref: card.shopperRef,
+          brand: card.brand,
+          last4: card.last4,
+          expiry_month: card.expiryMonth,
+          expiry_year: card.expiryYear,
+          pan_ciphertext: card.panCiphertext,
+          pan_key_version: card.panKeyVersion,
+          created_at: now,
+          updated_at: now,
+        })),
+      ),
+    ),
+    partOf(
+      db('card_identifiers').insert(
+        sightings.map(({ identifier, now }) => ({
+          id: identifier.id,
+          token: identifier.token,
+          kind: identifier.kind,
+          namespace: identifier.namespace,
+          value_ciphertext: identifier.valueCiphertext,
+          value_key_version: identifier.valueKeyVersion,
+          created_at: now,
+        })),
+      ),
+    ),
+    partOf(db('identifier_fingerprints').insert(fingerprints)),
+  ]);
+}
+
+/** The error of {@link insertNewCards} when an identifier is already someone's (or just became so). */
+export function isFingerprintTaken(error: unknown): boolean {
+  return isUniqueViolation(error, 'identifier_fingerprints_pkey');
 }
 
 function isUniqueViolation(error: unknown, constraint: string): boolean {

@@ -10,6 +10,7 @@
  */
 import type { Knex } from 'knex';
 import { appendAuditEvent, type AuditEventInput } from '../audit/audit-log.js';
+import { GroupCommit } from '../db/group-commit.js';
 import { ReadBatcher } from '../db/read-batcher.js';
 import { AppError } from '../errors/app-error.js';
 import { eventBody } from '../events/event-types.js';
@@ -24,7 +25,9 @@ import {
   findCardByFingerprints,
   findCardsByFingerprintSets,
   insertIdentifier,
-  insertNewCard,
+  insertNewCards,
+  isFingerprintTaken,
+  type NewCardSighting,
   setCardPan,
   type CardRow,
   type FingerprintKey,
@@ -62,6 +65,11 @@ export interface VaultOptions {
    * statement (ReadBatcher). Default 4.
    */
   readonly lookupConcurrency?: number;
+  /**
+   * First-sighting statements in flight at once; new cards arriving while that many are running share
+   * the next statement (group commit). Default 4.
+   */
+  readonly createConcurrency?: number;
   readonly now?: () => Date;
 }
 
@@ -72,6 +80,11 @@ export class VaultService {
   private readonly now: () => Date;
   /** Lookups by fingerprint outside a transaction, coalesced under load. */
   private readonly lookups: ReadBatcher<readonly FingerprintKey[], CardRow | undefined>;
+  /**
+   * First sightings, group-committed: concurrent new cards share one statement (atomic by itself, so
+   * no transaction around it) and one WAL flush. False for a sighting whose identifier was taken.
+   */
+  private readonly firstSightings: GroupCommit<NewCardSighting, boolean, Knex>;
 
   constructor(
     private readonly knex: Knex,
@@ -83,6 +96,30 @@ export class VaultService {
       concurrency: options.lookupConcurrency ?? 4,
       maxBatch: 64,
     });
+    this.firstSightings = new GroupCommit(
+      (work) => work(this.knex),
+      async (db, sightings) => {
+        try {
+          await insertNewCards(db, sightings);
+          return sightings.map(() => true);
+        } catch (error) {
+          // Alone, a taken identifier is a lost race; in a batch it fails the statement, and GroupCommit
+          // runs each sighting alone to find which.
+          if (sightings.length === 1 && isFingerprintTaken(error)) return [false];
+          throw error;
+        }
+      },
+      {
+        maxBatch: 64,
+        concurrency: options.createConcurrency ?? 4,
+        // One identifier never twice in a statement: the second would only collide with the first.
+        keyOf: ({ fingerprints }) =>
+          fingerprints
+            .filter((f) => f.indexing)
+            .map((f) => `${f.version}:${f.fingerprint.toString('base64')}`)
+            .join(' '),
+      },
+    );
   }
 
   /** Returns the card for this identifier, creating card and shopper on first sight. */
@@ -281,7 +318,10 @@ export class VaultService {
     }));
   }
 
-  /** The first sighting: shopper, card, identifier and fingerprints in one atomic statement. */
+  /**
+   * The first sighting: shopper, card, identifier and fingerprints in one atomic statement, shared
+   * with the concurrent first sightings of other cards.
+   */
   private async createCard(
     identifier: Identifier,
     expiry: Expiry | undefined,
@@ -302,14 +342,13 @@ export class VaultService {
       panCiphertext: sealed?.ciphertext ?? null,
       panKeyVersion: sealed?.keyVersion ?? null,
     };
-    const stored = await insertNewCard(
-      this.knex,
+    const stored = await this.firstSightings.submit({
       card,
-      await this.sealIdentifier(this.knex, token, identifier),
-      keys,
+      identifier: await this.sealIdentifier(this.knex, token, identifier),
+      fingerprints: keys,
+      events: [eventBody('shopper.created', `shopper:${shopperRef}:created`, shopperRef, { cardToken: token }, now)],
       now,
-      [eventBody('shopper.created', `shopper:${shopperRef}:created`, shopperRef, { cardToken: token }, now)],
-    );
+    });
     if (!stored) throw new RaceLost();
     return {
       token,

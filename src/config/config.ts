@@ -67,6 +67,7 @@ export interface Config {
     readonly cardRateBurst: number;
     /** Card lookups in flight at once; more share the next statement. */
     readonly lookupConcurrency: number;
+    readonly createConcurrency: number;
   };
   readonly webhooks: WebhooksConfig;
   readonly keys: {
@@ -231,6 +232,7 @@ export function loadConfig(env: Env = process.env): Config {
       cardRatePerSecond: r.integer('CARD_RATE_LIMIT_PER_SECOND', 2_000, 0, 1_000_000),
       cardRateBurst: r.integer('CARD_RATE_LIMIT_BURST', 4_000, 1, 1_000_000),
       lookupConcurrency: r.integer('CARD_LOOKUP_CONCURRENCY', 4, 1, 64),
+      createConcurrency: r.integer('CARD_CREATE_CONCURRENCY', 4, 1, 64),
     },
     webhooks: parseWebhooks(r, { production, embedded, dataDir }),
     keys: {

@@ -35,33 +35,41 @@ export const MAX_BINDINGS = 65_535;
 
 /**
  * Runs the parts (absent ones skipped) on `db` in one statement, and returns the rows of `select`
- * (which may read named parts); nothing is sent when there are no parts. Parts that do not refer to
- * each other (no name, the default select) are split over several statements, in order, when
- * together they pass PostgreSQL's {@link MAX_BINDINGS}: a large flush stays possible, as when each
- * write was its own statement.
+ * (which may read named parts); nothing is sent when there are no parts. One statement is atomic by
+ * itself, transaction or not; its parameters must stay under {@link MAX_BINDINGS}.
  */
 export async function writeTogether<Row = unknown>(
   db: Knex | Knex.Transaction,
   parts: readonly (WritePart | undefined)[],
-  select?: string,
+  select = 'select 1',
 ): Promise<Row[]> {
   const present = parts.filter((p): p is WritePart => p !== undefined);
-  if (present.length === 0) return [];
-  const linked = select !== undefined || present.some((p) => 'name' in p && p.name !== undefined);
-  if (linked) return run<Row>(db, present, select ?? 'select 1');
+  return present.length === 0 ? [] : run<Row>(db, present, select);
+}
+
+/**
+ * Like {@link writeTogether} for parts that do not refer to each other, in as few statements as
+ * PostgreSQL's {@link MAX_BINDINGS} allows (one, unless the writes are large), in order. Only inside
+ * a transaction, which keeps them atomic when they take more than one statement.
+ */
+export async function writeInFewStatements(
+  trx: Knex.Transaction,
+  parts: readonly (WritePart | undefined)[],
+): Promise<void> {
   let group: WritePart[] = [];
   let bindings = 0;
-  for (const part of present) {
+  for (const part of parts) {
+    if (part === undefined) continue;
+    if ('name' in part && part.name !== undefined) throw new Error('writeInFewStatements takes no named parts');
     if (group.length > 0 && bindings + part.bindings.length > MAX_BINDINGS) {
-      await run(db, group, 'select 1');
+      await run(trx, group, 'select 1');
       group = [];
       bindings = 0;
     }
     group.push(part);
     bindings += part.bindings.length;
   }
-  await run(db, group, 'select 1');
-  return [];
+  if (group.length > 0) await run(trx, group, 'select 1');
 }
 
 async function run<Row>(db: Knex | Knex.Transaction, parts: readonly WritePart[], select: string): Promise<Row[]> {

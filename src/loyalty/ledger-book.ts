@@ -12,7 +12,7 @@
  */
 import type { Knex } from 'knex';
 import { updateRowsPart } from '../db/update-rows.js';
-import { partOf, writeTogether } from '../db/write-together.js';
+import { partOf, writeInFewStatements } from '../db/write-together.js';
 import type { OutboundEvent } from '../events/event-types.js';
 import { outboxPart } from '../events/outbox.js';
 import { pointsEvents } from '../events/points-events.js';
@@ -390,7 +390,7 @@ export class LedgerBook {
       book.newLots.clear();
       book.dirtyLots.clear();
     }
-    await writeTogether(trx, [
+    await writeInFewStatements(trx, [
       ...parts,
       updateRowsPart(
         'loyalty_accounts',

@@ -51,6 +51,28 @@ describe('card vault', function () {
       expect(new Set(results.map((r) => r.body.shopperReference)).size).to.equal(5);
     });
 
+    it('when many new cards arrive at once, then they share statements (group commit) and each gets its own card', async () => {
+      const pans = generatePans(40, '555555');
+      const statements: string[] = [];
+      const listen = (q: { sql: string }) => statements.push(q.sql);
+      svc.db.knex.on('query', listen);
+      try {
+        const results = await Promise.all([...pans, ...pans].map((pan) => tokenise({ pan })));
+        expect(results.map((r) => r.status).sort()).to.deep.equal([...pans.map(() => 200), ...pans.map(() => 201)]);
+        for (const pan of pans) {
+          const mine = results.filter((_, i) => i % pans.length === pans.indexOf(pan));
+          expect(new Set(mine.map((r) => r.body.token)).size).to.equal(1);
+        }
+        expect(new Set(results.map((r) => r.body.shopperReference)).size).to.equal(40);
+      } finally {
+        svc.db.knex.off('query', listen);
+      }
+      const firstSightings = statements.filter((q) => q.includes('insert into "shoppers"'));
+      // Embedded PGlite runs one query at a time on the event loop's thread, so nothing queues there.
+      if (svc.db.kind === 'postgres') expect(firstSightings.length).to.be.below(40);
+      else expect(firstSightings.length).to.be.at.most(40);
+    });
+
     it('when a later expiry arrives for a known card (reissue), then the card keeps its token and shows the later expiry', async () => {
       const [pan] = generatePans(1);
       const first = await tokenise({ pan, expiryMonth: 1, expiryYear: 2027 });

@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import type { Knex } from 'knex';
 import { updateRowsPart } from '../../src/db/update-rows.js';
-import { MAX_BINDINGS, partOf, writeTogether } from '../../src/db/write-together.js';
+import { MAX_BINDINGS, partOf, writeInFewStatements, writeTogether } from '../../src/db/write-together.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
 
 /** Several writes as one statement: what they see of each other, and the bind-parameter limit. */
@@ -69,7 +69,7 @@ describe('writes sent together', function () {
     const parts = ['a', 'b', 'c'].map((prefix) => partOf(knex('wt_parent').insert(rows(prefix, 15_000))));
     expect(parts.reduce((n, p) => n + p.bindings.length, 0)).to.be.above(MAX_BINDINGS);
     statements.length = 0;
-    await knex.transaction((trx) => writeTogether(trx, parts));
+    await knex.transaction((trx) => writeInFewStatements(trx, parts));
     expect(statements.filter((s) => s.startsWith('with '))).to.have.length(2);
     const [count] = (await knex('wt_parent').whereRaw("id ~ '^[abc][0-9]'").count({ n: '*' })) as { n: unknown }[];
     expect(Number(count?.n)).to.equal(45_000);
