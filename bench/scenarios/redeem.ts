@@ -19,6 +19,7 @@ import knexFactory from 'knex';
 import { checkLedger } from '../../src/loyalty/ledger-check.js';
 import { measure } from '../lib/load.js';
 import { seedLoyalty, shopperRef, shopperRefSql, shopperTokens } from '../lib/loyalty.js';
+import { outboxSql } from '../lib/outbox-sql.js';
 import { pgbench } from '../lib/pgbench.js';
 import { withTempPostgres } from '../lib/postgres.js';
 import type { LoadOptions, Scenario, ScenarioResult } from '../lib/scenario.js';
@@ -210,14 +211,15 @@ const RESPONSE = JSON.stringify({
 });
 const REQUEST_HASH = 'c'.repeat(64);
 /** Statements inside the redemption transaction (between BEGIN and COMMIT) of the script below. */
-const REDEMPTION_STATEMENTS = 9;
+const REDEMPTION_STATEMENTS = 7;
 
 /**
  * One redemption, statement for statement as the service sends them: the access check
  * (shoppers.ts, one join) outside the transaction, then LoyaltyService.redeem's transaction: claim
  * the key, lock the account (upsert; it also shows a merge), read the programme, insert the
- * redemption, read the spendable lots (guarded by the account lock), flush (entry insert, then lots
- * and account each updated from VALUES as src/db/update-rows.ts does), store the response (the
+ * redemption, read the spendable lots (guarded by the account lock), flush (in one statement, as
+ * LedgerBook.flushAll sends it: the entry, the lot and the account updated from VALUES as
+ * src/db/update-rows.ts does, the points.redeemed event in the outbox), store the response (the
  * balance is computed from the book), commit. Values
  * the service keeps in memory between statements are \gset here.
  */
@@ -261,18 +263,20 @@ select * from "loyalty_lots" where "shopper_ref" = ${ref} and "remaining" > 0 or
 \\gset lot_
 \\set available :acc_available - 1
 \\set remaining :lot_remaining - 1
-insert into "loyalty_entries" ("available_delta", "business_key", "created_at", "debt_delta", "id", "kind", "lot_delta",
+with w0 as (insert into "loyalty_entries" ("available_delta", "business_key", "created_at", "debt_delta", "id", "kind", "lot_delta",
     "lot_id", "payment_id", "pending_delta", "points", "redemption_id", "rule_version", "shopper_ref")
   values (-1, 'redemption:' || ${red} || ':' || 'lot' || ':' || :lot_id, now(), 0, 'led_' || :client_id || '_' || :r, 'redemption', -1,
-    :lot_id, :lot_payment_id, 0, -1, ${red}, :lot_rule_version, ${ref});
-update loyalty_lots t set ${lotColumns.map(([c, t]) => `${c} = v.${c}::${t}`).join(', ')}
+    :lot_id, :lot_payment_id, 0, -1, ${red}, :lot_rule_version, ${ref})),
+w1 as (update loyalty_lots t set ${lotColumns.map(([c, t]) => `${c} = v.${c}::${t}`).join(', ')}
   from (values (:lot_id, ${lotColumns.map(([c]) => lotValue(c)).join(', ')})) as v (id, ${lotColumns.map(([c]) => c).join(', ')})
-  where t.id = v.id;
-update loyalty_accounts t set available = v.available::bigint, pending = v.pending::bigint, debt = v.debt::bigint,
+  where t.id = v.id),
+w2 as (update loyalty_accounts t set available = v.available::bigint, pending = v.pending::bigint, debt = v.debt::bigint,
     lifetime_earned = v.lifetime_earned::bigint, updated_at = v.updated_at::timestamptz
   from (values (${ref}, :available, :acc_pending, :acc_debt, :acc_lifetime_earned, now()))
     as v (shopper_ref, available, pending, debt, lifetime_earned, updated_at)
-  where t.shopper_ref = v.shopper_ref;
+  where t.shopper_ref = v.shopper_ref),
+${outboxSql(`'oev_' || :client_id || '_' || :r`, 'points.redeemed', ref)}
+select 1;
 update "idempotency_keys" set "status" = 201, "response" = '${RESPONSE}'
   where "scope" = 'redemption:' || ${ref} and "key" = ${key};
 COMMIT;

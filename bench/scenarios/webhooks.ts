@@ -15,6 +15,7 @@ import { issueDevToken } from '../../src/cli/token.js';
 import { loadConfig } from '../../src/config/config.js';
 import { luhnValid } from '../../src/cards/luhn.js';
 import { measure } from '../lib/load.js';
+import { outboxSql } from '../lib/outbox-sql.js';
 import { pgbench } from '../lib/pgbench.js';
 import { withTempPostgres } from '../lib/postgres.js';
 import type { LoadOptions, Scenario, ScenarioResult } from '../lib/scenario.js';
@@ -170,82 +171,73 @@ const PAYLOAD = JSON.stringify({
   card: { token: 'tok_aaaaaaaaaaaaaaaaaaaaaaaaaa' },
 });
 
-/** The outbox's share (src/events/outbox.ts): the event, and a delivery row per subscriber wanting it. */
-const outbox = (
-  id: string,
-  type: string,
-  shopper: string,
-): string => `outbox_values (id, type, shopper_ref, body, created_at) AS (
-    VALUES (${id}, '${type}', (${shopper})::text, '${EVENT_BODY}', now())),
-  outbox_events AS (INSERT INTO outbound_events (id, type, shopper_ref, body, created_at)
-    SELECT id, type, shopper_ref, body, created_at FROM outbox_values ON CONFLICT (id) DO NOTHING
-    RETURNING id, type, shopper_ref, seq, created_at),
-  outbox_deliveries AS (INSERT INTO outbound_deliveries
-    (subscription_id, event_id, shopper_ref, event_seq, state, attempts, next_attempt_at, created_at, updated_at)
-    SELECT s.id, e.id, e.shopper_ref, e.seq, 'pending', 0, least(e.created_at, now()), e.created_at, e.created_at
-    FROM outbox_events e JOIN event_subscriptions s ON s.state = 'active' AND jsonb_exists(s.event_types, e.type))`;
+const PAY = `'pay_' || :client_id || '_' || :r`;
+const EVT = `'evt_' || :client_id || '_' || :r`;
 
-/** About the size of a real `points.pending` event body (no quotes to escape). */
-const EVENT_BODY = JSON.stringify({
-  id: 'evt_points_pending_0000000000000000000000000000',
-  type: 'points.pending',
-  timestamp: '2026-11-30T00:00:00.000Z',
-  data: {
-    shopperReference: 'shp_aaaaaaaaaaaaaaaaaaaaaaaaaa',
-    points: 123,
-    paymentId: 'pay_aaaaaaaaaaaaaaaaaaaaaaaaaa',
-    ruleVersion: 1,
-    balance: { available: 0, pending: 123, lifetimeEarned: 0 },
-  },
-});
-
-/** The delivery's own transaction, exactly as PaymentService.ingest runs it for a new payment. */
+/**
+ * The delivery's own transaction for a new payment, statement for statement as PaymentService and
+ * LoyaltyService send it for a batch of one: lock-or-create the payment; the inbox row with the fact
+ * and the payment update gated on it; merges and programme; the account locked; the ledger's lot,
+ * entry, account and outbox event in one statement.
+ */
 const delivery = (token: string, shopper: string): string => `BEGIN;
 INSERT INTO payments (id, provider, external_id, state, created_at, updated_at)
-  VALUES ('pay_' || :client_id || '_' || :r, 'platform', 'bench-' || :client_id || '-' || :r, 'awaiting_authorisation', now(), now())
+  VALUES (${PAY}, 'platform', 'bench-' || :client_id || '-' || :r, 'awaiting_authorisation', now(), now())
   ON CONFLICT (provider, external_id) DO UPDATE SET updated_at = payments.updated_at
   RETURNING *, (xmax = 0) AS inserted;
-INSERT INTO webhook_inbox (id, provider, event_key, event_type, secret_index, payload, received_at, state, applied_at, payment_id)
-  VALUES ('evt_' || :client_id || '_' || :r, 'platform', 'msg_' || :client_id || '_' || :r, 'payment.authorised', 0,
-    '${PAYLOAD}', now(), 'applied', now(), 'pay_' || :client_id || '_' || :r)
-  ON CONFLICT (provider, event_key) DO NOTHING RETURNING id;
-INSERT INTO payment_facts (payment_id, kind, fact_key, amount, currency, occurred_at, inbox_id)
-  VALUES ('pay_' || :client_id || '_' || :r, 'authorised', 'auth', 12345, 'GBP', now(), 'evt_' || :client_id || '_' || :r)
-  ON CONFLICT (payment_id, kind, fact_key) DO NOTHING;
-UPDATE payments SET state = 'authorised', currency = 'GBP', authorised_amount = 12345, captured_amount = 0,
-  refunded_amount = 0, charged_back_amount = 0, authorised_at = now(), card_token = ${token}, shopper_ref = ${shopper},
-  card_last4 = '1111', channel = 'online', store_id = NULL, terminal_id = NULL, merchant_reference = 'order-1',
-  updated_at = now()
-  WHERE id = 'pay_' || :client_id || '_' || :r;
+WITH inbox AS (INSERT INTO webhook_inbox (applied_at, error_code, event_key, event_type, id, payload, payment_id,
+    provider, received_at, secret_index, state)
+  VALUES (now(), NULL, 'msg_' || :client_id || '_' || :r, 'payment.authorised', ${EVT}, '${PAYLOAD}', ${PAY},
+    'platform', now(), 0, 'applied')
+  ON CONFLICT (provider, event_key) DO NOTHING RETURNING id, payment_id),
+w1 AS (INSERT INTO payment_facts (payment_id, kind, fact_key, amount, currency, occurred_at, inbox_id)
+  SELECT v.payment_id, v.kind, v.fact_key, v.amount::bigint, v.currency, v.occurred_at::timestamptz, v.inbox_id
+  FROM (VALUES (${PAY}, 'authorised', 'auth', '12345', 'GBP', now()::text, ${EVT}))
+    AS v (payment_id, kind, fact_key, amount, currency, occurred_at, inbox_id)
+  WHERE v.inbox_id IN (SELECT id FROM inbox)
+  ON CONFLICT (payment_id, kind, fact_key) DO NOTHING),
+w2 AS (UPDATE payments t SET state = v.state::text, currency = v.currency::text,
+    authorised_amount = v.authorised_amount::bigint, captured_amount = v.captured_amount::bigint,
+    refunded_amount = v.refunded_amount::bigint, charged_back_amount = v.charged_back_amount::bigint,
+    authorised_at = v.authorised_at::timestamptz, card_token = v.card_token::text, shopper_ref = v.shopper_ref::text,
+    card_last4 = v.card_last4::text, channel = v.channel::text, store_id = v.store_id::text,
+    terminal_id = v.terminal_id::text, merchant_reference = v.merchant_reference::text,
+    updated_at = v.updated_at::timestamptz
+  FROM (VALUES (${PAY}, 'authorised', 'GBP', '12345', '0', '0', '0', now()::text, (${token})::text, (${shopper})::text,
+    '1111', 'online', NULL, NULL, 'order-1', now()::text))
+    AS v (id, state, currency, authorised_amount, captured_amount, refunded_amount, charged_back_amount, authorised_at,
+      card_token, shopper_ref, card_last4, channel, store_id, terminal_id, merchant_reference, updated_at)
+  WHERE t.id = v.id AND (t.id IN (SELECT payment_id FROM inbox)))
+SELECT id FROM inbox;
 ${ledger(shopper)}
 COMMIT;
 `;
 
 /**
  * The loyalty ledger's share of that transaction for an online authorisation (a pending lot), as
- * LoyaltyService.onPaymentTransitions runs it: lots and merges read, the account locked by upsert,
- * the programme read, then the lot and its entry inserted and the account updated from VALUES.
+ * LoyaltyService.onPaymentTransitions sends it: merges and programme in one read, the account locked
+ * by upsert, then the lot, its entry, the account and the points.pending event in one statement.
  */
-const ledger = (
-  shopper: string,
-): string => `SELECT payment_id, shopper_ref FROM loyalty_lots WHERE payment_id IN ('pay_' || :client_id || '_' || :r);
-SELECT merged_ref, survivor_ref FROM shopper_merges WHERE merged_ref IN (${shopper});
+const ledger = (shopper: string): string => `SELECT
+  (SELECT coalesce(json_agg(json_build_array(merged_ref, survivor_ref)), '[]'::json)
+    FROM shopper_merges WHERE merged_ref IN (${shopper})) AS merges,
+  (SELECT json_agg(p ORDER BY p.version) FROM loyalty_programme_versions p) AS programme;
 INSERT INTO loyalty_accounts (shopper_ref, created_at, updated_at) VALUES (${shopper}, now(), now())
   ON CONFLICT (shopper_ref) DO UPDATE SET updated_at = loyalty_accounts.updated_at RETURNING *;
-SELECT * FROM loyalty_programme_versions ORDER BY version;
-INSERT INTO loyalty_lots (id, shopper_ref, payment_id, rule_version, pending, earn_target, reversal_target, credited,
-    recovered, written_off, remaining, expired, effects, available_at, expires_at, created_at, updated_at)
-  VALUES ('lot_' || :client_id || '_' || :r, ${shopper}, 'pay_' || :client_id || '_' || :r, 1, 123, 0, 0, 0, 0, 0, 0, 0, 1,
-    NULL, NULL, now(), now());
-INSERT INTO loyalty_entries (id, shopper_ref, kind, points, available_delta, pending_delta, lot_delta, debt_delta, lot_id,
-    payment_id, redemption_id, rule_version, business_key, created_at)
-  VALUES ('led_' || :client_id || '_' || :r, ${shopper}, 'earn_pending', 123, 0, 123, 0, 0, 'lot_' || :client_id || '_' || :r,
-    'pay_' || :client_id || '_' || :r, NULL, 1, concat_ws(chr(58), 'payment', 'pay_' || :client_id || '_' || :r, '1'), now());
-UPDATE loyalty_accounts t SET available = v.available::bigint, pending = v.pending::bigint, debt = v.debt::bigint,
+WITH w0 AS (INSERT INTO loyalty_lots (available_at, created_at, credited, earn_target, effects, expired, expires_at, id,
+    payment_id, pending, recovered, remaining, reversal_target, rule_version, shopper_ref, updated_at, written_off)
+  VALUES (NULL, now(), 0, 0, 1, 0, NULL, 'lot_' || :client_id || '_' || :r, ${PAY}, 123, 0, 0, 0, 1, ${shopper}, now(), 0)),
+w1 AS (INSERT INTO loyalty_entries (available_delta, business_key, created_at, debt_delta, id, kind, lot_delta, lot_id,
+    payment_id, pending_delta, points, redemption_id, rule_version, shopper_ref)
+  VALUES (0, concat_ws(chr(58), 'payment', ${PAY}, '1'), now(), 0, 'led_' || :client_id || '_' || :r, 'earn_pending', 0,
+    'lot_' || :client_id || '_' || :r, ${PAY}, 123, 123, NULL, 1, ${shopper})),
+w2 AS (UPDATE loyalty_accounts t SET available = v.available::bigint, pending = v.pending::bigint, debt = v.debt::bigint,
     lifetime_earned = v.lifetime_earned::bigint, updated_at = v.updated_at::timestamptz
-  FROM (VALUES ((${shopper})::text, 0, 123, 0, 0, now())) AS v (shopper_ref, available, pending, debt, lifetime_earned, updated_at)
-  WHERE t.shopper_ref = v.shopper_ref;
-WITH ${outbox(`'oev_' || :client_id || '_' || :r`, 'points.pending', shopper)} SELECT 1;`;
+  FROM (VALUES ((${shopper})::text, '0', '123', '0', '0', now()::text))
+    AS v (shopper_ref, available, pending, debt, lifetime_earned, updated_at)
+  WHERE t.shopper_ref = v.shopper_ref),
+${outboxSql(`'oev_' || :client_id || '_' || :r`, 'points.pending', shopper)}
+SELECT 1;`;
 
 function knownCardScript(known: number): string {
   return `\\set k random(1, ${known})
@@ -256,22 +248,24 @@ ${delivery(':tok', ':shp')}`;
 }
 
 function newCardScript(): string {
-  // The vault's first sighting: one statement with its shopper.created event, as VaultService.createCard
-  // runs it (insertNewCard).
+  // The vault's first sighting of one card, as insertNewCards sends it (one statement, no transaction).
+  const SHP = `'shp_' || :client_id || '_' || :r`;
+  const TOK = `'tok_' || :client_id || '_' || :r`;
+  const CID = `'cid_' || :client_id || '_' || :r`;
   return `\\set r random(1, 1000000000000000)
 ${LOOKUP} WHERE (f.mac_key_version, f.fingerprint) IN ((1, sha256(('miss' || :client_id || :r)::bytea))) LIMIT 1;
-WITH s AS (INSERT INTO shoppers (shopper_ref, created_at) VALUES ('shp_' || :client_id || '_' || :r, now()) RETURNING shopper_ref),
-  c AS (INSERT INTO cards (token, shopper_ref, brand, last4, expiry_month, expiry_year, pan_ciphertext, pan_key_version, created_at, updated_at)
-    SELECT 'tok_' || :client_id || '_' || :r, s.shopper_ref, 'visa', '1111', 12, 2030,
-      sha256(('pan' || :r)::bytea) || sha256(('tag' || :r)::bytea), 1, now(), now() FROM s RETURNING token),
-  i AS (INSERT INTO card_identifiers (id, token, kind, namespace, value_ciphertext, value_key_version, created_at)
-    SELECT 'cid_' || :client_id || '_' || :r, c.token, 'pan', NULL, NULL, NULL, now() FROM c RETURNING id, token),
-  fp AS (INSERT INTO identifier_fingerprints (mac_key_version, fingerprint, identifier_id, token, created_at)
-    SELECT f.version, f.fingerprint, i.id, i.token, now()
-    FROM i, (VALUES (1, sha256(('fp' || :client_id || '_' || :r)::bytea))) AS f (version, fingerprint)),
-  ${outbox(`'oev_new_' || :client_id || '_' || :r`, 'shopper.created', `'shp_' || :client_id || '_' || :r`)}
+WITH ${outboxSql(`'oev_new_' || :client_id || '_' || :r`, 'shopper.created', SHP)},
+  w1 AS (INSERT INTO shoppers (shopper_ref, created_at) VALUES (${SHP}, now())),
+  w2 AS (INSERT INTO cards (brand, created_at, expiry_month, expiry_year, last4, pan_ciphertext, pan_key_version,
+      shopper_ref, token, updated_at)
+    VALUES ('visa', now(), 12, 2030, '1111', sha256(('pan' || :r)::bytea) || sha256(('tag' || :r)::bytea), 1, ${SHP},
+      ${TOK}, now())),
+  w3 AS (INSERT INTO card_identifiers (created_at, id, kind, namespace, token, value_ciphertext, value_key_version)
+    VALUES (now(), ${CID}, 'pan', NULL, ${TOK}, NULL, NULL)),
+  w4 AS (INSERT INTO identifier_fingerprints (created_at, fingerprint, identifier_id, mac_key_version, token)
+    VALUES (now(), sha256(('fp' || :client_id || '_' || :r)::bytea), ${CID}, 1, ${TOK}))
 SELECT 1;
-${delivery(`'tok_' || :client_id || '_' || :r`, `'shp_' || :client_id || '_' || :r`)}`;
+${delivery(TOK, SHP)}`;
 }
 
 export const webhooks: Scenario = {
