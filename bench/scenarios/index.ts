@@ -9,13 +9,14 @@ import { redeem } from './redeem.js';
 import { rotate } from './rotate.js';
 import { soak } from './soak.js';
 import { tokeniseKnown, tokeniseNew } from './tokenise.js';
-import { webhooks } from './webhooks.js';
+import { webhooks, webhooksBurst } from './webhooks.js';
 
 export const scenarios: readonly Scenario[] = [
   authGet,
   tokeniseKnown,
   tokeniseNew,
   webhooks,
+  webhooksBurst,
   balance,
   redeem,
   rotate,

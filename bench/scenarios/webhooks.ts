@@ -29,7 +29,7 @@ export function randomPan(): string {
   for (let d = 0; ; d++) if (luhnValid(body + d)) return body + d;
 }
 
-async function runWebhooks(load: LoadOptions): Promise<ScenarioResult> {
+async function runWebhooks(load: LoadOptions, label = 'POST /v1/webhooks/platform'): Promise<ScenarioResult> {
   return withTempDir((dir) =>
     withTempPostgres(async (databaseUrl) => {
       const secret = `whsec_${randomBytes(32).toString('base64')}`;
@@ -50,7 +50,7 @@ async function runWebhooks(load: LoadOptions): Promise<ScenarioResult> {
         const nextRequest = signedAuthorisations(secret, pans);
         const target = await measure(
           {
-            label: 'POST /v1/webhooks/platform',
+            label,
             url: `${service.url}/v1/webhooks/platform`,
             method: 'POST',
             nextRequest,
@@ -271,5 +271,19 @@ ${delivery(TOK, SHP)}`;
 export const webhooks: Scenario = {
   name: 'webhooks',
   description: 'signed payment.authorised deliveries, 10,000 cards (PostgreSQL) vs pgbench of the same SQL',
-  run: runWebhooks,
+  run: (load) => runWebhooks(load),
+};
+
+/** Concurrent deliveries for the burst scenario: what a gateway sends catching up after an outage. */
+const BURST_CONNECTIONS = 64;
+
+/**
+ * The same deliveries 64 at a time, both sides: where group commit earns its keep (one transaction
+ * per delivery, as pgbench runs them, loses throughput to contention as clients grow; batches grow).
+ */
+export const webhooksBurst: Scenario = {
+  name: 'webhooks-64',
+  description: `the same, ${BURST_CONNECTIONS} concurrent deliveries on both sides (a gateway catching up)`,
+  run: (load) =>
+    runWebhooks({ ...load, connections: BURST_CONNECTIONS }, `POST /v1/webhooks/platform ×${BURST_CONNECTIONS}`),
 };
