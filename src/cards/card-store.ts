@@ -131,26 +131,8 @@ export async function insertIdentifier(
   now: Date,
 ): Promise<boolean> {
   // Fingerprints are written only under indexing versions; lookups match every readable version.
-  await trx('card_identifiers').insert({
-    id: identifier.id,
-    token: identifier.token,
-    kind: identifier.kind,
-    namespace: identifier.namespace,
-    value_ciphertext: identifier.valueCiphertext,
-    value_key_version: identifier.valueKeyVersion,
-    created_at: now,
-  });
-  // Fixed order (version descending) so two transactions never wait on each other in a cycle.
-  const rows = fingerprints
-    .filter((f) => f.indexing)
-    .sort((a, b) => b.version - a.version)
-    .map((f) => ({
-      mac_key_version: f.version,
-      fingerprint: f.fingerprint,
-      identifier_id: identifier.id,
-      token: identifier.token,
-      created_at: now,
-    }));
+  await trx('card_identifiers').insert(identifierRow(identifier, now));
+  const rows = fingerprintRows(identifier, fingerprints, now);
   const inserted = (await trx('identifier_fingerprints')
     .insert(rows)
     .onConflict(['mac_key_version', 'fingerprint'])
@@ -179,54 +161,64 @@ export interface NewCardSighting {
  */
 export async function insertNewCards(db: Db, sightings: readonly NewCardSighting[]): Promise<void> {
   const fingerprints = sightings
-    .flatMap(({ identifier, fingerprints: keys, now }) =>
-      keys
-        .filter((f) => f.indexing)
-        .map((f) => ({
-          mac_key_version: f.version,
-          fingerprint: f.fingerprint,
-          identifier_id: identifier.id,
-          token: identifier.token,
-          created_at: now,
-        })),
-    )
+    .flatMap(({ identifier, fingerprints: keys, now }) => fingerprintRows(identifier, keys, now))
     .sort((a, b) => b.mac_key_version - a.mac_key_version || Buffer.compare(a.fingerprint, b.fingerprint));
+  if (sightings.some(({ fingerprints: keys }) => !keys.some((f) => f.indexing))) {
+    throw new Error('no identifier-mac version is indexing (published or active): a new card could never be found');
+  }
   await writeTogether(db, [
     outboxPart(sightings.flatMap((s) => s.events)),
     partOf(
       db('shoppers').insert(sightings.map(({ card, now }) => ({ shopper_ref: card.shopperRef, created_at: now }))),
     ),
-    partOf(
-      db('cards').insert(
-        sightings.map(({ card, now }) => ({
-          token: card.token,
-          shopper_ref: card.shopperRef,
-          brand: card.brand,
-          last4: card.last4,
-          expiry_month: card.expiryMonth,
-          expiry_year: card.expiryYear,
-          pan_ciphertext: card.panCiphertext,
-          pan_key_version: card.panKeyVersion,
-          created_at: now,
-          updated_at: now,
-        })),
-      ),
-    ),
-    partOf(
-      db('card_identifiers').insert(
-        sightings.map(({ identifier, now }) => ({
-          id: identifier.id,
-          token: identifier.token,
-          kind: identifier.kind,
-          namespace: identifier.namespace,
-          value_ciphertext: identifier.valueCiphertext,
-          value_key_version: identifier.valueKeyVersion,
-          created_at: now,
-        })),
-      ),
-    ),
+    partOf(db('cards').insert(sightings.map(({ card, now }) => ({ ...newCardRow(card, now), updated_at: now })))),
+    partOf(db('card_identifiers').insert(sightings.map(({ identifier, now }) => identifierRow(identifier, now)))),
     partOf(db('identifier_fingerprints').insert(fingerprints)),
   ]);
+}
+
+/** The stored row of a card just created. */
+export function newCardRow(card: NewCard, now: Date): CardRow {
+  return {
+    token: card.token,
+    shopper_ref: card.shopperRef,
+    brand: card.brand,
+    last4: card.last4,
+    expiry_month: card.expiryMonth,
+    expiry_year: card.expiryYear,
+    pan_ciphertext: card.panCiphertext,
+    pan_key_version: card.panKeyVersion,
+    created_at: now,
+  };
+}
+
+function identifierRow(identifier: NewIdentifier, now: Date): Record<string, unknown> {
+  return {
+    id: identifier.id,
+    token: identifier.token,
+    kind: identifier.kind,
+    namespace: identifier.namespace,
+    value_ciphertext: identifier.valueCiphertext,
+    value_key_version: identifier.valueKeyVersion,
+    created_at: now,
+  };
+}
+
+/**
+ * One fingerprint row per indexing MAC version (version descending, a fixed order, so two
+ * transactions never wait on each other in a cycle).
+ */
+function fingerprintRows(identifier: NewIdentifier, fingerprints: readonly FingerprintKey[], now: Date) {
+  return fingerprints
+    .filter((f) => f.indexing)
+    .sort((a, b) => b.version - a.version)
+    .map((f) => ({
+      mac_key_version: f.version,
+      fingerprint: f.fingerprint,
+      identifier_id: identifier.id,
+      token: identifier.token,
+      created_at: now,
+    }));
 }
 
 /** The error of {@link insertNewCards} when an identifier is already someone's (or just became so). */

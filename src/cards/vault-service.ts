@@ -26,6 +26,7 @@ import {
   findCardsByFingerprintSets,
   insertIdentifier,
   insertNewCards,
+  newCardRow,
   isFingerprintTaken,
   type NewCardSighting,
   setCardPan,
@@ -85,6 +86,12 @@ export class VaultService {
    * no transaction around it) and one WAL flush. False for a sighting whose identifier was taken.
    */
   private readonly firstSightings: GroupCommit<NewCardSighting, boolean, Knex>;
+  /**
+   * This process's first sightings in flight, by identifier: a second one for the same identifier
+   * waits for the first and looks again, instead of sending a statement bound to fail (and, shared
+   * with other new cards, to make them all run again one by one).
+   */
+  private readonly sightingsInFlight = new Map<string, Promise<unknown>>();
 
   constructor(
     private readonly knex: Knex,
@@ -113,11 +120,7 @@ export class VaultService {
         maxBatch: 64,
         concurrency: options.createConcurrency ?? 4,
         // One identifier never twice in a statement: the second would only collide with the first.
-        keyOf: ({ fingerprints }) =>
-          fingerprints
-            .filter((f) => f.indexing)
-            .map((f) => `${f.version}:${f.fingerprint.toString('base64')}`)
-            .join(' '),
+        keyOf: ({ fingerprints }) => sightingKey(fingerprints),
       },
     );
   }
@@ -327,6 +330,26 @@ export class VaultService {
     expiry: Expiry | undefined,
     keys: readonly FingerprintKey[],
   ): Promise<CardRow> {
+    const key = sightingKey(keys);
+    const ahead = this.sightingsInFlight.get(key);
+    if (ahead !== undefined) {
+      await ahead.catch(() => undefined);
+      throw new RaceLost();
+    }
+    const sighting = this.insertCard(identifier, expiry, keys);
+    this.sightingsInFlight.set(key, sighting);
+    try {
+      return await sighting;
+    } finally {
+      this.sightingsInFlight.delete(key);
+    }
+  }
+
+  private async insertCard(
+    identifier: Identifier,
+    expiry: Expiry | undefined,
+    keys: readonly FingerprintKey[],
+  ): Promise<CardRow> {
     const now = this.now();
     const shopperRef = newId('shp');
     const token = newId('tok');
@@ -350,17 +373,7 @@ export class VaultService {
       now,
     });
     if (!stored) throw new RaceLost();
-    return {
-      token,
-      shopper_ref: shopperRef,
-      brand: card.brand,
-      last4: card.last4,
-      expiry_month: card.expiryMonth,
-      expiry_year: card.expiryYear,
-      pan_ciphertext: card.panCiphertext,
-      pan_key_version: card.panKeyVersion,
-      created_at: now,
-    };
+    return newCardRow(card, now);
   }
 
   /** The identifier row: PAR and alias values kept encrypted, so a MAC rotation can re-derive them. */
@@ -444,4 +457,12 @@ function toView(row: CardRow, newerExpiry?: Expiry): CardView {
     expiryYear: year,
     createdAt: row.created_at,
   };
+}
+
+/** A first sighting's identity: its fingerprints under the indexing MAC versions. */
+function sightingKey(fingerprints: readonly FingerprintKey[]): string {
+  return fingerprints
+    .filter((f) => f.indexing)
+    .map((f) => `${f.version}:${f.fingerprint.toString('base64')}`)
+    .join(' ');
 }

@@ -44,6 +44,10 @@ export async function writeTogether<Row = unknown>(
   select = 'select 1',
 ): Promise<Row[]> {
   const present = parts.filter((p): p is WritePart => p !== undefined);
+  const bindings = present.reduce((n, p) => n + p.bindings.length, 0);
+  if (bindings > MAX_BINDINGS) {
+    throw new Error(`${bindings} parameters in one statement; PostgreSQL takes at most ${MAX_BINDINGS}`);
+  }
   return present.length === 0 ? [] : run<Row>(db, present, select);
 }
 

@@ -53,6 +53,17 @@ describe('card vault', function () {
 
     it('when many new cards arrive at once, then they share statements (group commit) and each gets its own card', async () => {
       const pans = generatePans(40, '555555');
+      const counts = async () => {
+        const count = async (table: string, where: Record<string, string> = {}) =>
+          Number(((await svc.db.knex(table).where(where).count({ n: '*' })) as { n: unknown }[])[0]?.n);
+        return {
+          shoppers: await count('shoppers'),
+          cards: await count('cards'),
+          identifiers: await count('card_identifiers'),
+          created: await count('outbound_events', { type: 'shopper.created' }),
+        };
+      };
+      const before = await counts();
       const statements: string[] = [];
       const listen = (q: { sql: string }) => statements.push(q.sql);
       svc.db.knex.on('query', listen);
@@ -67,6 +78,14 @@ describe('card vault', function () {
       } finally {
         svc.db.knex.off('query', listen);
       }
+      // Nothing orphaned by the races: one shopper, card, identifier and shopper.created event per PAN.
+      const after = await counts();
+      expect({
+        shoppers: after.shoppers - before.shoppers,
+        cards: after.cards - before.cards,
+        identifiers: after.identifiers - before.identifiers,
+        created: after.created - before.created,
+      }).to.deep.equal({ shoppers: 40, cards: 40, identifiers: 40, created: 40 });
       const firstSightings = statements.filter((q) => q.includes('insert into "shoppers"'));
       // Embedded PGlite runs one query at a time on the event loop's thread, so nothing queues there.
       if (svc.db.kind === 'postgres') expect(firstSightings.length).to.be.below(40);

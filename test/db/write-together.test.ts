@@ -62,6 +62,19 @@ describe('writes sent together', function () {
     expect((await knex('wt_parent').where({ id: 'p2' }).first()).n).to.equal(2);
   });
 
+  it('when one statement would pass the bind-parameter limit, then nothing is sent and the error says why', async () => {
+    const rows = Array.from({ length: 33_000 }, (_, i) => ({ id: `over${i}`, n: i }));
+    statements.length = 0;
+    let failure: unknown;
+    try {
+      await writeTogether(knex, [partOf(knex('wt_parent').insert(rows))]);
+    } catch (error) {
+      failure = error;
+    }
+    expect(String(failure)).to.match(/66000 parameters in one statement; PostgreSQL takes at most 65535/);
+    expect(statements).to.deep.equal([]);
+  });
+
   it('when the parts together pass the bind-parameter limit, then they go in several statements and all land', async () => {
     const rows = (prefix: string, count: number) =>
       Array.from({ length: count }, (_, i) => ({ id: `${prefix}${i}`, n: i }));
