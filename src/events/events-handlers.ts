@@ -1,4 +1,5 @@
 /** HTTP adapters of the outbound-event subscriptions (admin only). Validated input in, one service call out. */
+import { pageBody } from '../db/keyset-cursor.js';
 import type { HandlerMap } from '../http/types.js';
 import { validInput } from '../http/types.js';
 import { actorOf } from '../loyalty/loyalty-handlers.js';
@@ -61,10 +62,7 @@ export function eventsHandlers(subscriptions: SubscriptionService): HandlerMap {
         ...(query['state'] === undefined ? {} : { state: query['state'] as DeliveryState }),
         ...(query['cursor'] === undefined ? {} : { cursor: query['cursor'] as string }),
       });
-      res.json({
-        items: page.items.map(deliveryJson),
-        ...(page.nextCursor === undefined ? {} : { nextCursor: page.nextCursor }),
-      });
+      res.json(pageBody(page, deliveryJson));
     },
 
     async listSubscriptionAttempts(req, res) {
@@ -73,10 +71,7 @@ export function eventsHandlers(subscriptions: SubscriptionService): HandlerMap {
         limit: query['limit'] as number,
         ...(query['cursor'] === undefined ? {} : { cursor: query['cursor'] as string }),
       });
-      res.json({
-        items: page.items.map(attemptJson),
-        ...(page.nextCursor === undefined ? {} : { nextCursor: page.nextCursor }),
-      });
+      res.json(pageBody(page, attemptJson));
     },
 
     async replaySubscriptionDelivery(req, res) {

@@ -9,7 +9,7 @@
 import { createHash } from 'node:crypto';
 import type { Knex } from 'knex';
 import { appendAuditEvent } from '../audit/audit-log.js';
-import { decodeCursor, encodeCursor } from '../db/keyset-cursor.js';
+import { afterCursor, pageOf, type Page } from '../db/keyset-cursor.js';
 import { AppError } from '../errors/app-error.js';
 import { newId } from '../ids/prefixed-id.js';
 import type { KeyRing } from '../keys/key-ring.js';
@@ -64,11 +64,6 @@ export interface NewSubscription {
   readonly url: string;
   readonly eventTypes: readonly EventType[];
   readonly description?: string;
-}
-
-export interface Page<T> {
-  readonly items: readonly T[];
-  readonly nextCursor: string | undefined;
 }
 
 export interface SubscriptionServiceDeps {
@@ -246,15 +241,8 @@ export class SubscriptionService {
         'd.created_at',
       );
     if (filter.state !== undefined) query.where('d.state', filter.state);
-    if (filter.cursor !== undefined) {
-      const [at, eventId] = decodeCursor(filter.cursor);
-      query.where((q) =>
-        q
-          .where('d.created_at', '<', at)
-          .orWhere((q2) => q2.where('d.created_at', '=', at).where('d.event_id', '<', eventId)),
-      );
-    }
-    return page((await query) as DeliveryRow[], filter.limit, (r) => [r.created_at, r.event_id]);
+    afterCursor(query, filter.cursor, 'd.created_at', 'd.event_id');
+    return pageOf((await query) as DeliveryRow[], filter.limit, (r) => [r.created_at, r.event_id]);
   }
 
   /** Every delivery attempt to the subscription, newest first: status, latency, error. */
@@ -267,13 +255,8 @@ export class SubscriptionService {
         { column: 'id', order: 'desc' },
       ])
       .limit(filter.limit + 1);
-    if (filter.cursor !== undefined) {
-      const [at, attemptId] = decodeCursor(filter.cursor);
-      query.where((q) =>
-        q.where('attempted_at', '<', at).orWhere((q2) => q2.where('attempted_at', '=', at).where('id', '<', attemptId)),
-      );
-    }
-    return page((await query) as AttemptRow[], filter.limit, (r) => [r.attempted_at, r.id]);
+    afterCursor(query, filter.cursor, 'attempted_at', 'id');
+    return pageOf((await query) as AttemptRow[], filter.limit, (r) => [r.attempted_at, r.id]);
   }
 
   /**
@@ -385,10 +368,4 @@ function subscriptionExists(id: string): AppError {
     detail: 'A subscription for this URL exists; rotate its secret to get a new one.',
     extensions: { subscriptionId: id },
   });
-}
-
-function page<T>(rows: T[], limit: number, key: (last: T) => [Date, string]): Page<T> {
-  const items = rows.slice(0, limit);
-  const last = items[items.length - 1];
-  return { items, nextCursor: rows.length > limit && last !== undefined ? encodeCursor(...key(last)) : undefined };
 }

@@ -4,7 +4,7 @@
  * entries and its `merge_in` cancel out, so the listed points always add up to the balance).
  */
 import type { Knex } from 'knex';
-import { decodeCursor, encodeCursor } from '../db/keyset-cursor.js';
+import { afterCursor, pageOf, type Page } from '../db/keyset-cursor.js';
 import type { EntryKind } from './ledger-book.js';
 import { balanceFrom, EXPIRING_SOON_DAYS, type Balance } from './balance.js';
 import { mergedInto } from './shoppers.js';
@@ -50,10 +50,7 @@ export interface LedgerEntry {
   readonly created_at: Date;
 }
 
-export interface LedgerPage {
-  readonly items: readonly LedgerEntry[];
-  readonly nextCursor: string | undefined;
-}
+export type LedgerPage = Page<LedgerEntry>;
 
 export async function listLedger(
   db: Knex,
@@ -81,17 +78,6 @@ export async function listLedger(
       'rule_version',
       'created_at',
     );
-  if (page.cursor !== undefined) {
-    const [at, id] = decodeCursor(page.cursor);
-    query.where((q) =>
-      q.where('created_at', '<', at).orWhere((q2) => q2.where('created_at', '=', at).where('id', '<', id)),
-    );
-  }
-  const rows = (await query) as LedgerEntry[];
-  const items = rows.slice(0, page.limit);
-  const last = items[items.length - 1];
-  return {
-    items,
-    nextCursor: rows.length > page.limit && last !== undefined ? encodeCursor(last.created_at, last.id) : undefined,
-  };
+  afterCursor(query, page.cursor, 'created_at', 'id');
+  return pageOf((await query) as LedgerEntry[], page.limit, (last) => [last.created_at, last.id]);
 }

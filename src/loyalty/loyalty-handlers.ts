@@ -4,6 +4,7 @@ import type { Request } from 'express';
 import { callerOf } from '../cards/cards-handlers.js';
 import { AppError } from '../errors/app-error.js';
 import { maskPans } from '../logging/pan-redactor.js';
+import { pageBody } from '../db/keyset-cursor.js';
 import type { HandlerMap } from '../http/types.js';
 import { principalOf, validInput } from '../http/types.js';
 import { ShopperMergedMeanwhile } from './ledger-book.js';
@@ -61,10 +62,7 @@ export function loyaltyHandlers({ knex, loyalty, members, now = () => new Date()
         limit: query['limit'] as number,
         ...(query['cursor'] === undefined ? {} : { cursor: query['cursor'] as string }),
       });
-      res.json({
-        items: page.items.map(entryJson),
-        ...(page.nextCursor === undefined ? {} : { nextCursor: page.nextCursor }),
-      });
+      res.json(pageBody(page, entryJson));
     },
 
     async redeemPoints(req, res) {

@@ -3,14 +3,9 @@
  * keyset cursors (stable under inserts, no OFFSET scans).
  */
 import type { Knex } from 'knex';
-import { decodeCursor, encodeCursor } from '../db/keyset-cursor.js';
+import { afterCursor, pageOf, type Page } from '../db/keyset-cursor.js';
 import type { Provider } from './payment-event.js';
 import type { InboxState, PaymentRow } from './payment-service.js';
-
-export interface Page<T> {
-  readonly items: readonly T[];
-  readonly nextCursor: string | undefined;
-}
 
 export interface PurchaseFilter {
   readonly channel?: string;
@@ -39,14 +34,9 @@ export async function listPurchases(
   if (filter.channel !== undefined) query.where({ channel: filter.channel });
   if (filter.from !== undefined) query.where('authorised_at', '>=', filter.from);
   if (filter.to !== undefined) query.where('authorised_at', '<', filter.to);
-  if (filter.cursor !== undefined) {
-    const [at, id] = decodeCursor(filter.cursor);
-    query.where((q) =>
-      q.where('authorised_at', '<', at).orWhere((q2) => q2.where('authorised_at', '=', at).where('id', '<', id)),
-    );
-  }
+  afterCursor(query, filter.cursor, 'authorised_at', 'id');
   const rows = (await query) as PaymentRow[];
-  return page(rows, filter.limit, (last) => [last.authorised_at as Date, last.id]);
+  return pageOf(rows, filter.limit, (last) => [last.authorised_at as Date, last.id]);
 }
 
 export interface InboxRow {
@@ -80,25 +70,11 @@ export async function listInbox(knex: Knex, filter: InboxFilter): Promise<Page<I
     .limit(filter.limit + 1);
   if (filter.state !== undefined) query.where({ state: filter.state });
   if (filter.provider !== undefined) query.where({ provider: filter.provider });
-  if (filter.cursor !== undefined) {
-    const [at, id] = decodeCursor(filter.cursor);
-    query.where((q) =>
-      q.where('received_at', '<', at).orWhere((q2) => q2.where('received_at', '=', at).where('id', '<', id)),
-    );
-  }
+  afterCursor(query, filter.cursor, 'received_at', 'id');
   const rows = (await query) as InboxRow[];
-  return page(rows, filter.limit, (last) => [last.received_at, last.id]);
+  return pageOf(rows, filter.limit, (last) => [last.received_at, last.id]);
 }
 
 export async function findInboxEvent(knex: Knex, id: string): Promise<InboxRow | undefined> {
   return (await knex('webhook_inbox').where({ id }).first()) as InboxRow | undefined;
-}
-
-function page<T>(rows: T[], limit: number, key: (last: T) => [Date, string]): Page<T> {
-  const items = rows.slice(0, limit);
-  const last = items[items.length - 1];
-  return {
-    items,
-    nextCursor: rows.length > limit && last !== undefined ? encodeCursor(...key(last)) : undefined,
-  };
 }

@@ -2,6 +2,7 @@
 import type { Knex } from 'knex';
 import { callerOf } from '../cards/cards-handlers.js';
 import { AppError } from '../errors/app-error.js';
+import { pageBody } from '../db/keyset-cursor.js';
 import type { HandlerMap } from '../http/types.js';
 import { validInput } from '../http/types.js';
 import { reachableShopper } from '../loyalty/loyalty-handlers.js';
@@ -27,7 +28,7 @@ export function paymentsHandlers(knex: Knex, payments: PaymentService): HandlerM
         ...optional('to', dateOf(query['to'])),
         ...optional('cursor', query['cursor'] as string | undefined),
       });
-      res.json({ items: page.items.map(purchaseJson), ...optional('nextCursor', page.nextCursor) });
+      res.json(pageBody(page, purchaseJson));
     },
 
     async listWebhookInbox(req, res) {
@@ -38,7 +39,7 @@ export function paymentsHandlers(knex: Knex, payments: PaymentService): HandlerM
         ...optional('provider', query['provider'] as Provider | undefined),
         ...optional('cursor', query['cursor'] as string | undefined),
       });
-      res.json({ items: page.items.map(inboxJson), ...optional('nextCursor', page.nextCursor) });
+      res.json(pageBody(page, inboxJson));
     },
 
     async replayWebhookEvent(req, res) {
