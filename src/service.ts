@@ -7,7 +7,8 @@ import { createAuthenticator, keyResolverFor } from './auth/authenticator.js';
 import { authHandlers } from './auth/auth-handlers.js';
 import { loadDevIssuer } from './auth/dev-issuer.js';
 import type { Config } from './config/config.js';
-import { createDatabase, type Database } from './db/database.js';
+import type { Database } from './db/database.js';
+import { openServiceDatabase } from './db/embedded-store.js';
 import { migrateToLatest } from './db/migrations.js';
 import { createReadiness, healthHandlers, type Readiness } from './health/health-handlers.js';
 import { createApp } from './http/app.js';
@@ -78,7 +79,7 @@ export async function buildService(config: Config, options: BuildOptions): Promi
   }
 
   const ownsDatabase = options.database === undefined;
-  const database = options.database ?? createDatabase(config, logger);
+  const database = options.database ?? (await openServiceDatabase(config, logger));
   try {
     const applied = await migrateToLatest(database.knex);
     if (applied.length > 0) logger.info({ migrations: applied }, 'database migrated');

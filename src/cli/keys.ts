@@ -6,21 +6,38 @@
  */
 import fs from 'node:fs';
 import { describeDatabase, loadConfig } from '../config/config.js';
-import { createDatabase } from '../db/database.js';
+import { openCliDatabase } from '../db/embedded-store.js';
 import { migrateToLatest } from '../db/migrations.js';
 import { builtInFieldSets } from '../keys/field-sets.js';
 import { KeyRing } from '../keys/key-ring.js';
 import { loadMasterKey } from '../keys/master-key-source.js';
 import { liveClientCertificates } from '../mtls/client-certificate-records.js';
-import { cliActor, runKeysCommand } from './keys-commands.js';
+import { asksForHelp, EXIT_USAGE } from './cli-args.js';
+import { cliActor, runKeysCommand, USAGE } from './keys-commands.js';
+import { keysCommands, keysUsageFor } from './keys-usage.js';
 
 /** Extra time beyond the key-ring refresh interval before an activation counts as seen everywhere. */
 const PROPAGATION_MARGIN_MS = 2_000;
 
 async function main(argv: readonly string[]): Promise<number> {
+  // Answered from the usage alone, before the configuration, the master key or the data folder.
+  if (asksForHelp(argv) || argv[0] === 'help') {
+    process.stdout.write(keysUsageFor(argv[0] === 'help' ? argv.slice(1) : argv));
+    return 0;
+  }
+  const command = argv[0];
+  if (command === undefined || !keysCommands().has(command)) {
+    process.stderr.write(
+      `keys: ${command === undefined ? 'a command is required' : `unknown command ${command}`}\n\n${USAGE}`,
+    );
+    return EXIT_USAGE;
+  }
   const config = loadConfig();
   const masterKey = await loadMasterKey(config.masterKey, config.masterKeyPrevious);
-  const database = createDatabase(config);
+  const database = await openCliDatabase(config, {
+    command: `keys ${argv.slice(0, 2).join(' ')}`,
+    notice: (line) => process.stderr.write(`keys: ${line}\n`),
+  });
   let interrupted = false;
   const onSignal = (): void => {
     if (interrupted) process.exit(130);

@@ -7,41 +7,61 @@
  *   npm run loyalty -- check [--json]    prove the ledger's invariants; exit 1 with a report otherwise
  *
  * Exit codes: 0 done / invariants hold, 1 invariants broken or the run failed, 2 bad usage.
- * On the embedded database, stop the service first: an embedded database belongs to one process.
+ * On the embedded default it works through the running service's socket, or owns the data folder
+ * while it runs (src/db/embedded-store.ts); `--help` and bad usage touch nothing.
  */
 import { parseArgs } from 'node:util';
 import type { Knex } from 'knex';
 import { loadConfig } from '../config/config.js';
-import { createDatabase } from '../db/database.js';
+import { openCliDatabase } from '../db/embedded-store.js';
 import { migrateToLatest } from '../db/migrations.js';
 import { checkLedger } from '../loyalty/ledger-check.js';
 import { LoyaltyService } from '../loyalty/loyalty-service.js';
+import { runCli } from './cli-args.js';
+import { UsageError } from './usage-error.js';
 
 export interface CliOutput {
   out(text: string): void;
   err(text: string): void;
 }
 
-const USAGE = 'usage: loyalty <expire|check> [--json]';
+const USAGE = `usage: npm run loyalty -- <expire|check> [--json]
+
+  expire [--json]   expire lots past their date, forget idempotency keys past their retention
+  check [--json]    prove the ledger's invariants; exit 1 with a report otherwise
+  -h, --help        this text (touches nothing)
+`;
+
+export interface LoyaltyArgs {
+  readonly command: 'expire' | 'check';
+  readonly json: boolean;
+}
+
+/** Throws a usage error (ERR_PARSE_ARGS_* or UsageError) for anything but one command and --json. */
+export function parseLoyaltyArgs(argv: readonly string[]): LoyaltyArgs {
+  const parsed = parseArgs({
+    args: [...argv],
+    options: { json: { type: 'boolean', default: false } },
+    allowPositionals: true,
+    strict: true,
+  });
+  const [command, ...rest] = parsed.positionals;
+  if (rest.length > 0) throw new UsageError(`unexpected argument ${rest[0] ?? ''}`);
+  if (command !== 'expire' && command !== 'check') {
+    throw new UsageError(command === undefined ? 'a command is required' : `unknown command ${command}`);
+  }
+  return { command, json: parsed.values.json };
+}
 
 export async function runLoyaltyCli(argv: readonly string[], knex: Knex, io: CliOutput): Promise<number> {
-  let parsed;
+  let args: LoyaltyArgs;
   try {
-    parsed = parseArgs({
-      args: [...argv],
-      options: { json: { type: 'boolean', default: false } },
-      allowPositionals: true,
-    });
+    args = parseLoyaltyArgs(argv);
   } catch (error) {
-    io.err(`${error instanceof Error ? error.message : String(error)}\n${USAGE}\n`);
+    io.err(`${error instanceof Error ? error.message : String(error)}\n${USAGE}`);
     return 2;
   }
-  const [command, ...rest] = parsed.positionals;
-  const json = parsed.values.json;
-  if (rest.length > 0 || (command !== 'expire' && command !== 'check')) {
-    io.err(`${USAGE}\n`);
-    return 2;
-  }
+  const { command, json } = args;
   if (command === 'expire') {
     const run = await new LoyaltyService(knex).expireDue();
     io.out(
@@ -64,16 +84,20 @@ export async function runLoyaltyCli(argv: readonly string[], knex: Knex, io: Cli
 }
 
 if (import.meta.url === `file://${process.argv[1] ?? ''}`) {
-  const config = loadConfig();
-  const database = createDatabase(config);
+  const argv = process.argv.slice(2);
   const io: CliOutput = { out: (t) => process.stdout.write(t), err: (t) => process.stderr.write(t) };
-  try {
-    await migrateToLatest(database.knex);
-    process.exitCode = await runLoyaltyCli(process.argv.slice(2), database.knex, io);
-  } catch (error) {
-    io.err(`loyalty: ${error instanceof Error ? error.message : String(error)}\n`);
-    process.exitCode = 1;
-  } finally {
-    await database.close();
-  }
+  process.exitCode = await runCli('loyalty', USAGE, argv, async () => {
+    const args = parseLoyaltyArgs(argv); // before anything is opened
+    const config = loadConfig();
+    const database = await openCliDatabase(config, {
+      command: `loyalty ${args.command}`,
+      notice: (line) => io.err(`loyalty: ${line}\n`),
+    });
+    try {
+      await migrateToLatest(database.knex);
+      return await runLoyaltyCli(argv, database.knex, io);
+    } finally {
+      await database.close();
+    }
+  });
 }

@@ -7,6 +7,17 @@ import { parseArgs } from 'node:util';
 import { loadConfig, type Config } from '../config/config.js';
 import { loadDevIssuer } from '../auth/dev-issuer.js';
 import { isShopperRef } from '../ids/prefixed-id.js';
+import { asksForHelp, EXIT_USAGE, isUsageError } from './cli-args.js';
+
+const USAGE = `usage: npm run token -- --scope "<scope> …" [--shopper shp_…] [--subject <name>] [--ttl <seconds>]
+
+  DEVELOPMENT ONLY: prints a bearer token that the embedded default trusts.
+  --scope     scopes, space- or comma-separated, repeatable (tokens:write, loyalty:read, …)
+  --shopper   a shopper reference: the token reaches only that shopper
+  --subject   the token's sub (default dev-user)
+  --ttl       lifetime, 1 to 86400 seconds (default 3600)
+  -h, --help  this text (touches nothing)
+`;
 
 export interface TokenRequest {
   readonly scopes: readonly string[];
@@ -50,11 +61,18 @@ export async function issueDevToken(config: Config, request: TokenRequest): Prom
 }
 
 if (import.meta.url === `file://${process.argv[1] ?? ''}`) {
-  try {
-    const token = await issueDevToken(loadConfig(), parseTokenArgs(process.argv.slice(2)));
-    process.stdout.write(`${token}\n`);
-  } catch (error) {
-    process.stderr.write(`token: ${error instanceof Error ? error.message : String(error)}\n`);
-    process.exitCode = 2;
+  const argv = process.argv.slice(2);
+  if (asksForHelp(argv)) {
+    process.stdout.write(USAGE);
+  } else {
+    try {
+      const request = parseTokenArgs(argv); // before the data folder's issuer key is read or made
+      const token = await issueDevToken(loadConfig(), request);
+      process.stdout.write(`${token}\n`);
+    } catch (error) {
+      process.stderr.write(`token: ${error instanceof Error ? error.message : String(error)}\n`);
+      if (isUsageError(error)) process.stderr.write(`\n${USAGE}`);
+      process.exitCode = EXIT_USAGE;
+    }
   }
 }

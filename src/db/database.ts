@@ -23,6 +23,8 @@ export type DatabaseKind = 'postgres' | 'pglite';
 export interface Database {
   readonly knex: Knex;
   readonly kind: DatabaseKind;
+  /** The embedded store's PGlite (file or memory), for the store socket only; undefined otherwise. */
+  readonly pglite?: PGlite | undefined;
   /** Cheap round trip used by readiness; rejects when the database cannot answer within `timeoutMs`. */
   ping(timeoutMs: number): Promise<void>;
   close(): Promise<void>;
@@ -103,14 +105,42 @@ function createPgliteDatabase(pglite: PGlite, log: Pick<Knex.Config, 'log'> = {}
       connection: () => ({ pglite }) as object,
       ...log,
     } as Knex.Config),
+    pglite,
   );
 }
 
-function wrap(kind: DatabaseKind, knex: Knex): Database {
+/**
+ * A client of the embedded store that a running service serves on a Unix socket (store-socket.ts):
+ * `pg` with `host` = the socket's directory. Still kind `pglite`: the store behind it is one
+ * single-session PGlite, so callers keep to one lane. One connection, so that this process's work is
+ * one session there; no statement or idle timeouts are sent (they would apply to the one session
+ * that the service shares).
+ */
+export function createStoreSocketDatabase(socketDir: string, connectTimeoutMs: number): Database {
+  return wrap(
+    'pglite',
+    knexFactory({
+      client: 'pg',
+      connection: {
+        host: socketDir,
+        port: 5432,
+        user: 'postgres',
+        database: 'postgres',
+        connectionTimeoutMillis: connectTimeoutMs,
+        types: pgTypes,
+      } as Knex.PgConnectionConfig,
+      pool: { min: 0, max: 1 },
+      acquireConnectionTimeout: 120_000,
+    }),
+  );
+}
+
+function wrap(kind: DatabaseKind, knex: Knex, pglite?: PGlite): Database {
   let closed = false;
   return {
     knex,
     kind,
+    pglite,
     async ping(timeoutMs) {
       if (closed) throw new Error('database handle is closed');
       let timer: NodeJS.Timeout | undefined;
