@@ -1,0 +1,172 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { expect } from 'chai';
+import { acquireOwnerLock, OWNER_LOCK_FILE } from '../../src/db/owner-lock.js';
+import { runNodeCli, startServiceProcess, type ServiceProcess } from '../support/service-process.js';
+
+/** Runs `fn` over `items` three at a time (the CLIs are separate processes; the machine is small). */
+async function inBatches<T, R>(items: readonly T[], fn: (item: T) => Promise<R>): Promise<R[]> {
+  const results: R[] = [];
+  for (let i = 0; i < items.length; i += 3) results.push(...(await Promise.all(items.slice(i, i + 3).map(fn))));
+  return results;
+}
+
+interface ListedKey {
+  readonly purpose: string;
+  readonly version: number;
+  readonly state: string;
+  readonly rowsTotal: number;
+}
+
+/**
+ * Issue 17: with the service serving an embedded data folder, the CLIs work through the service's
+ * socket and nothing they report as done is lost; without the service, a command owns the folder
+ * for its duration. Everything here is a real process: `src/main.ts` and the CLIs.
+ */
+describe('the embedded store has one owner: CLIs beside a running service', function () {
+  this.timeout(120_000);
+  let dataDir: string;
+  let env: Record<string, string>;
+  let svc: ServiceProcess | undefined;
+
+  const keys = (...args: string[]) => runNodeCli('src/cli/keys.ts', args, env);
+  const listed = async (): Promise<ListedKey[]> => {
+    const run = await keys('list', '--json');
+    expect(run.code, run.stderr).to.equal(0);
+    return JSON.parse(run.stdout) as ListedKey[];
+  };
+  const panKey = (list: readonly ListedKey[], version: number) =>
+    list.find((k) => k.purpose === 'pan-encryption' && k.version === version);
+
+  before(async () => {
+    dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'lv-owner-'));
+    env = {
+      NODE_ENV: 'test',
+      DATA_DIR: dataDir,
+      KEYS_SINGLE_OPERATOR: 'true',
+      KEY_RING_REFRESH_MS: '200',
+      EVENTS_DISPATCHER_ENABLED: 'false',
+    };
+    svc = await startServiceProcess(env);
+  });
+  after(async () => {
+    await svc?.stop();
+    fs.rmSync(dataDir, { recursive: true, force: true });
+  });
+
+  it('when a CLI rotates a key while the service serves, then the service encrypts under it, and after a restart it is still active', async () => {
+    const rotated = await keys('rotate', '--purpose', 'pan-encryption', '--apply');
+    expect(rotated.code, rotated.stderr).to.equal(0);
+    expect(rotated.stderr).to.contain('working through its socket');
+    expect(rotated.stdout).to.contain('pan-encryption v2 is active');
+
+    // A card tokenised afterwards through HTTP: the service picked v2 up on its key-ring refresh.
+    const token = await runNodeCli('src/cli/token.ts', ['--scope', 'tokens:write'], env);
+    expect(token.code, token.stderr).to.equal(0);
+    const res = await fetch(`${svc!.url}/v1/tokens`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token.stdout.trim()}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ pan: '4111111111111111', expiryMonth: 12, expiryYear: 2030 }),
+    });
+    expect(res.status, await res.clone().text()).to.equal(201);
+
+    const whileServing = await listed();
+    expect(panKey(whileServing, 1)).to.include({ state: 'decrypt-only', rowsTotal: 0 });
+    expect(panKey(whileServing, 2)).to.include({ state: 'active' });
+    expect(panKey(whileServing, 2)!.rowsTotal).to.be.greaterThan(0);
+
+    const usage = await keys('list', '--bogus');
+    expect(usage.code).to.equal(2);
+    expect(usage.stderr).to.contain("Unknown option '--bogus'");
+
+    expect(await svc!.stop()).to.equal(0);
+    svc = undefined;
+    expect(fs.existsSync(path.join(dataDir, OWNER_LOCK_FILE)), 'the service released the folder').to.equal(false);
+
+    const afterStop = await keys('list', '--json');
+    expect(afterStop.code, afterStop.stderr).to.equal(0);
+    expect(afterStop.stderr).to.contain('no service holds');
+    const reopened = JSON.parse(afterStop.stdout) as ListedKey[];
+    expect(panKey(reopened, 2)).to.deep.include({ state: 'active', rowsTotal: panKey(whileServing, 2)!.rowsTotal });
+    expect(fs.existsSync(path.join(dataDir, OWNER_LOCK_FILE)), 'the command released the folder').to.equal(false);
+  });
+
+  it('when a command holds the folder, then a starting service and a second command are refused with DATA_FOLDER_IN_USE', async () => {
+    const lock = acquireOwnerLock(dataDir, 'cli', 'keys reencrypt');
+    try {
+      const started = await startServiceProcess(env).then(
+        (s) => s,
+        (error: unknown) => error as Error,
+      );
+      expect(started).to.be.instanceOf(Error);
+      expect((started as Error).message).to.contain(`is held by another command (pid ${process.pid}: keys reencrypt`);
+
+      const second = await runNodeCli('src/cli/loyalty.ts', ['check'], env);
+      expect(second.code).to.equal(1);
+      expect(second.stderr).to.contain('refused: DATA_FOLDER_IN_USE');
+    } finally {
+      lock.release();
+    }
+  });
+});
+
+describe('every CLI: --help answered and bad usage refused without touching data', function () {
+  this.timeout(120_000);
+  let parent: string;
+  let untouched: string;
+  before(() => {
+    parent = fs.mkdtempSync(path.join(os.tmpdir(), 'lv-help-'));
+    untouched = path.join(parent, 'must-not-exist');
+  });
+  after(() => fs.rmSync(parent, { recursive: true, force: true }));
+
+  const help: [string, string[]][] = [
+    ['src/cli/migrate.ts', ['--help']],
+    ['src/cli/migrate.ts', ['-h']],
+    ['src/cli/loyalty.ts', ['--help']],
+    ['src/cli/loyalty.ts', ['check', '--help']],
+    ['src/cli/token.ts', ['--help']],
+    ['src/cli/keys.ts', ['--help']],
+    ['src/cli/keys.ts', ['rotate', '--help']],
+    ['src/cli/keys.ts', ['audit', 'verify', '-h']],
+    ['src/cli/keys.ts', ['help', 'mtls']],
+  ];
+  it('when any CLI or command is asked for --help / -h, then it prints its usage, exits 0 and creates nothing', async () => {
+    const runs = await inBatches(help, ([script, args]) =>
+      runNodeCli(script, args, { DATA_DIR: untouched, NODE_ENV: 'development' }),
+    );
+    runs.forEach((run, i) => {
+      const what = help[i]!.join(' ');
+      expect(run.code, `${what}: ${run.stderr}`).to.equal(0);
+      expect(run.stdout, what).to.match(/usage: npm run/);
+    });
+    // A command's help is its own entries, not the whole usage.
+    const rotate = runs[help.findIndex(([, args]) => args[0] === 'rotate')]!;
+    expect(rotate.stdout).to.contain('rotate --purpose');
+    expect(rotate.stdout).not.to.contain('reencrypt');
+    expect(fs.existsSync(untouched)).to.equal(false);
+  });
+
+  const refused: [string, string[]][] = [
+    ['src/cli/migrate.ts', ['--bogus']],
+    ['src/cli/migrate.ts', ['extra']],
+    ['src/cli/loyalty.ts', ['frobnicate']],
+    ['src/cli/loyalty.ts', ['check', '--bogus']],
+    ['src/cli/loyalty.ts', []],
+    ['src/cli/token.ts', ['--bogus']],
+    ['src/cli/keys.ts', ['frobnicate']],
+    ['src/cli/keys.ts', []],
+  ];
+  it('when any CLI is given an unknown command, option or argument, then it exits 2 with the usage and creates nothing', async () => {
+    const runs = await inBatches(refused, ([script, args]) =>
+      runNodeCli(script, args, { DATA_DIR: untouched, NODE_ENV: 'development' }),
+    );
+    runs.forEach((run, i) => {
+      const what = refused[i]!.join(' ');
+      expect(run.code, `${what}: ${run.stderr}`).to.equal(2);
+      expect(run.stderr, what).to.match(/usage: npm run/);
+    });
+    expect(fs.existsSync(untouched)).to.equal(false);
+  });
+});
