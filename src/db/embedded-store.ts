@@ -19,6 +19,8 @@ import { serveStoreSocket } from './store-socket.js';
 
 /** How long a command waits for a service that holds the folder but is not serving yet (starting). */
 const SERVICE_START_WAIT_MS = 15_000;
+/** How often the service checks that its owner lock is still in place (and restores a deleted one). */
+const LOCK_CHECK_MS = 2_000;
 
 export async function openServiceDatabase(config: Config, logger: Logger): Promise<Database> {
   if (config.database.url !== undefined) return createDatabase(config, logger);
@@ -40,9 +42,24 @@ export async function openServiceDatabase(config: Config, logger: Logger): Promi
       `this service owns the embedded store in ${config.dataDir}; CLI commands reach it through ${socket.socketDir}`,
     );
     const store = database;
+    let reported = false;
+    const watch = setInterval(() => {
+      const state = lock.reassert();
+      if (state === 'restored')
+        logger.warn({ dataDir: config.dataDir }, 'the owner lock file had been deleted: restored');
+      if (state === 'lost' && !reported) {
+        reported = true;
+        logger.error(
+          { dataDir: config.dataDir, holder: liveOwner(config.dataDir) },
+          'another process has taken the owner lock of this data folder: two owners overwrite each other; stop the other one',
+        );
+      }
+    }, LOCK_CHECK_MS);
+    watch.unref();
     return {
       ...store,
       async close() {
+        clearInterval(watch);
         try {
           await socket.close();
           await store.close();

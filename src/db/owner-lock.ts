@@ -16,7 +16,8 @@
  *   is the very lock judged stale (same nonce) is it deleted; if a racing starter had already
  *   replaced it with a live lock, that lock is linked back. With two racing starters this is exact;
  *   three that all race on one stale lock within microseconds could in theory leave two owners, so
- *   the owner also re-checks ({@link OwnerLock.stillHeld}).
+ *   the service re-checks its lock every few seconds ({@link OwnerLock.reassert}), restoring a
+ *   deleted lock file and reporting a lost one.
  * - Released on exit by its holder only (the nonce must still be ours).
  */
 import fs from 'node:fs';
@@ -45,6 +46,11 @@ export interface OwnerLock {
   readonly record: OwnerRecord;
   /** True while the lock file still carries this owner's nonce. */
   stillHeld(): boolean;
+  /**
+   * Checks the lock is still ours and puts it back if someone deleted the file: `held`, `restored`,
+   * or `lost` (another process's lock is in its place: two owners, which must be reported).
+   */
+  reassert(): 'held' | 'restored' | 'lost';
   /** Adds the socket directory to the record (service, once it listens). */
   announceSocket(socketDir: string): void;
   release(): void;
@@ -125,6 +131,12 @@ function heldLock(file: string, initial: OwnerRecord): OwnerLock {
       return record;
     },
     stillHeld: () => !released && ours(),
+    reassert() {
+      if (released) return 'lost';
+      if (ours()) return 'held';
+      if (readRecord(file) === 'absent' && tryCreate(file, record)) return 'restored';
+      return 'lost';
+    },
     announceSocket(socketDir) {
       if (!ours()) throw new AppError('DATA_FOLDER_IN_USE', { detail: 'the owner lock of the data folder was lost' });
       record = { ...record, socketDir };

@@ -76,6 +76,17 @@ describe('the embedded store has one owner: CLIs beside a running service', func
     expect(panKey(whileServing, 2)).to.include({ state: 'active' });
     expect(panKey(whileServing, 2)!.rowsTotal).to.be.greaterThan(0);
 
+    // The other CLIs obey the same owner: through the socket, beside the service.
+    for (const [script, args, said] of [
+      ['src/cli/migrate.ts', [], 'already up to date'],
+      ['src/cli/loyalty.ts', ['check'], 'ledger invariants hold'],
+    ] as const) {
+      const run = await runNodeCli(script, args, env);
+      expect(run.code, run.stderr).to.equal(0);
+      expect(run.stdout).to.contain(said);
+      expect(run.stderr).to.contain('working through its socket');
+    }
+
     const usage = await keys('list', '--bogus');
     expect(usage.code).to.equal(2);
     expect(usage.stderr).to.contain("Unknown option '--bogus'");

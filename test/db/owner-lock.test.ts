@@ -93,6 +93,18 @@ describe('embedded data folder: the owner lock', function () {
     lock.release();
   });
 
+  it('when the lock file is deleted under its owner, then the owner restores it; when replaced, the owner reports it lost', () => {
+    const lock = acquireOwnerLock(dir, 'service', 'service');
+    lock.announceSocket('/some/socket');
+    expect(lock.reassert()).to.equal('held');
+    fs.rmSync(path.join(dir, OWNER_LOCK_FILE));
+    expect(lock.reassert()).to.equal('restored');
+    expect(liveOwner(dir)).to.include({ nonce: lock.record.nonce, socketDir: '/some/socket' });
+    writeLock(dir, { nonce: 'someone-else'.padEnd(32, 'x') });
+    expect(lock.reassert()).to.equal('lost');
+    lock.release();
+  });
+
   it('when another process releases, then only its own lock goes (a release after losing the lock removes nothing)', () => {
     const lock = acquireOwnerLock(dir, 'cli', 'keys list');
     writeLock(dir, { nonce: 'someone-else'.padEnd(32, 'x') });

@@ -96,12 +96,12 @@ describe('embedded store socket: CLI transactions beside the service', function 
 
   it('when two CLIs run parameterised queries at once, then each gets its own results', async () => {
     const [a, b] = await Promise.all([client(), client()]);
-    const run = (c: pg.Client, base: number) =>
-      Promise.all(
-        Array.from({ length: 40 }, (_, i) =>
-          c.query<{ v: number }>('select $1::int as v', [base + i]).then((r) => r.rows[0]?.v),
-        ),
-      );
+    const run = async (c: pg.Client, base: number) => {
+      const values: (number | undefined)[] = [];
+      for (let i = 0; i < 40; i++)
+        values.push((await c.query<{ v: number }>('select $1::int as v', [base + i])).rows[0]?.v);
+      return values;
+    };
     const [fromA, fromB] = await Promise.all([run(a!, 1000), run(b!, 5000), db.knex.raw('select 1')]);
     expect(fromA).to.deep.equal(Array.from({ length: 40 }, (_, i) => 1000 + i));
     expect(fromB).to.deep.equal(Array.from({ length: 40 }, (_, i) => 5000 + i));
