@@ -12,26 +12,24 @@ import { builtInFieldSets } from '../keys/field-sets.js';
 import { KeyRing } from '../keys/key-ring.js';
 import { loadMasterKey } from '../keys/master-key-source.js';
 import { liveClientCertificates } from '../mtls/client-certificate-records.js';
-import { asksForHelp, EXIT_USAGE } from './cli-args.js';
-import { cliActor, runKeysCommand, USAGE } from './keys-commands.js';
+import { runCli } from './cli-args.js';
+import { cliActor, runKeysCommand } from './keys-commands.js';
 import { keysCommands, keysUsageFor } from './keys-usage.js';
+import { UsageError } from './usage-error.js';
 
 /** Extra time beyond the key-ring refresh interval before an activation counts as seen everywhere. */
 const PROPAGATION_MARGIN_MS = 2_000;
 
 async function main(argv: readonly string[]): Promise<number> {
-  // Answered from the usage alone, before the configuration, the master key or the data folder.
-  if (asksForHelp(argv) || argv[0] === 'help') {
-    process.stdout.write(keysUsageFor(argv[0] === 'help' ? argv.slice(1) : argv));
+  // Answered from the usage alone, before the configuration, the master key or the data folder
+  // (`--help` / `-h` anywhere is answered by runCli below).
+  if (argv[0] === 'help') {
+    process.stdout.write(keysUsageFor(argv.slice(1)));
     return 0;
   }
   const command = argv[0];
-  if (command === undefined || !keysCommands().has(command)) {
-    process.stderr.write(
-      `keys: ${command === undefined ? 'a command is required' : `unknown command ${command}`}\n\n${USAGE}`,
-    );
-    return EXIT_USAGE;
-  }
+  if (command === undefined) throw new UsageError('a command is required');
+  if (!keysCommands().has(command)) throw new UsageError(`unknown command ${command}`);
   const config = loadConfig();
   const masterKey = await loadMasterKey(config.masterKey, config.masterKeyPrevious);
   const database = await openCliDatabase(config, {
@@ -78,12 +76,5 @@ async function main(argv: readonly string[]): Promise<number> {
   }
 }
 
-main(process.argv.slice(2)).then(
-  (code) => {
-    process.exitCode = code;
-  },
-  (error: unknown) => {
-    process.stderr.write(`keys: ${error instanceof Error ? error.message : String(error)}\n`);
-    process.exitCode = 1;
-  },
-);
+const argv = process.argv.slice(2);
+process.exitCode = await runCli('keys', keysUsageFor(argv), argv, () => main(argv));
