@@ -3,6 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { expect } from 'chai';
 import { acquireOwnerLock, OWNER_LOCK_FILE } from '../../src/db/owner-lock.js';
+import { usingPostgres } from '../support/database.js';
 import { runNodeCli, startServiceProcess, type ServiceProcess } from '../support/service-process.js';
 
 /** Runs `fn` over `items` three at a time (the CLIs are separate processes; the machine is small). */
@@ -26,6 +27,8 @@ interface ListedKey {
  */
 describe('the embedded store has one owner: CLIs beside a running service', function () {
   this.timeout(120_000);
+  // Embedded-only by nature (its processes never get DATABASE_URL): not run twice on CI's PostgreSQL pass.
+  if (usingPostgres) return;
   let dataDir: string;
   let env: Record<string, string>;
   let svc: ServiceProcess | undefined;
@@ -124,6 +127,7 @@ describe('the embedded store has one owner: CLIs beside a running service', func
 
 describe('every CLI: --help answered and bad usage refused without touching data', function () {
   this.timeout(120_000);
+  if (usingPostgres) return; // the CLIs here never get DATABASE_URL either
   let parent: string;
   let untouched: string;
   before(() => {
