@@ -20,6 +20,7 @@
  */
 import { createPrivateKey, createPublicKey, createSecretKey, randomBytes, type KeyObject } from 'node:crypto';
 import type { Knex } from 'knex';
+import { registerAuditChainKeys } from '../audit/audit-chain-keys.js';
 import { appendAuditEvent } from '../audit/audit-log.js';
 import { CA_KEY_ALGORITHM, generateCa } from '../mtls/certificate-authority.js';
 import { sealCa } from '../mtls/seals.js';
@@ -112,7 +113,10 @@ export class KeyRing {
     private readonly knex: Knex,
     private readonly masterKey: MasterKeySource,
     private readonly refreshIntervalMs: number,
-  ) {}
+  ) {
+    // The audit trail of this database handle is MAC'd under a key this master key unwraps.
+    registerAuditChainKeys(knex, masterKey);
+  }
 
   /** Creates version 1 of each purpose on first start (concurrent starts create it once). */
   async ensureInitialKeys(origin: string): Promise<void> {
