@@ -6,27 +6,7 @@ import { migrateToLatest } from '../../src/db/migrations.js';
 import { KeyRing } from '../../src/keys/key-ring.js';
 import { LocalMasterKey } from '../../src/keys/master-key-source.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
-
-export async function resetTrail(db: TestDatabase): Promise<void> {
-  await db.knex('audit_events').delete();
-  await db.knex('audit_chain_head').where({ id: 1 }).update({ seq: 0, hash: GENESIS, key_version: null, mac: null });
-}
-
-export async function appendN(db: TestDatabase, n: number): Promise<void> {
-  for (let i = 0; i < n; i++) {
-    await db.knex.transaction((trx) =>
-      appendAuditEvent(trx, {
-        actor: `custodian-${i}`,
-        actorType: 'custodian',
-        action: 'key.rotated',
-        outcome: 'success',
-        origin: 'cli:host-a',
-        resource: `key:pan-encryption:v${i + 1}`,
-        details: { rows: i * 10, nested: { b: 1, a: [1, 2] } },
-      }),
-    );
-  }
-}
+import { appendN, resetTrail } from './trail-support.js';
 
 describe('keyed audit trail', () => {
   let db: TestDatabase;
