@@ -4,16 +4,20 @@ import { GENESIS } from '../../src/audit/audit-chain.js';
 import { appendAuditEvent, canonicalJson, ensureAuditChain, verifyAuditChain } from '../../src/audit/audit-log.js';
 import { migrateToLatest } from '../../src/db/migrations.js';
 import { KeyRing } from '../../src/keys/key-ring.js';
-import { LocalMasterKey } from '../../src/keys/master-key-source.js';
+import { LocalMasterKey, MasterKeySet } from '../../src/keys/master-key-source.js';
+import { keysFixture } from '../keys/keys-context.js';
+import { chainKeyAad } from '../../src/audit/audit-chain-keys.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
 import { appendN, resetTrail } from './trail-support.js';
 
 describe('keyed audit trail', () => {
   let db: TestDatabase;
+  const kekBase64 = randomBytes(32).toString('base64');
+  const kek = new LocalMasterKey(Buffer.from(kekBase64, 'base64'), 'test');
   before(async () => {
     db = await createTestDatabase();
     await migrateToLatest(db.knex);
-    new KeyRing(db.knex, new LocalMasterKey(randomBytes(32), 'test'), 50);
+    new KeyRing(db.knex, kek, 50);
   });
   after(async () => db.close());
   beforeEach(() => resetTrail(db));
@@ -123,6 +127,27 @@ describe('keyed audit trail', () => {
     } finally {
       await other.close();
     }
+  });
+
+  it('when the master key is rotated, then the audit-chain key is rewrapped by the new one with the data keys, and the chain still verifies', async () => {
+    await keysFixture(db, { masterKeyBase64: kekBase64 });
+    await appendN(db, 2);
+    const newKek = new LocalMasterKey(randomBytes(32), 'new');
+    const during = await keysFixture(db, { source: new MasterKeySet(newKek, [kek]), policy: { singleOperator: true } });
+    const res = await during.run('rotate', '--purpose', 'master', '--apply');
+    expect(res.code, res.stderr).to.equal(0);
+    const [chainKey] = await db.knex('audit_chain_keys');
+    expect(chainKey.kek_id).to.equal(newKek.keyId);
+    expect(await newKek.unwrap(chainKey.wrapped_key, chainKeyAad(1))).to.have.length(32);
+    // (LocalMasterKey.unwrap throws synchronously on a wrong key.)
+    const oldOpens = await (async () => kek.unwrap(chainKey.wrapped_key, chainKeyAad(1)))().then(
+      () => true,
+      () => false,
+    );
+    expect(oldOpens).to.equal(false);
+    const rotated = await db.knex('audit_events').where({ action: 'master-key.rotated' }).first();
+    expect(rotated.details.auditChainKeys).to.deep.equal([1]);
+    expect((await verifyAuditChain(db.knex)).ok).to.equal(true);
   });
 
   it('canonical JSON sorts keys at every depth and omits undefined', () => {
