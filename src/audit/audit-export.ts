@@ -80,7 +80,21 @@ export async function exportAudit(
   now = new Date(),
 ): Promise<AuditExport> {
   if (!(range.from.getTime() < range.to.getTime())) {
-    throw new AppError('AUDIT_EXPORT_INVALID', { detail: '--from must be before --to.' });
+    const error = new AppError('AUDIT_EXPORT_INVALID', { detail: '--from must be before --to.' });
+    await knex.transaction((trx) =>
+      appendAuditEvent(
+        trx,
+        {
+          ...actor,
+          action: 'audit.exported',
+          outcome: 'denied',
+          resource: `audit:${range.from.toISOString()}/${range.to.toISOString()}`,
+          details: { code: error.code, reason: error.detail ?? error.title },
+        },
+        now,
+      ),
+    );
+    throw error;
   }
   const signer = await auditSigner(knex, ring);
   const verdict = await verifyAuditChain(knex);

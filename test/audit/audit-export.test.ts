@@ -162,6 +162,25 @@ describe('audit trail through the key CLI: verify, signed export, offline verifi
     expect(verdict.ok).to.equal(false);
   });
 
+  it('when the period is empty or reversed, then the export is refused with AUDIT_EXPORT_INVALID and the refusal is audited', async () => {
+    const file = path.join(dir, 'reversed.json');
+    const res = await fx.run(
+      'audit',
+      'export',
+      '--from',
+      '2027-01-01T00:00:00Z',
+      '--to',
+      '2026-01-01T00:00:00Z',
+      '--out',
+      file,
+    );
+    expect(res.code).to.equal(1);
+    expect(res.stderr).to.contain('AUDIT_EXPORT_INVALID');
+    expect(fs.existsSync(file)).to.equal(false);
+    const denied = await db.knex('audit_events').where({ action: 'audit.exported', outcome: 'denied' });
+    expect(denied.map((d) => d.details.code)).to.deep.equal(['AUDIT_EXPORT_INVALID']);
+  });
+
   // Last: these break the chain for good.
   const tamperings: [string, () => Promise<unknown>][] = [
     ['a row is edited', () => db.knex('audit_events').where({ seq: 3 }).update({ outcome: 'failure' })],
