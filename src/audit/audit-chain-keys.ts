@@ -121,8 +121,8 @@ function handleOf(db: Db): object {
 }
 
 /** Binds the master key source to this database handle: every audit append and check on it uses it. */
-export function registerAuditChainKeys(knex: Knex, wrapper: ChainKeyWrapper): void {
-  const handle = handleOf(knex);
+export function registerAuditChainKeys(db: Db, wrapper: ChainKeyWrapper): void {
+  const handle = handleOf(db);
   let registration = registry.get(handle);
   if (registration === undefined) {
     registration = new Registration();

@@ -236,6 +236,7 @@ export async function insertNewKey(
   actor: KeyActor,
   cryptoperiodDays: number = KEY_SPECS[purpose].cryptoperiodDays,
 ): Promise<void> {
+  registerAuditChainKeys(trx, masterKey); // its audit entry below is MAC'd under a key this master key opens
   const spec = KEY_SPECS[purpose];
   let material: Buffer;
   let publicKeyPem: string | null = null;
