@@ -161,4 +161,24 @@ describe(`migration ${MIGRATION}`, function () {
       await other.close();
     }
   });
+
+  it('when rolled back and applied again over a database whose keys already exist, then the first keys audit command converts the chain and it verifies', async () => {
+    const other = await createTestDatabase();
+    try {
+      await migrateToLatest(other.knex);
+      const first = await keysFixture(other);
+      await other.knex.migrate.down({ ...migrationConfig(), name: MIGRATION });
+      expect(await plainChainVerifies(other)).to.equal(true);
+      await other.knex.migrate.up({ ...migrationConfig(), name: MIGRATION });
+      // A start with the same master key: the keys exist, nothing is appended, the chain is still plain.
+      const fx = await keysFixture(other, { masterKeyBase64: first.masterKeyBase64 });
+      expect((await other.knex('audit_chain_head').first()).key_version).to.equal(null);
+      const res = await fx.run('audit', 'verify');
+      expect(res.code, res.stdout).to.equal(0);
+      expect(await other.knex('audit_events').where({ action: 'audit.chain-converted' })).to.have.length(1);
+      expect((await verifyAuditChain(other.knex)).ok).to.equal(true);
+    } finally {
+      await other.close();
+    }
+  });
 });
