@@ -47,7 +47,6 @@ export const ERROR_CATALOG = {
   AUDIT_CHAIN_KEY_UNAVAILABLE: { status: 500, title: 'The audit-chain key is not available to this process' },
   AUDIT_CHAIN_BROKEN: { status: 409, title: 'The audit trail does not verify' },
   AUDIT_REDACTION_INVALID: { status: 422, title: 'This audit entry cannot be redacted' },
-  AUDIT_CHECKPOINT_INVALID: { status: 422, title: 'The audit checkpoint is not acceptable' },
   CLIENT_CERTIFICATE_NOT_FOUND: { status: 404, title: 'No such client certificate' },
   CLIENT_CERTIFICATE_REQUEST_INVALID: { status: 422, title: 'The client certificate request is not acceptable' },
   CLIENT_CERTIFICATE_SCOPE_REFUSED: { status: 422, title: 'This scope is never granted to a client certificate' },
