@@ -238,7 +238,17 @@ export function redactAuditEntry(
   );
 }
 
-async function entryIntact(trx: Knex.Transaction, row: AuditRow): Promise<boolean> {
+/**
+ * True when entry `seq` exists and its details and MAC verify (one entry, not the chain): for a
+ * capability that must trust what one entry says before acting on it (e.g. that a request ran).
+ * Whether entries were deleted around it is `verifyAuditChain`'s question.
+ */
+export async function auditEntryIntact(db: Knex | Knex.Transaction, seq: number): Promise<boolean> {
+  const row = (await db('audit_events').where({ seq }).first()) as AuditRow | undefined;
+  return row !== undefined && (await entryIntact(db, row));
+}
+
+async function entryIntact(trx: Knex | Knex.Transaction, row: AuditRow): Promise<boolean> {
   const event = rowToEvent(row);
   if (row.key_version === null || row.details_salt === null || row.details_digest === null) return false;
   if (detailsDigest(row.details_salt, event.details) !== row.details_digest) return false;

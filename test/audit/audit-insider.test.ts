@@ -10,7 +10,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { detailsDigest } from '../../src/audit/audit-chain.js';
-import { verifyAuditChain } from '../../src/audit/audit-log.js';
+import { auditEntryIntact, verifyAuditChain } from '../../src/audit/audit-log.js';
 import { migrateToLatest } from '../../src/db/migrations.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
 import { keysFixture, type KeysFixture } from '../keys/keys-context.js';
@@ -90,6 +90,13 @@ describe('audit trail against an insider with database write access', function (
     const forged = { rows: 0, nested: { a: [1, 2], b: 1 } };
     await entry(3).update({ details: JSON.stringify(forged), details_digest: detailsDigest(row.details_salt, forged) });
     await expectDetected(/does not match its MAC/, 3);
+  });
+
+  it('when one entry is checked on its own, then an intact one passes and an edited one fails', async () => {
+    expect(await auditEntryIntact(db.knex, 3)).to.equal(true);
+    await entry(3).update({ outcome: 'denied' });
+    expect(await auditEntryIntact(db.knex, 3)).to.equal(false);
+    expect(await auditEntryIntact(db.knex, 99)).to.equal(false);
   });
 
   it('when an entry in the middle is deleted, then verify reports it missing', async () => {
