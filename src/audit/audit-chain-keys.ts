@@ -66,24 +66,28 @@ class Registration {
     return key;
   }
 
-  /** The active version, creating version 1 (in the caller's transaction) on a database that has none. */
+  /** The active version, creating one (in the caller's transaction) when there is none. */
   async active(trx: Knex.Transaction): Promise<{ key: ChainKey; created: boolean; kekId: string }> {
     const row = (await trx('audit_chain_keys').where({ state: 'active' }).first('version', 'kek_id')) as
       { version: number; kek_id: string } | undefined;
     if (row !== undefined) return { key: await this.key(trx, row.version), created: false, kekId: row.kek_id };
+    // Version 1 on a new database; after a later version if a database writer demoted the active
+    // one (the trail goes on under a fresh key, and its creation is an entry: never a stopped service).
+    const latest = (await trx('audit_chain_keys').max('version as v').first()) as { v: number | null } | undefined;
+    const version = (latest?.v ?? 0) + 1;
     const wrapper = this.wrappers[0] as ChainKeyWrapper;
     const material = randomBytes(32);
-    const wrapped = await wrapper.wrap(material, chainKeyAad(1));
+    const wrapped = await wrapper.wrap(material, chainKeyAad(version));
     await trx('audit_chain_keys').insert({
-      version: 1,
+      version,
       state: 'active',
       wrapped_key: wrapped,
       kek_id: wrapper.keyId,
       created_at: new Date(),
     });
-    const key = chainKey(1, material);
+    const key = chainKey(version, material);
     material.fill(0);
-    this.cache.set(1, key);
+    this.cache.set(version, key);
     return { key, created: true, kekId: wrapper.keyId };
   }
 

@@ -142,6 +142,21 @@ describe('audit trail against an insider with database write access', function (
     await expectDetected(/found the chain head tampered with/, 5);
   });
 
+  it('when the active audit-chain key is demoted, then the service goes on under a new key version, recorded, and the trail still verifies', async () => {
+    await db.knex('audit_chain_keys').update({ state: 'verify-only' });
+    await appendN(db, 1);
+    const versions = await db.knex('audit_chain_keys').orderBy('version');
+    expect(versions.map((k) => [k.version, k.state])).to.deep.equal([
+      [1, 'verify-only'],
+      [2, 'active'],
+    ]);
+    expect((await entry(7).first()).action).to.equal('audit.chain-key.created');
+    expect((await entry(8).first()).key_version).to.equal(2);
+    expect(await verifyAuditChain(db.knex)).to.deep.include({ ok: true, headSeq: 8 });
+    await db.knex('audit_chain_keys').where({ version: 2 }).delete();
+    await db.knex('audit_chain_keys').where({ version: 1 }).update({ state: 'active' });
+  });
+
   it('when the head is reset to an empty chain over existing entries, then verify reports it', async () => {
     await db.knex('audit_chain_head').update({ seq: 0, hash: 'genesis', mac: null, key_version: null });
     await expectDetected(/the chain head names entry 0, the last entry is 6/);
