@@ -204,6 +204,12 @@ async function inventory(args: readonly string[], ctx: KeysContext, out: (t: str
           'data keys, wrapped (AES-256-GCM) by the master key; audit-signing public keys and client CA certificates in clear; client certificate records (no keys)',
       },
       {
+        name: 'audit_chain_keys table',
+        description: ctx.databaseDescription,
+        holds:
+          'the audit-chain HMAC-SHA256 key version(s), wrapped (AES-256-GCM) by the master key (docs/key-management.md §5)',
+      },
+      {
         name: 'process memory',
         description: 'each service instance and the key CLI',
         holds: 'unwrapped data keys while running',
