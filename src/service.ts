@@ -16,6 +16,7 @@ import { loadApiSpec, type ApiSpec } from './http/openapi.js';
 import { loadMasterKey, type LoadedMasterKey } from './keys/master-key-source.js';
 import type { Logger } from './logging/logger.js';
 import { KeyRing } from './keys/key-ring.js';
+import { ensureAuditChain } from './audit/audit-log.js';
 import { daysLeft, isOverdue, watchCryptoperiods } from './keys/cryptoperiods.js';
 import { VaultService } from './cards/vault-service.js';
 import { cardsHandlers } from './cards/cards-handlers.js';
@@ -90,6 +91,8 @@ export async function buildService(config: Config, options: BuildOptions): Promi
 
   const keyRing = new KeyRing(database.knex, masterKey.source, config.vault.keyRingRefreshMs);
   await keyRing.ensureInitialKeys(`service:${os.hostname()}:${process.pid}`);
+  // Keys the audit trail on first start after migration 20261206000300 and checks its head.
+  await ensureAuditChain(database.knex);
   const vault = new VaultService(database.knex, keyRing, {
     detokenise: { enabled: config.vault.detokeniseEnabled, perMinute: config.vault.detokenisePerMinute },
     lookupConcurrency: config.vault.lookupConcurrency,

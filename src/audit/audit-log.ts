@@ -1,85 +1,139 @@
 /**
- * The append-only, hash-chained audit trail (PCI DSS 10.2, 10.3).
+ * The append-only audit trail (PCI DSS 10.2, 10.3), chained under a key an insider does not hold.
  *
- * Each entry stores the SHA-256 of the previous entry and of its own canonical form, so editing,
- * deleting or reordering any entry breaks the chain at that point. Appends lock the single chain-head
- * row, which keeps the chain linear across any number of service instances; an entry is written in the
+ * Each entry carries the HMAC-SHA256 (audit-chain key, src/audit/audit-chain-keys.ts) of its columns,
+ * a salted digest of its details and the previous entry's MAC; the head row names the last entry and
+ * is MAC'd the same way (src/audit/audit-chain.ts). Editing, deleting or reordering entries, or
+ * re-pointing the head, cannot be made to verify without the key. Appends lock the single head row,
+ * which keeps the chain linear across any number of service instances; an entry is written in the
  * same transaction as the action it records, so there is never an action without its entry.
  *
- * Entries never contain a PAN: `details` is checked for PAN-like digit runs before it is written.
+ * `appendAuditEvent(trx, input)` finds the key through the transaction's database handle (registered
+ * by the handle's KeyRing). Before it extends the chain it checks the head's MAC: a head that does
+ * not verify (re-pointed, reset, replaced) is not silently sealed over; an `audit.chain-head-invalid`
+ * entry recording what was found goes first, and every later verification reports it.
+ *
+ * Entries never contain a PAN: `details` is checked with the card-data detector before it is
+ * written. An entry whose details must go anyway is redacted ({@link redactAuditEntry}): the details
+ * are replaced by a tombstone, the digest stays, and the redaction is an entry of its own.
  */
-import { createHash } from 'node:crypto';
 import type { Knex } from 'knex';
-import { isAppError } from '../errors/app-error.js';
-import { newId } from '../ids/prefixed-id.js';
-import { maskPans } from '../logging/pan-redactor.js';
+import { AppError, isAppError } from '../errors/app-error.js';
+import { chainKeysFor, type ChainKey } from './audit-chain-keys.js';
+import {
+  detailsDigest,
+  entryMac,
+  GENESIS,
+  headMacValid,
+  holdsCardData,
+  isTombstone,
+  lockHead,
+  macEqual,
+  rowToEvent,
+  sealHead,
+  writeEntry,
+  type AuditEvent,
+  type AuditEventInput,
+  type AuditRow,
+  type Tip,
+} from './audit-chain.js';
+import { convertLegacyChain, isUnconvertedLegacyChain } from './audit-conversion.js';
 
-export type AuditOutcome = 'success' | 'failure' | 'denied';
-export type ActorType = 'client' | 'custodian' | 'system';
+export {
+  canonicalJson,
+  GENESIS,
+  rowToEvent,
+  type ActorType,
+  type AuditEvent,
+  type AuditEventInput,
+  type AuditOutcome,
+} from './audit-chain.js';
+export { verifyAuditChain, type ChainVerdict } from './audit-verify.js';
 
-export interface AuditEventInput {
-  /** Who: the JWT subject, the custodian name, or `system`. */
-  readonly actor: string;
-  readonly actorType: ActorType;
-  /** What: a dotted verb, e.g. `card.detokenised`, `key.created`. */
-  readonly action: string;
-  readonly outcome: AuditOutcome;
-  /** Where from: request id and client address, or CLI host and user. */
-  readonly origin: string;
-  /** What was affected: `tok_…`, `key:pan-encryption:v2`, … */
-  readonly resource: string;
-  readonly details?: Readonly<Record<string, unknown>>;
-}
-
-export interface AuditEvent extends Required<AuditEventInput> {
-  readonly seq: number;
-  readonly id: string;
-  readonly occurredAt: string;
-  readonly prevHash: string;
-  readonly hash: string;
-}
-
-export const GENESIS_HASH = '0'.repeat(64);
+/** Actions that record the trail's own maintenance: never redactable, they are the evidence. */
+const PROTECTED_ACTIONS = new Set(['audit.entry-redacted', 'audit.chain-converted', 'audit.chain-head-invalid']);
 
 export async function appendAuditEvent(
   trx: Knex.Transaction,
   input: AuditEventInput,
   now = new Date(),
 ): Promise<AuditEvent> {
-  const details = input.details ?? {};
-  const serialised = JSON.stringify(details);
-  if (maskPans(serialised) !== serialised) throw new Error('refusing to write a PAN-like value into the audit trail');
-  const head = (await trx('audit_chain_head').where({ id: 1 }).forUpdate().first()) as { seq: number; hash: string };
-  const body = {
-    seq: head.seq + 1,
-    id: newId('aud'),
-    occurredAt: now.toISOString(),
-    actor: input.actor,
-    actorType: input.actorType,
-    action: input.action,
-    outcome: input.outcome,
-    origin: input.origin,
-    resource: input.resource,
-    details,
-    prevHash: head.hash,
-  };
-  const hash = hashEntry(body);
-  await trx('audit_events').insert({
-    seq: body.seq,
-    id: body.id,
-    occurred_at: now,
-    actor: body.actor,
-    actor_type: body.actorType,
-    action: body.action,
-    outcome: body.outcome,
-    origin: body.origin,
-    resource: body.resource,
-    details: JSON.stringify(details),
-    prev_hash: body.prevHash,
-    hash,
+  if (holdsCardData(input.details ?? {})) {
+    throw new Error('refusing to write a PAN-like value into the audit trail');
+  }
+  const { key, tip } = await openChain(trx, now);
+  const event = await writeEntry(trx, key, tip, input, now);
+  await sealHead(trx, key, event.seq, event.hash);
+  return event;
+}
+
+/**
+ * Locks the head and returns the key and the end of the chain to extend. Creates the chain key on
+ * first use, converts a never-keyed chain in the same transaction, and records an invalid head.
+ */
+async function openChain(trx: Knex.Transaction, now: Date): Promise<{ key: ChainKey; tip: Tip; wrote: boolean }> {
+  const head = await lockHead(trx);
+  if (head === undefined) {
+    throw new AppError('AUDIT_CHAIN_BROKEN', { detail: 'the audit chain head row is missing' });
+  }
+  const { key, created, kekId } = await chainKeysFor(trx).active(trx);
+  const fresh = head.seq === 0 && head.mac === null && head.key_version === null;
+  let tip: Tip = fresh ? { seq: 0, hash: GENESIS } : { seq: head.seq, hash: head.hash };
+  if (created && (await isUnconvertedLegacyChain(trx, head))) {
+    tip = await convertLegacyChain(trx, key, head, now);
+  } else if (!fresh && !(await headMacValid(trx, head).catch(() => false))) {
+    const last = (await trx('audit_events').max('seq as seq').first()) as { seq: number | null };
+    const found = await writeEntry(
+      trx,
+      key,
+      { seq: Math.max(head.seq, last.seq ?? 0), hash: head.hash },
+      {
+        actor: 'system',
+        actorType: 'system',
+        action: 'audit.chain-head-invalid',
+        outcome: 'failure',
+        origin: 'audit-append',
+        resource: 'audit:chain',
+        details: {
+          headSeq: head.seq,
+          lastEntrySeq: last.seq,
+          reason: head.mac === null ? 'the head is not sealed' : 'the head seal does not verify',
+        },
+      },
+      now,
+    );
+    tip = found;
+  }
+  if (created) {
+    tip = await writeEntry(
+      trx,
+      key,
+      tip,
+      {
+        actor: 'system',
+        actorType: 'system',
+        action: 'audit.chain-key.created',
+        outcome: 'success',
+        origin: 'audit-append',
+        resource: `audit-chain-key:v${key.version}`,
+        details: { algorithm: 'HMAC-SHA256', strengthBits: 256, kekId },
+      },
+      now,
+    );
+  }
+  return { key, tip, wrote: tip.seq !== head.seq || tip.hash !== head.hash };
+}
+
+/**
+ * At service or CLI start (and before `keys audit` commands): creates the chain key on a database
+ * that has none, converts a never-keyed chain, and records a head found invalid, sealing what it
+ * wrote. Idempotent: on a sound chain it only checks the head.
+ */
+export async function ensureAuditChain(knex: Knex, now = new Date()): Promise<void> {
+  await knex.transaction(async (trx) => {
+    const { key, tip, wrote } = await openChain(trx, now);
+    if (wrote) await sealHead(trx, key, tip.seq, tip.hash);
   });
-  await trx('audit_chain_head').where({ id: 1 }).update({ seq: body.seq, hash });
-  return { ...body, hash };
 }
 
 /**
@@ -105,90 +159,99 @@ export async function auditedWrite<T>(
   }
 }
 
-/** Deterministic JSON: object keys sorted at every depth, no whitespace. */
-export function canonicalJson(value: unknown): string {
-  if (value === null || typeof value !== 'object') return JSON.stringify(value);
-  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
-  const entries = Object.entries(value as Record<string, unknown>)
-    .filter(([, v]) => v !== undefined)
-    .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-  return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v)}`).join(',')}}`;
+/** {@link ensureAuditChain} only when the chain has never been keyed (the key CLI's `audit` commands). */
+export async function convertAuditChainIfNeeded(knex: Knex): Promise<void> {
+  const head = (await knex('audit_chain_head').where({ id: 1 }).first('key_version')) as
+    { key_version: number | null } | undefined;
+  if (head !== undefined && head.key_version === null) await ensureAuditChain(knex);
 }
 
-/** The SHA-256 of an entry's canonical form (everything but its own hash). */
-export function hashEntry(body: Omit<AuditEvent, 'hash'>): string {
-  return createHash('sha256').update(canonicalJson(body)).digest('hex');
+export interface Redaction {
+  readonly seq: number;
+  /** Why (recorded in the redaction entry and the tombstone): checked for card data like any detail. */
+  readonly reason: string;
 }
-
-interface AuditRow {
-  seq: number;
-  id: string;
-  occurred_at: Date;
-  actor: string;
-  actor_type: ActorType;
-  action: string;
-  outcome: AuditOutcome;
-  origin: string;
-  resource: string;
-  details: Record<string, unknown> | string;
-  prev_hash: string;
-  hash: string;
-}
-
-export function rowToEvent(row: AuditRow): AuditEvent {
-  return {
-    seq: row.seq,
-    id: row.id,
-    occurredAt: row.occurred_at.toISOString(),
-    actor: row.actor,
-    actorType: row.actor_type,
-    action: row.action,
-    outcome: row.outcome,
-    origin: row.origin,
-    resource: row.resource,
-    details: typeof row.details === 'string' ? (JSON.parse(row.details) as Record<string, unknown>) : row.details,
-    prevHash: row.prev_hash,
-    hash: row.hash,
-  };
-}
-
-export type ChainVerdict =
-  | { readonly ok: true; readonly checked: number; readonly headSeq: number }
-  | { readonly ok: false; readonly checked: number; readonly brokenAtSeq: number; readonly reason: string };
 
 /**
- * Walks the chain in order and reports the first broken link: a recomputed hash that differs (an
- * edited entry), a `prevHash` that does not match its predecessor (a deleted or reordered entry), a
- * gap in `seq`, or a chain head that does not match the last entry (a truncated tail).
+ * Redacts one entry's details (PCI DSS 3.3 / 3.4: card data that should never have been written):
+ * in one transaction, checks the entry is intact (a redaction must not launder an edit), appends
+ * an `audit.entry-redacted` entry (who, why, which entry), replaces the details with a tombstone
+ * naming that entry, and discards the salt. The chain still verifies: it commits to the digest.
+ * A refusal is audited like every key-management refusal.
  */
-export async function verifyAuditChain(knex: Knex, batchSize = 1000): Promise<ChainVerdict> {
-  let expectedPrev = GENESIS_HASH;
-  let expectedSeq = 1;
-  let checked = 0;
-  for (;;) {
-    const rows = (await knex('audit_events')
-      .where('seq', '>=', expectedSeq)
-      .orderBy('seq')
-      .limit(batchSize)) as AuditRow[];
-    for (const row of rows) {
-      const event = rowToEvent(row);
-      if (event.seq !== expectedSeq) return broken(checked, expectedSeq, `entry ${expectedSeq} is missing`);
-      if (event.prevHash !== expectedPrev) return broken(checked, event.seq, 'does not link to the previous entry');
-      const { hash, ...body } = event;
-      if (hashEntry(body) !== hash) return broken(checked, event.seq, 'content does not match its hash');
-      expectedPrev = hash;
-      expectedSeq += 1;
-      checked += 1;
-    }
-    if (rows.length < batchSize) break;
-  }
-  const head = (await knex('audit_chain_head').where({ id: 1 }).first()) as { seq: number; hash: string };
-  if (head.seq !== checked || head.hash !== expectedPrev) {
-    return broken(checked, checked + 1, 'the chain head does not match the last entry (entries removed from the end?)');
-  }
-  return { ok: true, checked, headSeq: head.seq };
+export function redactAuditEntry(
+  knex: Knex,
+  redaction: Redaction,
+  who: Pick<AuditEventInput, 'actor' | 'actorType' | 'origin'>,
+  now: () => Date = () => new Date(),
+): Promise<AuditEvent> {
+  return auditedWrite(
+    knex,
+    who,
+    { action: 'audit.entry-redacted', resource: `audit:${redaction.seq}` },
+    async (trx) => {
+      const reason = redaction.reason.trim();
+      if (reason.length < 3 || reason.length > 500 || holdsCardData(reason)) {
+        throw new AppError('AUDIT_REDACTION_INVALID', {
+          detail: 'a reason of 3 to 500 characters without card data is required',
+        });
+      }
+      const { key, tip } = await openChain(trx, now());
+      const row = (await trx('audit_events').where({ seq: redaction.seq }).forUpdate().first()) as AuditRow | undefined;
+      if (row === undefined) throw new AppError('AUDIT_REDACTION_INVALID', { detail: `no entry ${redaction.seq}` });
+      const target = rowToEvent(row);
+      if (PROTECTED_ACTIONS.has(target.action)) {
+        throw new AppError('AUDIT_REDACTION_INVALID', { detail: `entry ${redaction.seq} records the trail itself` });
+      }
+      if (isTombstone(target.details) || row.details_salt === null) {
+        throw new AppError('AUDIT_REDACTION_INVALID', { detail: `entry ${redaction.seq} is already redacted` });
+      }
+      if (!(await entryIntact(trx, row))) {
+        throw new AppError('AUDIT_CHAIN_BROKEN', {
+          detail: `entry ${redaction.seq} does not verify: redacting it would hide the change`,
+        });
+      }
+      const at = now();
+      const entry = await writeEntry(
+        trx,
+        key,
+        tip,
+        {
+          ...who,
+          action: 'audit.entry-redacted',
+          outcome: 'success',
+          resource: `audit:${redaction.seq}`,
+          details: { seq: redaction.seq, entryId: target.id, reason },
+        },
+        at,
+      );
+      await sealHead(trx, key, entry.seq, entry.hash);
+      await trx('audit_events')
+        .where({ seq: redaction.seq })
+        .update({
+          details: JSON.stringify({ redacted: { bySeq: entry.seq, at: at.toISOString(), reason } }),
+          details_salt: null,
+        });
+      return entry;
+    },
+    now,
+  );
 }
 
-function broken(checked: number, seq: number, reason: string): ChainVerdict {
-  return { ok: false, checked, brokenAtSeq: seq, reason };
+/**
+ * True when entry `seq` exists and its details and MAC verify (one entry, not the chain): for a
+ * capability that must trust what one entry says before acting on it (e.g. that a request ran).
+ * Whether entries were deleted around it is `verifyAuditChain`'s question.
+ */
+export async function auditEntryIntact(db: Knex | Knex.Transaction, seq: number): Promise<boolean> {
+  const row = (await db('audit_events').where({ seq }).first()) as AuditRow | undefined;
+  return row !== undefined && (await entryIntact(db, row));
+}
+
+async function entryIntact(trx: Knex | Knex.Transaction, row: AuditRow): Promise<boolean> {
+  const event = rowToEvent(row);
+  if (row.key_version === null || row.details_salt === null || row.details_digest === null) return false;
+  if (detailsDigest(row.details_salt, event.details) !== row.details_digest) return false;
+  const key = await chainKeysFor(trx).key(trx, row.key_version);
+  return macEqual(entryMac(key, event), row.hash);
 }

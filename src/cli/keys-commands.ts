@@ -10,8 +10,6 @@ import fs from 'node:fs';
 import os from 'node:os';
 import { parseArgs } from 'node:util';
 import type { Knex } from 'knex';
-import { exportAudit, verifyAuditExport } from '../audit/audit-export.js';
-import { verifyAuditChain } from '../audit/audit-log.js';
 import { isAppError } from '../errors/app-error.js';
 import {
   approveRequest,
@@ -28,6 +26,7 @@ import { KeyManager, isPurpose, type KeyPolicy } from '../keys/key-manager.js';
 import type { KeyActor, KeyPurpose, KeyRing } from '../keys/key-ring.js';
 import type { MasterKeySource } from '../keys/master-key-source.js';
 import { reencrypt } from '../keys/reencrypt.js';
+import { auditCommand, AUDIT_USAGE } from './keys-audit.js';
 import { mtlsCommand, MTLS_USAGE } from './keys-mtls.js';
 import { UsageError } from './usage-error.js';
 import {
@@ -75,10 +74,7 @@ export const USAGE = `usage: npm run keys -- <command> [options]
   request <rotate|retire|destroy> --purpose <p> [--version N]   prints the request id to approve
   request add-custodian --name <name> --public-key <ed25519.pem>
   approve <request-id> --key <custodian-private-key.pem>
-  audit verify                                    walks the hash chain; exits 1 at the first broken link
-  audit export --from <iso> --to <iso> --out <file>     <file> (JSON) and <file>.jws (detached JWS)
-  audit verify-export <file> --public-key <pem> [--signature <file>.jws]
-  audit public-key [--version N] [--out <file>]   the audit-signing public key (PEM)
+${AUDIT_USAGE}
 ${MTLS_USAGE}`;
 
 export async function runKeysCommand(argv: readonly string[], ctx: KeysContext, io: KeysIo): Promise<number> {
@@ -106,7 +102,7 @@ export async function runKeysCommand(argv: readonly string[], ctx: KeysContext, 
       case 'approve':
         return await approve(rest, ctx, out);
       case 'audit':
-        return await audit(rest, ctx, out);
+        return await auditCommand(rest, ctx, out);
       case 'mtls':
         return await mtlsCommand(rest, ctx, out);
       case undefined:
@@ -206,6 +202,12 @@ async function inventory(args: readonly string[], ctx: KeysContext, out: (t: str
         description: ctx.databaseDescription,
         holds:
           'data keys, wrapped (AES-256-GCM) by the master key; audit-signing public keys and client CA certificates in clear; client certificate records (no keys)',
+      },
+      {
+        name: 'audit_chain_keys table',
+        description: ctx.databaseDescription,
+        holds:
+          'the audit-chain HMAC-SHA256 key version(s), wrapped (AES-256-GCM) by the master key (docs/key-management.md §5)',
       },
       {
         name: 'process memory',
@@ -554,94 +556,6 @@ async function approve(args: readonly string[], ctx: KeysContext, out: (t: strin
   const result = await approveRequest(ctx.knex, id, fs.readFileSync(values.key, 'utf8'), ctx.actor.origin);
   out(`approved ${id} as ${result.custodian}; ${result.approvals} approval(s) recorded`);
   return 0;
-}
-
-async function audit(args: readonly string[], ctx: KeysContext, out: (t: string) => void): Promise<number> {
-  const [sub, ...rest] = args;
-  switch (sub) {
-    case 'verify': {
-      parseArgs({ args: rest, options: {}, strict: true });
-      const verdict = await verifyAuditChain(ctx.knex);
-      if (verdict.ok) {
-        out(`audit chain intact: ${verdict.checked} entries, head at ${verdict.headSeq}`);
-        return 0;
-      }
-      out(
-        `audit chain BROKEN at entry ${verdict.brokenAtSeq}: ${verdict.reason} (${verdict.checked} entries verified before it)`,
-      );
-      return 1;
-    }
-    case 'export': {
-      const { values } = parseArgs({
-        args: rest,
-        options: { from: { type: 'string' }, to: { type: 'string' }, out: { type: 'string' } },
-        strict: true,
-      });
-      if (values.from === undefined || values.to === undefined || values.out === undefined) {
-        throw new UsageError('audit export needs --from, --to and --out');
-      }
-      const from = new Date(values.from);
-      const to = new Date(values.to);
-      if (Number.isNaN(from.getTime()) || Number.isNaN(to.getTime()))
-        throw new UsageError('--from and --to must be ISO 8601 dates');
-      const result = await exportAudit(ctx.knex, ctx.ring, { from, to }, ctx.actor);
-      fs.writeFileSync(values.out, result.document);
-      fs.writeFileSync(`${values.out}.jws`, `${result.detachedJws}\n`);
-      out(
-        `wrote ${result.entries} entries to ${values.out} and its detached signature to ${values.out}.jws (audit-signing v${result.keyVersion})`,
-      );
-      out(
-        `verify offline: npm run keys -- audit verify-export ${values.out} --public-key <audit-signing-v${result.keyVersion}.pem>`,
-      );
-      return 0;
-    }
-    case 'verify-export': {
-      const { values, positionals } = parseArgs({
-        args: rest,
-        options: { 'public-key': { type: 'string' }, signature: { type: 'string' } },
-        allowPositionals: true,
-        strict: true,
-      });
-      const [file] = positionals;
-      if (file === undefined || values['public-key'] === undefined)
-        throw new UsageError('audit verify-export <file> --public-key <pem>');
-      const verdict = await verifyAuditExport(
-        fs.readFileSync(file),
-        fs.readFileSync(values.signature ?? `${file}.jws`, 'utf8'),
-        fs.readFileSync(values['public-key'], 'utf8'),
-      );
-      if (verdict.ok) {
-        out(
-          `export verifies: ${verdict.entries} entries from ${verdict.from} to ${verdict.to}, signed by audit-signing v${verdict.keyVersion}, chain intact`,
-        );
-        return 0;
-      }
-      out(`export does NOT verify: ${verdict.reason}`);
-      return 1;
-    }
-    case 'public-key': {
-      const { values } = parseArgs({
-        args: rest,
-        options: { version: { type: 'string' }, out: { type: 'string' } },
-        strict: true,
-      });
-      const query = ctx.knex('data_keys').where({ purpose: 'audit-signing' });
-      if (values.version !== undefined) void query.andWhere({ version: versionOf(values.version) });
-      else void query.andWhere({ state: 'active' });
-      const row = (await query.first('version', 'public_key_pem')) as
-        { version: number; public_key_pem: string } | undefined;
-      if (row === undefined) throw new UsageError('no such audit-signing version');
-      if (values.out !== undefined) {
-        fs.writeFileSync(values.out, row.public_key_pem);
-        out(`wrote audit-signing v${row.version} public key to ${values.out}`);
-      } else {
-        out(row.public_key_pem);
-      }
-      return 0;
-    }
-    default:
-      throw new UsageError('audit verify | export | verify-export | public-key');
-  }
 }
 
 /** Who and where, for the audit trail: the operating-system user of this CLI on this host. */

@@ -32,6 +32,7 @@ import {
 } from './key-ring.js';
 import type { MasterKeySource } from './master-key-source.js';
 import { rewrapSeals } from '../mtls/seals.js';
+import { rewrapAuditChainKeys } from '../audit/audit-chain-keys.js';
 import { daysLeft, isOverdue, periodOf } from './cryptoperiods.js';
 
 export interface KeyPolicy {
@@ -338,6 +339,7 @@ export class KeyManager {
       }
       // The mTLS seals are wrapped by the master key too (src/mtls/seals.ts).
       await rewrapSeals(trx, this.deps.masterKey);
+      const auditChainKeys = await rewrapAuditChainKeys(trx, this.deps.masterKey);
       const now = this.now();
       await trx('master_keys')
         .insert({
@@ -355,6 +357,7 @@ export class KeyManager {
       await bumpGeneration(trx);
       await this.audit(trx, 'master-key.rotated', `master-key:${plan.currentKekId}`, {
         rewrapped: rows.map((r) => ({ key: `${r.purpose}:v${r.version}`, from: r.kek_id })),
+        auditChainKeys,
         ...authorisationDetails(auth),
       });
       return plan;

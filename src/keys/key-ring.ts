@@ -20,6 +20,7 @@
  */
 import { createPrivateKey, createPublicKey, createSecretKey, randomBytes, type KeyObject } from 'node:crypto';
 import type { Knex } from 'knex';
+import { registerAuditChainKeys } from '../audit/audit-chain-keys.js';
 import { appendAuditEvent } from '../audit/audit-log.js';
 import { CA_KEY_ALGORITHM, generateCa } from '../mtls/certificate-authority.js';
 import { sealCa } from '../mtls/seals.js';
@@ -112,7 +113,10 @@ export class KeyRing {
     private readonly knex: Knex,
     private readonly masterKey: MasterKeySource,
     private readonly refreshIntervalMs: number,
-  ) {}
+  ) {
+    // The audit trail of this database handle is MAC'd under a key this master key unwraps.
+    registerAuditChainKeys(knex, masterKey);
+  }
 
   /** Creates version 1 of each purpose on first start (concurrent starts create it once). */
   async ensureInitialKeys(origin: string): Promise<void> {
@@ -232,6 +236,7 @@ export async function insertNewKey(
   actor: KeyActor,
   cryptoperiodDays: number = KEY_SPECS[purpose].cryptoperiodDays,
 ): Promise<void> {
+  registerAuditChainKeys(trx, masterKey); // its audit entry below is MAC'd under a key this master key opens
   const spec = KEY_SPECS[purpose];
   let material: Buffer;
   let publicKeyPem: string | null = null;

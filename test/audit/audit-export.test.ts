@@ -132,6 +132,55 @@ describe('audit trail through the key CLI: verify, signed export, offline verifi
     expect((await fx.run('audit', 'verify-export', file, '--public-key', oldKey)).code).to.equal(0);
   });
 
+  it('when an entry of the period is redacted, then the export still verifies offline, without that entry’s details or salt', async () => {
+    const target = await db.knex('audit_events').where({ action: 'key.test' }).orderBy('seq').first();
+    expect((await fx.run('audit', 'redact', '--seq', String(target.seq), '--reason', 'test redaction')).code).to.equal(
+      0,
+    );
+    const { file, publicKey } = await exportAll('redacted.json');
+    const doc = JSON.parse(fs.readFileSync(file, 'utf8'));
+    expect(doc.format).to.equal('loyalty-vault/audit-export/v2');
+    expect(doc.chain).to.include({ ok: true });
+    const exported = doc.entries.find((e: { seq: number }) => e.seq === target.seq);
+    expect(exported.detailsSalt).to.equal(null);
+    expect(exported.details.redacted.reason).to.equal('test redaction');
+    const res = await fx.run('audit', 'verify-export', file, '--public-key', publicKey);
+    expect(res.code, res.stdout).to.equal(0);
+  });
+
+  it('when an exported entry’s details are changed, then offline verification fails', async () => {
+    const { file, publicKey } = await exportAll('digest.json');
+    const doc = JSON.parse(fs.readFileSync(file, 'utf8'));
+    const plain = doc.entries.find((e: { detailsSalt: string | null }) => e.detailsSalt !== null);
+    plain.details = { forged: true };
+    const edited = Buffer.from(`${JSON.stringify(doc, null, 2)}\n`);
+    const verdict = await verifyAuditExport(
+      edited,
+      fs.readFileSync(`${file}.jws`, 'utf8'),
+      fs.readFileSync(publicKey, 'utf8'),
+    );
+    expect(verdict.ok).to.equal(false);
+  });
+
+  it('when the period is empty or reversed, then the export is refused with AUDIT_EXPORT_INVALID and the refusal is audited', async () => {
+    const file = path.join(dir, 'reversed.json');
+    const res = await fx.run(
+      'audit',
+      'export',
+      '--from',
+      '2027-01-01T00:00:00Z',
+      '--to',
+      '2026-01-01T00:00:00Z',
+      '--out',
+      file,
+    );
+    expect(res.code).to.equal(1);
+    expect(res.stderr).to.contain('AUDIT_EXPORT_INVALID');
+    expect(fs.existsSync(file)).to.equal(false);
+    const denied = await db.knex('audit_events').where({ action: 'audit.exported', outcome: 'denied' });
+    expect(denied.map((d) => d.details.code)).to.deep.equal(['AUDIT_EXPORT_INVALID']);
+  });
+
   // Last: these break the chain for good.
   const tamperings: [string, () => Promise<unknown>][] = [
     ['a row is edited', () => db.knex('audit_events').where({ seq: 3 }).update({ outcome: 'failure' })],
@@ -148,6 +197,7 @@ describe('audit trail through the key CLI: verify, signed export, offline verifi
   for (const [when, tamper] of tamperings) {
     it(`when ${when}, then audit verify reports the first broken link and exits 1`, async () => {
       const snapshot = await db.knex('audit_events').orderBy('seq');
+      const head = await db.knex('audit_chain_head').first();
       try {
         await tamper();
         const res = await fx.run('audit', 'verify');
@@ -156,6 +206,7 @@ describe('audit trail through the key CLI: verify, signed export, offline verifi
       } finally {
         await db.knex('audit_events').delete();
         await db.knex('audit_events').insert(snapshot);
+        await db.knex('audit_chain_head').update(head);
       }
       expect((await fx.run('audit', 'verify')).code).to.equal(0);
     });

@@ -1,0 +1,140 @@
+/**
+ * Verification of the keyed audit trail: walks every entry in order with the audit-chain key and
+ * reports the first finding, in words an auditor can act on.
+ *
+ * Detected (see docs/key-management.md for the full list and what is not):
+ * - an edited column of any entry (its MAC no longer matches; recomputing it needs the key);
+ * - edited details (they no longer match their salted digest, which the MAC covers);
+ * - a deleted, inserted or reordered entry (a gap in `seq`, or a broken link to the previous MAC);
+ * - a deleted tail with the head re-pointed or reset (the head names another entry, or its MAC
+ *   does not verify); an append that found such a head recorded `audit.chain-head-invalid`;
+ * - details removed by hand (a tombstone with no `audit.entry-redacted` entry naming it).
+ * Not detected without a checkpoint: the tail deleted and an older, genuinely sealed head row put
+ * back. {@link verifyAgainstCheckpoint} in audit-checkpoint.ts closes that window up to the last
+ * checkpoint kept outside the database.
+ */
+import type { Knex } from 'knex';
+import { isAppError } from '../errors/app-error.js';
+import { chainKeysFor, type ChainKey } from './audit-chain-keys.js';
+import {
+  detailsDigest,
+  entryMac,
+  GENESIS,
+  headMacValid,
+  isTombstone,
+  macEqual,
+  rowToEvent,
+  type AuditRow,
+  type HeadRow,
+} from './audit-chain.js';
+
+export type ChainVerdict =
+  | {
+      readonly ok: true;
+      readonly checked: number;
+      readonly headSeq: number;
+      readonly headHash: string;
+      readonly redacted: number;
+    }
+  | { readonly ok: false; readonly checked: number; readonly brokenAtSeq: number; readonly reason: string };
+
+export async function verifyAuditChain(knex: Knex | Knex.Transaction, batchSize = 1000): Promise<ChainVerdict> {
+  const keys = chainKeysFor(knex);
+  let expectedPrev = GENESIS;
+  let expectedSeq = 1;
+  let checked = 0;
+  let redacted = 0;
+  /** Redaction entry seq → the entry it must record. */
+  const redactions = new Map<number, number>();
+  let headAnomaly: { seq: number; reason: string } | undefined;
+  for (;;) {
+    const rows = (await knex('audit_events')
+      .where('seq', '>=', expectedSeq)
+      .orderBy('seq')
+      .limit(batchSize)) as AuditRow[];
+    for (const row of rows) {
+      const event = rowToEvent(row);
+      const fail = (reason: string) => broken(checked, event.seq, reason);
+      if (event.seq !== expectedSeq) return broken(checked, expectedSeq, 'is missing (deleted)');
+      if (row.key_version === null) {
+        return fail('is not keyed: written outside the service, or the chain was never converted');
+      }
+      if (row.prev_hash !== expectedPrev) {
+        return fail('does not link to the previous entry (an entry was deleted, inserted or rewritten before it)');
+      }
+      let key: ChainKey;
+      try {
+        key = await keys.key(knex, row.key_version);
+      } catch (error) {
+        return fail(`names audit-chain key v${row.key_version}: ${isAppError(error) ? error.detail : 'unavailable'}`);
+      }
+      if (row.details_salt === null) {
+        if (!isTombstone(event.details) || !Number.isSafeInteger(event.details.redacted.bySeq)) {
+          return fail('has no details salt and no redaction tombstone (details removed by hand)');
+        }
+        const bySeq = event.details.redacted.bySeq as number;
+        if (bySeq <= event.seq) return fail('names a redaction entry that precedes it (redacted by hand)');
+        redactions.set(bySeq, event.seq);
+        redacted += 1;
+      } else if (row.details_digest === null || detailsDigest(row.details_salt, event.details) !== row.details_digest) {
+        return fail('has details that do not match their digest (edited)');
+      }
+      if (!macEqual(entryMac(key, event), row.hash)) {
+        return fail('does not match its MAC (edited, or written without the audit-chain key)');
+      }
+      const target = redactions.get(event.seq);
+      if (target !== undefined) {
+        redactions.delete(event.seq);
+        if (event.action !== 'audit.entry-redacted' || event.details['seq'] !== target) {
+          return broken(
+            checked,
+            target,
+            `is redacted, but entry ${event.seq} is not the redaction of it (redacted by hand)`,
+          );
+        }
+      }
+      if (event.action === 'audit.chain-head-invalid' && headAnomaly === undefined) {
+        headAnomaly = {
+          seq: event.seq,
+          reason: typeof event.details['reason'] === 'string' ? event.details['reason'] : 'invalid head',
+        };
+      }
+      expectedPrev = row.hash;
+      expectedSeq += 1;
+      checked += 1;
+    }
+    if (rows.length < batchSize) break;
+  }
+  for (const target of redactions.values()) {
+    return broken(checked, target, 'is redacted, but no redaction entry records it (redacted by hand)');
+  }
+  const head = (await knex('audit_chain_head').where({ id: 1 }).first()) as HeadRow | undefined;
+  if (head === undefined) return broken(checked, checked + 1, 'the chain head row is missing');
+  if (head.seq !== checked || head.hash !== expectedPrev) {
+    return broken(
+      checked,
+      Math.min(head.seq, checked) + 1,
+      `the chain head names entry ${head.seq}, the last entry is ${checked} (entries removed from the end, or the head re-pointed)`,
+    );
+  }
+  if (checked > 0 && !(await headMacValid(knex, head).catch(() => false))) {
+    return broken(checked, head.seq, 'the chain head seal does not verify (the head was rewritten without the key)');
+  }
+  if (headAnomaly !== undefined) {
+    return broken(
+      checked,
+      headAnomaly.seq,
+      `was written by an append that found the chain head tampered with (${headAnomaly.reason}) and recorded it here`,
+    );
+  }
+  return { ok: true, checked, headSeq: head.seq, headHash: head.hash, redacted };
+}
+
+function broken(checked: number, seq: number, reason: string): ChainVerdict {
+  return {
+    ok: false,
+    checked,
+    brokenAtSeq: seq,
+    reason: reason.startsWith('the ') ? reason : `entry ${seq} ${reason}`,
+  };
+}

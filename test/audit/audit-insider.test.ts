@@ -1,0 +1,316 @@
+/**
+ * The audit trail against a database writer without key material (design.md, threat model): every
+ * edit, deletion, insertion, truncation, head re-pointing and hand redaction is detected with a
+ * finding that says what happened, and `keys audit verify` exits 1. What the keyed chain alone cannot
+ * see (an older, genuinely sealed head row put back after truncation) is shown here too, and caught
+ * by a signed checkpoint.
+ */
+import { expect } from 'chai';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { detailsDigest } from '../../src/audit/audit-chain.js';
+import { auditEntryIntact, verifyAuditChain } from '../../src/audit/audit-log.js';
+import { migrateToLatest } from '../../src/db/migrations.js';
+import { createTestDatabase, type TestDatabase } from '../support/database.js';
+import { keysFixture, type KeysFixture } from '../keys/keys-context.js';
+import { appendN, resetTrail } from './trail-support.js';
+
+describe('audit trail against an insider with database write access', function () {
+  this.timeout(60_000);
+  let db: TestDatabase;
+  let fx: KeysFixture;
+  let dir: string;
+
+  before(async () => {
+    db = await createTestDatabase();
+    await migrateToLatest(db.knex);
+    fx = await keysFixture(db);
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'lv-insider-'));
+  });
+  after(async () => {
+    await db.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+  beforeEach(async () => {
+    await resetTrail(db);
+    await appendN(db, 6);
+  });
+
+  const entry = (seq: number) => db.knex('audit_events').where({ seq });
+
+  async function expectDetected(finding: RegExp, seq?: number): Promise<void> {
+    const verdict = await verifyAuditChain(db.knex);
+    expect(verdict.ok, JSON.stringify(verdict)).to.equal(false);
+    if (!verdict.ok) {
+      expect(verdict.reason).to.match(finding);
+      if (seq !== undefined) expect(verdict.brokenAtSeq).to.equal(seq);
+    }
+    const res = await fx.run('audit', 'verify');
+    expect(res.code, res.stdout + res.stderr).to.equal(1);
+    expect(res.stdout).to.match(/audit chain BROKEN at entry \d+: /);
+  }
+
+  async function checkpoint(name: string): Promise<string> {
+    const file = path.join(dir, name);
+    const res = await fx.run('audit', 'checkpoint', '--out', file);
+    expect(res.code, res.stderr).to.equal(0);
+    return file;
+  }
+
+  const columnEdits: [string, () => Promise<Record<string, unknown>>, RegExp][] = [
+    ['occurred_at', () => Promise.resolve({ occurred_at: new Date('2020-01-01T00:00:00Z') }), /MAC/],
+    ['actor', () => Promise.resolve({ actor: 'someone-else' }), /MAC/],
+    ['actor_type', () => Promise.resolve({ actor_type: 'system' }), /MAC/],
+    ['action', () => Promise.resolve({ action: 'key.destroyed' }), /MAC/],
+    ['outcome', () => Promise.resolve({ outcome: 'failure' }), /MAC/],
+    ['origin', () => Promise.resolve({ origin: 'elsewhere' }), /MAC/],
+    ['resource', () => Promise.resolve({ resource: 'key:identifier-mac:v9' }), /MAC/],
+    ['id', () => Promise.resolve({ id: 'aud_forged' }), /MAC/],
+    [
+      'details',
+      () => Promise.resolve({ details: JSON.stringify({ rows: 0 }) }),
+      /has details that do not match their digest \(edited\)/,
+    ],
+    ['details_digest', async () => ({ details_digest: (await entry(4).first()).details_digest }), /digest/],
+    ['details_salt', async () => ({ details_salt: (await entry(4).first()).details_salt }), /digest/],
+    ['key_version', () => Promise.resolve({ key_version: 2 }), /audit-chain key v2/],
+    ['prev_hash', async () => ({ prev_hash: (await entry(1).first()).hash }), /does not link/],
+    ['hash', async () => ({ hash: (await entry(4).first()).hash }), /MAC/],
+  ];
+  for (const [column, change, finding] of columnEdits) {
+    it(`when ${column} of an entry is edited, then verify reports entry 3 and exits 1`, async () => {
+      await entry(3).update(await change());
+      await expectDetected(finding, 3);
+    });
+  }
+
+  it('when details are edited and their digest recomputed with the visible salt, then the MAC still gives it away', async () => {
+    const row = await entry(3).first();
+    const forged = { rows: 0, nested: { a: [1, 2], b: 1 } };
+    await entry(3).update({ details: JSON.stringify(forged), details_digest: detailsDigest(row.details_salt, forged) });
+    await expectDetected(/does not match its MAC/, 3);
+  });
+
+  it('when one entry is checked on its own, then an intact one passes and an edited one fails', async () => {
+    expect(await auditEntryIntact(db.knex, 3)).to.equal(true);
+    await entry(3).update({ outcome: 'denied' });
+    expect(await auditEntryIntact(db.knex, 3)).to.equal(false);
+    expect(await auditEntryIntact(db.knex, 99)).to.equal(false);
+  });
+
+  it('when an entry in the middle is deleted, then verify reports it missing', async () => {
+    await entry(3).delete();
+    await expectDetected(/entry 3 is missing/, 3);
+  });
+
+  it('when two entries are swapped, then verify reports the first', async () => {
+    await entry(2).update({ seq: -2 });
+    await entry(3).update({ seq: 2 });
+    await entry(-2).update({ seq: 3 });
+    await expectDetected(/MAC|link/, 2);
+  });
+
+  it('when a forged entry is appended with a made-up MAC and the head re-pointed, then verify reports the forgery', async () => {
+    const last = await entry(6).first();
+    await db.knex('audit_events').insert({
+      ...last,
+      seq: 7,
+      id: 'aud_forged0000000000000000',
+      actor: 'insider',
+      prev_hash: last.hash,
+      hash: 'A'.repeat(43),
+    });
+    await db.knex('audit_chain_head').update({ seq: 7, hash: 'A'.repeat(43) });
+    await expectDetected(/entry 7 does not match its MAC/, 7);
+  });
+
+  it('when the tail is deleted and the head re-pointed at the new last entry, then the head seal gives it away, and the next append records it for good', async () => {
+    const fourth = await entry(4).first();
+    await db.knex('audit_events').where('seq', '>', 4).delete();
+    await db.knex('audit_chain_head').update({ seq: 4, hash: fourth.hash });
+    const before = await verifyAuditChain(db.knex);
+    expect(before).to.deep.include({
+      ok: false,
+      reason: 'the chain head seal does not verify (the head was rewritten without the key)',
+    });
+    // The service keeps working, but does not seal over the tampered head: it records it first.
+    await appendN(db, 1);
+    const recorded = await entry(5).first();
+    expect(recorded.action).to.equal('audit.chain-head-invalid');
+    expect(recorded.details).to.deep.include({ headSeq: 4, reason: 'the head seal does not verify' });
+    await expectDetected(/found the chain head tampered with/, 5);
+  });
+
+  it('when the active audit-chain key is demoted, then the service goes on under a new key version, recorded, and the trail still verifies', async () => {
+    await db.knex('audit_chain_keys').update({ state: 'verify-only' });
+    await appendN(db, 1);
+    const versions = await db.knex('audit_chain_keys').orderBy('version');
+    expect(versions.map((k) => [k.version, k.state])).to.deep.equal([
+      [1, 'verify-only'],
+      [2, 'active'],
+    ]);
+    expect((await entry(7).first()).action).to.equal('audit.chain-key.created');
+    expect((await entry(8).first()).key_version).to.equal(2);
+    expect(await verifyAuditChain(db.knex)).to.deep.include({ ok: true, headSeq: 8 });
+    await db.knex('audit_chain_keys').where({ version: 2 }).delete();
+    await db.knex('audit_chain_keys').where({ version: 1 }).update({ state: 'active' });
+  });
+
+  it('when the head is reset to an empty chain over existing entries, then verify reports it', async () => {
+    await db.knex('audit_chain_head').update({ seq: 0, hash: 'genesis', mac: null, key_version: null });
+    await expectDetected(/the chain head names entry 0, the last entry is 6/);
+  });
+
+  it('when the tail is deleted and an older, genuinely sealed head row put back, then only a checkpoint kept outside the database catches it', async () => {
+    // The insider copies the head row while the trail ends at entry 4 …
+    await resetTrail(db);
+    await appendN(db, 4);
+    const olderHead = await db.knex('audit_chain_head').first();
+    await appendN(db, 2);
+    const saved = await checkpoint('before-truncation.jws');
+    // … and later deletes everything after it and puts that row back.
+    await db.knex('audit_events').where('seq', '>', 4).delete();
+    await db.knex('audit_chain_head').update(olderHead);
+    // The keyed chain alone cannot tell this from a trail that ended at entry 4 (documented limit).
+    expect(await verifyAuditChain(db.knex)).to.deep.include({ ok: true, headSeq: 4 });
+    const res = await fx.run('audit', 'verify', '--checkpoint', saved);
+    expect(res.code).to.equal(1);
+    expect(res.stdout).to.contain(
+      'audit chain does NOT extend the checkpoint: the trail ends at entry 4 but the checkpoint of',
+    );
+    expect(res.stdout).to.contain('names entry 6: entries 5 to 6 were removed (truncated)');
+  });
+
+  it('when the trail is rewritten from the start, even through the service itself, then the checkpoint shows the past changed', async () => {
+    const saved = await checkpoint('before-rewrite.jws');
+    await resetTrail(db);
+    await appendN(db, 10);
+    expect((await verifyAuditChain(db.knex)).ok).to.equal(true);
+    const res = await fx.run('audit', 'verify', '--checkpoint', saved);
+    expect(res.code).to.equal(1);
+    expect(res.stdout).to.match(
+      /entry 6 is not the entry the checkpoint of .* signed: the trail up to it was rewritten/,
+    );
+  });
+
+  it('when the trail extends a checkpoint, then verify --checkpoint passes with the auditor’s own public key; a checkpoint edited by one byte fails', async () => {
+    const saved = await checkpoint('good.jws');
+    await appendN(db, 3);
+    const pub = path.join(dir, 'audit.pub.pem');
+    expect((await fx.run('audit', 'public-key', '--out', pub)).code).to.equal(0);
+    const ok = await fx.run('audit', 'verify', '--checkpoint', saved, '--public-key', pub);
+    expect(ok.code, ok.stdout).to.equal(0);
+    expect(ok.stdout).to.match(/audit chain intact and extends the checkpoint of .* \(entry 6\)/);
+    const [h, p, s] = fs.readFileSync(saved, 'utf8').trim().split('.');
+    const claims = JSON.parse(Buffer.from(p!, 'base64url').toString());
+    const edited = path.join(dir, 'edited.jws');
+    fs.writeFileSync(edited, `${h}.${Buffer.from(JSON.stringify({ ...claims, seq: 2 })).toString('base64url')}.${s}`);
+    const bad = await fx.run('audit', 'verify', '--checkpoint', edited);
+    expect(bad.code).to.equal(1);
+    expect(bad.stdout).to.contain('the checkpoint signature does not verify');
+  });
+
+  it('when a checkpoint is asked of a broken trail, then it is refused, nothing is written, and the refusal is audited', async () => {
+    await entry(2).update({ actor: 'x' });
+    const file = path.join(dir, 'refused.jws');
+    const res = await fx.run('audit', 'checkpoint', '--out', file);
+    expect(res.code).to.equal(1);
+    expect(res.stderr).to.contain('AUDIT_CHAIN_BROKEN');
+    expect(fs.existsSync(file)).to.equal(false);
+    const denied = await db.knex('audit_events').where({ action: 'audit.checkpointed', outcome: 'denied' });
+    expect(denied).to.have.length(1);
+    expect(denied[0].details.code).to.equal('AUDIT_CHAIN_BROKEN');
+  });
+
+  describe('redaction', () => {
+    it('when an entry is redacted through the CLI, then its details are a tombstone, the salt is gone, the redaction is an entry, and the chain verifies', async () => {
+      const before = await entry(3).first();
+      const res = await fx.run('audit', 'redact', '--seq', '3', '--reason', 'INC-42: card data in a note');
+      expect(res.code, res.stderr).to.equal(0);
+      const after = await entry(3).first();
+      expect(after.details_salt).to.equal(null);
+      expect(after.details_digest).to.equal(before.details_digest);
+      expect(after.hash).to.equal(before.hash);
+      const redaction = await db
+        .knex('audit_events')
+        .where({ action: 'audit.entry-redacted', outcome: 'success' })
+        .first();
+      expect(redaction.actor).to.equal('test-operator');
+      expect(redaction.details).to.deep.include({ seq: 3, entryId: before.id, reason: 'INC-42: card data in a note' });
+      expect(after.details).to.deep.equal({
+        redacted: { bySeq: redaction.seq, at: after.details.redacted.at, reason: 'INC-42: card data in a note' },
+      });
+      expect(await verifyAuditChain(db.knex)).to.deep.include({ ok: true, redacted: 1 });
+      expect((await fx.run('audit', 'verify')).stdout).to.contain('1 redacted entry');
+    });
+
+    it('when details are removed by hand (tombstone, salt cleared), then verify reports a hand redaction', async () => {
+      await entry(3).update({
+        details: JSON.stringify({ redacted: { bySeq: null, at: new Date().toISOString(), reason: 'x' } }),
+        details_salt: null,
+      });
+      await expectDetected(/removed by hand/, 3);
+    });
+
+    it('when a hand redaction names an entry that is not its redaction, then verify reports it', async () => {
+      expect((await fx.run('audit', 'redact', '--seq', '2', '--reason', 'a proper one')).code).to.equal(0);
+      const proper = await db.knex('audit_events').where({ action: 'audit.entry-redacted' }).first();
+      for (const bySeq of [5, proper.seq]) {
+        await entry(4).update({
+          details: JSON.stringify({ redacted: { bySeq, at: new Date().toISOString(), reason: 'x' } }),
+          details_salt: null,
+        });
+        const verdict = await verifyAuditChain(db.knex);
+        expect(verdict).to.deep.include({ ok: false, brokenAtSeq: 4 });
+        if (!verdict.ok)
+          expect(verdict.reason).to.match(/entry 4 is redacted, but entry \d+ is not the redaction of it/);
+      }
+      expect((await fx.run('audit', 'verify')).code).to.equal(1);
+    });
+
+    it('when only the salt is cleared, then verify reports it', async () => {
+      await entry(3).update({ details_salt: null });
+      await expectDetected(/removed by hand/, 3);
+    });
+
+    const refusals: [string, string[], string, () => Promise<unknown>][] = [
+      [
+        'the entry was edited (a redaction would launder it)',
+        ['--seq', '3', '--reason', 'cover-up'],
+        'AUDIT_CHAIN_BROKEN',
+        () => entry(3).update({ details: JSON.stringify({ rows: 1 }) }),
+      ],
+      [
+        'the reason holds a PAN',
+        ['--seq', '3', '--reason', 'card 4111 1111 1111 1111'],
+        'AUDIT_REDACTION_INVALID',
+        () => Promise.resolve(),
+      ],
+      [
+        'the entry does not exist',
+        ['--seq', '999', '--reason', 'nothing there'],
+        'AUDIT_REDACTION_INVALID',
+        () => Promise.resolve(),
+      ],
+      [
+        'the entry is itself a redaction',
+        ['--seq', '8', '--reason', 'hide the redaction'],
+        'AUDIT_REDACTION_INVALID',
+        async () => expect((await fx.run('audit', 'redact', '--seq', '2', '--reason', 'first')).code).to.equal(0),
+      ],
+    ];
+    for (const [when, args, code, setup] of refusals) {
+      it(`when ${when}, then the redaction is refused with ${code} and the refusal is audited`, async () => {
+        await setup();
+        const res = await fx.run('audit', 'redact', ...args);
+        expect(res.code).to.equal(1);
+        expect(res.stderr).to.contain(code);
+        const denied = await db.knex('audit_events').where({ action: 'audit.entry-redacted', outcome: 'denied' });
+        expect(denied).to.have.length(1);
+        expect(denied[0].details.code).to.equal(code);
+        expect(JSON.stringify(denied)).to.not.contain('4111');
+      });
+    }
+  });
+});
