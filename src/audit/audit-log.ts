@@ -15,7 +15,7 @@ import { newId } from '../ids/prefixed-id.js';
 import { maskPans } from '../logging/pan-redactor.js';
 
 export type AuditOutcome = 'success' | 'failure' | 'denied';
-export type ActorType = 'client' | 'custodian' | 'system';
+export type ActorType = 'client' | 'custodian' | 'operator' | 'service' | 'system';
 
 export interface AuditEventInput {
   /** Who: the JWT subject, the custodian name, or `system`. */

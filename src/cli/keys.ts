@@ -13,6 +13,7 @@ import { KeyRing } from '../keys/key-ring.js';
 import { loadMasterKey } from '../keys/master-key-source.js';
 import { liveClientCertificates } from '../mtls/client-certificate-records.js';
 import { cliActor, runKeysCommand } from './keys-commands.js';
+import { terminalConfirm } from './keys-requests.js';
 
 /** Extra time beyond the key-ring refresh interval before an activation counts as seen everywhere. */
 const PROPAGATION_MARGIN_MS = 2_000;
@@ -54,7 +55,13 @@ async function main(argv: readonly string[]): Promise<number> {
         externalClientCaPem:
           config.tls.clientCaFile === undefined ? undefined : fs.readFileSync(config.tls.clientCaFile, 'utf8'),
       },
-      { stdout: process.stdout, stderr: process.stderr, isTTY: process.stderr.isTTY, interrupted: () => interrupted },
+      {
+        stdout: process.stdout,
+        stderr: process.stderr,
+        isTTY: process.stderr.isTTY,
+        interrupted: () => interrupted,
+        confirm: process.stdin.isTTY ? terminalConfirm : undefined,
+      },
     );
   } finally {
     await database.close();

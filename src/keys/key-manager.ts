@@ -32,6 +32,7 @@ import {
 } from './key-ring.js';
 import type { MasterKeySource } from './master-key-source.js';
 import { rewrapSeals } from '../mtls/seals.js';
+import { rewrapDualControlSeals } from './custodians.js';
 import { daysLeft, isOverdue, periodOf } from './cryptoperiods.js';
 
 export interface KeyPolicy {
@@ -236,7 +237,7 @@ export class KeyManager {
         if ((latest.v ?? 0) + 1 !== plan.toVersion) {
           throw new AppError('KEY_OPERATION_INVALID', { detail: 'Another rotation ran meanwhile: plan again.' });
         }
-        const auth = await this.authorise(trx, 'rotate', { purpose }, requestId);
+        const auth = await this.authorise(trx, 'rotate', { purpose, toVersion: plan.toVersion }, requestId);
         await insertNewKey(
           trx,
           this.deps.masterKey,
@@ -338,6 +339,7 @@ export class KeyManager {
       }
       // The mTLS seals are wrapped by the master key too (src/mtls/seals.ts).
       await rewrapSeals(trx, this.deps.masterKey);
+      await rewrapDualControlSeals(trx, this.deps.masterKey);
       const now = this.now();
       await trx('master_keys')
         .insert({
@@ -443,6 +445,8 @@ export class KeyManager {
         requestId,
         singleOperator: false,
         production: this.deps.policy.production,
+        masterKey: this.deps.masterKey,
+        actor: this.deps.actor,
       });
       await trx('data_keys')
         .where({ purpose, version })
@@ -479,6 +483,8 @@ export class KeyManager {
       requestId,
       singleOperator: this.deps.policy.singleOperator,
       production: this.deps.policy.production,
+      masterKey: this.deps.masterKey,
+      actor: this.deps.actor,
     });
   }
 
