@@ -14,6 +14,7 @@ import { parseArgs } from 'node:util';
 import { appendAuditEvent, canonicalJson } from '../audit/audit-log.js';
 import { AppError, isAppError } from '../errors/app-error.js';
 import { completeGenesis, custodianParams, genesisParams, registerCustodian } from '../keys/custodian-registration.js';
+import { verifyRegister } from '../keys/custodian-provenance.js';
 import { CUSTODIAN_ACKNOWLEDGEMENT, listCustodianRecords } from '../keys/custodians.js';
 import {
   approveRequest,
@@ -81,10 +82,16 @@ async function custodian(args: readonly string[], ctx: KeysContext, out: Out): P
   const [sub, ...rest] = args;
   if (sub === 'list') {
     parseArgs({ args: rest, options: {}, strict: true });
+    const register = await verifyRegister(ctx.knex, ctx.masterKey);
     for (const c of await listCustodianRecords(ctx.knex, ctx.masterKey)) {
+      const untrusted = register.untrusted.find((u) => u.custodian.id === c.id);
       out(
         `${c.id}  ${c.name}  key ${c.keyThumbprint}  acknowledged ${c.acknowledgedAt.toISOString()}` +
-          (c.sealed ? `  (${c.authorisedBy ?? '-'})` : '  NOT SEALED: not a custodian (written outside the CLI?)'),
+          (!c.sealed
+            ? '  NOT SEALED: not a custodian (written outside the CLI?)'
+            : untrusted !== undefined
+              ? `  UNVERIFIED: not a custodian (${untrusted.reason})`
+              : `  registered by ${c.authorisedBy ?? '-'}`),
       );
     }
     return 0;

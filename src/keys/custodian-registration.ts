@@ -29,11 +29,11 @@ import {
 import {
   authorisationDetails,
   authorise,
-  genesisCustodians,
   refusalsAudited,
   type DualControlContext,
   type RequestParams,
 } from './dual-control.js';
+import { genesisCustodians } from './request-payload.js';
 
 /** What a request to add a custodian names: the name and the key, so approvers see exactly whom. */
 export async function custodianParams(name: string, publicKeyPem: string): Promise<RequestParams> {

@@ -20,42 +20,37 @@
  *   command fails). The person running the CLI is recorded as `operator`; an approval as `custodian`.
  * - Single-operator mode (KEYS_SINGLE_OPERATOR, development only, refused in production) skips it.
  */
-import { createHash, createPrivateKey, createPublicKey, type KeyObject } from 'node:crypto';
-import { CompactSign, compactVerify, decodeProtectedHeader, importJWK, type JWK } from 'jose';
+import { createPrivateKey, createPublicKey, type KeyObject } from 'node:crypto';
+import { CompactSign, type JWK } from 'jose';
 import type { Knex } from 'knex';
 import { appendAuditEvent, auditedWrite, canonicalJson } from '../audit/audit-log.js';
 import { AppError, isAppError } from '../errors/app-error.js';
 import { newId } from '../ids/prefixed-id.js';
-import { CUSTODIAN_ACKNOWLEDGEMENT, findCustodianByThumbprint, jwkFromX, jwkOf, listCustodians } from './custodians.js';
+import { verifyRegister, type RegisterVerdict } from './custodian-provenance.js';
+import { CUSTODIAN_ACKNOWLEDGEMENT, jwkFromX, jwkOf } from './custodians.js';
 import { appendExecution, auditRecordsExecution, readLedger, type LedgerState } from './dual-control-ledger.js';
 import type { KeyActor } from './key-ring.js';
 import type { MasterKeySource } from './master-key-source.js';
+import {
+  APPROVAL_TYP,
+  genesisCustodians,
+  parsePayload,
+  PAYLOAD_TYPE,
+  safeKid,
+  sha256B64,
+  sha256Hex,
+  unverifiedPayload,
+  verifyApproval,
+  type KeyOperation,
+  type RequestParams,
+  type RequestPayload,
+} from './request-payload.js';
 
-export type KeyOperation = 'rotate' | 'retire' | 'destroy' | 'add-custodian' | 'genesis';
-export type RequestParams = Readonly<Record<string, string | number>>;
+export type { KeyOperation, RequestParams, RequestPayload } from './request-payload.js';
 
-const OPERATIONS: readonly KeyOperation[] = ['rotate', 'retire', 'destroy', 'add-custodian', 'genesis'];
 /** How long custodians have to approve a request. */
 const REQUEST_TTL_MS = 24 * 3600 * 1000;
 const REQUIRED_APPROVALS = 2;
-const APPROVAL_TYP = 'loyalty-vault-key-approval+jws';
-const PAYLOAD_TYPE = 'loyalty-vault/key-request/v2';
-
-/** The signed description of a request: what runs, and all that runs. */
-export interface RequestPayload {
-  readonly type: typeof PAYLOAD_TYPE;
-  readonly id: string;
-  readonly operation: KeyOperation;
-  readonly params: RequestParams;
-  readonly description: string;
-  readonly requestedBy: string;
-  readonly createdAt: string;
-  readonly expiresAt: string;
-  /** The master key id of the deployment: a request signed elsewhere never runs here. */
-  readonly deployment: string;
-  /** genesis only: the responsibilities both first custodians accept by signing. */
-  readonly acknowledgement?: string;
-}
 
 export interface KeyRequest {
   readonly id: string;
@@ -107,32 +102,6 @@ export async function refusalsAudited<T>(
   }
 }
 
-export const sha256Hex = (text: string): string => createHash('sha256').update(text, 'utf8').digest('hex');
-const sha256B64 = (text: string): string => createHash('sha256').update(text, 'utf8').digest('base64url');
-
-/** Parses and checks a payload's shape and canonical form; undefined when it is not one. */
-export function parsePayload(text: string): RequestPayload | undefined {
-  let value: unknown;
-  try {
-    value = JSON.parse(text);
-  } catch {
-    return undefined;
-  }
-  if (typeof value !== 'object' || value === null || canonicalJson(value) !== text) return undefined;
-  const p = value as Record<string, unknown>;
-  const strings = ['id', 'description', 'requestedBy', 'createdAt', 'expiresAt', 'deployment'];
-  if (p['type'] !== PAYLOAD_TYPE || !strings.every((k) => typeof p[k] === 'string')) return undefined;
-  if (!OPERATIONS.includes(p['operation'] as KeyOperation)) return undefined;
-  const params = p['params'];
-  if (typeof params !== 'object' || params === null || Array.isArray(params)) return undefined;
-  if (!Object.values(params).every((v) => typeof v === 'string' || typeof v === 'number')) return undefined;
-  if (p['acknowledgement'] !== undefined && typeof p['acknowledgement'] !== 'string') return undefined;
-  if (Number.isNaN(Date.parse(p['expiresAt'] as string))) return undefined;
-  const allowed = new Set([...strings, 'type', 'operation', 'params', 'acknowledgement']);
-  if (Object.keys(p).some((k) => !allowed.has(k))) return undefined;
-  return value as RequestPayload;
-}
-
 function requestOf(canonical: string, payload: RequestPayload): KeyRequest {
   return { id: payload.id, payload, canonical, digest: sha256Hex(canonical) };
 }
@@ -153,7 +122,7 @@ export async function createRequest(
     ctx.actor,
     { action: 'key.request.created', resource: `request:${id}` },
     async (trx) => {
-      const custodians = await listCustodians(trx, ctx.masterKey);
+      const custodians = [...(await verifyRegister(trx, ctx.masterKey)).trusted.values()];
       if (input.operation === 'genesis') {
         const ledger = await readLedger(trx, ctx.masterKey);
         if (custodians.length > 0 || ledger.seq > 0) {
@@ -257,8 +226,9 @@ export async function inspectRequest(
   }
   const request = payload === undefined ? undefined : requestOf(row.payload, payload);
   const approvals: { signer: string; keyThumbprint: string; valid: boolean }[] = [];
+  const register = registerOf(db, masterKey);
   for (const a of (await db('key_approvals').where({ request_id: id }).orderBy('approved_at')) as ApprovalRow[]) {
-    const signer = await signerOf(db, masterKey, a.key_thumbprint, payload);
+    const signer = await signerOf(register, a.key_thumbprint, payload);
     const signed = signer === undefined ? undefined : await verifyApproval(a.jws, signer.jwk);
     const valid = signed !== undefined && signed === row.payload;
     if (signer === undefined) problems.push(`an approval is by key ${a.key_thumbprint}, which belongs to no custodian`);
@@ -286,13 +256,18 @@ function columnMismatches(row: RequestRow, payload: RequestPayload): string[] {
   return out;
 }
 
+/** The verified register, read at most once per check. */
+function registerOf(db: Knex | Knex.Transaction, masterKey: MasterKeySource): () => Promise<RegisterVerdict> {
+  let verdict: Promise<RegisterVerdict> | undefined;
+  return () => (verdict ??= verifyRegister(db, masterKey));
+}
+
 /**
- * The key that may sign for this request: a sealed custodian, or for a genesis request one of the
+ * The key that may sign for this request: a sealed custodian whose registration verifies, or for a genesis request one of the
  * two keys it names (they are not custodians until the ceremony completes).
  */
 async function signerOf(
-  db: Knex | Knex.Transaction,
-  masterKey: MasterKeySource,
+  register: () => Promise<RegisterVerdict>,
   thumbprint: string,
   payload: RequestPayload | undefined,
 ): Promise<{ name: string; jwk: JWK; custodian: boolean } | undefined> {
@@ -305,17 +280,8 @@ async function signerOf(
     }
     return undefined;
   }
-  const custodian = await findCustodianByThumbprint(db, masterKey, thumbprint);
+  const custodian = (await register()).trusted.get(thumbprint);
   return custodian === undefined ? undefined : { name: custodian.name, jwk: custodian.publicKeyJwk, custodian: true };
-}
-
-/** The two people a genesis request names. */
-export function genesisCustodians(params: RequestParams): { name: string; thumbprint: string; x: string }[] {
-  return (['first', 'second'] as const).map((which) => ({
-    name: String(params[`${which}Name`]),
-    thumbprint: String(params[`${which}Key`]),
-    x: String(params[`${which}PublicKey`]),
-  }));
 }
 
 export interface ApprovalPreview {
@@ -353,7 +319,7 @@ async function checkApprovable(
   }
   if (view.state === 'executed') throw new AppError('KEY_REQUEST_NOT_PENDING', { detail: 'The request has run.' });
   if (view.state === 'expired') throw new AppError('KEY_REQUEST_EXPIRED');
-  const signer = await signerOf(db, masterKey, thumbprint, view.request.payload);
+  const signer = await signerOf(registerOf(db, masterKey), thumbprint, view.request.payload);
   if (signer === undefined) {
     throw new AppError('APPROVAL_INVALID', {
       detail:
@@ -574,13 +540,9 @@ async function verifiedApprovals(
   const claimed = parsePayload(unverifiedPayload(rows[0]!.jws) ?? '');
   let canonical: string | undefined;
   const approvals: { custodian: string; keyThumbprint: string; jws: string }[] = [];
+  const register = registerOf(trx, masterKey);
   for (const a of rows) {
-    const signer = await signerOf(
-      trx,
-      masterKey,
-      a.key_thumbprint,
-      claimed?.operation === 'genesis' ? claimed : undefined,
-    );
+    const signer = await signerOf(register, a.key_thumbprint, claimed?.operation === 'genesis' ? claimed : undefined);
     const kid = safeKid(a.jws);
     const signed =
       signer === undefined || kid !== a.key_thumbprint ? undefined : await verifyApproval(a.jws, signer.jwk);
@@ -596,30 +558,6 @@ async function verifiedApprovals(
     approvals.push({ custodian: signer.name, keyThumbprint: a.key_thumbprint, jws: a.jws });
   }
   return { canonical: canonical!, approvals };
-}
-
-function unverifiedPayload(jws: string): string | undefined {
-  const part = jws.split('.')[1];
-  return part === undefined ? undefined : Buffer.from(part, 'base64url').toString('utf8');
-}
-
-function safeKid(jws: string): string | undefined {
-  try {
-    return decodeProtectedHeader(jws).kid;
-  } catch {
-    return undefined;
-  }
-}
-
-/** The payload text `jws` signs when it is a valid approval by `jwk`; undefined otherwise. */
-async function verifyApproval(jws: string, jwk: JWK): Promise<string | undefined> {
-  try {
-    const key = await importJWK(jwk, 'EdDSA');
-    const verified = await compactVerify(jws, key, { algorithms: ['EdDSA'] });
-    return verified.protectedHeader.typ === APPROVAL_TYP ? new TextDecoder().decode(verified.payload) : undefined;
-  } catch {
-    return undefined;
-  }
 }
 
 /** Requests for `request list`, newest first. */

@@ -7,9 +7,11 @@ import { expect } from 'chai';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { randomBytes } from 'node:crypto';
+import { createPrivateKey, createPublicKey, randomBytes } from 'node:crypto';
+import { CompactSign } from 'jose';
 import type { JWK } from 'jose';
-import { verifyAuditChain } from '../../src/audit/audit-log.js';
+import { canonicalJson, verifyAuditChain } from '../../src/audit/audit-log.js';
+import { insertSealedCustodian, jwkOf } from '../../src/keys/custodians.js';
 import { migrateToLatest } from '../../src/db/migrations.js';
 import { LocalMasterKey, MasterKeySet } from '../../src/keys/master-key-source.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
@@ -462,6 +464,112 @@ describe('dual control against an insider with database write access and one cus
 
     it('when the request to show does not exist, then the refusal is audited too', async () => {
       await refused('KEY_REQUEST_NOT_FOUND', 'request', 'show', 'krq_nosuchrequest');
+    });
+  });
+
+  // Mocha runs a suite's own tests before its child suites: these come last.
+  describe('an insider who also holds the master key (the CLI needs it)', () => {
+    /** Signs a v2 payload as the CLI would, with a key she holds. */
+    async function sign(payload: string, who: Person): Promise<{ jws: string; thumbprint: string }> {
+      const key = createPrivateKey(fs.readFileSync(who.privateKey));
+      const { thumbprint } = await jwkOf(createPublicKey(key));
+      const jws = await new CompactSign(new TextEncoder().encode(payload))
+        .setProtectedHeader({ alg: 'EdDSA', typ: 'loyalty-vault-key-approval+jws', kid: thumbprint })
+        .sign(key);
+      return { jws, thumbprint };
+    }
+
+    /** Writes a custodian row with a valid seal: what the master key allows without any approval. */
+    async function sealedRow(who: Person, id: string, authorisedBy: string): Promise<void> {
+      const { jwk, thumbprint } = await jwkOf(createPublicKey(fs.readFileSync(who.publicKey)));
+      await db.knex.transaction((trx) =>
+        insertSealedCustodian(
+          trx,
+          fx.masterKey,
+          { id, name: who.name, jwk, thumbprint, authorisedBy, registeredBy: 'mallory' },
+          new Date(),
+        ),
+      );
+    }
+
+    it('when she seals a custodian row of her own, then its registration has no two signatures behind it: flagged, and her approvals refused', async () => {
+      await sealedRow(mallory, 'cus_sealedbymallory', 'krq_nosuchrequest');
+      const list = await fx.run('custodian', 'list');
+      expect(list.stdout).to.match(/mallory .*UNVERIFIED: not a custodian/);
+      const hers = await requestId(fx, 'add-custodian', '--name', 'mallory2', '--public-key', mallory2.publicKey);
+      await refused('APPROVAL_INVALID', 'approve', hers, '--key', mallory.privateKey, '--yes');
+      await db.knex('key_custodians').where({ id: 'cus_sealedbymallory' }).delete();
+    });
+
+    it('when she writes a second genesis of two keys she holds, then no custodian is trusted any more: every request is refused until it is removed', async () => {
+      const id = 'krq_forgedgenesis';
+      const params: Record<string, string> = {};
+      for (const [which, who] of [
+        ['first', mallory],
+        ['second', mallory2],
+      ] as const) {
+        const { jwk, thumbprint } = await jwkOf(createPublicKey(fs.readFileSync(who.publicKey)));
+        Object.assign(params, {
+          [`${which}Name`]: who.name,
+          [`${which}Key`]: thumbprint,
+          [`${which}PublicKey`]: jwk.x,
+        });
+      }
+      const now = new Date();
+      const expires = new Date(now.getTime() + 3600_000);
+      const payload = canonicalJson({
+        type: 'loyalty-vault/key-request/v2',
+        id,
+        operation: 'genesis',
+        params,
+        description: 'forged',
+        requestedBy: 'mallory',
+        createdAt: now.toISOString(),
+        expiresAt: expires.toISOString(),
+        deployment: fx.masterKey.keyId,
+      });
+      await db.knex('key_requests').insert({
+        id,
+        operation: 'genesis',
+        params: JSON.stringify(params),
+        payload,
+        description: 'forged',
+        state: 'executed',
+        requested_by: 'mallory',
+        origin: 'psql',
+        created_at: now,
+        expires_at: expires,
+      });
+      for (const who of [mallory, mallory2]) {
+        const { jws, thumbprint } = await sign(payload, who);
+        await db.knex('key_approvals').insert({ request_id: id, key_thumbprint: thumbprint, jws, approved_at: now });
+      }
+      await sealedRow(mallory, 'cus_forged_m1', id);
+      await sealedRow(mallory2, 'cus_forged_m2', id);
+      await refused('CUSTODIANS_TOO_FEW', 'request', 'rotate', '--purpose', 'identifier-mac');
+      expect((await fx.run('custodian', 'list')).stdout).to.contain('more than one genesis is on record');
+      await db.knex('key_custodians').whereIn('id', ['cus_forged_m1', 'cus_forged_m2']).delete();
+      await db.knex('key_approvals').where({ request_id: id }).delete();
+      await db.knex('key_requests').where({ id }).delete();
+      expect(await requestId(fx, 'rotate', '--purpose', 'identifier-mac')).to.match(/^krq_/);
+    });
+
+    it('when the master key is rotated, then the register and the ledger are resealed and keep working under the new key alone', async () => {
+      const next = randomBytes(32);
+      const during = await keysFixture(db, {
+        policy: { propagationMs: 0, singleOperator: true },
+        source: new MasterKeySet(new LocalMasterKey(next, 'next master key'), [fx.masterKey]),
+      });
+      const rotated = await during.run('rotate', '--purpose', 'master', '--apply');
+      expect(rotated.code, rotated.stderr).to.equal(0);
+      const after = await keysFixture(db, { policy: { propagationMs: 0 }, masterKeyBase64: next.toString('base64') });
+      const list = await after.run('custodian', 'list');
+      expect(list.stdout).to.not.match(/NOT SEALED|UNVERIFIED/);
+      const id = await requestId(after, 'rotate', '--purpose', 'identifier-mac');
+      expect((await approve(after, id, alice)).code).to.equal(0);
+      expect((await approve(after, id, bob)).code).to.equal(0);
+      const res = await after.run('rotate', '--purpose', 'identifier-mac', '--apply', '--request', id);
+      expect(res.code, res.stderr).to.equal(0);
     });
   });
 });
