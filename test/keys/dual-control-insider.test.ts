@@ -12,6 +12,7 @@ import { CompactSign } from 'jose';
 import type { JWK } from 'jose';
 import { canonicalJson, verifyAuditChain } from '../../src/audit/audit-log.js';
 import { insertSealedCustodian, jwkOf } from '../../src/keys/custodians.js';
+import { approveRequest, createRequest } from '../../src/keys/dual-control.js';
 import { migrateToLatest } from '../../src/db/migrations.js';
 import { LocalMasterKey, MasterKeySet } from '../../src/keys/master-key-source.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
@@ -460,6 +461,23 @@ describe('dual control against an insider with database write access and one cus
       expect([entry.actor, entry.actor_type]).to.deep.equal(['alice', 'custodian']);
       const list = await fx.run('request', 'list');
       expect(list.stdout).to.match(new RegExp(`${id}\\s+pending\\s+rotate .*approvals 1/2 \\(alice\\)`));
+    });
+
+    it('when an approved request has expired, then it is refused with KEY_REQUEST_EXPIRED, audited', async () => {
+      const past = new Date(Date.now() - 25 * 3600 * 1000);
+      const plan = await fx.manager().planRotation('identifier-mac');
+      const ctx = { actor: fx.ctx.actor, masterKey: fx.ctx.masterKey };
+      const created = await createRequest(
+        db.knex,
+        { operation: 'rotate', params: { purpose: 'identifier-mac', toVersion: plan.toVersion }, description: 'old' },
+        ctx,
+        past,
+      );
+      for (const who of [alice, bob]) {
+        await approveRequest(db.knex, created.id, fs.readFileSync(who.privateKey, 'utf8'), created.digest, ctx, past);
+      }
+      await refused('KEY_REQUEST_EXPIRED', 'rotate', '--purpose', 'identifier-mac', '--apply', '--request', created.id);
+      await refused('KEY_REQUEST_EXPIRED', 'approve', created.id, '--key', alice.privateKey, '--yes');
     });
 
     it('when the request to show does not exist, then the refusal is audited too', async () => {
