@@ -17,11 +17,9 @@ import { completeGenesis, custodianParams, genesisParams, registerCustodian } fr
 import { verifyRegister } from '../keys/custodian-provenance.js';
 import { CUSTODIAN_ACKNOWLEDGEMENT, listCustodianRecords } from '../keys/custodians.js';
 import {
-  approveRequest,
   createRequest,
   inspectRequest,
   listRequests,
-  previewApproval,
   refusalAudited,
   type DualControlContext,
   type KeyOperation,
@@ -29,6 +27,7 @@ import {
   type RequestParams,
   type RequestView,
 } from '../keys/dual-control.js';
+import { approveRequest, previewApproval } from '../keys/key-approvals.js';
 import { isPurpose, KeyManager } from '../keys/key-manager.js';
 import type { KeyPurpose } from '../keys/key-ring.js';
 import type { KeysContext, KeysIo } from './keys-commands.js';
