@@ -27,7 +27,7 @@ import { AppError, isAppError } from '../errors/app-error.js';
 import { newId } from '../ids/prefixed-id.js';
 import { verifyRegister, type RegisterVerdict } from './custodian-provenance.js';
 import { CUSTODIAN_ACKNOWLEDGEMENT, jwkFromX } from './custodians.js';
-import { appendExecution, auditRecordsExecution, readLedger, type LedgerState } from './dual-control-ledger.js';
+import { appendExecution, auditRecordsExecution, readLedger } from './dual-control-ledger.js';
 import type { KeyActor } from './key-ring.js';
 import type { MasterKeySource } from './master-key-source.js';
 import {
@@ -210,7 +210,6 @@ export async function inspectRequest(
   id: string,
   masterKey: MasterKeySource,
   now = new Date(),
-  ledger?: LedgerState,
 ): Promise<RequestView> {
   const row = (await db('key_requests').where({ id }).first()) as RequestRow | undefined;
   if (row === undefined) throw new AppError('KEY_REQUEST_NOT_FOUND');
@@ -233,8 +232,8 @@ export async function inspectRequest(
     else if (!valid) problems.push(`the approval of ${signer.name} does not sign this payload`);
     approvals.push({ signer: signer?.name ?? 'unknown key', keyThumbprint: a.key_thumbprint, valid });
   }
+  // For display and to refuse a pointless approval; execution verifies the sealed ledger itself.
   const executed =
-    ledger?.executed.has(id) ??
     ((await db('key_request_executions').where({ request_id: id }).first('seq')) as unknown) !== undefined;
   const state = executed
     ? 'executed'
