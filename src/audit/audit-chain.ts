@@ -21,7 +21,7 @@ import { maskPans } from '../logging/pan-redactor.js';
 import { chainKeysFor, type ChainKey } from './audit-chain-keys.js';
 
 export type AuditOutcome = 'success' | 'failure' | 'denied';
-export type ActorType = 'client' | 'custodian' | 'system';
+export type ActorType = 'client' | 'custodian' | 'operator' | 'service' | 'system';
 
 /** `prev_hash` of the first entry of the keyed chain. */
 export const GENESIS = 'genesis';

@@ -11,16 +11,6 @@ import os from 'node:os';
 import { parseArgs } from 'node:util';
 import type { Knex } from 'knex';
 import { isAppError } from '../errors/app-error.js';
-import {
-  approveRequest,
-  createRequest,
-  CUSTODIAN_ACKNOWLEDGEMENT,
-  custodianParams,
-  listCustodians,
-  registerCustodian,
-  type KeyOperation,
-  type RequestParams,
-} from '../keys/dual-control.js';
 import type { EncryptedFieldSet } from '../keys/field-sets.js';
 import { KeyManager, isPurpose, type KeyPolicy } from '../keys/key-manager.js';
 import type { KeyActor, KeyPurpose, KeyRing } from '../keys/key-ring.js';
@@ -28,6 +18,7 @@ import type { MasterKeySource } from '../keys/master-key-source.js';
 import { reencrypt } from '../keys/reencrypt.js';
 import { auditCommand, AUDIT_USAGE } from './keys-audit.js';
 import { mtlsCommand, MTLS_USAGE } from './keys-mtls.js';
+import { requestsCommand, REQUESTS_USAGE } from './keys-requests.js';
 import { UsageError } from './usage-error.js';
 import {
   inventoryMarkdown,
@@ -56,6 +47,8 @@ export interface KeysIo {
   readonly isTTY: boolean;
   /** Set on Ctrl-C: a running backfill stops after its batches in flight. */
   readonly interrupted?: () => boolean;
+  /** Asks the person at the terminal (absent without one): `approve` signs only after a yes. */
+  readonly confirm?: ((question: string) => Promise<boolean>) | undefined;
 }
 
 export const USAGE = `usage: npm run keys -- <command> [options]
@@ -68,12 +61,7 @@ export const USAGE = `usage: npm run keys -- <command> [options]
   reencrypt --purpose <p> [--batch-size N] [--lanes N] [--max-rows-per-second N]
   retire --purpose <p> --version N [--plan | --apply] [--request <id>]
   destroy --purpose <p> --version N [--plan | --apply] [--request <id>]   (irreversible)
-  custodian add --name <name> --public-key <ed25519.pem> --acknowledge [--request <id>]
-                                                  (from the third custodian on: --request, approved by two)
-  custodian list
-  request <rotate|retire|destroy> --purpose <p> [--version N]   prints the request id to approve
-  request add-custodian --name <name> --public-key <ed25519.pem>
-  approve <request-id> --key <custodian-private-key.pem>
+${REQUESTS_USAGE}
 ${AUDIT_USAGE}
 ${MTLS_USAGE}`;
 
@@ -96,11 +84,9 @@ export async function runKeysCommand(argv: readonly string[], ctx: KeysContext, 
       case 'destroy':
         return await retireOrDestroy(command, rest, ctx, out);
       case 'custodian':
-        return await custodian(rest, ctx, out);
       case 'request':
-        return await request(rest, ctx, out);
       case 'approve':
-        return await approve(rest, ctx, out);
+        return await requestsCommand(command, rest, ctx, io, out);
       case 'audit':
         return await auditCommand(rest, ctx, out);
       case 'mtls':
@@ -433,131 +419,6 @@ async function retireOrDestroy(
   return 0;
 }
 
-async function custodian(args: readonly string[], ctx: KeysContext, out: (t: string) => void): Promise<number> {
-  const [sub, ...rest] = args;
-  if (sub === 'list') {
-    for (const c of await listCustodians(ctx.knex)) {
-      out(`${c.id}  ${c.name}  key ${c.keyThumbprint}  acknowledged ${c.acknowledgedAt.toISOString()}`);
-    }
-    return 0;
-  }
-  if (sub !== 'add') throw new UsageError('custodian add | custodian list');
-  const { values } = parseArgs({
-    args: rest,
-    options: {
-      name: { type: 'string' },
-      'public-key': { type: 'string' },
-      acknowledge: { type: 'boolean', default: false },
-      request: { type: 'string' },
-    },
-    strict: true,
-  });
-  if (values.name === undefined || values['public-key'] === undefined) {
-    throw new UsageError('custodian add needs --name and --public-key');
-  }
-  out(`custodian responsibilities (PCI DSS 3.7.8):\n  ${CUSTODIAN_ACKNOWLEDGEMENT}`);
-  const created = await registerCustodian(
-    ctx.knex,
-    {
-      name: values.name,
-      publicKeyPem: fs.readFileSync(values['public-key'], 'utf8'),
-      acknowledged: values.acknowledge,
-    },
-    ctx.actor,
-    { requestId: values.request, singleOperator: ctx.policy.singleOperator, production: ctx.policy.production },
-  );
-  out(`registered custodian ${created.name} (${created.id}), key ${created.keyThumbprint}; acknowledgement recorded`);
-  return 0;
-}
-
-async function request(args: readonly string[], ctx: KeysContext, out: (t: string) => void): Promise<number> {
-  const [operation, ...rest] = args;
-  if (operation === 'add-custodian') {
-    const { values } = parseArgs({
-      args: rest,
-      options: { name: { type: 'string' }, 'public-key': { type: 'string' } },
-      strict: true,
-    });
-    if (values.name === undefined || values['public-key'] === undefined) {
-      throw new UsageError('request add-custodian --name <name> --public-key <ed25519.pem>');
-    }
-    const params = await custodianParams(values.name, fs.readFileSync(values['public-key'], 'utf8'));
-    return printRequest(
-      ctx,
-      out,
-      'add-custodian',
-      params,
-      `Register ${values.name} as a key custodian (Ed25519 key ${String(params['keyThumbprint'])}).`,
-    );
-  }
-  if (operation !== 'rotate' && operation !== 'retire' && operation !== 'destroy') {
-    throw new UsageError('request rotate|retire|destroy --purpose <p> [--version N]');
-  }
-  const { values } = parseArgs({
-    args: rest,
-    options: { purpose: { type: 'string' }, version: { type: 'string' } },
-    strict: true,
-  });
-  const keys = manager(ctx);
-  let params: RequestParams;
-  let description: string;
-  if (operation === 'rotate' && values.purpose === 'master') {
-    const plan = await keys.planMasterRotation();
-    return printRequest(ctx, out, operation, { purpose: 'master' }, `Rotate the master key: ${plan.steps.join('; ')}`);
-  }
-  const purpose = purposeOf(values.purpose, operation === 'rotate');
-  if (operation === 'rotate') {
-    const plan = await keys.planRotation(purpose);
-    params = { purpose };
-    description = `Rotate ${purpose}: v${plan.fromVersion ?? '-'} → v${plan.toVersion}. ${plan.steps.join('; ')}`;
-  } else {
-    const version = versionOf(values.version);
-    params = { purpose, version };
-    const plan = await keys.planRetire(purpose, version);
-    description =
-      operation === 'retire'
-        ? `Retire ${purpose} v${version} (now ${plan.state}) once a count proves no row uses it.`
-        : `DESTROY ${purpose} v${version} (now ${plan.state}): wipe its wrapped material. Irreversible.`;
-  }
-  return printRequest(ctx, out, operation, params, description);
-}
-
-async function printRequest(
-  ctx: KeysContext,
-  out: (t: string) => void,
-  operation: KeyOperation,
-  params: RequestParams,
-  description: string,
-): Promise<number> {
-  const purpose = String(params['purpose']);
-  const created = await createRequest(ctx.knex, { operation, params, description }, ctx.actor);
-  out(`request ${created.id} (expires ${created.expiresAt.toISOString()})`);
-  out(`description: ${created.description}`);
-  out(`canonical payload each custodian signs:\n${created.payload}`);
-  out(`next: two custodians run  npm run keys -- approve ${created.id} --key <their-private-key.pem>`);
-  out(
-    operation === 'add-custodian'
-      ? `then: npm run keys -- custodian add --name ${String(params['name'])} --public-key <pem> --acknowledge --request ${created.id}`
-      : `then: npm run keys -- ${operation} --purpose ${purpose}${'version' in params ? ` --version ${params['version']}` : ''} --apply --request ${created.id}`,
-  );
-  return 0;
-}
-
-async function approve(args: readonly string[], ctx: KeysContext, out: (t: string) => void): Promise<number> {
-  const { values, positionals } = parseArgs({
-    args: [...args],
-    options: { key: { type: 'string' } },
-    allowPositionals: true,
-    strict: true,
-  });
-  const [id] = positionals;
-  if (id === undefined || values.key === undefined)
-    throw new UsageError('approve <request-id> --key <private-key.pem>');
-  const result = await approveRequest(ctx.knex, id, fs.readFileSync(values.key, 'utf8'), ctx.actor.origin);
-  out(`approved ${id} as ${result.custodian}; ${result.approvals} approval(s) recorded`);
-  return 0;
-}
-
 /** Who and where, for the audit trail: the operating-system user of this CLI on this host. */
 export function cliActor(): KeyActor {
   let user = 'unknown';
@@ -568,7 +429,7 @@ export function cliActor(): KeyActor {
   }
   return {
     actor: process.env['KEYS_OPERATOR'] ?? user,
-    actorType: 'custodian',
+    actorType: 'operator',
     origin: `cli:${os.hostname()}:${user}:pid${process.pid}`,
   };
 }

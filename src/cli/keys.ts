@@ -16,6 +16,7 @@ import { runCli } from './cli-args.js';
 import { cliActor, runKeysCommand } from './keys-commands.js';
 import { keysCommands, keysUsageFor } from './keys-usage.js';
 import { UsageError } from './usage-error.js';
+import { terminalConfirm } from './keys-requests.js';
 
 /** Extra time beyond the key-ring refresh interval before an activation counts as seen everywhere. */
 const PROPAGATION_MARGIN_MS = 2_000;
@@ -69,7 +70,13 @@ async function main(argv: readonly string[]): Promise<number> {
         externalClientCaPem:
           config.tls.clientCaFile === undefined ? undefined : fs.readFileSync(config.tls.clientCaFile, 'utf8'),
       },
-      { stdout: process.stdout, stderr: process.stderr, isTTY: process.stderr.isTTY, interrupted: () => interrupted },
+      {
+        stdout: process.stdout,
+        stderr: process.stderr,
+        isTTY: process.stderr.isTTY,
+        interrupted: () => interrupted,
+        confirm: process.stdin.isTTY ? terminalConfirm : undefined,
+      },
     );
   } finally {
     await database.close();

@@ -1,57 +1,61 @@
 /**
- * Dual control for key operations (PCI DSS 3.6.1.2, 3.7.6): rotate, retire and destroy run only with
- * the signed approval of two distinct registered key custodians.
+ * Dual control for key operations (PCI DSS 3.6.1.2, 3.7.6, 3.7.7): rotate, retire, destroy and the
+ * registration of custodians run only with the signed approval of two distinct registered custodians,
+ * once, and exactly as signed.
  *
- * - A custodian is registered with an Ed25519 public key and acknowledges the custodian's
- *   responsibilities at registration (PCI DSS 3.7.8); the acknowledgement text is stored and audited.
- * - An operation first becomes a pending request whose `payload` is a canonical JSON description
- *   (id, operation, parameters, human description, expiry). Each custodian signs exactly those bytes
- *   with their private key (compact JWS, EdDSA); the private key never leaves their machine's file.
- * - When the operation runs, in its own transaction, every stored approval is verified again against
- *   the custodian's registered public key and the request's payload: a forged or transplanted
- *   signature (one made over another request) refuses the whole request, and two valid approvals from
- *   different custodians are required. The request is then marked executed (once only) and the
- *   signatures go into the audit entry of the operation.
+ * - A request's payload is canonical JSON (id, operation, parameters including the key versions it
+ *   names, description, requester, creation and expiry, and the master key id: the deployment it is
+ *   valid in). Each custodian signs exactly those bytes (compact JWS, EdDSA) after `keys approve` has
+ *   shown them the payload and its SHA-256 (key-approvals.ts); the private key never leaves their file.
+ * - What runs is decided from the signed payload, never from the request's columns: inside the
+ *   operation's transaction every approval is verified against its custodian's sealed public key, all
+ *   approvals must sign the same bytes (digest compared), and the payload they sign must name this
+ *   request, this deployment, the operation and the parameters the command was invoked with, and must
+ *   not have expired. The columns are an index for `request list`; a column that disagrees with the
+ *   signed payload is reported as tampering (`KEY_REQUEST_TAMPERED`) and nothing runs.
+ * - Once: the execution is appended to the sealed ledger (dual-control-ledger.ts) and audited as
+ *   `key.request.executed` in the same transaction; a request the ledger or the audit trail knows as
+ *   executed never runs again, whatever its `state` column says.
+ * - Every refusal is audited with its code in a transaction of its own (it commits although the
+ *   command fails). The person running the CLI is recorded as `operator`; an approval as `custodian`.
  * - Single-operator mode (KEYS_SINGLE_OPERATOR, development only, refused in production) skips it.
  */
-import { createPrivateKey, createPublicKey, type KeyObject } from 'node:crypto';
-import { calculateJwkThumbprint, CompactSign, compactVerify, importJWK, type JWK } from 'jose';
+import type { JWK } from 'jose';
 import type { Knex } from 'knex';
-import { appendAuditEvent, canonicalJson } from '../audit/audit-log.js';
-import { AppError } from '../errors/app-error.js';
+import { appendAuditEvent, auditedWrite, canonicalJson } from '../audit/audit-log.js';
+import { AppError, isAppError } from '../errors/app-error.js';
 import { newId } from '../ids/prefixed-id.js';
+import { verifyRegister, type RegisterVerdict } from './custodian-provenance.js';
+import { CUSTODIAN_ACKNOWLEDGEMENT, jwkFromX } from './custodians.js';
+import { appendExecution, auditRecordsExecution, readLedger } from './dual-control-ledger.js';
 import type { KeyActor } from './key-ring.js';
+import type { MasterKeySource } from './master-key-source.js';
+import {
+  genesisCustodians,
+  parsePayload,
+  PAYLOAD_TYPE,
+  safeKid,
+  sha256B64,
+  sha256Hex,
+  unverifiedPayload,
+  verifyApproval,
+  type KeyOperation,
+  type RequestParams,
+  type RequestPayload,
+} from './request-payload.js';
 
-export const CUSTODIAN_ACKNOWLEDGEMENT =
-  'I accept the responsibilities of a loyalty-vault key custodian (PCI DSS 3.7.8): I keep my private ' +
-  'signing key secret and under my sole control, I approve a key operation only after reading its ' +
-  'description and checking that it was requested for a legitimate reason, I never approve on behalf ' +
-  'of another person, and I report any suspected compromise of a key or of my signing key at once.';
-
-export type KeyOperation = 'rotate' | 'retire' | 'destroy' | 'add-custodian';
-export type RequestParams = Readonly<Record<string, string | number>>;
+export type { KeyOperation, RequestParams, RequestPayload } from './request-payload.js';
 
 /** How long custodians have to approve a request. */
 const REQUEST_TTL_MS = 24 * 3600 * 1000;
 const REQUIRED_APPROVALS = 2;
-const APPROVAL_TYP = 'loyalty-vault-key-approval+jws';
-
-export interface Custodian {
-  readonly id: string;
-  readonly name: string;
-  readonly keyThumbprint: string;
-  readonly acknowledgedAt: Date;
-}
 
 export interface KeyRequest {
   readonly id: string;
-  readonly operation: KeyOperation;
-  readonly params: RequestParams;
-  readonly description: string;
-  /** The exact text custodians sign. */
-  readonly payload: string;
-  readonly state: 'pending' | 'executed';
-  readonly expiresAt: Date;
+  readonly payload: RequestPayload;
+  /** The exact text custodians sign, and its SHA-256 (hex). */
+  readonly canonical: string;
+  readonly digest: string;
 }
 
 /** What authorised an operation: recorded in its audit entry. */
@@ -60,6 +64,8 @@ export type Authorisation =
   | {
       readonly mode: 'dual-control';
       readonly requestId: string;
+      readonly payloadSha256: string;
+      readonly payload: RequestPayload;
       readonly approvals: readonly {
         readonly custodian: string;
         readonly keyThumbprint: string;
@@ -67,293 +73,230 @@ export type Authorisation =
       }[];
     };
 
-function publicKeyFromPem(pem: string): KeyObject {
-  let key: KeyObject;
+/** Who runs the command and under which master key: every dual-control call needs both. */
+export interface DualControlContext {
+  readonly actor: KeyActor;
+  readonly masterKey: MasterKeySource;
+}
+
+/** Errors whose refusal this module already wrote to the audit trail (the CLI audits the others). */
+const auditedRefusals = new WeakSet<object>();
+export const refusalAudited = (error: unknown): boolean =>
+  typeof error === 'object' && error !== null && auditedRefusals.has(error);
+
+/** A write whose refusal is audited with its code in a transaction that commits (auditedWrite). */
+export async function refusalsAudited<T>(
+  knex: Knex,
+  actor: KeyActor,
+  what: { action: string; resource: string },
+  write: (trx: Knex.Transaction) => Promise<T>,
+  now: Date,
+): Promise<T> {
   try {
-    key = createPublicKey(pem);
+    return await auditedWrite(knex, actor, what, write, () => now);
   } catch (error) {
-    throw new AppError('CUSTODIAN_INVALID', { detail: 'The public key is not a PEM public key.', cause: error });
+    if (isAppError(error)) auditedRefusals.add(error);
+    throw error;
   }
-  if (key.asymmetricKeyType !== 'ed25519') {
-    throw new AppError('CUSTODIAN_INVALID', { detail: 'Custodian keys must be Ed25519.' });
-  }
-  return key;
 }
 
-async function thumbprintOf(key: KeyObject): Promise<{ jwk: JWK; thumbprint: string }> {
-  const jwk = key.export({ format: 'jwk' }) as JWK;
-  return { jwk, thumbprint: await calculateJwkThumbprint(jwk, 'sha256') };
-}
-
-/** Custodians registered without approvals: the first two (bootstrap), each registration audited. */
-const BOOTSTRAP_CUSTODIANS = 2;
-
-/** What a request to add a custodian names: the name and the key, so approvers see exactly whom. */
-export async function custodianParams(name: string, publicKeyPem: string): Promise<RequestParams> {
-  return { name, keyThumbprint: (await thumbprintOf(publicKeyFromPem(publicKeyPem))).thumbprint };
+function requestOf(canonical: string, payload: RequestPayload): KeyRequest {
+  return { id: payload.id, payload, canonical, digest: sha256Hex(canonical) };
 }
 
 /**
- * Registers a custodian. The first two are registered directly (there is nobody yet to approve);
- * every later one needs a request approved by two existing custodians, or whoever can run the CLI
- * could register two keys of their own and defeat dual control.
+ * Creates a request. Refused (audited) with CUSTODIANS_TOO_FEW while fewer than two custodians are
+ * registered, except the genesis request, which is refused once custodians exist.
  */
-export async function registerCustodian(
+export async function createRequest(
   knex: Knex,
-  input: { name: string; publicKeyPem: string; acknowledged: boolean },
-  actor: KeyActor,
-  control: { requestId: string | undefined; singleOperator: boolean; production: boolean },
+  input: { operation: KeyOperation; params: RequestParams; description: string },
+  ctx: DualControlContext,
   now = new Date(),
-): Promise<Custodian> {
-  if (!/^[A-Za-z][A-Za-z0-9 ._'-]{1,63}$/.test(input.name)) {
-    throw new AppError('CUSTODIAN_INVALID', {
-      detail: "A custodian name is 2 to 64 letters, digits, spaces or . _ ' -.",
-    });
-  }
-  if (!input.acknowledged) {
-    throw new AppError('CUSTODIAN_INVALID', {
-      detail: 'The custodian must acknowledge their responsibilities (--acknowledge) to be registered.',
-    });
-  }
-  const { jwk, thumbprint } = await thumbprintOf(publicKeyFromPem(input.publicKeyPem));
-  const id = newId('cus');
-  return knex
-    .transaction(async (trx) => {
-      const clash = (await trx('key_custodians')
-        .where({ name: input.name })
-        .orWhere({ key_thumbprint: thumbprint })
-        .first('id')) as unknown;
-      if (clash !== undefined) throw new AppError('CUSTODIAN_EXISTS');
-      const existing = (await trx('key_custodians').count('* as n').first()) as { n: number | string };
-      const bootstrap = Number(existing.n) < BOOTSTRAP_CUSTODIANS;
-      const auth: Authorisation | undefined = bootstrap
-        ? undefined
-        : await authorise(
-            trx,
-            { operation: 'add-custodian', params: { name: input.name, keyThumbprint: thumbprint }, ...control },
-            now,
-          );
-      await trx('key_custodians').insert({
+): Promise<KeyRequest> {
+  const id = newId('krq');
+  return refusalsAudited(
+    knex,
+    ctx.actor,
+    { action: 'key.request.created', resource: `request:${id}` },
+    async (trx) => {
+      const custodians = [...(await verifyRegister(trx, ctx.masterKey)).trusted.values()];
+      if (input.operation === 'genesis') {
+        const ledger = await readLedger(trx, ctx.masterKey);
+        if (custodians.length > 0 || ledger.seq > 0) {
+          throw new AppError('CUSTODIAN_INVALID', {
+            detail: 'The first custodians are registered already: add one with keys request add-custodian.',
+          });
+        }
+      } else if (custodians.length < REQUIRED_APPROVALS) {
+        throw new AppError('CUSTODIANS_TOO_FEW', {
+          detail: `${custodians.length} custodian(s) registered; dual control needs two. Register the first two with the genesis ceremony (keys request genesis).`,
+        });
+      }
+      const expiresAt = new Date(now.getTime() + REQUEST_TTL_MS);
+      const payload: RequestPayload = {
+        type: PAYLOAD_TYPE,
         id,
-        name: input.name,
-        public_key_jwk: JSON.stringify(jwk),
-        key_thumbprint: thumbprint,
-        acknowledgement: CUSTODIAN_ACKNOWLEDGEMENT,
-        acknowledged_at: now,
-        registered_by: actor.actor,
+        operation: input.operation,
+        params: input.params,
+        description: input.description,
+        requestedBy: ctx.actor.actor,
+        createdAt: now.toISOString(),
+        expiresAt: expiresAt.toISOString(),
+        deployment: ctx.masterKey.keyId,
+        ...(input.operation === 'genesis' ? { acknowledgement: CUSTODIAN_ACKNOWLEDGEMENT } : {}),
+      };
+      const canonical = canonicalJson(payload);
+      await trx('key_requests').insert({
+        id,
+        operation: input.operation,
+        params: JSON.stringify(input.params),
+        payload: canonical,
+        description: input.description,
+        state: 'pending',
+        requested_by: ctx.actor.actor,
+        origin: ctx.actor.origin,
         created_at: now,
+        expires_at: expiresAt,
       });
       await appendAuditEvent(
         trx,
         {
-          ...actor,
-          action: 'key.custodian.registered',
+          ...ctx.actor,
+          action: 'key.request.created',
           outcome: 'success',
-          resource: `custodian:${id}`,
-          details: {
-            name: input.name,
-            keyThumbprint: thumbprint,
-            acknowledgement: CUSTODIAN_ACKNOWLEDGEMENT,
-            ...(auth === undefined
-              ? { authorisation: 'bootstrap (first two custodians)' }
-              : authorisationDetails(auth)),
-          },
+          resource: `request:${id}`,
+          details: { operation: input.operation, params: input.params, payloadSha256: sha256B64(canonical) },
         },
         now,
       );
-      return { id, name: input.name, keyThumbprint: thumbprint, acknowledgedAt: now };
-    })
-    .catch(async (error: unknown) => {
-      if (error instanceof AppError && error.code !== 'CUSTODIAN_EXISTS') {
-        await knex.transaction((trx) =>
-          appendAuditEvent(
-            trx,
-            {
-              ...actor,
-              action: 'key.custodian.registered',
-              outcome: 'denied',
-              resource: `custodian:${input.name}`,
-              details: { code: error.code, reason: error.detail ?? error.title },
-            },
-            now,
-          ),
-        );
-      }
-      throw error;
-    });
-}
-
-export async function listCustodians(knex: Knex): Promise<Custodian[]> {
-  const rows = (await knex('key_custodians').orderBy('name')) as {
-    id: string;
-    name: string;
-    key_thumbprint: string;
-    acknowledged_at: Date;
-  }[];
-  return rows.map((r) => ({
-    id: r.id,
-    name: r.name,
-    keyThumbprint: r.key_thumbprint,
-    acknowledgedAt: r.acknowledged_at,
-  }));
-}
-
-export async function createRequest(
-  knex: Knex,
-  input: { operation: KeyOperation; params: RequestParams; description: string },
-  actor: KeyActor,
-  now = new Date(),
-): Promise<KeyRequest> {
-  const id = newId('krq');
-  const expiresAt = new Date(now.getTime() + REQUEST_TTL_MS);
-  const payload = canonicalJson({
-    type: 'loyalty-vault/key-request/v1',
-    id,
-    operation: input.operation,
-    params: input.params,
-    description: input.description,
-    requestedBy: actor.actor,
-    expiresAt: expiresAt.toISOString(),
-  });
-  await knex.transaction(async (trx) => {
-    await trx('key_requests').insert({
-      id,
-      operation: input.operation,
-      params: JSON.stringify(input.params),
-      payload,
-      description: input.description,
-      state: 'pending',
-      requested_by: actor.actor,
-      origin: actor.origin,
-      created_at: now,
-      expires_at: expiresAt,
-    });
-    await appendAuditEvent(
-      trx,
-      {
-        ...actor,
-        action: 'key.request.created',
-        outcome: 'success',
-        resource: `request:${id}`,
-        details: { operation: input.operation, params: input.params, description: input.description },
-      },
-      now,
-    );
-  });
-  return {
-    id,
-    operation: input.operation,
-    params: input.params,
-    description: input.description,
-    payload,
-    state: 'pending',
-    expiresAt,
-  };
+      return requestOf(canonical, payload);
+    },
+    now,
+  );
 }
 
 interface RequestRow {
   id: string;
-  operation: KeyOperation;
+  operation: string;
   params: RequestParams | string;
   payload: string;
-  description: string;
-  state: 'pending' | 'executed';
+  state: string;
   expires_at: Date;
+  created_at: Date;
 }
 
-function toRequest(row: RequestRow): KeyRequest {
-  return {
-    id: row.id,
-    operation: row.operation,
-    params: typeof row.params === 'string' ? (JSON.parse(row.params) as RequestParams) : row.params,
-    description: row.description,
-    payload: row.payload,
-    state: row.state,
-    expiresAt: row.expires_at,
-  };
+interface ApprovalRow {
+  request_id: string;
+  key_thumbprint: string;
+  jws: string;
+  approved_at: Date;
 }
 
-export async function findRequest(db: Knex | Knex.Transaction, id: string, forUpdate = false): Promise<KeyRequest> {
-  const query = db('key_requests').where({ id }).first();
-  if (forUpdate) void query.forUpdate();
-  const row = (await query) as RequestRow | undefined;
-  if (row === undefined) throw new AppError('KEY_REQUEST_NOT_FOUND');
-  return toRequest(row);
+/** What `request show` and `approve` present: the request as stored, and what is wrong with it. */
+export interface RequestView {
+  readonly request: KeyRequest | undefined;
+  /** The stored payload text (shown even when it does not parse, so that tampering is visible). */
+  readonly stored: string;
+  readonly state: 'pending' | 'executed' | 'expired';
+  readonly approvals: readonly { readonly signer: string; readonly keyThumbprint: string; readonly valid: boolean }[];
+  /** Why this request would be refused: empty when it is consistent. */
+  readonly problems: readonly string[];
 }
 
-/** Signs a request with a custodian's private key and records the approval. */
-export async function approveRequest(
-  knex: Knex,
-  requestId: string,
-  privateKeyPem: string,
-  origin: string,
+/** Reads a request and checks it against what was signed, without changing anything. */
+export async function inspectRequest(
+  db: Knex | Knex.Transaction,
+  id: string,
+  masterKey: MasterKeySource,
   now = new Date(),
-): Promise<{ custodian: string; approvals: number }> {
-  let privateKey: KeyObject;
-  try {
-    privateKey = createPrivateKey(privateKeyPem);
-  } catch (error) {
-    throw new AppError('APPROVAL_INVALID', { detail: 'The private key is not a PEM private key.', cause: error });
+): Promise<RequestView> {
+  const row = (await db('key_requests').where({ id }).first()) as RequestRow | undefined;
+  if (row === undefined) throw new AppError('KEY_REQUEST_NOT_FOUND');
+  const problems: string[] = [];
+  const payload = parsePayload(row.payload);
+  if (payload === undefined) problems.push('the stored payload is not a canonical v2 request payload');
+  else {
+    if (payload.id !== row.id) problems.push(`the stored payload names request ${payload.id}`);
+    if (payload.deployment !== masterKey.keyId) problems.push('the payload was made for another deployment');
+    problems.push(...columnMismatches(row, payload));
   }
-  if (privateKey.asymmetricKeyType !== 'ed25519') {
-    throw new AppError('APPROVAL_INVALID', { detail: 'Approvals are signed with an Ed25519 key.' });
+  const request = payload === undefined ? undefined : requestOf(row.payload, payload);
+  const approvals: { signer: string; keyThumbprint: string; valid: boolean }[] = [];
+  const register = registerOf(db, masterKey);
+  for (const a of (await db('key_approvals').where({ request_id: id }).orderBy('approved_at')) as ApprovalRow[]) {
+    const signer = await signerOf(register, a.key_thumbprint, payload);
+    const signed = signer === undefined ? undefined : await verifyApproval(a.jws, signer.jwk);
+    const valid = signed !== undefined && signed === row.payload;
+    if (signer === undefined) problems.push(`an approval is by key ${a.key_thumbprint}, which belongs to no custodian`);
+    else if (!valid) problems.push(`the approval of ${signer.name} does not sign this payload`);
+    approvals.push({ signer: signer?.name ?? 'unknown key', keyThumbprint: a.key_thumbprint, valid });
   }
-  const { thumbprint } = await thumbprintOf(createPublicKey(privateKey));
-  return knex.transaction(async (trx) => {
-    const custodian = (await trx('key_custodians').where({ key_thumbprint: thumbprint }).first()) as
-      { id: string; name: string } | undefined;
-    if (custodian === undefined) {
-      throw new AppError('APPROVAL_INVALID', { detail: 'This key belongs to no registered custodian.' });
-    }
-    const request = await findRequest(trx, requestId, true);
-    assertPending(request, now);
-    const jws = await new CompactSign(new TextEncoder().encode(request.payload))
-      .setProtectedHeader({ alg: 'EdDSA', typ: APPROVAL_TYP, kid: thumbprint })
-      .sign(privateKey);
-    const inserted = (await trx('key_approvals')
-      .insert({ request_id: request.id, custodian_id: custodian.id, jws, approved_at: now })
-      .onConflict(['request_id', 'custodian_id'])
-      .ignore()
-      .returning('custodian_id')) as unknown[];
-    if (inserted.length === 0) throw new AppError('APPROVAL_DUPLICATE');
-    await appendAuditEvent(
-      trx,
-      {
-        actor: custodian.name,
-        actorType: 'custodian',
-        action: 'key.request.approved',
-        outcome: 'success',
-        origin,
-        resource: `request:${request.id}`,
-        details: { operation: request.operation, params: request.params, keyThumbprint: thumbprint, jws },
-      },
-      now,
-    );
-    const count = (await trx('key_approvals').where({ request_id: request.id }).count('* as n').first()) as {
-      n: number | string;
-    };
-    return { custodian: custodian.name, approvals: Number(count.n) };
-  });
+  // For display and to refuse a pointless approval; execution verifies the sealed ledger itself.
+  const executed =
+    ((await db('key_request_executions').where({ request_id: id }).first('seq')) as unknown) !== undefined;
+  const state = executed
+    ? 'executed'
+    : request !== undefined && Date.parse(request.payload.expiresAt) <= now.getTime()
+      ? 'expired'
+      : 'pending';
+  return { request, stored: row.payload, state, approvals, problems };
 }
 
-function assertPending(request: KeyRequest, now: Date): void {
-  if (request.state !== 'pending') throw new AppError('KEY_REQUEST_NOT_PENDING');
-  if (request.expiresAt.getTime() <= now.getTime()) {
-    throw new AppError('KEY_REQUEST_NOT_PENDING', { detail: 'The request has expired: create a new one.' });
+function columnMismatches(row: RequestRow, payload: RequestPayload): string[] {
+  const params = typeof row.params === 'string' ? (JSON.parse(row.params) as RequestParams) : row.params;
+  const out: string[] = [];
+  if (row.operation !== payload.operation)
+    out.push(`the operation column says ${row.operation}, the payload ${payload.operation}`);
+  if (canonicalJson(params) !== canonicalJson(payload.params)) out.push('the params column differs from the payload');
+  if (row.expires_at.toISOString() !== payload.expiresAt) out.push('the expiry column differs from the payload');
+  return out;
+}
+
+/** The verified register, read at most once per check. */
+export function registerOf(db: Knex | Knex.Transaction, masterKey: MasterKeySource): () => Promise<RegisterVerdict> {
+  let verdict: Promise<RegisterVerdict> | undefined;
+  return () => (verdict ??= verifyRegister(db, masterKey));
+}
+
+/**
+ * The key that may sign for this request: a sealed custodian whose registration verifies, or for a genesis request one of the
+ * two keys it names (they are not custodians until the ceremony completes).
+ */
+export async function signerOf(
+  register: () => Promise<RegisterVerdict>,
+  thumbprint: string,
+  payload: RequestPayload | undefined,
+): Promise<{ name: string; jwk: JWK; custodian: boolean } | undefined> {
+  if (payload?.operation === 'genesis') {
+    for (const who of genesisCustodians(payload.params)) {
+      const key = await jwkFromX(who.x);
+      if (key?.thumbprint === thumbprint && who.thumbprint === thumbprint) {
+        return { name: who.name, jwk: key.jwk, custodian: false };
+      }
+    }
+    return undefined;
   }
+  const custodian = (await register()).trusted.get(thumbprint);
+  return custodian === undefined ? undefined : { name: custodian.name, jwk: custodian.publicKeyJwk, custodian: true };
 }
 
 export interface AuthoriseInput {
   readonly operation: KeyOperation;
+  /** The parameters the command was invoked with: the signed payload must name exactly these. */
   readonly params: RequestParams;
   readonly requestId: string | undefined;
   readonly singleOperator: boolean;
   readonly production: boolean;
+  readonly masterKey: MasterKeySource;
+  /** The operator running the command, for the `key.request.executed` entry. */
+  readonly actor: KeyActor;
 }
 
 /**
- * Inside the operation's transaction: checks the approvals and consumes the request, or refuses.
- * Records nothing on refusal (the caller audits the refusal in a transaction of its own).
+ * Inside the operation's transaction: verifies the approvals, checks that what they signed is what is
+ * being run, and consumes the request (ledger + audit entry), or refuses. Records nothing on refusal
+ * (the caller audits the refusal in a transaction of its own).
  */
 export async function authorise(
   trx: Knex.Transaction,
@@ -367,56 +310,143 @@ export async function authorise(
       detail: 'Create a request (keys request …), have two custodians approve it, then pass --request <id>.',
     });
   }
-  const request = await findRequest(trx, input.requestId, true);
-  assertPending(request, now);
-  if (request.operation !== input.operation || canonicalJson(request.params) !== canonicalJson(input.params)) {
-    throw new AppError('KEY_REQUEST_MISMATCH');
+  const requestId = input.requestId;
+  const ledger = await readLedger(trx, input.masterKey);
+  const row = (await trx('key_requests').where({ id: requestId }).forUpdate().first()) as RequestRow | undefined;
+  if (row === undefined) throw new AppError('KEY_REQUEST_NOT_FOUND');
+  if (ledger.executed.has(requestId)) throw new AppError('KEY_REQUEST_NOT_PENDING', { detail: 'The request has run.' });
+  if (await auditRecordsExecution(trx, requestId)) {
+    throw new AppError('DUAL_CONTROL_TAMPERED', {
+      detail: 'The audit trail records this request as executed but the ledger does not: it was rolled back.',
+    });
   }
-  const rows = (await trx('key_approvals as a')
-    .join('key_custodians as c', 'c.id', 'a.custodian_id')
-    .where('a.request_id', request.id)
-    .orderBy('a.approved_at')
-    .select('a.custodian_id', 'a.jws', 'c.name', 'c.public_key_jwk', 'c.key_thumbprint')) as {
-    custodian_id: string;
-    jws: string;
-    name: string;
-    public_key_jwk: JWK | string;
-    key_thumbprint: string;
-  }[];
-  const approvals: { custodian: string; keyThumbprint: string; jws: string }[] = [];
-  for (const row of rows) {
-    const jwk = typeof row.public_key_jwk === 'string' ? (JSON.parse(row.public_key_jwk) as JWK) : row.public_key_jwk;
-    if (!(await verifyApproval(row.jws, jwk, request.payload))) {
-      throw new AppError('APPROVAL_INVALID', {
-        detail: `The approval recorded for custodian ${row.name} does not verify for this request: the request is refused.`,
-      });
-    }
-    approvals.push({ custodian: row.name, keyThumbprint: row.key_thumbprint, jws: row.jws });
+  const { canonical, approvals } = await verifiedApprovals(trx, input.masterKey, row);
+  const payload = parsePayload(canonical);
+  if (payload === undefined)
+    throw new AppError('KEY_REQUEST_TAMPERED', { detail: 'The signed payload is not a v2 request.' });
+  if (payload.id !== requestId) {
+    throw new AppError('KEY_REQUEST_TAMPERED', { detail: `The approvals sign request ${payload.id}, not this one.` });
   }
+  if (payload.deployment !== input.masterKey.keyId) {
+    throw new AppError('KEY_REQUEST_TAMPERED', { detail: 'The approvals were made for another deployment.' });
+  }
+  const tampered = [
+    ...(row.payload === canonical ? [] : ['the stored payload differs']),
+    ...columnMismatches(row, payload),
+  ];
+  if (tampered.length > 0) {
+    throw new AppError('KEY_REQUEST_TAMPERED', {
+      detail: `The stored request differs from what the custodians signed (${tampered.join('; ')}).`,
+    });
+  }
+  if (payload.operation !== input.operation || canonicalJson(payload.params) !== canonicalJson(input.params)) {
+    throw new AppError('KEY_REQUEST_MISMATCH', {
+      detail: `The custodians approved ${payload.operation} ${canonicalJson(payload.params)}.`,
+    });
+  }
+  if (Date.parse(payload.expiresAt) <= now.getTime()) throw new AppError('KEY_REQUEST_EXPIRED');
   const distinct = new Set(approvals.map((a) => a.keyThumbprint));
-  if (distinct.size < REQUIRED_APPROVALS) {
+  if (payload.operation === 'genesis') {
+    const named = genesisCustodians(payload.params).map((c) => c.thumbprint);
+    if (!named.every((t) => distinct.has(t))) {
+      throw new AppError('DUAL_CONTROL_REQUIRED', { detail: 'Both custodians the genesis names must sign it.' });
+    }
+  } else if (distinct.size < REQUIRED_APPROVALS) {
     throw new AppError('DUAL_CONTROL_REQUIRED', {
       detail: `The request has ${distinct.size} valid approval(s) from distinct custodians; ${REQUIRED_APPROVALS} are required.`,
     });
   }
-  await trx('key_requests').where({ id: request.id, state: 'pending' }).update({ state: 'executed', executed_at: now });
-  return { mode: 'dual-control', requestId: request.id, approvals };
+  const payloadSha256 = sha256B64(canonical);
+  await appendExecution(trx, input.masterKey, ledger, { requestId, operation: payload.operation, payloadSha256 }, now);
+  await trx('key_requests').where({ id: requestId }).update({ state: 'executed', executed_at: now });
+  await appendAuditEvent(
+    trx,
+    {
+      ...input.actor,
+      action: 'key.request.executed',
+      outcome: 'success',
+      resource: `request:${requestId}`,
+      details: {
+        operation: payload.operation,
+        params: payload.params,
+        payloadSha256,
+        ledgerSeq: ledger.seq + 1,
+        approvedBy: approvals.map((a) => ({ custodian: a.custodian, keyThumbprint: a.keyThumbprint })),
+      },
+    },
+    now,
+  );
+  return { mode: 'dual-control', requestId, payloadSha256, payload, approvals };
 }
 
-/** True when `jws` is a valid EdDSA signature by `jwk` over exactly `payload`. */
-async function verifyApproval(jws: string, jwk: JWK, payload: string): Promise<boolean> {
-  try {
-    const key = await importJWK(jwk, 'EdDSA');
-    const verified = await compactVerify(jws, key, { algorithms: ['EdDSA'] });
-    return verified.protectedHeader.typ === APPROVAL_TYP && new TextDecoder().decode(verified.payload) === payload;
-  } catch {
-    return false;
+/**
+ * Every stored approval, verified against its signer's key; all must sign the same bytes. A forged
+ * signature, one by a key that is no (sealed) custodian, or one over other bytes refuses the request.
+ */
+async function verifiedApprovals(
+  trx: Knex.Transaction,
+  masterKey: MasterKeySource,
+  row: RequestRow,
+): Promise<{ canonical: string; approvals: { custodian: string; keyThumbprint: string; jws: string }[] }> {
+  const rows = (await trx('key_approvals').where({ request_id: row.id }).orderBy('approved_at')) as ApprovalRow[];
+  if (rows.length === 0) {
+    throw new AppError('DUAL_CONTROL_REQUIRED', { detail: 'The request has no approvals; two are required.' });
   }
+  // A genesis request's signers are named in the payload they sign; read it from the first JWS.
+  const claimed = parsePayload(unverifiedPayload(rows[0]!.jws) ?? '');
+  let canonical: string | undefined;
+  const approvals: { custodian: string; keyThumbprint: string; jws: string }[] = [];
+  const register = registerOf(trx, masterKey);
+  for (const a of rows) {
+    const signer = await signerOf(register, a.key_thumbprint, claimed?.operation === 'genesis' ? claimed : undefined);
+    const kid = safeKid(a.jws);
+    const signed =
+      signer === undefined || kid !== a.key_thumbprint ? undefined : await verifyApproval(a.jws, signer.jwk);
+    if (signer === undefined || signed === undefined) {
+      throw new AppError('APPROVAL_INVALID', {
+        detail: `The approval recorded for key ${a.key_thumbprint} does not verify against a registered custodian: the request is refused.`,
+      });
+    }
+    if (canonical !== undefined && sha256Hex(signed) !== sha256Hex(canonical)) {
+      throw new AppError('KEY_REQUEST_TAMPERED', { detail: 'The approvals of this request sign different payloads.' });
+    }
+    canonical = signed;
+    approvals.push({ custodian: signer.name, keyThumbprint: a.key_thumbprint, jws: a.jws });
+  }
+  return { canonical: canonical!, approvals };
+}
+
+/** Requests for `request list`, newest first. */
+export async function listRequests(
+  db: Knex,
+  masterKey: MasterKeySource,
+  options: { all: boolean },
+  now = new Date(),
+): Promise<(RequestView & { id: string; createdAt: Date })[]> {
+  const rows = (await db('key_requests')
+    .orderBy('created_at', 'desc')
+    .limit(options.all ? 1000 : 200)
+    .select('id', 'created_at')) as {
+    id: string;
+    created_at: Date;
+  }[];
+  const views = [];
+  for (const row of rows) {
+    const view = await inspectRequest(db, row.id, masterKey, now);
+    if (options.all || view.state === 'pending' || view.problems.length > 0)
+      views.push({ ...view, id: row.id, createdAt: row.created_at });
+  }
+  return views;
 }
 
 /** The custodians' signatures, for the audit entry of the operation. */
 export function authorisationDetails(authorisation: Authorisation): Record<string, unknown> {
   return authorisation.mode === 'single-operator'
     ? { authorisation: 'single-operator (development only)' }
-    : { authorisation: 'dual-control', requestId: authorisation.requestId, approvals: authorisation.approvals };
+    : {
+        authorisation: 'dual-control',
+        requestId: authorisation.requestId,
+        payloadSha256: authorisation.payloadSha256,
+        approvals: authorisation.approvals,
+      };
 }

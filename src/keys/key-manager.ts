@@ -33,6 +33,7 @@ import {
 import type { MasterKeySource } from './master-key-source.js';
 import { rewrapSeals } from '../mtls/seals.js';
 import { rewrapAuditChainKeys } from '../audit/audit-chain-keys.js';
+import { rewrapDualControlSeals } from './custodians.js';
 import { daysLeft, isOverdue, periodOf } from './cryptoperiods.js';
 
 export interface KeyPolicy {
@@ -237,7 +238,7 @@ export class KeyManager {
         if ((latest.v ?? 0) + 1 !== plan.toVersion) {
           throw new AppError('KEY_OPERATION_INVALID', { detail: 'Another rotation ran meanwhile: plan again.' });
         }
-        const auth = await this.authorise(trx, 'rotate', { purpose }, requestId);
+        const auth = await this.authorise(trx, 'rotate', { purpose, toVersion: plan.toVersion }, requestId);
         await insertNewKey(
           trx,
           this.deps.masterKey,
@@ -340,6 +341,7 @@ export class KeyManager {
       // The mTLS seals are wrapped by the master key too (src/mtls/seals.ts).
       await rewrapSeals(trx, this.deps.masterKey);
       const auditChainKeys = await rewrapAuditChainKeys(trx, this.deps.masterKey);
+      await rewrapDualControlSeals(trx, this.deps.masterKey);
       const now = this.now();
       await trx('master_keys')
         .insert({
@@ -446,6 +448,8 @@ export class KeyManager {
         requestId,
         singleOperator: false,
         production: this.deps.policy.production,
+        masterKey: this.deps.masterKey,
+        actor: this.deps.actor,
       });
       await trx('data_keys')
         .where({ purpose, version })
@@ -482,6 +486,8 @@ export class KeyManager {
       requestId,
       singleOperator: this.deps.policy.singleOperator,
       production: this.deps.policy.production,
+      masterKey: this.deps.masterKey,
+      actor: this.deps.actor,
     });
   }
 

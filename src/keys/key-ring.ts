@@ -222,7 +222,7 @@ export class KeyRing {
 
 export interface KeyActor {
   readonly actor: string;
-  readonly actorType: 'system' | 'custodian';
+  readonly actorType: 'system' | 'custodian' | 'operator' | 'service';
   readonly origin: string;
 }
 

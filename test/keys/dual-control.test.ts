@@ -10,25 +10,8 @@ import { migrateToLatest } from '../../src/db/migrations.js';
 import { KeyManager } from '../../src/keys/key-manager.js';
 import { builtInFieldSets } from '../../src/keys/field-sets.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
+import { approve as approveAs, ed25519, genesis, requestId, type Person } from './custodians-fixture.js';
 import { defaultPolicy, keysFixture, OPERATOR, type KeysFixture } from './keys-context.js';
-
-interface Person {
-  readonly name: string;
-  readonly publicKey: string;
-  readonly privateKey: string;
-}
-
-function ed25519(dir: string, name: string): Person {
-  const { publicKey, privateKey } = generateKeyPairSync('ed25519');
-  const person = {
-    name,
-    publicKey: path.join(dir, `${name}.pub.pem`),
-    privateKey: path.join(dir, `${name}.pem`),
-  };
-  fs.writeFileSync(person.publicKey, publicKey.export({ format: 'pem', type: 'spki' }));
-  fs.writeFileSync(person.privateKey, privateKey.export({ format: 'pem', type: 'pkcs8' }), { mode: 0o600 });
-  return person;
-}
 
 describe('dual control: custodians, requests and signed approvals', function () {
   this.timeout(60_000);
@@ -47,10 +30,7 @@ describe('dual control: custodians, requests and signed approvals', function () 
     fx = await keysFixture(db, { policy: { propagationMs: 0 } });
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'lv-custodians-'));
     [alice, bob, mallory] = ['alice', 'bob', 'mallory'].map((n) => ed25519(dir, n)) as [Person, Person, Person];
-    for (const p of [alice, bob]) {
-      const added = await fx.run('custodian', 'add', '--name', p.name, '--public-key', p.publicKey, '--acknowledge');
-      expect(added.code, added.stderr).to.equal(0);
-    }
+    await genesis(fx, alice, bob);
     await retiredAuditKey();
   });
   after(async () => {
@@ -58,15 +38,8 @@ describe('dual control: custodians, requests and signed approvals', function () 
     fs.rmSync(dir, { recursive: true, force: true });
   });
 
-  async function request(...args: string[]): Promise<string> {
-    const created = await fx.run('request', ...args);
-    expect(created.code, created.stderr).to.equal(0);
-    const id = /request (krq_[a-z2-7]+)/.exec(created.stdout)?.[1];
-    expect(id).to.be.a('string');
-    return id!;
-  }
-
-  const approve = (id: string, who: Person) => fx.run('approve', id, '--key', who.privateKey);
+  const request = (...args: string[]): Promise<string> => requestId(fx, ...args);
+  const approve = (id: string, who: Person) => approveAs(fx, id, who);
 
   /** audit-signing v1 retired (no rows to move), set up in single-operator mode. */
   async function retiredAuditKey(): Promise<void> {
@@ -215,8 +188,10 @@ describe('dual control: custodians, requests and signed approvals', function () 
       async () => {
         const id = await request('destroy', '--purpose', 'audit-signing', '--version', '1');
         expect((await approve(id, alice)).code).to.equal(0);
+        const denied = await denials('key.request.approved');
         const twice = await approve(id, alice);
         expect(twice.stderr).to.contain('APPROVAL_DUPLICATE');
+        expect(await denials('key.request.approved')).to.equal(denied + 1);
         return id;
       },
       'DUAL_CONTROL_REQUIRED',
@@ -241,10 +216,14 @@ describe('dual control: custodians, requests and signed approvals', function () 
         const forged = await new CompactSign(new TextEncoder().encode(payload))
           .setProtectedHeader({ alg: 'EdDSA', typ: 'loyalty-vault-key-approval+jws' })
           .sign((await import('node:crypto')).createPrivateKey(fs.readFileSync(mallory.privateKey)));
-        const bobId = (await db.knex('key_custodians').where({ name: 'bob' }).first()).id;
-        await db
-          .knex('key_approvals')
-          .insert({ request_id: id, custodian_id: bobId, jws: forged, approved_at: new Date() });
+        const bobRow = await db.knex('key_custodians').where({ name: 'bob' }).first();
+        await db.knex('key_approvals').insert({
+          request_id: id,
+          custodian_id: bobRow.id,
+          key_thumbprint: bobRow.key_thumbprint,
+          jws: forged,
+          approved_at: new Date(),
+        });
         return id;
       },
       'APPROVAL_INVALID',
@@ -260,7 +239,7 @@ describe('dual control: custodians, requests and signed approvals', function () 
         await db.knex('key_approvals').insert({ ...moved, request_id: id });
         return id;
       },
-      'APPROVAL_INVALID',
+      'KEY_REQUEST_TAMPERED',
     ],
     [
       'with a request approved for another key version',

@@ -13,7 +13,7 @@ import { LocalMasterKey, type MasterKeySource } from '../../src/keys/master-key-
 import { liveClientCertificates } from '../../src/mtls/client-certificate-records.js';
 import type { TestDatabase } from '../support/database.js';
 
-export const OPERATOR: KeyActor = { actor: 'test-operator', actorType: 'custodian', origin: 'cli:test' };
+export const OPERATOR: KeyActor = { actor: 'test-operator', actorType: 'operator', origin: 'cli:test' };
 
 export interface KeysFixture {
   readonly ctx: KeysContext;
@@ -21,6 +21,11 @@ export interface KeysFixture {
   readonly masterKey: LocalMasterKey;
   readonly ring: KeyRing;
   run(...argv: string[]): Promise<{ code: number; stdout: string; stderr: string }>;
+  /** As run, with a terminal that answers `confirm` (what the person at the keyboard types). */
+  runAt(
+    confirm: (question: string) => Promise<boolean>,
+    ...argv: string[]
+  ): Promise<{ code: number; stdout: string; stderr: string }>;
   manager(): KeyManager;
 }
 
@@ -73,6 +78,13 @@ export async function keysFixture(
       const stdout = capture();
       const stderr = capture();
       const code = await runKeysCommand(argv, ctx, { stdout: stdout.stream, stderr: stderr.stream, isTTY: false });
+      return { code, stdout: stdout.text(), stderr: stderr.text() };
+    },
+    async runAt(confirm, ...argv) {
+      const stdout = capture();
+      const stderr = capture();
+      const io = { stdout: stdout.stream, stderr: stderr.stream, isTTY: true, confirm };
+      const code = await runKeysCommand(argv, ctx, io);
       return { code, stdout: stdout.text(), stderr: stderr.text() };
     },
     manager: () =>

@@ -1,0 +1,172 @@
+/**
+ * The ledger of executed dual-control requests: proof, against a database writer, that a request ran
+ * at most once.
+ *
+ * `key_requests.state` is only an index: anyone who can write the database can set it back to
+ * `pending`. What decides whether a request already ran is this ledger:
+ *
+ * - every execution is a row of `key_request_executions` linked into a hash chain,
+ *   `chain_n = SHA-256(["loyalty-vault/dual-control-ledger/v1", chain_{n-1}, n, request id, operation,
+ *   payload digest])`;
+ * - the head (`dual_control_ledger`: seq and chain) carries a seal, `masterKey.wrap(SHA-256(label, seq,
+ *   chain))` with a fixed AAD, which nobody without the master key can make;
+ * - before any execution the whole chain (a few rows per key operation ever made) is recomputed and
+ *   must end in the sealed head. Deleting an execution, editing one, copying one onto another request
+ *   or re-pointing the head fails here (`DUAL_CONTROL_TAMPERED`) and nothing runs;
+ * - an executed request also leaves a `key.request.executed` audit entry, written in the same
+ *   transaction. Rolling the ledger back to an older sealed state (a snapshot taken before the
+ *   execution) is caught by that entry; removing the entry as well breaks the keyed audit chain.
+ *
+ * The ledger's first entry is the genesis ceremony of the first two custodians: once it exists, a
+ * second genesis is refused, and an unsealed head while the audit trail records a genesis is tampering.
+ */
+import { createHash, timingSafeEqual } from 'node:crypto';
+import type { Knex } from 'knex';
+import { AppError } from '../errors/app-error.js';
+import type { MasterKeySource } from './master-key-source.js';
+
+const LEDGER_LABEL = 'loyalty-vault/dual-control-ledger/v1';
+const HEAD_AAD = `${LEDGER_LABEL}:head`;
+const ZERO_CHAIN = '0'.repeat(64);
+
+export interface LedgerState {
+  readonly seq: number;
+  readonly chain: string;
+  /** Request ids that ran, in order. */
+  readonly executed: ReadonlySet<string>;
+}
+
+interface HeadRow {
+  seq: number;
+  chain: string;
+  seal: Buffer | null;
+}
+
+interface ExecutionRow {
+  request_id: string;
+  seq: number;
+  operation: string;
+  payload_sha256: string;
+  chain: string;
+}
+
+function link(previous: string, seq: number, requestId: string, operation: string, payloadSha256: string): string {
+  return createHash('sha256')
+    .update(JSON.stringify([LEDGER_LABEL, previous, seq, requestId, operation, payloadSha256]))
+    .digest('hex');
+}
+
+function headDigest(seq: number, chain: string): Buffer {
+  return createHash('sha256')
+    .update(JSON.stringify([LEDGER_LABEL, 'head', seq, chain]))
+    .digest();
+}
+
+function tampered(detail: string): AppError {
+  return new AppError('DUAL_CONTROL_TAMPERED', { detail });
+}
+
+/**
+ * Locks the head, recomputes the chain from every execution and checks it against the sealed head.
+ * Throws DUAL_CONTROL_TAMPERED when they disagree.
+ */
+export async function readLedger(trx: Knex.Transaction, masterKey: MasterKeySource): Promise<LedgerState> {
+  const head = (await trx('dual_control_ledger').where({ id: 1 }).forUpdate().first()) as HeadRow | undefined;
+  if (head === undefined) throw tampered('The dual-control ledger head is missing.');
+  const rows = (await trx('key_request_executions').orderBy('seq')) as ExecutionRow[];
+  let chain = ZERO_CHAIN;
+  const executed = new Set<string>();
+  for (const [index, row] of rows.entries()) {
+    const expected = link(chain, index + 1, row.request_id, row.operation, row.payload_sha256);
+    if (row.seq !== index + 1 || row.chain !== expected) {
+      throw tampered(`The executed-request ledger is broken at entry ${index + 1}.`);
+    }
+    chain = expected;
+    executed.add(row.request_id);
+  }
+  if (head.seq === 0 && head.seal === null) {
+    if (rows.length > 0) throw tampered('Executions are recorded but the ledger head is not sealed.');
+    if (await auditRecordsGenesis(trx)) {
+      throw tampered('The audit trail records a custodian genesis but the executed-request ledger is empty.');
+    }
+    return { seq: 0, chain: ZERO_CHAIN, executed };
+  }
+  if (!(await sealMatches(masterKey, head.seal, headDigest(head.seq, head.chain)))) {
+    throw tampered('The seal of the executed-request ledger does not verify under the master key.');
+  }
+  if (head.seq !== rows.length || head.chain !== chain) {
+    throw tampered('The executed-request ledger does not end where its sealed head says: an execution was removed.');
+  }
+  return { seq: head.seq, chain, executed };
+}
+
+/** Records an execution and reseals the head, in the operation's transaction (after readLedger). */
+export async function appendExecution(
+  trx: Knex.Transaction,
+  masterKey: MasterKeySource,
+  ledger: LedgerState,
+  execution: { requestId: string; operation: string; payloadSha256: string },
+  now: Date,
+): Promise<void> {
+  const seq = ledger.seq + 1;
+  const chain = link(ledger.chain, seq, execution.requestId, execution.operation, execution.payloadSha256);
+  await trx('key_request_executions').insert({
+    request_id: execution.requestId,
+    seq,
+    operation: execution.operation,
+    payload_sha256: execution.payloadSha256,
+    chain,
+    executed_at: now,
+  });
+  const seal = await masterKey.wrap(headDigest(seq, chain), HEAD_AAD);
+  await trx('dual_control_ledger').where({ id: 1 }).update({ seq, chain, seal });
+}
+
+/**
+ * True when the audit trail records that this request ran (or, for `genesis`, that a genesis ran):
+ * the second witness, which a rollback of the ledger to an older sealed state does not remove.
+ */
+export async function auditRecordsExecution(db: Knex | Knex.Transaction, requestId: string): Promise<boolean> {
+  const row = (await db('audit_events')
+    .where({ action: 'key.request.executed', resource: `request:${requestId}`, outcome: 'success' })
+    .first('seq')) as unknown;
+  return row !== undefined;
+}
+
+export async function auditRecordsGenesis(db: Knex | Knex.Transaction): Promise<boolean> {
+  const row = (await db('audit_events')
+    .where({ action: 'key.custodian.genesis', outcome: 'success' })
+    .first('seq')) as unknown;
+  return row !== undefined;
+}
+
+/** For a master-key rotation: reseals the head under the current master key. */
+export async function rewrapLedgerSeal(trx: Knex.Transaction, masterKey: MasterKeySource): Promise<void> {
+  const head = (await trx('dual_control_ledger').where({ id: 1 }).first()) as HeadRow | undefined;
+  if (head?.seal === null || head === undefined) return;
+  let digest: Buffer;
+  try {
+    digest = await masterKey.unwrap(head.seal, HEAD_AAD);
+  } catch {
+    return; // a seal no configured master key opens stays as it is: still refused
+  }
+  await trx('dual_control_ledger')
+    .where({ id: 1 })
+    .update({ seal: await masterKey.wrap(digest, HEAD_AAD) });
+}
+
+export async function sealMatches(
+  masterKey: MasterKeySource,
+  seal: Buffer | null,
+  expected: Buffer,
+  aad = HEAD_AAD,
+): Promise<boolean> {
+  if (seal === null || seal.length === 0) return false;
+  let digest: Buffer;
+  try {
+    digest = await masterKey.unwrap(seal, aad);
+  } catch {
+    return false;
+  }
+  return digest.length === expected.length && timingSafeEqual(digest, expected);
+}
