@@ -33,6 +33,7 @@ interface Step {
   readonly command: string;
   readonly expectExit: number;
   readonly expectRefusal?: string | undefined;
+  readonly comment: string;
 }
 
 /** The steps of every marked block, in document order. */
@@ -48,23 +49,38 @@ export function walkthroughSteps(markdown: string): Step[] {
     }
     for (let j = fence + 1; j < lines.length && !/^```\s*$/.test(lines[j] ?? ''); j++) {
       const text = (lines[j] ?? '').trim();
+      // An indented comment line continues the previous step's comment (what it prints, expects).
+      if (text.startsWith('#') && /^\s/.test(lines[j] ?? '') && steps.length > 0) {
+        const last = steps[steps.length - 1]!;
+        steps[steps.length - 1] = { ...last, ...expectation(`${last.comment} ${text.slice(1).trim()}`) };
+        continue;
+      }
       if (text === '' || text.startsWith('#')) continue;
       // A trailing comment (space, #, space) says what to expect; it is not part of the command.
       const comment = /\s#\s(.*)$/.exec(text)?.[1] ?? '';
-      const refusal = /refused: ([A-Z_]+)/.exec(comment)?.[1];
-      const exit = /\bexit (\d+)/.exec(comment)?.[1];
-      steps.push({
-        line: j + 1,
-        command: text.replace(/\s+#\s.*$/, ''),
-        expectExit: refusal !== undefined ? 1 : exit !== undefined ? Number(exit) : 0,
-        expectRefusal: refusal,
-      });
+      steps.push({ line: j + 1, command: text.replace(/\s+#\s.*$/, ''), ...expectation(comment) });
     }
   }
   return steps;
 }
 
-function commandLine(step: Step, lastRequestId: string | undefined): string {
+/** What a step's comment expects: `refused: CODE` (exit 1), `exit N`, otherwise success. */
+function expectation(comment: string): Pick<Step, 'comment' | 'expectExit' | 'expectRefusal'> {
+  const refusal = /refused: ([A-Z_]+)/.exec(comment)?.[1];
+  const exit = /\bexit (\d+)/.exec(comment)?.[1];
+  return {
+    comment,
+    expectExit: refusal !== undefined ? 1 : exit !== undefined ? Number(exit) : 0,
+    expectRefusal: refusal,
+  };
+}
+
+/**
+ * The command as bash runs it here: the CLIs through tsx; `krq_…` is the request id printed last and
+ * `krq_X` (one capital letter) the id printed by the step whose comment names `krq_X`; `approve` gets
+ * `--yes`, the documented script form (stdin is closed: no terminal to type yes at).
+ */
+function commandLine(step: Step, lastRequestId: string | undefined, named: ReadonlyMap<string, string>): string {
   let command = step.command.replace(/\bnpm run (?:-s )?([a-z]+) --(?=\s|$)/g, (whole, cli: string) =>
     CLIS.has(cli) ? `node --import ${TSX} ${path.join(projectRoot(), 'src', 'cli', `${cli}.ts`)}` : whole,
   );
@@ -72,6 +88,12 @@ function commandLine(step: Step, lastRequestId: string | undefined): string {
     if (lastRequestId === undefined) throw new Error(`line ${step.line}: krq_… but no request id was printed before`);
     command = command.replaceAll('krq_…', lastRequestId);
   }
+  command = command.replace(/\bkrq_([A-Z])\b/g, (whole, name: string) => {
+    const id = named.get(name);
+    if (id === undefined) throw new Error(`line ${step.line}: ${whole} but no step printed it before`);
+    return id;
+  });
+  if (/ keys\.ts approve /.test(command) && !command.includes('--yes')) command += ' --yes';
   return command;
 }
 
@@ -121,7 +143,7 @@ describe('docs/key-management.md: the auditor walkthrough, on the embedded defau
   it('when the walkthrough is read, then it has the steps an assessor needs, in order', () => {
     const commands = walkthroughSteps(fs.readFileSync(DOC, 'utf8')).map((s) => s.command);
     const order = [
-      /custodian add/,
+      /custodian genesis/,
       /rotate --purpose \S+ --apply --request/,
       /reencrypt --purpose/,
       /retire --purpose .* --apply --request/,
@@ -136,8 +158,9 @@ describe('docs/key-management.md: the auditor walkthrough, on the embedded defau
   it('when every step runs as written while the service serves, then each does what the document says', async () => {
     const steps = walkthroughSteps(fs.readFileSync(DOC, 'utf8'));
     let lastRequestId: string | undefined;
+    const named = new Map<string, string>();
     for (const step of steps) {
-      const run = await bash(commandLine(step, lastRequestId), workDir, env);
+      const run = await bash(commandLine(step, lastRequestId, named), workDir, env);
       const where = `docs/key-management.md:${step.line}: ${step.command}\n--- stdout\n${run.stdout}--- stderr\n${run.stderr}`;
       expect(run.code, where).to.equal(step.expectExit);
       if (step.expectRefusal !== undefined) expect(run.stderr, where).to.contain(`refused: ${step.expectRefusal}`);
@@ -145,6 +168,9 @@ describe('docs/key-management.md: the auditor walkthrough, on the embedded defau
       if (step.command.includes('npm run keys')) expect(run.stderr, where).to.contain('working through its socket');
       const ids = `${run.stdout}\n${run.stderr}`.match(/\bkrq_[a-z0-9]+/gi);
       if (ids !== null) lastRequestId = ids[ids.length - 1];
+      const printed = /\bkrq_([A-Z])\b/.exec(step.comment)?.[1];
+      if (printed !== undefined && !named.has(printed) && lastRequestId !== undefined)
+        named.set(printed, lastRequestId);
     }
     // The service served throughout, and the evidence landed in the working folder, not the checkout.
     expect((await fetch(`${svc!.url}/readyz`)).status).to.equal(200);
