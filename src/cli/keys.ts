@@ -18,7 +18,7 @@ import { cliActor, runKeysCommand } from './keys-commands.js';
 const PROPAGATION_MARGIN_MS = 2_000;
 
 async function main(argv: readonly string[]): Promise<number> {
-  const config = loadConfig();
+  const config = loadConfig(process.env, { verifiesTokens: false });
   const masterKey = await loadMasterKey(config.masterKey, config.masterKeyPrevious);
   const database = createDatabase(config);
   let interrupted = false;

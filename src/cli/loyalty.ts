@@ -64,7 +64,7 @@ export async function runLoyaltyCli(argv: readonly string[], knex: Knex, io: Cli
 }
 
 if (import.meta.url === `file://${process.argv[1] ?? ''}`) {
-  const config = loadConfig();
+  const config = loadConfig(process.env, { verifiesTokens: false });
   const database = createDatabase(config);
   const io: CliOutput = { out: (t) => process.stdout.write(t), err: (t) => process.stderr.write(t) };
   try {

@@ -6,7 +6,7 @@ import { loadConfig, describeDatabase } from '../config/config.js';
 import { createDatabase } from '../db/database.js';
 import { migrateToLatest, migrationConfig } from '../db/migrations.js';
 
-const config = loadConfig();
+const config = loadConfig(process.env, { verifiesTokens: false });
 const database = createDatabase(config);
 try {
   if (process.argv.includes('--down')) {
