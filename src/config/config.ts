@@ -271,8 +271,8 @@ export function loadConfig(env: Env = process.env, options: LoadConfigOptions = 
       cardRatePerSecond: r.integer('CARD_RATE_LIMIT_PER_SECOND', 200, 0, 1_000_000),
       // Sized for a gateway client carrying one merchant's peak (docs/security.md: membership probing).
       cardRateBurst: r.integer('CARD_RATE_LIMIT_BURST', 400, 1, 1_000_000),
-      firstSightingsPerMinute: r.integer('CARD_FIRST_SIGHTINGS_PER_MINUTE', 1_200, 0, 60_000_000),
-      firstSightingsBurst: r.integer('CARD_FIRST_SIGHTINGS_BURST', 200, 1, 1_000_000),
+      firstSightingsPerMinute: r.integer('CARD_FIRST_SIGHTINGS_PER_MINUTE', 1_800, 0, 60_000_000),
+      firstSightingsBurst: r.integer('CARD_FIRST_SIGHTINGS_BURST', 300, 1, 1_000_000),
       lookupConcurrency: r.integer('CARD_LOOKUP_CONCURRENCY', 4, 1, 64),
       createConcurrency: r.integer('CARD_CREATE_CONCURRENCY', 4, 1, 64),
     },

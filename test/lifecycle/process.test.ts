@@ -167,6 +167,8 @@ describe('process lifecycle (src/main.ts as a child process)', () => {
         LOG_LEVEL: 'info',
         WORKERS: '2',
         DATABASE_URL: db.url as string,
+        // The development issuer beside a DATABASE_URL is refused unless asked for.
+        ALLOW_DEVELOPMENT_DEFAULTS: 'true',
         MASTER_KEY: Buffer.alloc(32, 7).toString('base64'),
       });
       const main = child;
