@@ -269,7 +269,7 @@ export function loadConfig(env: Env = process.env, options: LoadConfigOptions = 
       detokenisePerMinute: r.integer('DETOKENISE_RATE_LIMIT_PER_MINUTE', 10, 1, 10_000),
       keyRingRefreshMs: r.integer('KEY_RING_REFRESH_MS', 5_000, 100, 300_000),
       cardRatePerSecond: r.integer('CARD_RATE_LIMIT_PER_SECOND', 200, 0, 1_000_000),
-      // Sized for a gateway client carrying one merchant's peak (docs/security.md: membership probing).
+      // Sized for a gateway client carrying one merchant's peak (README: "Membership probing and the card limits").
       cardRateBurst: r.integer('CARD_RATE_LIMIT_BURST', 400, 1, 1_000_000),
       firstSightingsPerMinute: r.integer('CARD_FIRST_SIGHTINGS_PER_MINUTE', 1_800, 0, 60_000_000),
       firstSightingsBurst: r.integer('CARD_FIRST_SIGHTINGS_BURST', 300, 1, 1_000_000),
