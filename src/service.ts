@@ -7,6 +7,7 @@ import { createAuthenticator, keyResolverFor } from './auth/authenticator.js';
 import { authHandlers } from './auth/auth-handlers.js';
 import { loadDevIssuer } from './auth/dev-issuer.js';
 import type { Config } from './config/config.js';
+import { productionDowngrades } from './config/downgrades.js';
 import type { Database } from './db/database.js';
 import { openServiceDatabase } from './db/embedded-store.js';
 import { migrateToLatest } from './db/migrations.js';
@@ -71,6 +72,13 @@ export interface BuildOptions {
 
 export async function buildService(config: Config, options: BuildOptions): Promise<Service> {
   const { logger } = options;
+  const downgrades = productionDowngrades(config);
+  if (downgrades.length > 0) {
+    logger.warn(
+      { downgrades },
+      `!!! ${downgrades.length} SECURITY DOWNGRADE(S) IN FORCE:\n${downgrades.map((d) => `  - ${d}`).join('\n')}`,
+    );
+  }
   const masterKey = await loadMasterKey(config.masterKey, config.masterKeyPrevious);
   if (masterKey.generatedDevKeyFile !== undefined) {
     logger.warn(
@@ -220,6 +228,10 @@ export async function buildService(config: Config, options: BuildOptions): Promi
       ...cardsHandlers(
         vault,
         new TokenBuckets({ ratePerSecond: config.vault.cardRatePerSecond, burst: config.vault.cardRateBurst }),
+        new TokenBuckets({
+          ratePerSecond: config.vault.firstSightingsPerMinute / 60,
+          burst: config.vault.firstSightingsBurst,
+        }),
       ),
       ...webhookHandlers({ payments, secrets: webhooks.secrets, metrics }),
       ...paymentsHandlers(database.knex, payments),

@@ -16,7 +16,7 @@ export interface ServiceUnderTest extends ChildServer {
 /**
  * The service on the embedded default (PGlite in a fresh DATA_DIR, development issuer). Request
  * logging stays on (LOG_LEVEL=info) as in production, unless BENCH_LOG_LEVEL says otherwise. The
- * per-client card rate limit is set out of reach (the bench is one client).
+ * per-client card rate limit and first-sighting budget are set out of reach (the bench is one client).
  */
 export async function startService(dir: string, env: Readonly<Record<string, string>> = {}): Promise<ServiceUnderTest> {
   const main = path.join(projectRoot(), 'dist', 'src', 'main.js');
@@ -36,6 +36,11 @@ export async function startService(dir: string, env: Readonly<Record<string, str
       // guard against one caller, not part of the work measured: set out of reach, still checked.
       CARD_RATE_LIMIT_PER_SECOND: '1000000',
       CARD_RATE_LIMIT_BURST: '1000000',
+      CARD_FIRST_SIGHTINGS_PER_MINUTE: '60000000',
+      CARD_FIRST_SIGHTINGS_BURST: '1000000',
+      // The bench signs its tokens with the development issuer, also on PostgreSQL (DATABASE_URL),
+      // where it is refused unless asked for.
+      ALLOW_DEVELOPMENT_DEFAULTS: 'true',
       ...env,
       // e.g. BENCH_SERVICE_ENV="PAYMENT_BATCH_CONCURRENCY=4 DB_POOL_MAX=20" to try settings.
       ...Object.fromEntries(

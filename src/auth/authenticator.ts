@@ -5,6 +5,15 @@
  * - Only asymmetric algorithms are accepted (allow-list from config). With a public-key-only key set,
  *   HS256 "signed with the public key" and `alg: none` are refused before any signature work.
  * - Issuer, audience, expiry and not-before are always checked; a small clock tolerance absorbs skew.
+ * - Lifetime: a token whose `exp - iat` exceeds `auth.maxTokenAgeSeconds` (JWT_MAX_TOKEN_AGE, 24 h by
+ *   default) is refused (`TOKEN_LIFETIME_TOO_LONG`), so a stolen 10-year token is worth nothing here.
+ *   While a maximum is set, a token without `iat` is refused (`TOKEN_ISSUED_AT_MISSING`): its
+ *   lifetime cannot be known, and the issuer that leaves it out is the one to fix. Since `exp` is
+ *   in the future, a bounded lifetime also bounds the age (`now - iat`).
+ * - An `iat` ahead of this clock by more than the tolerance is refused (`TOKEN_ISSUED_IN_FUTURE`): it
+ *   would stretch the lifetime check, and no honest issuer signs from the future.
+ * - `sub` is normalised and checked (./token-subject.ts) before it becomes an audit actor or a
+ *   rate-limit bucket.
  * - Keys come from a remote JWKS (cached, refetched on an unknown `kid` with a cooldown, so a flood
  *   of bad tokens cannot turn into a flood of JWKS fetches) or from static public keys.
  */
@@ -20,6 +29,9 @@ import {
 import { AppError, type ErrorCode } from '../errors/app-error.js';
 import type { Config } from '../config/config.js';
 import { isShopperRef } from '../ids/prefixed-id.js';
+import { normaliseSubject } from './token-subject.js';
+
+export { CERTIFICATE_SUBJECT_PREFIX } from './token-subject.js';
 
 export interface Principal {
   /** `sub` claim: the calling client or user. */
@@ -91,7 +103,31 @@ export function createAuthenticator(
     } catch (error) {
       throw toAuthError(error);
     }
+    checkIssuedAt(payload, auth, now());
     return toPrincipal(payload);
+  }
+}
+
+/** `iat` against the clock and `exp - iat` against the maximum lifetime (see the file header). */
+function checkIssuedAt(payload: JWTPayload, auth: Config['auth'], nowMs: number): void {
+  const { iat, exp } = payload; // both numbers when present: jose has validated their type
+  if (iat === undefined) {
+    if (auth.maxTokenAgeSeconds !== undefined) {
+      throw new AppError('TOKEN_ISSUED_AT_MISSING', {
+        detail: 'The token must carry an "iat" claim: this service limits how long a token may live.',
+      });
+    }
+    return;
+  }
+  if (iat > nowMs / 1000 + auth.clockToleranceSeconds) {
+    throw new AppError('TOKEN_ISSUED_IN_FUTURE', {
+      detail: 'The "iat" claim is later than the current time allows.',
+    });
+  }
+  if (auth.maxTokenAgeSeconds !== undefined && exp !== undefined && exp - iat > auth.maxTokenAgeSeconds) {
+    throw new AppError('TOKEN_LIFETIME_TOO_LONG', {
+      detail: `The token lives longer ("exp" - "iat") than the ${auth.maxTokenAgeSeconds} seconds this service accepts.`,
+    });
   }
 }
 
@@ -123,21 +159,8 @@ function namesCriticalExtension(token: string): boolean {
   }
 }
 
-/** Subjects of client-certificate principals (src/mtls); never accepted from a bearer token. */
-export const CERTIFICATE_SUBJECT_PREFIX = 'mtls:';
-
 function toPrincipal(payload: JWTPayload): Principal {
-  const sub = payload.sub;
-  if (typeof sub !== 'string' || sub.length === 0 || sub.length > 256) {
-    throw new AppError('TOKEN_CLAIM_INVALID', { detail: 'The "sub" claim must be a non-empty string.' });
-  }
-  // `mtls:<client>` is the subject of a client-certificate principal: a token claiming it would share
-  // that client's audit attribution and rate-limit bucket.
-  if (sub.toLowerCase().startsWith(CERTIFICATE_SUBJECT_PREFIX)) {
-    throw new AppError('TOKEN_CLAIM_INVALID', {
-      detail: `The "sub" claim must not start with "${CERTIFICATE_SUBJECT_PREFIX}" (reserved for client certificates).`,
-    });
-  }
+  const subject = normaliseSubject(payload.sub);
   const scopeClaim = payload['scope'];
   if (scopeClaim !== undefined && typeof scopeClaim !== 'string') {
     throw new AppError('TOKEN_CLAIM_INVALID', { detail: 'The "scope" claim must be a space-separated string.' });
@@ -147,7 +170,7 @@ function toPrincipal(payload: JWTPayload): Principal {
     throw new AppError('TOKEN_CLAIM_INVALID', { detail: 'The "shopper_ref" claim is not a shopper reference.' });
   }
   return {
-    subject: sub,
+    subject,
     scopes: new Set((scopeClaim ?? '').split(' ').filter((s) => s.length > 0)),
     shopperRef,
     tokenId: typeof payload.jti === 'string' ? payload.jti : undefined,
@@ -173,8 +196,8 @@ const JOSE_CODE_MAP: Readonly<Record<string, ErrorCode>> = {
 function toAuthError(error: unknown): AppError {
   if (error instanceof AppError) return error;
   if (error instanceof joseErrors.JWTClaimValidationFailed) {
-    const code: ErrorCode =
-      error.claim === 'nbf' || error.claim === 'iat' ? 'TOKEN_NOT_YET_VALID' : 'TOKEN_CLAIM_INVALID';
+    // jose checks `iat` only for its type here (its time is judged by checkIssuedAt).
+    const code: ErrorCode = error.claim === 'nbf' ? 'TOKEN_NOT_YET_VALID' : 'TOKEN_CLAIM_INVALID';
     // The claim name is ours to say; its value is the caller's and is not repeated.
     return new AppError(code, { detail: `The "${error.claim}" claim is not accepted.`, cause: error });
   }

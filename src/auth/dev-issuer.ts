@@ -1,8 +1,10 @@
 /**
  * DEVELOPMENT ONLY. A token signer for the embedded default, so that a newcomer can call the API
  * without an identity provider. The Ed25519 key pair is generated on first use into DATA_DIR (mode
- * 0600); the service trusts its public half only when no AUTH_JWKS_URL / AUTH_PUBLIC_KEYS is set and
- * NODE_ENV is not production (config refuses that combination).
+ * 0600); the service trusts its public half only when no AUTH_JWKS_URL / AUTH_PUBLIC_KEYS is set,
+ * NODE_ENV is not production, and either there is no DATABASE_URL (the embedded default) or
+ * ALLOW_DEVELOPMENT_DEFAULTS=true says so: whoever can read that file mints tokens of any scope, so it
+ * must never be trusted by a deployment on a shared database by accident (config refuses the rest).
  */
 import { randomUUID } from 'node:crypto';
 import { readOrCreateSecretFile } from '../config/dev-secret-file.js';

@@ -1,6 +1,7 @@
 /** HTTP adapter of the card vault: validated input in, one service call, response out. */
 import type { Request } from 'express';
 import { AppError } from '../errors/app-error.js';
+import type { RateLimitDecision } from '../ratelimit/rate-limiter.js';
 import type { TokenBuckets } from '../ratelimit/token-bucket.js';
 import type { HandlerMap } from '../http/types.js';
 import { principalOf, validInput } from '../http/types.js';
@@ -63,8 +64,16 @@ function refuseShopperTokens(req: Request): void {
   }
 }
 
-export function cardsHandlers(vault: VaultService, limits: TokenBuckets): HandlerMap {
-  /** Per client (`sub`): one client's flood must not starve checkout for the others. */
+/**
+ * @param limits per client (`sub`), every card request: one client's flood must not starve checkout
+ *   for the others.
+ * @param firstSightings per client, the new cards it creates. `POST /v1/tokens` answers 201 for a new
+ *   card and 200 for a known one, so a `tokens:write` client can ask whether a card is known here;
+ *   every "unknown" answer is a first sighting and spends this lower budget. Once it is spent, every
+ *   tokenisation by that client answers 429 `FIRST_SIGHTING_RATE_LIMITED`, known card or not, so the
+ *   refusal itself answers nothing (README: membership probing).
+ */
+export function cardsHandlers(vault: VaultService, limits: TokenBuckets, firstSightings?: TokenBuckets): HandlerMap {
   const limit = (req: Request): void => {
     const decision = limits.take(principalOf(req).subject);
     if (decision.allowed) return;
@@ -73,11 +82,27 @@ export function cardsHandlers(vault: VaultService, limits: TokenBuckets): Handle
       headers: { 'Retry-After': String(decision.retryAfterSeconds) },
     });
   };
+  const refuseUnless = (decision: RateLimitDecision): void => {
+    if (decision.allowed) return;
+    throw new AppError('FIRST_SIGHTING_RATE_LIMITED', {
+      detail: 'This client has created too many new cards recently; nothing was created.',
+      headers: { 'Retry-After': String(decision.retryAfterSeconds) },
+    });
+  };
   return {
     async createToken(req, res) {
       refuseShopperTokens(req);
       limit(req);
-      const { card, created } = await vault.tokenise(toCardInput(validInput(req).body as CardBody));
+      const client = principalOf(req).subject;
+      if (firstSightings !== undefined) refuseUnless(firstSightings.peek(client));
+      let taken = false;
+      const { card, created } = await vault.tokenise(toCardInput(validInput(req).body as CardBody), {
+        beforeFirstSighting: () => {
+          if (firstSightings === undefined || taken) return;
+          taken = true;
+          refuseUnless(firstSightings.take(client));
+        },
+      });
       res.status(created ? 201 : 200).json(cardJson(card));
     },
     async getToken(req, res) {

@@ -125,8 +125,14 @@ export class VaultService {
     );
   }
 
-  /** Returns the card for this identifier, creating card and shopper on first sight. */
-  async tokenise(input: CardInput): Promise<{ card: CardView; created: boolean }> {
+  /**
+   * Returns the card for this identifier, creating card and shopper on first sight. `beforeFirstSighting`
+   * runs when no card is found, before anything is written; what it throws is thrown, nothing created.
+   */
+  async tokenise(
+    input: CardInput,
+    hooks: { readonly beforeFirstSighting?: () => void } = {},
+  ): Promise<{ card: CardView; created: boolean }> {
     const { identifier, expiry } = this.parse(input);
     const keys = await this.fingerprints(identifier);
     for (let attempt = 0; attempt < MAX_RACE_RETRIES; attempt++) {
@@ -137,6 +143,7 @@ export class VaultService {
         }
         return { card: toView(found, expiry), created: false };
       }
+      hooks.beforeFirstSighting?.();
       try {
         const card = await this.createCard(identifier, expiry, keys);
         return { card: toView(card), created: true };
@@ -234,7 +241,10 @@ export class VaultService {
 
   /**
    * Reveals a card's PAN to an authorised client. Off unless configured; every attempt (allowed,
-   * denied or failed) is in the audit trail with who asked and why; limited per client per minute.
+   * denied or failed) is in the audit trail with who asked and why; limited per client over a
+   * sliding minute shared by every instance. The attempt is counted in a statement of its own that
+   * commits before the card is looked up, so unknown tokens, PAN-less cards and the 429 itself all
+   * count: a client cannot probe tokens past the limit by only asking for ones that fail.
    */
   async detokenise(token: string, reason: string, caller: Caller): Promise<{ pan: string }> {
     const audit = (outcome: AuditEventInput['outcome'], details: Record<string, unknown>): AuditEventInput => ({
@@ -254,20 +264,19 @@ export class VaultService {
       throw new AppError('DETOKENISATION_DISABLED');
     }
     try {
+      const limit = await consumeRateLimit(
+        this.knex,
+        `detokenise:${caller.subject}`,
+        this.options.detokenise.perMinute,
+        60,
+      );
+      if (!limit.allowed) {
+        throw new AppError('TOO_MANY_REQUESTS', {
+          detail: 'Detokenisation rate limit reached for this client.',
+          headers: { 'Retry-After': String(limit.retryAfterSeconds) },
+        });
+      }
       return await this.knex.transaction(async (trx) => {
-        const limit = await consumeRateLimit(
-          trx,
-          `detokenise:${caller.subject}`,
-          this.options.detokenise.perMinute,
-          60,
-          this.now(),
-        );
-        if (!limit.allowed) {
-          throw new AppError('TOO_MANY_REQUESTS', {
-            detail: 'Detokenisation rate limit reached for this client.',
-            headers: { 'Retry-After': String(limit.retryAfterSeconds) },
-          });
-        }
         const card = await this.visibleCard(trx, token, caller);
         if (card.pan_ciphertext === null || card.pan_key_version === null) throw new AppError('CARD_HAS_NO_PAN');
         const key = await this.keyRing.version('pan-encryption', card.pan_key_version, trx);

@@ -31,7 +31,7 @@ async function main(argv: readonly string[]): Promise<number> {
   const command = argv[0];
   if (command === undefined) throw new UsageError('a command is required');
   if (!keysCommands().has(command)) throw new UsageError(`unknown command ${command}`);
-  const config = loadConfig();
+  const config = loadConfig(process.env, { verifiesTokens: false });
   const masterKey = await loadMasterKey(config.masterKey, config.masterKeyPrevious);
   const database = await openCliDatabase(config, {
     command: `keys ${argv.slice(0, 2).join(' ')}`,

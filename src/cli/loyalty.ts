@@ -88,7 +88,7 @@ if (import.meta.url === `file://${process.argv[1] ?? ''}`) {
   const io: CliOutput = { out: (t) => process.stdout.write(t), err: (t) => process.stderr.write(t) };
   process.exitCode = await runCli('loyalty', USAGE, argv, async () => {
     const args = parseLoyaltyArgs(argv); // before anything is opened
-    const config = loadConfig();
+    const config = loadConfig(process.env, { verifiesTokens: false });
     const database = await openCliDatabase(config, {
       command: `loyalty ${args.command}`,
       notice: (line) => io.err(`loyalty: ${line}\n`),

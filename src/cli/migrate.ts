@@ -22,7 +22,7 @@ async function migrate(argv: readonly string[]): Promise<number> {
     options: { down: { type: 'boolean', default: false } },
     strict: true,
   });
-  const config = loadConfig();
+  const config = loadConfig(process.env, { verifiesTokens: false });
   const database = await openCliDatabase(config, {
     command: values.down ? 'migrate --down' : 'migrate',
     notice: (line) => process.stderr.write(`migrate: ${line}\n`),

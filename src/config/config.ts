@@ -5,6 +5,13 @@
  * deployment in one go. Secrets and key material have no defaults: the only exception is the embedded
  * development mode (no DATABASE_URL, NODE_ENV not production), where a development master key and a
  * development token signer are generated into DATA_DIR with a loud warning (see `src/keys`, `src/auth`).
+ *
+ * Development conveniences never reach a shared database by accident: once DATABASE_URL is set, the
+ * development token issuer (anyone who can read DATA_DIR mints any scope), single-operator key
+ * management, private and http:// event targets are refused unless ALLOW_DEVELOPMENT_DEFAULTS=true
+ * says so explicitly (itself refused when NODE_ENV=production). NODE_ENV left unset reads as
+ * development, so the database URL, not NODE_ENV, is what tells a real deployment from a laptop.
+ * The settings that weaken a production posture are listed once at start-up (./downgrades.ts).
  */
 import path from 'node:path';
 import type { JSONWebKeySet } from 'jose';
@@ -55,7 +62,14 @@ export interface Config {
     readonly keys: AuthKeysConfig;
     readonly algorithms: readonly JwtAlgorithm[];
     readonly clockToleranceSeconds: number;
+    /** Longest lifetime (`exp - iat`) accepted; `undefined` (JWT_MAX_TOKEN_AGE=0): no limit, `iat` optional. */
+    readonly maxTokenAgeSeconds: number | undefined;
   };
+  /**
+   * ALLOW_DEVELOPMENT_DEFAULTS: the development issuer, single-operator keys and private/http event
+   * targets are allowed beside DATABASE_URL (a developer's PostgreSQL). Never in production.
+   */
+  readonly allowDevelopmentDefaults: boolean;
   readonly vault: {
     /** Detokenisation is off unless explicitly enabled (PCI DSS: reveal PANs only where needed). */
     readonly detokeniseEnabled: boolean;
@@ -65,6 +79,12 @@ export interface Config {
     /** Per client and instance, on tokenise / read / attach: sustained rate (0: off) and burst. */
     readonly cardRatePerSecond: number;
     readonly cardRateBurst: number;
+    /**
+     * Per client and instance: new cards created by tokenise / attach per minute (0: off) and burst.
+     * Lower than the card rate: each new card answers a membership probe "unknown" (201 vs 200).
+     */
+    readonly firstSightingsPerMinute: number;
+    readonly firstSightingsBurst: number;
     /** Card lookups in flight at once; more share the next statement. */
     readonly lookupConcurrency: number;
     readonly createConcurrency: number;
@@ -140,6 +160,14 @@ export interface TlsConfig {
 
 export type Env = Readonly<Record<string, string | undefined>>;
 
+export interface LoadConfigOptions {
+  /**
+   * Whether this process verifies bearer tokens (the service, default) or never does (the keys,
+   * migrate and loyalty CLIs): only the former needs an identity provider beside DATABASE_URL.
+   */
+  readonly verifiesTokens?: boolean;
+}
+
 export class ConfigError extends Error {
   constructor(readonly problems: readonly string[]) {
     super(`Invalid configuration:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
@@ -195,7 +223,7 @@ class Reader {
   }
 }
 
-export function loadConfig(env: Env = process.env): Config {
+export function loadConfig(env: Env = process.env, options: LoadConfigOptions = {}): Config {
   const r = new Reader(env);
   const nodeEnv = r.oneOf<NodeEnv>('NODE_ENV', ['development', 'test', 'production'], 'development');
   const production = nodeEnv === 'production';
@@ -206,6 +234,12 @@ export function loadConfig(env: Env = process.env): Config {
   if (production && embedded) {
     r.problem('DATABASE_URL is required when NODE_ENV=production (the embedded database is for development)');
   }
+  const allowDevelopmentDefaults = r.boolean('ALLOW_DEVELOPMENT_DEFAULTS', false);
+  if (allowDevelopmentDefaults && production) {
+    r.problem('ALLOW_DEVELOPMENT_DEFAULTS is refused when NODE_ENV=production');
+  }
+  /** Development conveniences: on the embedded database, or beside DATABASE_URL only when asked for. */
+  const development = { production, shared: !embedded && !allowDevelopmentDefaults };
 
   const config: Config = {
     nodeEnv,
@@ -224,13 +258,21 @@ export function loadConfig(env: Env = process.env): Config {
       parseList(r, 'MASTER_KEY_PREVIOUS', BASE64_256_BIT, {
         message: 'MASTER_KEY_PREVIOUS must be a comma-separated list of 32-byte (256-bit) base64 keys',
       }) ?? [],
-    auth: parseAuth(r, { production, dataDir }),
+    auth: parseAuth(r, {
+      production,
+      dataDir,
+      refuseDevIssuer: development.shared && options.verifiesTokens !== false,
+    }),
+    allowDevelopmentDefaults,
     vault: {
       detokeniseEnabled: r.boolean('DETOKENISE_ENABLED', false),
       detokenisePerMinute: r.integer('DETOKENISE_RATE_LIMIT_PER_MINUTE', 10, 1, 10_000),
       keyRingRefreshMs: r.integer('KEY_RING_REFRESH_MS', 5_000, 100, 300_000),
-      cardRatePerSecond: r.integer('CARD_RATE_LIMIT_PER_SECOND', 2_000, 0, 1_000_000),
-      cardRateBurst: r.integer('CARD_RATE_LIMIT_BURST', 4_000, 1, 1_000_000),
+      cardRatePerSecond: r.integer('CARD_RATE_LIMIT_PER_SECOND', 200, 0, 1_000_000),
+      // Sized for a gateway client carrying one merchant's peak (README: "Membership probing and the card limits").
+      cardRateBurst: r.integer('CARD_RATE_LIMIT_BURST', 400, 1, 1_000_000),
+      firstSightingsPerMinute: r.integer('CARD_FIRST_SIGHTINGS_PER_MINUTE', 1_800, 0, 60_000_000),
+      firstSightingsBurst: r.integer('CARD_FIRST_SIGHTINGS_BURST', 300, 1, 1_000_000),
       lookupConcurrency: r.integer('CARD_LOOKUP_CONCURRENCY', 4, 1, 64),
       createConcurrency: r.integer('CARD_CREATE_CONCURRENCY', 4, 1, 64),
     },
@@ -287,7 +329,7 @@ export function loadConfig(env: Env = process.env): Config {
       timeoutMs: r.integer('EVENTS_TIMEOUT_MS', 10_000, 100, 120_000),
       maxResponseBytes: r.integer('EVENTS_MAX_RESPONSE_BYTES', 64 * 1024, 0, 10 * 1024 * 1024),
       allowPrivateTargets: r.boolean('EVENTS_ALLOW_PRIVATE_TARGETS', false),
-      allowHttpTargets: nodeEnv === 'development',
+      allowHttpTargets: nodeEnv === 'development' && !development.shared,
     },
     http: {
       bodyLimitBytes: r.integer('BODY_LIMIT_BYTES', 64 * 1024, 1024, 10 * 1024 * 1024),
@@ -303,6 +345,16 @@ export function loadConfig(env: Env = process.env): Config {
   }
   if (config.events.allowPrivateTargets && production) {
     r.problem('EVENTS_ALLOW_PRIVATE_TARGETS is for development only: it lets webhooks reach internal addresses (SSRF)');
+  }
+  if (config.keys.singleOperator && development.shared) {
+    r.problem(
+      `KEYS_SINGLE_OPERATOR is for development only: refused when DATABASE_URL is set unless ${OPT_IN} (dual control)`,
+    );
+  }
+  if (config.events.allowPrivateTargets && development.shared) {
+    r.problem(
+      `EVENTS_ALLOW_PRIVATE_TARGETS is for development only: refused when DATABASE_URL is set unless ${OPT_IN} (SSRF)`,
+    );
   }
   if (config.http.workers > 1 && embedded) {
     r.problem('WORKERS above 1 needs DATABASE_URL (the embedded database belongs to one process)');
@@ -380,7 +432,9 @@ function parseMasterKey(r: Reader, ctx: { production: boolean; embedded: boolean
   return { source: 'generated-dev', file: path.join(ctx.dataDir, DEV_MASTER_KEY_FILE) };
 }
 
-function parseAuth(r: Reader, ctx: { production: boolean; dataDir: string }): Config['auth'] {
+const OPT_IN = 'ALLOW_DEVELOPMENT_DEFAULTS=true';
+
+function parseAuth(r: Reader, ctx: { production: boolean; dataDir: string; refuseDevIssuer: boolean }): Config['auth'] {
   const jwksUrl = r.raw('AUTH_JWKS_URL');
   const publicKeys = r.raw('AUTH_PUBLIC_KEYS');
   let keys: AuthKeysConfig = { source: 'dev-issuer', file: path.join(ctx.dataDir, DEV_AUTH_KEY_FILE) };
@@ -392,6 +446,11 @@ function parseAuth(r: Reader, ctx: { production: boolean; dataDir: string }): Co
     keys = parseStaticJwks(r, publicKeys);
   } else if (ctx.production) {
     r.problem('AUTH_JWKS_URL or AUTH_PUBLIC_KEYS is required when NODE_ENV=production');
+  } else if (ctx.refuseDevIssuer) {
+    r.problem(
+      'AUTH_JWKS_URL or AUTH_PUBLIC_KEYS is required when DATABASE_URL is set: the development token issuer ' +
+        `trusts a key file in DATA_DIR (whoever reads it mints any scope). Set ${OPT_IN} to use it on a development database`,
+    );
   }
 
   const issuer = r.raw('AUTH_ISSUER');
@@ -408,7 +467,24 @@ function parseAuth(r: Reader, ctx: { production: boolean; dataDir: string }): Co
     keys,
     algorithms: parseAlgorithms(r),
     clockToleranceSeconds: r.integer('AUTH_CLOCK_TOLERANCE_SECONDS', 30, 0, 300),
+    maxTokenAgeSeconds: parseMaxTokenAge(r),
   };
+}
+
+const DURATION = /^(\d+)(s|m|h|d)?$/;
+const DURATION_UNIT_SECONDS = { s: 1, m: 60, h: 3_600, d: 86_400 } as const;
+
+/** JWT_MAX_TOKEN_AGE: seconds, or a number with s/m/h/d; 0 turns the lifetime check off. Default 24 h. */
+function parseMaxTokenAge(r: Reader): number | undefined {
+  const value = r.raw('JWT_MAX_TOKEN_AGE');
+  if (value === undefined) return 86_400;
+  const match = DURATION.exec(value);
+  const seconds = match === null ? NaN : Number(match[1]) * DURATION_UNIT_SECONDS[(match[2] ?? 's') as 's'];
+  if (!Number.isSafeInteger(seconds) || seconds > 366 * 86_400) {
+    r.problem('JWT_MAX_TOKEN_AGE must be a duration such as 3600, 90m, 24h or 7d (at most 366d; 0 turns it off)');
+    return 86_400;
+  }
+  return seconds === 0 ? undefined : seconds;
 }
 
 function parseJwksUrl(r: Reader, value: string, production: boolean): AuthKeysConfig {

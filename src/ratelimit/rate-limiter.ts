@@ -1,6 +1,18 @@
 /**
- * Fixed-window rate limiting kept in the database, so the limit holds across every instance (a
- * per-process counter would multiply the limit by the number of instances). One upsert per check.
+ * Sliding-window rate limiting kept in the database, shared by every instance, on the database's
+ * clock (a per-process counter would multiply the limit by the number of instances; each instance's
+ * own clock would let a skewed one open a new window early).
+ *
+ * Contract: every call counts, allowed or not, in one statement that commits on its own (autocommit):
+ * callers run it BEFORE the work it guards and outside that work's transaction, so a failure of the
+ * work (404, a refusal, the 429 itself) never rolls the count back.
+ *
+ * The window is the two-bucket approximation of a sliding log (as Cloudflare and nginx-style limiters
+ * do): counts are kept per fixed window, and the count of the last `windowSeconds` is estimated as
+ * the current window's count plus the previous one's, weighted by how much of it still overlaps.
+ * The current window's row is upserted, so concurrent attempts from any number of instances queue on
+ * its row lock and each sees the exact count including itself. Two rows per client at most: the same
+ * statement deletes the client's windows older than the previous one.
  */
 import type { Knex } from 'knex';
 
@@ -9,27 +21,74 @@ export interface RateLimitDecision {
   readonly retryAfterSeconds: number;
 }
 
+interface WindowRow {
+  current: number | string;
+  previous: number | string;
+  elapsed_ms: number | string;
+}
+
+/** Counts one attempt for `bucket` and says whether it is within `limit` per `windowSeconds`. */
 export async function consumeRateLimit(
-  db: Knex | Knex.Transaction,
+  db: Knex,
   bucket: string,
   limit: number,
   windowSeconds: number,
-  now = new Date(),
 ): Promise<RateLimitDecision> {
-  const windowMs = windowSeconds * 1000;
-  const windowStart = new Date(Math.floor(now.getTime() / windowMs) * windowMs);
-  const rows = (await db.raw(
-    `insert into rate_limit_windows (bucket, window_start, count) values (?, ?, 1)
-     on conflict (bucket, window_start) do update set count = rate_limit_windows.count + 1
-     returning count`,
-    [bucket, windowStart],
-  )) as { rows: { count: number }[] };
-  const count = rows.rows[0]?.count ?? Number.MAX_SAFE_INTEGER;
-  const retryAfterSeconds = Math.max(1, Math.ceil((windowStart.getTime() + windowMs - now.getTime()) / 1000));
-  return { allowed: count <= limit, retryAfterSeconds };
+  const result = (await db.raw(
+    `with clock as (
+       select clock_timestamp() as now,
+              to_timestamp(floor(extract(epoch from clock_timestamp()) / :w) * :w) as start
+     ),
+     pruned as (
+       delete from rate_limit_windows
+        where bucket = :bucket and window_start < (select start from clock) - make_interval(secs => :w)
+     ),
+     bumped as (
+       insert into rate_limit_windows (bucket, window_start, count)
+       select :bucket, start, 1 from clock
+       on conflict (bucket, window_start) do update set count = rate_limit_windows.count + 1
+       returning count
+     )
+     select (select count from bumped) as current,
+            coalesce((select p.count from rate_limit_windows p, clock c
+                       where p.bucket = :bucket and p.window_start = c.start - make_interval(secs => :w)), 0) as previous,
+            (select extract(epoch from (now - start)) * 1000 from clock) as elapsed_ms`,
+    { w: windowSeconds, bucket },
+  )) as { rows: WindowRow[] };
+  const row = result.rows[0];
+  if (row === undefined) throw new Error('the rate limit statement returned no row');
+  return decide(Number(row.current), Number(row.previous), Number(row.elapsed_ms), limit, windowSeconds * 1000);
 }
 
-/** Old windows are useless after they close; callers may prune opportunistically. */
-export async function pruneRateLimitWindows(db: Knex, olderThan: Date): Promise<number> {
-  return db('rate_limit_windows').where('window_start', '<', olderThan).delete();
+/**
+ * The estimate over the last window (this attempt included) against the limit; when refused, the
+ * seconds until one more attempt would be allowed if none were made meanwhile.
+ */
+export function decide(
+  current: number,
+  previous: number,
+  elapsedMs: number,
+  limit: number,
+  windowMs: number,
+): RateLimitDecision {
+  const estimate = (t: number): number =>
+    t < windowMs - elapsedMs
+      ? previous * (1 - (elapsedMs + t) / windowMs) + current
+      : current * Math.max(0, 1 - (elapsedMs + t - windowMs) / windowMs);
+  if (estimate(0) <= limit) return { allowed: true, retryAfterSeconds: 0 };
+  // Both pieces fall linearly: solve estimate(t) + 1 <= limit in the first piece, else in the second.
+  const target = limit - 1;
+  const untilRollover = windowMs - elapsedMs;
+  let waitMs: number;
+  if (previous > 0 && current <= target) {
+    waitMs = windowMs * (1 - (target - current) / previous) - elapsedMs;
+  } else if (current === 0) {
+    waitMs = untilRollover;
+  } else {
+    waitMs = untilRollover + Math.max(0, windowMs * (1 - target / current));
+  }
+  return {
+    allowed: false,
+    retryAfterSeconds: Math.max(1, Math.ceil(Math.min(waitMs, untilRollover + windowMs) / 1000)),
+  };
 }

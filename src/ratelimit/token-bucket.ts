@@ -1,6 +1,6 @@
 /**
  * Per-client token buckets in this process's memory, for the card endpoints on the checkout path
- * (tokenise, read, attach).
+ * (tokenise, read, attach), and for the first sightings (new cards) of each client.
  *
  * Why memory and not the database counter that detokenisation uses: tokenising a known card is a
  * read, and a shared counter would make every one of them a write and a round trip. The price is
@@ -30,12 +30,17 @@ export class TokenBuckets {
     this.maxClients = options.maxClients ?? 10_000;
   }
 
+  /** Whether `take` would allow this client now, without taking anything. */
+  peek(client: string): RateLimitDecision {
+    if (this.options.ratePerSecond === 0) return { allowed: true, retryAfterSeconds: 0 };
+    const tokens = this.tokensOf(client, this.nowMs());
+    return tokens >= 1 ? { allowed: true, retryAfterSeconds: 0 } : this.refusal(tokens);
+  }
+
   take(client: string): RateLimitDecision {
-    const { ratePerSecond, burst } = this.options;
-    if (ratePerSecond === 0) return { allowed: true, retryAfterSeconds: 0 };
+    if (this.options.ratePerSecond === 0) return { allowed: true, retryAfterSeconds: 0 };
     const now = this.nowMs();
-    const known = this.buckets.get(client);
-    const tokens = Math.min(burst, (known?.tokens ?? burst) + ((now - (known?.at ?? now)) / 1000) * ratePerSecond);
+    const tokens = this.tokensOf(client, now);
     // Re-inserted so that the map's order is least recently seen first.
     this.buckets.delete(client);
     if (this.buckets.size >= this.maxClients) this.buckets.delete(this.buckets.keys().next().value as string);
@@ -44,6 +49,16 @@ export class TokenBuckets {
       return { allowed: true, retryAfterSeconds: 0 };
     }
     this.buckets.set(client, { tokens, at: now });
-    return { allowed: false, retryAfterSeconds: Math.max(1, Math.ceil((1 - tokens) / ratePerSecond)) };
+    return this.refusal(tokens);
+  }
+
+  private tokensOf(client: string, now: number): number {
+    const { ratePerSecond, burst } = this.options;
+    const known = this.buckets.get(client);
+    return Math.min(burst, (known?.tokens ?? burst) + ((now - (known?.at ?? now)) / 1000) * ratePerSecond);
+  }
+
+  private refusal(tokens: number): RateLimitDecision {
+    return { allowed: false, retryAfterSeconds: Math.max(1, Math.ceil((1 - tokens) / this.options.ratePerSecond)) };
   }
 }

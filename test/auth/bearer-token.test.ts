@@ -99,12 +99,12 @@ describe('authentication: bearer JWT on GET /v1/whoami', () => {
       [
         'the subject is that of a client certificate (mtls:till-7)',
         () => signToken({ subject: 'mtls:till-7' }),
-        'TOKEN_CLAIM_INVALID',
+        'TOKEN_SUBJECT_RESERVED',
       ],
       [
         'the subject uses the reserved prefix in capitals (MTLS:till-7)',
         () => signToken({ subject: 'MTLS:till-7' }),
-        'TOKEN_CLAIM_INVALID',
+        'TOKEN_SUBJECT_RESERVED',
       ],
       ['the scope is not a string', () => signToken({ extraClaims: { scope: ['a:write'] } }), 'TOKEN_CLAIM_INVALID'],
       [

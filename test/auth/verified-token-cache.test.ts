@@ -24,6 +24,7 @@ describe('verified token cache', () => {
         keys: { source: 'static', jwks: { keys: [] } },
         algorithms: ['ES256'],
         clockToleranceSeconds: 30,
+        maxTokenAgeSeconds: 86_400,
       },
       counting,
       () => clock,

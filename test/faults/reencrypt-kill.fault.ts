@@ -141,6 +141,8 @@ describe('fault: key re-encryption killed midway under live traffic on two insta
           DATA_DIR: `${dir}/cli`,
           KEY_RING_REFRESH_MS: REFRESH_MS,
           KEYS_SINGLE_OPERATOR: 'true',
+          // Single-operator key management beside a DATABASE_URL is refused unless asked for.
+          ALLOW_DEVELOPMENT_DEFAULTS: 'true',
         },
         stdio: ['ignore', 'pipe', 'pipe'],
       });

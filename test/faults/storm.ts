@@ -74,6 +74,11 @@ export async function startService(options: ServiceOptions): Promise<ChildServer
       AUTH_PUBLIC_KEYS: JSON.stringify(await testJwks()),
       AUTH_ISSUER: TEST_ISSUER,
       AUTH_AUDIENCE: TEST_AUDIENCE,
+      // The scenarios' load generators are one client each: the per-client card limits are out of reach.
+      CARD_RATE_LIMIT_PER_SECOND: '1000000',
+      CARD_RATE_LIMIT_BURST: '1000000',
+      CARD_FIRST_SIGHTINGS_PER_MINUTE: '60000000',
+      CARD_FIRST_SIGHTINGS_BURST: '1000000',
       ...webhookEnv(),
       ...options.env,
     },

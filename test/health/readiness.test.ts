@@ -50,6 +50,7 @@ async function startOn(database: Database): Promise<{ url: string; close(): Prom
         keys: { source: 'static', jwks: await testJwks() },
         algorithms: ['ES256'],
         clockToleranceSeconds: 30,
+        maxTokenAgeSeconds: 86_400,
       },
       createLocalJWKSet(await testJwks()),
     ),

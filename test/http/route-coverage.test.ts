@@ -84,6 +84,7 @@ describe('OpenAPI route coverage', () => {
             keys: { source: 'static', jwks: await testJwks() },
             algorithms: ['ES256'],
             clockToleranceSeconds: 0,
+            maxTokenAgeSeconds: 86_400,
           },
           createLocalJWKSet(await testJwks()),
         ),

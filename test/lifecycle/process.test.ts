@@ -148,6 +148,47 @@ describe('process lifecycle (src/main.ts as a child process)', () => {
     expect(child.stderr()).not.to.contain('do-not-print');
   });
 
+  it('when DATABASE_URL is set without an identity provider (NODE_ENV unset), then it refuses to start naming the opt-in', async () => {
+    child = startMain({
+      DATA_DIR: dataDir,
+      PORT: '0',
+      DATABASE_URL: 'postgres://svc:do-not-print@127.0.0.1:1/loyalty',
+      MASTER_KEY: Buffer.alloc(32, 7).toString('base64'),
+    });
+    const exit = await child.exited;
+    expect(exit.code).to.equal(78);
+    expect(child.stderr()).to.contain('AUTH_JWKS_URL or AUTH_PUBLIC_KEYS is required when DATABASE_URL is set');
+    expect(child.stderr()).to.contain('ALLOW_DEVELOPMENT_DEFAULTS=true');
+    expect(child.stderr() + child.stdout()).not.to.contain('do-not-print');
+    // Nothing was generated: the development signing key would be the credential.
+    expect(fs.existsSync(path.join(dataDir, 'dev-auth-signing-key.json'))).to.equal(false);
+  });
+
+  it('when DATABASE_URL is set with ALLOW_DEVELOPMENT_DEFAULTS=true, then it starts and lists the downgrades once, at warn', async function () {
+    if (!usingPostgres) this.skip();
+    this.timeout(60_000);
+    const db = await createTestDatabase();
+    try {
+      child = startMain({
+        DATA_DIR: dataDir,
+        PORT: '0',
+        LOG_LEVEL: 'info',
+        DATABASE_URL: db.url as string,
+        MASTER_KEY: Buffer.alloc(32, 7).toString('base64'),
+        ALLOW_DEVELOPMENT_DEFAULTS: 'true',
+      });
+      const main = child;
+      const warning = await main.waitForLine((l) => Array.isArray(l['downgrades']), 30_000);
+      expect(warning['level']).to.be.oneOf([40, 'warn']);
+      expect((warning['downgrades'] as string[]).join('\n')).to.contain('development token issuer');
+      await main.waitForLine((l) => String(l['msg']).startsWith('listening on'), 30_000);
+      main.process.kill('SIGTERM');
+      expect((await main.exited).code, main.stderr()).to.equal(0);
+    } finally {
+      await db.close();
+    }
+  });
+
   it('when WORKERS=2 on the embedded database, then it refuses to start', async () => {
     child = startMain({ NODE_ENV: 'development', DATA_DIR: dataDir, PORT: '0', WORKERS: '2' });
     const exit = await child.exited;
@@ -167,6 +208,8 @@ describe('process lifecycle (src/main.ts as a child process)', () => {
         LOG_LEVEL: 'info',
         WORKERS: '2',
         DATABASE_URL: db.url as string,
+        // The development issuer beside a DATABASE_URL is refused unless asked for.
+        ALLOW_DEVELOPMENT_DEFAULTS: 'true',
         MASTER_KEY: Buffer.alloc(32, 7).toString('base64'),
       });
       const main = child;

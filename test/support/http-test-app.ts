@@ -67,6 +67,7 @@ export async function startHttpTestApp(): Promise<HttpTestApp> {
       keys: { source: 'static', jwks: await testJwks() },
       algorithms: ['ES256', 'EdDSA', 'RS256', 'PS256'],
       clockToleranceSeconds: 30,
+      maxTokenAgeSeconds: 86_400,
     },
     createLocalJWKSet(await testJwks()),
   );
