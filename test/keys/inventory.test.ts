@@ -42,13 +42,14 @@ describe('key inventory and cryptoperiods', function () {
       ['audit-signing', 1, 'active', 'Ed25519', 128],
       ['identifier-mac', 1, 'active', 'HMAC-SHA256', 256],
       ['pan-encryption', 1, 'active', 'AES-256-GCM', 256],
+      ['subscription-secret', 1, 'active', 'AES-256-GCM', 256],
     ]);
     const pan = keys.find((k) => k['purpose'] === 'pan-encryption')!;
     expect(pan['rows']).to.deep.equal({
       'cards.pan': 3,
       'card_identifiers.value': 1,
       'loyalty_accounts.email': 0,
-      'event_subscription_secrets.secret': 0,
+      'event_subscription_secrets.legacy_secret': 0,
     });
     expect(keys.find((k) => k['purpose'] === 'identifier-mac')!['rows']).to.deep.equal({ identifier_fingerprints: 4 });
     expect(pan).to.include.keys(
@@ -103,7 +104,13 @@ describe('key inventory and cryptoperiods', function () {
     const strict = await keysFixture(db, {
       masterKeyBase64,
       policy: {
-        cryptoperiodDays: { 'pan-encryption': 365, 'identifier-mac': 30, 'audit-signing': 730, 'mtls-client-ca': 730 },
+        cryptoperiodDays: {
+          'pan-encryption': 365,
+          'identifier-mac': 30,
+          'audit-signing': 730,
+          'mtls-client-ca': 730,
+          'subscription-secret': 365,
+        },
       },
     });
     await db
