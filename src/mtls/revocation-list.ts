@@ -158,8 +158,11 @@ export async function verifyRevocationList(
   const serials = [...from.serials];
   for (const entry of await entriesAfter(db, from.length)) {
     if (entry.position > current.length) {
-      if (headLocked) return { ok: false, problem: `revocation ${entry.position} lies past the sealed head` };
-      break; // appended by a revoke that committed after the head was read: next time
+      // A revoke writes its row and the head in one transaction: if it committed after the head was
+      // read, the head read again covers the row. If not, the row lies past the sealed head.
+      const again = headLocked ? current : await readHead(db);
+      if (again.length > current.length) return verifyRevocationList(db, masterKey, from, again, headLocked);
+      return { ok: false, problem: `revocation ${entry.position} lies past the sealed head` };
     }
     if (entry.position !== position + 1) {
       return { ok: false, problem: `revocation ${position + 1} is missing` };

@@ -129,6 +129,11 @@ describe('mTLS insider: sealed revocations and record changes reaching every cac
     it('when a revocation row is edited, a row is added past the head, or the head is edited, then new instances fail closed', async () => {
       const till = await issue('till-edits');
       await ca.revoke(till.serial, 'till reported stolen');
+      // Only the sealed list can refuse it now.
+      await db
+        .knex('mtls_client_certificates')
+        .where({ serial: till.serial })
+        .update({ revoked_at: null, revoked_by: null, revocation_reason: null });
       const head = (await db.knex('mtls_revocation_list').where({ id: 1 }).first()) as Record<string, unknown>;
       const last = (await db.knex('mtls_revocations').where({ serial: till.serial }).first()) as Record<
         string,
@@ -148,6 +153,16 @@ describe('mTLS insider: sealed revocations and record changes reaching every cac
               .where({ id: 1 })
               .update({ length: Number(head['length']) - 1 }),
           () => db.knex('mtls_revocation_list').where({ id: 1 }).update(head),
+        ],
+        [
+          'a revocation inserted past the head',
+          () =>
+            db.knex('mtls_revocations').insert({
+              ...last,
+              position: Number(head['length']) + 1,
+              serial: 'AA:BB:CC',
+            }),
+          () => db.knex('mtls_revocations').where({ serial: 'AA:BB:CC' }).delete(),
         ],
         [
           'head reset to the empty list',
@@ -203,9 +218,16 @@ describe('mTLS insider: sealed revocations and record changes reaching every cac
         actor: { actor: 'system', actorType: 'system', origin: 'service:test' },
         cryptoperiodDays: 730,
       });
-      expect(await system.sealPendingRevocations()).to.equal(1);
+      // The rollback test above left its certificate marked revoked but out of the list: sealed again too.
+      expect(await system.sealPendingRevocations()).to.equal(2);
       expect(await system.sealPendingRevocations()).to.equal(0);
-      expect(await auditCount('mtls.certificate.revocation-sealed', 'success')).to.equal(1);
+      const sealedAudit = await db
+        .knex('audit_events')
+        .where({ action: 'mtls.certificate.revocation-sealed', outcome: 'success' })
+        .pluck('details');
+      expect(
+        sealedAudit.map((d: { serial: string } | string) => (typeof d === 'string' ? JSON.parse(d) : d).serial),
+      ).to.include(till.serial);
       await db
         .knex('mtls_client_certificates')
         .where({ serial: till.serial })
