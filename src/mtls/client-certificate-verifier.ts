@@ -225,10 +225,12 @@ export function createClientCertificateVerifier(
     const record = toRecord(row);
     if (!(await grantSealValid(masterKey, grantFieldsOf(record), row.seal ?? null))) return undefined;
     await options.afterRecordRead?.(serial);
-    // Cached only if no refresh completed since the read began: the row may predate what it saw.
-    if (refreshes === refreshesBefore && row.seal !== null && row.seal !== undefined) {
+    // Cached only if no refresh completed since the read began: the row may predate what it saw. With a
+    // check on every request (revocationCheckMs 0) nothing is cached: each request reads its record.
+    const seal = row.seal ?? null;
+    if (options.revocationCheckMs > 0 && seal !== null && refreshes === refreshesBefore) {
       if (records.size >= RECORD_CACHE_MAX) records.delete(records.keys().next().value as string);
-      records.set(serial, { record, digest: recordDigest(row), seal: Buffer.from(row.seal) });
+      records.set(serial, { record, digest: recordDigest(row), seal: Buffer.from(seal) });
     }
     return record;
   }
