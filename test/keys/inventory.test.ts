@@ -70,11 +70,12 @@ describe('key inventory and cryptoperiods', function () {
     const res = await fx.run('inventory', '--out', path.join(dir, 'inventory'));
     expect(res.code, res.stderr).to.equal(0);
     const json = JSON.parse(fs.readFileSync(path.join(dir, 'inventory.json'), 'utf8'));
-    expect(json.keys).to.have.length(3);
+    expect(json.keys).to.have.length(4);
     expect(json.keyStores.map((s: { name: string }) => s.name)).to.include('master key source');
     expect(json.masterKeys[0].kekId).to.equal(fx.masterKey.keyId);
     const md = fs.readFileSync(path.join(dir, 'inventory.md'), 'utf8');
     expect(md).to.contain('PCI DSS 3.6.1.1').and.contain('| pan-encryption | 1 | AES-256-GCM | 256 bits | active');
+    expect(md).to.contain('| subscription-secret | 1 | AES-256-GCM | 256 bits | active');
   });
 
   it('when a key is past its cryptoperiod, then status names it and exits 1; the service warns at start-up and exposes it as a metric', async () => {
