@@ -7,6 +7,7 @@
  *   mtls register --cert <cert.pem> --client <name> --scopes <s1,s2>   (a certificate of TLS_CLIENT_CA)
  *   mtls list [--all] [--json]
  *   mtls revoke <serial> --reason <text>
+ *   mtls revocations verify      (the sealed revocation list against its head; exit 1 when broken)
  *
  * A bundle's password never reaches stdout (a terminal's scrollback, a CI log, a screen share): either
  * the CLI generates it and writes it to `--password-out`, a new file created with mode 0600 (never an
@@ -19,6 +20,7 @@ import { parseArgs } from 'node:util';
 import { CLIENT_CERTIFICATE_SCOPES, ClientCertificateAuthority } from '../mtls/client-certificates.js';
 import type { ClientCertificateRecord } from '../mtls/client-certificate-records.js';
 import { splitPemBundle } from '../mtls/certificate-authority.js';
+import { verifyRevocationList } from '../mtls/revocation-list.js';
 import type { KeysContext } from './keys-commands.js';
 import { UsageError } from './usage-error.js';
 
@@ -33,6 +35,7 @@ export const MTLS_USAGE = `  mtls init-ca [--out <ca.pem>]                   cre
                                                   record a certificate issued by a CA of TLS_CLIENT_CA
   mtls list [--all] [--json]                      certificates in force (--all: revoked too)
   mtls revoke <serial> --reason <text>            refused by every instance within MTLS_REVOCATION_CHECK_MS
+  mtls revocations verify                         check the sealed revocation list (exit 1 when tampered with)
 `;
 
 const DEFAULT_DAYS = 365;
@@ -113,8 +116,21 @@ export async function mtlsCommand(
       );
       return 0;
     }
+    case 'revocations': {
+      const { positionals } = parseArgs({ args: rest, options: {}, allowPositionals: true, strict: true });
+      if (positionals.length !== 1 || positionals[0] !== 'verify') throw new UsageError('mtls revocations verify');
+      const result = await verifyRevocationList(ctx.knex, ctx.masterKey);
+      if (!result.ok) {
+        out(`revocation list BROKEN: ${result.problem}`);
+        return 1;
+      }
+      out(
+        `revocation list intact: ${result.length} revocation(s), chain and sealed head verified under the master key`,
+      );
+      return 0;
+    }
     default:
-      throw new UsageError('mtls init-ca | issue | register | list | revoke');
+      throw new UsageError('mtls init-ca | issue | register | list | revoke | revocations verify');
   }
 }
 

@@ -112,6 +112,9 @@ describe('mTLS insider: sealed revocations and record changes reaching every cac
       expect(tampered).to.have.length(1);
       expect(await auditCount('mtls.revocations.invalid', 'denied')).to.equal(invalidBefore + 1);
       expect((await verifyRevocationList(db.knex, fx.masterKey)).ok).to.equal(false);
+      const check = await fx.run('mtls', 'revocations', 'verify');
+      expect(check.code).to.equal(1);
+      expect(check.stdout).to.contain('revocation list BROKEN');
 
       // The key CLI will not seal a new revocation over the tampered list; the refusal is audited.
       const deniedBefore = await auditCount('mtls.certificate.revoked', 'denied');
@@ -121,6 +124,7 @@ describe('mTLS insider: sealed revocations and record changes reaching every cac
       expect(await auditCount('mtls.certificate.revoked', 'denied')).to.equal(deniedBefore + 1);
 
       await db.knex('mtls_revocations').insert(row);
+      expect((await fx.run('mtls', 'revocations', 'verify')).stdout).to.contain('revocation list intact');
       await afterInterval();
       expect(await outcome(fresh.verify(stolen.certificate))).to.equal('CLIENT_CERTIFICATE_REVOKED');
       expect(await outcome(fresh.verify(bystander.certificate))).to.equal('accepted');
