@@ -380,13 +380,8 @@ describe('mutual TLS for card-data clients', function () {
     ];
     const before = Number((await db.knex('mtls_client_certificates').count({ n: '*' }).first())?.n);
     for (const [args, code] of cases) {
-      const res = await fx.run(
-        'mtls',
-        'issue',
-        ...args,
-        '--out',
-        path.join(dir, `bad-${randomBytes(4).toString('hex')}.p12`),
-      );
+      const bad = path.join(dir, `bad-${randomBytes(4).toString('hex')}`);
+      const res = await fx.run('mtls', 'issue', ...args, '--out', `${bad}.p12`, '--password-out', `${bad}.password`);
       expect(res.code, args.join(' ')).to.equal(1);
       expect(res.stderr).to.contain(code);
     }
