@@ -28,11 +28,7 @@ import type { KeyIdRename, MasterKeySource } from './master-key-source.js';
 type Db = Knex | Knex.Transaction;
 
 export type KeyPurpose =
-  | 'pan-encryption'
-  | 'identifier-mac'
-  | 'audit-signing'
-  | 'mtls-client-ca'
-  | 'subscription-secret';
+  'pan-encryption' | 'identifier-mac' | 'audit-signing' | 'mtls-client-ca' | 'subscription-secret';
 export type KeyState = 'published' | 'active' | 'decrypt-only' | 'retired' | 'destroyed';
 
 export interface KeySpec {
