@@ -18,6 +18,8 @@ import { loadMasterKey, type LoadedMasterKey } from './keys/master-key-source.js
 import type { Logger } from './logging/logger.js';
 import { KeyRing } from './keys/key-ring.js';
 import { ensureAuditChain } from './audit/audit-log.js';
+import { moveLegacySecrets } from './events/subscription-secrets.js';
+import { ClientCertificateAuthority } from './mtls/client-certificates.js';
 import { daysLeft, isOverdue, watchCryptoperiods } from './keys/cryptoperiods.js';
 import { VaultService } from './cards/vault-service.js';
 import { cardsHandlers } from './cards/cards-handlers.js';
@@ -101,6 +103,19 @@ export async function buildService(config: Config, options: BuildOptions): Promi
   await keyRing.ensureInitialKeys(`service:${os.hostname()}:${process.pid}`);
   // Keys the audit trail on first start after migration 20261206000300 and checks its head.
   await ensureAuditChain(database.knex);
+  // Secrets sealed under pan-encryption before they had a key of their own (issue 17): moved once.
+  const legacySecrets = await moveLegacySecrets(database.knex, keyRing);
+  if (legacySecrets.moved + legacySecrets.failed > 0) {
+    logger.info(legacySecrets, 'subscription secrets moved from pan-encryption to the subscription-secret key');
+  }
+  // Certificates revoked before revocations were sealed (issue 17): appended to the sealed list once.
+  const sealedRevocations = await new ClientCertificateAuthority({
+    knex: database.knex,
+    masterKey: masterKey.source,
+    actor: { actor: 'system', actorType: 'system', origin: `service:${os.hostname()}:${process.pid}` },
+    cryptoperiodDays: config.keys.cryptoperiodDays['mtls-client-ca'],
+  }).sealPendingRevocations();
+  if (sealedRevocations > 0) logger.info({ sealedRevocations }, 'earlier mTLS revocations sealed');
   const vault = new VaultService(database.knex, keyRing, {
     detokenise: { enabled: config.vault.detokeniseEnabled, perMinute: config.vault.detokenisePerMinute },
     lookupConcurrency: config.vault.lookupConcurrency,
@@ -212,6 +227,11 @@ export async function buildService(config: Config, options: BuildOptions): Promi
           verifier: createClientCertificateVerifier(database.knex, {
             masterKey: masterKey.source,
             revocationCheckMs: config.tls.revocationCheckMs,
+            onTamper: (problem) =>
+              logger.error(
+                { problem },
+                'mTLS revocation list failed its integrity check: refusing every client certificate',
+              ),
             extraCaPem:
               config.tls.clientCaFile === undefined ? undefined : fs.readFileSync(config.tls.clientCaFile, 'utf8'),
           }),

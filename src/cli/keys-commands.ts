@@ -57,7 +57,8 @@ export const USAGE = `usage: npm run keys -- <command> [options]
   inventory --out <file>                          PCI DSS 3.6.1.1 inventory: <file>.json and <file>.md
   status [--json]                                 cryptoperiods; exits 1 when a key is overdue
   rotate --purpose <p> [--plan | --apply] [--request <id>]
-                                                  p: pan-encryption, identifier-mac, audit-signing, mtls-client-ca
+                                                  p: pan-encryption, identifier-mac, audit-signing, mtls-client-ca,
+                                                     subscription-secret
   reencrypt --purpose <p> [--batch-size N] [--lanes N] [--max-rows-per-second N]
   retire --purpose <p> --version N [--plan | --apply] [--request <id>]
   destroy --purpose <p> --version N [--plan | --apply] [--request <id>]   (irreversible)
@@ -128,7 +129,7 @@ function purposeOf(value: string | undefined, allowMaster = false): KeyPurpose {
   if (value === undefined) throw new UsageError('--purpose is required');
   if (!isPurpose(value)) {
     throw new UsageError(
-      `--purpose must be pan-encryption, identifier-mac, audit-signing or mtls-client-ca${allowMaster ? ' (or master)' : ''}`,
+      `--purpose must be pan-encryption, identifier-mac, audit-signing, mtls-client-ca or subscription-secret${allowMaster ? ' (or master)' : ''}`,
     );
   }
   return value;

@@ -2,11 +2,17 @@
  * `keys mtls …`: the client CA of the card-data clients (tills, checkout, the platform gateway).
  *
  *   mtls init-ca [--out ca.pem]
- *   mtls issue --client <name> --scopes <s1,s2> [--days N] --out <file.p12> [--password-file <file>]
+ *   mtls issue --client <name> --scopes <s1,s2> [--days N] --out <file.p12> (--password-out <file> | --password-file <file>)
  *   mtls issue --client <name> --scopes <s1,s2> [--days N] --csr <request.pem> --out <cert.pem>
  *   mtls register --cert <cert.pem> --client <name> --scopes <s1,s2>   (a certificate of TLS_CLIENT_CA)
  *   mtls list [--all] [--json]
  *   mtls revoke <serial> --reason <text>
+ *   mtls revocations verify      (the sealed revocation list against its head; exit 1 when broken)
+ *
+ * A bundle's password never reaches stdout (a terminal's scrollback, a CI log, a screen share): either
+ * the CLI generates it and writes it to `--password-out`, a new file created with mode 0600 (never an
+ * existing one: it could be a link to somewhere else, or an earlier bundle's password still needed),
+ * or it reads it from `--password-file`. One of the two is required.
  */
 import fs from 'node:fs';
 import { randomBytes } from 'node:crypto';
@@ -14,12 +20,14 @@ import { parseArgs } from 'node:util';
 import { CLIENT_CERTIFICATE_SCOPES, ClientCertificateAuthority } from '../mtls/client-certificates.js';
 import type { ClientCertificateRecord } from '../mtls/client-certificate-records.js';
 import { splitPemBundle } from '../mtls/certificate-authority.js';
+import { verifyRevocationList } from '../mtls/revocation-list.js';
 import type { KeysContext } from './keys-commands.js';
 import { UsageError } from './usage-error.js';
 
 export const MTLS_USAGE = `  mtls init-ca [--out <ca.pem>]                   create the client CA (then: rotate --purpose mtls-client-ca)
-  mtls issue --client <name> --scopes <s,…> [--days N] --out <file.p12> [--password-file <file>]
-                                                  key + certificate in a PKCS#12 bundle (password printed once)
+  mtls issue --client <name> --scopes <s,…> [--days N] --out <file.p12> (--password-out <file> | --password-file <file>)
+                                                  key + certificate in a PKCS#12 bundle; its password generated
+                                                  into a new file (mode 0600) or read from one, never printed
   mtls issue --client <name> --scopes <s,…> [--days N] --csr <request.pem> --out <cert.pem>
                                                   certificate for a key made on the device (RSA ≥ 2048)
                                                   scopes: ${CLIENT_CERTIFICATE_SCOPES.join(', ')}
@@ -27,6 +35,7 @@ export const MTLS_USAGE = `  mtls init-ca [--out <ca.pem>]                   cre
                                                   record a certificate issued by a CA of TLS_CLIENT_CA
   mtls list [--all] [--json]                      certificates in force (--all: revoked too)
   mtls revoke <serial> --reason <text>            refused by every instance within MTLS_REVOCATION_CHECK_MS
+  mtls revocations verify                         check the sealed revocation list (exit 1 when tampered with)
 `;
 
 const DEFAULT_DAYS = 365;
@@ -107,8 +116,21 @@ export async function mtlsCommand(
       );
       return 0;
     }
+    case 'revocations': {
+      const { positionals } = parseArgs({ args: rest, options: {}, allowPositionals: true, strict: true });
+      if (positionals.length !== 1 || positionals[0] !== 'verify') throw new UsageError('mtls revocations verify');
+      const result = await verifyRevocationList(ctx.knex, ctx.masterKey);
+      if (!result.ok) {
+        out(`revocation list BROKEN: ${result.problem}`);
+        return 1;
+      }
+      out(
+        `revocation list intact: ${result.length} revocation(s), chain and sealed head verified under the master key`,
+      );
+      return 0;
+    }
     default:
-      throw new UsageError('mtls init-ca | issue | register | list | revoke');
+      throw new UsageError('mtls init-ca | issue | register | list | revoke | revocations verify');
   }
 }
 
@@ -126,14 +148,25 @@ async function issue(
       out: { type: 'string' },
       csr: { type: 'string' },
       'password-file': { type: 'string' },
+      'password-out': { type: 'string' },
     },
     strict: true,
   });
   if (values.client === undefined || values.scopes === undefined || values.out === undefined) {
     throw new UsageError('mtls issue needs --client, --scopes and --out');
   }
-  if (values.csr !== undefined && values['password-file'] !== undefined) {
-    throw new UsageError('--password-file is for bundles; with --csr the key stays on the device');
+  const passwordFile = values['password-file'];
+  const passwordOut = values['password-out'];
+  if (values.csr !== undefined && (passwordFile !== undefined || passwordOut !== undefined)) {
+    throw new UsageError('--password-file and --password-out are for bundles; with --csr the key stays on the device');
+  }
+  if (values.csr === undefined && (passwordFile === undefined) === (passwordOut === undefined)) {
+    throw new UsageError(
+      'mtls issue (bundle) needs exactly one of --password-out <new file> (a generated password, written with mode 0600) or --password-file <file>',
+    );
+  }
+  if (passwordOut !== undefined && fs.existsSync(passwordOut)) {
+    throw new UsageError(`${passwordOut} exists: --password-out writes a new file only`);
   }
   if (values.days !== undefined && !/^[1-9]\d{0,3}$/.test(values.days)) {
     throw new UsageError('--days must be a positive whole number');
@@ -141,13 +174,12 @@ async function issue(
   // Refuse to overwrite: a bundle holds a private key, and an earlier one may still be installed.
   if (fs.existsSync(values.out)) throw new UsageError(`${values.out} exists: choose another --out`);
   const csrPem = values.csr === undefined ? undefined : fs.readFileSync(values.csr, 'utf8');
-  const generatedPassword = values.csr === undefined && values['password-file'] === undefined;
   const password =
     values.csr !== undefined
       ? undefined
-      : generatedPassword
-        ? randomBytes(24).toString('base64url')
-        : fs.readFileSync(values['password-file'] as string, 'utf8').replace(/\r?\n$/, '');
+      : passwordFile !== undefined
+        ? fs.readFileSync(passwordFile, 'utf8').replace(/\r?\n$/, '')
+        : randomBytes(24).toString('base64url');
   const issued = await ca.issue({
     client: values.client,
     scopes: scopesOf(values.scopes),
@@ -156,9 +188,14 @@ async function issue(
     password,
   });
   if (issued.pkcs12 !== undefined) {
+    if (passwordOut !== undefined) {
+      // 'wx': created here or not at all (an existing file or a link planted since the check is refused).
+      fs.writeFileSync(passwordOut, `${password ?? ''}\n`, { mode: 0o600, flag: 'wx' });
+      fs.chmodSync(passwordOut, 0o600); // exactly 0600, whatever the umask took away
+      out(`wrote ${passwordOut}: the bundle password (mode 0600; hand it over apart from the bundle, then delete it)`);
+    }
     fs.writeFileSync(values.out, issued.pkcs12, { mode: 0o600, flag: 'wx' });
     out(`wrote ${values.out}: PKCS#12 (key, certificate, CA certificate; AES-256, PBKDF2-HMAC-SHA256)`);
-    if (generatedPassword) out(`bundle password (shown once, stored nowhere): ${password ?? ''}`);
   } else {
     fs.writeFileSync(values.out, `${issued.certificatePem}${issued.caCertificatePem}`, { flag: 'wx' });
     out(`wrote ${values.out}: the certificate for the CSR's key, then the CA certificate`);

@@ -68,6 +68,7 @@ export const PURPOSE_DESCRIPTIONS: Readonly<Record<string, string>> = {
   'identifier-mac': 'Keyed fingerprints (HMAC) of PAN, PAR and aliases for lookups (PCI DSS 3.5.1.1)',
   'audit-signing': 'Signs audit-trail exports for auditors (detached JWS)',
   'mtls-client-ca': 'Signs the mTLS client certificates of card-data clients (tills, checkout, platform gateway)',
+  'subscription-secret': 'Encrypts the signing secrets of outbound-event subscriptions (webhooks to CRMs) at rest',
   master: 'Key-encrypting key: wraps every data key (envelope encryption)',
 };
 

@@ -304,6 +304,12 @@ export function loadConfig(env: Env = process.env, options: LoadConfigOptions = 
           1,
           3650,
         ),
+        'subscription-secret': r.integer(
+          'CRYPTOPERIOD_DAYS_SUBSCRIPTION_SECRET',
+          KEY_SPECS['subscription-secret'].cryptoperiodDays,
+          1,
+          3650,
+        ),
       },
     },
     payments: {

@@ -97,6 +97,11 @@ export const ERROR_CATALOG = {
   CLIENT_CERTIFICATE_UNTRUSTED: { status: 401, title: 'The client certificate was not issued by a trusted CA' },
   CLIENT_CERTIFICATE_EXPIRED: { status: 401, title: 'The client certificate is expired or not yet valid' },
   CLIENT_CERTIFICATE_REVOKED: { status: 401, title: 'The client certificate has been revoked' },
+  // Fail closed: with the sealed revocation list tampered with, no certificate can be shown unrevoked.
+  CLIENT_CERTIFICATE_REVOCATIONS_INVALID: {
+    status: 401,
+    title: 'The revocation list failed its integrity check: no client certificate is accepted',
+  },
   // 5xx: us
   NOT_READY: { status: 503, title: 'The service is not ready' },
   DATABASE_UNAVAILABLE: { status: 503, title: 'The database is unavailable' },

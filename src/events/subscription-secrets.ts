@@ -1,20 +1,50 @@
 /**
  * Subscription signing secrets at rest. The service must sign with the raw secret, so a one-way hash
- * will not do: each secret is sealed with AES-256-GCM under the active `pan-encryption` data key,
- * like a PAN or a member's e-mail, with AAD binding it to its row and key version. The field set
- * `event_subscription_secrets.secret` (src/keys/field-sets.ts) lets `keys reencrypt` move it to a
- * new key version and lets retirement prove that none is left under an old one.
+ * will not do: each secret is sealed with AES-256-GCM under the active data key of its own purpose,
+ * `subscription-secret`, with AAD binding it to its row, the key's purpose and its version. The field
+ * set `event_subscription_secrets.secret` (src/keys/field-sets.ts) lets `keys reencrypt --purpose
+ * subscription-secret` move it to a new key version and lets retirement prove that none is left
+ * under an old one; `keys list` and the inventory count it like every other field set.
+ *
+ * Secrets written before that purpose existed (migration 20261206000600) are sealed under a
+ * `pan-encryption` version, with the AAD of that time, and say so in `secret_key_purpose`. They are
+ * read as they are (a delivery never waits for a migration of keys), counted against their
+ * `pan-encryption` version (which cannot be retired while they remain), and moved to
+ * `subscription-secret` by {@link moveLegacySecrets}: at every start, and by `keys reencrypt --purpose
+ * pan-encryption` through {@link legacySubscriptionSecrets}. The move is compare-and-set on the row's
+ * purpose and version, so any number of instances and backfills may run it at once.
  */
 import type { Knex } from 'knex';
 import { decryptValue, encryptValue } from '../cards/card-crypto.js';
 import { newId } from '../ids/prefixed-id.js';
-import type { KeyRing } from '../keys/key-ring.js';
+import type { EncryptedFieldSet, RowFailure } from '../keys/field-sets.js';
+import type { DataKey, KeyRing } from '../keys/key-ring.js';
 import { newSigningSecret } from './signing.js';
 
 type Db = Knex | Knex.Transaction;
 
+/** The purposes a secret can be sealed under: its own, or `pan-encryption` for a secret not yet moved. */
+export type SubscriptionSecretPurpose = 'subscription-secret' | 'pan-encryption';
+
+export const SUBSCRIPTION_SECRET_PURPOSE = 'subscription-secret' as const;
+
+/**
+ * The AAD of a secret under `subscription-secret` (v2: names the purpose, so a ciphertext cannot be
+ * passed off as one sealed under another purpose's key of the same version).
+ */
 export function subscriptionSecretAad(secretId: string, keyVersion: number): string {
+  return `loyalty-vault/subscription-secret/v2|${SUBSCRIPTION_SECRET_PURPOSE}|${secretId}|${keyVersion}`;
+}
+
+/** The AAD of a secret sealed under `pan-encryption` before migration 20261206000600. */
+export function legacySubscriptionSecretAad(secretId: string, keyVersion: number): string {
   return `loyalty-vault/subscription-secret/v1|${secretId}|${keyVersion}`;
+}
+
+function aadFor(purpose: SubscriptionSecretPurpose, secretId: string, keyVersion: number): string {
+  return purpose === SUBSCRIPTION_SECRET_PURPOSE
+    ? subscriptionSecretAad(secretId, keyVersion)
+    : legacySubscriptionSecretAad(secretId, keyVersion);
 }
 
 /**
@@ -30,11 +60,12 @@ export async function addSecret(
 ): Promise<{ id: string; secret: string }> {
   const secret = newSigningSecret();
   const id = newId('whs');
-  const key = await keyRing.active('pan-encryption', trx);
+  const key = await keyRing.active(SUBSCRIPTION_SECRET_PURPOSE, trx);
   await trx('event_subscription_secrets').insert({
     id,
     subscription_id: subscriptionId,
     secret_ciphertext: encryptValue(key.key, subscriptionSecretAad(id, key.version), secret),
+    secret_key_purpose: SUBSCRIPTION_SECRET_PURPOSE,
     secret_key_version: key.version,
     created_at: now,
     expires_at: null,
@@ -52,15 +83,134 @@ export async function liveSecrets(db: Db, keyRing: KeyRing, subscriptionId: stri
       { column: 'created_at', order: 'desc' },
       { column: 'id', order: 'desc' },
     ])
-    .select('id', 'secret_ciphertext', 'secret_key_version')) as {
-    id: string;
-    secret_ciphertext: Buffer;
-    secret_key_version: number;
-  }[];
+    .select('id', 'secret_ciphertext', 'secret_key_purpose', 'secret_key_version')) as SecretRow[];
   const secrets: string[] = [];
   for (const row of rows) {
-    const key = await keyRing.version('pan-encryption', row.secret_key_version, db);
-    secrets.push(decryptValue(key.key, subscriptionSecretAad(row.id, row.secret_key_version), row.secret_ciphertext));
+    const key = await keyRing.version(row.secret_key_purpose, row.secret_key_version, db);
+    secrets.push(
+      decryptValue(key.key, aadFor(row.secret_key_purpose, row.id, row.secret_key_version), row.secret_ciphertext),
+    );
   }
   return secrets;
 }
+
+interface SecretRow {
+  id: string;
+  secret_ciphertext: Buffer;
+  secret_key_purpose: SubscriptionSecretPurpose;
+  secret_key_version: number;
+}
+
+/**
+ * One batch of secrets still under `pan-encryption` (ids after `after`; below `belowVersion` when
+ * given), decrypted and sealed again under the active `subscription-secret` key. `write` moves them
+ * with compare-and-set on purpose and version.
+ */
+async function prepareLegacyBatch(
+  db: Db,
+  keyRing: KeyRing,
+  options: { after: string; limit: number; belowVersion?: number },
+): Promise<{ read: number; lastKey: string | undefined; failures: RowFailure[]; write: (trx: Db) => Promise<number> }> {
+  const query = db('event_subscription_secrets')
+    .where({ secret_key_purpose: 'pan-encryption' })
+    .andWhere('id', '>', options.after)
+    .orderBy('id')
+    .limit(options.limit)
+    .select('id', 'secret_ciphertext', 'secret_key_purpose', 'secret_key_version');
+  if (options.belowVersion !== undefined) void query.andWhere('secret_key_version', '<', options.belowVersion);
+  const rows = (await query) as SecretRow[];
+  const target = await keyRing.active(SUBSCRIPTION_SECRET_PURPOSE, db);
+  const failures: RowFailure[] = [];
+  const ids: string[] = [];
+  const sealed: Buffer[] = [];
+  const olds: number[] = [];
+  const keys = new Map<number, DataKey | undefined>();
+  for (const row of rows) {
+    if (!keys.has(row.secret_key_version)) {
+      keys.set(
+        row.secret_key_version,
+        await keyRing.version('pan-encryption', row.secret_key_version, db).catch(() => undefined),
+      );
+    }
+    const key = keys.get(row.secret_key_version);
+    if (key === undefined) {
+      failures.push({ rowId: row.id, fromVersion: row.secret_key_version, error: 'KEY_UNAVAILABLE' });
+      continue;
+    }
+    let plain: string;
+    try {
+      plain = decryptValue(key.key, legacySubscriptionSecretAad(row.id, row.secret_key_version), row.secret_ciphertext);
+    } catch {
+      failures.push({ rowId: row.id, fromVersion: row.secret_key_version, error: 'DECRYPT_FAILED' });
+      continue;
+    }
+    ids.push(row.id);
+    sealed.push(encryptValue(target.key, subscriptionSecretAad(row.id, target.version), plain));
+    olds.push(row.secret_key_version);
+  }
+  return {
+    read: rows.length,
+    lastKey: rows.at(-1)?.id,
+    failures,
+    async write(trx) {
+      if (ids.length === 0) return 0;
+      const result = (await trx.raw(
+        `update event_subscription_secrets as t
+            set secret_ciphertext = v.ct, secret_key_purpose = ?, secret_key_version = ?
+           from unnest(?::text[], ?::bytea[], ?::integer[]) as v (id, ct, old)
+          where t.id = v.id and t.secret_key_purpose = 'pan-encryption' and t.secret_key_version = v.old`,
+        [SUBSCRIPTION_SECRET_PURPOSE, target.version, ids, sealed, olds],
+      )) as { rowCount?: number; affectedRows?: number };
+      return result.rowCount ?? result.affectedRows ?? 0;
+    },
+  };
+}
+
+/**
+ * Moves every secret still sealed under `pan-encryption` to the active `subscription-secret` key, in
+ * batches, each written in its own short transaction. Run at start: idempotent, concurrent-safe, and a
+ * row it cannot decrypt is left as it is (counted, never logged by value) for `keys reencrypt` to report.
+ */
+export async function moveLegacySecrets(
+  knex: Knex,
+  keyRing: KeyRing,
+  batchSize = 500,
+): Promise<{ moved: number; failed: number }> {
+  let after = '';
+  let moved = 0;
+  let failed = 0;
+  for (;;) {
+    const batch = await prepareLegacyBatch(knex, keyRing, { after, limit: batchSize });
+    failed += batch.failures.length;
+    if (batch.read > 0) moved += await knex.transaction((trx) => batch.write(trx));
+    if (batch.read < batchSize || batch.lastKey === undefined) return { moved, failed };
+    after = batch.lastKey;
+  }
+}
+
+/**
+ * The secrets not yet moved, registered under `pan-encryption`. Counted against their
+ * pan-encryption version, so that version's retirement waits for them; `keys reencrypt --purpose
+ * pan-encryption` moves them to `subscription-secret` (out of this set) instead of to the new
+ * pan-encryption version.
+ */
+export const legacySubscriptionSecrets: EncryptedFieldSet = {
+  name: 'event_subscription_secrets.legacy_secret',
+  purpose: 'pan-encryption',
+  description: 'webhook subscription signing secrets not yet moved to the subscription-secret key',
+  async countByVersion(db) {
+    const rows = (await db('event_subscription_secrets')
+      .where({ secret_key_purpose: 'pan-encryption' })
+      .groupBy('secret_key_version')
+      .select('secret_key_version as version')
+      .count({ n: '*' })) as { version: number; n: string | number }[];
+    return new Map(rows.map((r) => [Number(r.version), Number(r.n)]));
+  },
+  prepareBatch(db, context) {
+    return prepareLegacyBatch(db, context.keyRing, {
+      after: context.after,
+      limit: context.limit,
+      belowVersion: context.target.version,
+    });
+  },
+};

@@ -9,7 +9,7 @@
  * key version: a row that another backfill (or instance) already moved is simply not updated again,
  * so any number of backfills may run at once and a crash loses nothing but the batch in flight.
  *
- * To protect another column with the `pan-encryption` key, register it with
+ * To protect another column with a data key (`pan-encryption` by default), register it with
  * {@link aesColumnFieldSet} in {@link builtInFieldSets} (or pass it to the registry): nothing else in
  * rotation, retirement or the inventory needs to change.
  */
@@ -24,7 +24,11 @@ import {
   type Identifier,
   type IdentifierKind,
 } from '../cards/card-crypto.js';
-import { subscriptionSecretAad } from '../events/subscription-secrets.js';
+import {
+  legacySubscriptionSecrets,
+  SUBSCRIPTION_SECRET_PURPOSE,
+  subscriptionSecretAad,
+} from '../events/subscription-secrets.js';
 import type { DataKey, KeyPurpose, KeyRing } from './key-ring.js';
 
 type Db = Knex | Knex.Transaction;
@@ -77,8 +81,14 @@ async function keyFor(ring: KeyRing, purpose: KeyPurpose, version: number): Prom
   }
 }
 
-async function countByVersion(db: Db, table: string, versionColumn: string): Promise<Map<number, number>> {
+async function countByVersion(
+  db: Db,
+  table: string,
+  versionColumn: string,
+  rowsWhere: Readonly<Record<string, string>> = {},
+): Promise<Map<number, number>> {
   const rows = (await db(table)
+    .where(rowsWhere)
     .whereNotNull(versionColumn)
     .groupBy(versionColumn)
     .select(`${versionColumn} as version`)
@@ -96,23 +106,30 @@ export interface AesColumnSpec {
   readonly versionColumn: string;
   /** The AAD the value was sealed with: binds it to its row and key version (see card-crypto.ts). */
   readonly aad: (rowId: string, keyVersion: number) => string;
+  /** The key purpose; `pan-encryption` unless said. */
+  readonly purpose?: KeyPurpose;
+  /** Only rows with these column values belong to the set (a table whose rows name their key's purpose). */
+  readonly rowsWhere?: Readonly<Record<string, string>>;
 }
 
 /**
- * A column holding `iv ‖ tag ‖ ciphertext` (card-crypto `encryptValue`) under a `pan-encryption`
- * key version recorded in `versionColumn`. Re-encryption decrypts under the old version and seals
+ * A column holding `iv ‖ tag ‖ ciphertext` (card-crypto `encryptValue`) under a key version (of
+ * `pan-encryption` unless the spec names another purpose) recorded in `versionColumn`. Re-encryption decrypts under the old version and seals
  * again under the target with a fresh IV and the AAD of the new version.
  */
 export function aesColumnFieldSet(spec: AesColumnSpec): EncryptedFieldSet {
   const { table, idColumn: id, ciphertextColumn: ct, versionColumn: ver } = spec;
+  const purpose = spec.purpose ?? 'pan-encryption';
+  const rowsWhere = spec.rowsWhere ?? {};
   return {
     name: spec.name,
-    purpose: 'pan-encryption',
+    purpose,
     description: spec.description,
-    countByVersion: (db) => countByVersion(db, table, ver),
+    countByVersion: (db) => countByVersion(db, table, ver, rowsWhere),
     async prepareBatch(db, context) {
       const rows = (await db(table)
-        .where(ver, '<', context.target.version)
+        .where(rowsWhere)
+        .andWhere(ver, '<', context.target.version)
         .andWhere(id, '>', context.after)
         .orderBy(id)
         .limit(context.limit)
@@ -123,7 +140,7 @@ export function aesColumnFieldSet(spec: AesColumnSpec): EncryptedFieldSet {
       const olds: number[] = [];
       const keys = new Map<number, DataKey | undefined>();
       for (const row of rows) {
-        if (!keys.has(row.ver)) keys.set(row.ver, await keyFor(context.keyRing, 'pan-encryption', row.ver));
+        if (!keys.has(row.ver)) keys.set(row.ver, await keyFor(context.keyRing, purpose, row.ver));
         const key = keys.get(row.ver);
         if (key === undefined) {
           failures.push({ rowId: row.id, fromVersion: row.ver, error: 'KEY_UNAVAILABLE' });
@@ -318,7 +335,10 @@ export const memberEmails = aesColumnFieldSet({
   aad: emailAad,
 });
 
-/** Outbound-event subscribers' signing secrets, AAD bound to the secret's row and key version. */
+/**
+ * Outbound-event subscribers' signing secrets under their own purpose, AAD bound to the secret's row,
+ * purpose and key version. Those still under `pan-encryption` are {@link legacySubscriptionSecrets}.
+ */
 export const subscriptionSecrets = aesColumnFieldSet({
   name: 'event_subscription_secrets.secret',
   description: 'webhook subscription signing secrets (event_subscription_secrets.secret_ciphertext)',
@@ -327,6 +347,8 @@ export const subscriptionSecrets = aesColumnFieldSet({
   ciphertextColumn: 'secret_ciphertext',
   versionColumn: 'secret_key_version',
   aad: subscriptionSecretAad,
+  purpose: SUBSCRIPTION_SECRET_PURPOSE,
+  rowsWhere: { secret_key_purpose: SUBSCRIPTION_SECRET_PURPOSE },
 });
 
 export const builtInFieldSets: readonly EncryptedFieldSet[] = [
@@ -334,6 +356,7 @@ export const builtInFieldSets: readonly EncryptedFieldSet[] = [
   identifierValues,
   identifierFingerprints,
   memberEmails,
+  legacySubscriptionSecrets,
   subscriptionSecrets,
 ];
 

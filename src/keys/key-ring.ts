@@ -28,7 +28,8 @@ import type { KeyIdRename, MasterKeySource } from './master-key-source.js';
 
 type Db = Knex | Knex.Transaction;
 
-export type KeyPurpose = 'pan-encryption' | 'identifier-mac' | 'audit-signing' | 'mtls-client-ca';
+export type KeyPurpose =
+  'pan-encryption' | 'identifier-mac' | 'audit-signing' | 'mtls-client-ca' | 'subscription-secret';
 export type KeyState = 'published' | 'active' | 'decrypt-only' | 'retired' | 'destroyed';
 
 export interface KeySpec {
@@ -52,6 +53,10 @@ export const KEY_SPECS: Readonly<Record<KeyPurpose, KeySpec>> = {
   // its certificate stays valid for the cryptoperiod plus the longest client certificate, so that a
   // certificate issued on the last day of the period never outlives its issuer.
   'mtls-client-ca': { algorithm: CA_KEY_ALGORITHM, strengthBits: 128, cryptoperiodDays: 730 },
+  // Seals outbound-event subscribers' signing secrets (src/events/subscription-secrets.ts). A key of its
+  // own: what protects a CRM's webhook secret is not what protects PANs, so neither key's rotation,
+  // retirement or compromise drags the other along. AES-GCM like pan-encryption, yearly for the same reason.
+  'subscription-secret': { algorithm: 'AES-256-GCM', strengthBits: 256, cryptoperiodDays: 365 },
 };
 
 export const KEY_PURPOSES = Object.keys(KEY_SPECS) as KeyPurpose[];

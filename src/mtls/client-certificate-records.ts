@@ -116,11 +116,12 @@ export const liveClientCertificates: EncryptedFieldSet = {
   purpose: CA_PURPOSE,
   description: 'client certificates in force (not revoked, not expired), by the CA version that signed them',
   async countByVersion(db) {
-    const rows = (await db('mtls_client_certificates')
-      .whereNull('revoked_at')
-      .where('not_after', '>', new Date())
-      .groupBy('ca_version')
-      .select('ca_version as version')
+    const rows = (await db('mtls_client_certificates as c')
+      .whereNull('c.revoked_at')
+      .whereNotExists((q) => q.select(db.raw('1')).from('mtls_revocations as r').whereRaw('r.serial = c.serial'))
+      .where('c.not_after', '>', new Date())
+      .groupBy('c.ca_version')
+      .select('c.ca_version as version')
       .count({ n: '*' })) as { version: number; n: string | number }[];
     return new Map(rows.map((r) => [Number(r.version), Number(r.n)]));
   },

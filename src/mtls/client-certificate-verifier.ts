@@ -18,15 +18,25 @@
  * 3. recorded in `mtls_client_certificates` with this serial and exactly this fingerprint, the
  *    record's seal verifying under the master key (scopes and client come from the record, so they
  *    must be the ones the key CLI wrote), and issued by the CA version the record names → else
- *    `CLIENT_CERTIFICATE_UNTRUSTED`; not revoked → else `CLIENT_CERTIFICATE_REVOKED`.
+ *    `CLIENT_CERTIFICATE_UNTRUSTED`;
+ * 4. not revoked: its serial is not in the sealed revocation list (src/mtls/revocation-list.ts), and
+ *    its record has no `revoked_at` → else `CLIENT_CERTIFICATE_REVOKED`. The list is what is trusted:
+ *    clearing `revoked_at` in the database changes nothing. While the list fails its integrity check
+ *    (a revocation row deleted or altered, the head edited or rolled back below what this instance
+ *    has seen), every certificate is refused with `CLIENT_CERTIFICATE_REVOCATIONS_INVALID` (fail
+ *    closed) and the detection is audited once (`mtls.revocations.invalid`) and reported to `onTamper`.
  *
- * Caching, and why revocation still takes effect at once everywhere: records are cached per
- * instance, but each revocation bumps `mtls_revocation_generation` in its own transaction, and every
- * instance reads that one row at most every `revocationCheckMs` (default 1 s) and drops its cache when
- * it moved. A record read while that happens is not cached: the generation is noted before the read
- * and the record kept only if no refresh has seen it move since (otherwise a read that began before a
- * revocation committed could be cached after the cache was dropped, and keep the certificate alive).
- * The CA list is reloaded the same way when `key_ring_generation` moves (a rotation).
+ * Caching, and why any change reaches every instance within `revocationCheckMs` (default 1 s): at
+ * most that often, each instance
+ * - reads the revocation list's head (one row) and, when it moved, the revocations appended since,
+ *   verified against the sealed head; the revoked serials are kept in memory, never cached per record;
+ * - re-reads every cached certificate record in batches by primary key and drops each one that is
+ *   gone, revoked, or differs in any sealed field or in its seal: a deleted or edited record stops
+ *   working without any revocation (a trigger could do this too, but whoever can edit the table can
+ *   drop a trigger; this check needs nothing of the database but the rows).
+ * A record read while a refresh runs is not cached (it may predate what that refresh saw): the number
+ * of refreshes is noted before the read and the record kept only if none completed since.
+ * The CA list is reloaded when `key_ring_generation` moves (a rotation).
  */
 import { X509Certificate } from 'node:crypto';
 import type { TLSSocket } from 'node:tls';
@@ -41,7 +51,15 @@ import {
   keyUsageAllowsDigitalSignature,
   splitPemBundle,
 } from './certificate-authority.js';
-import { caSealValid, grantSealValid } from './seals.js';
+import { caSealValid, grantDigest, grantSealValid } from './seals.js';
+import {
+  GENESIS_CHAIN,
+  headFingerprint,
+  readHead,
+  verifyRevocationList,
+  type VerifiedList,
+} from './revocation-list.js';
+import { appendAuditEvent } from '../audit/audit-log.js';
 import {
   CA_PURPOSE,
   grantFieldsOf,
@@ -64,6 +82,15 @@ export interface ClientCertificateVerifier {
 }
 
 const RECORD_CACHE_MAX = 10_000;
+/** Cached records re-read per query at each refresh. */
+const REVALIDATE_BATCH = 1_000;
+
+interface CachedRecord {
+  readonly record: ClientCertificateRecord;
+  /** SHA-256 of the sealed fields and the seal as read: any change to the row changes one of them. */
+  readonly digest: Buffer;
+  readonly seal: Buffer;
+}
 
 /** A trusted CA certificate and the mtls-client-ca version it is (null: one of TLS_CLIENT_CA). */
 interface Anchor {
@@ -80,6 +107,8 @@ export interface ClientCertificateVerifierOptions {
   readonly now?: () => number;
   /** Tests only: runs between reading a record and caching it, to interleave a revocation there. */
   readonly afterRecordRead?: (serial: string) => Promise<void>;
+  /** Told once each time the revocation list is found tampered with (the service logs it as an error). */
+  readonly onTamper?: (problem: string) => void;
 }
 
 export function createClientCertificateVerifier(
@@ -94,23 +123,72 @@ export function createClientCertificateVerifier(
   }));
   let anchors: Anchor[] = [];
   let ringGeneration = -1;
-  let revocationGeneration = -1;
   let checkedAt = -Infinity;
   let refreshing: Promise<void> | undefined;
+  let refreshes = 0;
   /** Only records whose seal verified. */
-  const records = new Map<string, ClientCertificateRecord>();
+  const records = new Map<string, CachedRecord>();
+  /** The longest revocation list verified so far; a shorter or diverging one is a rollback. */
+  let revocations: VerifiedList = { length: 0, chain: GENESIS_CHAIN, serials: [] };
+  let revokedSerials = new Set<string>();
+  let verifiedHead: string | undefined;
+  /** Set while the list fails its check: every certificate is refused. */
+  let tampered: string | undefined;
+
+  async function refreshRevocations(): Promise<void> {
+    const head = await readHead(knex);
+    const seen = headFingerprint(head);
+    if (seen === verifiedHead && tampered === undefined) return;
+    const result = await verifyRevocationList(knex, masterKey, revocations, head);
+    if (result.ok) {
+      revocations = result;
+      revokedSerials = new Set(result.serials);
+      verifiedHead = seen;
+      tampered = undefined;
+      return;
+    }
+    if (tampered === undefined) {
+      tampered = result.problem;
+      options.onTamper?.(result.problem);
+      await knex
+        .transaction((trx) =>
+          appendAuditEvent(trx, {
+            actor: 'system',
+            actorType: 'system',
+            action: 'mtls.revocations.invalid',
+            outcome: 'denied',
+            origin: 'service',
+            resource: 'mtls-revocation-list',
+            details: { problem: result.problem, verifiedLength: revocations.length, headLength: head.length },
+          }),
+        )
+        .catch(() => undefined); // the refusal stands even if the audit write fails
+    }
+  }
+
+  /** Drops every cached record whose row is gone, revoked or changed in any way. */
+  async function revalidateCachedRecords(): Promise<void> {
+    const serials = [...records.keys()];
+    for (let i = 0; i < serials.length; i += REVALIDATE_BATCH) {
+      const batch = serials.slice(i, i + REVALIDATE_BATCH);
+      const rows = (await knex('mtls_client_certificates').whereIn('serial', batch)) as ClientCertificateRow[];
+      const bySerial = new Map(rows.map((r) => [r.serial, r]));
+      for (const serial of batch) {
+        const cached = records.get(serial);
+        const row = bySerial.get(serial);
+        if (cached === undefined) continue;
+        if (row === undefined || !unchanged(cached, row)) records.delete(serial);
+      }
+    }
+  }
 
   async function refresh(): Promise<void> {
-    const [ring, revocation] = await Promise.all([
-      knex('key_ring_generation').where({ id: 1 }).first('generation') as Promise<{ generation: string | number }>,
-      knex('mtls_revocation_generation').where({ id: 1 }).first('generation') as Promise<{
-        generation: string | number;
-      }>,
-    ]);
-    if (Number(revocation.generation) !== revocationGeneration) {
-      records.clear();
-      revocationGeneration = Number(revocation.generation);
-    }
+    const ring = (await knex('key_ring_generation').where({ id: 1 }).first('generation')) as {
+      generation: string | number;
+    };
+    await refreshRevocations();
+    await revalidateCachedRecords();
+    refreshes += 1;
     if (Number(ring.generation) !== ringGeneration) {
       const sealed: Anchor[] = [];
       for (const ca of await trustedCaCertificates(knex)) {
@@ -140,17 +218,19 @@ export function createClientCertificateVerifier(
    */
   async function recordOf(serial: string): Promise<ClientCertificateRecord | undefined> {
     const cached = records.get(serial);
-    if (cached !== undefined) return cached;
-    const generationBefore = revocationGeneration;
+    if (cached !== undefined) return cached.record;
+    const refreshesBefore = refreshes;
     const row = (await knex('mtls_client_certificates').where({ serial }).first()) as ClientCertificateRow | undefined;
     if (row === undefined) return undefined;
     const record = toRecord(row);
     if (!(await grantSealValid(masterKey, grantFieldsOf(record), row.seal ?? null))) return undefined;
     await options.afterRecordRead?.(serial);
-    // Cached only if no refresh saw a revocation since the read began: the row may predate it.
-    if (revocationGeneration === generationBefore) {
+    // Cached only if no refresh completed since the read began: the row may predate what it saw. With a
+    // check on every request (revocationCheckMs 0) nothing is cached: each request reads its record.
+    const seal = row.seal ?? null;
+    if (options.revocationCheckMs > 0 && seal !== null && refreshes === refreshesBefore) {
       if (records.size >= RECORD_CACHE_MAX) records.delete(records.keys().next().value as string);
-      records.set(serial, record);
+      records.set(serial, { record, digest: recordDigest(row), seal: Buffer.from(seal) });
     }
     return record;
   }
@@ -204,7 +284,14 @@ export function createClientCertificateVerifier(
       ) {
         throw untrusted('The client certificate is not one this service issued.');
       }
-      if (record.revokedAt !== null) {
+      if (tampered !== undefined) {
+        throw new AppError('CLIENT_CERTIFICATE_REVOCATIONS_INVALID', {
+          detail:
+            'The sealed revocation list failed its integrity check; no client certificate is accepted until it is restored.',
+          headers: { 'WWW-Authenticate': 'mutual-tls' },
+        });
+      }
+      if (revokedSerials.has(serial) || record.revokedAt !== null) {
         throw new AppError('CLIENT_CERTIFICATE_REVOKED', {
           detail: `The client certificate ${serial} was revoked.`,
           headers: { 'WWW-Authenticate': 'mutual-tls' },
@@ -221,6 +308,20 @@ export function createClientCertificateVerifier(
       };
     },
   };
+}
+
+/** The sealed fields and the revocation columns of a row, as one digest. */
+function recordDigest(row: ClientCertificateRow): Buffer {
+  const record = toRecord(row);
+  return Buffer.concat([
+    grantDigest(grantFieldsOf(record)),
+    Buffer.from(JSON.stringify([record.revokedAt?.toISOString() ?? null, record.issuedBy])),
+  ]);
+}
+
+function unchanged(cached: CachedRecord, row: ClientCertificateRow): boolean {
+  const seal = row.seal === null || row.seal === undefined ? Buffer.alloc(0) : Buffer.from(row.seal);
+  return row.revoked_at === null && cached.seal.equals(seal) && cached.digest.equals(recordDigest(row));
 }
 
 function untrusted(detail: string): AppError {

@@ -34,6 +34,7 @@ import {
   randomSerialHex,
 } from './certificate-authority.js';
 import { sealGrant } from './seals.js';
+import { appendRevocations } from './revocation-list.js';
 import {
   CA_PURPOSE,
   grantFieldsOf,
@@ -293,16 +294,23 @@ export class ClientCertificateAuthority {
     });
   }
 
-  /** Revokes at once: every instance refuses the certificate within MTLS_REVOCATION_CHECK_MS. */
+  /**
+   * Revokes at once: every instance refuses the certificate within MTLS_REVOCATION_CHECK_MS. The
+   * revocation is appended to the sealed revocation list (src/mtls/revocation-list.ts), which is what
+   * the service trusts; `revoked_at` on the record is for display. Refused, and audited, when the list
+   * fails its integrity check: sealing over a tampered list would bless the tampering.
+   */
   async revoke(serialInput: string, reason: string): Promise<ClientCertificateRecord> {
     const serial = formatSerial(serialInput);
     return this.guarded('mtls.certificate.revoked', `mtls-certificate:${serial}`, async (trx) => {
       const row = (await trx('mtls_client_certificates').where({ serial }).forUpdate().first()) as
         ClientCertificateRow | undefined;
       if (row === undefined) throw new AppError('CLIENT_CERTIFICATE_NOT_FOUND');
-      if (row.revoked_at !== null) {
+      const sealed = (await trx('mtls_revocations').where({ serial }).first('revoked_at')) as
+        { revoked_at: Date } | undefined;
+      if (sealed !== undefined) {
         throw new AppError('KEY_OPERATION_INVALID', {
-          detail: `The certificate was already revoked on ${row.revoked_at.toISOString()}.`,
+          detail: `The certificate was already revoked on ${sealed.revoked_at.toISOString()}.`,
         });
       }
       const cleanReason = reason.trim();
@@ -310,6 +318,20 @@ export class ClientCertificateAuthority {
         throw new AppError('CLIENT_CERTIFICATE_REQUEST_INVALID', { detail: 'The reason must be 3 to 200 characters.' });
       }
       const now = this.now();
+      const appended = await appendRevocations(trx, this.deps.masterKey, [
+        {
+          serial,
+          fingerprint: row.fingerprint_sha256,
+          revokedAt: now,
+          revokedBy: this.deps.actor.actor,
+          reason: cleanReason,
+        },
+      ]);
+      if (!appended.ok) {
+        throw new AppError('CLIENT_CERTIFICATE_REVOCATIONS_INVALID', {
+          detail: `Not revoked: ${appended.problem}. Restore the revocation rows from a backup (keys audit export lists every revocation), then revoke again.`,
+        });
+      }
       await trx('mtls_client_certificates')
         .where({ serial })
         .update({ revoked_at: now, revoked_by: this.deps.actor.actor, revocation_reason: cleanReason });
@@ -324,12 +346,65 @@ export class ClientCertificateAuthority {
     });
   }
 
+  /** Revoked means in the sealed list or marked on the record (either is refused by the service). */
   async list(options: { includeRevoked?: boolean } = {}): Promise<ClientCertificateRecord[]> {
     const query = this.deps
-      .knex('mtls_client_certificates')
-      .orderBy([{ column: 'client_name' }, { column: 'issued_at' }]);
-    if (options.includeRevoked !== true) void query.whereNull('revoked_at');
+      .knex('mtls_client_certificates as c')
+      .leftJoin('mtls_revocations as r', 'r.serial', 'c.serial')
+      .orderBy([{ column: 'c.client_name' }, { column: 'c.issued_at' }])
+      .select(
+        'c.*',
+        this.deps.knex.raw('coalesce(r.revoked_at, c.revoked_at) as revoked_at'),
+        this.deps.knex.raw('coalesce(r.revoked_by, c.revoked_by) as revoked_by'),
+        this.deps.knex.raw('coalesce(r.reason, c.revocation_reason) as revocation_reason'),
+      );
+    if (options.includeRevoked !== true) void query.whereNull('c.revoked_at').whereNull('r.serial');
     return ((await query) as ClientCertificateRow[]).map(toRecord);
+  }
+
+  /**
+   * Appends to the sealed list every certificate whose record says revoked but which is not in it (those
+   * revoked before the list existed), audited. Run at start: a revocation only makes things stricter, so
+   * taking it from the record is safe. Returns how many were sealed.
+   */
+  async sealPendingRevocations(): Promise<number> {
+    const pending = (await this.deps
+      .knex('mtls_client_certificates as c')
+      .leftJoin('mtls_revocations as r', 'r.serial', 'c.serial')
+      .whereNotNull('c.revoked_at')
+      .whereNull('r.serial')
+      .select('c.serial')) as { serial: string }[];
+    if (pending.length === 0) return 0;
+    return this.deps.knex.transaction(async (trx) => {
+      // Concurrent starts: the first seals, the others find nothing pending once it commits.
+      await trx('mtls_revocation_list').where({ id: 1 }).forUpdate().first('id');
+      const rows = (await trx('mtls_client_certificates as c')
+        .leftJoin('mtls_revocations as r', 'r.serial', 'c.serial')
+        .whereNotNull('c.revoked_at')
+        .whereNull('r.serial')
+        .orderBy('c.revoked_at')
+        .select('c.*')) as ClientCertificateRow[];
+      const appended = await appendRevocations(
+        trx,
+        this.deps.masterKey,
+        rows.map((row) => ({
+          serial: row.serial,
+          fingerprint: row.fingerprint_sha256,
+          revokedAt: row.revoked_at as Date,
+          revokedBy: row.revoked_by ?? 'unknown',
+          reason: row.revocation_reason ?? 'revoked before sealed revocations',
+        })),
+      );
+      if (!appended.ok) return 0; // the verifier refuses every certificate and audits the detection
+      for (const row of rows) {
+        await this.audit(trx, 'mtls.certificate.revocation-sealed', `mtls-client:${row.client_name}`, {
+          serial: row.serial,
+          fingerprint: row.fingerprint_sha256,
+        });
+      }
+      await trx('mtls_revocation_generation').where({ id: 1 }).increment('generation', 1);
+      return rows.length;
+    });
   }
 
   /** Inserts the grant with its seal: without one the service refuses the certificate. */

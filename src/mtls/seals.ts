@@ -12,12 +12,13 @@
  * - The description is a JSON array (unambiguous field boundaries) starting with a domain label, and
  *   the AAD is domain-separated per kind and bound to the row's identity (serial, CA version).
  * - A grant covers serial, fingerprint, client, sorted scopes, CA version, validity and key source.
- *   Revocation is deliberately outside it: revoking only makes things stricter, and must work at once
- *   without the master key being involved.
+ *   Revocation is outside it: revocations are sealed as one hash-chained list whose head is wrapped
+ *   the same way (src/mtls/revocation-list.ts), so that deleting one breaks the list's seal.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Knex } from 'knex';
 import type { MasterKeySource } from '../keys/master-key-source.js';
+import { rewrapRevocationHead } from './revocation-list.js';
 
 export interface GrantFields {
   readonly serial: string;
@@ -109,7 +110,7 @@ export async function rewrapSeals(trx: Knex.Transaction, masterKey: MasterKeySou
     await trx('mtls_client_certificates').where({ serial: grant.serial }).update({ seal: rewrapped });
     count += 1;
   }
-  return count;
+  return count + (await rewrapRevocationHead(trx, masterKey));
 }
 
 async function rewrap(masterKey: MasterKeySource, seal: Buffer, aad: string): Promise<Buffer | undefined> {

@@ -201,12 +201,15 @@ describe('outbound events: subscriptions', function () {
       expect(await svc.db.knex('event_subscription_secrets').where({ subscription_id: sub.id })).to.have.length(1);
     });
 
-    it('when subscription secrets exist, then the key inventory counts them under pan-encryption', async () => {
+    it('when subscription secrets exist, then the key inventory counts them under subscription-secret, none under pan-encryption', async () => {
       const rows = await svc.db.knex('event_subscription_secrets').count<{ n: string }[]>('* as n');
       expect(Number(rows[0]?.n)).to.be.greaterThan(0);
       const { subscriptionSecrets } = await import('../../src/keys/field-sets.js');
+      const { legacySubscriptionSecrets } = await import('../../src/events/subscription-secrets.js');
+      expect(subscriptionSecrets.purpose).to.equal('subscription-secret');
       const counts = await subscriptionSecrets.countByVersion(svc.db.knex);
       expect([...counts.values()].reduce((a, b) => a + b, 0)).to.equal(Number(rows[0]?.n));
+      expect((await legacySubscriptionSecrets.countByVersion(svc.db.knex)).size).to.equal(0);
     });
   });
 

@@ -42,13 +42,14 @@ describe('key inventory and cryptoperiods', function () {
       ['audit-signing', 1, 'active', 'Ed25519', 128],
       ['identifier-mac', 1, 'active', 'HMAC-SHA256', 256],
       ['pan-encryption', 1, 'active', 'AES-256-GCM', 256],
+      ['subscription-secret', 1, 'active', 'AES-256-GCM', 256],
     ]);
     const pan = keys.find((k) => k['purpose'] === 'pan-encryption')!;
     expect(pan['rows']).to.deep.equal({
       'cards.pan': 3,
       'card_identifiers.value': 1,
       'loyalty_accounts.email': 0,
-      'event_subscription_secrets.secret': 0,
+      'event_subscription_secrets.legacy_secret': 0,
     });
     expect(keys.find((k) => k['purpose'] === 'identifier-mac')!['rows']).to.deep.equal({ identifier_fingerprints: 4 });
     expect(pan).to.include.keys(
@@ -69,11 +70,12 @@ describe('key inventory and cryptoperiods', function () {
     const res = await fx.run('inventory', '--out', path.join(dir, 'inventory'));
     expect(res.code, res.stderr).to.equal(0);
     const json = JSON.parse(fs.readFileSync(path.join(dir, 'inventory.json'), 'utf8'));
-    expect(json.keys).to.have.length(3);
+    expect(json.keys).to.have.length(4);
     expect(json.keyStores.map((s: { name: string }) => s.name)).to.include('master key source');
     expect(json.masterKeys[0].kekId).to.equal(fx.masterKey.keyId);
     const md = fs.readFileSync(path.join(dir, 'inventory.md'), 'utf8');
     expect(md).to.contain('PCI DSS 3.6.1.1').and.contain('| pan-encryption | 1 | AES-256-GCM | 256 bits | active');
+    expect(md).to.contain('| subscription-secret | 1 | AES-256-GCM | 256 bits | active');
   });
 
   it('when a key is past its cryptoperiod, then status names it and exits 1; the service warns at start-up and exposes it as a metric', async () => {
@@ -103,7 +105,13 @@ describe('key inventory and cryptoperiods', function () {
     const strict = await keysFixture(db, {
       masterKeyBase64,
       policy: {
-        cryptoperiodDays: { 'pan-encryption': 365, 'identifier-mac': 30, 'audit-signing': 730, 'mtls-client-ca': 730 },
+        cryptoperiodDays: {
+          'pan-encryption': 365,
+          'identifier-mac': 30,
+          'audit-signing': 730,
+          'mtls-client-ca': 730,
+          'subscription-secret': 365,
+        },
       },
     });
     await db

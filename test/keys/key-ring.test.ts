@@ -74,11 +74,12 @@ describe('key ring', () => {
       ['audit-signing', 1, 'active', 'Ed25519'],
       ['identifier-mac', 1, 'active', 'HMAC-SHA256'],
       ['pan-encryption', 1, 'active', 'AES-256-GCM'],
+      ['subscription-secret', 1, 'active', 'AES-256-GCM'],
     ]);
     for (const k of keys) expect(k.wrapped_key).to.have.length(1 + 12 + 16 + 32);
     expect(
       await db.knex('audit_events').where({ action: 'key.created' }).count<{ count: number }[]>('* as count'),
-    ).to.deep.equal([{ count: 3 }]);
+    ).to.deep.equal([{ count: 4 }]);
     expect((await verifyAuditChain(db.knex)).ok).to.equal(true);
   });
 
@@ -89,7 +90,7 @@ describe('key ring', () => {
       await Promise.all(
         [db.knex, ...extra.map((d) => d.knex)].map((k) => new KeyRing(k, masterKey, 50).ensureInitialKeys('t')),
       );
-      expect(await db.knex('data_keys').count<{ count: number }[]>('* as count')).to.deep.equal([{ count: 3 }]);
+      expect(await db.knex('data_keys').count<{ count: number }[]>('* as count')).to.deep.equal([{ count: 4 }]);
     } finally {
       await Promise.all(extra.map((d) => d.close()));
     }

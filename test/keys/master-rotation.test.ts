@@ -42,12 +42,12 @@ describe('master-key rotation (keys rotate --purpose master)', function () {
     const fx = await during(true);
     const plan = await fx.run('rotate', '--purpose', 'master');
     expect(plan.code).to.equal(0);
-    expect(plan.stdout).to.contain(`unwrap 3 data key(s) wrapped by ${oldKek.keyId}`);
+    expect(plan.stdout).to.contain(`unwrap 4 data key(s) wrapped by ${oldKek.keyId}`);
     const ciphertexts = await db.knex('cards').orderBy('token').select('token', 'pan_ciphertext', 'pan_key_version');
 
     const res = await fx.run('rotate', '--purpose', 'master', '--apply');
     expect(res.code, res.stderr).to.equal(0);
-    expect(res.stdout).to.contain(`3 data key(s) rewrapped by master key ${newKek.keyId}`);
+    expect(res.stdout).to.contain(`4 data key(s) rewrapped by master key ${newKek.keyId}`);
     expect(new Set((await db.knex('data_keys').select('kek_id')).map((r) => r.kek_id))).to.deep.equal(
       new Set([newKek.keyId]),
     );

@@ -33,13 +33,24 @@ describe('mTLS: CA rotation, authentication modes and configuration', function (
 
   async function issueBundle(client: string, scopes: string): Promise<{ identity: ClientIdentity; serial: string }> {
     const out = path.join(dir, `${client}-${randomBytes(3).toString('hex')}.p12`);
-    const res = await fx.run('mtls', 'issue', '--client', client, '--scopes', scopes, '--days', '10', '--out', out);
+    const passwordOut = `${out}.password`;
+    const res = await fx.run(
+      'mtls',
+      'issue',
+      '--client',
+      client,
+      '--scopes',
+      scopes,
+      '--days',
+      '10',
+      '--out',
+      out,
+      '--password-out',
+      passwordOut,
+    );
     expect(res.code, res.stderr).to.equal(0);
     return {
-      identity: {
-        pfx: fs.readFileSync(out),
-        passphrase: /bundle password \(shown once, stored nowhere\): (\S+)/.exec(res.stdout)?.[1] as string,
-      },
+      identity: { pfx: fs.readFileSync(out), passphrase: fs.readFileSync(passwordOut, 'utf8').trimEnd() },
       serial: /^([0-9A-F]{2}(?::[0-9A-F]{2}){15})\s/m.exec(res.stdout)?.[1] as string,
     };
   }

@@ -55,6 +55,9 @@ describe('migration 20261130000500_mtls', function () {
       db.knex('mtls_client_certificates').insert({ ...certificate, not_after: certificate.not_before }),
     );
 
+    // Only this migration is rolled back, later ones stay: its down restores the purposes it knew, so the
+    // key of a purpose added later (subscription-secret, created by the fixture) must go first.
+    await db.knex('data_keys').where({ purpose: 'subscription-secret' }).delete();
     const [, rolledBack] = (await db.knex.migrate.down({ ...migrationConfig(), name: MIGRATION })) as [
       number,
       string[],

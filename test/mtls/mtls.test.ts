@@ -121,10 +121,23 @@ describe('mutual TLS for card-data clients', function () {
       this.skip(); // no openssl binary on this machine: the Node client test above still loads the bundle
     }
     const out = path.join(dir, 'till-openssl.p12');
-    const res = await fx.run('mtls', 'issue', '--client', 'till-openssl', '--scopes', 'tokens:write', '--out', out);
+    const passwordOut = path.join(dir, 'till-openssl.password');
+    const res = await fx.run(
+      'mtls',
+      'issue',
+      '--client',
+      'till-openssl',
+      '--scopes',
+      'tokens:write',
+      '--out',
+      out,
+      '--password-out',
+      passwordOut,
+    );
     expect(res.code, res.stderr).to.equal(0);
-    const password = /bundle password \(shown once, stored nowhere\): (\S+)/.exec(res.stdout)?.[1] as string;
+    const password = fs.readFileSync(passwordOut, 'utf8').trimEnd();
     expect(password).to.have.length.greaterThan(20);
+    expect(res.stdout + res.stderr).to.not.contain(password);
     expect(
       (await db.knex('mtls_client_certificates').where({ client_name: 'till-openssl' }).first()).key_source,
     ).to.equal('generated');
@@ -145,9 +158,21 @@ describe('mutual TLS for card-data clients', function () {
       this.skip(); // no curl binary on this machine
     }
     const out = path.join(dir, 'till-curl.p12');
-    const res = await fx.run('mtls', 'issue', '--client', 'till-curl', '--scopes', 'tokens:write', '--out', out);
+    const passwordOut = path.join(dir, 'till-curl.password');
+    const res = await fx.run(
+      'mtls',
+      'issue',
+      '--client',
+      'till-curl',
+      '--scopes',
+      'tokens:write',
+      '--out',
+      out,
+      '--password-out',
+      passwordOut,
+    );
     expect(res.code, res.stderr).to.equal(0);
-    const password = /bundle password \(shown once, stored nowhere\): (\S+)/.exec(res.stdout)?.[1] as string;
+    const password = fs.readFileSync(passwordOut, 'utf8').trimEnd();
     const caFile = path.join(dir, 'server-ca.pem');
     fs.writeFileSync(caFile, server.certPem);
     const curl = await new Promise<{ status: number | null; stdout: string; stderr: string }>((resolve) => {
@@ -355,13 +380,8 @@ describe('mutual TLS for card-data clients', function () {
     ];
     const before = Number((await db.knex('mtls_client_certificates').count({ n: '*' }).first())?.n);
     for (const [args, code] of cases) {
-      const res = await fx.run(
-        'mtls',
-        'issue',
-        ...args,
-        '--out',
-        path.join(dir, `bad-${randomBytes(4).toString('hex')}.p12`),
-      );
+      const bad = path.join(dir, `bad-${randomBytes(4).toString('hex')}`);
+      const res = await fx.run('mtls', 'issue', ...args, '--out', `${bad}.p12`, '--password-out', `${bad}.password`);
       expect(res.code, args.join(' ')).to.equal(1);
       expect(res.stderr).to.contain(code);
     }

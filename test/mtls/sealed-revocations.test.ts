@@ -1,0 +1,284 @@
+/**
+ * Issue 17, acting as the insider (database write access, no master key): a revocation cannot be
+ * undone, and any change to or deletion of a certificate record reaches every instance's cache within
+ * the revocation interval. Two verifiers on one database stand for two instances; the database is real.
+ */
+import { expect } from 'chai';
+import { randomBytes, X509Certificate } from 'node:crypto';
+import { migrateToLatest } from '../../src/db/migrations.js';
+import { createClientCertificateVerifier } from '../../src/mtls/client-certificate-verifier.js';
+import { ClientCertificateAuthority } from '../../src/mtls/client-certificates.js';
+import { verifyRevocationList } from '../../src/mtls/revocation-list.js';
+import { createTestDatabase, type TestDatabase } from '../support/database.js';
+import { keysFixture, OPERATOR, type KeysFixture } from '../keys/keys-context.js';
+
+const INTERVAL_MS = 100;
+
+describe('mTLS insider: sealed revocations and record changes reaching every cache', function () {
+  this.timeout(120_000);
+  let db: TestDatabase;
+  let fx: KeysFixture;
+  let ca: ClientCertificateAuthority;
+  let tampered: string[];
+
+  /** An instance: its own verifier (and caches) on the shared database. */
+  const instance = (checkMs = INTERVAL_MS) =>
+    createClientCertificateVerifier(db.knex, {
+      masterKey: fx.masterKey,
+      revocationCheckMs: checkMs,
+      onTamper: (problem) => tampered.push(problem),
+    });
+
+  async function issue(client: string) {
+    const issued = await ca.issue({ client, scopes: ['tokens:write'], days: 30, password: 'a-long-enough-password' });
+    return { certificate: new X509Certificate(issued.certificatePem), serial: issued.record.serial };
+  }
+
+  async function outcome(promise: Promise<unknown>): Promise<string> {
+    return promise.then(
+      () => 'accepted',
+      (error: { code?: string; message?: string }) => error.code ?? error.message ?? 'thrown',
+    );
+  }
+
+  const afterInterval = () => new Promise((resolve) => setTimeout(resolve, INTERVAL_MS * 2 + 20));
+
+  async function auditCount(action: string, outcome?: string): Promise<number> {
+    const q = db.knex('audit_events').where({ action });
+    if (outcome !== undefined) void q.where({ outcome });
+    return Number(((await q.count({ n: '*' }).first()) as { n: string | number }).n);
+  }
+
+  before(async () => {
+    db = await createTestDatabase();
+    await migrateToLatest(db.knex);
+    fx = await keysFixture(db, { masterKeyBase64: randomBytes(32).toString('base64') });
+    ca = new ClientCertificateAuthority({
+      knex: db.knex,
+      masterKey: fx.masterKey,
+      actor: OPERATOR,
+      cryptoperiodDays: 730,
+    });
+    await ca.initCa();
+  });
+  beforeEach(() => {
+    tampered = [];
+  });
+  after(async () => db?.close());
+
+  describe('a revocation cannot be undone', () => {
+    it('when revoked_at is cleared on the record, then running and new instances still refuse it with CLIENT_CERTIFICATE_REVOKED, and keys mtls list still shows it revoked', async () => {
+      const till = await issue('till-cleared');
+      const running = instance();
+      expect(await outcome(running.verify(till.certificate))).to.equal('accepted');
+      await ca.revoke(till.serial, 'till reported stolen');
+      await db
+        .knex('mtls_client_certificates')
+        .where({ serial: till.serial })
+        .update({ revoked_at: null, revoked_by: null, revocation_reason: null });
+      await afterInterval();
+      expect(await outcome(running.verify(till.certificate)), 'running').to.equal('CLIENT_CERTIFICATE_REVOKED');
+      expect(await outcome(instance().verify(till.certificate)), 'new').to.equal('CLIENT_CERTIFICATE_REVOKED');
+      const listed = await fx.run('mtls', 'list', '--all');
+      expect(listed.stdout).to.match(new RegExp(`${till.serial}.*REVOKED`));
+      expect((await fx.run('mtls', 'list')).stdout).to.not.contain(till.serial);
+      expect(tampered).to.deep.equal([]);
+    });
+
+    it('when the revocation row is deleted, then a running instance still refuses it, a new instance refuses every certificate with CLIENT_CERTIFICATE_REVOCATIONS_INVALID and audits it, and revoking is refused and audited; restored, all is as before', async () => {
+      const stolen = await issue('till-deleted-row');
+      const bystander = await issue('till-bystander');
+      const running = instance();
+      await ca.revoke(stolen.serial, 'till reported stolen');
+      expect(await outcome(running.verify(stolen.certificate))).to.equal('CLIENT_CERTIFICATE_REVOKED');
+      const row = (await db.knex('mtls_revocations').where({ serial: stolen.serial }).first()) as Record<
+        string,
+        unknown
+      >;
+      await db.knex('mtls_revocations').where({ serial: stolen.serial }).delete();
+      await db.knex('mtls_client_certificates').where({ serial: stolen.serial }).update({
+        revoked_at: null,
+        revoked_by: null,
+        revocation_reason: null,
+      });
+      await afterInterval();
+      expect(await outcome(running.verify(stolen.certificate)), 'running').to.equal('CLIENT_CERTIFICATE_REVOKED');
+      const invalidBefore = await auditCount('mtls.revocations.invalid', 'denied');
+      const fresh = instance();
+      expect(await outcome(fresh.verify(stolen.certificate)), 'new').to.equal('CLIENT_CERTIFICATE_REVOCATIONS_INVALID');
+      expect(await outcome(fresh.verify(bystander.certificate)), 'fail closed').to.equal(
+        'CLIENT_CERTIFICATE_REVOCATIONS_INVALID',
+      );
+      expect(tampered).to.have.length(1);
+      expect(await auditCount('mtls.revocations.invalid', 'denied')).to.equal(invalidBefore + 1);
+      expect((await verifyRevocationList(db.knex, fx.masterKey)).ok).to.equal(false);
+      const check = await fx.run('mtls', 'revocations', 'verify');
+      expect(check.code).to.equal(1);
+      expect(check.stdout).to.contain('revocation list BROKEN');
+
+      // The key CLI will not seal a new revocation over the tampered list; the refusal is audited.
+      const deniedBefore = await auditCount('mtls.certificate.revoked', 'denied');
+      const refused = await fx.run('mtls', 'revoke', bystander.serial, '--reason', 'till replaced');
+      expect(refused.code).to.equal(1);
+      expect(refused.stderr).to.contain('CLIENT_CERTIFICATE_REVOCATIONS_INVALID');
+      expect(await auditCount('mtls.certificate.revoked', 'denied')).to.equal(deniedBefore + 1);
+
+      await db.knex('mtls_revocations').insert(row);
+      expect((await fx.run('mtls', 'revocations', 'verify')).stdout).to.contain('revocation list intact');
+      await afterInterval();
+      expect(await outcome(fresh.verify(stolen.certificate))).to.equal('CLIENT_CERTIFICATE_REVOKED');
+      expect(await outcome(fresh.verify(bystander.certificate))).to.equal('accepted');
+    });
+
+    it('when a revocation row is edited, a row is added past the head, or the head is edited, then new instances fail closed', async () => {
+      const till = await issue('till-edits');
+      await ca.revoke(till.serial, 'till reported stolen');
+      // Only the sealed list can refuse it now.
+      await db
+        .knex('mtls_client_certificates')
+        .where({ serial: till.serial })
+        .update({ revoked_at: null, revoked_by: null, revocation_reason: null });
+      const head = (await db.knex('mtls_revocation_list').where({ id: 1 }).first()) as Record<string, unknown>;
+      const last = (await db.knex('mtls_revocations').where({ serial: till.serial }).first()) as Record<
+        string,
+        unknown
+      >;
+      const edits: [string, () => Promise<unknown>, () => Promise<unknown>][] = [
+        [
+          'serial of a revocation replaced',
+          () => db.knex('mtls_revocations').where({ serial: till.serial }).update({ serial: '00:11:22' }),
+          () => db.knex('mtls_revocations').where({ position: last['position'] }).update({ serial: till.serial }),
+        ],
+        [
+          'head length lowered',
+          () =>
+            db
+              .knex('mtls_revocation_list')
+              .where({ id: 1 })
+              .update({ length: Number(head['length']) - 1 }),
+          () => db.knex('mtls_revocation_list').where({ id: 1 }).update(head),
+        ],
+        [
+          'a revocation inserted past the head',
+          () =>
+            db.knex('mtls_revocations').insert({
+              ...last,
+              position: Number(head['length']) + 1,
+              serial: 'AA:BB:CC',
+            }),
+          () => db.knex('mtls_revocations').where({ serial: 'AA:BB:CC' }).delete(),
+        ],
+        [
+          'head reset to the empty list',
+          () =>
+            db
+              .knex('mtls_revocation_list')
+              .where({ id: 1 })
+              .update({ length: 0, chain: Buffer.alloc(32), seal: null }),
+          () => db.knex('mtls_revocation_list').where({ id: 1 }).update(head),
+        ],
+      ];
+      for (const [name, tamper, restore] of edits) {
+        await tamper();
+        try {
+          expect(await outcome(instance().verify(till.certificate)), name).to.equal(
+            'CLIENT_CERTIFICATE_REVOCATIONS_INVALID',
+          );
+        } finally {
+          await restore();
+        }
+      }
+      expect(await outcome(instance().verify(till.certificate))).to.equal('CLIENT_CERTIFICATE_REVOKED');
+    });
+
+    it('when the head and rows are put back as they were before a revocation (a rollback), then a running instance that saw the revocation fails closed', async () => {
+      const running = instance();
+      const before = await issue('till-before-rollback');
+      expect(await outcome(running.verify(before.certificate))).to.equal('accepted');
+      const savedHead = (await db.knex('mtls_revocation_list').where({ id: 1 }).first()) as Record<string, unknown>;
+      const till = await issue('till-rollback');
+      await ca.revoke(till.serial, 'till reported stolen');
+      await afterInterval();
+      expect(await outcome(running.verify(till.certificate))).to.equal('CLIENT_CERTIFICATE_REVOKED');
+      await db.knex('mtls_revocations').where({ serial: till.serial }).delete();
+      await db.knex('mtls_revocation_list').where({ id: 1 }).update(savedHead);
+      await afterInterval();
+      expect(await outcome(running.verify(till.certificate))).to.equal('CLIENT_CERTIFICATE_REVOCATIONS_INVALID');
+      expect(tampered[0]).to.contain('shorter');
+    });
+
+    it('when a certificate revoked before sealed revocations has only revoked_at, then the service start seals it (audited) and clearing revoked_at no longer helps', async () => {
+      // Every earlier test restored what it tampered with.
+      expect((await verifyRevocationList(db.knex, fx.masterKey)).ok).to.equal(true);
+      const till = await issue('till-legacy');
+      await db
+        .knex('mtls_client_certificates')
+        .where({ serial: till.serial })
+        .update({ revoked_at: new Date(), revoked_by: 'earlier-operator', revocation_reason: 'till lost' });
+      expect(await outcome(instance().verify(till.certificate))).to.equal('CLIENT_CERTIFICATE_REVOKED');
+      const system = new ClientCertificateAuthority({
+        knex: db.knex,
+        masterKey: fx.masterKey,
+        actor: { actor: 'system', actorType: 'system', origin: 'service:test' },
+        cryptoperiodDays: 730,
+      });
+      // The rollback test above left its certificate marked revoked but out of the list: sealed again too.
+      expect(await system.sealPendingRevocations()).to.equal(2);
+      expect(await system.sealPendingRevocations()).to.equal(0);
+      const sealedAudit = await db
+        .knex('audit_events')
+        .where({ action: 'mtls.certificate.revocation-sealed', outcome: 'success' })
+        .pluck('details');
+      expect(
+        sealedAudit.map((d: { serial: string } | string) => (typeof d === 'string' ? JSON.parse(d) : d).serial),
+      ).to.include(till.serial);
+      await db
+        .knex('mtls_client_certificates')
+        .where({ serial: till.serial })
+        .update({ revoked_at: null, revoked_by: null, revocation_reason: null });
+      expect(await outcome(instance().verify(till.certificate))).to.equal('CLIENT_CERTIFICATE_REVOKED');
+    });
+  });
+
+  describe('record changes reach every instance within the interval', () => {
+    it('when a cached certificate record is deleted, then both instances refuse it within the interval, with no revocation', async () => {
+      const till = await issue('till-record-deleted');
+      const [a, b] = [instance(), instance()];
+      expect(await outcome(a.verify(till.certificate))).to.equal('accepted');
+      expect(await outcome(b.verify(till.certificate))).to.equal('accepted');
+      const headBefore = await db.knex('mtls_revocation_list').where({ id: 1 }).first();
+      await db.knex('mtls_client_certificates').where({ serial: till.serial }).delete();
+      await afterInterval();
+      expect(await outcome(a.verify(till.certificate)), 'a').to.equal('CLIENT_CERTIFICATE_UNTRUSTED');
+      expect(await outcome(b.verify(till.certificate)), 'b').to.equal('CLIENT_CERTIFICATE_UNTRUSTED');
+      expect(await db.knex('mtls_revocation_list').where({ id: 1 }).first()).to.deep.equal(headBefore);
+    });
+
+    it('when a cached record is edited (client, scopes, seal) or marked revoked in the database, then both instances stop accepting it within the interval', async () => {
+      const changes: [string, Record<string, unknown>, string][] = [
+        ['client renamed', { client_name: 'platform-gateway' }, 'CLIENT_CERTIFICATE_UNTRUSTED'],
+        [
+          'scopes widened',
+          { scopes: JSON.stringify(['tokens:write', 'webhooks:platform']) },
+          'CLIENT_CERTIFICATE_UNTRUSTED',
+        ],
+        ['seal removed', { seal: null }, 'CLIENT_CERTIFICATE_UNTRUSTED'],
+        [
+          'revoked_at set by hand',
+          { revoked_at: new Date(), revoked_by: 'dba', revocation_reason: 'by hand' },
+          'CLIENT_CERTIFICATE_REVOKED',
+        ],
+      ];
+      for (const [name, change, code] of changes) {
+        const till = await issue(`till-${randomBytes(3).toString('hex')}`);
+        const [a, b] = [instance(), instance()];
+        expect(await outcome(a.verify(till.certificate)), name).to.equal('accepted');
+        expect(await outcome(b.verify(till.certificate)), name).to.equal('accepted');
+        await db.knex('mtls_client_certificates').where({ serial: till.serial }).update(change);
+        await afterInterval();
+        expect(await outcome(a.verify(till.certificate)), `${name}: a`).to.equal(code);
+        expect(await outcome(b.verify(till.certificate)), `${name}: b`).to.equal(code);
+      }
+    });
+  });
+});
