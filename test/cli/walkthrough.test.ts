@@ -93,7 +93,7 @@ function commandLine(step: Step, lastRequestId: string | undefined, named: Reado
     if (id === undefined) throw new Error(`line ${step.line}: ${whole} but no step printed it before`);
     return id;
   });
-  if (/ keys\.ts approve /.test(command) && !command.includes('--yes')) command += ' --yes';
+  if (/keys\.ts approve /.test(command) && !command.includes('--yes')) command += ' --yes';
   return command;
 }
 
