@@ -14,6 +14,7 @@ import { createApp } from './http/app.js';
 import { loadApiSpec, type ApiSpec } from './http/openapi.js';
 import { loadMasterKey, type LoadedMasterKey } from './keys/master-key-source.js';
 import type { Logger } from './logging/logger.js';
+import { InstanceHeartbeat } from './keys/instance-heartbeat.js';
 import { KeyRing } from './keys/key-ring.js';
 import { daysLeft, isOverdue, watchCryptoperiods } from './keys/cryptoperiods.js';
 import { VaultService } from './cards/vault-service.js';
@@ -89,6 +90,11 @@ export async function buildService(config: Config, options: BuildOptions): Promi
 
   const keyRing = new KeyRing(database.knex, masterKey.source, config.vault.keyRingRefreshMs);
   await keyRing.ensureInitialKeys(`service:${os.hostname()}:${process.pid}`);
+  // Reports the key-ring generation this instance holds; the key CLI waits for it (issue 18).
+  const heartbeat = new InstanceHeartbeat(database.knex, keyRing, {
+    onError: (error) => logger.warn({ err: error }, 'key-ring heartbeat failed; the next beat retries'),
+  });
+  await heartbeat.start();
   const vault = new VaultService(database.knex, keyRing, {
     detokenise: { enabled: config.vault.detokeniseEnabled, perMinute: config.vault.detokenisePerMinute },
     lookupConcurrency: config.vault.lookupConcurrency,
@@ -255,6 +261,7 @@ export async function buildService(config: Config, options: BuildOptions): Promi
       backlog.stop();
       await dispatcher.stop();
       await expiry.stop();
+      await heartbeat.stop().catch((error: unknown) => logger.warn({ err: error }, 'removing the heartbeat failed'));
       if (ownsDatabase) await database.close();
     },
   };

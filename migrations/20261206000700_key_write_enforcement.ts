@@ -1,0 +1,132 @@
+/**
+ * Key state enforced where the row is written, and instances that acknowledge the key ring (issue 18).
+ *
+ * 1. Every column that records the key version a value was written under has a trigger that refuses
+ *    the row unless that version is writable in `data_keys` at that moment, whatever the writing
+ *    instance has cached:
+ *    - encryption (`pan-encryption`) and signing (`mtls-client-ca`): only the `active` version;
+ *    - indexing (`identifier-mac` fingerprints): the indexing versions, `published` and `active`
+ *      (see INDEXING_STATES in src/keys/key-ring.ts);
+ *    - `decrypt-only`, `retired`, `destroyed` and unknown versions: never.
+ *    The refusal is SQLSTATE 23514 (check_violation) with constraint `key_version_writable`, which the
+ *    application recognises (src/keys/key-ring.ts, isKeyVersionNotWritable), reloads its ring and
+ *    retries once.
+ *
+ *    Serialisation with state changes: the check takes a shared transaction-level advisory lock and
+ *    every key-state change takes it exclusively (lockKeyStates / bumpGeneration). A write whose check
+ *    passed therefore commits before the state change can commit (and is seen by any count that
+ *    follows it), and a write that checks after the state change committed reads the new state (each
+ *    query of a PL/pgSQL function takes a fresh snapshot under READ COMMITTED, the isolation every
+ *    writer here uses). An advisory lock lives in the lock table only: unlike `FOR SHARE` on the key's
+ *    row it writes nothing to the heap or the WAL on the hot path.
+ *
+ * 2. `data_keys.state_generation`: the `key_ring_generation` in which the version's state last changed
+ *    (set by the application in the same transaction as the bump). For a `decrypt-only` version it is
+ *    the generation in which the version stopped being writable.
+ *
+ * 3. `key_ring_instances`: one heartbeat row per live service instance with the generation its ring
+ *    has loaded; the key CLI waits for these before activating, retiring or destroying a version.
+ */
+import type { Knex } from 'knex';
+
+/** 'keystate' as a 64-bit integer: the advisory lock key of key-state changes (KEY_STATES_LOCK in key-ring.ts). */
+const KEY_STATES_LOCK = '7738144525008659557';
+
+interface VersionColumn {
+  readonly table: string;
+  readonly column: string;
+  readonly purpose: string;
+  readonly use: 'encrypt' | 'index';
+  /** Checked on insert only (a certificate record's CA version never changes afterwards). */
+  readonly insertOnly?: boolean;
+}
+
+const VERSION_COLUMNS: readonly VersionColumn[] = [
+  { table: 'cards', column: 'pan_key_version', purpose: 'pan-encryption', use: 'encrypt' },
+  { table: 'card_identifiers', column: 'value_key_version', purpose: 'pan-encryption', use: 'encrypt' },
+  { table: 'identifier_fingerprints', column: 'mac_key_version', purpose: 'identifier-mac', use: 'index' },
+  { table: 'loyalty_accounts', column: 'email_key_version', purpose: 'pan-encryption', use: 'encrypt' },
+  {
+    table: 'event_subscription_secrets',
+    column: 'secret_key_version',
+    purpose: 'pan-encryption',
+    use: 'encrypt',
+  },
+  {
+    table: 'mtls_client_certificates',
+    column: 'ca_version',
+    purpose: 'mtls-client-ca',
+    use: 'encrypt',
+    insertOnly: true,
+  },
+];
+
+const triggerName = (c: VersionColumn): string => `${c.table}_${c.column}_writable`;
+
+export async function up(knex: Knex): Promise<void> {
+  await knex.raw(`
+    create function assert_key_version_writable(p_purpose text, p_version integer, p_use text) returns void
+    language plpgsql as $$
+    declare
+      v_state text;
+    begin
+      perform pg_advisory_xact_lock_shared(${KEY_STATES_LOCK});
+      select state into v_state from data_keys where purpose = p_purpose and version = p_version;
+      if v_state is null or not (v_state = 'active' or (p_use = 'index' and v_state = 'published')) then
+        raise exception using
+          errcode = 'check_violation',
+          constraint = 'key_version_writable',
+          message = format('key_version_writable: %s v%s is %s, not writable for %s',
+                           p_purpose, p_version, coalesce(v_state, 'unknown'), p_use);
+      end if;
+    end $$`);
+  for (const c of VERSION_COLUMNS) {
+    const changed =
+      c.insertOnly === true
+        ? `tg_op = 'INSERT'`
+        : `(tg_op = 'INSERT' or new.${c.column} is distinct from old.${c.column})`;
+    await knex.raw(`
+      create function ${triggerName(c)}() returns trigger language plpgsql as $$
+      begin
+        if new.${c.column} is not null and ${changed} then
+          perform assert_key_version_writable('${c.purpose}', new.${c.column}, '${c.use}');
+        end if;
+        return new;
+      end $$`);
+    await knex.raw(
+      `create trigger ${triggerName(c)} before insert ${c.insertOnly === true ? '' : `or update of ${c.column}`} on ${c.table}
+       for each row execute function ${triggerName(c)}()`,
+    );
+  }
+
+  await knex.schema.alterTable('data_keys', (t) => {
+    t.bigInteger('state_generation');
+  });
+
+  await knex.schema.createTable('key_ring_instances', (t) => {
+    t.text('instance_id').primary();
+    t.text('host').notNullable();
+    t.integer('pid').notNullable();
+    t.timestamp('started_at', { useTz: true }).notNullable();
+    // The key_ring_generation this instance's ring has loaded.
+    t.bigInteger('generation').notNullable();
+    t.integer('refresh_interval_ms').notNullable();
+    // On the database clock (now()), so that instances' clocks never matter.
+    t.timestamp('last_beat_at', { useTz: true }).notNullable();
+  });
+  await knex.raw(
+    `alter table key_ring_instances add constraint key_ring_instances_refresh_check check (refresh_interval_ms > 0)`,
+  );
+}
+
+export async function down(knex: Knex): Promise<void> {
+  await knex.schema.dropTableIfExists('key_ring_instances');
+  await knex.schema.alterTable('data_keys', (t) => {
+    t.dropColumn('state_generation');
+  });
+  for (const c of VERSION_COLUMNS) {
+    await knex.raw(`drop trigger if exists ${triggerName(c)} on ${c.table}`);
+    await knex.raw(`drop function if exists ${triggerName(c)}()`);
+  }
+  await knex.raw('drop function if exists assert_key_version_writable(text, integer, text)');
+}
