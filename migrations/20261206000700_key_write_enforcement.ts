@@ -26,6 +26,8 @@
  *
  * 3. `key_ring_instances`: one heartbeat row per live service instance with the generation its ring
  *    has loaded; the key CLI waits for these before activating, retiring or destroying a version.
+ *    Every bump of `key_ring_generation` notifies channel `key_ring_generation` (at commit), so that
+ *    listening instances reload at once instead of at their next refresh.
  */
 import type { Knex } from 'knex';
 
@@ -102,6 +104,15 @@ export async function up(knex: Knex): Promise<void> {
   await knex.schema.alterTable('data_keys', (t) => {
     t.bigInteger('state_generation');
   });
+  await knex.raw(`
+    create function key_ring_generation_notify() returns trigger language plpgsql as $$
+    begin
+      perform pg_notify('key_ring_generation', new.generation::text);
+      return new;
+    end $$`);
+  await knex.raw(`
+    create trigger key_ring_generation_notify after update of generation on key_ring_generation
+    for each row execute function key_ring_generation_notify()`);
 
   await knex.schema.createTable('key_ring_instances', (t) => {
     t.text('instance_id').primary();
@@ -121,6 +132,8 @@ export async function up(knex: Knex): Promise<void> {
 
 export async function down(knex: Knex): Promise<void> {
   await knex.schema.dropTableIfExists('key_ring_instances');
+  await knex.raw('drop trigger if exists key_ring_generation_notify on key_ring_generation');
+  await knex.raw('drop function if exists key_ring_generation_notify()');
   await knex.schema.alterTable('data_keys', (t) => {
     t.dropColumn('state_generation');
   });

@@ -10,6 +10,11 @@
  *   write either, and if it comes back its first beat makes it live again and every write it attempts
  *   is still checked against the key state by the database (migration 20261206000700).
  * - A graceful stop deletes the row.
+ * - Prompt acknowledgement: every bump of the generation notifies channel `key_ring_generation`
+ *   (trigger of migration 20261206000700); an instance listening on it refreshes its ring at once, so a
+ *   fleet with long refresh intervals catches up in milliseconds. A notification can be lost (the
+ *   listening connection drops); the refresh interval stays the bound, and the CLI waits for the
+ *   acknowledgement itself, never for the notification.
  *
  * The generation is the database's own counter, bumped in the same transaction as every key-state
  * change (key-ring.ts, bumpGeneration), so "has loaded generation g" means "has seen every key state
@@ -78,6 +83,23 @@ export interface HeartbeatOptions {
   readonly pid?: number;
   /** Told when a beat fails (the next one tries again). */
   readonly onError?: (error: unknown) => void;
+  /** Listen for generation bumps (default true); false leaves only the refresh interval. */
+  readonly listen?: boolean;
+}
+
+/** The notification channel of generation bumps. */
+export const GENERATION_CHANNEL = 'key_ring_generation';
+
+interface NotifyConnection {
+  on(event: 'notification' | 'error', listener: (arg: unknown) => void): void;
+  query(sql: string): Promise<unknown>;
+}
+
+interface ListeningClient {
+  readonly config: { readonly client?: unknown };
+  readonly pglite?: { listen(channel: string, callback: () => void): Promise<() => Promise<void>> };
+  acquireRawConnection(): Promise<NotifyConnection>;
+  destroyRawConnection(connection: NotifyConnection): Promise<void>;
 }
 
 /** One service instance's heartbeat. `start` after the ring's first load; `stop` on graceful shutdown. */
@@ -87,6 +109,7 @@ export class InstanceHeartbeat {
   private stopped = false;
   private beating: Promise<void> = Promise.resolve();
   private readonly startedAt = new Date();
+  private unlisten: (() => Promise<void>) | undefined;
 
   constructor(
     private readonly knex: Knex,
@@ -100,6 +123,7 @@ export class InstanceHeartbeat {
       if (!this.stopped) void this.beat().catch((error: unknown) => this.options.onError?.(error));
     });
     await this.beat();
+    await this.listen();
     this.schedule();
   }
 
@@ -128,15 +152,44 @@ export class InstanceHeartbeat {
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.timer !== undefined) clearTimeout(this.timer);
+    const unlisten = this.unlisten;
+    this.unlisten = undefined;
+    await unlisten?.().catch(() => undefined);
     await this.beating;
     await this.knex('key_ring_instances').where({ instance_id: this.instanceId }).delete();
+  }
+
+  /** Subscribes to generation bumps, on a connection of its own (PostgreSQL) or the PGlite instance. */
+  private async listen(): Promise<void> {
+    if (this.options.listen === false || this.unlisten !== undefined || this.stopped) return;
+    const onBump = (): void => {
+      if (!this.stopped) void this.ring.refresh().catch((error: unknown) => this.options.onError?.(error));
+    };
+    const client = this.knex.client as unknown as ListeningClient;
+    try {
+      if (client.pglite !== undefined) {
+        this.unlisten = await client.pglite.listen(GENERATION_CHANNEL, onBump);
+      } else if (client.config.client === 'pg') {
+        const connection = await client.acquireRawConnection();
+        connection.on('notification', onBump);
+        // A dropped connection: back to the refresh interval; the next timer tick listens again.
+        connection.on('error', (error) => {
+          this.unlisten = undefined;
+          this.options.onError?.(error);
+        });
+        await connection.query(`listen ${GENERATION_CHANNEL}`);
+        this.unlisten = () => client.destroyRawConnection(connection);
+      }
+    } catch (error) {
+      this.options.onError?.(error);
+    }
   }
 
   private schedule(): void {
     this.timer = setTimeout(() => {
       // A quiet instance still refreshes: its ring is checked on this timer, not only by traffic.
-      this.ring
-        .refresh()
+      this.listen()
+        .then(() => this.ring.refresh())
         .then(() => this.beat())
         .catch((error: unknown) => this.options.onError?.(error))
         .finally(() => {
