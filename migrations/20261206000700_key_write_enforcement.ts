@@ -4,10 +4,13 @@
  * 1. Every column that records the key version a value was written under has a trigger that refuses
  *    the row unless that version is writable in `data_keys` at that moment, whatever the writing
  *    instance has cached:
- *    - encryption (`pan-encryption`) and signing (`mtls-client-ca`): only the `active` version;
+ *    - encryption (`pan-encryption`): only the `active` version;
  *    - indexing (`identifier-mac` fingerprints): the indexing versions, `published` and `active`
  *      (see INDEXING_STATES in src/keys/key-ring.ts);
  *    - `decrypt-only`, `retired`, `destroyed` and unknown versions: never.
+ *    Not covered: `mtls_client_certificates.ca_version` (certificates are issued by the key CLI from a
+ *    ring it has just loaded, never by a long-running instance; their grants are sealed, src/mtls) and
+ *    `audit-signing` (signs exports, stores no rows).
  *    The refusal is SQLSTATE 23514 (check_violation) with constraint `key_version_writable`, which the
  *    application recognises (src/keys/key-ring.ts, isKeyVersionNotWritable), reloads its ring and
  *    retries once.
@@ -39,8 +42,6 @@ interface VersionColumn {
   readonly column: string;
   readonly purpose: string;
   readonly use: 'encrypt' | 'index';
-  /** Checked on insert only (a certificate record's CA version never changes afterwards). */
-  readonly insertOnly?: boolean;
 }
 
 const VERSION_COLUMNS: readonly VersionColumn[] = [
@@ -53,13 +54,6 @@ const VERSION_COLUMNS: readonly VersionColumn[] = [
     column: 'secret_key_version',
     purpose: 'pan-encryption',
     use: 'encrypt',
-  },
-  {
-    table: 'mtls_client_certificates',
-    column: 'ca_version',
-    purpose: 'mtls-client-ca',
-    use: 'encrypt',
-    insertOnly: true,
   },
 ];
 
@@ -83,10 +77,8 @@ export async function up(knex: Knex): Promise<void> {
       end if;
     end $$`);
   for (const c of VERSION_COLUMNS) {
-    const changed =
-      c.insertOnly === true
-        ? `tg_op = 'INSERT'`
-        : `(tg_op = 'INSERT' or new.${c.column} is distinct from old.${c.column})`;
+    // Checked when the row is inserted or moved to another version, not when other columns change.
+    const changed = `(tg_op = 'INSERT' or new.${c.column} is distinct from old.${c.column})`;
     await knex.raw(`
       create function ${triggerName(c)}() returns trigger language plpgsql as $$
       begin
@@ -96,7 +88,7 @@ export async function up(knex: Knex): Promise<void> {
         return new;
       end $$`);
     await knex.raw(
-      `create trigger ${triggerName(c)} before insert ${c.insertOnly === true ? '' : `or update of ${c.column}`} on ${c.table}
+      `create trigger ${triggerName(c)} before insert or update of ${c.column} on ${c.table}
        for each row execute function ${triggerName(c)}()`,
     );
   }
