@@ -77,19 +77,34 @@ export async function up(knex: Knex): Promise<void> {
       end if;
     end $$`);
   for (const c of VERSION_COLUMNS) {
-    // Checked when the row is inserted or moved to another version, not when other columns change.
-    const changed = `(tg_op = 'INSERT' or new.${c.column} is distinct from old.${c.column})`;
+    // Inserts (the hot path: group-committed multi-row statements) are checked once per statement and
+    // distinct version, over the statement's transition table.
     await knex.raw(`
-      create function ${triggerName(c)}() returns trigger language plpgsql as $$
+      create function ${triggerName(c)}_insert() returns trigger language plpgsql as $$
+      declare
+        v integer;
       begin
-        if new.${c.column} is not null and ${changed} then
+        for v in select distinct ${c.column} from new_rows where ${c.column} is not null loop
+          perform assert_key_version_writable('${c.purpose}', v, '${c.use}');
+        end loop;
+        return null;
+      end $$`);
+    await knex.raw(
+      `create trigger ${triggerName(c)}_insert after insert on ${c.table}
+       referencing new table as new_rows for each statement execute function ${triggerName(c)}_insert()`,
+    );
+    // Updates that move a row to another version (the backfill, a PAN attached to a card), per row.
+    await knex.raw(`
+      create function ${triggerName(c)}_update() returns trigger language plpgsql as $$
+      begin
+        if new.${c.column} is not null and new.${c.column} is distinct from old.${c.column} then
           perform assert_key_version_writable('${c.purpose}', new.${c.column}, '${c.use}');
         end if;
         return new;
       end $$`);
     await knex.raw(
-      `create trigger ${triggerName(c)} before insert or update of ${c.column} on ${c.table}
-       for each row execute function ${triggerName(c)}()`,
+      `create trigger ${triggerName(c)}_update before update of ${c.column} on ${c.table}
+       for each row execute function ${triggerName(c)}_update()`,
     );
   }
 
@@ -130,8 +145,10 @@ export async function down(knex: Knex): Promise<void> {
     t.dropColumn('state_generation');
   });
   for (const c of VERSION_COLUMNS) {
-    await knex.raw(`drop trigger if exists ${triggerName(c)} on ${c.table}`);
-    await knex.raw(`drop function if exists ${triggerName(c)}()`);
+    for (const kind of ['insert', 'update']) {
+      await knex.raw(`drop trigger if exists ${triggerName(c)}_${kind} on ${c.table}`);
+      await knex.raw(`drop function if exists ${triggerName(c)}_${kind}()`);
+    }
   }
   await knex.raw('drop function if exists assert_key_version_writable(text, integer, text)');
 }
