@@ -210,7 +210,7 @@ export class KeyManager {
     }
     const spec = KEY_SPECS[purpose];
     const from = active?.version;
-    const waitSeconds = Math.ceil(this.deps.policy.propagationMs / 1000);
+    const waitSeconds = Math.ceil((this.deps.policy.instanceWaitMs ?? DEFAULT_INSTANCE_WAIT_MS) / 1000);
     const total = Object.values(rowsToReencrypt).reduce((a, b) => a + b, 0);
     const ca = purpose === 'mtls-client-ca';
     const steps = [
@@ -223,7 +223,8 @@ export class KeyManager {
           : `create ${purpose} v${toVersion}: ${spec.algorithm}, ${spec.strengthBits}-bit, 32 bytes from the ` +
             `operating system CSPRNG, wrapped (AES-256-GCM) by master key ${this.deps.masterKey.keyId}, state ` +
             `published: every instance loads it and can ${purpose === 'audit-signing' ? 'verify with it' : 'decrypt and look up under it'}, nothing is written under it yet`,
-      `wait ${waitSeconds} s so that every running instance has reloaded its key ring`,
+      `wait until every live instance has loaded it (its heartbeat reports the key-ring generation; ` +
+        `stopped instances expire and are not waited for; refused after ${waitSeconds} s)`,
       `activate v${toVersion} for new ${purpose === 'identifier-mac' ? 'fingerprints' : purpose === 'audit-signing' ? 'signatures' : ca ? 'client certificates' : 'encryptions'}` +
         (from === undefined
           ? ''
