@@ -16,6 +16,7 @@ import { createApp } from './http/app.js';
 import { loadApiSpec, type ApiSpec } from './http/openapi.js';
 import { loadMasterKey, type LoadedMasterKey } from './keys/master-key-source.js';
 import type { Logger } from './logging/logger.js';
+import { InstanceHeartbeat } from './keys/instance-heartbeat.js';
 import { KeyRing } from './keys/key-ring.js';
 import { ensureAuditChain } from './audit/audit-log.js';
 import { moveLegacySecrets } from './events/subscription-secrets.js';
@@ -116,6 +117,11 @@ export async function buildService(config: Config, options: BuildOptions): Promi
     cryptoperiodDays: config.keys.cryptoperiodDays['mtls-client-ca'],
   }).sealPendingRevocations();
   if (sealedRevocations > 0) logger.info({ sealedRevocations }, 'earlier mTLS revocations sealed');
+  // Reports the key-ring generation this instance holds; the key CLI waits for it (issue 18).
+  const heartbeat = new InstanceHeartbeat(database.knex, keyRing, {
+    onError: (error) => logger.warn({ err: error }, 'key-ring heartbeat failed; the next beat retries'),
+  });
+  await heartbeat.start();
   const vault = new VaultService(database.knex, keyRing, {
     detokenise: { enabled: config.vault.detokeniseEnabled, perMinute: config.vault.detokenisePerMinute },
     lookupConcurrency: config.vault.lookupConcurrency,
@@ -291,6 +297,7 @@ export async function buildService(config: Config, options: BuildOptions): Promi
       backlog.stop();
       await dispatcher.stop();
       await expiry.stop();
+      await heartbeat.stop().catch((error: unknown) => logger.warn({ err: error }, 'removing the heartbeat failed'));
       if (ownsDatabase) await database.close();
     },
   };

@@ -7,6 +7,9 @@
  *   fingerprint row per readable MAC version. Their primary key makes concurrent first sightings
  *   (from any number of instances) end with one card: the loser rolls back and finds the winner.
  * - Tokens and shopper references are random, never derived from card data.
+ * - Key versions come from this instance's ring, which may be stale: the database refuses a row under
+ *   a version that is no longer writable (migration 20261206000700). Such a refusal reloads the ring
+ *   and the write runs once more with the versions chosen again, invisibly to the caller.
  */
 import type { Knex } from 'knex';
 import { appendAuditEvent, type AuditEventInput } from '../audit/audit-log.js';
@@ -15,7 +18,7 @@ import { ReadBatcher } from '../db/read-batcher.js';
 import { AppError } from '../errors/app-error.js';
 import { eventBody } from '../events/event-types.js';
 import { newId } from '../ids/prefixed-id.js';
-import { INDEXING_STATES, type KeyRing } from '../keys/key-ring.js';
+import { INDEXING_STATES, isKeyVersionNotWritable, type KeyRing } from '../keys/key-ring.js';
 import { maskPans } from '../logging/pan-redactor.js';
 import { consumeRateLimit } from '../ratelimit/rate-limiter.js';
 import { decryptValue, encryptValue, fingerprint, identifierAad, panAad, type Identifier } from './card-crypto.js';
@@ -134,7 +137,8 @@ export class VaultService {
     hooks: { readonly beforeFirstSighting?: () => void } = {},
   ): Promise<{ card: CardView; created: boolean }> {
     const { identifier, expiry } = this.parse(input);
-    const keys = await this.fingerprints(identifier);
+    let keys = await this.fingerprints(identifier);
+    let reloaded = false;
     for (let attempt = 0; attempt < MAX_RACE_RETRIES; attempt++) {
       const found = await this.lookups.load(keys);
       if (found !== undefined) {
@@ -148,6 +152,13 @@ export class VaultService {
         const card = await this.createCard(identifier, expiry, keys);
         return { card: toView(card), created: true };
       } catch (error) {
+        if (!reloaded && isKeyVersionNotWritable(error)) {
+          // Written under a version that stopped being writable: reload, choose again, once.
+          reloaded = true;
+          await this.keyRing.reload();
+          keys = await this.fingerprints(identifier);
+          continue;
+        }
         if (!(error instanceof RaceLost)) throw error;
       }
     }
@@ -200,7 +211,8 @@ export class VaultService {
     caller: Caller,
   ): Promise<{ card: CardView; created: boolean }> {
     const { identifier, expiry } = this.parse(input);
-    const keys = await this.fingerprints(identifier);
+    let keys = await this.fingerprints(identifier);
+    let reloaded = false;
     for (let attempt = 0; attempt < MAX_RACE_RETRIES; attempt++) {
       const card = await this.visibleCard(this.knex, token, caller);
       const owner = await findCardByFingerprints(this.knex, keys);
@@ -233,6 +245,12 @@ export class VaultService {
         });
         return { card: toView(await this.visibleCard(this.knex, token, caller)), created: true };
       } catch (error) {
+        if (!reloaded && isKeyVersionNotWritable(error)) {
+          reloaded = true;
+          await this.keyRing.reload();
+          keys = await this.fingerprints(identifier);
+          continue;
+        }
         if (!(error instanceof RaceLost)) throw error;
       }
     }

@@ -12,6 +12,7 @@ import { parseArgs } from 'node:util';
 import type { Knex } from 'knex';
 import { isAppError } from '../errors/app-error.js';
 import type { EncryptedFieldSet } from '../keys/field-sets.js';
+import { currentGeneration, describeInstance, liveInstances } from '../keys/instance-heartbeat.js';
 import { KeyManager, isPurpose, type KeyPolicy } from '../keys/key-manager.js';
 import type { KeyActor, KeyPurpose, KeyRing } from '../keys/key-ring.js';
 import type { MasterKeySource } from '../keys/master-key-source.js';
@@ -56,12 +57,14 @@ export const USAGE = `usage: npm run keys -- <command> [options]
   list [--json]                                   every key version, its state, cryptoperiod and rows
   inventory --out <file>                          PCI DSS 3.6.1.1 inventory: <file>.json and <file>.md
   status [--json]                                 cryptoperiods; exits 1 when a key is overdue
-  rotate --purpose <p> [--plan | --apply] [--request <id>]
+  rotate --purpose <p> [--plan | --apply] [--request <id>] [--wait-timeout <seconds>]
                                                   p: pan-encryption, identifier-mac, audit-signing, mtls-client-ca,
                                                      subscription-secret
   reencrypt --purpose <p> [--batch-size N] [--lanes N] [--max-rows-per-second N]
-  retire --purpose <p> --version N [--plan | --apply] [--request <id>]
-  destroy --purpose <p> --version N [--plan | --apply] [--request <id>]   (irreversible)
+  retire --purpose <p> --version N [--plan | --apply] [--request <id>] [--wait-timeout <seconds>]
+  destroy --purpose <p> --version N [--plan | --apply] [--request <id>] [--wait-timeout <seconds>]   (irreversible)
+                                                  --wait-timeout: how long to wait for live instances to load
+                                                  the key-ring generation needed (default 605 s)
 ${REQUESTS_USAGE}
 ${AUDIT_USAGE}
 ${MTLS_USAGE}`;
@@ -114,15 +117,28 @@ export async function runKeysCommand(argv: readonly string[], ctx: KeysContext, 
   }
 }
 
-function manager(ctx: KeysContext): KeyManager {
+function manager(ctx: KeysContext, waitTimeout?: string): KeyManager {
   return new KeyManager({
     knex: ctx.knex,
     ring: ctx.ring,
     masterKey: ctx.masterKey,
     registry: ctx.registry,
-    policy: ctx.policy,
+    policy:
+      waitTimeout === undefined
+        ? ctx.policy
+        : { ...ctx.policy, instanceWaitMs: positive('--wait-timeout', waitTimeout, 1) * 1000 },
     actor: ctx.actor,
   });
+}
+
+/** The live instances and the key-ring generation each holds (keys list / keys status). */
+async function instanceLines(ctx: KeysContext): Promise<string[]> {
+  const generation = await currentGeneration(ctx.knex);
+  const live = await liveInstances(ctx.knex);
+  return [
+    `key-ring generation ${generation}; ${live.length} live instance(s)${live.length === 0 ? '' : ':'}`,
+    ...live.map((i) => `  ${i.generation >= generation ? 'current' : 'behind '} ${describeInstance(i)}`),
+  ];
 }
 
 function purposeOf(value: string | undefined, allowMaster = false): KeyPurpose {
@@ -159,7 +175,13 @@ async function list(args: readonly string[], ctx: KeysContext, out: (t: string) 
     strict: true,
   });
   const keys = await manager(ctx).inventory();
-  out(values.json ? JSON.stringify(keys, null, 2) : keyTable(keys));
+  if (values.json) {
+    // An array of key versions, as before (scripts read it); `status --json` carries the instances.
+    out(JSON.stringify(keys, null, 2));
+  } else {
+    out(keyTable(keys));
+    for (const line of await instanceLines(ctx)) out(line);
+  }
   return 0;
 }
 
@@ -239,6 +261,8 @@ async function status(args: readonly string[], ctx: KeysContext, out: (t: string
           overdue,
           live,
           wrappedByOtherMasterKey: staleWrap.map((k) => `${k.purpose}:v${k.version}`),
+          generation: await currentGeneration(ctx.knex),
+          instances: await liveInstances(ctx.knex),
         },
         null,
         2,
@@ -256,6 +280,7 @@ async function status(args: readonly string[], ctx: KeysContext, out: (t: string
       out(
         `note    ${k.purpose} v${k.version} is wrapped by master key ${k.kekId}, not the current ${ctx.masterKey.keyId}`,
       );
+    for (const line of await instanceLines(ctx)) out(line);
   }
   return overdue.length === 0 ? 0 : 1;
 }
@@ -268,12 +293,13 @@ async function rotate(args: readonly string[], ctx: KeysContext, out: (t: string
       plan: { type: 'boolean' },
       apply: { type: 'boolean' },
       request: { type: 'string' },
+      'wait-timeout': { type: 'string' },
     },
     strict: true,
   });
   if (values.purpose === 'master') return rotateMaster(values, ctx, out);
   const purpose = purposeOf(values.purpose, true);
-  const keys = manager(ctx);
+  const keys = manager(ctx, values['wait-timeout']);
   const plan = await keys.planRotation(purpose);
   out(`rotation plan for ${purpose} (v${plan.fromVersion ?? '-'} → v${plan.toVersion}):`);
   plan.steps.forEach((s, i) => out(`  ${i + 1}. ${s}`));
@@ -381,12 +407,13 @@ async function retireOrDestroy(
       plan: { type: 'boolean' },
       apply: { type: 'boolean' },
       request: { type: 'string' },
+      'wait-timeout': { type: 'string' },
     },
     strict: true,
   });
   const purpose = purposeOf(values.purpose);
   const version = versionOf(values.version);
-  const keys = manager(ctx);
+  const keys = manager(ctx, values['wait-timeout']);
   const plan = await keys.planRetire(purpose, version);
   if (command === 'retire') {
     out(`retire ${purpose} v${version} (now ${plan.state}):`);
@@ -399,6 +426,7 @@ async function retireOrDestroy(
       }`,
     );
     if (plan.refusal !== undefined) out(`would be refused: ${plan.refusal}`);
+    for (const i of plan.instancesBehind) out(`waits for: ${describeInstance(i)}`);
   } else {
     out(`destroy ${purpose} v${version} (now ${plan.state}):`);
     out(
@@ -411,10 +439,10 @@ async function retireOrDestroy(
     return 0;
   }
   if (command === 'retire') {
-    await keys.retire(purpose, version, values.request);
+    await keys.retire(purpose, version, values.request, (m) => out(`- ${m}`));
     out(`done: ${purpose} v${version} is retired; the zero-row proof is in the audit trail`);
   } else {
-    await keys.destroy(purpose, version, values.request);
+    await keys.destroy(purpose, version, values.request, (m) => out(`- ${m}`));
     out(`done: ${purpose} v${version} is destroyed`);
   }
   return 0;

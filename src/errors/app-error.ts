@@ -35,6 +35,10 @@ export const ERROR_CATALOG = {
   KEY_NOT_FOUND: { status: 404, title: 'No such key version' },
   KEY_OPERATION_INVALID: { status: 409, title: 'The key is not in a state that allows this operation' },
   KEY_VERSION_IN_USE: { status: 409, title: 'Rows are still protected by this key version' },
+  KEY_INSTANCES_BEHIND: {
+    status: 409,
+    title: 'Live service instances have not loaded the key-ring generation this operation needs',
+  },
   DUAL_CONTROL_REQUIRED: { status: 403, title: 'Two approvals from distinct key custodians are required' },
   SINGLE_OPERATOR_REFUSED: { status: 403, title: 'Single-operator key management is refused in production' },
   APPROVAL_INVALID: { status: 403, title: 'The approval signature does not verify for this request' },

@@ -13,7 +13,22 @@ const RANDOM_CHARS = 26; // 26 × 5 = 130 bits
 const DIGIT_RUN = /\d{12,}/;
 
 export type IdPrefix =
-  'tok' | 'shp' | 'cid' | 'pay' | 'evt' | 'red' | 'aud' | 'req' | 'lot' | 'led' | 'cus' | 'krq' | 'sub' | 'whs' | 'att';
+  | 'tok'
+  | 'shp'
+  | 'cid'
+  | 'pay'
+  | 'evt'
+  | 'red'
+  | 'aud'
+  | 'req'
+  | 'lot'
+  | 'led'
+  | 'cus'
+  | 'krq'
+  | 'sub'
+  | 'whs'
+  | 'att'
+  | 'ins';
 
 export function newId(prefix: IdPrefix): string {
   for (;;) {

@@ -11,17 +11,32 @@
  * - retired: no instance loads it; refused unless a query proves that no row still uses it.
  * - destroyed: its wrapped material is wiped (irreversible).
  *
+ * Instances: activation waits until every live instance has loaded the published version; retirement
+ * and destruction wait until every live instance has loaded the generation in which the version
+ * stopped being writable (its `state_generation`), then count rows again inside their transaction
+ * (instance-heartbeat.ts). Whatever an instance has cached, the database refuses a row written under
+ * a version that is no longer writable (migration 20261206000700), and every state change takes the
+ * key-state lock first (lockKeyStates) so that such writes and the state change serialise.
+ *
  * Every write is one transaction with its audit entry; every refusal is audited too (outcome
  * `denied`). Rotation, retirement and destruction need dual control (see dual-control.ts).
  */
 import type { Knex } from 'knex';
 import { appendAuditEvent, auditedWrite } from '../audit/audit-log.js';
-import { AppError } from '../errors/app-error.js';
+import { AppError, isAppError } from '../errors/app-error.js';
 import { authorisationDetails, authorise, type Authorisation, type KeyOperation } from './dual-control.js';
 import { fieldSetsFor, type EncryptedFieldSet } from './field-sets.js';
 import {
+  currentGeneration,
+  HEARTBEAT_GRACE_MS,
+  liveInstances,
+  waitForInstances,
+  type LiveInstance,
+} from './instance-heartbeat.js';
+import {
   bumpGeneration,
   insertNewKey,
+  lockKeyStates,
   KEY_PURPOSES,
   KEY_SPECS,
   type KeyActor,
@@ -42,7 +57,19 @@ export interface KeyPolicy {
   readonly cryptoperiodDays: Readonly<Record<KeyPurpose, number>>;
   /** How long until every running instance has reloaded its key ring (KEY_RING_REFRESH_MS + margin). */
   readonly propagationMs: number;
+  /**
+   * How long rotate, retire and destroy wait for live instances to load the generation they need
+   * before refusing with KEY_INSTANCES_BEHIND. Default {@link DEFAULT_INSTANCE_WAIT_MS}.
+   */
+  readonly instanceWaitMs?: number;
 }
+
+/**
+ * Twice the longest allowed KEY_RING_REFRESH_MS plus the heartbeat grace: by then every instance has
+ * either loaded the generation or expired, so only an instance that beats but cannot reload (its
+ * master key cannot unwrap the ring, say) makes the wait time out.
+ */
+export const DEFAULT_INSTANCE_WAIT_MS = 2 * 300_000 + HEARTBEAT_GRACE_MS;
 
 export interface KeyManagerDeps {
   readonly knex: Knex;
@@ -53,6 +80,8 @@ export interface KeyManagerDeps {
   readonly actor: KeyActor;
   readonly now?: () => Date;
   readonly sleep?: (ms: number) => Promise<void>;
+  /** Told which instances an operation waits for, and for how long. */
+  readonly onWait?: (message: string) => void;
 }
 
 export interface KeyVersionInfo {
@@ -92,6 +121,7 @@ interface DataKeyRow {
   retired_at: Date | null;
   destroyed_at: Date | null;
   public_key_pem: string | null;
+  state_generation: number | string | null;
 }
 
 export interface RotationPlan {
@@ -115,6 +145,10 @@ export interface RetirePlan {
   readonly purpose: KeyPurpose;
   readonly version: number;
   readonly state: KeyState;
+  /** The generation every live instance must have loaded first (the version stopped being writable). */
+  readonly generation: number;
+  /** Live instances that have not loaded it yet: --apply waits for them. */
+  readonly instancesBehind: readonly LiveInstance[];
   readonly rowsUnder: Readonly<Record<string, number>>;
   readonly refusal: string | undefined;
   readonly steps: readonly string[];
@@ -178,7 +212,7 @@ export class KeyManager {
     }
     const spec = KEY_SPECS[purpose];
     const from = active?.version;
-    const waitSeconds = Math.ceil(this.deps.policy.propagationMs / 1000);
+    const waitSeconds = Math.ceil((this.deps.policy.instanceWaitMs ?? DEFAULT_INSTANCE_WAIT_MS) / 1000);
     const total = Object.values(rowsToReencrypt).reduce((a, b) => a + b, 0);
     const ca = purpose === 'mtls-client-ca';
     const steps = [
@@ -191,7 +225,8 @@ export class KeyManager {
           : `create ${purpose} v${toVersion}: ${spec.algorithm}, ${spec.strengthBits}-bit, 32 bytes from the ` +
             `operating system CSPRNG, wrapped (AES-256-GCM) by master key ${this.deps.masterKey.keyId}, state ` +
             `published: every instance loads it and can ${purpose === 'audit-signing' ? 'verify with it' : 'decrypt and look up under it'}, nothing is written under it yet`,
-      `wait ${waitSeconds} s so that every running instance has reloaded its key ring`,
+      `wait until every live instance has loaded it (its heartbeat reports the key-ring generation; ` +
+        `stopped instances expire and are not waited for; refused after ${waitSeconds} s)`,
       `activate v${toVersion} for new ${purpose === 'identifier-mac' ? 'fingerprints' : purpose === 'audit-signing' ? 'signatures' : ca ? 'client certificates' : 'encryptions'}` +
         (from === undefined
           ? ''
@@ -233,7 +268,7 @@ export class KeyManager {
     let authorisation: Authorisation | undefined;
     if (!plan.resumes) {
       authorisation = await this.guarded('key.rotate', resource, async (trx) => {
-        await trx('key_ring_generation').where({ id: 1 }).forUpdate();
+        await lockKeyStates(trx);
         const latest = (await trx('data_keys').where({ purpose }).max('version as v').first()) as { v: number | null };
         if ((latest.v ?? 0) + 1 !== plan.toVersion) {
           throw new AppError('KEY_OPERATION_INVALID', { detail: 'Another rotation ran meanwhile: plan again.' });
@@ -258,10 +293,13 @@ export class KeyManager {
     } else {
       onPhase(`resuming: ${purpose} v${plan.toVersion} was already published`);
     }
-    onPhase(`waiting ${Math.ceil(this.deps.policy.propagationMs / 1000)} s for every instance to load it`);
-    await this.sleep(this.deps.policy.propagationMs);
+    const published = await this.stateGeneration(purpose, plan.toVersion);
+    onPhase(
+      `waiting for every live instance to load generation ${published} (${purpose} v${plan.toVersion} published)`,
+    );
+    await this.awaitInstances('key.rotate', resource, published, onPhase);
     await this.deps.knex.transaction(async (trx) => {
-      await trx('key_ring_generation').where({ id: 1 }).forUpdate();
+      await lockKeyStates(trx);
       const row = (await trx('data_keys').where({ purpose, version: plan.toVersion }).first('state')) as
         { state: KeyState } | undefined;
       if (row?.state !== 'published')
@@ -269,7 +307,10 @@ export class KeyManager {
       const now = this.now();
       await trx('data_keys').where({ purpose, state: 'active' }).update({ state: 'decrypt-only' });
       await trx('data_keys').where({ purpose, version: plan.toVersion }).update({ state: 'active', activated_at: now });
-      await bumpGeneration(trx);
+      await bumpGeneration(trx, [
+        ...(plan.fromVersion === undefined ? [] : [{ purpose, version: plan.fromVersion }]),
+        { purpose, version: plan.toVersion },
+      ]);
       await this.audit(trx, 'key.activated', resource, {
         previousVersion: plan.fromVersion ?? null,
         previousState: plan.fromVersion === undefined ? null : 'decrypt-only',
@@ -313,7 +354,7 @@ export class KeyManager {
   /** Rewraps every data key under the current master key (envelope encryption: data is untouched). */
   async rotateMaster(requestId: string | undefined): Promise<MasterRotationPlan> {
     return this.guarded('key.rotate', 'master-key', async (trx) => {
-      await trx('key_ring_generation').where({ id: 1 }).forUpdate();
+      await lockKeyStates(trx);
       const plan = await this.planMasterRotation(trx);
       if (plan.keys.length === 0) {
         throw new AppError('KEY_OPERATION_INVALID', { detail: plan.steps.join('; ') });
@@ -375,22 +416,23 @@ export class KeyManager {
     if (row === undefined) throw new AppError('KEY_NOT_FOUND');
     const rowsUnder = await this.rowsUnder(db, purpose, version);
     const inUse = Object.values(rowsUnder).some((n) => n > 0);
-    const successor = (await db('data_keys').where({ purpose, state: 'active' }).first('activated_at')) as
-      { activated_at: Date | null } | undefined;
-    const settled = (successor?.activated_at?.getTime() ?? 0) + this.deps.policy.propagationMs <= this.now().getTime();
+    const generation = row.state_generation === null ? await currentGeneration(db) : Number(row.state_generation);
+    const instancesBehind = (await liveInstances(db)).filter((i) => i.generation < generation);
     let refusal: string | undefined;
     if (row.state !== 'decrypt-only')
       refusal = `v${version} is ${row.state}: only a decrypt-only version can be retired`;
     else if (inUse) refusal = `rows are still protected by v${version}: run keys reencrypt --purpose ${purpose} first`;
-    else if (!settled)
-      refusal = 'the successor was activated too recently: some instance may still write under this version';
     return {
       purpose,
       version,
       state: row.state,
+      generation,
+      instancesBehind,
       rowsUnder,
       refusal,
       steps: [
+        `wait until every live instance has loaded generation ${generation} (v${version} stopped being writable): ` +
+          (instancesBehind.length === 0 ? 'all have' : `${instancesBehind.length} instance(s) have not yet`),
         `prove with a count per field set that no row is protected by ${purpose} v${version} (the counts go into the audit trail)`,
         `set v${version} to retired: no instance loads it again, nothing can be decrypted or matched under it`,
         'authorisation: ' +
@@ -399,9 +441,18 @@ export class KeyManager {
     };
   }
 
-  async retire(purpose: KeyPurpose, version: number, requestId: string | undefined): Promise<RetirePlan> {
-    return this.guarded('key.retire', `key:${purpose}:v${version}`, async (trx) => {
-      await trx('key_ring_generation').where({ id: 1 }).forUpdate();
+  async retire(
+    purpose: KeyPurpose,
+    version: number,
+    requestId: string | undefined,
+    onPhase: (message: string) => void = () => undefined,
+  ): Promise<RetirePlan> {
+    const resource = `key:${purpose}:v${version}`;
+    const before = await this.planRetire(purpose, version);
+    // Only worth waiting for when the version could be retired at all; the transaction re-checks.
+    if (before.refusal === undefined) await this.awaitInstances('key.retire', resource, before.generation, onPhase);
+    return this.guarded('key.retire', resource, async (trx) => {
+      await lockKeyStates(trx);
       await trx('data_keys').where({ purpose, version }).forUpdate();
       const plan = await this.planRetire(purpose, version, trx);
       if (plan.refusal !== undefined) {
@@ -417,7 +468,7 @@ export class KeyManager {
       }
       const auth = await this.authorise(trx, 'retire', { purpose, version }, requestId);
       await trx('data_keys').where({ purpose, version }).update({ state: 'retired', retired_at: this.now() });
-      await bumpGeneration(trx);
+      await bumpGeneration(trx, [{ purpose, version }]);
       await this.audit(trx, 'key.retired', `key:${purpose}:v${version}`, {
         proof: { rowsUnderVersion: plan.rowsUnder, query: proofQueryDescription(purpose, version, this.deps.registry) },
         ...authorisationDetails(auth),
@@ -427,9 +478,21 @@ export class KeyManager {
   }
 
   /** Wipes the wrapped material of a retired version. Irreversible. */
-  async destroy(purpose: KeyPurpose, version: number, requestId: string | undefined): Promise<void> {
-    await this.guarded('key.destroy', `key:${purpose}:v${version}`, async (trx) => {
-      await trx('key_ring_generation').where({ id: 1 }).forUpdate();
+  async destroy(
+    purpose: KeyPurpose,
+    version: number,
+    requestId: string | undefined,
+    onPhase: (message: string) => void = () => undefined,
+  ): Promise<void> {
+    const resource = `key:${purpose}:v${version}`;
+    const current = (await this.deps.knex('data_keys').where({ purpose, version }).first('state')) as
+      { state: KeyState } | undefined;
+    // Every live instance has unloaded it (it was retired in that generation) before its material goes.
+    if (current?.state === 'retired') {
+      await this.awaitInstances('key.destroy', resource, await this.stateGeneration(purpose, version), onPhase);
+    }
+    await this.guarded('key.destroy', resource, async (trx) => {
+      await lockKeyStates(trx);
       const row = (await trx('data_keys').where({ purpose, version }).forUpdate().first()) as DataKeyRow | undefined;
       if (row === undefined) throw new AppError('KEY_NOT_FOUND');
       if (row.state !== 'retired') {
@@ -454,7 +517,7 @@ export class KeyManager {
       await trx('data_keys')
         .where({ purpose, version })
         .update({ state: 'destroyed', wrapped_key: null, destroyed_at: this.now() });
-      await bumpGeneration(trx);
+      await bumpGeneration(trx, [{ purpose, version }]);
       await this.audit(trx, 'key.destroyed', `key:${purpose}:v${version}`, {
         irreversible: true,
         proof: { rowsUnderVersion: rowsUnder },
@@ -472,6 +535,55 @@ export class KeyManager {
     for (const set of fieldSetsFor(purpose, this.deps.registry))
       out[set.name] = (await set.countByVersion(db)).get(version) ?? 0;
     return out;
+  }
+
+  /** The generation in which a version's state last changed (the current one for older rows). */
+  private async stateGeneration(purpose: KeyPurpose, version: number): Promise<number> {
+    const row = (await this.deps.knex('data_keys').where({ purpose, version }).first('state_generation')) as
+      { state_generation: number | string | null } | undefined;
+    return row?.state_generation === null || row?.state_generation === undefined
+      ? currentGeneration(this.deps.knex)
+      : Number(row.state_generation);
+  }
+
+  /**
+   * Waits for every live instance to load `generation` (outside any transaction: on the
+   * single-connection PGlite a transaction held while polling would block the poll). A timeout is
+   * refused with KEY_INSTANCES_BEHIND and audited (outcome denied).
+   */
+  private async awaitInstances(
+    action: string,
+    resource: string,
+    generation: number,
+    onPhase: (message: string) => void,
+  ): Promise<void> {
+    try {
+      await waitForInstances(this.deps.knex, generation, {
+        timeoutMs: this.deps.policy.instanceWaitMs ?? DEFAULT_INSTANCE_WAIT_MS,
+        onWait: (message) => {
+          onPhase(message);
+          this.deps.onWait?.(message);
+        },
+        sleep: this.sleep,
+      });
+    } catch (error) {
+      if (isAppError(error)) {
+        await this.deps.knex.transaction((trx) =>
+          appendAuditEvent(
+            trx,
+            {
+              ...this.deps.actor,
+              action,
+              outcome: 'denied',
+              resource,
+              details: { code: error.code, reason: error.detail ?? error.title, ...error.extensions },
+            },
+            this.now(),
+          ),
+        );
+      }
+      throw error;
+    }
   }
 
   private authorise(

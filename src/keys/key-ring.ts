@@ -14,6 +14,12 @@
  * not seen. Rotation publishes a version before activating it (two-phase), so no instance is asked to
  * read data under a version it cannot load.
  *
+ * Whatever a ring has cached, the database refuses a row written under a version that is not writable
+ * at that moment (triggers of migration 20261206000700): the writer recognises the refusal
+ * ({@link isKeyVersionNotWritable}), reloads and retries once ({@link retryOnStaleKey}). Each instance
+ * reports the generation it has loaded in a heartbeat (instance-heartbeat.ts), which the key CLI waits
+ * for before activating, retiring or destroying a version.
+ *
  * Callers inside a transaction pass it as `db`: a check or reload then runs on that transaction's
  * connection. (On a single-connection database such as PGlite, a query on the pool while the caller
  * holds the only connection would wait forever; on PostgreSQL it would take a second connection.)
@@ -113,6 +119,7 @@ export class KeyRing {
   private generation = -1;
   private checkedAt = 0;
   private loading: Promise<void> | undefined;
+  private readonly loadListeners: ((generation: number) => void)[] = [];
 
   constructor(
     private readonly knex: Knex,
@@ -140,7 +147,7 @@ export class KeyRing {
       if (exists !== undefined) continue;
       await this.knex.transaction(async (trx) => {
         // Serialise concurrent first starts on the generation row, then re-check.
-        await trx('key_ring_generation').where({ id: 1 }).forUpdate();
+        await lockKeyStates(trx);
         if ((await trx('data_keys').where({ purpose }).first('version')) !== undefined) return;
         await insertNewKey(trx, this.masterKey, purpose, 1, 'active', { actor: 'system', actorType: 'system', origin });
       });
@@ -172,6 +179,26 @@ export class KeyRing {
     return key;
   }
 
+  /** The `key_ring_generation` this ring has loaded (-1 before its first load). */
+  get loadedGeneration(): number {
+    return this.generation;
+  }
+
+  get refreshInterval(): number {
+    return this.refreshIntervalMs;
+  }
+
+  /** Called with the generation after every load (the heartbeat reports it at once). */
+  onLoad(listener: (generation: number) => void): void {
+    this.loadListeners.push(listener);
+  }
+
+  /** Checks the generation now, whatever the interval, and reloads when it moved. */
+  async refresh(db: Db = this.knex): Promise<void> {
+    this.checkedAt = 0;
+    await this.refreshIfDue(db);
+  }
+
   /** Forces a reload now (after this process changed the ring itself). */
   async reload(db: Db = this.knex): Promise<void> {
     // A load on a transaction is never shared: another caller waiting on it from the pool could be
@@ -187,7 +214,7 @@ export class KeyRing {
     if (Date.now() - this.checkedAt < this.refreshIntervalMs && this.generation >= 0) return;
     const row = (await db('key_ring_generation').where({ id: 1 }).first('generation')) as { generation: number };
     this.checkedAt = Date.now();
-    if (row.generation !== this.generation) await this.reload(db);
+    if (Number(row.generation) !== this.generation) await this.reload(db);
   }
 
   private async load(db: Db): Promise<void> {
@@ -220,8 +247,9 @@ export class KeyRing {
       raw.fill(0);
     }
     this.keys = next;
-    this.generation = generation;
+    this.generation = Number(generation);
     this.checkedAt = Date.now();
+    for (const listener of this.loadListeners) listener(this.generation);
   }
 }
 
@@ -279,7 +307,7 @@ export async function insertNewKey(
     published_at: now,
     activated_at: state === 'active' ? now : null,
   });
-  await bumpGeneration(trx);
+  await bumpGeneration(trx, [{ purpose, version }]);
   await appendAuditEvent(trx, {
     ...actor,
     action: 'key.created',
@@ -300,8 +328,75 @@ function ed25519PublicKeyPem(seed: Buffer): string {
   return createPublicKey(ed25519PrivateKey(seed)).export({ format: 'pem', type: 'spki' }).toString();
 }
 
-export async function bumpGeneration(trx: Knex.Transaction): Promise<void> {
-  await trx('key_ring_generation').where({ id: 1 }).increment('generation', 1);
+/**
+ * The advisory lock key ('keystate' as a 64-bit integer) that serialises key-state changes with the
+ * writes checked by `assert_key_version_writable` (migration 20261206000700): writers take it shared,
+ * state changes exclusively, each until its transaction ends.
+ */
+export const KEY_STATES_LOCK = '7738144525008659557';
+
+/**
+ * Starts a key-state change: waits for every write whose key check already passed to commit (so a
+ * count that follows sees it), and holds back every new write until this transaction ends (so it
+ * checks against the new state). Also locks the generation row, serialising state changes.
+ */
+export async function lockKeyStates(trx: Knex.Transaction): Promise<void> {
+  // Always the generation row first, then the advisory lock: one order everywhere, no deadlock.
+  await trx('key_ring_generation').where({ id: 1 }).forUpdate();
+  await trx.raw(`select pg_advisory_xact_lock(${KEY_STATES_LOCK})`);
+}
+
+/**
+ * Bumps `key_ring_generation` in the caller's transaction (every ring reloads when it moved) and
+ * returns the new generation; stamps it as the `state_generation` of the versions whose state this
+ * transaction changed. Takes the key-state lock if the caller has not.
+ */
+export async function bumpGeneration(
+  trx: Knex.Transaction,
+  changed: readonly { purpose: KeyPurpose; version: number }[] = [],
+): Promise<number> {
+  const [row] = (await trx('key_ring_generation')
+    .where({ id: 1 })
+    .increment('generation', 1)
+    .returning('generation')) as { generation: number | string }[];
+  await trx.raw(`select pg_advisory_xact_lock(${KEY_STATES_LOCK})`);
+  const generation = Number(row?.generation);
+  for (const { purpose, version } of changed) {
+    await trx('data_keys').where({ purpose, version }).update({ state_generation: generation });
+  }
+  return generation;
+}
+
+/**
+ * Whether the database refused a row because the key version it names is not writable (anymore): the
+ * ring that chose it is stale. SQLSTATE 23514 with constraint `key_version_writable`.
+ */
+export function isKeyVersionNotWritable(error: unknown): boolean {
+  const e = error as { code?: unknown; constraint?: unknown; message?: unknown; cause?: unknown } | undefined;
+  if (e === undefined || e === null) return false;
+  if (
+    e.code === '23514' &&
+    (e.constraint === 'key_version_writable' ||
+      (typeof e.message === 'string' && e.message.includes('key_version_writable')))
+  ) {
+    return true;
+  }
+  return e.cause !== undefined && e.cause !== error && isKeyVersionNotWritable(e.cause);
+}
+
+/**
+ * Runs a write that chose its key versions from `ring`; when the database refuses it because a version
+ * is no longer writable, reloads the ring and runs it once more (choosing again), invisibly to the
+ * caller. A second refusal is thrown: the ring then disagrees with a database it has just read.
+ */
+export async function retryOnStaleKey<T>(ring: KeyRing, write: () => Promise<T>): Promise<T> {
+  try {
+    return await write();
+  } catch (error) {
+    if (!isKeyVersionNotWritable(error)) throw error;
+    await ring.reload();
+    return write();
+  }
 }
 
 /**

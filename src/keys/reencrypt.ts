@@ -9,10 +9,12 @@
  * - `lanes` batches are in flight at once (PostgreSQL; one on the single-connection PGlite): while one
  *   lane's update runs in the database, another reads and transforms the next batch, which uses both
  *   cores of a small machine.
- * - A pass that reaches the end is followed by a count. Rows can appear behind the cursor (a new card
- *   written by an instance that had not yet reloaded its key ring after the activation), so passes
- *   repeat until no row outside the failure list remains under an older version; before the last
- *   count, the run waits until every instance must have seen the activation (`propagationMs`).
+ * - A pass that reaches the end is followed by a count; passes repeat until no row outside the failure
+ *   list remains under an older version. Since the database refuses rows under a version that is no
+ *   longer writable (migration 20261206000700), none can appear under an older version after the
+ *   activation committed: the repeat (and the `propagationMs` wait before the last count) is a safety
+ *   net. Every batch writes only the active version; a batch whose target stopped being active
+ *   (another rotation meanwhile) is refused by the database and the run fails.
  * - A row that cannot be moved (its value does not decrypt, its key is gone) is recorded with a code
  *   in `reencrypt_failures` and reported; the run then exits non-zero. Never its value.
  */
