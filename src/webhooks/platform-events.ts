@@ -1,7 +1,14 @@
 /**
  * The platform gateway's canonical event (`PlatformPaymentEvent` in openapi.yaml) as a payment event.
  * The body has already been verified (Standard Webhooks) and validated against the contract.
+ *
+ * Card data (docs/card-data.md): the card leaves here (the inbox keeps the token it resolved to); the
+ * free text (`merchantReference`, `storeId`, `terminalId`) passes the card-data guard, masked to its
+ * last four and named in `masked`, and the effect is computed from the masked text. The ids
+ * (`payment.id`, refund and chargeback ids) cannot be masked without losing what they identify: one
+ * holding card data refuses the delivery (422 `CARD_NUMBER_NOT_ALLOWED`), a defect of our own gateway.
  */
+import { maskCardDataDeep, refuseCardData } from '../card-data/card-data-guard.js';
 import type { CardInput } from '../cards/vault-service.js';
 import type { EventFact, PaymentEventInput } from '../payments/payment-event.js';
 import type { FactKind, PaymentChannel } from '../payments/payment-state.js';
@@ -35,7 +42,13 @@ type PlatformEventType =
   | 'payment.chargeback'
   | 'payment.chargeback_reversed';
 
-export function platformEvent(body: PlatformPaymentEvent, webhookId: string): PaymentEventInput {
+export function platformEvent(raw: PlatformPaymentEvent, webhookId: string): PaymentEventInput {
+  refuseCardData({ id: raw.payment.id }, '/body/payment');
+  refuseCardData({ id: raw.refund?.id }, '/body/refund');
+  refuseCardData({ id: raw.chargeback?.id }, '/body/chargeback');
+  const { card: _card, ...rest } = raw;
+  const { value: projected, masked } = maskCardDataDeep(rest);
+  const body: PlatformPaymentEvent = { ...projected, ...(raw.card === undefined ? {} : { card: raw.card }) };
   const { payment } = body;
   const value = payment.amount.value;
   const fact = (kind: FactKind, key: string, amount: number | null): EventFact => ({
@@ -75,6 +88,7 @@ export function platformEvent(body: PlatformPaymentEvent, webhookId: string): Pa
     provider: 'platform',
     eventKey: webhookId,
     eventType: body.type,
+    masked,
     effect: {
       paymentExternalId: payment.id,
       facts: [facts[body.type]],
@@ -91,9 +105,7 @@ export function platformEvent(body: PlatformPaymentEvent, webhookId: string): Pa
     },
     storedPayload(cardToken) {
       // The PAN leaves here: the inbox keeps the token it resolved to, never card data.
-      const rest: { -readonly [K in keyof PlatformPaymentEvent]?: PlatformPaymentEvent[K] } = { ...body };
-      delete rest.card;
-      return cardToken === undefined ? rest : { ...rest, card: { token: cardToken } };
+      return cardToken === undefined ? projected : { ...projected, card: { token: cardToken } };
     },
   };
 }

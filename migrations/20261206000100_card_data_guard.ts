@@ -1,0 +1,206 @@
+/**
+ * The card-data choke point (issue 16; docs/card-data.md): nothing PAN-shaped is written to any text
+ * or JSON column, by any writer (the service, the CLI, an insider's SQL client), on PostgreSQL and on
+ * PGlite alike.
+ *
+ * - `card_data_in_text(text)`: the card-data guard of src/card-data/card-data-guard.ts in PL/pgSQL: a
+ *   run of digits separated by anything but ASCII letters, holding 12–19 digits that pass Luhn (whole
+ *   or as consecutive groups), or more than 19 digits. A regular-expression pre-scan (12 digits with
+ *   no letter between them) answers most values before any loop runs.
+ * - `card_data_guard()`: a BEFORE INSERT OR UPDATE row trigger that reads the whole row as JSON, so a
+ *   column added to a guarded table later is guarded without anyone remembering to: every string and
+ *   number (at any depth of a json/jsonb column) and every JSON key is checked, and a key naming
+ *   sensitive authentication data (cvc, cvv2, track2, pinBlock…) is refused. An update checks only the
+ *   columns it changes. A hit raises SQLSTATE 23514 naming table and column, never the value.
+ * - `card_data_exempt_columns`: the one list of columns the guard does not read, each with its reason
+ *   (ciphertext-like digests, signatures, public keys, random tokens, gateway references whose shape is
+ *   validated at the adapter, migration names). `card_data_guard_attach(table)` (re)creates a table's
+ *   trigger with that table's exemptions as its arguments.
+ *
+ * Also: inbox events can be `rejected` (an Adyen item that could be re-split) and list what the guard
+ * `masked` in them.
+ */
+import type { Knex } from 'knex';
+
+/** Columns the guard does not read, with why. Later migrations add rows and call the attach function. */
+export const EXEMPT_COLUMNS: readonly (readonly [table: string, column: string, reason: string])[] = [
+  ['knex_migrations', 'name', 'migration file names, written by the migrator only (14-digit timestamps)'],
+  ['audit_chain_head', 'hash', 'SHA-256 digest in hex'],
+  ['audit_events', 'hash', 'SHA-256 digest in hex'],
+  ['audit_events', 'prev_hash', 'SHA-256 digest in hex'],
+  ['idempotency_keys', 'request_hash', 'SHA-256 digest in hex of the request'],
+  ['data_keys', 'certificate_pem', 'public X.509 certificate (base64 PEM)'],
+  ['data_keys', 'public_key_pem', 'public key (base64 PEM)'],
+  ['key_approvals', 'jws', 'compact JWS signature (base64url)'],
+  ['key_custodians', 'key_thumbprint', 'JWK thumbprint (base64url SHA-256)'],
+  ['key_custodians', 'public_key_jwk', 'public key (base64url coordinates)'],
+  ['mtls_client_certificates', 'fingerprint_sha256', 'certificate SHA-256 fingerprint (hex with colons)'],
+  ['mtls_client_certificates', 'serial', 'random certificate serial number (hex)'],
+  ['outbound_deliveries', 'lease_token', 'random UUID lease token'],
+  [
+    'payments',
+    'external_id',
+    'gateway payment reference, shape-checked at the adapter (Adyen 16 alphanumerics, Stripe ch_ ids, platform ids refused when they hold card data)',
+  ],
+  ['webhook_inbox', 'event_key', 'gateway event key (Adyen pspReference:eventCode:success, Stripe evt_ ids, webhook-id)'],
+  ['payment_facts', 'fact_key', 'gateway modification reference (Adyen pspReference, Stripe re_/dp_ ids)'],
+];
+
+const GUARD_FUNCTIONS = [
+  `create or replace function card_data_luhn(digits text) returns boolean
+language plpgsql immutable strict parallel safe as $$
+declare
+  total int := 0;
+  d int;
+  n int := length(digits);
+begin
+  if n = 0 then return false; end if;
+  for i in 0 .. n - 1 loop
+    d := ascii(substr(digits, n - i, 1)) - 48;
+    if i % 2 = 1 then
+      d := d * 2;
+      if d > 9 then d := d - 9; end if;
+    end if;
+    total := total + d;
+  end loop;
+  return total % 10 = 0;
+end $$`,
+  `create or replace function card_data_in_text(value text) returns boolean
+language plpgsql immutable strict parallel safe as $$
+declare
+  run text;
+  groups text[];
+  digits text;
+begin
+  if value !~ '[0-9]([^A-Za-z0-9]*[0-9]){11}' then return false; end if;
+  for run in select m[1] from regexp_matches(value, '([0-9]+([^A-Za-z0-9]+[0-9]+)*)', 'g') as m loop
+    groups := regexp_split_to_array(run, '[^0-9]+');
+    digits := array_to_string(groups, '');
+    continue when length(digits) < 12;
+    if length(digits) > 19 then return true; end if;
+    for i in 1 .. array_length(groups, 1) loop
+      digits := '';
+      for j in i .. array_length(groups, 1) loop
+        digits := digits || groups[j];
+        exit when length(digits) > 19;
+        if length(digits) >= 12 and card_data_luhn(digits) then return true; end if;
+      end loop;
+    end loop;
+  end loop;
+  return false;
+end $$`,
+  `create or replace function card_data_sad_name(name text) returns boolean
+language sql immutable strict parallel safe as $$
+  select lower(regexp_replace(name, '[^A-Za-z0-9]', '', 'g')) = any (array[
+    'cvv', 'cvv2', 'cvc', 'cvc2', 'cvn', 'cvn2', 'cid', 'csc', 'cav2', 'securitycode', 'cardsecuritycode',
+    'cardverificationvalue', 'cardverificationcode', 'track', 'track1', 'track2', 'track3', 'trackdata',
+    'magstripe', 'magneticstripe', 'pin', 'pinblock', 'pindata'])
+$$`,
+  `create or replace function card_data_in_json(doc jsonb) returns boolean
+language plpgsql immutable strict parallel safe as $$
+declare
+  item jsonb;
+begin
+  if jsonb_typeof(doc) in ('string', 'number') then return card_data_in_text(doc #>> '{}'); end if;
+  if jsonb_typeof(doc) not in ('object', 'array') then return false; end if;
+  for item in select jsonb_path_query(doc, 'strict $.** \\? (@.type() == "string" || @.type() == "number")') loop
+    if card_data_in_text(item #>> '{}') then return true; end if;
+  end loop;
+  for item in select jsonb_path_query(doc, 'strict $.** \\? (@.type() == "object").keyvalue().key') loop
+    if card_data_sad_name(item #>> '{}') or card_data_in_text(item #>> '{}') then return true; end if;
+  end loop;
+  return false;
+end $$`,
+  `create or replace function card_data_guard() returns trigger
+language plpgsql as $$
+declare
+  doc jsonb := to_jsonb(NEW) - TG_ARGV;
+  previous jsonb;
+  col text;
+  val jsonb;
+begin
+  if TG_OP = 'UPDATE' then previous := to_jsonb(OLD); end if;
+  for col, val in select key, value from jsonb_each(doc) loop
+    continue when jsonb_typeof(val) in ('null', 'boolean');
+    continue when previous is not null and previous -> col = val;
+    if card_data_in_json(val) then
+      raise exception 'card data refused in %.%', TG_TABLE_NAME, col
+        using errcode = '23514', constraint = 'card_data_guard',
+              hint = 'Card numbers, track data and security codes are never stored outside the vault (docs/card-data.md).';
+    end if;
+  end loop;
+  return NEW;
+end $$`,
+  `create or replace function card_data_guard_attach(target text) returns void
+language plpgsql as $$
+declare
+  args text;
+begin
+  select coalesce(string_agg(quote_literal(column_name), ', ' order by column_name), '')
+    into args from card_data_exempt_columns where table_name = target;
+  execute format('drop trigger if exists card_data_guard on %I', target);
+  execute format(
+    'create trigger card_data_guard before insert or update on %I for each row execute function card_data_guard(%s)',
+    target, args);
+end $$`,
+];
+
+/** Tables of the public schema with a text-like column the guard must read. */
+export async function tablesToGuard(knex: Knex): Promise<string[]> {
+  const result = (await knex.raw(
+    `select distinct c.table_name
+       from information_schema.columns c
+       join information_schema.tables t on t.table_schema = c.table_schema and t.table_name = c.table_name
+      where c.table_schema = current_schema() and t.table_type = 'BASE TABLE'
+        and (c.data_type in ('text', 'character varying', 'character', 'json', 'jsonb') or c.data_type = 'ARRAY')
+        and not exists (select 1 from card_data_exempt_columns e
+                         where e.table_name = c.table_name and e.column_name = c.column_name)
+      order by 1`,
+  )) as { rows: { table_name: string }[] };
+  return result.rows.map((r) => r.table_name);
+}
+
+export async function up(knex: Knex): Promise<void> {
+  await knex.raw(`
+    alter table webhook_inbox drop constraint webhook_inbox_state_check,
+      add constraint webhook_inbox_state_check check (state in ('applied', 'parked', 'failed', 'ignored', 'rejected')),
+      add column masked jsonb not null default '[]'`);
+  await knex.raw(`
+    create table card_data_exempt_columns (
+      table_name text not null,
+      column_name text not null,
+      reason text not null check (length(reason) >= 10),
+      primary key (table_name, column_name))`);
+  await knex('card_data_exempt_columns').insert(
+    EXEMPT_COLUMNS.map(([table, column, reason]) => ({ table_name: table, column_name: column, reason })),
+  );
+  for (const statement of GUARD_FUNCTIONS) await knex.raw(statement);
+  for (const table of await tablesToGuard(knex)) {
+    await knex.raw('select card_data_guard_attach(?)', [table]);
+  }
+}
+
+export async function down(knex: Knex): Promise<void> {
+  const triggers = (await knex.raw(
+    `select c.relname as table_name from pg_trigger t join pg_class c on c.oid = t.tgrelid
+      where t.tgname = 'card_data_guard' and not t.tgisinternal`,
+  )) as { rows: { table_name: string }[] };
+  for (const { table_name: table } of triggers.rows) {
+    await knex.raw(`drop trigger card_data_guard on ??`, [table]);
+  }
+  for (const fn of [
+    'card_data_guard_attach(text)',
+    'card_data_guard()',
+    'card_data_in_json(jsonb)',
+    'card_data_sad_name(text)',
+    'card_data_in_text(text)',
+    'card_data_luhn(text)',
+  ]) {
+    await knex.raw(`drop function ${fn}`);
+  }
+  await knex.raw('drop table card_data_exempt_columns');
+  await knex.raw(`update webhook_inbox set state = 'failed' where state = 'rejected'`);
+  await knex.raw(`
+    alter table webhook_inbox drop column masked, drop constraint webhook_inbox_state_check,
+      add constraint webhook_inbox_state_check check (state in ('applied', 'parked', 'failed', 'ignored'))`);
+}
