@@ -7,15 +7,17 @@
  *   run of digits separated by anything but ASCII letters, holding 12–19 digits that pass Luhn (whole
  *   or as consecutive groups), or more than 19 digits. A regular-expression pre-scan (12 digits with
  *   no letter between them) answers most values before any loop runs.
- * - `card_data_guard()`: a BEFORE INSERT OR UPDATE row trigger that reads the whole row as JSON, so a
- *   column added to a guarded table later is guarded without anyone remembering to: every string and
- *   number (at any depth of a json/jsonb column) and every JSON key is checked, and a key naming
- *   sensitive authentication data (cvc, cvv2, track2, pinBlock…) is refused. An update checks only the
- *   columns it changes. A hit raises SQLSTATE 23514 naming table and column, never the value.
- * - `card_data_exempt_columns`: the one list of columns the guard does not read, each with its reason
- *   (ciphertext-like digests, signatures, public keys, random tokens, gateway references whose shape is
+ * - `card_data_guard()`: a BEFORE INSERT OR UPDATE row trigger over the table's text-like columns (its
+ *   arguments): every string and number (at any depth of a json/jsonb column) and every JSON key is
+ *   checked, and a key naming sensitive authentication data (cvc, cvv2, track2, pinBlock…) is refused.
+ *   An update checks only the columns it changes. A hit raises SQLSTATE 23514 naming table and
+ *   column, never the value. (Timestamps and numbers columns are not read: an ISO timestamp with
+ *   microseconds is a 16-digit run.)
+ * - `card_data_exempt_columns`: the one list of text-like columns the guard does not read, each with
+ *   its reason (digests, signatures, public keys, random tokens, gateway references whose shape is
  *   validated at the adapter, migration names). `card_data_guard_attach(table)` (re)creates a table's
- *   trigger with that table's exemptions as its arguments.
+ *   trigger over its text-like columns that are not exempt. A migration adding a text column or a
+ *   table calls it; test/card-data/column-coverage.test.ts fails until it does.
  *
  * Also: inbox events can be `rejected` (an Adyen item that could be re-split) and list what the guard
  * `masked` in them.
@@ -42,9 +44,27 @@ export const EXEMPT_COLUMNS: readonly (readonly [table: string, column: string, 
     'external_id',
     'gateway payment reference, shape-checked at the adapter (Adyen 16 alphanumerics, Stripe ch_ ids, platform ids refused when they hold card data)',
   ],
-  ['webhook_inbox', 'event_key', 'gateway event key (Adyen pspReference:eventCode:success, Stripe evt_ ids, webhook-id)'],
+  [
+    'webhook_inbox',
+    'event_key',
+    'gateway event key (Adyen pspReference:eventCode:success, Stripe evt_ ids, webhook-id)',
+  ],
   ['payment_facts', 'fact_key', 'gateway modification reference (Adyen pspReference, Stripe re_/dp_ ids)'],
 ];
+
+/**
+ * Paths inside JSON columns the guard does not read: the gateway references kept in a stored
+ * delivery, the same values as the exempt reference columns above (a real Adyen pspReference is 16
+ * digits, Luhn-valid one time in ten).
+ */
+export const EXEMPT_JSON_PATHS: readonly (readonly [table: string, column: string, path: string[], reason: string])[] =
+  [
+    ['webhook_inbox', 'payload', ['pspReference'], 'Adyen reference, 16 alphanumerics checked by the adapter'],
+    ['webhook_inbox', 'payload', ['originalReference'], 'Adyen reference, 16 alphanumerics checked by the adapter'],
+    ['webhook_inbox', 'payload', ['payment', 'id'], 'platform payment id (= payments.external_id)'],
+    ['webhook_inbox', 'payload', ['refund', 'id'], 'platform refund id (= payment_facts.fact_key)'],
+    ['webhook_inbox', 'payload', ['chargeback', 'id'], 'platform chargeback id (= payment_facts.fact_key)'],
+  ];
 
 const GUARD_FUNCTIONS = [
   `create or replace function card_data_luhn(digits text) returns boolean
@@ -114,15 +134,21 @@ end $$`,
   `create or replace function card_data_guard() returns trigger
 language plpgsql as $$
 declare
-  doc jsonb := to_jsonb(NEW) - TG_ARGV;
   previous jsonb;
   col text;
   val jsonb;
+  exempt text[];
 begin
   if TG_OP = 'UPDATE' then previous := to_jsonb(OLD); end if;
-  for col, val in select key, value from jsonb_each(doc) loop
+  for col, val in select key, value from jsonb_each(to_jsonb(NEW)) where key = any (TG_ARGV) loop
     continue when jsonb_typeof(val) in ('null', 'boolean');
     continue when previous is not null and previous -> col = val;
+    if jsonb_typeof(val) in ('object', 'array') then
+      for exempt in select e.path from card_data_exempt_json_paths e
+                     where e.table_name = TG_TABLE_NAME and e.column_name = col loop
+        val := val #- exempt;
+      end loop;
+    end if;
     if card_data_in_json(val) then
       raise exception 'card data refused in %.%', TG_TABLE_NAME, col
         using errcode = '23514', constraint = 'card_data_guard',
@@ -136,9 +162,15 @@ language plpgsql as $$
 declare
   args text;
 begin
-  select coalesce(string_agg(quote_literal(column_name), ', ' order by column_name), '')
-    into args from card_data_exempt_columns where table_name = target;
+  select string_agg(quote_literal(c.column_name), ', ' order by c.column_name)
+    into args
+    from information_schema.columns c
+   where c.table_schema = current_schema() and c.table_name = target
+     and (c.data_type in ('text', 'character varying', 'character', 'json', 'jsonb') or c.data_type = 'ARRAY')
+     and not exists (select 1 from card_data_exempt_columns e
+                      where e.table_name = c.table_name and e.column_name = c.column_name);
   execute format('drop trigger if exists card_data_guard on %I', target);
+  if args is null then return; end if;
   execute format(
     'create trigger card_data_guard before insert or update on %I for each row execute function card_data_guard(%s)',
     target, args);
@@ -174,6 +206,21 @@ export async function up(knex: Knex): Promise<void> {
   await knex('card_data_exempt_columns').insert(
     EXEMPT_COLUMNS.map(([table, column, reason]) => ({ table_name: table, column_name: column, reason })),
   );
+  await knex.raw(`
+    create table card_data_exempt_json_paths (
+      table_name text not null,
+      column_name text not null,
+      path text[] not null,
+      reason text not null check (length(reason) >= 10),
+      primary key (table_name, column_name, path))`);
+  await knex('card_data_exempt_json_paths').insert(
+    EXEMPT_JSON_PATHS.map(([table, column, path, reason]) => ({
+      table_name: table,
+      column_name: column,
+      path,
+      reason,
+    })),
+  );
   for (const statement of GUARD_FUNCTIONS) await knex.raw(statement);
   for (const table of await tablesToGuard(knex)) {
     await knex.raw('select card_data_guard_attach(?)', [table]);
@@ -198,6 +245,7 @@ export async function down(knex: Knex): Promise<void> {
   ]) {
     await knex.raw(`drop function ${fn}`);
   }
+  await knex.raw('drop table card_data_exempt_json_paths');
   await knex.raw('drop table card_data_exempt_columns');
   await knex.raw(`update webhook_inbox set state = 'failed' where state = 'rejected'`);
   await knex.raw(`

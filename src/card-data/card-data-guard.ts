@@ -70,23 +70,29 @@ const TRACK_1 = /%?B(\d{12,19})\^[^^\n]{0,26}\^[^?\n]*\??/g;
 // Track 2: optional start sentinel, PAN, separator (= or D), YYMM, service code and discretionary data.
 const TRACK_2 = /;?(\d{12,19})[=D]\d{4}[0-9A-Za-z]*\??/g;
 
-/** A 12–19 digit Luhn-valid run inside `run` (whole, or consecutive groups), as its digits. */
-function cardNumberIn(groups: readonly string[]): string | undefined {
+/** The first 12–19 digit Luhn-valid run of consecutive groups: [first group, last group, digits]. */
+function cardNumberIn(groups: readonly Group[]): [number, number, string] | undefined {
   for (let from = 0; from < groups.length; from++) {
     let digits = '';
     for (let to = from; to < groups.length; to++) {
-      digits += groups[to] as string;
+      digits += (groups[to] as Group).digits;
       if (digits.length > MAX_PAN_DIGITS) break;
-      if (digits.length >= MIN_PAN_DIGITS && luhnValid(digits)) return digits;
+      if (digits.length >= MIN_PAN_DIGITS && luhnValid(digits)) return [from, to, digits];
     }
   }
   return undefined;
 }
 
+interface Group {
+  readonly start: number;
+  readonly end: number;
+  readonly digits: string;
+}
+
 interface DigitRun {
   readonly start: number;
   readonly end: number;
-  readonly groups: readonly string[];
+  readonly groups: readonly Group[];
   readonly digitCount: number;
 }
 
@@ -100,13 +106,13 @@ function digitRuns(text: string): DigitRun[] {
       continue;
     }
     const start = i;
-    const groups: string[] = [];
+    const groups: Group[] = [];
     let count = 0;
-    let end = i;
+    let end: number;
     for (;;) {
       const groupStart = i;
       while (i < text.length && isDigit(text.charCodeAt(i))) i++;
-      groups.push(text.slice(groupStart, i));
+      groups.push({ start: groupStart, end: i, digits: text.slice(groupStart, i) });
       count += i - groupStart;
       end = i;
       let j = i;
@@ -123,10 +129,17 @@ function digitRuns(text: string): DigitRun[] {
   return runs;
 }
 
-function maskRun(run: DigitRun): string | undefined {
-  if (run.digitCount > MAX_PAN_DIGITS) return '[REDACTED]';
-  const pan = cardNumberIn(run.groups);
-  return pan === undefined ? undefined : `[PAN …${pan.slice(-4)}]`;
+/** The replacements of one run: the whole run when it is too long, else the PAN's groups only. */
+function maskRun(run: DigitRun): { start: number; end: number; text: string }[] {
+  if (run.digitCount > MAX_PAN_DIGITS) return [{ start: run.start, end: run.end, text: '[REDACTED]' }];
+  const found = cardNumberIn(run.groups);
+  if (found === undefined) return [];
+  const [from, to, pan] = found;
+  const rest = maskRun({ ...run, groups: run.groups.slice(to + 1), digitCount: 0 });
+  return [
+    { start: (run.groups[from] as Group).start, end: (run.groups[to] as Group).end, text: `[PAN …${pan.slice(-4)}]` },
+    ...rest,
+  ];
 }
 
 /** The text with every card number masked to its last four, track data masked whole. */
@@ -139,10 +152,10 @@ export function maskCardData(text: string): string {
   let out = '';
   let at = 0;
   for (const run of digitRuns(tracked)) {
-    const masked = maskRun(run);
-    if (masked === undefined) continue;
-    out += tracked.slice(at, run.start) + masked;
-    at = run.end;
+    for (const cut of maskRun(run)) {
+      out += tracked.slice(at, cut.start) + cut.text;
+      at = cut.end;
+    }
   }
   return at === 0 ? tracked : out + tracked.slice(at);
 }

@@ -499,7 +499,9 @@ function parseAdyenEnvironment(r: Reader, ctx: { production: boolean; adyen: boo
   const value = r.raw('WEBHOOK_ADYEN_ENVIRONMENT');
   if (value === undefined) {
     if (ctx.production && ctx.adyen) {
-      r.problem('WEBHOOK_ADYEN_ENVIRONMENT (test or live) is required when NODE_ENV=production and WEBHOOK_ADYEN_HMAC_KEYS is set');
+      r.problem(
+        'WEBHOOK_ADYEN_ENVIRONMENT (test or live) is required when NODE_ENV=production and WEBHOOK_ADYEN_HMAC_KEYS is set',
+      );
     }
     return 'test';
   }

@@ -80,7 +80,13 @@ export function adyenRejection(item: AdyenItem): string | undefined {
   if (original !== undefined && original !== '' && (typeof original !== 'string' || !ADYEN_REFERENCE.test(original))) {
     return 'ADYEN_REFERENCE_INVALID';
   }
-  const signedText = [item.merchantAccountCode, item.merchantReference, item.amount?.currency, item.eventCode, item.success];
+  const signedText = [
+    item.merchantAccountCode,
+    item.merchantReference,
+    item.amount?.currency,
+    item.eventCode,
+    item.success,
+  ];
   if (signedText.some((value) => typeof value === 'string' && /[:\\]/.test(value))) {
     return 'ADYEN_SIGNED_FIELD_SEPARATOR';
   }
@@ -109,11 +115,12 @@ export function adyenEvent(item: AdyenItem, receivedAt: Date, options: AdyenEven
   const storedToken = options.stored === true ? storedCardToken(item) : undefined;
   return {
     provider: 'adyen',
-    eventKey:
-      rejection === undefined ? `${item.pspReference}:${item.eventCode}:${item.success}` : rejectedKey(item),
+    eventKey: rejection === undefined ? `${item.pspReference}:${item.eventCode}:${item.success}` : rejectedKey(item),
     eventType: typeof stored['eventCode'] === 'string' ? stored['eventCode'] : 'UNKNOWN',
     effect:
-      kind === undefined ? undefined : effect(stored, options.stored === true ? {} : item.additionalData, kind, receivedAt, storedToken),
+      kind === undefined
+        ? undefined
+        : effect(stored, options.stored === true ? {} : item.additionalData, kind, receivedAt, storedToken),
     masked,
     ...(rejection === undefined ? {} : { rejection }),
     storedPayload: (cardToken) => (cardToken === undefined ? stored : { ...stored, card: { token: cardToken } }),

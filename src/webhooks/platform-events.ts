@@ -5,10 +5,11 @@
  * Card data (docs/card-data.md): the card leaves here (the inbox keeps the token it resolved to); the
  * free text (`merchantReference`, `storeId`, `terminalId`) passes the card-data guard, masked to its
  * last four and named in `masked`, and the effect is computed from the masked text. The ids
- * (`payment.id`, refund and chargeback ids) cannot be masked without losing what they identify: one
- * holding card data refuses the delivery (422 `CARD_NUMBER_NOT_ALLOWED`), a defect of our own gateway.
+ * (`payment.id`, refund and chargeback ids) are identifiers, not free text, and are kept as sent: a
+ * numeric order id passes Luhn one time in ten, and masking it would lose what it identifies (the
+ * database guard exempts exactly these paths; docs/card-data.md).
  */
-import { maskCardDataDeep, refuseCardData } from '../card-data/card-data-guard.js';
+import { maskCardDataDeep } from '../card-data/card-data-guard.js';
 import type { CardInput } from '../cards/vault-service.js';
 import type { EventFact, PaymentEventInput } from '../payments/payment-event.js';
 import type { FactKind, PaymentChannel } from '../payments/payment-state.js';
@@ -42,12 +43,20 @@ type PlatformEventType =
   | 'payment.chargeback'
   | 'payment.chargeback_reversed';
 
+const ID_POINTERS: ReadonlySet<string> = new Set(['/payment/id', '/refund/id', '/chargeback/id']);
+
 export function platformEvent(raw: PlatformPaymentEvent, webhookId: string): PaymentEventInput {
-  refuseCardData({ id: raw.payment.id }, '/body/payment');
-  refuseCardData({ id: raw.refund?.id }, '/body/refund');
-  refuseCardData({ id: raw.chargeback?.id }, '/body/chargeback');
-  const { card: _card, ...rest } = raw;
-  const { value: projected, masked } = maskCardDataDeep(rest);
+  const rest: Omit<PlatformPaymentEvent, 'card'> & { card?: unknown } = { ...raw };
+  delete rest.card;
+  const { value: masking, masked: maskedAnywhere } = maskCardDataDeep(rest);
+  const masked = maskedAnywhere.filter((pointer) => !ID_POINTERS.has(pointer));
+  // Ids are identifiers, not free text: kept as sent (a numeric order id may well pass Luhn).
+  const projected: Omit<PlatformPaymentEvent, 'card'> = {
+    ...masking,
+    payment: { ...masking.payment, id: raw.payment.id },
+    ...(raw.refund === undefined ? {} : { refund: { ...raw.refund } }),
+    ...(raw.chargeback === undefined ? {} : { chargeback: { ...raw.chargeback } }),
+  };
   const body: PlatformPaymentEvent = { ...projected, ...(raw.card === undefined ? {} : { card: raw.card }) };
   const { payment } = body;
   const value = payment.amount.value;

@@ -60,7 +60,9 @@ export function projectStripeEvent(event: StripeEvent): StripeEvent {
     Object.fromEntries(
       names.flatMap((name) => {
         const value = source?.[name];
-        return typeof value === 'string' || typeof value === 'number' || typeof value === 'boolean' ? [[name, value]] : [];
+        return typeof value === 'string' || typeof value === 'number' || typeof value === 'boolean'
+          ? [[name, value]]
+          : [];
       }),
     );
   const details = object['payment_method_details'] as StripeObject | undefined;
@@ -135,7 +137,9 @@ function effectOf(
       return charge(object, card, id, authorised, ...captured);
     }
     case 'charge.captured':
-      return id === undefined ? undefined : charge(object, card, id, fact('captured', 'capture', amount('amount_captured')));
+      return id === undefined
+        ? undefined
+        : charge(object, card, id, fact('captured', 'capture', amount('amount_captured')));
     case 'charge.failed':
       return id === undefined ? undefined : charge(object, card, id, fact('authorisation_failed', event.id, null));
     case 'charge.expired':
