@@ -114,7 +114,8 @@ language sql immutable strict parallel safe as $$
   select lower(regexp_replace(name, '[^A-Za-z0-9]', '', 'g')) = any (array[
     'cvv', 'cvv2', 'cvc', 'cvc2', 'cvn', 'cvn2', 'cid', 'csc', 'cav2', 'securitycode', 'cardsecuritycode',
     'cardverificationvalue', 'cardverificationcode', 'track', 'track1', 'track2', 'track3', 'trackdata',
-    'magstripe', 'magneticstripe', 'pin', 'pinblock', 'pindata'])
+    'magstripe', 'magneticstripe', 'pin', 'pinblock', 'pindata', 'cardcvc', 'cardcvc2', 'cardcvv', 'cardcvv2',
+    'cardcid', 'cardpin'])
 $$`,
   `create or replace function card_data_in_json(doc jsonb) returns boolean
 language plpgsql immutable strict parallel safe as $$

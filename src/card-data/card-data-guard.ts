@@ -189,6 +189,12 @@ const SAD_NAMES = new Set([
   'pin',
   'pinblock',
   'pindata',
+  'cardcvc',
+  'cardcvc2',
+  'cardcvv',
+  'cardcvv2',
+  'cardcid',
+  'cardpin',
 ]);
 
 /** True when a field name means sensitive authentication data, whatever its case and separators. */
