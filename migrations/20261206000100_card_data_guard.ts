@@ -121,16 +121,24 @@ $$`,
 language plpgsql immutable strict parallel safe as $$
 declare
   item jsonb;
+  body text;
 begin
   if jsonb_typeof(doc) in ('string', 'number') then return card_data_in_text(doc #>> '{}'); end if;
   if jsonb_typeof(doc) not in ('object', 'array') then return false; end if;
-  for item in select jsonb_path_query(doc, 'strict $.** \\? (@.type() == "string" || @.type() == "number")') loop
-    if card_data_in_text(item #>> '{}') then return true; end if;
-  end loop;
-  for item in select jsonb_path_query(doc, 'strict $.** \\? (@.type() == "object").keyvalue().key') loop
-    if card_data_sad_name(item #>> '{}') or card_data_in_text(item #>> '{}') then return true; end if;
-  end loop;
-  return false;
+  body := doc::text;
+  -- Pre-scan of the whole document: without 12 digits unbroken by a letter (and without a \\u escape,
+  -- which would put a letter between digits), no leaf can hold a card number; only the keys remain.
+  if strpos(body, '\\u') > 0 or body ~ '[0-9]([^A-Za-z0-9]*[0-9]){11}' then
+    for item in select jsonb_path_query(doc, 'strict $.** \\? (@.type() == "string" || @.type() == "number")') loop
+      if card_data_in_text(item #>> '{}') then return true; end if;
+    end loop;
+    for item in select jsonb_path_query(doc, 'strict $.** \\? (@.type() == "object").keyvalue().key') loop
+      if card_data_in_text(item #>> '{}') then return true; end if;
+    end loop;
+  end if;
+  return exists (
+    select 1 from jsonb_path_query(doc, 'strict $.** \\? (@.type() == "object").keyvalue().key') as k
+     where card_data_sad_name(k #>> '{}'));
 end $$`,
   `create or replace function card_data_guard() returns trigger
 language plpgsql as $$
