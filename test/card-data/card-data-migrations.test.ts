@@ -71,14 +71,22 @@ describe('migrations 20261206000100/000150: card-data guard and cleanup', functi
             description: 'card 4111_1111_1111_1111',
             metadata: { order_id: 'o-1', secret_note: '5555 5555 5555 4444' },
             billing_details: { name: '5555555555554444' },
-            payment_method_details: { type: 'card', card: { last4: '4242', fingerprint: 'fp1', number: '4111111111111111' } },
+            payment_method_details: {
+              type: 'card',
+              card: { last4: '4242', fingerprint: 'fp1', number: '4111111111111111' },
+            },
           },
         },
       }),
       inbox('evt_platform', 'platform', 'msg_1', {
         type: 'payment.authorised',
         occurredAt: now.toISOString(),
-        payment: { id: 'p-1', merchantReference: '4111-1111-1111-1111', amount: { value: 1, currency: 'GBP' }, channel: 'online' },
+        payment: {
+          id: 'p-1',
+          merchantReference: '4111-1111-1111-1111',
+          amount: { value: 1, currency: 'GBP' },
+          channel: 'online',
+        },
       }),
     ]);
     await db.knex('payments').insert({
