@@ -229,7 +229,8 @@ export function findSensitiveAuthenticationData(value: unknown, pointer = '', de
  */
 export function findCardDataIn(value: unknown, pointer = '', depth = 0): string | undefined {
   if (typeof value === 'string') return containsCardData(value) ? pointer : undefined;
-  if (typeof value === 'number' || typeof value === 'bigint') {
+  if (typeof value === 'bigint' || (typeof value === 'number' && Number.isInteger(value))) {
+    // Only integers: a fraction (8/9 = 0.888…) is a number, never a card number.
     return containsCardData(String(value)) ? pointer : undefined;
   }
   if (depth > MAX_DEPTH || value === null || typeof value !== 'object') return undefined;
@@ -262,6 +263,7 @@ export function maskCardDataDeep<T>(value: T): MaskedValue<T> {
       return out;
     }
     if (typeof node === 'number') {
+      if (!Number.isInteger(node)) return node;
       const text = String(node);
       if (!containsCardData(text)) return node;
       masked.push(pointer);
