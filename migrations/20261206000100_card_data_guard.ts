@@ -123,7 +123,7 @@ declare
   item jsonb;
   body text;
 begin
-  if jsonb_typeof(doc) = 'number' and (doc #>> '{}') !~ '^-?[0-9]+$' then return false; end if;
+  if jsonb_typeof(doc) = 'number' and (doc #>> '{}') !~ '^-{0,1}[0-9]+$' then return false; end if;
   if jsonb_typeof(doc) in ('string', 'number') then return card_data_in_text(doc #>> '{}'); end if;
   if jsonb_typeof(doc) not in ('object', 'array') then return false; end if;
   body := doc::text;
@@ -132,7 +132,7 @@ begin
   if strpos(body, '\\u') > 0 or body ~ '[0-9]([^A-Za-z0-9]*[0-9]){11}' then
     -- Strings, and numbers written as integers (a fraction such as 8/9 is a number, not a card).
     for item in select jsonb_path_query(doc, 'strict $.** \\? (@.type() == "string" || @.type() == "number")') loop
-      continue when jsonb_typeof(item) = 'number' and (item #>> '{}') !~ '^-?[0-9]+$';
+      continue when jsonb_typeof(item) = 'number' and (item #>> '{}') !~ '^-{0,1}[0-9]+$';
       if card_data_in_text(item #>> '{}') then return true; end if;
     end loop;
     for item in select jsonb_path_query(doc, 'strict $.** \\? (@.type() == "object").keyvalue().key') loop
