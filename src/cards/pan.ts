@@ -2,7 +2,7 @@
  * Card number rules. A PAN is accepted with spaces or dashes between digits (as printed and typed),
  * nothing else; it must have 12–19 digits (ISO/IEC 7812) and pass Luhn. Errors never repeat the input.
  */
-import { maskPans } from '../logging/pan-redactor.js';
+import { containsCardData } from '../card-data/card-data-guard.js';
 import { AppError } from '../errors/app-error.js';
 import { luhnValid } from './luhn.js';
 
@@ -61,50 +61,17 @@ export function validateExpiry(
   return { month, year };
 }
 
-const SAD_FIELDS = new Set([
-  'cvv',
-  'cvv2',
-  'cvc',
-  'cvc2',
-  'cid',
-  'csc',
-  'cav2',
-  'securitycode',
-  'cardsecuritycode',
-  'cardverificationvalue',
-  'track',
-  'track1',
-  'track2',
-  'trackdata',
-  'magstripe',
-  'magneticstripe',
-  'pin',
-  'pinblock',
-]);
+/** Sensitive authentication data by name and card numbers in free text: the card-data guard's. */
+export { findSensitiveAuthenticationData } from '../card-data/card-data-guard.js';
 
 /**
- * PCI DSS 3.3: sensitive authentication data must never be stored after authorisation, so it is
- * refused on input wherever it appears in a body. Returns the JSON pointer of the first offender.
- */
-export function findSensitiveAuthenticationData(value: unknown, pointer = '', depth = 0): string | undefined {
-  if (depth > 32 || value === null || typeof value !== 'object') return undefined;
-  for (const [key, child] of Object.entries(value as Record<string, unknown>)) {
-    const here = `${pointer}/${key.replace(/~/g, '~0').replace(/\//g, '~1')}`;
-    if (SAD_FIELDS.has(key.toLowerCase().replace(/[^a-z0-9]/g, ''))) return here;
-    const nested = findSensitiveAuthenticationData(child, here, depth + 1);
-    if (nested !== undefined) return nested;
-  }
-  return undefined;
-}
-
-/**
- * The first of these free-text fields that holds something shaped like a card number (a 13–19 digit
- * Luhn-valid run, spaces and dashes allowed), as a JSON pointer. Such fields are stored and shown
- * back: a PAN typed into the wrong box must be refused, never kept (PCI DSS 3.4).
+ * The first of these free-text fields that holds card data (a 12–19 digit Luhn-valid run with any
+ * separators, a longer run, track data), as a JSON pointer. Such fields are stored and shown back: a
+ * PAN typed into the wrong box must be refused, never kept (PCI DSS 3.4).
  */
 export function findCardNumberIn(fields: Readonly<Record<string, string | undefined>>): string | undefined {
   for (const [name, value] of Object.entries(fields)) {
-    if (value !== undefined && maskPans(value) !== value) return `/body/${name}`;
+    if (value !== undefined && containsCardData(value)) return `/body/${name}`;
   }
   return undefined;
 }

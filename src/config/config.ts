@@ -141,6 +141,8 @@ export interface WebhooksConfig {
   readonly adyenBasicAuth: { readonly username: string; readonly password: string } | undefined;
   readonly stripeSecrets: readonly string[] | undefined;
   readonly toleranceSeconds: number;
+  /** Adyen's environment (`live` flag of each notification must match): WEBHOOK_ADYEN_ENVIRONMENT. */
+  readonly adyenEnvironment: AdyenEnvironment;
   /** Set on the embedded development default when no secret is configured. */
   readonly generatedDevFile: string | undefined;
 }
@@ -550,17 +552,48 @@ function parseWebhooks(r: Reader, ctx: { production: boolean; embedded: boolean;
       adyenBasicAuth = { username: basic.slice(0, colon), password: basic.slice(colon + 1) };
     }
   }
+  const adyenEnvironment = parseAdyenEnvironment(r, { production: ctx.production, adyen: adyenHmacKeys !== undefined });
+  if (ctx.production && adyenHmacKeys !== undefined && adyenBasicAuth === undefined && basic === undefined) {
+    r.problem('WEBHOOK_ADYEN_BASIC_AUTH is required when NODE_ENV=production and WEBHOOK_ADYEN_HMAC_KEYS is set');
+  }
   const none = platformSecrets === undefined && adyenHmacKeys === undefined && stripeSecrets === undefined;
   return {
     platformSecrets,
     adyenHmacKeys,
     adyenBasicAuth,
+    adyenEnvironment,
     stripeSecrets,
     toleranceSeconds: r.integer('WEBHOOK_TOLERANCE_SECONDS', 300, 1, 3600),
     generatedDevFile:
       none && ctx.embedded && !ctx.production ? path.join(ctx.dataDir, DEV_WEBHOOK_SECRETS_FILE) : undefined,
   };
 }
+
+// --- Adyen environment (issue 16, card-data hardening) ---------------------------------------------
+export type AdyenEnvironment = 'test' | 'live';
+
+/**
+ * Which Adyen environment may notify this service: an item whose `live` flag says otherwise is
+ * refused. Required in production when Adyen is enabled (a live service must not take test
+ * notifications, nor the reverse); `test` elsewhere by default.
+ */
+function parseAdyenEnvironment(r: Reader, ctx: { production: boolean; adyen: boolean }): AdyenEnvironment {
+  const value = r.raw('WEBHOOK_ADYEN_ENVIRONMENT');
+  if (value === undefined) {
+    if (ctx.production && ctx.adyen) {
+      r.problem(
+        'WEBHOOK_ADYEN_ENVIRONMENT (test or live) is required when NODE_ENV=production and WEBHOOK_ADYEN_HMAC_KEYS is set',
+      );
+    }
+    return 'test';
+  }
+  if (value !== 'test' && value !== 'live') {
+    r.problem('WEBHOOK_ADYEN_ENVIRONMENT must be test or live');
+    return 'test';
+  }
+  return value;
+}
+// --- end Adyen environment --------------------------------------------------------------------------
 
 function parseList(r: Reader, name: string, item: RegExp, options: { message: string }): string[] | undefined {
   const value = r.raw(name);

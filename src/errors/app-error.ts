@@ -68,6 +68,13 @@ export const ERROR_CATALOG = {
   WEBHOOK_PROVIDER_DISABLED: { status: 403, title: 'No secret is configured for this webhook provider' },
   CARD_TOKEN_UNKNOWN: { status: 422, title: 'The card token is not known to this vault' },
   PAYMENT_CURRENCY_MISMATCH: { status: 422, title: 'The event currency differs from the payment currency' },
+  // card-data hardening of Adyen notifications (an item's inbox code when rejected; the environment, a refusal)
+  ADYEN_REFERENCE_INVALID: {
+    status: 422,
+    title: 'The Adyen pspReference or originalReference is not 16 alphanumerics',
+  },
+  ADYEN_SIGNED_FIELD_SEPARATOR: { status: 422, title: 'A signed Adyen field holds the separator of the signed string' },
+  WEBHOOK_ENVIRONMENT_MISMATCH: { status: 422, title: 'The notification is from another gateway environment' },
   INBOX_EVENT_NOT_REPLAYABLE: { status: 409, title: 'This inbox event has no payment effect to replay' },
   // loyalty
   SHOPPER_MERGED: { status: 308, title: 'This shopper was merged into another' },

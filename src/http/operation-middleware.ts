@@ -9,7 +9,7 @@ import type { CardRoutesAuth } from '../config/config.js';
 import { AppError } from '../errors/app-error.js';
 import type { ClientCertificatePrincipal, ClientCertificateVerifier } from '../mtls/client-certificate-verifier.js';
 import { toIssues, type Operation } from './openapi.js';
-import { findSensitiveAuthenticationData } from '../cards/pan.js';
+import { findSensitiveAuthenticationData, refuseCardData } from '../card-data/card-data-guard.js';
 
 /** Client certificates on the card-data operations (those with a `clientCertificate` requirement). */
 export interface ClientCertificateAuth {
@@ -145,6 +145,10 @@ export function validate(op: Operation): RequestHandler {
     }
     const infinite = nonFiniteParameter(params);
     if (infinite !== undefined) throw validationError([{ pointer: infinite, message: 'must be a finite number' }]);
+    // An Idempotency-Key is stored (and its pattern admits dots, dashes, underscores and colons):
+    // one shaped like a card number is refused, never kept.
+    const idempotencyKey = req.headers['idempotency-key'];
+    if (typeof idempotencyKey === 'string') refuseCardData({ 'idempotency-key': idempotencyKey }, '/headers');
     let body: unknown = undefined;
     if (op.requestMediaType !== undefined && !raw) {
       const present = hasBody(req.headers);

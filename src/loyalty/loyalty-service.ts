@@ -14,7 +14,7 @@
 import { createHash } from 'node:crypto';
 import type { Knex } from 'knex';
 import { appendAuditEvent, canonicalJson } from '../audit/audit-log.js';
-import { findCardNumberIn } from '../cards/pan.js';
+import { refuseCardData } from '../card-data/card-data-guard.js';
 import { AppError } from '../errors/app-error.js';
 import { newId } from '../ids/prefixed-id.js';
 import type { PaymentTransitionEvent } from '../payments/payment-service.js';
@@ -443,14 +443,9 @@ interface RedemptionRow {
   state: 'completed' | 'reversed';
 }
 
-/** Free text is stored and shown back: a card number in it is refused, never kept. */
+/** Free text is stored and shown back: a card number in it is refused, never kept (the card-data guard). */
 export function refuseCardNumbers(fields: Readonly<Record<string, string | undefined>>): void {
-  const pointer = findCardNumberIn(fields);
-  if (pointer === undefined) return;
-  throw new AppError('CARD_NUMBER_NOT_ALLOWED', {
-    detail: 'Card numbers are accepted only by the card vault.',
-    extensions: { errors: [{ pointer, message: 'must not hold a card number' }] },
-  });
+  refuseCardData(fields, '/body');
 }
 
 function sameTargets(a: EarningTargets, b: EarningTargets): boolean {

@@ -20,6 +20,13 @@ export interface PaymentEventInput {
    * reaches this: adapters replace card data by the token.
    */
   storedPayload(cardToken: string | undefined): unknown;
+  /** JSON pointers of the fields the card-data guard masked or dropped (shown in the admin inbox). */
+  readonly masked?: readonly string[];
+  /**
+   * Set when the verified delivery must not be applied (an Adyen item that could be re-split, say):
+   * stored as `rejected` with this code, acknowledged, never applied nor replayed.
+   */
+  readonly rejection?: string;
 }
 
 export interface PaymentEffect {
@@ -45,6 +52,11 @@ export interface EventFact {
 
 export interface PaymentDetails {
   readonly channel: PaymentChannel | undefined;
+  /**
+   * The channel comes from unsigned data (Adyen `additionalData`): it may set the channel of a
+   * payment that has none, never change one already known.
+   */
+  readonly channelIsHint?: boolean;
   readonly storeId: string | undefined;
   readonly terminalId: string | undefined;
   readonly merchantReference: string | undefined;

@@ -49,6 +49,8 @@ export interface InboxRow {
   readonly error_code: string | null;
   readonly secret_index: number;
   readonly payload: unknown;
+  /** JSON pointers of the payload fields the card-data guard masked or dropped. */
+  readonly masked: readonly string[];
   readonly received_at: Date;
   readonly applied_at: Date | null;
   readonly replays: number;

@@ -33,7 +33,7 @@ import {
   type PaymentTransition,
 } from './payment-state.js';
 
-export type InboxState = 'applied' | 'parked' | 'failed' | 'ignored';
+export type InboxState = 'applied' | 'parked' | 'failed' | 'ignored' | 'rejected';
 
 /** Handed to listeners inside the transaction that made the change: their writes commit with it. */
 export interface PaymentTransitionEvent extends PaymentTransition {
@@ -175,7 +175,7 @@ export class PaymentService {
       const row = (await trx('webhook_inbox').where({ id: inboxId }).forUpdate().first('id')) as
         { id: string } | undefined;
       if (row === undefined) throw new AppError('NOT_FOUND', { detail: 'No such inbox event.' });
-      if (event.effect === undefined) throw new AppError('INBOX_EVENT_NOT_REPLAYABLE');
+      if (event.effect === undefined || event.rejection !== undefined) throw new AppError('INBOX_EVENT_NOT_REPLAYABLE');
       await trx('webhook_inbox').where({ id: inboxId }).increment('replays', 1);
       const [result] = await this.applyBatch(trx, [{ event, card, secretIndex: 0, replayOf: inboxId }]);
       const state = (result as IngestResult).state;
@@ -323,6 +323,9 @@ export class PaymentService {
   private plan(work: Work, payment: LockedPayment | undefined, stored: readonly PaymentFact[], now: Date): Plan {
     const inboxId = work.replayOf ?? newId('evt');
     const { effect } = work.event;
+    if (work.event.rejection !== undefined) {
+      return { work, inboxId, state: 'rejected', errorCode: work.event.rejection, payment: undefined };
+    }
     if (effect === undefined || payment === undefined) {
       return { work, inboxId, state: 'ignored', errorCode: null, payment };
     }
@@ -333,7 +336,10 @@ export class PaymentService {
     // The authorisation describes the payment; other events only fill what is still unknown.
     const pick = <V>(current: V | null, incoming: V | undefined): V | null =>
       isAuthorisation ? (incoming ?? current) : (current ?? incoming ?? null);
-    const channel = pick(payment.channel, effect.details.channel);
+    const channel =
+      effect.details.channelIsHint === true
+        ? (payment.channel ?? effect.details.channel ?? null)
+        : pick(payment.channel, effect.details.channel);
     const facts = mergeFacts(stored, effect.facts);
     const before = figuresOf(payment);
     const after = derivePayment(facts, {
@@ -434,6 +440,7 @@ export class PaymentService {
                     event_type: work.event.eventType,
                     secret_index: work.secretIndex,
                     payload: JSON.stringify(work.event.storedPayload(work.card?.token)),
+                    masked: JSON.stringify(work.event.masked ?? []),
                     received_at: now,
                     state,
                     error_code: errorCode,

@@ -46,21 +46,22 @@ export function paymentsHandlers(knex: Knex, payments: PaymentService): HandlerM
       const id = validInput(req).path['eventId'] as string;
       const row = await findInboxEvent(knex, id);
       if (row === undefined) throw new AppError('NOT_FOUND', { detail: 'No such inbox event.' });
+      if (row.state === 'rejected') throw new AppError('INBOX_EVENT_NOT_REPLAYABLE');
       await payments.replay(id, storedEvent(row), callerOf(req));
       res.json(inboxJson((await findInboxEvent(knex, id)) as InboxRow));
     },
   };
 }
 
-/** The stored (PAN-free) payload mapped again by the adapter that first received it. */
+/** The stored (projected, PAN-free) payload mapped again by the adapter that first received it. */
 function storedEvent(row: InboxRow): PaymentEventInput {
   switch (row.provider) {
     case 'platform':
       return platformEvent(row.payload as PlatformPaymentEvent, row.event_key);
     case 'adyen':
-      return adyenEvent(row.payload as AdyenItem, row.received_at);
+      return adyenEvent(row.payload as AdyenItem, row.received_at, { stored: true });
     case 'stripe':
-      return stripeEvent(row.payload as StripeEvent);
+      return stripeEvent(row.payload as StripeEvent, { stored: true });
   }
 }
 
@@ -97,6 +98,7 @@ function inboxJson(row: InboxRow): Record<string, unknown> {
     receivedAt: row.received_at.toISOString(),
     ...optional('appliedAt', row.applied_at?.toISOString()),
     replays: row.replays,
+    masked: row.masked,
     payload: row.payload,
   };
 }

@@ -6,7 +6,24 @@
  * a refund: decided by the payment's facts, not by arrival order), REFUND and REFUND_WITH_DATA
  * (partial refunds each have their own pspReference), REFUND_FAILED and REFUNDED_REVERSED, CHARGEBACK
  * and SECOND_CHARGEBACK, CHARGEBACK_REVERSED. Any other code is stored and acknowledged, no effect.
+ *
+ * Card data (docs/card-data.md): the item is **projected**, never kept: only the fields listed in
+ * {@link projectAdyenItem} are stored, every kept text field passes the card-data guard (a PAN is
+ * masked to its last four and the field named in `masked`), the card identifiers (`alias`, PAR) are
+ * replaced by the card token they resolved to, and everything else (cardHolderName, cardBin, cvc
+ * results, track data, unknown fields) is dropped.
+ *
+ * Re-split forgery: the HMAC joins eight fields with `:` and no escaping, so an item is applied only
+ * when `pspReference`/`originalReference` are Adyen references (16 alphanumerics) and no signed text
+ * field holds `:` or `\`; then the signed string parses back one way only. Anything else is stored as
+ * `rejected` with its code (acknowledged so that Adyen stops retrying, never applied).
+ *
+ * `additionalData` is not signed: what it says (alias, PAR, shopperInteraction, store, terminal) is a
+ * hint. It can name the card of a payment seen for the first time, never move a payment to another
+ * shopper afterwards, and never change the channel of a payment that already has one
+ * (`channelIsHint`).
  */
+import { maskCardDataDeep } from '../card-data/card-data-guard.js';
 import type { CardInput } from '../cards/vault-service.js';
 import type { PaymentEffect, PaymentEventInput } from '../payments/payment-event.js';
 import type { FactKind, PaymentChannel } from '../payments/payment-state.js';
@@ -48,39 +65,132 @@ const CHANNELS: Readonly<Record<string, PaymentChannel>> = {
   POS: 'in_store',
 };
 
+/** Adyen's PSP reference: 16 alphanumerics. */
+export const ADYEN_REFERENCE = /^[A-Za-z0-9]{16}$/;
+
+/** The `additionalData` entries kept (as hints), after the guard. Card identifiers are never kept. */
+const KEPT_ADDITIONAL_DATA = ['shopperInteraction', 'store', 'terminalId'] as const;
+
+/** Why an item cannot be applied, or undefined. Checked after its signature verified. */
+export function adyenRejection(item: AdyenItem): string | undefined {
+  if (typeof item.pspReference !== 'string' || !ADYEN_REFERENCE.test(item.pspReference)) {
+    return 'ADYEN_REFERENCE_INVALID';
+  }
+  const original = item.originalReference;
+  if (original !== undefined && original !== '' && (typeof original !== 'string' || !ADYEN_REFERENCE.test(original))) {
+    return 'ADYEN_REFERENCE_INVALID';
+  }
+  const signedText = [
+    item.merchantAccountCode,
+    item.merchantReference,
+    item.amount?.currency,
+    item.eventCode,
+    item.success,
+  ];
+  if (signedText.some((value) => typeof value === 'string' && /[:\\]/.test(value))) {
+    return 'ADYEN_SIGNED_FIELD_SEPARATOR';
+  }
+  return undefined;
+}
+
+export interface AdyenEventOptions {
+  /** The item comes from the inbox (already projected): its card is the stored token. */
+  readonly stored?: boolean;
+}
+
 /** `receivedAt` dates an item that carries no (valid) `eventDate`. */
-export function adyenEvent(item: AdyenItem, receivedAt: Date): PaymentEventInput {
+export function adyenEvent(item: AdyenItem, receivedAt: Date, options: AdyenEventOptions = {}): PaymentEventInput {
+  const rejection = adyenRejection(item);
+  const { value: projected, masked } = maskCardDataDeep(projectAdyenItem(item, receivedAt));
+  const stored: Record<string, unknown> = {
+    ...projected,
+    // Validated references are ids, not free text: a 16-digit reference stays as Adyen sent it.
+    ...(rejection === undefined ? { pspReference: item.pspReference } : {}),
+    ...(rejection === undefined && typeof item.originalReference === 'string' && item.originalReference !== ''
+      ? { originalReference: item.originalReference }
+      : {}),
+  };
   const success = item.success === 'true';
-  const kind = EVENT_CODES[item.eventCode]?.[success ? 0 : 1];
-  const eventKey = `${item.pspReference}:${item.eventCode}:${item.success}`;
-  const stored = { ...item, additionalData: withoutSignature(item.additionalData) };
+  const kind = rejection === undefined ? EVENT_CODES[item.eventCode]?.[success ? 0 : 1] : undefined;
+  const storedToken = options.stored === true ? storedCardToken(item) : undefined;
   return {
     provider: 'adyen',
-    eventKey,
-    eventType: item.eventCode,
-    effect: kind === undefined ? undefined : effect(item, kind, receivedAt),
-    storedPayload: () => stored,
+    eventKey: rejection === undefined ? `${item.pspReference}:${item.eventCode}:${item.success}` : rejectedKey(item),
+    eventType: typeof stored['eventCode'] === 'string' ? stored['eventCode'] : 'UNKNOWN',
+    effect:
+      kind === undefined
+        ? undefined
+        : effect(stored, options.stored === true ? {} : item.additionalData, kind, receivedAt, storedToken),
+    masked,
+    ...(rejection === undefined ? {} : { rejection }),
+    storedPayload: (cardToken) => (cardToken === undefined ? stored : { ...stored, card: { token: cardToken } }),
   };
 }
 
-function effect(item: AdyenItem, kind: FactKind, receivedAt: Date): PaymentEffect {
+/**
+ * The allow-list: what the service needs of an item, nothing else. The references are re-added by
+ * the caller once validated; here they pass the guard like any text (a rejected item keeps them masked).
+ */
+export function projectAdyenItem(item: AdyenItem, receivedAt: Date): Record<string, unknown> {
   const data = item.additionalData ?? {};
-  const text = (name: string): string | undefined => {
+  const hints: Record<string, string> = {};
+  for (const name of KEPT_ADDITIONAL_DATA) {
     const value = data[name];
+    if (typeof value === 'string' && value.length > 0) hints[name] = value;
+  }
+  const summary = data['cardSummary'];
+  if (typeof summary === 'string' && /^\d{4}$/.test(summary)) hints['cardSummary'] = summary;
+  const text = (value: unknown): string | undefined => (typeof value === 'string' ? value : undefined);
+  const amount = item.amount;
+  return dropUndefined({
+    eventCode: text(item.eventCode),
+    success: text(item.success),
+    pspReference: text(item.pspReference),
+    originalReference: text(item.originalReference),
+    merchantAccountCode: text(item.merchantAccountCode),
+    merchantReference: text(item.merchantReference),
+    eventDate: parseDate(text(item.eventDate), receivedAt).toISOString(),
+    amount:
+      amount === undefined
+        ? undefined
+        : dropUndefined({
+            value: typeof amount.value === 'number' ? amount.value : undefined,
+            currency: text(amount.currency),
+          }),
+    paymentMethod: text(item['paymentMethod']),
+    additionalData: hints,
+  });
+}
+
+function effect(
+  item: Record<string, unknown>,
+  rawData: Readonly<Record<string, unknown>> | undefined,
+  kind: FactKind,
+  receivedAt: Date,
+  storedToken: string | undefined,
+): PaymentEffect {
+  const hints = (item['additionalData'] ?? {}) as Record<string, unknown>;
+  const text = (source: Readonly<Record<string, unknown>> | undefined, name: string): string | undefined => {
+    const value = source?.[name];
     return typeof value === 'string' && value.length > 0 ? value : undefined;
   };
-  const isAuthorisation = item.eventCode === 'AUTHORISATION';
-  const paymentExternalId = isAuthorisation ? item.pspReference : (item.originalReference ?? item.pspReference);
+  const eventCode = item['eventCode'] as string;
+  const pspReference = item['pspReference'] as string;
+  const originalReference = text(item, 'originalReference');
+  const isAuthorisation = eventCode === 'AUTHORISATION';
+  const paymentExternalId = isAuthorisation ? pspReference : (originalReference ?? pspReference);
   // One authorisation per payment; each modification is keyed by its own pspReference.
-  const key = kind === 'authorised' ? 'auth' : item.pspReference;
-  const amount = typeof item.amount?.value === 'number' ? item.amount.value : null;
+  const key = kind === 'authorised' ? 'auth' : pspReference;
+  const amountOf = item['amount'] as { value?: number; currency?: string } | undefined;
+  const amount = typeof amountOf?.value === 'number' ? amountOf.value : null;
   const card: CardInput[] = [];
-  const par = text('PaymentAccountReference');
-  const alias = text('alias');
+  // Identifiers are read from the delivery itself (they are never stored): hints, see the header.
+  const par = text(rawData, 'PaymentAccountReference');
+  const alias = text(rawData, 'alias');
   if (par !== undefined) card.push({ kind: 'par', par });
   if (alias !== undefined) card.push({ kind: 'alias', namespace: 'adyen.alias', value: alias });
-  const interaction = text('shopperInteraction');
-  const summary = text('cardSummary');
+  const interaction = text(hints, 'shopperInteraction');
+  const summary = text(hints, 'cardSummary');
   return {
     paymentExternalId,
     facts: [
@@ -88,20 +198,32 @@ function effect(item: AdyenItem, kind: FactKind, receivedAt: Date): PaymentEffec
         kind,
         key,
         amount: kind === 'authorisation_failed' || kind === 'cancelled' ? null : amount,
-        currency: kind === 'authorisation_failed' || kind === 'cancelled' ? null : (item.amount?.currency ?? null),
-        occurredAt: parseDate(item.eventDate, receivedAt),
+        currency: kind === 'authorisation_failed' || kind === 'cancelled' ? null : (amountOf?.currency ?? null),
+        occurredAt: parseDate(text(item, 'eventDate'), receivedAt),
       },
     ],
     card,
-    cardToken: undefined,
+    cardToken: storedToken,
     last4: summary !== undefined && /^\d{4}$/.test(summary) ? summary : undefined,
     details: {
       channel: interaction === undefined ? undefined : CHANNELS[interaction],
-      storeId: text('store') ?? (typeof item['store'] === 'string' ? item['store'] : undefined),
-      terminalId: text('terminalId'),
-      merchantReference: item.merchantReference,
+      channelIsHint: true,
+      storeId: text(hints, 'store'),
+      terminalId: text(hints, 'terminalId'),
+      merchantReference: text(item, 'merchantReference'),
     },
   };
+}
+
+function storedCardToken(item: AdyenItem): string | undefined {
+  const card = item['card'] as { token?: unknown } | undefined;
+  return typeof card?.token === 'string' ? card.token : undefined;
+}
+
+/** A rejected item is keyed by its signature: a redelivery of it is a duplicate, never a new row. */
+function rejectedKey(item: AdyenItem): string {
+  const signature = item.additionalData?.['hmacSignature'];
+  return `rejected:${typeof signature === 'string' ? signature : ''}`;
 }
 
 function parseDate(value: string | undefined, fallback: Date): Date {
@@ -109,9 +231,6 @@ function parseDate(value: string | undefined, fallback: Date): Date {
   return Number.isNaN(parsed) ? fallback : new Date(parsed);
 }
 
-function withoutSignature(data: Readonly<Record<string, unknown>> | undefined): Record<string, unknown> | undefined {
-  if (data === undefined) return undefined;
-  const rest = { ...data };
-  delete rest['hmacSignature'];
-  return rest;
+function dropUndefined<T extends Record<string, unknown>>(value: T): T {
+  return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined)) as T;
 }

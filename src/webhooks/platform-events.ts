@@ -1,7 +1,15 @@
 /**
  * The platform gateway's canonical event (`PlatformPaymentEvent` in openapi.yaml) as a payment event.
  * The body has already been verified (Standard Webhooks) and validated against the contract.
+ *
+ * Card data (docs/card-data.md): the card leaves here (the inbox keeps the token it resolved to); the
+ * free text (`merchantReference`, `storeId`, `terminalId`) passes the card-data guard, masked to its
+ * last four and named in `masked`, and the effect is computed from the masked text. The ids
+ * (`payment.id`, refund and chargeback ids) are identifiers, not free text, and are kept as sent: a
+ * numeric order id passes Luhn one time in ten, and masking it would lose what it identifies (the
+ * database guard exempts exactly these paths; docs/card-data.md).
  */
+import { maskCardDataDeep } from '../card-data/card-data-guard.js';
 import type { CardInput } from '../cards/vault-service.js';
 import type { EventFact, PaymentEventInput } from '../payments/payment-event.js';
 import type { FactKind, PaymentChannel } from '../payments/payment-state.js';
@@ -35,7 +43,21 @@ type PlatformEventType =
   | 'payment.chargeback'
   | 'payment.chargeback_reversed';
 
-export function platformEvent(body: PlatformPaymentEvent, webhookId: string): PaymentEventInput {
+const ID_POINTERS: ReadonlySet<string> = new Set(['/payment/id', '/refund/id', '/chargeback/id']);
+
+export function platformEvent(raw: PlatformPaymentEvent, webhookId: string): PaymentEventInput {
+  const rest: Omit<PlatformPaymentEvent, 'card'> & { card?: unknown } = { ...raw };
+  delete rest.card;
+  const { value: masking, masked: maskedAnywhere } = maskCardDataDeep(rest);
+  const masked = maskedAnywhere.filter((pointer) => !ID_POINTERS.has(pointer));
+  // Ids are identifiers, not free text: kept as sent (a numeric order id may well pass Luhn).
+  const projected: Omit<PlatformPaymentEvent, 'card'> = {
+    ...masking,
+    payment: { ...masking.payment, id: raw.payment.id },
+    ...(raw.refund === undefined ? {} : { refund: { ...raw.refund } }),
+    ...(raw.chargeback === undefined ? {} : { chargeback: { ...raw.chargeback } }),
+  };
+  const body: PlatformPaymentEvent = { ...projected, ...(raw.card === undefined ? {} : { card: raw.card }) };
   const { payment } = body;
   const value = payment.amount.value;
   const fact = (kind: FactKind, key: string, amount: number | null): EventFact => ({
@@ -75,6 +97,7 @@ export function platformEvent(body: PlatformPaymentEvent, webhookId: string): Pa
     provider: 'platform',
     eventKey: webhookId,
     eventType: body.type,
+    masked,
     effect: {
       paymentExternalId: payment.id,
       facts: [facts[body.type]],
@@ -91,9 +114,7 @@ export function platformEvent(body: PlatformPaymentEvent, webhookId: string): Pa
     },
     storedPayload(cardToken) {
       // The PAN leaves here: the inbox keeps the token it resolved to, never card data.
-      const rest: { -readonly [K in keyof PlatformPaymentEvent]?: PlatformPaymentEvent[K] } = { ...body };
-      delete rest.card;
-      return cardToken === undefined ? rest : { ...rest, card: { token: cardToken } };
+      return cardToken === undefined ? projected : { ...projected, card: { token: cardToken } };
     },
   };
 }

@@ -10,7 +10,14 @@
  * - `charge.dispute.created` → chargeback; `charge.dispute.closed` with status `won` → reversed.
  * Identity: `payment_method_details.card(_present).fingerprint` as alias `stripe.fingerprint`;
  * channel `in_store` for card-present payments. Anything else is stored and acknowledged, no effect.
+ *
+ * Card data (docs/card-data.md): the event is **projected**, never kept whole. {@link projectStripeEvent}
+ * lists what is stored; every kept text passes the card-data guard (masked to the last four, named in
+ * `masked`); the fingerprint is replaced by the card token; billing details, receipt e-mail, unknown
+ * metadata keys and everything else are dropped. The effect is computed from the masked projection,
+ * so what is applied is what is stored.
  */
+import { maskCardDataDeep } from '../card-data/card-data-guard.js';
 import type { CardInput } from '../cards/vault-service.js';
 import type { EventFact, PaymentEffect, PaymentEventInput } from '../payments/payment-event.js';
 import type { FactKind } from '../payments/payment-state.js';
@@ -25,17 +32,90 @@ export interface StripeEvent {
 
 type StripeObject = Readonly<Record<string, unknown>>;
 
-export function stripeEvent(event: StripeEvent): PaymentEventInput {
+export interface StripeEventOptions {
+  /** The event comes from the inbox (already projected): its card is the stored token. */
+  readonly stored?: boolean;
+}
+
+export function stripeEvent(event: StripeEvent, options: StripeEventOptions = {}): PaymentEventInput {
+  const { value: stored, masked } = maskCardDataDeep(projectStripeEvent(event));
+  const storedToken = options.stored === true ? str((event['card'] as StripeObject | undefined)?.['token']) : undefined;
+  const fingerprint = options.stored === true ? undefined : fingerprintOf(event.data?.object ?? {});
   return {
     provider: 'stripe',
-    eventKey: event.id,
-    eventType: event.type,
-    effect: effectOf(event),
-    storedPayload: () => event,
+    eventKey: stored.id,
+    eventType: stored.type,
+    effect: effectOf(stored, fingerprint, storedToken),
+    masked,
+    storedPayload: (cardToken) => (cardToken === undefined ? stored : { ...stored, card: { token: cardToken } }),
   };
 }
 
-function effectOf(event: StripeEvent): PaymentEffect | undefined {
+const KEPT_METADATA = ['order_id', 'store_id', 'terminal_id'] as const;
+
+/** The allow-list: what the service needs of an event, nothing else (fingerprint excluded). */
+export function projectStripeEvent(event: StripeEvent): StripeEvent {
+  const object = (event.data?.object ?? {}) as StripeObject;
+  const pick = (source: StripeObject | undefined, names: readonly string[]): Record<string, unknown> =>
+    Object.fromEntries(
+      names.flatMap((name) => {
+        const value = source?.[name];
+        return typeof value === 'string' || typeof value === 'number' || typeof value === 'boolean'
+          ? [[name, value]]
+          : [];
+      }),
+    );
+  const details = object['payment_method_details'] as StripeObject | undefined;
+  const present = details?.['card_present'] as StripeObject | undefined;
+  const card = details?.['card'] as StripeObject | undefined;
+  const cardFields = ['brand', 'last4'];
+  const projectedDetails =
+    details === undefined
+      ? undefined
+      : {
+          ...pick(details, ['type']),
+          ...(present === undefined ? {} : { card_present: pick(present, [...cardFields, 'terminal_id']) }),
+          ...(card === undefined ? {} : { card: pick(card, cardFields) }),
+        };
+  const metadata = object['metadata'] as StripeObject | undefined;
+  return {
+    ...(pick(event as unknown as StripeObject, ['id', 'type', 'created', 'livemode']) as {
+      id: string;
+      type: string;
+      created: number;
+    }),
+    data: {
+      object: {
+        ...pick(object, [
+          'id',
+          'object',
+          'amount',
+          'amount_captured',
+          'amount_refunded',
+          'captured',
+          'currency',
+          'status',
+          'charge',
+          'description',
+        ]),
+        ...(metadata === undefined ? {} : { metadata: pick(metadata, KEPT_METADATA) }),
+        ...(projectedDetails === undefined ? {} : { payment_method_details: projectedDetails }),
+      },
+    },
+  };
+}
+
+function fingerprintOf(object: StripeObject): string | undefined {
+  const details = (object['payment_method_details'] ?? {}) as StripeObject;
+  const card = (details['card_present'] ?? details['card']) as StripeObject | undefined;
+  return str(card?.['fingerprint']);
+}
+
+function effectOf(
+  event: StripeEvent,
+  fingerprint: string | undefined,
+  storedToken: string | undefined,
+): PaymentEffect | undefined {
   const object = event.data.object;
   const occurredAt = new Date(event.created * 1000);
   const amount = (name: string): number | null => (typeof object[name] === 'number' ? object[name] : null);
@@ -48,22 +128,25 @@ function effectOf(event: StripeEvent): PaymentEffect | undefined {
     occurredAt,
   });
   const id = str(object['id']);
+  const card = { fingerprint, storedToken };
   switch (event.type) {
     case 'charge.succeeded': {
       if (id === undefined) return undefined;
       const authorised = fact('authorised', 'auth', amount('amount'));
       const captured = object['captured'] === true ? [fact('captured', 'capture', amount('amount_captured'))] : [];
-      return charge(object, id, authorised, ...captured);
+      return charge(object, card, id, authorised, ...captured);
     }
     case 'charge.captured':
-      return id === undefined ? undefined : charge(object, id, fact('captured', 'capture', amount('amount_captured')));
+      return id === undefined
+        ? undefined
+        : charge(object, card, id, fact('captured', 'capture', amount('amount_captured')));
     case 'charge.failed':
-      return id === undefined ? undefined : charge(object, id, fact('authorisation_failed', event.id, null));
+      return id === undefined ? undefined : charge(object, card, id, fact('authorisation_failed', event.id, null));
     case 'charge.expired':
-      return id === undefined ? undefined : charge(object, id, fact('cancelled', 'expired', null));
+      return id === undefined ? undefined : charge(object, card, id, fact('cancelled', 'expired', null));
     case 'charge.refunded': {
       const total = amount('amount_refunded');
-      return id === undefined ? undefined : charge(object, id, fact('refund_total', `total:${total}`, total));
+      return id === undefined ? undefined : charge(object, card, id, fact('refund_total', `total:${total}`, total));
     }
     case 'refund.created':
     case 'refund.updated':
@@ -89,11 +172,15 @@ function effectOf(event: StripeEvent): PaymentEffect | undefined {
 }
 
 /** A charge event: it carries the card and the channel. */
-function charge(object: StripeObject, id: string, ...facts: EventFact[]): PaymentEffect {
+function charge(
+  object: StripeObject,
+  { fingerprint, storedToken }: { fingerprint: string | undefined; storedToken: string | undefined },
+  id: string,
+  ...facts: EventFact[]
+): PaymentEffect {
   const details = (object['payment_method_details'] ?? {}) as StripeObject;
   const present = details['card_present'] as StripeObject | undefined;
   const card = (present ?? details['card']) as StripeObject | undefined;
-  const fingerprint = str(card?.['fingerprint']);
   const identifiers: CardInput[] =
     fingerprint === undefined ? [] : [{ kind: 'alias', namespace: 'stripe.fingerprint', value: fingerprint }];
   const last4 = str(card?.['last4']);
@@ -102,7 +189,7 @@ function charge(object: StripeObject, id: string, ...facts: EventFact[]): Paymen
     paymentExternalId: id,
     facts,
     card: identifiers,
-    cardToken: undefined,
+    cardToken: storedToken,
     last4: last4 !== undefined && /^\d{4}$/.test(last4) ? last4 : undefined,
     details: {
       channel: present === undefined ? 'online' : 'in_store',

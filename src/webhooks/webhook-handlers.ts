@@ -2,13 +2,21 @@
  * HTTP adapters of the three gateway webhooks: verify the signature over the raw bytes, then parse
  * and validate against openapi.yaml, then map and hand to the payment service. Every delivery is
  * counted by provider and outcome.
+ *
+ * Card data (docs/card-data.md): each adapter projects the delivery onto its allow-list and masks card
+ * data in the free text it keeps; the masking is counted here (`webhook_card_data_masked_total`, by
+ * provider) and listed on the inbox event. A delivery with card data in free text is acknowledged and
+ * applied, never refused: a refused delivery is retried, which would only delay the shopper's points.
+ * Sensitive authentication data sent by Adyen or Stripe is dropped by the projection (it is not a
+ * reason to refuse a delivery the gateway will retry forever); the platform's own gateway, bound by
+ * our contract, is refused with 422 SENSITIVE_AUTHENTICATION_DATA.
  */
 import type { Request, Response } from 'express';
 import { AppError } from '../errors/app-error.js';
 import { checkBody } from '../http/operation-middleware.js';
 import type { HandlerMap } from '../http/types.js';
 import type { Metrics } from '../metrics/metrics.js';
-import type { Provider } from '../payments/payment-event.js';
+import type { PaymentEventInput, Provider } from '../payments/payment-event.js';
 import type { IngestResult, PaymentService } from '../payments/payment-service.js';
 import { adyenEvent, type AdyenItem } from './adyen-events.js';
 import { platformEvent, type PlatformPaymentEvent } from './platform-events.js';
@@ -30,6 +38,16 @@ export function webhookHandlers(deps: WebhookDeps): HandlerMap {
     'webhook_deliveries_total',
     'Webhook deliveries by provider and outcome (applied, parked, failed, ignored, duplicate, or the error code).',
   );
+  const masked = deps.metrics.counter(
+    'webhook_card_data_masked_total',
+    'Fields of webhook deliveries whose card data was masked or dropped before storing, by provider.',
+  );
+  const ingest = async (event: PaymentEventInput, secretIndex: number): Promise<IngestResult> => {
+    const result = await payments.ingest(event, secretIndex);
+    const count = event.masked?.length ?? 0;
+    if (count > 0 && !result.duplicate) masked({ provider: event.provider }, count);
+    return result;
+  };
   const counted =
     (provider: Provider, handle: (req: Request, res: Response) => Promise<string>) =>
     async (req: Request, res: Response): Promise<void> => {
@@ -48,16 +66,14 @@ export function webhookHandlers(deps: WebhookDeps): HandlerMap {
       const verified = verifyStandardWebhook(req.headers, raw, secrets.platform, secrets.toleranceSeconds, now());
       const body = parseJson(raw);
       checkBody(operationOf(req), body, { refuseSensitiveAuthenticationData: true });
-      const result = await payments.ingest(
-        platformEvent(body as PlatformPaymentEvent, verified.id),
-        verified.secretIndex,
-      );
+      const result = await ingest(platformEvent(body as PlatformPaymentEvent, verified.id), verified.secretIndex);
       res.status(200).json(receipt(result));
       return outcome(result);
     }),
 
     receiveAdyenWebhook: counted('adyen', async (req, res) => {
       enabled(secrets.adyenHmacKeys);
+      // Required in production (config refuses to start without it); optional in development.
       if (
         secrets.adyenBasicAuth !== undefined &&
         !basicAuthMatches(req.headers.authorization, secrets.adyenBasicAuth)
@@ -68,15 +84,21 @@ export function webhookHandlers(deps: WebhookDeps): HandlerMap {
       }
       const body = parseJson(rawBodyOf(req));
       // Adyen signs fields, not bytes: the body is parsed first, then every item is verified before
-      // any is stored. (`cvcResult` and the like are results, not card data: no SAD check here.)
+      // any is stored. SAD is not refused but dropped by the projection (adyen-events.ts).
       checkBody(operationOf(req), body, { refuseSensitiveAuthenticationData: false });
-      const items = (body as { notificationItems: { NotificationRequestItem: AdyenItem }[] }).notificationItems.map(
-        (entry) => entry.NotificationRequestItem,
-      );
+      const notification = body as { live?: string; notificationItems: { NotificationRequestItem: AdyenItem }[] };
+      // The environment's flag is outside the item signatures: a test notification replayed against a
+      // live service (or the reverse) is refused whole.
+      if (notification.live !== undefined && notification.live !== String(secrets.adyenEnvironment === 'live')) {
+        throw new AppError('WEBHOOK_ENVIRONMENT_MISMATCH', {
+          detail: `This endpoint takes notifications from Adyen's ${secrets.adyenEnvironment} environment only.`,
+        });
+      }
+      const items = notification.notificationItems.map((entry) => entry.NotificationRequestItem);
       const verified = items.map((item) => ({ item, ...verifyAdyenItem(item, secrets.adyenHmacKeys) }));
       const outcomes: string[] = [];
       for (const { item, secretIndex } of verified) {
-        outcomes.push(outcome(await payments.ingest(adyenEvent(item, now()), secretIndex)));
+        outcomes.push(outcome(await ingest(adyenEvent(item, now()), secretIndex)));
       }
       res.status(200).type('text/plain').send('[accepted]');
       return outcomes.length === 1 ? (outcomes[0] as string) : 'batch';
@@ -88,7 +110,7 @@ export function webhookHandlers(deps: WebhookDeps): HandlerMap {
       const verified = verifyStripeSignature(req.headers, raw, secrets.stripe, secrets.toleranceSeconds, now());
       const body = parseJson(raw);
       checkBody(operationOf(req), body, { refuseSensitiveAuthenticationData: false });
-      const result = await payments.ingest(stripeEvent(body as StripeEvent), verified.secretIndex);
+      const result = await ingest(stripeEvent(body as StripeEvent), verified.secretIndex);
       res.status(200).json(receipt(result));
       return outcome(result);
     }),

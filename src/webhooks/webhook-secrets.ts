@@ -13,6 +13,7 @@ export interface WebhookSecrets {
   readonly adyenBasicAuth: { readonly username: string; readonly password: string } | undefined;
   readonly stripe: readonly string[];
   readonly toleranceSeconds: number;
+  readonly adyenEnvironment: 'test' | 'live';
 }
 
 export async function loadWebhookSecrets(
@@ -26,6 +27,7 @@ export async function loadWebhookSecrets(
         adyenBasicAuth: config.adyenBasicAuth,
         stripe: config.stripeSecrets ?? [],
         toleranceSeconds: config.toleranceSeconds,
+        adyenEnvironment: config.adyenEnvironment,
       },
       generatedDevFile: undefined,
     };
@@ -51,6 +53,7 @@ export async function loadWebhookSecrets(
       adyenBasicAuth: config.adyenBasicAuth,
       stripe: [dev['WEBHOOK_STRIPE_SECRETS'] ?? ''],
       toleranceSeconds: config.toleranceSeconds,
+      adyenEnvironment: config.adyenEnvironment,
     },
     generatedDevFile: config.generatedDevFile,
   };

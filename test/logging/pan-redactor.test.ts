@@ -25,7 +25,16 @@ describe('PAN masking (maskPans)', () => {
       ['as a JSON property name', '{"5555555555554444":1}', '{"[PAN …4444]":1}'],
       ['in a URL', '/v1/cards/4111111111111111?x=1', '/v1/cards/[PAN …1111]?x=1'],
       ['twice in one line', '4111111111111111 and 5555555555554444', '[PAN …1111] and [PAN …4444]'],
+      ['with 12 digits (the vault accepts 12-digit PANs)', 'id 411111111117', 'id [PAN …1117]'],
       ['with 13 digits', 'n=4111111111119', 'n=[PAN …1119]'],
+      ['grouped by dots', 'ref 5105.1051.0510.5100.', 'ref [PAN …5100].'],
+      ['grouped by slashes', '6011/0009/9013/9424', '[PAN …9424]'],
+      ['grouped by underscores', 'x_4111_1111_1111_1111_y', 'x_[PAN …1111]_y'],
+      ['one digit per group, mixed separators', '4.1-1/1_1 1.1-1/1_1 1.1-1/1_1 1', '[PAN …1111]'],
+      ['behind a short number in the same run', 'ref 12 4111 1111 1111 1111', 'ref 12 [PAN …1111]'],
+      ['as track 1 data', '%B4111111111111111^DOE/JANE^2512101000000?', '[TRACK …1111]'],
+      ['as track 2 data', ';4111111111111111=25121010000000000000?', '[TRACK …1111]'],
+      ['as track 2 data with a D separator', '4111111111111111D2512101', '[TRACK …1111]'],
       ['with 19 digits', 'n=4111111111111111110', 'n=[PAN …1110]'],
     ];
     for (const [name, input, expected] of cases) {
@@ -51,13 +60,14 @@ describe('PAN masking (maskPans)', () => {
 
   describe('when digits cannot be a PAN, then they are kept readable', () => {
     const cases: [string, string][] = [
-      ['a 12-digit Luhn-valid run (too short for a PAN)', 'id 411111111117'],
       ['a 16-digit Luhn-invalid run', 'ref 4111111111111112'],
       ['a 13-digit Luhn-invalid run', 'ref 4111111111118'],
       ['an amount', 'amount 1234567.89 EUR'],
       ['a timestamp', '2026-11-22T20:40:30.739Z'],
       ['a port and a duration', '127.0.0.1:5432 took 12.5 ms'],
       ['no digits at all', 'nothing to see here'],
+      ['digits broken by letters', 'tok_4111a1111b1111c1111'],
+      ['an 11-digit Luhn-valid run', 'n 41111111116'],
     ];
     for (const [name, text] of cases) {
       it(`when it is ${name}, then it is unchanged`, () => {

@@ -11,7 +11,9 @@ import {
 } from '../support/webhooks.js';
 
 let sequence = 0;
-const psp = (): string => `88${Date.now()}${String(++sequence).padStart(4, '0')}`;
+/** An Adyen PSP reference: 16 alphanumerics (the adapter rejects anything else). */
+const psp = (): string =>
+  `88${Date.now().toString(36).toUpperCase()}${String(++sequence).padStart(6, '0')}`.slice(0, 16);
 
 describe('Adyen and Stripe webhooks', function () {
   this.timeout(60_000);

@@ -1,0 +1,306 @@
+/**
+ * The card-data guard: the one place that decides what counts as card data in text and in parsed
+ * JSON. Everything that writes, logs or answers with text uses it (the logger, problem bodies, the
+ * webhook projections, the client-input refusals); the database applies the same rules at its own
+ * choke point (`card_data_guard()` in migrations/20261206000100_card_data_guard.ts).
+ *
+ * What it recognises:
+ * - **Card numbers**: a run of digits separated by any characters that are not ASCII letters or
+ *   digits (`4111 1111…`, `5105.1051.…`, `6011/0009/…`, `4111_1111_…`, mixed, one digit per group)
+ *   holding 12–19 digits (ISO/IEC 7812: the vault accepts 12-digit PANs) that pass Luhn, either as a
+ *   whole or as any run of consecutive groups (so `12 4111 1111 1111 1111` does not hide its PAN
+ *   behind a prefix). A run of more than 19 digits is treated as card data whole: a PAN can hide in it.
+ * - **Track data**: track 1 (`%B<PAN>^NAME^YYMM…?`) and track 2 (`;<PAN>=YYMM…?`, `<PAN>DYYMM…`),
+ *   masked whole because discretionary data and the service code are sensitive authentication data.
+ * - **Sensitive authentication data by name** (PCI DSS 3.3): `cvc`, `CVV2`, `Card-Security-Code`,
+ *   `TRACK_2`, `pinBlock`…: the whole key compared with case and separators removed, at any depth.
+ *
+ * What it does not do: decide that a Luhn-valid run is harmless because of where it appears. A
+ * migration name (`20261130000700_…`) or a 16-digit gateway reference is exactly as PAN-shaped as a
+ * PAN; such values are kept readable by not applying the guard to the fields that hold them (the
+ * logger's migration field, the database guard's exempt columns), never by weakening the detector.
+ *
+ * Cost: a single pass over the text that counts digits between letters (no regex, no allocation)
+ * answers "no card data" for almost every input; only a text holding at least 12 digits not broken by
+ * a letter is looked at further.
+ */
+import { AppError } from '../errors/app-error.js';
+
+const MIN_PAN_DIGITS = 12;
+const MAX_PAN_DIGITS = 19;
+
+/** Luhn (mod 10) check over a string of ASCII digits. Returns false for anything else. */
+export function luhnValid(digits: string): boolean {
+  if (digits.length === 0) return false;
+  let sum = 0;
+  for (let i = 0; i < digits.length; i++) {
+    let d = digits.charCodeAt(digits.length - 1 - i) - 48;
+    if (d < 0 || d > 9) return false;
+    if (i % 2 === 1) {
+      d *= 2;
+      if (d > 9) d -= 9;
+    }
+    sum += d;
+  }
+  return sum % 10 === 0;
+}
+
+const isDigit = (c: number): boolean => c >= 48 && c <= 57;
+const isLetter = (c: number): boolean => (c >= 65 && c <= 90) || (c >= 97 && c <= 122);
+
+/**
+ * The cheap pre-scan: true when the text holds at least 12 digits with no ASCII letter between them.
+ * Anything the guard masks passes this test, so a false answer is final.
+ */
+export function mayHoldCardData(text: string): boolean {
+  let digits = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (isDigit(c)) {
+      if (++digits >= MIN_PAN_DIGITS) return true;
+    } else if (isLetter(c)) {
+      digits = 0;
+    }
+  }
+  return false;
+}
+
+// Track 1: format code B, PAN, ^, name, ^, expiry, service code, discretionary data, end sentinel.
+const TRACK_1 = /%?B(\d{12,19})\^[^^\n]{0,26}\^[^?\n]*\??/g;
+// Track 2: optional start sentinel, PAN, separator (= or D), YYMM, service code and discretionary data.
+const TRACK_2 = /;?(\d{12,19})[=D]\d{4}[0-9A-Za-z]*\??/g;
+
+/** The first 12–19 digit Luhn-valid run of consecutive groups: [first group, last group, digits]. */
+function cardNumberIn(groups: readonly Group[]): [number, number, string] | undefined {
+  for (let from = 0; from < groups.length; from++) {
+    let digits = '';
+    for (let to = from; to < groups.length; to++) {
+      digits += (groups[to] as Group).digits;
+      if (digits.length > MAX_PAN_DIGITS) break;
+      if (digits.length >= MIN_PAN_DIGITS && luhnValid(digits)) return [from, to, digits];
+    }
+  }
+  return undefined;
+}
+
+interface Group {
+  readonly start: number;
+  readonly end: number;
+  readonly digits: string;
+}
+
+interface DigitRun {
+  readonly start: number;
+  readonly end: number;
+  readonly groups: readonly Group[];
+  readonly digitCount: number;
+}
+
+/** Maximal runs of digits separated by non-alphanumerics, each with its digit groups. */
+function digitRuns(text: string): DigitRun[] {
+  const runs: DigitRun[] = [];
+  let i = 0;
+  while (i < text.length) {
+    if (!isDigit(text.charCodeAt(i))) {
+      i++;
+      continue;
+    }
+    const start = i;
+    const groups: Group[] = [];
+    let count = 0;
+    let end: number;
+    for (;;) {
+      const groupStart = i;
+      while (i < text.length && isDigit(text.charCodeAt(i))) i++;
+      groups.push({ start: groupStart, end: i, digits: text.slice(groupStart, i) });
+      count += i - groupStart;
+      end = i;
+      let j = i;
+      while (j < text.length && !isDigit(text.charCodeAt(j)) && !isLetter(text.charCodeAt(j))) j++;
+      if (j < text.length && isDigit(text.charCodeAt(j)) && j > i) {
+        i = j;
+        continue;
+      }
+      break;
+    }
+    if (count >= MIN_PAN_DIGITS) runs.push({ start, end, groups, digitCount: count });
+    i = end;
+  }
+  return runs;
+}
+
+/** The replacements of one run: the whole run when it is too long, else the PAN's groups only. */
+function maskRun(run: DigitRun): { start: number; end: number; text: string }[] {
+  if (run.digitCount > MAX_PAN_DIGITS) return [{ start: run.start, end: run.end, text: '[REDACTED]' }];
+  const found = cardNumberIn(run.groups);
+  if (found === undefined) return [];
+  const [from, to, pan] = found;
+  const rest = maskRun({ ...run, groups: run.groups.slice(to + 1), digitCount: 0 });
+  return [
+    { start: (run.groups[from] as Group).start, end: (run.groups[to] as Group).end, text: `[PAN …${pan.slice(-4)}]` },
+    ...rest,
+  ];
+}
+
+/** The text with every card number masked to its last four, track data masked whole. */
+export function maskCardData(text: string): string {
+  if (!mayHoldCardData(text)) return text;
+  const tracked = text
+    .replace(TRACK_1, (_m, pan: string) => (luhnValid(pan) ? `[TRACK …${pan.slice(-4)}]` : _m))
+    .replace(TRACK_2, (_m, pan: string) => (luhnValid(pan) ? `[TRACK …${pan.slice(-4)}]` : _m));
+  if (!mayHoldCardData(tracked)) return tracked;
+  let out = '';
+  let at = 0;
+  for (const run of digitRuns(tracked)) {
+    for (const cut of maskRun(run)) {
+      out += tracked.slice(at, cut.start) + cut.text;
+      at = cut.end;
+    }
+  }
+  return at === 0 ? tracked : out + tracked.slice(at);
+}
+
+/** True when the text holds a card number, a digit run a PAN can hide in, or track data. */
+export function containsCardData(text: string): boolean {
+  return maskCardData(text) !== text;
+}
+
+const SAD_NAMES = new Set([
+  'cvv',
+  'cvv2',
+  'cvc',
+  'cvc2',
+  'cvn',
+  'cvn2',
+  'cid',
+  'csc',
+  'cav2',
+  'securitycode',
+  'cardsecuritycode',
+  'cardverificationvalue',
+  'cardverificationcode',
+  'track',
+  'track1',
+  'track2',
+  'track3',
+  'trackdata',
+  'magstripe',
+  'magneticstripe',
+  'pin',
+  'pinblock',
+  'pindata',
+  'cardcvc',
+  'cardcvc2',
+  'cardcvv',
+  'cardcvv2',
+  'cardcid',
+  'cardpin',
+]);
+
+/** True when a field name means sensitive authentication data, whatever its case and separators. */
+export function isSensitiveAuthenticationDataName(name: string): boolean {
+  return SAD_NAMES.has(name.toLowerCase().replace(/[^a-z0-9]/g, ''));
+}
+
+const MAX_DEPTH = 32;
+
+function pointerStep(pointer: string, key: string): string {
+  return `${pointer}/${key.replace(/~/g, '~0').replace(/\//g, '~1')}`;
+}
+
+/**
+ * PCI DSS 3.3: the JSON pointer of the first field whose name means sensitive authentication data,
+ * at any depth (arrays included).
+ */
+export function findSensitiveAuthenticationData(value: unknown, pointer = '', depth = 0): string | undefined {
+  if (depth > MAX_DEPTH || value === null || typeof value !== 'object') return undefined;
+  for (const [key, child] of Object.entries(value as Record<string, unknown>)) {
+    const here = pointerStep(pointer, key);
+    if (isSensitiveAuthenticationDataName(key)) return here;
+    const nested = findSensitiveAuthenticationData(child, here, depth + 1);
+    if (nested !== undefined) return nested;
+  }
+  return undefined;
+}
+
+/**
+ * The JSON pointer of the first place in a parsed value that holds card data: a string or number
+ * leaf, a property name, or a field named as sensitive authentication data.
+ */
+export function findCardDataIn(value: unknown, pointer = '', depth = 0): string | undefined {
+  if (typeof value === 'string') return containsCardData(value) ? pointer : undefined;
+  if (typeof value === 'bigint' || (typeof value === 'number' && Number.isInteger(value))) {
+    // Only integers: a fraction (8/9 = 0.888…) is a number, never a card number.
+    return containsCardData(String(value)) ? pointer : undefined;
+  }
+  if (depth > MAX_DEPTH || value === null || typeof value !== 'object') return undefined;
+  for (const [key, child] of Object.entries(value as Record<string, unknown>)) {
+    const here = pointerStep(pointer, key);
+    if (isSensitiveAuthenticationDataName(key) || containsCardData(key)) return here;
+    const nested = findCardDataIn(child, here, depth + 1);
+    if (nested !== undefined) return nested;
+  }
+  return undefined;
+}
+
+export interface MaskedValue<T> {
+  readonly value: T;
+  /** JSON pointers of what was masked (card data in text) or dropped (sensitive authentication data). */
+  readonly masked: readonly string[];
+}
+
+/**
+ * A copy of a parsed value with every string masked and every sensitive-authentication-data field
+ * (and any property whose name holds card data) dropped; numbers holding card data become masked
+ * strings. Used on projections that are about to be stored.
+ */
+export function maskCardDataDeep<T>(value: T): MaskedValue<T> {
+  const masked: string[] = [];
+  const walk = (node: unknown, pointer: string, depth: number): unknown => {
+    if (typeof node === 'string') {
+      const out = maskCardData(node);
+      if (out !== node) masked.push(pointer);
+      return out;
+    }
+    if (typeof node === 'number') {
+      if (!Number.isInteger(node)) return node;
+      const text = String(node);
+      if (!containsCardData(text)) return node;
+      masked.push(pointer);
+      return maskCardData(text);
+    }
+    if (node === null || typeof node !== 'object') return node;
+    if (depth > MAX_DEPTH) {
+      masked.push(pointer);
+      return null;
+    }
+    if (Array.isArray(node)) return node.map((child, index) => walk(child, `${pointer}/${index}`, depth + 1));
+    const out: Record<string, unknown> = {};
+    for (const [key, child] of Object.entries(node as Record<string, unknown>)) {
+      const here = pointerStep(pointer, key);
+      if (isSensitiveAuthenticationDataName(key) || containsCardData(key)) {
+        masked.push(here);
+        continue;
+      }
+      out[key] = walk(child, here, depth + 1);
+    }
+    return out;
+  };
+  return { value: walk(value, '', 0) as T, masked };
+}
+
+/**
+ * Client input that is stored and shown back must not hold card data: refused (422
+ * `CARD_NUMBER_NOT_ALLOWED`) with the pointer of the first offending field, never masked and kept.
+ * `prefix` is where the fields live (`/body`, `/headers`).
+ */
+export function refuseCardData(fields: Readonly<Record<string, string | undefined>>, prefix = '/body'): void {
+  for (const [name, value] of Object.entries(fields)) {
+    if (value !== undefined && containsCardData(value)) {
+      throw new AppError('CARD_NUMBER_NOT_ALLOWED', {
+        detail: 'Card numbers are accepted only by the card vault.',
+        extensions: { errors: [{ pointer: pointerStep(prefix, name), message: 'must not hold a card number' }] },
+      });
+    }
+  }
+}
