@@ -11,6 +11,9 @@
  * management, private and http:// event targets are refused unless ALLOW_DEVELOPMENT_DEFAULTS=true
  * says so explicitly (itself refused when NODE_ENV=production). NODE_ENV left unset reads as
  * development, so the database URL, not NODE_ENV, is what tells a real deployment from a laptop.
+ * An http:// AUTH_JWKS_URL follows the same rule. A DATABASE_URL set but blank, or libpq's PG*
+ * variables without it, stop start-up (a real database was meant). On the embedded database the
+ * development issuer needs a loopback HOST unless the opt-in is set.
  * The settings that weaken a production posture are listed once at start-up (./downgrades.ts).
  */
 import path from 'node:path';
