@@ -24,6 +24,7 @@ import { ClientCertificateAuthority } from './mtls/client-certificates.js';
 import { daysLeft, isOverdue, watchCryptoperiods } from './keys/cryptoperiods.js';
 import { VaultService } from './cards/vault-service.js';
 import { cardsHandlers } from './cards/cards-handlers.js';
+import { sharedBudgetAtRate } from './ratelimit/rate-limiter.js';
 import { TokenBuckets } from './ratelimit/token-bucket.js';
 import os from 'node:os';
 import { Metrics } from './metrics/metrics.js';
@@ -254,10 +255,12 @@ export async function buildService(config: Config, options: BuildOptions): Promi
       ...cardsHandlers(
         vault,
         new TokenBuckets({ ratePerSecond: config.vault.cardRatePerSecond, burst: config.vault.cardRateBurst }),
-        new TokenBuckets({
-          ratePerSecond: config.vault.firstSightingsPerMinute / 60,
-          burst: config.vault.firstSightingsBurst,
-        }),
+        sharedBudgetAtRate(
+          database.knex,
+          'first-sighting',
+          config.vault.firstSightingsPerMinute,
+          config.vault.firstSightingsBurst,
+        ),
       ),
       ...webhookHandlers({ payments, secrets: webhooks.secrets, metrics }),
       ...paymentsHandlers(database.knex, payments),

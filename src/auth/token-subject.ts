@@ -10,9 +10,18 @@
  *   a separator, a default-ignorable, a private-use, unassigned or surrogate code point is refused
  *   outright: such a subject reads as another one in a log or an audit export (`mtls\u200b:till-1`
  *   prints as `mtls:till-1`). No identity provider issues one.
- * - `mtls:` (in any case) names client-certificate principals (src/mtls); a token may never claim it.
- * - Not covered: cross-script confusables (a Cyrillic `т` in `mтls:`). NFKC keeps them distinct, so
- *   they name a different bucket and actor (never the certificate's), but a human may misread them.
+ * - `mtls:` names client-certificate principals (src/mtls); a token may never claim it, nor anything
+ *   that reads like it: the subject's look-alike skeleton (lower case, `rn` read as `m`, `1 i | !` as
+ *   `l`, `5 $` as `s`, `0` as `o`) must not start with `mtls` followed by anything but a letter or
+ *   digit (`mtIs:`, `rntls:`, `mtls∶` with a ratio sign, `mtls.`).
+ * - After NFKC the subject must be printable ASCII from a conservative set: letters, digits and
+ *   `- _ . @ : | / + = ~`, at most MAX_SUBJECT_LENGTH. That is what identity providers issue (Auth0
+ *   `auth0|64f1…` and `…@clients`, Okta `00u1…`, Entra ID base64url ids, Keycloak and Cognito UUIDs,
+ *   Google numeric ids, e-mail addresses, SPIFFE `spiffe://…` URIs) and it leaves no room for
+ *   cross-script confusables (a Cyrillic `т`), a Braille blank or an exotic colon.
+ * - Independently of all this, rate-limit buckets are keyed by the kind of principal (`jwt:<sub>` vs
+ *   the certificate's `mtls:<client>`, src/cards/cards-handlers.ts) and audit entries of card
+ *   operations record it, so even a subject that slipped through could not share a certificate's.
  */
 import { AppError } from '../errors/app-error.js';
 
@@ -44,12 +53,33 @@ export function normaliseSubject(sub: unknown): string {
       detail: 'The "sub" claim must not hold whitespace, control, format or invisible characters.',
     });
   }
-  // `mtls:<client>` is the subject of a client-certificate principal: a token claiming it would share
-  // that client's audit attribution and rate-limit bucket.
-  if (normalised.toLowerCase().startsWith(CERTIFICATE_SUBJECT_PREFIX)) {
+  // `mtls:<client>` is the subject of a client-certificate principal: a token claiming it, or a look-alike
+  // of it, would share (or seem to share) that client's audit attribution and rate-limit bucket.
+  if (RESERVED_SKELETON.test(skeleton(normalised))) {
     throw new AppError('TOKEN_SUBJECT_RESERVED', {
-      detail: `The "sub" claim must not start with "${CERTIFICATE_SUBJECT_PREFIX}" (reserved for client certificates).`,
+      detail: `The "sub" claim must not start with "${CERTIFICATE_SUBJECT_PREFIX}" or a look-alike (reserved for client certificates).`,
+    });
+  }
+  if (!SUBJECT_CHARACTERS.test(normalised)) {
+    throw new AppError('TOKEN_SUBJECT_INVALID', {
+      detail: 'The "sub" claim must consist of ASCII letters, digits and - _ . @ : | / + = ~ only.',
     });
   }
   return normalised;
+}
+
+/** What a subject may hold after NFKC (see the header). */
+const SUBJECT_CHARACTERS = /^[A-Za-z0-9\-_.@:|/+=~]+$/;
+
+/** `mtls` then anything but an ASCII letter or digit (a colon, or any look-alike of one). */
+const RESERVED_SKELETON = /^mtls[^a-z0-9]/;
+
+/** The subject as a reader might misread it: ASCII look-alikes of `m`, `l`, `s` and `o` folded. */
+function skeleton(subject: string): string {
+  return subject
+    .toLowerCase()
+    .replace(/rn/g, 'm')
+    .replace(/[1i|!]/g, 'l')
+    .replace(/[5$]/g, 's')
+    .replace(/0/g, 'o');
 }

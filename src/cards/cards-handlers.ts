@@ -1,12 +1,13 @@
 /** HTTP adapter of the card vault: validated input in, one service call, response out. */
 import type { Request } from 'express';
 import { AppError } from '../errors/app-error.js';
-import type { RateLimitDecision } from '../ratelimit/rate-limiter.js';
+import type { RateLimitDecision, SharedBudget } from '../ratelimit/rate-limiter.js';
 import type { TokenBuckets } from '../ratelimit/token-bucket.js';
+import type { Principal } from '../auth/authenticator.js';
 import type { HandlerMap } from '../http/types.js';
 import { principalOf, validInput } from '../http/types.js';
 import { isCertificatePrincipal } from '../http/operation-middleware.js';
-import type { CardInput, CardView, Caller, VaultService } from './vault-service.js';
+import type { CardInput, CardView, Caller, SightingHooks, VaultService } from './vault-service.js';
 
 interface CardBody {
   pan?: string;
@@ -16,11 +17,22 @@ interface CardBody {
   alias?: { namespace: string; value: string };
 }
 
+/**
+ * The client's key in rate-limit buckets, naming the kind of principal: `mtls:<client>` for a client
+ * certificate, `jwt:<sub>` for a bearer token. A token subject can never share a certificate's bucket,
+ * whatever it looks like.
+ */
+export function clientKeyOf(principal: Principal): string {
+  return isCertificatePrincipal(principal) ? principal.subject : `jwt:${principal.subject}`;
+}
+
 export function callerOf(req: Request): Caller {
   const principal = principalOf(req);
   return {
     subject: principal.subject,
     shopperRef: principal.shopperRef,
+    clientKey: clientKeyOf(principal),
+    principalKind: isCertificatePrincipal(principal) ? 'certificate' : 'token',
     // A client certificate's serial names the exact credential used (PCI DSS 10.2: origin).
     origin:
       `request:${req.id} ip:${req.ip ?? '-'}` +
@@ -65,17 +77,20 @@ function refuseShopperTokens(req: Request): void {
 }
 
 /**
- * @param limits per client (`sub`), every card request: one client's flood must not starve checkout
- *   for the others.
- * @param firstSightings per client, the new cards it creates. `POST /v1/tokens` answers 201 for a new
- *   card and 200 for a known one, so a `tokens:write` client can ask whether a card is known here;
- *   every "unknown" answer is a first sighting and spends this lower budget. Once it is spent, every
- *   tokenisation by that client answers 429 `FIRST_SIGHTING_RATE_LIMITED`, known card or not, so the
- *   refusal itself answers nothing (README: membership probing).
+ * @param limits per client, every card request: one client's flood must not starve checkout for the
+ *   others.
+ * @param firstSightings per client, shared by every instance (the database's sliding window). `POST
+ *   /v1/tokens` answers 201 for a new card and 200 for a known one, so a `tokens:write` client can ask
+ *   whether a card is known here; every "unknown" answer is a first sighting and spends this lower
+ *   budget. The budget is read alongside the lookup and checked before any answer, so once it is spent
+ *   every tokenisation by that client answers 429 `FIRST_SIGHTING_RATE_LIMITED`, known card or not, and
+ *   the refusal itself answers nothing (README: membership probing). Attaching an identifier answers
+ *   the same question (201 attached vs 409 linked elsewhere), so every attach spends one unit before
+ *   anything is looked up.
  */
-export function cardsHandlers(vault: VaultService, limits: TokenBuckets, firstSightings?: TokenBuckets): HandlerMap {
+export function cardsHandlers(vault: VaultService, limits: TokenBuckets, firstSightings?: SharedBudget): HandlerMap {
   const limit = (req: Request): void => {
-    const decision = limits.take(principalOf(req).subject);
+    const decision = limits.take(clientKeyOf(principalOf(req)));
     if (decision.allowed) return;
     throw new AppError('TOO_MANY_REQUESTS', {
       detail: 'Card endpoint rate limit reached for this client.',
@@ -93,16 +108,24 @@ export function cardsHandlers(vault: VaultService, limits: TokenBuckets, firstSi
     async createToken(req, res) {
       refuseShopperTokens(req);
       limit(req);
-      const client = principalOf(req).subject;
-      if (firstSightings !== undefined) refuseUnless(firstSightings.peek(client));
-      let taken = false;
-      const { card, created } = await vault.tokenise(toCardInput(validInput(req).body as CardBody), {
-        beforeFirstSighting: () => {
-          if (firstSightings === undefined || taken) return;
-          taken = true;
-          refuseUnless(firstSightings.take(client));
-        },
-      });
+      const input = toCardInput(validInput(req).body as CardBody);
+      const client = clientKeyOf(principalOf(req));
+      let hooks: SightingHooks = {};
+      if (firstSightings !== undefined) {
+        // Read while the card is looked up; awaited before any answer, so it adds no round trip.
+        const budget = firstSightings.peek(client);
+        budget.catch(() => undefined);
+        let taken = false;
+        hooks = {
+          beforeAnswer: async () => refuseUnless(await budget),
+          beforeFirstSighting: async () => {
+            if (taken) return;
+            taken = true;
+            refuseUnless(await firstSightings.take(client));
+          },
+        };
+      }
+      const { card, created } = await vault.tokenise(input, hooks);
       res.status(created ? 201 : 200).json(cardJson(card));
     },
     async getToken(req, res) {
@@ -113,6 +136,7 @@ export function cardsHandlers(vault: VaultService, limits: TokenBuckets, firstSi
       refuseShopperTokens(req);
       limit(req);
       const input = validInput(req);
+      if (firstSightings !== undefined) refuseUnless(await firstSightings.take(clientKeyOf(principalOf(req))));
       const { card, created } = await vault.attachIdentifier(
         input.path['token'] as string,
         toCardInput(input.body as CardBody),

@@ -20,7 +20,7 @@ import { eventBody } from '../events/event-types.js';
 import { newId } from '../ids/prefixed-id.js';
 import { INDEXING_STATES, isKeyVersionNotWritable, type KeyRing } from '../keys/key-ring.js';
 import { maskPans } from '../logging/pan-redactor.js';
-import { consumeRateLimit } from '../ratelimit/rate-limiter.js';
+import { consumeRateLimit, countInFixedWindow } from '../ratelimit/rate-limiter.js';
 import { decryptValue, encryptValue, fingerprint, identifierAad, panAad, type Identifier } from './card-crypto.js';
 import {
   advanceExpiry,
@@ -60,6 +60,22 @@ export interface Caller {
   /** Set for shopper tokens: such a caller reaches only this shopper's cards. */
   readonly shopperRef: string | undefined;
   readonly origin: string;
+  /**
+   * The client's rate-limit key, naming the kind of principal (`jwt:<sub>`, or the certificate
+   * principal's `mtls:<client>`), so a token subject can never share a certificate's bucket.
+   * Defaults to `subject` (internal callers).
+   */
+  readonly clientKey?: string;
+  /** How the caller authenticated; recorded in audit details. */
+  readonly principalKind?: 'token' | 'certificate';
+}
+
+/** Awaited by tokenise/attach between the lookup and any answer or write; what they throw is thrown. */
+export interface SightingHooks {
+  /** After the lookup, before any answer or write, whatever was found. */
+  readonly beforeAnswer?: () => Promise<void> | void;
+  /** When the identifier is unknown, before anything is written. */
+  readonly beforeFirstSighting?: () => Promise<void> | void;
 }
 
 export interface VaultOptions {
@@ -129,25 +145,24 @@ export class VaultService {
   }
 
   /**
-   * Returns the card for this identifier, creating card and shopper on first sight. `beforeFirstSighting`
-   * runs when no card is found, before anything is written; what it throws is thrown, nothing created.
+   * Returns the card for this identifier, creating card and shopper on first sight. `beforeAnswer`
+   * runs after the lookup whatever it found, `beforeFirstSighting` when no card is found; both before
+   * anything is written or answered. What they throw is thrown, nothing written.
    */
-  async tokenise(
-    input: CardInput,
-    hooks: { readonly beforeFirstSighting?: () => void } = {},
-  ): Promise<{ card: CardView; created: boolean }> {
+  async tokenise(input: CardInput, hooks: SightingHooks = {}): Promise<{ card: CardView; created: boolean }> {
     const { identifier, expiry } = this.parse(input);
     let keys = await this.fingerprints(identifier);
     let reloaded = false;
     for (let attempt = 0; attempt < MAX_RACE_RETRIES; attempt++) {
       const found = await this.lookups.load(keys);
+      await hooks.beforeAnswer?.();
       if (found !== undefined) {
         if (expiry !== undefined && isLater(expiry, found)) {
           await advanceExpiry(this.knex, found.token, expiry.month, expiry.year, this.now());
         }
         return { card: toView(found, expiry), created: false };
       }
-      hooks.beforeFirstSighting?.();
+      await hooks.beforeFirstSighting?.();
       try {
         const card = await this.createCard(identifier, expiry, keys);
         return { card: toView(card), created: true };
@@ -204,7 +219,15 @@ export class VaultService {
     return toView(await this.visibleCard(this.knex, token, caller));
   }
 
-  /** Attaches another identifier (PAR, gateway alias, or the PAN of a PAN-less card) to a card. */
+  /**
+   * Attaches another identifier (PAR, gateway alias, or the PAN of a PAN-less card) to a card.
+   *
+   * Membership: a PAN offered for a card that already has a (different) PAN is refused with
+   * `CARD_HAS_DIFFERENT_PAN` whether that PAN is known on another card or not, so this refusal never
+   * says whether a card number is known here. Otherwise an identifier owned by another card is
+   * `IDENTIFIER_ALREADY_LINKED` and an unknown one is attached (201): the same answer as tokenising
+   * it, which is why the HTTP layer spends the caller's first-sighting budget before calling this.
+   */
   async attachIdentifier(
     token: string,
     input: CardInput,
@@ -216,12 +239,16 @@ export class VaultService {
     for (let attempt = 0; attempt < MAX_RACE_RETRIES; attempt++) {
       const card = await this.visibleCard(this.knex, token, caller);
       const owner = await findCardByFingerprints(this.knex, keys);
+      if (identifier.kind === 'pan' && card.pan_ciphertext !== null) {
+        // One refusal for "known elsewhere" and "unknown": only the card's own PAN is answered 200.
+        if (owner?.token !== token) throw new AppError('CARD_HAS_DIFFERENT_PAN');
+        return { card: toView(card), created: false };
+      }
       if (owner !== undefined) {
         // Linking two shoppers is a merge, which is an explicit loyalty operation, never a side effect.
         if (owner.token !== token) throw new AppError('IDENTIFIER_ALREADY_LINKED');
         return { card: toView(card), created: false };
       }
-      if (identifier.kind === 'pan' && card.pan_ciphertext !== null) throw new AppError('CARD_HAS_DIFFERENT_PAN');
       try {
         await this.knex.transaction(async (trx) => {
           await findCard(trx, token, { forUpdate: true });
@@ -258,13 +285,20 @@ export class VaultService {
   }
 
   /**
-   * Reveals a card's PAN to an authorised client. Off unless configured; every attempt (allowed,
-   * denied or failed) is in the audit trail with who asked and why; limited per client over a
-   * sliding minute shared by every instance. The attempt is counted in a statement of its own that
-   * commits before the card is looked up, so unknown tokens, PAN-less cards and the 429 itself all
-   * count: a client cannot probe tokens past the limit by only asking for ones that fail.
+   * Reveals a card's PAN to an authorised client. Off unless configured; limited per client over a
+   * sliding minute shared by every instance. Every attempt that reaches here is counted first, in a
+   * statement of its own that commits before anything is checked or looked up, so an invalid reason,
+   * a disabled vault, unknown tokens, PAN-less cards and the 429 itself all count: a client cannot
+   * probe tokens past the limit by only asking for ones that fail.
+   *
+   * Audit: every attempt within the limit is in the audit trail (allowed, denied or failed; an invalid
+   * reason without its text, which may hold what it was refused for). Past the limit, one `denied`
+   * entry per client and minute, reporting how many were refused in the minute before: every entry
+   * locks the audit chain's head, and one per refused attempt would let a client over its limit
+   * serialise every audited operation. The refusals themselves are counted in `rate_limit_windows`.
    */
   async detokenise(token: string, reason: string, caller: Caller): Promise<{ pan: string }> {
+    const client = caller.clientKey ?? caller.subject;
     const audit = (outcome: AuditEventInput['outcome'], details: Record<string, unknown>): AuditEventInput => ({
       actor: caller.subject,
       actorType: 'client',
@@ -272,9 +306,23 @@ export class VaultService {
       outcome,
       origin: caller.origin,
       resource: token,
-      details,
+      details: { ...details, principal: caller.principalKind ?? 'internal' },
     });
+    const limit = await consumeRateLimit(this.knex, `detokenise:${client}`, this.options.detokenise.perMinute, 60);
+    if (!limit.allowed) {
+      const refusals = await countInFixedWindow(this.knex, `detokenise-refused:${client}`, 60);
+      if (refusals.count === 1) {
+        await this.auditAlone(
+          audit('denied', { cause: 'TOO_MANY_REQUESTS', refusedInPreviousMinute: refusals.previous }),
+        );
+      }
+      throw new AppError('TOO_MANY_REQUESTS', {
+        detail: 'Detokenisation rate limit reached for this client.',
+        headers: { 'Retry-After': String(limit.retryAfterSeconds) },
+      });
+    }
     if (maskPans(reason) !== reason || reason.trim().length < 3) {
+      await this.auditAlone(audit('failure', { cause: 'REASON_INVALID' }));
       throw new AppError('REASON_INVALID', { detail: 'Give a reason of at least 3 characters, without card numbers.' });
     }
     if (!this.options.detokenise.enabled || caller.shopperRef !== undefined) {
@@ -282,18 +330,6 @@ export class VaultService {
       throw new AppError('DETOKENISATION_DISABLED');
     }
     try {
-      const limit = await consumeRateLimit(
-        this.knex,
-        `detokenise:${caller.subject}`,
-        this.options.detokenise.perMinute,
-        60,
-      );
-      if (!limit.allowed) {
-        throw new AppError('TOO_MANY_REQUESTS', {
-          detail: 'Detokenisation rate limit reached for this client.',
-          headers: { 'Retry-After': String(limit.retryAfterSeconds) },
-        });
-      }
       return await this.knex.transaction(async (trx) => {
         const card = await this.visibleCard(trx, token, caller);
         if (card.pan_ciphertext === null || card.pan_key_version === null) throw new AppError('CARD_HAS_NO_PAN');
@@ -303,9 +339,7 @@ export class VaultService {
         return { pan };
       });
     } catch (error) {
-      if (error instanceof AppError) {
-        await this.auditAlone(audit(error.status === 429 ? 'denied' : 'failure', { reason, cause: error.code }));
-      }
+      if (error instanceof AppError) await this.auditAlone(audit('failure', { reason, cause: error.code }));
       throw error;
     }
   }

@@ -11,6 +11,9 @@
  * management, private and http:// event targets are refused unless ALLOW_DEVELOPMENT_DEFAULTS=true
  * says so explicitly (itself refused when NODE_ENV=production). NODE_ENV left unset reads as
  * development, so the database URL, not NODE_ENV, is what tells a real deployment from a laptop.
+ * An http:// AUTH_JWKS_URL follows the same rule. A DATABASE_URL set but blank, or libpq's PG*
+ * variables without it, stop start-up (a real database was meant). On the embedded database the
+ * development issuer needs a loopback HOST unless the opt-in is set.
  * The settings that weaken a production posture are listed once at start-up (./downgrades.ts).
  */
 import path from 'node:path';
@@ -188,6 +191,11 @@ class Reader {
   readonly problems: string[] = [];
   constructor(private readonly env: Env) {}
 
+  /** True when the variable is present at all, even blank. */
+  isSet(name: string): boolean {
+    return this.env[name] !== undefined;
+  }
+
   raw(name: string): string | undefined {
     const value = this.env[name];
     return value === undefined || value.trim() === '' ? undefined : value.trim();
@@ -264,6 +272,7 @@ export function loadConfig(env: Env = process.env, options: LoadConfigOptions = 
       production,
       dataDir,
       refuseDevIssuer: development.shared && options.verifiesTokens !== false,
+      httpJwksAllowed: !production && !development.shared,
     }),
     allowDevelopmentDefaults,
     vault: {
@@ -364,6 +373,18 @@ export function loadConfig(env: Env = process.env, options: LoadConfigOptions = 
       `EVENTS_ALLOW_PRIVATE_TARGETS is for development only: refused when DATABASE_URL is set unless ${OPT_IN} (SSRF)`,
     );
   }
+  if (
+    config.auth.keys.source === 'dev-issuer' &&
+    !production &&
+    !allowDevelopmentDefaults &&
+    options.verifiesTokens !== false &&
+    !isLoopback(config.host)
+  ) {
+    r.problem(
+      `HOST=${config.host} listens beyond this machine while the development token issuer is trusted (whoever ` +
+        `reads DATA_DIR mints any scope): set AUTH_JWKS_URL or AUTH_PUBLIC_KEYS, listen on 127.0.0.1, or set ${OPT_IN}`,
+    );
+  }
   if (config.http.workers > 1 && embedded) {
     r.problem('WORKERS above 1 needs DATABASE_URL (the embedded database belongs to one process)');
   }
@@ -403,9 +424,35 @@ function parseTls(r: Reader, production: boolean): TlsConfig {
   };
 }
 
+/** 127.0.0.0/8, ::1 and localhost: reachable from this machine only. */
+function isLoopback(host: string): boolean {
+  const bare = host.replace(/^\[(.*)\]$/, '$1').toLowerCase();
+  return bare === 'localhost' || bare === '::1' || /^127(\.\d{1,3}){3}$/.test(bare);
+}
+
+/** libpq's connection variables: set without DATABASE_URL they say a PostgreSQL was meant. */
+const LIBPQ_VARIABLES = ['PGHOST', 'PGHOSTADDR', 'PGPORT', 'PGUSER', 'PGPASSWORD', 'PGDATABASE'] as const;
+
+/**
+ * DATABASE_URL, or undefined for the embedded database. A DATABASE_URL that is set but blank, or
+ * libpq's PG* variables set without it, are refused: both mean "a real database" to whoever set them,
+ * and silently falling back to the embedded store would also bring its development defaults.
+ */
 function parseDatabaseUrl(r: Reader): string | undefined {
   const value = r.raw('DATABASE_URL');
-  if (value === undefined) return undefined;
+  if (value === undefined) {
+    if (r.isSet('DATABASE_URL')) {
+      r.problem('DATABASE_URL is set but blank: unset it to use the embedded database, or give a postgres:// URL');
+    }
+    const libpq = LIBPQ_VARIABLES.filter((name) => r.raw(name) !== undefined);
+    if (libpq.length > 0) {
+      r.problem(
+        `${libpq.join(', ')} ${libpq.length === 1 ? 'is' : 'are'} set but DATABASE_URL is not: this service ` +
+          'connects only through DATABASE_URL (postgres://…); set it, or unset those to use the embedded database',
+      );
+    }
+    return undefined;
+  }
   try {
     const url = new URL(value);
     if (url.protocol !== 'postgres:' && url.protocol !== 'postgresql:') throw new Error('protocol');
@@ -442,14 +489,17 @@ function parseMasterKey(r: Reader, ctx: { production: boolean; embedded: boolean
 
 const OPT_IN = 'ALLOW_DEVELOPMENT_DEFAULTS=true';
 
-function parseAuth(r: Reader, ctx: { production: boolean; dataDir: string; refuseDevIssuer: boolean }): Config['auth'] {
+function parseAuth(
+  r: Reader,
+  ctx: { production: boolean; dataDir: string; refuseDevIssuer: boolean; httpJwksAllowed: boolean },
+): Config['auth'] {
   const jwksUrl = r.raw('AUTH_JWKS_URL');
   const publicKeys = r.raw('AUTH_PUBLIC_KEYS');
   let keys: AuthKeysConfig = { source: 'dev-issuer', file: path.join(ctx.dataDir, DEV_AUTH_KEY_FILE) };
   if (jwksUrl !== undefined && publicKeys !== undefined) {
     r.problem('AUTH_JWKS_URL and AUTH_PUBLIC_KEYS are mutually exclusive: set one');
   } else if (jwksUrl !== undefined) {
-    keys = parseJwksUrl(r, jwksUrl, ctx.production);
+    keys = parseJwksUrl(r, jwksUrl, ctx.httpJwksAllowed);
   } else if (publicKeys !== undefined) {
     keys = parseStaticJwks(r, publicKeys);
   } else if (ctx.production) {
@@ -495,11 +545,18 @@ function parseMaxTokenAge(r: Reader): number | undefined {
   return seconds === 0 ? undefined : seconds;
 }
 
-function parseJwksUrl(r: Reader, value: string, production: boolean): AuthKeysConfig {
+/**
+ * http:// only where development defaults are in effect (the embedded database, or
+ * ALLOW_DEVELOPMENT_DEFAULTS): whoever can tamper with the path to an http:// JWKS mints any token.
+ */
+function parseJwksUrl(r: Reader, value: string, httpAllowed: boolean): AuthKeysConfig {
   try {
     const url = new URL(value);
-    if (url.protocol !== 'https:' && (production || url.protocol !== 'http:')) {
-      r.problem('AUTH_JWKS_URL must be an https:// URL (http:// is accepted outside production only)');
+    if (url.protocol !== 'https:' && (!httpAllowed || url.protocol !== 'http:')) {
+      r.problem(
+        'AUTH_JWKS_URL must be an https:// URL (http:// is accepted only on the embedded database or with ' +
+          `${OPT_IN}, never when NODE_ENV=production)`,
+      );
     }
     return { source: 'jwks-url', url };
   } catch {

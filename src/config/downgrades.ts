@@ -25,6 +25,10 @@ export function productionDowngrades(config: Config): string[] {
     'development token issuer trusted (no AUTH_JWKS_URL / AUTH_PUBLIC_KEYS): whoever reads DATA_DIR mints any scope',
   );
   add(
+    config.auth.keys.source === 'jwks-url' && config.auth.keys.url.protocol === 'http:',
+    'AUTH_JWKS_URL is http://: whoever can alter the path to it can substitute the keys and mint any token',
+  );
+  add(
     config.allowDevelopmentDefaults,
     'ALLOW_DEVELOPMENT_DEFAULTS=true: development conveniences allowed beside DATABASE_URL',
   );

@@ -13,6 +13,15 @@
  * The current window's row is upserted, so concurrent attempts from any number of instances queue on
  * its row lock and each sees the exact count including itself. Two rows per client at most: the same
  * statement deletes the client's windows older than the previous one.
+ *
+ * The approximation admits up to about twice the limit within one true window span in the worst case
+ * (a full previous window whose weight has fallen off, then a full current one); the limit per
+ * rolling window of the estimate itself is exact (README: detokenisation limit).
+ *
+ * `peekRateLimit` reads the same estimate without counting (for a budget that is only spent by some
+ * outcomes, such as first sightings, but must refuse every attempt once spent); `countInFixedWindow`
+ * counts events per fixed window, for work done once per window (the one audit entry of a client past
+ * its limit, which reports how often it was refused in the window before).
  */
 import type { Knex } from 'knex';
 
@@ -58,6 +67,101 @@ export async function consumeRateLimit(
   const row = result.rows[0];
   if (row === undefined) throw new Error('the rate limit statement returned no row');
   return decide(Number(row.current), Number(row.previous), Number(row.elapsed_ms), limit, windowSeconds * 1000);
+}
+
+/**
+ * Whether one more attempt for `bucket` would be allowed now, without counting anything: the same
+ * estimate as `consumeRateLimit` would take, read in one statement on the database's clock.
+ */
+export async function peekRateLimit(
+  db: Knex,
+  bucket: string,
+  limit: number,
+  windowSeconds: number,
+): Promise<RateLimitDecision> {
+  const result = (await db.raw(
+    `with clock as (
+       select clock_timestamp() as now,
+              to_timestamp(floor(extract(epoch from clock_timestamp()) / :w) * :w) as start
+     )
+     select coalesce((select w.count from rate_limit_windows w, clock c
+                       where w.bucket = :bucket and w.window_start = c.start), 0) as current,
+            coalesce((select p.count from rate_limit_windows p, clock c
+                       where p.bucket = :bucket and p.window_start = c.start - make_interval(secs => :w)), 0) as previous,
+            (select extract(epoch from (now - start)) * 1000 from clock) as elapsed_ms`,
+    { w: windowSeconds, bucket },
+  )) as { rows: WindowRow[] };
+  const row = result.rows[0];
+  if (row === undefined) throw new Error('the rate limit statement returned no row');
+  return decide(Number(row.current) + 1, Number(row.previous), Number(row.elapsed_ms), limit, windowSeconds * 1000);
+}
+
+/**
+ * Counts one event for `bucket` in the current fixed window of `windowSeconds` (shared by every
+ * instance) and returns that window's count, this one included, and the previous window's. One
+ * autocommitted statement; older windows are pruned. `count === 1` is the first event of a window.
+ */
+export async function countInFixedWindow(
+  db: Knex,
+  bucket: string,
+  windowSeconds: number,
+): Promise<{ count: number; previous: number }> {
+  const result = (await db.raw(
+    `with clock as (
+       select to_timestamp(floor(extract(epoch from clock_timestamp()) / :w) * :w) as start
+     ),
+     pruned as (
+       delete from rate_limit_windows
+        where bucket = :bucket and window_start < (select start from clock) - make_interval(secs => :w)
+     ),
+     bumped as (
+       insert into rate_limit_windows (bucket, window_start, count)
+       select :bucket, start, 1 from clock
+       on conflict (bucket, window_start) do update set count = rate_limit_windows.count + 1
+       returning count
+     )
+     select (select count from bumped) as current,
+            coalesce((select p.count from rate_limit_windows p, clock c
+                       where p.bucket = :bucket and p.window_start = c.start - make_interval(secs => :w)), 0) as previous`,
+    { w: windowSeconds, bucket },
+  )) as { rows: { current: number | string; previous: number | string }[] };
+  const row = result.rows[0];
+  if (row === undefined) throw new Error('the window count statement returned no row');
+  return { count: Number(row.current), previous: Number(row.previous) };
+}
+
+/**
+ * A budget kept in the shared sliding window: `peek` reads it, `take` spends one unit. Used for
+ * the first-sighting budget, shared by every instance and worker (src/cards/cards-handlers.ts).
+ */
+export interface SharedBudget {
+  peek(client: string): Promise<RateLimitDecision>;
+  take(client: string): Promise<RateLimitDecision>;
+}
+
+/**
+ * `limit` units per `windowSeconds` for each client, under `prefix:<client>` in `rate_limit_windows`.
+ */
+export function sharedBudget(db: Knex, prefix: string, limit: number, windowSeconds: number): SharedBudget {
+  return {
+    peek: (client) => peekRateLimit(db, `${prefix}:${client}`, limit, windowSeconds),
+    take: (client) => consumeRateLimit(db, `${prefix}:${client}`, limit, windowSeconds),
+  };
+}
+
+/**
+ * A shared budget sized like a token bucket: at most `burst` units in any window of
+ * `burst / perMinute` minutes (the rate of `perMinute` on average, `burst` at once after being idle).
+ * Undefined for `perMinute` 0 (no limit).
+ */
+export function sharedBudgetAtRate(
+  db: Knex,
+  prefix: string,
+  perMinute: number,
+  burst: number,
+): SharedBudget | undefined {
+  if (perMinute === 0) return undefined;
+  return sharedBudget(db, prefix, burst, (burst * 60) / perMinute);
 }
 
 /**

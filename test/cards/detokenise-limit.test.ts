@@ -68,9 +68,54 @@ describe('detokenisation limit: every attempt counts', function () {
       expect(statuses).to.deep.equal([...Array<number>(LIMIT).fill(409), 429, 429, 429]);
       const [row] = (await svc.db
         .knex('rate_limit_windows')
-        .where({ bucket: 'detokenise:prober-no-pan' })
+        .where({ bucket: 'detokenise:jwt:prober-no-pan' })
         .sum({ n: 'count' })) as { n: unknown }[];
       expect(Number(row?.n)).to.equal(LIMIT + 3);
+    });
+
+    it('when a client keeps trying past its limit, then one denied entry per minute is audited, not one per attempt', async () => {
+      const bearer = await signToken({ scope: 'tokens:detokenise', subject: 'prober-flood' });
+      for (let i = 0; i < LIMIT; i++) expect((await detokenise(svc, bearer, UNKNOWN(i))).status).to.equal(404);
+      const refused: number[] = [];
+      for (let i = 0; i < 15; i++) refused.push((await detokenise(svc, bearer, UNKNOWN(i))).status);
+      expect(refused).to.deep.equal(Array<number>(15).fill(429));
+      // Each 429 is a refusal counted in the limiter's table, not an audit write on the chain head.
+      const outcomes = await auditedOutcomes(svc, 'prober-flood');
+      expect(outcomes['failure']).to.equal(LIMIT);
+      expect(outcomes['denied']).to.be.within(1, 2); // one per fixed minute; the loop may straddle two
+      const [row] = (await svc.db
+        .knex('rate_limit_windows')
+        .where({ bucket: 'detokenise-refused:jwt:prober-flood' })
+        .sum({ n: 'count' })) as { n: unknown }[];
+      expect(Number(row?.n)).to.equal(15);
+    });
+
+    it('when the reason is invalid, then the attempt counts and is audited without the reason', async () => {
+      const bearer = await signToken({ scope: 'tokens:detokenise', subject: 'prober-reason' });
+      const pan = TEST_PANS.visa[0]!;
+      const statuses: number[] = [];
+      for (let i = 0; i < LIMIT + 1; i++) {
+        const res = await svc.request('POST', `/v1/tokens/${UNKNOWN(i)}/detokenise`, {
+          token: bearer,
+          // Both pass the contract (3 to 500 characters) and reach the service: blanks, and a card number.
+          json: { reason: i % 2 === 0 ? '     ' : `card ${pan}` },
+        });
+        statuses.push(res.status);
+        expect(res.text).not.to.contain(pan);
+        if (res.status === 422) expect(res.body.code).to.equal('REASON_INVALID');
+      }
+      expect(statuses).to.deep.equal([...Array<number>(LIMIT).fill(422), 429]);
+      const rows = (await svc.db
+        .knex('audit_events')
+        .where({ actor: 'prober-reason', action: 'card.detokenise', outcome: 'failure' })
+        .select('details')) as { details: unknown }[];
+      expect(rows).to.have.length(LIMIT);
+      for (const row of rows) {
+        const text = typeof row.details === 'string' ? row.details : JSON.stringify(row.details);
+        expect(text).to.contain('REASON_INVALID');
+        expect(text).not.to.contain('card ');
+        expect(text).not.to.contain(pan.slice(-4));
+      }
     });
 
     it('when a client is over its limit, then a card it could read is refused as well (the limit is per client, not per outcome)', async () => {
@@ -91,7 +136,7 @@ describe('detokenisation limit: every attempt counts', function () {
       // current window (100,000 × the part still overlapping).
       await svc.db.knex.raw(
         `insert into rate_limit_windows (bucket, window_start, count)
-         values ('detokenise:prober-slide',
+         values ('detokenise:jwt:prober-slide',
                  to_timestamp(floor(extract(epoch from clock_timestamp()) / 60) * 60) - interval '60 seconds', 100000)`,
       );
       const bearer = await signToken({ scope: 'tokens:detokenise', subject: 'prober-slide' });
@@ -101,13 +146,13 @@ describe('detokenisation limit: every attempt counts', function () {
     it('when a client comes back, then its windows older than the previous one are pruned in the same statement', async () => {
       await svc.db.knex.raw(
         `insert into rate_limit_windows (bucket, window_start, count)
-         values ('detokenise:prober-prune', clock_timestamp() - interval '1 hour', 5)`,
+         values ('detokenise:jwt:prober-prune', clock_timestamp() - interval '1 hour', 5)`,
       );
       const bearer = await signToken({ scope: 'tokens:detokenise', subject: 'prober-prune' });
       expect((await detokenise(svc, bearer, UNKNOWN(0))).status).to.equal(404);
       const rows = (await svc.db
         .knex('rate_limit_windows')
-        .where({ bucket: 'detokenise:prober-prune' })
+        .where({ bucket: 'detokenise:jwt:prober-prune' })
         .select('count')) as { count: number }[];
       expect(rows.map((r) => r.count)).to.deep.equal([1]);
     });

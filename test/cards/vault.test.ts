@@ -196,7 +196,7 @@ describe('card vault', function () {
       expect(viaAlias.body.shopperReference).to.equal(card.body.shopperReference);
     });
 
-    it("when an identifier already belongs to another shopper's card, then 409 IDENTIFIER_ALREADY_LINKED and no merge", async () => {
+    it("when an identifier already belongs to another shopper's card, then 409 and no merge (a PAN for a card with one: CARD_HAS_DIFFERENT_PAN)", async () => {
       const [panA, panB] = generatePans(2);
       const a = await tokenise({ pan: panA });
       const b = await tokenise({ pan: panB });
@@ -213,7 +213,19 @@ describe('card vault', function () {
         token,
         json: { pan: panA },
       });
-      expect(panOfA.body.code).to.equal('IDENTIFIER_ALREADY_LINKED');
+      // Known elsewhere or unknown, a PAN for a card that has another is one refusal: no membership answer.
+      expect([panOfA.status, panOfA.body.code]).to.deep.equal([409, 'CARD_HAS_DIFFERENT_PAN']);
+      const [unknownPan] = generatePans(1);
+      const unknown = await svc.request('POST', `/v1/tokens/${b.body.token as string}/identifiers`, {
+        token,
+        json: { pan: unknownPan },
+      });
+      expect([unknown.status, unknown.body.code]).to.deep.equal([409, 'CARD_HAS_DIFFERENT_PAN']);
+      const ownPan = await svc.request('POST', `/v1/tokens/${b.body.token as string}/identifiers`, {
+        token,
+        json: { pan: panB },
+      });
+      expect(ownPan.status).to.equal(200);
     });
 
     it('when a PAN is attached to a PAR-only card, then the card gains display data; a second, different PAN is refused', async () => {
@@ -346,7 +358,8 @@ describe('card vault with detokenisation enabled', () => {
       .knex('audit_events')
       .where({ actor: 'greedy-client', outcome: 'denied' })
       .count<{ count: string }[]>('* as count');
-    expect(Number(denied[0]!.count)).to.equal(2);
+    // One denied entry per client and minute past the limit, however many attempts (the rest are counted).
+    expect(Number(denied[0]!.count)).to.be.within(1, 2);
   });
 });
 

@@ -103,6 +103,96 @@ describe('development defaults beside a DATABASE_URL', () => {
     );
   });
 
+  describe('an http:// JWKS URL', () => {
+    const IDP: Env = { AUTH_ISSUER: 'https://idp.example/', AUTH_AUDIENCE: 'vault' };
+    const HTTP_JWKS = 'http://idp.internal/.well-known/jwks.json';
+
+    it('when DATABASE_URL is set without the opt-in (NODE_ENV unset), then it is refused', () => {
+      const problems = problemsOf({ ...SHARED, ...IDP, AUTH_JWKS_URL: HTTP_JWKS }).join('\n');
+      expect(problems).to.contain('AUTH_JWKS_URL must be an https:// URL');
+      expect(problems).not.to.contain('db.internal');
+    });
+
+    it('when NODE_ENV=development beside DATABASE_URL without the opt-in, then it is refused', () => {
+      expect(
+        problemsOf({ ...SHARED, ...IDP, NODE_ENV: 'development', AUTH_JWKS_URL: HTTP_JWKS }).join('\n'),
+      ).to.contain('AUTH_JWKS_URL must be an https:// URL');
+    });
+
+    it('when NODE_ENV=production, then it is refused', () => {
+      expect(problemsOf({ ...SHARED, ...IDP, NODE_ENV: 'production', AUTH_JWKS_URL: HTTP_JWKS }).join('\n')).to.contain(
+        'AUTH_JWKS_URL must be an https:// URL',
+      );
+    });
+
+    it('when development defaults are in effect (embedded, or the opt-in), then it is allowed and listed as a downgrade', () => {
+      for (const env of [
+        { DATA_DIR: '/tmp/lv-fresh', ...IDP, AUTH_JWKS_URL: HTTP_JWKS },
+        { ...SHARED, ...IDP, ALLOW_DEVELOPMENT_DEFAULTS: 'true', AUTH_JWKS_URL: HTTP_JWKS },
+      ]) {
+        const config = loadConfig(env);
+        expect(config.auth.keys.source).to.equal('jwks-url');
+        expect(productionDowngrades(config).join('\n')).to.contain('AUTH_JWKS_URL is http://');
+      }
+    });
+
+    it('when it is https://, then it is accepted beside DATABASE_URL and not listed', () => {
+      const config = loadConfig({ ...SHARED, ...IDP, AUTH_JWKS_URL: 'https://idp.example/jwks.json' });
+      expect(productionDowngrades(config).join('\n')).not.to.contain('AUTH_JWKS_URL');
+    });
+  });
+
+  describe('a database meant but not named', () => {
+    const cases: [string, Env, string[]][] = [
+      ['DATABASE_URL is empty', { DATABASE_URL: '' }, ['DATABASE_URL is set but blank']],
+      ['DATABASE_URL is blanks', { DATABASE_URL: '   ' }, ['DATABASE_URL is set but blank']],
+      ['PGHOST alone', { PGHOST: 'db.internal' }, ['PGHOST is set but DATABASE_URL is not']],
+      [
+        'PGHOST, PGUSER and PGDATABASE',
+        { PGHOST: 'db.internal', PGUSER: 'svc', PGDATABASE: 'loyalty' },
+        ['PGHOST, PGUSER, PGDATABASE are set but DATABASE_URL is not'],
+      ],
+    ];
+    for (const [name, extra, expected] of cases) {
+      it(`when ${name}, then start-up stops naming the variables instead of using the embedded database`, () => {
+        const problems = problemsOf({ DATA_DIR: '/tmp/lv-fresh', ...extra }).join('\n');
+        for (const text of expected) expect(problems).to.contain(text);
+        expect(problems).not.to.contain('db.internal');
+      });
+    }
+  });
+
+  describe('the development issuer and HOST', () => {
+    it('when HOST is not loopback and the development issuer is trusted, then refused without the opt-in', () => {
+      for (const host of ['0.0.0.0', '::', '10.0.0.5', 'vault.internal']) {
+        const problems = problemsOf({ DATA_DIR: '/tmp/lv-fresh', HOST: host }).join('\n');
+        expect(problems, host).to.contain('listens beyond this machine while the development token issuer is trusted');
+      }
+    });
+
+    it('when HOST is loopback (or unset), or the opt-in is set, then the development issuer is allowed', () => {
+      for (const host of [undefined, '127.0.0.1', '127.0.0.2', 'localhost', '::1', '[::1]']) {
+        const env: Env = { DATA_DIR: '/tmp/lv-fresh', ...(host === undefined ? {} : { HOST: host }) };
+        expect(problemsOf(env), String(host)).to.deep.equal([]);
+      }
+      expect(
+        problemsOf({ DATA_DIR: '/tmp/lv-fresh', HOST: '0.0.0.0', ALLOW_DEVELOPMENT_DEFAULTS: 'true' }),
+      ).to.deep.equal([]);
+    });
+
+    it('when HOST is not loopback with a real identity provider, then it is accepted', async () => {
+      expect(
+        problemsOf({
+          DATA_DIR: '/tmp/lv-fresh',
+          HOST: '0.0.0.0',
+          AUTH_PUBLIC_KEYS: JSON.stringify(await testJwks()),
+          AUTH_ISSUER: TEST_ISSUER,
+          AUTH_AUDIENCE: TEST_AUDIENCE,
+        }),
+      ).to.deep.equal([]);
+    });
+  });
+
   describe('when JWT_MAX_TOKEN_AGE is set, then it is read as a duration', () => {
     const cases: [string, number | undefined | 'problem'][] = [
       ['3600', 3600],

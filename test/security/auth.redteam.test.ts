@@ -88,6 +88,14 @@ describe('Red team: authentication and limits', function () {
       ['capitals', 'MTLS:till-1', 'TOKEN_SUBJECT_RESERVED'],
       ['the exact prefix', 'mtls:till-1', 'TOKEN_SUBJECT_RESERVED'],
       ['circled letters', '\u24dc\u24e3\u24db\u24e2:till-1', 'TOKEN_SUBJECT_RESERVED'],
+      ['a Braille blank in front', '\u2800mtls:till-1', 'TOKEN_SUBJECT_INVALID'],
+      ['a capital I for the l', 'mtIs:till-1', 'TOKEN_SUBJECT_RESERVED'],
+      ['rn for the m', 'rntls:till-1', 'TOKEN_SUBJECT_RESERVED'],
+      ['a ratio sign for the colon', 'mtls\u2236till-1', 'TOKEN_SUBJECT_RESERVED'],
+      ['a modifier letter colon', 'mtls\ua789till-1', 'TOKEN_SUBJECT_RESERVED'],
+      ['a triangular colon', 'mtls\u02d0till-1', 'TOKEN_SUBJECT_RESERVED'],
+      ['a Hebrew sof pasuq', 'mtls\u05c3till-1', 'TOKEN_SUBJECT_RESERVED'],
+      ['a Cyrillic te', 'm\u0442ls:till-1', 'TOKEN_SUBJECT_INVALID'],
     ];
 
     for (const [name, sub, code] of lookAlikes) {
@@ -217,6 +225,49 @@ describe('Red team: authentication and limits', function () {
         unknownAnswer.body.code,
       ]);
       expect(knownAnswer.body.code).to.equal('FIRST_SIGHTING_RATE_LIMITED');
+    });
+
+    it('when a client probes card numbers by attaching them to a card, then known and unknown get one answer, and each attach spends the budget', async () => {
+      const writer = await signToken({ scope: 'tokens:write', subject: 'member-seeder' });
+      const [own, known] = generatePans(2, '476175');
+      await a.request('POST', '/v1/tokens', { token: writer, json: { pan: known } });
+      const card = await a.request('POST', '/v1/tokens', { token: writer, json: { pan: own } });
+      const path = `/v1/tokens/${card.body.token as string}/identifiers`;
+      const prober = await signToken({ scope: 'tokens:write', subject: 'red-team-attach' });
+      const identifiers = async (): Promise<number> =>
+        Number(((await db.knex('card_identifiers').count({ n: '*' })) as { n: unknown }[])[0]?.n);
+
+      const knownAnswer = await a.request('POST', path, { token: prober, json: { pan: known } });
+      const unknownAnswer = await b.request('POST', path, {
+        token: prober,
+        json: { pan: generatePans(1, '476176')[0] },
+      });
+      expect([knownAnswer.status, knownAnswer.body.code]).to.deep.equal([409, 'CARD_HAS_DIFFERENT_PAN']);
+      expect([unknownAnswer.status, unknownAnswer.body.code]).to.deep.equal([409, 'CARD_HAS_DIFFERENT_PAN']);
+      expect(knownAnswer.text).not.to.contain(known);
+
+      // Unknown PARs are attached (as tokenising them would create a card), each spending the budget (5).
+      const par = (i: number): string => 'V004' + 'D'.repeat(13) + String(Date.now() + i).slice(-12);
+      const attached: number[] = [];
+      for (let i = 0; i < 3; i++) {
+        attached.push(
+          (await (i % 2 === 0 ? b : a).request('POST', path, { token: prober, json: { par: par(i) } })).status,
+        );
+      }
+      expect(attached).to.deep.equal([201, 201, 201]);
+
+      // Spent: every attach and every tokenisation is refused alike, on both instances, and nothing is attached.
+      const before = await identifiers();
+      const answers = [
+        await a.request('POST', path, { token: prober, json: { pan: known } }),
+        await b.request('POST', path, { token: prober, json: { pan: generatePans(1, '476177')[0] } }),
+        await a.request('POST', path, { token: prober, json: { par: par(9) } }),
+        await b.request('POST', '/v1/tokens', { token: prober, json: { pan: known } }),
+      ];
+      expect(answers.map((r) => [r.status, r.body.code])).to.deep.equal(
+        Array(4).fill([429, 'FIRST_SIGHTING_RATE_LIMITED']),
+      );
+      expect(await identifiers()).to.equal(before);
     });
   });
 });
