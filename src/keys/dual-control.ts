@@ -27,7 +27,8 @@ import { AppError, isAppError } from '../errors/app-error.js';
 import { newId } from '../ids/prefixed-id.js';
 import { verifyRegister, type RegisterVerdict } from './custodian-provenance.js';
 import { CUSTODIAN_ACKNOWLEDGEMENT, jwkFromX } from './custodians.js';
-import { appendExecution, auditRecordsExecution, readLedger } from './dual-control-ledger.js';
+import { databaseNow } from './database-clock.js';
+import { appendExecution, assertFirstGenesis, auditRecordsExecution, readLedger } from './dual-control-ledger.js';
 import type { KeyActor } from './key-ring.js';
 import type { MasterKeySource } from './master-key-source.js';
 import {
@@ -106,13 +107,14 @@ function requestOf(canonical: string, payload: RequestPayload): KeyRequest {
 
 /**
  * Creates a request. Refused (audited) with CUSTODIANS_TOO_FEW while fewer than two custodians are
- * registered, except the genesis request, which is refused once custodians exist.
+ * registered, except the genesis request, which is refused once custodians exist. Its creation and
+ * expiry are read from the database's clock, not the CLI's (`now` only for tests of expiry).
  */
 export async function createRequest(
   knex: Knex,
   input: { operation: KeyOperation; params: RequestParams; description: string },
   ctx: DualControlContext,
-  now = new Date(),
+  at?: Date,
 ): Promise<KeyRequest> {
   const id = newId('krq');
   return refusalsAudited(
@@ -120,7 +122,10 @@ export async function createRequest(
     ctx.actor,
     { action: 'key.request.created', resource: `request:${id}` },
     async (trx) => {
-      const custodians = [...(await verifyRegister(trx, ctx.masterKey)).trusted.values()];
+      const now = at ?? (await databaseNow(trx));
+      const register = await verifyRegister(trx, ctx.masterKey);
+      if (register.tampered !== undefined) throw new AppError('DUAL_CONTROL_TAMPERED', { detail: register.tampered });
+      const custodians = [...register.trusted.values()];
       if (input.operation === 'genesis') {
         const ledger = await readLedger(trx, ctx.masterKey);
         if (custodians.length > 0 || ledger.seq > 0) {
@@ -172,7 +177,7 @@ export async function createRequest(
       );
       return requestOf(canonical, payload);
     },
-    now,
+    at ?? new Date(),
   );
 }
 
@@ -315,6 +320,7 @@ export async function authorise(
   const row = (await trx('key_requests').where({ id: requestId }).forUpdate().first()) as RequestRow | undefined;
   if (row === undefined) throw new AppError('KEY_REQUEST_NOT_FOUND');
   if (ledger.executed.has(requestId)) throw new AppError('KEY_REQUEST_NOT_PENDING', { detail: 'The request has run.' });
+  if (input.operation === 'genesis') await assertFirstGenesis(trx, ledger);
   if (await auditRecordsExecution(trx, requestId)) {
     throw new AppError('DUAL_CONTROL_TAMPERED', {
       detail: 'The audit trail records this request as executed but the ledger does not: it was rolled back.',
@@ -344,7 +350,8 @@ export async function authorise(
       detail: `The custodians approved ${payload.operation} ${canonicalJson(payload.params)}.`,
     });
   }
-  if (Date.parse(payload.expiresAt) <= now.getTime()) throw new AppError('KEY_REQUEST_EXPIRED');
+  // The database's clock, not this process's: the operator running the CLI sets the latter.
+  if (Date.parse(payload.expiresAt) <= (await databaseNow(trx)).getTime()) throw new AppError('KEY_REQUEST_EXPIRED');
   const distinct = new Set(approvals.map((a) => a.keyThumbprint));
   if (payload.operation === 'genesis') {
     const named = genesisCustodians(payload.params).map((c) => c.thumbprint);
@@ -397,6 +404,10 @@ async function verifiedApprovals(
   let canonical: string | undefined;
   const approvals: { custodian: string; keyThumbprint: string; jws: string }[] = [];
   const register = registerOf(trx, masterKey);
+  if (claimed?.operation !== 'genesis') {
+    const verdict = await register();
+    if (verdict.tampered !== undefined) throw new AppError('DUAL_CONTROL_TAMPERED', { detail: verdict.tampered });
+  }
   for (const a of rows) {
     const signer = await signerOf(register, a.key_thumbprint, claimed?.operation === 'genesis' ? claimed : undefined);
     const kid = safeKid(a.jws);
