@@ -11,11 +11,14 @@
  *   operation's transaction every approval is verified against its custodian's sealed public key, all
  *   approvals must sign the same bytes (digest compared), and the payload they sign must name this
  *   request, this deployment, the operation and the parameters the command was invoked with, and must
- *   not have expired. The columns are an index for `request list`; a column that disagrees with the
+ *   not have expired by the database's clock (database-clock.ts: the CLI's clock is the operator's).
+ *   The columns are an index for `request list`; a column that disagrees with the
  *   signed payload is reported as tampering (`KEY_REQUEST_TAMPERED`) and nothing runs.
  * - Once: the execution is appended to the sealed ledger (dual-control-ledger.ts) and audited as
  *   `key.request.executed` in the same transaction; a request the ledger or the audit trail knows as
- *   executed never runs again, whatever its `state` column says.
+ *   executed never runs again, whatever its `state` column says. A genesis runs only as the ledger's
+ *   first execution, with no genesis and no execution in the audit trail (assertFirstGenesis), and a
+ *   register whose genesis is not that one trusts nobody (custodian-provenance.ts).
  * - Every refusal is audited with its code in a transaction of its own (it commits although the
  *   command fails). The person running the CLI is recorded as `operator`; an approval as `custodian`.
  * - Single-operator mode (KEYS_SINGLE_OPERATOR, development only, refused in production) skips it.
