@@ -61,6 +61,7 @@ export async function assertResumable(
   }
   const entries = (await trx('audit_events')
     .where({ resource: `key:${purpose}:v${version}`, outcome: 'success' })
+    .whereIn('action', ['key.published', ...LATER_STATES])
     .orderBy('seq')
     .select('seq', 'action', 'details')) as { seq: number | string; action: string; details: unknown }[];
   const later = entries.find((e) => LATER_STATES.includes(e.action));
