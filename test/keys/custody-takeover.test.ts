@@ -21,7 +21,6 @@ import { insertSealedCustodian, jwkFromX, jwkOf } from '../../src/keys/custodian
 import { verifyRegister } from '../../src/keys/custodian-provenance.js';
 import { createRequest } from '../../src/keys/dual-control.js';
 import { approveRequest } from '../../src/keys/key-approvals.js';
-import { KeyManager } from '../../src/keys/key-manager.js';
 import { insertNewKey } from '../../src/keys/key-ring.js';
 import { migrateToLatest } from '../../src/db/migrations.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
@@ -225,21 +224,18 @@ describe('custody takeovers by a database writer', function () {
         }[]
       ).map((r) => `v${r.version} ${r.state}`);
 
-    /** A rotation interrupted after its publication (the process died during the wait). */
+    /** A rotation interrupted after its publication (the process dies before it activates). */
     async function interruptedRotation(fx: KeysFixture, requestId: string | undefined): Promise<void> {
-      const manager = new KeyManager({
-        knex: db.knex,
-        ring: fx.ring,
-        masterKey: fx.ctx.masterKey,
-        registry: fx.ctx.registry,
-        policy: fx.ctx.policy,
-        actor: OPERATOR,
-        sleep: () => Promise.reject(new Error('killed during the wait')),
-      });
-      await manager.rotate('identifier-mac', requestId).then(
-        () => expect.fail('the rotation was not interrupted'),
-        (error: Error) => expect(error.message).to.equal('killed during the wait'),
-      );
+      const dies = (message: string): void => {
+        if (message.startsWith('published ')) throw new Error('killed after publishing');
+      };
+      await fx
+        .manager()
+        .rotate('identifier-mac', requestId, dies)
+        .then(
+          () => expect.fail('the rotation was not interrupted'),
+          (error: Error) => expect(error.message).to.equal('killed after publishing'),
+        );
     }
 
     before(async () => {
