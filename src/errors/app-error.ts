@@ -52,6 +52,10 @@ export const ERROR_CATALOG = {
   KEY_REQUEST_EXPIRED: { status: 409, title: 'The key-management request has expired' },
   KEY_REQUEST_TAMPERED: { status: 409, title: 'The stored request differs from what the custodians signed' },
   DUAL_CONTROL_TAMPERED: { status: 409, title: 'The dual-control records do not verify under the master key' },
+  KEY_STATE_TAMPERED: {
+    status: 409,
+    title: 'The state of a key version is not backed by an authorised, intact audit record',
+  },
   APPROVAL_NOT_CONFIRMED: { status: 403, title: 'The custodian did not confirm the approval' },
   AUDIT_EXPORT_INVALID: { status: 422, title: 'The audit export does not verify' },
   AUDIT_CHAIN_KEY_UNAVAILABLE: { status: 500, title: 'The audit-chain key is not available to this process' },

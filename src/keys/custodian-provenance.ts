@@ -13,7 +13,13 @@
  *   request's id naming this name and this key thumbprint, by two distinct custodians who are
  *   themselves trusted (computed to a fixed point, so the order of registration does not matter).
  *
- * More than one genesis on record is tampering (there is only ever one): nobody is trusted. What a
+ * The genesis itself is anchored outside the register's rows: it is trusted only when its request is
+ * the FIRST execution of the sealed executed-request ledger (dual-control-ledger.ts) and the keyed
+ * audit trail holds exactly one successful `key.custodian.genesis` entry, naming that request, whose
+ * MAC verifies (`auditEntryIntact`). A database writer who empties the register and stages a genesis
+ * of their own keys cannot make it ledger entry 1, nor remove or forge the first genesis entry. Any
+ * mismatch, like more than one genesis on record, is tampering: nobody is trusted (`tampered` says
+ * why; the callers refuse with DUAL_CONTROL_TAMPERED, audited). What a
  * holder of the master key and ONE custodian key can still do is replace the whole register with a
  * genesis of their own (two keys they hold); the real custodians see it at once (`custodian list`
  * shows other people or other thumbprints, and their approvals stop verifying) and an audit
@@ -21,6 +27,9 @@
  */
 import type { JWK } from 'jose';
 import type { Knex } from 'knex';
+import { auditEntryIntact } from '../audit/audit-log.js';
+import { isAppError } from '../errors/app-error.js';
+import { verifyLedger } from './dual-control-ledger.js';
 import { jwkFromX, listCustodians, type Custodian } from './custodians.js';
 import type { MasterKeySource } from './master-key-source.js';
 import { genesisCustodians, parsePayload, safeKid, verifyApproval, type RequestPayload } from './request-payload.js';
@@ -36,6 +45,8 @@ export interface RegisterVerdict {
   readonly trusted: ReadonlyMap<string, Custodian>;
   /** Sealed custodians whose registration does not verify, with the reason. */
   readonly untrusted: readonly { readonly custodian: Custodian; readonly reason: string }[];
+  /** Set when the register's genesis does not match the ledger and the audit trail: nobody is trusted. */
+  readonly tampered?: string;
 }
 
 /** The custodians that may approve: sealed, and registered by signatures that verify. */
@@ -62,10 +73,17 @@ export async function verifyRegister(
       geneses.add(c.authorisedBy);
     }
   }
-  if (geneses.size > 1) {
+  const problem =
+    geneses.size > 1
+      ? 'more than one genesis is on record'
+      : geneses.size === 1
+        ? await genesisUnanchored(db, masterKey, [...geneses][0]!)
+        : undefined;
+  if (problem !== undefined) {
     return {
       trusted: new Map(),
-      untrusted: sealed.map((custodian) => ({ custodian, reason: 'more than one genesis is on record' })),
+      untrusted: sealed.map((custodian) => ({ custodian, reason: problem })),
+      tampered: `The custodian register does not verify: ${problem}. Nobody is trusted until it is restored.`,
     };
   }
   let grew = true;
@@ -85,6 +103,36 @@ export async function verifyRegister(
       .filter((c) => !trusted.has(c.keyThumbprint))
       .map((custodian) => ({ custodian, reason: 'no two trusted custodians signed this registration' })),
   };
+}
+
+/**
+ * Why the genesis `requestId` is not the one on record, or undefined when it is: ledger entry 1 (the
+ * sealed ledger verifying) and the only successful, intact `key.custodian.genesis` audit entry.
+ */
+async function genesisUnanchored(
+  db: Knex | Knex.Transaction,
+  masterKey: MasterKeySource,
+  requestId: string,
+): Promise<string | undefined> {
+  let first: { requestId: string; operation: string } | undefined;
+  try {
+    first = (await verifyLedger(db, masterKey)).first;
+  } catch (error) {
+    if (isAppError(error)) return `the executed-request ledger does not verify (${error.detail ?? error.code})`;
+    throw error;
+  }
+  if (first?.operation !== 'genesis' || first.requestId !== requestId) {
+    return `the genesis ${requestId} is not the first execution in the sealed ledger`;
+  }
+  const entries = (await db('audit_events')
+    .where({ action: 'key.custodian.genesis', outcome: 'success' })
+    .orderBy('seq')
+    .select('seq', 'resource')) as { seq: number | string; resource: string }[];
+  if (entries.length !== 1) return `the audit trail holds ${entries.length} genesis entries, not one`;
+  const [entry] = entries;
+  if (entry!.resource !== `request:${requestId}`) return 'the audit trail records another genesis';
+  if (!(await auditEntryIntact(db, Number(entry!.seq)))) return 'the audit entry of the genesis does not verify';
+  return undefined;
 }
 
 /** The payload `row` signs when its signature verifies with `jwk` and names `requestId`. */

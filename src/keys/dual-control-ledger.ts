@@ -17,8 +17,10 @@
  *   transaction. Rolling the ledger back to an older sealed state (a snapshot taken before the
  *   execution) is caught by that entry; removing the entry as well breaks the keyed audit chain.
  *
- * The ledger's first entry is the genesis ceremony of the first two custodians: once it exists, a
- * second genesis is refused, and an unsealed head while the audit trail records a genesis is tampering.
+ * The ledger's first entry is the genesis ceremony of the first two custodians. A genesis runs only at
+ * position 0 with no genesis and no execution in the audit trail ({@link assertFirstGenesis}); the
+ * custodian register trusts a genesis only when it is entry 1 here (custodian-provenance.ts). An
+ * unsealed head while the audit trail records a genesis is tampering.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Knex } from 'knex';
@@ -72,8 +74,34 @@ function tampered(detail: string): AppError {
  */
 export async function readLedger(trx: Knex.Transaction, masterKey: MasterKeySource): Promise<LedgerState> {
   const head = (await trx('dual_control_ledger').where({ id: 1 }).forUpdate().first()) as HeadRow | undefined;
+  return checkedLedger(trx, masterKey, head);
+}
+
+/**
+ * The same verification without locking the head (for reads such as the custodian register's
+ * provenance), with the first execution: the genesis ceremony, when the ledger is sound.
+ */
+export async function verifyLedger(
+  db: Knex | Knex.Transaction,
+  masterKey: MasterKeySource,
+): Promise<LedgerState & { readonly first: { readonly requestId: string; readonly operation: string } | undefined }> {
+  const head = (await db('dual_control_ledger').where({ id: 1 }).first()) as HeadRow | undefined;
+  const ledger = await checkedLedger(db, masterKey, head);
+  const first = (await db('key_request_executions').where({ seq: 1 }).first('request_id', 'operation')) as
+    { request_id: string; operation: string } | undefined;
+  return {
+    ...ledger,
+    first: first === undefined ? undefined : { requestId: first.request_id, operation: first.operation },
+  };
+}
+
+async function checkedLedger(
+  db: Knex | Knex.Transaction,
+  masterKey: MasterKeySource,
+  head: HeadRow | undefined,
+): Promise<LedgerState> {
   if (head === undefined) throw tampered('The dual-control ledger head is missing.');
-  const rows = (await trx('key_request_executions').orderBy('seq')) as ExecutionRow[];
+  const rows = (await db('key_request_executions').orderBy('seq')) as ExecutionRow[];
   let chain = ZERO_CHAIN;
   const executed = new Set<string>();
   for (const [index, row] of rows.entries()) {
@@ -86,7 +114,7 @@ export async function readLedger(trx: Knex.Transaction, masterKey: MasterKeySour
   }
   if (head.seq === 0 && head.seal === null) {
     if (rows.length > 0) throw tampered('Executions are recorded but the ledger head is not sealed.');
-    if (await auditRecordsGenesis(trx)) {
+    if (await auditRecordsGenesis(db)) {
       throw tampered('The audit trail records a custodian genesis but the executed-request ledger is empty.');
     }
     return { seq: 0, chain: ZERO_CHAIN, executed };
@@ -98,6 +126,26 @@ export async function readLedger(trx: Knex.Transaction, masterKey: MasterKeySour
     throw tampered('The executed-request ledger does not end where its sealed head says: an execution was removed.');
   }
   return { seq: head.seq, chain, executed };
+}
+
+/**
+ * A genesis runs only as the very first dual-control execution: the sealed ledger is at position 0
+ * and the audit trail records no genesis and no executed request at all. Anything else means the
+ * register was wiped or replaced after a genesis (a database writer deleting the sealed custodian
+ * rows to stage a genesis of their own), and is refused as tampering.
+ */
+export async function assertFirstGenesis(trx: Knex.Transaction, ledger: LedgerState): Promise<void> {
+  if (ledger.seq !== 0) {
+    throw tampered(
+      `A genesis is on record: the executed-request ledger holds ${ledger.seq} execution(s), the first of them the ` +
+        'genesis. There is no second genesis; a register without its custodians was emptied in the database.',
+    );
+  }
+  if ((await auditRecordsGenesis(trx)) || (await auditRecordsAnyExecution(trx))) {
+    throw tampered(
+      'The audit trail records a genesis or an executed request, but the ledger is empty: no new genesis.',
+    );
+  }
 }
 
 /** Records an execution and reseals the head, in the operation's transaction (after readLedger). */
@@ -129,6 +177,13 @@ export async function appendExecution(
 export async function auditRecordsExecution(db: Knex | Knex.Transaction, requestId: string): Promise<boolean> {
   const row = (await db('audit_events')
     .where({ action: 'key.request.executed', resource: `request:${requestId}`, outcome: 'success' })
+    .first('seq')) as unknown;
+  return row !== undefined;
+}
+
+export async function auditRecordsAnyExecution(db: Knex | Knex.Transaction): Promise<boolean> {
+  const row = (await db('audit_events')
+    .where({ action: 'key.request.executed', outcome: 'success' })
     .first('seq')) as unknown;
   return row !== undefined;
 }

@@ -11,11 +11,14 @@
  *   operation's transaction every approval is verified against its custodian's sealed public key, all
  *   approvals must sign the same bytes (digest compared), and the payload they sign must name this
  *   request, this deployment, the operation and the parameters the command was invoked with, and must
- *   not have expired. The columns are an index for `request list`; a column that disagrees with the
+ *   not have expired by the database's clock (database-clock.ts: the CLI's clock is the operator's).
+ *   The columns are an index for `request list`; a column that disagrees with the
  *   signed payload is reported as tampering (`KEY_REQUEST_TAMPERED`) and nothing runs.
  * - Once: the execution is appended to the sealed ledger (dual-control-ledger.ts) and audited as
  *   `key.request.executed` in the same transaction; a request the ledger or the audit trail knows as
- *   executed never runs again, whatever its `state` column says.
+ *   executed never runs again, whatever its `state` column says. A genesis runs only as the ledger's
+ *   first execution, with no genesis and no execution in the audit trail (assertFirstGenesis), and a
+ *   register whose genesis is not that one trusts nobody (custodian-provenance.ts).
  * - Every refusal is audited with its code in a transaction of its own (it commits although the
  *   command fails). The person running the CLI is recorded as `operator`; an approval as `custodian`.
  * - Single-operator mode (KEYS_SINGLE_OPERATOR, development only, refused in production) skips it.
@@ -27,7 +30,8 @@ import { AppError, isAppError } from '../errors/app-error.js';
 import { newId } from '../ids/prefixed-id.js';
 import { verifyRegister, type RegisterVerdict } from './custodian-provenance.js';
 import { CUSTODIAN_ACKNOWLEDGEMENT, jwkFromX } from './custodians.js';
-import { appendExecution, auditRecordsExecution, readLedger } from './dual-control-ledger.js';
+import { databaseNow } from './database-clock.js';
+import { appendExecution, assertFirstGenesis, auditRecordsExecution, readLedger } from './dual-control-ledger.js';
 import type { KeyActor } from './key-ring.js';
 import type { MasterKeySource } from './master-key-source.js';
 import {
@@ -106,13 +110,14 @@ function requestOf(canonical: string, payload: RequestPayload): KeyRequest {
 
 /**
  * Creates a request. Refused (audited) with CUSTODIANS_TOO_FEW while fewer than two custodians are
- * registered, except the genesis request, which is refused once custodians exist.
+ * registered, except the genesis request, which is refused once custodians exist. Its creation and
+ * expiry are read from the database's clock, not the CLI's (`now` only for tests of expiry).
  */
 export async function createRequest(
   knex: Knex,
   input: { operation: KeyOperation; params: RequestParams; description: string },
   ctx: DualControlContext,
-  now = new Date(),
+  at?: Date,
 ): Promise<KeyRequest> {
   const id = newId('krq');
   return refusalsAudited(
@@ -120,7 +125,10 @@ export async function createRequest(
     ctx.actor,
     { action: 'key.request.created', resource: `request:${id}` },
     async (trx) => {
-      const custodians = [...(await verifyRegister(trx, ctx.masterKey)).trusted.values()];
+      const now = at ?? (await databaseNow(trx));
+      const register = await verifyRegister(trx, ctx.masterKey);
+      if (register.tampered !== undefined) throw new AppError('DUAL_CONTROL_TAMPERED', { detail: register.tampered });
+      const custodians = [...register.trusted.values()];
       if (input.operation === 'genesis') {
         const ledger = await readLedger(trx, ctx.masterKey);
         if (custodians.length > 0 || ledger.seq > 0) {
@@ -172,7 +180,7 @@ export async function createRequest(
       );
       return requestOf(canonical, payload);
     },
-    now,
+    at ?? new Date(),
   );
 }
 
@@ -315,6 +323,7 @@ export async function authorise(
   const row = (await trx('key_requests').where({ id: requestId }).forUpdate().first()) as RequestRow | undefined;
   if (row === undefined) throw new AppError('KEY_REQUEST_NOT_FOUND');
   if (ledger.executed.has(requestId)) throw new AppError('KEY_REQUEST_NOT_PENDING', { detail: 'The request has run.' });
+  if (input.operation === 'genesis') await assertFirstGenesis(trx, ledger);
   if (await auditRecordsExecution(trx, requestId)) {
     throw new AppError('DUAL_CONTROL_TAMPERED', {
       detail: 'The audit trail records this request as executed but the ledger does not: it was rolled back.',
@@ -344,7 +353,8 @@ export async function authorise(
       detail: `The custodians approved ${payload.operation} ${canonicalJson(payload.params)}.`,
     });
   }
-  if (Date.parse(payload.expiresAt) <= now.getTime()) throw new AppError('KEY_REQUEST_EXPIRED');
+  // The database's clock, not this process's: the operator running the CLI sets the latter.
+  if (Date.parse(payload.expiresAt) <= (await databaseNow(trx)).getTime()) throw new AppError('KEY_REQUEST_EXPIRED');
   const distinct = new Set(approvals.map((a) => a.keyThumbprint));
   if (payload.operation === 'genesis') {
     const named = genesisCustodians(payload.params).map((c) => c.thumbprint);
@@ -397,6 +407,10 @@ async function verifiedApprovals(
   let canonical: string | undefined;
   const approvals: { custodian: string; keyThumbprint: string; jws: string }[] = [];
   const register = registerOf(trx, masterKey);
+  if (claimed?.operation !== 'genesis') {
+    const verdict = await register();
+    if (verdict.tampered !== undefined) throw new AppError('DUAL_CONTROL_TAMPERED', { detail: verdict.tampered });
+  }
   for (const a of rows) {
     const signer = await signerOf(register, a.key_thumbprint, claimed?.operation === 'genesis' ? claimed : undefined);
     const kid = safeKid(a.jws);

@@ -15,6 +15,7 @@ import type { Knex } from 'knex';
 import { appendAuditEvent } from '../audit/audit-log.js';
 import { AppError } from '../errors/app-error.js';
 import { jwkOf } from './custodians.js';
+import { databaseNow } from './database-clock.js';
 import {
   inspectRequest,
   refusalsAudited,
@@ -81,18 +82,19 @@ export async function previewApproval(
   requestId: string,
   privateKeyPem: string,
   ctx: DualControlContext,
-  now = new Date(),
+  at?: Date,
 ): Promise<ApprovalPreview> {
   return refusalsAudited(
     knex,
     ctx.actor,
     { action: 'key.request.approved', resource: `request:${requestId}` },
     async (trx) => {
+      const now = at ?? (await databaseNow(trx));
       const { thumbprint } = await jwkOf(createPublicKey(privateKeyOf(privateKeyPem)));
       const checked = await checkApprovable(trx, requestId, thumbprint, ctx.masterKey, now);
       return { view: checked.view, signer: checked.signer, keyThumbprint: thumbprint };
     },
-    now,
+    at ?? new Date(),
   );
 }
 
@@ -107,13 +109,15 @@ export async function approveRequest(
   privateKeyPem: string,
   shownDigest: string,
   ctx: DualControlContext,
-  now = new Date(),
+  at?: Date,
 ): Promise<{ custodian: string; approvals: number; digest: string }> {
   return refusalsAudited(
     knex,
     ctx.actor,
     { action: 'key.request.approved', resource: `request:${requestId}` },
     async (trx) => {
+      // The approval's time and the expiry check use the database's clock, not the CLI's.
+      const now = at ?? (await databaseNow(trx));
       const privateKey = privateKeyOf(privateKeyPem);
       const { thumbprint } = await jwkOf(createPublicKey(privateKey));
       await trx('key_requests').where({ id: requestId }).forUpdate().first('id');
@@ -164,6 +168,6 @@ export async function approveRequest(
       };
       return { custodian: signer, approvals: Number(count.n), digest: request.digest };
     },
-    now,
+    at ?? new Date(),
   );
 }

@@ -26,6 +26,7 @@ import { appendAuditEvent, auditedWrite } from '../audit/audit-log.js';
 import { AppError, isAppError } from '../errors/app-error.js';
 import { authorisationDetails, authorise, type Authorisation, type KeyOperation } from './dual-control.js';
 import { fieldSetsFor, type EncryptedFieldSet } from './field-sets.js';
+import { assertResumable } from './key-publication.js';
 import {
   currentGeneration,
   HEARTBEAT_GRACE_MS,
@@ -291,6 +292,15 @@ export class KeyManager {
       });
       onPhase(`published ${purpose} v${plan.toVersion}`);
     } else {
+      // Only a publication that was authorised, of a version never in use (key-publication.ts).
+      await this.guarded('key.rotate', resource, (trx) =>
+        assertResumable(trx, {
+          purpose,
+          version: plan.toVersion,
+          production: this.deps.policy.production,
+          masterKey: this.deps.masterKey,
+        }),
+      );
       onPhase(`resuming: ${purpose} v${plan.toVersion} was already published`);
     }
     const published = await this.stateGeneration(purpose, plan.toVersion);

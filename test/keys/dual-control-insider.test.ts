@@ -520,7 +520,7 @@ describe('dual control against an insider with database write access and one cus
       await db.knex('key_custodians').where({ id: 'cus_sealedbymallory' }).delete();
     });
 
-    it('when she writes a second genesis of two keys she holds, then no custodian is trusted any more: every request is refused until it is removed', async () => {
+    it('when she writes a second genesis of two keys she holds, then no custodian is trusted any more: every request is refused (DUAL_CONTROL_TAMPERED) until it is removed', async () => {
       const id = 'krq_forgedgenesis';
       const params: Record<string, string> = {};
       for (const [which, who] of [
@@ -565,7 +565,7 @@ describe('dual control against an insider with database write access and one cus
       }
       await sealedRow(mallory, 'cus_forged_m1', id);
       await sealedRow(mallory2, 'cus_forged_m2', id);
-      await refused('CUSTODIANS_TOO_FEW', 'request', 'rotate', '--purpose', 'identifier-mac');
+      await refused('DUAL_CONTROL_TAMPERED', 'request', 'rotate', '--purpose', 'identifier-mac');
       expect((await fx.run('custodian', 'list')).stdout).to.contain('more than one genesis is on record');
       await db.knex('key_custodians').whereIn('id', ['cus_forged_m1', 'cus_forged_m2']).delete();
       await db.knex('key_approvals').where({ request_id: id }).delete();
