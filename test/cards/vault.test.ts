@@ -385,8 +385,9 @@ describe('card vault across restarts and instances', () => {
     expect(after.body.token).to.equal(before.body.token);
     expect(after.body.shopperReference).to.equal(before.body.shopperReference);
     const keys = await db.knex('data_keys').select('purpose', 'version');
-    // One version 1 per purpose (pan-encryption, identifier-mac, audit-signing), none added on restart.
-    expect(keys).to.have.length(3);
+    // One version 1 per purpose (pan-encryption, identifier-mac, audit-signing, subscription-secret),
+    // none added on restart.
+    expect(keys).to.have.length(4);
   });
 
   it('when started with a different master key, then start-up fails closed, naming the key that cannot be unwrapped', async () => {
