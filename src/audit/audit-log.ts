@@ -37,7 +37,8 @@ import {
   type AuditRow,
   type Tip,
 } from './audit-chain.js';
-import { convertLegacyChain, isUnconvertedLegacyChain } from './audit-conversion.js';
+import { conversionRefusal, convertLegacyChain, isUnconvertedLegacyChain } from './audit-conversion.js';
+import { verifyAuditChain } from './audit-verify.js';
 
 export {
   canonicalJson,
@@ -76,14 +77,28 @@ async function openChain(trx: Knex.Transaction, now: Date): Promise<{ key: Chain
   if (head === undefined) {
     throw new AppError('AUDIT_CHAIN_BROKEN', { detail: 'the audit chain head row is missing' });
   }
-  const { key, created, kekId } = await chainKeysFor(trx).active(trx);
+  // Decided before a key exists: a plain chain is converted only when no key was ever created.
+  const legacy = await isUnconvertedLegacyChain(trx, head);
+  const refusal = legacy ? await conversionRefusal(trx) : undefined;
+  const { key, created, kekId, previousVersion } = await chainKeysFor(trx).active(trx);
   const fresh = head.seq === 0 && head.mac === null && head.key_version === null;
   let tip: Tip = fresh ? { seq: 0, hash: GENESIS } : { seq: head.seq, hash: head.hash };
-  if (created && (await isUnconvertedLegacyChain(trx, head))) {
+  let problem: string | undefined;
+  if (legacy && refusal === undefined && created && previousVersion === null) {
     tip = await convertLegacyChain(trx, key, head, now);
+  } else if (refusal !== undefined) {
+    problem = refusal;
   } else if (!fresh && !(await headMacValid(trx, head).catch(() => false))) {
+    problem = head.mac === null ? 'the head is not sealed' : 'the head seal does not verify';
+  } else if (created && previousVersion !== null) {
+    // The active key was demoted or removed: the next version extends the keyed chain, which must
+    // verify first (under the older versions), or the new key would seal over an edit.
+    const verdict = await verifyAuditChain(trx);
+    if (!verdict.ok) problem = `the active audit-chain key was gone and the chain does not verify: ${verdict.reason}`;
+  }
+  if (problem !== undefined) {
     const last = (await trx('audit_events').max('seq as seq').first()) as { seq: number | null };
-    const found = await writeEntry(
+    tip = await writeEntry(
       trx,
       key,
       { seq: Math.max(head.seq, last.seq ?? 0), hash: head.hash },
@@ -94,15 +109,10 @@ async function openChain(trx: Knex.Transaction, now: Date): Promise<{ key: Chain
         outcome: 'failure',
         origin: 'audit-append',
         resource: 'audit:chain',
-        details: {
-          headSeq: head.seq,
-          lastEntrySeq: last.seq,
-          reason: head.mac === null ? 'the head is not sealed' : 'the head seal does not verify',
-        },
+        details: { headSeq: head.seq, lastEntrySeq: last.seq, reason: problem },
       },
       now,
     );
-    tip = found;
   }
   if (created) {
     tip = await writeEntry(

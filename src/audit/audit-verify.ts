@@ -35,6 +35,8 @@ export type ChainVerdict =
       readonly headSeq: number;
       readonly headHash: string;
       readonly redacted: number;
+      /** The `audit.chain-converted` entry: entries before it were protected by a plain SHA-256 chain only. */
+      readonly converted?: { readonly seq: number; readonly at: string; readonly entries: number };
     }
   | { readonly ok: false; readonly checked: number; readonly brokenAtSeq: number; readonly reason: string };
 
@@ -47,6 +49,7 @@ export async function verifyAuditChain(knex: Knex | Knex.Transaction, batchSize 
   /** Redaction entry seq → the entry it must record. */
   const redactions = new Map<number, number>();
   let headAnomaly: { seq: number; reason: string } | undefined;
+  let converted: { seq: number; at: string; entries: number } | undefined;
   for (;;) {
     const rows = (await knex('audit_events')
       .where('seq', '>=', expectedSeq)
@@ -99,6 +102,10 @@ export async function verifyAuditChain(knex: Knex | Knex.Transaction, batchSize 
           reason: typeof event.details['reason'] === 'string' ? event.details['reason'] : 'invalid head',
         };
       }
+      if (event.action === 'audit.chain-converted' && converted === undefined) {
+        const entries = event.details['entries'];
+        converted = { seq: event.seq, at: event.occurredAt, entries: typeof entries === 'number' ? entries : 0 };
+      }
       expectedPrev = row.hash;
       expectedSeq += 1;
       checked += 1;
@@ -127,7 +134,7 @@ export async function verifyAuditChain(knex: Knex | Knex.Transaction, batchSize 
       `was written by an append that found the chain head tampered with (${headAnomaly.reason}) and recorded it here`,
     );
   }
-  return { ok: true, checked, headSeq: head.seq, headHash: head.hash, redacted };
+  return { ok: true, checked, headSeq: head.seq, headHash: head.hash, redacted, ...(converted && { converted }) };
 }
 
 function broken(checked: number, seq: number, reason: string): ChainVerdict {

@@ -114,6 +114,13 @@ async function verify(args: readonly string[], ctx: KeysContext, out: (t: string
         `audit chain intact: ${verdict.checked} entries, head at ${verdict.headSeq}, every MAC verified` +
           (verdict.redacted > 0 ? `, ${verdict.redacted} redacted entr${verdict.redacted === 1 ? 'y' : 'ies'}` : ''),
       );
+      if (verdict.converted !== undefined) {
+        // Always said: entries before it were keyed at conversion, from a chain anyone could recompute.
+        out(
+          `converted from the plain chain at entry ${verdict.converted.seq} on ${verdict.converted.at}: ` +
+            `entries 1..${verdict.converted.entries} were written under a plain SHA-256 chain and keyed then`,
+        );
+      }
     } else {
       finding = verdict.reason;
       out(

@@ -9,7 +9,13 @@ import { expect } from 'chai';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { detailsDigest } from '../../src/audit/audit-chain.js';
+import {
+  detailsDigest,
+  legacyHash,
+  LEGACY_GENESIS_HASH,
+  rowToEvent,
+  type AuditRow,
+} from '../../src/audit/audit-chain.js';
 import { auditEntryIntact, verifyAuditChain } from '../../src/audit/audit-log.js';
 import { migrateToLatest } from '../../src/db/migrations.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
@@ -154,6 +160,81 @@ describe('audit trail against an insider with database write access', function (
     expect((await entry(8).first()).key_version).to.equal(2);
     expect(await verifyAuditChain(db.knex)).to.deep.include({ ok: true, headSeq: 8 });
     await db.knex('audit_chain_keys').where({ version: 2 }).delete();
+    await db.knex('audit_chain_keys').where({ version: 1 }).update({ state: 'active' });
+  });
+
+  /** The insider, SQL only: rewrites the trail as a plain SHA-256 chain, the way it was before keying. */
+  async function rewriteAsPlainChain(): Promise<void> {
+    await entry(6).delete(); // drop the tail
+    await entry(3).update({ actor: 'someone-else', resource: 'key:pan-encryption:v9' }); // rewrite
+    const rows = (await db.knex('audit_events').orderBy('seq')) as AuditRow[];
+    let prev = LEGACY_GENESIS_HASH;
+    for (const row of rows) {
+      const e = rowToEvent(row);
+      const hash = legacyHash({
+        seq: e.seq,
+        id: e.id,
+        occurredAt: e.occurredAt,
+        actor: e.actor,
+        actorType: e.actorType,
+        action: e.action,
+        outcome: e.outcome,
+        origin: e.origin,
+        resource: e.resource,
+        details: e.details,
+        prevHash: prev,
+      });
+      await entry(row.seq).update({
+        key_version: null,
+        details_digest: null,
+        details_salt: null,
+        prev_hash: prev,
+        hash,
+      });
+      prev = hash;
+    }
+    await db
+      .knex('audit_chain_head')
+      .where({ id: 1 })
+      .update({ seq: rows.at(-1)!.seq, hash: prev, mac: null, key_version: null, legacy_verdict: null });
+  }
+
+  for (const [how, hideKeys] of [
+    ['demoted to verify-only', () => db.knex('audit_chain_keys').update({ state: 'verify-only' })],
+    ['deleted', () => db.knex('audit_chain_keys').delete()],
+  ] as const) {
+    it(`when the trail is rewritten as a plain chain and the chain key ${how}, then the next append does not convert it: it records the invalid head, and verify exits 1`, async () => {
+      const savedKeys = (await db.knex('audit_chain_keys').orderBy('version')) as Record<string, unknown>[];
+      await rewriteAsPlainChain();
+      await hideKeys();
+      try {
+        const res = await fx.run('audit', 'verify');
+        expect(res.code, res.stdout).to.equal(1);
+        expect(res.stdout).to.match(/audit chain BROKEN at entry 1: entry 1 is not keyed/);
+        expect(await db.knex('audit_events').where({ action: 'audit.chain-converted' })).to.have.length(0);
+        const recorded = await db.knex('audit_events').where({ action: 'audit.chain-head-invalid' }).first();
+        expect(recorded.details.reason).to.match(
+          /the plain chain was not converted: (audit-chain key v1 exists|entry 1 is dated after)/,
+        );
+        // The rewritten entries stay unkeyed: nothing re-chained them.
+        expect(await db.knex('audit_events').where('seq', '<=', 5).whereNotNull('key_version')).to.have.length(0);
+      } finally {
+        await db.knex('audit_chain_keys').delete();
+        await db.knex('audit_chain_keys').insert(savedKeys);
+      }
+    });
+  }
+
+  it('when the active key is demoted over an edited chain, then the new key version does not seal over it: the append records the finding', async () => {
+    await entry(2).update({ actor: 'someone-else' });
+    await db.knex('audit_chain_keys').update({ state: 'verify-only' });
+    await appendN(db, 1);
+    const recorded = await db.knex('audit_events').where({ action: 'audit.chain-head-invalid' }).first();
+    expect(recorded.details.reason).to.match(
+      /the active audit-chain key was gone and the chain does not verify: entry 2/,
+    );
+    expect((await verifyAuditChain(db.knex)).ok).to.equal(false);
+    await db.knex('audit_chain_keys').where('version', '>', 1).delete();
     await db.knex('audit_chain_keys').where({ version: 1 }).update({ state: 'active' });
   });
 

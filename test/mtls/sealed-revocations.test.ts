@@ -227,7 +227,10 @@ describe('mTLS insider: sealed revocations and record changes reaching every cac
       const savedHead = (await db.knex('mtls_revocation_list').where({ id: 1 }).first()) as Record<string, unknown>;
       // ---- the insider, SQL only
       await db.knex('mtls_revocations').delete();
-      await db.knex('mtls_revocation_list').where({ id: 1 }).update({ length: 0, chain: Buffer.alloc(32), seal: null });
+      await db
+        .knex('mtls_revocation_list')
+        .where({ id: 1 })
+        .update({ length: 0, chain: Buffer.alloc(32), seal: null });
       await db
         .knex('mtls_client_certificates')
         .where({ serial: stolen.serial })
