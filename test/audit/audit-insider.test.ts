@@ -20,7 +20,7 @@ import { auditEntryIntact, verifyAuditChain } from '../../src/audit/audit-log.js
 import { migrateToLatest } from '../../src/db/migrations.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
 import { keysFixture, type KeysFixture } from '../keys/keys-context.js';
-import { appendN, resetTrail } from './trail-support.js';
+import { appendMissedCardData, appendN, resetTrail } from './trail-support.js';
 
 describe('audit trail against an insider with database write access', function () {
   this.timeout(60_000);
@@ -305,20 +305,22 @@ describe('audit trail against an insider with database write access', function (
   });
 
   describe('redaction', () => {
-    it('when an entry is redacted through the CLI, then its details are a tombstone, the salt is gone, the redaction is an entry, and the chain verifies', async () => {
-      const before = await entry(3).first();
-      const res = await fx.run('audit', 'redact', '--seq', '3', '--reason', 'INC-42: card data in a note');
+    it('when an entry holding card data (a detector missed it) is redacted through the CLI, then its details are a tombstone, the salt is gone, the redaction is an entry, and the chain verifies', async () => {
+      const seq = await appendMissedCardData(db);
+      const before = await entry(seq).first();
+      const res = await fx.run('audit', 'redact', '--seq', String(seq), '--reason', 'INC-42: card data in a note');
       expect(res.code, res.stderr).to.equal(0);
-      const after = await entry(3).first();
+      const after = await entry(seq).first();
       expect(after.details_salt).to.equal(null);
       expect(after.details_digest).to.equal(before.details_digest);
       expect(after.hash).to.equal(before.hash);
+      expect(JSON.stringify(await db.knex('audit_events'))).to.not.contain('4111');
       const redaction = await db
         .knex('audit_events')
         .where({ action: 'audit.entry-redacted', outcome: 'success' })
         .first();
       expect(redaction.actor).to.equal('test-operator');
-      expect(redaction.details).to.deep.include({ seq: 3, entryId: before.id, reason: 'INC-42: card data in a note' });
+      expect(redaction.details).to.deep.include({ seq, entryId: before.id, reason: 'INC-42: card data in a note' });
       expect(after.details).to.deep.equal({
         redacted: { bySeq: redaction.seq, at: after.details.redacted.at, reason: 'INC-42: card data in a note' },
       });
@@ -335,7 +337,8 @@ describe('audit trail against an insider with database write access', function (
     });
 
     it('when a hand redaction names an entry that is not its redaction, then verify reports it', async () => {
-      expect((await fx.run('audit', 'redact', '--seq', '2', '--reason', 'a proper one')).code).to.equal(0);
+      const missed = await appendMissedCardData(db);
+      expect((await fx.run('audit', 'redact', '--seq', String(missed), '--reason', 'a proper one')).code).to.equal(0);
       const proper = await db.knex('audit_events').where({ action: 'audit.entry-redacted' }).first();
       for (const bySeq of [5, proper.seq]) {
         await entry(4).update({
@@ -358,9 +361,24 @@ describe('audit trail against an insider with database write access', function (
     const refusals: [string, string[], string, () => Promise<unknown>][] = [
       [
         'the entry was edited (a redaction would launder it)',
-        ['--seq', '3', '--reason', 'cover-up'],
+        ['--seq', '7', '--reason', 'cover-up'],
         'AUDIT_CHAIN_BROKEN',
-        () => entry(3).update({ details: JSON.stringify({ rows: 1 }) }),
+        async () => {
+          await appendMissedCardData(db);
+          await entry(7).update({ details: JSON.stringify({ reason: 'refund to 5555 5555 5555 4444' }) });
+        },
+      ],
+      [
+        'the entry holds no card data (redaction removes card data, not evidence)',
+        ['--seq', '3', '--reason', 'tidy up'],
+        'AUDIT_REDACTION_INVALID',
+        () => Promise.resolve(),
+      ],
+      [
+        'the entry is dual-control evidence, even with card data in it',
+        ['--seq', '7', '--reason', 'card data in it'],
+        'AUDIT_REDACTION_INVALID',
+        () => appendMissedCardData(db, 'key.request.executed'),
       ],
       [
         'the reason holds a PAN',
@@ -378,7 +396,10 @@ describe('audit trail against an insider with database write access', function (
         'the entry is itself a redaction',
         ['--seq', '8', '--reason', 'hide the redaction'],
         'AUDIT_REDACTION_INVALID',
-        async () => expect((await fx.run('audit', 'redact', '--seq', '2', '--reason', 'first')).code).to.equal(0),
+        async () => {
+          await appendMissedCardData(db);
+          expect((await fx.run('audit', 'redact', '--seq', '7', '--reason', 'first')).code).to.equal(0);
+        },
       ],
     ];
     for (const [when, args, code, setup] of refusals) {
