@@ -6,6 +6,8 @@
  * by a signed checkpoint.
  */
 import { expect } from 'chai';
+import { CompactSign } from 'jose';
+import { generateKeyPairSync } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -16,6 +18,7 @@ import {
   rowToEvent,
   type AuditRow,
 } from '../../src/audit/audit-chain.js';
+import { publicKeyThumbprint } from '../../src/audit/audit-export.js';
 import { auditEntryIntact, verifyAuditChain } from '../../src/audit/audit-log.js';
 import { migrateToLatest } from '../../src/db/migrations.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
@@ -44,6 +47,17 @@ describe('audit trail against an insider with database write access', function (
   });
 
   const entry = (seq: number) => db.knex('audit_events').where({ seq });
+
+  /** The audit-signing key's thumbprint, as the assessor pinned it out of band (`audit public-key`). */
+  let pin: string | undefined;
+  async function pinned(): Promise<string> {
+    if (pin === undefined) {
+      const res = await fx.run('audit', 'public-key');
+      pin = /thumbprint \(RFC 7638[^:]*\): (\S+)/.exec(res.stdout)?.[1];
+      expect(pin, res.stdout).to.be.a('string');
+    }
+    return pin!;
+  }
 
   async function expectDetected(finding: RegExp, seq?: number): Promise<void> {
     const verdict = await verifyAuditChain(db.knex);
@@ -255,7 +269,7 @@ describe('audit trail against an insider with database write access', function (
     await db.knex('audit_chain_head').update(olderHead);
     // The keyed chain alone cannot tell this from a trail that ended at entry 4 (documented limit).
     expect(await verifyAuditChain(db.knex)).to.deep.include({ ok: true, headSeq: 4 });
-    const res = await fx.run('audit', 'verify', '--checkpoint', saved);
+    const res = await fx.run('audit', 'verify', '--checkpoint', saved, '--public-key-thumbprint', await pinned());
     expect(res.code).to.equal(1);
     expect(res.stdout).to.contain(
       'audit chain does NOT extend the checkpoint: the trail ends at entry 4 but the checkpoint of',
@@ -268,7 +282,7 @@ describe('audit trail against an insider with database write access', function (
     await resetTrail(db);
     await appendN(db, 10);
     expect((await verifyAuditChain(db.knex)).ok).to.equal(true);
-    const res = await fx.run('audit', 'verify', '--checkpoint', saved);
+    const res = await fx.run('audit', 'verify', '--checkpoint', saved, '--public-key-thumbprint', await pinned());
     expect(res.code).to.equal(1);
     expect(res.stdout).to.match(
       /entry 6 is not the entry the checkpoint of .* signed: the trail up to it was rewritten/,
@@ -287,9 +301,48 @@ describe('audit trail against an insider with database write access', function (
     const claims = JSON.parse(Buffer.from(p!, 'base64url').toString());
     const edited = path.join(dir, 'edited.jws');
     fs.writeFileSync(edited, `${h}.${Buffer.from(JSON.stringify({ ...claims, seq: 2 })).toString('base64url')}.${s}`);
-    const bad = await fx.run('audit', 'verify', '--checkpoint', edited);
+    const bad = await fx.run('audit', 'verify', '--checkpoint', edited, '--public-key', pub);
     expect(bad.code).to.equal(1);
     expect(bad.stdout).to.contain('the checkpoint signature does not verify');
+  });
+
+  it('when a database writer plants their own audit-signing public key and forges a checkpoint, then it fails against the pinned thumbprint, and no checkpoint is verified with a key from the database alone', async () => {
+    const pin = await pinned();
+    const saved = await checkpoint('genuine.jws');
+    // ---- the insider: their own Ed25519 key in data_keys, a checkpoint of a rewritten trail signed with it
+    const planted = generateKeyPairSync('ed25519');
+    const plantedPem = planted.publicKey.export({ type: 'spki', format: 'pem' }).toString();
+    const row = await db.knex('data_keys').where({ purpose: 'audit-signing', state: 'active' }).first();
+    await db.knex('data_keys').where({ purpose: 'audit-signing', version: row.version }).update({ public_key_pem: plantedPem });
+    try {
+      const kid = await publicKeyThumbprint(planted.publicKey);
+      const claims = JSON.parse(Buffer.from(fs.readFileSync(saved, 'utf8').split('.')[1]!, 'base64url').toString());
+      const forged = await new CompactSign(
+        Buffer.from(JSON.stringify({ ...claims, signingKey: { ...claims.signingKey, kid } })),
+      )
+        .setProtectedHeader({ alg: 'EdDSA', typ: 'loyalty-vault-audit-checkpoint+jws', kid })
+        .sign(planted.privateKey);
+      const file = path.join(dir, 'forged.jws');
+      fs.writeFileSync(file, forged);
+      const unpinned = await fx.run('audit', 'verify', '--checkpoint', file);
+      expect(unpinned.code).to.equal(2);
+      expect(unpinned.stderr).to.contain('--public-key-thumbprint');
+      const res = await fx.run('audit', 'verify', '--checkpoint', file, '--public-key-thumbprint', pin);
+      expect(res.code).to.equal(1);
+      expect(res.stdout).to.contain(`not by the pinned audit-signing key ${pin}`);
+      // The genuine checkpoint, under the pin, no longer finds its key in the database: refused too.
+      const genuine = await fx.run('audit', 'verify', '--checkpoint', saved, '--public-key-thumbprint', pin);
+      expect(genuine.code).to.equal(1);
+      expect(genuine.stdout).to.contain(`no audit-signing public key in the database has the pinned thumbprint`);
+      // public-key prints what the database holds, with its thumbprint: compared with the pin, it differs.
+      expect((await fx.run('audit', 'public-key')).stdout).to.contain(
+        `thumbprint (RFC 7638, the checkpoints' and exports' kid): ${kid}`,
+      );
+    } finally {
+      await db.knex('data_keys').where({ purpose: 'audit-signing', version: row.version }).update({ public_key_pem: row.public_key_pem });
+    }
+    const ok = await fx.run('audit', 'verify', '--checkpoint', saved, '--public-key-thumbprint', pin);
+    expect(ok.code, ok.stdout).to.equal(0);
   });
 
   it('when a checkpoint is asked of a broken trail, then it is refused, nothing is written, and the refusal is audited', async () => {
