@@ -313,7 +313,10 @@ describe('audit trail against an insider with database write access', function (
     const planted = generateKeyPairSync('ed25519');
     const plantedPem = planted.publicKey.export({ type: 'spki', format: 'pem' }).toString();
     const row = await db.knex('data_keys').where({ purpose: 'audit-signing', state: 'active' }).first();
-    await db.knex('data_keys').where({ purpose: 'audit-signing', version: row.version }).update({ public_key_pem: plantedPem });
+    await db
+      .knex('data_keys')
+      .where({ purpose: 'audit-signing', version: row.version })
+      .update({ public_key_pem: plantedPem });
     try {
       const kid = await publicKeyThumbprint(planted.publicKey);
       const claims = JSON.parse(Buffer.from(fs.readFileSync(saved, 'utf8').split('.')[1]!, 'base64url').toString());
@@ -339,7 +342,10 @@ describe('audit trail against an insider with database write access', function (
         `thumbprint (RFC 7638, the checkpoints' and exports' kid): ${kid}`,
       );
     } finally {
-      await db.knex('data_keys').where({ purpose: 'audit-signing', version: row.version }).update({ public_key_pem: row.public_key_pem });
+      await db
+        .knex('data_keys')
+        .where({ purpose: 'audit-signing', version: row.version })
+        .update({ public_key_pem: row.public_key_pem });
     }
     const ok = await fx.run('audit', 'verify', '--checkpoint', saved, '--public-key-thumbprint', pin);
     expect(ok.code, ok.stdout).to.equal(0);
