@@ -67,12 +67,17 @@ class Registration {
   }
 
   /** The active version, creating one (in the caller's transaction) when there is none. */
-  async active(trx: Knex.Transaction): Promise<{ key: ChainKey; created: boolean; kekId: string }> {
+  async active(
+    trx: Knex.Transaction,
+  ): Promise<{ key: ChainKey; created: boolean; kekId: string; previousVersion: number | null }> {
     const row = (await trx('audit_chain_keys').where({ state: 'active' }).first('version', 'kek_id')) as
       { version: number; kek_id: string } | undefined;
-    if (row !== undefined) return { key: await this.key(trx, row.version), created: false, kekId: row.kek_id };
+    if (row !== undefined) {
+      return { key: await this.key(trx, row.version), created: false, kekId: row.kek_id, previousVersion: null };
+    }
     // Version 1 on a new database; after a later version if a database writer demoted the active
-    // one (the trail goes on under a fresh key, and its creation is an entry: never a stopped service).
+    // one (the trail goes on under a fresh key, extending the keyed chain, and its creation is an
+    // entry: never a stopped service; the caller verifies the chain it extends).
     const latest = (await trx('audit_chain_keys').max('version as v').first()) as { v: number | null } | undefined;
     const version = (latest?.v ?? 0) + 1;
     const wrapper = this.wrappers[0] as ChainKeyWrapper;
@@ -88,7 +93,7 @@ class Registration {
     const key = chainKey(version, material);
     material.fill(0);
     this.cache.set(version, key);
-    return { key, created: true, kekId: wrapper.keyId };
+    return { key, created: true, kekId: wrapper.keyId, previousVersion: latest?.v ?? null };
   }
 
   private async unwrap(row: ChainKeyRow): Promise<Buffer> {

@@ -41,6 +41,24 @@ export function holdsCardData(value: unknown): boolean {
   return maskPans(text) !== text;
 }
 
+/** `text` with everything the card-data detector recognises masked to its last four digits. */
+export function maskCardData(text: string): string {
+  return maskPans(text);
+}
+
+/** A JSON value with every string (and number) holding card data masked (refusals echo user input). */
+export function maskCardDataDeep(value: unknown): unknown {
+  if (typeof value === 'string') return maskCardData(value);
+  if (typeof value === 'number') return holdsCardData(value) ? maskCardData(String(value)) : value;
+  if (Array.isArray(value)) return value.map(maskCardDataDeep);
+  if (value !== null && typeof value === 'object') {
+    return Object.fromEntries(
+      Object.entries(value as Record<string, unknown>).map(([k, v]) => [maskCardData(k), maskCardDataDeep(v)]),
+    );
+  }
+  return value;
+}
+
 /** Deterministic JSON: object keys sorted at every depth, no whitespace. */
 export function canonicalJson(value: unknown): string {
   if (value === null || typeof value !== 'object') return JSON.stringify(value);

@@ -9,7 +9,8 @@
  * before it (even by someone holding the master key: the MAC would differ), fails.
  *
  * A checkpoint is made only of a trail that verifies (a refusal is audited), and making one is an
- * audited action.
+ * audited action. It names its signing key by thumbprint (`kid`); verifying one needs the public key
+ * or that thumbprint from outside the database ({@link CheckpointTrust}).
  */
 import { createPublicKey, type KeyObject } from 'node:crypto';
 import { CompactSign, compactVerify, decodeProtectedHeader } from 'jose';
@@ -95,16 +96,21 @@ export type CheckpointVerdict =
   | { readonly ok: false; readonly reason: string; readonly checkpoint?: CheckpointClaims };
 
 /**
- * Proves the trail in the database extends the checkpoint. The signature is checked with
- * `publicKeyPem` when given (the auditor's own copy), else with the audit-signing public key in the
- * database whose thumbprint is the checkpoint's `kid`.
+ * Where the verifier's trust in the audit-signing public key comes from: never the database alone
+ * (a database writer can plant a key of their own there and sign forged checkpoints with it). Either
+ * the PEM itself, from the auditor's own copy, or its RFC 7638 thumbprint (the checkpoint's `kid`),
+ * pinned out of band when `audit public-key` printed it: the database's PEM is used only when its
+ * thumbprint is the pinned one.
  */
+export type CheckpointTrust = { readonly publicKeyPem: string } | { readonly thumbprint: string };
+
+/** Proves the trail in the database extends the checkpoint, signed by the trusted public key. */
 export async function verifyAgainstCheckpoint(
   knex: Knex,
   jws: string,
-  publicKeyPem?: string,
+  trust: CheckpointTrust,
 ): Promise<CheckpointVerdict> {
-  const claims = await checkpointClaims(knex, jws.trim(), publicKeyPem);
+  const claims = await checkpointClaims(knex, jws.trim(), trust);
   if (typeof claims === 'string') return { ok: false, reason: claims };
   const chain = await verifyAuditChain(knex);
   if (!chain.ok) return { ok: false, reason: `the trail does not verify: ${chain.reason}`, checkpoint: claims };
@@ -128,7 +134,7 @@ export async function verifyAgainstCheckpoint(
   return { ok: true, checkpoint: claims, headSeq: chain.headSeq, extendedBy: chain.headSeq - claims.seq };
 }
 
-async function checkpointClaims(knex: Knex, jws: string, publicKeyPem?: string): Promise<CheckpointClaims | string> {
+async function checkpointClaims(knex: Knex, jws: string, trust: CheckpointTrust): Promise<CheckpointClaims | string> {
   let kid: string | undefined;
   try {
     kid = decodeProtectedHeader(jws).kid;
@@ -136,20 +142,23 @@ async function checkpointClaims(knex: Knex, jws: string, publicKeyPem?: string):
     return 'the checkpoint is not a compact JWS';
   }
   let key: KeyObject | undefined;
-  if (publicKeyPem !== undefined) {
+  if ('publicKeyPem' in trust) {
     try {
-      key = createPublicKey(publicKeyPem);
+      key = createPublicKey(trust.publicKeyPem);
     } catch {
       return 'the public key is not a PEM public key';
     }
   } else {
+    if (kid !== trust.thumbprint) {
+      return `the checkpoint is signed by key ${kid ?? '-'}, not by the pinned audit-signing key ${trust.thumbprint}`;
+    }
     const pems = (await knex('data_keys').where({ purpose: 'audit-signing' }).pluck('public_key_pem')) as string[];
     for (const pem of pems) {
       const candidate = createPublicKey(pem);
-      if ((await publicKeyThumbprint(candidate)) === kid) key = candidate;
+      if ((await publicKeyThumbprint(candidate)) === trust.thumbprint) key = candidate;
     }
     if (key === undefined)
-      return `no audit-signing public key in the database has the checkpoint's key id ${kid ?? '-'}`;
+      return `no audit-signing public key in the database has the pinned thumbprint ${trust.thumbprint}`;
   }
   try {
     const verified = await compactVerify(jws, key, { algorithms: ['EdDSA'] });

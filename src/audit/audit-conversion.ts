@@ -10,10 +10,13 @@
  * the chain-head lock: creates audit-chain key v1, re-MACs every entry from the first, seals the
  * head, and records the conversion and every redaction the migration made as entries of their own.
  *
- * The conversion runs only in the transaction that creates the chain key, and only over entries
- * that have never been keyed. A database writer who resets the head of an already keyed chain gets
- * no re-chaining (which would launder their edits): the append records the invalid head instead.
- * See docs/key-management.md for what an insider who scrubs every trace of the keyed chain can do.
+ * The conversion runs only in the transaction that creates the very first chain key, and only over
+ * entries that have never been keyed and all predate the migration ({@link conversionRefusal}). A
+ * database writer who rewrites a keyed chain as a plain one (edits, recomputed SHA-256 links, the
+ * head's MAC cleared, the key demoted or deleted) gets no re-chaining, which would launder the
+ * edits: the append records the invalid head instead and `audit verify` reports the unkeyed entries.
+ * Every verification names the conversion entry and its date, so a reader sees where the plain chain
+ * ended. See docs/key-management.md for what an insider who also forges the migration record can do.
  */
 import type { Knex } from 'knex';
 import type { ChainKey } from './audit-chain-keys.js';
@@ -39,6 +42,35 @@ export async function isUnconvertedLegacyChain(trx: Knex.Transaction, head: Head
   if (head.mac !== null || head.key_version !== null || head.seq === 0) return false;
   const keyed: unknown = await trx('audit_events').whereNotNull('key_version').first('seq');
   return keyed === undefined;
+}
+
+/** The migration that introduced the keyed chain: no plain (unkeyed) entry can be younger than it. */
+const KEYED_CHAIN_MIGRATION = '20261206000300_audit_keyed_chain';
+
+/**
+ * Why a chain that looks never keyed must not be converted, or undefined when it may be. Called
+ * before the chain key is created. A plain chain found once an audit-chain key exists (active,
+ * demoted or not), or holding an entry dated after the keyed chain's migration ran, was rewritten
+ * by a database writer (entries edited, the MACs replaced by recomputed SHA-256 links): converting
+ * it would key the rewrite. The append records `audit.chain-head-invalid` instead.
+ */
+export async function conversionRefusal(trx: Knex.Transaction): Promise<string | undefined> {
+  const key = (await trx('audit_chain_keys').min('version as v').first()) as { v: number | null } | undefined;
+  if (key?.v !== null && key?.v !== undefined) {
+    return `the plain chain was not converted: audit-chain key v${key.v} exists, so the trail was keyed before and has been rewritten`;
+  }
+  const migration = (await trx('knex_migrations')
+    .where('name', 'like', `${KEYED_CHAIN_MIGRATION}%`)
+    .first('migration_time')) as { migration_time: Date | string } | undefined;
+  if (migration !== undefined) {
+    const ranAt = new Date(migration.migration_time);
+    const younger = (await trx('audit_events').where('occurred_at', '>', ranAt).min('seq as seq').first()) as
+      { seq: number | null } | undefined;
+    if (younger?.seq !== null && younger?.seq !== undefined) {
+      return `the plain chain was not converted: entry ${younger.seq} is dated after the keyed chain was introduced (${ranAt.toISOString()}), so it was rewritten`;
+    }
+  }
+  return undefined;
 }
 
 export async function convertLegacyChain(trx: Knex.Transaction, key: ChainKey, head: HeadRow, now: Date): Promise<Tip> {

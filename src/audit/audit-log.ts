@@ -13,8 +13,9 @@
  * not verify (re-pointed, reset, replaced) is not silently sealed over; an `audit.chain-head-invalid`
  * entry recording what was found goes first, and every later verification reports it.
  *
- * Entries never contain a PAN: `details` is checked with the card-data detector before it is
- * written. An entry whose details must go anyway is redacted ({@link redactAuditEntry}): the details
+ * Entries never contain a PAN: card data in actor, action, origin and resource (and in a refusal's
+ * details, which echo what was typed) is masked to its last four; other details holding card data
+ * are refused (a programming error). An entry whose details must go anyway is redacted ({@link redactAuditEntry}): the details
  * are replaced by a tombstone, the digest stays, and the redaction is an entry of its own.
  */
 import type { Knex } from 'knex';
@@ -29,6 +30,8 @@ import {
   isTombstone,
   lockHead,
   macEqual,
+  maskCardData,
+  maskCardDataDeep,
   rowToEvent,
   sealHead,
   writeEntry,
@@ -37,7 +40,8 @@ import {
   type AuditRow,
   type Tip,
 } from './audit-chain.js';
-import { convertLegacyChain, isUnconvertedLegacyChain } from './audit-conversion.js';
+import { conversionRefusal, convertLegacyChain, isUnconvertedLegacyChain } from './audit-conversion.js';
+import { verifyAuditChain } from './audit-verify.js';
 
 export {
   canonicalJson,
@@ -50,21 +54,58 @@ export {
 } from './audit-chain.js';
 export { verifyAuditChain, type ChainVerdict } from './audit-verify.js';
 
-/** Actions that record the trail's own maintenance: never redactable, they are the evidence. */
-const PROTECTED_ACTIONS = new Set(['audit.entry-redacted', 'audit.chain-converted', 'audit.chain-head-invalid']);
+/**
+ * Actions that are the evidence of the trail's own maintenance and of dual control: never redactable,
+ * even if card data were found in them (a redaction there would erase who approved or refused what).
+ */
+const PROTECTED_ACTIONS = new Set([
+  'audit.entry-redacted',
+  'audit.chain-converted',
+  'audit.chain-head-invalid',
+  'audit.chain-key.created',
+  'audit.verified',
+  'audit.checkpointed',
+  'audit.exported',
+]);
+const PROTECTED_PREFIXES = ['key.custodian.', 'key.request.', 'mtls.revocation', 'mtls.certificate.revoked'];
+
+function protectedAction(action: string): boolean {
+  return PROTECTED_ACTIONS.has(action) || PROTECTED_PREFIXES.some((p) => action.startsWith(p));
+}
 
 export async function appendAuditEvent(
   trx: Knex.Transaction,
   input: AuditEventInput,
   now = new Date(),
 ): Promise<AuditEvent> {
-  if (holdsCardData(input.details ?? {})) {
-    throw new Error('refusing to write a PAN-like value into the audit trail');
-  }
+  const safe = cardDataMasked(input);
   const { key, tip } = await openChain(trx, now);
-  const event = await writeEntry(trx, key, tip, input, now);
+  const event = await writeEntry(trx, key, tip, safe, now);
   await sealHead(trx, key, event.seq, event.hash);
   return event;
+}
+
+/**
+ * The entry as it may be written. The columns the MAC covers (actor, origin, resource, action) can
+ * never be redacted, so card data in them (a PAN typed where a request id belongs, echoed into a
+ * resource) is masked to its last four, never refused: the entry still records what happened.
+ * Details written by the code itself (outcome success or failure) holding card data are a bug and
+ * refused; a refusal's details (outcome denied) echo what was typed, so they are masked instead and
+ * the refusal is still recorded.
+ */
+function cardDataMasked(input: AuditEventInput): AuditEventInput {
+  const details = input.details ?? {};
+  if (holdsCardData(details) && input.outcome !== 'denied') {
+    throw new Error('refusing to write a PAN-like value into the audit trail');
+  }
+  return {
+    ...input,
+    actor: maskCardData(input.actor),
+    action: maskCardData(input.action),
+    origin: maskCardData(input.origin),
+    resource: maskCardData(input.resource),
+    details: maskCardDataDeep(details) as Record<string, unknown>,
+  };
 }
 
 /**
@@ -76,14 +117,28 @@ async function openChain(trx: Knex.Transaction, now: Date): Promise<{ key: Chain
   if (head === undefined) {
     throw new AppError('AUDIT_CHAIN_BROKEN', { detail: 'the audit chain head row is missing' });
   }
-  const { key, created, kekId } = await chainKeysFor(trx).active(trx);
+  // Decided before a key exists: a plain chain is converted only when no key was ever created.
+  const legacy = await isUnconvertedLegacyChain(trx, head);
+  const refusal = legacy ? await conversionRefusal(trx) : undefined;
+  const { key, created, kekId, previousVersion } = await chainKeysFor(trx).active(trx);
   const fresh = head.seq === 0 && head.mac === null && head.key_version === null;
   let tip: Tip = fresh ? { seq: 0, hash: GENESIS } : { seq: head.seq, hash: head.hash };
-  if (created && (await isUnconvertedLegacyChain(trx, head))) {
+  let problem: string | undefined;
+  if (legacy && refusal === undefined && created && previousVersion === null) {
     tip = await convertLegacyChain(trx, key, head, now);
+  } else if (refusal !== undefined) {
+    problem = refusal;
   } else if (!fresh && !(await headMacValid(trx, head).catch(() => false))) {
+    problem = head.mac === null ? 'the head is not sealed' : 'the head seal does not verify';
+  } else if (created && previousVersion !== null) {
+    // The active key was demoted or removed: the next version extends the keyed chain, which must
+    // verify first (under the older versions), or the new key would seal over an edit.
+    const verdict = await verifyAuditChain(trx);
+    if (!verdict.ok) problem = `the active audit-chain key was gone and the chain does not verify: ${verdict.reason}`;
+  }
+  if (problem !== undefined) {
     const last = (await trx('audit_events').max('seq as seq').first()) as { seq: number | null };
-    const found = await writeEntry(
+    tip = await writeEntry(
       trx,
       key,
       { seq: Math.max(head.seq, last.seq ?? 0), hash: head.hash },
@@ -94,15 +149,10 @@ async function openChain(trx: Knex.Transaction, now: Date): Promise<{ key: Chain
         outcome: 'failure',
         origin: 'audit-append',
         resource: 'audit:chain',
-        details: {
-          headSeq: head.seq,
-          lastEntrySeq: last.seq,
-          reason: head.mac === null ? 'the head is not sealed' : 'the head seal does not verify',
-        },
+        details: { headSeq: head.seq, lastEntrySeq: last.seq, reason: problem },
       },
       now,
     );
-    tip = found;
   }
   if (created) {
     tip = await writeEntry(
@@ -173,8 +223,10 @@ export interface Redaction {
 }
 
 /**
- * Redacts one entry's details (PCI DSS 3.3 / 3.4: card data that should never have been written):
- * in one transaction, checks the entry is intact (a redaction must not launder an edit), appends
+ * Redacts one entry's details (PCI DSS 3.3 / 3.4: card data that should never have been written),
+ * and only that: refused (AUDIT_REDACTION_INVALID) unless the card-data detector finds card data in
+ * the stored details, and for entries of the trail itself and of dual control whatever they hold.
+ * In one transaction, checks the entry is intact (a redaction must not launder an edit), appends
  * an `audit.entry-redacted` entry (who, why, which entry), replaces the details with a tombstone
  * naming that entry, and discards the salt. The chain still verifies: it commits to the digest.
  * A refusal is audited like every key-management refusal.
@@ -200,11 +252,18 @@ export function redactAuditEntry(
       const row = (await trx('audit_events').where({ seq: redaction.seq }).forUpdate().first()) as AuditRow | undefined;
       if (row === undefined) throw new AppError('AUDIT_REDACTION_INVALID', { detail: `no entry ${redaction.seq}` });
       const target = rowToEvent(row);
-      if (PROTECTED_ACTIONS.has(target.action)) {
+      if (protectedAction(target.action)) {
         throw new AppError('AUDIT_REDACTION_INVALID', { detail: `entry ${redaction.seq} records the trail itself` });
       }
       if (isTombstone(target.details) || row.details_salt === null) {
         throw new AppError('AUDIT_REDACTION_INVALID', { detail: `entry ${redaction.seq} is already redacted` });
+      }
+      // Redaction exists to remove card data that got in (a detector that missed it when written). Any
+      // other entry is evidence one operator must not be able to erase: refused.
+      if (!holdsCardData(target.details)) {
+        throw new AppError('AUDIT_REDACTION_INVALID', {
+          detail: `entry ${redaction.seq} holds no card data: only card data is redacted, the rest is evidence`,
+        });
       }
       if (!(await entryIntact(trx, row))) {
         throw new AppError('AUDIT_CHAIN_BROKEN', {

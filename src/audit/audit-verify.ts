@@ -35,6 +35,8 @@ export type ChainVerdict =
       readonly headSeq: number;
       readonly headHash: string;
       readonly redacted: number;
+      /** The `audit.chain-converted` entry: entries before it were protected by a plain SHA-256 chain only. */
+      readonly converted?: { readonly seq: number; readonly at: string; readonly entries: number };
     }
   | { readonly ok: false; readonly checked: number; readonly brokenAtSeq: number; readonly reason: string };
 
@@ -44,9 +46,10 @@ export async function verifyAuditChain(knex: Knex | Knex.Transaction, batchSize 
   let expectedSeq = 1;
   let checked = 0;
   let redacted = 0;
-  /** Redaction entry seq → the entry it must record. */
-  const redactions = new Map<number, number>();
+  /** Redaction entry seq → the entries whose tombstones name it (it must record each). */
+  const redactions = new Map<number, number[]>();
   let headAnomaly: { seq: number; reason: string } | undefined;
+  let converted: { seq: number; at: string; entries: number } | undefined;
   for (;;) {
     const rows = (await knex('audit_events')
       .where('seq', '>=', expectedSeq)
@@ -74,7 +77,8 @@ export async function verifyAuditChain(knex: Knex | Knex.Transaction, batchSize 
         }
         const bySeq = event.details.redacted.bySeq as number;
         if (bySeq <= event.seq) return fail('names a redaction entry that precedes it (redacted by hand)');
-        redactions.set(bySeq, event.seq);
+        // Two tombstones may name one redaction entry (one by hand): all are checked against it.
+        redactions.set(bySeq, [...(redactions.get(bySeq) ?? []), event.seq]);
         redacted += 1;
       } else if (row.details_digest === null || detailsDigest(row.details_salt, event.details) !== row.details_digest) {
         return fail('has details that do not match their digest (edited)');
@@ -82,13 +86,14 @@ export async function verifyAuditChain(knex: Knex | Knex.Transaction, batchSize 
       if (!macEqual(entryMac(key, event), row.hash)) {
         return fail('does not match its MAC (edited, or written without the audit-chain key)');
       }
-      const target = redactions.get(event.seq);
-      if (target !== undefined) {
+      const targets = redactions.get(event.seq);
+      if (targets !== undefined) {
         redactions.delete(event.seq);
-        if (event.action !== 'audit.entry-redacted' || event.details['seq'] !== target) {
+        const wrong = targets.find((t) => event.action !== 'audit.entry-redacted' || event.details['seq'] !== t);
+        if (wrong !== undefined) {
           return broken(
             checked,
-            target,
+            wrong,
             `is redacted, but entry ${event.seq} is not the redaction of it (redacted by hand)`,
           );
         }
@@ -99,14 +104,18 @@ export async function verifyAuditChain(knex: Knex | Knex.Transaction, batchSize 
           reason: typeof event.details['reason'] === 'string' ? event.details['reason'] : 'invalid head',
         };
       }
+      if (event.action === 'audit.chain-converted' && converted === undefined) {
+        const entries = event.details['entries'];
+        converted = { seq: event.seq, at: event.occurredAt, entries: typeof entries === 'number' ? entries : 0 };
+      }
       expectedPrev = row.hash;
       expectedSeq += 1;
       checked += 1;
     }
     if (rows.length < batchSize) break;
   }
-  for (const target of redactions.values()) {
-    return broken(checked, target, 'is redacted, but no redaction entry records it (redacted by hand)');
+  for (const [target] of redactions.values()) {
+    return broken(checked, target!, 'is redacted, but no redaction entry records it (redacted by hand)');
   }
   const head = (await knex('audit_chain_head').where({ id: 1 }).first()) as HeadRow | undefined;
   if (head === undefined) return broken(checked, checked + 1, 'the chain head row is missing');
@@ -127,7 +136,7 @@ export async function verifyAuditChain(knex: Knex | Knex.Transaction, batchSize 
       `was written by an append that found the chain head tampered with (${headAnomaly.reason}) and recorded it here`,
     );
   }
-  return { ok: true, checked, headSeq: head.seq, headHash: head.hash, redacted };
+  return { ok: true, checked, headSeq: head.seq, headHash: head.hash, redacted, ...(converted && { converted }) };
 }
 
 function broken(checked: number, seq: number, reason: string): ChainVerdict {

@@ -7,22 +7,25 @@
  * its outcome and finding, after the verdict on exactly what was stored. Exit codes as every key
  * command: 0 done, 1 refused or a finding, 2 usage.
  */
+import { createPublicKey } from 'node:crypto';
 import fs from 'node:fs';
 import { parseArgs } from 'node:util';
 import { createCheckpoint, verifyAgainstCheckpoint } from '../audit/audit-checkpoint.js';
-import { exportAudit, verifyAuditExport } from '../audit/audit-export.js';
+import { exportAudit, publicKeyThumbprint, verifyAuditExport } from '../audit/audit-export.js';
 import { appendAuditEvent, convertAuditChainIfNeeded, redactAuditEntry, verifyAuditChain } from '../audit/audit-log.js';
 import type { KeysContext } from './keys-commands.js';
 import { UsageError } from './usage-error.js';
 
-export const AUDIT_USAGE = `  audit verify [--checkpoint <file> [--public-key <pem>]]
+export const AUDIT_USAGE = `  audit verify [--checkpoint <file> (--public-key <pem> | --public-key-thumbprint <t>)]
                                                   walks the keyed chain; with a checkpoint, proves the trail
-                                                  extends it; exits 1 on any finding
+                                                  extends it (the key from outside the database); exits 1
+                                                  on any finding
   audit checkpoint --out <file>                   signed (JWS) head sequence and MAC, to keep outside the database
   audit export --from <iso> --to <iso> --out <file>     one period: <file> (JSON) and <file>.jws (detached JWS)
   audit verify-export <file> --public-key <pem> [--signature <file>.jws]
-  audit public-key [--version N] [--out <file>]   the audit-signing public key (PEM)
-  audit redact --seq N --reason <text>            replaces one entry's details by a tombstone (audited)`;
+  audit public-key [--version N] [--out <file>]   the audit-signing public key (PEM) and its thumbprint to pin
+  audit redact --seq N --reason <text>            replaces the details of an entry holding card data by a
+                                                  tombstone (audited)`;
 
 export async function auditCommand(
   args: readonly string[],
@@ -43,7 +46,8 @@ export async function auditCommand(
         `wrote checkpoint of entry ${claims.seq} (${claims.createdAt}, audit-signing v${claims.signingKey.version}, kid ${claims.signingKey.kid}) to ${values.out}`,
       );
       out('keep it outside the database (WORM storage, a ticket, the assessor); verify later with');
-      out(`  npm run keys -- audit verify --checkpoint ${values.out}`);
+      out(`  npm run keys -- audit verify --checkpoint ${values.out} --public-key-thumbprint ${claims.signingKey.kid}`);
+      out('with the thumbprint (or the PEM) taken from your own pinned copy, never from the database');
       return 0;
     }
     case 'export':
@@ -96,11 +100,23 @@ export async function auditCommand(
 async function verify(args: readonly string[], ctx: KeysContext, out: (t: string) => void): Promise<number> {
   const { values } = parseArgs({
     args: [...args],
-    options: { checkpoint: { type: 'string' }, 'public-key': { type: 'string' } },
+    options: {
+      checkpoint: { type: 'string' },
+      'public-key': { type: 'string' },
+      'public-key-thumbprint': { type: 'string' },
+    },
     strict: true,
   });
-  if (values['public-key'] !== undefined && values.checkpoint === undefined) {
-    throw new UsageError('--public-key goes with --checkpoint');
+  const pem = values['public-key'];
+  const thumbprint = values['public-key-thumbprint'];
+  if ((pem !== undefined || thumbprint !== undefined) && values.checkpoint === undefined) {
+    throw new UsageError('--public-key and --public-key-thumbprint go with --checkpoint');
+  }
+  // The signing key is trusted only from outside the database: a writer could plant one there.
+  if (values.checkpoint !== undefined && (pem === undefined) === (thumbprint === undefined)) {
+    throw new UsageError(
+      'audit verify --checkpoint needs --public-key <pem> or --public-key-thumbprint <t> (one, from your own pinned copy)',
+    );
   }
   await convertAuditChainIfNeeded(ctx.knex);
   let ok: boolean;
@@ -114,6 +130,13 @@ async function verify(args: readonly string[], ctx: KeysContext, out: (t: string
         `audit chain intact: ${verdict.checked} entries, head at ${verdict.headSeq}, every MAC verified` +
           (verdict.redacted > 0 ? `, ${verdict.redacted} redacted entr${verdict.redacted === 1 ? 'y' : 'ies'}` : ''),
       );
+      if (verdict.converted !== undefined) {
+        // Always said: entries before it were keyed at conversion, from a chain anyone could recompute.
+        out(
+          `converted from the plain chain at entry ${verdict.converted.seq} on ${verdict.converted.at}: ` +
+            `entries 1..${verdict.converted.entries} were written under a plain SHA-256 chain and keyed then`,
+        );
+      }
     } else {
       finding = verdict.reason;
       out(
@@ -124,7 +147,7 @@ async function verify(args: readonly string[], ctx: KeysContext, out: (t: string
     const verdict = await verifyAgainstCheckpoint(
       ctx.knex,
       fs.readFileSync(values.checkpoint, 'utf8'),
-      values['public-key'] === undefined ? undefined : fs.readFileSync(values['public-key'], 'utf8'),
+      pem !== undefined ? { publicKeyPem: fs.readFileSync(pem, 'utf8') } : { thumbprint: thumbprint as string },
     );
     ok = verdict.ok;
     checkpointSeq = verdict.checkpoint?.seq;
@@ -199,11 +222,15 @@ async function publicKey(args: readonly string[], ctx: KeysContext, out: (t: str
   const row = (await query.first('version', 'public_key_pem')) as
     { version: number; public_key_pem: string } | undefined;
   if (row === undefined) throw new UsageError('no such audit-signing version');
+  const thumbprint = await publicKeyThumbprint(createPublicKey(row.public_key_pem));
   if (values.out !== undefined) {
     fs.writeFileSync(values.out, row.public_key_pem);
     out(`wrote audit-signing v${row.version} public key to ${values.out}`);
   } else {
     out(row.public_key_pem);
   }
+  // Read from the database: pin it out of band now (the assessor's copy, a ticket) and compare later.
+  out(`thumbprint (RFC 7638, the checkpoints' and exports' kid): ${thumbprint}`);
+  out('pin it outside the database now; verify checkpoints with --public-key-thumbprint against your pinned copy');
   return 0;
 }

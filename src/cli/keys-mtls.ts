@@ -20,7 +20,7 @@ import { parseArgs } from 'node:util';
 import { CLIENT_CERTIFICATE_SCOPES, ClientCertificateAuthority } from '../mtls/client-certificates.js';
 import type { ClientCertificateRecord } from '../mtls/client-certificate-records.js';
 import { splitPemBundle } from '../mtls/certificate-authority.js';
-import { verifyRevocationList } from '../mtls/revocation-list.js';
+import { auditedRevocationsProblem, readHead, verifyRevocationList } from '../mtls/revocation-list.js';
 import type { KeysContext } from './keys-commands.js';
 import { UsageError } from './usage-error.js';
 
@@ -122,6 +122,11 @@ export async function mtlsCommand(
       const result = await verifyRevocationList(ctx.knex, ctx.masterKey);
       if (!result.ok) {
         out(`revocation list BROKEN: ${result.problem}`);
+        return 1;
+      }
+      const audited = await auditedRevocationsProblem(ctx.knex, await readHead(ctx.knex), result.serials);
+      if (audited !== undefined) {
+        out(`revocation list BROKEN: ${audited}`);
         return 1;
       }
       out(

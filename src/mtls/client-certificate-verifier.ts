@@ -53,6 +53,7 @@ import {
 } from './certificate-authority.js';
 import { caSealValid, grantDigest, grantSealValid } from './seals.js';
 import {
+  auditedRevocationsProblem,
   GENESIS_CHAIN,
   headFingerprint,
   readHead,
@@ -139,7 +140,13 @@ export function createClientCertificateVerifier(
     const head = await readHead(knex);
     const seen = headFingerprint(head);
     if (seen === verifiedHead && tampered === undefined) return;
-    const result = await verifyRevocationList(knex, masterKey, revocations, head);
+    let result = await verifyRevocationList(knex, masterKey, revocations, head);
+    if (result.ok && verifiedHead === undefined) {
+      // At start (nothing verified yet): a reset to the empty unsealed list, or any list missing a
+      // revocation, is told apart from a genuine one only by the keyed audit trail.
+      const problem = await auditedRevocationsProblem(knex, head, result.serials);
+      if (problem !== undefined) result = { ok: false, problem };
+    }
     if (result.ok) {
       revocations = result;
       revokedSerials = new Set(result.serials);

@@ -34,7 +34,7 @@ import {
   randomSerialHex,
 } from './certificate-authority.js';
 import { sealGrant } from './seals.js';
-import { appendRevocations } from './revocation-list.js';
+import { appendRevocations, REVOCATIONS_SEALED_ACTION, sealEmptyHead } from './revocation-list.js';
 import {
   CA_PURPOSE,
   grantFieldsOf,
@@ -128,6 +128,7 @@ export class ClientCertificateAuthority {
       await this.audit(trx, 'mtls.ca.initialised', `key:${CA_PURPOSE}:v1`, {
         caCertificateFingerprint: certificateFingerprint(pemToDer(row.certificate_pem)),
       });
+      await this.sealEmptyRevocationList(trx);
       return { version: 1, state: 'active', certificatePem: row.certificate_pem, seal: row.certificate_seal };
     });
   }
@@ -374,7 +375,10 @@ export class ClientCertificateAuthority {
       .whereNotNull('c.revoked_at')
       .whereNull('r.serial')
       .select('c.serial')) as { serial: string }[];
-    if (pending.length === 0) return 0;
+    if (pending.length === 0) {
+      await this.deps.knex.transaction((trx) => this.sealEmptyRevocationList(trx));
+      return 0;
+    }
     return this.deps.knex.transaction(async (trx) => {
       // Concurrent starts: the first seals, the others find nothing pending once it commits.
       await trx('mtls_revocation_list').where({ id: 1 }).forUpdate().first('id');
@@ -405,6 +409,16 @@ export class ClientCertificateAuthority {
       await trx('mtls_revocation_generation').where({ id: 1 }).increment('generation', 1);
       return rows.length;
     });
+  }
+
+  /**
+   * Seals the empty revocation list head a migration leaves and records it (`mtls.revocations.sealed`):
+   * from then on an unsealed head is a reset, refused by every instance (src/mtls/revocation-list.ts).
+   */
+  private async sealEmptyRevocationList(trx: Knex.Transaction): Promise<void> {
+    if (await sealEmptyHead(trx, this.deps.masterKey)) {
+      await this.audit(trx, REVOCATIONS_SEALED_ACTION, 'mtls-revocation-list', { length: 0 });
+    }
   }
 
   /** Inserts the grant with its seal: without one the service refuses the certificate. */

@@ -17,16 +17,21 @@
  *   the list is invalid, and every instance refuses every client certificate
  *   (`CLIENT_CERTIFICATE_REVOCATIONS_INVALID`, fail closed) and audits the detection;
  * - edits the head (length, chain, seal) → its seal does not verify: the same;
- * - puts back an older head with the rows that matched it (a rollback to a saved state) → every running
- *   instance remembers the longest list it verified and refuses a shorter or different one. Only an
- *   instance started after the rollback cannot tell by itself; the revocation is still in the keyed
- *   audit trail (`mtls.certificate.revoked`) whose checkpoints are kept outside the database.
+ * - puts back an older head with the rows that matched it (a rollback to a saved state), or resets the
+ *   list to the empty unsealed state a migration leaves (no saved state needed) → every running
+ *   instance remembers the longest list it verified and refuses a shorter or different one; an
+ *   instance starting, `mtls revocations verify` and every revoke also compare the list with the keyed
+ *   audit trail ({@link auditedRevocationsProblem}): every intact `mtls.certificate.revoked` /
+ *   `mtls.certificate.revocation-sealed` entry must name a serial in the list, and once one such entry
+ *   (or the `mtls.revocations.sealed` entry of the empty head's sealing) exists the head must be
+ *   sealed. Rolling that back too means deleting keyed audit entries, which `audit verify` reports.
  *
  * Appending is serialised on the head row (`for update`) and verifies the whole list first: a revoke
  * never seals over a tampered list.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Knex } from 'knex';
+import { auditEntryIntact } from '../audit/audit-log.js';
 import type { MasterKeySource } from '../keys/master-key-source.js';
 
 type Db = Knex | Knex.Transaction;
@@ -103,7 +108,10 @@ export function headFingerprint(head: RevocationHead): string {
   return `${head.length}:${head.chain.toString('hex')}:${head.seal?.toString('hex') ?? '-'}`;
 }
 
-/** True when the head's seal verifies (the empty list may be unsealed: the state a migration leaves). */
+/**
+ * True when the head's seal verifies. The empty list may be unsealed (the state a migration leaves)
+ * here; {@link auditedRevocationsProblem} refuses that once the audit trail shows it was sealed.
+ */
 export async function headSealValid(masterKey: MasterKeySource, head: RevocationHead): Promise<boolean> {
   if (head.seal === null || head.seal.length === 0) {
     return head.length === 0 && head.chain.equals(GENESIS_CHAIN);
@@ -183,6 +191,64 @@ export async function verifyRevocationList(
   return { ok: true, length: position, chain, serials };
 }
 
+/** Audit actions whose intact entries name a serial that must be in the sealed list. */
+const REVOKED_ACTIONS = ['mtls.certificate.revoked', 'mtls.certificate.revocation-sealed'];
+/** The audit action recording that the empty head was sealed: after it, an unsealed head is a reset. */
+export const REVOCATIONS_SEALED_ACTION = 'mtls.revocations.sealed';
+
+/**
+ * The list against the keyed audit trail (which a database writer cannot forge or shorten without
+ * `audit verify` reporting it): a problem when an intact revocation entry names a serial that is not
+ * in `serials`, or when the head is unsealed although an intact entry shows the list was sealed or
+ * held a revocation. Only entries whose MAC verifies count: planting one needs the audit-chain key.
+ * Fails closed when the audit-chain key is unavailable (the entries cannot be told from forgeries).
+ */
+export async function auditedRevocationsProblem(
+  db: Db,
+  head: RevocationHead,
+  serials: readonly string[],
+): Promise<string | undefined> {
+  const rows = (await db('audit_events')
+    .whereIn('action', [...REVOKED_ACTIONS, REVOCATIONS_SEALED_ACTION])
+    .where({ outcome: 'success' })
+    .orderBy('seq')
+    .select('seq', 'action', 'details')) as { seq: number; action: string; details: unknown }[];
+  const listed = new Set(serials);
+  for (const row of rows) {
+    let intact: boolean;
+    try {
+      intact = await auditEntryIntact(db, row.seq);
+    } catch {
+      return 'the audit-chain key is unavailable: the revocations the audit trail records cannot be checked';
+    }
+    if (!intact) continue; // an edited entry is `audit verify`'s finding; it proves nothing here
+    if (head.seal === null || head.seal.length === 0) {
+      return `the revocation list head is unsealed, but audit entry ${row.seq} (${row.action}) shows it was sealed (the list was reset)`;
+    }
+    if (row.action === REVOCATIONS_SEALED_ACTION) continue;
+    const details = (typeof row.details === 'string' ? JSON.parse(row.details) : row.details) as { serial?: unknown };
+    if (typeof details.serial === 'string' && !listed.has(details.serial)) {
+      return `certificate ${details.serial} was revoked (audit entry ${row.seq}) but is not in the sealed revocation list (a revocation was undone)`;
+    }
+  }
+  return undefined;
+}
+
+/**
+ * Seals the empty head a migration leaves (in the caller's transaction; the caller records
+ * {@link REVOCATIONS_SEALED_ACTION}). Returns false when the head is already sealed.
+ */
+export async function sealEmptyHead(trx: Knex.Transaction, masterKey: MasterKeySource): Promise<boolean> {
+  const head = await readHead(trx, true);
+  if (head.seal !== null && head.seal.length > 0) return false;
+  if (head.length !== 0 || !head.chain.equals(GENESIS_CHAIN)) return false; // invalid: left to the verifier
+  // Never seal over a reset: an unsealed empty head after the trail shows it sealed stays refused.
+  if ((await auditedRevocationsProblem(trx, head, [])) !== undefined) return false;
+  const seal = await masterKey.wrap(headDigest(0, GENESIS_CHAIN), REVOCATION_HEAD_AAD);
+  await trx('mtls_revocation_list').where({ id: 1 }).update({ seal });
+  return true;
+}
+
 /**
  * Appends revocations in the caller's transaction and seals the new head. Refused (returns the problem)
  * when the list as it stands does not verify: sealing over it would bless the tampering.
@@ -195,6 +261,8 @@ export async function appendRevocations(
   const head = await readHead(trx, true);
   const verified = await verifyRevocationList(trx, masterKey, undefined, head, true);
   if (!verified.ok) return verified;
+  const audited = await auditedRevocationsProblem(trx, head, [...verified.serials, ...entries.map((e) => e.serial)]);
+  if (audited !== undefined) return { ok: false, problem: audited };
   let chain = verified.chain;
   let position = verified.length;
   const positions: number[] = [];

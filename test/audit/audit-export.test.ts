@@ -5,6 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { verifyAuditExport } from '../../src/audit/audit-export.js';
 import { appendAuditEvent } from '../../src/audit/audit-log.js';
+import { appendMissedCardData } from './trail-support.js';
 import { migrateToLatest } from '../../src/db/migrations.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
 import { keysFixture, type KeysFixture } from '../keys/keys-context.js';
@@ -133,7 +134,7 @@ describe('audit trail through the key CLI: verify, signed export, offline verifi
   });
 
   it('when an entry of the period is redacted, then the export still verifies offline, without that entry’s details or salt', async () => {
-    const target = await db.knex('audit_events').where({ action: 'key.test' }).orderBy('seq').first();
+    const target = { seq: await appendMissedCardData(db) };
     expect((await fx.run('audit', 'redact', '--seq', String(target.seq), '--reason', 'test redaction')).code).to.equal(
       0,
     );

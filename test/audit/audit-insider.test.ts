@@ -6,15 +6,24 @@
  * by a signed checkpoint.
  */
 import { expect } from 'chai';
+import { CompactSign } from 'jose';
+import { generateKeyPairSync } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { detailsDigest } from '../../src/audit/audit-chain.js';
+import {
+  detailsDigest,
+  legacyHash,
+  LEGACY_GENESIS_HASH,
+  rowToEvent,
+  type AuditRow,
+} from '../../src/audit/audit-chain.js';
+import { publicKeyThumbprint } from '../../src/audit/audit-export.js';
 import { auditEntryIntact, verifyAuditChain } from '../../src/audit/audit-log.js';
 import { migrateToLatest } from '../../src/db/migrations.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
 import { keysFixture, type KeysFixture } from '../keys/keys-context.js';
-import { appendN, resetTrail } from './trail-support.js';
+import { appendMissedCardData, appendN, resetTrail } from './trail-support.js';
 
 describe('audit trail against an insider with database write access', function () {
   this.timeout(60_000);
@@ -38,6 +47,17 @@ describe('audit trail against an insider with database write access', function (
   });
 
   const entry = (seq: number) => db.knex('audit_events').where({ seq });
+
+  /** The audit-signing key's thumbprint, as the assessor pinned it out of band (`audit public-key`). */
+  let pin: string | undefined;
+  async function pinned(): Promise<string> {
+    if (pin === undefined) {
+      const res = await fx.run('audit', 'public-key');
+      pin = /thumbprint \(RFC 7638[^:]*\): (\S+)/.exec(res.stdout)?.[1];
+      expect(pin, res.stdout).to.be.a('string');
+    }
+    return pin!;
+  }
 
   async function expectDetected(finding: RegExp, seq?: number): Promise<void> {
     const verdict = await verifyAuditChain(db.knex);
@@ -157,6 +177,81 @@ describe('audit trail against an insider with database write access', function (
     await db.knex('audit_chain_keys').where({ version: 1 }).update({ state: 'active' });
   });
 
+  /** The insider, SQL only: rewrites the trail as a plain SHA-256 chain, the way it was before keying. */
+  async function rewriteAsPlainChain(): Promise<void> {
+    await entry(6).delete(); // drop the tail
+    await entry(3).update({ actor: 'someone-else', resource: 'key:pan-encryption:v9' }); // rewrite
+    const rows = (await db.knex('audit_events').orderBy('seq')) as AuditRow[];
+    let prev = LEGACY_GENESIS_HASH;
+    for (const row of rows) {
+      const e = rowToEvent(row);
+      const hash = legacyHash({
+        seq: e.seq,
+        id: e.id,
+        occurredAt: e.occurredAt,
+        actor: e.actor,
+        actorType: e.actorType,
+        action: e.action,
+        outcome: e.outcome,
+        origin: e.origin,
+        resource: e.resource,
+        details: e.details,
+        prevHash: prev,
+      });
+      await entry(row.seq).update({
+        key_version: null,
+        details_digest: null,
+        details_salt: null,
+        prev_hash: prev,
+        hash,
+      });
+      prev = hash;
+    }
+    await db
+      .knex('audit_chain_head')
+      .where({ id: 1 })
+      .update({ seq: rows.at(-1)!.seq, hash: prev, mac: null, key_version: null, legacy_verdict: null });
+  }
+
+  for (const [how, hideKeys] of [
+    ['demoted to verify-only', () => db.knex('audit_chain_keys').update({ state: 'verify-only' })],
+    ['deleted', () => db.knex('audit_chain_keys').delete()],
+  ] as const) {
+    it(`when the trail is rewritten as a plain chain and the chain key ${how}, then the next append does not convert it: it records the invalid head, and verify exits 1`, async () => {
+      const savedKeys = (await db.knex('audit_chain_keys').orderBy('version')) as Record<string, unknown>[];
+      await rewriteAsPlainChain();
+      await hideKeys();
+      try {
+        const res = await fx.run('audit', 'verify');
+        expect(res.code, res.stdout).to.equal(1);
+        expect(res.stdout).to.match(/audit chain BROKEN at entry 1: entry 1 is not keyed/);
+        expect(await db.knex('audit_events').where({ action: 'audit.chain-converted' })).to.have.length(0);
+        const recorded = await db.knex('audit_events').where({ action: 'audit.chain-head-invalid' }).first();
+        expect(recorded.details.reason).to.match(
+          /the plain chain was not converted: (audit-chain key v1 exists|entry 1 is dated after)/,
+        );
+        // The rewritten entries stay unkeyed: nothing re-chained them.
+        expect(await db.knex('audit_events').where('seq', '<=', 5).whereNotNull('key_version')).to.have.length(0);
+      } finally {
+        await db.knex('audit_chain_keys').delete();
+        await db.knex('audit_chain_keys').insert(savedKeys);
+      }
+    });
+  }
+
+  it('when the active key is demoted over an edited chain, then the new key version does not seal over it: the append records the finding', async () => {
+    await entry(2).update({ actor: 'someone-else' });
+    await db.knex('audit_chain_keys').update({ state: 'verify-only' });
+    await appendN(db, 1);
+    const recorded = await db.knex('audit_events').where({ action: 'audit.chain-head-invalid' }).first();
+    expect(recorded.details.reason).to.match(
+      /the active audit-chain key was gone and the chain does not verify: entry 2/,
+    );
+    expect((await verifyAuditChain(db.knex)).ok).to.equal(false);
+    await db.knex('audit_chain_keys').where('version', '>', 1).delete();
+    await db.knex('audit_chain_keys').where({ version: 1 }).update({ state: 'active' });
+  });
+
   it('when the head is reset to an empty chain over existing entries, then verify reports it', async () => {
     await db.knex('audit_chain_head').update({ seq: 0, hash: 'genesis', mac: null, key_version: null });
     await expectDetected(/the chain head names entry 0, the last entry is 6/);
@@ -174,7 +269,7 @@ describe('audit trail against an insider with database write access', function (
     await db.knex('audit_chain_head').update(olderHead);
     // The keyed chain alone cannot tell this from a trail that ended at entry 4 (documented limit).
     expect(await verifyAuditChain(db.knex)).to.deep.include({ ok: true, headSeq: 4 });
-    const res = await fx.run('audit', 'verify', '--checkpoint', saved);
+    const res = await fx.run('audit', 'verify', '--checkpoint', saved, '--public-key-thumbprint', await pinned());
     expect(res.code).to.equal(1);
     expect(res.stdout).to.contain(
       'audit chain does NOT extend the checkpoint: the trail ends at entry 4 but the checkpoint of',
@@ -187,7 +282,7 @@ describe('audit trail against an insider with database write access', function (
     await resetTrail(db);
     await appendN(db, 10);
     expect((await verifyAuditChain(db.knex)).ok).to.equal(true);
-    const res = await fx.run('audit', 'verify', '--checkpoint', saved);
+    const res = await fx.run('audit', 'verify', '--checkpoint', saved, '--public-key-thumbprint', await pinned());
     expect(res.code).to.equal(1);
     expect(res.stdout).to.match(
       /entry 6 is not the entry the checkpoint of .* signed: the trail up to it was rewritten/,
@@ -206,9 +301,54 @@ describe('audit trail against an insider with database write access', function (
     const claims = JSON.parse(Buffer.from(p!, 'base64url').toString());
     const edited = path.join(dir, 'edited.jws');
     fs.writeFileSync(edited, `${h}.${Buffer.from(JSON.stringify({ ...claims, seq: 2 })).toString('base64url')}.${s}`);
-    const bad = await fx.run('audit', 'verify', '--checkpoint', edited);
+    const bad = await fx.run('audit', 'verify', '--checkpoint', edited, '--public-key', pub);
     expect(bad.code).to.equal(1);
     expect(bad.stdout).to.contain('the checkpoint signature does not verify');
+  });
+
+  it('when a database writer plants their own audit-signing public key and forges a checkpoint, then it fails against the pinned thumbprint, and no checkpoint is verified with a key from the database alone', async () => {
+    const pin = await pinned();
+    const saved = await checkpoint('genuine.jws');
+    // ---- the insider: their own Ed25519 key in data_keys, a checkpoint of a rewritten trail signed with it
+    const planted = generateKeyPairSync('ed25519');
+    const plantedPem = planted.publicKey.export({ type: 'spki', format: 'pem' }).toString();
+    const row = await db.knex('data_keys').where({ purpose: 'audit-signing', state: 'active' }).first();
+    await db
+      .knex('data_keys')
+      .where({ purpose: 'audit-signing', version: row.version })
+      .update({ public_key_pem: plantedPem });
+    try {
+      const kid = await publicKeyThumbprint(planted.publicKey);
+      const claims = JSON.parse(Buffer.from(fs.readFileSync(saved, 'utf8').split('.')[1]!, 'base64url').toString());
+      const forged = await new CompactSign(
+        Buffer.from(JSON.stringify({ ...claims, signingKey: { ...claims.signingKey, kid } })),
+      )
+        .setProtectedHeader({ alg: 'EdDSA', typ: 'loyalty-vault-audit-checkpoint+jws', kid })
+        .sign(planted.privateKey);
+      const file = path.join(dir, 'forged.jws');
+      fs.writeFileSync(file, forged);
+      const unpinned = await fx.run('audit', 'verify', '--checkpoint', file);
+      expect(unpinned.code).to.equal(2);
+      expect(unpinned.stderr).to.contain('--public-key-thumbprint');
+      const res = await fx.run('audit', 'verify', '--checkpoint', file, '--public-key-thumbprint', pin);
+      expect(res.code).to.equal(1);
+      expect(res.stdout).to.contain(`not by the pinned audit-signing key ${pin}`);
+      // The genuine checkpoint, under the pin, no longer finds its key in the database: refused too.
+      const genuine = await fx.run('audit', 'verify', '--checkpoint', saved, '--public-key-thumbprint', pin);
+      expect(genuine.code).to.equal(1);
+      expect(genuine.stdout).to.contain(`no audit-signing public key in the database has the pinned thumbprint`);
+      // public-key prints what the database holds, with its thumbprint: compared with the pin, it differs.
+      expect((await fx.run('audit', 'public-key')).stdout).to.contain(
+        `thumbprint (RFC 7638, the checkpoints' and exports' kid): ${kid}`,
+      );
+    } finally {
+      await db
+        .knex('data_keys')
+        .where({ purpose: 'audit-signing', version: row.version })
+        .update({ public_key_pem: row.public_key_pem });
+    }
+    const ok = await fx.run('audit', 'verify', '--checkpoint', saved, '--public-key-thumbprint', pin);
+    expect(ok.code, ok.stdout).to.equal(0);
   });
 
   it('when a checkpoint is asked of a broken trail, then it is refused, nothing is written, and the refusal is audited', async () => {
@@ -224,20 +364,22 @@ describe('audit trail against an insider with database write access', function (
   });
 
   describe('redaction', () => {
-    it('when an entry is redacted through the CLI, then its details are a tombstone, the salt is gone, the redaction is an entry, and the chain verifies', async () => {
-      const before = await entry(3).first();
-      const res = await fx.run('audit', 'redact', '--seq', '3', '--reason', 'INC-42: card data in a note');
+    it('when an entry holding card data (a detector missed it) is redacted through the CLI, then its details are a tombstone, the salt is gone, the redaction is an entry, and the chain verifies', async () => {
+      const seq = await appendMissedCardData(db);
+      const before = await entry(seq).first();
+      const res = await fx.run('audit', 'redact', '--seq', String(seq), '--reason', 'INC-42: card data in a note');
       expect(res.code, res.stderr).to.equal(0);
-      const after = await entry(3).first();
+      const after = await entry(seq).first();
       expect(after.details_salt).to.equal(null);
       expect(after.details_digest).to.equal(before.details_digest);
       expect(after.hash).to.equal(before.hash);
+      expect(JSON.stringify(await db.knex('audit_events'))).to.not.contain('4111');
       const redaction = await db
         .knex('audit_events')
         .where({ action: 'audit.entry-redacted', outcome: 'success' })
         .first();
       expect(redaction.actor).to.equal('test-operator');
-      expect(redaction.details).to.deep.include({ seq: 3, entryId: before.id, reason: 'INC-42: card data in a note' });
+      expect(redaction.details).to.deep.include({ seq, entryId: before.id, reason: 'INC-42: card data in a note' });
       expect(after.details).to.deep.equal({
         redacted: { bySeq: redaction.seq, at: after.details.redacted.at, reason: 'INC-42: card data in a note' },
       });
@@ -254,7 +396,8 @@ describe('audit trail against an insider with database write access', function (
     });
 
     it('when a hand redaction names an entry that is not its redaction, then verify reports it', async () => {
-      expect((await fx.run('audit', 'redact', '--seq', '2', '--reason', 'a proper one')).code).to.equal(0);
+      const missed = await appendMissedCardData(db);
+      expect((await fx.run('audit', 'redact', '--seq', String(missed), '--reason', 'a proper one')).code).to.equal(0);
       const proper = await db.knex('audit_events').where({ action: 'audit.entry-redacted' }).first();
       for (const bySeq of [5, proper.seq]) {
         await entry(4).update({
@@ -277,9 +420,24 @@ describe('audit trail against an insider with database write access', function (
     const refusals: [string, string[], string, () => Promise<unknown>][] = [
       [
         'the entry was edited (a redaction would launder it)',
-        ['--seq', '3', '--reason', 'cover-up'],
+        ['--seq', '7', '--reason', 'cover-up'],
         'AUDIT_CHAIN_BROKEN',
-        () => entry(3).update({ details: JSON.stringify({ rows: 1 }) }),
+        async () => {
+          await appendMissedCardData(db);
+          await entry(7).update({ details: JSON.stringify({ reason: 'refund to 5555 5555 5555 4444' }) });
+        },
+      ],
+      [
+        'the entry holds no card data (redaction removes card data, not evidence)',
+        ['--seq', '3', '--reason', 'tidy up'],
+        'AUDIT_REDACTION_INVALID',
+        () => Promise.resolve(),
+      ],
+      [
+        'the entry is dual-control evidence, even with card data in it',
+        ['--seq', '7', '--reason', 'card data in it'],
+        'AUDIT_REDACTION_INVALID',
+        () => appendMissedCardData(db, 'key.request.executed'),
       ],
       [
         'the reason holds a PAN',
@@ -297,7 +455,10 @@ describe('audit trail against an insider with database write access', function (
         'the entry is itself a redaction',
         ['--seq', '8', '--reason', 'hide the redaction'],
         'AUDIT_REDACTION_INVALID',
-        async () => expect((await fx.run('audit', 'redact', '--seq', '2', '--reason', 'first')).code).to.equal(0),
+        async () => {
+          await appendMissedCardData(db);
+          expect((await fx.run('audit', 'redact', '--seq', '7', '--reason', 'first')).code).to.equal(0);
+        },
       ],
     ];
     for (const [when, args, code, setup] of refusals) {

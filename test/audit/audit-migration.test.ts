@@ -127,6 +127,11 @@ describe(`migration ${MIGRATION}`, function () {
     const converted = await db.knex('audit_events').where({ action: 'audit.chain-converted' }).first();
     expect(converted.outcome).to.equal('success');
     expect(converted.details.plainChain).to.equal('intact at conversion');
+    const said = await fx.run('audit', 'verify');
+    expect(said.code, said.stdout).to.equal(0);
+    expect(said.stdout).to.contain(
+      `converted from the plain chain at entry 5 on ${new Date(converted.occurred_at).toISOString()}: entries 1..4`,
+    );
     const tombstone = (await db.knex('audit_events').where({ seq: 2 }).first()).details;
     expect(tombstone.redacted.bySeq).to.equal(6);
     expect((await fx.run('audit', 'verify')).code).to.equal(0);

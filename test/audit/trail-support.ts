@@ -1,5 +1,6 @@
 /** Helpers for the audit-trail tests: an empty trail on the test database, and n plain entries. */
-import { GENESIS } from '../../src/audit/audit-chain.js';
+import { chainKeysFor } from '../../src/audit/audit-chain-keys.js';
+import { GENESIS, lockHead, sealHead, writeEntry } from '../../src/audit/audit-chain.js';
 import { appendAuditEvent } from '../../src/audit/audit-log.js';
 import type { TestDatabase } from '../support/database.js';
 
@@ -22,4 +23,33 @@ export async function appendN(db: TestDatabase, n: number): Promise<void> {
       }),
     );
   }
+}
+
+/**
+ * Appends an intact entry whose details hold a test PAN, as a detector that missed it would have let
+ * through (the reason redaction exists): written with the chain primitives, under the active key.
+ * Returns its seq.
+ */
+export async function appendMissedCardData(db: TestDatabase, action = 'card.detokenised'): Promise<number> {
+  return db.knex.transaction(async (trx) => {
+    const head = (await lockHead(trx))!;
+    const { key } = await chainKeysFor(trx).active(trx);
+    const event = await writeEntry(
+      trx,
+      key,
+      { seq: head.seq, hash: head.hash },
+      {
+        actor: 'test-operator',
+        actorType: 'operator',
+        action,
+        outcome: 'success',
+        origin: 'cli:host-a',
+        resource: 'tok_missed',
+        details: { reason: 'refund to 4111 1111 1111 1111' },
+      },
+      new Date(),
+    );
+    await sealHead(trx, key, event.seq, event.hash);
+    return event.seq;
+  });
 }

@@ -205,6 +205,56 @@ describe('mTLS insider: sealed revocations and record changes reaching every cac
       await afterInterval();
       expect(await outcome(running.verify(till.certificate))).to.equal('CLIENT_CERTIFICATE_REVOCATIONS_INVALID');
       expect(tampered[0]).to.contain('shorter');
+      // A new instance has seen nothing, but the keyed audit trail names the revocation.
+      expect(await outcome(instance().verify(till.certificate))).to.equal('CLIENT_CERTIFICATE_REVOCATIONS_INVALID');
+      expect(tampered[1]).to.contain(`certificate ${till.serial} was revoked`);
+    });
+
+    it('when the list is reset to the empty unsealed state a migration leaves (no saved state) and revoked_at cleared, then a new instance fails closed, onTamper is told, mtls revocations verify exits 1, and revoking is refused', async () => {
+      // The previous test's rollback is still in place: seal it back the way a service start does.
+      const system = new ClientCertificateAuthority({
+        knex: db.knex,
+        masterKey: fx.masterKey,
+        actor: { actor: 'system', actorType: 'system', origin: 'service:test' },
+        cryptoperiodDays: 730,
+      });
+      await system.sealPendingRevocations();
+      expect((await fx.run('mtls', 'revocations', 'verify')).code).to.equal(0);
+      const stolen = await issue('till-reset');
+      await ca.revoke(stolen.serial, 'stolen');
+      expect(await outcome(instance().verify(stolen.certificate))).to.equal('CLIENT_CERTIFICATE_REVOKED');
+      const savedRows = (await db.knex('mtls_revocations').orderBy('position')) as Record<string, unknown>[];
+      const savedHead = (await db.knex('mtls_revocation_list').where({ id: 1 }).first()) as Record<string, unknown>;
+      // ---- the insider, SQL only
+      await db.knex('mtls_revocations').delete();
+      await db
+        .knex('mtls_revocation_list')
+        .where({ id: 1 })
+        .update({ length: 0, chain: Buffer.alloc(32), seal: null });
+      await db
+        .knex('mtls_client_certificates')
+        .where({ serial: stolen.serial })
+        .update({ revoked_at: null, revoked_by: null, revocation_reason: null });
+      try {
+        expect(await outcome(instance().verify(stolen.certificate))).to.equal('CLIENT_CERTIFICATE_REVOCATIONS_INVALID');
+        expect(tampered[0]).to.match(/unsealed, but audit entry \d+ \(mtls\./);
+        const verify = await fx.run('mtls', 'revocations', 'verify');
+        expect(verify.code).to.equal(1);
+        expect(verify.stdout).to.contain('revocation list BROKEN');
+        const other = await issue('till-after-reset');
+        expect(await outcome(ca.revoke(other.serial, 'lost'))).to.equal('CLIENT_CERTIFICATE_REVOCATIONS_INVALID');
+        // The service start does not seal over the reset either.
+        await system.sealPendingRevocations();
+        expect((await db.knex('mtls_revocation_list').where({ id: 1 }).first('seal')).seal).to.equal(null);
+      } finally {
+        await db.knex('mtls_revocations').insert(savedRows);
+        await db.knex('mtls_revocation_list').where({ id: 1 }).update(savedHead);
+      }
+      expect(await outcome(instance().verify(stolen.certificate))).to.equal('CLIENT_CERTIFICATE_REVOKED');
+    });
+
+    it('when the CA is initialised, then the empty revocation list head is sealed and that is audited', async () => {
+      expect(await auditCount('mtls.revocations.sealed', 'success')).to.equal(1);
     });
 
     it('when a certificate revoked before sealed revocations has only revoked_at, then the service start seals it (audited) and clearing revoked_at no longer helps', async () => {
@@ -222,8 +272,7 @@ describe('mTLS insider: sealed revocations and record changes reaching every cac
         actor: { actor: 'system', actorType: 'system', origin: 'service:test' },
         cryptoperiodDays: 730,
       });
-      // The rollback test above left its certificate marked revoked but out of the list: sealed again too.
-      expect(await system.sealPendingRevocations()).to.equal(2);
+      expect(await system.sealPendingRevocations()).to.equal(1);
       expect(await system.sealPendingRevocations()).to.equal(0);
       const sealedAudit = await db
         .knex('audit_events')
