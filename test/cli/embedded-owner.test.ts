@@ -125,6 +125,8 @@ describe('the embedded store has one owner: CLIs beside a running service', func
   });
 
   it('when another process takes the owner lock from under the service, then the service stops and leaves that lock alone', async () => {
+    await svc?.stop(); // this test runs its own service (also when run alone with --grep)
+    svc = undefined;
     const own = await startServiceProcess(env);
     const file = path.join(dataDir, OWNER_LOCK_FILE);
     fs.rmSync(file); // an operator's mistake: the file goes, and a command takes the folder
