@@ -16,6 +16,7 @@ import { runCli } from './cli-args.js';
 import { cliActor, runKeysCommand } from './keys-commands.js';
 import { keysCommands, keysUsageFor } from './keys-usage.js';
 import { UsageError } from './usage-error.js';
+import { validateKeysArgs } from './keys-validate.js';
 import { terminalConfirm } from './keys-requests.js';
 
 /** Extra time beyond the key-ring refresh interval before an activation counts as seen everywhere. */
@@ -31,6 +32,12 @@ async function main(argv: readonly string[]): Promise<number> {
   const command = argv[0];
   if (command === undefined) throw new UsageError('a command is required');
   if (!keysCommands().has(command)) throw new UsageError(`unknown command ${command}`);
+  // Every option and argument checked before anything is opened: a usage error creates nothing.
+  const verdict = await validateKeysArgs(argv);
+  if (verdict.code === 2) {
+    process.stderr.write(verdict.message);
+    return 2;
+  }
   const config = loadConfig(process.env, { verifiesTokens: false });
   const masterKey = await loadMasterKey(config.masterKey, config.masterKeyPrevious);
   const database = await openCliDatabase(config, {

@@ -15,16 +15,37 @@ import { AppError } from '../errors/app-error.js';
 import type { Logger } from '../logging/logger.js';
 import { createDatabase, createStoreSocketDatabase, type Database } from './database.js';
 import { acquireOwnerLock, describeOwner, liveOwner, type OwnerLock, type OwnerRecord } from './owner-lock.js';
-import { serveStoreSocket } from './store-socket.js';
+import { checkPrivateFolder, checkSocketPathLength, serveStoreSocket, storeSocketDir } from './store-socket.js';
 
 /** How long a command waits for a service that holds the folder but is not serving yet (starting). */
 const SERVICE_START_WAIT_MS = 15_000;
 /** How often the service checks that its owner lock is still in place (and restores a deleted one). */
 const LOCK_CHECK_MS = 2_000;
 
-export async function openServiceDatabase(config: Config, logger: Logger): Promise<Database> {
+export interface ServiceDatabaseOptions {
+  /**
+   * Called once when the service must stop owning the store: another process took the owner lock,
+   * or a socket client left the session in a state that could not be reset. Default: SIGTERM to
+   * this process, i.e. the graceful shutdown of main.ts (readiness fails from that moment on).
+   */
+  readonly onFatal?: (reason: string) => void;
+}
+
+export async function openServiceDatabase(
+  config: Config,
+  logger: Logger,
+  options: ServiceDatabaseOptions = {},
+): Promise<Database> {
   if (config.database.url !== undefined) return createDatabase(config, logger);
+  // Checked before the lock and the store are taken: a refusal leaves nothing behind.
+  checkSocketPathLength(config.dataDir);
   const lock = acquireOwnerLock(config.dataDir, 'service', 'service');
+  let fatal: string | undefined;
+  const stop = (reason: string): void => {
+    if (fatal !== undefined) return;
+    fatal = reason;
+    (options.onFatal ?? (() => process.kill(process.pid, 'SIGTERM')))(reason);
+  };
   let database: Database | undefined;
   try {
     database = createDatabase(config, logger);
@@ -35,6 +56,13 @@ export async function openServiceDatabase(config: Config, logger: Logger): Promi
       knex: database.knex,
       dataDir: config.dataDir,
       onError: (error) => logger.warn({ err: error }, 'store socket: a client connection failed'),
+      onPoisoned: (error) => {
+        logger.error(
+          { err: error, dataDir: config.dataDir },
+          'a store socket client left the database session in a state that could not be reset: the store is closed and the service stops',
+        );
+        stop('the store session could not be reset');
+      },
     });
     lock.announceSocket(socket.socketDir);
     logger.info(
@@ -42,22 +70,28 @@ export async function openServiceDatabase(config: Config, logger: Logger): Promi
       `this service owns the embedded store in ${config.dataDir}; CLI commands reach it through ${socket.socketDir}`,
     );
     const store = database;
-    let reported = false;
     const watch = setInterval(() => {
+      if (fatal !== undefined) return;
       const state = lock.reassert();
       if (state === 'restored')
         logger.warn({ dataDir: config.dataDir }, 'the owner lock file had been deleted: restored');
-      if (state === 'lost' && !reported) {
-        reported = true;
+      if (state === 'lost') {
+        // Another process's lock is in place: it may be writing these files now. This service stops
+        // (its exit leaves that lock alone: a release removes only a lock carrying our nonce).
         logger.error(
           { dataDir: config.dataDir, holder: liveOwner(config.dataDir) },
-          'another process has taken the owner lock of this data folder: two owners overwrite each other; stop the other one',
+          'another process has taken the owner lock of this data folder: two owners overwrite each other; this service stops',
         );
+        stop('the owner lock was lost');
       }
     }, LOCK_CHECK_MS);
     watch.unref();
     return {
       ...store,
+      async ping(timeoutMs) {
+        if (fatal !== undefined) throw new Error(`the embedded store is no longer served: ${fatal}`);
+        await store.ping(timeoutMs);
+      },
       async close() {
         clearInterval(watch);
         try {
@@ -93,8 +127,13 @@ export async function openCliDatabase(config: Config, options: CliDatabaseOption
   for (;;) {
     const owner = liveOwner(config.dataDir);
     if (owner?.socketDir !== undefined) {
-      notice(`${describeOwner(owner)} holds ${config.dataDir}: working through its socket ${owner.socketDir}`);
-      return createStoreSocketDatabase(owner.socketDir, config.database.connectTimeoutMs);
+      // The socket is always the folder's own (the path recorded in the lock is not followed), and
+      // the folders must be this user's and private: nobody else can put a fake store there.
+      const socketDir = storeSocketDir(config.dataDir);
+      checkPrivateFolder(config.dataDir);
+      checkPrivateFolder(socketDir);
+      notice(`${describeOwner(owner)} holds ${config.dataDir}: working through its socket ${socketDir}`);
+      return createStoreSocketDatabase(socketDir, config.database.connectTimeoutMs);
     }
     if (owner !== undefined) {
       // The service between taking the lock and listening: wait for its socket. Another command: refuse.
@@ -116,10 +155,18 @@ export async function openCliDatabase(config: Config, options: CliDatabaseOption
     return {
       ...database,
       async close() {
+        // Checked before the command reports how it ended: if another process took the folder
+        // meanwhile, what this command wrote may be overwritten, so it must not end as a success.
+        const held = lock.stillHeld();
         try {
           await database.close();
         } finally {
           lock.release();
+        }
+        if (!held) {
+          throw new AppError('DATA_FOLDER_IN_USE', {
+            detail: `the owner lock of ${config.dataDir} was taken by another process while this command ran: its writes may be lost; check with \`keys list\` once that process has finished`,
+          });
         }
       },
     };

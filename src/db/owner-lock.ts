@@ -11,7 +11,11 @@
  *   reader never sees a half-written lock.
  * - Stale only when its holder is gone: the pid is dead, or the pid is alive but started at another
  *   time (a recycled pid: the start time in `/proc/<pid>/stat` differs). Without /proc, a live pid
- *   counts as the holder (never stale by mistake).
+ *   counts as the holder (never stale by mistake). A lock recorded on another host (hostname) or in
+ *   another boot (kernel boot id) is never judged stale: its pid means nothing here, so the refusal
+ *   tells the operator to remove it by hand after checking. Residual: two containers with the SAME
+ *   hostname, the same kernel and separate pid namespaces sharing one folder are not told apart
+ *   (give containers distinct hostnames, or do not share an embedded folder between them).
  * - Breaking a stale lock is atomic too: it is renamed to a private name, and only if the file moved
  *   is the very lock judged stale (same nonce) is it deleted; if a racing starter had already
  *   replaced it with a live lock, that lock is linked back. With two racing starters this is exact;
@@ -21,6 +25,7 @@
  * - Released on exit by its holder only (the nonce must still be ours).
  */
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { AppError } from '../errors/app-error.js';
@@ -38,6 +43,10 @@ export interface OwnerRecord {
   /** What holds it, for the operator: "service" or the CLI command line's first words. */
   readonly what: string;
   readonly since: string;
+  /** The host that took it: a pid means nothing on another machine sharing the folder. */
+  readonly hostname?: string | undefined;
+  /** The kernel's boot id (`/proc/sys/kernel/random/boot_id`); null without /proc. */
+  readonly bootId?: string | null | undefined;
   /** The directory holding the store's Unix socket (`.s.PGSQL.5432`) while the service serves it. */
   readonly socketDir?: string | undefined;
 }
@@ -63,6 +72,8 @@ export function acquireOwnerLock(dataDir: string, role: OwnerRole, what: string)
   const record: OwnerRecord = {
     pid: process.pid,
     startTime: processStartTime(process.pid),
+    hostname: os.hostname(),
+    bootId: bootId(),
     nonce: randomBytes(16).toString('hex'),
     role,
     what,
@@ -98,9 +109,22 @@ export function describeOwner(owner: OwnerRecord): string {
     : `another command (pid ${owner.pid}: ${owner.what}, since ${owner.since})`;
 }
 
+/**
+ * True when the lock was taken on another host or in another boot of this one: its pid cannot be
+ * checked from here, so it is never judged stale automatically.
+ */
+export function isForeign(owner: OwnerRecord): boolean {
+  if (owner.hostname !== undefined && owner.hostname !== os.hostname()) return true;
+  const here = bootId();
+  return owner.bootId !== undefined && owner.bootId !== null && here !== null && owner.bootId !== here;
+}
+
 function inUse(dataDir: string, holder: OwnerRecord): AppError {
+  const detail = isForeign(holder)
+    ? `the embedded data folder ${dataDir} is held by ${describeOwner(holder)} on host ${holder.hostname ?? '?'} (boot ${holder.bootId ?? '?'}), which this process cannot check; if you have made sure no process there uses the folder, remove ${path.join(dataDir, OWNER_LOCK_FILE)} by hand`
+    : `the embedded data folder ${dataDir} is held by ${describeOwner(holder)}; an embedded database belongs to one process: wait for it to finish`;
   return new AppError('DATA_FOLDER_IN_USE', {
-    detail: `the embedded data folder ${dataDir} is held by ${describeOwner(holder)}; an embedded database belongs to one process: wait for it to finish`,
+    detail,
     extensions: { pid: holder.pid, role: holder.role },
   });
 }
@@ -175,6 +199,7 @@ function readRecord(file: string): OwnerRecord | 'absent' | 'unreadable' {
 }
 
 function isAlive(owner: OwnerRecord): boolean {
+  if (isForeign(owner)) return true; // not ours to judge: the operator removes it (see inUse)
   try {
     process.kill(owner.pid, 0);
   } catch (error) {
@@ -206,6 +231,15 @@ function breakStale(file: string, staleNonce: string | undefined): void {
     }
   }
   fs.rmSync(aside, { force: true });
+}
+
+/** This boot's id, or null where there is no /proc. */
+export function bootId(): string | null {
+  try {
+    return fs.readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
+  } catch {
+    return null;
+  }
 }
 
 /** Field 22 of /proc/<pid>/stat (start time in ticks since boot), or null where there is no /proc. */

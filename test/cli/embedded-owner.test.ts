@@ -123,6 +123,33 @@ describe('the embedded store has one owner: CLIs beside a running service', func
       lock.release();
     }
   });
+
+  it('when another process takes the owner lock from under the service, then the service stops and leaves that lock alone', async () => {
+    await svc?.stop(); // this test runs its own service (also when run alone with --grep)
+    svc = undefined;
+    const own = await startServiceProcess(env);
+    const file = path.join(dataDir, OWNER_LOCK_FILE);
+    fs.rmSync(file); // an operator's mistake: the file goes, and a command takes the folder
+    const lock = acquireOwnerLock(dataDir, 'cli', 'keys rotate');
+    try {
+      const deadline = Date.now() + 60_000;
+      let alive = true;
+      while (alive && Date.now() < deadline) {
+        await new Promise((resolve) => setTimeout(resolve, 250));
+        try {
+          process.kill(own.pid, 0);
+        } catch {
+          alive = false;
+        }
+      }
+      expect(alive, 'the service stopped').to.equal(false);
+      expect(own.logs()).to.contain('another process has taken the owner lock');
+      expect(lock.stillHeld(), "the service's exit left the other process's lock in place").to.equal(true);
+    } finally {
+      lock.release();
+      await own.stop();
+    }
+  });
 });
 
 describe('every CLI: --help answered and bad usage refused without touching data', function () {
@@ -168,6 +195,13 @@ describe('every CLI: --help answered and bad usage refused without touching data
     ['src/cli/token.ts', ['--bogus']],
     ['src/cli/keys.ts', ['frobnicate']],
     ['src/cli/keys.ts', []],
+    // A command's own options and arguments are checked before the master key or the folder.
+    ['src/cli/keys.ts', ['list', '--bogus']],
+    ['src/cli/keys.ts', ['rotate', '--nope']],
+    ['src/cli/keys.ts', ['rotate', '--purpose', 'nonsense']],
+    ['src/cli/keys.ts', ['audit', 'verify', '--x']],
+    ['src/cli/keys.ts', ['request', 'show']],
+    ['src/cli/keys.ts', ['retire', '--purpose', 'pan-encryption', '--version', 'x']],
   ];
   it('when any CLI is given an unknown command, option or argument, then it exits 2 with the usage and creates nothing', async () => {
     const runs = await inBatches(refused, ([script, args]) =>

@@ -7,6 +7,7 @@ import { projectRoot } from '../../src/config/project-root.js';
 import { isAppError } from '../../src/errors/app-error.js';
 import {
   acquireOwnerLock,
+  bootId,
   liveOwner,
   OWNER_LOCK_FILE,
   processStartTime,
@@ -84,6 +85,20 @@ describe('embedded data folder: the owner lock', function () {
     writeLock(dir, { pid: process.pid, startTime: '1' });
     expect(liveOwner(dir)).to.equal(undefined);
     expect(fs.existsSync(path.join(dir, OWNER_LOCK_FILE))).to.equal(false);
+  });
+
+  it('when the lock was taken on another host or in another boot, then it is never judged stale and the refusal says how to remove it', async () => {
+    const gone = await deadPid();
+    for (const foreign of [{ hostname: 'another-host.example' }, { bootId: '00000000-0000-4000-8000-000000000000' }]) {
+      writeLock(dir, { pid: gone, ...foreign });
+      const refused = refusal(() => acquireOwnerLock(dir, 'cli', 'keys list'));
+      expect(refused.code).to.equal('DATA_FOLDER_IN_USE');
+      expect(refused.message).to.contain('remove').and.contain('by hand');
+      expect(fs.existsSync(path.join(dir, OWNER_LOCK_FILE)), 'the foreign lock stays').to.equal(true);
+    }
+    // The same host and boot, the pid gone: stale as before.
+    writeLock(dir, { pid: gone, hostname: os.hostname(), bootId: bootId() });
+    acquireOwnerLock(dir, 'cli', 'keys list').release();
   });
 
   it('when a lock file is unreadable, then it is stale and taken over', () => {

@@ -1,4 +1,5 @@
 import fs from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { expect } from 'chai';
@@ -32,7 +33,14 @@ describe('embedded store socket: CLI transactions beside the service', function 
     dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'lv-sock-'));
     db = createMemoryDatabase();
     await db.knex.raw('create table t (id serial primary key, who text not null)');
-    server = await serveStoreSocket({ pglite: db.pglite!, knex: db.knex, dataDir, idleInTransactionMs: 1_500 });
+    server = await serveStoreSocket({
+      pglite: db.pglite!,
+      knex: db.knex,
+      dataDir,
+      idleInTransactionMs: 1_500,
+      maxLeaseMs: 4_000,
+      startupTimeoutMs: 1_000,
+    });
   });
   afterEach(async () => {
     await Promise.all(clients.splice(0).map((c) => c.end().catch(() => {})));
@@ -128,5 +136,72 @@ describe('embedded store socket: CLI transactions beside the service', function 
     expect(await count('cli')).to.equal(0);
     const error = await cli.query('select 1').catch((e: unknown) => e);
     expect(error).to.be.instanceOf(Error);
+  });
+
+  it('when a CLI leaves temp tables and SET parameters behind, then the service gets its own session back (DISCARD ALL)', async () => {
+    const cli = await client();
+    // One unit of work (one simple query): the temp table shadows public.t within it.
+    await cli.query(`create temp table t (id int, who text); insert into t values (1, 'shadow')`);
+    await cli.query('set default_transaction_read_only = on');
+    await cli.query(`set application_name = 'cli'`);
+    await cli.query('set search_path = pg_temp, public');
+    // Even inside one connection, the next unit of work starts from the service's session.
+    expect(
+      (await cli.query(`select count(*)::int as n from pg_class where relpersistence = 't'`)).rows[0],
+    ).to.deep.equal({ n: 0 });
+    await cli.query('begin');
+    await cli.query('create temp table shadow_audit (x int)');
+    await cli.query('set search_path = pg_temp, public');
+    await cli.end(); // disconnects inside its transaction
+
+    await db.knex('t').insert({ who: 'service' }); // a write: not read-only, into public.t
+    expect(await count('service')).to.equal(1);
+    expect(await count('shadow')).to.equal(0);
+    const session = (
+      await db.knex.raw<{ rows: { app: string; ro: string; temps: number }[] }>(
+        `select current_setting('application_name') as app, current_setting('default_transaction_read_only') as ro,
+                (select count(*)::int from pg_class where relpersistence = 't') as temps`,
+      )
+    ).rows[0];
+    expect(session).to.deep.equal({ app: '', ro: 'off', temps: 0 });
+    expect(server.poisoned).to.equal(false);
+  });
+
+  it('when a CLI sends COPY, then it is refused with a clear error before PGlite sees it, and the service goes on', async () => {
+    for (const sql of ['copy t (who) from stdin', `select 1; /* x */ COPY t TO STDOUT`]) {
+      const cli = await client();
+      await cli.query('begin');
+      await cli.query(`insert into t (who) values ('cli')`);
+      const error = (await cli.query(sql).catch((e: unknown) => e)) as Error & { code?: string };
+      expect(error, sql).to.be.instanceOf(Error);
+      expect(error.message, sql).to.contain('COPY is not available through the store socket');
+      expect(error.code, sql).to.equal('0A000');
+    }
+    await db.knex('t').insert({ who: 'service' });
+    expect(await count('service')).to.equal(1);
+    expect(await count('cli')).to.equal(0); // each refused client's transaction was rolled back
+  });
+
+  it('when a CLI keeps its transaction busy past the lease limit, then it is disconnected and rolled back', async () => {
+    const cli = await client();
+    await cli.query('begin');
+    await cli.query(`insert into t (who) values ('cli')`);
+    const keepAlive = setInterval(() => void cli.query('select 1').catch(() => {}), 300);
+    try {
+      const started = Date.now();
+      await db.knex('t').insert({ who: 'service' });
+      expect(Date.now() - started).to.be.within(2_500, 15_000); // the 4 s cap, not the 1.5 s idle limit
+    } finally {
+      clearInterval(keepAlive);
+    }
+    expect(await count('cli')).to.equal(0);
+    expect(await count('service')).to.equal(1);
+  });
+
+  it('when a connection never completes its startup, then it is closed after the startup limit', async () => {
+    const socket = net.connect(path.join(server.socketDir, SOCKET_FILE));
+    const started = Date.now();
+    await new Promise<void>((resolve) => socket.once('close', () => resolve()));
+    expect(Date.now() - started).to.be.within(500, 5_000);
   });
 });
