@@ -559,8 +559,13 @@ describe('outbound events: the outbox and its delivery', function () {
     ],
     [
       'its key version is unknown to the key ring',
+      // Written past the database's key check (migration 20261206000700), as a writer with the
+      // privilege to skip triggers would: the dispatcher must still fail safely.
       (knex, id) =>
-        knex('event_subscription_secrets').where({ subscription_id: id }).update({ secret_key_version: 999 }),
+        knex.transaction(async (trx) => {
+          await trx.raw('set local session_replication_role = replica');
+          await trx('event_subscription_secrets').where({ subscription_id: id }).update({ secret_key_version: 999 });
+        }),
       'INTERNAL: the signing secrets could not be unsealed',
     ],
     [

@@ -56,7 +56,15 @@ async function upgradedDatabase(): Promise<{
   // subscription-secret v1 that this release's fixture creates).
   const old = await keysFixture(db);
   const pan = await old.ring.active('pan-encryption');
-  await db.knex.migrate.down({ ...migrationConfig(), name: MIGRATION });
+  // Back to the release before: this migration and every later one, newest first.
+  const undone: string[] = [];
+  for (;;) {
+    const last = (await db.knex('knex_migrations').orderBy('id', 'desc').first('name')) as { name: string };
+    if (last.name < MIGRATION) break;
+    await db.knex.migrate.down({ ...migrationConfig(), name: last.name });
+    undone.unshift(last.name);
+  }
+  expect(undone[0]).to.equal(MIGRATION);
   const now = new Date();
   const made: { id: string; secrets: string[] }[] = [];
   for (let i = 0; i < 3; i++) {
@@ -82,7 +90,7 @@ async function upgradedDatabase(): Promise<{
     });
     made.push({ id, secrets: [secret] });
   }
-  expect(await migrateToLatest(db.knex)).to.deep.equal([MIGRATION]);
+  expect(await migrateToLatest(db.knex)).to.deep.equal(undone);
   const fx = await keysFixture(db, {
     masterKeyBase64: old.masterKeyBase64,
     policy: { singleOperator: true, propagationMs: 300 },
