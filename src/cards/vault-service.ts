@@ -155,7 +155,7 @@ export class VaultService {
         if (!reloaded && isKeyVersionNotWritable(error)) {
           // Written under a version that stopped being writable: reload, choose again, once.
           reloaded = true;
-          await this.keyRing.reload();
+          await this.keyRing.reloadFresh();
           keys = await this.fingerprints(identifier);
           continue;
         }
@@ -247,7 +247,7 @@ export class VaultService {
       } catch (error) {
         if (!reloaded && isKeyVersionNotWritable(error)) {
           reloaded = true;
-          await this.keyRing.reload();
+          await this.keyRing.reloadFresh();
           keys = await this.fingerprints(identifier);
           continue;
         }

@@ -210,6 +210,19 @@ export class KeyRing {
     await this.loading;
   }
 
+  /**
+   * A reload that starts after this call: used after the database refused a key version. A load
+   * already running may have read `data_keys` before the state change committed; joining it would
+   * retry on the same stale ring, so it is waited out (its outcome ignored) and a fresh load follows
+   * (or one that another caller started after it, which is as fresh).
+   */
+  async reloadFresh(db: Db = this.knex): Promise<void> {
+    if (db !== this.knex) return this.load(db);
+    const running = this.loading;
+    if (running !== undefined) await running.catch(() => undefined);
+    await this.reload(db);
+  }
+
   private async refreshIfDue(db: Db): Promise<void> {
     if (Date.now() - this.checkedAt < this.refreshIntervalMs && this.generation >= 0) return;
     const row = (await db('key_ring_generation').where({ id: 1 }).first('generation')) as { generation: number };
@@ -394,7 +407,7 @@ export async function retryOnStaleKey<T>(ring: KeyRing, write: () => Promise<T>)
     return await write();
   } catch (error) {
     if (!isKeyVersionNotWritable(error)) throw error;
-    await ring.reload();
+    await ring.reloadFresh();
     return write();
   }
 }

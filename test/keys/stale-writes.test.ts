@@ -1,0 +1,240 @@
+/**
+ * Review of issue 18: writes from a stale key ring. A value re-sealed under the SAME version is checked
+ * like a move to another version; the re-encryption backfill never overwrites a value written after it
+ * read the row; a retry after a refusal runs on a ring loaded after the refusal; e-mail and
+ * subscription-secret writes are retried, and a refusal that survives the retry is a 503, never a 500.
+ */
+import { expect } from 'chai';
+import { VaultService } from '../../src/cards/vault-service.js';
+import { decryptValue, emailAad, encryptValue } from '../../src/cards/card-crypto.js';
+import { migrateToLatest } from '../../src/db/migrations.js';
+import { SubscriptionService } from '../../src/events/subscription-service.js';
+import { liveSecrets } from '../../src/events/subscription-secrets.js';
+import { toAppError } from '../../src/http/problem.js';
+import { memberEmails } from '../../src/keys/field-sets.js';
+import { isKeyVersionNotWritable, KeyRing } from '../../src/keys/key-ring.js';
+import type { MasterKeySource } from '../../src/keys/master-key-source.js';
+import { MemberService } from '../../src/loyalty/member-service.js';
+import { PaymentService } from '../../src/payments/payment-service.js';
+import { createTestDatabase, type TestDatabase } from '../support/database.js';
+import { generatePans } from '../support/pans.js';
+import { keysFixture, type KeysFixture } from './keys-context.js';
+
+const ACTOR = { subject: 'test', origin: 'test' };
+const SLOW_MS = 300_000;
+
+describe('keys: writes from a stale ring (review of issue 18)', function () {
+  this.timeout(120_000);
+  let db: TestDatabase;
+  let fx: KeysFixture;
+
+  before(async () => {
+    db = await createTestDatabase();
+    await migrateToLatest(db.knex);
+    fx = await keysFixture(db, { policy: { singleOperator: true, propagationMs: 0 } });
+  });
+  after(async () => db.close());
+
+  /** A ring that loaded now and will not look again for five minutes: an instance that missed a NOTIFY. */
+  async function staleRing(source: MasterKeySource = fx.masterKey): Promise<KeyRing> {
+    const ring = new KeyRing(db.knex, source, SLOW_MS);
+    await ring.reload();
+    return ring;
+  }
+
+  function membersOn(ring: KeyRing): MemberService {
+    const vault = new VaultService(db.knex, ring, { detokenise: { enabled: false, perMinute: 1 } });
+    return new MemberService({
+      knex: db.knex,
+      keyRing: ring,
+      vault,
+      payments: new PaymentService(db.knex, vault, { autoCaptureChannels: [] }),
+    });
+  }
+
+  async function newShopper(): Promise<string> {
+    const vault = new VaultService(db.knex, fx.ring, { detokenise: { enabled: false, perMinute: 1 } });
+    const { card } = await vault.tokenise({ kind: 'pan', pan: generatePans(1, '455555')[0] as string });
+    return card.shopperReference;
+  }
+
+  async function rotate(purpose: string): Promise<void> {
+    const rotated = await fx.run('rotate', '--purpose', purpose, '--apply');
+    expect(rotated.code, rotated.stdout + rotated.stderr).to.equal(0);
+    await fx.ring.reload();
+  }
+
+  async function refusal(write: Promise<unknown>): Promise<unknown> {
+    try {
+      await write;
+    } catch (error) {
+      return error;
+    }
+    return undefined;
+  }
+
+  async function emailOf(shopperRef: string): Promise<{ email: string; version: number }> {
+    const row = (await db.knex('loyalty_accounts').where({ shopper_ref: shopperRef }).first()) as {
+      email_ciphertext: Buffer;
+      email_key_version: number;
+    };
+    const key = await fx.ring.version('pan-encryption', row.email_key_version);
+    return {
+      email: decryptValue(key.key, emailAad(shopperRef, row.email_key_version), row.email_ciphertext),
+      version: row.email_key_version,
+    };
+  }
+
+  it('when a value is re-sealed under the same version after that version stopped being active, then the database refuses it (e-mail, PAN)', async () => {
+    const shopper = await newShopper();
+    await membersOn(fx.ring).enrol(shopper, { email: 'before@example.com' }, ACTOR);
+    const old = (await fx.ring.active('pan-encryption')).version;
+    const card = (await db.knex('cards').where({ shopper_ref: shopper }).first('token')) as { token: string };
+    await rotate('pan-encryption');
+
+    // As a stale instance would write: new ciphertext, the version left as it was.
+    const key = await fx.ring.version('pan-encryption', old);
+    const email = refusal(
+      db
+        .knex('loyalty_accounts')
+        .where({ shopper_ref: shopper })
+        .update({ email_ciphertext: encryptValue(key.key, emailAad(shopper, old), 'after@example.com') }),
+    );
+    expect(isKeyVersionNotWritable(await email), String(await email)).to.equal(true);
+    const pan = await refusal(
+      db
+        .knex('cards')
+        .where({ token: card.token })
+        .update({ pan_ciphertext: Buffer.alloc(40, 1) }),
+    );
+    expect(isKeyVersionNotWritable(pan), String(pan)).to.equal(true);
+    expect((await emailOf(shopper)).email).to.equal('before@example.com');
+  });
+
+  it('when a value is written after the backfill read its row, then the backfill does not overwrite it (compare-and-set on the ciphertext)', async () => {
+    const shopper = await newShopper();
+    const stale = await staleRing();
+    await membersOn(stale).enrol(shopper, { email: 'old@example.com' }, ACTOR);
+    const from = (await stale.active('pan-encryption')).version;
+    await rotate('pan-encryption');
+    const target = await fx.ring.active('pan-encryption');
+
+    // The backfill reads the row (under the old version) …
+    const batch = await memberEmails.prepareBatch(db.knex, {
+      after: '',
+      limit: 10_000,
+      target,
+      keyRing: fx.ring,
+      now: new Date(),
+    });
+    expect(batch.read).to.be.greaterThan(0);
+    // … the member changes their e-mail meanwhile, under the OLD version (written while it was still
+    // active: the same bytes a concurrent writer could have committed just before the rotation) …
+    const oldKey = await fx.ring.version('pan-encryption', from);
+    await db.knex.transaction(async (trx) => {
+      await trx.raw('alter table loyalty_accounts disable trigger loyalty_accounts_email_key_version_writable_update');
+      await trx('loyalty_accounts')
+        .where({ shopper_ref: shopper })
+        .update({ email_ciphertext: encryptValue(oldKey.key, emailAad(shopper, from), 'new@example.com') });
+      await trx.raw('alter table loyalty_accounts enable trigger loyalty_accounts_email_key_version_writable_update');
+    });
+    // … then the batch is written: the changed row is left for the next pass, never set back.
+    await db.knex.transaction((trx) => batch.write(trx));
+    expect((await emailOf(shopper)).email).to.equal('new@example.com');
+    const run = await fx.run('reencrypt', '--purpose', 'pan-encryption');
+    expect(run.code, run.stdout + run.stderr).to.equal(0);
+    expect(await emailOf(shopper)).to.deep.equal({ email: 'new@example.com', version: target.version });
+  });
+
+  it('when a member enrols through a stale ring, then the write is retried on a reloaded ring and sealed under the active version', async () => {
+    const shopper = await newShopper();
+    const stale = await staleRing();
+    await rotate('pan-encryption');
+    const active = (await fx.ring.active('pan-encryption')).version;
+    expect((await stale.active('pan-encryption')).version).to.be.lessThan(active);
+    await membersOn(stale).enrol(shopper, { email: 'stale@example.com' }, ACTOR);
+    expect(await emailOf(shopper)).to.deep.equal({ email: 'stale@example.com', version: active });
+  });
+
+  it('when a subscription is created through a stale ring, then its secret is retried on a reloaded ring and sealed under the active subscription-secret version', async () => {
+    const stale = await staleRing();
+    await rotate('subscription-secret');
+    const active = (await fx.ring.active('subscription-secret')).version;
+    const subscriptions = new SubscriptionService({
+      knex: db.knex,
+      keyRing: stale,
+      targets: {
+        resolver: () => Promise.resolve([{ address: '151.101.1.69', family: 4 }]),
+        allowHttp: false,
+        allowPrivate: false,
+      },
+    });
+    const made = await subscriptions.create(
+      { url: 'https://hooks.example.com/stale-ring', eventTypes: ['points.available'] },
+      { subject: 'admin', origin: 'test' },
+    );
+    const rows = (await db
+      .knex('event_subscription_secrets')
+      .where({ subscription_id: made.subscription.id })
+      .pluck('secret_key_version')) as number[];
+    expect(rows).to.deep.equal([active]);
+    expect(await liveSecrets(db.knex, fx.ring, made.subscription.id, new Date())).to.deep.equal([made.secret]);
+  });
+
+  it('when the retry would join a load that read the keys before the activation, then it loads again (a slow master key) and succeeds', async () => {
+    let gate: Promise<void> | undefined;
+    let open = (): void => undefined;
+    let unwrapping = (): void => undefined;
+    const unwrapStarted = new Promise<void>((resolve) => (unwrapping = resolve));
+    const slow: MasterKeySource = {
+      keyId: fx.masterKey.keyId,
+      description: fx.masterKey.description,
+      wrap: (k, aad) => fx.masterKey.wrap(k, aad),
+      async unwrap(w, aad) {
+        if (gate !== undefined) {
+          unwrapping();
+          await gate;
+        }
+        return fx.masterKey.unwrap(w, aad);
+      },
+    };
+    const shopper = await newShopper();
+    const stale = await staleRing(slow);
+    gate = new Promise<void>((resolve) => (open = resolve));
+    // A load starts (a NOTIFY of an earlier change, say), reads data_keys, and is slow to unwrap …
+    const loading = stale.reload();
+    await unwrapStarted;
+    // … while the operator activates a new version.
+    await rotate('pan-encryption');
+    const active = (await fx.ring.active('pan-encryption')).version;
+    let settled = false;
+    const enrolled = membersOn(stale)
+      .enrol(shopper, { email: 'slow@example.com' }, ACTOR)
+      .finally(() => (settled = true));
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(settled, 'the retry waits for a load').to.equal(false);
+    gate = undefined;
+    open();
+    await loading;
+    await enrolled;
+    expect(await emailOf(shopper)).to.deep.equal({ email: 'slow@example.com', version: active });
+  });
+
+  it('when a key-version refusal survives the retry, then it is a 503 KEY_RING_STALE with Retry-After, never a 500', async () => {
+    const error = await refusal(
+      db.knex('cards').insert({
+        token: 'tok_refusedtwiceaaaaaaaaaaaaaaaa',
+        shopper_ref: await newShopper(),
+        pan_ciphertext: Buffer.alloc(40),
+        pan_key_version: 1,
+        created_at: new Date(),
+        updated_at: new Date(),
+      }),
+    );
+    expect(isKeyVersionNotWritable(error), String(error)).to.equal(true);
+    const problem = toAppError(error);
+    expect(problem.code).to.equal('KEY_RING_STALE');
+    expect(problem.status).to.equal(503);
+    expect(problem.headers).to.deep.equal({ 'Retry-After': '1' });
+  });
+});
