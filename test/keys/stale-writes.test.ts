@@ -11,7 +11,9 @@ import { migrateToLatest } from '../../src/db/migrations.js';
 import { SubscriptionService } from '../../src/events/subscription-service.js';
 import { liveSecrets } from '../../src/events/subscription-secrets.js';
 import { toAppError } from '../../src/http/problem.js';
-import { memberEmails } from '../../src/keys/field-sets.js';
+import { memberEmails, type EncryptedFieldSet } from '../../src/keys/field-sets.js';
+import { reencrypt } from '../../src/keys/reencrypt.js';
+import { isAppError } from '../../src/errors/app-error.js';
 import { isKeyVersionNotWritable, KeyRing } from '../../src/keys/key-ring.js';
 import type { MasterKeySource } from '../../src/keys/master-key-source.js';
 import { MemberService } from '../../src/loyalty/member-service.js';
@@ -218,6 +220,40 @@ describe('keys: writes from a stale ring (review of issue 18)', function () {
     await loading;
     await enrolled;
     expect(await emailOf(shopper)).to.deep.equal({ email: 'slow@example.com', version: active });
+  });
+
+  it('when a rotation commits while the backfill runs, then the backfill stops with a clear message (not the raw check violation), and a rerun finishes', async () => {
+    const shopper = await newShopper();
+    await membersOn(fx.ring).enrol(shopper, { email: 'during@example.com' }, ACTOR);
+    await rotate('pan-encryption');
+    let rotated = false;
+    // The rotation lands after the backfill chose its target and before its first batch commits.
+    const racing: EncryptedFieldSet = {
+      ...memberEmails,
+      async prepareBatch(db, context) {
+        if (!rotated) {
+          rotated = true;
+          await rotate('pan-encryption');
+        }
+        return memberEmails.prepareBatch(db, context);
+      },
+    };
+    const error = await refusal(
+      reencrypt(db.knex, fx.ring, {
+        purpose: 'pan-encryption',
+        registry: [racing],
+        batchSize: 100,
+        lanes: 1,
+        propagationMs: 0,
+        actor: { actor: 'test-operator', actorType: 'operator', origin: 'cli:test' },
+      }),
+    );
+    expect(isAppError(error) && error.code, String(error)).to.equal('KEY_OPERATION_INVALID');
+    expect((error as Error).message).to.match(/no longer active .*run keys reencrypt again/);
+    const rerun = await fx.run('reencrypt', '--purpose', 'pan-encryption');
+    expect(rerun.code, rerun.stdout + rerun.stderr).to.equal(0);
+    const active = (await fx.ring.active('pan-encryption')).version;
+    expect(await emailOf(shopper)).to.deep.equal({ email: 'during@example.com', version: active });
   });
 
   it('when a key-version refusal survives the retry, then it is a 503 KEY_RING_STALE with Retry-After, never a 500', async () => {
