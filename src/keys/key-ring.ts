@@ -360,6 +360,15 @@ export async function lockKeyStates(trx: Knex.Transaction): Promise<void> {
 }
 
 /**
+ * Holds key-state changes back until the caller's transaction ends, while letting other writers
+ * through (the shared side of {@link KEY_STATES_LOCK}): a state read in this transaction stays true
+ * until it commits.
+ */
+export async function shareKeyStates(trx: Knex.Transaction): Promise<void> {
+  await trx.raw(`select pg_advisory_xact_lock_shared(${KEY_STATES_LOCK})`);
+}
+
+/**
  * Bumps `key_ring_generation` in the caller's transaction (every ring reloads when it moved) and
  * returns the new generation; stamps it as the `state_generation` of the versions whose state this
  * transaction changed. Takes the key-state lock if the caller has not.

@@ -14,6 +14,7 @@ import { toAppError } from '../../src/http/problem.js';
 import { memberEmails, type EncryptedFieldSet } from '../../src/keys/field-sets.js';
 import { reencrypt } from '../../src/keys/reencrypt.js';
 import { isAppError } from '../../src/errors/app-error.js';
+import { describeInstance, futureBeats, liveInstances, waitForInstances } from '../../src/keys/instance-heartbeat.js';
 import { isKeyVersionNotWritable, KeyRing } from '../../src/keys/key-ring.js';
 import type { MasterKeySource } from '../../src/keys/master-key-source.js';
 import { MemberService } from '../../src/loyalty/member-service.js';
@@ -272,5 +273,50 @@ describe('keys: writes from a stale ring (review of issue 18)', function () {
     expect(problem.code).to.equal('KEY_RING_STALE');
     expect(problem.status).to.equal(503);
     expect(problem.headers).to.deep.equal({ 'Retry-After': '1' });
+  });
+});
+
+describe('keys: forged heartbeat rows (review of issue 18)', function () {
+  this.timeout(60_000);
+  let db: TestDatabase;
+
+  before(async () => {
+    db = await createTestDatabase();
+    await migrateToLatest(db.knex);
+  });
+  after(async () => db.close());
+
+  const row = (id: string, refreshMs: number, beat: unknown) => ({
+    instance_id: id,
+    host: 'forged',
+    pid: 1,
+    started_at: new Date(),
+    generation: 0,
+    refresh_interval_ms: refreshMs,
+    last_beat_at: beat,
+  });
+
+  it('when a heartbeat row claims a refresh interval beyond the configuration maximum, then the database refuses it', async () => {
+    const error = await db
+      .knex('key_ring_instances')
+      .insert(row('forged-interval', 2_147_483_647, db.knex.fn.now()))
+      .then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+    expect((error as { code?: string } | undefined)?.code, String(error)).to.equal('23514');
+  });
+
+  it('when a heartbeat row beats from the future, then it is not a live instance, the wait ignores it and says so, and ages print honestly', async () => {
+    await db
+      .knex('key_ring_instances')
+      .insert(row('forged-future', 300_000, db.knex.raw(`now() + interval '10 years'`)));
+    expect((await liveInstances(db.knex)).map((i) => i.instanceId)).to.not.include('forged-future');
+    const [future] = await futureBeats(db.knex);
+    expect(future?.instanceId).to.equal('forged-future');
+    expect(describeInstance(future as NonNullable<typeof future>)).to.match(/IN THE FUTURE/);
+    const told: string[] = [];
+    await waitForInstances(db.knex, 1, { timeoutMs: 1_000, pollMs: 10, onWait: (m) => told.push(m) });
+    expect(told.join('\n')).to.match(/ignoring 1 heartbeat row\(s\) dated in the future.*forged-future/);
   });
 });
