@@ -10,6 +10,7 @@
  * Insert triggers are unchanged (every inserted row is checked).
  */
 import { createHash } from 'node:crypto';
+import type { Knex } from 'knex';
 
 export interface EncryptColumn {
   readonly table: string;
@@ -121,4 +122,50 @@ export function expectedKeyTriggers(): ExpectedTrigger[] {
     });
   }
   return out;
+}
+
+export interface KeyCheckFinding {
+  readonly kind: 'trigger-missing' | 'trigger-disabled' | 'trigger-altered' | 'rows-under-unreadable-version';
+  readonly detail: string;
+}
+
+interface TriggerRow {
+  table: string;
+  trigger: string;
+  enabled: string;
+  source: string;
+}
+
+/**
+ * Verifies that every key-version trigger exists, is enabled (`tgenabled = 'O'`) and, for the update
+ * triggers defined here, that its function's source is the expected one (by hash). A database owner can
+ * drop, disable or replace them without any other sign: `keys status` reports it (exit 1).
+ */
+export async function checkKeyTriggers(db: Knex | Knex.Transaction): Promise<KeyCheckFinding[]> {
+  const rows = (
+    (await db.raw(
+      `select c.relname as "table", t.tgname as "trigger", t.tgenabled::text as "enabled", p.prosrc as "source"
+         from pg_trigger t join pg_class c on c.oid = t.tgrelid join pg_proc p on p.oid = t.tgfoid
+        where not t.tgisinternal`,
+    )) as { rows: TriggerRow[] }
+  ).rows;
+  const found = new Map(rows.map((r) => [`${r.table}.${r.trigger}`, r]));
+  const findings: KeyCheckFinding[] = [];
+  for (const e of expectedKeyTriggers()) {
+    const row = found.get(`${e.table}.${e.trigger}`);
+    if (row === undefined) {
+      findings.push({ kind: 'trigger-missing', detail: `trigger ${e.trigger} on ${e.table} is missing` });
+    } else if (row.enabled !== 'O') {
+      findings.push({
+        kind: 'trigger-disabled',
+        detail: `trigger ${e.trigger} on ${e.table} is not enabled (tgenabled '${row.enabled}')`,
+      });
+    } else if (e.sourceHash !== undefined && sourceHash(row.source) !== e.sourceHash) {
+      findings.push({
+        kind: 'trigger-altered',
+        detail: `function ${e.fn}() of trigger ${e.trigger} on ${e.table} differs from its migration`,
+      });
+    }
+  }
+  return findings;
 }

@@ -257,6 +257,47 @@ describe('keys: writes from a stale ring (review of issue 18)', function () {
     expect(await emailOf(shopper)).to.deep.equal({ email: 'during@example.com', version: active });
   });
 
+  it('when a key-version trigger is disabled or replaced, or rows sit under an unknown version, then keys status says so and exits 1', async () => {
+    const healthy = await fx.run('status');
+    expect(healthy.code, healthy.stdout + healthy.stderr).to.equal(0);
+    const trigger = 'loyalty_accounts_email_key_version_writable_update';
+    await db.knex.raw(`alter table loyalty_accounts disable trigger ${trigger}`);
+    const disabled = await fx.run('status');
+    expect(disabled.code).to.equal(1);
+    expect(disabled.stdout).to.include(`PROBLEM trigger-disabled: trigger ${trigger} on loyalty_accounts`);
+    await db.knex.raw(`alter table loyalty_accounts enable trigger ${trigger}`);
+    const [fn] = (await db.knex.raw(`select pg_get_functiondef('${trigger}'::regproc) as def`)).rows as {
+      def: string;
+    }[];
+    await db.knex.raw(
+      `create or replace function ${trigger}() returns trigger language plpgsql as $$ begin return new; end $$`,
+    );
+    const altered = await fx.run('status', '--json');
+    expect(altered.code).to.equal(1);
+    expect(JSON.parse(altered.stdout).keyChecks).to.deep.include({
+      kind: 'trigger-altered',
+      detail: `function ${trigger}() of trigger ${trigger} on loyalty_accounts differs from its migration`,
+    });
+    await db.knex.raw((fn as { def: string }).def);
+    expect((await fx.run('status')).code).to.equal(0);
+    await db.knex.raw('alter table cards disable trigger user');
+    const shopper = await newShopper();
+    const { pan_key_version: before } = (await db.knex('cards').where({ shopper_ref: shopper }).first()) as {
+      pan_key_version: number;
+    };
+    await db.knex('cards').where({ shopper_ref: shopper }).update({ pan_key_version: 99 });
+    await db.knex.raw('alter table cards enable trigger user');
+    const unknown = await fx.run('status');
+    expect(unknown.code).to.equal(1);
+    expect(unknown.stdout).to.match(
+      /PROBLEM rows-under-unreadable-version: 1 row\(s\) of cards.pan under pan-encryption v99/,
+    );
+    await db.knex.raw('alter table cards disable trigger user');
+    await db.knex('cards').where({ shopper_ref: shopper }).update({ pan_key_version: before });
+    await db.knex.raw('alter table cards enable trigger user');
+    expect((await fx.run('status')).code).to.equal(0);
+  });
+
   it('when a key-version refusal survives the retry, then it is a 503 KEY_RING_STALE with Retry-After, never a 500', async () => {
     const error = await refusal(
       db.knex('cards').insert({
