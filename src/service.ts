@@ -20,6 +20,7 @@ import { InstanceHeartbeat } from './keys/instance-heartbeat.js';
 import { KeyRing } from './keys/key-ring.js';
 import { ensureAuditChain } from './audit/audit-log.js';
 import { moveLegacySecrets } from './events/subscription-secrets.js';
+import { checkKeyTriggers } from './keys/key-version-triggers.js';
 import { ClientCertificateAuthority } from './mtls/client-certificates.js';
 import { daysLeft, isOverdue, watchCryptoperiods } from './keys/cryptoperiods.js';
 import { VaultService } from './cards/vault-service.js';
@@ -105,6 +106,15 @@ export async function buildService(config: Config, options: BuildOptions): Promi
   await keyRing.ensureInitialKeys(`service:${os.hostname()}:${process.pid}`);
   // Keys the audit trail on first start after migration 20261206000300 and checks its head.
   await ensureAuditChain(database.knex);
+  // The write-time key check lives in triggers the service's own role could drop or disable: say so
+  // loudly at start (`keys status` reports the same and exits 1); the service still starts.
+  const keyChecks = await checkKeyTriggers(database.knex);
+  if (keyChecks.length > 0) {
+    logger.warn(
+      { findings: keyChecks },
+      'key-version triggers are missing, disabled or altered: the database no longer refuses stale-key writes',
+    );
+  }
   // Secrets sealed under pan-encryption before they had a key of their own (issue 17): moved once.
   const legacySecrets = await moveLegacySecrets(database.knex, keyRing);
   if (legacySecrets.moved + legacySecrets.failed > 0) {

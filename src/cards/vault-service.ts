@@ -170,7 +170,7 @@ export class VaultService {
         if (!reloaded && isKeyVersionNotWritable(error)) {
           // Written under a version that stopped being writable: reload, choose again, once.
           reloaded = true;
-          await this.keyRing.reload();
+          await this.keyRing.reloadFresh();
           keys = await this.fingerprints(identifier);
           continue;
         }
@@ -274,7 +274,7 @@ export class VaultService {
       } catch (error) {
         if (!reloaded && isKeyVersionNotWritable(error)) {
           reloaded = true;
-          await this.keyRing.reload();
+          await this.keyRing.reloadFresh();
           keys = await this.fingerprints(identifier);
           continue;
         }

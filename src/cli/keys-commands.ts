@@ -16,6 +16,7 @@ import { currentGeneration, describeInstance, liveInstances } from '../keys/inst
 import { KeyManager, isPurpose, type KeyPolicy } from '../keys/key-manager.js';
 import type { KeyActor, KeyPurpose, KeyRing } from '../keys/key-ring.js';
 import type { MasterKeySource } from '../keys/master-key-source.js';
+import { checkKeyTriggers, type KeyCheckFinding } from '../keys/key-version-triggers.js';
 import { reencrypt } from '../keys/reencrypt.js';
 import { auditCommand, AUDIT_USAGE } from './keys-audit.js';
 import { mtlsCommand, MTLS_USAGE } from './keys-mtls.js';
@@ -253,12 +254,15 @@ async function status(args: readonly string[], ctx: KeysContext, out: (t: string
   const staleWrap = (await manager(ctx).inventory()).filter(
     (k) => k.state !== 'destroyed' && k.kekId !== ctx.masterKey.keyId,
   );
+  const keyChecks = [...(await checkKeyTriggers(ctx.knex)), ...(await rowsUnderUnreadableVersions(ctx))];
+  const ok = overdue.length === 0 && keyChecks.length === 0;
   if (values.json) {
     out(
       JSON.stringify(
         {
-          ok: overdue.length === 0,
+          ok,
           overdue,
+          keyChecks,
           live,
           wrappedByOtherMasterKey: staleWrap.map((k) => `${k.purpose}:v${k.version}`),
           generation: await currentGeneration(ctx.knex),
@@ -280,9 +284,33 @@ async function status(args: readonly string[], ctx: KeysContext, out: (t: string
       out(
         `note    ${k.purpose} v${k.version} is wrapped by master key ${k.kekId}, not the current ${ctx.masterKey.keyId}`,
       );
+    for (const f of keyChecks) out(`PROBLEM ${f.kind}: ${f.detail}`);
     for (const line of await instanceLines(ctx)) out(line);
   }
-  return overdue.length === 0 ? 0 : 1;
+  return ok ? 0 : 1;
+}
+
+/** Rows recorded under a version that no instance can read (retired, destroyed or unknown). */
+async function rowsUnderUnreadableVersions(ctx: KeysContext): Promise<KeyCheckFinding[]> {
+  const findings: KeyCheckFinding[] = [];
+  for (const set of ctx.registry) {
+    const readable = new Set(
+      (await ctx
+        .knex('data_keys')
+        .where({ purpose: set.purpose })
+        .whereIn('state', ['published', 'active', 'decrypt-only'])
+        .pluck('version')) as number[],
+    );
+    for (const [version, count] of await set.countByVersion(ctx.knex)) {
+      if (!readable.has(Number(version))) {
+        findings.push({
+          kind: 'rows-under-unreadable-version',
+          detail: `${count} row(s) of ${set.name} under ${set.purpose} v${version}, which is retired, destroyed or unknown`,
+        });
+      }
+    }
+  }
+  return findings;
 }
 
 async function rotate(args: readonly string[], ctx: KeysContext, out: (t: string) => void): Promise<number> {

@@ -121,6 +121,9 @@ export const ERROR_CATALOG = {
   NOT_READY: { status: 503, title: 'The service is not ready' },
   DATABASE_UNAVAILABLE: { status: 503, title: 'The database is unavailable' },
   DATABASE_TIMEOUT: { status: 503, title: 'The database did not answer in time' },
+  // The database refused a key version this instance's ring still took for writable, on the retry
+  // too (a key-state change raced the reload): nothing was stored, retry shortly.
+  KEY_RING_STALE: { status: 503, title: 'The key ring of this instance is being reloaded' },
   DATA_FOLDER_IN_USE: { status: 503, title: 'The embedded data folder is held by another process' },
   RESPONSE_CONTRACT_VIOLATION: { status: 500, title: 'The service produced a response outside its contract' },
   INTERNAL: { status: 500, title: 'Internal error' },

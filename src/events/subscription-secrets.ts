@@ -124,6 +124,7 @@ async function prepareLegacyBatch(
   const ids: string[] = [];
   const sealed: Buffer[] = [];
   const olds: number[] = [];
+  const oldCts: Buffer[] = [];
   const keys = new Map<number, DataKey | undefined>();
   for (const row of rows) {
     if (!keys.has(row.secret_key_version)) {
@@ -147,6 +148,7 @@ async function prepareLegacyBatch(
     ids.push(row.id);
     sealed.push(encryptValue(target.key, subscriptionSecretAad(row.id, target.version), plain));
     olds.push(row.secret_key_version);
+    oldCts.push(row.secret_ciphertext);
   }
   return {
     read: rows.length,
@@ -157,9 +159,10 @@ async function prepareLegacyBatch(
       const result = (await trx.raw(
         `update event_subscription_secrets as t
             set secret_ciphertext = v.ct, secret_key_purpose = ?, secret_key_version = ?
-           from unnest(?::text[], ?::bytea[], ?::integer[]) as v (id, ct, old)
-          where t.id = v.id and t.secret_key_purpose = 'pan-encryption' and t.secret_key_version = v.old`,
-        [SUBSCRIPTION_SECRET_PURPOSE, target.version, ids, sealed, olds],
+           from unnest(?::text[], ?::bytea[], ?::integer[], ?::bytea[]) as v (id, ct, old, old_ct)
+          where t.id = v.id and t.secret_key_purpose = 'pan-encryption' and t.secret_key_version = v.old
+            and t.secret_ciphertext = v.old_ct`,
+        [SUBSCRIPTION_SECRET_PURPOSE, target.version, ids, sealed, olds, oldCts],
       )) as { rowCount?: number; affectedRows?: number };
       return result.rowCount ?? result.affectedRows ?? 0;
     },

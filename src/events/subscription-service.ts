@@ -12,7 +12,7 @@ import { appendAuditEvent } from '../audit/audit-log.js';
 import { afterCursor, pageOf, type Page } from '../db/keyset-cursor.js';
 import { AppError } from '../errors/app-error.js';
 import { newId } from '../ids/prefixed-id.js';
-import type { KeyRing } from '../keys/key-ring.js';
+import { retryOnStaleKey, type KeyRing } from '../keys/key-ring.js';
 import { refuseCardNumbers, type Actor } from '../loyalty/loyalty-service.js';
 import type { EventType } from './event-types.js';
 import { DeadlineExceeded, withinDeadline } from './deadline.js';
@@ -97,8 +97,10 @@ export class SubscriptionService {
     refuseCardNumbers({ url: input.url, description: input.description });
     const url = (await this.checkTarget(input.url)).href;
     const urlHash = urlSha256(url);
-    return this.knex
-      .transaction(async (trx) => {
+    // A secret sealed under a key version that stopped being active (this instance's ring is stale)
+    // is refused by the database: the whole transaction runs once more on a reloaded ring.
+    return retryOnStaleKey(this.deps.keyRing, () =>
+      this.knex.transaction(async (trx) => {
         const now = this.now();
         const existing = await this.liveByUrl(trx, urlHash);
         if (existing !== undefined) throw subscriptionExists(existing.id);
@@ -120,16 +122,16 @@ export class SubscriptionService {
         const { secret } = await addSecret(trx, this.deps.keyRing, id, now);
         await this.audit(trx, actor, 'events.subscription.created', id, now, { eventTypes: input.eventTypes });
         return { subscription: row as SubscriptionRow, secret };
-      })
-      .catch(async (error: unknown) => {
-        // Two creates racing for one URL: the partial unique index decides, the loser is told which.
-        const e = error as { code?: unknown } | null;
-        if (e?.code === '23505') {
-          const winner = await this.liveByUrl(this.knex, urlHash);
-          if (winner !== undefined) throw subscriptionExists(winner.id);
-        }
-        throw error;
-      });
+      }),
+    ).catch(async (error: unknown) => {
+      // Two creates racing for one URL: the partial unique index decides, the loser is told which.
+      const e = error as { code?: unknown } | null;
+      if (e?.code === '23505') {
+        const winner = await this.liveByUrl(this.knex, urlHash);
+        if (winner !== undefined) throw subscriptionExists(winner.id);
+      }
+      throw error;
+    });
   }
 
   async list(): Promise<SubscriptionRow[]> {
@@ -176,6 +178,15 @@ export class SubscriptionService {
     overlapSeconds: number,
     actor: Actor,
     idempotencyKey?: string,
+  ): Promise<{ secretId: string; secret: string; previousSecretsExpireAt: Date }> {
+    return retryOnStaleKey(this.deps.keyRing, () => this.rotateSecretOnce(id, overlapSeconds, actor, idempotencyKey));
+  }
+
+  private async rotateSecretOnce(
+    id: string,
+    overlapSeconds: number,
+    actor: Actor,
+    idempotencyKey: string | undefined,
   ): Promise<{ secretId: string; secret: string; previousSecretsExpireAt: Date }> {
     return this.knex.transaction(async (trx) => {
       const now = this.now();

@@ -6,6 +6,7 @@
  */
 import type { ErrorRequestHandler, Response } from 'express';
 import { AppError } from '../errors/app-error.js';
+import { isKeyVersionNotWritable } from '../keys/key-ring.js';
 import { maskPans } from '../logging/pan-redactor.js';
 import type { Logger } from '../logging/logger.js';
 
@@ -44,6 +45,10 @@ export function toAppError(error: unknown): AppError {
       extensions: { errors: [{ pointer: '/path', message: 'is not valid percent-encoding' }] },
     });
   }
+  // A row refused by the write-time key check even after the ring reloaded (retryOnStaleKey): a
+  // key-state change is in progress. Retryable, and not our bug: 503, never a 500.
+  if (isKeyVersionNotWritable(error))
+    return new AppError('KEY_RING_STALE', { headers: { 'Retry-After': '1' }, cause: error });
   if (isDatabaseTimeout(e)) return new AppError('DATABASE_TIMEOUT', { headers: { 'Retry-After': '1' }, cause: error });
   if (isDatabaseUnavailable(e))
     return new AppError('DATABASE_UNAVAILABLE', { headers: { 'Retry-After': '2' }, cause: error });

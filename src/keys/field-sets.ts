@@ -6,7 +6,7 @@
  *
  * A batch is read without locks, transformed in this process (decrypt / re-encrypt, or recompute a
  * fingerprint from the decrypted value), then written back set-based with compare-and-set on the old
- * key version: a row that another backfill (or instance) already moved is simply not updated again,
+ * key version and the old ciphertext: a row rewritten meanwhile (a new e-mail) is never overwritten, a row that another backfill (or instance) already moved is simply not updated again,
  * so any number of backfills may run at once and a crash loses nothing but the batch in flight.
  *
  * To protect another column with a data key (`pan-encryption` by default), register it with
@@ -138,6 +138,7 @@ export function aesColumnFieldSet(spec: AesColumnSpec): EncryptedFieldSet {
       const ids: string[] = [];
       const sealed: Buffer[] = [];
       const olds: number[] = [];
+      const oldCts: Buffer[] = [];
       const keys = new Map<number, DataKey | undefined>();
       for (const row of rows) {
         if (!keys.has(row.ver)) keys.set(row.ver, await keyFor(context.keyRing, purpose, row.ver));
@@ -156,6 +157,7 @@ export function aesColumnFieldSet(spec: AesColumnSpec): EncryptedFieldSet {
         ids.push(row.id);
         sealed.push(encryptValue(context.target.key, spec.aad(row.id, context.target.version), plain));
         olds.push(row.ver);
+        oldCts.push(row.ct);
       }
       return {
         read: rows.length,
@@ -163,12 +165,14 @@ export function aesColumnFieldSet(spec: AesColumnSpec): EncryptedFieldSet {
         failures,
         async write(trx) {
           if (ids.length === 0) return 0;
-          // Compare-and-set: only a row still under the version it was read under is rewritten.
+          // Compare-and-set: only a row still holding the very value it was read with (same version
+          // AND same ciphertext) is rewritten; a value written meanwhile is never overwritten with
+          // the old one (the next pass moves it).
           const result = (await trx.raw(
             `update ?? as t set ?? = v.ct, ?? = ?
-             from unnest(?::text[], ?::bytea[], ?::integer[]) as v (id, ct, old)
-             where t.?? = v.id and t.?? = v.old`,
-            [table, ct, ver, context.target.version, ids, sealed, olds, id, ver],
+             from unnest(?::text[], ?::bytea[], ?::integer[], ?::bytea[]) as v (id, ct, old, old_ct)
+             where t.?? = v.id and t.?? = v.old and t.?? = v.old_ct`,
+            [table, ct, ver, context.target.version, ids, sealed, olds, oldCts, id, ver, ct],
           )) as { rowCount?: number; affectedRows?: number };
           return result.rowCount ?? result.affectedRows ?? 0;
         },

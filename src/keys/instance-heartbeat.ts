@@ -54,10 +54,21 @@ interface InstanceRow {
   since: number | string;
 }
 
-/** Instances whose heartbeat has not expired, by id. */
+/**
+ * How far ahead of the database clock a beat may be and still count (every beat is stamped with the
+ * database's now(), so only a forged or hand-edited row is ahead at all).
+ */
+export const HEARTBEAT_FUTURE_SKEW_MS = 5_000;
+
+/**
+ * Instances whose heartbeat has not expired, by id. A beat dated ahead of the database clock (beyond
+ * {@link HEARTBEAT_FUTURE_SKEW_MS}) is not a live instance: it is ignored here and listed by
+ * {@link futureBeats}, so a forged row cannot hold key operations for decades.
+ */
 export async function liveInstances(db: Db, graceMs: number = HEARTBEAT_GRACE_MS): Promise<LiveInstance[]> {
   const rows = (await db('key_ring_instances')
     .whereRaw(`last_beat_at > now() - make_interval(secs => (2.0 * refresh_interval_ms + ?) / 1000.0)`, [graceMs])
+    .whereRaw(`last_beat_at <= now() + make_interval(secs => ? / 1000.0)`, [HEARTBEAT_FUTURE_SKEW_MS])
     .orderBy('instance_id')
     .select('*', db.raw('extract(epoch from now() - last_beat_at) as since'))) as InstanceRow[];
   return rows.map((r) => ({
@@ -68,7 +79,25 @@ export async function liveInstances(db: Db, graceMs: number = HEARTBEAT_GRACE_MS
     generation: Number(r.generation),
     refreshIntervalMs: r.refresh_interval_ms,
     lastBeatAt: r.last_beat_at,
-    secondsSinceBeat: Math.max(0, Number(r.since)),
+    secondsSinceBeat: Number(r.since),
+  }));
+}
+
+/** Heartbeat rows dated ahead of the database clock beyond the skew: forged or hand-edited, ignored. */
+export async function futureBeats(db: Db): Promise<LiveInstance[]> {
+  const rows = (await db('key_ring_instances')
+    .whereRaw(`last_beat_at > now() + make_interval(secs => ? / 1000.0)`, [HEARTBEAT_FUTURE_SKEW_MS])
+    .orderBy('instance_id')
+    .select('*', db.raw('extract(epoch from now() - last_beat_at) as since'))) as InstanceRow[];
+  return rows.map((r) => ({
+    instanceId: r.instance_id,
+    host: r.host,
+    pid: r.pid,
+    startedAt: r.started_at,
+    generation: Number(r.generation),
+    refreshIntervalMs: r.refresh_interval_ms,
+    lastBeatAt: r.last_beat_at,
+    secondsSinceBeat: Number(r.since),
   }));
 }
 
@@ -220,6 +249,13 @@ export async function waitForInstances(knex: Knex, target: number, options: Wait
   const sleep = options.sleep ?? ((ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms)));
   let lastReport = '';
   let lastReportAt = 0;
+  const ignored = await futureBeats(knex);
+  if (ignored.length > 0) {
+    options.onWait?.(
+      `ignoring ${ignored.length} heartbeat row(s) dated in the future (forged or hand-edited; to remove them ` +
+        `see docs/key-management.md): ${ignored.map(describeInstance).join('; ')}`,
+    );
+  }
   for (;;) {
     const behind = (await liveInstances(knex)).filter((i) => i.generation < target);
     const waited = Date.now() - started;
@@ -261,7 +297,10 @@ export async function waitForInstances(knex: Knex, target: number, options: Wait
 export function describeInstance(i: LiveInstance): string {
   return (
     `${i.instanceId} on ${i.host} (pid ${i.pid}) holds generation ${i.generation}, ` +
-    `last beat ${i.secondsSinceBeat.toFixed(1)} s ago, refreshes every ${seconds(i.refreshIntervalMs)}`
+    (i.secondsSinceBeat < 0
+      ? `last beat ${(-i.secondsSinceBeat).toFixed(1)} s IN THE FUTURE (ahead of the database clock: a forged or hand-edited row)`
+      : `last beat ${i.secondsSinceBeat.toFixed(1)} s ago`) +
+    `, refreshes every ${seconds(i.refreshIntervalMs)}`
   );
 }
 

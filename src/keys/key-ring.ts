@@ -210,6 +210,19 @@ export class KeyRing {
     await this.loading;
   }
 
+  /**
+   * A reload that starts after this call: used after the database refused a key version. A load
+   * already running may have read `data_keys` before the state change committed; joining it would
+   * retry on the same stale ring, so it is waited out (its outcome ignored) and a fresh load follows
+   * (or one that another caller started after it, which is as fresh).
+   */
+  async reloadFresh(db: Db = this.knex): Promise<void> {
+    if (db !== this.knex) return this.load(db);
+    const running = this.loading;
+    if (running !== undefined) await running.catch(() => undefined);
+    await this.reload(db);
+  }
+
   private async refreshIfDue(db: Db): Promise<void> {
     if (Date.now() - this.checkedAt < this.refreshIntervalMs && this.generation >= 0) return;
     const row = (await db('key_ring_generation').where({ id: 1 }).first('generation')) as { generation: number };
@@ -347,6 +360,15 @@ export async function lockKeyStates(trx: Knex.Transaction): Promise<void> {
 }
 
 /**
+ * Holds key-state changes back until the caller's transaction ends, while letting other writers
+ * through (the shared side of {@link KEY_STATES_LOCK}): a state read in this transaction stays true
+ * until it commits.
+ */
+export async function shareKeyStates(trx: Knex.Transaction): Promise<void> {
+  await trx.raw(`select pg_advisory_xact_lock_shared(${KEY_STATES_LOCK})`);
+}
+
+/**
  * Bumps `key_ring_generation` in the caller's transaction (every ring reloads when it moved) and
  * returns the new generation; stamps it as the `state_generation` of the versions whose state this
  * transaction changed. Takes the key-state lock if the caller has not.
@@ -394,7 +416,7 @@ export async function retryOnStaleKey<T>(ring: KeyRing, write: () => Promise<T>)
     return await write();
   } catch (error) {
     if (!isKeyVersionNotWritable(error)) throw error;
-    await ring.reload();
+    await ring.reloadFresh();
     return write();
   }
 }

@@ -14,7 +14,8 @@
  *   longer writable (migration 20261206000700), none can appear under an older version after the
  *   activation committed: the repeat (and the `propagationMs` wait before the last count) is a safety
  *   net. Every batch writes only the active version; a batch whose target stopped being active
- *   (another rotation meanwhile) is refused by the database and the run fails.
+ *   (another rotation meanwhile) is refused by the database and the run stops with
+ *   KEY_OPERATION_INVALID ("run keys reencrypt again"), exit 1; a rerun moves the rest to the new version.
  * - A row that cannot be moved (its value does not decrypt, its key is gone) is recorded with a code
  *   in `reencrypt_failures` and reported; the run then exits non-zero. Never its value.
  */
@@ -22,7 +23,7 @@ import type { Knex } from 'knex';
 import { appendAuditEvent } from '../audit/audit-log.js';
 import { AppError } from '../errors/app-error.js';
 import { fieldSetsFor, type EncryptedFieldSet, type RowFailure } from './field-sets.js';
-import type { KeyActor, KeyPurpose, KeyRing } from './key-ring.js';
+import { isKeyVersionNotWritable, type KeyActor, type KeyPurpose, type KeyRing } from './key-ring.js';
 
 export interface ReencryptOptions {
   readonly purpose: KeyPurpose;
@@ -256,29 +257,34 @@ async function runPass(
       if (batch === undefined) return;
       const prepared = batch;
       try {
-        const n = await knex.transaction(async (trx) => {
-          const moved = await prepared.write(trx);
-          if (prepared.failures.length > 0) {
-            await trx('reencrypt_failures')
-              .insert(
-                prepared.failures.map((f) => ({
-                  ...where,
-                  row_id: f.rowId,
-                  from_version: f.fromVersion,
-                  error: f.error,
-                  failed_at: new Date(),
-                })),
-              )
-              .onConflict(['purpose', 'target_version', 'field_set', 'row_id'])
-              .merge(['error', 'from_version', 'failed_at']);
-          }
-          const others = [...inFlight].filter((k) => k !== after);
-          const lowWater = [prepared.lastKey ?? after, ...others].sort()[0] ?? after;
-          await trx('reencrypt_progress')
-            .where(where)
-            .update({ cursor: lowWater, rows_done: trx.raw('rows_done + ?', [moved]), updated_at: new Date() });
-          return moved;
-        });
+        const n = await writeBatch(
+          async () =>
+            knex.transaction(async (trx) => {
+              const moved = await prepared.write(trx);
+              if (prepared.failures.length > 0) {
+                await trx('reencrypt_failures')
+                  .insert(
+                    prepared.failures.map((f) => ({
+                      ...where,
+                      row_id: f.rowId,
+                      from_version: f.fromVersion,
+                      error: f.error,
+                      failed_at: new Date(),
+                    })),
+                  )
+                  .onConflict(['purpose', 'target_version', 'field_set', 'row_id'])
+                  .merge(['error', 'from_version', 'failed_at']);
+              }
+              const others = [...inFlight].filter((k) => k !== after);
+              const lowWater = [prepared.lastKey ?? after, ...others].sort()[0] ?? after;
+              await trx('reencrypt_progress')
+                .where(where)
+                .update({ cursor: lowWater, rows_done: trx.raw('rows_done + ?', [moved]), updated_at: new Date() });
+              return moved;
+            }),
+          options.purpose,
+          targetVersion,
+        );
         onMoved(n);
         await throttle.take(prepared.read);
       } finally {
@@ -288,6 +294,26 @@ async function runPass(
   };
   await Promise.all(Array.from({ length: Math.max(1, options.lanes) }, () => lane()));
   return { stopped };
+}
+
+/**
+ * Runs one batch's transaction. When the database refuses it because the target version stopped
+ * being active (another rotation committed during this run), the run stops with a clear message
+ * instead of the raw check violation: every batch committed so far stands (and is counted), and a
+ * rerun continues under the version now active.
+ */
+async function writeBatch(write: () => Promise<number>, purpose: KeyPurpose, targetVersion: number): Promise<number> {
+  try {
+    return await write();
+  } catch (error) {
+    if (!isKeyVersionNotWritable(error)) throw error;
+    throw new AppError('KEY_OPERATION_INVALID', {
+      detail:
+        `${purpose} v${targetVersion} is no longer active (a rotation committed during this run): ` +
+        'run keys reencrypt again; the rows moved so far stay moved',
+      cause: error,
+    });
+  }
 }
 
 async function audit(

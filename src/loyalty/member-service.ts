@@ -19,7 +19,7 @@ import type { VaultService } from '../cards/vault-service.js';
 import { AppError } from '../errors/app-error.js';
 import { eventBody } from '../events/event-types.js';
 import { writeEvents } from '../events/outbox.js';
-import type { KeyRing } from '../keys/key-ring.js';
+import { retryOnStaleKey, type KeyRing } from '../keys/key-ring.js';
 import type { PaymentService } from '../payments/payment-service.js';
 import { LedgerBook, type AccountRow } from './ledger-book.js';
 import { refuseCardNumbers, type Actor } from './loyalty-service.js';
@@ -70,8 +70,10 @@ export class MemberService {
    */
   async enrol(shopperRef: string, enrolment: Enrolment, actor: Actor): Promise<Membership> {
     refuseCardNumbers({ email: enrolment.email, externalMemberId: enrolment.externalMemberId });
-    return this.deps.knex
-      .transaction(async (trx) => {
+    // An e-mail sealed under a version that stopped being active (a stale ring) is refused by the
+    // database: the whole transaction runs once more on a reloaded ring.
+    return retryOnStaleKey(this.deps.keyRing, () =>
+      this.deps.knex.transaction(async (trx) => {
         const now = this.now();
         const { account } = await LedgerBook.open(trx, shopperRef, now);
         const update: Record<string, unknown> = { enrolled_at: account.enrolled_at ?? now, updated_at: now };
@@ -117,15 +119,15 @@ export class MemberService {
           );
         }
         return membershipOf(row as AccountRow);
-      })
-      .catch((error: unknown) => {
-        // Two enrolments racing for one external id: the index decides, the loser is told so.
-        const e = error as { code?: unknown; constraint?: unknown } | null;
-        if (e?.code === '23505' && e.constraint === 'loyalty_accounts_external_member') {
-          throw new AppError('EXTERNAL_MEMBER_ID_TAKEN', { cause: error });
-        }
-        throw error;
-      });
+      }),
+    ).catch((error: unknown) => {
+      // Two enrolments racing for one external id: the index decides, the loser is told so.
+      const e = error as { code?: unknown; constraint?: unknown } | null;
+      if (e?.code === '23505' && e.constraint === 'loyalty_accounts_external_member') {
+        throw new AppError('EXTERNAL_MEMBER_ID_TAKEN', { cause: error });
+      }
+      throw error;
+    });
   }
 
   /** Links a card to the shopper; a card of another shopper merges that shopper into this one. */
@@ -140,17 +142,21 @@ export class MemberService {
       shopperRef: undefined,
       origin: actor.origin,
     });
+    // The merge may seal the absorbed member's e-mail again for the survivor: retried whole on a
+    // reloaded ring when the database refuses the key version (stale ring).
     return withRetry(() =>
-      knex.transaction(async (trx) => {
-        const owner = await survivorOf(trx, (await vault.ownerOf(trx, card.token)) ?? card.shopperReference);
-        const merged = owner !== shopperRef && (await this.merge(trx, owner, shopperRef, card.token, actor));
-        return {
-          shopperReference: shopperRef,
-          cardToken: card.token,
-          mergedShopperReference: merged ? owner : undefined,
-          alreadyLinked: !merged,
-        };
-      }),
+      retryOnStaleKey(this.deps.keyRing, () =>
+        knex.transaction(async (trx) => {
+          const owner = await survivorOf(trx, (await vault.ownerOf(trx, card.token)) ?? card.shopperReference);
+          const merged = owner !== shopperRef && (await this.merge(trx, owner, shopperRef, card.token, actor));
+          return {
+            shopperReference: shopperRef,
+            cardToken: card.token,
+            mergedShopperReference: merged ? owner : undefined,
+            alreadyLinked: !merged,
+          };
+        }),
+      ),
     );
   }
 

@@ -19,7 +19,13 @@ import type { KeyObject } from 'node:crypto';
 import { X509Certificate } from 'node:crypto';
 import { appendAuditEvent, auditedWrite } from '../audit/audit-log.js';
 import { AppError } from '../errors/app-error.js';
-import { insertNewKey, MAX_CLIENT_CERTIFICATE_DAYS, wrappingAad, type KeyActor } from '../keys/key-ring.js';
+import {
+  insertNewKey,
+  MAX_CLIENT_CERTIFICATE_DAYS,
+  shareKeyStates,
+  wrappingAad,
+  type KeyActor,
+} from '../keys/key-ring.js';
 import type { MasterKeySource } from '../keys/master-key-source.js';
 import {
   buildPkcs12,
@@ -142,6 +148,9 @@ export class ClientCertificateAuthority {
     const resource = `mtls-client:${CLIENT_NAME.test(input.client) ? input.client : '(invalid)'}`;
     return this.guarded('mtls.certificate.issued', resource, async (trx) => {
       checkIssueInput(input);
+      // The CA read below stays active until this certificate is committed: a retire or rotation of
+      // the CA waits for it (and one already running makes this wait, then read the new state).
+      await shareKeyStates(trx);
       const ca = (await trx('data_keys').where({ purpose: CA_PURPOSE, state: 'active' }).first()) as
         { version: number; wrapped_key: Buffer; certificate_pem: string } | undefined;
       if (ca === undefined) {
