@@ -48,18 +48,59 @@ export function luhnValid(digits: string): boolean {
 const isDigit = (c: number): boolean => c >= 48 && c <= 57;
 const isLetter = (c: number): boolean => (c >= 65 && c <= 90) || (c >= 97 && c <= 122);
 
+const BACKSLASH = 92;
+const isHex = (c: number): boolean => isDigit(c) || (c >= 65 && c <= 70) || (c >= 97 && c <= 102);
+
 /**
- * The cheap pre-scan: true when the text holds at least 12 digits with no ASCII letter between them.
- * Anything the guard masks passes this test, so a false answer is final.
+ * The length of the JSON string escape at `i` (`\n`, `\t`, `\r`, `\b`, `\f`, `\"`, `\\`, `\/`,
+ * `\uXXXX`), or 0. Text that is serialised JSON (a log line, a problem body) writes a newline or a tab
+ * between digits as a backslash and a letter; the escape is a separator like the character it stands
+ * for, never a letter that ends a run, and the hex digits of `\uXXXX` are never digits of the run.
+ */
+function escapeLength(text: string, i: number): number {
+  if (text.charCodeAt(i) !== BACKSLASH || i + 1 >= text.length) return 0;
+  const next = text[i + 1];
+  if (next === 'u') {
+    for (let k = i + 2; k < i + 6; k++) if (k >= text.length || !isHex(text.charCodeAt(k))) return 0;
+    return 6;
+  }
+  return next !== undefined && 'ntrbf"\\/'.includes(next) ? 2 : 0;
+}
+
+/** From a non-digit at `i`: the index after the separators there (0 characters when a letter is at `i`). */
+function skipSeparators(text: string, i: number): number {
+  let j = i;
+  while (j < text.length) {
+    const escape = escapeLength(text, j);
+    if (escape > 0) {
+      j += escape;
+      continue;
+    }
+    const c = text.charCodeAt(j);
+    if (isDigit(c) || isLetter(c)) break;
+    j++;
+  }
+  return j;
+}
+
+/**
+ * The cheap pre-scan: true when the text holds at least 12 digits with no ASCII letter between them
+ * (a JSON escape such as `\n` is a separator, not a letter). Anything the guard masks passes this
+ * test, so a false answer is final.
  */
 export function mayHoldCardData(text: string): boolean {
   let digits = 0;
-  for (let i = 0; i < text.length; i++) {
+  let i = 0;
+  while (i < text.length) {
     const c = text.charCodeAt(i);
     if (isDigit(c)) {
       if (++digits >= MIN_PAN_DIGITS) return true;
+      i++;
     } else if (isLetter(c)) {
       digits = 0;
+      i++;
+    } else {
+      i += Math.max(1, escapeLength(text, i));
     }
   }
   return false;
@@ -83,6 +124,20 @@ function cardNumberIn(groups: readonly Group[]): [number, number, string] | unde
   return undefined;
 }
 
+/**
+ * A PAN with up to three digits glued to it (`4111111111111111123`, PAN then CVC; `14111111111111111`):
+ * in a run of 17–19 digits that no run of its groups makes Luhn-valid, the 15- and 16-digit windows
+ * (Amex; Visa, Mastercard, Discover…) anchored at the start and at the end of the run. Shorter runs
+ * are not searched this way: a 13-digit unix-ms timestamp or a 14-digit migration timestamp would be
+ * flagged about one time in three; a 17–19-digit numeric id is (four windows, each Luhn-valid one time
+ * in ten), which is why gateway references live in exempt columns and exempt JSON paths.
+ */
+function gluedCardNumberIn(run: DigitRun): boolean {
+  if (run.digitCount < 17 || run.digitCount > MAX_PAN_DIGITS) return false;
+  const digits = run.groups.map((group) => group.digits).join('');
+  return [15, 16].some((n) => luhnValid(digits.slice(0, n)) || luhnValid(digits.slice(-n)));
+}
+
 interface Group {
   readonly start: number;
   readonly end: number;
@@ -102,7 +157,7 @@ function digitRuns(text: string): DigitRun[] {
   let i = 0;
   while (i < text.length) {
     if (!isDigit(text.charCodeAt(i))) {
-      i++;
+      i += Math.max(1, escapeLength(text, i));
       continue;
     }
     const start = i;
@@ -115,8 +170,7 @@ function digitRuns(text: string): DigitRun[] {
       groups.push({ start: groupStart, end: i, digits: text.slice(groupStart, i) });
       count += i - groupStart;
       end = i;
-      let j = i;
-      while (j < text.length && !isDigit(text.charCodeAt(j)) && !isLetter(text.charCodeAt(j))) j++;
+      const j = skipSeparators(text, i);
       if (j < text.length && isDigit(text.charCodeAt(j)) && j > i) {
         i = j;
         continue;
@@ -133,7 +187,9 @@ function digitRuns(text: string): DigitRun[] {
 function maskRun(run: DigitRun): { start: number; end: number; text: string }[] {
   if (run.digitCount > MAX_PAN_DIGITS) return [{ start: run.start, end: run.end, text: '[REDACTED]' }];
   const found = cardNumberIn(run.groups);
-  if (found === undefined) return [];
+  if (found === undefined) {
+    return gluedCardNumberIn(run) ? [{ start: run.start, end: run.end, text: '[REDACTED]' }] : [];
+  }
   const [from, to, pan] = found;
   const rest = maskRun({ ...run, groups: run.groups.slice(to + 1), digitCount: 0 });
   return [

@@ -44,12 +44,16 @@ describe('PAN masking (maskPans)', () => {
     }
   });
 
-  describe('when a digit run is longer than 19 digits, then it is masked whole (a PAN may hide inside)', () => {
+  describe('when a digit run is longer than 19 digits or a PAN is glued to other digits, then it is masked whole', () => {
     const cases: [string, string][] = [
       ['20 digits holding a PAN', '41111111111111111000'],
       ['a PAN between other digits', '99994111111111111111'],
       ['a long Luhn-invalid run', '1234567890123456789012345'],
       ['a long run grouped by dashes', '4111-1111-1111-1111-1111'],
+      ['a 16-digit PAN with a 3-digit CVC glued to it (19 digits)', '4111111111111111123'],
+      ['a 15-digit Amex PAN with 4 digits glued to it (19 digits)', '3782822463100051234'],
+      ['a 16-digit PAN behind one glued digit (17 digits)', '14111111111111111'],
+      ['a 16-digit PAN with two digits glued to it (18 digits)', '555555555555444499'],
     ];
     for (const [name, run] of cases) {
       it(`when it is ${name}, then it becomes [REDACTED]`, () => {
@@ -68,6 +72,9 @@ describe('PAN masking (maskPans)', () => {
       ['no digits at all', 'nothing to see here'],
       ['digits broken by letters', 'tok_4111a1111b1111c1111'],
       ['an 11-digit Luhn-valid run', 'n 41111111116'],
+      ['a unix-ms timestamp (13 digits: no anchored windows)', 'at 1796000000000'],
+      ['a migration timestamp (14 digits: no anchored windows)', '20261206000100_card_data_guard'],
+      ['a 17-digit run without a Luhn-valid 15- or 16-digit end', 'id 12345678901234567'],
     ];
     for (const [name, text] of cases) {
       it(`when it is ${name}, then it is unchanged`, () => {
