@@ -5,6 +5,7 @@
 import express, { type Express, type RequestHandler } from 'express';
 import helmet from 'helmet';
 import type { Authenticator } from '../auth/authenticator.js';
+import { mayHoldCardData } from '../card-data/card-data-guard.js';
 import { AppError } from '../errors/app-error.js';
 import { newId } from '../ids/prefixed-id.js';
 import type { Logger } from '../logging/logger.js';
@@ -35,10 +36,12 @@ export interface AppOptions {
 
 /**
  * Inbound request ids are kept only when short, plain and free of PAN-shaped digit runs: 12 or more
- * digits, whether consecutive or grouped by the separators the id may contain (`4111-1111-…`,
- * `4111.1111.…`). A kept id is echoed in a response header, where no masking happens.
+ * digits not broken by a letter, whatever separators group them (`4111-1111-…`, `4111..1111..…`;
+ * the card-data pre-scan, {@link mayHoldCardData}, decides). A kept id is echoed in a response
+ * header, where no masking happens.
  */
-const SAFE_REQUEST_ID = /^(?!.*\d(?:[._:-]?\d){11})[A-Za-z0-9._:-]{1,64}$/;
+const SAFE_REQUEST_ID = /^[A-Za-z0-9._:-]{1,64}$/;
+const isSafeRequestId = (id: string): boolean => SAFE_REQUEST_ID.test(id) && !mayHoldCardData(id);
 
 export function createApp(options: AppOptions): Express {
   checkHandlersMatchSpec(options.spec, options.handlers);
@@ -105,7 +108,7 @@ function requestContext(logger: Logger): RequestHandler {
     const inbound = req.headers['x-request-id'];
     // Generated ids are `req_…` rather than UUIDs: a UUID's dash-separated groups can form a 13–19
     // digit Luhn-valid run, which the PAN masker would then rewrite in logs and problem bodies.
-    req.id = typeof inbound === 'string' && SAFE_REQUEST_ID.test(inbound) ? inbound : newId('req');
+    req.id = typeof inbound === 'string' && isSafeRequestId(inbound) ? inbound : newId('req');
     res.setHeader('X-Request-Id', req.id);
     // Responses may carry card metadata or balances: never cache them anywhere.
     res.setHeader('Cache-Control', 'no-store');

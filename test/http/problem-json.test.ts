@@ -272,6 +272,8 @@ describe('HTTP layer: problem+json errors', () => {
       ['a card number in dashed groups', '4111-1111-1111-1111'],
       ['a card number in dotted groups', 'ref.4111.1111.1111.1111'],
       ['a card number in colon groups', '5555:5555:5555:4444'],
+      ['a card number in groups of two separators', '4111..1111..1111..1111'],
+      ['a card number in mixed multi-character groups', '5555-.5555:_5555.-4444'],
       ['something too long', 'r'.repeat(65)],
       ['characters outside the safe set', 'id with spaces'],
     ];
