@@ -10,10 +10,15 @@
  *   holding 12–19 digits (ISO/IEC 7812: the vault accepts 12-digit PANs) that pass Luhn, either as a
  *   whole or as any run of consecutive groups (so `12 4111 1111 1111 1111` does not hide its PAN
  *   behind a prefix). A run of more than 19 digits is treated as card data whole: a PAN can hide in it.
+ *   In a run of 17–19 digits, a PAN with up to three digits glued to it (PAN then CVC) is found by
+ *   the 15- and 16-digit windows anchored at either end. JSON escapes (`\n`, `\t`, `\uXXXX`…) are
+ *   separators, so serialised JSON (log lines, problem bodies) is read like the text it encodes.
  * - **Track data**: track 1 (`%B<PAN>^NAME^YYMM…?`) and track 2 (`;<PAN>=YYMM…?`, `<PAN>DYYMM…`),
  *   masked whole because discretionary data and the service code are sensitive authentication data.
  * - **Sensitive authentication data by name** (PCI DSS 3.3): `cvc`, `CVV2`, `Card-Security-Code`,
  *   `TRACK_2`, `pinBlock`…: the whole key compared with case and separators removed, at any depth.
+ *
+ * What it does not recognise (non-ASCII digits, letter-bearing encodings, base64…): docs/card-data.md.
  *
  * What it does not do: decide that a Luhn-valid run is harmless because of where it appears. A
  * migration name (`20261130000700_…`) or a 16-digit gateway reference is exactly as PAN-shaped as a
