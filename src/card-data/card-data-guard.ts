@@ -18,7 +18,8 @@
  * - **Sensitive authentication data by name** (PCI DSS 3.3): `cvc`, `CVV2`, `Card-Security-Code`,
  *   `TRACK_2`, `pinBlock`…: the whole key compared with case and separators removed, at any depth.
  *
- * What it does not recognise (non-ASCII digits, letter-bearing encodings, base64…): docs/card-data.md.
+ * Full-width and mathematical digits are read as the ASCII digits NFKC makes of them.
+ * What it does not recognise (other non-ASCII digits, letter-bearing encodings, base64…): docs/card-data.md.
  *
  * What it does not do: decide that a Luhn-valid run is harmless because of where it appears. A
  * migration name (`20261130000700_…`) or a 16-digit gateway reference is exactly as PAN-shaped as a
@@ -72,6 +73,25 @@ function escapeLength(text: string, i: number): number {
   return next !== undefined && 'ntrbf"\\/'.includes(next) ? 2 : 0;
 }
 
+/**
+ * The length (1 or 2 code units) of a digit at `i` that NFKC maps to an ASCII digit: full-width
+ * `０-９` (U+FF10–FF19) and the mathematical digits (U+1D7CE–1D7FF); 0 for anything else.
+ */
+function wideDigitLength(text: string, i: number): number {
+  const c = text.charCodeAt(i);
+  if (c >= 0xff10 && c <= 0xff19) return 1;
+  if (c !== 0xd835) return 0;
+  const low = text.charCodeAt(i + 1);
+  return low >= 0xdfce && low <= 0xdfff ? 2 : 0;
+}
+
+/** The text with every full-width or mathematical digit written as its ASCII digit (NFKC), or the text itself. */
+function withAsciiDigits(text: string): string {
+  let wide = false;
+  for (let i = 0; i < text.length && !wide; i++) wide = wideDigitLength(text, i) > 0;
+  return wide ? text.replace(/[\uff10-\uff19]|\ud835[\udfce-\udfff]/g, (digit) => digit.normalize('NFKC')) : text;
+}
+
 /** From a non-digit at `i`: the index after the separators there (0 characters when a letter is at `i`). */
 function skipSeparators(text: string, i: number): number {
   let j = i;
@@ -98,9 +118,10 @@ export function mayHoldCardData(text: string): boolean {
   let i = 0;
   while (i < text.length) {
     const c = text.charCodeAt(i);
-    if (isDigit(c)) {
+    const wide = wideDigitLength(text, i);
+    if (isDigit(c) || wide > 0) {
       if (++digits >= MIN_PAN_DIGITS) return true;
-      i++;
+      i += Math.max(1, wide);
     } else if (isLetter(c)) {
       digits = 0;
       i++;
@@ -203,9 +224,20 @@ function maskRun(run: DigitRun): { start: number; end: number; text: string }[] 
   ];
 }
 
-/** The text with every card number masked to its last four, track data masked whole. */
+/**
+ * The text with every card number masked to its last four, track data masked whole. Full-width and
+ * mathematical digits are read as the ASCII digits NFKC makes of them; a text holding them and card
+ * data comes back with ASCII digits.
+ */
 export function maskCardData(text: string): string {
   if (!mayHoldCardData(text)) return text;
+  const ascii = withAsciiDigits(text);
+  if (ascii === text) return maskAsciiCardData(text);
+  const masked = maskAsciiCardData(ascii);
+  return masked === ascii ? text : masked;
+}
+
+function maskAsciiCardData(text: string): string {
   const tracked = text
     .replace(TRACK_1, (_m, pan: string) => (luhnValid(pan) ? `[TRACK …${pan.slice(-4)}]` : _m))
     .replace(TRACK_2, (_m, pan: string) => (luhnValid(pan) ? `[TRACK …${pan.slice(-4)}]` : _m));

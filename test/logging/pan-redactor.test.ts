@@ -36,6 +36,8 @@ describe('PAN masking (maskPans)', () => {
       ['as track 2 data', ';4111111111111111=25121010000000000000?', '[TRACK …1111]'],
       ['as track 2 data with a D separator', '4111111111111111D2512101', '[TRACK …1111]'],
       ['with 19 digits', 'n=4111111111111111110', 'n=[PAN …1110]'],
+      ['in full-width digits (NFKC)', 'card ４１１１ １１１１ １１１１ １１１１ x', 'card [PAN …1111] x'],
+      ['in mathematical bold digits (NFKC)', 'card 𝟓𝟓𝟓𝟓𝟓𝟓𝟓𝟓𝟓𝟓𝟓𝟓𝟒𝟒𝟒𝟒', 'card [PAN …4444]'],
     ];
     for (const [name, input, expected] of cases) {
       it(`when it is ${name}, then it is masked`, () => {
@@ -72,6 +74,7 @@ describe('PAN masking (maskPans)', () => {
       ['no digits at all', 'nothing to see here'],
       ['digits broken by letters', 'tok_4111a1111b1111c1111'],
       ['an 11-digit Luhn-valid run', 'n 41111111116'],
+      ['full-width digits that are no PAN (left as written)', 'n ４１１１ date ２０２６'],
       ['a unix-ms timestamp (13 digits: no anchored windows)', 'at 1796000000000'],
       ['a migration timestamp (14 digits: no anchored windows)', '20261206000100_card_data_guard'],
       ['a 17-digit run without a Luhn-valid 15- or 16-digit end', 'id 12345678901234567'],
