@@ -28,19 +28,24 @@ async function appendPlain(
     prevHash: prev,
   };
   const hash = legacyHash(body);
-  await db.knex('audit_events').insert({
-    seq,
-    id: body.id,
-    occurred_at: new Date(body.occurredAt),
-    actor: body.actor,
-    actor_type: body.actorType,
-    action: body.action,
-    outcome: body.outcome,
-    origin: body.origin,
-    resource: body.resource,
-    details: JSON.stringify(body.details),
-    prev_hash: prev,
-    hash,
+  // The release before had no database card-data guard (20261206000100, applied before this
+  // migration): its entries are written as it wrote them, past today's trigger.
+  await db.knex.transaction(async (trx) => {
+    await trx.raw('set local session_replication_role = replica');
+    await trx('audit_events').insert({
+      seq,
+      id: body.id,
+      occurred_at: new Date(body.occurredAt),
+      actor: body.actor,
+      actor_type: body.actorType,
+      action: body.action,
+      outcome: body.outcome,
+      origin: body.origin,
+      resource: body.resource,
+      details: JSON.stringify(body.details),
+      prev_hash: prev,
+      hash,
+    });
   });
   await db.knex('audit_chain_head').where({ id: 1 }).update({ seq, hash });
   return hash;

@@ -61,7 +61,13 @@ describe('no PAN at rest or in logs', function () {
     nock.disableNetConnect();
     nock.enableNetConnect(/127\.0\.0\.1|localhost/);
     svc = await startTestService({
-      env: await testEnv({ DETOKENISE_ENABLED: 'true', DETOKENISE_RATE_LIMIT_PER_MINUTE: '1000' }),
+      env: await testEnv({
+        DETOKENISE_ENABLED: 'true',
+        DETOKENISE_RATE_LIMIT_PER_MINUTE: '1000',
+        // Hundreds of first sightings from one client: the budget is not what this test is about.
+        CARD_FIRST_SIGHTINGS_PER_MINUTE: '100000',
+        CARD_FIRST_SIGHTINGS_BURST: '100000',
+      }),
       eventResolver: fakeResolver,
     });
     // A subscriber of every event: what it is sent is scanned too.

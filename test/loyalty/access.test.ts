@@ -3,6 +3,7 @@
  * openapi.yaml, with shopper A's token (every shopper scope) aimed at shopper B, must look exactly
  * like a shopper that does not exist; without the operation's scope, 403.
  */
+import { randomUUID } from 'node:crypto';
 import { expect } from 'chai';
 import type { Operation } from '../../src/http/openapi.js';
 import { signToken } from '../support/auth.js';
@@ -37,7 +38,7 @@ describe('loyalty: a shopper token reaches only its own shopper', function () {
   /** A request that would succeed for the right caller: valid path, headers and body. */
   function requestFor(op: Operation, shopperRef: string, token: string) {
     const path = op.pathTemplate.replace('{shopperReference}', shopperRef).replace('{redemptionId}', bRedemption);
-    const headers: Record<string, string> = { 'idempotency-key': `bola-${op.operationId}-${Math.random()}` };
+    const headers: Record<string, string> = { 'idempotency-key': `bola-${op.operationId}-${randomUUID()}` };
     const bodies: Record<string, unknown> = {
       redeemPoints: { points: 1, reference: 'bola' },
       enrolShopper: { externalMemberId: 'bola-member' },

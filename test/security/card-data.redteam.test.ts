@@ -51,7 +51,10 @@ describe('red team: card data never at rest outside the vault (issue 16)', funct
   );
 
   before(async () => {
-    svc = await startTestService({ env: await testEnv({ DETOKENISE_ENABLED: 'true' }) });
+    svc = await startTestService({
+      // Every attempt counts against the detokenise limit (issue 16): this suite sends many on purpose.
+      env: await testEnv({ DETOKENISE_ENABLED: 'true', DETOKENISE_RATE_LIMIT_PER_MINUTE: '1000' }),
+    });
     admin = await signToken({ scope: 'loyalty:admin tokens:write tokens:read tokens:detokenise' });
     // A shopper of our own, by a legitimate platform payment with a card.
     const id = paymentId('rt-seed');
@@ -186,6 +189,24 @@ describe('red team: card data never at rest outside the vault (issue 16)', funct
           expect(res.body.errors[0].pointer).to.equal('/headers/idempotency-key');
         }
       }
+    });
+
+    it('when an Idempotency-Key is a canonical UUID whose middle groups read as a card number, then it is accepted and replays', async () => {
+      // About one random UUID in 180 has 4-4-4 middle groups forming a Luhn-valid dashed number; a
+      // client following the advice to send UUIDs must not be refused for it (docs/card-data.md).
+      const key = '0a1b2c3d-4111-1111-1111-1111abcdef00';
+      const send = () =>
+        svc.request('POST', `/v1/shoppers/${shopperRef}/redemptions`, {
+          token: admin,
+          json: { points: 1, reference: 'uuid-key' },
+          headers: { 'idempotency-key': key },
+        });
+      const first = await send();
+      const again = await send();
+      // Past the edge check: the redemption itself decides (this shopper has no points: 409).
+      expect(first.body.code, JSON.stringify(first.body)).to.equal('INSUFFICIENT_POINTS');
+      expect(again.status).to.equal(first.status);
+      expect(again.body.code).to.equal(first.body.code);
     });
 
     it('when a detokenise reason holds a PAN, then 422 REASON_INVALID', async () => {
