@@ -56,7 +56,9 @@ export function postPlatform(
 
 let paymentCounter = 0;
 export function paymentId(prefix = 'pay-ext'): string {
-  return `${prefix}-${process.pid}-${++paymentCounter}-${randomBytes(3).toString('hex')}`;
+  // Letters between the numbers: no digit run a card number could hide in (a platform id holding one
+  // is refused, issue 16).
+  return `${prefix}-p${process.pid}-n${++paymentCounter}-h${randomBytes(3).toString('hex')}`;
 }
 
 export interface PlatformEventInit {
@@ -162,7 +164,10 @@ export function stripeChargeEvent(
 ): Record<string, unknown> {
   const card = { brand: 'visa', last4: '4242', fingerprint: charge.fingerprint ?? 'fpAAAA1111BBBB22' };
   return {
-    id: `evt_${randomBytes(12).toString('hex')}`,
+    // Letters only, as Stripe's base62 ids practically are: a Luhn-valid digit run in an id is refused.
+    id: `evt_${randomBytes(12)
+      .toString('hex')
+      .replace(/[0-9]/g, (d) => 'ghijklmnop'.charAt(Number(d)))}`,
     object: 'event',
     type,
     created: Math.floor(Date.now() / 1000),
