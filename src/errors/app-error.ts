@@ -78,6 +78,10 @@ export const ERROR_CATALOG = {
     status: 422,
     title: 'The Adyen pspReference or originalReference is not 16 alphanumerics',
   },
+  ADYEN_REFERENCE_IS_CARD_NUMBER: {
+    status: 422,
+    title: 'The Adyen pspReference or originalReference is a card number known to this vault',
+  },
   ADYEN_SIGNED_FIELD_SEPARATOR: { status: 422, title: 'A signed Adyen field holds the separator of the signed string' },
   WEBHOOK_ENVIRONMENT_MISMATCH: { status: 422, title: 'The notification is from another gateway environment' },
   INBOX_EVENT_NOT_REPLAYABLE: { status: 409, title: 'This inbox event has no payment effect to replay' },

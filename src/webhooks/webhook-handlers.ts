@@ -21,7 +21,7 @@ import type { HandlerMap } from '../http/types.js';
 import type { Metrics } from '../metrics/metrics.js';
 import type { PaymentEventInput, Provider } from '../payments/payment-event.js';
 import type { IngestResult, PaymentService } from '../payments/payment-service.js';
-import { adyenEvent, type AdyenItem } from './adyen-events.js';
+import { adyenEvent, referencesThatMayBeCards, type AdyenItem } from './adyen-events.js';
 import { platformEvent, type PlatformPaymentEvent } from './platform-events.js';
 import { basicAuthMatches, verifyAdyenItem, verifyStandardWebhook, verifyStripeSignature } from './signatures.js';
 import { stripeEvent, type StripeEvent } from './stripe-events.js';
@@ -32,6 +32,8 @@ export interface WebhookDeps {
   readonly secrets: WebhookSecrets;
   readonly metrics: Metrics;
   readonly now?: () => Date;
+  /** Whether digits are the PAN of a card in the vault (VaultService.isKnownPan). */
+  readonly isKnownPan?: (digits: string) => Promise<boolean>;
 }
 
 export function webhookHandlers(deps: WebhookDeps): HandlerMap {
@@ -103,7 +105,13 @@ export function webhookHandlers(deps: WebhookDeps): HandlerMap {
       const verified = items.map((item) => ({ item, ...verifyAdyenItem(item, secrets.adyenHmacKeys) }));
       const outcomes: string[] = [];
       for (const { item, secretIndex } of verified) {
-        outcomes.push(outcome(await ingest(adyenEvent(item, now()), secretIndex)));
+        // A reference that is a known card's PAN is rejected and stored masked (docs/card-data.md); an
+        // unknown PAN is indistinguishable from a real all-digit Adyen reference.
+        let referenceIsKnownCard = false;
+        for (const reference of referencesThatMayBeCards(item)) {
+          if (deps.isKnownPan !== undefined && (await deps.isKnownPan(reference))) referenceIsKnownCard = true;
+        }
+        outcomes.push(outcome(await ingest(adyenEvent(item, now(), { referenceIsKnownCard }), secretIndex)));
       }
       res.status(200).type('text/plain').send('[accepted]');
       return outcomes.length === 1 ? (outcomes[0] as string) : 'batch';

@@ -9,7 +9,16 @@
  */
 import { expect } from 'chai';
 import { startTestService, testEnv, type TestResponse, type TestService } from '../support/harness.js';
-import { paymentId, platformEvent, postPlatform, postStripe, stripeChargeEvent } from '../support/webhooks.js';
+import {
+  adyenItem,
+  paymentId,
+  platformEvent,
+  postAdyen,
+  postPlatform,
+  postStripe,
+  stripeChargeEvent,
+} from '../support/webhooks.js';
+import { luhnValid } from '../../src/card-data/card-data-guard.js';
 import { RED_TEAM_PANS, dumpEveryRow, keyForms, panForms, panHits } from './card-data-support.js';
 
 describe('red team: card numbers as identifiers are refused, never stored (issue 16)', function () {
@@ -115,10 +124,65 @@ describe('red team: card numbers as identifiers are refused, never stored (issue
     expect(ok.status, ok.text).to.equal(200);
   });
 
-  it('when every row of every table and every response body are scanned, then no PAN sent appears', async () => {
-    const dump = await dumpEveryRow(svc);
-    expect(dump.rows).to.be.greaterThan(0);
-    expect(panHits(dump.text, RED_TEAM_PANS)).to.deep.equal([]);
-    expect(panHits(responses.join('\n'), RED_TEAM_PANS)).to.deep.equal([]);
+  describe('Adyen references that are card numbers (HIGH 2)', () => {
+    const rejectedRow = async (): Promise<Record<string, unknown>> =>
+      svc.db
+        .knex('webhook_inbox')
+        .where({ provider: 'adyen', state: 'rejected' })
+        .orderBy('received_at', 'desc')
+        .first();
+
+    before(async () => {
+      // Two cards of this vault: their PANs are now "known".
+      for (const pan of ['5105105105105100', '5555555555554444']) {
+        const seeded = record(
+          await postPlatform(svc, platformEvent({ paymentId: paymentId('rt-known'), card: { pan } })),
+        );
+        expect(seeded.status, seeded.text).to.equal(200);
+      }
+    });
+
+    it('when a pspReference is the PAN of a known card, then [accepted], rejected ADYEN_REFERENCE_IS_CARD_NUMBER, not applied, stored masked', async () => {
+      const res = record(
+        await postAdyen(svc, [adyenItem({ eventCode: 'AUTHORISATION', pspReference: '5105105105105100' })]),
+      );
+      expect(res.text).to.equal('[accepted]');
+      expect(
+        await svc.db.knex('payments').where({ provider: 'adyen', external_id: '5105105105105100' }).first(),
+      ).to.equal(undefined);
+      const row = await rejectedRow();
+      expect(row['error_code']).to.equal('ADYEN_REFERENCE_IS_CARD_NUMBER');
+      expect(JSON.stringify(row['payload'])).to.contain('[PAN …5100]');
+    });
+
+    it('when an originalReference is the PAN of a known card, then the item is rejected ADYEN_REFERENCE_IS_CARD_NUMBER', async () => {
+      const item = adyenItem({
+        eventCode: 'REFUND',
+        pspReference: 'RTREFUND00000001',
+        originalReference: '5555555555554444',
+        amount: { value: 100, currency: 'EUR' },
+      });
+      expect(record(await postAdyen(svc, [item])).text).to.equal('[accepted]');
+      expect((await rejectedRow())['error_code']).to.equal('ADYEN_REFERENCE_IS_CARD_NUMBER');
+    });
+
+    it('when an all-digit Luhn-valid pspReference is no known card (a real Adyen reference), then it is applied and kept as sent', async () => {
+      let reference = `88${String(Date.now()).slice(-13)}`;
+      reference += [...'0123456789'].find((d) => luhnValid(reference + d));
+      const res = record(await postAdyen(svc, [adyenItem({ eventCode: 'AUTHORISATION', pspReference: reference })]));
+      expect(res.text).to.equal('[accepted]');
+      const payment = await svc.db.knex('payments').where({ provider: 'adyen', external_id: reference }).first();
+      expect(payment, reference).to.not.equal(undefined);
+    });
+  });
+
+  // Last: mocha runs a describe's own tests before its nested describes.
+  describe('the scan', () => {
+    it('when every row of every table and every response body are scanned, then no PAN sent appears', async () => {
+      const dump = await dumpEveryRow(svc);
+      expect(dump.rows).to.be.greaterThan(0);
+      expect(panHits(dump.text, RED_TEAM_PANS)).to.deep.equal([]);
+      expect(panHits(responses.join('\n'), RED_TEAM_PANS)).to.deep.equal([]);
+    });
   });
 });
