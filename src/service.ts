@@ -272,7 +272,12 @@ export async function buildService(config: Config, options: BuildOptions): Promi
           config.vault.firstSightingsBurst,
         ),
       ),
-      ...webhookHandlers({ payments, secrets: webhooks.secrets, metrics }),
+      ...webhookHandlers({
+        payments,
+        secrets: webhooks.secrets,
+        metrics,
+        isKnownPan: (digits) => vault.isKnownPan(digits),
+      }),
       ...paymentsHandlers(database.knex, payments),
       ...loyaltyHandlers({ knex: database.knex, loyalty, members }),
       ...eventsHandlers(subscriptions),

@@ -373,6 +373,17 @@ export class VaultService {
     }
   }
 
+  /**
+   * Whether these digits are the PAN of a card in this vault: its fingerprint under every readable MAC
+   * version, looked up like any identifier. Answers a yes/no to server code only (an Adyen reference
+   * that is a known card number is rejected, adyen-events.ts); never exposed to a caller.
+   */
+  async isKnownPan(digits: string): Promise<boolean> {
+    if (!/^[0-9]{12,19}$/.test(digits)) return false;
+    const keys = await this.fingerprints({ kind: 'pan', value: normalisePan(digits) });
+    return (await findCardByFingerprints(this.knex, keys)) !== undefined;
+  }
+
   private async fingerprints(identifier: Identifier): Promise<FingerprintKey[]> {
     const keys = await this.keyRing.readable('identifier-mac');
     return keys.map((k) => ({

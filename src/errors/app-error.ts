@@ -66,6 +66,7 @@ export const ERROR_CATALOG = {
   CLIENT_CERTIFICATE_SCOPE_REFUSED: { status: 422, title: 'This scope is never granted to a client certificate' },
   // payment webhooks
   WEBHOOK_SIGNATURE_MISSING: { status: 401, title: 'The webhook signature is missing' },
+  WEBHOOK_ID_INVALID: { status: 400, title: 'The webhook-id header is not a valid message id' },
   WEBHOOK_SIGNATURE_INVALID: { status: 401, title: 'The webhook signature does not verify' },
   WEBHOOK_TIMESTAMP_OUT_OF_TOLERANCE: { status: 401, title: 'The webhook timestamp is outside the tolerance' },
   WEBHOOK_BASIC_AUTH_INVALID: { status: 401, title: 'The webhook credentials are not accepted' },
@@ -76,6 +77,10 @@ export const ERROR_CATALOG = {
   ADYEN_REFERENCE_INVALID: {
     status: 422,
     title: 'The Adyen pspReference or originalReference is not 16 alphanumerics',
+  },
+  ADYEN_REFERENCE_IS_CARD_NUMBER: {
+    status: 422,
+    title: 'The Adyen pspReference or originalReference is a card number known to this vault',
   },
   ADYEN_SIGNED_FIELD_SEPARATOR: { status: 422, title: 'A signed Adyen field holds the separator of the signed string' },
   WEBHOOK_ENVIRONMENT_MISMATCH: { status: 422, title: 'The notification is from another gateway environment' },

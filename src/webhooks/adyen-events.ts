@@ -23,7 +23,7 @@
  * shopper afterwards, and never change the channel of a payment that already has one
  * (`channelIsHint`).
  */
-import { maskCardDataDeep } from '../card-data/card-data-guard.js';
+import { luhnValid, maskCardDataDeep } from '../card-data/card-data-guard.js';
 import type { CardInput } from '../cards/vault-service.js';
 import type { PaymentEffect, PaymentEventInput } from '../payments/payment-event.js';
 import type { FactKind, PaymentChannel } from '../payments/payment-state.js';
@@ -71,6 +71,16 @@ export const ADYEN_REFERENCE = /^[A-Za-z0-9]{16}$/;
 /** The `additionalData` entries kept (as hints), after the guard. Card identifiers are never kept. */
 const KEPT_ADDITIONAL_DATA = ['shopperInteraction', 'store', 'terminalId'] as const;
 
+/**
+ * The item's references that may be a PAN: all digits and Luhn-valid (real Adyen references are often
+ * 16 digits, one in ten Luhn-valid, so these are asked of the vault, never refused as such).
+ */
+export function referencesThatMayBeCards(item: AdyenItem): string[] {
+  return [item.pspReference, item.originalReference].filter(
+    (ref): ref is string => typeof ref === 'string' && /^[0-9]{12,19}$/.test(ref) && luhnValid(ref),
+  );
+}
+
 /** Why an item cannot be applied, or undefined. Checked after its signature verified. */
 export function adyenRejection(item: AdyenItem): string | undefined {
   if (typeof item.pspReference !== 'string' || !ADYEN_REFERENCE.test(item.pspReference)) {
@@ -96,11 +106,17 @@ export function adyenRejection(item: AdyenItem): string | undefined {
 export interface AdyenEventOptions {
   /** The item comes from the inbox (already projected): its card is the stored token. */
   readonly stored?: boolean;
+  /**
+   * The item's pspReference or originalReference is the PAN of a card in the vault (the handler asked
+   * the vault): rejected as ADYEN_REFERENCE_IS_CARD_NUMBER, its references stored masked.
+   */
+  readonly referenceIsKnownCard?: boolean;
 }
 
 /** `receivedAt` dates an item that carries no (valid) `eventDate`. */
 export function adyenEvent(item: AdyenItem, receivedAt: Date, options: AdyenEventOptions = {}): PaymentEventInput {
-  const rejection = adyenRejection(item);
+  const rejection =
+    adyenRejection(item) ?? (options.referenceIsKnownCard === true ? 'ADYEN_REFERENCE_IS_CARD_NUMBER' : undefined);
   const { value: projected, masked } = maskCardDataDeep(projectAdyenItem(item, receivedAt));
   const stored: Record<string, unknown> = {
     ...projected,

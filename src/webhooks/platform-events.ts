@@ -7,7 +7,8 @@
  * last four and named in `masked`, and the effect is computed from the masked text. The ids
  * (`payment.id`, refund and chargeback ids) are identifiers, not free text, and are kept as sent: a
  * numeric order id passes Luhn one time in ten, and masking it would lose what it identifies (the
- * database guard exempts exactly these paths; docs/card-data.md).
+ * database guard exempts exactly these paths; docs/card-data.md). An id holding a card number never
+ * reaches here: the handler refuses the delivery (422 CARD_NUMBER_NOT_ALLOWED, webhook-handlers.ts).
  */
 import { maskCardDataDeep } from '../card-data/card-data-guard.js';
 import type { CardInput } from '../cards/vault-service.js';

@@ -9,16 +9,19 @@
  * applied, never refused: a refused delivery is retried, which would only delay the shopper's points.
  * Sensitive authentication data sent by Adyen or Stripe is dropped by the projection (it is not a
  * reason to refuse a delivery the gateway will retry forever); the platform's own gateway, bound by
- * our contract, is refused with 422 SENSITIVE_AUTHENTICATION_DATA.
+ * our contract, is refused with 422 SENSITIVE_AUTHENTICATION_DATA. Ids are not free text: they are
+ * stored and served as sent, so an id holding a card number (platform `webhook-id`, payment, refund,
+ * chargeback ids; Stripe event and object ids) refuses the delivery with 422 CARD_NUMBER_NOT_ALLOWED.
  */
 import type { Request, Response } from 'express';
+import { refuseCardData } from '../card-data/card-data-guard.js';
 import { AppError } from '../errors/app-error.js';
 import { checkBody } from '../http/operation-middleware.js';
 import type { HandlerMap } from '../http/types.js';
 import type { Metrics } from '../metrics/metrics.js';
 import type { PaymentEventInput, Provider } from '../payments/payment-event.js';
 import type { IngestResult, PaymentService } from '../payments/payment-service.js';
-import { adyenEvent, type AdyenItem } from './adyen-events.js';
+import { adyenEvent, referencesThatMayBeCards, type AdyenItem } from './adyen-events.js';
 import { platformEvent, type PlatformPaymentEvent } from './platform-events.js';
 import { basicAuthMatches, verifyAdyenItem, verifyStandardWebhook, verifyStripeSignature } from './signatures.js';
 import { stripeEvent, type StripeEvent } from './stripe-events.js';
@@ -29,6 +32,8 @@ export interface WebhookDeps {
   readonly secrets: WebhookSecrets;
   readonly metrics: Metrics;
   readonly now?: () => Date;
+  /** Whether digits are the PAN of a card in the vault (VaultService.isKnownPan). */
+  readonly isKnownPan?: (digits: string) => Promise<boolean>;
 }
 
 export function webhookHandlers(deps: WebhookDeps): HandlerMap {
@@ -64,8 +69,10 @@ export function webhookHandlers(deps: WebhookDeps): HandlerMap {
       enabled(secrets.platform);
       const raw = rawBodyOf(req);
       const verified = verifyStandardWebhook(req.headers, raw, secrets.platform, secrets.toleranceSeconds, now());
+      checkWebhookId(verified.id);
       const body = parseJson(raw);
       checkBody(operationOf(req), body, { refuseSensitiveAuthenticationData: true });
+      refusePlatformIdsWithCardData(body as PlatformPaymentEvent);
       const result = await ingest(platformEvent(body as PlatformPaymentEvent, verified.id), verified.secretIndex);
       res.status(200).json(receipt(result));
       return outcome(result);
@@ -98,7 +105,13 @@ export function webhookHandlers(deps: WebhookDeps): HandlerMap {
       const verified = items.map((item) => ({ item, ...verifyAdyenItem(item, secrets.adyenHmacKeys) }));
       const outcomes: string[] = [];
       for (const { item, secretIndex } of verified) {
-        outcomes.push(outcome(await ingest(adyenEvent(item, now()), secretIndex)));
+        // A reference that is a known card's PAN is rejected and stored masked (docs/card-data.md); an
+        // unknown PAN is indistinguishable from a real all-digit Adyen reference.
+        let referenceIsKnownCard = false;
+        for (const reference of referencesThatMayBeCards(item)) {
+          if (deps.isKnownPan !== undefined && (await deps.isKnownPan(reference))) referenceIsKnownCard = true;
+        }
+        outcomes.push(outcome(await ingest(adyenEvent(item, now(), { referenceIsKnownCard }), secretIndex)));
       }
       res.status(200).type('text/plain').send('[accepted]');
       return outcomes.length === 1 ? (outcomes[0] as string) : 'batch';
@@ -110,11 +123,52 @@ export function webhookHandlers(deps: WebhookDeps): HandlerMap {
       const verified = verifyStripeSignature(req.headers, raw, secrets.stripe, secrets.toleranceSeconds, now());
       const body = parseJson(raw);
       checkBody(operationOf(req), body, { refuseSensitiveAuthenticationData: false });
+      refuseStripeIdsWithCardData(body as StripeEvent);
       const result = await ingest(stripeEvent(body as StripeEvent), verified.secretIndex);
       res.status(200).json(receipt(result));
       return outcome(result);
     }),
   };
+}
+
+/**
+ * The Standard Webhooks message id is our idempotency key (event_key, fact keys): a sane shape only
+ * (`msg_` and a base62 KSUID as `standardwebhooks`/Svix generate, UUIDs, ULIDs all fit), and never a
+ * card number. Checked after the signature, so only the signed platform learns the rule.
+ */
+const WEBHOOK_ID = /^[A-Za-z0-9_.:-]{1,128}$/;
+
+function checkWebhookId(id: string): void {
+  if (!WEBHOOK_ID.test(id)) {
+    throw new AppError('WEBHOOK_ID_INVALID', {
+      detail: 'webhook-id must match ^[A-Za-z0-9_.:-]{1,128}$.',
+      extensions: { errors: [{ pointer: '/headers/webhook-id', message: 'must match ^[A-Za-z0-9_.:-]{1,128}$' }] },
+    });
+  }
+  refuseCardData({ 'webhook-id': id }, '/headers');
+}
+
+/**
+ * The platform's ids are stored and served as sent (they identify; masking would merge two of them),
+ * so one holding a card number is refused whole with 422 CARD_NUMBER_NOT_ALLOWED, nothing stored. The
+ * platform is bound by our contract and will retry a refused delivery until it fixes the id.
+ */
+function refusePlatformIdsWithCardData(event: PlatformPaymentEvent): void {
+  refuseCardData({ id: event.payment.id }, '/body/payment');
+  refuseCardData({ id: event.refund?.id }, '/body/refund');
+  refuseCardData({ id: event.chargeback?.id }, '/body/chargeback');
+}
+
+/**
+ * Stripe's event and object ids are keys (event_key, external_id, fact keys): masking one could merge
+ * two events. Stripe never generates an id holding a Luhn-valid 12+ digit run, so such an event is
+ * forged or corrupt and refused with 422 CARD_NUMBER_NOT_ALLOWED, nothing stored.
+ */
+function refuseStripeIdsWithCardData(event: StripeEvent): void {
+  refuseCardData({ id: typeof event.id === 'string' ? event.id : undefined });
+  const object = event.data?.object ?? {};
+  const text = (value: unknown): string | undefined => (typeof value === 'string' ? value : undefined);
+  refuseCardData({ id: text(object['id']), charge: text(object['charge']) }, '/body/data/object');
 }
 
 function enabled(secrets: readonly string[]): void {

@@ -250,7 +250,7 @@ describe('Abuse: attacks on authentication', function () {
       ['301 s in the future', 301_000],
     ] as const) {
       it(`when a correctly signed platform delivery is ${name}, then 401 WEBHOOK_TIMESTAMP_OUT_OF_TOLERANCE and nothing is stored`, async () => {
-        const id = `msg_replay_${offsetMs}_${Date.now()}`;
+        const id = `msg_replay_${offsetMs}_${Date.now().toString(36)}`;
         const event = platformEvent({ paymentId: paymentId('replay'), card: { pan: '4111111111111111' } });
         const res = await postPlatform(svc, event, { id, timestamp: new Date(Date.now() + offsetMs) });
         expect(res.status, res.text).to.equal(401);

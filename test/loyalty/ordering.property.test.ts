@@ -153,13 +153,13 @@ function deliveries(story: Story, payment: string, card: Shopper, copies: readon
     });
     const label = 'refund' in e ? `${e.type}(${e.refund.id})` : e.type;
     const c = copies[i] ?? { sameId: 0, newId: 0 };
-    const first: Delivery = { body, deliveryId: `msg_${run}_${i}_0`, label };
+    const first: Delivery = { body, deliveryId: `msg_${run}_e${i}_c0`, label };
     return [
       first,
       ...Array.from({ length: c.sameId }, () => ({ ...first, label: `${label} again` })),
       ...Array.from({ length: c.newId }, (_, k) => ({
         body,
-        deliveryId: `msg_${run}_${i}_${k + 1}`,
+        deliveryId: `msg_${run}_e${i}_c${k + 1}`,
         label: `${label} as a new delivery`,
       })),
     ];

@@ -1,0 +1,188 @@
+/**
+ * Red team, issue 16 (ids): a card number sent as an identifier — the platform's `payment.id`,
+ * `refund.id`, `chargeback.id`, the Standard Webhooks `webhook-id`, Stripe's event and object ids.
+ * Ids are stored and served as sent (masking would merge two of them), so a delivery whose id holds a
+ * card number is refused (422 CARD_NUMBER_NOT_ALLOWED, problem+json, nothing stored) and a
+ * `webhook-id` of another shape is refused (400 WEBHOOK_ID_INVALID). Through the real HTTP API and the
+ * gateways' own signing libraries (`standardwebhooks`, Stripe's signature); then every row of every
+ * table and every response body are scanned for every PAN sent.
+ */
+import { expect } from 'chai';
+import { startTestService, testEnv, type TestResponse, type TestService } from '../support/harness.js';
+import {
+  adyenItem,
+  paymentId,
+  platformEvent,
+  postAdyen,
+  postPlatform,
+  postStripe,
+  stripeChargeEvent,
+} from '../support/webhooks.js';
+import { luhnValid } from '../../src/card-data/card-data-guard.js';
+import { RED_TEAM_PANS, dumpEveryRow, keyForms, panForms, panHits } from './card-data-support.js';
+
+describe('red team: card numbers as identifiers are refused, never stored (issue 16)', function () {
+  this.timeout(300_000);
+  let svc: TestService;
+  const responses: string[] = [];
+  const record = (res: TestResponse): TestResponse => {
+    responses.push(`${res.status} ${res.text}`);
+    return res;
+  };
+  // The platform id schema allows printable ASCII without spaces.
+  const idForms = RED_TEAM_PANS.flatMap((pan) => Object.values(panForms(pan)).filter((text) => !text.includes(' ')));
+  const expectRefused = (res: TestResponse, pointer: string): void => {
+    expect(res.status, res.text).to.equal(422);
+    expect(res.headers.get('content-type')).to.match(/^application\/problem\+json/);
+    expect(res.body.code).to.equal('CARD_NUMBER_NOT_ALLOWED');
+    expect(res.body.errors).to.deep.equal([{ pointer, message: 'must not hold a card number' }]);
+  };
+  const storedCounts = async (): Promise<number[]> =>
+    Promise.all(
+      ['payments', 'webhook_inbox', 'payment_facts'].map(async (table) =>
+        Number((await svc.db.knex(table).count({ n: '*' }).first())?.n),
+      ),
+    );
+
+  before(async () => {
+    svc = await startTestService({ env: await testEnv() });
+  });
+  after(async () => svc.close());
+
+  it('when the platform sends a PAN in any form as payment.id, then 422 CARD_NUMBER_NOT_ALLOWED and nothing stored', async () => {
+    const before = await storedCounts();
+    for (const text of [...idForms, `pay-${RED_TEAM_PANS[0]}`]) {
+      const res = record(await postPlatform(svc, platformEvent({ paymentId: text })));
+      expectRefused(res, '/body/payment/id');
+    }
+    expect(await storedCounts()).to.deep.equal(before);
+  });
+
+  it('when the platform sends a PAN as refund.id or chargeback.id, then 422 at that id and nothing stored', async () => {
+    const id = paymentId('rt-ids');
+    expect(record(await postPlatform(svc, platformEvent({ paymentId: id }))).status).to.equal(200);
+    const before = await storedCounts();
+    const refund = platformEvent({
+      paymentId: id,
+      type: 'payment.refunded',
+      refund: { id: '5555-5555-5555-4444', amount: 100 },
+    });
+    expectRefused(record(await postPlatform(svc, refund)), '/body/refund/id');
+    const chargeback = platformEvent({
+      paymentId: id,
+      type: 'payment.chargeback',
+      chargeback: { id: 'cb_378282246310005', amount: 100 },
+    });
+    expectRefused(record(await postPlatform(svc, chargeback)), '/body/chargeback/id');
+    expect(await storedCounts()).to.deep.equal(before);
+  });
+
+  it('when webhook-id holds a PAN in a key-shaped form, then 422 CARD_NUMBER_NOT_ALLOWED at /headers/webhook-id', async () => {
+    const before = await storedCounts();
+    for (const id of [...RED_TEAM_PANS.flatMap(keyForms), `msg_${RED_TEAM_PANS[0]}`]) {
+      const res = record(await postPlatform(svc, platformEvent({ paymentId: paymentId('rt-wid') }), { id }));
+      expectRefused(res, '/headers/webhook-id');
+    }
+    expect(await storedCounts()).to.deep.equal(before);
+  });
+
+  it('when webhook-id is not of the message-id shape (spaces, slashes, too long), then 400 WEBHOOK_ID_INVALID', async () => {
+    const before = await storedCounts();
+    for (const id of ['5555 5555 5555 4444', '4111/1111/1111/1111', 'msg id', 'm'.repeat(129), 'msg_é']) {
+      const res = record(await postPlatform(svc, platformEvent({ paymentId: paymentId('rt-wid') }), { id }));
+      expect(res.status, id).to.equal(400);
+      expect(res.headers.get('content-type')).to.match(/^application\/problem\+json/);
+      expect(res.body.code).to.equal('WEBHOOK_ID_INVALID');
+    }
+    expect(await storedCounts()).to.deep.equal(before);
+  });
+
+  it('when webhook-id is a standardwebhooks/Svix message id (msg_ + KSUID), a UUID or a ULID, then 200 applied', async () => {
+    for (const id of [
+      'msg_2KWPBgLlAfxdpx2AI54pPJ85f4W',
+      'msg_0f8fad5b-d9cb-469f-a165-70867728950e',
+      '01ARZ3NDEKTSV4RRFFQ69G5FAV',
+    ]) {
+      const res = record(await postPlatform(svc, platformEvent({ paymentId: paymentId('rt-wid') }), { id }));
+      expect(res.status, res.text).to.equal(200);
+      expect(res.body.state).to.equal('applied');
+    }
+  });
+
+  it('when a Stripe event id or object id holds a Luhn-valid run, then 422 CARD_NUMBER_NOT_ALLOWED (not masked, nothing stored)', async () => {
+    const before = await storedCounts();
+    const byEventId = stripeChargeEvent('charge.succeeded', { id: 'ch_rtids0001' });
+    byEventId['id'] = `evt_${RED_TEAM_PANS[0]}`;
+    expectRefused(record(await postStripe(svc, byEventId)), '/body/id');
+    const byChargeId = stripeChargeEvent('charge.succeeded', { id: `ch_${RED_TEAM_PANS[1]}` });
+    expectRefused(record(await postStripe(svc, byChargeId)), '/body/data/object/id');
+    expect(await storedCounts()).to.deep.equal(before);
+    // A real-shaped Stripe id passes.
+    const ok = record(
+      await postStripe(svc, stripeChargeEvent('charge.succeeded', { id: 'ch_3MtwBwLkdIwHu7ix28a3tqPa' })),
+    );
+    expect(ok.status, ok.text).to.equal(200);
+  });
+
+  describe('Adyen references that are card numbers (HIGH 2)', () => {
+    const rejectedRow = async (): Promise<Record<string, unknown>> =>
+      svc.db
+        .knex('webhook_inbox')
+        .where({ provider: 'adyen', state: 'rejected' })
+        .orderBy('received_at', 'desc')
+        .first();
+
+    before(async () => {
+      // Two cards of this vault: their PANs are now "known".
+      for (const pan of ['5105105105105100', '5555555555554444']) {
+        const seeded = record(
+          await postPlatform(svc, platformEvent({ paymentId: paymentId('rt-known'), card: { pan } })),
+        );
+        expect(seeded.status, seeded.text).to.equal(200);
+      }
+    });
+
+    it('when a pspReference is the PAN of a known card, then [accepted], rejected ADYEN_REFERENCE_IS_CARD_NUMBER, not applied, stored masked', async () => {
+      const res = record(
+        await postAdyen(svc, [adyenItem({ eventCode: 'AUTHORISATION', pspReference: '5105105105105100' })]),
+      );
+      expect(res.text).to.equal('[accepted]');
+      expect(
+        await svc.db.knex('payments').where({ provider: 'adyen', external_id: '5105105105105100' }).first(),
+      ).to.equal(undefined);
+      const row = await rejectedRow();
+      expect(row['error_code']).to.equal('ADYEN_REFERENCE_IS_CARD_NUMBER');
+      expect(JSON.stringify(row['payload'])).to.contain('[PAN …5100]');
+    });
+
+    it('when an originalReference is the PAN of a known card, then the item is rejected ADYEN_REFERENCE_IS_CARD_NUMBER', async () => {
+      const item = adyenItem({
+        eventCode: 'REFUND',
+        pspReference: 'RTREFUND00000001',
+        originalReference: '5555555555554444',
+        amount: { value: 100, currency: 'EUR' },
+      });
+      expect(record(await postAdyen(svc, [item])).text).to.equal('[accepted]');
+      expect((await rejectedRow())['error_code']).to.equal('ADYEN_REFERENCE_IS_CARD_NUMBER');
+    });
+
+    it('when an all-digit Luhn-valid pspReference is no known card (a real Adyen reference), then it is applied and kept as sent', async () => {
+      let reference = `88${String(Date.now()).slice(-13)}`;
+      reference += [...'0123456789'].find((d) => luhnValid(reference + d));
+      const res = record(await postAdyen(svc, [adyenItem({ eventCode: 'AUTHORISATION', pspReference: reference })]));
+      expect(res.text).to.equal('[accepted]');
+      const payment = await svc.db.knex('payments').where({ provider: 'adyen', external_id: reference }).first();
+      expect(payment, reference).to.not.equal(undefined);
+    });
+  });
+
+  // Last: mocha runs a describe's own tests before its nested describes.
+  describe('the scan', () => {
+    it('when every row of every table and every response body are scanned, then no PAN sent appears', async () => {
+      const dump = await dumpEveryRow(svc);
+      expect(dump.rows).to.be.greaterThan(0);
+      expect(panHits(dump.text, RED_TEAM_PANS)).to.deep.equal([]);
+      expect(panHits(responses.join('\n'), RED_TEAM_PANS)).to.deep.equal([]);
+    });
+  });
+});
