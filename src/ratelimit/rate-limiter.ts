@@ -43,6 +43,20 @@ export async function consumeRateLimit(
   limit: number,
   windowSeconds: number,
 ): Promise<RateLimitDecision> {
+  const row = await bumpWindow(db, bucket, windowSeconds);
+  return decide(row.current, row.previous, row.elapsedMs, limit, windowSeconds * 1000);
+}
+
+/**
+ * One autocommitted statement on the database's clock: prunes `bucket`'s windows older than the
+ * previous one, counts one event in the current window (the upsert's row lock makes the count exact
+ * across instances) and reads the previous window's count.
+ */
+async function bumpWindow(
+  db: Knex,
+  bucket: string,
+  windowSeconds: number,
+): Promise<{ current: number; previous: number; elapsedMs: number }> {
   const result = (await db.raw(
     `with clock as (
        select clock_timestamp() as now,
@@ -66,7 +80,7 @@ export async function consumeRateLimit(
   )) as { rows: WindowRow[] };
   const row = result.rows[0];
   if (row === undefined) throw new Error('the rate limit statement returned no row');
-  return decide(Number(row.current), Number(row.previous), Number(row.elapsed_ms), limit, windowSeconds * 1000);
+  return { current: Number(row.current), previous: Number(row.previous), elapsedMs: Number(row.elapsed_ms) };
 }
 
 /**
@@ -106,28 +120,8 @@ export async function countInFixedWindow(
   bucket: string,
   windowSeconds: number,
 ): Promise<{ count: number; previous: number }> {
-  const result = (await db.raw(
-    `with clock as (
-       select to_timestamp(floor(extract(epoch from clock_timestamp()) / :w) * :w) as start
-     ),
-     pruned as (
-       delete from rate_limit_windows
-        where bucket = :bucket and window_start < (select start from clock) - make_interval(secs => :w)
-     ),
-     bumped as (
-       insert into rate_limit_windows (bucket, window_start, count)
-       select :bucket, start, 1 from clock
-       on conflict (bucket, window_start) do update set count = rate_limit_windows.count + 1
-       returning count
-     )
-     select (select count from bumped) as current,
-            coalesce((select p.count from rate_limit_windows p, clock c
-                       where p.bucket = :bucket and p.window_start = c.start - make_interval(secs => :w)), 0) as previous`,
-    { w: windowSeconds, bucket },
-  )) as { rows: { current: number | string; previous: number | string }[] };
-  const row = result.rows[0];
-  if (row === undefined) throw new Error('the window count statement returned no row');
-  return { count: Number(row.current), previous: Number(row.previous) };
+  const row = await bumpWindow(db, bucket, windowSeconds);
+  return { count: row.current, previous: row.previous };
 }
 
 /**
