@@ -18,6 +18,7 @@
  */
 import { createHash, createPrivateKey, generateKeyPairSync, randomBytes, type KeyObject } from 'node:crypto';
 import forge from 'node-forge';
+import { containsCardData } from '../card-data/card-data-guard.js';
 
 export const CA_KEY_ALGORITHM = 'RSA-3072 (sha256WithRSAEncryption)';
 export const CA_KEY_BITS = 3072;
@@ -146,18 +147,31 @@ export function buildPkcs12(options: {
   return Buffer.from(forge.asn1.toDer(p12).getBytes(), 'binary');
 }
 
-/** 16 random bytes as hex, the first in 0x01–0x7f (positive, minimal DER, always 16 bytes). */
+/**
+ * 16 random bytes as hex, the first in 0x01–0x7f (positive, minimal DER, always 16 bytes), drawn
+ * again while the serial reads as card data, plainly or as printed ({@link serialReadsAsCardData}):
+ * about one random serial in 250 does, and the audit trail refuses to record it.
+ */
 export function randomSerialHex(): string {
-  const bytes = randomBytes(16);
-  bytes[0] = ((bytes[0] ?? 0) & 0x7f) | 0x01;
-  return bytes.toString('hex');
+  for (;;) {
+    const bytes = randomBytes(16);
+    bytes[0] = ((bytes[0] ?? 0) & 0x7f) | 0x01;
+    const hex = bytes.toString('hex');
+    if (!serialReadsAsCardData(hex)) return hex;
+  }
 }
 
 /**
- * The stored and printed form of a serial: upper-case hex bytes joined by colons (as OpenSSL prints
- * them). A serial is 32 hex digits that could, written plainly, hold a 13–19 digit run that the audit
- * trail's PAN guard refuses; with a colon every two characters no digit run is longer than two.
+ * True when a serial, as hex or in its printed form, holds what the card-data guard reads as a card
+ * number: the colons of the printed form are separators, so `41:11:11:11:11:11:11:11` is a PAN to it,
+ * as six or more all-decimal bytes in a row with a Luhn-valid run are. Such a serial cannot be written
+ * to the audit trail; it is never minted, and a certificate carrying one is refused at registration.
  */
+export function serialReadsAsCardData(hex: string): boolean {
+  return containsCardData(hex) || containsCardData(formatSerial(hex));
+}
+
+/** The stored and printed form of a serial: upper-case hex bytes joined by colons (as OpenSSL prints them). */
 export function formatSerial(hex: string): string {
   const clean = hex.replace(/[^0-9a-fA-F]/g, '').toUpperCase();
   const even = clean.length % 2 === 0 ? clean : `0${clean}`;

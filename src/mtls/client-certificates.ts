@@ -38,6 +38,7 @@ import {
   pemToDer,
   publicKeyFromCsr,
   randomSerialHex,
+  serialReadsAsCardData,
 } from './certificate-authority.js';
 import { sealGrant } from './seals.js';
 import { appendRevocations, REVOCATIONS_SEALED_ACTION, sealEmptyHead } from './revocation-list.js';
@@ -267,7 +268,9 @@ export class ClientCertificateAuthority {
             ? 'it is not a TLS client certificate (clientAuth)'
             : now > Date.parse(certificate.validTo)
               ? 'it has expired'
-              : undefined;
+              : serialReadsAsCardData(certificate.serialNumber)
+                ? 'its serial number reads as a card number, which the audit trail never records; have its CA issue it again (a new random serial)'
+                : undefined;
       if (problem !== undefined) {
         throw new AppError('CLIENT_CERTIFICATE_REQUEST_INVALID', { detail: `Certificate refused: ${problem}.` });
       }

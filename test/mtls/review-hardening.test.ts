@@ -10,10 +10,16 @@ import type { Knex } from 'knex';
 import { migrateToLatest } from '../../src/db/migrations.js';
 import { LocalMasterKey, MasterKeySet } from '../../src/keys/master-key-source.js';
 import { wrappingAad } from '../../src/keys/key-ring.js';
-import { certificateFingerprint, formatSerial, generateCa } from '../../src/mtls/certificate-authority.js';
+import {
+  certificateFingerprint,
+  formatSerial,
+  generateCa,
+  randomSerialHex,
+} from '../../src/mtls/certificate-authority.js';
 import { createClientCertificateVerifier } from '../../src/mtls/client-certificate-verifier.js';
 import { ClientCertificateAuthority } from '../../src/mtls/client-certificates.js';
 import { caSealValid, grantSealValid, rewrapSeals, sealGrant, type GrantFields } from '../../src/mtls/seals.js';
+import { containsCardData } from '../../src/card-data/card-data-guard.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
 import { keysFixture, OPERATOR, type KeysFixture } from '../keys/keys-context.js';
 
@@ -53,11 +59,12 @@ describe('mTLS security review: seals, revocation race, detokenise scope, keyUsa
   function forgeClientCertificate(
     issuer: { certPem: string; keyPem: string },
     keyUsage: Record<string, boolean> | undefined,
+    serialHex = randomSerialHex(),
   ): X509Certificate {
     const { publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
     const cert = forge.pki.createCertificate();
     cert.publicKey = forge.pki.publicKeyFromPem(publicKey.export({ format: 'pem', type: 'spki' }).toString());
-    cert.serialNumber = `01${randomBytes(15).toString('hex')}`;
+    cert.serialNumber = serialHex;
     cert.validity.notBefore = new Date(Date.now() - 60_000);
     cert.validity.notAfter = new Date(Date.now() + 86_400_000);
     cert.setSubject([{ name: 'commonName', value: 'till-ku' }]);
@@ -310,6 +317,47 @@ describe('mTLS security review: seals, revocation race, detokenise scope, keyUsa
       const details =
         typeof denied.details === 'string' ? (JSON.parse(denied.details) as { code: string }) : denied.details;
       expect(details.code).to.equal('CLIENT_CERTIFICATE_SCOPE_REFUSED');
+    });
+  });
+
+  describe('serial numbers that read as card numbers', () => {
+    it('when 5,000 serials are minted, then none reads as card data, as hex or printed with colons (about 1 random serial in 140 does)', () => {
+      const carding = Array.from({ length: 5_000 }, () => randomSerialHex()).filter(
+        (hex) => containsCardData(hex) || containsCardData(formatSerial(hex)),
+      );
+      expect(carding).to.deep.equal([]);
+    });
+
+    it('when a certificate whose serial prints as a PAN (41:11:11:11:11:11:11:11) is registered, then CLIENT_CERTIFICATE_REQUEST_INVALID without the serial, nothing recorded, the refusal audited without it', async () => {
+      const external = generateCa(1, 30);
+      const keyPem = createPrivateKey({ key: external.privateKeyDer, format: 'der', type: 'pkcs8' })
+        .export({ format: 'pem', type: 'pkcs8' })
+        .toString();
+      const device = forgeClientCertificate({ certPem: external.certificatePem, keyPem }, undefined, '4111111111111111');
+      const before = Number((await db.knex('mtls_client_certificates').count({ n: '*' }).first())?.n);
+      const refused = await ca
+        .register({
+          certificatePem: device.toString(),
+          client: 'kiosk-pan',
+          scopes: ['tokens:write'],
+          externalCaPems: [external.certificatePem],
+        })
+        .then(
+          () => undefined,
+          (error: { code?: string; detail?: string }) => error,
+        );
+      expect(refused?.code).to.equal('CLIENT_CERTIFICATE_REQUEST_INVALID');
+      expect(refused?.detail).to.contain('serial number reads as a card number');
+      expect(containsCardData(refused?.detail ?? '')).to.equal(false);
+      expect(Number((await db.knex('mtls_client_certificates').count({ n: '*' }).first())?.n)).to.equal(before);
+      const denied = (await db
+        .knex('audit_events')
+        .where({ action: 'mtls.certificate.registered', outcome: 'denied' })
+        .orderBy('seq', 'desc')
+        .first()) as { details: unknown };
+      const details = typeof denied.details === 'string' ? denied.details : JSON.stringify(denied.details);
+      expect(details).to.contain('CLIENT_CERTIFICATE_REQUEST_INVALID');
+      expect(containsCardData(details)).to.equal(false);
     });
   });
 
