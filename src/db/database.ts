@@ -10,7 +10,7 @@ import path from 'node:path';
 import { createRequire } from 'node:module';
 import knexFactory, { type Knex } from 'knex';
 import pg from 'pg';
-import { PGlite } from '@electric-sql/pglite';
+import { PGlite, type PGliteOptions } from '@electric-sql/pglite';
 import type { Config } from '../config/config.js';
 import type { Logger } from '../logging/logger.js';
 
@@ -91,9 +91,22 @@ function knexLog(logger: Logger | undefined): Pick<Knex.Config, 'log'> {
   };
 }
 
-/** An in-memory PGlite database: what the test suite uses when no DATABASE_URL is given. */
-export function createMemoryDatabase(): Database {
-  return createPgliteDatabase(new PGlite({ parsers: { [INT8_OID]: parseInt8 } }));
+/**
+ * What lets a new in-memory PGlite skip its slow start (about 2 s of WebAssembly compilation and
+ * initdb): the compiled modules, the file-system bundle and a data folder that initdb already wrote.
+ */
+export type MemoryDatabaseStart = Pick<
+  PGliteOptions,
+  'pgliteWasmModule' | 'initdbWasmModule' | 'fsBundle' | 'loadDataDir'
+>;
+
+/**
+ * An in-memory PGlite database: what the test suite uses when no DATABASE_URL is given. With
+ * `start`, it begins from that data folder (a blank cluster, as initdb leaves it) instead of running
+ * initdb again.
+ */
+export function createMemoryDatabase(start: MemoryDatabaseStart = {}): Database {
+  return createPgliteDatabase(new PGlite({ ...start, parsers: { [INT8_OID]: parseInt8 } }));
 }
 
 function createPgliteDatabase(pglite: PGlite, log: Pick<Knex.Config, 'log'> = {}): Database {

@@ -9,7 +9,6 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { appendAuditEvent, verifyAuditChain } from '../../src/audit/audit-log.js';
-import { migrateToLatest } from '../../src/db/migrations.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
 import { ed25519, genesis } from '../keys/custodians-fixture.js';
 import { keysFixture, type KeysFixture } from '../keys/keys-context.js';
@@ -23,8 +22,7 @@ describe('audit trail: card data typed by an operator, and redaction of evidence
   let dir: string;
 
   before(async () => {
-    db = await createTestDatabase();
-    await migrateToLatest(db.knex);
+    db = await createTestDatabase({ migrated: true });
     fx = await keysFixture(db);
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'lv-card-audit-'));
     await genesis(fx, ed25519(dir, 'alice'), ed25519(dir, 'bob'));

@@ -6,7 +6,6 @@ import path from 'node:path';
 import { verifyAuditExport } from '../../src/audit/audit-export.js';
 import { appendAuditEvent } from '../../src/audit/audit-log.js';
 import { appendMissedCardData } from './trail-support.js';
-import { migrateToLatest } from '../../src/db/migrations.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
 import { keysFixture, type KeysFixture } from '../keys/keys-context.js';
 
@@ -17,8 +16,7 @@ describe('audit trail through the key CLI: verify, signed export, offline verifi
   let dir: string;
 
   before(async () => {
-    db = await createTestDatabase();
-    await migrateToLatest(db.knex);
+    db = await createTestDatabase({ migrated: true });
     fx = await keysFixture(db);
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'lv-audit-'));
     for (let i = 0; i < 6; i++) {

@@ -20,7 +20,6 @@ import {
 } from '../../src/audit/audit-chain.js';
 import { publicKeyThumbprint } from '../../src/audit/audit-export.js';
 import { auditEntryIntact, verifyAuditChain } from '../../src/audit/audit-log.js';
-import { migrateToLatest } from '../../src/db/migrations.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
 import { keysFixture, type KeysFixture } from '../keys/keys-context.js';
 import { appendMissedCardData, appendN, resetTrail } from './trail-support.js';
@@ -32,8 +31,7 @@ describe('audit trail against an insider with database write access', function (
   let dir: string;
 
   before(async () => {
-    db = await createTestDatabase();
-    await migrateToLatest(db.knex);
+    db = await createTestDatabase({ migrated: true });
     fx = await keysFixture(db);
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'lv-insider-'));
   });

@@ -15,8 +15,7 @@ describe('keyed audit trail', () => {
   const kekBase64 = randomBytes(32).toString('base64');
   const kek = new LocalMasterKey(Buffer.from(kekBase64, 'base64'), 'test');
   before(async () => {
-    db = await createTestDatabase();
-    await migrateToLatest(db.knex);
+    db = await createTestDatabase({ migrated: true });
     new KeyRing(db.knex, kek, 50);
   });
   after(async () => db.close());

@@ -38,8 +38,7 @@ describe('migration 20261206000920: the database guard reads JSON escapes and gl
   this.timeout(120_000);
   let db: TestDatabase;
   before(async () => {
-    db = await createTestDatabase();
-    await migrateToLatest(db.knex);
+    db = await createTestDatabase({ migrated: true });
   });
   after(async () => db.close());
 

@@ -6,7 +6,6 @@
  * without calling `card_data_guard_attach` fails here.
  */
 import { expect } from 'chai';
-import { migrateToLatest } from '../../src/db/migrations.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
 
 interface Column {
@@ -62,8 +61,7 @@ describe('card-data guard: every text column of the schema is covered', function
   let db: TestDatabase;
 
   before(async () => {
-    db = await createTestDatabase();
-    await migrateToLatest(db.knex);
+    db = await createTestDatabase({ migrated: true });
   });
   after(async () => db.close());
 

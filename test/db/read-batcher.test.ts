@@ -2,7 +2,6 @@ import { expect } from 'chai';
 import { randomBytes } from 'node:crypto';
 import { VaultService } from '../../src/cards/vault-service.js';
 import { ReadBatcher } from '../../src/db/read-batcher.js';
-import { migrateToLatest } from '../../src/db/migrations.js';
 import { KeyRing } from '../../src/keys/key-ring.js';
 import { LocalMasterKey } from '../../src/keys/master-key-source.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
@@ -77,8 +76,7 @@ describe('read batcher (coalesced lookups)', () => {
     let lookupStatements: number;
 
     before(async () => {
-      db = await createTestDatabase();
-      await migrateToLatest(db.knex);
+      db = await createTestDatabase({ migrated: true });
       const ring = new KeyRing(db.knex, new LocalMasterKey(randomBytes(32), 'test'), 60_000);
       await ring.ensureInitialKeys('test');
       vault = new VaultService(db.knex, ring, { detokenise: { enabled: false, perMinute: 1 }, lookupConcurrency: 1 });

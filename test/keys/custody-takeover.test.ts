@@ -22,7 +22,6 @@ import { verifyRegister } from '../../src/keys/custodian-provenance.js';
 import { createRequest } from '../../src/keys/dual-control.js';
 import { approveRequest } from '../../src/keys/key-approvals.js';
 import { insertNewKey } from '../../src/keys/key-ring.js';
-import { migrateToLatest } from '../../src/db/migrations.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
 import { approve, ed25519, genesis, requestId, type Person } from './custodians-fixture.js';
 import { keysFixture, OPERATOR, type KeysFixture } from './keys-context.js';
@@ -75,8 +74,7 @@ describe('custody takeovers by a database writer', function () {
     const forged = 'krq_forgedgenesis2';
 
     before(async () => {
-      db = await createTestDatabase();
-      await migrateToLatest(db.knex);
+      db = await createTestDatabase({ migrated: true });
       fx = await keysFixture(db, { policy: { propagationMs: 0 } });
       [alice, bob, mallory, molly] = ['alice', 'bob', 'mallory', 'molly'].map((n) => ed25519(dir, n)) as [
         Person,
@@ -183,8 +181,7 @@ describe('custody takeovers by a database writer', function () {
     let fx: KeysFixture;
 
     before(async () => {
-      db = await createTestDatabase();
-      await migrateToLatest(db.knex);
+      db = await createTestDatabase({ migrated: true });
       fx = await keysFixture(db, { policy: { propagationMs: 0 } });
       const [carol, dave] = ['carol', 'dave'].map((n) => ed25519(dir, n)) as [Person, Person];
       await genesis(fx, carol, dave);
@@ -239,8 +236,7 @@ describe('custody takeovers by a database writer', function () {
     }
 
     before(async () => {
-      db = await createTestDatabase();
-      await migrateToLatest(db.knex);
+      db = await createTestDatabase({ migrated: true });
       dev = await keysFixture(db, { policy: { propagationMs: 0, singleOperator: true } });
       prod = await keysFixture(db, {
         policy: { propagationMs: 0, production: true },
@@ -319,8 +315,7 @@ describe('custody takeovers by a database writer', function () {
     let hal: Person;
 
     before(async () => {
-      db = await createTestDatabase();
-      await migrateToLatest(db.knex);
+      db = await createTestDatabase({ migrated: true });
       fx = await keysFixture(db, { policy: { propagationMs: 0 } });
       [gina, hal] = ['gina', 'hal'].map((n) => ed25519(dir, n)) as [Person, Person];
       await genesis(fx, gina, hal);

@@ -14,7 +14,6 @@ import { canonicalJson, verifyAuditChain } from '../../src/audit/audit-log.js';
 import { insertSealedCustodian, jwkOf } from '../../src/keys/custodians.js';
 import { createRequest } from '../../src/keys/dual-control.js';
 import { approveRequest } from '../../src/keys/key-approvals.js';
-import { migrateToLatest } from '../../src/db/migrations.js';
 import { LocalMasterKey, MasterKeySet } from '../../src/keys/master-key-source.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
 import { approve, ed25519, genesis, requestId, type Person } from './custodians-fixture.js';
@@ -37,8 +36,7 @@ describe('dual control against an insider with database write access and one cus
   let mallory2: Person;
 
   before(async () => {
-    db = await createTestDatabase();
-    await migrateToLatest(db.knex);
+    db = await createTestDatabase({ migrated: true });
     fx = await keysFixture(db, { policy: { propagationMs: 0 } });
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'lv-insider-'));
     [alice, bob, mallory, mallory2] = ['alice', 'bob', 'mallory', 'mallory2'].map((n) => ed25519(dir, n)) as [

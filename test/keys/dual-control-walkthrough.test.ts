@@ -11,7 +11,6 @@ import os from 'node:os';
 import path from 'node:path';
 import { verifyAuditChain } from '../../src/audit/audit-log.js';
 import { projectPath } from '../../src/config/project-root.js';
-import { migrateToLatest } from '../../src/db/migrations.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
 import { ed25519 } from './custodians-fixture.js';
 import { keysFixture, type KeysFixture } from './keys-context.js';
@@ -50,8 +49,7 @@ describe('walkthrough: dual control as the QSA runs it (docs/key-management.md, 
   let dir: string;
 
   before(async () => {
-    db = await createTestDatabase();
-    await migrateToLatest(db.knex);
+    db = await createTestDatabase({ migrated: true });
     fx = await keysFixture(db, { policy: { propagationMs: 0 } });
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'lv-walkthrough-'));
     for (const who of ['alice', 'bob', 'mallory', 'carol']) ed25519(dir, who); // step 0a (openssl genpkey)

@@ -6,7 +6,6 @@ import path from 'node:path';
 import { CompactSign } from 'jose';
 import { verifyAuditChain } from '../../src/audit/audit-log.js';
 import { ConfigError, loadConfig } from '../../src/config/config.js';
-import { migrateToLatest } from '../../src/db/migrations.js';
 import { KeyManager } from '../../src/keys/key-manager.js';
 import { builtInFieldSets } from '../../src/keys/field-sets.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
@@ -25,8 +24,7 @@ describe('dual control: custodians, requests and signed approvals', function () 
   // One database for the file (PGlite start-up and migrations take seconds): tests never depend on
   // each other's effects except the last, which destroys the key the refusal cases left intact.
   before(async () => {
-    db = await createTestDatabase();
-    await migrateToLatest(db.knex);
+    db = await createTestDatabase({ migrated: true });
     fx = await keysFixture(db, { policy: { propagationMs: 0 } });
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'lv-custodians-'));
     [alice, bob, mallory] = ['alice', 'bob', 'mallory'].map((n) => ed25519(dir, n)) as [Person, Person, Person];

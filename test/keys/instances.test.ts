@@ -8,7 +8,6 @@ import { expect } from 'chai';
 import type { Knex } from 'knex';
 import { VaultService, type Caller } from '../../src/cards/vault-service.js';
 import { createDatabase, type Database } from '../../src/db/database.js';
-import { migrateToLatest } from '../../src/db/migrations.js';
 import { InstanceHeartbeat, liveInstances } from '../../src/keys/instance-heartbeat.js';
 import { isKeyVersionNotWritable, KeyRing } from '../../src/keys/key-ring.js';
 import { createTestDatabase, testDbConfig, type TestDatabase } from '../support/database.js';
@@ -43,8 +42,7 @@ describe('keys across instances: key state enforced at commit, generations ackno
   const traffics: Traffic[] = [];
 
   before(async () => {
-    db = await createTestDatabase();
-    await migrateToLatest(db.knex);
+    db = await createTestDatabase({ migrated: true });
     fx = await keysFixture(db, { policy: { singleOperator: true, propagationMs: 0, instanceWaitMs: 60_000 } });
     // On PostgreSQL the second instance has connections of its own, as another process would.
     if (db.url !== undefined) other = createDatabase(testDbConfig(db.url));

@@ -4,7 +4,6 @@ import os from 'node:os';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { VaultService } from '../../src/cards/vault-service.js';
-import { migrateToLatest } from '../../src/db/migrations.js';
 import { signToken } from '../support/auth.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
 import { startTestService, testEnv } from '../support/harness.js';
@@ -21,8 +20,7 @@ describe('key inventory and cryptoperiods', function () {
   const masterKeyBase64 = randomBytes(32).toString('base64');
 
   before(async () => {
-    db = await createTestDatabase();
-    await migrateToLatest(db.knex);
+    db = await createTestDatabase({ migrated: true });
     fx = await keysFixture(db, { masterKeyBase64 });
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'lv-inventory-'));
     const vault = new VaultService(db.knex, fx.ring, { detokenise: { enabled: false, perMinute: 1 } });

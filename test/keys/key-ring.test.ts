@@ -4,7 +4,6 @@ import type { Knex } from 'knex';
 import { verifyAuditChain } from '../../src/audit/audit-log.js';
 import { VaultService } from '../../src/cards/vault-service.js';
 import { createDatabase } from '../../src/db/database.js';
-import { migrateToLatest } from '../../src/db/migrations.js';
 import { bumpGeneration, insertNewKey, KeyRing } from '../../src/keys/key-ring.js';
 import { LocalMasterKey } from '../../src/keys/master-key-source.js';
 import { createTestDatabase, testDbConfig, usingPostgres, type TestDatabase } from '../support/database.js';
@@ -18,8 +17,7 @@ describe('key ring', () => {
   const vaultOptions = { detokenise: { enabled: true, perMinute: 1000 } };
 
   beforeEach(async () => {
-    db = await createTestDatabase();
-    await migrateToLatest(db.knex);
+    db = await createTestDatabase({ migrated: true });
     masterKey = new LocalMasterKey(randomBytes(32), 'test');
   });
   afterEach(async () => db.close());

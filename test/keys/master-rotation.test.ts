@@ -2,7 +2,6 @@ import { expect } from 'chai';
 import { randomBytes, X509Certificate } from 'node:crypto';
 import { verifyAuditChain } from '../../src/audit/audit-log.js';
 import { VaultService } from '../../src/cards/vault-service.js';
-import { migrateToLatest } from '../../src/db/migrations.js';
 import { KeyRing } from '../../src/keys/key-ring.js';
 import { LocalMasterKey, MasterKeySet } from '../../src/keys/master-key-source.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
@@ -23,8 +22,7 @@ describe('master-key rotation (keys rotate --purpose master)', function () {
   let cards: { pan: string; token: string }[];
 
   beforeEach(async () => {
-    db = await createTestDatabase();
-    await migrateToLatest(db.knex);
+    db = await createTestDatabase({ migrated: true });
     before = await keysFixture(db);
     oldKek = before.masterKey;
     newKek = new LocalMasterKey(randomBytes(32), 'new test master key');

@@ -5,7 +5,6 @@
 import { expect } from 'chai';
 import { VaultService } from '../../src/cards/vault-service.js';
 import { decryptValue, emailAad } from '../../src/cards/card-crypto.js';
-import { migrateToLatest } from '../../src/db/migrations.js';
 import { MemberService } from '../../src/loyalty/member-service.js';
 import { PaymentService } from '../../src/payments/payment-service.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
@@ -18,8 +17,7 @@ describe('key rotation: member e-mail addresses', function () {
   let fx: KeysFixture;
 
   before(async () => {
-    db = await createTestDatabase();
-    await migrateToLatest(db.knex);
+    db = await createTestDatabase({ migrated: true });
     fx = await keysFixture(db, { policy: { singleOperator: true, propagationMs: 300 } });
   });
   after(async () => db.close());

@@ -5,7 +5,6 @@ import { verifyAuditChain } from '../../src/audit/audit-log.js';
 import { decryptValue, panAad } from '../../src/cards/card-crypto.js';
 import { VaultService } from '../../src/cards/vault-service.js';
 import { projectRoot } from '../../src/config/project-root.js';
-import { migrateToLatest } from '../../src/db/migrations.js';
 import { KeyRing, type KeyPurpose } from '../../src/keys/key-ring.js';
 import { createTestDatabase, usingPostgres, type TestDatabase } from '../support/database.js';
 import { runLiveTraffic, type KnownCard, type TrafficStats } from '../support/live-traffic.js';
@@ -94,8 +93,7 @@ describe('key rotation with live traffic (keys rotate → reencrypt → retire)'
   let fx: KeysFixture;
 
   beforeEach(async () => {
-    db = await createTestDatabase();
-    await migrateToLatest(db.knex);
+    db = await createTestDatabase({ migrated: true });
     fx = await keysFixture(db, { policy: { singleOperator: true, propagationMs: 300 } });
   });
   afterEach(async () => db.close());

@@ -7,7 +7,6 @@
 import { expect } from 'chai';
 import { VaultService } from '../../src/cards/vault-service.js';
 import { decryptValue, emailAad, encryptValue } from '../../src/cards/card-crypto.js';
-import { migrateToLatest } from '../../src/db/migrations.js';
 import { SubscriptionService } from '../../src/events/subscription-service.js';
 import { liveSecrets } from '../../src/events/subscription-secrets.js';
 import { toAppError } from '../../src/http/problem.js';
@@ -32,8 +31,7 @@ describe('keys: writes from a stale ring (review of issue 18)', function () {
   let fx: KeysFixture;
 
   before(async () => {
-    db = await createTestDatabase();
-    await migrateToLatest(db.knex);
+    db = await createTestDatabase({ migrated: true });
     fx = await keysFixture(db, { policy: { singleOperator: true, propagationMs: 0 } });
   });
   after(async () => db.close());
@@ -322,8 +320,7 @@ describe('keys: forged heartbeat rows (review of issue 18)', function () {
   let db: TestDatabase;
 
   before(async () => {
-    db = await createTestDatabase();
-    await migrateToLatest(db.knex);
+    db = await createTestDatabase({ migrated: true });
   });
   after(async () => db.close());
 

@@ -50,8 +50,7 @@ async function upgradedDatabase(): Promise<{
   fx: KeysFixture;
   made: { id: string; secrets: string[] }[];
 }> {
-  const db = await createTestDatabase();
-  await migrateToLatest(db.knex);
+  const db = await createTestDatabase({ migrated: true });
   // Keys as the release before made them: pan-encryption v1 (the rollback drops the unused
   // subscription-secret v1 that this release's fixture creates).
   const old = await keysFixture(db);
@@ -105,8 +104,7 @@ describe('key rotation: subscription signing secrets under their own purpose', f
     let db: TestDatabase;
     let fx: KeysFixture;
     before(async () => {
-      db = await createTestDatabase();
-      await migrateToLatest(db.knex);
+      db = await createTestDatabase({ migrated: true });
       fx = await keysFixture(db, { policy: { singleOperator: true, propagationMs: 300 } });
     });
     after(async () => db.close());

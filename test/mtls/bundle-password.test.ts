@@ -6,7 +6,6 @@ import { expect } from 'chai';
 import fs from 'node:fs';
 import path from 'node:path';
 import { createSecureContext } from 'node:tls';
-import { migrateToLatest } from '../../src/db/migrations.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
 import { keysFixture, type KeysFixture } from '../keys/keys-context.js';
 import { tempDir } from './support.js';
@@ -21,8 +20,7 @@ describe('keys mtls issue: the bundle password goes to a file, never to stdout',
     Number(((await db.knex('mtls_client_certificates').count({ n: '*' }).first()) as { n: string | number }).n);
 
   before(async () => {
-    db = await createTestDatabase();
-    await migrateToLatest(db.knex);
+    db = await createTestDatabase({ migrated: true });
     fx = await keysFixture(db);
     dir = tempDir('lv-mtls-password-');
     expect((await fx.run('mtls', 'init-ca')).code).to.equal(0);

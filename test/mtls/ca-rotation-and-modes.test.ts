@@ -3,7 +3,6 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { createPrivateKey, randomBytes } from 'node:crypto';
 import { ConfigError, loadConfig } from '../../src/config/config.js';
-import { migrateToLatest } from '../../src/db/migrations.js';
 import { generateCa } from '../../src/mtls/certificate-authority.js';
 import { signToken } from '../support/auth.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
@@ -68,8 +67,7 @@ describe('mTLS: CA rotation, authentication modes and configuration', function (
     });
 
   before(async () => {
-    db = await createTestDatabase();
-    await migrateToLatest(db.knex);
+    db = await createTestDatabase({ migrated: true });
     // Single-operator (development) mode: the rotation's dual control is covered by test/keys.
     fx = await keysFixture(db, { masterKeyBase64, policy: { singleOperator: true } });
     dir = tempDir('lv-mtls-rotation-');

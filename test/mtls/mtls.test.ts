@@ -4,7 +4,6 @@ import path from 'node:path';
 import { spawn, spawnSync } from 'node:child_process';
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import forge from 'node-forge';
-import { migrateToLatest } from '../../src/db/migrations.js';
 import { createDatabase, type Database } from '../../src/db/database.js';
 import { loadApiSpec } from '../../src/http/openapi.js';
 import { generateCa } from '../../src/mtls/certificate-authority.js';
@@ -76,8 +75,7 @@ describe('mutual TLS for card-data clients', function () {
   }
 
   before(async () => {
-    db = await createTestDatabase();
-    await migrateToLatest(db.knex);
+    db = await createTestDatabase({ migrated: true });
     fx = await keysFixture(db, { masterKeyBase64 });
     dir = tempDir('lv-mtls-');
     server = serverCredentials(dir);

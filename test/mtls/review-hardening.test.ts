@@ -7,7 +7,6 @@ import { expect } from 'chai';
 import { createPrivateKey, generateKeyPairSync, randomBytes, X509Certificate } from 'node:crypto';
 import forge from 'node-forge';
 import type { Knex } from 'knex';
-import { migrateToLatest } from '../../src/db/migrations.js';
 import { LocalMasterKey, MasterKeySet } from '../../src/keys/master-key-source.js';
 import { wrappingAad } from '../../src/keys/key-ring.js';
 import {
@@ -112,8 +111,7 @@ describe('mTLS security review: seals, revocation race, detokenise scope, keyUsa
   }
 
   before(async () => {
-    db = await createTestDatabase();
-    await migrateToLatest(db.knex);
+    db = await createTestDatabase({ migrated: true });
     fx = await keysFixture(db, { masterKeyBase64: randomBytes(32).toString('base64') });
     ca = new ClientCertificateAuthority({
       knex: db.knex,
@@ -333,7 +331,11 @@ describe('mTLS security review: seals, revocation race, detokenise scope, keyUsa
       const keyPem = createPrivateKey({ key: external.privateKeyDer, format: 'der', type: 'pkcs8' })
         .export({ format: 'pem', type: 'pkcs8' })
         .toString();
-      const device = forgeClientCertificate({ certPem: external.certificatePem, keyPem }, undefined, '4111111111111111');
+      const device = forgeClientCertificate(
+        { certPem: external.certificatePem, keyPem },
+        undefined,
+        '4111111111111111',
+      );
       const before = Number((await db.knex('mtls_client_certificates').count({ n: '*' }).first())?.n);
       const refused = await ca
         .register({

@@ -5,7 +5,6 @@
  */
 import { expect } from 'chai';
 import { randomBytes, X509Certificate } from 'node:crypto';
-import { migrateToLatest } from '../../src/db/migrations.js';
 import { createClientCertificateVerifier } from '../../src/mtls/client-certificate-verifier.js';
 import { ClientCertificateAuthority } from '../../src/mtls/client-certificates.js';
 import { verifyRevocationList } from '../../src/mtls/revocation-list.js';
@@ -50,8 +49,7 @@ describe('mTLS insider: sealed revocations and record changes reaching every cac
   }
 
   before(async () => {
-    db = await createTestDatabase();
-    await migrateToLatest(db.knex);
+    db = await createTestDatabase({ migrated: true });
     fx = await keysFixture(db, { masterKeyBase64: randomBytes(32).toString('base64') });
     ca = new ClientCertificateAuthority({
       knex: db.knex,

@@ -4,7 +4,6 @@
  */
 import { expect } from 'chai';
 import { consumeRateLimit, decide } from '../../src/ratelimit/rate-limiter.js';
-import { migrateToLatest } from '../../src/db/migrations.js';
 import { createDatabase } from '../../src/db/database.js';
 import { createTestDatabase, testDbConfig, usingPostgres, type TestDatabase } from '../support/database.js';
 
@@ -53,8 +52,7 @@ describe('sliding-window rate limit', function () {
   describe('on the database', () => {
     let db: TestDatabase;
     before(async () => {
-      db = await createTestDatabase();
-      await migrateToLatest(db.knex);
+      db = await createTestDatabase({ migrated: true });
     });
     after(async () => db.close());
 

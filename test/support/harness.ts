@@ -68,7 +68,7 @@ export interface StartOptions {
 export async function startTestService(options: StartOptions = {}): Promise<TestService> {
   const env = options.env ?? (await testEnv());
   const config = loadConfig(env);
-  const db = options.db ?? (await createTestDatabase());
+  const db = options.db ?? (await createTestDatabase({ migrated: true }));
   const captured = captureLogs();
   const service = await buildService(config, {
     logger: captured.logger,
