@@ -19,6 +19,8 @@ import type { MasterKeySource } from '../keys/master-key-source.js';
 import { checkKeyTriggers, type KeyCheckFinding } from '../keys/key-version-triggers.js';
 import { reencrypt } from '../keys/reencrypt.js';
 import { auditCommand, AUDIT_USAGE } from './keys-audit.js';
+import { hsmCommand, HSM_USAGE } from './keys-hsm.js';
+import type { TokenKeyCreated } from '../keys/master-key-sources/pkcs11.js';
 import { mtlsCommand, MTLS_USAGE } from './keys-mtls.js';
 import { requestsCommand, REQUESTS_USAGE } from './keys-requests.js';
 import { UsageError } from './usage-error.js';
@@ -41,6 +43,8 @@ export interface KeysContext {
   readonly actor: KeyActor;
   /** TLS_CLIENT_CA's certificates (PEM bundle): `mtls register` accepts certificates they issued. */
   readonly externalClientCaPem?: string | undefined;
+  /** Set by keys.ts when `hsm init` has just created the master key in the token: the command audits it. */
+  readonly tokenKeyCreated?: TokenKeyCreated | undefined;
 }
 
 export interface KeysIo {
@@ -68,7 +72,8 @@ export const USAGE = `usage: npm run keys -- <command> [options]
                                                   the key-ring generation needed (default 605 s)
 ${REQUESTS_USAGE}
 ${AUDIT_USAGE}
-${MTLS_USAGE}`;
+${MTLS_USAGE}
+${HSM_USAGE}`;
 
 export async function runKeysCommand(argv: readonly string[], ctx: KeysContext, io: KeysIo): Promise<number> {
   const out = (text: string) => io.stdout.write(text.endsWith('\n') ? text : `${text}\n`);
@@ -96,6 +101,8 @@ export async function runKeysCommand(argv: readonly string[], ctx: KeysContext, 
         return await auditCommand(rest, ctx, out);
       case 'mtls':
         return await mtlsCommand(rest, ctx, out);
+      case 'hsm':
+        return await hsmCommand(rest, ctx, out);
       case undefined:
       case 'help':
       case '--help':
