@@ -27,7 +27,10 @@ import { UsageError } from './usage-error.js';
 import {
   inventoryMarkdown,
   keyTable,
+  masterKeyInfo,
+  masterKeyLines,
   progressPrinter,
+  type MasterKeyInfo,
   PURPOSE_DESCRIPTIONS,
   type InventoryDocument,
 } from './keys-report.js';
@@ -188,6 +191,7 @@ async function list(args: readonly string[], ctx: KeysContext, out: (t: string) 
     out(JSON.stringify(keys, null, 2));
   } else {
     out(keyTable(keys));
+    for (const line of masterKeyLines(await currentMasterKey(ctx))) out(line);
     for (const line of await instanceLines(ctx)) out(line);
   }
   return 0;
@@ -208,11 +212,15 @@ async function inventory(args: readonly string[], ctx: KeysContext, out: (t: str
     format: 'loyalty-vault/key-inventory/v1',
     generatedAt: new Date().toISOString(),
     database: ctx.databaseDescription,
+    currentMasterKey: await currentMasterKey(ctx),
     keyStores: [
       {
         name: 'master key source',
         description: ctx.masterKey.description,
-        holds: `master key ${ctx.masterKey.keyId} (KEK)`,
+        holds:
+          ctx.masterKey.location?.source === 'pkcs11'
+            ? `master key ${ctx.masterKey.keyId} (KEK): generated in the token, sensitive and never extractable; wraps and unwraps inside the token`
+            : `master key ${ctx.masterKey.keyId} (KEK)`,
       },
       {
         name: 'data_keys table',
@@ -248,6 +256,13 @@ async function inventory(args: readonly string[], ctx: KeysContext, out: (t: str
   fs.writeFileSync(`${base}.md`, inventoryMarkdown(doc));
   out(`wrote ${base}.json and ${base}.md (${keys.length} key versions, ${masters.length} master key(s))`);
   return 0;
+}
+
+/** The current master key: where it lives and since when it is the active one (master_keys). */
+async function currentMasterKey(ctx: KeysContext): Promise<MasterKeyInfo> {
+  const row = (await ctx.knex('master_keys').where({ kek_id: ctx.masterKey.keyId }).first('created_at')) as
+    { created_at: Date | string } | undefined;
+  return masterKeyInfo(ctx.masterKey, row === undefined ? undefined : new Date(row.created_at), new Date());
 }
 
 async function status(args: readonly string[], ctx: KeysContext, out: (t: string) => void): Promise<number> {
