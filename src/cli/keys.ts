@@ -11,11 +11,7 @@ import { migrateToLatest } from '../db/migrations.js';
 import { builtInFieldSets } from '../keys/field-sets.js';
 import { KeyRing } from '../keys/key-ring.js';
 import { loadMasterKey } from '../keys/master-key-source.js';
-import {
-  createMasterKeyInToken,
-  destroyCreatedTokenKey,
-  type TokenKeyCreated,
-} from '../keys/master-key-sources/pkcs11.js';
+import type { TokenKeyCreated } from '../keys/master-key-sources/pkcs11.js';
 import { parseHsmInit } from './keys-hsm.js';
 import { liveClientCertificates } from '../mtls/client-certificate-records.js';
 import { runCli } from './cli-args.js';
@@ -55,11 +51,13 @@ async function main(argv: readonly string[]): Promise<number> {
     );
     if (config.pkcs11 === undefined)
       throw new UsageError('hsm init needs PKCS11_MODULE, PKCS11_TOKEN_LABEL and PKCS11_PIN_FILE');
+    const { createMasterKeyInToken } = await import('../keys/master-key-sources/pkcs11.js');
     tokenKeyCreated = await createMasterKeyInToken(config.pkcs11, label);
   }
   const undoTokenKey = async (): Promise<void> => {
     if (tokenKeyCreated !== undefined && config.pkcs11 !== undefined) {
       process.stderr.write(`keys: the key "${tokenKeyCreated.keyLabel}" could not be audited: destroying it again\n`);
+      const { destroyCreatedTokenKey } = await import('../keys/master-key-sources/pkcs11.js');
       await destroyCreatedTokenKey(config.pkcs11, tokenKeyCreated);
     }
   };

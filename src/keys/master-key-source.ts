@@ -13,7 +13,6 @@
  */
 import type { MasterKeyConfig } from '../config/config.js';
 import { loadLocalMasterKey, previousEnvMasterKey } from './master-key-sources/local.js';
-import { loadPkcs11MasterKey } from './master-key-sources/pkcs11.js';
 
 export { LocalMasterKey } from './master-key-sources/local.js';
 
@@ -149,6 +148,8 @@ function loadOne(config: MasterKeyConfig): Promise<LoadedMasterKey> {
     case 'generated-dev':
       return loadLocalMasterKey(config);
     case 'pkcs11':
-      return loadPkcs11MasterKey(config);
+      // Loaded only when asked for: the native binding (pkcs11js) need not be built where no token
+      // is used (the embedded default, an image installed with --ignore-scripts).
+      return import('./master-key-sources/pkcs11.js').then(({ loadPkcs11MasterKey }) => loadPkcs11MasterKey(config));
   }
 }
