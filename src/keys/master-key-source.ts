@@ -110,11 +110,13 @@ export class MasterKeySet implements MasterKeySource {
   }
 
   async refreshReadiness(): Promise<void> {
-    await Promise.all([this.current, ...this.previous].map((source) => source.refreshReadiness?.()));
+    await Promise.all(
+      [this.current, ...this.previous].map((source) => source.refreshReadiness?.() ?? Promise.resolve()),
+    );
   }
 
   async close(): Promise<void> {
-    await Promise.all([this.current, ...this.previous].map((source) => source.close?.()));
+    await Promise.all([this.current, ...this.previous].map((source) => source.close?.() ?? Promise.resolve()));
   }
 }
 
