@@ -175,3 +175,12 @@ export class AppError extends Error {
 export function isAppError(value: unknown): value is AppError {
   return value instanceof AppError;
 }
+
+/**
+ * A master-key source that cannot answer now (a PKCS#11 token away, a sealed vault), as opposed to a
+ * wrapped value it does not open. Code that tries the next key or skips a row on an unwrap failure
+ * must rethrow this one: skipping would, for instance, commit a rotation with rows left unrewrapped.
+ */
+export function isMasterKeyUnavailable(error: unknown): boolean {
+  return error instanceof AppError && (error.code === 'MASTER_KEY_UNAVAILABLE' || error.code === 'VAULT_SEALED');
+}

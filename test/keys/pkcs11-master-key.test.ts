@@ -393,6 +393,50 @@ describe('master key in a PKCS#11 token (SoftHSM2)', function () {
         new Set((await db.knex('data_keys').whereNotNull('wrapped_key').select('kek_id')).map((r) => r.kek_id)),
       ).to.deep.equal(new Set([kekA.keyId]));
     });
+    it('when the token goes away after the data keys but before the seals and audit-chain keys are rewrapped (token → file), then the rotation rolls back instead of leaving them under the old key', async () => {
+      const tokenKey = await open('lv-kek-a');
+      await keysFixture(db, { source: tokenKey });
+      const dataKeys = Number(
+        ((await db.knex('data_keys').whereNotNull('wrapped_key').count({ n: '*' })) as { n: string | number }[])[0]!.n,
+      );
+      expect(await db.knex('audit_chain_keys').where({ kek_id: kekA.keyId })).to.have.length.greaterThan(0);
+      let unwraps = 0;
+      let bringBack: (() => void) | undefined;
+      // The outage strikes at the first unwrap that is not a data key's (a seal, an audit-chain key).
+      const flaky: MasterKeySource = {
+        keyId: tokenKey.keyId,
+        description: tokenKey.description,
+        readiness: () => tokenKey.readiness(),
+        wrap: (value, aad) => tokenKey.wrap(value, aad),
+        unwrap(wrapped, aad) {
+          if (!aad.startsWith('loyalty-vault/data-key/') && bringBack === undefined) bringBack = token.takeAway();
+          else unwraps += 1;
+          return tokenKey.unwrap(wrapped, aad);
+        },
+      };
+      const fileKey = new LocalMasterKey(randomBytes(32), 'file key', { source: 'file', where: 'file test' });
+      const snapshot = async () => ({
+        dataKeys: await db
+          .knex('data_keys')
+          .orderBy(['purpose', 'version'])
+          .select('purpose', 'version', 'kek_id', 'wrapped_key'),
+        chainKeys: await db.knex('audit_chain_keys').orderBy('version').select('version', 'kek_id', 'wrapped_key'),
+      });
+      const before = await snapshot();
+      const fx = await keysFixture(db, {
+        source: new MasterKeySet(fileKey, [flaky]),
+        policy: { singleOperator: true },
+      });
+      try {
+        const res = await fx.run('rotate', '--purpose', 'master', '--apply');
+        expect(unwraps).to.be.at.least(dataKeys);
+        expect(res.stderr).to.contain('MASTER_KEY_UNAVAILABLE');
+        expect(res.code).to.equal(1);
+        expect(await snapshot()).to.deep.equal(before);
+      } finally {
+        bringBack?.();
+      }
+    });
   });
 
   describe('the service with the master key in the token', () => {
