@@ -9,6 +9,8 @@
 import { expect } from 'chai';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import pkcs11js from 'pkcs11js';
 import { verifyAuditChain } from '../../src/audit/audit-log.js';
 import { VaultService } from '../../src/cards/vault-service.js';
@@ -233,6 +235,18 @@ describe('master key in a PKCS#11 token (SoftHSM2)', function () {
       expect(error.message).to.contain('no key labelled "lv-kek-missing"').and.to.contain('keys hsm init');
     });
 
+    it('when the PIN file can be read by group or others, then the source refuses it without reading the PIN into any message', async () => {
+      const pin = fs.readFileSync(token.pinFile, 'utf8').trim();
+      fs.chmodSync(token.pinFile, 0o644);
+      try {
+        const error = await rejection(Pkcs11MasterKey.open(token.settings, 'lv-kek-a'));
+        expect(error.message).to.contain('PKCS11_PIN_FILE must be readable by its owner only');
+        expect(JSON.stringify({ message: error.message, cause: String(error.cause) })).to.not.contain(pin);
+      } finally {
+        fs.chmodSync(token.pinFile, 0o600);
+      }
+    });
+
     it('when a value is wrapped by the token, then it unwraps only with the same AAD and the wrapped form holds neither the value nor the key', async () => {
       const source = await open('lv-kek-a');
       const value = randomBytes(32);
@@ -288,6 +302,28 @@ describe('master key in a PKCS#11 token (SoftHSM2)', function () {
         expect(await vault.detokenise(card.token, 'hsm round trip', caller)).to.deep.equal({ pan: card.pan });
       }
       expect(recorder.calls.slice(before).map((c) => c.method)).to.deep.equal([]);
+
+      // The inventory says where the master key lives, its key check value and cryptoperiod.
+      const out = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'lv-inv-')), 'inventory');
+      expect((await fx.run('inventory', '--out', out)).code).to.equal(0);
+      const inventory = JSON.parse(fs.readFileSync(`${out}.json`, 'utf8')) as {
+        currentMasterKey: Record<string, unknown>;
+      };
+      expect(inventory.currentMasterKey).to.deep.include({
+        kekId: kekA.keyId,
+        source: 'pkcs11',
+        tokenLabel: token.tokenLabel,
+        keyLabel: 'lv-kek-a',
+        keyCheckValue: kekA.keyCheckValue,
+        cryptoperiodDays: 730,
+        overdue: false,
+      });
+      expect(fs.readFileSync(`${out}.md`, 'utf8')).to.contain(`key check value ${kekA.keyCheckValue}`);
+      const listed = await fx.run('list');
+      expect(listed.stdout).to.contain(
+        `master key ${kekA.keyId}: source pkcs11, token "${token.tokenLabel}", key label "lv-kek-a", key check value ${kekA.keyCheckValue}`,
+      );
+      expect(listed.stdout).to.match(/cryptoperiod 730 d, 7(29|30) days left/);
     });
 
     it('when the master key is rotated env → token → another token key → file, then every data key and seal follows, the data is untouched, and each old key opens nothing', async () => {
