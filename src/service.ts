@@ -84,7 +84,8 @@ export async function buildService(config: Config, options: BuildOptions): Promi
       `!!! ${downgrades.length} SECURITY DOWNGRADE(S) IN FORCE:\n${downgrades.map((d) => `  - ${d}`).join('\n')}`,
     );
   }
-  const masterKey = await loadMasterKey(config.masterKey, config.masterKeyPrevious);
+  const masterKey = await loadMasterKey(config.masterKey, config.masterKeyPrevious, config.masterKeyPreviousSources);
+  logger.info({ masterKey: masterKey.source.location }, `master key: ${masterKey.source.description}`);
   if (masterKey.generatedDevKeyFile !== undefined) {
     logger.warn(
       { file: masterKey.generatedDevKeyFile },
@@ -99,6 +100,7 @@ export async function buildService(config: Config, options: BuildOptions): Promi
     if (applied.length > 0) logger.info({ migrations: applied }, 'database migrated');
   } catch (error) {
     if (ownsDatabase) await database.close();
+    await masterKey.source.close?.();
     throw error;
   }
 
@@ -255,7 +257,11 @@ export async function buildService(config: Config, options: BuildOptions): Promi
         };
 
   let draining = false;
-  const readiness = createReadiness({ ping: (ms) => database.ping(ms), isDraining: () => draining });
+  const readiness = createReadiness({
+    ping: (ms) => database.ping(ms),
+    isDraining: () => draining,
+    masterKey: masterKey.source,
+  });
   const spec = loadApiSpec();
   const app = createApp({
     spec,
@@ -317,6 +323,7 @@ export async function buildService(config: Config, options: BuildOptions): Promi
       await expiry.stop();
       await heartbeat.stop().catch((error: unknown) => logger.warn({ err: error }, 'removing the heartbeat failed'));
       if (ownsDatabase) await database.close();
+      await masterKey.source.close?.();
     },
   };
 }

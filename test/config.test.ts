@@ -8,7 +8,7 @@ const JWKS = JSON.stringify({
 const production: Env = {
   NODE_ENV: 'production',
   DATABASE_URL: 'postgres://svc:secret-password@db.internal:5432/loyalty',
-  MASTER_KEY: KEY,
+  MASTER_KEY_FILE: '/run/secrets/lv-master-key',
   AUTH_ISSUER: 'https://idp.example/',
   AUTH_AUDIENCE: 'loyalty-vault',
   AUTH_JWKS_URL: 'https://idp.example/.well-known/jwks.json',
@@ -59,10 +59,53 @@ describe('configuration', () => {
       ],
       ['AUTH_ALGORITHMS with HS256', { AUTH_ALGORITHMS: 'ES256,HS256' }, 'AUTH_ALGORITHMS'],
       ['AUTH_ALGORITHMS with none', { AUTH_ALGORITHMS: 'none' }, 'AUTH_ALGORITHMS'],
+      [
+        'production with the env master key source',
+        { ...production, MASTER_KEY_FILE: undefined, MASTER_KEY: KEY },
+        'MASTER_KEY (the env master key source) is refused when NODE_ENV=production',
+      ],
+      [
+        'production with MASTER_KEY_PREVIOUS',
+        { ...production, MASTER_KEY_PREVIOUS: KEY },
+        'MASTER_KEY_PREVIOUS is refused when NODE_ENV=production unless MASTER_KEY_ENV_ALLOWED=true',
+      ],
+      [
+        'MASTER_KEY_SOURCE unknown',
+        { MASTER_KEY_SOURCE: 'vault' },
+        'MASTER_KEY_SOURCE must be one of env, file, pkcs11',
+      ],
+      ['MASTER_KEY_SOURCE=env without MASTER_KEY', { MASTER_KEY_SOURCE: 'env' }, 'MASTER_KEY is required when'],
+      ['MASTER_KEY_SOURCE=file without the file', { MASTER_KEY_SOURCE: 'file' }, 'MASTER_KEY_FILE is required when'],
+      [
+        'MASTER_KEY_SOURCE=file with MASTER_KEY set too',
+        { MASTER_KEY_SOURCE: 'file', MASTER_KEY_FILE: '/k', MASTER_KEY: KEY },
+        'MASTER_KEY is set but MASTER_KEY_SOURCE=file',
+      ],
+      [
+        'MASTER_KEY_SOURCE=pkcs11 without the token settings',
+        { MASTER_KEY_SOURCE: 'pkcs11', PKCS11_KEY_LABEL: 'kek' },
+        'MASTER_KEY_SOURCE=pkcs11 needs PKCS11_MODULE',
+      ],
+      [
+        'PKCS11 settings incomplete',
+        { PKCS11_MODULE: '/usr/lib/softhsm/libsofthsm2.so', PKCS11_TOKEN_LABEL: 't' },
+        'PKCS11_MODULE, PKCS11_TOKEN_LABEL and PKCS11_PIN_FILE must be set together',
+      ],
+      ['a PIN in the environment', { PKCS11_PIN: '1234' }, 'PKCS11_PIN is not accepted'],
+      [
+        'PKCS11_MODULE relative',
+        { PKCS11_MODULE: 'libsofthsm2.so', PKCS11_TOKEN_LABEL: 't', PKCS11_PIN_FILE: '/p' },
+        'PKCS11_MODULE must be an absolute path',
+      ],
+      [
+        'a previous token key without the token',
+        { MASTER_KEY: KEY, PKCS11_PREVIOUS_KEY_LABEL: 'old' },
+        'PKCS11_PREVIOUS_KEY_LABEL needs PKCS11_MODULE',
+      ],
       ['production without DATABASE_URL', { ...production, DATABASE_URL: undefined }, 'DATABASE_URL is required'],
       [
         'production without a master key',
-        { ...production, MASTER_KEY: undefined },
+        { ...production, MASTER_KEY_FILE: undefined },
         'MASTER_KEY or MASTER_KEY_FILE is required',
       ],
       [
@@ -115,10 +158,43 @@ describe('configuration', () => {
     expect(config.events).to.include({ dispatcherEnabled: true, allowHttpTargets: true, allowPrivateTargets: false });
   });
 
+  it('when MASTER_KEY_ENV_ALLOWED=true in production, then the env source loads and is listed as a downgrade', async () => {
+    const { productionDowngrades } = await import('../src/config/downgrades.js');
+    const config = loadConfig({
+      ...production,
+      MASTER_KEY_FILE: undefined,
+      MASTER_KEY: KEY,
+      MASTER_KEY_ENV_ALLOWED: 'true',
+    });
+    expect(config.masterKey).to.deep.equal({ source: 'env', keyBase64: KEY });
+    expect(productionDowngrades(config).join('\n')).to.contain('MASTER_KEY_ENV_ALLOWED=true');
+  });
+
+  it('when MASTER_KEY_SOURCE=pkcs11 names a token, then the configuration holds the PIN file path, never a PIN', () => {
+    const config = loadConfig({
+      ...production,
+      MASTER_KEY_FILE: undefined,
+      MASTER_KEY_SOURCE: 'pkcs11',
+      PKCS11_MODULE: '/usr/lib/softhsm/libsofthsm2.so',
+      PKCS11_TOKEN_LABEL: 'lv-prod',
+      PKCS11_KEY_LABEL: 'lv-kek-2026',
+      PKCS11_PIN_FILE: '/run/secrets/pkcs11-pin',
+      PKCS11_PREVIOUS_KEY_LABEL: 'lv-kek-2024',
+    });
+    const pkcs11 = {
+      module: '/usr/lib/softhsm/libsofthsm2.so',
+      tokenLabel: 'lv-prod',
+      pinFile: '/run/secrets/pkcs11-pin',
+      timeoutMs: 5000,
+    };
+    expect(config.masterKey).to.deep.equal({ source: 'pkcs11', pkcs11, keyLabel: 'lv-kek-2026' });
+    expect(config.masterKeyPreviousSources).to.deep.equal([{ source: 'pkcs11', pkcs11, keyLabel: 'lv-kek-2024' }]);
+  });
+
   it('when a complete production environment is given, then it loads and is frozen', () => {
     const config = loadConfig(production);
     expect(config.nodeEnv).to.equal('production');
-    expect(config.masterKey).to.deep.equal({ source: 'env', keyBase64: KEY });
+    expect(config.masterKey).to.deep.equal({ source: 'file', file: '/run/secrets/lv-master-key' });
     expect(config.auth.keys.source).to.equal('jwks-url');
     expect(config.events).to.include({ allowHttpTargets: false, allowPrivateTargets: false, maxAttempts: 15 });
     expect(Object.isFrozen(config)).to.equal(true);

@@ -8,13 +8,14 @@ import { balance } from './balance.js';
 import { redeem } from './redeem.js';
 import { rotate } from './rotate.js';
 import { soak } from './soak.js';
-import { tokeniseKnown, tokeniseNew } from './tokenise.js';
+import { tokeniseKnown, tokeniseNew, tokenisePkcs11 } from './tokenise.js';
 import { webhooks, webhooksBurst } from './webhooks.js';
 
 export const scenarios: readonly Scenario[] = [
   authGet,
   tokeniseKnown,
   tokeniseNew,
+  tokenisePkcs11,
   webhooks,
   webhooksBurst,
   balance,

@@ -5,8 +5,14 @@
  *   indexed select joining the card) and no write. The aim is ≥ 50% of the echo's throughput.
  * - tokenise-new: a new card every request: AES-GCM + HMAC, one transaction inserting shopper, card,
  *   identifier and fingerprint rows, one commit (fsync) each.
+ * - tokenise-pkcs11: new cards, the service with its master key in a SoftHSM2 token (target) against
+ *   the same service with the master key in MASTER_KEY (baseline), each on a fresh database. The data
+ *   keys are unwrapped once into the key ring, so the hot path should not touch the token: the ratio
+ *   should be about 1.
  */
 import { randomBytes, randomInt } from 'node:crypto';
+import { createMasterKeyInToken } from '../../src/keys/master-key-sources/pkcs11.js';
+import { createSoftHsmToken } from '../../test/support/softhsm.js';
 import { loadConfig } from '../../src/config/config.js';
 import { issueDevToken } from '../../src/cli/token.js';
 import { luhnValid } from '../../src/cards/luhn.js';
@@ -86,4 +92,69 @@ export const tokeniseNew: Scenario = {
   name: 'tokenise-new',
   description: 'POST /v1/tokens for a new card each request (PostgreSQL) vs express echo',
   run: (load) => runTokenise(load, 'new'),
+};
+
+/** One service on a fresh database with the given master-key settings, measured on new cards. */
+async function measureNewCards(dir: string, label: string, masterKeyEnv: Record<string, string>, load: LoadOptions) {
+  return withTempPostgres(async (databaseUrl) => {
+    const service = await startService(dir, { DATABASE_URL: databaseUrl, DB_POOL_MAX: '10', ...masterKeyEnv });
+    try {
+      const token = await issueDevToken(loadConfig({ NODE_ENV: 'development', DATA_DIR: service.dataDir }), {
+        scopes: ['tokens:write'],
+        subject: 'bench',
+        ttlSeconds: 3600,
+      });
+      const headers = { authorization: `Bearer ${token}`, 'content-type': 'application/json' };
+      return await measure(
+        {
+          label,
+          url: `${service.url}/v1/tokens`,
+          method: 'POST',
+          headers,
+          nextBody: () => JSON.stringify({ pan: randomPan() }),
+          server: service,
+        },
+        load,
+      );
+    } finally {
+      await service.stop();
+    }
+  });
+}
+
+export const tokenisePkcs11: Scenario = {
+  name: 'tokenise-pkcs11',
+  description: 'POST /v1/tokens, new cards: master key in a SoftHSM2 token vs in MASTER_KEY (PostgreSQL)',
+  run: (load) =>
+    withTempDir(async (dir) => {
+      const token = createSoftHsmToken('lv-bench');
+      try {
+        await createMasterKeyInToken(token.settings, 'lv-bench-kek');
+        const baseline = await measureNewCards(
+          dir,
+          'MASTER_KEY (env)',
+          { MASTER_KEY: randomBytes(32).toString('base64') },
+          load,
+        );
+        const tokenEnv = Object.fromEntries(
+          Object.entries(token.env('lv-bench-kek')).filter((e): e is [string, string] => e[1] !== undefined),
+        );
+        const target = await measureNewCards(
+          dir,
+          'PKCS#11 (SoftHSM2)',
+          { ...tokenEnv, SOFTHSM2_CONF: process.env['SOFTHSM2_CONF'] ?? '' },
+          load,
+        );
+        return {
+          target,
+          baseline,
+          notes: [
+            'both: node dist/src/main.js on a fresh PostgreSQL database, pool 10, a new card every request',
+            'target: MASTER_KEY_SOURCE=pkcs11 (SoftHSM2); baseline: MASTER_KEY; data keys cached in the key ring',
+          ],
+        };
+      } finally {
+        token.remove();
+      }
+    }),
 };

@@ -22,7 +22,7 @@
  */
 import { createHmac, randomBytes } from 'node:crypto';
 import type { Knex } from 'knex';
-import { AppError } from '../errors/app-error.js';
+import { AppError, isMasterKeyUnavailable } from '../errors/app-error.js';
 
 type Db = Knex | Knex.Transaction;
 
@@ -100,7 +100,9 @@ class Registration {
     for (const wrapper of this.wrappers) {
       try {
         return await wrapper.unwrap(row.wrapped_key, chainKeyAad(row.version));
-      } catch {
+      } catch (error) {
+        // A source that cannot answer now is not "another key": skipping would half-write a rotation.
+        if (isMasterKeyUnavailable(error)) throw error;
         // another master key, or an altered row: try the next registered source
       }
     }
@@ -164,7 +166,9 @@ export async function rewrapAuditChainKeys(trx: Knex.Transaction, masterKey: Cha
     let material: Buffer;
     try {
       material = await masterKey.unwrap(row.wrapped_key, chainKeyAad(row.version));
-    } catch {
+    } catch (error) {
+      // A source that cannot answer now is not "another key": skipping would half-write a rotation.
+      if (isMasterKeyUnavailable(error)) throw error;
       continue;
     }
     const wrapped = await masterKey.wrap(material, chainKeyAad(row.version));

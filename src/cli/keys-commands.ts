@@ -19,13 +19,18 @@ import type { MasterKeySource } from '../keys/master-key-source.js';
 import { checkKeyTriggers, type KeyCheckFinding } from '../keys/key-version-triggers.js';
 import { reencrypt } from '../keys/reencrypt.js';
 import { auditCommand, AUDIT_USAGE } from './keys-audit.js';
+import { hsmCommand, HSM_USAGE } from './keys-hsm.js';
+import type { TokenKeyCreated } from '../keys/master-key-sources/pkcs11.js';
 import { mtlsCommand, MTLS_USAGE } from './keys-mtls.js';
 import { requestsCommand, REQUESTS_USAGE } from './keys-requests.js';
 import { UsageError } from './usage-error.js';
 import {
   inventoryMarkdown,
   keyTable,
+  masterKeyInfo,
+  masterKeyLines,
   progressPrinter,
+  type MasterKeyInfo,
   PURPOSE_DESCRIPTIONS,
   type InventoryDocument,
 } from './keys-report.js';
@@ -41,6 +46,8 @@ export interface KeysContext {
   readonly actor: KeyActor;
   /** TLS_CLIENT_CA's certificates (PEM bundle): `mtls register` accepts certificates they issued. */
   readonly externalClientCaPem?: string | undefined;
+  /** Set by keys.ts when `hsm init` has just created the master key in the token: the command audits it. */
+  readonly tokenKeyCreated?: TokenKeyCreated | undefined;
 }
 
 export interface KeysIo {
@@ -68,7 +75,8 @@ export const USAGE = `usage: npm run keys -- <command> [options]
                                                   the key-ring generation needed (default 605 s)
 ${REQUESTS_USAGE}
 ${AUDIT_USAGE}
-${MTLS_USAGE}`;
+${MTLS_USAGE}
+${HSM_USAGE}`;
 
 export async function runKeysCommand(argv: readonly string[], ctx: KeysContext, io: KeysIo): Promise<number> {
   const out = (text: string) => io.stdout.write(text.endsWith('\n') ? text : `${text}\n`);
@@ -96,6 +104,8 @@ export async function runKeysCommand(argv: readonly string[], ctx: KeysContext, 
         return await auditCommand(rest, ctx, out);
       case 'mtls':
         return await mtlsCommand(rest, ctx, out);
+      case 'hsm':
+        return await hsmCommand(rest, ctx, out);
       case undefined:
       case 'help':
       case '--help':
@@ -181,6 +191,7 @@ async function list(args: readonly string[], ctx: KeysContext, out: (t: string) 
     out(JSON.stringify(keys, null, 2));
   } else {
     out(keyTable(keys));
+    for (const line of masterKeyLines(await currentMasterKey(ctx))) out(line);
     for (const line of await instanceLines(ctx)) out(line);
   }
   return 0;
@@ -201,11 +212,15 @@ async function inventory(args: readonly string[], ctx: KeysContext, out: (t: str
     format: 'loyalty-vault/key-inventory/v1',
     generatedAt: new Date().toISOString(),
     database: ctx.databaseDescription,
+    currentMasterKey: await currentMasterKey(ctx),
     keyStores: [
       {
         name: 'master key source',
         description: ctx.masterKey.description,
-        holds: `master key ${ctx.masterKey.keyId} (KEK)`,
+        holds:
+          ctx.masterKey.location?.source === 'pkcs11'
+            ? `master key ${ctx.masterKey.keyId} (KEK): generated in the token, sensitive and never extractable; wraps and unwraps inside the token`
+            : `master key ${ctx.masterKey.keyId} (KEK)`,
       },
       {
         name: 'data_keys table',
@@ -241,6 +256,13 @@ async function inventory(args: readonly string[], ctx: KeysContext, out: (t: str
   fs.writeFileSync(`${base}.md`, inventoryMarkdown(doc));
   out(`wrote ${base}.json and ${base}.md (${keys.length} key versions, ${masters.length} master key(s))`);
   return 0;
+}
+
+/** The current master key: where it lives and since when it is the active one (master_keys). */
+async function currentMasterKey(ctx: KeysContext): Promise<MasterKeyInfo> {
+  const row = (await ctx.knex('master_keys').where({ kek_id: ctx.masterKey.keyId }).first('created_at')) as
+    { created_at: Date | string } | undefined;
+  return masterKeyInfo(ctx.masterKey, row === undefined ? undefined : new Date(row.created_at), new Date());
 }
 
 async function status(args: readonly string[], ctx: KeysContext, out: (t: string) => void): Promise<number> {

@@ -5,6 +5,7 @@
  */
 import type { ReencryptProgress } from '../keys/reencrypt.js';
 import type { KeyVersionInfo } from '../keys/key-manager.js';
+import type { MasterKeyLocation } from '../keys/master-key-source.js';
 
 const date = (d: Date | null): string => (d === null ? '-' : d.toISOString().slice(0, 10));
 const num = (n: number): string => n.toLocaleString('en-US');
@@ -49,11 +50,71 @@ export function keyTable(keys: readonly KeyVersionInfo[]): string {
   return [line(header), line(widths.map((w) => '-'.repeat(w))), ...rows.map(line)].join('\n') + '\n';
 }
 
+/**
+ * The master key's cryptoperiod: 2 years, the upper end NIST SP 800-57 Part 1 (5.3.6) gives a
+ * symmetric key-wrapping key's originator-usage period. It wraps only data keys and seals (a few
+ * dozen values, re-wrapped at every rotation), so use does not wear it; the period bounds the
+ * exposure of a silently compromised KEK and keeps the rotation procedure practised.
+ */
+export const MASTER_KEY_CRYPTOPERIOD_DAYS = 730;
+
+/** Where the current master key lives and how old it is: `keys list` and `keys inventory`. */
+export interface MasterKeyInfo {
+  readonly kekId: string;
+  readonly source: string;
+  readonly where: string;
+  readonly tokenLabel: string | null;
+  readonly keyLabel: string | null;
+  readonly keyCheckValue: string | null;
+  readonly since: string | null;
+  readonly cryptoperiodDays: number;
+  readonly expiresAt: string | null;
+  readonly daysLeft: number | null;
+  readonly overdue: boolean;
+}
+
+export function masterKeyInfo(
+  source: { readonly keyId: string; readonly description: string; readonly location?: MasterKeyLocation | undefined },
+  since: Date | undefined,
+  now: Date,
+): MasterKeyInfo {
+  const expires =
+    since === undefined ? undefined : new Date(since.getTime() + MASTER_KEY_CRYPTOPERIOD_DAYS * 86_400_000);
+  const daysLeft = expires === undefined ? null : Math.floor((expires.getTime() - now.getTime()) / 86_400_000);
+  return {
+    kekId: source.keyId,
+    source: source.location?.source ?? 'unknown',
+    where: source.location?.where ?? source.description,
+    tokenLabel: source.location?.tokenLabel ?? null,
+    keyLabel: source.location?.keyLabel ?? null,
+    keyCheckValue: source.location?.keyCheckValue ?? null,
+    since: since?.toISOString() ?? null,
+    cryptoperiodDays: MASTER_KEY_CRYPTOPERIOD_DAYS,
+    expiresAt: expires?.toISOString() ?? null,
+    daysLeft,
+    overdue: daysLeft !== null && daysLeft < 0,
+  };
+}
+
+export function masterKeyLines(m: MasterKeyInfo): string[] {
+  return [
+    `master key ${m.kekId}: source ${m.source}` +
+      (m.tokenLabel === null ? '' : `, token "${m.tokenLabel}"`) +
+      (m.keyLabel === null ? '' : `, key label "${m.keyLabel}"`) +
+      `, key check value ${m.keyCheckValue ?? '-'}`,
+    `  where: ${m.where}`,
+    `  since ${m.since?.slice(0, 10) ?? '-'}, cryptoperiod ${m.cryptoperiodDays} d, ` +
+      (m.daysLeft === null ? 'days left -' : m.overdue ? `OVERDUE (${m.daysLeft})` : `${m.daysLeft} days left`),
+  ];
+}
+
 export interface InventoryDocument {
   readonly format: 'loyalty-vault/key-inventory/v1';
   readonly generatedAt: string;
   readonly database: string;
   readonly keyStores: readonly { readonly name: string; readonly description: string; readonly holds: string }[];
+  /** The master key this inventory was taken with: where it lives, its KCV and cryptoperiod. */
+  readonly currentMasterKey: MasterKeyInfo;
   readonly masterKeys: readonly {
     readonly kekId: string;
     readonly description: string;
@@ -85,6 +146,8 @@ export function inventoryMarkdown(inv: InventoryDocument): string {
     ...inv.keyStores.map((s) => `| ${s.name} | ${s.description} | ${s.holds} |`),
     '',
     '## Master keys (key-encrypting keys)',
+    '',
+    ...masterKeyLines(inv.currentMasterKey).map((l) => (l.startsWith('  ') ? `  - ${l.trim()}` : `- Current: ${l}`)),
     '',
     '| KEK id | Algorithm | Strength | Store | State | Created |',
     '| --- | --- | --- | --- | --- | --- |',

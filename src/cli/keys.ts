@@ -11,6 +11,8 @@ import { migrateToLatest } from '../db/migrations.js';
 import { builtInFieldSets } from '../keys/field-sets.js';
 import { KeyRing } from '../keys/key-ring.js';
 import { loadMasterKey } from '../keys/master-key-source.js';
+import type { TokenKeyCreated } from '../keys/master-key-sources/pkcs11.js';
+import { parseHsmInit } from './keys-hsm.js';
 import { liveClientCertificates } from '../mtls/client-certificate-records.js';
 import { runCli } from './cli-args.js';
 import { cliActor, runKeysCommand } from './keys-commands.js';
@@ -39,11 +41,44 @@ async function main(argv: readonly string[]): Promise<number> {
     return 2;
   }
   const config = loadConfig(process.env, { verifiesTokens: false });
-  const masterKey = await loadMasterKey(config.masterKey, config.masterKeyPrevious);
-  const database = await openCliDatabase(config, {
-    command: `keys ${argv.slice(0, 2).join(' ')}`,
-    notice: (line) => process.stderr.write(`keys: ${line}\n`),
-  });
+  // `hsm init` creates the key in the token before the master key is loaded (it may be the very
+  // key the configuration names); it is destroyed again unless the command ends audited (keys-hsm.ts).
+  let tokenKeyCreated: TokenKeyCreated | undefined;
+  if (command === 'hsm') {
+    const label = parseHsmInit(
+      argv.slice(1),
+      config.masterKey.source === 'pkcs11' ? config.masterKey.keyLabel : undefined,
+    );
+    if (config.pkcs11 === undefined)
+      throw new UsageError('hsm init needs PKCS11_MODULE, PKCS11_TOKEN_LABEL and PKCS11_PIN_FILE');
+    const { createMasterKeyInToken } = await import('../keys/master-key-sources/pkcs11.js');
+    tokenKeyCreated = await createMasterKeyInToken(config.pkcs11, label);
+  }
+  const undoTokenKey = async (): Promise<void> => {
+    if (tokenKeyCreated !== undefined && config.pkcs11 !== undefined) {
+      process.stderr.write(`keys: the key "${tokenKeyCreated.keyLabel}" could not be audited: destroying it again\n`);
+      const { destroyCreatedTokenKey } = await import('../keys/master-key-sources/pkcs11.js');
+      await destroyCreatedTokenKey(config.pkcs11, tokenKeyCreated);
+    }
+  };
+  let masterKey: Awaited<ReturnType<typeof loadMasterKey>>;
+  try {
+    masterKey = await loadMasterKey(config.masterKey, config.masterKeyPrevious, config.masterKeyPreviousSources);
+  } catch (error) {
+    await undoTokenKey();
+    throw error;
+  }
+  let database: Awaited<ReturnType<typeof openCliDatabase>>;
+  try {
+    database = await openCliDatabase(config, {
+      command: `keys ${argv.slice(0, 2).join(' ')}`,
+      notice: (line) => process.stderr.write(`keys: ${line}\n`),
+    });
+  } catch (error) {
+    await undoTokenKey();
+    await masterKey.source.close?.();
+    throw error;
+  }
   let interrupted = false;
   const onSignal = (): void => {
     if (interrupted) process.exit(130);
@@ -52,12 +87,13 @@ async function main(argv: readonly string[]): Promise<number> {
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
+  let code = 1;
   try {
     await migrateToLatest(database.knex);
     const actor = cliActor();
     const ring = new KeyRing(database.knex, masterKey.source, config.vault.keyRingRefreshMs);
     await ring.ensureInitialKeys(actor.origin);
-    return await runKeysCommand(
+    code = await runKeysCommand(
       argv,
       {
         knex: database.knex,
@@ -76,6 +112,7 @@ async function main(argv: readonly string[]): Promise<number> {
         actor,
         externalClientCaPem:
           config.tls.clientCaFile === undefined ? undefined : fs.readFileSync(config.tls.clientCaFile, 'utf8'),
+        tokenKeyCreated,
       },
       {
         stdout: process.stdout,
@@ -85,8 +122,11 @@ async function main(argv: readonly string[]): Promise<number> {
         confirm: process.stdin.isTTY ? terminalConfirm : undefined,
       },
     );
+    return code;
   } finally {
+    if (code !== 0) await undoTokenKey();
     await database.close();
+    await masterKey.source.close?.();
   }
 }
 

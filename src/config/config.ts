@@ -33,10 +33,27 @@ export type JwtAlgorithm = (typeof ALLOWED_JWT_ALGORITHMS)[number];
 export const CARD_ROUTES_AUTH_MODES = ['jwt', 'mtls-or-jwt', 'mtls-required'] as const;
 export type CardRoutesAuth = (typeof CARD_ROUTES_AUTH_MODES)[number];
 
+/**
+ * Where a PKCS#11 token is and how to log in to it (PKCS11_MODULE, PKCS11_TOKEN_LABEL,
+ * PKCS11_PIN_FILE). The PIN itself is never in the configuration: only the path of a file that holds
+ * it (mode 0600), read when the source logs in, so that it is in no environment, argument or log.
+ */
+export interface Pkcs11Settings {
+  readonly module: string;
+  readonly tokenLabel: string;
+  readonly pinFile: string;
+  /** How long one token operation may take before the source counts the token as unavailable. */
+  readonly timeoutMs: number;
+}
+
+/** MASTER_KEY_SOURCE: where the master key (KEK) lives. Unset: today's inference (see parseMasterKey). */
+export const MASTER_KEY_SOURCES = ['env', 'file', 'pkcs11'] as const;
+
 export type MasterKeyConfig =
   | { readonly source: 'env'; readonly keyBase64: string }
   | { readonly source: 'file'; readonly file: string }
-  | { readonly source: 'generated-dev'; readonly file: string };
+  | { readonly source: 'generated-dev'; readonly file: string }
+  | { readonly source: 'pkcs11'; readonly pkcs11: Pkcs11Settings; readonly keyLabel: string };
 
 export type AuthKeysConfig =
   | { readonly source: 'jwks-url'; readonly url: URL }
@@ -59,6 +76,16 @@ export interface Config {
   readonly masterKey: MasterKeyConfig;
   /** Previous master keys, for unwrapping only, while `keys rotate --purpose master` runs. */
   readonly masterKeyPrevious: readonly string[];
+  /**
+   * Previous master keys held elsewhere than in MASTER_KEY_PREVIOUS, for unwrapping only during a
+   * rotation across sources: MASTER_KEY_PREVIOUS_FILE (a file source) and PKCS11_PREVIOUS_KEY_LABEL
+   * (a key in the configured token).
+   */
+  readonly masterKeyPreviousSources: readonly MasterKeyConfig[];
+  /** The token settings, whenever PKCS11_MODULE is set (the current source, a previous one, `keys hsm init`). */
+  readonly pkcs11: Pkcs11Settings | undefined;
+  /** MASTER_KEY_ENV_ALLOWED: the env source (and MASTER_KEY_PREVIOUS) accepted when NODE_ENV=production. */
+  readonly masterKeyEnvAllowed: boolean;
   readonly auth: {
     readonly issuer: string;
     readonly audience: string;
@@ -263,11 +290,7 @@ export function loadConfig(env: Env = process.env, options: LoadConfigOptions = 
       statementTimeoutMs: r.integer('DB_STATEMENT_TIMEOUT_MS', 5000, 100, 600_000),
       connectTimeoutMs: r.integer('DB_CONNECT_TIMEOUT_MS', 5000, 100, 120_000),
     },
-    masterKey: parseMasterKey(r, { production, embedded, dataDir }),
-    masterKeyPrevious:
-      parseList(r, 'MASTER_KEY_PREVIOUS', BASE64_256_BIT, {
-        message: 'MASTER_KEY_PREVIOUS must be a comma-separated list of 32-byte (256-bit) base64 keys',
-      }) ?? [],
+    ...parseMasterKeys(r, { production, embedded, dataDir }),
     auth: parseAuth(r, {
       production,
       dataDir,
@@ -466,25 +489,135 @@ function parseDatabaseUrl(r: Reader): string | undefined {
 
 const BASE64_256_BIT = /^[A-Za-z0-9+/]{43}=$/;
 
-function parseMasterKey(r: Reader, ctx: { production: boolean; embedded: boolean; dataDir: string }): MasterKeyConfig {
+function parseMasterKeys(
+  r: Reader,
+  ctx: { production: boolean; embedded: boolean; dataDir: string },
+): Pick<Config, 'masterKey' | 'masterKeyPrevious' | 'masterKeyPreviousSources' | 'pkcs11' | 'masterKeyEnvAllowed'> {
+  const pkcs11 = parsePkcs11(r);
+  const masterKeyEnvAllowed = r.boolean('MASTER_KEY_ENV_ALLOWED', false);
+  const masterKey = parseMasterKey(r, { ...ctx, pkcs11 });
+  const masterKeyPrevious =
+    parseList(r, 'MASTER_KEY_PREVIOUS', BASE64_256_BIT, {
+      message: 'MASTER_KEY_PREVIOUS must be a comma-separated list of 32-byte (256-bit) base64 keys',
+    }) ?? [];
+  // Threat: whoever reads the process environment (a crash dump, /proc/<pid>/environ, a CI log, an
+  // orchestrator's pod spec) holds a key that opens every data key. In production that is refused
+  // unless an operator says so explicitly; the setting is then listed among the downgrades.
+  if (ctx.production && !masterKeyEnvAllowed) {
+    if (masterKey.source === 'env') {
+      r.problem(
+        'MASTER_KEY (the env master key source) is refused when NODE_ENV=production: use MASTER_KEY_SOURCE=pkcs11 ' +
+          'or a file, or set MASTER_KEY_ENV_ALLOWED=true to accept a key in the environment',
+      );
+    }
+    if (masterKeyPrevious.length > 0) {
+      r.problem('MASTER_KEY_PREVIOUS is refused when NODE_ENV=production unless MASTER_KEY_ENV_ALLOWED=true');
+    }
+  }
+  const masterKeyPreviousSources: MasterKeyConfig[] = [];
+  const previousFile = r.raw('MASTER_KEY_PREVIOUS_FILE');
+  if (previousFile !== undefined) masterKeyPreviousSources.push({ source: 'file', file: path.resolve(previousFile) });
+  const previousLabel = r.raw('PKCS11_PREVIOUS_KEY_LABEL');
+  if (previousLabel !== undefined) {
+    if (pkcs11 === undefined)
+      r.problem('PKCS11_PREVIOUS_KEY_LABEL needs PKCS11_MODULE, PKCS11_TOKEN_LABEL and PKCS11_PIN_FILE');
+    else if (masterKey.source === 'pkcs11' && masterKey.keyLabel === previousLabel) {
+      r.problem('PKCS11_PREVIOUS_KEY_LABEL must name another key than PKCS11_KEY_LABEL');
+    } else masterKeyPreviousSources.push({ source: 'pkcs11', pkcs11, keyLabel: previousLabel });
+  }
+  return { masterKey, masterKeyPrevious, masterKeyPreviousSources, pkcs11, masterKeyEnvAllowed };
+}
+
+/**
+ * The token settings: all three of PKCS11_MODULE, PKCS11_TOKEN_LABEL and PKCS11_PIN_FILE, or none.
+ * There is deliberately no PKCS11_PIN: a PIN in the environment is readable wherever the environment
+ * is (and `ps e`, crash reports, orchestrator specs), the very exposure the token is there to end.
+ */
+function parsePkcs11(r: Reader): Pkcs11Settings | undefined {
+  if (r.isSet('PKCS11_PIN')) {
+    r.problem('PKCS11_PIN is not accepted: put the PIN in a file readable only by the service (PKCS11_PIN_FILE)');
+  }
+  const module = r.raw('PKCS11_MODULE');
+  const tokenLabel = r.raw('PKCS11_TOKEN_LABEL');
+  const pinFile = r.raw('PKCS11_PIN_FILE');
+  const timeoutMs = r.integer('PKCS11_TIMEOUT_MS', 5_000, 100, 120_000);
+  if (module === undefined && tokenLabel === undefined && pinFile === undefined) return undefined;
+  if (module === undefined || tokenLabel === undefined || pinFile === undefined) {
+    r.problem('PKCS11_MODULE, PKCS11_TOKEN_LABEL and PKCS11_PIN_FILE must be set together');
+    return undefined;
+  }
+  if (!path.isAbsolute(module)) r.problem('PKCS11_MODULE must be an absolute path to the PKCS#11 library');
+  return { module, tokenLabel, pinFile: path.resolve(pinFile), timeoutMs };
+}
+
+/**
+ * MASTER_KEY_SOURCE selects the source explicitly. Unset, the choice is today's: MASTER_KEY → env,
+ * MASTER_KEY_FILE → file, nothing on the embedded development default → a generated development key
+ * (`npm start` on a fresh machine). A token is only ever used when asked for by name.
+ */
+function parseMasterKey(
+  r: Reader,
+  ctx: { production: boolean; embedded: boolean; dataDir: string; pkcs11: Pkcs11Settings | undefined },
+): MasterKeyConfig {
   const inline = r.raw('MASTER_KEY');
   const file = r.raw('MASTER_KEY_FILE');
   if (inline !== undefined && file !== undefined) {
     r.problem('MASTER_KEY and MASTER_KEY_FILE are mutually exclusive: set one');
   }
-  if (inline !== undefined) {
-    // Never echo the value, even when it is wrong.
-    if (!BASE64_256_BIT.test(inline)) r.problem('MASTER_KEY must be 32 bytes (256 bits) encoded as base64');
-    return { source: 'env', keyBase64: inline };
+  const chosen = r.raw('MASTER_KEY_SOURCE');
+  if (chosen !== undefined && !(MASTER_KEY_SOURCES as readonly string[]).includes(chosen)) {
+    r.problem(`MASTER_KEY_SOURCE must be one of ${MASTER_KEY_SOURCES.join(', ')}`);
   }
-  if (file !== undefined) return { source: 'file', file: path.resolve(file) };
-  if (ctx.production || !ctx.embedded) {
-    r.problem(
-      'MASTER_KEY or MASTER_KEY_FILE is required' +
-        (ctx.production ? ' when NODE_ENV=production' : ' when DATABASE_URL is set'),
-    );
+  const source = chosen ?? (inline !== undefined ? 'env' : file !== undefined ? 'file' : undefined);
+  const placeholder: MasterKeyConfig = { source: 'generated-dev', file: path.join(ctx.dataDir, DEV_MASTER_KEY_FILE) };
+  // A key in another place than the chosen source is a second copy of a secret nobody uses: refused.
+  const refuseOthers = (allowed: 'MASTER_KEY' | 'MASTER_KEY_FILE' | undefined) => {
+    for (const name of ['MASTER_KEY', 'MASTER_KEY_FILE'] as const) {
+      if (name !== allowed && r.raw(name) !== undefined) {
+        r.problem(
+          `${name} is set but MASTER_KEY_SOURCE=${source ?? ''}: remove it (a previous key goes in MASTER_KEY_PREVIOUS / MASTER_KEY_PREVIOUS_FILE)`,
+        );
+      }
+    }
+  };
+  switch (source) {
+    case 'env':
+      refuseOthers('MASTER_KEY');
+      if (inline === undefined) {
+        r.problem('MASTER_KEY is required when MASTER_KEY_SOURCE=env');
+        return placeholder;
+      }
+      // Never echo the value, even when it is wrong.
+      if (!BASE64_256_BIT.test(inline)) r.problem('MASTER_KEY must be 32 bytes (256 bits) encoded as base64');
+      return { source: 'env', keyBase64: inline };
+    case 'file':
+      refuseOthers('MASTER_KEY_FILE');
+      if (file === undefined) {
+        r.problem('MASTER_KEY_FILE is required when MASTER_KEY_SOURCE=file');
+        return placeholder;
+      }
+      return { source: 'file', file: path.resolve(file) };
+    case 'pkcs11': {
+      refuseOthers(undefined);
+      const keyLabel = r.raw('PKCS11_KEY_LABEL');
+      if (ctx.pkcs11 === undefined || keyLabel === undefined) {
+        r.problem(
+          'MASTER_KEY_SOURCE=pkcs11 needs PKCS11_MODULE, PKCS11_TOKEN_LABEL, PKCS11_KEY_LABEL and PKCS11_PIN_FILE',
+        );
+        return placeholder;
+      }
+      return { source: 'pkcs11', pkcs11: ctx.pkcs11, keyLabel };
+    }
+    default:
+      if (ctx.production || !ctx.embedded) {
+        r.problem(
+          'MASTER_KEY or MASTER_KEY_FILE is required' +
+            (ctx.production ? ' when NODE_ENV=production' : ' when DATABASE_URL is set') +
+            ` (or MASTER_KEY_SOURCE, one of ${MASTER_KEY_SOURCES.join(', ')})`,
+        );
+      }
+      return placeholder;
   }
-  return { source: 'generated-dev', file: path.join(ctx.dataDir, DEV_MASTER_KEY_FILE) };
 }
 
 const OPT_IN = 'ALLOW_DEVELOPMENT_DEFAULTS=true';

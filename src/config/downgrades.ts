@@ -42,6 +42,10 @@ export function productionDowngrades(config: Config): string[] {
     config.masterKey.source === 'generated-dev',
     'development master key generated into DATA_DIR (no MASTER_KEY / MASTER_KEY_FILE)',
   );
+  add(
+    config.masterKeyEnvAllowed,
+    'MASTER_KEY_ENV_ALLOWED=true: a master key in the environment (MASTER_KEY / MASTER_KEY_PREVIOUS) is accepted',
+  );
   add(config.webhooks.generatedDevFile !== undefined, 'development webhook secrets generated into DATA_DIR');
   add(config.auth.maxTokenAgeSeconds === undefined, 'JWT_MAX_TOKEN_AGE=0: bearer tokens of any lifetime are accepted');
   add(config.vault.cardRatePerSecond === 0, 'CARD_RATE_LIMIT_PER_SECOND=0: no per-client limit on the card endpoints');

@@ -129,6 +129,11 @@ export const ERROR_CATALOG = {
   // The database refused a key version this instance's ring still took for writable, on the retry
   // too (a key-state change raced the reload): nothing was stored, retry shortly.
   KEY_RING_STALE: { status: 503, title: 'The key ring of this instance is being reloaded' },
+  // The master-key source cannot wrap or unwrap now (a PKCS#11 token slow, absent or logged out):
+  // nothing was written; the source reconnects on its own, retry after Retry-After.
+  MASTER_KEY_UNAVAILABLE: { status: 503, title: 'The master key is unavailable' },
+  // The master key is not loaded: the service started sealed and waits for `keys unseal`.
+  VAULT_SEALED: { status: 503, title: 'The vault is sealed' },
   DATA_FOLDER_IN_USE: { status: 503, title: 'The embedded data folder is held by another process' },
   RESPONSE_CONTRACT_VIOLATION: { status: 500, title: 'The service produced a response outside its contract' },
   INTERNAL: { status: 500, title: 'Internal error' },
@@ -169,4 +174,13 @@ export class AppError extends Error {
 
 export function isAppError(value: unknown): value is AppError {
   return value instanceof AppError;
+}
+
+/**
+ * A master-key source that cannot answer now (a PKCS#11 token away, a sealed vault), as opposed to a
+ * wrapped value it does not open. Code that tries the next key or skips a row on an unwrap failure
+ * must rethrow this one: skipping would, for instance, commit a rotation with rows left unrewrapped.
+ */
+export function isMasterKeyUnavailable(error: unknown): boolean {
+  return error instanceof AppError && (error.code === 'MASTER_KEY_UNAVAILABLE' || error.code === 'VAULT_SEALED');
 }

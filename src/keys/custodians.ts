@@ -12,7 +12,7 @@ import { createPublicKey, type KeyObject } from 'node:crypto';
 import { createHash } from 'node:crypto';
 import { calculateJwkThumbprint, type JWK } from 'jose';
 import type { Knex } from 'knex';
-import { AppError } from '../errors/app-error.js';
+import { AppError, isMasterKeyUnavailable } from '../errors/app-error.js';
 import { rewrapLedgerSeal, sealMatches } from './dual-control-ledger.js';
 import type { MasterKeySource } from './master-key-source.js';
 
@@ -218,7 +218,9 @@ export async function rewrapCustodianSeals(trx: Knex.Transaction, masterKey: Mas
     let digest: Buffer;
     try {
       digest = await masterKey.unwrap(row.seal, sealAad(row.id));
-    } catch {
+    } catch (error) {
+      // A source that cannot answer now is not "another key": skipping would half-write a rotation.
+      if (isMasterKeyUnavailable(error)) throw error;
       continue;
     }
     await trx('key_custodians')

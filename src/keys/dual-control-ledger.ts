@@ -24,7 +24,7 @@
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Knex } from 'knex';
-import { AppError } from '../errors/app-error.js';
+import { AppError, isMasterKeyUnavailable } from '../errors/app-error.js';
 import type { MasterKeySource } from './master-key-source.js';
 
 const LEDGER_LABEL = 'loyalty-vault/dual-control-ledger/v1';
@@ -202,7 +202,9 @@ export async function rewrapLedgerSeal(trx: Knex.Transaction, masterKey: MasterK
   let digest: Buffer;
   try {
     digest = await masterKey.unwrap(head.seal, HEAD_AAD);
-  } catch {
+  } catch (error) {
+    // A source that cannot answer now is not "another key": skipping would half-write a rotation.
+    if (isMasterKeyUnavailable(error)) throw error;
     return; // a seal no configured master key opens stays as it is: still refused
   }
   await trx('dual_control_ledger')
@@ -220,7 +222,9 @@ export async function sealMatches(
   let digest: Buffer;
   try {
     digest = await masterKey.unwrap(seal, aad);
-  } catch {
+  } catch (error) {
+    // A source that cannot answer now is not "another key": skipping would half-write a rotation.
+    if (isMasterKeyUnavailable(error)) throw error;
     return false;
   }
   return digest.length === expected.length && timingSafeEqual(digest, expected);

@@ -30,6 +30,7 @@ import { registerAuditChainKeys } from '../audit/audit-chain-keys.js';
 import { appendAuditEvent } from '../audit/audit-log.js';
 import { CA_KEY_ALGORITHM, generateCa } from '../mtls/certificate-authority.js';
 import { sealCa } from '../mtls/seals.js';
+import { isMasterKeyUnavailable } from '../errors/app-error.js';
 import type { KeyIdRename, MasterKeySource } from './master-key-source.js';
 
 type Db = Knex | Knex.Transaction;
@@ -245,6 +246,8 @@ export class KeyRing {
       try {
         raw = await this.masterKey.unwrap(row.wrapped_key, wrappingAad(row.purpose, row.version));
       } catch (error) {
+        // The token away (503, retried by the caller) is not a wrong key.
+        if (isMasterKeyUnavailable(error)) throw error;
         throw new Error(
           `cannot unwrap data key ${row.purpose} v${row.version} with master key ${this.masterKey.keyId}: ` +
             'it was wrapped by another master key, or the stored key was altered',

@@ -1,19 +1,44 @@
 /**
- * Where the master key (KEK) comes from. Behind an interface so a KMS can replace the local key: the
- * rest of the service only ever asks the source to wrap or unwrap data keys, never for the KEK.
+ * Where the master key (KEK) comes from. Behind an interface so that the KEK can live in process
+ * memory (env, file, the development key), in a PKCS#11 token, or elsewhere: the rest of the service
+ * only ever asks the source to wrap or unwrap data keys, never for the KEK.
  *
- * The local source holds the 256-bit KEK in process memory and wraps with AES-256-GCM, binding each
- * wrapped key to its identity through the additional authenticated data, so a wrapped key copied onto
- * another key's row fails to unwrap instead of silently serving the wrong purpose or version.
+ * Adding a source is one file under ./master-key-sources/ and one case in {@link loadMasterKey}
+ * (plus its MASTER_KEY_SOURCE value in config.ts).
+ *
+ * Every source binds each wrapped value to its identity through the AAD (the purpose and version of
+ * a data key, the row of a seal): a wrapped key copied onto another key's row fails to unwrap. An
+ * insider with write access to the database can swap, copy or alter wrapped keys and seals, but
+ * cannot make one unwrap under another identity, nor forge one, without the source.
  */
-import fs from 'node:fs';
-import { createCipheriv, createDecipheriv, createHash, randomBytes } from 'node:crypto';
 import type { MasterKeyConfig } from '../config/config.js';
-import { readOrCreateSecretFile } from '../config/dev-secret-file.js';
+import { loadLocalMasterKey, previousEnvMasterKey } from './master-key-sources/local.js';
+
+export { LocalMasterKey } from './master-key-sources/local.js';
 
 export interface KeyIdRename {
   readonly from: string;
   readonly to: string;
+}
+
+/**
+ * Whether the source can wrap and unwrap now. A source that is not ready does not stop the data keys
+ * already unwrapped into the key ring from serving; it stops what needs the source (a key-ring reload
+ * after a rotation, a rotation, a seal check) and sends /readyz to 503 with this code.
+ */
+export type MasterKeyReadiness =
+  { ready: true } | { ready: false; code: 'VAULT_SEALED' | 'MASTER_KEY_UNAVAILABLE'; detail: string };
+
+/** Where the KEK lives, for the key inventory (PCI DSS 3.6.1.1). Never contains key material. */
+export interface MasterKeyLocation {
+  /** The source kind: env, file, generated-dev, pkcs11, … */
+  readonly source: string;
+  /** A human description: the file, or the token and key label. */
+  readonly where: string;
+  readonly tokenLabel?: string;
+  readonly keyLabel?: string;
+  /** The conventional key check value (first 3 bytes of the KEK's encryption of a zero block), hex. */
+  readonly keyCheckValue: string;
 }
 
 export interface MasterKeySource {
@@ -23,76 +48,40 @@ export interface MasterKeySource {
   readonly keyIdRenames?: readonly KeyIdRename[];
   /** A human description for logs and the key inventory. Never contains key material. */
   readonly description: string;
+  /** Where the KEK lives (inventory). Optional so a source may be added before it reports one. */
+  readonly location?: MasterKeyLocation | undefined;
   wrap(plaintextKey: Buffer, aad: string): Promise<Buffer>;
   unwrap(wrappedKey: Buffer, aad: string): Promise<Buffer>;
-}
-
-const IV_BYTES = 12;
-const TAG_BYTES = 16;
-const FORMAT_V1 = 1;
-
-export class LocalMasterKey implements MasterKeySource {
-  readonly keyId: string;
-  readonly keyIdRenames: readonly KeyIdRename[];
-
-  constructor(
-    private readonly key: Buffer,
-    readonly description: string,
-  ) {
-    if (key.length !== 32) throw new Error('the master key must be 32 bytes');
-    // A one-way fingerprint identifies the KEK without revealing it (domain-separated SHA-256), in
-    // base64url: the hex form used before held a Luhn-valid run of 13+ digits for about one master
-    // key in two thousand, and the audit trail refuses PAN-like values, so every key operation
-    // under such a master key failed. Rows that still name a KEK by its hex id are renamed at start
-    // (KeyRing.ensureInitialKeys).
-    const digest = createHash('sha256').update('loyalty-vault/kek-id/v1\0').update(key).digest();
-    this.keyId = `local:${digest.toString('base64url').slice(0, 16)}`;
-    this.keyIdRenames = [{ from: `local:${digest.toString('hex').slice(0, 16)}`, to: this.keyId }];
-  }
-
-  wrap(plaintextKey: Buffer, aad: string): Promise<Buffer> {
-    const iv = randomBytes(IV_BYTES);
-    const cipher = createCipheriv('aes-256-gcm', this.key, iv);
-    cipher.setAAD(Buffer.from(aad, 'utf8'));
-    const body = Buffer.concat([cipher.update(plaintextKey), cipher.final()]);
-    return Promise.resolve(Buffer.concat([Buffer.of(FORMAT_V1), iv, cipher.getAuthTag(), body]));
-  }
-
-  unwrap(wrapped: Buffer, aad: string): Promise<Buffer> {
-    if (wrapped.length < 1 + IV_BYTES + TAG_BYTES || wrapped[0] !== FORMAT_V1) {
-      return Promise.reject(new Error('wrapped key has an unknown format'));
-    }
-    const iv = wrapped.subarray(1, 1 + IV_BYTES);
-    const tag = wrapped.subarray(1 + IV_BYTES, 1 + IV_BYTES + TAG_BYTES);
-    const decipher = createDecipheriv('aes-256-gcm', this.key, iv);
-    decipher.setAAD(Buffer.from(aad, 'utf8'));
-    decipher.setAuthTag(tag);
-    return Promise.resolve(
-      Buffer.concat([decipher.update(wrapped.subarray(1 + IV_BYTES + TAG_BYTES)), decipher.final()]),
-    );
-  }
+  /** Synchronous, cheap: the last known state. */
+  readiness(): MasterKeyReadiness;
+  /** Checks the source now (a token round trip); /readyz awaits it, bounded, before {@link readiness}. */
+  refreshReadiness?(): Promise<void>;
+  /** Releases what the source holds open (a token session). */
+  close?(): Promise<void>;
 }
 
 /**
  * The current master key plus previous ones during a master-key rotation: wraps with the current
  * key only, unwraps with whichever key wrapped the data key (AES-GCM authentication tells them
- * apart). Configured with MASTER_KEY_PREVIOUS while `keys rotate --purpose master` rewraps every
- * data key; removed once `keys status` shows no key wrapped by a previous master key.
+ * apart). The previous keys may live in any source (MASTER_KEY_PREVIOUS, MASTER_KEY_PREVIOUS_FILE,
+ * PKCS11_PREVIOUS_KEY_LABEL) while `keys rotate --purpose master` rewraps every data key; they are
+ * removed once `keys status` shows no key wrapped by a previous master key.
  */
 export class MasterKeySet implements MasterKeySource {
   readonly keyId: string;
   readonly description: string;
+  readonly location: MasterKeyLocation | undefined;
+  readonly keyIdRenames: readonly KeyIdRename[];
 
   constructor(
     private readonly current: MasterKeySource,
     readonly previous: readonly MasterKeySource[],
   ) {
     this.keyId = current.keyId;
+    this.location = current.location;
     this.description = `${current.description} (+${previous.length} previous master key(s) for unwrapping only)`;
     this.keyIdRenames = [current, ...previous].flatMap((source) => source.keyIdRenames ?? []);
   }
-
-  readonly keyIdRenames: readonly KeyIdRename[];
 
   wrap(plaintextKey: Buffer, aad: string): Promise<Buffer> {
     return this.current.wrap(plaintextKey, aad);
@@ -104,11 +93,35 @@ export class MasterKeySet implements MasterKeySource {
       try {
         return await source.unwrap(wrapped, aad);
       } catch (error) {
-        failure = error;
+        // An unavailable source is not "the wrong key": say so rather than the last key's failure.
+        if (failure === undefined || isUnavailable(error)) failure = error;
       }
     }
     throw failure instanceof Error ? failure : new Error('no configured master key unwraps this key');
   }
+
+  /** Not ready when any of them is not: a reload during the rotation needs the previous ones too. */
+  readiness(): MasterKeyReadiness {
+    for (const source of [this.current, ...this.previous]) {
+      const state = source.readiness();
+      if (!state.ready) return state;
+    }
+    return { ready: true };
+  }
+
+  async refreshReadiness(): Promise<void> {
+    await Promise.all(
+      [this.current, ...this.previous].map((source) => source.refreshReadiness?.() ?? Promise.resolve()),
+    );
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([this.current, ...this.previous].map((source) => source.close?.() ?? Promise.resolve()));
+  }
+}
+
+function isUnavailable(error: unknown): boolean {
+  return (error as { code?: unknown } | undefined)?.code === 'MASTER_KEY_UNAVAILABLE';
 }
 
 export interface LoadedMasterKey {
@@ -121,55 +134,24 @@ export interface LoadedMasterKey {
 export async function loadMasterKey(
   config: MasterKeyConfig,
   previousBase64: readonly string[] = [],
+  previousSources: readonly MasterKeyConfig[] = [],
 ): Promise<LoadedMasterKey> {
-  const loaded = await loadCurrentMasterKey(config);
-  if (previousBase64.length === 0) return loaded;
-  const previous = previousBase64.map(
-    (b64, i) => new LocalMasterKey(decodeKey(b64, 'MASTER_KEY_PREVIOUS'), `MASTER_KEY_PREVIOUS #${i + 1}`),
-  );
+  const loaded = await loadOne(config);
+  if (previousBase64.length === 0 && previousSources.length === 0) return loaded;
+  const previous: MasterKeySource[] = previousBase64.map((b64, i) => previousEnvMasterKey(b64, i));
+  for (const other of previousSources) previous.push((await loadOne(other)).source);
   return { ...loaded, source: new MasterKeySet(loaded.source, previous) };
 }
 
-async function loadCurrentMasterKey(config: MasterKeyConfig): Promise<LoadedMasterKey> {
+function loadOne(config: MasterKeyConfig): Promise<LoadedMasterKey> {
   switch (config.source) {
     case 'env':
-      return {
-        source: new LocalMasterKey(decodeKey(config.keyBase64, 'MASTER_KEY'), 'MASTER_KEY environment variable'),
-        generatedDevKeyFile: undefined,
-        isDevelopmentKey: false,
-      };
-    case 'file': {
-      let text: string;
-      try {
-        text = fs.readFileSync(config.file, 'utf8');
-      } catch (error) {
-        throw new Error(`MASTER_KEY_FILE cannot be read (${(error as NodeJS.ErrnoException).code ?? 'error'})`, {
-          cause: error,
-        });
-      }
-      return {
-        source: new LocalMasterKey(decodeKey(text.trim(), 'MASTER_KEY_FILE'), `file ${config.file}`),
-        generatedDevKeyFile: undefined,
-        isDevelopmentKey: false,
-      };
-    }
-    case 'generated-dev': {
-      const { content, created } = await readOrCreateSecretFile(config.file, () =>
-        Promise.resolve(randomBytes(32).toString('base64') + '\n'),
-      );
-      return {
-        source: new LocalMasterKey(decodeKey(content.trim(), config.file), `DEVELOPMENT key file ${config.file}`),
-        generatedDevKeyFile: created ? config.file : undefined,
-        isDevelopmentKey: true,
-      };
-    }
+    case 'file':
+    case 'generated-dev':
+      return loadLocalMasterKey(config);
+    case 'pkcs11':
+      // Loaded only when asked for: the native binding (pkcs11js) need not be built where no token
+      // is used (the embedded default, an image installed with --ignore-scripts).
+      return import('./master-key-sources/pkcs11.js').then(({ loadPkcs11MasterKey }) => loadPkcs11MasterKey(config));
   }
-}
-
-function decodeKey(base64: string, name: string): Buffer {
-  const key = Buffer.from(base64, 'base64');
-  if (key.length !== 32 || key.toString('base64') !== base64) {
-    throw new Error(`${name} must hold 32 bytes (256 bits) encoded as base64`);
-  }
-  return key;
 }

@@ -29,6 +29,7 @@
  * Appending is serialised on the head row (`for update`) and verifies the whole list first: a revoke
  * never seals over a tampered list.
  */
+import { isMasterKeyUnavailable } from '../errors/app-error.js';
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Knex } from 'knex';
 import { auditEntryIntact } from '../audit/audit-log.js';
@@ -119,7 +120,9 @@ export async function headSealValid(masterKey: MasterKeySource, head: Revocation
   let digest: Buffer;
   try {
     digest = await masterKey.unwrap(head.seal, REVOCATION_HEAD_AAD);
-  } catch {
+  } catch (error) {
+    // A source that cannot answer now is not "another key": skipping would half-write a rotation.
+    if (isMasterKeyUnavailable(error)) throw error;
     return false;
   }
   const expected = headDigest(head.length, head.chain);
@@ -292,7 +295,9 @@ export async function rewrapRevocationHead(trx: Knex.Transaction, masterKey: Mas
   let digest: Buffer;
   try {
     digest = await masterKey.unwrap(head.seal, REVOCATION_HEAD_AAD);
-  } catch {
+  } catch (error) {
+    // A source that cannot answer now is not "another key": skipping would half-write a rotation.
+    if (isMasterKeyUnavailable(error)) throw error;
     return 0; // no configured master key opens it: it stays refused
   }
   await trx('mtls_revocation_list')

@@ -15,6 +15,7 @@
  *   Revocation is outside it: revocations are sealed as one hash-chained list whose head is wrapped
  *   the same way (src/mtls/revocation-list.ts), so that deleting one breaks the list's seal.
  */
+import { isMasterKeyUnavailable } from '../errors/app-error.js';
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Knex } from 'knex';
 import type { MasterKeySource } from '../keys/master-key-source.js';
@@ -117,7 +118,9 @@ async function rewrap(masterKey: MasterKeySource, seal: Buffer, aad: string): Pr
   let digest: Buffer;
   try {
     digest = await masterKey.unwrap(seal, aad);
-  } catch {
+  } catch (error) {
+    // A source that cannot answer now is not "another key": skipping would half-write a rotation.
+    if (isMasterKeyUnavailable(error)) throw error;
     return undefined;
   }
   return masterKey.wrap(digest, aad);
@@ -133,7 +136,9 @@ async function sealMatches(
   let digest: Buffer;
   try {
     digest = await masterKey.unwrap(seal, aad);
-  } catch {
+  } catch (error) {
+    // A source that cannot answer now is not "another key": skipping would half-write a rotation.
+    if (isMasterKeyUnavailable(error)) throw error;
     return false;
   }
   return digest.length === expected.length && timingSafeEqual(digest, expected);

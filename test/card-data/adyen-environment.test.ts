@@ -11,7 +11,7 @@ import { WEBHOOK_SECRETS, adyenItem } from '../support/webhooks.js';
 const production: Env = {
   NODE_ENV: 'production',
   DATABASE_URL: 'postgres://svc:secret-password@db.internal:5432/loyalty',
-  MASTER_KEY: Buffer.alloc(32, 7).toString('base64'),
+  MASTER_KEY_FILE: '/run/secrets/lv-master-key',
   AUTH_ISSUER: 'https://idp.example/',
   AUTH_AUDIENCE: 'loyalty-vault',
   AUTH_JWKS_URL: 'https://idp.example/.well-known/jwks.json',

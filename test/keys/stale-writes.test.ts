@@ -190,6 +190,7 @@ describe('keys: writes from a stale ring (review of issue 18)', function () {
     const slow: MasterKeySource = {
       keyId: fx.masterKey.keyId,
       description: fx.masterKey.description,
+      readiness: () => ({ ready: true }),
       wrap: (k, aad) => fx.masterKey.wrap(k, aad),
       async unwrap(w, aad) {
         if (gate !== undefined) {

@@ -253,6 +253,7 @@ describe('mTLS: CA rotation, authentication modes and configuration', function (
         ...base,
         ...tls,
         NODE_ENV: 'production',
+        MASTER_KEY_ENV_ALLOWED: 'true',
         DATABASE_URL: 'postgres://db.example/lv',
         AUTH_PUBLIC_KEYS: JSON.stringify({ keys: [{ kty: 'EC', crv: 'P-256', x: 'x', y: 'y' }] }),
         AUTH_ISSUER: 'https://idp.example/',
