@@ -36,7 +36,29 @@ export type CardRoutesAuth = (typeof CARD_ROUTES_AUTH_MODES)[number];
 export type MasterKeyConfig =
   | { readonly source: 'env'; readonly keyBase64: string }
   | { readonly source: 'file'; readonly file: string }
-  | { readonly source: 'generated-dev'; readonly file: string };
+  | { readonly source: 'generated-dev'; readonly file: string }
+  | SharesMasterKeyConfig;
+
+/**
+ * MASTER_KEY_SOURCE=shares: the master key exists only as M-of-N shares held by the custodians
+ * (src/keys/master-key-sources/shares.ts). The service starts sealed; nothing here is secret.
+ */
+export interface SharesMasterKeyConfig {
+  readonly source: 'shares';
+  /**
+   * MASTER_KEY_SHARES_KEY_ID: the id (`keys shares status` prints it) of the master key the shares
+   * must rebuild. Pinned outside the database, so that a database writer who replaces the split
+   * record, the custodians and every wrapped key with ones of their own making still cannot have the
+   * service accept a master key of their choosing.
+   */
+  readonly keyId: string;
+  /**
+   * MASTER_KEY_SHARE_FILES (the key CLI only): paths of cleartext share files (`keys shares reveal`,
+   * mode 0600) from which the CLI rebuilds the key for its own run. Paths, never shares: environment
+   * variables and arguments are readable by other processes of the same user.
+   */
+  readonly shareFiles: readonly string[];
+}
 
 export type AuthKeysConfig =
   | { readonly source: 'jwks-url'; readonly url: URL }
@@ -467,6 +489,12 @@ function parseDatabaseUrl(r: Reader): string | undefined {
 const BASE64_256_BIT = /^[A-Za-z0-9+/]{43}=$/;
 
 function parseMasterKey(r: Reader, ctx: { production: boolean; embedded: boolean; dataDir: string }): MasterKeyConfig {
+  // The hsm work (issue 19) adds env | file | pkcs11 here; shares is this file's part of the switch.
+  const selected = r.raw('MASTER_KEY_SOURCE');
+  if (selected === 'shares') return parseSharesSource(r);
+  if (selected !== undefined && selected !== 'env' && selected !== 'file') {
+    r.problem('MASTER_KEY_SOURCE must be one of env, file, shares');
+  }
   const inline = r.raw('MASTER_KEY');
   const file = r.raw('MASTER_KEY_FILE');
   if (inline !== undefined && file !== undefined) {
@@ -485,6 +513,22 @@ function parseMasterKey(r: Reader, ctx: { production: boolean; embedded: boolean
     );
   }
   return { source: 'generated-dev', file: path.join(ctx.dataDir, DEV_MASTER_KEY_FILE) };
+}
+
+function parseSharesSource(r: Reader): SharesMasterKeyConfig {
+  for (const name of ['MASTER_KEY', 'MASTER_KEY_FILE', 'MASTER_KEY_PREVIOUS']) {
+    if (r.raw(name) !== undefined) r.problem(`${name} must not be set when MASTER_KEY_SOURCE=shares (the key exists only as shares)`);
+  }
+  const keyId = r.raw('MASTER_KEY_SHARES_KEY_ID');
+  if (keyId === undefined || !/^local:[A-Za-z0-9_-]{16}$/.test(keyId)) {
+    r.problem('MASTER_KEY_SHARES_KEY_ID is required when MASTER_KEY_SOURCE=shares: the master key id `keys shares status` prints (local:…)');
+  }
+  const files = (r.raw('MASTER_KEY_SHARE_FILES') ?? '')
+    .split(',')
+    .map((f) => f.trim())
+    .filter((f) => f !== '')
+    .map((f) => path.resolve(f));
+  return { source: 'shares', keyId: keyId ?? '', shareFiles: files };
 }
 
 const OPT_IN = 'ALLOW_DEVELOPMENT_DEFAULTS=true';

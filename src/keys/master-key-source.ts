@@ -9,12 +9,22 @@
 import fs from 'node:fs';
 import { createCipheriv, createDecipheriv, createHash, randomBytes } from 'node:crypto';
 import type { MasterKeyConfig } from '../config/config.js';
+import { split as shamirSplit } from 'shamir-secret-sharing';
 import { readOrCreateSecretFile } from '../config/dev-secret-file.js';
 
 export interface KeyIdRename {
   readonly from: string;
   readonly to: string;
 }
+
+/**
+ * Whether the source can wrap and unwrap now. `VAULT_SEALED`: the key is in custodians' shares and
+ * not rebuilt yet (master-key-sources/shares.ts); `MASTER_KEY_UNAVAILABLE`: the device holding it
+ * does not answer (PKCS#11). Never contains key material.
+ */
+export type MasterKeyReadiness =
+  | { ready: true }
+  | { ready: false; code: 'VAULT_SEALED' | 'MASTER_KEY_UNAVAILABLE'; detail: string };
 
 export interface MasterKeySource {
   /** Stable, non-secret identifier of the KEK (a fingerprint), stored beside every wrapped key. */
@@ -25,6 +35,8 @@ export interface MasterKeySource {
   readonly description: string;
   wrap(plaintextKey: Buffer, aad: string): Promise<Buffer>;
   unwrap(wrappedKey: Buffer, aad: string): Promise<Buffer>;
+  /** /readyz's `masterKey` check; card routes answer the code while not ready. */
+  readiness(): MasterKeyReadiness;
 }
 
 const IV_BYTES = 12;
@@ -35,11 +47,15 @@ export class LocalMasterKey implements MasterKeySource {
   readonly keyId: string;
   readonly keyIdRenames: readonly KeyIdRename[];
 
+  private readonly key: Buffer;
+
   constructor(
-    private readonly key: Buffer,
+    key: Buffer,
     readonly description: string,
   ) {
     if (key.length !== 32) throw new Error('the master key must be 32 bytes');
+    // A copy this object owns, so that wipe() clears the only copy it is responsible for.
+    this.key = Buffer.from(key);
     // A one-way fingerprint identifies the KEK without revealing it (domain-separated SHA-256), in
     // base64url: the hex form used before held a Luhn-valid run of 13+ digits for about one master
     // key in two thousand, and the audit trail refuses PAN-like values, so every key operation
@@ -48,6 +64,28 @@ export class LocalMasterKey implements MasterKeySource {
     const digest = createHash('sha256').update('loyalty-vault/kek-id/v1\0').update(key).digest();
     this.keyId = `local:${digest.toString('base64url').slice(0, 16)}`;
     this.keyIdRenames = [{ from: `local:${digest.toString('hex').slice(0, 16)}`, to: this.keyId }];
+  }
+
+  readiness(): MasterKeyReadiness {
+    return { ready: true };
+  }
+
+  /**
+   * Shamir M-of-N shares of this key (src/keys/key-shares.ts): the only way its bytes leave this
+   * object. The caller wipes the shares once they are encrypted to their holders.
+   */
+  async shamirSplit(total: number, threshold: number): Promise<Uint8Array[]> {
+    const secret = Uint8Array.from(this.key);
+    try {
+      return await shamirSplit(secret, total, threshold);
+    } finally {
+      secret.fill(0);
+    }
+  }
+
+  /** Overwrites the key bytes (a sealed vault, master-key-sources/shares.ts). Unusable afterwards. */
+  wipe(): void {
+    this.key.fill(0);
   }
 
   wrap(plaintextKey: Buffer, aad: string): Promise<Buffer> {
@@ -98,6 +136,10 @@ export class MasterKeySet implements MasterKeySource {
     return this.current.wrap(plaintextKey, aad);
   }
 
+  readiness(): MasterKeyReadiness {
+    return this.current.readiness();
+  }
+
   async unwrap(wrapped: Buffer, aad: string): Promise<Buffer> {
     let failure: unknown;
     for (const source of [this.current, ...this.previous]) {
@@ -132,6 +174,15 @@ export async function loadMasterKey(
 
 async function loadCurrentMasterKey(config: MasterKeyConfig): Promise<LoadedMasterKey> {
   switch (config.source) {
+    case 'shares':
+      // Sealed: the service rebuilds the key from custodians' submissions (keys unseal); the key
+      // CLI from the share files it is given (MASTER_KEY_SHARE_FILES), when it is given any.
+      return {
+        // Imported when chosen: shares.ts builds on LocalMasterKey from this module.
+        source: await (await import('./master-key-sources/shares.js')).SharesMasterKey.load(config),
+        generatedDevKeyFile: undefined,
+        isDevelopmentKey: false,
+      };
     case 'env':
       return {
         source: new LocalMasterKey(decodeKey(config.keyBase64, 'MASTER_KEY'), 'MASTER_KEY environment variable'),

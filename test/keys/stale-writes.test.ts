@@ -193,6 +193,7 @@ describe('keys: writes from a stale ring (review of issue 18)', function () {
       keyId: fx.masterKey.keyId,
       description: fx.masterKey.description,
       wrap: (k, aad) => fx.masterKey.wrap(k, aad),
+      readiness: () => ({ ready: true }),
       async unwrap(w, aad) {
         if (gate !== undefined) {
           unwrapping();
