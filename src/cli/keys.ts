@@ -14,6 +14,7 @@ import { loadMasterKey } from '../keys/master-key-source.js';
 import { liveClientCertificates } from '../mtls/client-certificate-records.js';
 import { runCli } from './cli-args.js';
 import { cliActor, runKeysCommand } from './keys-commands.js';
+import { remoteCommand } from './keys-shares.js';
 import { keysCommands, keysUsageFor } from './keys-usage.js';
 import { UsageError } from './usage-error.js';
 import { validateKeysArgs } from './keys-validate.js';
@@ -32,6 +33,11 @@ async function main(argv: readonly string[]): Promise<number> {
   const command = argv[0];
   if (command === undefined) throw new UsageError('a command is required');
   if (!keysCommands().has(command)) throw new UsageError(`unknown command ${command}`);
+  // A custodian's own machine: no configuration, database or master key, only their files. (Before the
+  // argument pass below, which runs the command code and would submit.)
+  if (command === 'unseal' || command === 'seal') {
+    return remoteCommand(command, argv.slice(1), { stdout: process.stdout, stderr: process.stderr });
+  }
   // Every option and argument checked before anything is opened: a usage error creates nothing.
   const verdict = await validateKeysArgs(argv);
   if (verdict.code === 2) {

@@ -32,6 +32,11 @@ export interface AppOptions {
   readonly enforceResponseContract: boolean;
   /** Client certificates on the card-data operations (absent: bearer tokens only). */
   readonly clientCertificates?: ClientCertificateAuth | undefined;
+  /**
+   * Runs after authentication and authorisation, before the body is read: throws to refuse the
+   * operation (a sealed vault answers VAULT_SEALED, src/keys/sealed-operations.ts).
+   */
+  readonly beforeHandler?: ((operationId: string) => void) | undefined;
 }
 
 /**
@@ -42,6 +47,17 @@ export interface AppOptions {
  */
 const SAFE_REQUEST_ID = /^[A-Za-z0-9._:-]{1,64}$/;
 const isSafeRequestId = (id: string): boolean => SAFE_REQUEST_ID.test(id) && !mayHoldCardData(id);
+
+function gate(operationId: string, check: (operationId: string) => void): RequestHandler {
+  return (_req, _res, next) => {
+    try {
+      check(operationId);
+      next();
+    } catch (error) {
+      next(error);
+    }
+  };
+}
 
 export function createApp(options: AppOptions): Express {
   checkHandlersMatchSpec(options.spec, options.handlers);
@@ -66,6 +82,7 @@ export function createApp(options: AppOptions): Express {
       tagOperation(op),
       authenticate(op, options.authenticator, options.clientCertificates),
       authorize(op),
+      ...(options.beforeHandler === undefined ? [] : [gate(op.operationId, options.beforeHandler)]),
       ...readBody(op, options.bodyLimitBytes),
       validate(op),
     ];

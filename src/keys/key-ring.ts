@@ -28,6 +28,7 @@ import { createPrivateKey, createPublicKey, createSecretKey, randomBytes, type K
 import type { Knex } from 'knex';
 import { registerAuditChainKeys } from '../audit/audit-chain-keys.js';
 import { appendAuditEvent } from '../audit/audit-log.js';
+import { isAppError } from '../errors/app-error.js';
 import { CA_KEY_ALGORITHM, generateCa } from '../mtls/certificate-authority.js';
 import { sealCa } from '../mtls/seals.js';
 import type { KeyIdRename, MasterKeySource } from './master-key-source.js';
@@ -179,6 +180,17 @@ export class KeyRing {
     return key;
   }
 
+  /**
+   * Drops every unwrapped data key (the vault was sealed): the next use reloads, which a sealed
+   * master key refuses with VAULT_SEALED. KeyObjects cannot be wiped from JavaScript; they are left
+   * to the garbage collector.
+   */
+  forget(): void {
+    this.keys = new Map();
+    this.generation = -1;
+    this.checkedAt = 0;
+  }
+
   /** The `key_ring_generation` this ring has loaded (-1 before its first load). */
   get loadedGeneration(): number {
     return this.generation;
@@ -245,6 +257,8 @@ export class KeyRing {
       try {
         raw = await this.masterKey.unwrap(row.wrapped_key, wrappingAad(row.purpose, row.version));
       } catch (error) {
+        // A sealed master key (MASTER_KEY_SOURCE=shares) is a state, not a broken key: 503 VAULT_SEALED.
+        if (isAppError(error) && error.code === 'VAULT_SEALED') throw error;
         throw new Error(
           `cannot unwrap data key ${row.purpose} v${row.version} with master key ${this.masterKey.keyId}: ` +
             'it was wrapped by another master key, or the stored key was altered',
