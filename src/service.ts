@@ -44,7 +44,7 @@ import { SubscriptionService } from './events/subscription-service.js';
 import { systemResolver, type HostResolver, type TargetPolicy } from './events/target-policy.js';
 import type { Knex } from 'knex';
 import { forgetAuditChainKeys } from './audit/audit-chain-keys.js';
-import { SharesMasterKey } from './keys/master-key-sources/shares.js';
+import { isSharesSource } from './keys/master-key-sources/shares.js';
 import { refuseWhileSealed } from './keys/sealed-operations.js';
 import { Unsealer } from './keys/unseal.js';
 import { unsealHandlers } from './keys/unseal-handlers.js';
@@ -155,7 +155,7 @@ export async function buildService(config: Config, options: BuildOptions): Promi
     }
     if (config.events.dispatcherEnabled) dispatcherRef?.start();
   };
-  const sharesSource = masterKey.source instanceof SharesMasterKey ? masterKey.source : undefined;
+  const sharesSource = isSharesSource(masterKey.source) ? masterKey.source : undefined;
   const unsealer =
     sharesSource === undefined
       ? undefined

@@ -11,6 +11,7 @@ import { createCipheriv, createDecipheriv, createHash, randomBytes } from 'node:
 import type { MasterKeyConfig } from '../config/config.js';
 import { split as shamirSplit } from 'shamir-secret-sharing';
 import { readOrCreateSecretFile } from '../config/dev-secret-file.js';
+import { SharesMasterKey } from './master-key-sources/shares.js';
 
 export interface KeyIdRename {
   readonly from: string;
@@ -178,8 +179,7 @@ async function loadCurrentMasterKey(config: MasterKeyConfig): Promise<LoadedMast
       // Sealed: the service rebuilds the key from custodians' submissions (keys unseal); the key
       // CLI from the share files it is given (MASTER_KEY_SHARE_FILES), when it is given any.
       return {
-        // Imported when chosen: shares.ts builds on LocalMasterKey from this module.
-        source: await (await import('./master-key-sources/shares.js')).SharesMasterKey.load(config),
+        source: await SharesMasterKey.load(config, (key, description) => new LocalMasterKey(key, description)),
         generatedDevKeyFile: undefined,
         isDevelopmentKey: false,
       };

@@ -167,7 +167,9 @@ export class Unsealer {
       share.fill(0);
       return refuse('UNSEAL_SHARE_REFUSED', 'The share is not the one this custodian holds in the active split.');
     }
-    this.accepted.set(holder.keyThumbprint, { name: holder.name, share });
+    // A plain Uint8Array (the library refuses Buffer subclasses); the Buffer is wiped.
+    this.accepted.set(holder.keyThumbprint, { name: holder.name, share: Uint8Array.from(share) });
+    share.fill(0);
     this.record(origin, who, 'success', { splitId: split.id, progress: this.accepted.size, threshold: split.threshold });
     if (this.accepted.size >= split.threshold) await this.rebuild(split, origin);
     return this.status();

@@ -21,23 +21,38 @@ import { combine } from 'shamir-secret-sharing';
 import type { SharesMasterKeyConfig } from '../../config/config.js';
 import { AppError } from '../../errors/app-error.js';
 import type { SplittableMasterKey } from '../key-shares.js';
-import { LocalMasterKey, type MasterKeyReadiness } from '../master-key-source.js';
+import type { MasterKeyReadiness, MasterKeySource } from '../master-key-source.js';
 import { SHARE_BYTES } from './share-crypto.js';
+
+/**
+ * The in-memory key once rebuilt: master-key-source.ts's LocalMasterKey, passed in as a factory so
+ * that this module needs nothing from that one at run time (no import cycle).
+ */
+export interface RebuiltKey extends MasterKeySource {
+  shamirSplit(total: number, threshold: number): Promise<Uint8Array[]>;
+  wipe(): void;
+}
+export type RebuiltKeyFactory = (key: Buffer, description: string) => RebuiltKey;
 
 export const CLEAR_SHARE_FILE_TYPE = 'loyalty-vault/master-key-share-clear/v1';
 
 export class SharesMasterKey implements SplittableMasterKey {
   readonly description = 'M-of-N key shares held by the custodians (MASTER_KEY_SOURCE=shares)';
-  private key: LocalMasterKey | undefined;
+  /** Tells this source apart without `instanceof` (the service and the CLI branch on it). */
+  readonly kind = 'shares' as const;
+  private key: RebuiltKey | undefined;
 
-  constructor(readonly keyId: string) {}
+  constructor(
+    readonly keyId: string,
+    private readonly rebuild: RebuiltKeyFactory,
+  ) {}
 
   /**
    * The source as configured: sealed, or, for the key CLI given MASTER_KEY_SHARE_FILES, unsealed from
    * those files (refused unless they rebuild the pinned key).
    */
-  static async load(config: SharesMasterKeyConfig): Promise<SharesMasterKey> {
-    const source = new SharesMasterKey(config.keyId);
+  static async load(config: SharesMasterKeyConfig, rebuild: RebuiltKeyFactory): Promise<SharesMasterKey> {
+    const source = new SharesMasterKey(config.keyId, rebuild);
     if (config.shareFiles.length > 0) await source.unsealFromFiles(config.shareFiles);
     return source;
   }
@@ -58,7 +73,9 @@ export class SharesMasterKey implements SplittableMasterKey {
    */
   install(secret: Uint8Array): boolean {
     if (secret.length !== 32) return false;
-    const candidate = new LocalMasterKey(Buffer.from(secret), this.description);
+    const bytes = Buffer.from(secret);
+    const candidate = this.rebuild(bytes, this.description);
+    bytes.fill(0); // the factory keeps a copy of its own
     if (candidate.keyId !== this.keyId) {
       candidate.wipe();
       return false;
@@ -86,7 +103,7 @@ export class SharesMasterKey implements SplittableMasterKey {
     return this.unsealed().shamirSplit(total, threshold);
   }
 
-  private unsealed(): LocalMasterKey {
+  private unsealed(): RebuiltKey {
     if (this.key === undefined) throw new AppError('VAULT_SEALED');
     return this.key;
   }
@@ -141,4 +158,9 @@ function readClearShare(file: string): Uint8Array {
     throw new Error(`share file ${file} is not a cleartext share file (keys shares reveal writes one)`);
   }
   return Uint8Array.from(share);
+}
+
+/** Whether `source` is the shares source (duck-typed on its `kind`). */
+export function isSharesSource(source: MasterKeySource): source is SharesMasterKey {
+  return (source as Partial<SharesMasterKey>).kind === 'shares';
 }
