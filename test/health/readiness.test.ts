@@ -79,12 +79,12 @@ describe(`readiness and liveness (${usingPostgres ? 'PostgreSQL' : 'embedded PGl
     it('when the database answers, then /readyz is 200 with every check up', async () => {
       const res = await svc.request('GET', '/readyz');
       expect(res.status, res.text).to.equal(200);
-      expect(res.body).to.deep.equal({ status: 'ready', checks: { database: 'up', process: 'up' } });
+      expect(res.body).to.deep.equal({ status: 'ready', checks: { database: 'up', process: 'up', masterKey: 'up' } });
     });
 
     it('when the database handle is closed, then /readyz is 503 NOT_READY and /healthz stays 200', async () => {
       await svc.db.close();
-      expectNotReady(await svc.request('GET', '/readyz'), { database: 'down', process: 'up' });
+      expectNotReady(await svc.request('GET', '/readyz'), { database: 'down', process: 'up', masterKey: 'up' });
       const health = await svc.request('GET', '/healthz');
       expect(health.status).to.equal(200);
       expect(health.body).to.deep.equal({ status: 'ok' });
@@ -92,7 +92,7 @@ describe(`readiness and liveness (${usingPostgres ? 'PostgreSQL' : 'embedded PGl
 
     it('when the service is draining for shutdown, then /readyz is 503 with process down', async () => {
       svc.service.startDraining();
-      expectNotReady(await svc.request('GET', '/readyz'), { database: 'up', process: 'down' });
+      expectNotReady(await svc.request('GET', '/readyz'), { database: 'up', process: 'down', masterKey: 'up' });
       expect((await svc.request('GET', '/healthz')).status).to.equal(200);
     });
   });
@@ -112,7 +112,7 @@ describe(`readiness and liveness (${usingPostgres ? 'PostgreSQL' : 'embedded PGl
     });
 
     it('then /readyz is 503 NOT_READY with the database down', async () => {
-      expectNotReady(await send(app.url, 'GET', '/readyz'), { database: 'down', process: 'up' });
+      expectNotReady(await send(app.url, 'GET', '/readyz'), { database: 'down', process: 'up', masterKey: 'up' });
     });
 
     it('then /healthz is still 200: the process itself is alive', async () => {
@@ -121,7 +121,7 @@ describe(`readiness and liveness (${usingPostgres ? 'PostgreSQL' : 'embedded PGl
     });
 
     it('then the driver error goes to the JSON log, not to the console past the masker', async () => {
-      expectNotReady(await send(app.url, 'GET', '/readyz'), { database: 'down', process: 'up' });
+      expectNotReady(await send(app.url, 'GET', '/readyz'), { database: 'down', process: 'up', masterKey: 'up' });
       const knexLines = captured.lines().filter((l) => l['component'] === 'knex');
       expect(knexLines).not.to.be.empty;
       expect(knexLines[0]).to.include({ level: 'warn' });
