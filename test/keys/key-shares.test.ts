@@ -252,6 +252,49 @@ describe('master key in custodians\' shares: split, sealed start, unseal, seal',
     await stop(svc);
   });
 
+  it('when an insider with database write access swaps two holders for keys of their own and submits shares of a key they chose, then UNSEAL_KEY_MISMATCH: it stays sealed', async () => {
+    const { split } = await import('shamir-secret-sharing');
+    const { jwkOf } = await import('../../src/keys/custodians.js');
+    const { sealTo, shareDigest, x25519PublicFromEd25519 } = await import('../../src/keys/master-key-sources/share-crypto.js');
+    const { custodianShareContext, SHARE_FILE_TYPE } = await import('../../src/keys/key-shares.js');
+    const row = (await db.knex('master_key_splits').where({ state: 'active' }).first()) as { id: string; holders: unknown };
+    const original = typeof row.holders === 'string' ? row.holders : JSON.stringify(row.holders);
+    const holders = JSON.parse(original) as Record<string, unknown>[];
+    const chosen = Uint8Array.from((await import('node:crypto')).randomBytes(32));
+    const forged = await split(chosen, 2, 2);
+    const mallories = ['mallory1', 'mallory2'].map((n) => ed25519(dir, n));
+    const files: string[] = [];
+    for (const [i, m] of mallories.entries()) {
+      const pub = (await import('node:crypto')).createPublicKey(fs.readFileSync(m.publicKey, 'utf8'));
+      const { jwk, thumbprint } = await jwkOf(pub);
+      const share = forged[i]!;
+      holders[i] = { ...holders[i], x: jwk.x, keyThumbprint: thumbprint, digest: shareDigest(row.id, thumbprint, share), index: share[32] };
+      files.push(JSON.stringify({
+        type: SHARE_FILE_TYPE, splitId: row.id, kekId: 'x', threshold: 2, total: 3, custodian: m.name, keyThumbprint: thumbprint, index: share[32],
+        envelope: sealTo(x25519PublicFromEd25519(Buffer.from(String(jwk.x), 'base64url')), Buffer.from(share), custodianShareContext(row.id, thumbprint)),
+      }));
+    }
+    await db.knex('master_key_splits').where({ id: row.id }).update({ holders: JSON.stringify(holders) });
+    const svc = await start();
+    try {
+      const answers = [];
+      for (const [i, m] of mallories.entries()) {
+        const status = (await svc.request('GET', '/v1/admin/unseal')).body;
+        const submission = await unsealSubmission(status, files[i]!, custodianKey(fs.readFileSync(m.privateKey, 'utf8')));
+        answers.push(await svc.request('POST', '/v1/admin/unseal', { json: { submission } }));
+      }
+      expect(answers[0]!.status, answers[0]!.text).to.equal(200);
+      expect(answers[1]!.status, answers[1]!.text).to.equal(409);
+      expect(answers[1]!.body).to.include({ code: 'UNSEAL_KEY_MISMATCH' });
+      expect((await svc.request('GET', '/v1/admin/unseal')).body).to.include({ sealed: true, progress: 0 });
+      expect((await svc.request('POST', '/v1/tokens', { token: writer, json: { pan: PAN } })).status).to.equal(503);
+      expect(svc.logs()).to.contain('UNSEAL_KEY_MISMATCH');
+    } finally {
+      await db.knex('master_key_splits').where({ id: row.id }).update({ holders: original });
+      await stop(svc);
+    }
+  });
+
   it('then no share and no master-key bytes are in the database, the audit trail or the logs', async () => {
     const svc = await start();
     for (const who of [alice, bob]) expect((await unsealAs(svc, who)).response.status).to.equal(200);
