@@ -29,7 +29,9 @@ export async function up(knex: Knex): Promise<void> {
   await knex.raw(
     `alter table master_key_splits add constraint master_key_splits_threshold check (threshold >= 2 and threshold <= total and total <= 255)`,
   );
-  await knex.raw(`create unique index master_key_splits_one_active on master_key_splits ((true)) where state = 'active'`);
+  await knex.raw(
+    `create unique index master_key_splits_one_active on master_key_splits ((true)) where state = 'active'`,
+  );
   await knex.raw('select card_data_guard_attach(?)', ['master_key_splits']);
   // The split (and a re-split when a custodian leaves) is a dual-controlled request.
   await knex.raw('alter table key_requests drop constraint key_requests_operation_check');

@@ -116,7 +116,8 @@ export async function buildService(config: Config, options: BuildOptions): Promi
     onError: (error) => logger.warn({ err: error }, 'key-ring heartbeat failed; the next beat retries'),
   });
   let heartbeatStarted = false;
-  let dispatcherRef: EventDispatcher | undefined;
+  // Built further down (it needs the services built after the vault): started by openVault.
+  const late: { dispatcher?: EventDispatcher } = {};
   /**
    * Everything that needs the master key at start: at once for the env and file sources, after
    * `keys unseal` for the shares source (which starts sealed and must not unwrap anything before).
@@ -153,7 +154,7 @@ export async function buildService(config: Config, options: BuildOptions): Promi
     } else {
       await heartbeat.beat();
     }
-    if (config.events.dispatcherEnabled) dispatcherRef?.start();
+    if (config.events.dispatcherEnabled) late.dispatcher?.start();
   };
   const sharesSource = isSharesSource(masterKey.source) ? masterKey.source : undefined;
   const unsealer =
@@ -164,7 +165,7 @@ export async function buildService(config: Config, options: BuildOptions): Promi
           source: sharesSource,
           onUnsealed: openVault,
           onSealing: async () => {
-            await dispatcherRef?.stop();
+            await late.dispatcher?.stop();
             keyRing.forget();
             forgetAuditChainKeys(database.knex);
             await heartbeat.withdraw();
@@ -174,7 +175,7 @@ export async function buildService(config: Config, options: BuildOptions): Promi
   if (unsealer === undefined) await openVault();
   else {
     logger.warn(
-      'VAULT SEALED: the master key is in custodians\' shares (MASTER_KEY_SOURCE=shares). Card operations answer 503 VAULT_SEALED until M custodians run keys unseal against this instance.',
+      "VAULT SEALED: the master key is in custodians' shares (MASTER_KEY_SOURCE=shares). Card operations answer 503 VAULT_SEALED until M custodians run keys unseal against this instance.",
     );
   }
   const vault = new VaultService(database.knex, keyRing, {
@@ -262,7 +263,7 @@ export async function buildService(config: Config, options: BuildOptions): Promi
     onError: (error) => logger.error({ err: error }, 'outbound event dispatch round failed'),
   });
   const backlog = watchBacklog(database.knex, metrics, logger);
-  dispatcherRef = dispatcher;
+  late.dispatcher = dispatcher;
   // Sealed, the dispatcher waits for the unseal (it needs the subscription-secret key).
   if (config.events.dispatcherEnabled && !(sharesSource?.sealed ?? false)) dispatcher.start();
   const webhooks = await loadWebhookSecrets(config.webhooks);

@@ -63,7 +63,8 @@ function splitOptions(values: { threshold?: string; custodian?: string[]; 'all-c
     throw new UsageError('--threshold M is required (a whole number, at least 2)');
   }
   const all = values['all-custodians'] === true;
-  if (all === (values.custodian !== undefined)) throw new UsageError('name the holders: --custodian <name> ... or --all-custodians');
+  if (all === (values.custodian !== undefined))
+    throw new UsageError('name the holders: --custodian <name> ... or --all-custodians');
   return { threshold: Number(values.threshold), names: all ? 'all' : (values.custodian ?? []) };
 }
 
@@ -80,7 +81,8 @@ async function resolveSplit(
       ? custodians
       : names.map((name) => {
           const c = custodians.find((x) => x.name === name);
-          if (c === undefined) throw new AppError('MASTER_KEY_SPLIT_INVALID', { detail: `${name} is not a registered custodian.` });
+          if (c === undefined)
+            throw new AppError('MASTER_KEY_SPLIT_INVALID', { detail: `${name} is not a registered custodian.` });
           return c;
         });
   const thumbprints = chosen.map((c) => c.keyThumbprint);
@@ -116,14 +118,22 @@ export async function sharesCommand(args: readonly string[], ctx: KeysContext, o
         },
         { actor: ctx.actor, masterKey: ctx.masterKey },
       );
-      out(`split ${result.split.id}: ${result.split.threshold}-of-${result.split.total} of master key ${result.split.kekId}`);
+      out(
+        `split ${result.split.id}: ${result.split.threshold}-of-${result.split.total} of master key ${result.split.kekId}`,
+      );
       for (const file of result.files) out(`  ${file}`);
-      out('hand each file to its custodian only (each opens only with its holder\'s private key); delete the copies here');
+      out(
+        "hand each file to its custodian only (each opens only with its holder's private key); delete the copies here",
+      );
       out(`then: MASTER_KEY_SOURCE=shares MASTER_KEY_SHARES_KEY_ID=${result.split.kekId}`);
       return 0;
     }
     case 'status': {
-      const { values } = parseArgs({ args: rest, options: { json: { type: 'boolean', default: false } }, strict: true });
+      const { values } = parseArgs({
+        args: rest,
+        options: { json: { type: 'boolean', default: false } },
+        strict: true,
+      });
       const split = await activeSplit(ctx.knex);
       if (split === undefined) {
         out('no split: the master key is not in shares (keys request split-master-key)');
@@ -142,7 +152,9 @@ export async function sharesCommand(args: readonly string[], ctx: KeysContext, o
       };
       if (values.json) out(JSON.stringify(view, null, 2));
       else {
-        out(`split ${view.splitId}: ${view.threshold}-of-${view.total}, master key ${view.masterKeyId}${sealVerifies ? '' : ' — SEAL DOES NOT VERIFY (altered, or another master key)'}`);
+        out(
+          `split ${view.splitId}: ${view.threshold}-of-${view.total}, master key ${view.masterKeyId}${sealVerifies ? '' : ' — SEAL DOES NOT VERIFY (altered, or another master key)'}`,
+        );
         for (const h of view.holders) out(`  ${h.custodian} (key ${h.keyThumbprint}, share #${h.index})`);
       }
       return sealVerifies ? 0 : 1;
@@ -156,7 +168,10 @@ export async function sharesCommand(args: readonly string[], ctx: KeysContext, o
       if (values.share === undefined || values.key === undefined || values.out === undefined) {
         throw new UsageError('shares reveal --share <file> --key <custodian.pem> --out <file>');
       }
-      const text = await clearShareFile(fs.readFileSync(values.share, 'utf8'), custodianKey(fs.readFileSync(values.key, 'utf8')));
+      const text = await clearShareFile(
+        fs.readFileSync(values.share, 'utf8'),
+        custodianKey(fs.readFileSync(values.key, 'utf8')),
+      );
       fs.writeFileSync(values.out, text, { mode: 0o600, flag: 'wx' });
       out(`cleartext share written to ${values.out} (mode 0600): delete it after the ceremony`);
       return 0;
@@ -187,7 +202,9 @@ export async function remoteCommand(
   });
   if (values.url === undefined || values.key === undefined || (command === 'unseal' && values.share === undefined)) {
     throw new UsageError(
-      command === 'unseal' ? 'unseal --url <instance> [--url …] --share <file> --key <custodian.pem>' : 'seal --url <instance> [--url …] --key <custodian.pem>',
+      command === 'unseal'
+        ? 'unseal --url <instance> [--url …] --share <file> --key <custodian.pem>'
+        : 'seal --url <instance> [--url …] --key <custodian.pem>',
     );
   }
   const key = custodianKey(fs.readFileSync(values.key, 'utf8'));
@@ -204,28 +221,42 @@ export async function remoteCommand(
         }
         const submission = await unsealSubmission(status, shareText!, key);
         const after = await call<UnsealStatus>(http, `${url}/v1/admin/unseal`, { submission });
-        out(after.sealed ? `${url}: share accepted, ${after.progress} of ${after.threshold ?? '?'}; still sealed` : `${url}: UNSEALED`);
+        out(
+          after.sealed
+            ? `${url}: share accepted, ${after.progress} of ${after.threshold ?? '?'}; still sealed`
+            : `${url}: UNSEALED`,
+        );
       } else {
-        const after = await call<UnsealStatus>(http, `${url}/v1/admin/seal`, { request: await sealRequest(status, key) });
+        const after = await call<UnsealStatus>(http, `${url}/v1/admin/seal`, {
+          request: await sealRequest(status, key),
+        });
         out(after.sealed ? `${url}: sealed` : `${url}: NOT sealed`);
       }
     } catch (error) {
       failed += 1;
-      io.stderr.write(`keys: ${url}: ${error instanceof AppError ? `${error.code}: ${error.detail ?? error.title}` : (error as Error).message}\n`);
+      io.stderr.write(
+        `keys: ${url}: ${error instanceof AppError ? `${error.code}: ${error.detail ?? error.title}` : (error as Error).message}\n`,
+      );
     }
   }
   return failed === 0 ? 0 : 1;
 }
 
 async function call<T>(http: Fetch, url: string, body?: unknown): Promise<T> {
-  const response = await http(url, body === undefined ? {} : {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify(body),
-  });
+  const response = await http(
+    url,
+    body === undefined
+      ? {}
+      : {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify(body),
+        },
+  );
   const json = (await response.json().catch(() => ({}))) as Record<string, unknown>;
   if (!response.ok) {
-    throw new Error(`${response.status} ${String(json['code'] ?? '')}: ${String(json['detail'] ?? json['title'] ?? '')}`);
+    const text = (value: unknown): string => (typeof value === 'string' ? value : '');
+    throw new Error(`${response.status} ${text(json['code'])}: ${text(json['detail']) || text(json['title'])}`);
   }
   return json as T;
 }

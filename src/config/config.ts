@@ -517,11 +517,14 @@ function parseMasterKey(r: Reader, ctx: { production: boolean; embedded: boolean
 
 function parseSharesSource(r: Reader): SharesMasterKeyConfig {
   for (const name of ['MASTER_KEY', 'MASTER_KEY_FILE', 'MASTER_KEY_PREVIOUS']) {
-    if (r.raw(name) !== undefined) r.problem(`${name} must not be set when MASTER_KEY_SOURCE=shares (the key exists only as shares)`);
+    if (r.raw(name) !== undefined)
+      r.problem(`${name} must not be set when MASTER_KEY_SOURCE=shares (the key exists only as shares)`);
   }
   const keyId = r.raw('MASTER_KEY_SHARES_KEY_ID');
   if (keyId === undefined || !/^local:[A-Za-z0-9_-]{16}$/.test(keyId)) {
-    r.problem('MASTER_KEY_SHARES_KEY_ID is required when MASTER_KEY_SOURCE=shares: the master key id `keys shares status` prints (local:…)');
+    r.problem(
+      'MASTER_KEY_SHARES_KEY_ID is required when MASTER_KEY_SOURCE=shares: the master key id `keys shares status` prints (local:…)',
+    );
   }
   const files = (r.raw('MASTER_KEY_SHARE_FILES') ?? '')
     .split(',')

@@ -23,7 +23,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Knex } from 'knex';
-import { split } from 'shamir-secret-sharing';
 import { appendAuditEvent, canonicalJson } from '../audit/audit-log.js';
 import { AppError } from '../errors/app-error.js';
 import { newId } from '../ids/prefixed-id.js';
@@ -102,7 +101,11 @@ function recordDigest(r: Omit<SplitRecord, 'createdAt'>): Buffer {
 }
 
 /** The parameters a split request names and the split command must be run with. */
-export function splitParams(input: { threshold: number; thumbprints: readonly string[]; kekId: string }): RequestParams {
+export function splitParams(input: {
+  threshold: number;
+  thumbprints: readonly string[];
+  kekId: string;
+}): RequestParams {
   const holders = [...new Set(input.thumbprints)].sort();
   if (holders.length !== input.thumbprints.length) {
     throw new AppError('MASTER_KEY_SPLIT_INVALID', { detail: 'A custodian is named twice.' });
@@ -147,7 +150,10 @@ export async function activeSplit(db: Knex | Knex.Transaction): Promise<(SplitRe
   return row === undefined ? undefined : { ...recordOf(row), seal: row.seal };
 }
 
-export async function verifySplitSeal(masterKey: MasterKeySource, split: SplitRecord & { seal: Buffer }): Promise<boolean> {
+export async function verifySplitSeal(
+  masterKey: MasterKeySource,
+  split: SplitRecord & { seal: Buffer },
+): Promise<boolean> {
   return sealMatches(masterKey, split.seal, recordDigest(split), SPLIT_AAD(split.id));
 }
 
@@ -182,9 +188,15 @@ export async function executeSplit(
     { action: 'master-key.split', resource: `master-key:${masterKey.keyId}` },
     async (trx) => {
       if (!isSplittable(masterKey)) {
-        throw new AppError('MASTER_KEY_SPLIT_INVALID', { detail: `The master key source (${masterKey.description}) cannot be split.` });
+        throw new AppError('MASTER_KEY_SPLIT_INVALID', {
+          detail: `The master key source (${masterKey.description}) cannot be split.`,
+        });
       }
-      const params = splitParams({ threshold: input.threshold, thumbprints: input.thumbprints, kekId: masterKey.keyId });
+      const params = splitParams({
+        threshold: input.threshold,
+        thumbprints: input.thumbprints,
+        kekId: masterKey.keyId,
+      });
       const authorisation = await authorise(trx, {
         operation: 'split-master-key',
         params,
@@ -304,8 +316,14 @@ export function parseShareFile(text: string): ShareFile {
     throw new AppError('MASTER_KEY_SHARE_INVALID', { detail: 'The share file is not JSON.', cause: error });
   }
   const v = value as Partial<ShareFile> | null;
-  if (v === null || typeof v !== 'object' || v.type !== SHARE_FILE_TYPE || typeof v.splitId !== 'string' ||
-      typeof v.keyThumbprint !== 'string' || typeof v.envelope !== 'object') {
+  if (
+    v === null ||
+    typeof v !== 'object' ||
+    v.type !== SHARE_FILE_TYPE ||
+    typeof v.splitId !== 'string' ||
+    typeof v.keyThumbprint !== 'string' ||
+    typeof v.envelope !== 'object'
+  ) {
     throw new AppError('MASTER_KEY_SHARE_INVALID', { detail: `The file is not a ${SHARE_FILE_TYPE} share file.` });
   }
   return v as ShareFile;

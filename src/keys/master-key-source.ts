@@ -24,8 +24,7 @@ export interface KeyIdRename {
  * does not answer (PKCS#11). Never contains key material.
  */
 export type MasterKeyReadiness =
-  | { ready: true }
-  | { ready: false; code: 'VAULT_SEALED' | 'MASTER_KEY_UNAVAILABLE'; detail: string };
+  { ready: true } | { ready: false; code: 'VAULT_SEALED' | 'MASTER_KEY_UNAVAILABLE'; detail: string };
 
 export interface MasterKeySource {
   /** Stable, non-secret identifier of the KEK (a fingerprint), stored beside every wrapped key. */

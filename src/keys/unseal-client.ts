@@ -26,7 +26,8 @@ export function custodianKey(pem: string): KeyObject {
   } catch (error) {
     throw new AppError('CUSTODIAN_INVALID', { detail: 'The private key is not a PEM private key.', cause: error });
   }
-  if (key.asymmetricKeyType !== 'ed25519') throw new AppError('CUSTODIAN_INVALID', { detail: 'Custodian keys are Ed25519.' });
+  if (key.asymmetricKeyType !== 'ed25519')
+    throw new AppError('CUSTODIAN_INVALID', { detail: 'Custodian keys are Ed25519.' });
   return key;
 }
 
@@ -38,15 +39,25 @@ export async function openShareFile(
   const file = parseShareFile(shareFileText);
   const { thumbprint } = await jwkOf(privateKeyPublic(privateKey));
   if (thumbprint !== file.keyThumbprint) {
-    throw new AppError('MASTER_KEY_SHARE_INVALID', { detail: `This share file is ${file.custodian}'s, not for this key.` });
+    throw new AppError('MASTER_KEY_SHARE_INVALID', {
+      detail: `This share file is ${file.custodian}'s, not for this key.`,
+    });
   }
   let share: Buffer;
   try {
-    share = openEnvelope(x25519PrivateFromEd25519(privateKey), file.envelope, custodianShareContext(file.splitId, thumbprint));
+    share = openEnvelope(
+      x25519PrivateFromEd25519(privateKey),
+      file.envelope,
+      custodianShareContext(file.splitId, thumbprint),
+    );
   } catch (error) {
-    throw new AppError('MASTER_KEY_SHARE_INVALID', { detail: 'The share file does not open with this key (altered?).', cause: error });
+    throw new AppError('MASTER_KEY_SHARE_INVALID', {
+      detail: 'The share file does not open with this key (altered?).',
+      cause: error,
+    });
   }
-  if (share.length !== SHARE_BYTES) throw new AppError('MASTER_KEY_SHARE_INVALID', { detail: 'The share has the wrong length.' });
+  if (share.length !== SHARE_BYTES)
+    throw new AppError('MASTER_KEY_SHARE_INVALID', { detail: 'The share has the wrong length.' });
   return { splitId: file.splitId, thumbprint, share };
 }
 
@@ -55,12 +66,18 @@ function privateKeyPublic(privateKey: KeyObject): KeyObject {
 }
 
 /** The signed submission of one share to one instance, for the status that instance published. */
-export async function unsealSubmission(status: UnsealStatus, shareFileText: string, privateKey: KeyObject): Promise<string> {
+export async function unsealSubmission(
+  status: UnsealStatus,
+  shareFileText: string,
+  privateKey: KeyObject,
+): Promise<string> {
   if (!status.sealed || status.instanceKey === null) throw new AppError('VAULT_NOT_SEALED');
   const opened = await openShareFile(shareFileText, privateKey);
   try {
     if (status.splitId !== null && opened.splitId !== status.splitId) {
-      throw new AppError('UNSEAL_SHARE_REFUSED', { detail: `This share is of split ${opened.splitId}; the instance expects ${status.splitId}.` });
+      throw new AppError('UNSEAL_SHARE_REFUSED', {
+        detail: `This share is of split ${opened.splitId}; the instance expects ${status.splitId}.`,
+      });
     }
     const envelope = sealTo(
       Buffer.from(status.instanceKey, 'base64url'),
@@ -88,7 +105,14 @@ export async function sealRequest(status: UnsealStatus, privateKey: KeyObject): 
 export async function clearShareFile(shareFileText: string, privateKey: KeyObject): Promise<string> {
   const opened = await openShareFile(shareFileText, privateKey);
   try {
-    return JSON.stringify({ type: CLEAR_SHARE_FILE_TYPE, splitId: opened.splitId, keyThumbprint: opened.thumbprint, share: opened.share.toString('base64url') }) + '\n';
+    return (
+      JSON.stringify({
+        type: CLEAR_SHARE_FILE_TYPE,
+        splitId: opened.splitId,
+        keyThumbprint: opened.thumbprint,
+        share: opened.share.toString('base64url'),
+      }) + '\n'
+    );
   } finally {
     opened.share.fill(0);
   }

@@ -16,7 +16,9 @@ const originOf = (req: Request): string => `request:${req.id} ip:${req.ip ?? '-'
 export function unsealHandlers(unsealer: Unsealer | undefined): HandlerMap {
   const need = (): Unsealer => {
     if (unsealer === undefined) {
-      throw new AppError('NOT_FOUND', { detail: 'This instance does not keep its master key in shares (MASTER_KEY_SOURCE).' });
+      throw new AppError('NOT_FOUND', {
+        detail: 'This instance does not keep its master key in shares (MASTER_KEY_SOURCE).',
+      });
     }
     return unsealer;
   };

@@ -43,7 +43,14 @@ import { appendAuditEvent } from '../audit/audit-log.js';
 import { AppError, type ErrorCode } from '../errors/app-error.js';
 import { verifyRegister } from './custodian-provenance.js';
 import { activeSplit, verifySplitSeal, type SplitRecord } from './key-shares.js';
-import { isEnvelope, openEnvelope, rawX25519Public, shareDigest, SHARE_BYTES, type Envelope } from './master-key-sources/share-crypto.js';
+import {
+  isEnvelope,
+  openEnvelope,
+  rawX25519Public,
+  shareDigest,
+  SHARE_BYTES,
+  type Envelope,
+} from './master-key-sources/share-crypto.js';
 import type { SharesMasterKey } from './master-key-sources/shares.js';
 import { safeKid } from './request-payload.js';
 
@@ -135,18 +142,25 @@ export class Unsealer {
     }
     const kid = safeKid(jws);
     const holder = split.holders.find((h) => h.keyThumbprint === kid);
-    const who = { actor: holder?.name ?? 'unknown', thumbprint: kid !== undefined && THUMBPRINT.test(kid) ? kid : null };
+    const who = {
+      actor: holder?.name ?? 'unknown',
+      thumbprint: kid !== undefined && THUMBPRINT.test(kid) ? kid : null,
+    };
     const refuse = (code: ErrorCode, detail: string): never => {
       this.record(origin, who, 'failure', { code, splitId: split.id });
       throw new AppError(code, { detail });
     };
-    if (holder === undefined) return refuse('UNSEAL_SUBMISSION_INVALID', 'The signing key holds no share of the active split.');
+    if (holder === undefined)
+      return refuse('UNSEAL_SUBMISSION_INVALID', 'The signing key holds no share of the active split.');
     const payload = await verifySigned(jws, holder.x, UNSEAL_JWS_TYP);
     if (payload === undefined || payload['type'] !== UNSEAL_PAYLOAD_TYPE || !isEnvelope(payload['share'])) {
       return refuse('UNSEAL_SUBMISSION_INVALID', 'The submission is not an unseal request signed by this custodian.');
     }
     if (payload['nonce'] !== this.nonce) {
-      return refuse('UNSEAL_NONCE_STALE', 'The submission names another seal (replayed, or made before a seal or restart): read the status again.');
+      return refuse(
+        'UNSEAL_NONCE_STALE',
+        'The submission names another seal (replayed, or made before a seal or restart): read the status again.',
+      );
     }
     if (payload['splitId'] !== split.id) {
       return refuse('UNSEAL_SHARE_REFUSED', 'The share belongs to another (superseded) split.');
@@ -156,21 +170,33 @@ export class Unsealer {
     }
     let share: Buffer;
     try {
-      share = openEnvelope(this.ephemeral!, payload['share'] as Envelope, instanceShareContext(this.nonce, holder.keyThumbprint));
+      share = openEnvelope(
+        this.ephemeral!,
+        payload['share'] as Envelope,
+        instanceShareContext(this.nonce, holder.keyThumbprint),
+      );
     } catch {
       return refuse('UNSEAL_SHARE_REFUSED', 'The share was not encrypted to this instance for this seal.');
     }
     const digest = Buffer.from(shareDigest(split.id, holder.keyThumbprint, share));
     const expected = Buffer.from(holder.digest);
-    if (share.length !== SHARE_BYTES || digest.length !== expected.length || !timingSafeEqual(digest, expected) ||
-        share[SHARE_BYTES - 1] !== holder.index) {
+    if (
+      share.length !== SHARE_BYTES ||
+      digest.length !== expected.length ||
+      !timingSafeEqual(digest, expected) ||
+      share[SHARE_BYTES - 1] !== holder.index
+    ) {
       share.fill(0);
       return refuse('UNSEAL_SHARE_REFUSED', 'The share is not the one this custodian holds in the active split.');
     }
     // A plain Uint8Array (the library refuses Buffer subclasses); the Buffer is wiped.
     this.accepted.set(holder.keyThumbprint, { name: holder.name, share: Uint8Array.from(share) });
     share.fill(0);
-    this.record(origin, who, 'success', { splitId: split.id, progress: this.accepted.size, threshold: split.threshold });
+    this.record(origin, who, 'success', {
+      splitId: split.id,
+      progress: this.accepted.size,
+      threshold: split.threshold,
+    });
     if (this.accepted.size >= split.threshold) await this.rebuild(split, origin);
     return this.status();
   }
@@ -190,16 +216,24 @@ export class Unsealer {
     }
     const fail = (detail: string): never => {
       this.deps.source.seal();
-      this.record(origin, { actor: 'system', thumbprint: null }, 'failure', {
-        code: 'UNSEAL_KEY_MISMATCH',
-        splitId: split.id,
-        submittedBy: submitters.map(([t, a]) => ({ custodian: a.name, keyThumbprint: t })),
-        reason: detail,
-      }, 'vault.unseal.refused');
+      this.record(
+        origin,
+        { actor: 'system', thumbprint: null },
+        'failure',
+        {
+          code: 'UNSEAL_KEY_MISMATCH',
+          splitId: split.id,
+          submittedBy: submitters.map(([t, a]) => ({ custodian: a.name, keyThumbprint: t })),
+          reason: detail,
+        },
+        'vault.unseal.refused',
+      );
       throw new AppError('UNSEAL_KEY_MISMATCH', { detail: `${detail} The submissions are discarded: start again.` });
     };
-    if (!installed) return fail('The shares rebuild a key other than MASTER_KEY_SHARES_KEY_ID (a holder key or digest was altered).');
-    if (!(await verifySplitSeal(this.deps.source, split))) return fail('The split record does not match its seal (altered).');
+    if (!installed)
+      return fail('The shares rebuild a key other than MASTER_KEY_SHARES_KEY_ID (a holder key or digest was altered).');
+    if (!(await verifySplitSeal(this.deps.source, split)))
+      return fail('The split record does not match its seal (altered).');
     const register = await verifyRegister(this.deps.knex, this.deps.source);
     const strangers = submitters.filter(([t]) => register.tampered !== undefined || !register.trusted.has(t));
     if (strangers.length > 0) return fail('A submitter is not a registered custodian.');
@@ -242,7 +276,8 @@ export class Unsealer {
     const register = await verifyRegister(this.deps.knex, this.deps.source);
     const kid = safeKid(jws);
     const custodian = kid === undefined || register.tampered !== undefined ? undefined : register.trusted.get(kid);
-    const payload = custodian === undefined ? undefined : await verifySigned(jws, String(custodian.publicKeyJwk.x), SEAL_JWS_TYP);
+    const payload =
+      custodian === undefined ? undefined : await verifySigned(jws, String(custodian.publicKeyJwk.x), SEAL_JWS_TYP);
     const ok = payload !== undefined && payload['type'] === SEAL_PAYLOAD_TYPE && payload['nonce'] === this.nonce;
     await this.deps.knex.transaction((trx) =>
       appendAuditEvent(trx, {
@@ -254,13 +289,20 @@ export class Unsealer {
         resource: `master-key:${this.deps.source.keyId}`,
         details: ok
           ? { keyThumbprint: kid }
-          : { code: custodian === undefined || payload === undefined ? 'UNSEAL_SUBMISSION_INVALID' : 'UNSEAL_NONCE_STALE' },
+          : {
+              code:
+                custodian === undefined || payload === undefined ? 'UNSEAL_SUBMISSION_INVALID' : 'UNSEAL_NONCE_STALE',
+            },
       }),
     );
     if (!ok) {
       throw custodian === undefined || payload === undefined
-        ? new AppError('UNSEAL_SUBMISSION_INVALID', { detail: 'The seal request is not signed by a registered custodian.' })
-        : new AppError('UNSEAL_NONCE_STALE', { detail: 'The seal request names another nonce: read the status again.' });
+        ? new AppError('UNSEAL_SUBMISSION_INVALID', {
+            detail: 'The seal request is not signed by a registered custodian.',
+          })
+        : new AppError('UNSEAL_NONCE_STALE', {
+            detail: 'The seal request names another nonce: read the status again.',
+          });
     }
     await this.sealLocally();
     this.deps.log({ custodian: custodian?.name }, 'vault sealed');
@@ -299,7 +341,10 @@ export class Unsealer {
       resource: `master-key:${this.deps.source.keyId}`,
       details: { keyThumbprint: who.thumbprint, ...details },
     };
-    this.deps.log({ custodian: who.actor, keyThumbprint: who.thumbprint, action, outcome, ...details }, 'unseal submission');
+    this.deps.log(
+      { custodian: who.actor, keyThumbprint: who.thumbprint, action, outcome, ...details },
+      'unseal submission',
+    );
     if (this.journal.length < JOURNAL_MAX) this.journal.push(entry);
     else this.dropped += 1;
   }

@@ -23,7 +23,7 @@ import { keysFixture, type KeysFixture } from './keys-context.js';
 
 const PAN = TEST_PANS.visa[0]!;
 
-describe('master key in custodians\' shares: split, sealed start, unseal, seal', function () {
+describe("master key in custodians' shares: split, sealed start, unseal, seal", function () {
   this.timeout(240_000);
   let db: TestDatabase;
   let fx: KeysFixture;
@@ -55,17 +55,26 @@ describe('master key in custodians\' shares: split, sealed start, unseal, seal',
   };
   const unsealAs = async (svc: TestService, who: Person) => {
     const status = (await svc.request('GET', '/v1/admin/unseal')).body;
-    const submission = await unsealSubmission(status, fs.readFileSync(shareFile[who.name]!, 'utf8'), custodianKey(fs.readFileSync(who.privateKey, 'utf8')));
+    const submission = await unsealSubmission(
+      status,
+      fs.readFileSync(shareFile[who.name]!, 'utf8'),
+      custodianKey(fs.readFileSync(who.privateKey, 'utf8')),
+    );
     return { submission, response: await svc.request('POST', '/v1/admin/unseal', { json: { submission } }) };
   };
   const vaultEntries = async () =>
-    (await db.knex('audit_events').where('action', 'like', 'vault.%').orderBy('seq').select('action', 'actor', 'outcome', 'details')) as {
+    (await db
+      .knex('audit_events')
+      .where('action', 'like', 'vault.%')
+      .orderBy('seq')
+      .select('action', 'actor', 'outcome', 'details')) as {
       action: string;
       actor: string;
       outcome: string;
       details: Record<string, unknown> | string;
     }[];
-  const detailsOf = (d: Record<string, unknown> | string) => (typeof d === 'string' ? (JSON.parse(d) as Record<string, unknown>) : d);
+  const detailsOf = (d: Record<string, unknown> | string) =>
+    typeof d === 'string' ? (JSON.parse(d) as Record<string, unknown>) : d;
 
   before(async () => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'lv-shares-'));
@@ -76,7 +85,17 @@ describe('master key in custodians\' shares: split, sealed start, unseal, seal',
     await genesis(fx, alice, bob);
     const add = await requestId(fx, 'add-custodian', '--name', 'carol', '--public-key', carol.publicKey);
     for (const who of [alice, bob]) expect((await approve(fx, add, who)).code).to.equal(0);
-    const added = await fx.run('custodian', 'add', '--name', 'carol', '--public-key', carol.publicKey, '--acknowledge', '--request', add);
+    const added = await fx.run(
+      'custodian',
+      'add',
+      '--name',
+      'carol',
+      '--public-key',
+      carol.publicKey,
+      '--acknowledge',
+      '--request',
+      add,
+    );
     expect(added.code, added.stderr).to.equal(0);
 
     // A card tokenised while the master key was still in MASTER_KEY.
@@ -103,7 +122,17 @@ describe('master key in custodians\' shares: split, sealed start, unseal, seal',
     expect(fs.existsSync(out)).to.equal(false);
     const lonely = await requestId(fx, 'split-master-key', '--threshold', '2', '--all-custodians');
     expect((await approve(fx, lonely, alice)).code).to.equal(0);
-    const once = await fx.run('shares', 'split', '--threshold', '2', '--all-custodians', '--out', out, '--request', lonely);
+    const once = await fx.run(
+      'shares',
+      'split',
+      '--threshold',
+      '2',
+      '--all-custodians',
+      '--out',
+      out,
+      '--request',
+      lonely,
+    );
     expect(once.code).to.equal(1);
     expect(once.stderr).to.contain('DUAL_CONTROL_REQUIRED');
     expect(await db.knex('master_key_splits').count({ n: '*' }).first()).to.deep.include({ n: 0 } as never);
@@ -113,23 +142,44 @@ describe('master key in custodians\' shares: split, sealed start, unseal, seal',
     const out = path.join(dir, 'shares');
     const id = await requestId(fx, 'split-master-key', '--threshold', '2', '--all-custodians');
     for (const who of [alice, carol]) expect((await approve(fx, id, who)).code).to.equal(0);
-    const split = await fx.run('shares', 'split', '--threshold', '2', '--all-custodians', '--out', out, '--request', id);
+    const split = await fx.run(
+      'shares',
+      'split',
+      '--threshold',
+      '2',
+      '--all-custodians',
+      '--out',
+      out,
+      '--request',
+      id,
+    );
     expect(split.code, split.stderr).to.equal(0);
     const files = fs.readdirSync(out);
     expect(files).to.have.length(3);
     for (const who of [alice, bob, carol]) {
-      const file = path.join(out, files.find((f) => f.includes(`.${who.name}.`))!);
+      const file = path.join(
+        out,
+        files.find((f) => f.includes(`.${who.name}.`))!,
+      );
       expect(fs.statSync(file).mode & 0o777).to.equal(0o600);
       shareFile[who.name] = file;
     }
     // Bob's key does not open Alice's file.
-    await openShareFile(fs.readFileSync(shareFile['alice']!, 'utf8'), custodianKey(fs.readFileSync(bob.privateKey, 'utf8'))).then(
+    await openShareFile(
+      fs.readFileSync(shareFile['alice']!, 'utf8'),
+      custodianKey(fs.readFileSync(bob.privateKey, 'utf8')),
+    ).then(
       () => expect.fail('opened with the wrong key'),
       (error: { code?: string }) => expect(error.code).to.equal('MASTER_KEY_SHARE_INVALID'),
     );
     const status = await fx.run('shares', 'status', '--json');
     expect(status.code, status.stdout).to.equal(0);
-    expect(JSON.parse(status.stdout)).to.include({ threshold: 2, total: 3, masterKeyId: fx.masterKey.keyId, sealVerifies: true });
+    expect(JSON.parse(status.stdout)).to.include({
+      threshold: 2,
+      total: 3,
+      masterKeyId: fx.masterKey.keyId,
+      sealVerifies: true,
+    });
   });
 
   it('when the service starts with MASTER_KEY_SOURCE=shares, then it is sealed: /readyz 503 VAULT_SEALED, card routes 503, the balance answers', async () => {
@@ -174,17 +224,28 @@ describe('master key in custodians\' shares: split, sealed start, unseal, seal',
     // Bob submits Alice's share file opened... with his own key it cannot open; so he signs a share
     // of his that an insider swapped: here, Alice's share re-encrypted and signed by Bob.
     const status = (await svc.request('GET', '/v1/admin/unseal')).body;
-    const aliceShare = await openShareFile(fs.readFileSync(shareFile['alice']!, 'utf8'), custodianKey(fs.readFileSync(alice.privateKey, 'utf8')));
+    const aliceShare = await openShareFile(
+      fs.readFileSync(shareFile['alice']!, 'utf8'),
+      custodianKey(fs.readFileSync(alice.privateKey, 'utf8')),
+    );
     const bobFile = JSON.parse(fs.readFileSync(shareFile['bob']!, 'utf8')) as Record<string, unknown>;
     const { sealTo, x25519PublicFromEd25519 } = await import('../../src/keys/master-key-sources/share-crypto.js');
     const { custodianShareContext } = await import('../../src/keys/key-shares.js');
     const bobX = (custodianKey(fs.readFileSync(bob.privateKey, 'utf8')).export({ format: 'jwk' }) as { x: string }).x;
     const forged = {
       ...bobFile,
-      envelope: sealTo(x25519PublicFromEd25519(Buffer.from(bobX, 'base64url')), aliceShare.share, custodianShareContext(String(bobFile['splitId']), String(bobFile['keyThumbprint']))),
+      envelope: sealTo(
+        x25519PublicFromEd25519(Buffer.from(bobX, 'base64url')),
+        aliceShare.share,
+        custodianShareContext(String(bobFile['splitId']), String(bobFile['keyThumbprint'])),
+      ),
     };
     aliceShare.share.fill(0);
-    const wrong = await unsealSubmission(status, JSON.stringify(forged), custodianKey(fs.readFileSync(bob.privateKey, 'utf8')));
+    const wrong = await unsealSubmission(
+      status,
+      JSON.stringify(forged),
+      custodianKey(fs.readFileSync(bob.privateKey, 'utf8')),
+    );
     const refused = await svc.request('POST', '/v1/admin/unseal', { json: { submission: wrong } });
     expect(refused.status, refused.text).to.equal(422);
     expect(refused.body).to.include({ code: 'UNSEAL_SHARE_REFUSED' });
@@ -193,7 +254,11 @@ describe('master key in custodians\' shares: split, sealed start, unseal, seal',
     // Alice, through the real `keys unseal` client: the threshold is reached.
     const printed: string[] = [];
     const io = { stdout: sink(printed), stderr: sink(printed) };
-    const code = await remoteCommand('unseal', ['--url', svc.url, '--share', shareFile['alice']!, '--key', alice.privateKey], io);
+    const code = await remoteCommand(
+      'unseal',
+      ['--url', svc.url, '--share', shareFile['alice']!, '--key', alice.privateKey],
+      io,
+    );
     expect(code, printed.join('')).to.equal(0);
     expect(printed.join('')).to.contain('UNSEALED');
 
@@ -229,10 +294,14 @@ describe('master key in custodians\' shares: split, sealed start, unseal, seal',
     expect((await fx.run('audit', 'verify')).code).to.equal(0);
 
     // A captured submission replayed after the unseal: the vault is not sealed; after a seal: stale.
-    expect((await svc.request('POST', '/v1/admin/unseal', { json: { submission: first.submission } })).body).to.include({ code: 'VAULT_NOT_SEALED' });
+    expect((await svc.request('POST', '/v1/admin/unseal', { json: { submission: first.submission } })).body).to.include(
+      { code: 'VAULT_NOT_SEALED' },
+    );
     const sealed = await remoteCommand('seal', ['--url', svc.url, '--key', bob.privateKey], io);
     expect(sealed, printed.join('')).to.equal(0);
-    expect((await svc.request('POST', '/v1/tokens', { token: writer, json: { pan: PAN } })).body).to.include({ code: 'VAULT_SEALED' });
+    expect((await svc.request('POST', '/v1/tokens', { token: writer, json: { pan: PAN } })).body).to.include({
+      code: 'VAULT_SEALED',
+    });
     expect((await svc.request('GET', '/readyz')).status).to.equal(503);
     const stale = await svc.request('POST', '/v1/admin/unseal', { json: { submission: first.submission } });
     expect(stale.status).to.equal(409);
@@ -255,9 +324,13 @@ describe('master key in custodians\' shares: split, sealed start, unseal, seal',
   it('when an insider with database write access swaps two holders for keys of their own and submits shares of a key they chose, then UNSEAL_KEY_MISMATCH: it stays sealed', async () => {
     const { split } = await import('shamir-secret-sharing');
     const { jwkOf } = await import('../../src/keys/custodians.js');
-    const { sealTo, shareDigest, x25519PublicFromEd25519 } = await import('../../src/keys/master-key-sources/share-crypto.js');
+    const { sealTo, shareDigest, x25519PublicFromEd25519 } =
+      await import('../../src/keys/master-key-sources/share-crypto.js');
     const { custodianShareContext, SHARE_FILE_TYPE } = await import('../../src/keys/key-shares.js');
-    const row = (await db.knex('master_key_splits').where({ state: 'active' }).first()) as { id: string; holders: unknown };
+    const row = (await db.knex('master_key_splits').where({ state: 'active' }).first()) as {
+      id: string;
+      holders: unknown;
+    };
     const original = typeof row.holders === 'string' ? row.holders : JSON.stringify(row.holders);
     const holders = JSON.parse(original) as Record<string, unknown>[];
     const chosen = Uint8Array.from((await import('node:crypto')).randomBytes(32));
@@ -268,19 +341,45 @@ describe('master key in custodians\' shares: split, sealed start, unseal, seal',
       const pub = (await import('node:crypto')).createPublicKey(fs.readFileSync(m.publicKey, 'utf8'));
       const { jwk, thumbprint } = await jwkOf(pub);
       const share = forged[i]!;
-      holders[i] = { ...holders[i], x: jwk.x, keyThumbprint: thumbprint, digest: shareDigest(row.id, thumbprint, share), index: share[32] };
-      files.push(JSON.stringify({
-        type: SHARE_FILE_TYPE, splitId: row.id, kekId: 'x', threshold: 2, total: 3, custodian: m.name, keyThumbprint: thumbprint, index: share[32],
-        envelope: sealTo(x25519PublicFromEd25519(Buffer.from(String(jwk.x), 'base64url')), Buffer.from(share), custodianShareContext(row.id, thumbprint)),
-      }));
+      holders[i] = {
+        ...holders[i],
+        x: jwk.x,
+        keyThumbprint: thumbprint,
+        digest: shareDigest(row.id, thumbprint, share),
+        index: share[32],
+      };
+      files.push(
+        JSON.stringify({
+          type: SHARE_FILE_TYPE,
+          splitId: row.id,
+          kekId: 'x',
+          threshold: 2,
+          total: 3,
+          custodian: m.name,
+          keyThumbprint: thumbprint,
+          index: share[32],
+          envelope: sealTo(
+            x25519PublicFromEd25519(Buffer.from(String(jwk.x), 'base64url')),
+            Buffer.from(share),
+            custodianShareContext(row.id, thumbprint),
+          ),
+        }),
+      );
     }
-    await db.knex('master_key_splits').where({ id: row.id }).update({ holders: JSON.stringify(holders) });
+    await db
+      .knex('master_key_splits')
+      .where({ id: row.id })
+      .update({ holders: JSON.stringify(holders) });
     const svc = await start();
     try {
       const answers = [];
       for (const [i, m] of mallories.entries()) {
         const status = (await svc.request('GET', '/v1/admin/unseal')).body;
-        const submission = await unsealSubmission(status, files[i]!, custodianKey(fs.readFileSync(m.privateKey, 'utf8')));
+        const submission = await unsealSubmission(
+          status,
+          files[i]!,
+          custodianKey(fs.readFileSync(m.privateKey, 'utf8')),
+        );
         answers.push(await svc.request('POST', '/v1/admin/unseal', { json: { submission } }));
       }
       expect(answers[0]!.status, answers[0]!.text).to.equal(200);
@@ -302,7 +401,10 @@ describe('master key in custodians\' shares: split, sealed start, unseal, seal',
     const key = Buffer.from(fx.masterKeyBase64, 'base64');
     secrets.push(...encodings(key));
     for (const who of [alice, bob, carol]) {
-      const opened = await openShareFile(fs.readFileSync(shareFile[who.name]!, 'utf8'), custodianKey(fs.readFileSync(who.privateKey, 'utf8')));
+      const opened = await openShareFile(
+        fs.readFileSync(shareFile[who.name]!, 'utf8'),
+        custodianKey(fs.readFileSync(who.privateKey, 'utf8')),
+      );
       secrets.push(...encodings(opened.share), ...encodings(opened.share.subarray(0, 32)));
       opened.share.fill(0);
     }

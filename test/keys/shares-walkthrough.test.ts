@@ -39,7 +39,7 @@ function walkthroughSteps(): { steps: Step[]; restartAfter: number } {
   return { steps, restartAfter };
 }
 
-describe('walkthrough: the master key in custodians\' shares as the QSA runs it (docs/key-management.md §10)', function () {
+describe("walkthrough: the master key in custodians' shares as the QSA runs it (docs/key-management.md §10)", function () {
   this.timeout(240_000);
   let db: TestDatabase;
   let fx: KeysFixture;
@@ -55,7 +55,21 @@ describe('walkthrough: the master key in custodians\' shares as the QSA runs it 
     await genesis(fx, alice, bob); // section 6, steps 0 and 2h–2i
     const add = await requestId(fx, 'add-custodian', '--name', 'carol', '--public-key', carol.publicKey);
     for (const who of [alice, bob]) expect((await approve(fx, add, who)).code).to.equal(0);
-    expect((await fx.run('custodian', 'add', '--name', 'carol', '--public-key', carol.publicKey, '--acknowledge', '--request', add)).code).to.equal(0);
+    expect(
+      (
+        await fx.run(
+          'custodian',
+          'add',
+          '--name',
+          'carol',
+          '--public-key',
+          carol.publicKey,
+          '--acknowledge',
+          '--request',
+          add,
+        )
+      ).code,
+    ).to.equal(0);
   });
   after(async () => {
     await svc?.close();
@@ -73,11 +87,19 @@ describe('walkthrough: the master key in custodians\' shares as the QSA runs it 
       if (i === restartAfter) {
         svc = await startTestService({
           db,
-          env: { ...(await testEnv()), MASTER_KEY: undefined, MASTER_KEY_SOURCE: 'shares', MASTER_KEY_SHARES_KEY_ID: fx.masterKey.keyId },
+          env: {
+            ...(await testEnv()),
+            MASTER_KEY: undefined,
+            MASTER_KEY_SOURCE: 'shares',
+            MASTER_KEY_SHARES_KEY_ID: fx.masterKey.keyId,
+          },
         });
         const ready = await svc.request('GET', '/readyz');
         expect(ready.body).to.include({ status: 503, code: 'VAULT_SEALED' });
-        const tokenise = await svc.request('POST', '/v1/tokens', { token: await signToken({ scope: 'tokens:write' }), json: { pan: '4111111111111111' } });
+        const tokenise = await svc.request('POST', '/v1/tokens', {
+          token: await signToken({ scope: 'tokens:write' }),
+          json: { pan: '4111111111111111' },
+        });
         expect(tokenise.body).to.include({ status: 503, code: 'VAULT_SEALED' });
       }
       const argv = step.argv.map((arg) => {
@@ -110,7 +132,8 @@ describe('walkthrough: the master key in custodians\' shares as the QSA runs it 
       if (step.comment.startsWith('S8')) expect(res.stdout, where).to.contain('UNSEALED');
       if (step.comment.startsWith('S9')) expect(res.stdout, where).to.contain(': sealed');
     }
-    const trail = (await db.knex('audit_events')
+    const trail = (await db
+      .knex('audit_events')
       .whereIn('action', ['master-key.split', 'vault.unseal.share-submitted', 'vault.unsealed', 'vault.sealed'])
       .orderBy('seq')
       .select('action', 'actor', 'outcome')) as { action: string; actor: string; outcome: string }[];

@@ -157,5 +157,7 @@ export function shareDigest(splitId: string, thumbprint: string, share: Uint8Arr
 export function isEnvelope(value: unknown): value is Envelope {
   if (typeof value !== 'object' || value === null) return false;
   const v = value as Record<string, unknown>;
-  return ['epk', 'iv', 'ct', 'tag'].every((k) => typeof v[k] === 'string' && /^[A-Za-z0-9_-]{1,200}$/.test(String(v[k])));
+  return ['epk', 'iv', 'ct', 'tag'].every(
+    (k) => typeof v[k] === 'string' && /^[A-Za-z0-9_-]{1,200}$/.test(String(v[k])),
+  );
 }

@@ -63,7 +63,11 @@ export class SharesMasterKey implements SplittableMasterKey {
 
   readiness(): MasterKeyReadiness {
     return this.key === undefined
-      ? { ready: false, code: 'VAULT_SEALED', detail: 'The master key has not been rebuilt from its shares: run keys unseal.' }
+      ? {
+          ready: false,
+          code: 'VAULT_SEALED',
+          detail: 'The master key has not been rebuilt from its shares: run keys unseal.',
+        }
       : { ready: true };
   }
 
@@ -138,7 +142,9 @@ function readClearShare(file: string): Uint8Array {
   try {
     const stat = fs.statSync(file);
     if ((stat.mode & 0o077) !== 0) {
-      throw new Error(`share file ${file} is readable by others (mode ${(stat.mode & 0o777).toString(8)}): chmod 600 it`);
+      throw new Error(
+        `share file ${file} is readable by others (mode ${(stat.mode & 0o777).toString(8)}): chmod 600 it`,
+      );
     }
     text = fs.readFileSync(file, 'utf8');
   } catch (error) {
