@@ -95,15 +95,15 @@ export class SharesMasterKey implements SplittableMasterKey {
     this.key = undefined;
   }
 
-  wrap(plaintextKey: Buffer, aad: string): Promise<Buffer> {
+  async wrap(plaintextKey: Buffer, aad: string): Promise<Buffer> {
     return this.unsealed().wrap(plaintextKey, aad);
   }
 
-  unwrap(wrappedKey: Buffer, aad: string): Promise<Buffer> {
+  async unwrap(wrappedKey: Buffer, aad: string): Promise<Buffer> {
     return this.unsealed().unwrap(wrappedKey, aad);
   }
 
-  shamirSplit(total: number, threshold: number): Promise<Uint8Array[]> {
+  async shamirSplit(total: number, threshold: number): Promise<Uint8Array[]> {
     return this.unsealed().shamirSplit(total, threshold);
   }
 
