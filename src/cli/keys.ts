@@ -46,6 +46,16 @@ async function main(argv: readonly string[]): Promise<number> {
   }
   const config = loadConfig(process.env, { verifiesTokens: false });
   const masterKey = await loadMasterKey(config.masterKey, config.masterKeyPrevious);
+  const readiness = masterKey.source.readiness();
+  if (!readiness.ready && readiness.code === 'VAULT_SEALED') {
+    // The CLI never takes shares as arguments or values: M custodians each reveal theirs into a 0600
+    // file for this run (docs/key-management.md §10, "The key CLI").
+    process.stderr.write(
+      "keys: the master key is in custodians' shares (MASTER_KEY_SOURCE=shares): set MASTER_KEY_SHARE_FILES to " +
+        'the paths of M cleartext share files (keys shares reveal) for this command\n',
+    );
+    return 1;
+  }
   const database = await openCliDatabase(config, {
     command: `keys ${argv.slice(0, 2).join(' ')}`,
     notice: (line) => process.stderr.write(`keys: ${line}\n`),
