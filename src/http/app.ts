@@ -33,7 +33,7 @@ export interface AppOptions {
   /** Client certificates on the card-data operations (absent: bearer tokens only). */
   readonly clientCertificates?: ClientCertificateAuth | undefined;
   /**
-   * Runs after authentication and authorisation, before the body is read: throws to refuse the
+   * Runs before authentication and before the body is read: throws to refuse the
    * operation (a sealed vault answers VAULT_SEALED, src/keys/sealed-operations.ts).
    */
   readonly beforeHandler?: ((operationId: string) => void) | undefined;
@@ -80,9 +80,11 @@ export function createApp(options: AppOptions): Express {
   for (const op of options.spec.operations) {
     const chain: RequestHandler[] = [
       tagOperation(op),
+      // Before authentication: a sealed vault cannot check a client certificate's sealed revocation
+      // list either (it would read as tampered); /readyz tells anyone that it is sealed anyway.
+      ...(options.beforeHandler === undefined ? [] : [gate(op.operationId, options.beforeHandler)]),
       authenticate(op, options.authenticator, options.clientCertificates),
       authorize(op),
-      ...(options.beforeHandler === undefined ? [] : [gate(op.operationId, options.beforeHandler)]),
       ...readBody(op, options.bodyLimitBytes),
       validate(op),
     ];
