@@ -159,26 +159,33 @@ export async function sharesCommand(args: readonly string[], ctx: KeysContext, o
       }
       return sealVerifies ? 0 : 1;
     }
-    case 'reveal': {
-      const { values } = parseArgs({
-        args: rest,
-        options: { share: { type: 'string' }, key: { type: 'string' }, out: { type: 'string' } },
-        strict: true,
-      });
-      if (values.share === undefined || values.key === undefined || values.out === undefined) {
-        throw new UsageError('shares reveal --share <file> --key <custodian.pem> --out <file>');
-      }
-      const text = await clearShareFile(
-        fs.readFileSync(values.share, 'utf8'),
-        custodianKey(fs.readFileSync(values.key, 'utf8')),
-      );
-      fs.writeFileSync(values.out, text, { mode: 0o600, flag: 'wx' });
-      out(`cleartext share written to ${values.out} (mode 0600): delete it after the ceremony`);
-      return 0;
-    }
+    case 'reveal':
+      return revealCommand(rest, out);
     default:
       throw new UsageError('shares split|status|reveal');
   }
+}
+
+/**
+ * `keys shares reveal`, on the custodian's machine: no database, no master key (keys.ts runs it before
+ * anything is opened, and before the argument pass, which would write the file).
+ */
+export async function revealCommand(args: readonly string[], out: Out): Promise<number> {
+  const { values } = parseArgs({
+    args: [...args],
+    options: { share: { type: 'string' }, key: { type: 'string' }, out: { type: 'string' } },
+    strict: true,
+  });
+  if (values.share === undefined || values.key === undefined || values.out === undefined) {
+    throw new UsageError('shares reveal --share <file> --key <custodian.pem> --out <file>');
+  }
+  const text = await clearShareFile(
+    fs.readFileSync(values.share, 'utf8'),
+    custodianKey(fs.readFileSync(values.key, 'utf8')),
+  );
+  fs.writeFileSync(values.out, text, { mode: 0o600, flag: 'wx' });
+  out(`cleartext share written to ${values.out} (mode 0600): delete it after the ceremony`);
+  return 0;
 }
 
 /** What `unseal` and `seal` need from HTTP: the global fetch (tests reach their own service on loopback). */

@@ -14,7 +14,7 @@ import { loadMasterKey } from '../keys/master-key-source.js';
 import { liveClientCertificates } from '../mtls/client-certificate-records.js';
 import { runCli } from './cli-args.js';
 import { cliActor, runKeysCommand } from './keys-commands.js';
-import { remoteCommand } from './keys-shares.js';
+import { remoteCommand, revealCommand } from './keys-shares.js';
 import { keysCommands, keysUsageFor } from './keys-usage.js';
 import { UsageError } from './usage-error.js';
 import { validateKeysArgs } from './keys-validate.js';
@@ -37,6 +37,9 @@ async function main(argv: readonly string[]): Promise<number> {
   // argument pass below, which runs the command code and would submit.)
   if (command === 'unseal' || command === 'seal') {
     return remoteCommand(command, argv.slice(1), { stdout: process.stdout, stderr: process.stderr });
+  }
+  if (command === 'shares' && argv[1] === 'reveal') {
+    return revealCommand(argv.slice(2), (line) => void process.stdout.write(`${line}\n`));
   }
   // Every option and argument checked before anything is opened: a usage error creates nothing.
   const verdict = await validateKeysArgs(argv);

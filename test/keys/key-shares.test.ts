@@ -321,6 +321,43 @@ describe("master key in custodians' shares: split, sealed start, unseal, seal", 
     await stop(svc);
   });
 
+  it('when two custodians reveal their shares into 0600 files, then the key CLI rebuilds the master key from them (MASTER_KEY_SHARE_FILES)', async () => {
+    const clear: string[] = [];
+    for (const who of [carol, alice]) {
+      const file = path.join(dir, `${who.name}.clear.json`);
+      const revealed = await fx.run(
+        'shares',
+        'reveal',
+        '--share',
+        shareFile[who.name]!,
+        '--key',
+        who.privateKey,
+        '--out',
+        file,
+      );
+      expect(revealed.code, revealed.stderr).to.equal(0);
+      expect(fs.statSync(file).mode & 0o777).to.equal(0o600);
+      clear.push(file);
+    }
+    const wrongKey = await fx.run(
+      'shares',
+      'reveal',
+      '--share',
+      shareFile['bob']!,
+      '--key',
+      alice.privateKey,
+      '--out',
+      path.join(dir, 'x.json'),
+    );
+    expect(wrongKey.stderr).to.contain('MASTER_KEY_SHARE_INVALID');
+    const { loadMasterKey } = await import('../../src/keys/master-key-source.js');
+    const loaded = await loadMasterKey({ source: 'shares', keyId: fx.masterKey.keyId, shareFiles: clear });
+    expect(loaded.source.readiness()).to.deep.equal({ ready: true });
+    const wrapped = await loaded.source.wrap(Buffer.alloc(32, 9), 'aad');
+    expect(await fx.masterKey.unwrap(wrapped, 'aad')).to.deep.equal(Buffer.alloc(32, 9));
+    for (const file of clear) fs.rmSync(file);
+  });
+
   it('when an insider with database write access swaps two holders for keys of their own and submits shares of a key they chose, then UNSEAL_KEY_MISMATCH: it stays sealed', async () => {
     const { split } = await import('shamir-secret-sharing');
     const { jwkOf } = await import('../../src/keys/custodians.js');
