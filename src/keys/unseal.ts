@@ -237,33 +237,34 @@ export class Unsealer {
     const register = await verifyRegister(this.deps.knex, this.deps.source);
     const strangers = submitters.filter(([t]) => register.tampered !== undefined || !register.trusted.has(t));
     if (strangers.length > 0) return fail('A submitter is not a registered custodian.');
-    try {
-      await this.deps.onUnsealed();
-    } catch (error) {
-      this.deps.source.seal();
-      throw error;
-    }
     const journal = this.journal;
     const dropped = this.dropped;
+    try {
+      await this.deps.onUnsealed();
+      // Fail closed: an unseal the audit trail does not record does not stand.
+      await this.deps.knex.transaction(async (trx) => {
+        for (const entry of journal) await appendAuditEvent(trx, entry);
+        await appendAuditEvent(trx, {
+          actor: 'system',
+          actorType: 'system',
+          action: 'vault.unsealed',
+          outcome: 'success',
+          origin,
+          resource: `master-key:${this.deps.source.keyId}`,
+          details: {
+            splitId: split.id,
+            threshold: split.threshold,
+            submittedBy: submitters.map(([t, a]) => ({ custodian: a.name, keyThumbprint: t })),
+            journalDropped: dropped,
+          },
+        });
+      });
+    } catch (error) {
+      await this.sealLocally().catch(() => this.deps.source.seal());
+      throw error;
+    }
     this.journal = [];
     this.dropped = 0;
-    await this.deps.knex.transaction(async (trx) => {
-      for (const entry of journal) await appendAuditEvent(trx, entry);
-      await appendAuditEvent(trx, {
-        actor: 'system',
-        actorType: 'system',
-        action: 'vault.unsealed',
-        outcome: 'success',
-        origin,
-        resource: `master-key:${this.deps.source.keyId}`,
-        details: {
-          splitId: split.id,
-          threshold: split.threshold,
-          submittedBy: submitters.map(([t, a]) => ({ custodian: a.name, keyThumbprint: t })),
-          journalDropped: dropped,
-        },
-      });
-    });
     this.deps.log({ splitId: split.id, submittedBy: submitters.map(([, a]) => a.name) }, 'vault unsealed');
     // The nonce moves on: a seal request must be made for this unsealed period.
     this.nonce = randomBytes(24).toString('base64url');
