@@ -43,6 +43,11 @@ import { eventsHandlers } from './events/events-handlers.js';
 import { SubscriptionService } from './events/subscription-service.js';
 import { systemResolver, type HostResolver, type TargetPolicy } from './events/target-policy.js';
 import type { Knex } from 'knex';
+import { forgetAuditChainKeys } from './audit/audit-chain-keys.js';
+import { isSharesSource } from './keys/master-key-sources/shares.js';
+import { refuseWhileSealed } from './keys/sealed-operations.js';
+import { Unsealer } from './keys/unseal.js';
+import { unsealHandlers } from './keys/unseal-handlers.js';
 
 export interface Service {
   readonly app: Express;
@@ -59,6 +64,8 @@ export interface Service {
   readonly dispatcher: EventDispatcher;
   readonly metrics: Metrics;
   readonly spec: ApiSpec;
+  /** Present when MASTER_KEY_SOURCE=shares: the instance's seal state and its share submissions. */
+  readonly unsealer: Unsealer | undefined;
   /** Readiness turns false so load balancers stop sending traffic; in-flight work continues. */
   startDraining(): void;
   close(): Promise<void>;
@@ -105,36 +112,74 @@ export async function buildService(config: Config, options: BuildOptions): Promi
   }
 
   const keyRing = new KeyRing(database.knex, masterKey.source, config.vault.keyRingRefreshMs);
-  await keyRing.ensureInitialKeys(`service:${os.hostname()}:${process.pid}`);
-  // Keys the audit trail on first start after migration 20261206000300 and checks its head.
-  await ensureAuditChain(database.knex);
-  // The write-time key check lives in triggers the service's own role could drop or disable: say so
-  // loudly at start (`keys status` reports the same and exits 1); the service still starts.
-  const keyChecks = await checkKeyTriggers(database.knex);
-  if (keyChecks.length > 0) {
-    logger.warn(
-      { findings: keyChecks },
-      'key-version triggers are missing, disabled or altered: the database no longer refuses stale-key writes',
-    );
-  }
-  // Secrets sealed under pan-encryption before they had a key of their own (issue 17): moved once.
-  const legacySecrets = await moveLegacySecrets(database.knex, keyRing);
-  if (legacySecrets.moved + legacySecrets.failed > 0) {
-    logger.info(legacySecrets, 'subscription secrets moved from pan-encryption to the subscription-secret key');
-  }
-  // Certificates revoked before revocations were sealed (issue 17): appended to the sealed list once.
-  const sealedRevocations = await new ClientCertificateAuthority({
-    knex: database.knex,
-    masterKey: masterKey.source,
-    actor: { actor: 'system', actorType: 'system', origin: `service:${os.hostname()}:${process.pid}` },
-    cryptoperiodDays: config.keys.cryptoperiodDays['mtls-client-ca'],
-  }).sealPendingRevocations();
-  if (sealedRevocations > 0) logger.info({ sealedRevocations }, 'earlier mTLS revocations sealed');
+  const origin = `service:${os.hostname()}:${process.pid}`;
   // Reports the key-ring generation this instance holds; the key CLI waits for it (issue 18).
   const heartbeat = new InstanceHeartbeat(database.knex, keyRing, {
     onError: (error) => logger.warn({ err: error }, 'key-ring heartbeat failed; the next beat retries'),
   });
-  await heartbeat.start();
+  let heartbeatStarted = false;
+  // Built further down (it needs the services built after the vault): started by openVault.
+  const late: { dispatcher?: EventDispatcher } = {};
+  /**
+   * Everything that needs the master key at start: at once for the env and file sources, after
+   * `keys unseal` for the shares source (which starts sealed and must not unwrap anything before).
+   */
+  const openVault = async (): Promise<void> => {
+    await keyRing.ensureInitialKeys(origin);
+    // Keys the audit trail on first start after migration 20261206000300 and checks its head.
+    await ensureAuditChain(database.knex);
+    // The write-time key check lives in triggers the service's own role could drop or disable: say so
+    // loudly at start (`keys status` reports the same and exits 1); the service still starts.
+    const keyChecks = await checkKeyTriggers(database.knex);
+    if (keyChecks.length > 0) {
+      logger.warn(
+        { findings: keyChecks },
+        'key-version triggers are missing, disabled or altered: the database no longer refuses stale-key writes',
+      );
+    }
+    // Secrets sealed under pan-encryption before they had a key of their own (issue 17): moved once.
+    const legacySecrets = await moveLegacySecrets(database.knex, keyRing);
+    if (legacySecrets.moved + legacySecrets.failed > 0) {
+      logger.info(legacySecrets, 'subscription secrets moved from pan-encryption to the subscription-secret key');
+    }
+    // Certificates revoked before revocations were sealed (issue 17): appended to the sealed list once.
+    const sealedRevocations = await new ClientCertificateAuthority({
+      knex: database.knex,
+      masterKey: masterKey.source,
+      actor: { actor: 'system', actorType: 'system', origin },
+      cryptoperiodDays: config.keys.cryptoperiodDays['mtls-client-ca'],
+    }).sealPendingRevocations();
+    if (sealedRevocations > 0) logger.info({ sealedRevocations }, 'earlier mTLS revocations sealed');
+    if (!heartbeatStarted) {
+      heartbeatStarted = true;
+      await heartbeat.start();
+    } else {
+      await heartbeat.beat();
+    }
+    if (config.events.dispatcherEnabled) late.dispatcher?.start();
+  };
+  const sharesSource = isSharesSource(masterKey.source) ? masterKey.source : undefined;
+  const unsealer =
+    sharesSource === undefined
+      ? undefined
+      : new Unsealer({
+          knex: database.knex,
+          source: sharesSource,
+          onUnsealed: openVault,
+          onSealing: async () => {
+            await late.dispatcher?.stop();
+            keyRing.forget();
+            forgetAuditChainKeys(database.knex);
+            await heartbeat.withdraw();
+          },
+          log: (fields, message) => logger.info(fields, message),
+        });
+  if (unsealer === undefined) await openVault();
+  else {
+    logger.warn(
+      "VAULT SEALED: the master key is in custodians' shares (MASTER_KEY_SOURCE=shares). Card operations answer 503 VAULT_SEALED until M custodians run keys unseal against this instance.",
+    );
+  }
   const vault = new VaultService(database.knex, keyRing, {
     detokenise: { enabled: config.vault.detokeniseEnabled, perMinute: config.vault.detokenisePerMinute },
     lookupConcurrency: config.vault.lookupConcurrency,
@@ -220,7 +265,9 @@ export async function buildService(config: Config, options: BuildOptions): Promi
     onError: (error) => logger.error({ err: error }, 'outbound event dispatch round failed'),
   });
   const backlog = watchBacklog(database.knex, metrics, logger);
-  if (config.events.dispatcherEnabled) dispatcher.start();
+  late.dispatcher = dispatcher;
+  // Sealed, the dispatcher waits for the unseal (it needs the subscription-secret key).
+  if (config.events.dispatcherEnabled && !(sharesSource?.sealed ?? false)) dispatcher.start();
   const webhooks = await loadWebhookSecrets(config.webhooks);
   if (webhooks.generatedDevFile !== undefined) {
     logger.warn(
@@ -268,6 +315,7 @@ export async function buildService(config: Config, options: BuildOptions): Promi
     handlers: {
       ...healthHandlers(readiness, spec.yamlText),
       ...authHandlers(),
+      ...unsealHandlers(unsealer),
       ...cardsHandlers(
         vault,
         new TokenBuckets({ ratePerSecond: config.vault.cardRatePerSecond, burst: config.vault.cardRateBurst }),
@@ -293,6 +341,8 @@ export async function buildService(config: Config, options: BuildOptions): Promi
     },
     authenticator,
     logger,
+    // Sealed (MASTER_KEY_SOURCE=shares): every operation not on the key-free list answers 503 VAULT_SEALED.
+    beforeHandler: (operationId) => refuseWhileSealed(operationId, masterKey.source),
     bodyLimitBytes: config.http.bodyLimitBytes,
     trustProxy: config.http.trustProxy,
     enforceResponseContract: options.enforceResponseContract ?? false,
@@ -316,12 +366,15 @@ export async function buildService(config: Config, options: BuildOptions): Promi
     startDraining() {
       draining = true;
     },
+    unsealer,
     async close() {
       cryptoperiods.stop();
       backlog.stop();
       await dispatcher.stop();
       await expiry.stop();
       await heartbeat.stop().catch((error: unknown) => logger.warn({ err: error }, 'removing the heartbeat failed'));
+      // The rebuilt key dies with the service: a restart starts sealed.
+      sharesSource?.seal();
       if (ownsDatabase) await database.close();
       await masterKey.source.close?.();
     },

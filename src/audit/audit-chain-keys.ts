@@ -66,6 +66,11 @@ class Registration {
     return key;
   }
 
+  /** Drops the unwrapped keys (the vault was sealed): the next append unwraps again. */
+  forget(): void {
+    this.cache.clear();
+  }
+
   /** The active version, creating one (in the caller's transaction) when there is none. */
   async active(
     trx: Knex.Transaction,
@@ -142,6 +147,11 @@ export function registerAuditChainKeys(db: Db, wrapper: ChainKeyWrapper): void {
   const existing = registration.wrappers.indexOf(wrapper);
   if (existing >= 0) registration.wrappers.splice(existing, 1);
   registration.wrappers.unshift(wrapper);
+}
+
+/** Forgets the unwrapped audit-chain keys of this database handle (a sealed vault). */
+export function forgetAuditChainKeys(db: Db): void {
+  registry.get(handleOf(db))?.forget();
 }
 
 export function chainKeysFor(db: Db): Registration {

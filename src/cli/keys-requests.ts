@@ -31,6 +31,7 @@ import { approveRequest, previewApproval } from '../keys/key-approvals.js';
 import { isPurpose, KeyManager } from '../keys/key-manager.js';
 import type { KeyPurpose } from '../keys/key-ring.js';
 import type { KeysContext, KeysIo } from './keys-commands.js';
+import { splitRequestParams } from './keys-shares.js';
 import { UsageError } from './usage-error.js';
 
 export const REQUESTS_USAGE = `  custodian list                                  the custodians (rows whose seal does not verify are flagged)
@@ -213,8 +214,12 @@ async function request(args: readonly string[], ctx: KeysContext, out: Out): Pro
     case 'retire':
     case 'destroy':
       return keyRequest(operation, rest, ctx, out);
+    case 'split-master-key': {
+      const { params, description } = await splitRequestParams(rest, ctx);
+      return printRequest(ctx, out, 'split-master-key', params, description);
+    }
     default:
-      throw new UsageError('request genesis|add-custodian|rotate|retire|destroy|list|show');
+      throw new UsageError('request genesis|add-custodian|rotate|retire|destroy|split-master-key|list|show');
   }
 }
 
@@ -278,6 +283,9 @@ function nextStep(request: KeyRequest): string {
   const { operation, params } = request.payload;
   const id = request.id;
   if (operation === 'genesis') return `npm run keys -- custodian genesis --request ${id}`;
+  if (operation === 'split-master-key') {
+    return `npm run keys -- shares split --threshold ${String(params['threshold'])} <the same --custodian names> --out <dir> --request ${id}`;
+  }
   if (operation === 'add-custodian') {
     return `npm run keys -- custodian add --name ${String(params['name'])} --public-key <pem> --acknowledge --request ${id}`;
   }

@@ -16,6 +16,7 @@ import { parseHsmInit } from './keys-hsm.js';
 import { liveClientCertificates } from '../mtls/client-certificate-records.js';
 import { runCli } from './cli-args.js';
 import { cliActor, runKeysCommand } from './keys-commands.js';
+import { remoteCommand, revealCommand } from './keys-shares.js';
 import { keysCommands, keysUsageFor } from './keys-usage.js';
 import { UsageError } from './usage-error.js';
 import { validateKeysArgs } from './keys-validate.js';
@@ -34,6 +35,14 @@ async function main(argv: readonly string[]): Promise<number> {
   const command = argv[0];
   if (command === undefined) throw new UsageError('a command is required');
   if (!keysCommands().has(command)) throw new UsageError(`unknown command ${command}`);
+  // A custodian's own machine: no configuration, database or master key, only their files. (Before the
+  // argument pass below, which runs the command code and would submit.)
+  if (command === 'unseal' || command === 'seal') {
+    return remoteCommand(command, argv.slice(1), { stdout: process.stdout, stderr: process.stderr });
+  }
+  if (command === 'shares' && argv[1] === 'reveal') {
+    return revealCommand(argv.slice(2), (line) => void process.stdout.write(`${line}\n`));
+  }
   // Every option and argument checked before anything is opened: a usage error creates nothing.
   const verdict = await validateKeysArgs(argv);
   if (verdict.code === 2) {
@@ -67,6 +76,17 @@ async function main(argv: readonly string[]): Promise<number> {
   } catch (error) {
     await undoTokenKey();
     throw error;
+  }
+  const readiness = masterKey.source.readiness();
+  if (!readiness.ready && readiness.code === 'VAULT_SEALED') {
+    // The CLI never takes shares as arguments or values: M custodians each reveal theirs into a 0600
+    // file for this run (docs/key-management.md, "The key CLI" under the shares source).
+    process.stderr.write(
+      "keys: the master key is in custodians' shares (MASTER_KEY_SOURCE=shares): set MASTER_KEY_SHARE_FILES to " +
+        'the paths of M cleartext share files (keys shares reveal) for this command\n',
+    );
+    await undoTokenKey();
+    return 1;
   }
   let database: Awaited<ReturnType<typeof openCliDatabase>>;
   try {

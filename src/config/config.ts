@@ -47,13 +47,35 @@ export interface Pkcs11Settings {
 }
 
 /** MASTER_KEY_SOURCE: where the master key (KEK) lives. Unset: today's inference (see parseMasterKey). */
-export const MASTER_KEY_SOURCES = ['env', 'file', 'pkcs11'] as const;
+export const MASTER_KEY_SOURCES = ['env', 'file', 'pkcs11', 'shares'] as const;
 
 export type MasterKeyConfig =
   | { readonly source: 'env'; readonly keyBase64: string }
   | { readonly source: 'file'; readonly file: string }
   | { readonly source: 'generated-dev'; readonly file: string }
-  | { readonly source: 'pkcs11'; readonly pkcs11: Pkcs11Settings; readonly keyLabel: string };
+  | { readonly source: 'pkcs11'; readonly pkcs11: Pkcs11Settings; readonly keyLabel: string }
+  | SharesMasterKeyConfig;
+
+/**
+ * MASTER_KEY_SOURCE=shares: the master key exists only as M-of-N shares held by the custodians
+ * (src/keys/master-key-sources/shares.ts). The service starts sealed; nothing here is secret.
+ */
+export interface SharesMasterKeyConfig {
+  readonly source: 'shares';
+  /**
+   * MASTER_KEY_SHARES_KEY_ID: the id (`keys shares status` prints it) of the master key the shares
+   * must rebuild. Pinned outside the database, so that a database writer who replaces the split
+   * record, the custodians and every wrapped key with ones of their own making still cannot have the
+   * service accept a master key of their choosing.
+   */
+  readonly keyId: string;
+  /**
+   * MASTER_KEY_SHARE_FILES (the key CLI only): paths of cleartext share files (`keys shares reveal`,
+   * mode 0600) from which the CLI rebuilds the key for its own run. Paths, never shares: environment
+   * variables and arguments are readable by other processes of the same user.
+   */
+  readonly shareFiles: readonly string[];
+}
 
 export type AuthKeysConfig =
   | { readonly source: 'jwks-url'; readonly url: URL }
@@ -597,6 +619,8 @@ function parseMasterKey(
         return placeholder;
       }
       return { source: 'file', file: path.resolve(file) };
+    case 'shares':
+      return parseSharesSource(r);
     case 'pkcs11': {
       refuseOthers(undefined);
       const keyLabel = r.raw('PKCS11_KEY_LABEL');
@@ -618,6 +642,25 @@ function parseMasterKey(
       }
       return placeholder;
   }
+}
+
+function parseSharesSource(r: Reader): SharesMasterKeyConfig {
+  for (const name of ['MASTER_KEY', 'MASTER_KEY_FILE', 'MASTER_KEY_PREVIOUS']) {
+    if (r.raw(name) !== undefined)
+      r.problem(`${name} must not be set when MASTER_KEY_SOURCE=shares (the key exists only as shares)`);
+  }
+  const keyId = r.raw('MASTER_KEY_SHARES_KEY_ID');
+  if (keyId === undefined || !/^local:[A-Za-z0-9_-]{16}$/.test(keyId)) {
+    r.problem(
+      'MASTER_KEY_SHARES_KEY_ID is required when MASTER_KEY_SOURCE=shares: the master key id `keys shares status` prints (local:…)',
+    );
+  }
+  const files = (r.raw('MASTER_KEY_SHARE_FILES') ?? '')
+    .split(',')
+    .map((f) => f.trim())
+    .filter((f) => f !== '')
+    .map((f) => path.resolve(f));
+  return { source: 'shares', keyId: keyId ?? '', shareFiles: files };
 }
 
 const OPT_IN = 'ALLOW_DEVELOPMENT_DEFAULTS=true';

@@ -122,7 +122,20 @@ export const ERROR_CATALOG = {
     status: 401,
     title: 'The revocation list failed its integrity check: no client certificate is accepted',
   },
+  // master key in custodians' shares (src/keys/master-key-sources/shares.ts)
+  MASTER_KEY_SPLIT_INVALID: { status: 422, title: 'The master-key split is not acceptable' },
+  MASTER_KEY_SPLIT_MISSING: { status: 409, title: 'The master key has not been split into shares' },
+  MASTER_KEY_SHARE_INVALID: { status: 422, title: 'The master-key share file is not acceptable' },
+  UNSEAL_SUBMISSION_INVALID: { status: 401, title: 'The unseal submission is not signed by a share holder' },
+  UNSEAL_NONCE_STALE: { status: 409, title: 'The unseal submission was made for another seal of this instance' },
+  UNSEAL_SHARE_REFUSED: { status: 422, title: 'The share is not the one this custodian holds' },
+  UNSEAL_SHARE_DUPLICATE: { status: 409, title: 'This custodian has submitted a share already' },
+  UNSEAL_KEY_MISMATCH: { status: 409, title: 'The shares did not rebuild the configured master key' },
+  VAULT_NOT_SEALED: { status: 409, title: 'The vault is not sealed' },
   // 5xx: us
+  // The master key is in custodians' shares and not enough of them have been submitted to this
+  // instance since it started or was sealed: card operations wait for `keys unseal`.
+  VAULT_SEALED: { status: 503, title: 'The vault is sealed: the master key has not been rebuilt from its shares' },
   NOT_READY: { status: 503, title: 'The service is not ready' },
   DATABASE_UNAVAILABLE: { status: 503, title: 'The database is unavailable' },
   DATABASE_TIMEOUT: { status: 503, title: 'The database did not answer in time' },
@@ -133,7 +146,6 @@ export const ERROR_CATALOG = {
   // nothing was written; the source reconnects on its own, retry after Retry-After.
   MASTER_KEY_UNAVAILABLE: { status: 503, title: 'The master key is unavailable' },
   // The master key is not loaded: the service started sealed and waits for `keys unseal`.
-  VAULT_SEALED: { status: 503, title: 'The vault is sealed' },
   DATA_FOLDER_IN_USE: { status: 503, title: 'The embedded data folder is held by another process' },
   RESPONSE_CONTRACT_VIOLATION: { status: 500, title: 'The service produced a response outside its contract' },
   INTERNAL: { status: 500, title: 'Internal error' },

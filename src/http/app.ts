@@ -32,6 +32,11 @@ export interface AppOptions {
   readonly enforceResponseContract: boolean;
   /** Client certificates on the card-data operations (absent: bearer tokens only). */
   readonly clientCertificates?: ClientCertificateAuth | undefined;
+  /**
+   * Runs before authentication and before the body is read: throws to refuse the
+   * operation (a sealed vault answers VAULT_SEALED, src/keys/sealed-operations.ts).
+   */
+  readonly beforeHandler?: ((operationId: string) => void) | undefined;
 }
 
 /**
@@ -42,6 +47,17 @@ export interface AppOptions {
  */
 const SAFE_REQUEST_ID = /^[A-Za-z0-9._:-]{1,64}$/;
 const isSafeRequestId = (id: string): boolean => SAFE_REQUEST_ID.test(id) && !mayHoldCardData(id);
+
+function gate(operationId: string, check: (operationId: string) => void): RequestHandler {
+  return (_req, _res, next) => {
+    try {
+      check(operationId);
+      next();
+    } catch (error) {
+      next(error);
+    }
+  };
+}
 
 export function createApp(options: AppOptions): Express {
   checkHandlersMatchSpec(options.spec, options.handlers);
@@ -64,6 +80,9 @@ export function createApp(options: AppOptions): Express {
   for (const op of options.spec.operations) {
     const chain: RequestHandler[] = [
       tagOperation(op),
+      // Before authentication: a sealed vault cannot check a client certificate's sealed revocation
+      // list either (it would read as tampered); /readyz tells anyone that it is sealed anyway.
+      ...(options.beforeHandler === undefined ? [] : [gate(op.operationId, options.beforeHandler)]),
       authenticate(op, options.authenticator, options.clientCertificates),
       authorize(op),
       ...readBody(op, options.bodyLimitBytes),

@@ -28,7 +28,8 @@ export type IdPrefix =
   | 'sub'
   | 'whs'
   | 'att'
-  | 'ins';
+  | 'ins'
+  | 'msp';
 
 export function newId(prefix: IdPrefix): string {
   for (;;) {

@@ -177,6 +177,15 @@ export class InstanceHeartbeat {
     return next;
   }
 
+  /**
+   * Removes the row while going on (the vault was sealed and its ring dropped): the CLI no longer
+   * waits for this instance; the next load after an unseal beats again.
+   */
+  async withdraw(): Promise<void> {
+    await this.beating;
+    await this.knex('key_ring_instances').where({ instance_id: this.instanceId }).delete();
+  }
+
   /** Stops beating and removes the row: the CLI no longer waits for this instance. */
   async stop(): Promise<void> {
     this.stopped = true;

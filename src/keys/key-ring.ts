@@ -180,6 +180,17 @@ export class KeyRing {
     return key;
   }
 
+  /**
+   * Drops every unwrapped data key (the vault was sealed): the next use reloads, which a sealed
+   * master key refuses with VAULT_SEALED. KeyObjects cannot be wiped from JavaScript; they are left
+   * to the garbage collector.
+   */
+  forget(): void {
+    this.keys = new Map();
+    this.generation = -1;
+    this.checkedAt = 0;
+  }
+
   /** The `key_ring_generation` this ring has loaded (-1 before its first load). */
   get loadedGeneration(): number {
     return this.generation;
@@ -246,7 +257,7 @@ export class KeyRing {
       try {
         raw = await this.masterKey.unwrap(row.wrapped_key, wrappingAad(row.purpose, row.version));
       } catch (error) {
-        // The token away (503, retried by the caller) is not a wrong key.
+        // The token away, or the vault sealed (503, retried by the caller), is not a wrong key.
         if (isMasterKeyUnavailable(error)) throw error;
         throw new Error(
           `cannot unwrap data key ${row.purpose} v${row.version} with master key ${this.masterKey.keyId}: ` +

@@ -1,7 +1,8 @@
 /**
  * Where the master key (KEK) comes from. Behind an interface so that the KEK can live in process
  * memory (env, file, the development key), in a PKCS#11 token, or elsewhere: the rest of the service
- * only ever asks the source to wrap or unwrap data keys, never for the KEK.
+ * only ever asks the source to wrap or unwrap data keys, never for the KEK. With the `shares` source the
+ * KEK is rebuilt in memory from custodians' Shamir shares (master-key-sources/shares.ts).
  *
  * Adding a source is one file under ./master-key-sources/ and one case in {@link loadMasterKey}
  * (plus its MASTER_KEY_SOURCE value in config.ts).
@@ -12,7 +13,9 @@
  * cannot make one unwrap under another identity, nor forge one, without the source.
  */
 import type { MasterKeyConfig } from '../config/config.js';
-import { loadLocalMasterKey, previousEnvMasterKey } from './master-key-sources/local.js';
+import { LocalMasterKey, loadLocalMasterKey, previousEnvMasterKey } from './master-key-sources/local.js';
+
+import { SharesMasterKey } from './master-key-sources/shares.js';
 
 export { LocalMasterKey } from './master-key-sources/local.js';
 
@@ -149,6 +152,13 @@ function loadOne(config: MasterKeyConfig): Promise<LoadedMasterKey> {
     case 'file':
     case 'generated-dev':
       return loadLocalMasterKey(config);
+    case 'shares':
+      // Sealed: the service rebuilds the key from custodians' submissions (keys unseal); the key
+      // CLI from the share files it is given (MASTER_KEY_SHARE_FILES), when it is given any.
+      return SharesMasterKey.load(
+        config,
+        (key, description) => new LocalMasterKey(key, description, { source: 'shares', where: description }),
+      ).then((source) => ({ source, generatedDevKeyFile: undefined, isDevelopmentKey: false }));
     case 'pkcs11':
       // Loaded only when asked for: the native binding (pkcs11js) need not be built where no token
       // is used (the embedded default, an image installed with --ignore-scripts).

@@ -11,10 +11,17 @@ import { createHash } from 'node:crypto';
 import { compactVerify, decodeProtectedHeader, importJWK, type JWK } from 'jose';
 import { canonicalJson } from '../audit/audit-log.js';
 
-export type KeyOperation = 'rotate' | 'retire' | 'destroy' | 'add-custodian' | 'genesis';
+export type KeyOperation = 'rotate' | 'retire' | 'destroy' | 'add-custodian' | 'genesis' | 'split-master-key';
 export type RequestParams = Readonly<Record<string, string | number>>;
 
-export const OPERATIONS: readonly KeyOperation[] = ['rotate', 'retire', 'destroy', 'add-custodian', 'genesis'];
+export const OPERATIONS: readonly KeyOperation[] = [
+  'rotate',
+  'retire',
+  'destroy',
+  'add-custodian',
+  'genesis',
+  'split-master-key',
+];
 export const APPROVAL_TYP = 'loyalty-vault-key-approval+jws';
 export const PAYLOAD_TYPE = 'loyalty-vault/key-request/v2';
 

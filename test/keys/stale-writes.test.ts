@@ -190,8 +190,8 @@ describe('keys: writes from a stale ring (review of issue 18)', function () {
     const slow: MasterKeySource = {
       keyId: fx.masterKey.keyId,
       description: fx.masterKey.description,
-      readiness: () => ({ ready: true }),
       wrap: (k, aad) => fx.masterKey.wrap(k, aad),
+      readiness: () => ({ ready: true }),
       async unwrap(w, aad) {
         if (gate !== undefined) {
           unwrapping();

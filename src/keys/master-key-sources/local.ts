@@ -11,6 +11,7 @@
  */
 import fs from 'node:fs';
 import { createCipheriv, createDecipheriv, createHash, randomBytes } from 'node:crypto';
+import { split as shamirSplit } from 'shamir-secret-sharing';
 import type { MasterKeyConfig } from '../../config/config.js';
 import { readOrCreateSecretFile } from '../../config/dev-secret-file.js';
 import type {
@@ -40,12 +41,16 @@ export class LocalMasterKey implements MasterKeySource {
   readonly keyIdRenames: readonly KeyIdRename[];
   readonly location: MasterKeyLocation;
 
+  private readonly key: Buffer;
+
   constructor(
-    private readonly key: Buffer,
+    key: Buffer,
     readonly description: string,
     location: Omit<MasterKeyLocation, 'keyCheckValue'> = { source: 'env', where: description },
   ) {
     if (key.length !== 32) throw new Error('the master key must be 32 bytes');
+    // A copy this object owns, so that wipe() clears the only copy it is responsible for.
+    this.key = Buffer.from(key);
     // A one-way fingerprint identifies the KEK without revealing it (domain-separated SHA-256), in
     // base64url: the hex form used before held a Luhn-valid run of 13+ digits for about one master
     // key in two thousand, and the audit trail refuses PAN-like values, so every key operation
@@ -61,6 +66,24 @@ export class LocalMasterKey implements MasterKeySource {
   /** The key is in memory: it is always ready. */
   readiness(): MasterKeyReadiness {
     return { ready: true };
+  }
+
+  /**
+   * Shamir M-of-N shares of this key (src/keys/key-shares.ts): the only way its bytes leave this
+   * object. The caller wipes the shares once they are encrypted to their holders.
+   */
+  async shamirSplit(total: number, threshold: number): Promise<Uint8Array[]> {
+    const secret = Uint8Array.from(this.key);
+    try {
+      return await shamirSplit(secret, total, threshold);
+    } finally {
+      secret.fill(0);
+    }
+  }
+
+  /** Overwrites the key bytes (a sealed vault, master-key-sources/shares.ts). Unusable afterwards. */
+  wipe(): void {
+    this.key.fill(0);
   }
 
   wrap(plaintextKey: Buffer, aad: string): Promise<Buffer> {
