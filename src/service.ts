@@ -34,7 +34,9 @@ import { paymentsHandlers } from './payments/payments-handlers.js';
 import { loadWebhookSecrets } from './webhooks/webhook-secrets.js';
 import { LoyaltyService } from './loyalty/loyalty-service.js';
 import { MemberService } from './loyalty/member-service.js';
-import { loyaltyHandlers } from './loyalty/loyalty-handlers.js';
+import { loyaltyHandlers, reachableShopper } from './loyalty/loyalty-handlers.js';
+import { mergedInto } from './loyalty/shoppers.js';
+import { decodeStoredEvent } from './webhooks/stored-events.js';
 import { webhookHandlers } from './webhooks/webhook-handlers.js';
 import fs from 'node:fs';
 import { createClientCertificateVerifier } from './mtls/client-certificate-verifier.js';
@@ -176,6 +178,7 @@ export async function buildService(config: Config, options: BuildOptions): Promi
   });
   const payments = new PaymentService(database.knex, vault, {
     autoCaptureChannels: config.payments.autoCaptureChannels,
+    decodeStored: decodeStoredEvent,
     listeners: [loyalty.onPaymentTransitions, ...(options.paymentListeners ?? [])],
     batch: {
       maxBatch: config.payments.batchMax,
@@ -278,7 +281,13 @@ export async function buildService(config: Config, options: BuildOptions): Promi
         metrics,
         isKnownPan: (digits) => vault.isKnownPan(digits),
       }),
-      ...paymentsHandlers(database.knex, payments),
+      ...paymentsHandlers({
+        payments,
+        shopperRefs: async (req) => {
+          const ref = await reachableShopper(database.knex, req);
+          return [ref, ...(await mergedInto(database.knex, ref))];
+        },
+      }),
       ...loyaltyHandlers({ knex: database.knex, loyalty, members }),
       ...eventsHandlers(subscriptions),
       getMetrics(_req, res) {
