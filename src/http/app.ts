@@ -19,6 +19,7 @@ import {
   type ClientCertificateAuth,
 } from './operation-middleware.js';
 import { problemMiddleware } from './problem.js';
+import { declaredScheme, verifySignedBody, type SignatureSchemes } from './signed-body.js';
 import type { HandlerMap } from './types.js';
 
 export interface AppOptions {
@@ -32,6 +33,8 @@ export interface AppOptions {
   readonly enforceResponseContract: boolean;
   /** Client certificates on the card-data operations (absent: bearer tokens only). */
   readonly clientCertificates?: ClientCertificateAuth | undefined;
+  /** Signature schemes by the name operations declare in `x-webhook-signature`. */
+  readonly signatures?: SignatureSchemes;
 }
 
 /**
@@ -69,6 +72,8 @@ export function createApp(options: AppOptions): Express {
       ...readBody(op, options.bodyLimitBytes),
       validate(op),
     ];
+    const signature = declaredScheme(op, options.signatures ?? {});
+    if (signature !== undefined) chain.push(verifySignedBody(op, signature));
     if (options.enforceResponseContract) chain.push(enforceResponseContract(op));
     const handler = options.handlers[op.operationId];
     if (handler === undefined) throw new Error(`no handler for ${op.operationId}`);

@@ -79,7 +79,15 @@ export function planEvent(
       transition:
         transition === undefined
           ? undefined
-          : { ...transition, paymentId: payment.id, shopperRef, cardToken, channel, inboxId, paymentCreated: payment.inserted },
+          : {
+              ...transition,
+              paymentId: payment.id,
+              shopperRef,
+              cardToken,
+              channel,
+              inboxId,
+              paymentCreated: payment.inserted,
+            },
       // A payment created by this batch has no event parked behind it (its events never share a batch).
       releasesParked: before.state === 'awaiting_authorisation' && !parked && !payment.inserted,
     },

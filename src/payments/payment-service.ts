@@ -40,13 +40,7 @@ import {
   storedFacts,
   storePlans,
 } from './payment-store.js';
-import type {
-  IngestResult,
-  IngestWork,
-  InboxState,
-  PaymentRow,
-  PaymentTransitionListener,
-} from './payment-types.js';
+import type { IngestResult, IngestWork, InboxState, PaymentRow, PaymentTransitionListener } from './payment-types.js';
 
 export type {
   IngestResult,
@@ -73,6 +67,18 @@ export interface PaymentServiceOptions {
     readonly maxBatch: number;
     readonly concurrency: number;
     readonly onBatch?: (size: number) => void;
+  };
+}
+
+/**
+ * Moves a shopper's payments in the caller's transaction (a loyalty merge), without the rest of the
+ * service: the loyalty feature is composed before payments, whose listener it provides.
+ */
+export function shopperPaymentsMover(now: () => Date = () => new Date()): {
+  moveShopperPayments(trx: Knex.Transaction, fromShopper: string, toShopper: string): Promise<number>;
+} {
+  return {
+    moveShopperPayments: (trx, fromShopper, toShopper) => moveShopperPayments(trx, fromShopper, toShopper, now()),
   };
 }
 
@@ -122,7 +128,8 @@ export class PaymentService {
   async replay(inboxId: string, event: PaymentEventInput, actor: Caller): Promise<InboxState> {
     const card = await this.resolveCard(event.effect);
     return this.knex.transaction(async (trx) => {
-      if (!(await lockInboxForReplay(trx, inboxId))) throw new AppError('NOT_FOUND', { detail: 'No such inbox event.' });
+      if (!(await lockInboxForReplay(trx, inboxId)))
+        throw new AppError('NOT_FOUND', { detail: 'No such inbox event.' });
       if (event.effect === undefined || event.rejection !== undefined) throw new AppError('INBOX_EVENT_NOT_REPLAYABLE');
       const [result] = await this.applyBatch(trx, [{ event, card, secretIndex: 0, replayOf: inboxId }]);
       const state = (result as IngestResult).state;

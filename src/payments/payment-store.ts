@@ -36,12 +36,22 @@ export async function lockPayments(
 }
 
 /** The stored facts of these payments, by payment id. */
-export async function storedFacts(trx: Knex.Transaction, paymentIds: readonly string[]): Promise<Map<string, PaymentFact[]>> {
+export async function storedFacts(
+  trx: Knex.Transaction,
+  paymentIds: readonly string[],
+): Promise<Map<string, PaymentFact[]>> {
   const byPayment = new Map<string, PaymentFact[]>();
   if (paymentIds.length === 0) return byPayment;
   const rows = (await trx('payment_facts')
     .whereIn('payment_id', paymentIds)
-    .select('payment_id', 'kind', 'fact_key as key', 'amount', 'currency', 'occurred_at as occurredAt')) as (PaymentFact & {
+    .select(
+      'payment_id',
+      'kind',
+      'fact_key as key',
+      'amount',
+      'currency',
+      'occurred_at as occurredAt',
+    )) as (PaymentFact & {
     payment_id: string;
   })[];
   for (const { payment_id: id, ...fact } of rows) {
@@ -186,9 +196,16 @@ async function redeliveries(trx: Knex.Transaction, redelivered: readonly Plan[])
       ['provider', 'event_key'],
       redelivered.map((p) => [p.work.event.provider, p.work.event.eventKey]),
     )
-    .select('id', 'provider', 'event_key', 'state')) as { id: string; provider: string; event_key: string; state: InboxState }[];
+    .select('id', 'provider', 'event_key', 'state')) as {
+    id: string;
+    provider: string;
+    event_key: string;
+    state: InboxState;
+  }[];
   for (const plan of redelivered) {
-    const row = existing.find((r) => r.provider === plan.work.event.provider && r.event_key === plan.work.event.eventKey);
+    const row = existing.find(
+      (r) => r.provider === plan.work.event.provider && r.event_key === plan.work.event.eventKey,
+    );
     if (row === undefined) throw new Error('an inbox insert conflicted but the row is not there');
     duplicates.set(plan.inboxId, { inboxId: row.id, duplicate: true, state: row.state });
   }

@@ -13,7 +13,12 @@ const NOW = new Date(Date.UTC(2026, 10, 1, 12, 30));
 const t = (minute: number): Date => new Date(Date.UTC(2026, 10, 1, 12, minute));
 const context = { now: NOW, newInboxId: 'evt_new', autoCaptureChannels: ['in_store'] };
 
-const fact = (kind: EventFact['kind'], key: string, amount: number | null, currency: string | null = 'GBP'): EventFact => ({
+const fact = (
+  kind: EventFact['kind'],
+  key: string,
+  amount: number | null,
+  currency: string | null = 'GBP',
+): EventFact => ({
   kind,
   key,
   amount,
@@ -94,7 +99,12 @@ const card: CardView = { token: 'tok_1', shopperReference: 'shp_1', last4: '4242
 
 describe('payment planner (pure)', () => {
   it('when the adapter rejected the event, then it is stored rejected with its code and nothing applies', () => {
-    const plan = planEvent(work([fact('authorised', 'a', 1000)], { rejection: 'ADYEN_REFERENCE_INVALID' }), payment(), [], context);
+    const plan = planEvent(
+      work([fact('authorised', 'a', 1000)], { rejection: 'ADYEN_REFERENCE_INVALID' }),
+      payment(),
+      [],
+      context,
+    );
     expect(plan).to.include({ state: 'rejected', errorCode: 'ADYEN_REFERENCE_INVALID', inboxId: 'evt_new' });
     expect(plan.apply).to.equal(undefined);
     expect(plan.payment).to.equal(undefined);
@@ -107,7 +117,12 @@ describe('payment planner (pure)', () => {
   });
 
   it('when a fact is in another currency than the payment, then the event fails with PAYMENT_CURRENCY_MISMATCH', () => {
-    const plan = planEvent(work([fact('captured', 'c', 500, 'EUR')]), payment({ currency: 'GBP', state: 'authorised' }), [], context);
+    const plan = planEvent(
+      work([fact('captured', 'c', 500, 'EUR')]),
+      payment({ currency: 'GBP', state: 'authorised' }),
+      [],
+      context,
+    );
     expect(plan).to.include({ state: 'failed', errorCode: 'PAYMENT_CURRENCY_MISMATCH' });
     expect(plan.apply).to.equal(undefined);
   });
@@ -151,7 +166,12 @@ describe('payment planner (pure)', () => {
   });
 
   it('when the authorisation comes on an auto-capture channel, then the payment is captured at once', () => {
-    const plan = planEvent(work([fact('authorised', 'a', 700)], { channel: 'in_store' }), payment({ inserted: true }), [], context);
+    const plan = planEvent(
+      work([fact('authorised', 'a', 700)], { channel: 'in_store' }),
+      payment({ inserted: true }),
+      [],
+      context,
+    );
     expect(plan.apply?.update).to.include({ state: 'captured', captured_amount: 700 });
   });
 
@@ -189,7 +209,9 @@ describe('payment planner (pure)', () => {
   });
 
   it('when a payment row is read, then its figures are the derived columns', () => {
-    expect(figuresOf(payment({ state: 'captured', currency: 'GBP', authorised_amount: 5, captured_amount: 5 }))).to.deep.equal({
+    expect(
+      figuresOf(payment({ state: 'captured', currency: 'GBP', authorised_amount: 5, captured_amount: 5 })),
+    ).to.deep.equal({
       state: 'captured',
       currency: 'GBP',
       authorisedAmount: 5,
@@ -205,7 +227,13 @@ describe('payment planner (pure)', () => {
       const base = work([fact('captured', 'c', 1)]);
       return { ...base, event: { ...base.event, provider, effect: { ...base.event.effect!, paymentExternalId: id } } };
     };
-    const keys = paymentsToLock([of('stripe', 'b'), of('adyen', 'z'), of('stripe', 'a'), of('stripe', 'b'), work(undefined)]);
+    const keys = paymentsToLock([
+      of('stripe', 'b'),
+      of('adyen', 'z'),
+      of('stripe', 'a'),
+      of('stripe', 'b'),
+      work(undefined),
+    ]);
     expect(keys.map(([key]) => key)).to.deep.equal(['adyen z', 'stripe a', 'stripe b']);
   });
 });
