@@ -3,9 +3,9 @@
  * no database, no clock, no id generation (the inbox id and the time are given), so every rule here
  * is unit-tested on its own (test/payments/payment-planner.test.ts).
  */
-import type { PaymentEventInput, Provider } from './payment-event.js';
+import type { PaymentEffect, PaymentEventInput, Provider } from './payment-event.js';
 import { derivePayment, diffPayments, type PaymentFact, type PaymentFigures } from './payment-state.js';
-import type { IngestWork, LockedPayment, PaymentRow, Plan } from './payment-types.js';
+import type { IngestWork, LockedPayment, PaymentRow, PaymentUpdate, Plan } from './payment-types.js';
 
 export interface PlanContext {
   readonly now: Date;
@@ -35,22 +35,14 @@ export function planEvent(
   if (effect.facts.some((f) => payment.currency !== null && f.currency !== null && f.currency !== payment.currency)) {
     return { work, inboxId, state: 'failed', errorCode: 'PAYMENT_CURRENCY_MISMATCH', payment };
   }
-  const isAuthorisation = effect.facts.some((f) => f.kind === 'authorised');
-  // The authorisation describes the payment; other events only fill what is still unknown.
-  const pick = <V>(current: V | null, incoming: V | undefined): V | null =>
-    isAuthorisation ? (incoming ?? current) : (current ?? incoming ?? null);
-  const channel =
-    effect.details.channelIsHint === true
-      ? (payment.channel ?? effect.details.channel ?? null)
-      : pick(payment.channel, effect.details.channel);
   const before = figuresOf(payment);
+  const channel = channelOf(payment, effect, isAuthorisationOf(effect));
   const after = derivePayment(mergeFacts(stored, effect.facts), {
     autoCapture: channel !== null && context.autoCaptureChannels.includes(channel),
   });
-  const cardToken = payment.card_token ?? work.card?.token ?? null;
-  const shopperRef = payment.shopper_ref ?? work.card?.shopperReference ?? null;
-  const transition = diffPayments(before, after);
   const parked = after.state === 'awaiting_authorisation';
+  const update = updateOf(work, payment, after, channel, context.now);
+  const transition = diffPayments(before, after);
   return {
     work,
     inboxId,
@@ -58,32 +50,15 @@ export function planEvent(
     errorCode: null,
     payment,
     apply: {
-      update: {
-        id: payment.id,
-        state: after.state,
-        currency: after.currency ?? payment.currency ?? effect.facts.find((f) => f.currency !== null)?.currency ?? null,
-        authorised_amount: after.authorisedAmount,
-        captured_amount: after.capturedAmount,
-        refunded_amount: after.refundedAmount,
-        charged_back_amount: after.chargedBackAmount,
-        authorised_at: after.authorisedAt,
-        card_token: cardToken,
-        shopper_ref: shopperRef,
-        card_last4: payment.card_last4 ?? effect.last4 ?? work.card?.last4 ?? null,
-        channel,
-        store_id: pick(payment.store_id, effect.details.storeId),
-        terminal_id: pick(payment.terminal_id, effect.details.terminalId),
-        merchant_reference: pick(payment.merchant_reference, effect.details.merchantReference),
-        updated_at: context.now,
-      },
+      update,
       transition:
         transition === undefined
           ? undefined
           : {
               ...transition,
               paymentId: payment.id,
-              shopperRef,
-              cardToken,
+              shopperRef: update.shopper_ref,
+              cardToken: update.card_token,
               channel,
               inboxId,
               paymentCreated: payment.inserted,
@@ -91,6 +66,52 @@ export function planEvent(
       // A payment created by this batch has no event parked behind it (its events never share a batch).
       releasesParked: before.state === 'awaiting_authorisation' && !parked && !payment.inserted,
     },
+  };
+}
+
+function isAuthorisationOf(effect: PaymentEffect): boolean {
+  return effect.facts.some((f) => f.kind === 'authorised');
+}
+
+/** The authorisation describes the payment; other events only fill what is still unknown. */
+function pick<V>(isAuthorisation: boolean, current: V | null, incoming: V | undefined): V | null {
+  return isAuthorisation ? (incoming ?? current) : (current ?? incoming ?? null);
+}
+
+/** A channel from unsigned data (a hint) may set a missing channel, never change a known one. */
+function channelOf(payment: PaymentRow, effect: PaymentEffect, isAuthorisation: boolean): string | null {
+  return effect.details.channelIsHint === true
+    ? (payment.channel ?? effect.details.channel ?? null)
+    : pick(isAuthorisation, payment.channel, effect.details.channel);
+}
+
+/** The payment row's new columns: the derived figures, and details filled in from the event and card. */
+function updateOf(
+  work: IngestWork,
+  payment: LockedPayment,
+  after: PaymentFigures,
+  channel: string | null,
+  now: Date,
+): PaymentUpdate {
+  const effect = work.event.effect as PaymentEffect;
+  const isAuthorisation = isAuthorisationOf(effect);
+  return {
+    id: payment.id,
+    state: after.state,
+    currency: after.currency ?? payment.currency ?? effect.facts.find((f) => f.currency !== null)?.currency ?? null,
+    authorised_amount: after.authorisedAmount,
+    captured_amount: after.capturedAmount,
+    refunded_amount: after.refundedAmount,
+    charged_back_amount: after.chargedBackAmount,
+    authorised_at: after.authorisedAt,
+    card_token: payment.card_token ?? work.card?.token ?? null,
+    shopper_ref: payment.shopper_ref ?? work.card?.shopperReference ?? null,
+    card_last4: payment.card_last4 ?? effect.last4 ?? work.card?.last4 ?? null,
+    channel,
+    store_id: pick(isAuthorisation, payment.store_id, effect.details.storeId),
+    terminal_id: pick(isAuthorisation, payment.terminal_id, effect.details.terminalId),
+    merchant_reference: pick(isAuthorisation, payment.merchant_reference, effect.details.merchantReference),
+    updated_at: now,
   };
 }
 

@@ -135,7 +135,7 @@ export async function storePlans(
         'payments',
         'id',
         PAYMENT_COLUMNS,
-        applying.map((p) => p.apply?.update ?? {}),
+        applying.flatMap((p) => (p.apply === undefined ? [] : [p.apply.update])),
         gate('t.id', 'payment_id', replayedPayments),
       ),
     ],

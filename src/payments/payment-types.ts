@@ -82,9 +82,29 @@ export interface Plan {
   readonly payment: LockedPayment | undefined;
   /** Present when the event's facts are applied (not ignored, not failed). */
   readonly apply?: {
-    readonly update: Readonly<Record<string, unknown>>;
+    readonly update: PaymentUpdate;
     readonly transition: PaymentTransitionEvent | undefined;
     /** The authorisation arrived: events parked behind it are applied now. */
     readonly releasesParked: boolean;
   };
 }
+
+/** The columns a plan writes to its payment row. */
+export type PaymentUpdate = {
+  readonly id: string;
+  readonly state: PaymentState;
+  readonly currency: string | null;
+  readonly authorised_amount: number;
+  readonly captured_amount: number;
+  readonly refunded_amount: number;
+  readonly charged_back_amount: number;
+  readonly authorised_at: Date | null;
+  readonly card_token: string | null;
+  readonly shopper_ref: string | null;
+  readonly card_last4: string | null;
+  readonly channel: string | null;
+  readonly store_id: string | null;
+  readonly terminal_id: string | null;
+  readonly merchant_reference: string | null;
+  readonly updated_at: Date;
+};
