@@ -194,62 +194,11 @@ export class MemberService {
     }
     const from = books.get(absorbed) as LedgerBook;
     const into = books.get(survivor) as LedgerBook;
-    if (!actor.admin && from.account.enrolled_at !== null) {
-      throw new AppError('MERGE_REQUIRES_ADMIN', {
-        detail: 'The card belongs to another enrolled member; merging two members takes loyalty:admin.',
-      });
-    }
-    if (!actor.admin && into.account.enrolled_at === null) {
-      throw new AppError('MEMBERSHIP_REQUIRED', {
-        detail: 'Enrol the shopper before linking a card of another shopper.',
-      });
-    }
+    refuseUnlessAllowed(actor, from.account, into.account);
     const cardsMoved = await vault.moveCards(trx, absorbed, survivor);
     const lotsMoved = await moveLotsAndRedemptions(trx, absorbed, survivor);
 
-    const moved = { ...from.account };
-    from.record(
-      'merge_out',
-      -moved.available,
-      { available: -moved.available, pending: -moved.pending, debt: -moved.debt },
-      `merge:${absorbed}:out`,
-    );
-    into.record(
-      'merge_in',
-      moved.available,
-      { available: moved.available, pending: moved.pending, debt: moved.debt },
-      `merge:${absorbed}:in`,
-    );
-    into.account.lifetime_earned += moved.lifetime_earned;
-    from.account.lifetime_earned = 0;
-    // Debt brought in is paid from the survivor's points at once, as it would have been on earning.
-    await into.settleDebt(`merge:${absorbed}:in`);
-    into.emit(
-      eventBody(
-        'shopper.merged',
-        `merge:${absorbed}`,
-        survivor,
-        {
-          mergedShopperReference: absorbed,
-          moved: { available: moved.available, pending: moved.pending, lifetimeEarned: moved.lifetime_earned },
-          balance: {
-            available: into.account.available,
-            pending: into.account.pending,
-            lifetimeEarned: into.account.lifetime_earned,
-          },
-        },
-        now,
-      ),
-    );
-    into.emit(
-      eventBody(
-        'card.linked',
-        `merge:${absorbed}:card:${cardToken}`,
-        survivor,
-        { cardToken, previousShopperReference: absorbed },
-        now,
-      ),
-    );
+    const moved = await moveBalance(from, into, cardToken, now);
     await LedgerBook.flushAll(trx, [from, into]);
     await this.moveMembership(trx, from.account, into.account);
     // Redemptions retried under the absorbed reference (after a 308) still find their key.
@@ -310,6 +259,77 @@ export class MemberService {
       email_key_version: key.version,
     };
   }
+}
+
+/**
+ * Absorbing an enrolled member takes `loyalty:admin`, and only a member may absorb another shopper
+ * by linking its card (unless an admin links it).
+ */
+function refuseUnlessAllowed(actor: { readonly admin: boolean }, from: AccountRow, into: AccountRow): void {
+  if (!actor.admin && from.enrolled_at !== null) {
+    throw new AppError('MERGE_REQUIRES_ADMIN', {
+      detail: 'The card belongs to another enrolled member; merging two members takes loyalty:admin.',
+    });
+  }
+  if (!actor.admin && into.enrolled_at === null) {
+    throw new AppError('MEMBERSHIP_REQUIRED', {
+      detail: 'Enrol the shopper before linking a card of another shopper.',
+    });
+  }
+}
+
+/**
+ * Empties the absorbed account into the survivor's (`merge_out` / `merge_in`, each with its unique
+ * business key), pays debt brought in from the survivor's points, and queues the merge's events on
+ * the survivor's book. Returns what was moved.
+ */
+async function moveBalance(from: LedgerBook, into: LedgerBook, cardToken: string, now: Date): Promise<AccountRow> {
+  const absorbed = from.shopperRef;
+  const survivor = into.shopperRef;
+  const moved = { ...from.account };
+  from.record(
+    'merge_out',
+    -moved.available,
+    { available: -moved.available, pending: -moved.pending, debt: -moved.debt },
+    `merge:${absorbed}:out`,
+  );
+  into.record(
+    'merge_in',
+    moved.available,
+    { available: moved.available, pending: moved.pending, debt: moved.debt },
+    `merge:${absorbed}:in`,
+  );
+  into.account.lifetime_earned += moved.lifetime_earned;
+  from.account.lifetime_earned = 0;
+  // Debt brought in is paid from the survivor's points at once, as it would have been on earning.
+  await into.settleDebt(`merge:${absorbed}:in`);
+  into.emit(
+    eventBody(
+      'shopper.merged',
+      `merge:${absorbed}`,
+      survivor,
+      {
+        mergedShopperReference: absorbed,
+        moved: { available: moved.available, pending: moved.pending, lifetimeEarned: moved.lifetime_earned },
+        balance: {
+          available: into.account.available,
+          pending: into.account.pending,
+          lifetimeEarned: into.account.lifetime_earned,
+        },
+      },
+      now,
+    ),
+  );
+  into.emit(
+    eventBody(
+      'card.linked',
+      `merge:${absorbed}:card:${cardToken}`,
+      survivor,
+      { cardToken, previousShopperReference: absorbed },
+      now,
+    ),
+  );
+  return moved;
 }
 
 function membershipOf(row: AccountRow): Membership {
