@@ -29,19 +29,22 @@ import { sharedBudgetAtRate } from './ratelimit/rate-limiter.js';
 import { TokenBuckets } from './ratelimit/token-bucket.js';
 import os from 'node:os';
 import { Metrics } from './metrics/metrics.js';
-import { PaymentService, type PaymentTransitionListener } from './payments/payment-service.js';
-import { paymentsHandlers } from './payments/payments-handlers.js';
-import { loadWebhookSecrets } from './webhooks/webhook-secrets.js';
-import { LoyaltyService } from './loyalty/loyalty-service.js';
-import { MemberService } from './loyalty/member-service.js';
-import { loyaltyHandlers } from './loyalty/loyalty-handlers.js';
-import { webhookHandlers } from './webhooks/webhook-handlers.js';
+import {
+  shopperPaymentsMover,
+  type PaymentService,
+  type PaymentTransitionListener,
+} from './payments/payment-service.js';
+import { createPaymentsFeature } from './payments/payments-feature.js';
+import type { LoyaltyService } from './loyalty/loyalty-service.js';
+import type { MemberService } from './loyalty/member-service.js';
+import { createLoyaltyFeature } from './loyalty/loyalty-feature.js';
+import { createWebhooksFeature, decodeStoredEvent } from './webhooks/webhooks-feature.js';
 import fs from 'node:fs';
 import { createClientCertificateVerifier } from './mtls/client-certificate-verifier.js';
-import { EventDispatcher } from './events/dispatcher.js';
-import { eventsHandlers } from './events/events-handlers.js';
-import { SubscriptionService } from './events/subscription-service.js';
-import { systemResolver, type HostResolver, type TargetPolicy } from './events/target-policy.js';
+import type { EventDispatcher } from './events/dispatcher.js';
+import { createEventsFeature } from './events/events-feature.js';
+import type { SubscriptionService } from './events/subscription-service.js';
+import type { HostResolver } from './events/target-policy.js';
 import type { Knex } from 'knex';
 import { forgetAuditChainKeys } from './audit/audit-chain-keys.js';
 import { isSharesSource } from './keys/master-key-sources/shares.js';
@@ -212,70 +215,10 @@ export async function buildService(config: Config, options: BuildOptions): Promi
       value: isOverdue(p, new Date()) ? 1 : 0,
     })),
   );
-  const batches = metrics.counter('payment_batches_total', 'Committed webhook transactions (group commit).');
-  const batched = metrics.counter(
-    'payment_batch_events_total',
-    'Webhook events committed by those transactions; divided by payment_batches_total, the mean batch size.',
-  );
-  const loyalty = new LoyaltyService(database.knex, {
-    onExpiryError: (shopperRef, error) =>
-      logger.error({ err: error, shopperRef }, 'expiring a shopper failed; skipped'),
-  });
-  const payments = new PaymentService(database.knex, vault, {
-    autoCaptureChannels: config.payments.autoCaptureChannels,
-    listeners: [loyalty.onPaymentTransitions, ...(options.paymentListeners ?? [])],
-    batch: {
-      maxBatch: config.payments.batchMax,
-      concurrency: config.payments.batchConcurrency,
-      onBatch: (size) => {
-        batches({});
-        batched({}, size);
-      },
-    },
-  });
-  const members = new MemberService({ knex: database.knex, keyRing, vault, payments });
-  const expiry = scheduleExpiry(loyalty, config.loyalty.expiryIntervalMs, logger, metrics);
-  const targets: TargetPolicy = {
-    resolver: options.eventResolver ?? systemResolver,
-    allowHttp: config.events.allowHttpTargets,
-    allowPrivate: config.events.allowPrivateTargets,
-  };
-  if (targets.allowPrivate) {
-    logger.warn(
-      'EVENTS_ALLOW_PRIVATE_TARGETS is on: webhooks may reach loopback and private addresses (development only).',
-    );
-  }
-  const subscriptions = new SubscriptionService({
-    knex: database.knex,
-    keyRing,
-    targets,
-    resolveTimeoutMs: config.events.timeoutMs,
-  });
-  const deliveries = metrics.counter('outbound_deliveries_total', 'Outbound event delivery attempts, by outcome.');
-  const deadLetters = metrics.counter('outbound_dead_letters_total', 'Outbound event deliveries dead-lettered.');
-  const dispatcher = new EventDispatcher({
-    knex: database.knex,
-    keyRing,
-    targets,
-    options: config.events,
-    onAttempt: (outcome, dead) => {
-      deliveries({ outcome });
-      if (dead) deadLetters({});
-    },
-    onError: (error) => logger.error({ err: error }, 'outbound event dispatch round failed'),
-  });
-  const backlog = watchBacklog(database.knex, metrics, logger);
-  late.dispatcher = dispatcher;
-  // Sealed, the dispatcher waits for the unseal (it needs the subscription-secret key).
-  if (config.events.dispatcherEnabled && !(sharesSource?.sealed ?? false)) dispatcher.start();
-  const webhooks = await loadWebhookSecrets(config.webhooks);
-  if (webhooks.generatedDevFile !== undefined) {
-    logger.warn(
-      { file: webhooks.generatedDevFile },
-      'DEVELOPMENT webhook secrets in use (generated into the data folder). Set WEBHOOK_PLATFORM_SECRETS, WEBHOOK_ADYEN_HMAC_KEYS and WEBHOOK_STRIPE_SECRETS for real use.',
-    );
-  }
-
+  const features = await composeFeatures({ knex: database.knex, keyRing, vault, config, logger, metrics }, options);
+  late.dispatcher = features.dispatcher;
+  // Sealed, the dispatcher waits for the unseal (it needs the subscription-secret key): openVault starts it.
+  if (config.events.dispatcherEnabled && !(sharesSource?.sealed ?? false)) features.dispatcher.start();
   const devJwks =
     config.auth.keys.source === 'dev-issuer' ? (await loadDevIssuer(config.auth.keys.file)).jwks : undefined;
   if (devJwks !== undefined) {
@@ -326,15 +269,7 @@ export async function buildService(config: Config, options: BuildOptions): Promi
           config.vault.firstSightingsBurst,
         ),
       ),
-      ...webhookHandlers({
-        payments,
-        secrets: webhooks.secrets,
-        metrics,
-        isKnownPan: (digits) => vault.isKnownPan(digits),
-      }),
-      ...paymentsHandlers(database.knex, payments),
-      ...loyaltyHandlers({ knex: database.knex, loyalty, members }),
-      ...eventsHandlers(subscriptions),
+      ...features.handlers,
       getMetrics(_req, res) {
         res.type('text/plain; version=0.0.4').send(metrics.render());
       },
@@ -347,6 +282,7 @@ export async function buildService(config: Config, options: BuildOptions): Promi
     trustProxy: config.http.trustProxy,
     enforceResponseContract: options.enforceResponseContract ?? false,
     clientCertificates,
+    signatures: features.signatures,
   });
 
   return {
@@ -356,11 +292,11 @@ export async function buildService(config: Config, options: BuildOptions): Promi
     readiness,
     keyRing,
     vault,
-    payments,
-    loyalty,
-    members,
-    subscriptions,
-    dispatcher,
+    payments: features.payments,
+    loyalty: features.loyalty,
+    members: features.members,
+    subscriptions: features.subscriptions,
+    dispatcher: features.dispatcher,
     metrics,
     spec,
     startDraining() {
@@ -369,9 +305,7 @@ export async function buildService(config: Config, options: BuildOptions): Promi
     unsealer,
     async close() {
       cryptoperiods.stop();
-      backlog.stop();
-      await dispatcher.stop();
-      await expiry.stop();
+      for (const schedule of features.schedules) await schedule.stop();
       await heartbeat.stop().catch((error: unknown) => logger.warn({ err: error }, 'removing the heartbeat failed'));
       // The rebuilt key dies with the service: a restart starts sealed.
       sharesSource?.seal();
@@ -381,72 +315,64 @@ export async function buildService(config: Config, options: BuildOptions): Promi
   };
 }
 
-/**
- * The in-process expiry schedule (off when the interval is 0). Runs are never concurrent within a
- * process, and are safe across instances (accounts are taken with SKIP LOCKED); a failed run is
- * logged and the next one tries again. The first run waits a random part of the interval, so
- * instances started together do not all run at once.
- */
-function scheduleExpiry(
-  loyalty: LoyaltyService,
-  intervalMs: number,
-  logger: Logger,
-  metrics: Metrics,
-): { stop(): Promise<void> } {
-  if (intervalMs === 0) return { stop: () => Promise.resolve() };
-  const expired = metrics.counter('loyalty_points_expired_total', 'Points expired by the in-process expiry job.');
-  let running: Promise<void> | undefined;
-  let timer: NodeJS.Timeout | undefined;
-  let stopped = false;
-  const run = (): void => {
-    running = loyalty
-      .expireDue()
-      .then((result) => {
-        expired({}, result.points);
-        if (result.lots > 0) logger.info({ ...result }, 'loyalty points expired');
-      })
-      .catch((error: unknown) => logger.error({ err: error }, 'loyalty expiry run failed'))
-      .finally(() => {
-        running = undefined;
-        if (!stopped) timer = setTimeout(run, intervalMs).unref();
-      });
-  };
-  timer = setTimeout(run, Math.floor(Math.random() * intervalMs)).unref();
-  return {
-    async stop() {
-      stopped = true;
-      clearTimeout(timer);
-      await running;
-    },
-  };
+/** What every feature factory is built from. */
+interface FeatureCore {
+  readonly knex: Knex;
+  readonly keyRing: KeyRing;
+  readonly vault: VaultService;
+  readonly config: Config;
+  readonly logger: Logger;
+  readonly metrics: Metrics;
 }
 
 /**
- * Outbox backlog gauges, read from the database every 15 s (not at scrape time: a scrape must not
- * query): deliveries waiting, and the age of the oldest (the lag a subscriber sees).
+ * One factory per feature (`createXFeature`), composed here in dependency order: loyalty (whose
+ * earning listens to payments, and whose merges move payments), payments, events, then the gateway
+ * webhooks that feed payments. Each returns its services, handlers and schedules.
  */
-function watchBacklog(knex: Knex, metrics: Metrics, logger: Logger): { stop(): void } {
-  let pending = 0;
-  let lagSeconds = 0;
-  metrics.gauge('outbound_deliveries_pending', 'Outbound event deliveries waiting (all subscriptions).', () => [
-    { labels: {}, value: pending },
-  ]);
-  metrics.gauge('outbound_delivery_lag_seconds', 'Age of the oldest waiting outbound event delivery.', () => [
-    { labels: {}, value: lagSeconds },
-  ]);
-  const read = (): void => {
-    // Deliveries of a deleted or disabled subscription wait for nobody: not counted.
-    knex('outbound_deliveries as d')
-      .join('event_subscriptions as s', 's.id', 'd.subscription_id')
-      .where({ 'd.state': 'pending', 's.state': 'active' })
-      .first(knex.raw('count(*) as n'), knex.raw('min(d.created_at) as oldest'))
-      .then((row: { n: number | string; oldest: Date | null } | undefined) => {
-        pending = Number(row?.n ?? 0);
-        lagSeconds = row?.oldest == null ? 0 : Math.max(0, (Date.now() - row.oldest.getTime()) / 1000);
-      })
-      .catch((error: unknown) => logger.warn({ err: error }, 'reading the outbox backlog failed'));
+async function composeFeatures(core: FeatureCore, options: BuildOptions) {
+  const { knex, keyRing, vault, config, logger, metrics } = core;
+  const loyalty = createLoyaltyFeature({
+    knex,
+    keyRing,
+    vault,
+    payments: shopperPaymentsMover(),
+    expiryIntervalMs: config.loyalty.expiryIntervalMs,
+    logger,
+    metrics,
+  });
+  const payments = createPaymentsFeature({
+    knex,
+    vault,
+    config: config.payments,
+    listeners: [loyalty.paymentListener, ...(options.paymentListeners ?? [])],
+    decodeStored: decodeStoredEvent,
+    shopperRefs: loyalty.reachableShopperRefs,
+    metrics,
+  });
+  const events = createEventsFeature({
+    knex,
+    keyRing,
+    config: config.events,
+    ...(options.eventResolver === undefined ? {} : { resolver: options.eventResolver }),
+    logger,
+    metrics,
+  });
+  const webhooks = await createWebhooksFeature({
+    config: config.webhooks,
+    payments: payments.payments,
+    isKnownPan: (digits) => vault.isKnownPan(digits),
+    logger,
+    metrics,
+  });
+  return {
+    payments: payments.payments,
+    loyalty: loyalty.loyalty,
+    members: loyalty.members,
+    subscriptions: events.subscriptions,
+    dispatcher: events.dispatcher,
+    handlers: { ...webhooks.handlers, ...payments.handlers, ...loyalty.handlers, ...events.handlers },
+    signatures: webhooks.signatures,
+    schedules: [...events.schedules, ...loyalty.schedules],
   };
-  read();
-  const timer = setInterval(read, 15_000).unref();
-  return { stop: () => clearInterval(timer) };
 }

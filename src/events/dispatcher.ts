@@ -24,10 +24,18 @@
  * - Before every attempt the target is checked again (DNS can change) and the connection is pinned
  *   to the checked address.
  */
-import { randomUUID } from 'node:crypto';
 import type { Knex } from 'knex';
-import { newId } from '../ids/prefixed-id.js';
 import type { KeyRing } from '../keys/key-ring.js';
+import {
+  claimDue,
+  dbTime,
+  holdsLease,
+  recordAttempt,
+  type ClaimedDelivery,
+  type DeliveryOutcome,
+} from './delivery-store.js';
+
+export type { ClaimedDelivery, DeliveryOutcome } from './delivery-store.js';
 import { postWebhook, type DeliveryRequest, type DeliveryResult, type WebhookSender } from './http-sender.js';
 import { signedHeaders } from './signing.js';
 import { DeadlineExceeded, withinDeadline } from './deadline.js';
@@ -49,8 +57,6 @@ export interface DispatcherOptions {
   readonly maxResponseBytes: number;
 }
 
-export type DeliveryOutcome = 'delivered' | 'failed' | 'gone' | 'refused' | 'timeout';
-
 export interface DispatcherDeps {
   readonly knex: Knex;
   readonly keyRing: KeyRing;
@@ -65,15 +71,6 @@ export interface DispatcherDeps {
   readonly random?: () => number;
   readonly onAttempt?: (outcome: DeliveryOutcome, dead: boolean) => void;
   readonly onError?: (error: unknown) => void;
-}
-
-export interface ClaimedDelivery {
-  readonly subscriptionId: string;
-  readonly eventId: string;
-  readonly attempts: number;
-  readonly url: string;
-  readonly body: string;
-  readonly leaseToken: string;
 }
 
 export interface DeliveryRecord {
@@ -149,47 +146,18 @@ export class EventDispatcher {
 
   /** The database's clock, moved by `offsetMs` (and by the time a test skipped). */
   private dbTime(offsetMs = 0): Knex.Raw {
-    return this.knex.raw(`now() + ?::double precision * interval '1 millisecond'`, [this.clockOffsetMs() + offsetMs]);
+    return dbTime(this.knex, this.clockOffsetMs() + offsetMs);
   }
 
   /** Leases the due heads of their queues (committed before any delivery starts). */
   async claim(): Promise<ClaimedDelivery[]> {
     const now = this.now();
     const leaseMs = this.deps.options.timeoutMs * 2 + 30_000;
-    const dbNow = this.dbTime();
-    return this.knex.transaction(async (trx) => {
-      const { rows } = (await trx.raw(
-        `select d.subscription_id, d.event_id, d.attempts, s.url, e.body
-         from outbound_deliveries d
-         join event_subscriptions s on s.id = d.subscription_id and s.state = 'active'
-         join outbound_events e on e.id = d.event_id
-         where d.state = 'pending' and d.next_attempt_at <= ?
-           and (d.leased_until is null or d.leased_until <= ?)
-           and not exists (
-             select 1 from outbound_deliveries p
-             where p.subscription_id = d.subscription_id and p.shopper_ref = d.shopper_ref
-               and p.state = 'pending' and p.event_seq < d.event_seq)
-         order by d.next_attempt_at, d.event_seq
-         limit ?
-         for update of d skip locked`,
-        [dbNow, dbNow, this.deps.options.batchSize],
-      )) as { rows: { subscription_id: string; event_id: string; attempts: number; url: string; body: string }[] };
-      if (rows.length === 0) return [];
-      const leaseToken = randomUUID();
-      await trx.raw(
-        `update outbound_deliveries d set leased_until = ?, lease_token = ?, updated_at = ?
-         from unnest(?::text[], ?::text[]) as c (subscription_id, event_id)
-         where d.subscription_id = c.subscription_id and d.event_id = c.event_id`,
-        [this.dbTime(leaseMs), leaseToken, now, rows.map((r) => r.subscription_id), rows.map((r) => r.event_id)],
-      );
-      return rows.map((r) => ({
-        subscriptionId: r.subscription_id,
-        eventId: r.event_id,
-        attempts: r.attempts,
-        url: r.url,
-        body: r.body,
-        leaseToken,
-      }));
+    return claimDue(this.knex, {
+      dbNow: this.dbTime(),
+      leasedUntil: this.dbTime(leaseMs),
+      now,
+      batchSize: this.deps.options.batchSize,
     });
   }
 
@@ -251,16 +219,7 @@ export class EventDispatcher {
    * whole send: a send that starts must end (its own timeout) before anyone else may take the event.
    */
   private async stillLeased(claimed: ClaimedDelivery): Promise<boolean> {
-    const row = (await this.knex('outbound_deliveries')
-      .where({
-        subscription_id: claimed.subscriptionId,
-        event_id: claimed.eventId,
-        lease_token: claimed.leaseToken,
-        state: 'pending',
-      })
-      .where('leased_until', '>', this.dbTime(this.deps.options.timeoutMs))
-      .first('event_id')) as { event_id: string } | undefined;
-    return row !== undefined;
+    return holdsLease(this.knex, claimed, this.dbTime(this.deps.options.timeoutMs));
   }
 
   private async record(
@@ -272,49 +231,15 @@ export class EventDispatcher {
     const attempt = claimed.attempts + 1;
     const { outcome, status, error } = describe(result);
     const dead = outcome !== 'delivered' && outcome !== 'gone' && attempt >= this.deps.options.maxAttempts;
-    await this.knex.transaction(async (trx) => {
-      const key = { subscription_id: claimed.subscriptionId, event_id: claimed.eventId };
-      // Only the holder of the lease records: a lease that ran out and was taken again is not ours.
-      const owned = (await trx('outbound_deliveries')
-        .where({ ...key, lease_token: claimed.leaseToken, state: 'pending' })
-        .forUpdate()
-        .first('attempts')) as { attempts: number } | undefined;
-      if (owned === undefined) return;
-      await trx('outbound_delivery_attempts').insert({
-        id: newId('att'),
-        ...key,
-        attempt,
-        outcome,
-        status_code: status ?? null,
-        latency_ms: latencyMs,
-        error: error ?? null,
-        attempted_at: now,
-      });
-      const common = { leased_until: null, lease_token: null, last_status: status ?? null, updated_at: now };
-      if (outcome === 'delivered') {
-        await trx('outbound_deliveries')
-          .where(key)
-          .update({ ...common, state: 'delivered', attempts: attempt, last_error: null, delivered_at: now });
-      } else if (outcome === 'gone') {
-        // The receiver says the endpoint is gone for good: stop sending anything to it. The delivery
-        // stays pending (not counted as an attempt), so re-enabling would resume where it stopped.
-        await trx('outbound_deliveries')
-          .where(key)
-          .update({ ...common, last_error: error ?? null });
-        await trx('event_subscriptions')
-          .where({ id: claimed.subscriptionId, state: 'active' })
-          .update({ state: 'disabled', disabled_reason: 'gone', updated_at: now });
-      } else {
-        await trx('outbound_deliveries')
-          .where(key)
-          .update({
-            ...common,
-            state: dead ? 'dead' : 'pending',
-            attempts: attempt,
-            last_error: error ?? null,
-            next_attempt_at: this.dbTime(this.retryDelayMs(attempt, result, now)),
-          });
-      }
+    await recordAttempt(this.knex, claimed, {
+      attempt,
+      outcome,
+      status,
+      error,
+      latencyMs,
+      dead,
+      now,
+      nextAttemptAt: () => this.dbTime(this.retryDelayMs(attempt, result, now)),
     });
     this.deps.onAttempt?.(outcome, dead);
     return { subscriptionId: claimed.subscriptionId, eventId: claimed.eventId, outcome, status, dead };

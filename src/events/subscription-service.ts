@@ -9,7 +9,7 @@
 import { createHash } from 'node:crypto';
 import type { Knex } from 'knex';
 import { appendAuditEvent } from '../audit/audit-log.js';
-import { afterCursor, pageOf, type Page } from '../db/keyset-cursor.js';
+import type { Page } from '../db/keyset-cursor.js';
 import { AppError } from '../errors/app-error.js';
 import { newId } from '../ids/prefixed-id.js';
 import { retryOnStaleKey, type KeyRing } from '../keys/key-ring.js';
@@ -17,48 +17,34 @@ import { refuseCardNumbers, type Actor } from '../loyalty/loyalty-service.js';
 import type { EventType } from './event-types.js';
 import { DeadlineExceeded, withinDeadline } from './deadline.js';
 import { addSecret } from './subscription-secrets.js';
+import {
+  deleteSubscription,
+  endSecretsAt,
+  findDelivery,
+  findLive,
+  insertSubscription,
+  listAttempts,
+  listDeliveries,
+  listLive,
+  liveByUrl,
+  lockDelivery,
+  lockSubscription,
+  requeueDelivery,
+  secretOfRotation,
+  type AttemptRow,
+  type DeliveryRow,
+  type DeliveryState,
+  type SubscriptionRow,
+} from './subscription-store.js';
+
+export type {
+  AttemptRow,
+  DeliveryRow,
+  DeliveryState,
+  SubscriptionRow,
+  SubscriptionState,
+} from './subscription-store.js';
 import { parseTargetUrl, resolveTarget, TargetRefused, type TargetPolicy } from './target-policy.js';
-
-export type SubscriptionState = 'active' | 'disabled' | 'deleted';
-export type DeliveryState = 'pending' | 'delivered' | 'dead';
-
-export interface SubscriptionRow {
-  id: string;
-  url: string;
-  event_types: EventType[];
-  description: string | null;
-  state: SubscriptionState;
-  disabled_reason: 'gone' | null;
-  created_by: string;
-  created_at: Date;
-  updated_at: Date;
-}
-
-export interface DeliveryRow {
-  subscription_id: string;
-  event_id: string;
-  type: EventType;
-  shopper_ref: string;
-  state: DeliveryState;
-  attempts: number;
-  next_attempt_at: Date;
-  last_status: number | null;
-  last_error: string | null;
-  delivered_at: Date | null;
-  created_at: Date;
-}
-
-export interface AttemptRow {
-  id: string;
-  subscription_id: string;
-  event_id: string;
-  attempt: number;
-  outcome: 'delivered' | 'failed' | 'gone' | 'refused' | 'timeout';
-  status_code: number | null;
-  latency_ms: number;
-  error: string | null;
-  attempted_at: Date;
-}
 
 export interface NewSubscription {
   readonly url: string;
@@ -102,32 +88,30 @@ export class SubscriptionService {
     return retryOnStaleKey(this.deps.keyRing, () =>
       this.knex.transaction(async (trx) => {
         const now = this.now();
-        const existing = await this.liveByUrl(trx, urlHash);
+        const existing = await liveByUrl(trx, urlHash);
         if (existing !== undefined) throw subscriptionExists(existing.id);
         const id = newId('sub');
-        const [row] = (await trx('event_subscriptions')
-          .insert({
-            id,
-            url,
-            url_sha256: urlHash,
-            event_types: JSON.stringify([...new Set(input.eventTypes)].sort()),
-            description: input.description ?? null,
-            state: 'active',
-            disabled_reason: null,
-            created_by: actor.subject,
-            created_at: now,
-            updated_at: now,
-          })
-          .returning('*')) as SubscriptionRow[];
+        const row = await insertSubscription(trx, {
+          id,
+          url,
+          url_sha256: urlHash,
+          event_types: JSON.stringify([...new Set(input.eventTypes)].sort()),
+          description: input.description ?? null,
+          state: 'active',
+          disabled_reason: null,
+          created_by: actor.subject,
+          created_at: now,
+          updated_at: now,
+        });
         const { secret } = await addSecret(trx, this.deps.keyRing, id, now);
         await this.audit(trx, actor, 'events.subscription.created', id, now, { eventTypes: input.eventTypes });
-        return { subscription: row as SubscriptionRow, secret };
+        return { subscription: row, secret };
       }),
     ).catch(async (error: unknown) => {
       // Two creates racing for one URL: the partial unique index decides, the loser is told which.
       const e = error as { code?: unknown } | null;
       if (e?.code === '23505') {
-        const winner = await this.liveByUrl(this.knex, urlHash);
+        const winner = await liveByUrl(this.knex, urlHash);
         if (winner !== undefined) throw subscriptionExists(winner.id);
       }
       throw error;
@@ -135,17 +119,11 @@ export class SubscriptionService {
   }
 
   async list(): Promise<SubscriptionRow[]> {
-    return (await this.knex('event_subscriptions')
-      .whereNot({ state: 'deleted' })
-      .orderBy([
-        { column: 'created_at', order: 'desc' },
-        { column: 'id', order: 'desc' },
-      ])) as SubscriptionRow[];
+    return listLive(this.knex);
   }
 
   async get(id: string): Promise<SubscriptionRow> {
-    const row = (await this.knex('event_subscriptions').where({ id }).whereNot({ state: 'deleted' }).first()) as
-      SubscriptionRow | undefined;
+    const row = await findLive(this.knex, id);
     if (row === undefined) throw new AppError('NOT_FOUND', { detail: 'No such subscription.' });
     return row;
   }
@@ -154,11 +132,10 @@ export class SubscriptionService {
   async delete(id: string, actor: Actor): Promise<void> {
     await this.knex.transaction(async (trx) => {
       const now = this.now();
-      const row = (await trx('event_subscriptions').where({ id }).forUpdate().first()) as SubscriptionRow | undefined;
+      const row = await lockSubscription(trx, id);
       if (row === undefined) throw new AppError('NOT_FOUND', { detail: 'No such subscription.' });
       if (row.state === 'deleted') return;
-      await trx('event_subscriptions').where({ id }).update({ state: 'deleted', updated_at: now });
-      await trx('event_subscription_secrets').where({ subscription_id: id }).delete();
+      await deleteSubscription(trx, id, now);
       await this.audit(trx, actor, 'events.subscription.deleted', id, now);
     });
   }
@@ -190,31 +167,20 @@ export class SubscriptionService {
   ): Promise<{ secretId: string; secret: string; previousSecretsExpireAt: Date }> {
     return this.knex.transaction(async (trx) => {
       const now = this.now();
-      const row = (await trx('event_subscriptions')
-        .where({ id })
-        .whereNot({ state: 'deleted' })
-        .forUpdate()
-        .first()) as SubscriptionRow | undefined;
+      const row = await findLive(trx, id, true);
       if (row === undefined) throw new AppError('NOT_FOUND', { detail: 'No such subscription.' });
       if (idempotencyKey !== undefined) {
         // The subscription row is locked: a concurrent retry waits here and then sees this one's secret.
-        const made = (await trx('event_subscription_secrets')
-          .where({ subscription_id: id, rotation_key: idempotencyKey })
-          .where((q) => q.whereNull('expires_at').orWhere('expires_at', '>', now))
-          .first('id')) as { id: string } | undefined;
+        const made = await secretOfRotation(trx, id, idempotencyKey, now);
         if (made !== undefined) {
           throw new AppError('SECRET_ROTATION_REPEATED', {
             detail: 'A rotation with this Idempotency-Key already made a secret; it is not shown again.',
-            extensions: { secretId: made.id },
+            extensions: { secretId: made },
           });
         }
       }
       const until = new Date(now.getTime() + overlapSeconds * 1000);
-      await trx('event_subscription_secrets').where({ subscription_id: id }).where('expires_at', '<=', now).delete();
-      await trx('event_subscription_secrets')
-        .where({ subscription_id: id })
-        .where((q) => q.whereNull('expires_at').orWhere('expires_at', '>', until))
-        .update({ expires_at: until });
+      await endSecretsAt(trx, id, now, until);
       const made = await addSecret(trx, this.deps.keyRing, id, now, idempotencyKey);
       await this.audit(trx, actor, 'events.subscription.secret-rotated', id, now, {
         overlapSeconds,
@@ -230,44 +196,13 @@ export class SubscriptionService {
     filter: { readonly state?: DeliveryState; readonly limit: number; readonly cursor?: string },
   ): Promise<Page<DeliveryRow>> {
     await this.get(id);
-    const query = this.knex('outbound_deliveries as d')
-      .join('outbound_events as e', 'e.id', 'd.event_id')
-      .where('d.subscription_id', id)
-      .orderBy([
-        { column: 'd.created_at', order: 'desc' },
-        { column: 'd.event_id', order: 'desc' },
-      ])
-      .limit(filter.limit + 1)
-      .select(
-        'd.subscription_id',
-        'd.event_id',
-        'e.type',
-        'd.shopper_ref',
-        'd.state',
-        'd.attempts',
-        'd.next_attempt_at',
-        'd.last_status',
-        'd.last_error',
-        'd.delivered_at',
-        'd.created_at',
-      );
-    if (filter.state !== undefined) query.where('d.state', filter.state);
-    afterCursor(query, filter.cursor, 'd.created_at', 'd.event_id');
-    return pageOf((await query) as DeliveryRow[], filter.limit, (r) => [r.created_at, r.event_id]);
+    return listDeliveries(this.knex, id, filter);
   }
 
   /** Every delivery attempt to the subscription, newest first: status, latency, error. */
   async attempts(id: string, filter: { readonly limit: number; readonly cursor?: string }): Promise<Page<AttemptRow>> {
     await this.get(id);
-    const query = this.knex('outbound_delivery_attempts')
-      .where({ subscription_id: id })
-      .orderBy([
-        { column: 'attempted_at', order: 'desc' },
-        { column: 'id', order: 'desc' },
-      ])
-      .limit(filter.limit + 1);
-    afterCursor(query, filter.cursor, 'attempted_at', 'id');
-    return pageOf((await query) as AttemptRow[], filter.limit, (r) => [r.attempted_at, r.id]);
+    return listAttempts(this.knex, id, filter);
   }
 
   /**
@@ -279,13 +214,9 @@ export class SubscriptionService {
   async replay(id: string, eventId: string, actor: Actor): Promise<DeliveryRow> {
     await this.knex.transaction(async (trx) => {
       const now = this.now();
-      const subscription = (await trx('event_subscriptions').where({ id }).whereNot({ state: 'deleted' }).first()) as
-        SubscriptionRow | undefined;
+      const subscription = await findLive(trx, id);
       if (subscription === undefined) throw new AppError('NOT_FOUND', { detail: 'No such subscription.' });
-      const delivery = (await trx('outbound_deliveries')
-        .where({ subscription_id: id, event_id: eventId })
-        .forUpdate()
-        .first()) as DeliveryRow | undefined;
+      const delivery = await lockDelivery(trx, id, eventId);
       if (delivery === undefined) throw new AppError('NOT_FOUND', { detail: 'No such delivery.' });
       if (delivery.state === 'pending') return;
       if (delivery.state === 'delivered' || subscription.state !== 'active') {
@@ -296,22 +227,10 @@ export class SubscriptionService {
               : 'The subscription is disabled.',
         });
       }
-      await trx('outbound_deliveries').where({ subscription_id: id, event_id: eventId }).update({
-        state: 'pending',
-        attempts: 0,
-        // Due on the database's clock, which the dispatcher reads (not this instance's).
-        next_attempt_at: trx.fn.now(),
-        leased_until: null,
-        lease_token: null,
-        updated_at: now,
-      });
+      await requeueDelivery(trx, id, eventId, now);
       await this.audit(trx, actor, 'events.delivery.replayed', id, now, { eventId });
     });
-    const row = (await this.knex('outbound_deliveries as d')
-      .join('outbound_events as e', 'e.id', 'd.event_id')
-      .where({ 'd.subscription_id': id, 'd.event_id': eventId })
-      .first('d.*', 'e.type')) as DeliveryRow;
-    return row;
+    return findDelivery(this.knex, id, eventId);
   }
 
   /** The SSRF check at creation: the URL's form, then every address its host resolves to. */
@@ -325,11 +244,6 @@ export class SubscriptionService {
       if (error instanceof DeadlineExceeded) throw new TargetRefused('unresolvable').toAppError();
       throw error;
     }
-  }
-
-  private async liveByUrl(db: Knex | Knex.Transaction, urlHash: Buffer): Promise<SubscriptionRow | undefined> {
-    return (await db('event_subscriptions').where({ url_sha256: urlHash }).whereNot({ state: 'deleted' }).first()) as
-      SubscriptionRow | undefined;
   }
 
   private async audit(

@@ -19,6 +19,7 @@ import {
   type ClientCertificateAuth,
 } from './operation-middleware.js';
 import { problemMiddleware } from './problem.js';
+import { declaredScheme, verifySignedBody, type SignatureSchemes } from './signed-body.js';
 import type { HandlerMap } from './types.js';
 
 export interface AppOptions {
@@ -37,6 +38,8 @@ export interface AppOptions {
    * operation (a sealed vault answers VAULT_SEALED, src/keys/sealed-operations.ts).
    */
   readonly beforeHandler?: ((operationId: string) => void) | undefined;
+  /** Signature schemes by the name operations declare in `x-webhook-signature`. */
+  readonly signatures?: SignatureSchemes;
 }
 
 /**
@@ -88,6 +91,8 @@ export function createApp(options: AppOptions): Express {
       ...readBody(op, options.bodyLimitBytes),
       validate(op),
     ];
+    const signature = declaredScheme(op, options.signatures ?? {});
+    if (signature !== undefined) chain.push(verifySignedBody(op, signature));
     if (options.enforceResponseContract) chain.push(enforceResponseContract(op));
     const handler = options.handlers[op.operationId];
     if (handler === undefined) throw new Error(`no handler for ${op.operationId}`);

@@ -1,6 +1,7 @@
 /**
  * The chain every operation runs before its handler, built from its `openapi.yaml` entry:
- * authenticate → check scopes → read the body (JSON, or raw bytes for signed webhooks) → validate.
+ * authenticate → check scopes → read the body (JSON, or raw bytes for signed webhooks) → validate
+ * (for signed webhooks: the parameters; the body after its signature, see signed-body.ts).
  * Authentication comes first so that an anonymous caller never gets a body parsed or validated.
  */
 import express, { type Request, type RequestHandler, type Response } from 'express';
@@ -175,7 +176,7 @@ export function validate(op: Operation): RequestHandler {
 
 /**
  * Validates a parsed body against the operation's schema, after refusing sensitive authentication
- * data (PCI DSS 3.3) when asked. Webhook handlers call it themselves once the signature verifies.
+ * data (PCI DSS 3.3) when asked. Signed webhooks run it in their signature step (signed-body.ts).
  */
 export function checkBody(op: Operation, body: unknown, options: { refuseSensitiveAuthenticationData: boolean }): void {
   if (options.refuseSensitiveAuthenticationData) {

@@ -11,88 +11,23 @@
  * detection (and a rerun) remains the backstop for orders this cannot see.
  */
 import type { Knex } from 'knex';
-import { updateRowsPart } from '../db/update-rows.js';
-import { partOf, writeInFewStatements } from '../db/write-together.js';
 import type { OutboundEvent } from '../events/event-types.js';
-import { outboxPart } from '../events/outbox.js';
 import { pointsEvents } from '../events/points-events.js';
 import { newId } from '../ids/prefixed-id.js';
 import { balanceFrom, type Balance } from './balance.js';
+import {
+  lockAccounts,
+  spendableLotRows,
+  tryLockAccount,
+  writeLedger,
+  type AccountRow,
+  type EntryKind,
+  type EntryRefs,
+  type EntryRow,
+  type LotRow,
+} from './ledger-store.js';
 
-export type EntryKind =
-  | 'earn_pending'
-  | 'pending_voided'
-  | 'earn'
-  | 'earn_voided'
-  | 'reversal'
-  | 'reversal_cancelled'
-  | 'written_off'
-  | 'write_off_cancelled'
-  | 'debt_settled'
-  | 'redemption'
-  | 'redemption_reversed'
-  | 'expiry'
-  | 'merge_in'
-  | 'merge_out';
-
-export interface AccountRow {
-  shopper_ref: string;
-  available: number;
-  pending: number;
-  debt: number;
-  lifetime_earned: number;
-  enrolled_at: Date | null;
-  email_ciphertext: Buffer | null;
-  email_key_version: number | null;
-  external_member_id: string | null;
-  merged_into: string | null;
-  created_at: Date;
-  updated_at: Date;
-}
-
-export interface LotRow {
-  id: string;
-  shopper_ref: string;
-  payment_id: string;
-  rule_version: number;
-  pending: number;
-  earn_target: number;
-  reversal_target: number;
-  credited: number;
-  recovered: number;
-  written_off: number;
-  remaining: number;
-  expired: number;
-  effects: number;
-  available_at: Date | null;
-  expires_at: Date | null;
-  created_at: Date;
-  updated_at: Date;
-}
-
-/** What an entry refers to, besides its lot. */
-export interface EntryRefs {
-  readonly paymentId?: string;
-  readonly redemptionId?: string;
-  readonly ruleVersion?: number;
-}
-
-interface EntryRow {
-  id: string;
-  shopper_ref: string;
-  kind: EntryKind;
-  points: number;
-  available_delta: number;
-  pending_delta: number;
-  lot_delta: number;
-  debt_delta: number;
-  lot_id: string | null;
-  payment_id: string | null;
-  redemption_id: string | null;
-  rule_version: number | null;
-  business_key: string;
-  created_at: Date;
-}
+export type { AccountRow, EntryKind, EntryRefs, LotRow } from './ledger-store.js';
 
 /** Where points taken back came from. */
 export interface Taken {
@@ -100,30 +35,6 @@ export interface Taken {
   readonly intoDebt: number;
   readonly writtenOff: number;
 }
-
-const LOT_COLUMNS = {
-  shopper_ref: 'text',
-  pending: 'bigint',
-  earn_target: 'bigint',
-  reversal_target: 'bigint',
-  credited: 'bigint',
-  recovered: 'bigint',
-  written_off: 'bigint',
-  remaining: 'bigint',
-  expired: 'bigint',
-  effects: 'integer',
-  available_at: 'timestamptz',
-  expires_at: 'timestamptz',
-  updated_at: 'timestamptz',
-} as const;
-
-const ACCOUNT_COLUMNS = {
-  available: 'bigint',
-  pending: 'bigint',
-  debt: 'bigint',
-  lifetime_earned: 'bigint',
-  updated_at: 'timestamptz',
-} as const;
 
 export class LedgerBook {
   private readonly lots = new Map<string, LotRow>();
@@ -160,14 +71,8 @@ export class LedgerBook {
     const sorted = [...new Set(shopperRefs)].sort();
     const books = new Map<string, LedgerBook>();
     if (sorted.length === 0) return books;
-    const result = (await trx.raw(
-      `insert into loyalty_accounts (shopper_ref, created_at, updated_at)
-       values ${sorted.map(() => '(?, ?, ?)').join(', ')}
-       on conflict (shopper_ref) do update set updated_at = loyalty_accounts.updated_at
-       returning *`,
-      sorted.flatMap((ref) => [ref, now, now]),
-    )) as { rows: AccountRow[] };
-    for (const row of result.rows) {
+    const rows = await lockAccounts(trx, sorted, now);
+    for (const row of rows) {
       // The upsert returns the row as the lock found it: a merge that committed while we waited shows.
       if (row.merged_into !== null && options.allowMerged !== true) throw new ShopperMergedMeanwhile(row.shopper_ref);
       books.set(row.shopper_ref, new LedgerBook(trx, row, now));
@@ -177,8 +82,7 @@ export class LedgerBook {
 
   /** Like {@link open}, but gives up at once when another transaction holds the account (expiry). */
   static async tryOpen(trx: Knex.Transaction, shopperRef: string, now: Date): Promise<LedgerBook | undefined> {
-    const row = (await trx('loyalty_accounts').where({ shopper_ref: shopperRef }).forUpdate().skipLocked().first()) as
-      AccountRow | undefined;
+    const row = await tryLockAccount(trx, shopperRef);
     return row === undefined ? undefined : new LedgerBook(trx, row, now);
   }
 
@@ -217,11 +121,7 @@ export class LedgerBook {
    */
   async spendableLots(): Promise<LotRow[]> {
     if (!this.spendableLoaded) {
-      const rows = (await this.trx('loyalty_lots')
-        .where({ shopper_ref: this.shopperRef })
-        .where('remaining', '>', 0)
-        .orderByRaw('expires_at asc nulls last, id asc')) as LotRow[];
-      for (const row of rows) this.adoptLot(row);
+      for (const row of await spendableLotRows(this.trx, this.shopperRef)) this.adoptLot(row);
       this.spendableLoaded = true;
     }
     return [...this.lots.values()]
@@ -378,11 +278,6 @@ export class LedgerBook {
     const inserted = books.flatMap((b) => [...b.newLots].map((id) => b.lots.get(id) as LotRow));
     const entries = books.flatMap((b) => b.entries);
     const updated = books.flatMap((b) => [...b.dirtyLots].map((id) => b.lots.get(id) as LotRow));
-    const parts = [
-      inserted.length === 0 ? undefined : partOf(trx('loyalty_lots').insert(inserted)),
-      entries.length === 0 ? undefined : partOf(trx('loyalty_entries').insert(entries)),
-      updateRowsPart('loyalty_lots', 'id', LOT_COLUMNS, updated),
-    ];
     for (const book of books) {
       book.account.updated_at = book.now;
       book.entries.length = 0;
@@ -390,16 +285,7 @@ export class LedgerBook {
       book.newLots.clear();
       book.dirtyLots.clear();
     }
-    await writeInFewStatements(trx, [
-      ...parts,
-      updateRowsPart(
-        'loyalty_accounts',
-        'shopper_ref',
-        ACCOUNT_COLUMNS,
-        books.map((b) => b.account),
-      ),
-      outboxPart(events),
-    ]);
+    await writeLedger(trx, { inserted, entries, updated, accounts: books.map((b) => b.account), events });
   }
 
   /** Queues an event (enrolment, merge) to be written with this book's next flush. */

@@ -1,5 +1,4 @@
 /** HTTP adapters of the loyalty app API and the programme. Validated input in, one service call out. */
-import type { Knex } from 'knex';
 import type { Request } from 'express';
 import { callerOf } from '../cards/cards-handlers.js';
 import { AppError } from '../errors/app-error.js';
@@ -9,27 +8,20 @@ import type { HandlerMap } from '../http/types.js';
 import { principalOf, validInput } from '../http/types.js';
 import { ShopperMergedMeanwhile } from './ledger-book.js';
 import type { LedgerEntry } from './ledger-queries.js';
-import { balanceOf, listLedger } from './ledger-queries.js';
 import type { Actor, LoyaltyService, RedemptionRequest } from './loyalty-service.js';
 import type { Enrolment, MemberService } from './member-service.js';
-import {
-  currentProgramme,
-  DEFAULT_RULES,
-  publishProgramme,
-  type ProgrammeRules,
-  type ProgrammeVersion,
-} from './programme.js';
-import { accessShopper, ADMIN_SCOPE } from './shoppers.js';
+import { DEFAULT_RULES, type ProgrammeRules, type ProgrammeVersion } from './programme.js';
+import type { ShopperService } from './shopper-service.js';
+import { ADMIN_SCOPE } from './shoppers.js';
 
 export interface LoyaltyHandlerDeps {
-  readonly knex: Knex;
   readonly loyalty: LoyaltyService;
   readonly members: MemberService;
-  readonly now?: () => Date;
+  readonly shoppers: ShopperService;
 }
 
-export function loyaltyHandlers({ knex, loyalty, members, now = () => new Date() }: LoyaltyHandlerDeps): HandlerMap {
-  const shopper = (req: Request): Promise<string> => reachableShopper(knex, req);
+export function loyaltyHandlers({ loyalty, members, shoppers }: LoyaltyHandlerDeps): HandlerMap {
+  const shopper = (req: Request): Promise<string> => reachableShopper(shoppers, req);
   /** Runs a write for the path's shopper; one merged away meanwhile answers 308 like any merged one. */
   const forShopper = async <T>(req: Request, write: (ref: string) => Promise<T>): Promise<T> => {
     const ref = await shopper(req);
@@ -42,23 +34,23 @@ export function loyaltyHandlers({ knex, loyalty, members, now = () => new Date()
   };
   return {
     async getProgramme(_req, res) {
-      res.json(programmeJson(await currentProgramme(knex)));
+      res.json(programmeJson(await loyalty.programme.current()));
     },
 
     async putProgramme(req, res) {
       const rules = { ...DEFAULT_RULES, ...(validInput(req).body as Partial<ProgrammeRules>) };
-      res.status(201).json(programmeJson(await publishProgramme(knex, rules, actorOf(req), now())));
+      res.status(201).json(programmeJson(await loyalty.programme.publish(rules, actorOf(req))));
     },
 
     async getShopperBalance(req, res) {
       const ref = await shopper(req);
-      res.json(await balanceOf(knex, ref, now()));
+      res.json(await loyalty.balance(ref));
     },
 
     async listShopperLedger(req, res) {
       const ref = await shopper(req);
       const { query } = validInput(req);
-      const page = await listLedger(knex, ref, {
+      const page = await loyalty.ledger(ref, {
         limit: query['limit'] as number,
         ...(query['cursor'] === undefined ? {} : { cursor: query['cursor'] as string }),
       });
@@ -101,9 +93,9 @@ export function loyaltyHandlers({ knex, loyalty, members, now = () => new Date()
  * The shopper of the path, if the caller may reach it (`404` otherwise, as for an unknown one). A
  * merged reference answers `308` to the same URL under the survivor's reference.
  */
-export async function reachableShopper(knex: Knex, req: Request): Promise<string> {
+export async function reachableShopper(shoppers: ShopperService, req: Request): Promise<string> {
   const ref = validInput(req).path['shopperReference'] as string;
-  const access = await accessShopper(knex, principalOf(req), ref);
+  const access = await shoppers.access(principalOf(req), ref);
   if (access.kind === 'shopper') return access.shopperRef;
   throw new AppError('SHOPPER_MERGED', {
     detail: 'This shopper was merged; repeat the request at Location.',

@@ -20,11 +20,19 @@ import { AppError } from '../errors/app-error.js';
 import { eventBody } from '../events/event-types.js';
 import { writeEvents } from '../events/outbox.js';
 import { retryOnStaleKey, type KeyRing } from '../keys/key-ring.js';
-import type { PaymentService } from '../payments/payment-service.js';
 import { LedgerBook, type AccountRow } from './ledger-book.js';
 import { refuseCardNumbers, type Actor } from './loyalty-service.js';
-import { withRetry } from './retry.js';
+import { withRetry } from '../db/retry.js';
 import { survivorOf } from './shoppers.js';
+import {
+  clearContact,
+  externalIdTaken,
+  mergesOf,
+  moveLotsAndRedemptions,
+  moveRedemptionKeys,
+  recordMerge,
+  updateAccount,
+} from './member-store.js';
 
 export interface Enrolment {
   readonly email?: string;
@@ -47,11 +55,19 @@ export interface LinkResult {
   readonly alreadyLinked: boolean;
 }
 
+/**
+ * Moves every payment of one shopper to another in the caller's transaction, payment rows locked
+ * first (the payments feature provides it; the lock order every writer keeps is payments, accounts).
+ */
+export interface ShopperPayments {
+  moveShopperPayments(trx: Knex.Transaction, fromShopper: string, toShopper: string): Promise<number>;
+}
+
 export interface MemberServiceDeps {
   readonly knex: Knex;
   readonly keyRing: KeyRing;
   readonly vault: VaultService;
-  readonly payments: PaymentService;
+  readonly payments: ShopperPayments;
   readonly now?: () => Date;
 }
 
@@ -78,19 +94,14 @@ export class MemberService {
         const { account } = await LedgerBook.open(trx, shopperRef, now);
         const update: Record<string, unknown> = { enrolled_at: account.enrolled_at ?? now, updated_at: now };
         if (enrolment.externalMemberId !== undefined) {
-          const taken = (await trx('loyalty_accounts')
-            .where({ external_member_id: enrolment.externalMemberId })
-            .whereNot({ shopper_ref: shopperRef })
-            .first('shopper_ref')) as unknown;
-          if (taken !== undefined) throw new AppError('EXTERNAL_MEMBER_ID_TAKEN');
+          if (await externalIdTaken(trx, enrolment.externalMemberId, shopperRef)) {
+            throw new AppError('EXTERNAL_MEMBER_ID_TAKEN');
+          }
           update['external_member_id'] = enrolment.externalMemberId;
         }
         if (enrolment.email !== undefined)
           Object.assign(update, await this.sealEmail(trx, shopperRef, enrolment.email));
-        const [row] = (await trx('loyalty_accounts')
-          .where({ shopper_ref: shopperRef })
-          .update(update)
-          .returning('*')) as AccountRow[];
+        const row = await updateAccount(trx, shopperRef, update);
         if (account.enrolled_at === null) {
           // The event says that the shopper joined, never how to reach them: no e-mail in it.
           await writeEvents(trx, [
@@ -118,7 +129,7 @@ export class MemberService {
             now,
           );
         }
-        return membershipOf(row as AccountRow);
+        return membershipOf(row);
       }),
     ).catch((error: unknown) => {
       // Two enrolments racing for one external id: the index decides, the loser is told so.
@@ -175,10 +186,7 @@ export class MemberService {
     const books = await LedgerBook.openMany(trx, [absorbed, survivor], now, { allowMerged: true });
     // Both accounts are locked now: a merge that committed meanwhile shows. The same link made
     // concurrently leaves nothing to do; a merge the other way round is a conflict to read again.
-    const meanwhile = (await trx('shopper_merges').whereIn('merged_ref', [absorbed, survivor]).select()) as {
-      merged_ref: string;
-      survivor_ref: string;
-    }[];
+    const meanwhile = await mergesOf(trx, [absorbed, survivor]);
     const [done] = meanwhile;
     if (meanwhile.length === 1 && done?.merged_ref === absorbed && done.survivor_ref === survivor) return false;
     if (meanwhile.length > 0) {
@@ -186,85 +194,16 @@ export class MemberService {
     }
     const from = books.get(absorbed) as LedgerBook;
     const into = books.get(survivor) as LedgerBook;
-    if (!actor.admin && from.account.enrolled_at !== null) {
-      throw new AppError('MERGE_REQUIRES_ADMIN', {
-        detail: 'The card belongs to another enrolled member; merging two members takes loyalty:admin.',
-      });
-    }
-    if (!actor.admin && into.account.enrolled_at === null) {
-      throw new AppError('MEMBERSHIP_REQUIRED', {
-        detail: 'Enrol the shopper before linking a card of another shopper.',
-      });
-    }
+    refuseUnlessAllowed(actor, from.account, into.account);
     const cardsMoved = await vault.moveCards(trx, absorbed, survivor);
-    const lotsMoved = await trx('loyalty_lots').where({ shopper_ref: absorbed }).update({ shopper_ref: survivor });
-    await trx('loyalty_redemptions').where({ shopper_ref: absorbed }).update({ shopper_ref: survivor });
+    const lotsMoved = await moveLotsAndRedemptions(trx, absorbed, survivor);
 
-    const moved = { ...from.account };
-    from.record(
-      'merge_out',
-      -moved.available,
-      { available: -moved.available, pending: -moved.pending, debt: -moved.debt },
-      `merge:${absorbed}:out`,
-    );
-    into.record(
-      'merge_in',
-      moved.available,
-      { available: moved.available, pending: moved.pending, debt: moved.debt },
-      `merge:${absorbed}:in`,
-    );
-    into.account.lifetime_earned += moved.lifetime_earned;
-    from.account.lifetime_earned = 0;
-    // Debt brought in is paid from the survivor's points at once, as it would have been on earning.
-    await into.settleDebt(`merge:${absorbed}:in`);
-    into.emit(
-      eventBody(
-        'shopper.merged',
-        `merge:${absorbed}`,
-        survivor,
-        {
-          mergedShopperReference: absorbed,
-          moved: { available: moved.available, pending: moved.pending, lifetimeEarned: moved.lifetime_earned },
-          balance: {
-            available: into.account.available,
-            pending: into.account.pending,
-            lifetimeEarned: into.account.lifetime_earned,
-          },
-        },
-        now,
-      ),
-    );
-    into.emit(
-      eventBody(
-        'card.linked',
-        `merge:${absorbed}:card:${cardToken}`,
-        survivor,
-        { cardToken, previousShopperReference: absorbed },
-        now,
-      ),
-    );
+    const moved = await moveBalance(from, into, cardToken, now);
     await LedgerBook.flushAll(trx, [from, into]);
     await this.moveMembership(trx, from.account, into.account);
     // Redemptions retried under the absorbed reference (after a 308) still find their key.
-    await trx('idempotency_keys')
-      .where({ scope: `redemption:${absorbed}` })
-      .whereNotIn(
-        'key',
-        trx('idempotency_keys')
-          .where({ scope: `redemption:${survivor}` })
-          .select('key'),
-      )
-      .update({ scope: `redemption:${survivor}` });
-
-    await trx('loyalty_accounts').where({ shopper_ref: absorbed }).update({ merged_into: survivor });
-    await trx('loyalty_accounts').where({ merged_into: absorbed }).update({ merged_into: survivor });
-    await trx('shopper_merges').where({ survivor_ref: absorbed }).update({ survivor_ref: survivor });
-    await trx('shopper_merges').insert({
-      merged_ref: absorbed,
-      survivor_ref: survivor,
-      merged_by: actor.subject,
-      merged_at: now,
-    });
+    await moveRedemptionKeys(trx, absorbed, survivor);
+    await recordMerge(trx, absorbed, survivor, actor.subject, now);
     await appendAuditEvent(
       trx,
       {
@@ -300,17 +239,13 @@ export class MemberService {
       const key = await this.deps.keyRing.version('pan-encryption', from.email_key_version, trx);
       email = decryptValue(key.key, emailAad(from.shopper_ref, from.email_key_version), from.email_ciphertext);
     }
-    await trx('loyalty_accounts')
-      .where({ shopper_ref: from.shopper_ref })
-      .update({ email_ciphertext: null, email_key_version: null, external_member_id: null });
+    await clearContact(trx, from.shopper_ref);
     if (!takeOver) return;
-    await trx('loyalty_accounts')
-      .where({ shopper_ref: into.shopper_ref })
-      .update({
-        enrolled_at: from.enrolled_at,
-        external_member_id: from.external_member_id,
-        ...(email === undefined ? {} : await this.sealEmail(trx, into.shopper_ref, email)),
-      });
+    await updateAccount(trx, into.shopper_ref, {
+      enrolled_at: from.enrolled_at,
+      external_member_id: from.external_member_id,
+      ...(email === undefined ? {} : await this.sealEmail(trx, into.shopper_ref, email)),
+    });
   }
 
   private async sealEmail(
@@ -324,6 +259,77 @@ export class MemberService {
       email_key_version: key.version,
     };
   }
+}
+
+/**
+ * Absorbing an enrolled member takes `loyalty:admin`, and only a member may absorb another shopper
+ * by linking its card (unless an admin links it).
+ */
+function refuseUnlessAllowed(actor: { readonly admin: boolean }, from: AccountRow, into: AccountRow): void {
+  if (!actor.admin && from.enrolled_at !== null) {
+    throw new AppError('MERGE_REQUIRES_ADMIN', {
+      detail: 'The card belongs to another enrolled member; merging two members takes loyalty:admin.',
+    });
+  }
+  if (!actor.admin && into.enrolled_at === null) {
+    throw new AppError('MEMBERSHIP_REQUIRED', {
+      detail: 'Enrol the shopper before linking a card of another shopper.',
+    });
+  }
+}
+
+/**
+ * Empties the absorbed account into the survivor's (`merge_out` / `merge_in`, each with its unique
+ * business key), pays debt brought in from the survivor's points, and queues the merge's events on
+ * the survivor's book. Returns what was moved.
+ */
+async function moveBalance(from: LedgerBook, into: LedgerBook, cardToken: string, now: Date): Promise<AccountRow> {
+  const absorbed = from.shopperRef;
+  const survivor = into.shopperRef;
+  const moved = { ...from.account };
+  from.record(
+    'merge_out',
+    -moved.available,
+    { available: -moved.available, pending: -moved.pending, debt: -moved.debt },
+    `merge:${absorbed}:out`,
+  );
+  into.record(
+    'merge_in',
+    moved.available,
+    { available: moved.available, pending: moved.pending, debt: moved.debt },
+    `merge:${absorbed}:in`,
+  );
+  into.account.lifetime_earned += moved.lifetime_earned;
+  from.account.lifetime_earned = 0;
+  // Debt brought in is paid from the survivor's points at once, as it would have been on earning.
+  await into.settleDebt(`merge:${absorbed}:in`);
+  into.emit(
+    eventBody(
+      'shopper.merged',
+      `merge:${absorbed}`,
+      survivor,
+      {
+        mergedShopperReference: absorbed,
+        moved: { available: moved.available, pending: moved.pending, lifetimeEarned: moved.lifetime_earned },
+        balance: {
+          available: into.account.available,
+          pending: into.account.pending,
+          lifetimeEarned: into.account.lifetime_earned,
+        },
+      },
+      now,
+    ),
+  );
+  into.emit(
+    eventBody(
+      'card.linked',
+      `merge:${absorbed}:card:${cardToken}`,
+      survivor,
+      { cardToken, previousShopperReference: absorbed },
+      now,
+    ),
+  );
+  return moved;
 }
 
 function membershipOf(row: AccountRow): Membership {

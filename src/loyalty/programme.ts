@@ -7,9 +7,6 @@
  * version, so a rule change never rewrites what was already earned and the arrival order of a
  * payment's events cannot change its points.
  */
-import type { Knex } from 'knex';
-import { createHash } from 'node:crypto';
-import { appendAuditEvent, canonicalJson } from '../audit/audit-log.js';
 
 export interface ProgrammeRules {
   /** Points per whole currency unit, for any currency without its own rate. */
@@ -88,7 +85,7 @@ export function expiryOf(availableAt: Date, rules: ProgrammeRules): Date {
   return d;
 }
 
-interface VersionRow {
+export interface VersionRow {
   version: number;
   rules: ProgrammeRules | string;
   effective_from: Date;
@@ -96,7 +93,7 @@ interface VersionRow {
   created_at: Date;
 }
 
-function toVersion(row: VersionRow): ProgrammeVersion {
+export function toVersion(row: VersionRow): ProgrammeVersion {
   return {
     version: row.version,
     rules: typeof row.rules === 'string' ? (JSON.parse(row.rules) as ProgrammeRules) : row.rules,
@@ -104,11 +101,6 @@ function toVersion(row: VersionRow): ProgrammeVersion {
     createdBy: row.created_by,
     createdAt: row.created_at,
   };
-}
-
-/** Every version, oldest first (a handful of rows: read whole, picked from in memory). */
-export async function programmeVersions(db: Knex | Knex.Transaction): Promise<ProgrammeVersion[]> {
-  return ((await db('loyalty_programme_versions').orderBy('version')) as VersionRow[]).map(toVersion);
 }
 
 /**
@@ -129,63 +121,4 @@ export function versionInForce(versions: readonly ProgrammeVersion[], at: Date):
   const [first] = versions;
   if (first === undefined) throw new Error('the programme has no version');
   return versions.reduce((found, v) => (v.effectiveFrom <= at && v.version > found.version ? v : found), first);
-}
-
-export async function programmeVersion(db: Knex | Knex.Transaction, version: number): Promise<ProgrammeVersion> {
-  const row = (await db('loyalty_programme_versions').where({ version }).first()) as VersionRow | undefined;
-  if (row === undefined) throw new Error(`programme version ${version} does not exist`);
-  return toVersion(row);
-}
-
-export async function currentProgramme(db: Knex | Knex.Transaction): Promise<ProgrammeVersion> {
-  return toVersion((await db('loyalty_programme_versions').orderBy('version', 'desc').first()) as VersionRow);
-}
-
-/**
- * Adds a version effective now, audited. Versions are serialised by locking the newest one, so two
- * concurrent changes become two consecutive versions rather than a conflict.
- */
-export async function publishProgramme(
-  knex: Knex,
-  rules: ProgrammeRules,
-  actor: { subject: string; origin: string },
-  now: Date,
-): Promise<ProgrammeVersion> {
-  return knex.transaction(async (trx) => {
-    const latest = (await trx('loyalty_programme_versions')
-      .orderBy('version', 'desc')
-      .forUpdate()
-      .first()) as VersionRow;
-    // Effective no earlier than the previous version, so "the version in force at t" is monotonic.
-    const effectiveFrom = now < latest.effective_from ? latest.effective_from : now;
-    const row: VersionRow = {
-      version: latest.version + 1,
-      rules: JSON.stringify(rules),
-      effective_from: effectiveFrom,
-      created_by: actor.subject,
-      created_at: now,
-    };
-    await trx('loyalty_programme_versions').insert(row);
-    await appendAuditEvent(
-      trx,
-      {
-        actor: actor.subject,
-        actorType: 'client',
-        action: 'loyalty.programme.published',
-        outcome: 'success',
-        origin: actor.origin,
-        resource: `programme:v${row.version}`,
-        // The rules themselves are in loyalty_programme_versions (immutable); the trail pins them by
-        // hash. Not the values: a rate such as 8/9 prints a digit run the PAN guard rightly refuses.
-        details: {
-          version: row.version,
-          previous: latest.version,
-          // base64url, not hex: a hex digest holds a 13-digit run every few hundred versions.
-          rulesSha256: createHash('sha256').update(canonicalJson(rules)).digest('base64url'),
-        },
-      },
-      now,
-    );
-    return toVersion({ ...row, rules });
-  });
 }

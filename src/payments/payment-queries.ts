@@ -5,7 +5,7 @@
 import type { Knex } from 'knex';
 import { afterCursor, pageOf, type Page } from '../db/keyset-cursor.js';
 import type { Provider } from './payment-event.js';
-import type { InboxState, PaymentRow } from './payment-service.js';
+import type { InboxState, PaymentRow } from './payment-types.js';
 
 export interface PurchaseFilter {
   readonly channel?: string;

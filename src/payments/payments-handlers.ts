@@ -1,27 +1,31 @@
 /** HTTP adapters: a shopper's purchases, the webhook inbox and its replay action. */
-import type { Knex } from 'knex';
+import type { Request } from 'express';
 import { callerOf } from '../cards/cards-handlers.js';
-import { AppError } from '../errors/app-error.js';
 import { pageBody } from '../db/keyset-cursor.js';
 import type { HandlerMap } from '../http/types.js';
 import { validInput } from '../http/types.js';
-import { reachableShopper } from '../loyalty/loyalty-handlers.js';
-import { mergedInto } from '../loyalty/shoppers.js';
-import { adyenEvent, type AdyenItem } from '../webhooks/adyen-events.js';
-import { platformEvent, type PlatformPaymentEvent } from '../webhooks/platform-events.js';
-import { stripeEvent, type StripeEvent } from '../webhooks/stripe-events.js';
-import type { PaymentEventInput, Provider } from './payment-event.js';
-import { findInboxEvent, listInbox, listPurchases, type InboxRow } from './payment-queries.js';
+import type { Provider } from './payment-event.js';
+import type { InboxRow } from './payment-queries.js';
 import type { InboxState, PaymentRow, PaymentService } from './payment-service.js';
 
-export function paymentsHandlers(knex: Knex, payments: PaymentService): HandlerMap {
+/**
+ * The path's shopper, if the caller may reach it, followed by the references merged into it (their
+ * payments, delivered during a merge, count too). Provided by the loyalty feature, which owns
+ * shoppers; it throws as it does for its own routes (`404`, or `308` to a survivor).
+ */
+export type ReachableShopperRefs = (req: Request) => Promise<readonly string[]>;
+
+export interface PaymentsHandlerDeps {
+  readonly payments: PaymentService;
+  readonly shopperRefs: ReachableShopperRefs;
+}
+
+export function paymentsHandlers({ payments, shopperRefs }: PaymentsHandlerDeps): HandlerMap {
   return {
     async listShopperPurchases(req, res) {
       const { query } = validInput(req);
       // A shopper token reaches its own shopper only; anything else looks exactly like "no such shopper".
-      const shopperRef = await reachableShopper(knex, req);
-      // Payments still filed under a shopper merged into this one (delivered during the merge) count too.
-      const page = await listPurchases(knex, [shopperRef, ...(await mergedInto(knex, shopperRef))], {
+      const page = await payments.listPurchases(await shopperRefs(req), {
         limit: query['limit'] as number,
         ...optional('channel', query['channel'] as string | undefined),
         ...optional('from', dateOf(query['from'])),
@@ -33,7 +37,7 @@ export function paymentsHandlers(knex: Knex, payments: PaymentService): HandlerM
 
     async listWebhookInbox(req, res) {
       const { query } = validInput(req);
-      const page = await listInbox(knex, {
+      const page = await payments.listInbox({
         limit: query['limit'] as number,
         ...optional('state', query['state'] as InboxState | undefined),
         ...optional('provider', query['provider'] as Provider | undefined),
@@ -44,25 +48,9 @@ export function paymentsHandlers(knex: Knex, payments: PaymentService): HandlerM
 
     async replayWebhookEvent(req, res) {
       const id = validInput(req).path['eventId'] as string;
-      const row = await findInboxEvent(knex, id);
-      if (row === undefined) throw new AppError('NOT_FOUND', { detail: 'No such inbox event.' });
-      if (row.state === 'rejected') throw new AppError('INBOX_EVENT_NOT_REPLAYABLE');
-      await payments.replay(id, storedEvent(row), callerOf(req));
-      res.json(inboxJson((await findInboxEvent(knex, id)) as InboxRow));
+      res.json(inboxJson(await payments.replayStored(id, callerOf(req))));
     },
   };
-}
-
-/** The stored (projected, PAN-free) payload mapped again by the adapter that first received it. */
-function storedEvent(row: InboxRow): PaymentEventInput {
-  switch (row.provider) {
-    case 'platform':
-      return platformEvent(row.payload as PlatformPaymentEvent, row.event_key);
-    case 'adyen':
-      return adyenEvent(row.payload as AdyenItem, row.received_at, { stored: true });
-    case 'stripe':
-      return stripeEvent(row.payload as StripeEvent, { stored: true });
-  }
 }
 
 function purchaseJson(row: PaymentRow): Record<string, unknown> {

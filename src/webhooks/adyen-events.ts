@@ -41,6 +41,12 @@ export interface AdyenItem {
   readonly [other: string]: unknown;
 }
 
+/** The notification envelope as validated against openapi.yaml (AdyenNotification). */
+export interface AdyenNotification {
+  readonly live?: string;
+  readonly notificationItems: readonly { readonly NotificationRequestItem: AdyenItem }[];
+}
+
 /** [fact kind when success is "true", when "false"]; undefined = no effect. */
 const EVENT_CODES: Readonly<Record<string, readonly [FactKind | undefined, FactKind | undefined]>> = {
   AUTHORISATION: ['authorised', 'authorisation_failed'],

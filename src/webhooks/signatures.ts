@@ -5,6 +5,7 @@
  *
  * - Standard Webhooks: HMAC-SHA256 over `{webhook-id}.{webhook-timestamp}.{body}` with the base64
  *   secret after `whsec_`; header `webhook-signature` lists `v1,<base64>` entries; ±tolerance both ways.
+ *   The HMAC is crypto/standard-webhooks.ts, the code outbound events are signed with.
  * - Stripe: HMAC-SHA256 hex over `{t}.{body}` keyed by the secret string; header `Stripe-Signature`
  *   `t=…,v1=…[,v1=…]`; every `v1` is tried (Stripe sends one per live secret); past tolerance refused.
  * - Adyen: per notification item, HMAC-SHA256 base64 with the hex-decoded key over
@@ -12,6 +13,7 @@
  *   (missing fields empty), in `additionalData.hmacSignature`. No timestamp: dedupe is the replay defence.
  */
 import { createHmac, timingSafeEqual } from 'node:crypto';
+import { matchingSecret } from '../crypto/standard-webhooks.js';
 import { AppError } from '../errors/app-error.js';
 
 export interface Verified {
@@ -36,19 +38,9 @@ export function verifyStandardWebhook(
     });
   }
   const seconds = checkTimestamp(timestamp, toleranceSeconds, now);
-  const offered = signature
-    .split(' ')
-    .filter((part) => part.startsWith('v1,'))
-    .map((part) => Buffer.from(part.slice(3), 'base64'));
-  const signed = Buffer.concat([Buffer.from(`${id}.${timestamp}.`), body]);
-  for (const [index, secret] of secrets.entries()) {
-    const key = Buffer.from(secret.slice('whsec_'.length), 'base64');
-    const expected = createHmac('sha256', key).update(signed).digest();
-    if (offered.some((candidate) => safeEqual(candidate, expected))) {
-      return { secretIndex: index, id, timestamp: new Date(seconds * 1000) };
-    }
-  }
-  throw new AppError('WEBHOOK_SIGNATURE_INVALID');
+  const index = matchingSecret(signature, secrets, id, timestamp, body);
+  if (index === undefined) throw new AppError('WEBHOOK_SIGNATURE_INVALID');
+  return { secretIndex: index, id, timestamp: new Date(seconds * 1000) };
 }
 
 export function verifyStripeSignature(

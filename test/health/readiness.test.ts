@@ -54,6 +54,25 @@ async function startOn(database: Database): Promise<{ url: string; close(): Prom
       },
       createLocalJWKSet(await testJwks()),
     ),
+    // The webhook operations declare a signature step; a scheme must exist for each (else no start).
+    signatures: Object.fromEntries(
+      spec.operations.flatMap((o) => {
+        const scheme = o.raw['x-webhook-signature'];
+        return typeof scheme === 'string'
+          ? [
+              [
+                scheme,
+                {
+                  refuseSensitiveAuthenticationData: true,
+                  verifyBytes: () => {
+                    throw new Error(`${scheme} is not under test`);
+                  },
+                },
+              ],
+            ]
+          : [];
+      }),
+    ),
     logger: captureLogs().logger,
     bodyLimitBytes: 1024,
     trustProxy: false,

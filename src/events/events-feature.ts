@@ -1,0 +1,99 @@
+/**
+ * Composition root of outbound events: the subscription service, the in-process outbox dispatcher
+ * (built always, started when EVENTS_DISPATCHER_ENABLED), the admin handlers, and the backlog gauges.
+ */
+import type { Knex } from 'knex';
+import type { Config } from '../config/config.js';
+import type { HandlerMap } from '../http/types.js';
+import type { KeyRing } from '../keys/key-ring.js';
+import type { Logger } from '../logging/logger.js';
+import type { Metrics } from '../metrics/metrics.js';
+import { repeatEvery, type Schedule } from '../scheduling/repeat.js';
+import { EventDispatcher } from './dispatcher.js';
+import { eventsHandlers } from './events-handlers.js';
+import { SubscriptionService } from './subscription-service.js';
+import { deliveryBacklog } from './subscription-store.js';
+import { systemResolver, type HostResolver, type TargetPolicy } from './target-policy.js';
+
+export interface EventsFeatureDeps {
+  readonly knex: Knex;
+  readonly keyRing: KeyRing;
+  readonly config: Config['events'];
+  /** How target host names are resolved for the SSRF check (tests map fake hosts). */
+  readonly resolver?: HostResolver;
+  readonly logger: Logger;
+  readonly metrics: Metrics;
+}
+
+export interface EventsFeature {
+  readonly subscriptions: SubscriptionService;
+  readonly dispatcher: EventDispatcher;
+  readonly handlers: HandlerMap;
+  /** The backlog gauges and the dispatcher. */
+  readonly schedules: readonly Schedule[];
+}
+
+export function createEventsFeature(deps: EventsFeatureDeps): EventsFeature {
+  const { config, logger, metrics } = deps;
+  const targets: TargetPolicy = {
+    resolver: deps.resolver ?? systemResolver,
+    allowHttp: config.allowHttpTargets,
+    allowPrivate: config.allowPrivateTargets,
+  };
+  if (targets.allowPrivate) {
+    logger.warn(
+      'EVENTS_ALLOW_PRIVATE_TARGETS is on: webhooks may reach loopback and private addresses (development only).',
+    );
+  }
+  const subscriptions = new SubscriptionService({
+    knex: deps.knex,
+    keyRing: deps.keyRing,
+    targets,
+    resolveTimeoutMs: config.timeoutMs,
+  });
+  const deliveries = metrics.counter('outbound_deliveries_total', 'Outbound event delivery attempts, by outcome.');
+  const deadLetters = metrics.counter('outbound_dead_letters_total', 'Outbound event deliveries dead-lettered.');
+  const dispatcher = new EventDispatcher({
+    knex: deps.knex,
+    keyRing: deps.keyRing,
+    targets,
+    options: config,
+    onAttempt: (outcome, dead) => {
+      deliveries({ outcome });
+      if (dead) deadLetters({});
+    },
+    onError: (error) => logger.error({ err: error }, 'outbound event dispatch round failed'),
+  });
+  // Not started here: the composition root starts it once the vault is open (a sealed vault has no
+  // subscription-secret key to sign with yet), when EVENTS_DISPATCHER_ENABLED.
+  return {
+    subscriptions,
+    dispatcher,
+    handlers: eventsHandlers(subscriptions),
+    // Stopped on close even when not started here (a test may have started it).
+    schedules: [watchBacklog(deps.knex, metrics, logger), { stop: () => dispatcher.stop() }],
+  };
+}
+
+/**
+ * Outbox backlog gauges, read from the database every 15 s (not at scrape time: a scrape must not
+ * query): deliveries waiting, and the age of the oldest (the lag a subscriber sees).
+ */
+function watchBacklog(knex: Knex, metrics: Metrics, logger: Logger): Schedule {
+  let pending = 0;
+  let lagSeconds = 0;
+  metrics.gauge('outbound_deliveries_pending', 'Outbound event deliveries waiting (all subscriptions).', () => [
+    { labels: {}, value: pending },
+  ]);
+  metrics.gauge('outbound_delivery_lag_seconds', 'Age of the oldest waiting outbound event delivery.', () => [
+    { labels: {}, value: lagSeconds },
+  ]);
+  return repeatEvery(15_000, 0, () =>
+    deliveryBacklog(knex)
+      .then((backlog) => {
+        pending = backlog.pending;
+        lagSeconds = backlog.oldest === null ? 0 : Math.max(0, (Date.now() - backlog.oldest.getTime()) / 1000);
+      })
+      .catch((error: unknown) => logger.warn({ err: error }, 'reading the outbox backlog failed')),
+  );
+}

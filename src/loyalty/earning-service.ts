@@ -1,0 +1,151 @@
+/**
+ * Earning: the payment transition listener that books points. It runs inside the webhook batch's
+ * transaction, the payments' rows locked, with at most one transition per payment.
+ *
+ * Exactly once, whatever the deliveries: the lot of a payment records the targets it was last booked
+ * to (pending, earn, reversal); a transition books only the difference to the new targets, under the
+ * payment's row lock. A redelivery has no transition; another order of the same facts reaches the
+ * same targets; each booking is numbered per payment, and that number is the entry's unique business
+ * key.
+ */
+import type { Knex } from 'knex';
+import type { PaymentTransitionEvent } from '../payments/payment-service.js';
+import { earningTargets, NO_EARNING, type EarningTargets } from './earning.js';
+import { LedgerBook, type EntryKind, type EntryRefs, type LotRow } from './ledger-book.js';
+import { lotShoppers, lotsOfPayments, survivorsAndProgrammeJson } from './ledger-store.js';
+import {
+  expiryOf,
+  programmeVersionsFromJson,
+  versionInForce,
+  type ProgrammeRules,
+  type ProgrammeVersion,
+} from './programme.js';
+import type { ProgrammeService } from './programme-service.js';
+import { programmeVersions } from './programme-store.js';
+
+type ShopperEvent = PaymentTransitionEvent & { shopperRef: string };
+
+export class EarningService {
+  constructor(
+    private readonly programme: ProgrammeService,
+    private readonly now: () => Date,
+  ) {}
+
+  /**
+   * Set-based, in a fixed number of statements whatever the batch: the lots of payments that existed
+   * before it, then merges and programme together, then the accounts (locked), then the lots again
+   * under those locks when there were any; the bookings are written in one.
+   */
+  readonly onPaymentTransitions = async (
+    trx: Knex.Transaction,
+    transitions: readonly PaymentTransitionEvent[],
+  ): Promise<void> => {
+    const events = transitions.filter((e): e is ShopperEvent => e.shopperRef !== null);
+    if (events.length === 0) return;
+    const now = this.now();
+    // A lot is guarded by its shopper's account lock, so lots are read (again) once the accounts are
+    // locked; a lot belongs to the account it was moved to.
+    // A payment created in this transaction has no lot yet: only the others are looked up.
+    const lotShopper = await lotShoppers(
+      trx,
+      events.filter((e) => !e.paymentCreated).map((e) => e.paymentId),
+    );
+    // Events without a lot need their shopper's survivor (if merged) and, for a new lot, the programme.
+    const lotless = events.filter((e) => !lotShopper.has(e.paymentId)).map((e) => e.shopperRef);
+    const context = lotless.length === 0 ? undefined : await survivorsAndProgrammeJson(trx, lotless);
+    const survivors = context?.survivors ?? new Map<string, string>();
+    const shopperOf = (e: ShopperEvent): string =>
+      lotShopper.get(e.paymentId) ?? survivors.get(e.shopperRef) ?? e.shopperRef;
+    const books = await LedgerBook.openMany(trx, events.map(shopperOf), now);
+    const lots = await lotsOfPayments(trx, [...lotShopper.keys()]);
+    let versions = context === undefined ? undefined : programmeVersionsFromJson(context.programme);
+    for (const event of events) {
+      const book = books.get(shopperOf(event)) as LedgerBook;
+      const locked = lots.get(event.paymentId);
+      let lot = locked === undefined ? undefined : book.adoptLot(locked);
+      if (lot !== undefined && lot.shopper_ref !== book.shopperRef) {
+        throw new Error('a lot moved to another shopper between its read and its lock; the delivery is retried');
+      }
+      let rules: ProgrammeRules;
+      if (lot === undefined) {
+        if (event.after.authorisedAt === null) continue;
+        versions ??= await programmeVersions(trx);
+        const programme: ProgrammeVersion = versionInForce(versions, event.after.authorisedAt);
+        rules = programme.rules;
+        if (sameTargets(earningTargets(event.after, event.channel, rules), NO_EARNING)) continue;
+        lot = book.newLot(event.paymentId, programme.version);
+      } else {
+        rules = await this.programme.rules(trx, lot.rule_version);
+      }
+      await bookTargets(book, lot, earningTargets(event.after, event.channel, rules), rules);
+    }
+    await LedgerBook.flushAll(trx, [...books.values()]);
+  };
+}
+
+/** Books the difference between a lot's recorded targets and the new ones. */
+async function bookTargets(
+  book: LedgerBook,
+  lot: LotRow,
+  targets: EarningTargets,
+  rules: ProgrammeRules,
+): Promise<void> {
+  const refs: EntryRefs = { paymentId: lot.payment_id, ruleVersion: lot.rule_version };
+  const next = (): string => `payment:${lot.payment_id}:${++lot.effects}`;
+  book.touch(lot);
+  if (targets.pending !== lot.pending) book.changePending(lot, targets.pending - lot.pending, next(), refs);
+
+  const earnDelta = targets.earn - lot.earn_target;
+  lot.earn_target = targets.earn;
+  if (earnDelta !== 0) book.account.lifetime_earned = Math.max(0, book.account.lifetime_earned + earnDelta);
+  if (earnDelta > 0) give(book, lot, earnDelta, 'earn', next(), refs, rules);
+  if (earnDelta < 0) await takeBack(book, lot, -earnDelta, 'earn_voided', next(), refs, rules);
+
+  const reversalDelta = targets.reversal - lot.reversal_target;
+  lot.reversal_target = targets.reversal;
+  if (reversalDelta > 0) await takeBack(book, lot, reversalDelta, 'reversal', next(), refs, rules);
+  if (reversalDelta < 0) give(book, lot, -reversalDelta, 'reversal_cancelled', next(), refs, rules);
+}
+
+/** Credits a payment's lot; points that had been written off are un-written-off first. */
+function give(
+  book: LedgerBook,
+  lot: LotRow,
+  points: number,
+  kind: EntryKind,
+  key: string,
+  refs: EntryRefs,
+  rules: ProgrammeRules,
+): void {
+  const unWrite = Math.min(points, lot.written_off);
+  if (unWrite > 0) {
+    lot.written_off -= unWrite;
+    book.record('write_off_cancelled', unWrite, {}, `${key}:write_off_cancelled`, refs);
+  }
+  const credit = points - unWrite;
+  if (credit <= 0) return;
+  if (lot.available_at === null) {
+    lot.available_at = book.now;
+    lot.expires_at = expiryOf(book.now, rules);
+  }
+  lot.credited += credit;
+  book.credit(lot, credit, kind, key, refs);
+}
+
+async function takeBack(
+  book: LedgerBook,
+  lot: LotRow,
+  points: number,
+  kind: EntryKind,
+  key: string,
+  refs: EntryRefs,
+  rules: ProgrammeRules,
+): Promise<void> {
+  const taken = await book.take(lot, points, kind, key, refs, rules.negativeBalanceAllowance);
+  lot.recovered += taken.fromLots + taken.intoDebt;
+  lot.written_off += taken.writtenOff;
+}
+
+function sameTargets(a: EarningTargets, b: EarningTargets): boolean {
+  return a.pending === b.pending && a.earn === b.earn && a.reversal === b.reversal;
+}

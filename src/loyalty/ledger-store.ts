@@ -1,0 +1,293 @@
+/**
+ * SQL of the points ledger: accounts, lots, entries and redemptions. Functions take the caller's
+ * transaction (a use case opens it); {@link LedgerBook} decides what is written, this writes it.
+ *
+ * Lock order, everywhere: payments (in provider, external id order), then accounts (in shopper
+ * order). Lots take no row locks of their own: they are written under their shopper's account lock.
+ */
+import type { Knex } from 'knex';
+import { updateRowsPart } from '../db/update-rows.js';
+import { partOf, writeInFewStatements } from '../db/write-together.js';
+import type { OutboundEvent } from '../events/event-types.js';
+import { outboxPart } from '../events/outbox.js';
+
+type Db = Knex | Knex.Transaction;
+
+export type EntryKind =
+  | 'earn_pending'
+  | 'pending_voided'
+  | 'earn'
+  | 'earn_voided'
+  | 'reversal'
+  | 'reversal_cancelled'
+  | 'written_off'
+  | 'write_off_cancelled'
+  | 'debt_settled'
+  | 'redemption'
+  | 'redemption_reversed'
+  | 'expiry'
+  | 'merge_in'
+  | 'merge_out';
+
+export interface AccountRow {
+  shopper_ref: string;
+  available: number;
+  pending: number;
+  debt: number;
+  lifetime_earned: number;
+  enrolled_at: Date | null;
+  email_ciphertext: Buffer | null;
+  email_key_version: number | null;
+  external_member_id: string | null;
+  merged_into: string | null;
+  created_at: Date;
+  updated_at: Date;
+}
+
+export interface LotRow {
+  id: string;
+  shopper_ref: string;
+  payment_id: string;
+  rule_version: number;
+  pending: number;
+  earn_target: number;
+  reversal_target: number;
+  credited: number;
+  recovered: number;
+  written_off: number;
+  remaining: number;
+  expired: number;
+  effects: number;
+  available_at: Date | null;
+  expires_at: Date | null;
+  created_at: Date;
+  updated_at: Date;
+}
+
+/** What an entry refers to, besides its lot. */
+export interface EntryRefs {
+  readonly paymentId?: string;
+  readonly redemptionId?: string;
+  readonly ruleVersion?: number;
+}
+
+export interface EntryRow {
+  id: string;
+  shopper_ref: string;
+  kind: EntryKind;
+  points: number;
+  available_delta: number;
+  pending_delta: number;
+  lot_delta: number;
+  debt_delta: number;
+  lot_id: string | null;
+  payment_id: string | null;
+  redemption_id: string | null;
+  rule_version: number | null;
+  business_key: string;
+  created_at: Date;
+}
+
+export interface RedemptionRow {
+  id: string;
+  shopper_ref: string;
+  points: number;
+  reference: string;
+  description: string | null;
+  state: 'completed' | 'reversed';
+}
+
+const LOT_COLUMNS = {
+  shopper_ref: 'text',
+  pending: 'bigint',
+  earn_target: 'bigint',
+  reversal_target: 'bigint',
+  credited: 'bigint',
+  recovered: 'bigint',
+  written_off: 'bigint',
+  remaining: 'bigint',
+  expired: 'bigint',
+  effects: 'integer',
+  available_at: 'timestamptz',
+  expires_at: 'timestamptz',
+  updated_at: 'timestamptz',
+} as const;
+
+const ACCOUNT_COLUMNS = {
+  available: 'bigint',
+  pending: 'bigint',
+  debt: 'bigint',
+  lifetime_earned: 'bigint',
+  updated_at: 'timestamptz',
+} as const;
+
+/**
+ * Creates each shopper's account on first use and locks it, in the order given (shopper order), in
+ * one statement. The upsert returns the row as the lock found it: a merge that committed meanwhile shows.
+ */
+export async function lockAccounts(
+  trx: Knex.Transaction,
+  sortedRefs: readonly string[],
+  now: Date,
+): Promise<AccountRow[]> {
+  const result = (await trx.raw(
+    `insert into loyalty_accounts (shopper_ref, created_at, updated_at)
+     values ${sortedRefs.map(() => '(?, ?, ?)').join(', ')}
+     on conflict (shopper_ref) do update set updated_at = loyalty_accounts.updated_at
+     returning *`,
+    sortedRefs.flatMap((ref) => [ref, now, now]),
+  )) as { rows: AccountRow[] };
+  return result.rows;
+}
+
+/** The account, locked; undefined when another transaction holds it (or there is none). */
+export async function tryLockAccount(trx: Knex.Transaction, shopperRef: string): Promise<AccountRow | undefined> {
+  return (await trx('loyalty_accounts').where({ shopper_ref: shopperRef }).forUpdate().skipLocked().first()) as
+    AccountRow | undefined;
+}
+
+/** A shopper's lots with points left, soonest-expiring first. */
+export async function spendableLotRows(trx: Knex.Transaction, shopperRef: string): Promise<LotRow[]> {
+  return (await trx('loyalty_lots')
+    .where({ shopper_ref: shopperRef })
+    .where('remaining', '>', 0)
+    .orderByRaw('expires_at asc nulls last, id asc')) as LotRow[];
+}
+
+/**
+ * Writes what the books of one transaction did in one statement: new lots, entries, changed lots,
+ * accounts and the outbox events. The parts touch disjoint rows (a lot is new or changed, never both).
+ */
+export async function writeLedger(
+  trx: Knex.Transaction,
+  write: {
+    readonly inserted: readonly LotRow[];
+    readonly entries: readonly EntryRow[];
+    readonly updated: readonly LotRow[];
+    readonly accounts: readonly AccountRow[];
+    readonly events: readonly OutboundEvent[];
+  },
+): Promise<void> {
+  await writeInFewStatements(trx, [
+    write.inserted.length === 0 ? undefined : partOf(trx('loyalty_lots').insert(write.inserted)),
+    write.entries.length === 0 ? undefined : partOf(trx('loyalty_entries').insert(write.entries)),
+    updateRowsPart('loyalty_lots', 'id', LOT_COLUMNS, write.updated),
+    updateRowsPart('loyalty_accounts', 'shopper_ref', ACCOUNT_COLUMNS, write.accounts),
+    outboxPart(write.events),
+  ]);
+}
+
+/** The shopper each of these payments' lots belongs to (payments without a lot are absent). */
+export async function lotShoppers(trx: Knex.Transaction, paymentIds: readonly string[]): Promise<Map<string, string>> {
+  if (paymentIds.length === 0) return new Map();
+  const rows = (await trx('loyalty_lots').whereIn('payment_id', paymentIds).select('payment_id', 'shopper_ref')) as {
+    payment_id: string;
+    shopper_ref: string;
+  }[];
+  return new Map(rows.map((l) => [l.payment_id, l.shopper_ref]));
+}
+
+/** The lots of these payments, by payment id (read again once their accounts are locked). */
+export async function lotsOfPayments(
+  trx: Knex.Transaction,
+  paymentIds: readonly string[],
+): Promise<Map<string, LotRow>> {
+  if (paymentIds.length === 0) return new Map();
+  const rows = (await trx('loyalty_lots').whereIn('payment_id', paymentIds)) as LotRow[];
+  return new Map(rows.map((l) => [l.payment_id, l]));
+}
+
+export async function lotsByIds(trx: Knex.Transaction, ids: readonly string[]): Promise<Map<string, LotRow>> {
+  return new Map(((await trx('loyalty_lots').whereIn('id', ids)) as LotRow[]).map((l) => [l.id, l]));
+}
+
+export async function lotById(trx: Knex.Transaction, id: string): Promise<LotRow> {
+  return (await trx('loyalty_lots').where({ id }).first()) as LotRow;
+}
+
+/**
+ * The survivors of merged shoppers among `shopperRefs` (merged → survivor), and every programme
+ * version as `json_agg` gives it, in one read (one round trip instead of two in the webhook
+ * transaction). Neither is locked: a merge that commits meanwhile is seen on the account lock.
+ */
+export async function survivorsAndProgrammeJson(
+  trx: Knex.Transaction,
+  shopperRefs: readonly string[],
+): Promise<{ survivors: Map<string, string>; programme: unknown }> {
+  const refs = [...new Set(shopperRefs)];
+  const result = (await trx.raw(
+    `select
+       (select coalesce(json_agg(json_build_array(merged_ref, survivor_ref)), '[]'::json)
+          from shopper_merges where merged_ref in (${refs.map(() => '?').join(', ')})) as merges,
+       (select json_agg(p order by p.version) from loyalty_programme_versions p) as programme`,
+    refs,
+  )) as { rows: { merges: [string, string][] | string; programme: unknown }[] };
+  const [row] = result.rows;
+  if (row === undefined) throw new Error('the merges-and-programme read returned no row');
+  const merges = (typeof row.merges === 'string' ? JSON.parse(row.merges) : row.merges) as [string, string][];
+  return { survivors: new Map(merges), programme: row.programme };
+}
+
+export async function insertRedemption(
+  trx: Knex.Transaction,
+  row: RedemptionRow & { created_by: string; created_at: Date },
+): Promise<void> {
+  await trx('loyalty_redemptions').insert(row);
+}
+
+export async function findRedemption(db: Db, id: string, lock = false): Promise<RedemptionRow | undefined> {
+  const query = db('loyalty_redemptions').where({ id });
+  if (lock) query.forUpdate();
+  return (await query.first()) as RedemptionRow | undefined;
+}
+
+export async function markRedemptionReversed(trx: Knex.Transaction, id: string, now: Date, by: string): Promise<void> {
+  await trx('loyalty_redemptions').where({ id }).update({ state: 'reversed', reversed_at: now, reversed_by: by });
+}
+
+/** The entries a redemption drew: one per lot, and one for the part that went into debt (no lot). */
+export async function redemptionDraws(
+  trx: Knex.Transaction,
+  redemptionId: string,
+): Promise<{ lot_id: string | null; points: number }[]> {
+  return (await trx('loyalty_entries')
+    .where({ redemption_id: redemptionId, kind: 'redemption' })
+    .select('lot_id', 'points')) as { lot_id: string | null; points: number }[];
+}
+
+/** The lot that last settled a debt of these shoppers (a shopper and those merged into it). */
+export async function lastDebtSettler(
+  trx: Knex.Transaction,
+  shopperRefs: readonly string[],
+): Promise<string | undefined> {
+  const row = (await trx('loyalty_entries')
+    .whereIn('shopper_ref', shopperRefs)
+    .where({ kind: 'debt_settled' })
+    .orderBy([
+      { column: 'created_at', order: 'desc' },
+      { column: 'id', order: 'desc' },
+    ])
+    .first('lot_id')) as { lot_id: string } | undefined;
+  return row?.lot_id;
+}
+
+/** Up to `limit` shoppers with lots past expiry and points left, except those given. */
+export async function shoppersWithDueLots(
+  db: Db,
+  now: Date,
+  except: readonly string[],
+  limit: number,
+): Promise<string[]> {
+  const rows = (await db('loyalty_lots')
+    .distinct('shopper_ref')
+    .where('remaining', '>', 0)
+    .where('expires_at', '<=', now)
+    .whereNotIn('shopper_ref', [...except])
+    .limit(limit)) as { shopper_ref: string }[];
+  return rows.map((r) => r.shopper_ref);
+}
+
+/** Forgets idempotency keys past their retention; the number forgotten. */
+export async function purgeExpiredIdempotencyKeys(db: Db, now: Date): Promise<number> {
+  return db('idempotency_keys').where('expires_at', '<', now).delete();
+}

@@ -1,0 +1,84 @@
+/**
+ * Composition root of the loyalty feature: its services, its HTTP handlers, the payment transition
+ * listener it hangs on payments, and its expiry schedule. `buildService` and the CLIs call this; they
+ * never assemble loyalty's parts themselves.
+ */
+import type { Request } from 'express';
+import type { Knex } from 'knex';
+import type { VaultService } from '../cards/vault-service.js';
+import type { HandlerMap } from '../http/types.js';
+import type { KeyRing } from '../keys/key-ring.js';
+import type { Logger } from '../logging/logger.js';
+import type { Metrics } from '../metrics/metrics.js';
+import type { PaymentTransitionListener } from '../payments/payment-service.js';
+import { NO_SCHEDULE, repeatEvery, type Schedule } from '../scheduling/repeat.js';
+import { loyaltyHandlers, reachableShopper } from './loyalty-handlers.js';
+import { LoyaltyService } from './loyalty-service.js';
+import { MemberService, type ShopperPayments } from './member-service.js';
+import { ShopperService } from './shopper-service.js';
+
+export interface LoyaltyFeatureDeps {
+  readonly knex: Knex;
+  readonly keyRing: KeyRing;
+  readonly vault: VaultService;
+  /** How a merge moves the absorbed shopper's payments (the payments feature provides it). */
+  readonly payments: ShopperPayments;
+  /** In-process expiry interval; 0 turns the schedule off. */
+  readonly expiryIntervalMs: number;
+  readonly logger: Logger;
+  readonly metrics: Metrics;
+}
+
+export interface LoyaltyFeature {
+  readonly loyalty: LoyaltyService;
+  readonly members: MemberService;
+  readonly shoppers: ShopperService;
+  readonly handlers: HandlerMap;
+  /** Books points from payment transitions, in the webhook batch's transaction. */
+  readonly paymentListener: PaymentTransitionListener;
+  /** The path's shopper (if the caller may reach it) and those merged into it: purchase history. */
+  readonly reachableShopperRefs: (req: Request) => Promise<readonly string[]>;
+  readonly schedules: readonly Schedule[];
+}
+
+export function createLoyaltyFeature(deps: LoyaltyFeatureDeps): LoyaltyFeature {
+  const { knex, logger } = deps;
+  const loyalty = new LoyaltyService(knex, {
+    onExpiryError: (shopperRef, error) =>
+      logger.error({ err: error, shopperRef }, 'expiring a shopper failed; skipped'),
+  });
+  const members = new MemberService({ knex, keyRing: deps.keyRing, vault: deps.vault, payments: deps.payments });
+  const shoppers = new ShopperService(knex);
+  return {
+    loyalty,
+    members,
+    shoppers,
+    handlers: loyaltyHandlers({ loyalty, members, shoppers }),
+    paymentListener: loyalty.onPaymentTransitions,
+    reachableShopperRefs: async (req) => {
+      const ref = await reachableShopper(shoppers, req);
+      return [ref, ...(await shoppers.mergedInto(ref))];
+    },
+    schedules: [scheduleExpiry(loyalty, deps.expiryIntervalMs, logger, deps.metrics)],
+  };
+}
+
+/**
+ * The in-process expiry schedule (off when the interval is 0). Runs are never concurrent within a
+ * process, and are safe across instances (accounts are taken with SKIP LOCKED); a failed run is
+ * logged and the next one tries again. The first run waits a random part of the interval, so
+ * instances started together do not all run at once.
+ */
+function scheduleExpiry(loyalty: LoyaltyService, intervalMs: number, logger: Logger, metrics: Metrics): Schedule {
+  if (intervalMs === 0) return NO_SCHEDULE;
+  const expired = metrics.counter('loyalty_points_expired_total', 'Points expired by the in-process expiry job.');
+  return repeatEvery(intervalMs, Math.floor(Math.random() * intervalMs), () =>
+    loyalty
+      .expireDue()
+      .then((result) => {
+        expired({}, result.points);
+        if (result.lots > 0) logger.info({ ...result }, 'loyalty points expired');
+      })
+      .catch((error: unknown) => logger.error({ err: error }, 'loyalty expiry run failed')),
+  );
+}

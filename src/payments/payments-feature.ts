@@ -1,0 +1,51 @@
+/**
+ * Composition root of the payments feature: the payment service (with group commit counted in the
+ * metrics) and its HTTP handlers. Gateways and shoppers are other features: the stored-event decoder
+ * (webhooks) and the reachable-shopper lookup (loyalty) are handed in.
+ */
+import type { VaultService } from '../cards/vault-service.js';
+import type { Config } from '../config/config.js';
+import type { Knex } from 'knex';
+import type { HandlerMap } from '../http/types.js';
+import type { Metrics } from '../metrics/metrics.js';
+import { PaymentService, type PaymentTransitionListener, type StoredEventDecoder } from './payment-service.js';
+import { paymentsHandlers, type ReachableShopperRefs } from './payments-handlers.js';
+
+export interface PaymentsFeatureDeps {
+  readonly knex: Knex;
+  readonly vault: VaultService;
+  readonly config: Config['payments'];
+  /** Told about every transition, inside the batch's transaction (loyalty earning, tests). */
+  readonly listeners: readonly PaymentTransitionListener[];
+  readonly decodeStored: StoredEventDecoder;
+  readonly shopperRefs: ReachableShopperRefs;
+  readonly metrics: Metrics;
+}
+
+export interface PaymentsFeature {
+  readonly payments: PaymentService;
+  readonly handlers: HandlerMap;
+}
+
+export function createPaymentsFeature(deps: PaymentsFeatureDeps): PaymentsFeature {
+  const { config, metrics } = deps;
+  const batches = metrics.counter('payment_batches_total', 'Committed webhook transactions (group commit).');
+  const batched = metrics.counter(
+    'payment_batch_events_total',
+    'Webhook events committed by those transactions; divided by payment_batches_total, the mean batch size.',
+  );
+  const payments = new PaymentService(deps.knex, deps.vault, {
+    autoCaptureChannels: config.autoCaptureChannels,
+    listeners: deps.listeners,
+    decodeStored: deps.decodeStored,
+    batch: {
+      maxBatch: config.batchMax,
+      concurrency: config.batchConcurrency,
+      onBatch: (size) => {
+        batches({});
+        batched({}, size);
+      },
+    },
+  });
+  return { payments, handlers: paymentsHandlers({ payments, shopperRefs: deps.shopperRefs }) };
+}
