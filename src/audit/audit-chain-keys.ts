@@ -102,15 +102,18 @@ class Registration {
   }
 
   private async unwrap(row: ChainKeyRow): Promise<Buffer> {
+    let unavailable: unknown;
     for (const wrapper of this.wrappers) {
       try {
         return await wrapper.unwrap(row.wrapped_key, chainKeyAad(row.version));
       } catch (error) {
-        // A source that cannot answer now is not "another key": skipping would half-write a rotation.
-        if (isMasterKeyUnavailable(error)) throw error;
+        // A source that cannot answer now (a token away, a sealed vault) is not "another key": when
+        // no other registered source opens the row, that is the answer (503), never "altered".
+        if (isMasterKeyUnavailable(error)) unavailable ??= error;
         // another master key, or an altered row: try the next registered source
       }
     }
+    if (unavailable !== undefined) throw unavailable;
     throw new AppError('AUDIT_CHAIN_KEY_UNAVAILABLE', {
       detail: `audit-chain key v${row.version} does not unwrap under the configured master key (another master key, or the stored key was altered)`,
     });
