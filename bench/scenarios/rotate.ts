@@ -11,7 +11,7 @@
  */
 import { createHmac, randomBytes, randomInt } from 'node:crypto';
 import autocannon from 'autocannon';
-import { decryptValue, encryptValue, fingerprint, panAad } from '../../src/cards/card-crypto.js';
+import { decryptValue, encryptValue, fingerprint, panAad } from '../../src/crypto/field-crypto.js';
 import { luhnValid } from '../../src/cards/luhn.js';
 import { issueDevToken } from '../../src/cli/token.js';
 import { loadConfig } from '../../src/config/config.js';

@@ -21,7 +21,14 @@ import { newId } from '../ids/prefixed-id.js';
 import { INDEXING_STATES, isKeyVersionNotWritable, type KeyRing } from '../keys/key-ring.js';
 import { maskPans } from '../logging/pan-redactor.js';
 import { consumeRateLimit, countInFixedWindow } from '../ratelimit/rate-limiter.js';
-import { decryptValue, encryptValue, fingerprint, identifierAad, panAad, type Identifier } from './card-crypto.js';
+import {
+  decryptValue,
+  encryptValue,
+  fingerprint,
+  identifierAad,
+  panAad,
+  type Identifier,
+} from '../crypto/field-crypto.js';
 import {
   advanceExpiry,
   findCard,

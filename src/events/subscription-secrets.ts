@@ -15,7 +15,7 @@
  * purpose and version, so any number of instances and backfills may run it at once.
  */
 import type { Knex } from 'knex';
-import { decryptValue, encryptValue } from '../cards/card-crypto.js';
+import { decryptValue, encryptValue } from '../crypto/field-crypto.js';
 import { newId } from '../ids/prefixed-id.js';
 import type { EncryptedFieldSet, RowFailure } from '../keys/field-sets.js';
 import type { DataKey, KeyRing } from '../keys/key-ring.js';

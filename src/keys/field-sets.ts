@@ -23,7 +23,7 @@ import {
   panAad,
   type Identifier,
   type IdentifierKind,
-} from '../cards/card-crypto.js';
+} from '../crypto/field-crypto.js';
 import {
   legacySubscriptionSecrets,
   SUBSCRIPTION_SECRET_PURPOSE,
@@ -104,7 +104,7 @@ export interface AesColumnSpec {
   readonly idColumn: string;
   readonly ciphertextColumn: string;
   readonly versionColumn: string;
-  /** The AAD the value was sealed with: binds it to its row and key version (see card-crypto.ts). */
+  /** The AAD the value was sealed with: binds it to its row and key version (see src/crypto/field-crypto.ts). */
   readonly aad: (rowId: string, keyVersion: number) => string;
   /** The key purpose; `pan-encryption` unless said. */
   readonly purpose?: KeyPurpose;
@@ -113,7 +113,7 @@ export interface AesColumnSpec {
 }
 
 /**
- * A column holding `iv ‖ tag ‖ ciphertext` (card-crypto `encryptValue`) under a key version (of
+ * A column holding `iv ‖ tag ‖ ciphertext` (field-crypto `encryptValue`) under a key version (of
  * `pan-encryption` unless the spec names another purpose) recorded in `versionColumn`. Re-encryption decrypts under the old version and seals
  * again under the target with a fresh IV and the AAD of the new version.
  */

@@ -14,7 +14,7 @@
  */
 import type { Knex } from 'knex';
 import { appendAuditEvent } from '../audit/audit-log.js';
-import { decryptValue, emailAad, encryptValue } from '../cards/card-crypto.js';
+import { decryptValue, emailAad, encryptValue } from '../crypto/field-crypto.js';
 import type { VaultService } from '../cards/vault-service.js';
 import { AppError } from '../errors/app-error.js';
 import { eventBody } from '../events/event-types.js';

@@ -6,7 +6,7 @@
  */
 import { expect } from 'chai';
 import { VaultService } from '../../src/cards/vault-service.js';
-import { decryptValue, emailAad, encryptValue } from '../../src/cards/card-crypto.js';
+import { decryptValue, emailAad, encryptValue } from '../../src/crypto/field-crypto.js';
 import { migrateToLatest } from '../../src/db/migrations.js';
 import { SubscriptionService } from '../../src/events/subscription-service.js';
 import { liveSecrets } from '../../src/events/subscription-secrets.js';
