@@ -13,6 +13,7 @@
  */
 import type { Knex } from 'knex';
 import { appendAuditEvent, type AuditEventInput } from '../audit/audit-log.js';
+import type { Caller } from '../auth/actors.js';
 import { GroupCommit } from '../db/group-commit.js';
 import { ReadBatcher } from '../db/read-batcher.js';
 import { AppError } from '../errors/app-error.js';
@@ -46,6 +47,8 @@ import {
 } from './card-store.js';
 import { detectBrand, normalisePan, validateExpiry, type Expiry } from './pan.js';
 
+export type { Caller } from '../auth/actors.js';
+
 export type CardInput =
   | { readonly kind: 'pan'; readonly pan: string; readonly expiryMonth?: number; readonly expiryYear?: number }
   | { readonly kind: 'par'; readonly par: string }
@@ -59,22 +62,6 @@ export interface CardView {
   readonly expiryMonth: number | undefined;
   readonly expiryYear: number | undefined;
   readonly createdAt: Date;
-}
-
-/** Who is asking: used for shopper scoping and for the audit trail. */
-export interface Caller {
-  readonly subject: string;
-  /** Set for shopper tokens: such a caller reaches only this shopper's cards. */
-  readonly shopperRef: string | undefined;
-  readonly origin: string;
-  /**
-   * The client's rate-limit key, naming the kind of principal (`jwt:<sub>`, or the certificate
-   * principal's `mtls:<client>`), so a token subject can never share a certificate's bucket.
-   * Defaults to `subject` (internal callers).
-   */
-  readonly clientKey?: string;
-  /** How the caller authenticated; recorded in audit details. */
-  readonly principalKind?: 'token' | 'certificate';
 }
 
 /** Awaited by tokenise/attach between the lookup and any answer or write; what they throw is thrown. */

@@ -28,6 +28,8 @@ import { createPrivateKey, createPublicKey, createSecretKey, randomBytes, type K
 import type { Knex } from 'knex';
 import { registerAuditChainKeys } from '../audit/audit-chain-keys.js';
 import { appendAuditEvent } from '../audit/audit-log.js';
+import type { KeyActor } from '../auth/actors.js';
+import { isKeyVersionNotWritable } from '../db/key-version-check.js';
 import { KEY_PURPOSES, KEY_SPECS, type KeyPurpose } from '../crypto/key-specs.js';
 import { generateCa } from '../mtls/certificate-authority.js';
 import { sealCa } from '../mtls/seals.js';
@@ -35,6 +37,8 @@ import type { KeyIdRename, MasterKeySource } from './master-key-source.js';
 
 // The purposes and their specs live in a leaf module (config reads them too); re-exported here.
 export { KEY_PURPOSES, KEY_SPECS, type KeyPurpose, type KeySpec } from '../crypto/key-specs.js';
+export type { KeyActor } from '../auth/actors.js';
+export { isKeyVersionNotWritable } from '../db/key-version-check.js';
 
 type Db = Knex | Knex.Transaction;
 
@@ -239,12 +243,6 @@ export class KeyRing {
   }
 }
 
-export interface KeyActor {
-  readonly actor: string;
-  readonly actorType: 'system' | 'custodian' | 'operator' | 'service';
-  readonly origin: string;
-}
-
 /** Generates, wraps and stores a new data key version, audited, in the caller's transaction. */
 export async function insertNewKey(
   trx: Knex.Transaction,
@@ -360,23 +358,6 @@ export async function bumpGeneration(
     await trx('data_keys').where({ purpose, version }).update({ state_generation: generation });
   }
   return generation;
-}
-
-/**
- * Whether the database refused a row because the key version it names is not writable (anymore): the
- * ring that chose it is stale. SQLSTATE 23514 with constraint `key_version_writable`.
- */
-export function isKeyVersionNotWritable(error: unknown): boolean {
-  const e = error as { code?: unknown; constraint?: unknown; message?: unknown; cause?: unknown } | undefined;
-  if (e === undefined || e === null) return false;
-  if (
-    e.code === '23514' &&
-    (e.constraint === 'key_version_writable' ||
-      (typeof e.message === 'string' && e.message.includes('key_version_writable')))
-  ) {
-    return true;
-  }
-  return e.cause !== undefined && e.cause !== error && isKeyVersionNotWritable(e.cause);
 }
 
 /**

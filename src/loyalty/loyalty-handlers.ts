@@ -1,16 +1,16 @@
 /** HTTP adapters of the loyalty app API and the programme. Validated input in, one service call out. */
 import type { Knex } from 'knex';
 import type { Request } from 'express';
-import { callerOf } from '../cards/cards-handlers.js';
 import { AppError } from '../errors/app-error.js';
 import { maskPans } from '../logging/pan-redactor.js';
 import { pageBody } from '../db/keyset-cursor.js';
+import { actorOf } from '../http/callers.js';
 import type { HandlerMap } from '../http/types.js';
 import { principalOf, validInput } from '../http/types.js';
 import { ShopperMergedMeanwhile } from './ledger-book.js';
 import type { LedgerEntry } from './ledger-queries.js';
 import { balanceOf, listLedger } from './ledger-queries.js';
-import type { Actor, LoyaltyService, RedemptionRequest } from './loyalty-service.js';
+import type { LoyaltyService, RedemptionRequest } from './loyalty-service.js';
 import type { Enrolment, MemberService } from './member-service.js';
 import {
   currentProgramme,
@@ -116,11 +116,6 @@ export async function reachableShopper(knex: Knex, req: Request): Promise<string
       ),
     },
   });
-}
-
-export function actorOf(req: Request): Actor {
-  const { subject, origin } = callerOf(req);
-  return { subject, origin };
 }
 
 function programmeJson(p: ProgrammeVersion): Record<string, unknown> {

@@ -14,7 +14,8 @@
 import { createHash } from 'node:crypto';
 import type { Knex } from 'knex';
 import { appendAuditEvent, canonicalJson } from '../audit/audit-log.js';
-import { refuseCardData } from '../card-data/card-data-guard.js';
+import type { Actor } from '../auth/actors.js';
+import { refuseCardNumbers } from '../card-data/request-fields.js';
 import { AppError } from '../errors/app-error.js';
 import { newId } from '../ids/prefixed-id.js';
 import type { PaymentTransitionEvent } from '../payments/payment-service.js';
@@ -34,11 +35,6 @@ import {
 } from './programme.js';
 import { mergedInto } from './shoppers.js';
 import { withRetry } from './retry.js';
-
-export interface Actor {
-  readonly subject: string;
-  readonly origin: string;
-}
 
 export interface RedemptionRequest {
   readonly points: number;
@@ -441,11 +437,6 @@ interface RedemptionRow {
   reference: string;
   description: string | null;
   state: 'completed' | 'reversed';
-}
-
-/** Free text is stored and shown back: a card number in it is refused, never kept (the card-data guard). */
-export function refuseCardNumbers(fields: Readonly<Record<string, string | undefined>>): void {
-  refuseCardData(fields, '/body');
 }
 
 function sameTargets(a: EarningTargets, b: EarningTargets): boolean {

@@ -22,7 +22,8 @@ import { writeEvents } from '../events/outbox.js';
 import { retryOnStaleKey, type KeyRing } from '../keys/key-ring.js';
 import type { PaymentService } from '../payments/payment-service.js';
 import { LedgerBook, type AccountRow } from './ledger-book.js';
-import { refuseCardNumbers, type Actor } from './loyalty-service.js';
+import type { Actor } from '../auth/actors.js';
+import { refuseCardNumbers } from '../card-data/request-fields.js';
 import { withRetry } from './retry.js';
 import { survivorOf } from './shoppers.js';
 

@@ -1,6 +1,6 @@
 /** HTTP adapters: a shopper's purchases, the webhook inbox and its replay action. */
 import type { Knex } from 'knex';
-import { callerOf } from '../cards/cards-handlers.js';
+import { callerOf } from '../http/callers.js';
 import { AppError } from '../errors/app-error.js';
 import { pageBody } from '../db/keyset-cursor.js';
 import type { HandlerMap } from '../http/types.js';
