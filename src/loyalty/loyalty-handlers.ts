@@ -1,8 +1,6 @@
 /** HTTP adapters of the loyalty app API and the programme. Validated input in, one service call out. */
 import type { Knex } from 'knex';
 import type { Request } from 'express';
-import { AppError } from '../errors/app-error.js';
-import { maskPans } from '../logging/pan-redactor.js';
 import { pageBody } from '../db/keyset-cursor.js';
 import { actorOf } from '../http/callers.js';
 import type { HandlerMap } from '../http/types.js';
@@ -19,7 +17,8 @@ import {
   type ProgrammeRules,
   type ProgrammeVersion,
 } from './programme.js';
-import { accessShopper, ADMIN_SCOPE } from './shoppers.js';
+import { ADMIN_SCOPE } from '../shoppers/shopper-access.js';
+import { reachableShopper } from '../shoppers/reachable-shopper.js';
 
 export interface LoyaltyHandlerDeps {
   readonly knex: Knex;
@@ -95,27 +94,6 @@ export function loyaltyHandlers({ knex, loyalty, members, now = () => new Date()
       });
     },
   };
-}
-
-/**
- * The shopper of the path, if the caller may reach it (`404` otherwise, as for an unknown one). A
- * merged reference answers `308` to the same URL under the survivor's reference.
- */
-export async function reachableShopper(knex: Knex, req: Request): Promise<string> {
-  const ref = validInput(req).path['shopperReference'] as string;
-  const access = await accessShopper(knex, principalOf(req), ref);
-  if (access.kind === 'shopper') return access.shopperRef;
-  throw new AppError('SHOPPER_MERGED', {
-    detail: 'This shopper was merged; repeat the request at Location.',
-    extensions: { survivorReference: access.survivorRef },
-    // Headers are not masked on the way out: a card number pasted into the query is masked here.
-    headers: {
-      Location: maskPans(req.originalUrl.replace(`/shoppers/${ref}`, `/shoppers/${access.survivorRef}`)).replace(
-        /[^\x21-\x7e]/g,
-        (c) => encodeURIComponent(c),
-      ),
-    },
-  });
 }
 
 function programmeJson(p: ProgrammeVersion): Record<string, unknown> {

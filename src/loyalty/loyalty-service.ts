@@ -33,7 +33,7 @@ import {
   type ProgrammeRules,
   type ProgrammeVersion,
 } from './programme.js';
-import { mergedInto } from './shoppers.js';
+import { mergedInto } from '../shoppers/shopper-access.js';
 import { withRetry } from './retry.js';
 
 export interface RedemptionRequest {

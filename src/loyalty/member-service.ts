@@ -25,7 +25,7 @@ import { LedgerBook, type AccountRow } from './ledger-book.js';
 import type { Actor } from '../auth/actors.js';
 import { refuseCardNumbers } from '../card-data/request-fields.js';
 import { withRetry } from './retry.js';
-import { survivorOf } from './shoppers.js';
+import { survivorOf } from '../shoppers/shopper-access.js';
 
 export interface Enrolment {
   readonly email?: string;
