@@ -18,7 +18,7 @@ import { loadConfig } from '../../src/config/config.js';
 import { createDatabase } from '../../src/db/database.js';
 import { migrateToLatest } from '../../src/db/migrations.js';
 import { newId } from '../../src/ids/prefixed-id.js';
-import { builtInFieldSets } from '../../src/keys/field-sets.js';
+import { builtInFieldSets } from '../../src/encrypted-field-sets.js';
 import { KeyManager } from '../../src/keys/key-manager.js';
 import { DEFAULT_CRYPTOPERIOD_DAYS, KeyRing, type KeyActor } from '../../src/keys/key-ring.js';
 import { LocalMasterKey } from '../../src/keys/master-key-source.js';

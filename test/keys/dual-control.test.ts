@@ -8,7 +8,7 @@ import { verifyAuditChain } from '../../src/audit/audit-log.js';
 import { ConfigError, loadConfig } from '../../src/config/config.js';
 import { migrateToLatest } from '../../src/db/migrations.js';
 import { KeyManager } from '../../src/keys/key-manager.js';
-import { builtInFieldSets } from '../../src/keys/field-sets.js';
+import { builtInFieldSets } from '../../src/encrypted-field-sets.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
 import { approve as approveAs, ed25519, genesis, requestId, type Person } from './custodians-fixture.js';
 import { defaultPolicy, keysFixture, OPERATOR, type KeysFixture } from './keys-context.js';

@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { Writable } from 'node:stream';
 import type { Knex } from 'knex';
 import { runKeysCommand, type KeysContext } from '../../src/cli/keys-commands.js';
-import { builtInFieldSets } from '../../src/keys/field-sets.js';
+import { builtInFieldSets } from '../../src/encrypted-field-sets.js';
 import { DEFAULT_CRYPTOPERIOD_DAYS, KeyRing, type KeyActor } from '../../src/keys/key-ring.js';
 import { KeyManager, type KeyPolicy } from '../../src/keys/key-manager.js';
 import { LocalMasterKey, type MasterKeySource } from '../../src/keys/master-key-source.js';
