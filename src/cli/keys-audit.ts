@@ -14,7 +14,7 @@ import { createCheckpoint, verifyAgainstCheckpoint } from '../audit/audit-checkp
 import { exportAudit, publicKeyThumbprint, verifyAuditExport } from '../audit/audit-export.js';
 import { auditSigner } from '../keys/audit-signer.js';
 import { appendAuditEvent, convertAuditChainIfNeeded, redactAuditEntry, verifyAuditChain } from '../audit/audit-log.js';
-import type { KeysContext } from './keys-commands.js';
+import type { KeysContext } from './keys-context.js';
 import { UsageError } from './usage-error.js';
 
 export const AUDIT_USAGE = `  audit verify [--checkpoint <file> (--public-key <pem> | --public-key-thumbprint <t>)]

@@ -9,18 +9,16 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import { parseArgs } from 'node:util';
-import type { Knex } from 'knex';
 import { isAppError } from '../errors/app-error.js';
-import type { EncryptedFieldSet } from '../keys/field-sets.js';
 import { currentGeneration, describeInstance, liveInstances } from '../keys/instance-heartbeat.js';
-import { KeyManager, isPurpose, type KeyPolicy } from '../keys/key-manager.js';
-import type { KeyActor, KeyPurpose, KeyRing } from '../keys/key-ring.js';
-import type { MasterKeySource } from '../keys/master-key-source.js';
+import { KeyManager, isPurpose } from '../keys/key-manager.js';
+import type { KeyActor, KeyPurpose } from '../keys/key-ring.js';
 import { checkKeyTriggers, type KeyCheckFinding } from '../keys/key-version-triggers.js';
 import { reencrypt } from '../keys/reencrypt.js';
 import { auditCommand, AUDIT_USAGE } from './keys-audit.js';
 import { mtlsCommand, MTLS_USAGE } from './keys-mtls.js';
 import { requestsCommand, REQUESTS_USAGE } from './keys-requests.js';
+import type { KeysContext, KeysIo } from './keys-context.js';
 import { UsageError } from './usage-error.js';
 import {
   inventoryMarkdown,
@@ -30,28 +28,8 @@ import {
   type InventoryDocument,
 } from './keys-report.js';
 
-export interface KeysContext {
-  readonly knex: Knex;
-  readonly databaseKind: 'postgres' | 'pglite';
-  readonly databaseDescription: string;
-  readonly masterKey: MasterKeySource;
-  readonly ring: KeyRing;
-  readonly policy: KeyPolicy;
-  readonly registry: readonly EncryptedFieldSet[];
-  readonly actor: KeyActor;
-  /** TLS_CLIENT_CA's certificates (PEM bundle): `mtls register` accepts certificates they issued. */
-  readonly externalClientCaPem?: string | undefined;
-}
-
-export interface KeysIo {
-  readonly stdout: NodeJS.WritableStream;
-  readonly stderr: NodeJS.WritableStream;
-  readonly isTTY: boolean;
-  /** Set on Ctrl-C: a running backfill stops after its batches in flight. */
-  readonly interrupted?: () => boolean;
-  /** Asks the person at the terminal (absent without one): `approve` signs only after a yes. */
-  readonly confirm?: ((question: string) => Promise<boolean>) | undefined;
-}
+// The context and I/O every key command receives (its own module: the sub-command files use it too).
+export type { KeysContext, KeysIo } from './keys-context.js';
 
 export const USAGE = `usage: npm run keys -- <command> [options]
 

@@ -30,7 +30,7 @@ import {
 import { approveRequest, previewApproval } from '../keys/key-approvals.js';
 import { isPurpose, KeyManager } from '../keys/key-manager.js';
 import type { KeyPurpose } from '../keys/key-ring.js';
-import type { KeysContext, KeysIo } from './keys-commands.js';
+import type { KeysContext, KeysIo } from './keys-context.js';
 import { UsageError } from './usage-error.js';
 
 export const REQUESTS_USAGE = `  custodian list                                  the custodians (rows whose seal does not verify are flagged)
