@@ -35,6 +35,7 @@ import { loadWebhookSecrets } from './webhooks/webhook-secrets.js';
 import { LoyaltyService } from './loyalty/loyalty-service.js';
 import { MemberService } from './loyalty/member-service.js';
 import { loyaltyHandlers } from './loyalty/loyalty-handlers.js';
+import { storedEvent } from './webhooks/stored-events.js';
 import { webhookHandlers } from './webhooks/webhook-handlers.js';
 import fs from 'node:fs';
 import { createClientCertificateVerifier } from './mtls/client-certificate-verifier.js';
@@ -278,7 +279,7 @@ export async function buildService(config: Config, options: BuildOptions): Promi
         metrics,
         isKnownPan: (digits) => vault.isKnownPan(digits),
       }),
-      ...paymentsHandlers(database.knex, payments),
+      ...paymentsHandlers(database.knex, payments, storedEvent),
       ...loyaltyHandlers({ knex: database.knex, loyalty, members }),
       ...eventsHandlers(subscriptions),
       getMetrics(_req, res) {

@@ -7,14 +7,11 @@ import type { HandlerMap } from '../http/types.js';
 import { validInput } from '../http/types.js';
 import { reachableShopper } from '../shoppers/reachable-shopper.js';
 import { mergedInto } from '../shoppers/shopper-access.js';
-import { adyenEvent, type AdyenItem } from '../webhooks/adyen-events.js';
-import { platformEvent, type PlatformPaymentEvent } from '../webhooks/platform-events.js';
-import { stripeEvent, type StripeEvent } from '../webhooks/stripe-events.js';
-import type { PaymentEventInput, Provider } from './payment-event.js';
+import type { Provider, StoredEventMapper } from './payment-event.js';
 import { findInboxEvent, listInbox, listPurchases, type InboxRow } from './payment-queries.js';
 import type { InboxState, PaymentRow, PaymentService } from './payment-service.js';
 
-export function paymentsHandlers(knex: Knex, payments: PaymentService): HandlerMap {
+export function paymentsHandlers(knex: Knex, payments: PaymentService, storedEvent: StoredEventMapper): HandlerMap {
   return {
     async listShopperPurchases(req, res) {
       const { query } = validInput(req);
@@ -51,18 +48,6 @@ export function paymentsHandlers(knex: Knex, payments: PaymentService): HandlerM
       res.json(inboxJson((await findInboxEvent(knex, id)) as InboxRow));
     },
   };
-}
-
-/** The stored (projected, PAN-free) payload mapped again by the adapter that first received it. */
-function storedEvent(row: InboxRow): PaymentEventInput {
-  switch (row.provider) {
-    case 'platform':
-      return platformEvent(row.payload as PlatformPaymentEvent, row.event_key);
-    case 'adyen':
-      return adyenEvent(row.payload as AdyenItem, row.received_at, { stored: true });
-    case 'stripe':
-      return stripeEvent(row.payload as StripeEvent, { stored: true });
-  }
 }
 
 function purchaseJson(row: PaymentRow): Record<string, unknown> {
