@@ -27,7 +27,8 @@ const ORDER = [...FOUNDATION, ...INFRASTRUCTURE, ...FEATURES];
  */
 const PUBLIC = {
   // The key ring (data keys for a purpose), the master key (seals), the field-set registry's types.
-  keys: ['key-ring\\.ts', 'master-key-source\\.ts', 'field-sets\\.ts', 'audit-signer\\.ts'],
+  // client-ca.ts: the interface mtls implements for the one purpose whose key is a CA.
+  keys: ['key-ring\\.ts', 'master-key-source\\.ts', 'field-sets\\.ts', 'client-ca\\.ts'],
   // The verifier the HTTP layer is given; the certificates' own encrypted field set.
   mtls: ['client-certificate-verifier\\.ts', 'client-certificate-records\\.ts'],
   // The outbox a feature writes its events into, and the event catalogue.

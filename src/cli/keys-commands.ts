@@ -19,6 +19,7 @@ import { auditCommand, AUDIT_USAGE } from './keys-audit.js';
 import { mtlsCommand, MTLS_USAGE } from './keys-mtls.js';
 import { requestsCommand, REQUESTS_USAGE } from './keys-requests.js';
 import type { KeysContext, KeysIo } from './keys-context.js';
+import { clientCaHooks } from '../mtls/client-ca-hooks.js';
 import { UsageError } from './usage-error.js';
 import {
   inventoryMarkdown,
@@ -102,6 +103,7 @@ function manager(ctx: KeysContext, waitTimeout?: string): KeyManager {
     ring: ctx.ring,
     masterKey: ctx.masterKey,
     registry: ctx.registry,
+    clientCa: clientCaHooks,
     policy:
       waitTimeout === undefined
         ? ctx.policy

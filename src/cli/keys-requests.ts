@@ -31,6 +31,7 @@ import { approveRequest, previewApproval } from '../keys/key-approvals.js';
 import { isPurpose, KeyManager } from '../keys/key-manager.js';
 import type { KeyPurpose } from '../keys/key-ring.js';
 import type { KeysContext, KeysIo } from './keys-context.js';
+import { clientCaHooks } from '../mtls/client-ca-hooks.js';
 import { UsageError } from './usage-error.js';
 
 export const REQUESTS_USAGE = `  custodian list                                  the custodians (rows whose seal does not verify are flagged)
@@ -156,6 +157,7 @@ function manager(ctx: KeysContext): KeyManager {
     ring: ctx.ring,
     masterKey: ctx.masterKey,
     registry: ctx.registry,
+    clientCa: clientCaHooks,
     policy: ctx.policy,
     actor: ctx.actor,
   });

@@ -31,8 +31,7 @@ import { appendAuditEvent } from '../audit/audit-log.js';
 import type { KeyActor } from '../auth/actors.js';
 import { isKeyVersionNotWritable } from '../db/key-version-check.js';
 import { KEY_PURPOSES, KEY_SPECS, type KeyPurpose } from '../crypto/key-specs.js';
-import { generateCa } from '../mtls/certificate-authority.js';
-import { sealCa } from '../mtls/seals.js';
+import type { ClientCaHooks } from './client-ca.js';
 import type { KeyIdRename, MasterKeySource } from './master-key-source.js';
 
 // The purposes and their specs live in a leaf module (config reads them too); re-exported here.
@@ -252,6 +251,8 @@ export async function insertNewKey(
   state: 'active' | 'published',
   actor: KeyActor,
   cryptoperiodDays: number = KEY_SPECS[purpose].cryptoperiodDays,
+  /** Required for `mtls-client-ca`, whose key is a certificate authority (given by the composition root). */
+  clientCa?: ClientCaHooks,
 ): Promise<void> {
   registerAuditChainKeys(trx, masterKey); // its audit entry below is MAC'd under a key this master key opens
   const spec = KEY_SPECS[purpose];
@@ -259,8 +260,9 @@ export async function insertNewKey(
   let publicKeyPem: string | null = null;
   let certificatePem: string | null = null;
   if (purpose === 'mtls-client-ca') {
+    if (clientCa === undefined) throw new Error('creating an mtls-client-ca key needs the client CA hooks');
     // An RSA-3072 key (PKCS#8 DER) and its self-signed CA certificate (src/mtls).
-    const ca = generateCa(version, cryptoperiodDays + MAX_CLIENT_CERTIFICATE_DAYS);
+    const ca = clientCa.generate(version, cryptoperiodDays + MAX_CLIENT_CERTIFICATE_DAYS);
     material = ca.privateKeyDer;
     publicKeyPem = ca.publicKeyPem;
     certificatePem = ca.certificatePem;
@@ -273,7 +275,9 @@ export async function insertNewKey(
   material.fill(0);
   // The service trusts a CA certificate only with this seal (src/mtls/seals.ts).
   const certificateSeal =
-    certificatePem === null ? null : await sealCa(masterKey, { purpose, version, certificatePem });
+    certificatePem === null || clientCa === undefined
+      ? null
+      : await clientCa.seal(masterKey, { purpose, version, certificatePem });
   const now = new Date();
   await trx('data_keys').insert({
     purpose,

@@ -40,6 +40,7 @@ import {
   randomSerialHex,
   serialReadsAsCardData,
 } from './certificate-authority.js';
+import { clientCaHooks } from './client-ca-hooks.js';
 import { sealGrant } from './seals.js';
 import { appendRevocations, REVOCATIONS_SEALED_ACTION, sealEmptyHead } from './revocation-list.js';
 import {
@@ -127,6 +128,7 @@ export class ClientCertificateAuthority {
         'active',
         this.deps.actor,
         this.deps.cryptoperiodDays,
+        clientCaHooks,
       );
       const row = (await trx('data_keys').where({ purpose: CA_PURPOSE, version: 1 }).first()) as {
         certificate_pem: string;
