@@ -1,3 +1,4 @@
+/* eslint max-lines: ["error", 500] -- the key CLI dispatcher and its list/inventory/status/rotate/retire/destroy commands; to split (issue 20) */
 /**
  * The key-management commands (`npm run keys -- <command>`), given an open context so that tests run
  * them in-process against their own database. Every command that changes something prints what it

@@ -1,3 +1,4 @@
+/* eslint max-lines: ["error", 450] -- the dual-control request sub-commands (request, approve, list, show, cancel) and their output */
 /**
  * The dual-control commands of the key CLI: `custodian …`, `request …` and `approve`.
  *

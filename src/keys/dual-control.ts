@@ -1,3 +1,4 @@
+/* eslint max-lines: ["error", 500] -- dual-control rules: requests, approvals, signatures and their verification, kept together */
 /**
  * Dual control for key operations (PCI DSS 3.6.1.2, 3.7.6, 3.7.7): rotate, retire, destroy and the
  * registration of custodians run only with the signed approval of two distinct registered custodians,

@@ -1,3 +1,4 @@
+/* eslint max-lines: ["error", 450] -- the data-key ring and the key creation it bootstraps; the rest moved to leaf modules (issue 20) */
 /**
  * The data-key ring: versioned AES-256 and HMAC keys, each wrapped by the master key (envelope
  * encryption) and stored in `data_keys`; unwrapped only into this process's memory.

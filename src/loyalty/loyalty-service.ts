@@ -1,3 +1,4 @@
+/* eslint max-lines: ["error", 500] -- earning, redemption and expiry: three use cases to split (issue 20) */
 /**
  * The points ledger's writes: earning from payment transitions, redemptions and their reversal,
  * expiry. Every method is one transaction; every booking goes through a {@link LedgerBook}.

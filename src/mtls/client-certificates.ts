@@ -1,3 +1,4 @@
+/* eslint max-lines: ["error", 550] -- issue, register, revoke and list client certificates with their seals and audit */
 /**
  * The client CA's operations for the key CLI: create the CA, issue a client certificate (as a
  * PKCS#12 bundle, or for a CSR made on the device), list and revoke. Every issue and revoke is one
