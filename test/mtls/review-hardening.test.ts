@@ -333,7 +333,11 @@ describe('mTLS security review: seals, revocation race, detokenise scope, keyUsa
       const keyPem = createPrivateKey({ key: external.privateKeyDer, format: 'der', type: 'pkcs8' })
         .export({ format: 'pem', type: 'pkcs8' })
         .toString();
-      const device = forgeClientCertificate({ certPem: external.certificatePem, keyPem }, undefined, '4111111111111111');
+      const device = forgeClientCertificate(
+        { certPem: external.certificatePem, keyPem },
+        undefined,
+        '4111111111111111',
+      );
       const before = Number((await db.knex('mtls_client_certificates').count({ n: '*' }).first())?.n);
       const refused = await ca
         .register({
