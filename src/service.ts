@@ -4,7 +4,7 @@
  */
 import type { Express } from 'express';
 import { createAuthenticator, keyResolverFor } from './auth/authenticator.js';
-import { authHandlers } from './auth/auth-handlers.js';
+import { authHandlers } from './http/principal-handlers.js';
 import { loadDevIssuer } from './auth/dev-issuer.js';
 import type { Config } from './config/config.js';
 import { productionDowngrades } from './config/downgrades.js';

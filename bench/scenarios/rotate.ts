@@ -11,14 +11,15 @@
  */
 import { createHmac, randomBytes, randomInt } from 'node:crypto';
 import autocannon from 'autocannon';
-import { decryptValue, encryptValue, fingerprint, panAad } from '../../src/cards/card-crypto.js';
+import { decryptValue, encryptValue, fingerprint, panAad } from '../../src/crypto/field-crypto.js';
 import { luhnValid } from '../../src/cards/luhn.js';
 import { issueDevToken } from '../../src/cli/token.js';
 import { loadConfig } from '../../src/config/config.js';
 import { createDatabase } from '../../src/db/database.js';
 import { migrateToLatest } from '../../src/db/migrations.js';
 import { newId } from '../../src/ids/prefixed-id.js';
-import { builtInFieldSets } from '../../src/keys/field-sets.js';
+import { builtInFieldSets } from '../../src/encrypted-field-sets.js';
+import { clientCaHooks } from '../../src/mtls/client-ca-hooks.js';
 import { KeyManager } from '../../src/keys/key-manager.js';
 import { DEFAULT_CRYPTOPERIOD_DAYS, KeyRing, type KeyActor } from '../../src/keys/key-ring.js';
 import { LocalMasterKey } from '../../src/keys/master-key-source.js';
@@ -123,6 +124,7 @@ async function run(): Promise<ScenarioResult> {
             ring,
             masterKey,
             registry: builtInFieldSets,
+            clientCa: clientCaHooks,
             policy: {
               singleOperator: true,
               production: false,

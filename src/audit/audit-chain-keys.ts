@@ -102,14 +102,14 @@ class Registration {
   }
 
   private async unwrap(row: ChainKeyRow): Promise<Buffer> {
-    let unavailable: unknown;
+    let unavailable: Error | undefined;
     for (const wrapper of this.wrappers) {
       try {
         return await wrapper.unwrap(row.wrapped_key, chainKeyAad(row.version));
       } catch (error) {
         // A source that cannot answer now (a token away, a sealed vault) is not "another key": when
         // no other registered source opens the row, that is the answer (503), never "altered".
-        if (isMasterKeyUnavailable(error)) unavailable ??= error;
+        if (isMasterKeyUnavailable(error)) unavailable ??= error as Error;
         // another master key, or an altered row: try the next registered source
       }
     }

@@ -16,9 +16,9 @@ import { createPublicKey, type KeyObject } from 'node:crypto';
 import { CompactSign, compactVerify, decodeProtectedHeader } from 'jose';
 import type { Knex } from 'knex';
 import { AppError } from '../errors/app-error.js';
-import type { KeyActor, KeyRing } from '../keys/key-ring.js';
+import type { KeyActor } from '../auth/actors.js';
 import { macEqual } from './audit-chain.js';
-import { auditSigner, publicKeyThumbprint } from './audit-export.js';
+import { publicKeyThumbprint, type AuditSignerSource } from './audit-export.js';
 import { appendAuditEvent } from './audit-log.js';
 import { verifyAuditChain } from './audit-verify.js';
 
@@ -36,7 +36,7 @@ export interface CheckpointClaims {
 
 export async function createCheckpoint(
   knex: Knex,
-  ring: KeyRing,
+  signerSource: AuditSignerSource,
   actor: KeyActor,
   now = new Date(),
 ): Promise<{ jws: string; claims: CheckpointClaims }> {
@@ -58,7 +58,7 @@ export async function createCheckpoint(
     );
     throw error;
   }
-  const signer = await auditSigner(knex, ring);
+  const signer = await signerSource();
   const claims: CheckpointClaims = {
     format: CHECKPOINT_FORMAT,
     seq: verdict.headSeq,

@@ -15,7 +15,7 @@ import { createHash, createPublicKey, type KeyObject } from 'node:crypto';
 import { base64url, calculateJwkThumbprint, CompactSign, compactVerify, type JWK } from 'jose';
 import type { Knex } from 'knex';
 import { AppError } from '../errors/app-error.js';
-import { ed25519PrivateKey, type KeyActor, type KeyRing } from '../keys/key-ring.js';
+import type { KeyActor } from '../auth/actors.js';
 import { detailsDigest, isTombstone, legacyHash } from './audit-chain.js';
 import { appendAuditEvent, rowToEvent, type AuditEvent } from './audit-log.js';
 import { verifyAuditChain } from './audit-verify.js';
@@ -59,22 +59,15 @@ export interface AuditSigner {
   readonly privateKey: KeyObject;
 }
 
-/** The active audit-signing key, its public half and its JWK thumbprint (`kid`). */
-export async function auditSigner(knex: Knex, ring: KeyRing): Promise<AuditSigner> {
-  const signing = await ring.active('audit-signing');
-  const row = (await knex('data_keys').where({ purpose: 'audit-signing', version: signing.version }).first()) as {
-    public_key_pem: string;
-  };
-  const seed = signing.key.export();
-  const privateKey = ed25519PrivateKey(seed);
-  seed.fill(0);
-  const kid = await publicKeyThumbprint(createPublicKey(row.public_key_pem));
-  return { version: signing.version, kid, publicKeyPem: row.public_key_pem, privateKey };
-}
+/**
+ * Where the export and the checkpoint get their signing key: the key ring provides it
+ * (src/keys/audit-signer.ts). Called only once the request is known to be valid.
+ */
+export type AuditSignerSource = () => Promise<AuditSigner>;
 
 export async function exportAudit(
   knex: Knex,
-  ring: KeyRing,
+  signerSource: AuditSignerSource,
   range: { from: Date; to: Date },
   actor: KeyActor,
   now = new Date(),
@@ -96,7 +89,7 @@ export async function exportAudit(
     );
     throw error;
   }
-  const signer = await auditSigner(knex, ring);
+  const signer = await signerSource();
   const verdict = await verifyAuditChain(knex);
   // A contiguous run of the chain (instances' clocks may differ slightly, `seq` never does): from the
   // first entry at or after `from` to the last one before `to`.

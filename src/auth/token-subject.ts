@@ -20,7 +20,7 @@
  *   Google numeric ids, e-mail addresses, SPIFFE `spiffe://…` URIs) and it leaves no room for
  *   cross-script confusables (a Cyrillic `т`), a Braille blank or an exotic colon.
  * - Independently of all this, rate-limit buckets are keyed by the kind of principal (`jwt:<sub>` vs
- *   the certificate's `mtls:<client>`, src/cards/cards-handlers.ts) and audit entries of card
+ *   the certificate's `mtls:<client>`, src/http/callers.ts) and audit entries of card
  *   operations record it, so even a subject that slipped through could not share a certificate's.
  */
 import { AppError } from '../errors/app-error.js';

@@ -6,7 +6,7 @@ import type { Knex } from 'knex';
 import type { OutboundEvent } from '../events/event-types.js';
 import { partOf, writeTogether } from '../db/write-together.js';
 import { outboxPart } from '../events/outbox.js';
-import type { IdentifierKind } from './card-crypto.js';
+import type { IdentifierKind } from '../crypto/field-crypto.js';
 
 type Db = Knex | Knex.Transaction;
 

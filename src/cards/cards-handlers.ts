@@ -3,11 +3,10 @@ import type { Request } from 'express';
 import { AppError } from '../errors/app-error.js';
 import type { RateLimitDecision, SharedBudget } from '../ratelimit/rate-limiter.js';
 import type { TokenBuckets } from '../ratelimit/token-bucket.js';
-import type { Principal } from '../auth/authenticator.js';
 import type { HandlerMap } from '../http/types.js';
+import { callerOf, clientKeyOf } from '../http/callers.js';
 import { principalOf, validInput } from '../http/types.js';
-import { isCertificatePrincipal } from '../http/operation-middleware.js';
-import type { CardInput, CardView, Caller, SightingHooks, VaultService } from './vault-service.js';
+import type { CardInput, CardView, SightingHooks, VaultService } from './vault-service.js';
 
 interface CardBody {
   pan?: string;
@@ -15,29 +14,6 @@ interface CardBody {
   expiryYear?: number;
   par?: string;
   alias?: { namespace: string; value: string };
-}
-
-/**
- * The client's key in rate-limit buckets, naming the kind of principal: `mtls:<client>` for a client
- * certificate, `jwt:<sub>` for a bearer token. A token subject can never share a certificate's bucket,
- * whatever it looks like.
- */
-export function clientKeyOf(principal: Principal): string {
-  return isCertificatePrincipal(principal) ? principal.subject : `jwt:${principal.subject}`;
-}
-
-export function callerOf(req: Request): Caller {
-  const principal = principalOf(req);
-  return {
-    subject: principal.subject,
-    shopperRef: principal.shopperRef,
-    clientKey: clientKeyOf(principal),
-    principalKind: isCertificatePrincipal(principal) ? 'certificate' : 'token',
-    // A client certificate's serial names the exact credential used (PCI DSS 10.2: origin).
-    origin:
-      `request:${req.id} ip:${req.ip ?? '-'}` +
-      (isCertificatePrincipal(principal) ? ` cert:${principal.certificateSerial}` : ''),
-  };
 }
 
 /** The body schema (oneOf) guarantees exactly one of pan / par / alias. */

@@ -1,3 +1,4 @@
+/* eslint max-lines: ["error", 550] -- tokenise, attach, lookup and detokenise share batching, rate limits and key-retry plumbing; to split (issue 20) */
 /**
  * The card vault: turns card identifiers into permanent tokens and shopper references.
  *
@@ -13,6 +14,7 @@
  */
 import type { Knex } from 'knex';
 import { appendAuditEvent, type AuditEventInput } from '../audit/audit-log.js';
+import type { Caller } from '../auth/actors.js';
 import { GroupCommit } from '../db/group-commit.js';
 import { ReadBatcher } from '../db/read-batcher.js';
 import { AppError } from '../errors/app-error.js';
@@ -21,7 +23,14 @@ import { newId } from '../ids/prefixed-id.js';
 import { INDEXING_STATES, isKeyVersionNotWritable, type KeyRing } from '../keys/key-ring.js';
 import { maskPans } from '../logging/pan-redactor.js';
 import { consumeRateLimit, countInFixedWindow } from '../ratelimit/rate-limiter.js';
-import { decryptValue, encryptValue, fingerprint, identifierAad, panAad, type Identifier } from './card-crypto.js';
+import {
+  decryptValue,
+  encryptValue,
+  fingerprint,
+  identifierAad,
+  panAad,
+  type Identifier,
+} from '../crypto/field-crypto.js';
 import {
   advanceExpiry,
   findCard,
@@ -39,6 +48,8 @@ import {
 } from './card-store.js';
 import { detectBrand, normalisePan, validateExpiry, type Expiry } from './pan.js';
 
+export type { Caller } from '../auth/actors.js';
+
 export type CardInput =
   | { readonly kind: 'pan'; readonly pan: string; readonly expiryMonth?: number; readonly expiryYear?: number }
   | { readonly kind: 'par'; readonly par: string }
@@ -52,22 +63,6 @@ export interface CardView {
   readonly expiryMonth: number | undefined;
   readonly expiryYear: number | undefined;
   readonly createdAt: Date;
-}
-
-/** Who is asking: used for shopper scoping and for the audit trail. */
-export interface Caller {
-  readonly subject: string;
-  /** Set for shopper tokens: such a caller reaches only this shopper's cards. */
-  readonly shopperRef: string | undefined;
-  readonly origin: string;
-  /**
-   * The client's rate-limit key, naming the kind of principal (`jwt:<sub>`, or the certificate
-   * principal's `mtls:<client>`), so a token subject can never share a certificate's bucket.
-   * Defaults to `subject` (internal callers).
-   */
-  readonly clientKey?: string;
-  /** How the caller authenticated; recorded in audit details. */
-  readonly principalKind?: 'token' | 'certificate';
 }
 
 /** Awaited by tokenise/attach between the lookup and any answer or write; what they throw is thrown. */

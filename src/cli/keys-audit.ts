@@ -12,8 +12,9 @@ import fs from 'node:fs';
 import { parseArgs } from 'node:util';
 import { createCheckpoint, verifyAgainstCheckpoint } from '../audit/audit-checkpoint.js';
 import { exportAudit, publicKeyThumbprint, verifyAuditExport } from '../audit/audit-export.js';
+import { auditSigner } from '../keys/audit-signer.js';
 import { appendAuditEvent, convertAuditChainIfNeeded, redactAuditEntry, verifyAuditChain } from '../audit/audit-log.js';
-import type { KeysContext } from './keys-commands.js';
+import type { KeysContext } from './keys-context.js';
 import { UsageError } from './usage-error.js';
 
 export const AUDIT_USAGE = `  audit verify [--checkpoint <file> (--public-key <pem> | --public-key-thumbprint <t>)]
@@ -40,7 +41,7 @@ export async function auditCommand(
       const { values } = parseArgs({ args: rest, options: { out: { type: 'string' } }, strict: true });
       if (values.out === undefined) throw new UsageError('audit checkpoint needs --out <file>');
       await convertAuditChainIfNeeded(ctx.knex);
-      const { jws, claims } = await createCheckpoint(ctx.knex, ctx.ring, ctx.actor);
+      const { jws, claims } = await createCheckpoint(ctx.knex, () => auditSigner(ctx.knex, ctx.ring), ctx.actor);
       fs.writeFileSync(values.out, `${jws}\n`);
       out(
         `wrote checkpoint of entry ${claims.seq} (${claims.createdAt}, audit-signing v${claims.signingKey.version}, kid ${claims.signingKey.kid}) to ${values.out}`,
@@ -196,7 +197,7 @@ async function exportPeriod(args: readonly string[], ctx: KeysContext, out: (t: 
   if (Number.isNaN(from.getTime()) || Number.isNaN(to.getTime()))
     throw new UsageError('--from and --to must be ISO 8601 dates');
   await convertAuditChainIfNeeded(ctx.knex);
-  const result = await exportAudit(ctx.knex, ctx.ring, { from, to }, ctx.actor);
+  const result = await exportAudit(ctx.knex, () => auditSigner(ctx.knex, ctx.ring), { from, to }, ctx.actor);
   fs.writeFileSync(values.out, result.document);
   fs.writeFileSync(`${values.out}.jws`, `${result.detachedJws}\n`);
   out(

@@ -1,3 +1,4 @@
+/* eslint max-lines: ["error", 520] -- the key CLI dispatcher and its list/inventory/status/rotate/retire/destroy commands; to split (issue 20) */
 /**
  * The key-management commands (`npm run keys -- <command>`), given an open context so that tests run
  * them in-process against their own database. Every command that changes something prints what it
@@ -9,21 +10,19 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import { parseArgs } from 'node:util';
-import type { Knex } from 'knex';
 import { isAppError } from '../errors/app-error.js';
-import type { EncryptedFieldSet } from '../keys/field-sets.js';
 import { currentGeneration, describeInstance, liveInstances } from '../keys/instance-heartbeat.js';
-import { KeyManager, isPurpose, type KeyPolicy } from '../keys/key-manager.js';
-import type { KeyActor, KeyPurpose, KeyRing } from '../keys/key-ring.js';
-import type { MasterKeySource } from '../keys/master-key-source.js';
+import { KeyManager, isPurpose } from '../keys/key-manager.js';
+import type { KeyActor, KeyPurpose } from '../keys/key-ring.js';
 import { checkKeyTriggers, type KeyCheckFinding } from '../keys/key-version-triggers.js';
 import { reencrypt } from '../keys/reencrypt.js';
 import { auditCommand, AUDIT_USAGE } from './keys-audit.js';
 import { hsmCommand, HSM_USAGE } from './keys-hsm.js';
-import type { TokenKeyCreated } from '../keys/master-key-sources/pkcs11.js';
 import { mtlsCommand, MTLS_USAGE } from './keys-mtls.js';
 import { requestsCommand, REQUESTS_USAGE } from './keys-requests.js';
 import { remoteCommand, sharesCommand, SHARES_USAGE } from './keys-shares.js';
+import type { KeysContext, KeysIo } from './keys-context.js';
+import { clientCaHooks } from '../mtls/client-ca-hooks.js';
 import { UsageError } from './usage-error.js';
 import {
   inventoryMarkdown,
@@ -36,30 +35,8 @@ import {
   type InventoryDocument,
 } from './keys-report.js';
 
-export interface KeysContext {
-  readonly knex: Knex;
-  readonly databaseKind: 'postgres' | 'pglite';
-  readonly databaseDescription: string;
-  readonly masterKey: MasterKeySource;
-  readonly ring: KeyRing;
-  readonly policy: KeyPolicy;
-  readonly registry: readonly EncryptedFieldSet[];
-  readonly actor: KeyActor;
-  /** TLS_CLIENT_CA's certificates (PEM bundle): `mtls register` accepts certificates they issued. */
-  readonly externalClientCaPem?: string | undefined;
-  /** Set by keys.ts when `hsm init` has just created the master key in the token: the command audits it. */
-  readonly tokenKeyCreated?: TokenKeyCreated | undefined;
-}
-
-export interface KeysIo {
-  readonly stdout: NodeJS.WritableStream;
-  readonly stderr: NodeJS.WritableStream;
-  readonly isTTY: boolean;
-  /** Set on Ctrl-C: a running backfill stops after its batches in flight. */
-  readonly interrupted?: () => boolean;
-  /** Asks the person at the terminal (absent without one): `approve` signs only after a yes. */
-  readonly confirm?: ((question: string) => Promise<boolean>) | undefined;
-}
+// The context and I/O every key command receives (its own module: the sub-command files use it too).
+export type { KeysContext, KeysIo } from './keys-context.js';
 
 export const USAGE = `usage: npm run keys -- <command> [options]
 
@@ -142,6 +119,7 @@ function manager(ctx: KeysContext, waitTimeout?: string): KeyManager {
     ring: ctx.ring,
     masterKey: ctx.masterKey,
     registry: ctx.registry,
+    clientCa: clientCaHooks,
     policy:
       waitTimeout === undefined
         ? ctx.policy

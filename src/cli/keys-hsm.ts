@@ -11,7 +11,7 @@
 import { parseArgs } from 'node:util';
 import { appendAuditEvent } from '../audit/audit-log.js';
 import type { TokenKeyCreated } from '../keys/master-key-sources/pkcs11.js';
-import type { KeysContext } from './keys-commands.js';
+import type { KeysContext } from './keys-context.js';
 import { UsageError } from './usage-error.js';
 
 export const HSM_USAGE = `  hsm init [--label <key label>]                  create the master key in the PKCS#11 token (PKCS11_MODULE,

@@ -21,7 +21,7 @@ import { CLIENT_CERTIFICATE_SCOPES, ClientCertificateAuthority } from '../mtls/c
 import type { ClientCertificateRecord } from '../mtls/client-certificate-records.js';
 import { splitPemBundle } from '../mtls/certificate-authority.js';
 import { auditedRevocationsProblem, readHead, verifyRevocationList } from '../mtls/revocation-list.js';
-import type { KeysContext } from './keys-commands.js';
+import type { KeysContext } from './keys-context.js';
 import { UsageError } from './usage-error.js';
 
 export const MTLS_USAGE = `  mtls init-ca [--out <ca.pem>]                   create the client CA (then: rotate --purpose mtls-client-ca)

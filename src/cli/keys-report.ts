@@ -5,7 +5,7 @@
  */
 import type { ReencryptProgress } from '../keys/reencrypt.js';
 import type { KeyVersionInfo } from '../keys/key-manager.js';
-import type { MasterKeyLocation } from '../keys/master-key-source.js';
+import type { MasterKeyLocation } from '../keys/master-key-types.js';
 
 const date = (d: Date | null): string => (d === null ? '-' : d.toISOString().slice(0, 10));
 const num = (n: number): string => n.toLocaleString('en-US');

@@ -1,3 +1,4 @@
+/* eslint max-lines: ["error", 450] -- the dual-control request sub-commands (request, approve, list, show, cancel) and their output */
 /**
  * The dual-control commands of the key CLI: `custodian …`, `request …` and `approve`.
  *
@@ -30,8 +31,9 @@ import {
 import { approveRequest, previewApproval } from '../keys/key-approvals.js';
 import { isPurpose, KeyManager } from '../keys/key-manager.js';
 import type { KeyPurpose } from '../keys/key-ring.js';
-import type { KeysContext, KeysIo } from './keys-commands.js';
 import { splitRequestParams } from './keys-shares.js';
+import type { KeysContext, KeysIo } from './keys-context.js';
+import { clientCaHooks } from '../mtls/client-ca-hooks.js';
 import { UsageError } from './usage-error.js';
 
 export const REQUESTS_USAGE = `  custodian list                                  the custodians (rows whose seal does not verify are flagged)
@@ -157,6 +159,7 @@ function manager(ctx: KeysContext): KeyManager {
     ring: ctx.ring,
     masterKey: ctx.masterKey,
     registry: ctx.registry,
+    clientCa: clientCaHooks,
     policy: ctx.policy,
     actor: ctx.actor,
   });

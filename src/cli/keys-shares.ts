@@ -20,7 +20,7 @@ import { activeSplit, executeSplit, splitParams, verifySplitSeal } from '../keys
 import type { RequestParams } from '../keys/request-payload.js';
 import type { UnsealStatus } from '../keys/unseal.js';
 import { clearShareFile, custodianKey, sealRequest, unsealSubmission } from '../keys/unseal-client.js';
-import type { KeysContext, KeysIo } from './keys-commands.js';
+import type { KeysContext, KeysIo } from './keys-context.js';
 import { UsageError } from './usage-error.js';
 
 type Out = (text: string) => void;

@@ -11,7 +11,8 @@
  * simply accepted here and parsed again, strictly, by the real run.
  */
 import { Writable } from 'node:stream';
-import { runKeysCommand, type KeysContext, type KeysIo } from './keys-commands.js';
+import { runKeysCommand } from './keys-commands.js';
+import type { KeysContext, KeysIo } from './keys-context.js';
 
 /** Ends the pass: the command got past its argument checks. */
 class ArgumentsAccepted extends Error {}

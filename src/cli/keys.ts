@@ -8,12 +8,11 @@ import fs from 'node:fs';
 import { describeDatabase, loadConfig } from '../config/config.js';
 import { openCliDatabase } from '../db/embedded-store.js';
 import { migrateToLatest } from '../db/migrations.js';
-import { builtInFieldSets } from '../keys/field-sets.js';
+import { encryptedFieldSets } from '../encrypted-field-sets.js';
 import { KeyRing } from '../keys/key-ring.js';
 import { loadMasterKey } from '../keys/master-key-source.js';
 import type { TokenKeyCreated } from '../keys/master-key-sources/pkcs11.js';
 import { parseHsmInit } from './keys-hsm.js';
-import { liveClientCertificates } from '../mtls/client-certificate-records.js';
 import { runCli } from './cli-args.js';
 import { cliActor, runKeysCommand } from './keys-commands.js';
 import { remoteCommand, revealCommand } from './keys-shares.js';
@@ -128,7 +127,7 @@ async function main(argv: readonly string[]): Promise<number> {
           propagationMs: config.vault.keyRingRefreshMs + PROPAGATION_MARGIN_MS,
         },
         // The client CA's "rows" are its certificates in force: retirement waits for them.
-        registry: [...builtInFieldSets, liveClientCertificates],
+        registry: encryptedFieldSets,
         actor,
         externalClientCaPem:
           config.tls.clientCaFile === undefined ? undefined : fs.readFileSync(config.tls.clientCaFile, 'utf8'),

@@ -1,3 +1,4 @@
+/* eslint max-lines: ["error", 450] -- one wire protocol (framing, ownership, reconnect) of the embedded store, kept whole */
 /**
  * The running service lends its embedded store to local CLI commands over a Unix domain socket
  * (`DATA_DIR/socket/.s.PGSQL.5432`, folder 0700, socket 0600: only this user, never TCP), speaking

@@ -25,6 +25,7 @@
  *   to the checked address.
  */
 import type { Knex } from 'knex';
+import type { DispatcherOptions } from '../config/dispatcher-options.js';
 import type { KeyRing } from '../keys/key-ring.js';
 import {
   claimDue,
@@ -42,20 +43,8 @@ import { DeadlineExceeded, withinDeadline } from './deadline.js';
 import { liveSecrets } from './subscription-secrets.js';
 import { parseTargetUrl, resolveTarget, TargetRefused, type TargetPolicy } from './target-policy.js';
 
-export interface DispatcherOptions {
-  /** Wait between polls when nothing was due. */
-  readonly pollIntervalMs: number;
-  /** Deliveries claimed (and sent concurrently) per round. */
-  readonly batchSize: number;
-  /** Attempts before a delivery is dead-lettered. */
-  readonly maxAttempts: number;
-  readonly backoffBaseMs: number;
-  readonly backoffMaxMs: number;
-  /** The longest `Retry-After` honoured; a longer one is cut to this. */
-  readonly retryAfterMaxMs: number;
-  readonly timeoutMs: number;
-  readonly maxResponseBytes: number;
-}
+// The dispatcher's settings are a section of the configuration: config owns the type.
+export type { DispatcherOptions } from '../config/dispatcher-options.js';
 
 export interface DispatcherDeps {
   readonly knex: Knex;

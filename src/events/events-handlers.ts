@@ -2,7 +2,7 @@
 import { pageBody } from '../db/keyset-cursor.js';
 import type { HandlerMap } from '../http/types.js';
 import { validInput } from '../http/types.js';
-import { actorOf } from '../loyalty/loyalty-handlers.js';
+import { actorOf } from '../http/callers.js';
 import type { EventType } from './event-types.js';
 import type {
   AttemptRow,

@@ -15,9 +15,9 @@
  * purpose and version, so any number of instances and backfills may run it at once.
  */
 import type { Knex } from 'knex';
-import { decryptValue, encryptValue } from '../cards/card-crypto.js';
+import { decryptValue, encryptValue } from '../crypto/field-crypto.js';
 import { newId } from '../ids/prefixed-id.js';
-import type { EncryptedFieldSet, RowFailure } from '../keys/field-sets.js';
+import { aesColumnFieldSet, type EncryptedFieldSet, type RowFailure } from '../keys/field-sets.js';
 import type { DataKey, KeyRing } from '../keys/key-ring.js';
 import { newSigningSecret } from './signing.js';
 
@@ -217,3 +217,19 @@ export const legacySubscriptionSecrets: EncryptedFieldSet = {
     });
   },
 };
+
+/**
+ * Outbound-event subscribers' signing secrets under their own purpose, AAD bound to the secret's row,
+ * purpose and key version. Those still under `pan-encryption` are {@link legacySubscriptionSecrets}.
+ */
+export const subscriptionSecrets = aesColumnFieldSet({
+  name: 'event_subscription_secrets.secret',
+  description: 'webhook subscription signing secrets (event_subscription_secrets.secret_ciphertext)',
+  table: 'event_subscription_secrets',
+  idColumn: 'id',
+  ciphertextColumn: 'secret_ciphertext',
+  versionColumn: 'secret_key_version',
+  aad: subscriptionSecretAad,
+  purpose: SUBSCRIPTION_SECRET_PURPOSE,
+  rowsWhere: { secret_key_purpose: SUBSCRIPTION_SECRET_PURPOSE },
+});

@@ -10,7 +10,7 @@
  */
 import { AppError } from '../errors/app-error.js';
 import type { HandlerMap } from '../http/types.js';
-import type { MasterKeyReadiness } from '../keys/master-key-source.js';
+import type { MasterKeyReadiness } from '../keys/master-key-types.js';
 
 export type ReadinessCheck = 'up' | 'down';
 

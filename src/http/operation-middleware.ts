@@ -8,7 +8,7 @@ import express, { type Request, type RequestHandler, type Response } from 'expre
 import type { Authenticator, Principal } from '../auth/authenticator.js';
 import type { CardRoutesAuth } from '../config/config.js';
 import { AppError } from '../errors/app-error.js';
-import type { ClientCertificatePrincipal, ClientCertificateVerifier } from '../mtls/client-certificate-verifier.js';
+import type { ClientCertificatePrincipal, ClientCertificateVerifier } from '../auth/certificate-principal.js';
 import { toIssues, type Operation } from './openapi.js';
 import { findSensitiveAuthenticationData, refuseCardData } from '../card-data/card-data-guard.js';
 

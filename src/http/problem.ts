@@ -6,7 +6,7 @@
  */
 import type { ErrorRequestHandler, Response } from 'express';
 import { AppError } from '../errors/app-error.js';
-import { isKeyVersionNotWritable } from '../keys/key-ring.js';
+import { isKeyVersionNotWritable } from '../db/key-version-check.js';
 import { maskPans } from '../logging/pan-redactor.js';
 import type { Logger } from '../logging/logger.js';
 

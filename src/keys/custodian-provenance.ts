@@ -31,7 +31,7 @@ import { auditEntryIntact } from '../audit/audit-log.js';
 import { isAppError } from '../errors/app-error.js';
 import { verifyLedger } from './dual-control-ledger.js';
 import { jwkFromX, listCustodians, type Custodian } from './custodians.js';
-import type { MasterKeySource } from './master-key-source.js';
+import type { MasterKeySource } from './master-key-types.js';
 import { genesisCustodians, parsePayload, safeKid, verifyApproval, type RequestPayload } from './request-payload.js';
 
 interface ApprovalRow {

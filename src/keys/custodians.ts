@@ -14,7 +14,7 @@ import { calculateJwkThumbprint, type JWK } from 'jose';
 import type { Knex } from 'knex';
 import { AppError, isMasterKeyUnavailable } from '../errors/app-error.js';
 import { rewrapLedgerSeal, sealMatches } from './dual-control-ledger.js';
-import type { MasterKeySource } from './master-key-source.js';
+import type { MasterKeySource } from './master-key-types.js';
 
 export const CUSTODIAN_ACKNOWLEDGEMENT =
   'I accept the responsibilities of a loyalty-vault key custodian (PCI DSS 3.7.8): I keep my private ' +

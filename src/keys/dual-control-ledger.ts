@@ -25,7 +25,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Knex } from 'knex';
 import { AppError, isMasterKeyUnavailable } from '../errors/app-error.js';
-import type { MasterKeySource } from './master-key-source.js';
+import type { MasterKeySource } from './master-key-types.js';
 
 const LEDGER_LABEL = 'loyalty-vault/dual-control-ledger/v1';
 const HEAD_AAD = `${LEDGER_LABEL}:head`;

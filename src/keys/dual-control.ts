@@ -1,3 +1,4 @@
+/* eslint max-lines: ["error", 500] -- dual-control rules: requests, approvals, signatures and their verification, kept together */
 /**
  * Dual control for key operations (PCI DSS 3.6.1.2, 3.7.6, 3.7.7): rotate, retire, destroy and the
  * registration of custodians run only with the signed approval of two distinct registered custodians,
@@ -33,7 +34,7 @@ import { CUSTODIAN_ACKNOWLEDGEMENT, jwkFromX } from './custodians.js';
 import { databaseNow } from './database-clock.js';
 import { appendExecution, assertFirstGenesis, auditRecordsExecution, readLedger } from './dual-control-ledger.js';
 import type { KeyActor } from './key-ring.js';
-import type { MasterKeySource } from './master-key-source.js';
+import type { MasterKeySource } from './master-key-types.js';
 import {
   genesisCustodians,
   parsePayload,

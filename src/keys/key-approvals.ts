@@ -25,7 +25,7 @@ import {
   type KeyRequest,
   type RequestView,
 } from './dual-control.js';
-import type { MasterKeySource } from './master-key-source.js';
+import type { MasterKeySource } from './master-key-types.js';
 import { APPROVAL_TYP, sha256B64 } from './request-payload.js';
 
 export interface ApprovalPreview {

@@ -1,3 +1,4 @@
+/* eslint max-lines: ["error", 650] -- key lifecycle use cases and their SQL in one class; a key store is being split out (issue 20) */
 /**
  * Key lifecycle operations for custodians: inventory and cryptoperiod status, two-phase rotation,
  * retirement with proof of zero coverage, destruction. Used by the key CLI and (status) the service.
@@ -46,8 +47,8 @@ import {
   type KeyState,
   wrappingAad,
 } from './key-ring.js';
-import type { MasterKeySource } from './master-key-source.js';
-import { rewrapSeals } from '../mtls/seals.js';
+import type { ClientCaHooks } from './client-ca.js';
+import type { MasterKeySource } from './master-key-types.js';
 import { rewrapAuditChainKeys } from '../audit/audit-chain-keys.js';
 import { rewrapDualControlSeals } from './custodians.js';
 import { daysLeft, isOverdue, periodOf } from './cryptoperiods.js';
@@ -77,6 +78,8 @@ export interface KeyManagerDeps {
   readonly ring: KeyRing;
   readonly masterKey: MasterKeySource;
   readonly registry: readonly EncryptedFieldSet[];
+  /** The mTLS client CA's generation and seals (src/mtls/client-ca-hooks.ts). */
+  readonly clientCa: ClientCaHooks;
   readonly policy: KeyPolicy;
   readonly actor: KeyActor;
   readonly now?: () => Date;
@@ -283,6 +286,7 @@ export class KeyManager {
           'published',
           this.deps.actor,
           this.deps.policy.cryptoperiodDays[purpose],
+          this.deps.clientCa,
         );
         await this.audit(trx, 'key.published', resource, {
           previousVersion: plan.fromVersion ?? null,
@@ -390,7 +394,7 @@ export class KeyManager {
           .update({ wrapped_key: rewrapped, kek_id: plan.currentKekId });
       }
       // The mTLS seals are wrapped by the master key too (src/mtls/seals.ts).
-      await rewrapSeals(trx, this.deps.masterKey);
+      await this.deps.clientCa.rewrapSeals(trx, this.deps.masterKey);
       const auditChainKeys = await rewrapAuditChainKeys(trx, this.deps.masterKey);
       await rewrapDualControlSeals(trx, this.deps.masterKey);
       const now = this.now();

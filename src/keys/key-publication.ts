@@ -26,7 +26,7 @@ import { auditEntryIntact } from '../audit/audit-log.js';
 import { AppError } from '../errors/app-error.js';
 import { readLedger } from './dual-control-ledger.js';
 import type { KeyPurpose } from './key-ring.js';
-import type { MasterKeySource } from './master-key-source.js';
+import type { MasterKeySource } from './master-key-types.js';
 import { parsePayload, sha256B64 } from './request-payload.js';
 
 /** Entries that put a version in use or out of it: after any of them it is never resumed. */

@@ -1,3 +1,4 @@
+/* eslint max-lines: ["error", 450] -- the data-key ring and the key creation it bootstraps; the rest moved to leaf modules (issue 20) */
 /**
  * The data-key ring: versioned AES-256 and HMAC keys, each wrapped by the master key (envelope
  * encryption) and stored in `data_keys`; unwrapped only into this process's memory.
@@ -28,45 +29,21 @@ import { createPrivateKey, createPublicKey, createSecretKey, randomBytes, type K
 import type { Knex } from 'knex';
 import { registerAuditChainKeys } from '../audit/audit-chain-keys.js';
 import { appendAuditEvent } from '../audit/audit-log.js';
-import { CA_KEY_ALGORITHM, generateCa } from '../mtls/certificate-authority.js';
-import { sealCa } from '../mtls/seals.js';
 import { isMasterKeyUnavailable } from '../errors/app-error.js';
-import type { KeyIdRename, MasterKeySource } from './master-key-source.js';
+import type { KeyActor } from '../auth/actors.js';
+import { isKeyVersionNotWritable } from '../db/key-version-check.js';
+import { KEY_PURPOSES, KEY_SPECS, type KeyPurpose } from '../crypto/key-specs.js';
+import type { ClientCaHooks } from './client-ca.js';
+import type { KeyIdRename, MasterKeySource } from './master-key-types.js';
+
+// The purposes and their specs live in a leaf module (config reads them too); re-exported here.
+export { KEY_PURPOSES, KEY_SPECS, type KeyPurpose, type KeySpec } from '../crypto/key-specs.js';
+export type { KeyActor } from '../auth/actors.js';
+export { isKeyVersionNotWritable } from '../db/key-version-check.js';
 
 type Db = Knex | Knex.Transaction;
 
-export type KeyPurpose =
-  'pan-encryption' | 'identifier-mac' | 'audit-signing' | 'mtls-client-ca' | 'subscription-secret';
 export type KeyState = 'published' | 'active' | 'decrypt-only' | 'retired' | 'destroyed';
-
-export interface KeySpec {
-  readonly algorithm: string;
-  readonly strengthBits: number;
-  /** Default cryptoperiod and its reason (PCI DSS 3.6.1.1, 3.7.4). */
-  readonly cryptoperiodDays: number;
-}
-
-export const KEY_SPECS: Readonly<Record<KeyPurpose, KeySpec>> = {
-  // AES-GCM with random 96-bit IVs must stay far below 2^32 encryptions per key (NIST SP 800-38D);
-  // a year of card tokenisations is orders of magnitude below that, and a yearly rotation is routine.
-  'pan-encryption': { algorithm: 'AES-256-GCM', strengthBits: 256, cryptoperiodDays: 365 },
-  // HMAC keys do not wear out with use; two years bounds the exposure of a silently leaked key.
-  'identifier-mac': { algorithm: 'HMAC-SHA256', strengthBits: 256, cryptoperiodDays: 730 },
-  // Ed25519 (about 128-bit security strength, NIST SP 800-57): signs audit exports. A private
-  // signature key is used only by the export command; NIST SP 800-57 suggests 1–3 years.
-  'audit-signing': { algorithm: 'Ed25519', strengthBits: 128, cryptoperiodDays: 730 },
-  // RSA-3072 (128-bit security strength) signs the mTLS client certificates of tills, checkout and
-  // the platform gateway. A private signature key: NIST SP 800-57 suggests 1–3 years; two years, and
-  // its certificate stays valid for the cryptoperiod plus the longest client certificate, so that a
-  // certificate issued on the last day of the period never outlives its issuer.
-  'mtls-client-ca': { algorithm: CA_KEY_ALGORITHM, strengthBits: 128, cryptoperiodDays: 730 },
-  // Seals outbound-event subscribers' signing secrets (src/events/subscription-secrets.ts). A key of its
-  // own: what protects a CRM's webhook secret is not what protects PANs, so neither key's rotation,
-  // retirement or compromise drags the other along. AES-GCM like pan-encryption, yearly for the same reason.
-  'subscription-secret': { algorithm: 'AES-256-GCM', strengthBits: 256, cryptoperiodDays: 365 },
-};
-
-export const KEY_PURPOSES = Object.keys(KEY_SPECS) as KeyPurpose[];
 
 /**
  * Purposes whose version 1 every start creates. The client CA is created on request
@@ -280,12 +257,6 @@ export class KeyRing {
   }
 }
 
-export interface KeyActor {
-  readonly actor: string;
-  readonly actorType: 'system' | 'custodian' | 'operator' | 'service';
-  readonly origin: string;
-}
-
 /** Generates, wraps and stores a new data key version, audited, in the caller's transaction. */
 export async function insertNewKey(
   trx: Knex.Transaction,
@@ -295,6 +266,8 @@ export async function insertNewKey(
   state: 'active' | 'published',
   actor: KeyActor,
   cryptoperiodDays: number = KEY_SPECS[purpose].cryptoperiodDays,
+  /** Required for `mtls-client-ca`, whose key is a certificate authority (given by the composition root). */
+  clientCa?: ClientCaHooks,
 ): Promise<void> {
   registerAuditChainKeys(trx, masterKey); // its audit entry below is MAC'd under a key this master key opens
   const spec = KEY_SPECS[purpose];
@@ -302,8 +275,9 @@ export async function insertNewKey(
   let publicKeyPem: string | null = null;
   let certificatePem: string | null = null;
   if (purpose === 'mtls-client-ca') {
+    if (clientCa === undefined) throw new Error('creating an mtls-client-ca key needs the client CA hooks');
     // An RSA-3072 key (PKCS#8 DER) and its self-signed CA certificate (src/mtls).
-    const ca = generateCa(version, cryptoperiodDays + MAX_CLIENT_CERTIFICATE_DAYS);
+    const ca = clientCa.generate(version, cryptoperiodDays + MAX_CLIENT_CERTIFICATE_DAYS);
     material = ca.privateKeyDer;
     publicKeyPem = ca.publicKeyPem;
     certificatePem = ca.certificatePem;
@@ -316,7 +290,9 @@ export async function insertNewKey(
   material.fill(0);
   // The service trusts a CA certificate only with this seal (src/mtls/seals.ts).
   const certificateSeal =
-    certificatePem === null ? null : await sealCa(masterKey, { purpose, version, certificatePem });
+    certificatePem === null || clientCa === undefined
+      ? null
+      : await clientCa.seal(masterKey, { purpose, version, certificatePem });
   const now = new Date();
   await trx('data_keys').insert({
     purpose,
@@ -401,23 +377,6 @@ export async function bumpGeneration(
     await trx('data_keys').where({ purpose, version }).update({ state_generation: generation });
   }
   return generation;
-}
-
-/**
- * Whether the database refused a row because the key version it names is not writable (anymore): the
- * ring that chose it is stale. SQLSTATE 23514 with constraint `key_version_writable`.
- */
-export function isKeyVersionNotWritable(error: unknown): boolean {
-  const e = error as { code?: unknown; constraint?: unknown; message?: unknown; cause?: unknown } | undefined;
-  if (e === undefined || e === null) return false;
-  if (
-    e.code === '23514' &&
-    (e.constraint === 'key_version_writable' ||
-      (typeof e.message === 'string' && e.message.includes('key_version_writable')))
-  ) {
-    return true;
-  }
-  return e.cause !== undefined && e.cause !== error && isKeyVersionNotWritable(e.cause);
 }
 
 /**

@@ -29,7 +29,7 @@ import { newId } from '../ids/prefixed-id.js';
 import { verifyRegister } from './custodian-provenance.js';
 import { authorisationDetails, authorise, refusalsAudited, type DualControlContext } from './dual-control.js';
 import { sealMatches } from './dual-control-ledger.js';
-import type { MasterKeySource } from './master-key-source.js';
+import type { MasterKeySource } from './master-key-types.js';
 import { sealTo, shareDigest, x25519PublicFromEd25519, type Envelope } from './master-key-sources/share-crypto.js';
 import type { RequestParams } from './request-payload.js';
 import { createHash } from 'node:crypto';

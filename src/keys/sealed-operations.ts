@@ -16,7 +16,7 @@
  * - subscription writes and secret rotation: the signing secrets are sealed under a data key.
  */
 import { AppError } from '../errors/app-error.js';
-import type { MasterKeySource } from './master-key-source.js';
+import type { MasterKeySource } from './master-key-types.js';
 
 export const OPERATIONS_SERVED_SEALED: ReadonlySet<string> = new Set([
   'getLiveness',

@@ -7,7 +7,7 @@ import type { Knex } from 'knex';
 import { afterCursor, pageOf, type Page } from '../db/keyset-cursor.js';
 import type { EntryKind } from './ledger-book.js';
 import { balanceFrom, EXPIRING_SOON_DAYS, type Balance } from './balance.js';
-import { mergedInto } from './shoppers.js';
+import { mergedInto } from '../shoppers/shopper-access.js';
 
 /**
  * One round trip: the account (zeros when it has none yet) and its lots expiring within 30 days.

@@ -1,18 +1,18 @@
 /** HTTP adapters of the loyalty app API and the programme. Validated input in, one service call out. */
 import type { Request } from 'express';
-import { callerOf } from '../cards/cards-handlers.js';
+import { pageBody } from '../db/keyset-cursor.js';
 import { AppError } from '../errors/app-error.js';
 import { maskPans } from '../logging/pan-redactor.js';
-import { pageBody } from '../db/keyset-cursor.js';
+import { actorOf } from '../http/callers.js';
 import type { HandlerMap } from '../http/types.js';
 import { principalOf, validInput } from '../http/types.js';
 import { ShopperMergedMeanwhile } from './ledger-book.js';
 import type { LedgerEntry } from './ledger-queries.js';
-import type { Actor, LoyaltyService, RedemptionRequest } from './loyalty-service.js';
+import type { LoyaltyService, RedemptionRequest } from './loyalty-service.js';
 import type { Enrolment, MemberService } from './member-service.js';
 import { DEFAULT_RULES, type ProgrammeRules, type ProgrammeVersion } from './programme.js';
 import type { ShopperService } from './shopper-service.js';
-import { ADMIN_SCOPE } from './shoppers.js';
+import { ADMIN_SCOPE } from '../shoppers/shopper-access.js';
 
 export interface LoyaltyHandlerDeps {
   readonly loyalty: LoyaltyService;
@@ -108,11 +108,6 @@ export async function reachableShopper(shoppers: ShopperService, req: Request): 
       ),
     },
   });
-}
-
-export function actorOf(req: Request): Actor {
-  const { subject, origin } = callerOf(req);
-  return { subject, origin };
 }
 
 function programmeJson(p: ProgrammeVersion): Record<string, unknown> {

@@ -5,7 +5,6 @@
  * goes through a LedgerBook, whose SQL is in ledger-store.ts.
  */
 import type { Knex } from 'knex';
-import { refuseCardData } from '../card-data/card-data-guard.js';
 import { EarningService } from './earning-service.js';
 import { ExpiryService, type ExpiryRun } from './expiry-service.js';
 import type { StoredResponse } from './idempotency.js';
@@ -17,10 +16,11 @@ import { RedemptionService, type RedemptionRequest, type RedemptionResult } from
 export type { ExpiryRun } from './expiry-service.js';
 export type { RedemptionRequest, RedemptionResult } from './redemption-service.js';
 
-export interface Actor {
-  readonly subject: string;
-  readonly origin: string;
-}
+// Where earlier code imported them from; they live in auth/ and card-data/ (leaf modules).
+import type { Actor } from '../auth/actors.js';
+
+export type { Actor } from '../auth/actors.js';
+export { refuseCardNumbers } from '../card-data/request-fields.js';
 
 export interface LoyaltyOptions {
   readonly now?: () => Date;
@@ -89,9 +89,4 @@ export class LoyaltyService {
   expireDue(batchSize?: number): Promise<ExpiryRun> {
     return this.expiry.expireDue(batchSize);
   }
-}
-
-/** Free text is stored and shown back: a card number in it is refused, never kept (the card-data guard). */
-export function refuseCardNumbers(fields: Readonly<Record<string, string | undefined>>): void {
-  refuseCardData(fields, '/body');
 }

@@ -14,16 +14,17 @@
  */
 import type { Knex } from 'knex';
 import { appendAuditEvent } from '../audit/audit-log.js';
-import { decryptValue, emailAad, encryptValue } from '../cards/card-crypto.js';
+import { decryptValue, emailAad, encryptValue } from '../crypto/field-crypto.js';
 import type { VaultService } from '../cards/vault-service.js';
 import { AppError } from '../errors/app-error.js';
 import { eventBody } from '../events/event-types.js';
 import { writeEvents } from '../events/outbox.js';
 import { retryOnStaleKey, type KeyRing } from '../keys/key-ring.js';
 import { LedgerBook, type AccountRow } from './ledger-book.js';
-import { refuseCardNumbers, type Actor } from './loyalty-service.js';
+import type { Actor } from '../auth/actors.js';
+import { refuseCardNumbers } from '../card-data/request-fields.js';
 import { withRetry } from '../db/retry.js';
-import { survivorOf } from './shoppers.js';
+import { survivorOf } from '../shoppers/shopper-access.js';
 import {
   clearContact,
   externalIdTaken,

@@ -26,7 +26,7 @@ import {
   type RedemptionRow,
 } from './ledger-store.js';
 import { currentProgramme } from './programme-store.js';
-import { mergedInto } from './shoppers.js';
+import { mergedInto } from '../shoppers/shopper-access.js';
 
 /** Who asks (the caller's subject, and where from, for the audit trail). */
 interface RedemptionActor {

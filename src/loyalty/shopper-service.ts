@@ -4,7 +4,7 @@
  */
 import type { Knex } from 'knex';
 import type { Principal } from '../auth/authenticator.js';
-import { accessShopper, mergedInto, type ShopperAccess } from './shoppers.js';
+import { accessShopper, mergedInto, type ShopperAccess } from '../shoppers/shopper-access.js';
 
 export class ShopperService {
   constructor(private readonly knex: Knex) {}

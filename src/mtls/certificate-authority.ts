@@ -19,8 +19,9 @@
 import { createHash, createPrivateKey, generateKeyPairSync, randomBytes, type KeyObject } from 'node:crypto';
 import forge from 'node-forge';
 import { containsCardData } from '../card-data/card-data-guard.js';
+import { KEY_SPECS } from '../crypto/key-specs.js';
 
-export const CA_KEY_ALGORITHM = 'RSA-3072 (sha256WithRSAEncryption)';
+export const CA_KEY_ALGORITHM = KEY_SPECS['mtls-client-ca'].algorithm;
 export const CA_KEY_BITS = 3072;
 export const CLIENT_KEY_BITS = 2048;
 /** The extended key usage that makes a certificate a TLS client certificate. */

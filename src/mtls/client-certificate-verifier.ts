@@ -41,9 +41,10 @@
 import { X509Certificate } from 'node:crypto';
 import type { TLSSocket } from 'node:tls';
 import type { Knex } from 'knex';
-import { CERTIFICATE_SUBJECT_PREFIX, type Principal } from '../auth/authenticator.js';
+import { CERTIFICATE_SUBJECT_PREFIX } from '../auth/authenticator.js';
+import type { ClientCertificateVerifier } from '../auth/certificate-principal.js';
 import { AppError } from '../errors/app-error.js';
-import type { MasterKeySource } from '../keys/master-key-source.js';
+import type { MasterKeySource } from '../keys/master-key-types.js';
 import {
   CLIENT_AUTH_OID,
   certificateFingerprint,
@@ -70,17 +71,8 @@ import {
   type ClientCertificateRow,
 } from './client-certificate-records.js';
 
-export interface ClientCertificatePrincipal extends Principal {
-  /** The certificate's serial (colon-separated hex) and its client name. */
-  readonly certificateSerial: string;
-  readonly clientName: string;
-}
-
-export interface ClientCertificateVerifier {
-  /** Undefined when the connection carries no client certificate (plain HTTP, or none sent). */
-  presented(socket: unknown): X509Certificate | undefined;
-  verify(certificate: X509Certificate): Promise<ClientCertificatePrincipal>;
-}
+// The principal and the verifier's interface belong to authentication (the HTTP layer uses them).
+export type { ClientCertificatePrincipal, ClientCertificateVerifier } from '../auth/certificate-principal.js';
 
 const RECORD_CACHE_MAX = 10_000;
 /** Cached records re-read per query at each refresh. */

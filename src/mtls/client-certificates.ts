@@ -1,3 +1,4 @@
+/* eslint max-lines: ["error", 550] -- issue, register, revoke and list client certificates with their seals and audit */
 /**
  * The client CA's operations for the key CLI: create the CA, issue a client certificate (as a
  * PKCS#12 bundle, or for a CSR made on the device), list and revoke. Every issue and revoke is one
@@ -26,7 +27,7 @@ import {
   wrappingAad,
   type KeyActor,
 } from '../keys/key-ring.js';
-import type { MasterKeySource } from '../keys/master-key-source.js';
+import type { MasterKeySource } from '../keys/master-key-types.js';
 import {
   buildPkcs12,
   CLIENT_AUTH_OID,
@@ -40,6 +41,7 @@ import {
   randomSerialHex,
   serialReadsAsCardData,
 } from './certificate-authority.js';
+import { clientCaHooks } from './client-ca-hooks.js';
 import { sealGrant } from './seals.js';
 import { appendRevocations, REVOCATIONS_SEALED_ACTION, sealEmptyHead } from './revocation-list.js';
 import {
@@ -127,6 +129,7 @@ export class ClientCertificateAuthority {
         'active',
         this.deps.actor,
         this.deps.cryptoperiodDays,
+        clientCaHooks,
       );
       const row = (await trx('data_keys').where({ purpose: CA_PURPOSE, version: 1 }).first()) as {
         certificate_pem: string;

@@ -33,7 +33,7 @@ import { isMasterKeyUnavailable } from '../errors/app-error.js';
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Knex } from 'knex';
 import { auditEntryIntact } from '../audit/audit-log.js';
-import type { MasterKeySource } from '../keys/master-key-source.js';
+import type { MasterKeySource } from '../keys/master-key-types.js';
 
 type Db = Knex | Knex.Transaction;
 

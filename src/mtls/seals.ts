@@ -18,7 +18,7 @@
 import { isMasterKeyUnavailable } from '../errors/app-error.js';
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Knex } from 'knex';
-import type { MasterKeySource } from '../keys/master-key-source.js';
+import type { MasterKeySource } from '../keys/master-key-types.js';
 import { rewrapRevocationHead } from './revocation-list.js';
 
 export interface GrantFields {

@@ -61,3 +61,17 @@ export interface PaymentDetails {
   readonly terminalId: string | undefined;
   readonly merchantReference: string | undefined;
 }
+
+/** An event as the inbox stored it (projected, PAN-free), to be mapped again for a replay. */
+export interface StoredInboxEvent {
+  readonly provider: Provider;
+  readonly event_key: string;
+  readonly payload: unknown;
+  readonly received_at: Date;
+}
+
+/**
+ * Maps a stored event again by the adapter that first received it. The adapters live in src/webhooks,
+ * above payments: the composition root hands this to the inbox's replay.
+ */
+export type StoredEventMapper = (event: StoredInboxEvent) => PaymentEventInput;

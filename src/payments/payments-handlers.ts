@@ -1,6 +1,6 @@
 /** HTTP adapters: a shopper's purchases, the webhook inbox and its replay action. */
 import type { Request } from 'express';
-import { callerOf } from '../cards/cards-handlers.js';
+import { callerOf } from '../http/callers.js';
 import { pageBody } from '../db/keyset-cursor.js';
 import type { HandlerMap } from '../http/types.js';
 import { validInput } from '../http/types.js';

@@ -204,7 +204,7 @@ describe('outbound events: subscriptions', function () {
     it('when subscription secrets exist, then the key inventory counts them under subscription-secret, none under pan-encryption', async () => {
       const rows = await svc.db.knex('event_subscription_secrets').count<{ n: string }[]>('* as n');
       expect(Number(rows[0]?.n)).to.be.greaterThan(0);
-      const { subscriptionSecrets } = await import('../../src/keys/field-sets.js');
+      const { subscriptionSecrets } = await import('../../src/events/subscription-secrets.js');
       const { legacySubscriptionSecrets } = await import('../../src/events/subscription-secrets.js');
       expect(subscriptionSecrets.purpose).to.equal('subscription-secret');
       const counts = await subscriptionSecrets.countByVersion(svc.db.knex);

@@ -3,7 +3,7 @@ import type { AddressInfo } from 'node:net';
 import { expect } from 'chai';
 import { createLocalJWKSet } from 'jose';
 import { createAuthenticator } from '../../src/auth/authenticator.js';
-import { authHandlers } from '../../src/auth/auth-handlers.js';
+import { authHandlers } from '../../src/http/principal-handlers.js';
 import { createDatabase, type Database } from '../../src/db/database.js';
 import { createReadiness, healthHandlers } from '../../src/health/health-handlers.js';
 import { createApp } from '../../src/http/app.js';

@@ -7,7 +7,8 @@ import { CompactSign } from 'jose';
 import { verifyAuditChain } from '../../src/audit/audit-log.js';
 import { ConfigError, loadConfig } from '../../src/config/config.js';
 import { KeyManager } from '../../src/keys/key-manager.js';
-import { builtInFieldSets } from '../../src/keys/field-sets.js';
+import { builtInFieldSets } from '../../src/encrypted-field-sets.js';
+import { clientCaHooks } from '../../src/mtls/client-ca-hooks.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
 import { approve as approveAs, ed25519, genesis, requestId, type Person } from './custodians-fixture.js';
 import { defaultPolicy, keysFixture, OPERATOR, type KeysFixture } from './keys-context.js';
@@ -46,6 +47,7 @@ describe('dual control: custodians, requests and signed approvals', function () 
       ring: fx.ring,
       masterKey: fx.masterKey,
       registry: builtInFieldSets,
+      clientCa: clientCaHooks,
       policy: defaultPolicy({ singleOperator: true, propagationMs: 0 }),
       actor: OPERATOR,
     });
@@ -297,6 +299,7 @@ describe('dual control: custodians, requests and signed approvals', function () 
       ring: fx.ring,
       masterKey: fx.masterKey,
       registry: builtInFieldSets,
+      clientCa: clientCaHooks,
       policy: defaultPolicy({ singleOperator: true, production: true, propagationMs: 0 }),
       actor: OPERATOR,
     });

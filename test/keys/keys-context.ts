@@ -6,7 +6,8 @@ import { randomBytes } from 'node:crypto';
 import { Writable } from 'node:stream';
 import type { Knex } from 'knex';
 import { runKeysCommand, type KeysContext } from '../../src/cli/keys-commands.js';
-import { builtInFieldSets } from '../../src/keys/field-sets.js';
+import { builtInFieldSets } from '../../src/encrypted-field-sets.js';
+import { clientCaHooks } from '../../src/mtls/client-ca-hooks.js';
 import { DEFAULT_CRYPTOPERIOD_DAYS, KeyRing, type KeyActor } from '../../src/keys/key-ring.js';
 import { KeyManager, type KeyPolicy } from '../../src/keys/key-manager.js';
 import { LocalMasterKey, type MasterKeySource } from '../../src/keys/master-key-source.js';
@@ -93,6 +94,7 @@ export async function keysFixture(
         ring,
         masterKey: source,
         registry: ctx.registry,
+        clientCa: clientCaHooks,
         policy: ctx.policy,
         actor: OPERATOR,
       }),

@@ -4,7 +4,7 @@
  */
 import { expect } from 'chai';
 import { VaultService } from '../../src/cards/vault-service.js';
-import { decryptValue, emailAad } from '../../src/cards/card-crypto.js';
+import { decryptValue, emailAad } from '../../src/crypto/field-crypto.js';
 import { MemberService } from '../../src/loyalty/member-service.js';
 import { PaymentService } from '../../src/payments/payment-service.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';

@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { Knex } from 'knex';
-import { decryptValue, encryptValue, fingerprint, panAad } from '../../src/cards/card-crypto.js';
+import { decryptValue, encryptValue, fingerprint, panAad } from '../../src/crypto/field-crypto.js';
 import { projectRoot } from '../../src/config/project-root.js';
 import { createDatabase, type Database } from '../../src/db/database.js';
 import { migrateToLatest } from '../../src/db/migrations.js';

@@ -2,7 +2,7 @@ import { expect } from 'chai';
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { verifyAuditChain } from '../../src/audit/audit-log.js';
-import { decryptValue, panAad } from '../../src/cards/card-crypto.js';
+import { decryptValue, panAad } from '../../src/crypto/field-crypto.js';
 import { VaultService } from '../../src/cards/vault-service.js';
 import { projectRoot } from '../../src/config/project-root.js';
 import { KeyRing, type KeyPurpose } from '../../src/keys/key-ring.js';

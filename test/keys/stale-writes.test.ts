@@ -6,11 +6,12 @@
  */
 import { expect } from 'chai';
 import { VaultService } from '../../src/cards/vault-service.js';
-import { decryptValue, emailAad, encryptValue } from '../../src/cards/card-crypto.js';
+import { decryptValue, emailAad, encryptValue } from '../../src/crypto/field-crypto.js';
 import { SubscriptionService } from '../../src/events/subscription-service.js';
 import { liveSecrets } from '../../src/events/subscription-secrets.js';
 import { toAppError } from '../../src/http/problem.js';
-import { memberEmails, type EncryptedFieldSet } from '../../src/keys/field-sets.js';
+import type { EncryptedFieldSet } from '../../src/keys/field-sets.js';
+import { memberEmails } from '../../src/loyalty/member-field-sets.js';
 import { reencrypt } from '../../src/keys/reencrypt.js';
 import { isAppError } from '../../src/errors/app-error.js';
 import { describeInstance, futureBeats, liveInstances, waitForInstances } from '../../src/keys/instance-heartbeat.js';

@@ -7,7 +7,7 @@
  */
 import { expect } from 'chai';
 import { Webhook } from 'standardwebhooks';
-import { encryptValue } from '../../src/cards/card-crypto.js';
+import { encryptValue } from '../../src/crypto/field-crypto.js';
 import { migrateToLatest, migrationConfig } from '../../src/db/migrations.js';
 import { signedHeaders } from '../../src/events/signing.js';
 import { SubscriptionService } from '../../src/events/subscription-service.js';

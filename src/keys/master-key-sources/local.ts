@@ -20,7 +20,7 @@ import type {
   MasterKeyLocation,
   MasterKeyReadiness,
   MasterKeySource,
-} from '../master-key-source.js';
+} from '../master-key-types.js';
 
 const IV_BYTES = 12;
 const TAG_BYTES = 16;

@@ -1,3 +1,4 @@
+/* eslint max-lines: ["error", 560] -- one device session: login, key checks, serialised calls with timeouts, reconnection; split with the next token feature */
 /**
  * The PKCS#11 master key source: the KEK is a non-extractable AES-256 key inside a token (an HSM;
  * SoftHSM2 in development and CI), and every wrap and unwrap is done BY THE TOKEN. The KEK's bytes
@@ -38,7 +39,7 @@ import { randomBytes } from 'node:crypto';
 import pkcs11js from 'pkcs11js';
 import type { MasterKeyConfig, Pkcs11Settings } from '../../config/config.js';
 import { AppError } from '../../errors/app-error.js';
-import type { LoadedMasterKey, MasterKeyLocation, MasterKeyReadiness, MasterKeySource } from '../master-key-source.js';
+import type { LoadedMasterKey, MasterKeyLocation, MasterKeyReadiness, MasterKeySource } from '../master-key-types.js';
 import { keyCheckValue } from './local.js';
 
 type Pkcs11Config = Extract<MasterKeyConfig, { source: 'pkcs11' }>;

@@ -21,7 +21,7 @@ import { combine } from 'shamir-secret-sharing';
 import type { SharesMasterKeyConfig } from '../../config/config.js';
 import { AppError } from '../../errors/app-error.js';
 import type { SplittableMasterKey } from '../key-shares.js';
-import type { MasterKeyReadiness, MasterKeySource } from '../master-key-source.js';
+import type { MasterKeyReadiness, MasterKeySource } from '../master-key-types.js';
 import { SHARE_BYTES } from './share-crypto.js';
 
 /**

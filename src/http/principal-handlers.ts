@@ -1,5 +1,5 @@
-import type { HandlerMap } from '../http/types.js';
-import { principalOf } from '../http/types.js';
+import type { HandlerMap } from './types.js';
+import { principalOf } from './types.js';
 
 /** Lets a client see how the service understood its token: subject, scopes, shopper. */
 export function authHandlers(): HandlerMap {

@@ -1,5 +1,6 @@
 /**
- * The two primitives of the vault, both from node:crypto (OpenSSL, AES-NI).
+ * Field crypto: the two primitives every encrypted column uses (cards, member e-mails, subscription
+ * secrets), both from node:crypto (OpenSSL, AES-NI). A leaf module: it imports nothing from src/.
  *
  * Fingerprints: HMAC-SHA256 under an `identifier-mac` key over a domain-separated encoding of the
  * identifier (PCI DSS 3.5.1.1: a keyed hash of the entire PAN). The kind and namespace are part of the
