@@ -12,7 +12,7 @@
 /** The ground: leaf modules everything may use. They import nothing above them. */
 const FOUNDATION = ['errors', 'ids', 'crypto', 'card-data', 'metrics', 'config'];
 /** Shared infrastructure: knows no feature. */
-const INFRASTRUCTURE = ['logging', 'db', 'ratelimit', 'auth', 'audit', 'http'];
+const INFRASTRUCTURE = ['logging', 'db', 'scheduling', 'ratelimit', 'auth', 'audit', 'http'];
 /**
  * Features, each above the ones it may use: keys (data keys, master key) under everything that
  * encrypts; mtls and events on keys; cards writes outbound events; shoppers is who a reference means;
@@ -95,6 +95,22 @@ module.exports = {
       severity: 'error',
       from: { path: folders(ORDER) },
       to: { path: '^src/([^/]+\\.ts$|cli/)' },
+    },
+    {
+      name: 'every-folder-is-placed',
+      comment:
+        'A folder of src/ that is in no layer would escape every rule above: place it in FOUNDATION, ' +
+        'INFRASTRUCTURE or FEATURES (and in docs/architecture.md).',
+      severity: 'error',
+      from: { path: '^src/[^/]+/', pathNot: `^src/(${[...ORDER, 'cli'].join('|')})/` },
+      to: {},
+    },
+    {
+      name: 'every-imported-folder-is-placed',
+      comment: 'Nothing imports a folder of src/ that is in no layer (see every-folder-is-placed).',
+      severity: 'error',
+      from: { path: '^src/' },
+      to: { path: '^src/[^/]+/', pathNot: `^src/(${[...ORDER, 'cli'].join('|')})/` },
     },
     {
       name: 'not-to-unresolvable',
