@@ -17,6 +17,7 @@ import type { KeyActor, KeyPurpose } from '../keys/key-ring.js';
 import { checkKeyTriggers, type KeyCheckFinding } from '../keys/key-version-triggers.js';
 import { reencrypt } from '../keys/reencrypt.js';
 import { auditCommand, AUDIT_USAGE } from './keys-audit.js';
+import { currentMasterKey } from './keys-master-info.js';
 import { hsmCommand, HSM_USAGE } from './keys-hsm.js';
 import { mtlsCommand, MTLS_USAGE } from './keys-mtls.js';
 import { requestsCommand, REQUESTS_USAGE } from './keys-requests.js';
@@ -27,10 +28,8 @@ import { UsageError } from './usage-error.js';
 import {
   inventoryMarkdown,
   keyTable,
-  masterKeyInfo,
   masterKeyLines,
   progressPrinter,
-  type MasterKeyInfo,
   PURPOSE_DESCRIPTIONS,
   type InventoryDocument,
 } from './keys-report.js';
@@ -242,13 +241,6 @@ async function inventory(args: readonly string[], ctx: KeysContext, out: (t: str
   fs.writeFileSync(`${base}.md`, inventoryMarkdown(doc));
   out(`wrote ${base}.json and ${base}.md (${keys.length} key versions, ${masters.length} master key(s))`);
   return 0;
-}
-
-/** The current master key: where it lives and since when it is the active one (master_keys). */
-async function currentMasterKey(ctx: KeysContext): Promise<MasterKeyInfo> {
-  const row = (await ctx.knex('master_keys').where({ kek_id: ctx.masterKey.keyId }).first('created_at')) as
-    { created_at: Date | string } | undefined;
-  return masterKeyInfo(ctx.masterKey, row === undefined ? undefined : new Date(row.created_at), new Date());
 }
 
 async function status(args: readonly string[], ctx: KeysContext, out: (t: string) => void): Promise<number> {

@@ -71,12 +71,28 @@ export interface MasterKeyInfo {
   readonly expiresAt: string | null;
   readonly daysLeft: number | null;
   readonly overdue: boolean;
+  /**
+   * The key's split into custodians' shares, when one is active for it (split knowledge, 3.6.1.2):
+   * M of N, who holds a share, and whether the record's seal verified under this key (a record a
+   * database writer made up does not).
+   */
+  readonly split: MasterKeySplitInfo | null;
+}
+
+export interface MasterKeySplitInfo {
+  readonly id: string;
+  readonly threshold: number;
+  readonly total: number;
+  readonly holders: readonly string[];
+  readonly createdAt: string;
+  readonly sealVerified: boolean;
 }
 
 export function masterKeyInfo(
   source: { readonly keyId: string; readonly description: string; readonly location?: MasterKeyLocation | undefined },
   since: Date | undefined,
   now: Date,
+  split: MasterKeySplitInfo | null = null,
 ): MasterKeyInfo {
   const expires =
     since === undefined ? undefined : new Date(since.getTime() + MASTER_KEY_CRYPTOPERIOD_DAYS * 86_400_000);
@@ -93,6 +109,7 @@ export function masterKeyInfo(
     expiresAt: expires?.toISOString() ?? null,
     daysLeft,
     overdue: daysLeft !== null && daysLeft < 0,
+    split,
   };
 }
 
@@ -105,6 +122,12 @@ export function masterKeyLines(m: MasterKeyInfo): string[] {
     `  where: ${m.where}`,
     `  since ${m.since?.slice(0, 10) ?? '-'}, cryptoperiod ${m.cryptoperiodDays} d, ` +
       (m.daysLeft === null ? 'days left -' : m.overdue ? `OVERDUE (${m.daysLeft})` : `${m.daysLeft} days left`),
+    ...(m.split === null
+      ? []
+      : [
+          `  split ${m.split.id}: ${m.split.threshold} of ${m.split.total} shares, held by ${m.split.holders.join(', ')}` +
+            ` (since ${m.split.createdAt.slice(0, 10)}; record seal ${m.split.sealVerified ? 'verified' : 'DOES NOT VERIFY'})`,
+        ]),
   ];
 }
 

@@ -180,6 +180,17 @@ describe("master key in custodians' shares: split, sealed start, unseal, seal", 
       masterKeyId: fx.masterKey.keyId,
       sealVerifies: true,
     });
+    // The inventory says where the key lives: M of N and who holds a share (PCI DSS 3.6.1.1, 3.6.1.2).
+    const list = await fx.run('list');
+    expect(list.stdout).to.match(/split msp_\S+: 2 of 3 shares, held by .*record seal verified/);
+    for (const name of ['alice', 'bob', 'carol']) expect(list.stdout).to.contain(name);
+    const inventory = path.join(dir, 'inventory');
+    expect((await fx.run('inventory', '--out', inventory)).code).to.equal(0);
+    const doc = JSON.parse(fs.readFileSync(`${inventory}.json`, 'utf8')) as {
+      currentMasterKey: { split: { threshold: number; total: number; holders: string[]; sealVerified: boolean } };
+    };
+    expect(doc.currentMasterKey.split).to.deep.include({ threshold: 2, total: 3, sealVerified: true });
+    expect(doc.currentMasterKey.split.holders).to.have.members(['alice', 'bob', 'carol']);
   });
 
   it('when the service starts with MASTER_KEY_SOURCE=shares, then it is sealed: /readyz 503 VAULT_SEALED, card routes 503, the balance answers', async () => {
