@@ -185,6 +185,27 @@ describe('master key in a PKCS#11 token (SoftHSM2)', function () {
       expect(kekA.keyId).to.not.equal(kekB.keyId);
     });
 
+    it('when the key id is published (kek_id in every row, the audit trail, the inventory), then it holds no part of the GCM hash key H = E_K(0¹²⁸) beyond the conventional 3-byte check value', () => {
+      // H authenticates every wrapped key and seal: knowing 96 of its 128 bits leaves an insider 2^32
+      // guesses from forging a wrapped value under another row's AAD.
+      const admin = recorder.quiet(() => adminSession(token));
+      let h: Buffer;
+      try {
+        h = recorder.quiet(() => {
+          const [key] = findByLabel(admin.api, admin.session, 'lv-kek-a');
+          admin.api.C_EncryptInit(admin.session, { mechanism: pkcs11js.CKM_AES_ECB }, key!);
+          return admin.api.C_Encrypt(admin.session, Buffer.alloc(16), Buffer.alloc(16));
+        });
+      } finally {
+        recorder.quiet(() => admin.close());
+      }
+      expect(kekA.keyCheckValue).to.equal(h.subarray(0, 3).toString('hex').toUpperCase());
+      const idBytes = Buffer.from(kekA.keyId.slice('pkcs11:'.length), 'base64url');
+      for (let i = 0; i + 4 <= idBytes.length; i += 1) {
+        expect(h.includes(idBytes.subarray(i, i + 4)), `key id bytes ${i}..${i + 3} are bytes of H`).to.equal(false);
+      }
+    });
+
     it('when a key with the label already exists, then keys hsm init refuses and the token still holds one key under it', async () => {
       const error = await rejection(createMasterKeyInToken(token.settings, 'lv-kek-a'));
       expect(error.code).to.equal('KEY_OPERATION_INVALID');

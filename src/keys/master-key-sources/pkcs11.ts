@@ -38,7 +38,13 @@ import { randomBytes } from 'node:crypto';
 import pkcs11js from 'pkcs11js';
 import type { MasterKeyConfig, Pkcs11Settings } from '../../config/config.js';
 import { AppError } from '../../errors/app-error.js';
-import type { LoadedMasterKey, MasterKeyLocation, MasterKeyReadiness, MasterKeySource } from '../master-key-source.js';
+import type {
+  KeyIdRename,
+  LoadedMasterKey,
+  MasterKeyLocation,
+  MasterKeyReadiness,
+  MasterKeySource,
+} from '../master-key-source.js';
 import { keyCheckValue } from './local.js';
 
 type Pkcs11Config = Extract<MasterKeyConfig, { source: 'pkcs11' }>;
@@ -255,10 +261,36 @@ function gcm(iv: Buffer, aad: string): pkcs11js.Mechanism {
   };
 }
 
-/** The key's encryption of a zero block, inside the token: its key check value and fingerprint. */
-async function zeroBlock(api: pkcs11js.PKCS11, session: Handle, key: Handle): Promise<Buffer> {
+/**
+ * The block whose encryption identifies the key (keyId). Not the zero block: E_K(0¹²⁸) is GCM's hash
+ * key H, which authenticates every wrapped key and seal; publishing 96 bits of it (as kek_id in every
+ * row, the audit trail and the inventory) would leave an insider 2^32 guesses from forging a wrapped
+ * value under another row's AAD. As a GCM counter block this one would need the IV "loyalty-vaul"
+ * and a counter near 2^31: never met. Only the conventional 3-byte KCV comes from the zero block.
+ */
+const KEY_ID_BLOCK = Buffer.from('loyalty-vault/id', 'ascii');
+
+async function ecbBlock(api: pkcs11js.PKCS11, session: Handle, key: Handle, block: Buffer): Promise<Buffer> {
   api.C_EncryptInit(session, { mechanism: pkcs11js.CKM_AES_ECB }, key);
-  return encryptAsync(api, session, Buffer.alloc(16), 16);
+  return encryptAsync(api, session, block, 16);
+}
+
+interface Fingerprint {
+  readonly keyId: string;
+  /** The identifier the first release derived from the zero block (stored rows are renamed). */
+  readonly legacyKeyId: string;
+  readonly kcv: string;
+}
+
+/** The key's check value and identifier, computed inside the token. */
+async function fingerprintOf(api: pkcs11js.PKCS11, session: Handle, key: Handle): Promise<Fingerprint> {
+  const zero = await ecbBlock(api, session, key, Buffer.alloc(16));
+  const id = await ecbBlock(api, session, key, KEY_ID_BLOCK);
+  return {
+    keyId: `pkcs11:${id.subarray(0, 12).toString('base64url')}`,
+    legacyKeyId: `pkcs11:${zero.subarray(0, 12).toString('base64url')}`,
+    kcv: keyCheckValue(zero),
+  };
 }
 
 interface Connection {
@@ -268,7 +300,7 @@ interface Connection {
 
 export class Pkcs11MasterKey implements MasterKeySource {
   readonly description: string;
-  private fingerprint: { keyId: string; kcv: string } | undefined;
+  private fingerprint: Fingerprint | undefined;
   private connection: Connection | undefined;
   private state: MasterKeyReadiness = { ready: true };
   private queue: Promise<unknown> = Promise.resolve();
@@ -292,6 +324,12 @@ export class Pkcs11MasterKey implements MasterKeySource {
   get keyId(): string {
     if (this.fingerprint === undefined) throw new Error('the PKCS#11 master key is not open');
     return this.fingerprint.keyId;
+  }
+
+  /** Rows written by the first release name this key by its zero-block id: renamed at start. */
+  get keyIdRenames(): readonly KeyIdRename[] {
+    const fingerprint = this.fingerprint;
+    return fingerprint === undefined ? [] : [{ from: fingerprint.legacyKeyId, to: fingerprint.keyId }];
   }
 
   get location(): MasterKeyLocation {
@@ -433,8 +471,7 @@ export class Pkcs11MasterKey implements MasterKeySource {
    * match: a different key under the label is never used (detail names the label, not the values).
    */
   private async verifyFingerprint(api: pkcs11js.PKCS11, { session, key }: Connection): Promise<void> {
-    const block = await zeroBlock(api, session, key);
-    const fingerprint = { keyId: `pkcs11:${block.subarray(0, 12).toString('base64url')}`, kcv: keyCheckValue(block) };
+    const fingerprint = await fingerprintOf(api, session, key);
     if (this.fingerprint === undefined) this.fingerprint = fingerprint;
     else if (this.fingerprint.keyId !== fingerprint.keyId) {
       throw unavailable(
@@ -512,13 +549,8 @@ export async function createMasterKeyInToken(settings: Pkcs11Settings, keyLabel:
       { type: pkcs11js.CKA_DERIVE, value: false },
     ]);
     checkKeyAttributes(api, session, key, keyLabel);
-    const block = await zeroBlock(api, session, key);
-    return {
-      tokenLabel: settings.tokenLabel,
-      keyLabel,
-      keyCheckValue: keyCheckValue(block),
-      keyId: `pkcs11:${block.subarray(0, 12).toString('base64url')}`,
-    };
+    const { keyId, kcv } = await fingerprintOf(api, session, key);
+    return { tokenLabel: settings.tokenLabel, keyLabel, keyCheckValue: kcv, keyId };
   } finally {
     try {
       api.C_CloseSession(session);
@@ -530,7 +562,7 @@ export async function createMasterKeyInToken(settings: Pkcs11Settings, keyLabel:
 
 /**
  * Undoes {@link createMasterKeyInToken} when its audit entry could not be written: only ever the key
- * that very command created a moment before, identified by label AND key check value, under which
+ * that very command created a moment before, identified by label AND key id (96 bits, not the 24-bit KCV), under which
  * nothing has been wrapped.
  */
 export async function destroyCreatedTokenKey(settings: Pkcs11Settings, created: TokenKeyCreated): Promise<void> {
@@ -541,8 +573,7 @@ export async function destroyCreatedTokenKey(settings: Pkcs11Settings, created: 
   try {
     login(api, session, settings.pinFile);
     for (const key of findKeys(api, session, created.keyLabel)) {
-      if (keyCheckValue(await zeroBlock(api, session, key)) === created.keyCheckValue)
-        api.C_DestroyObject(session, key);
+      if ((await fingerprintOf(api, session, key)).keyId === created.keyId) api.C_DestroyObject(session, key);
     }
   } finally {
     api.C_CloseSession(session);
