@@ -21,6 +21,7 @@ import { LocalMasterKey, MasterKeySet, loadMasterKey, type MasterKeySource } fro
 import {
   Pkcs11MasterKey,
   createMasterKeyInToken,
+  destroyCreatedTokenKey,
   type TokenKeyCreated,
 } from '../../src/keys/master-key-sources/pkcs11.js';
 import { signToken } from '../support/auth.js';
@@ -404,6 +405,32 @@ describe('master key in a PKCS#11 token (SoftHSM2)', function () {
         [kekA.keyId, kekB.keyId, fileKey.keyId].map((id) => `master-key:${id}`),
       );
       expect((await verifyAuditChain(db.knex)).ok).to.equal(true);
+    });
+
+    it('when keys hsm init cannot be audited after data keys were already wrapped under the new key (a first installation naming it, another instance starting), then the undo keeps the key instead of stranding them', async () => {
+      const created = await createMasterKeyInToken(token.settings, 'lv-kek-undo-used');
+      const source = await open('lv-kek-undo-used');
+      await keysFixture(db, { source }); // ensureInitialKeys: every data key wrapped under it
+      expect(await db.knex('data_keys').where({ kek_id: created.keyId })).to.have.length.greaterThan(0);
+      const outcome = await destroyCreatedTokenKey(token.settings, created, db.knex);
+      const admin = recorder.quiet(() => adminSession(token));
+      try {
+        expect(recorder.quiet(() => findByLabel(admin.api, admin.session, 'lv-kek-undo-used'))).to.have.length(1);
+      } finally {
+        recorder.quiet(() => admin.close());
+      }
+      expect(outcome).to.match(/^kept: .*data_keys/);
+      await new KeyRing(db.knex, source, 50).reload();
+
+      // A key nothing uses yet is destroyed as before.
+      const unused = await createMasterKeyInToken(token.settings, 'lv-kek-undo-unused');
+      expect(await destroyCreatedTokenKey(token.settings, unused, db.knex)).to.equal('destroyed');
+      const again = recorder.quiet(() => adminSession(token));
+      try {
+        expect(recorder.quiet(() => findByLabel(again.api, again.session, 'lv-kek-undo-unused'))).to.have.length(0);
+      } finally {
+        recorder.quiet(() => again.close());
+      }
     });
 
     it('when the token goes away in the middle of a rotation, then nothing is half-written, and the rotation resumes once it is back', async () => {

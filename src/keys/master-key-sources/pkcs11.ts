@@ -35,6 +35,7 @@
  */
 import fs from 'node:fs';
 import { randomBytes } from 'node:crypto';
+import type { Knex } from 'knex';
 import pkcs11js from 'pkcs11js';
 import type { MasterKeyConfig, Pkcs11Settings } from '../../config/config.js';
 import { AppError } from '../../errors/app-error.js';
@@ -560,22 +561,45 @@ export async function createMasterKeyInToken(settings: Pkcs11Settings, keyLabel:
   }
 }
 
+/** The tables whose rows name the master key that wrapped them (or record it as a master key). */
+const KEK_ID_TABLES = ['data_keys', 'audit_chain_keys', 'master_keys'] as const;
+
 /**
  * Undoes {@link createMasterKeyInToken} when its audit entry could not be written: only ever the key
- * that very command created a moment before, identified by label AND key id (96 bits, not the 24-bit KCV), under which
- * nothing has been wrapped.
+ * that very command created a moment before, identified by label AND key id (96 bits, not the 24-bit
+ * KCV). Given the database, it first makes sure nothing is wrapped under that key: on a first
+ * installation whose configuration names the new label, the same CLI run (or another instance
+ * starting meanwhile) has already wrapped the data keys under it, and destroying it would strand
+ * them for good. Such a key is kept (an unaudited key in the token is visible and can be audited or
+ * removed by an operator; destroyed data keys cannot be brought back).
  */
-export async function destroyCreatedTokenKey(settings: Pkcs11Settings, created: TokenKeyCreated): Promise<void> {
+export async function destroyCreatedTokenKey(
+  settings: Pkcs11Settings,
+  created: TokenKeyCreated,
+  usedIn?: Knex,
+): Promise<'destroyed' | 'absent' | `kept: ${string}`> {
+  if (usedIn !== undefined) {
+    const using: string[] = [];
+    for (const table of KEK_ID_TABLES) {
+      if ((await usedIn(table).where({ kek_id: created.keyId }).first('kek_id')) !== undefined) using.push(table);
+    }
+    if (using.length > 0) return `kept: rows in ${using.join(', ')} are under it`;
+  }
   const api = moduleFor(settings.module);
   const slot = findSlot(api, settings.tokenLabel);
-  if (slot === undefined) return;
+  if (slot === undefined) return 'absent';
   const session = api.C_OpenSession(slot, pkcs11js.CKF_SERIAL_SESSION | pkcs11js.CKF_RW_SESSION);
+  let outcome: 'destroyed' | 'absent' = 'absent';
   try {
     login(api, session, settings.pinFile);
     for (const key of findKeys(api, session, created.keyLabel)) {
-      if ((await fingerprintOf(api, session, key)).keyId === created.keyId) api.C_DestroyObject(session, key);
+      if ((await fingerprintOf(api, session, key)).keyId === created.keyId) {
+        api.C_DestroyObject(session, key);
+        outcome = 'destroyed';
+      }
     }
   } finally {
     api.C_CloseSession(session);
   }
+  return outcome;
 }
