@@ -566,6 +566,42 @@ describe('master key in a PKCS#11 token (SoftHSM2)', function () {
     });
   });
 
+  describe('a PIN the token refuses', () => {
+    it('when the PIN file holds a wrong PIN after an outage, then the source is unavailable saying so and does not try the same PIN again (a real token locks its PIN after a few wrong tries), and recovers once the file is corrected', async () => {
+      const source = await open('lv-kek-a');
+      const pin = fs.readFileSync(token.pinFile, 'utf8');
+      fs.writeFileSync(token.pinFile, 'not-the-pin\n', { mode: 0o600 });
+      const bringBack = token.takeAway(); // the library is finalised: every login is gone
+      bringBack();
+      try {
+        const before = recorder.calls.length;
+        for (let i = 0; i < 3; i += 1) {
+          await source.refreshReadiness();
+          await new Promise((r) => setTimeout(r, 1_100)); // past the probe interval
+        }
+        const logins = recorder.calls.slice(before).filter((c) => c.method === 'C_Login');
+        expect(logins, 'C_Login attempts with the same wrong PIN').to.have.length(1);
+        const state = source.readiness();
+        expect(state).to.include({ ready: false, code: 'MASTER_KEY_UNAVAILABLE' });
+        expect(state.ready ? '' : state.detail)
+          .to.contain('PIN')
+          .and.not.contain('not-the-pin');
+        const wrap = await rejection(source.wrap(randomBytes(32), 'pin-test'));
+        expect(wrap.code).to.equal('MASTER_KEY_UNAVAILABLE');
+      } finally {
+        fs.writeFileSync(token.pinFile, pin, { mode: 0o600 });
+      }
+      await eventually(
+        'ready again',
+        async () => {
+          await source.refreshReadiness();
+          return source.readiness();
+        },
+        (state) => state.ready,
+      );
+    });
+  });
+
   describe('the calls the code made (recorded over the whole file)', () => {
     it('when the whole file has run, then the code under test never asked for the key value, never wrapped a key out of the token and never changed an object', () => {
       expect(recorder.calls.length).to.be.greaterThan(50);

@@ -34,7 +34,7 @@
  * already unwrapped stay in the key ring, so card traffic does not need the token at all.
  */
 import fs from 'node:fs';
-import { randomBytes } from 'node:crypto';
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Knex } from 'knex';
 import pkcs11js from 'pkcs11js';
 import type { MasterKeyConfig, Pkcs11Settings } from '../../config/config.js';
@@ -180,12 +180,53 @@ function readPin(pinFile: string): string {
   return fs.readFileSync(pinFile, 'utf8').replace(/\r?\n$/, '');
 }
 
-function login(api: pkcs11js.PKCS11, session: Handle, pinFile: string): void {
+/** Answers to C_Login that mean "this PIN will not do": trying it again only counts down to a lock. */
+const PIN_REFUSED_CODES = new Set<number>([
+  pkcs11js.CKR_PIN_INCORRECT,
+  pkcs11js.CKR_PIN_INVALID,
+  pkcs11js.CKR_PIN_LEN_RANGE,
+  pkcs11js.CKR_PIN_EXPIRED,
+  pkcs11js.CKR_PIN_LOCKED,
+]);
+
+/** A per-process key so that what is remembered of a refused PIN is not a plain hash of it. */
+const PIN_MEMO_KEY = randomBytes(32);
+
+/**
+ * The PINs the token refused, per token and PIN file (a keyed digest, never the PIN): a PIN that was
+ * refused is not sent again until the file holds another one. Real HSMs lock the user PIN after a
+ * few wrong tries (for every instance, until a security officer resets it); without this, each
+ * readiness probe (once a second) and each operation retried a wrong PIN after an outage.
+ */
+const refusedPins = new Map<string, Buffer>();
+
+function login(api: pkcs11js.PKCS11, session: Handle, settings: Pkcs11Settings): void {
+  const pin = readPin(settings.pinFile);
+  const memo = `${settings.module}\0${settings.tokenLabel}\0${settings.pinFile}`;
+  const digest = createHmac('sha256', PIN_MEMO_KEY).update(pin, 'utf8').digest();
+  const refused = refusedPins.get(memo);
+  if (refused !== undefined && timingSafeEqual(refused, digest)) {
+    throw unavailable(
+      `the token "${settings.tokenLabel}" refused the PIN in PKCS11_PIN_FILE: it is not tried again until the ` +
+        'file holds another PIN (a token locks its PIN after a few wrong tries)',
+    );
+  }
   try {
-    api.C_Login(session, pkcs11js.CKU_USER, readPin(pinFile));
+    api.C_Login(session, pkcs11js.CKU_USER, pin);
+    refusedPins.delete(memo);
   } catch (error) {
     // Logins are per application and token: another session of this process already holds one.
-    if (pkcs11Code(error) !== pkcs11js.CKR_USER_ALREADY_LOGGED_IN) throw error;
+    const code = pkcs11Code(error);
+    if (code === pkcs11js.CKR_USER_ALREADY_LOGGED_IN) return;
+    if (code !== undefined && PIN_REFUSED_CODES.has(code)) {
+      refusedPins.set(memo, digest);
+      throw unavailable(
+        `the token "${settings.tokenLabel}" refused the PIN in PKCS11_PIN_FILE (${describeCode(error)}): ` +
+          'it is not tried again until the file holds another PIN',
+        error,
+      );
+    }
+    throw error;
   }
 }
 
@@ -441,13 +482,13 @@ export class Pkcs11MasterKey implements MasterKeySource {
   }
 
   private async connect(api: pkcs11js.PKCS11): Promise<Connection> {
-    const { tokenLabel, pinFile } = this.settings;
+    const { tokenLabel } = this.settings;
     const slot = findSlot(api, tokenLabel);
     if (slot === undefined) throw unavailable(`the token "${tokenLabel}" is not present`);
     // A read-only session: using a key needs no more; creating one is `keys hsm init`'s job.
     const session = api.C_OpenSession(slot, pkcs11js.CKF_SERIAL_SESSION);
     try {
-      login(api, session, pinFile);
+      login(api, session, this.settings);
       const keys = findKeys(api, session, this.keyLabel);
       const key = keys[0];
       if (key === undefined) {
@@ -524,7 +565,7 @@ export async function createMasterKeyInToken(settings: Pkcs11Settings, keyLabel:
   if (slot === undefined) throw unavailable(`the token "${settings.tokenLabel}" is not present`);
   const session = api.C_OpenSession(slot, pkcs11js.CKF_SERIAL_SESSION | pkcs11js.CKF_RW_SESSION);
   try {
-    login(api, session, settings.pinFile);
+    login(api, session, settings);
     if (findKeys(api, session, keyLabel).length > 0) {
       throw new AppError('KEY_OPERATION_INVALID', {
         detail: `the token "${settings.tokenLabel}" already holds an object labelled "${keyLabel}": choose another label`,
@@ -591,7 +632,7 @@ export async function destroyCreatedTokenKey(
   const session = api.C_OpenSession(slot, pkcs11js.CKF_SERIAL_SESSION | pkcs11js.CKF_RW_SESSION);
   let outcome: 'destroyed' | 'absent' = 'absent';
   try {
-    login(api, session, settings.pinFile);
+    login(api, session, settings);
     for (const key of findKeys(api, session, created.keyLabel)) {
       if ((await fingerprintOf(api, session, key)).keyId === created.keyId) {
         api.C_DestroyObject(session, key);
