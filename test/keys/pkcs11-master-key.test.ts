@@ -348,6 +348,34 @@ describe('master key in a PKCS#11 token (SoftHSM2)', function () {
       expect(listed.stdout).to.match(/cryptoperiod 730 d, 7(29|30) days left/);
     });
 
+    it('when key_ring_generation moves with no new data key (an insider bumping it, a retirement), then the ring reloads without the token: no token call on the hot path, and cards still tokenise while the token is away', async () => {
+      const source = await open('lv-kek-a');
+      await keysFixture(db, { source });
+      const ring = new KeyRing(db.knex, source, 20);
+      const vault = new VaultService(db.knex, ring, vaultOptions);
+      await vault.tokenise({ kind: 'pan', pan: generatePans(1, '555555')[0]! }); // loads the ring
+      const bump = () => db.knex('key_ring_generation').where({ id: 1 }).increment('generation', 1);
+      const [first, second] = generatePans(2, '411111');
+
+      await bump();
+      await new Promise((r) => setTimeout(r, 40));
+      const before = recorder.calls.length;
+      await vault.tokenise({ kind: 'pan', pan: first! });
+      expect(recorder.calls.slice(before).map((c) => c.method)).to.deep.equal([]);
+      const generation = ring.loadedGeneration;
+
+      const bringBack = token.takeAway();
+      try {
+        await bump();
+        await new Promise((r) => setTimeout(r, 40));
+        const card = (await vault.tokenise({ kind: 'pan', pan: second! })).card;
+        expect(await vault.detokenise(card.token, 'token away', caller)).to.deep.equal({ pan: second });
+        expect(ring.loadedGeneration).to.equal(generation + 1);
+      } finally {
+        bringBack();
+      }
+    });
+
     it('when the master key is rotated env → token → another token key → file, then every data key and seal follows, the data is untouched, and each old key opens nothing', async () => {
       const envKeyBase64 = randomBytes(32).toString('base64');
       const start = await keysFixture(db, { masterKeyBase64: envKeyBase64 });
