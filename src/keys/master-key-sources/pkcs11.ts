@@ -142,7 +142,14 @@ function unavailable(detail: string, cause?: unknown): AppError {
 
 /** The slot holding the token labelled `label`, re-reading the slot list once if it is not there. */
 function findSlot(api: pkcs11js.PKCS11, label: string): Handle | undefined {
-  const scan = () => api.C_GetSlotList(true).find((slot) => api.C_GetTokenInfo(slot).label.trim() === label);
+  // Two tokens under one label (a second HSM partition, a token restored beside the original) are
+  // refused rather than one picked at random: the key check value would catch a different key, but
+  // `keys hsm init` and its undo could act on the wrong token.
+  const scan = () => {
+    const slots = api.C_GetSlotList(true).filter((slot) => api.C_GetTokenInfo(slot).label.trim() === label);
+    if (slots.length > 1) throw unavailable(`${slots.length} tokens are labelled "${label}": the label must be unique`);
+    return slots[0];
+  };
   let slot: Handle | undefined;
   try {
     slot = scan();
@@ -166,18 +173,25 @@ function findSlot(api: pkcs11js.PKCS11, label: string): Handle | undefined {
  * group or others can read. The PIN goes straight to C_Login and is never kept or logged.
  */
 function readPin(pinFile: string): string {
-  let stat: fs.Stats;
+  // One open file: the mode checked is that of the file read (no swap between a stat and a read).
+  let fd: number;
   try {
-    stat = fs.statSync(pinFile);
+    fd = fs.openSync(pinFile, 'r');
   } catch (error) {
     throw new Error(`PKCS11_PIN_FILE cannot be read (${(error as NodeJS.ErrnoException).code ?? 'error'})`, {
       cause: error,
     });
   }
-  if (process.platform !== 'win32' && (stat.mode & 0o077) !== 0) {
-    throw new Error('PKCS11_PIN_FILE must be readable by its owner only (chmod 600)');
+  try {
+    const stat = fs.fstatSync(fd);
+    if (!stat.isFile()) throw new Error('PKCS11_PIN_FILE must be a regular file');
+    if (process.platform !== 'win32' && (stat.mode & 0o077) !== 0) {
+      throw new Error('PKCS11_PIN_FILE must be readable by its owner only (chmod 600)');
+    }
+    return fs.readFileSync(fd, 'utf8').replace(/\r?\n$/, '');
+  } finally {
+    fs.closeSync(fd);
   }
-  return fs.readFileSync(pinFile, 'utf8').replace(/\r?\n$/, '');
 }
 
 /** Answers to C_Login that mean "this PIN will not do": trying it again only counts down to a lock. */
