@@ -36,6 +36,19 @@ describe('master-key rotation (keys rotate --purpose master)', function () {
   const during = (singleOperator: boolean) =>
     keysFixture(db, { source: new MasterKeySet(newKek, [oldKek]), policy: { singleOperator } });
 
+  it('when an insider sets kek_id of the data keys still under the old master key to the new one, then the rotation still rewraps them (the column is not trusted), says so, and the new key alone opens every key', async () => {
+    const fx = await during(true);
+    await db.knex('data_keys').update({ kek_id: newKek.keyId });
+    const plan = await fx.run('rotate', '--purpose', 'master');
+    expect(plan.stdout).to.contain('kek_id names the current master key but it does not open them');
+    const res = await fx.run('rotate', '--purpose', 'master', '--apply');
+    expect(res.code, res.stderr).to.equal(0);
+    expect(res.stdout).to.contain(`4 data key(s) rewrapped by master key ${newKek.keyId}`);
+    await new KeyRing(db.knex, newKek, 50).reload(); // MASTER_KEY_PREVIOUS can go: nothing is stranded
+    const entry = await db.knex('audit_events').where({ action: 'master-key.rotated' }).first();
+    expect(JSON.stringify(entry.details)).to.contain('mislabelled');
+  });
+
   it('when the master key is rotated, then every data key is rewrapped by the new one, the data is untouched, and the old key no longer opens anything', async () => {
     const fx = await during(true);
     const plan = await fx.run('rotate', '--purpose', 'master');
