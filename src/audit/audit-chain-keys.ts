@@ -43,6 +43,7 @@ export interface ChainKey {
 interface ChainKeyRow {
   version: number;
   wrapped_key: Buffer;
+  kek_id?: string;
 }
 
 class Registration {
@@ -173,7 +174,14 @@ export function chainKeysFor(db: Db): Registration {
  * so every entry keeps verifying. Returns the versions rewrapped.
  */
 export async function rewrapAuditChainKeys(trx: Knex.Transaction, masterKey: ChainKeyWrapper): Promise<number[]> {
-  const rows = (await trx('audit_chain_keys').whereNot('kek_id', masterKey.keyId).forUpdate()) as ChainKeyRow[];
+  // Not chosen by kek_id alone: an insider who set kek_id to the current key on a row still under the
+  // old one would have it skipped, and unopenable (the trail unverifiable) once the old key is gone.
+  const currentOnly = currentWrapper(masterKey);
+  const rows: ChainKeyRow[] = [];
+  for (const row of (await trx('audit_chain_keys').forUpdate()) as ChainKeyRow[]) {
+    if (row.kek_id !== masterKey.keyId) rows.push(row);
+    else if (!(await opens(currentOnly, row))) rows.push(row);
+  }
   const done: number[] = [];
   for (const row of rows) {
     let material: Buffer;
@@ -192,4 +200,20 @@ export async function rewrapAuditChainKeys(trx: Knex.Transaction, masterKey: Cha
     done.push(row.version);
   }
   return done;
+}
+
+/** The current key of a rotation's key set (MasterKeySet.current), else the wrapper itself. */
+function currentWrapper(wrapper: ChainKeyWrapper): ChainKeyWrapper {
+  const current = (wrapper as { current?: ChainKeyWrapper; previous?: unknown }).current;
+  return current !== undefined && 'previous' in wrapper ? currentWrapper(current) : wrapper;
+}
+
+async function opens(wrapper: ChainKeyWrapper, row: ChainKeyRow): Promise<boolean> {
+  try {
+    (await wrapper.unwrap(Buffer.from(row.wrapped_key), chainKeyAad(row.version))).fill(0);
+    return true;
+  } catch (error) {
+    if (isMasterKeyUnavailable(error)) throw error;
+    return false;
+  }
 }

@@ -4,8 +4,10 @@
  *
  * The key is created BEFORE the CLI loads its master-key source (src/cli/keys.ts), so that a first
  * installation can name the new key as its source; if the audit entry cannot then be written, the
- * key just created is destroyed again (nothing is wrapped under it yet): no unaudited key stays in
- * the token. Creating a key is not a key-state change and needs no dual control; making it the
+ * key just created is destroyed again: no unaudited key stays in the token, UNLESS the database
+ * already holds rows wrapped under it (a first installation whose configuration names the new label
+ * wraps its data keys before this command audits; another instance may start meanwhile): then it is
+ * kept and the CLI says so, since destroying it would strand those data keys for good. Creating a key is not a key-state change and needs no dual control; making it the
  * master key is `keys rotate --purpose master`, which does.
  */
 import { parseArgs } from 'node:util';

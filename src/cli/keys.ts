@@ -5,6 +5,7 @@
  * the service, from the same environment variables, while the service keeps running.
  */
 import fs from 'node:fs';
+import type { Knex } from 'knex';
 import { describeDatabase, loadConfig } from '../config/config.js';
 import { openCliDatabase } from '../db/embedded-store.js';
 import { migrateToLatest } from '../db/migrations.js';
@@ -62,11 +63,20 @@ async function main(argv: readonly string[]): Promise<number> {
     const { createMasterKeyInToken } = await import('../keys/master-key-sources/pkcs11.js');
     tokenKeyCreated = await createMasterKeyInToken(config.pkcs11, label);
   }
-  const undoTokenKey = async (): Promise<void> => {
+  // With the database open, the undo first checks that nothing was wrapped under the new key (a first
+  // installation naming it wraps the data keys in ensureInitialKeys below; another instance may too).
+  const undoTokenKey = async (usedIn?: Knex): Promise<void> => {
     if (tokenKeyCreated !== undefined && config.pkcs11 !== undefined) {
-      process.stderr.write(`keys: the key "${tokenKeyCreated.keyLabel}" could not be audited: destroying it again\n`);
       const { destroyCreatedTokenKey } = await import('../keys/master-key-sources/pkcs11.js');
-      await destroyCreatedTokenKey(config.pkcs11, tokenKeyCreated);
+      const outcome = await destroyCreatedTokenKey(config.pkcs11, tokenKeyCreated, usedIn);
+      const label = tokenKeyCreated.keyLabel;
+      process.stderr.write(
+        outcome.startsWith('kept')
+          ? `keys: the key "${label}" could not be audited but is NOT destroyed (${outcome.slice('kept: '.length)}): ` +
+              `it stays in the token; record key id ${tokenKeyCreated.keyId}, key check value ` +
+              `${tokenKeyCreated.keyCheckValue} in the audit trail by hand\n`
+          : `keys: the key "${label}" could not be audited: destroyed again\n`,
+      );
     }
   };
   let masterKey: Awaited<ReturnType<typeof loadMasterKey>>;
@@ -143,7 +153,7 @@ async function main(argv: readonly string[]): Promise<number> {
     );
     return code;
   } finally {
-    if (code !== 0) await undoTokenKey();
+    if (code !== 0) await undoTokenKey(database.knex);
     await database.close();
     await masterKey.source.close?.();
   }

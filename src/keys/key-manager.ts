@@ -24,7 +24,7 @@
  */
 import type { Knex } from 'knex';
 import { appendAuditEvent, auditedWrite } from '../audit/audit-log.js';
-import { AppError, isAppError } from '../errors/app-error.js';
+import { AppError, isAppError, isMasterKeyUnavailable } from '../errors/app-error.js';
 import { authorisationDetails, authorise, type Authorisation, type KeyOperation } from './dual-control.js';
 import { fieldSetsFor, type EncryptedFieldSet } from './field-sets.js';
 import { assertResumable } from './key-publication.js';
@@ -49,6 +49,7 @@ import {
 } from './key-ring.js';
 import type { ClientCaHooks } from './client-ca.js';
 import type { MasterKeySource } from './master-key-types.js';
+import { currentMasterKey } from './master-key-source.js';
 import { rewrapAuditChainKeys } from '../audit/audit-chain-keys.js';
 import { rewrapDualControlSeals } from './custodians.js';
 import { daysLeft, isOverdue, periodOf } from './cryptoperiods.js';
@@ -336,15 +337,44 @@ export class KeyManager {
     return { version: plan.toVersion, previous: plan.fromVersion, authorisation };
   }
 
-  /** Master-key rotation: the data keys still wrapped by another master key than the current one. */
+  /**
+   * Master-key rotation: the data keys still wrapped by another master key than the current one.
+   * Decided by trying the current key alone on each, not by `kek_id`: an insider with write access
+   * could set kek_id to the current key on rows still under the old one, and a plan trusting it would
+   * say "nothing left" and let the operator remove (destroy) the old key, stranding those data keys.
+   */
   async planMasterRotation(db: Knex | Knex.Transaction = this.deps.knex): Promise<MasterRotationPlan> {
     const current = this.deps.masterKey.keyId;
-    const rows = (await db('data_keys')
+    const currentOnly = currentMasterKey(this.deps.masterKey);
+    const all = (await db('data_keys')
       .whereNotNull('wrapped_key')
-      .whereNot('kek_id', current)
       .orderBy(['purpose', 'version'])
-      .select('purpose', 'version', 'kek_id')) as { purpose: KeyPurpose; version: number; kek_id: string }[];
-    const keys = rows.map((r) => ({ purpose: r.purpose, version: r.version, kekId: r.kek_id }));
+      .select('purpose', 'version', 'kek_id', 'wrapped_key')) as {
+      purpose: KeyPurpose;
+      version: number;
+      kek_id: string;
+      wrapped_key: Buffer;
+    }[];
+    const rows: typeof all = [];
+    const mislabelled: string[] = [];
+    for (const row of all) {
+      if (row.kek_id !== current) {
+        rows.push(row);
+        continue;
+      }
+      try {
+        (await currentOnly.unwrap(Buffer.from(row.wrapped_key), wrappingAad(row.purpose, row.version))).fill(0);
+      } catch (error) {
+        if (isMasterKeyUnavailable(error)) throw error;
+        rows.push(row);
+        mislabelled.push(`${row.purpose} v${row.version}`);
+      }
+    }
+    const keys = rows.map((r) => ({
+      purpose: r.purpose,
+      version: r.version,
+      kekId: mislabelled.includes(`${r.purpose} v${r.version}`) ? `mislabelled:${r.kek_id}` : r.kek_id,
+    }));
     const steps =
       keys.length === 0
         ? [
@@ -362,7 +392,14 @@ export class KeyManager {
               ? 'authorisation: single-operator mode (development only)'
               : 'authorisation: a request approved by two distinct custodians (keys request rotate --purpose master)',
           ];
-    return { currentKekId: current, keys, steps };
+    const warning =
+      mislabelled.length === 0
+        ? []
+        : [
+            `WARNING: kek_id names the current master key but it does not open them: ${mislabelled.join(', ')} ` +
+              '(altered rows: investigate); they are rewrapped like the others',
+          ];
+    return { currentKekId: current, keys, steps: [...warning, ...steps] };
   }
 
   /** Rewraps every data key under the current master key (envelope encryption: data is untouched). */
@@ -374,16 +411,23 @@ export class KeyManager {
         throw new AppError('KEY_OPERATION_INVALID', { detail: plan.steps.join('; ') });
       }
       const auth = await this.authorise(trx, 'rotate', { purpose: 'master' }, requestId);
-      const rows = (await trx('data_keys')
-        .whereNotNull('wrapped_key')
-        .whereNot('kek_id', plan.currentKekId)
-        .forUpdate()
-        .select('purpose', 'version', 'wrapped_key', 'kek_id')) as {
-        purpose: KeyPurpose;
-        version: number;
-        wrapped_key: Buffer;
-        kek_id: string;
-      }[];
+      const planned = new Set(plan.keys.map((k) => `${k.purpose}:${k.version}`));
+      const rows = (
+        (await trx('data_keys')
+          .whereNotNull('wrapped_key')
+          .forUpdate()
+          .select('purpose', 'version', 'wrapped_key', 'kek_id')) as {
+          purpose: KeyPurpose;
+          version: number;
+          wrapped_key: Buffer;
+          kek_id: string;
+        }[]
+      )
+        .filter((r) => planned.has(`${r.purpose}:${r.version}`))
+        .map((r) => ({
+          ...r,
+          kek_id: plan.keys.find((k) => `${k.purpose}:${k.version}` === `${r.purpose}:${r.version}`)!.kekId,
+        }));
       for (const row of rows) {
         const aad = wrappingAad(row.purpose, row.version);
         const material = await this.deps.masterKey.unwrap(row.wrapped_key, aad);

@@ -94,6 +94,8 @@ export function wrappingAad(purpose: string, version: number): string {
 
 export class KeyRing {
   private keys = new Map<string, DataKey>();
+  /** The wrapped bytes each loaded version was unwrapped from (not secret). */
+  private wrapped = new Map<string, Buffer>();
   private generation = -1;
   private checkedAt = 0;
   private loading: Promise<void> | undefined;
@@ -164,6 +166,7 @@ export class KeyRing {
    */
   forget(): void {
     this.keys = new Map();
+    this.wrapped = new Map();
     this.generation = -1;
     this.checkedAt = 0;
   }
@@ -228,8 +231,21 @@ export class KeyRing {
       .whereIn('purpose', RING_PURPOSES as KeyPurpose[])
       .select('purpose', 'version', 'state', 'wrapped_key')) as DataKeyRow[];
     const next = new Map<string, DataKey>();
+    const nextWrapped = new Map<string, Buffer>();
     for (const row of rows) {
       if (row.wrapped_key === null) continue;
+      const id = `${row.purpose}:${row.version}`;
+      // A version already unwrapped from these very bytes (same purpose and version, hence same AAD)
+      // is reused, not sent to the master key again: a reload for a state change (or an insider
+      // bumping key_ring_generation) needs no token round trip on the request path, and works while
+      // the token is away. Changed bytes (a master-key rotation, an altered row) are unwrapped anew.
+      const wrappedBytes = Buffer.from(row.wrapped_key); // PGlite answers a Uint8Array
+      const known = this.keys.get(id);
+      if (known !== undefined && this.wrapped.get(id)?.equals(wrappedBytes) === true) {
+        next.set(id, { ...known, state: row.state });
+        nextWrapped.set(id, wrappedBytes);
+        continue;
+      }
       let raw: Buffer;
       try {
         raw = await this.masterKey.unwrap(row.wrapped_key, wrappingAad(row.purpose, row.version));
@@ -242,15 +258,17 @@ export class KeyRing {
           { cause: error },
         );
       }
-      next.set(`${row.purpose}:${row.version}`, {
+      next.set(id, {
         purpose: row.purpose,
         version: row.version,
         state: row.state,
         key: createSecretKey(raw),
       });
+      nextWrapped.set(id, wrappedBytes);
       raw.fill(0);
     }
     this.keys = next;
+    this.wrapped = nextWrapped;
     this.generation = Number(generation);
     this.checkedAt = Date.now();
     for (const listener of this.loadListeners) listener(this.generation);

@@ -47,7 +47,7 @@ export class MasterKeySet implements MasterKeySource {
   readonly keyIdRenames: readonly KeyIdRename[];
 
   constructor(
-    private readonly current: MasterKeySource,
+    readonly current: MasterKeySource,
     readonly previous: readonly MasterKeySource[],
   ) {
     this.keyId = current.keyId;
@@ -91,6 +91,11 @@ export class MasterKeySet implements MasterKeySource {
   async close(): Promise<void> {
     await Promise.all([this.current, ...this.previous].map((source) => source.close?.() ?? Promise.resolve()));
   }
+}
+
+/** The current key alone (without the previous ones of a rotation): what a wrapped key must open under. */
+export function currentMasterKey(source: MasterKeySource): MasterKeySource {
+  return source instanceof MasterKeySet ? currentMasterKey(source.current) : source;
 }
 
 function isUnavailable(error: unknown): boolean {

@@ -1,5 +1,6 @@
 import { expect } from 'chai';
 import { randomBytes, X509Certificate } from 'node:crypto';
+import { chainKeyAad } from '../../src/audit/audit-chain-keys.js';
 import { verifyAuditChain } from '../../src/audit/audit-log.js';
 import { VaultService } from '../../src/cards/vault-service.js';
 import { KeyRing } from '../../src/keys/key-ring.js';
@@ -35,6 +36,33 @@ describe('master-key rotation (keys rotate --purpose master)', function () {
 
   const during = (singleOperator: boolean) =>
     keysFixture(db, { source: new MasterKeySet(newKek, [oldKek]), policy: { singleOperator } });
+
+  it('when an insider sets kek_id of the data keys still under the old master key to the new one, then the rotation still rewraps them (the column is not trusted), says so, and the new key alone opens every key', async () => {
+    const fx = await during(true);
+    await db.knex('data_keys').update({ kek_id: newKek.keyId });
+    const plan = await fx.run('rotate', '--purpose', 'master');
+    expect(plan.stdout).to.contain('kek_id names the current master key but it does not open them');
+    const res = await fx.run('rotate', '--purpose', 'master', '--apply');
+    expect(res.code, res.stderr).to.equal(0);
+    expect(res.stdout).to.contain(`4 data key(s) rewrapped by master key ${newKek.keyId}`);
+    await new KeyRing(db.knex, newKek, 50).reload(); // MASTER_KEY_PREVIOUS can go: nothing is stranded
+    const entry = await db.knex('audit_events').where({ action: 'master-key.rotated' }).first();
+    expect(JSON.stringify(entry.details)).to.contain('mislabelled');
+  });
+
+  it('when an insider sets kek_id of the audit-chain keys to the new master key, then the rotation still rewraps them and the new key alone opens every one', async () => {
+    const fx = await during(true);
+    expect(await db.knex('audit_chain_keys').where({ kek_id: oldKek.keyId })).to.have.length.greaterThan(0);
+    await db.knex('audit_chain_keys').update({ kek_id: newKek.keyId });
+    const res = await fx.run('rotate', '--purpose', 'master', '--apply');
+    expect(res.code, res.stderr).to.equal(0);
+    // Once MASTER_KEY_PREVIOUS is removed, the new key alone must open every audit-chain key.
+    const rows = (await db.knex('audit_chain_keys').select('version', 'wrapped_key')) as {
+      version: number;
+      wrapped_key: Buffer;
+    }[];
+    for (const row of rows) await newKek.unwrap(Buffer.from(row.wrapped_key), chainKeyAad(row.version));
+  });
 
   it('when the master key is rotated, then every data key is rewrapped by the new one, the data is untouched, and the old key no longer opens anything', async () => {
     const fx = await during(true);

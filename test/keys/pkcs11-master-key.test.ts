@@ -21,6 +21,7 @@ import { LocalMasterKey, MasterKeySet, loadMasterKey, type MasterKeySource } fro
 import {
   Pkcs11MasterKey,
   createMasterKeyInToken,
+  destroyCreatedTokenKey,
   type TokenKeyCreated,
 } from '../../src/keys/master-key-sources/pkcs11.js';
 import { signToken } from '../support/auth.js';
@@ -185,6 +186,27 @@ describe('master key in a PKCS#11 token (SoftHSM2)', function () {
       expect(kekA.keyId).to.not.equal(kekB.keyId);
     });
 
+    it('when the key id is published (kek_id in every row, the audit trail, the inventory), then it holds no part of the GCM hash key H = E_K(0¹²⁸) beyond the conventional 3-byte check value', () => {
+      // H authenticates every wrapped key and seal: knowing 96 of its 128 bits leaves an insider 2^32
+      // guesses from forging a wrapped value under another row's AAD.
+      const admin = recorder.quiet(() => adminSession(token));
+      let h: Buffer;
+      try {
+        h = recorder.quiet(() => {
+          const [key] = findByLabel(admin.api, admin.session, 'lv-kek-a');
+          admin.api.C_EncryptInit(admin.session, { mechanism: pkcs11js.CKM_AES_ECB }, key!);
+          return admin.api.C_Encrypt(admin.session, Buffer.alloc(16), Buffer.alloc(16));
+        });
+      } finally {
+        recorder.quiet(() => admin.close());
+      }
+      expect(kekA.keyCheckValue).to.equal(h.subarray(0, 3).toString('hex').toUpperCase());
+      const idBytes = Buffer.from(kekA.keyId.slice('pkcs11:'.length), 'base64url');
+      for (let i = 0; i + 4 <= idBytes.length; i += 1) {
+        expect(h.includes(idBytes.subarray(i, i + 4)), `key id bytes ${i}..${i + 3} are bytes of H`).to.equal(false);
+      }
+    });
+
     it('when a key with the label already exists, then keys hsm init refuses and the token still holds one key under it', async () => {
       const error = await rejection(createMasterKeyInToken(token.settings, 'lv-kek-a'));
       expect(error.code).to.equal('KEY_OPERATION_INVALID');
@@ -326,6 +348,34 @@ describe('master key in a PKCS#11 token (SoftHSM2)', function () {
       expect(listed.stdout).to.match(/cryptoperiod 730 d, 7(29|30) days left/);
     });
 
+    it('when key_ring_generation moves with no new data key (an insider bumping it, a retirement), then the ring reloads without the token: no token call on the hot path, and cards still tokenise while the token is away', async () => {
+      const source = await open('lv-kek-a');
+      await keysFixture(db, { source });
+      const ring = new KeyRing(db.knex, source, 20);
+      const vault = new VaultService(db.knex, ring, vaultOptions);
+      await vault.tokenise({ kind: 'pan', pan: generatePans(1, '555555')[0]! }); // loads the ring
+      const bump = () => db.knex('key_ring_generation').where({ id: 1 }).increment('generation', 1);
+      const [first, second] = generatePans(2, '411111');
+
+      await bump();
+      await new Promise((r) => setTimeout(r, 40));
+      const before = recorder.calls.length;
+      await vault.tokenise({ kind: 'pan', pan: first! });
+      expect(recorder.calls.slice(before).map((c) => c.method)).to.deep.equal([]);
+      const generation = ring.loadedGeneration;
+
+      const bringBack = token.takeAway();
+      try {
+        await bump();
+        await new Promise((r) => setTimeout(r, 40));
+        const card = (await vault.tokenise({ kind: 'pan', pan: second! })).card;
+        expect(await vault.detokenise(card.token, 'token away', caller)).to.deep.equal({ pan: second });
+        expect(ring.loadedGeneration).to.equal(generation + 1);
+      } finally {
+        bringBack();
+      }
+    });
+
     it('when the master key is rotated env → token → another token key → file, then every data key and seal follows, the data is untouched, and each old key opens nothing', async () => {
       const envKeyBase64 = randomBytes(32).toString('base64');
       const start = await keysFixture(db, { masterKeyBase64: envKeyBase64 });
@@ -383,6 +433,32 @@ describe('master key in a PKCS#11 token (SoftHSM2)', function () {
         [kekA.keyId, kekB.keyId, fileKey.keyId].map((id) => `master-key:${id}`),
       );
       expect((await verifyAuditChain(db.knex)).ok).to.equal(true);
+    });
+
+    it('when keys hsm init cannot be audited after data keys were already wrapped under the new key (a first installation naming it, another instance starting), then the undo keeps the key instead of stranding them', async () => {
+      const created = await createMasterKeyInToken(token.settings, 'lv-kek-undo-used');
+      const source = await open('lv-kek-undo-used');
+      await keysFixture(db, { source }); // ensureInitialKeys: every data key wrapped under it
+      expect(await db.knex('data_keys').where({ kek_id: created.keyId })).to.have.length.greaterThan(0);
+      const outcome = await destroyCreatedTokenKey(token.settings, created, db.knex);
+      const admin = recorder.quiet(() => adminSession(token));
+      try {
+        expect(recorder.quiet(() => findByLabel(admin.api, admin.session, 'lv-kek-undo-used'))).to.have.length(1);
+      } finally {
+        recorder.quiet(() => admin.close());
+      }
+      expect(outcome).to.match(/^kept: .*data_keys/);
+      await new KeyRing(db.knex, source, 50).reload();
+
+      // A key nothing uses yet is destroyed as before.
+      const unused = await createMasterKeyInToken(token.settings, 'lv-kek-undo-unused');
+      expect(await destroyCreatedTokenKey(token.settings, unused, db.knex)).to.equal('destroyed');
+      const again = recorder.quiet(() => adminSession(token));
+      try {
+        expect(recorder.quiet(() => findByLabel(again.api, again.session, 'lv-kek-undo-unused'))).to.have.length(0);
+      } finally {
+        recorder.quiet(() => again.close());
+      }
     });
 
     it('when the token goes away in the middle of a rotation, then nothing is half-written, and the rotation resumes once it is back', async () => {
@@ -515,6 +591,42 @@ describe('master key in a PKCS#11 token (SoftHSM2)', function () {
       } finally {
         await svc.close();
       }
+    });
+  });
+
+  describe('a PIN the token refuses', () => {
+    it('when the PIN file holds a wrong PIN after an outage, then the source is unavailable saying so and does not try the same PIN again (a real token locks its PIN after a few wrong tries), and recovers once the file is corrected', async () => {
+      const source = await open('lv-kek-a');
+      const pin = fs.readFileSync(token.pinFile, 'utf8');
+      fs.writeFileSync(token.pinFile, 'not-the-pin\n', { mode: 0o600 });
+      const bringBack = token.takeAway(); // the library is finalised: every login is gone
+      bringBack();
+      try {
+        const before = recorder.calls.length;
+        for (let i = 0; i < 3; i += 1) {
+          await source.refreshReadiness();
+          await new Promise((r) => setTimeout(r, 1_100)); // past the probe interval
+        }
+        const logins = recorder.calls.slice(before).filter((c) => c.method === 'C_Login');
+        expect(logins, 'C_Login attempts with the same wrong PIN').to.have.length(1);
+        const state = source.readiness();
+        expect(state).to.include({ ready: false, code: 'MASTER_KEY_UNAVAILABLE' });
+        expect(state.ready ? '' : state.detail)
+          .to.contain('PIN')
+          .and.not.contain('not-the-pin');
+        const wrap = await rejection(source.wrap(randomBytes(32), 'pin-test'));
+        expect(wrap.code).to.equal('MASTER_KEY_UNAVAILABLE');
+      } finally {
+        fs.writeFileSync(token.pinFile, pin, { mode: 0o600 });
+      }
+      await eventually(
+        'ready again',
+        async () => {
+          await source.refreshReadiness();
+          return source.readiness();
+        },
+        (state) => state.ready,
+      );
     });
   });
 

@@ -35,11 +35,18 @@
  * already unwrapped stay in the key ring, so card traffic does not need the token at all.
  */
 import fs from 'node:fs';
-import { randomBytes } from 'node:crypto';
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import type { Knex } from 'knex';
 import pkcs11js from 'pkcs11js';
 import type { MasterKeyConfig, Pkcs11Settings } from '../../config/config.js';
 import { AppError } from '../../errors/app-error.js';
-import type { LoadedMasterKey, MasterKeyLocation, MasterKeyReadiness, MasterKeySource } from '../master-key-types.js';
+import type {
+  KeyIdRename,
+  LoadedMasterKey,
+  MasterKeyLocation,
+  MasterKeyReadiness,
+  MasterKeySource,
+} from '../master-key-types.js';
 import { keyCheckValue } from './local.js';
 
 type Pkcs11Config = Extract<MasterKeyConfig, { source: 'pkcs11' }>;
@@ -136,7 +143,14 @@ function unavailable(detail: string, cause?: unknown): AppError {
 
 /** The slot holding the token labelled `label`, re-reading the slot list once if it is not there. */
 function findSlot(api: pkcs11js.PKCS11, label: string): Handle | undefined {
-  const scan = () => api.C_GetSlotList(true).find((slot) => api.C_GetTokenInfo(slot).label.trim() === label);
+  // Two tokens under one label (a second HSM partition, a token restored beside the original) are
+  // refused rather than one picked at random: the key check value would catch a different key, but
+  // `keys hsm init` and its undo could act on the wrong token.
+  const scan = () => {
+    const slots = api.C_GetSlotList(true).filter((slot) => api.C_GetTokenInfo(slot).label.trim() === label);
+    if (slots.length > 1) throw unavailable(`${slots.length} tokens are labelled "${label}": the label must be unique`);
+    return slots[0];
+  };
   let slot: Handle | undefined;
   try {
     slot = scan();
@@ -160,26 +174,74 @@ function findSlot(api: pkcs11js.PKCS11, label: string): Handle | undefined {
  * group or others can read. The PIN goes straight to C_Login and is never kept or logged.
  */
 function readPin(pinFile: string): string {
-  let stat: fs.Stats;
+  // One open file: the mode checked is that of the file read (no swap between a stat and a read).
+  let fd: number;
   try {
-    stat = fs.statSync(pinFile);
+    fd = fs.openSync(pinFile, 'r');
   } catch (error) {
     throw new Error(`PKCS11_PIN_FILE cannot be read (${(error as NodeJS.ErrnoException).code ?? 'error'})`, {
       cause: error,
     });
   }
-  if (process.platform !== 'win32' && (stat.mode & 0o077) !== 0) {
-    throw new Error('PKCS11_PIN_FILE must be readable by its owner only (chmod 600)');
+  try {
+    const stat = fs.fstatSync(fd);
+    if (!stat.isFile()) throw new Error('PKCS11_PIN_FILE must be a regular file');
+    if (process.platform !== 'win32' && (stat.mode & 0o077) !== 0) {
+      throw new Error('PKCS11_PIN_FILE must be readable by its owner only (chmod 600)');
+    }
+    return fs.readFileSync(fd, 'utf8').replace(/\r?\n$/, '');
+  } finally {
+    fs.closeSync(fd);
   }
-  return fs.readFileSync(pinFile, 'utf8').replace(/\r?\n$/, '');
 }
 
-function login(api: pkcs11js.PKCS11, session: Handle, pinFile: string): void {
+/** Answers to C_Login that mean "this PIN will not do": trying it again only counts down to a lock. */
+const PIN_REFUSED_CODES = new Set<number>([
+  pkcs11js.CKR_PIN_INCORRECT,
+  pkcs11js.CKR_PIN_INVALID,
+  pkcs11js.CKR_PIN_LEN_RANGE,
+  pkcs11js.CKR_PIN_EXPIRED,
+  pkcs11js.CKR_PIN_LOCKED,
+]);
+
+/** A per-process key so that what is remembered of a refused PIN is not a plain hash of it. */
+const PIN_MEMO_KEY = randomBytes(32);
+
+/**
+ * The PINs the token refused, per token and PIN file (a keyed digest, never the PIN): a PIN that was
+ * refused is not sent again until the file holds another one. Real HSMs lock the user PIN after a
+ * few wrong tries (for every instance, until a security officer resets it); without this, each
+ * readiness probe (once a second) and each operation retried a wrong PIN after an outage.
+ */
+const refusedPins = new Map<string, Buffer>();
+
+function login(api: pkcs11js.PKCS11, session: Handle, settings: Pkcs11Settings): void {
+  const pin = readPin(settings.pinFile);
+  const memo = `${settings.module}\0${settings.tokenLabel}\0${settings.pinFile}`;
+  const digest = createHmac('sha256', PIN_MEMO_KEY).update(pin, 'utf8').digest();
+  const refused = refusedPins.get(memo);
+  if (refused !== undefined && timingSafeEqual(refused, digest)) {
+    throw unavailable(
+      `the token "${settings.tokenLabel}" refused the PIN in PKCS11_PIN_FILE: it is not tried again until the ` +
+        'file holds another PIN (a token locks its PIN after a few wrong tries)',
+    );
+  }
   try {
-    api.C_Login(session, pkcs11js.CKU_USER, readPin(pinFile));
+    api.C_Login(session, pkcs11js.CKU_USER, pin);
+    refusedPins.delete(memo);
   } catch (error) {
     // Logins are per application and token: another session of this process already holds one.
-    if (pkcs11Code(error) !== pkcs11js.CKR_USER_ALREADY_LOGGED_IN) throw error;
+    const code = pkcs11Code(error);
+    if (code === pkcs11js.CKR_USER_ALREADY_LOGGED_IN) return;
+    if (code !== undefined && PIN_REFUSED_CODES.has(code)) {
+      refusedPins.set(memo, digest);
+      throw unavailable(
+        `the token "${settings.tokenLabel}" refused the PIN in PKCS11_PIN_FILE (${describeCode(error)}): ` +
+          'it is not tried again until the file holds another PIN',
+        error,
+      );
+    }
+    throw error;
   }
 }
 
@@ -256,10 +318,36 @@ function gcm(iv: Buffer, aad: string): pkcs11js.Mechanism {
   };
 }
 
-/** The key's encryption of a zero block, inside the token: its key check value and fingerprint. */
-async function zeroBlock(api: pkcs11js.PKCS11, session: Handle, key: Handle): Promise<Buffer> {
+/**
+ * The block whose encryption identifies the key (keyId). Not the zero block: E_K(0¹²⁸) is GCM's hash
+ * key H, which authenticates every wrapped key and seal; publishing 96 bits of it (as kek_id in every
+ * row, the audit trail and the inventory) would leave an insider 2^32 guesses from forging a wrapped
+ * value under another row's AAD. As a GCM counter block this one would need the IV "loyalty-vaul"
+ * and a counter near 2^31: never met. Only the conventional 3-byte KCV comes from the zero block.
+ */
+const KEY_ID_BLOCK = Buffer.from('loyalty-vault/id', 'ascii');
+
+async function ecbBlock(api: pkcs11js.PKCS11, session: Handle, key: Handle, block: Buffer): Promise<Buffer> {
   api.C_EncryptInit(session, { mechanism: pkcs11js.CKM_AES_ECB }, key);
-  return encryptAsync(api, session, Buffer.alloc(16), 16);
+  return encryptAsync(api, session, block, 16);
+}
+
+interface Fingerprint {
+  readonly keyId: string;
+  /** The identifier the first release derived from the zero block (stored rows are renamed). */
+  readonly legacyKeyId: string;
+  readonly kcv: string;
+}
+
+/** The key's check value and identifier, computed inside the token. */
+async function fingerprintOf(api: pkcs11js.PKCS11, session: Handle, key: Handle): Promise<Fingerprint> {
+  const zero = await ecbBlock(api, session, key, Buffer.alloc(16));
+  const id = await ecbBlock(api, session, key, KEY_ID_BLOCK);
+  return {
+    keyId: `pkcs11:${id.subarray(0, 12).toString('base64url')}`,
+    legacyKeyId: `pkcs11:${zero.subarray(0, 12).toString('base64url')}`,
+    kcv: keyCheckValue(zero),
+  };
 }
 
 interface Connection {
@@ -269,7 +357,7 @@ interface Connection {
 
 export class Pkcs11MasterKey implements MasterKeySource {
   readonly description: string;
-  private fingerprint: { keyId: string; kcv: string } | undefined;
+  private fingerprint: Fingerprint | undefined;
   private connection: Connection | undefined;
   private state: MasterKeyReadiness = { ready: true };
   private queue: Promise<unknown> = Promise.resolve();
@@ -293,6 +381,12 @@ export class Pkcs11MasterKey implements MasterKeySource {
   get keyId(): string {
     if (this.fingerprint === undefined) throw new Error('the PKCS#11 master key is not open');
     return this.fingerprint.keyId;
+  }
+
+  /** Rows written by the first release name this key by its zero-block id: renamed at start. */
+  get keyIdRenames(): readonly KeyIdRename[] {
+    const fingerprint = this.fingerprint;
+    return fingerprint === undefined ? [] : [{ from: fingerprint.legacyKeyId, to: fingerprint.keyId }];
   }
 
   get location(): MasterKeyLocation {
@@ -403,13 +497,13 @@ export class Pkcs11MasterKey implements MasterKeySource {
   }
 
   private async connect(api: pkcs11js.PKCS11): Promise<Connection> {
-    const { tokenLabel, pinFile } = this.settings;
+    const { tokenLabel } = this.settings;
     const slot = findSlot(api, tokenLabel);
     if (slot === undefined) throw unavailable(`the token "${tokenLabel}" is not present`);
     // A read-only session: using a key needs no more; creating one is `keys hsm init`'s job.
     const session = api.C_OpenSession(slot, pkcs11js.CKF_SERIAL_SESSION);
     try {
-      login(api, session, pinFile);
+      login(api, session, this.settings);
       const keys = findKeys(api, session, this.keyLabel);
       const key = keys[0];
       if (key === undefined) {
@@ -434,8 +528,7 @@ export class Pkcs11MasterKey implements MasterKeySource {
    * match: a different key under the label is never used (detail names the label, not the values).
    */
   private async verifyFingerprint(api: pkcs11js.PKCS11, { session, key }: Connection): Promise<void> {
-    const block = await zeroBlock(api, session, key);
-    const fingerprint = { keyId: `pkcs11:${block.subarray(0, 12).toString('base64url')}`, kcv: keyCheckValue(block) };
+    const fingerprint = await fingerprintOf(api, session, key);
     if (this.fingerprint === undefined) this.fingerprint = fingerprint;
     else if (this.fingerprint.keyId !== fingerprint.keyId) {
       throw unavailable(
@@ -487,7 +580,7 @@ export async function createMasterKeyInToken(settings: Pkcs11Settings, keyLabel:
   if (slot === undefined) throw unavailable(`the token "${settings.tokenLabel}" is not present`);
   const session = api.C_OpenSession(slot, pkcs11js.CKF_SERIAL_SESSION | pkcs11js.CKF_RW_SESSION);
   try {
-    login(api, session, settings.pinFile);
+    login(api, session, settings);
     if (findKeys(api, session, keyLabel).length > 0) {
       throw new AppError('KEY_OPERATION_INVALID', {
         detail: `the token "${settings.tokenLabel}" already holds an object labelled "${keyLabel}": choose another label`,
@@ -513,13 +606,8 @@ export async function createMasterKeyInToken(settings: Pkcs11Settings, keyLabel:
       { type: pkcs11js.CKA_DERIVE, value: false },
     ]);
     checkKeyAttributes(api, session, key, keyLabel);
-    const block = await zeroBlock(api, session, key);
-    return {
-      tokenLabel: settings.tokenLabel,
-      keyLabel,
-      keyCheckValue: keyCheckValue(block),
-      keyId: `pkcs11:${block.subarray(0, 12).toString('base64url')}`,
-    };
+    const { keyId, kcv } = await fingerprintOf(api, session, key);
+    return { tokenLabel: settings.tokenLabel, keyLabel, keyCheckValue: kcv, keyId };
   } finally {
     try {
       api.C_CloseSession(session);
@@ -529,23 +617,45 @@ export async function createMasterKeyInToken(settings: Pkcs11Settings, keyLabel:
   }
 }
 
+/** The tables whose rows name the master key that wrapped them (or record it as a master key). */
+const KEK_ID_TABLES = ['data_keys', 'audit_chain_keys', 'master_keys'] as const;
+
 /**
  * Undoes {@link createMasterKeyInToken} when its audit entry could not be written: only ever the key
- * that very command created a moment before, identified by label AND key check value, under which
- * nothing has been wrapped.
+ * that very command created a moment before, identified by label AND key id (96 bits, not the 24-bit
+ * KCV). Given the database, it first makes sure nothing is wrapped under that key: on a first
+ * installation whose configuration names the new label, the same CLI run (or another instance
+ * starting meanwhile) has already wrapped the data keys under it, and destroying it would strand
+ * them for good. Such a key is kept (an unaudited key in the token is visible and can be audited or
+ * removed by an operator; destroyed data keys cannot be brought back).
  */
-export async function destroyCreatedTokenKey(settings: Pkcs11Settings, created: TokenKeyCreated): Promise<void> {
+export async function destroyCreatedTokenKey(
+  settings: Pkcs11Settings,
+  created: TokenKeyCreated,
+  usedIn?: Knex,
+): Promise<'destroyed' | 'absent' | `kept: ${string}`> {
+  if (usedIn !== undefined) {
+    const using: string[] = [];
+    for (const table of KEK_ID_TABLES) {
+      if ((await usedIn(table).where({ kek_id: created.keyId }).first('kek_id')) !== undefined) using.push(table);
+    }
+    if (using.length > 0) return `kept: rows in ${using.join(', ')} are under it`;
+  }
   const api = moduleFor(settings.module);
   const slot = findSlot(api, settings.tokenLabel);
-  if (slot === undefined) return;
+  if (slot === undefined) return 'absent';
   const session = api.C_OpenSession(slot, pkcs11js.CKF_SERIAL_SESSION | pkcs11js.CKF_RW_SESSION);
+  let outcome: 'destroyed' | 'absent' = 'absent';
   try {
-    login(api, session, settings.pinFile);
+    login(api, session, settings);
     for (const key of findKeys(api, session, created.keyLabel)) {
-      if (keyCheckValue(await zeroBlock(api, session, key)) === created.keyCheckValue)
+      if ((await fingerprintOf(api, session, key)).keyId === created.keyId) {
         api.C_DestroyObject(session, key);
+        outcome = 'destroyed';
+      }
     }
   } finally {
     api.C_CloseSession(session);
   }
+  return outcome;
 }
