@@ -216,6 +216,9 @@ export class Unsealer {
     }
     const fail = (detail: string): never => {
       this.deps.source.seal();
+      // A new nonce and ephemeral key: the submissions of this attempt, captured on the way, must not
+      // complete a later one (an insider puts the record back, a network attacker replays them).
+      this.freshSeal();
       this.record(
         origin,
         { actor: 'system', thumbprint: null },
