@@ -59,7 +59,8 @@ export const SEAL_JWS_TYP = 'loyalty-vault-seal+jwt';
 export const UNSEAL_PAYLOAD_TYPE = 'loyalty-vault/unseal-share/v1';
 export const SEAL_PAYLOAD_TYPE = 'loyalty-vault/seal/v1';
 const JOURNAL_MAX = 200;
-const THUMBPRINT = /^[A-Za-z0-9_-]{43}$/;
+/** Whoever sent a submission whose signature did not verify. */
+const STRANGER = { actor: 'unknown', thumbprint: null } as const;
 
 /** The context a share sent to an instance is encrypted under (HKDF info and GCM AAD). */
 export const instanceShareContext = (nonce: string, thumbprint: string): string =>
@@ -100,6 +101,8 @@ export class Unsealer {
   private instanceKey: string | null = null;
   private accepted = new Map<string, Accepted>();
   private journal: AuditEventInput[] = [];
+  /** The details of each refusal entry in the journal, by submitter, action and code (counted). */
+  private repeats = new Map<string, { count: number }>();
   private dropped = 0;
   private queue: Promise<unknown> = Promise.resolve();
 
@@ -142,10 +145,10 @@ export class Unsealer {
     }
     const kid = safeKid(jws);
     const holder = split.holders.find((h) => h.keyThumbprint === kid);
-    const who = {
-      actor: holder?.name ?? 'unknown',
-      thumbprint: kid !== undefined && THUMBPRINT.test(kid) ? kid : null,
-    };
+    // Until the signature verifies, the submitter is a stranger: the kid is theirs to choose (it could
+    // name a custodian, to have the trail blame them, or read as a card number, which the audit trail
+    // refuses: one such entry in the journal made every later unseal fail). Nothing of it is kept.
+    let who: { actor: string; thumbprint: string | null } = STRANGER;
     const refuse = (code: ErrorCode, detail: string): never => {
       this.record(origin, who, 'failure', { code, splitId: split.id });
       throw new AppError(code, { detail });
@@ -156,6 +159,7 @@ export class Unsealer {
     if (payload === undefined || payload['type'] !== UNSEAL_PAYLOAD_TYPE || !isEnvelope(payload['share'])) {
       return refuse('UNSEAL_SUBMISSION_INVALID', 'The submission is not an unseal request signed by this custodian.');
     }
+    who = { actor: holder.name, thumbprint: holder.keyThumbprint };
     if (payload['nonce'] !== this.nonce) {
       return refuse(
         'UNSEAL_NONCE_STALE',
@@ -267,6 +271,7 @@ export class Unsealer {
       throw error;
     }
     this.journal = [];
+    this.repeats = new Map();
     this.dropped = 0;
     this.deps.log({ splitId: split.id, submittedBy: submitters.map(([, a]) => a.name) }, 'vault unsealed');
     // The nonce moves on: a seal request must be made for this unsealed period.
@@ -336,21 +341,34 @@ export class Unsealer {
     details: Record<string, unknown>,
     action = 'vault.unseal.share-submitted',
   ): void {
-    const entry: AuditEventInput = {
-      actor: who.actor,
-      actorType: who.actor === 'system' ? 'system' : 'custodian',
-      action,
-      outcome,
-      origin,
-      resource: `master-key:${this.deps.source.keyId}`,
-      details: { keyThumbprint: who.thumbprint, ...details },
-    };
     this.deps.log(
       { custodian: who.actor, keyThumbprint: who.thumbprint, action, outcome, ...details },
       'unseal submission',
     );
-    if (this.journal.length < JOURNAL_MAX) this.journal.push(entry);
-    else this.dropped += 1;
+    // Refusals repeat (a flood by strangers, a captured submission replayed): one entry per submitter,
+    // action and code, with a count, so that a flood cannot push the custodians' own entries out.
+    const key = `${who.thumbprint ?? who.actor}|${action}|${String(details['code'])}`;
+    const seen = outcome === 'failure' ? this.repeats.get(key) : undefined;
+    if (seen !== undefined) {
+      seen.count += 1;
+      return;
+    }
+    const entryDetails = { keyThumbprint: who.thumbprint, ...details, ...(outcome === 'failure' ? { count: 1 } : {}) };
+    if (this.journal.length >= JOURNAL_MAX) {
+      this.dropped += 1;
+      return;
+    }
+    if (outcome === 'failure') this.repeats.set(key, entryDetails as { count: number });
+    this.journal.push({
+      actor: who.actor,
+      // A stranger is no custodian: an unauthenticated client of the unseal endpoint.
+      actorType: who === STRANGER ? 'client' : who.actor === 'system' ? 'system' : 'custodian',
+      action,
+      outcome,
+      origin,
+      resource: `master-key:${this.deps.source.keyId}`,
+      details: entryDetails,
+    });
   }
 }
 

@@ -67,11 +67,12 @@ describe('key shares under attack (review of issue 19)', function () {
     const request = await sealRequest(status, custodianKey(fs.readFileSync(who.privateKey, 'utf8')));
     return svc.request('POST', '/v1/admin/seal', { json: { request } });
   };
-  const vaultEntries = async () =>
+  const vaultEntries = async (afterSeq = 0) =>
     (
       (await db
         .knex('audit_events')
         .where('action', 'like', 'vault.%')
+        .andWhere('seq', '>', afterSeq)
         .orderBy('seq')
         .select('action', 'actor', 'outcome', 'details')) as {
         action: string;
@@ -161,9 +162,27 @@ describe('key shares under attack (review of issue 19)', function () {
     }
   });
 
+  it('when a stranger submits once with a card-number-like key id, then the custodians can still unseal (nothing unauthenticated reaches the audit details)', async () => {
+    const svc = await start();
+    try {
+      const kid = `4111111111111111${'a'.repeat(27)}`; // 43 base64url characters, like a thumbprint
+      const junk = await strangerJws(kid, UNSEAL_JWS_TYP, { type: 'x' });
+      expect((await post(svc, junk)).status).to.equal(401);
+      expect((await post(svc, await submissionOf(svc, carol))).status).to.equal(200);
+      const last = await post(svc, await submissionOf(svc, bob));
+      expect(last.status, last.text).to.equal(200);
+      expect(last.body).to.include({ sealed: false });
+      expect((await svc.request('GET', '/readyz')).status).to.equal(200);
+      expect(svc.logs()).not.to.contain('4111111111111111');
+    } finally {
+      await stop(svc);
+    }
+  });
+
   it("when anyone floods the unseal endpoint or names a custodian's key, then custodians' own refusals still reach the trail and nobody is blamed for a submission they did not sign", async () => {
     const svc = await start();
     try {
+      const since = Number(((await db.knex('audit_events').max({ seq: 'seq' }).first()) as { seq: unknown }).seq);
       const status = (await svc.request('GET', '/v1/admin/unseal')).body;
       const aliceKid = await thumbprintOf(alice);
       // A forged submission naming alice's key (anyone can make one): must not read as alice's.
@@ -187,7 +206,7 @@ describe('key shares under attack (review of issue 19)', function () {
       expect(bobs.status, svc.logs().split('\n').filter((l) => /error|warn/i.test(l)).join('\n').slice(-2500)).to.equal(200);
       expect((await svc.request('GET', '/readyz')).status).to.equal(200);
 
-      const entries = await vaultEntries();
+      const entries = await vaultEntries(since);
       const custodians = entries.filter((e) => e.action === 'vault.unseal.share-submitted' && e.actor !== 'unknown');
       expect(
         custodians.map((e) => [e.actor, e.outcome, e.details['code'] ?? null]),
