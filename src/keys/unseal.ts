@@ -288,33 +288,32 @@ export class Unsealer {
     const payload =
       custodian === undefined ? undefined : await verifySigned(jws, String(custodian.publicKeyJwk.x), SEAL_JWS_TYP);
     const ok = payload !== undefined && payload['type'] === SEAL_PAYLOAD_TYPE && payload['nonce'] === this.nonce;
+    if (custodian === undefined || payload === undefined) {
+      // Signed by no custodian: logged, not audited. The endpoint needs no bearer token, so an audit
+      // entry per request would let anyone append to the trail (and hold its head lock) at will.
+      this.deps.log({ action: 'vault.sealed', outcome: 'failure', code: 'UNSEAL_SUBMISSION_INVALID' }, 'seal request');
+      throw new AppError('UNSEAL_SUBMISSION_INVALID', {
+        detail: 'The seal request is not signed by a registered custodian.',
+      });
+    }
     await this.deps.knex.transaction((trx) =>
       appendAuditEvent(trx, {
-        actor: custodian?.name ?? 'unknown',
+        actor: custodian.name,
         actorType: 'custodian',
         action: 'vault.sealed',
         outcome: ok ? 'success' : 'failure',
         origin,
         resource: `master-key:${this.deps.source.keyId}`,
-        details: ok
-          ? { keyThumbprint: kid }
-          : {
-              code:
-                custodian === undefined || payload === undefined ? 'UNSEAL_SUBMISSION_INVALID' : 'UNSEAL_NONCE_STALE',
-            },
+        details: ok ? { keyThumbprint: custodian.keyThumbprint } : { code: 'UNSEAL_NONCE_STALE' },
       }),
     );
     if (!ok) {
-      throw custodian === undefined || payload === undefined
-        ? new AppError('UNSEAL_SUBMISSION_INVALID', {
-            detail: 'The seal request is not signed by a registered custodian.',
-          })
-        : new AppError('UNSEAL_NONCE_STALE', {
-            detail: 'The seal request names another nonce: read the status again.',
-          });
+      throw new AppError('UNSEAL_NONCE_STALE', {
+        detail: 'The seal request names another nonce: read the status again.',
+      });
     }
     await this.sealLocally();
-    this.deps.log({ custodian: custodian?.name }, 'vault sealed');
+    this.deps.log({ custodian: custodian.name }, 'vault sealed');
     return this.status();
   }
 
