@@ -81,7 +81,8 @@ describe('key shares under attack (review of issue 19)', function () {
         details: Record<string, unknown> | string;
       }[]
     ).map((e) => ({ ...e, details: typeof e.details === 'string' ? JSON.parse(e.details) : e.details }));
-  const auditCount = async () => Number(((await db.knex('audit_events').count({ n: '*' }).first()) as { n: unknown }).n);
+  const auditCount = async () =>
+    Number(((await db.knex('audit_events').count({ n: '*' }).first()) as { n: unknown }).n);
 
   /** A compact JWS by a key that is no custodian's, naming `kid` (anyone can make one). */
   const strangerJws = async (kid: string, typ: string, payload: Record<string, unknown>): Promise<string> => {
@@ -116,7 +117,17 @@ describe('key shares under attack (review of issue 19)', function () {
     const out = path.join(dir, 'shares');
     const id = await requestId(fx, 'split-master-key', '--threshold', '2', '--all-custodians');
     for (const who of [alice, carol]) expect((await approve(fx, id, who)).code).to.equal(0);
-    const split = await fx.run('shares', 'split', '--threshold', '2', '--all-custodians', '--out', out, '--request', id);
+    const split = await fx.run(
+      'shares',
+      'split',
+      '--threshold',
+      '2',
+      '--all-custodians',
+      '--out',
+      out,
+      '--request',
+      id,
+    );
     expect(split.code, split.stderr).to.equal(0);
     for (const f of fs.readdirSync(out)) shareFile[f.split('.')[1]!] = path.join(out, f);
   });
@@ -203,7 +214,15 @@ describe('key shares under attack (review of issue 19)', function () {
       expect(carolFirst.status, carolFirst.text + svc.logs().slice(-3000)).to.equal(200);
       expect((await post(svc, await submissionOf(svc, carol))).body).to.include({ code: 'UNSEAL_SHARE_DUPLICATE' });
       const bobs = await post(svc, await submissionOf(svc, bob));
-      expect(bobs.status, svc.logs().split('\n').filter((l) => /error|warn/i.test(l)).join('\n').slice(-2500)).to.equal(200);
+      expect(
+        bobs.status,
+        svc
+          .logs()
+          .split('\n')
+          .filter((l) => /error|warn/i.test(l))
+          .join('\n')
+          .slice(-2500),
+      ).to.equal(200);
       expect((await svc.request('GET', '/readyz')).status).to.equal(200);
 
       const entries = await vaultEntries(since);
