@@ -34,7 +34,7 @@
  * in the same transaction as `vault.unsealed`. Submissions to an instance that is never unsealed reach
  * the logs only (docs/key-management.md says so). The journal is bounded; what it drops is counted.
  */
-import { generateKeyPairSync, randomBytes, timingSafeEqual, type KeyObject } from 'node:crypto';
+import { createHash, generateKeyPairSync, randomBytes, timingSafeEqual, type KeyObject } from 'node:crypto';
 import { compactVerify, importJWK } from 'jose';
 import type { Knex } from 'knex';
 import { combine } from 'shamir-secret-sharing';
@@ -65,6 +65,16 @@ const STRANGER = { actor: 'unknown', thumbprint: null } as const;
 /** The context a share sent to an instance is encrypted under (HKDF info and GCM AAD). */
 export const instanceShareContext = (nonce: string, thumbprint: string): string =>
   `master-key-share/instance|${nonce}|${thumbprint}`;
+
+/**
+ * What a custodian compares before sending a share: the fingerprint of the instance's ephemeral key
+ * (SHA-256 of its raw bytes, base64url, 22 characters). The status that carries the key is not
+ * authenticated (a sealed instance has no key to sign it with), so whoever sits between the CLI and
+ * the instance (a TLS-terminating proxy, plain HTTP) could hand out a key of their own and open the
+ * share. The instance logs the fingerprint at every seal; `keys unseal --instance-key` pins it.
+ */
+export const instanceKeyFingerprint = (instanceKey: string): string =>
+  createHash('sha256').update(Buffer.from(instanceKey, 'base64url')).digest('base64url').slice(0, 22);
 
 export interface UnsealStatus {
   readonly sealed: boolean;
@@ -331,6 +341,10 @@ export class Unsealer {
     const pair = generateKeyPairSync('x25519');
     this.ephemeral = pair.privateKey;
     this.instanceKey = rawX25519Public(pair.publicKey).toString('base64url');
+    this.deps.log(
+      { instanceKeyFingerprint: instanceKeyFingerprint(this.instanceKey) },
+      'sealed: custodians compare this instance key fingerprint with the one keys unseal prints (--instance-key)',
+    );
   }
 
   private record(

@@ -13,6 +13,7 @@ import { generateKeyPairSync } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { Writable } from 'node:stream';
 import { CompactSign } from 'jose';
 import { loadApiSpec } from '../../src/http/openapi.js';
 import { jwkOf } from '../../src/keys/custodians.js';
@@ -273,6 +274,61 @@ describe('key shares under attack (review of issue 19)', function () {
     }
   });
 
+  it('when someone between the custodian and the instance hands out a key of their own, then keys unseal --instance-key sends nothing; the instance logs the fingerprint to compare', async () => {
+    const { remoteCommand } = await import('../../src/cli/keys-shares.js');
+    const { instanceKeyFingerprint } = await import('../../src/keys/unseal.js');
+    const { openEnvelope } = await import('../../src/keys/master-key-sources/share-crypto.js');
+    const { decodeProtectedHeader } = await import('jose');
+    const svc = await start();
+    try {
+      const real = (await svc.request('GET', '/v1/admin/unseal')).body;
+      const genuine = instanceKeyFingerprint(real.instanceKey);
+      expect(svc.logs(), 'the instance logs its key fingerprint').to.contain(genuine);
+      // The man in the middle: rewrites the status to carry its own X25519 key, keeps what is posted.
+      const mitm = generateKeyPairSync('x25519');
+      const mitmKey = Buffer.from(String((mitm.publicKey.export({ format: 'jwk' }) as { x: string }).x), 'base64url');
+      const posted: string[] = [];
+      const proxy: typeof fetch = async (input, init) => {
+        const response = await fetch(input, init);
+        if (init?.method === 'POST') {
+          posted.push(typeof init.body === 'string' ? init.body : '');
+          return response;
+        }
+        const status = (await response.json()) as Record<string, unknown>;
+        return new Response(JSON.stringify({ ...status, instanceKey: mitmKey.toString('base64url') }), {
+          status: response.status,
+          headers: { 'content-type': 'application/json' },
+        });
+      };
+      const printed: string[] = [];
+      const io = { stdout: sink(printed), stderr: sink(printed) };
+      const args = ['--url', svc.url, '--share', shareFile['alice']!, '--key', alice.privateKey];
+      const pinnedRun = await remoteCommand('unseal', [...args, '--instance-key', genuine], io, proxy);
+      expect(pinnedRun, printed.join('')).to.equal(1);
+      expect(printed.join('')).to.contain(instanceKeyFingerprint(mitmKey.toString('base64url')));
+      expect(posted, 'nothing sent to a key that is not the pinned one').to.deep.equal([]);
+      // Without the pin the share goes to the attacker's key (what the printed fingerprint warns of).
+      expect(await remoteCommand('unseal', args, io, proxy)).to.equal(1);
+      const submission = (JSON.parse(posted[0]!) as { submission: string }).submission;
+      const payload = JSON.parse(Buffer.from(submission.split('.')[1]!, 'base64url').toString('utf8')) as {
+        nonce: string;
+        share: { epk: string; iv: string; ct: string; tag: string };
+      };
+      const { instanceShareContext } = await import('../../src/keys/unseal.js');
+      const opened = openEnvelope(
+        mitm.privateKey,
+        payload.share,
+        instanceShareContext(payload.nonce, String(decodeProtectedHeader(submission).kid)),
+      );
+      expect(opened.length, 'the attacker holds the share: hence the fingerprint check').to.equal(33);
+      opened.fill(0);
+      // With the genuine key pinned and no one in between, the share goes through.
+      expect(await remoteCommand('unseal', [...args, '--instance-key', genuine], io)).to.equal(0);
+    } finally {
+      await stop(svc);
+    }
+  });
+
   it('when sealed, then every operation the gate lets through answers without a 5xx, and every other one is 503 VAULT_SEALED', async () => {
     const svc = await start();
     try {
@@ -296,3 +352,12 @@ describe('key shares under attack (review of issue 19)', function () {
     }
   });
 });
+
+function sink(into: string[]): NodeJS.WritableStream {
+  return new Writable({
+    write(chunk: Buffer | string, _encoding, done) {
+      into.push(chunk.toString());
+      done();
+    },
+  });
+}
