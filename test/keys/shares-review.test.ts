@@ -191,6 +191,65 @@ describe('key shares under attack (review of issue 19)', function () {
     }
   });
 
+  it("when an insider gives bob's holder slot to a share of their own with alice's x coordinate, then the unseal is refused UNSEAL_KEY_MISMATCH (audited, new nonce), never a 500", async () => {
+    const { shareDigest, sealTo, x25519PublicFromEd25519 } =
+      await import('../../src/keys/master-key-sources/share-crypto.js');
+    const { custodianShareContext, SHARE_FILE_TYPE } = await import('../../src/keys/key-shares.js');
+    const row = (await db.knex('master_key_splits').where({ state: 'active' }).first()) as {
+      id: string;
+      holders: unknown;
+    };
+    const original = typeof row.holders === 'string' ? row.holders : JSON.stringify(row.holders);
+    const holders = JSON.parse(original) as Record<string, unknown>[];
+    const aliceIndex = Number(holders.find((h) => h['name'] === 'alice')!['index']);
+    const mallory = ed25519(dir, 'mallory-x');
+    const pub = (await import('node:crypto')).createPublicKey(fs.readFileSync(mallory.publicKey, 'utf8'));
+    const { jwk, thumbprint } = await jwkOf(pub);
+    const crafted = new Uint8Array(33).fill(7);
+    crafted[32] = aliceIndex;
+    const at = holders.findIndex((h) => h['name'] === 'bob');
+    holders[at] = {
+      ...holders[at],
+      x: jwk.x,
+      keyThumbprint: thumbprint,
+      digest: shareDigest(row.id, thumbprint, crafted),
+      index: aliceIndex,
+    };
+    const file = JSON.stringify({
+      type: SHARE_FILE_TYPE,
+      splitId: row.id,
+      kekId: 'x',
+      threshold: 2,
+      total: 3,
+      custodian: 'mallory-x',
+      keyThumbprint: thumbprint,
+      index: aliceIndex,
+      envelope: sealTo(
+        x25519PublicFromEd25519(Buffer.from(String(jwk.x), 'base64url')),
+        Buffer.from(crafted),
+        custodianShareContext(row.id, thumbprint),
+      ),
+    });
+    await db
+      .knex('master_key_splits')
+      .where({ id: row.id })
+      .update({ holders: JSON.stringify(holders) });
+    const svc = await start();
+    try {
+      const status = (await svc.request('GET', '/v1/admin/unseal')).body;
+      const forged = await unsealSubmission(status, file, custodianKey(fs.readFileSync(mallory.privateKey, 'utf8')));
+      expect((await post(svc, forged)).status).to.equal(200);
+      const last = await post(svc, await submissionOf(svc, alice));
+      expect([last.status, last.body.code], last.text).to.deep.equal([409, 'UNSEAL_KEY_MISMATCH']);
+      const after = (await svc.request('GET', '/v1/admin/unseal')).body;
+      expect(after).to.include({ sealed: true, progress: 0 });
+      expect(after.nonce).not.to.equal(status.nonce);
+    } finally {
+      await db.knex('master_key_splits').where({ id: row.id }).update({ holders: original });
+      await stop(svc);
+    }
+  });
+
   it("when anyone floods the unseal endpoint or names a custodian's key, then custodians' own refusals still reach the trail and nobody is blamed for a submission they did not sign", async () => {
     const svc = await start();
     try {
