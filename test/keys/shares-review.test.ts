@@ -388,6 +388,48 @@ describe('key shares under attack (review of issue 19)', function () {
     }
   });
 
+  it('when MASTER_KEY_SHARE_FILES (key CLI only) is left in the service environment, then the service refuses to start instead of unsealing itself with no custodian and no audit entry', async () => {
+    const clear: string[] = [];
+    for (const who of [alice, bob]) {
+      const file = path.join(dir, `${who.name}.service-clear.json`);
+      const revealed = await fx.run(
+        'shares',
+        'reveal',
+        '--share',
+        shareFile[who.name]!,
+        '--key',
+        who.privateKey,
+        '--out',
+        file,
+      );
+      expect(revealed.code, revealed.stderr).to.equal(0);
+      clear.push(file);
+    }
+    const before = await auditCount();
+    let svc: TestService | undefined;
+    try {
+      svc = await startTestService({
+        db,
+        env: {
+          ...(await testEnv()),
+          MASTER_KEY: undefined,
+          MASTER_KEY_SOURCE: 'shares',
+          MASTER_KEY_SHARES_KEY_ID: fx.masterKey.keyId,
+          MASTER_KEY_SHARE_FILES: clear.join(','),
+        },
+      });
+      const ready = await svc.request('GET', '/readyz');
+      expect.fail(`the service started (readyz ${ready.status}) from cleartext share files`);
+    } catch (error) {
+      if ((error as Error).name === 'AssertionError') throw error;
+      expect((error as Error).message).to.contain('MASTER_KEY_SHARE_FILES');
+    } finally {
+      await svc?.close();
+      for (const file of clear) fs.rmSync(file, { force: true });
+    }
+    expect(await auditCount()).to.equal(before);
+  });
+
   it('when sealed, then every operation the gate lets through answers without a 5xx, and every other one is 503 VAULT_SEALED', async () => {
     const svc = await start();
     try {
