@@ -113,6 +113,8 @@ export class Unsealer {
   private journal: AuditEventInput[] = [];
   /** The details of each refusal entry in the journal, by submitter, action and code (counted). */
   private repeats = new Map<string, { count: number }>();
+  /** Digests of stale seal requests already audited (a replay of one is logged only). */
+  private staleSeals = new Set<string>();
   private dropped = 0;
   private queue: Promise<unknown> = Promise.resolve();
 
@@ -309,6 +311,19 @@ export class Unsealer {
       throw new AppError('UNSEAL_SUBMISSION_INVALID', {
         detail: 'The seal request is not signed by a registered custodian.',
       });
+    }
+    if (!ok) {
+      // A captured seal request replayed (its nonce is stale): audited once, then only logged, so
+      // that one capture does not let anyone append to the trail at will.
+      const digest = createHash('sha256').update(jws).digest('base64url');
+      if (this.staleSeals.has(digest)) {
+        this.deps.log({ custodian: custodian.name, code: 'UNSEAL_NONCE_STALE', repeated: true }, 'seal request');
+        throw new AppError('UNSEAL_NONCE_STALE', {
+          detail: 'The seal request names another nonce: read the status again.',
+        });
+      }
+      if (this.staleSeals.size >= JOURNAL_MAX) this.staleSeals.clear();
+      this.staleSeals.add(digest);
     }
     await this.deps.knex.transaction((trx) =>
       appendAuditEvent(trx, {

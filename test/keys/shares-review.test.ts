@@ -323,6 +323,17 @@ describe('key shares under attack (review of issue 19)', function () {
       }
       expect(await auditCount(), 'audit entries written by unauthenticated seal requests').to.equal(before);
       expect((await svc.request('GET', '/readyz')).status).to.equal(200);
+      // A custodian's genuine seal request made for another nonce, captured and replayed: audited once.
+      const { sealRequest } = await import('../../src/keys/unseal-client.js');
+      const stale = await sealRequest(
+        { ...status, nonce: 'an-earlier-nonce' },
+        custodianKey(fs.readFileSync(carol.privateKey, 'utf8')),
+      );
+      for (let i = 0; i < 10; i += 1) {
+        const refused = await svc.request('POST', '/v1/admin/seal', { json: { request: stale } });
+        expect(refused.body).to.include({ code: 'UNSEAL_NONCE_STALE' });
+      }
+      expect(await auditCount(), 'a replayed stale seal request is audited once').to.equal(before + 1);
       const sealed = await seal(svc, bob);
       expect(sealed.status, sealed.text).to.equal(200);
       expect(sealed.body).to.include({ sealed: true });
