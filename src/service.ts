@@ -94,6 +94,13 @@ export async function buildService(config: Config, options: BuildOptions): Promi
       `!!! ${downgrades.length} SECURITY DOWNGRADE(S) IN FORCE:\n${downgrades.map((d) => `  - ${d}`).join('\n')}`,
     );
   }
+  if (config.masterKey.source === 'shares' && config.masterKey.shareFiles.length > 0) {
+    // Cleartext shares beside a service would unseal it at every start with no custodian present and
+    // no audit entry (and skip the start-up key work that runs at an unseal): split knowledge gone.
+    throw new Error(
+      'MASTER_KEY_SHARE_FILES is for the key CLI only: unset it for the service, which is unsealed by the custodians (keys unseal)',
+    );
+  }
   const masterKey = await loadMasterKey(config.masterKey, config.masterKeyPrevious, config.masterKeyPreviousSources);
   logger.info({ masterKey: masterKey.source.location }, `master key: ${masterKey.source.description}`);
   if (masterKey.generatedDevKeyFile !== undefined) {

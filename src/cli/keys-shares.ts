@@ -18,7 +18,7 @@ import { AppError } from '../errors/app-error.js';
 import { verifyRegister } from '../keys/custodian-provenance.js';
 import { activeSplit, executeSplit, splitParams, verifySplitSeal } from '../keys/key-shares.js';
 import type { RequestParams } from '../keys/request-payload.js';
-import type { UnsealStatus } from '../keys/unseal.js';
+import { instanceKeyFingerprint, type UnsealStatus } from '../keys/unseal.js';
 import { clearShareFile, custodianKey, sealRequest, unsealSubmission } from '../keys/unseal-client.js';
 import type { KeysContext, KeysIo } from './keys-context.js';
 import { UsageError } from './usage-error.js';
@@ -34,8 +34,10 @@ export const SHARES_USAGE = `  request split-master-key --threshold M (--custodi
                                                   (MASTER_KEY_SHARES_KEY_ID)
   shares reveal --share <file> --key <custodian.pem> --out <file>
                                                   a cleartext share file (0600) for MASTER_KEY_SHARE_FILES
-  unseal --url <instance> [--url …] --share <file> --key <custodian.pem>
+  unseal --url <instance> [--url …] --share <file> --key <custodian.pem> [--instance-key <fingerprint> …]
                                                   submits this custodian's share to each sealed instance
+                                                  (only to the instance keys pinned, when given: the
+                                                  fingerprint each instance logs when it seals)
   seal --url <instance> [--url …] --key <custodian.pem>
                                                   seals each instance (any one custodian may)`;
 
@@ -204,13 +206,18 @@ export async function remoteCommand(
   const out = (text: string): void => void io.stdout.write(`${text}\n`);
   const { values } = parseArgs({
     args: [...args],
-    options: { url: { type: 'string', multiple: true }, share: { type: 'string' }, key: { type: 'string' } },
+    options: {
+      url: { type: 'string', multiple: true },
+      share: { type: 'string' },
+      key: { type: 'string' },
+      'instance-key': { type: 'string', multiple: true },
+    },
     strict: true,
   });
   if (values.url === undefined || values.key === undefined || (command === 'unseal' && values.share === undefined)) {
     throw new UsageError(
       command === 'unseal'
-        ? 'unseal --url <instance> [--url …] --share <file> --key <custodian.pem>'
+        ? 'unseal --url <instance> [--url …] --share <file> --key <custodian.pem> [--instance-key <fingerprint> …]'
         : 'seal --url <instance> [--url …] --key <custodian.pem>',
     );
   }
@@ -225,6 +232,15 @@ export async function remoteCommand(
         if (!status.sealed) {
           out(`${url}: already unsealed`);
           continue;
+        }
+        // The status is unauthenticated: a key in it that is not the instance's own would open the share.
+        const fingerprint = status.instanceKey === null ? '-' : instanceKeyFingerprint(status.instanceKey);
+        out(`${url}: instance key fingerprint ${fingerprint}`);
+        const pinned = values['instance-key'];
+        if (pinned !== undefined && !pinned.includes(fingerprint)) {
+          throw new AppError('UNSEAL_SUBMISSION_INVALID', {
+            detail: `the instance key ${fingerprint} is not one given by --instance-key (someone between you and the instance?): nothing was sent`,
+          });
         }
         const submission = await unsealSubmission(status, shareText!, key);
         const after = await call<UnsealStatus>(http, `${url}/v1/admin/unseal`, { submission });

@@ -34,7 +34,7 @@
  * in the same transaction as `vault.unsealed`. Submissions to an instance that is never unsealed reach
  * the logs only (docs/key-management.md says so). The journal is bounded; what it drops is counted.
  */
-import { generateKeyPairSync, randomBytes, timingSafeEqual, type KeyObject } from 'node:crypto';
+import { createHash, generateKeyPairSync, randomBytes, timingSafeEqual, type KeyObject } from 'node:crypto';
 import { compactVerify, importJWK } from 'jose';
 import type { Knex } from 'knex';
 import { combine } from 'shamir-secret-sharing';
@@ -59,11 +59,22 @@ export const SEAL_JWS_TYP = 'loyalty-vault-seal+jwt';
 export const UNSEAL_PAYLOAD_TYPE = 'loyalty-vault/unseal-share/v1';
 export const SEAL_PAYLOAD_TYPE = 'loyalty-vault/seal/v1';
 const JOURNAL_MAX = 200;
-const THUMBPRINT = /^[A-Za-z0-9_-]{43}$/;
+/** Whoever sent a submission whose signature did not verify. */
+const STRANGER = { actor: 'unknown', thumbprint: null } as const;
 
 /** The context a share sent to an instance is encrypted under (HKDF info and GCM AAD). */
 export const instanceShareContext = (nonce: string, thumbprint: string): string =>
   `master-key-share/instance|${nonce}|${thumbprint}`;
+
+/**
+ * What a custodian compares before sending a share: the fingerprint of the instance's ephemeral key
+ * (SHA-256 of its raw bytes, base64url, 22 characters). The status that carries the key is not
+ * authenticated (a sealed instance has no key to sign it with), so whoever sits between the CLI and
+ * the instance (a TLS-terminating proxy, plain HTTP) could hand out a key of their own and open the
+ * share. The instance logs the fingerprint at every seal; `keys unseal --instance-key` pins it.
+ */
+export const instanceKeyFingerprint = (instanceKey: string): string =>
+  createHash('sha256').update(Buffer.from(instanceKey, 'base64url')).digest('base64url').slice(0, 22);
 
 export interface UnsealStatus {
   readonly sealed: boolean;
@@ -100,6 +111,10 @@ export class Unsealer {
   private instanceKey: string | null = null;
   private accepted = new Map<string, Accepted>();
   private journal: AuditEventInput[] = [];
+  /** The details of each refusal entry in the journal, by submitter, action and code (counted). */
+  private repeats = new Map<string, { count: number }>();
+  /** Digests of stale seal requests already audited (a replay of one is logged only). */
+  private staleSeals = new Set<string>();
   private dropped = 0;
   private queue: Promise<unknown> = Promise.resolve();
 
@@ -142,10 +157,10 @@ export class Unsealer {
     }
     const kid = safeKid(jws);
     const holder = split.holders.find((h) => h.keyThumbprint === kid);
-    const who = {
-      actor: holder?.name ?? 'unknown',
-      thumbprint: kid !== undefined && THUMBPRINT.test(kid) ? kid : null,
-    };
+    // Until the signature verifies, the submitter is a stranger: the kid is theirs to choose (it could
+    // name a custodian, to have the trail blame them, or read as a card number, which the audit trail
+    // refuses: one such entry in the journal made every later unseal fail). Nothing of it is kept.
+    let who: { actor: string; thumbprint: string | null } = STRANGER;
     const refuse = (code: ErrorCode, detail: string): never => {
       this.record(origin, who, 'failure', { code, splitId: split.id });
       throw new AppError(code, { detail });
@@ -156,6 +171,7 @@ export class Unsealer {
     if (payload === undefined || payload['type'] !== UNSEAL_PAYLOAD_TYPE || !isEnvelope(payload['share'])) {
       return refuse('UNSEAL_SUBMISSION_INVALID', 'The submission is not an unseal request signed by this custodian.');
     }
+    who = { actor: holder.name, thumbprint: holder.keyThumbprint };
     if (payload['nonce'] !== this.nonce) {
       return refuse(
         'UNSEAL_NONCE_STALE',
@@ -206,16 +222,23 @@ export class Unsealer {
     const submitters = [...this.accepted.entries()];
     const shares = submitters.map(([, a]) => a.share);
     this.accepted = new Map();
-    let installed: boolean;
+    let installed = false;
     try {
-      const secret = await combine(shares);
-      installed = this.deps.source.install(secret);
-      secret.fill(0);
+      // combine throws on shares it cannot interpolate (two with one x coordinate: a holder record an
+      // insider altered); that is a key that does not rebuild, refused and audited like any other.
+      const secret = await combine(shares).catch(() => undefined);
+      if (secret !== undefined) {
+        installed = this.deps.source.install(secret);
+        secret.fill(0);
+      }
     } finally {
       for (const share of shares) share.fill(0);
     }
     const fail = (detail: string): never => {
       this.deps.source.seal();
+      // A new nonce and ephemeral key: the submissions of this attempt, captured on the way, must not
+      // complete a later one (an insider puts the record back, a network attacker replays them).
+      this.freshSeal();
       this.record(
         origin,
         { actor: 'system', thumbprint: null },
@@ -264,6 +287,7 @@ export class Unsealer {
       throw error;
     }
     this.journal = [];
+    this.repeats = new Map();
     this.dropped = 0;
     this.deps.log({ splitId: split.id, submittedBy: submitters.map(([, a]) => a.name) }, 'vault unsealed');
     // The nonce moves on: a seal request must be made for this unsealed period.
@@ -280,33 +304,45 @@ export class Unsealer {
     const payload =
       custodian === undefined ? undefined : await verifySigned(jws, String(custodian.publicKeyJwk.x), SEAL_JWS_TYP);
     const ok = payload !== undefined && payload['type'] === SEAL_PAYLOAD_TYPE && payload['nonce'] === this.nonce;
+    if (custodian === undefined || payload === undefined) {
+      // Signed by no custodian: logged, not audited. The endpoint needs no bearer token, so an audit
+      // entry per request would let anyone append to the trail (and hold its head lock) at will.
+      this.deps.log({ action: 'vault.sealed', outcome: 'failure', code: 'UNSEAL_SUBMISSION_INVALID' }, 'seal request');
+      throw new AppError('UNSEAL_SUBMISSION_INVALID', {
+        detail: 'The seal request is not signed by a registered custodian.',
+      });
+    }
+    if (!ok) {
+      // A captured seal request replayed (its nonce is stale): audited once, then only logged, so
+      // that one capture does not let anyone append to the trail at will.
+      const digest = createHash('sha256').update(jws).digest('base64url');
+      if (this.staleSeals.has(digest)) {
+        this.deps.log({ custodian: custodian.name, code: 'UNSEAL_NONCE_STALE', repeated: true }, 'seal request');
+        throw new AppError('UNSEAL_NONCE_STALE', {
+          detail: 'The seal request names another nonce: read the status again.',
+        });
+      }
+      if (this.staleSeals.size >= JOURNAL_MAX) this.staleSeals.clear();
+      this.staleSeals.add(digest);
+    }
     await this.deps.knex.transaction((trx) =>
       appendAuditEvent(trx, {
-        actor: custodian?.name ?? 'unknown',
+        actor: custodian.name,
         actorType: 'custodian',
         action: 'vault.sealed',
         outcome: ok ? 'success' : 'failure',
         origin,
         resource: `master-key:${this.deps.source.keyId}`,
-        details: ok
-          ? { keyThumbprint: kid }
-          : {
-              code:
-                custodian === undefined || payload === undefined ? 'UNSEAL_SUBMISSION_INVALID' : 'UNSEAL_NONCE_STALE',
-            },
+        details: ok ? { keyThumbprint: custodian.keyThumbprint } : { code: 'UNSEAL_NONCE_STALE' },
       }),
     );
     if (!ok) {
-      throw custodian === undefined || payload === undefined
-        ? new AppError('UNSEAL_SUBMISSION_INVALID', {
-            detail: 'The seal request is not signed by a registered custodian.',
-          })
-        : new AppError('UNSEAL_NONCE_STALE', {
-            detail: 'The seal request names another nonce: read the status again.',
-          });
+      throw new AppError('UNSEAL_NONCE_STALE', {
+        detail: 'The seal request names another nonce: read the status again.',
+      });
     }
     await this.sealLocally();
-    this.deps.log({ custodian: custodian?.name }, 'vault sealed');
+    this.deps.log({ custodian: custodian.name }, 'vault sealed');
     return this.status();
   }
 
@@ -324,6 +360,10 @@ export class Unsealer {
     const pair = generateKeyPairSync('x25519');
     this.ephemeral = pair.privateKey;
     this.instanceKey = rawX25519Public(pair.publicKey).toString('base64url');
+    this.deps.log(
+      { instanceKeyFingerprint: instanceKeyFingerprint(this.instanceKey) },
+      'sealed: custodians compare this instance key fingerprint with the one keys unseal prints (--instance-key)',
+    );
   }
 
   private record(
@@ -333,21 +373,34 @@ export class Unsealer {
     details: Record<string, unknown>,
     action = 'vault.unseal.share-submitted',
   ): void {
-    const entry: AuditEventInput = {
-      actor: who.actor,
-      actorType: who.actor === 'system' ? 'system' : 'custodian',
-      action,
-      outcome,
-      origin,
-      resource: `master-key:${this.deps.source.keyId}`,
-      details: { keyThumbprint: who.thumbprint, ...details },
-    };
     this.deps.log(
       { custodian: who.actor, keyThumbprint: who.thumbprint, action, outcome, ...details },
       'unseal submission',
     );
-    if (this.journal.length < JOURNAL_MAX) this.journal.push(entry);
-    else this.dropped += 1;
+    // Refusals repeat (a flood by strangers, a captured submission replayed): one entry per submitter,
+    // action and code, with a count, so that a flood cannot push the custodians' own entries out.
+    const key = `${who.thumbprint ?? who.actor}|${action}|${String(details['code'])}`;
+    const seen = outcome === 'failure' ? this.repeats.get(key) : undefined;
+    if (seen !== undefined) {
+      seen.count += 1;
+      return;
+    }
+    const entryDetails = { keyThumbprint: who.thumbprint, ...details, ...(outcome === 'failure' ? { count: 1 } : {}) };
+    if (this.journal.length >= JOURNAL_MAX) {
+      this.dropped += 1;
+      return;
+    }
+    if (outcome === 'failure') this.repeats.set(key, entryDetails as { count: number });
+    this.journal.push({
+      actor: who.actor,
+      // A stranger is no custodian: an unauthenticated client of the unseal endpoint.
+      actorType: who === STRANGER ? 'client' : who.actor === 'system' ? 'system' : 'custodian',
+      action,
+      outcome,
+      origin,
+      resource: `master-key:${this.deps.source.keyId}`,
+      details: entryDetails,
+    });
   }
 }
 

@@ -100,7 +100,7 @@ describe("MASTER_KEY_SOURCE=shares: configuration and the key CLI's share files"
     }
   });
 
-  it('when the files are one share, shares of another key, or readable by others, then it is refused', async () => {
+  it('when the files are one share, shares of another key, readable by others or a symbolic link, then it is refused', async () => {
     const refusals: [readonly string[], string, string][] = [
       [[files[0]!], keyId, 'fewer than two'],
       [[files[0]!, files[1]!], new LocalMasterKey(randomBytes(32), 'other').keyId, 'do not rebuild'],
@@ -109,6 +109,10 @@ describe("MASTER_KEY_SOURCE=shares: configuration and the key CLI's share files"
     fs.copyFileSync(files[1]!, open);
     fs.chmodSync(open, 0o644);
     refusals.push([[files[0]!, open], keyId, 'readable by others']);
+    // A symbolic link (to a file anyone could swap or point elsewhere) is refused, whatever its target.
+    const link = path.join(dir, 'link.json');
+    fs.symlinkSync(files[1]!, link);
+    refusals.push([[files[0]!, link], keyId, 'symbolic link']);
     for (const [shareFiles, id, message] of refusals) {
       await loadMasterKey({ source: 'shares', keyId: id, shareFiles }).then(
         () => expect.fail(`accepted: ${message}`),

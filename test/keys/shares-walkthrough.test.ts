@@ -11,6 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { projectPath } from '../../src/config/project-root.js';
 import { migrateToLatest } from '../../src/db/migrations.js';
+import { registerAuditChainKeys } from '../../src/audit/audit-chain-keys.js';
 import { signToken } from '../support/auth.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
 import { startTestService, testEnv, type TestService } from '../support/harness.js';
@@ -113,6 +114,10 @@ describe("walkthrough: the master key in custodians' shares as the QSA runs it (
       const outAt = argv.indexOf('--out');
       if (outAt >= 0) argv[outAt + 1] = path.join(dir, argv[outAt + 1]!);
       if (argv[0] === 'approve') argv.push('--yes');
+      // The key CLI is its own process in production; here it shares the database handle with the
+      // sealed service, whose source registered itself first for the audit-chain keys: put the CLI's
+      // key back in front, as its own process would have it.
+      registerAuditChainKeys(db.knex, fx.masterKey);
       const res = await fx.run(...argv);
       const where = `${step.label}\n${res.stdout}${res.stderr}`;
       const refusal = /refused: ([A-Z_]+)/.exec(step.comment)?.[1];

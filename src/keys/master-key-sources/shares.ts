@@ -140,7 +140,13 @@ export class SharesMasterKey implements SplittableMasterKey {
 function readClearShare(file: string): Uint8Array {
   let text: string;
   try {
-    const stat = fs.statSync(file);
+    // lstat: a symbolic link is refused, not followed (its target is whatever the link's writer says).
+    const stat = fs.lstatSync(file);
+    if (stat.isSymbolicLink()) throw new Error(`share file ${file} is a symbolic link: name the file itself`);
+    const uid = process.getuid?.();
+    if (uid !== undefined && uid !== 0 && stat.uid !== uid) {
+      throw new Error(`share file ${file} belongs to another user (uid ${stat.uid}): it must be this user's own`);
+    }
     if ((stat.mode & 0o077) !== 0) {
       throw new Error(
         `share file ${file} is readable by others (mode ${(stat.mode & 0o777).toString(8)}): chmod 600 it`,
