@@ -98,8 +98,10 @@ export function currentMasterKey(source: MasterKeySource): MasterKeySource {
   return source instanceof MasterKeySet ? currentMasterKey(source.current) : source;
 }
 
+/** A source that cannot answer now: a token away (MASTER_KEY_UNAVAILABLE) or a sealed vault (VAULT_SEALED). */
 function isUnavailable(error: unknown): boolean {
-  return (error as { code?: unknown } | undefined)?.code === 'MASTER_KEY_UNAVAILABLE';
+  const code = (error as { code?: unknown } | undefined)?.code;
+  return code === 'MASTER_KEY_UNAVAILABLE' || code === 'VAULT_SEALED';
 }
 
 export async function loadMasterKey(

@@ -1,3 +1,4 @@
+/* eslint max-lines: ["error", 440] -- one protocol: per-seal nonce and instance key, signed submissions, the refusal journal, the rebuild; kept together so its invariants read in one place */
 /**
  * Unsealing one running instance: custodians submit their shares one at a time until the threshold
  * is reached; the key is rebuilt in memory, checked, and the vault opens. Sealing forgets it again.
