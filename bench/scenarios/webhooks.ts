@@ -104,12 +104,15 @@ export function signedAuthorisations(
   const signer = new Webhook(secret);
   let n = 0;
   return () => {
-    const id = `msg_${process.pid}_${++n}`;
+    // Letters between the numbers: since the card-data guard reads any separator between digit
+    // groups, `bench-1234-56789012` is a 12-digit run, Luhn-valid one time in ten, and the platform
+    // refuses a payment id that reads as a card number (422 CARD_NUMBER_NOT_ALLOWED).
+    const id = `msg_${process.pid}x${++n}`;
     const body = JSON.stringify({
       type: 'payment.authorised',
       occurredAt: new Date().toISOString(),
       payment: {
-        id: `bench-${n}-${randomBytes(4).toString('hex')}`,
+        id: `bench-${n}-h${randomBytes(4).toString('hex')}`,
         merchantReference: `order-${n}`,
         amount: { value: 1 + randomInt(100_000), currency: 'GBP' },
         channel: 'online',
@@ -171,8 +174,10 @@ const PAYLOAD = JSON.stringify({
   card: { token: 'tok_aaaaaaaaaaaaaaaaaaaaaaaaaa' },
 });
 
-const PAY = `'pay_' || :client_id || '_' || :r`;
-const EVT = `'evt_' || :client_id || '_' || :r`;
+// Ids spell :r in letters: digits joined by '_' or '-' read as a card number to the database's
+// card-data guard (a 16-digit :r is Luhn-valid one time in ten), which refuses the row.
+const PAY = `'pay_' || :client_id || '_' || translate((:r)::text, '0123456789', 'abcdefghij')`;
+const EVT = `'evt_' || :client_id || '_' || translate((:r)::text, '0123456789', 'abcdefghij')`;
 
 /**
  * The delivery's own transaction for a new payment, statement for statement as PaymentService and
@@ -182,12 +187,12 @@ const EVT = `'evt_' || :client_id || '_' || :r`;
  */
 const delivery = (token: string, shopper: string): string => `BEGIN;
 INSERT INTO payments (id, provider, external_id, state, created_at, updated_at)
-  VALUES (${PAY}, 'platform', 'bench-' || :client_id || '-' || :r, 'awaiting_authorisation', now(), now())
+  VALUES (${PAY}, 'platform', 'bench-' || :client_id || '-' || translate((:r)::text, '0123456789', 'abcdefghij'), 'awaiting_authorisation', now(), now())
   ON CONFLICT (provider, external_id) DO UPDATE SET updated_at = payments.updated_at
   RETURNING *, (xmax = 0) AS inserted;
 WITH inbox AS (INSERT INTO webhook_inbox (applied_at, error_code, event_key, event_type, id, payload, payment_id,
     provider, received_at, secret_index, state)
-  VALUES (now(), NULL, 'msg_' || :client_id || '_' || :r, 'payment.authorised', ${EVT}, '${PAYLOAD}', ${PAY},
+  VALUES (now(), NULL, 'msg_' || :client_id || '_' || translate((:r)::text, '0123456789', 'abcdefghij'), 'payment.authorised', ${EVT}, '${PAYLOAD}', ${PAY},
     'platform', now(), 0, 'applied')
   ON CONFLICT (provider, event_key) DO NOTHING RETURNING id, payment_id),
 w1 AS (INSERT INTO payment_facts (payment_id, kind, fact_key, amount, currency, occurred_at, inbox_id)
@@ -226,17 +231,17 @@ INSERT INTO loyalty_accounts (shopper_ref, created_at, updated_at) VALUES (${sho
   ON CONFLICT (shopper_ref) DO UPDATE SET updated_at = loyalty_accounts.updated_at RETURNING *;
 WITH w0 AS (INSERT INTO loyalty_lots (available_at, created_at, credited, earn_target, effects, expired, expires_at, id,
     payment_id, pending, recovered, remaining, reversal_target, rule_version, shopper_ref, updated_at, written_off)
-  VALUES (NULL, now(), 0, 0, 1, 0, NULL, 'lot_' || :client_id || '_' || :r, ${PAY}, 123, 0, 0, 0, 1, ${shopper}, now(), 0)),
+  VALUES (NULL, now(), 0, 0, 1, 0, NULL, 'lot_' || :client_id || '_' || translate((:r)::text, '0123456789', 'abcdefghij'), ${PAY}, 123, 0, 0, 0, 1, ${shopper}, now(), 0)),
 w1 AS (INSERT INTO loyalty_entries (available_delta, business_key, created_at, debt_delta, id, kind, lot_delta, lot_id,
     payment_id, pending_delta, points, redemption_id, rule_version, shopper_ref)
-  VALUES (0, concat_ws(chr(58), 'payment', ${PAY}, '1'), now(), 0, 'led_' || :client_id || '_' || :r, 'earn_pending', 0,
-    'lot_' || :client_id || '_' || :r, ${PAY}, 123, 123, NULL, 1, ${shopper})),
+  VALUES (0, concat_ws(chr(58), 'payment', ${PAY}, '1'), now(), 0, 'led_' || :client_id || '_' || translate((:r)::text, '0123456789', 'abcdefghij'), 'earn_pending', 0,
+    'lot_' || :client_id || '_' || translate((:r)::text, '0123456789', 'abcdefghij'), ${PAY}, 123, 123, NULL, 1, ${shopper})),
 w2 AS (UPDATE loyalty_accounts t SET available = v.available::bigint, pending = v.pending::bigint, debt = v.debt::bigint,
     lifetime_earned = v.lifetime_earned::bigint, updated_at = v.updated_at::timestamptz
   FROM (VALUES ((${shopper})::text, '0', '123', '0', '0', now()::text))
     AS v (shopper_ref, available, pending, debt, lifetime_earned, updated_at)
   WHERE t.shopper_ref = v.shopper_ref),
-${outboxSql(`'oev_' || :client_id || '_' || :r`, 'points.pending', shopper)}
+${outboxSql(`'oev_' || :client_id || '_' || translate((:r)::text, '0123456789', 'abcdefghij')`, 'points.pending', shopper)}
 SELECT 1;`;
 
 function knownCardScript(known: number): string {
@@ -249,12 +254,12 @@ ${delivery(':tok', ':shp')}`;
 
 function newCardScript(): string {
   // The vault's first sighting of one card, as insertNewCards sends it (one statement, no transaction).
-  const SHP = `'shp_' || :client_id || '_' || :r`;
-  const TOK = `'tok_' || :client_id || '_' || :r`;
-  const CID = `'cid_' || :client_id || '_' || :r`;
+  const SHP = `'shp_' || :client_id || '_' || translate((:r)::text, '0123456789', 'abcdefghij')`;
+  const TOK = `'tok_' || :client_id || '_' || translate((:r)::text, '0123456789', 'abcdefghij')`;
+  const CID = `'cid_' || :client_id || '_' || translate((:r)::text, '0123456789', 'abcdefghij')`;
   return `\\set r random(1, 1000000000000000)
 ${LOOKUP} WHERE (f.mac_key_version, f.fingerprint) IN ((1, sha256(('miss' || :client_id || :r)::bytea))) LIMIT 1;
-WITH ${outboxSql(`'oev_new_' || :client_id || '_' || :r`, 'shopper.created', SHP)},
+WITH ${outboxSql(`'oev_new_' || :client_id || '_' || translate((:r)::text, '0123456789', 'abcdefghij')`, 'shopper.created', SHP)},
   w1 AS (INSERT INTO shoppers (shopper_ref, created_at) VALUES (${SHP}, now())),
   w2 AS (INSERT INTO cards (brand, created_at, expiry_month, expiry_year, last4, pan_ciphertext, pan_key_version,
       shopper_ref, token, updated_at)
@@ -263,7 +268,7 @@ WITH ${outboxSql(`'oev_new_' || :client_id || '_' || :r`, 'shopper.created', SHP
   w3 AS (INSERT INTO card_identifiers (created_at, id, kind, namespace, token, value_ciphertext, value_key_version)
     VALUES (now(), ${CID}, 'pan', NULL, ${TOK}, NULL, NULL)),
   w4 AS (INSERT INTO identifier_fingerprints (created_at, fingerprint, identifier_id, mac_key_version, token)
-    VALUES (now(), sha256(('fp' || :client_id || '_' || :r)::bytea), ${CID}, 1, ${TOK}))
+    VALUES (now(), sha256(('fp' || :client_id || '_' || translate((:r)::text, '0123456789', 'abcdefghij'))::bytea), ${CID}, 1, ${TOK}))
 SELECT 1;
 ${delivery(TOK, SHP)}`;
 }
