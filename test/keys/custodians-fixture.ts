@@ -61,3 +61,27 @@ export async function genesis(fx: KeysFixture, first: Person, second: Person): P
   expect(done.code, done.stderr).to.equal(0);
   return id;
 }
+
+/**
+ * Three custodians, as the key-shares tests start: alice and bob by genesis, carol added by a request
+ * both approved. The key files are written into `dir`.
+ */
+export async function threeCustodians(fx: KeysFixture, dir: string): Promise<[Person, Person, Person]> {
+  const [alice, bob, carol] = ['alice', 'bob', 'carol'].map((n) => ed25519(dir, n)) as [Person, Person, Person];
+  await genesis(fx, alice, bob);
+  const add = await requestId(fx, 'add-custodian', '--name', 'carol', '--public-key', carol.publicKey);
+  for (const who of [alice, bob]) expect((await approve(fx, add, who)).code).to.equal(0);
+  const added = await fx.run(
+    'custodian',
+    'add',
+    '--name',
+    'carol',
+    '--public-key',
+    carol.publicKey,
+    '--acknowledge',
+    '--request',
+    add,
+  );
+  expect(added.code, added.stderr).to.equal(0);
+  return [alice, bob, carol];
+}

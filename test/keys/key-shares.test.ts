@@ -18,7 +18,7 @@ import { createTestDatabase, type TestDatabase } from '../support/database.js';
 import { startTestService, testEnv, type TestService } from '../support/harness.js';
 import { TEST_PANS } from '../support/pans.js';
 import { dumpEveryRow } from '../security/card-data-support.js';
-import { approve, ed25519, genesis, requestId, type Person } from './custodians-fixture.js';
+import { approve, ed25519, requestId, threeCustodians, type Person } from './custodians-fixture.js';
 import { keysFixture, type KeysFixture } from './keys-context.js';
 
 const PAN = TEST_PANS.visa[0]!;
@@ -81,22 +81,7 @@ describe("master key in custodians' shares: split, sealed start, unseal, seal", 
     db = await createTestDatabase();
     await migrateToLatest(db.knex);
     fx = await keysFixture(db, { policy: { propagationMs: 0 } });
-    [alice, bob, carol] = ['alice', 'bob', 'carol'].map((n) => ed25519(dir, n)) as [Person, Person, Person];
-    await genesis(fx, alice, bob);
-    const add = await requestId(fx, 'add-custodian', '--name', 'carol', '--public-key', carol.publicKey);
-    for (const who of [alice, bob]) expect((await approve(fx, add, who)).code).to.equal(0);
-    const added = await fx.run(
-      'custodian',
-      'add',
-      '--name',
-      'carol',
-      '--public-key',
-      carol.publicKey,
-      '--acknowledge',
-      '--request',
-      add,
-    );
-    expect(added.code, added.stderr).to.equal(0);
+    [alice, bob, carol] = await threeCustodians(fx, dir);
 
     // A card tokenised while the master key was still in MASTER_KEY.
     const before = await startTestService({ db, env: { ...(await testEnv()), MASTER_KEY: fx.masterKeyBase64 } });

@@ -23,7 +23,7 @@ import { UNSEAL_JWS_TYP, UNSEAL_PAYLOAD_TYPE, SEAL_JWS_TYP, SEAL_PAYLOAD_TYPE } 
 import { signToken } from '../support/auth.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
 import { startTestService, testEnv, type TestService } from '../support/harness.js';
-import { approve, ed25519, genesis, requestId, type Person } from './custodians-fixture.js';
+import { approve, ed25519, requestId, threeCustodians, type Person } from './custodians-fixture.js';
 import { keysFixture, type KeysFixture } from './keys-context.js';
 
 describe('key shares under attack (review of issue 19)', function () {
@@ -99,22 +99,7 @@ describe('key shares under attack (review of issue 19)', function () {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'lv-shares-review-'));
     db = await createTestDatabase({ migrated: true });
     fx = await keysFixture(db, { policy: { propagationMs: 0 } });
-    [alice, bob, carol] = ['alice', 'bob', 'carol'].map((n) => ed25519(dir, n)) as [Person, Person, Person];
-    await genesis(fx, alice, bob);
-    const add = await requestId(fx, 'add-custodian', '--name', 'carol', '--public-key', carol.publicKey);
-    for (const who of [alice, bob]) expect((await approve(fx, add, who)).code).to.equal(0);
-    const added = await fx.run(
-      'custodian',
-      'add',
-      '--name',
-      'carol',
-      '--public-key',
-      carol.publicKey,
-      '--acknowledge',
-      '--request',
-      add,
-    );
-    expect(added.code, added.stderr).to.equal(0);
+    [alice, bob, carol] = await threeCustodians(fx, dir);
     const out = path.join(dir, 'shares');
     const id = await requestId(fx, 'split-master-key', '--threshold', '2', '--all-custodians');
     for (const who of [alice, carol]) expect((await approve(fx, id, who)).code).to.equal(0);

@@ -15,7 +15,7 @@ import { registerAuditChainKeys } from '../../src/audit/audit-chain-keys.js';
 import { signToken } from '../support/auth.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
 import { startTestService, testEnv, type TestService } from '../support/harness.js';
-import { approve, ed25519, genesis, requestId, type Person } from './custodians-fixture.js';
+import { threeCustodians } from './custodians-fixture.js';
 import { keysFixture, type KeysFixture } from './keys-context.js';
 
 interface Step {
@@ -52,25 +52,7 @@ describe("walkthrough: the master key in custodians' shares as the QSA runs it (
     db = await createTestDatabase();
     await migrateToLatest(db.knex);
     fx = await keysFixture(db, { policy: { propagationMs: 0 } });
-    const [alice, bob, carol] = ['alice', 'bob', 'carol'].map((n) => ed25519(dir, n)) as [Person, Person, Person];
-    await genesis(fx, alice, bob); // section 6, steps 0 and 2h–2i
-    const add = await requestId(fx, 'add-custodian', '--name', 'carol', '--public-key', carol.publicKey);
-    for (const who of [alice, bob]) expect((await approve(fx, add, who)).code).to.equal(0);
-    expect(
-      (
-        await fx.run(
-          'custodian',
-          'add',
-          '--name',
-          'carol',
-          '--public-key',
-          carol.publicKey,
-          '--acknowledge',
-          '--request',
-          add,
-        )
-      ).code,
-    ).to.equal(0);
+    await threeCustodians(fx, dir); // section 6, steps 0 and 2h–2i, then carol added by request
   });
   after(async () => {
     await svc?.close();
