@@ -258,6 +258,10 @@ export async function buildService(config: Config, options: BuildOptions): Promi
     ping: (ms) => database.ping(ms),
     isDraining: () => draining,
     masterKey: masterKey.source,
+    onMasterKeyReason: (state) =>
+      state.ready
+        ? logger.info('master key ready again')
+        : logger.warn({ code: state.code, reason: state.detail }, 'master key not ready'),
   });
   const spec = loadApiSpec();
   const app = createApp({

@@ -30,7 +30,13 @@ export function createReadiness(deps: {
   ping(timeoutMs: number): Promise<void>;
   isDraining(): boolean;
   masterKey?: MasterKeyHealth;
+  /**
+   * Told the master key's reason when it changes (the log, for operators): /readyz answers anyone,
+   * so its body carries the code only, never the reason (token and key labels, file paths).
+   */
+  onMasterKeyReason?: (state: MasterKeyReadiness) => void;
 }): Readiness {
+  let lastReason: string | undefined;
   return {
     async check() {
       const [database] = await Promise.all([
@@ -42,6 +48,11 @@ export function createReadiness(deps: {
       ]);
       const process = deps.isDraining() ? ('down' as const) : ('up' as const);
       const masterKey = deps.masterKey?.readiness() ?? { ready: true as const };
+      const reason = masterKey.ready ? undefined : `${masterKey.code}: ${masterKey.detail}`;
+      if (reason !== lastReason) {
+        lastReason = reason;
+        deps.onMasterKeyReason?.(masterKey);
+      }
       const key: ReadinessCheck = masterKey.ready ? 'up' : 'down';
       return {
         ready: database === 'up' && process === 'up' && masterKey.ready,
@@ -73,7 +84,11 @@ export function healthHandlers(readiness: Readiness, openApiYaml: string): Handl
         const onlyTheKey = checks.database === 'up' && checks.process === 'up' && !masterKey.ready;
         throw onlyTheKey
           ? new AppError(masterKey.code, {
-              detail: masterKey.detail,
+              // Unauthenticated: the reason (labels, paths) goes to the log, not to whoever asks.
+              detail:
+                masterKey.code === 'VAULT_SEALED'
+                  ? 'The vault waits for custodians to unseal it (keys unseal).'
+                  : "The master-key source does not answer; the instance's log says why.",
               extensions: { checks },
               headers: { 'Retry-After': '2' },
             })

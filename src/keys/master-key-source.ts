@@ -13,6 +13,7 @@
  * cannot make one unwrap under another identity, nor forge one, without the source.
  */
 import type { MasterKeyConfig } from '../config/config.js';
+import { isMasterKeyUnavailable } from '../errors/app-error.js';
 import type {
   KeyIdRename,
   LoadedMasterKey,
@@ -67,7 +68,7 @@ export class MasterKeySet implements MasterKeySource {
         return await source.unwrap(wrapped, aad);
       } catch (error) {
         // An unavailable source is not "the wrong key": say so rather than the last key's failure.
-        if (failure === undefined || isUnavailable(error)) failure = error;
+        if (failure === undefined || isMasterKeyUnavailable(error)) failure = error;
       }
     }
     throw failure instanceof Error ? failure : new Error('no configured master key unwraps this key');
@@ -96,12 +97,6 @@ export class MasterKeySet implements MasterKeySource {
 /** The current key alone (without the previous ones of a rotation): what a wrapped key must open under. */
 export function currentMasterKey(source: MasterKeySource): MasterKeySource {
   return source instanceof MasterKeySet ? currentMasterKey(source.current) : source;
-}
-
-/** A source that cannot answer now: a token away (MASTER_KEY_UNAVAILABLE) or a sealed vault (VAULT_SEALED). */
-function isUnavailable(error: unknown): boolean {
-  const code = (error as { code?: unknown } | undefined)?.code;
-  return code === 'MASTER_KEY_UNAVAILABLE' || code === 'VAULT_SEALED';
 }
 
 export async function loadMasterKey(

@@ -572,6 +572,10 @@ describe('master key in a PKCS#11 token (SoftHSM2)', function () {
           expect(down.body.code).to.equal('MASTER_KEY_UNAVAILABLE');
           expect(down.body.checks).to.deep.equal({ database: 'up', process: 'up', masterKey: 'down' });
           expect(down.headers.get('retry-after')).to.equal('2');
+          // /readyz answers anyone: the reason (token and key labels) is in the log, not the body.
+          expect(down.body.detail).to.equal("The master-key source does not answer; the instance's log says why.");
+          expect(down.text).not.to.contain(token.tokenLabel).and.not.to.contain('lv-kek-a');
+          expect(svc.logs()).to.contain('master key not ready');
           const tokenised = await svc.request('POST', '/v1/tokens', {
             token: bearer,
             json: { pan: '4111111111111111' },
