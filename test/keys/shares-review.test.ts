@@ -384,6 +384,36 @@ describe('key shares under attack (review of issue 19)', function () {
     }
   });
 
+  it('when a pinned fingerprint has a digest starting with "-", then keys unseal reads it as the value of --instance-key, not as an option', async () => {
+    // One digest in 64 starts with '-': before the SHA256: prefix such a pin was refused by the
+    // option parser (`--instance-key` argument is ambiguous), and a CI run failed on it.
+    const { remoteCommand } = await import('../../src/cli/keys-shares.js');
+    const { instanceKeyFingerprint } = await import('../../src/keys/unseal.js');
+    const { createHash } = await import('node:crypto');
+    const instanceKey = (): string => generateKeyPairSync('x25519').publicKey.export({ format: 'jwk' }).x as string;
+    let pinnedKey = instanceKey();
+    while (!createHash('sha256').update(Buffer.from(pinnedKey, 'base64url')).digest('base64url').startsWith('-')) {
+      pinnedKey = instanceKey();
+    }
+    const pinned = instanceKeyFingerprint(pinnedKey);
+    expect(pinned).to.match(/^SHA256:-[A-Za-z0-9_-]{21}$/);
+    const other = instanceKey();
+    const posted: string[] = [];
+    const http = (_url: string | URL | Request, init?: RequestInit): Promise<Response> => {
+      if (typeof init?.body === 'string') posted.push(init.body);
+      const status = { sealed: true, nonce: 'n', instanceKey: other, progress: 0, threshold: 2 };
+      return Promise.resolve(
+        new Response(JSON.stringify(status), { status: 200, headers: { 'content-type': 'application/json' } }),
+      );
+    };
+    const printed: string[] = [];
+    const io = { stdout: sink(printed), stderr: sink(printed) };
+    const args = ['--url', 'http://127.0.0.1:9', '--share', shareFile['alice']!, '--key', alice.privateKey];
+    expect(await remoteCommand('unseal', [...args, '--instance-key', pinned], io, http)).to.equal(1);
+    expect(printed.join('')).to.contain(`is not one given by --instance-key`);
+    expect(posted).to.deep.equal([]);
+  });
+
   it('when MASTER_KEY_SHARE_FILES (key CLI only) is left in the service environment, then the service refuses to start instead of unsealing itself with no custodian and no audit entry', async () => {
     const clear: string[] = [];
     for (const who of [alice, bob]) {

@@ -209,6 +209,26 @@ describe('red team: card data never at rest outside the vault (issue 16)', funct
       expect(again.body.code).to.equal(first.body.code);
     });
 
+    it('when an Idempotency-Key is a prefixed UUID whose groups read as a card number, then it is accepted; a card number beside the UUID is still refused', async () => {
+      // `bola-listShopperLedger-<uuid>` was refused about once in 180 keys before UUIDs inside a key
+      // were set aside (a CI run failed on it).
+      const uuid = '0a1b2c3d-4111-1111-1111-1111abcdef00';
+      const send = (key: string) =>
+        svc.request('POST', `/v1/shoppers/${shopperRef}/redemptions`, {
+          token: admin,
+          json: { points: 1, reference: 'uuid-key' },
+          headers: { 'idempotency-key': key },
+        });
+      for (const key of [`order-${uuid}`, `retry:${uuid}`, `a.${uuid}.b`]) {
+        expect((await send(key)).body.code, key).to.equal('INSUFFICIENT_POINTS');
+      }
+      for (const key of [`4111-1111-1111-1111-${uuid}`, `${uuid}-4111111111111111`, `4111.${uuid}`, `x${uuid}`]) {
+        const res = record(await send(key));
+        expect(res.body.code, key).to.equal('CARD_NUMBER_NOT_ALLOWED');
+        expect(res.body.errors[0].pointer).to.equal('/headers/idempotency-key');
+      }
+    });
+
     it('when a detokenise reason holds a PAN, then 422 REASON_INVALID', async () => {
       const created = record(
         await svc.request('POST', '/v1/tokens', { token: admin, json: { pan: '5105105105105100' } }),
