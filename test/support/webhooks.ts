@@ -32,7 +32,7 @@ export interface PlatformSignOptions {
 }
 
 /** Hex with its digits turned into letters: an id no card-number check can ever flag. */
-function lettersOnly(hex: string): string {
+export function lettersOnly(hex: string): string {
   return hex.replace(/[0-9]/g, (d) => 'ghijklmnop'.charAt(Number(d)));
 }
 
