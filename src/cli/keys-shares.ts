@@ -236,7 +236,8 @@ export async function remoteCommand(
         // The status is unauthenticated: a key in it that is not the instance's own would open the share.
         const fingerprint = status.instanceKey === null ? '-' : instanceKeyFingerprint(status.instanceKey);
         out(`${url}: instance key fingerprint ${fingerprint}`);
-        const pinned = values['instance-key'];
+        // A pin written down before fingerprints carried `SHA256:` (the same digest) still matches.
+        const pinned = values['instance-key']?.map((pin) => (/^[A-Za-z0-9_-]{22}$/.test(pin) ? `SHA256:${pin}` : pin));
         if (pinned !== undefined && !pinned.includes(fingerprint)) {
           throw new AppError('UNSEAL_SUBMISSION_INVALID', {
             detail: `the instance key ${fingerprint} is not one given by --instance-key (someone between you and the instance?): nothing was sent`,

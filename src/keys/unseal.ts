@@ -69,8 +69,8 @@ export const instanceShareContext = (nonce: string, thumbprint: string): string 
 
 /**
  * What a custodian compares before sending a share: the fingerprint of the instance's ephemeral key
- * (`SHA256:` and the first 22 base64url characters of the SHA-256 of its raw bytes, as ssh prints key
- * fingerprints; the prefix also keeps a fingerprint from starting with `-`, which an option parser
+ * (`SHA256:` and the first 22 base64url characters of the SHA-256 of its raw bytes; prefixed as ssh
+ * prefixes its fingerprints, which also keeps one from starting with `-`, which an option parser
  * would read as an option). The status that carries the key is not
  * authenticated (a sealed instance has no key to sign it with), so whoever sits between the CLI and
  * the instance (a TLS-terminating proxy, plain HTTP) could hand out a key of their own and open the
