@@ -6,6 +6,7 @@
  */
 import type { ErrorRequestHandler, Response } from 'express';
 import { AppError } from '../errors/app-error.js';
+import { isCardDataRefused } from '../db/card-data-refusal.js';
 import { isKeyVersionNotWritable } from '../db/key-version-check.js';
 import { maskPans } from '../logging/pan-redactor.js';
 import type { Logger } from '../logging/logger.js';
@@ -49,6 +50,11 @@ export function toAppError(error: unknown): AppError {
   // key-state change is in progress. Retryable, and not our bug: 503, never a 500.
   if (isKeyVersionNotWritable(error))
     return new AppError('KEY_RING_STALE', { headers: { 'Retry-After': '1' }, cause: error });
+  // The database's card-data guard refused a row the edge let through: the input held card data.
+  // No cause is kept: the refusal is the client's, not a fault to log.
+  if (isCardDataRefused(error)) {
+    return new AppError('CARD_NUMBER_NOT_ALLOWED', { detail: 'Card numbers are accepted only by the card vault.' });
+  }
   if (isDatabaseTimeout(e)) return new AppError('DATABASE_TIMEOUT', { headers: { 'Retry-After': '1' }, cause: error });
   if (isDatabaseUnavailable(e))
     return new AppError('DATABASE_UNAVAILABLE', { headers: { 'Retry-After': '2' }, cause: error });

@@ -190,6 +190,22 @@ describe('outbound events: subscriptions', function () {
       ).to.have.length(3);
     });
 
+    it('when the Idempotency-Key is a UUID whose middle groups read as a card number, then the rotation is made and replays like any other', async () => {
+      // About one random UUID in 180 reads so; the edge accepts a bare UUID as sent, and the column
+      // that remembers it must too (it answered 500 when the database guard refused the row).
+      const sub = await subscribe(svc, 'https://app.example.com/rotate-uuid', ['shopper.created']);
+      const rotate = () =>
+        svc.request('POST', `/v1/admin/subscriptions/${sub.id}/secrets`, {
+          token: admin,
+          json: { overlapSeconds: 60 },
+          headers: { 'Idempotency-Key': '0a1b2c3d-4111-1111-1111-1111abcdef00' },
+        });
+      const first = await rotate();
+      expect(first.status, first.text).to.equal(201);
+      const again = await rotate();
+      expect(again.body).to.include({ code: 'SECRET_ROTATION_REPEATED', secretId: first.body.secretId });
+    });
+
     it('when an Idempotency-Key is malformed, then 400 VALIDATION_FAILED and no rotation', async () => {
       const sub = await subscribe(svc, 'https://app.example.com/rotate-bad-key', ['shopper.created']);
       const res = await svc.request('POST', `/v1/admin/subscriptions/${sub.id}/secrets`, {
