@@ -1,7 +1,7 @@
 /**
- * The README's receiver (docs/examples/crm-receiver.ts) against real deliveries over loopback: no
- * nock interception here, the dispatcher's own node:http request reaches a real server, with the
- * development settings the README names (http and private targets allowed).
+ * The receiver of docs/guides/loyalty-app.md (docs/examples/crm-receiver.ts) against real deliveries
+ * over loopback: no nock interception here, the dispatcher's own node:http request reaches a real
+ * server, with the development settings the guide names (http and private targets allowed).
  */
 import { expect } from 'chai';
 import { EventDispatcher } from '../../src/events/dispatcher.js';
@@ -11,12 +11,12 @@ import { startTestService, testEnv, type TestService } from '../support/harness.
 import { newShopper, payment } from '../loyalty/support.js';
 import { TEST_DISPATCH } from './support.js';
 
-describe('outbound events: the README receiver', function () {
+describe('outbound events: the loyalty-app guide receiver', function () {
   this.timeout(120_000);
   let svc: TestService;
 
   before(async () => {
-    // The README's development setup: NODE_ENV=development (http allowed) and private targets allowed.
+    // The guide's development setup: NODE_ENV=development (http allowed) and private targets allowed.
     svc = await startTestService({
       env: await testEnv({ NODE_ENV: 'development', EVENTS_ALLOW_PRIVATE_TARGETS: 'true' }),
     });

@@ -151,7 +151,7 @@ describe('mutual TLS for card-data clients', function () {
     expect(fs.statSync(out).mode & 0o777).to.equal(0o600);
   });
 
-  it('when curl is installed, then `curl --cert-type P12 --cert till.p12:<password>` tokenises, as the README shows', async function () {
+  it('when curl is installed, then `curl --cert-type P12 --cert till.p12:<password>` tokenises, as docs/guides/gateway-integrator.md shows', async function () {
     if (spawnSync('curl', ['--version']).status !== 0) {
       this.skip(); // no curl binary on this machine
     }
