@@ -16,6 +16,8 @@ import { KeyManager, isPurpose } from '../keys/key-manager.js';
 import type { KeyActor, KeyPurpose } from '../keys/key-ring.js';
 import { checkKeyTriggers, type KeyCheckFinding } from '../keys/key-version-triggers.js';
 import { reencrypt } from '../keys/reencrypt.js';
+import { versionsIn } from '../keys/key-version-store.js';
+import { listMasterKeys } from '../keys/master-key-store.js';
 import { auditCommand, AUDIT_USAGE } from './keys-audit.js';
 import { currentMasterKey } from './keys-master-info.js';
 import { hsmCommand, HSM_USAGE } from './keys-hsm.js';
@@ -187,12 +189,7 @@ async function inventory(args: readonly string[], ctx: KeysContext, out: (t: str
   if (values.out === undefined) throw new UsageError('--out <file> is required');
   const base = values.out.replace(/\.(json|md)$/, '');
   const keys = await manager(ctx).inventory();
-  const masters = (await ctx.knex('master_keys').orderBy('created_at')) as {
-    kek_id: string;
-    description: string;
-    state: string;
-    created_at: Date;
-  }[];
+  const masters = await listMasterKeys(ctx.knex);
   const doc: InventoryDocument = {
     format: 'loyalty-vault/key-inventory/v1',
     generatedAt: new Date().toISOString(),
@@ -294,13 +291,7 @@ async function status(args: readonly string[], ctx: KeysContext, out: (t: string
 async function rowsUnderUnreadableVersions(ctx: KeysContext): Promise<KeyCheckFinding[]> {
   const findings: KeyCheckFinding[] = [];
   for (const set of ctx.registry) {
-    const readable = new Set(
-      (await ctx
-        .knex('data_keys')
-        .where({ purpose: set.purpose })
-        .whereIn('state', ['published', 'active', 'decrypt-only'])
-        .pluck('version')) as number[],
-    );
+    const readable = new Set(await versionsIn(ctx.knex, set.purpose, ['published', 'active', 'decrypt-only']));
     for (const [version, count] of await set.countByVersion(ctx.knex)) {
       if (!readable.has(Number(version))) {
         findings.push({

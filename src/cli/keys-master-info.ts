@@ -1,15 +1,14 @@
 /** What `keys list` and `keys inventory` say about the current master key, read from the database. */
 import { activeSplit, verifySplitSeal } from '../keys/key-shares.js';
+import { masterKeyCreatedAt } from '../keys/master-key-store.js';
 import type { KeysContext } from './keys-context.js';
 import { masterKeyInfo, type MasterKeyInfo, type MasterKeySplitInfo } from './keys-report.js';
 
 /** The current master key: where it lives and since when it is the active one (master_keys). */
 export async function currentMasterKey(ctx: KeysContext): Promise<MasterKeyInfo> {
-  const row = (await ctx.knex('master_keys').where({ kek_id: ctx.masterKey.keyId }).first('created_at')) as
-    { created_at: Date | string } | undefined;
   return masterKeyInfo(
     ctx.masterKey,
-    row === undefined ? undefined : new Date(row.created_at),
+    await masterKeyCreatedAt(ctx.knex, ctx.masterKey.keyId),
     new Date(),
     await currentSplit(ctx),
   );

@@ -6,6 +6,9 @@
  */
 import type { Knex } from 'knex';
 import type { KeyPurpose, KeyState } from './key-ring.js';
+import { livePeriodRows, type PeriodRow } from './key-version-store.js';
+
+export type { PeriodRow } from './key-version-store.js';
 
 const DAY_MS = 86_400_000;
 
@@ -16,16 +19,6 @@ export interface KeyPeriod {
   readonly cryptoperiodDays: number;
   /** Null for versions that no longer protect new data (decrypt-only, retired, destroyed). */
   readonly expiresAt: Date | null;
-}
-
-export interface PeriodRow {
-  purpose: KeyPurpose;
-  version: number;
-  state: KeyState;
-  cryptoperiod_days: number;
-  created_at: Date;
-  published_at: Date | null;
-  activated_at: Date | null;
 }
 
 export function periodOf(row: PeriodRow, policy: Readonly<Record<KeyPurpose, number>>): KeyPeriod {
@@ -55,19 +48,7 @@ export async function liveKeyPeriods(
   db: Knex | Knex.Transaction,
   policy: Readonly<Record<KeyPurpose, number>>,
 ): Promise<KeyPeriod[]> {
-  const rows = (await db('data_keys')
-    .whereIn('state', ['published', 'active'])
-    .orderBy(['purpose', 'version'])
-    .select(
-      'purpose',
-      'version',
-      'state',
-      'cryptoperiod_days',
-      'created_at',
-      'published_at',
-      'activated_at',
-    )) as PeriodRow[];
-  return rows.map((r) => periodOf(r, policy));
+  return (await livePeriodRows(db)).map((r) => periodOf(r, policy));
 }
 
 export interface CryptoperiodWatch {

@@ -17,6 +17,10 @@
 import type { Knex } from 'knex';
 import { decryptValue, encryptValue } from '../crypto/field-crypto.js';
 import type { DataKey, KeyPurpose, KeyRing } from './key-ring.js';
+import { countByVersion, readAesBatch, writeAesBatch, type AesColumn } from './field-set-store.js';
+
+// Every feature's field set counts its rows with it (this file is what features may import).
+export { countByVersion } from './field-set-store.js';
 
 type Db = Knex | Knex.Transaction;
 
@@ -68,22 +72,6 @@ export async function keyFor(ring: KeyRing, purpose: KeyPurpose, version: number
   }
 }
 
-/** Rows per key version of one column (the inventory a field set reports). */
-export async function countByVersion(
-  db: Db,
-  table: string,
-  versionColumn: string,
-  rowsWhere: Readonly<Record<string, string>> = {},
-): Promise<Map<number, number>> {
-  const rows = (await db(table)
-    .where(rowsWhere)
-    .whereNotNull(versionColumn)
-    .groupBy(versionColumn)
-    .select(`${versionColumn} as version`)
-    .count<{ version: number; count: number | string }[]>('* as count')) as { version: number; count: number }[];
-  return new Map(rows.map((r) => [r.version, Number(r.count)]));
-}
-
 export interface AesColumnSpec {
   readonly name: string;
   readonly description: string;
@@ -106,22 +94,25 @@ export interface AesColumnSpec {
  * again under the target with a fresh IV and the AAD of the new version.
  */
 export function aesColumnFieldSet(spec: AesColumnSpec): EncryptedFieldSet {
-  const { table, idColumn: id, ciphertextColumn: ct, versionColumn: ver } = spec;
   const purpose = spec.purpose ?? 'pan-encryption';
-  const rowsWhere = spec.rowsWhere ?? {};
+  const column: AesColumn = {
+    table: spec.table,
+    idColumn: spec.idColumn,
+    ciphertextColumn: spec.ciphertextColumn,
+    versionColumn: spec.versionColumn,
+    rowsWhere: spec.rowsWhere ?? {},
+  };
   return {
     name: spec.name,
     purpose,
     description: spec.description,
-    countByVersion: (db) => countByVersion(db, table, ver, rowsWhere),
+    countByVersion: (db) => countByVersion(db, column.table, column.versionColumn, column.rowsWhere),
     async prepareBatch(db, context) {
-      const rows = (await db(table)
-        .where(rowsWhere)
-        .andWhere(ver, '<', context.target.version)
-        .andWhere(id, '>', context.after)
-        .orderBy(id)
-        .limit(context.limit)
-        .select(`${id} as id`, `${ct} as ct`, `${ver} as ver`)) as { id: string; ct: Buffer; ver: number }[];
+      const rows = await readAesBatch(db, column, {
+        belowVersion: context.target.version,
+        after: context.after,
+        limit: context.limit,
+      });
       const failures: RowFailure[] = [];
       const ids: string[] = [];
       const sealed: Buffer[] = [];
@@ -156,13 +147,7 @@ export function aesColumnFieldSet(spec: AesColumnSpec): EncryptedFieldSet {
           // Compare-and-set: only a row still holding the very value it was read with (same version
           // AND same ciphertext) is rewritten; a value written meanwhile is never overwritten with
           // the old one (the next pass moves it).
-          const result = (await trx.raw(
-            `update ?? as t set ?? = v.ct, ?? = ?
-             from unnest(?::text[], ?::bytea[], ?::integer[], ?::bytea[]) as v (id, ct, old, old_ct)
-             where t.?? = v.id and t.?? = v.old and t.?? = v.old_ct`,
-            [table, ct, ver, context.target.version, ids, sealed, olds, oldCts, id, ver, ct],
-          )) as { rowCount?: number; affectedRows?: number };
-          return result.rowCount ?? result.affectedRows ?? 0;
+          return writeAesBatch(trx, column, context.target.version, { ids, sealed, olds, oldCts });
         },
       };
     },

@@ -25,6 +25,8 @@ import type { Knex } from 'knex';
 import { AppError } from '../errors/app-error.js';
 import { newId } from '../ids/prefixed-id.js';
 import type { KeyRing } from './key-ring.js';
+import { deleteInstance, futureBeatRows, liveInstanceRows, recordBeat, type InstanceRow } from './instance-store.js';
+import { readGeneration } from './key-version-store.js';
 
 type Db = Knex | Knex.Transaction;
 
@@ -43,17 +45,6 @@ export interface LiveInstance {
   readonly secondsSinceBeat: number;
 }
 
-interface InstanceRow {
-  instance_id: string;
-  host: string;
-  pid: number;
-  started_at: Date;
-  generation: number | string;
-  refresh_interval_ms: number;
-  last_beat_at: Date;
-  since: number | string;
-}
-
 /**
  * How far ahead of the database clock a beat may be and still count (every beat is stamped with the
  * database's now(), so only a forged or hand-edited row is ahead at all).
@@ -66,30 +57,16 @@ export const HEARTBEAT_FUTURE_SKEW_MS = 5_000;
  * {@link futureBeats}, so a forged row cannot hold key operations for decades.
  */
 export async function liveInstances(db: Db, graceMs: number = HEARTBEAT_GRACE_MS): Promise<LiveInstance[]> {
-  const rows = (await db('key_ring_instances')
-    .whereRaw(`last_beat_at > now() - make_interval(secs => (2.0 * refresh_interval_ms + ?) / 1000.0)`, [graceMs])
-    .whereRaw(`last_beat_at <= now() + make_interval(secs => ? / 1000.0)`, [HEARTBEAT_FUTURE_SKEW_MS])
-    .orderBy('instance_id')
-    .select('*', db.raw('extract(epoch from now() - last_beat_at) as since'))) as InstanceRow[];
-  return rows.map((r) => ({
-    instanceId: r.instance_id,
-    host: r.host,
-    pid: r.pid,
-    startedAt: r.started_at,
-    generation: Number(r.generation),
-    refreshIntervalMs: r.refresh_interval_ms,
-    lastBeatAt: r.last_beat_at,
-    secondsSinceBeat: Number(r.since),
-  }));
+  return (await liveInstanceRows(db, graceMs, HEARTBEAT_FUTURE_SKEW_MS)).map(toLiveInstance);
 }
 
 /** Heartbeat rows dated ahead of the database clock beyond the skew: forged or hand-edited, ignored. */
 export async function futureBeats(db: Db): Promise<LiveInstance[]> {
-  const rows = (await db('key_ring_instances')
-    .whereRaw(`last_beat_at > now() + make_interval(secs => ? / 1000.0)`, [HEARTBEAT_FUTURE_SKEW_MS])
-    .orderBy('instance_id')
-    .select('*', db.raw('extract(epoch from now() - last_beat_at) as since'))) as InstanceRow[];
-  return rows.map((r) => ({
+  return (await futureBeatRows(db, HEARTBEAT_FUTURE_SKEW_MS)).map(toLiveInstance);
+}
+
+function toLiveInstance(r: InstanceRow): LiveInstance {
+  return {
     instanceId: r.instance_id,
     host: r.host,
     pid: r.pid,
@@ -98,13 +75,12 @@ export async function futureBeats(db: Db): Promise<LiveInstance[]> {
     refreshIntervalMs: r.refresh_interval_ms,
     lastBeatAt: r.last_beat_at,
     secondsSinceBeat: Number(r.since),
-  }));
+  };
 }
 
 /** The current `key_ring_generation`. */
-export async function currentGeneration(db: Db): Promise<number> {
-  const row = (await db('key_ring_generation').where({ id: 1 }).first('generation')) as { generation: number | string };
-  return Number(row.generation);
+export function currentGeneration(db: Db): Promise<number> {
+  return readGeneration(db);
 }
 
 export interface HeartbeatOptions {
@@ -160,18 +136,14 @@ export class InstanceHeartbeat {
   beat(): Promise<void> {
     const next = this.beating.then(async () => {
       if (this.stopped || this.ring.loadedGeneration < 0) return;
-      await this.knex('key_ring_instances')
-        .insert({
-          instance_id: this.instanceId,
-          host: this.options.host ?? os.hostname(),
-          pid: this.options.pid ?? process.pid,
-          started_at: this.startedAt,
-          generation: this.ring.loadedGeneration,
-          refresh_interval_ms: this.ring.refreshInterval,
-          last_beat_at: this.knex.fn.now(),
-        })
-        .onConflict('instance_id')
-        .merge(['generation', 'refresh_interval_ms', 'last_beat_at']);
+      await recordBeat(this.knex, {
+        instanceId: this.instanceId,
+        host: this.options.host ?? os.hostname(),
+        pid: this.options.pid ?? process.pid,
+        startedAt: this.startedAt,
+        generation: this.ring.loadedGeneration,
+        refreshIntervalMs: this.ring.refreshInterval,
+      });
     });
     this.beating = next.catch(() => undefined);
     return next;
@@ -183,7 +155,7 @@ export class InstanceHeartbeat {
    */
   async withdraw(): Promise<void> {
     await this.beating;
-    await this.knex('key_ring_instances').where({ instance_id: this.instanceId }).delete();
+    await deleteInstance(this.knex, this.instanceId);
   }
 
   /** Stops beating and removes the row: the CLI no longer waits for this instance. */
@@ -194,7 +166,7 @@ export class InstanceHeartbeat {
     this.unlisten = undefined;
     await unlisten?.().catch(() => undefined);
     await this.beating;
-    await this.knex('key_ring_instances').where({ instance_id: this.instanceId }).delete();
+    await deleteInstance(this.knex, this.instanceId);
   }
 
   /** Subscribes to generation bumps, on a connection of its own (PostgreSQL) or the PGlite instance. */

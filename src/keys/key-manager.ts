@@ -1,4 +1,4 @@
-/* eslint max-lines: ["error", 700] -- key lifecycle use cases and their SQL in one class; a key store is being split out (issue 20) */
+/* eslint max-lines: ["error", 660] -- the key lifecycle use cases (inventory, rotation, master-key rotation, retirement, destruction) in one class; their SQL is in key-version-store.ts and master-key-store.ts, a split by use case is left for later (issue 20) */
 /**
  * Key lifecycle operations for custodians: inventory and cryptoperiod status, two-phase rotation,
  * retirement with proof of zero coverage, destruction. Used by the key CLI and (status) the service.
@@ -53,6 +53,23 @@ import { currentMasterKey } from './master-key-source.js';
 import { rewrapAuditChainKeys } from '../audit/audit-chain-keys.js';
 import { rewrapDualControlSeals } from './custodians.js';
 import { daysLeft, isOverdue, periodOf } from './cryptoperiods.js';
+import {
+  activateVersion,
+  allKeyVersions,
+  destroyVersion,
+  keyStateOf,
+  keyVersion,
+  keyVersionsOf,
+  latestVersion,
+  lockKeyVersion,
+  lockWrappedKeys,
+  retireVersion,
+  setWrapping,
+  stateGenerationOf,
+  wrappedKeys,
+  type DataKeyRecord,
+} from './key-version-store.js';
+import { makeMasterKeyCurrent } from './master-key-store.js';
 
 export interface KeyPolicy {
   readonly singleOperator: boolean;
@@ -112,23 +129,6 @@ export interface KeyVersionInfo {
   readonly publicKeyPem: string | null;
 }
 
-interface DataKeyRow {
-  purpose: KeyPurpose;
-  version: number;
-  state: KeyState;
-  algorithm: string;
-  strength_bits: number;
-  kek_id: string;
-  cryptoperiod_days: number;
-  created_at: Date;
-  published_at: Date | null;
-  activated_at: Date | null;
-  retired_at: Date | null;
-  destroyed_at: Date | null;
-  public_key_pem: string | null;
-  state_generation: number | string | null;
-}
-
 export interface RotationPlan {
   readonly purpose: KeyPurpose;
   readonly fromVersion: number | undefined;
@@ -170,7 +170,7 @@ export class KeyManager {
 
   /** Every key version with its cryptoperiod and the rows it protects (PCI DSS 3.6.1.1). */
   async inventory(db: Knex | Knex.Transaction = this.deps.knex): Promise<KeyVersionInfo[]> {
-    const rows = (await db('data_keys').orderBy(['purpose', 'version'])) as DataKeyRow[];
+    const rows = await allKeyVersions(db);
     const counts = new Map<string, Map<number, number>>();
     for (const set of this.deps.registry) counts.set(set.name, await set.countByVersion(db));
     const now = this.now();
@@ -205,7 +205,7 @@ export class KeyManager {
   }
 
   async planRotation(purpose: KeyPurpose): Promise<RotationPlan> {
-    const rows = (await this.deps.knex('data_keys').where({ purpose }).orderBy('version')) as DataKeyRow[];
+    const rows = await keyVersionsOf(this.deps.knex, purpose);
     const active = rows.find((r) => r.state === 'active');
     const published = rows.find((r) => r.state === 'published');
     const toVersion = published?.version ?? (rows.at(-1)?.version ?? 0) + 1;
@@ -274,8 +274,7 @@ export class KeyManager {
     if (!plan.resumes) {
       authorisation = await this.guarded('key.rotate', resource, async (trx) => {
         await lockKeyStates(trx);
-        const latest = (await trx('data_keys').where({ purpose }).max('version as v').first()) as { v: number | null };
-        if ((latest.v ?? 0) + 1 !== plan.toVersion) {
+        if ((await latestVersion(trx, purpose)) + 1 !== plan.toVersion) {
           throw new AppError('KEY_OPERATION_INVALID', { detail: 'Another rotation ran meanwhile: plan again.' });
         }
         const auth = await this.authorise(trx, 'rotate', { purpose, toVersion: plan.toVersion }, requestId);
@@ -315,13 +314,9 @@ export class KeyManager {
     await this.awaitInstances('key.rotate', resource, published, onPhase);
     await this.deps.knex.transaction(async (trx) => {
       await lockKeyStates(trx);
-      const row = (await trx('data_keys').where({ purpose, version: plan.toVersion }).first('state')) as
-        { state: KeyState } | undefined;
-      if (row?.state !== 'published')
+      if ((await keyStateOf(trx, purpose, plan.toVersion)) !== 'published')
         throw new AppError('KEY_OPERATION_INVALID', { detail: 'The new version is no longer published.' });
-      const now = this.now();
-      await trx('data_keys').where({ purpose, state: 'active' }).update({ state: 'decrypt-only' });
-      await trx('data_keys').where({ purpose, version: plan.toVersion }).update({ state: 'active', activated_at: now });
+      await activateVersion(trx, purpose, plan.toVersion, this.now());
       await bumpGeneration(trx, [
         ...(plan.fromVersion === undefined ? [] : [{ purpose, version: plan.fromVersion }]),
         { purpose, version: plan.toVersion },
@@ -346,15 +341,7 @@ export class KeyManager {
   async planMasterRotation(db: Knex | Knex.Transaction = this.deps.knex): Promise<MasterRotationPlan> {
     const current = this.deps.masterKey.keyId;
     const currentOnly = currentMasterKey(this.deps.masterKey);
-    const all = (await db('data_keys')
-      .whereNotNull('wrapped_key')
-      .orderBy(['purpose', 'version'])
-      .select('purpose', 'version', 'kek_id', 'wrapped_key')) as {
-      purpose: KeyPurpose;
-      version: number;
-      kek_id: string;
-      wrapped_key: Buffer;
-    }[];
+    const all = await wrappedKeys(db);
     const rows: typeof all = [];
     const mislabelled: string[] = [];
     for (const row of all) {
@@ -412,17 +399,7 @@ export class KeyManager {
       }
       const auth = await this.authorise(trx, 'rotate', { purpose: 'master' }, requestId);
       const planned = new Set(plan.keys.map((k) => `${k.purpose}:${k.version}`));
-      const rows = (
-        (await trx('data_keys')
-          .whereNotNull('wrapped_key')
-          .forUpdate()
-          .select('purpose', 'version', 'wrapped_key', 'kek_id')) as {
-          purpose: KeyPurpose;
-          version: number;
-          wrapped_key: Buffer;
-          kek_id: string;
-        }[]
-      )
+      const rows = (await lockWrappedKeys(trx))
         .filter((r) => planned.has(`${r.purpose}:${r.version}`))
         .map((r) => ({
           ...r,
@@ -433,28 +410,17 @@ export class KeyManager {
         const material = await this.deps.masterKey.unwrap(row.wrapped_key, aad);
         const rewrapped = await this.deps.masterKey.wrap(material, aad);
         material.fill(0);
-        await trx('data_keys')
-          .where({ purpose: row.purpose, version: row.version })
-          .update({ wrapped_key: rewrapped, kek_id: plan.currentKekId });
+        await setWrapping(trx, row, rewrapped, plan.currentKekId);
       }
       // The mTLS seals are wrapped by the master key too (src/mtls/seals.ts).
       await this.deps.clientCa.rewrapSeals(trx, this.deps.masterKey);
       const auditChainKeys = await rewrapAuditChainKeys(trx, this.deps.masterKey);
       await rewrapDualControlSeals(trx, this.deps.masterKey);
-      const now = this.now();
-      await trx('master_keys')
-        .insert({
-          kek_id: plan.currentKekId,
-          description: this.deps.masterKey.description,
-          state: 'active',
-          created_at: now,
-        })
-        .onConflict('kek_id')
-        .merge({ state: 'active', retired_at: null });
-      await trx('master_keys')
-        .whereNot('kek_id', plan.currentKekId)
-        .where({ state: 'active' })
-        .update({ state: 'retired', retired_at: now });
+      await makeMasterKeyCurrent(trx, {
+        kekId: plan.currentKekId,
+        description: this.deps.masterKey.description,
+        at: this.now(),
+      });
       await bumpGeneration(trx);
       await this.audit(trx, 'master-key.rotated', `master-key:${plan.currentKekId}`, {
         rewrapped: rows.map((r) => ({ key: `${r.purpose}:v${r.version}`, from: r.kek_id })),
@@ -470,7 +436,7 @@ export class KeyManager {
     version: number,
     db: Knex | Knex.Transaction = this.deps.knex,
   ): Promise<RetirePlan> {
-    const row = (await db('data_keys').where({ purpose, version }).first()) as DataKeyRow | undefined;
+    const row = await keyVersion(db, purpose, version);
     if (row === undefined) throw new AppError('KEY_NOT_FOUND');
     const rowsUnder = await this.rowsUnder(db, purpose, version);
     const inUse = Object.values(rowsUnder).some((n) => n > 0);
@@ -511,7 +477,7 @@ export class KeyManager {
     if (before.refusal === undefined) await this.awaitInstances('key.retire', resource, before.generation, onPhase);
     return this.guarded('key.retire', resource, async (trx) => {
       await lockKeyStates(trx);
-      await trx('data_keys').where({ purpose, version }).forUpdate();
+      await lockKeyVersion(trx, purpose, version);
       const plan = await this.planRetire(purpose, version, trx);
       if (plan.refusal !== undefined) {
         throw new AppError(
@@ -525,7 +491,7 @@ export class KeyManager {
         );
       }
       const auth = await this.authorise(trx, 'retire', { purpose, version }, requestId);
-      await trx('data_keys').where({ purpose, version }).update({ state: 'retired', retired_at: this.now() });
+      await retireVersion(trx, purpose, version, this.now());
       await bumpGeneration(trx, [{ purpose, version }]);
       await this.audit(trx, 'key.retired', `key:${purpose}:v${version}`, {
         proof: { rowsUnderVersion: plan.rowsUnder, query: proofQueryDescription(purpose, version, this.deps.registry) },
@@ -543,15 +509,14 @@ export class KeyManager {
     onPhase: (message: string) => void = () => undefined,
   ): Promise<void> {
     const resource = `key:${purpose}:v${version}`;
-    const current = (await this.deps.knex('data_keys').where({ purpose, version }).first('state')) as
-      { state: KeyState } | undefined;
+    const current = await keyStateOf(this.deps.knex, purpose, version);
     // Every live instance has unloaded it (it was retired in that generation) before its material goes.
-    if (current?.state === 'retired') {
+    if (current === 'retired') {
       await this.awaitInstances('key.destroy', resource, await this.stateGeneration(purpose, version), onPhase);
     }
     await this.guarded('key.destroy', resource, async (trx) => {
       await lockKeyStates(trx);
-      const row = (await trx('data_keys').where({ purpose, version }).forUpdate().first()) as DataKeyRow | undefined;
+      const row: DataKeyRecord | undefined = await keyVersion(trx, purpose, version, 'for-update');
       if (row === undefined) throw new AppError('KEY_NOT_FOUND');
       if (row.state !== 'retired') {
         throw new AppError('KEY_OPERATION_INVALID', {
@@ -572,9 +537,7 @@ export class KeyManager {
         masterKey: this.deps.masterKey,
         actor: this.deps.actor,
       });
-      await trx('data_keys')
-        .where({ purpose, version })
-        .update({ state: 'destroyed', wrapped_key: null, destroyed_at: this.now() });
+      await destroyVersion(trx, purpose, version, this.now());
       await bumpGeneration(trx, [{ purpose, version }]);
       await this.audit(trx, 'key.destroyed', `key:${purpose}:v${version}`, {
         irreversible: true,
@@ -597,11 +560,10 @@ export class KeyManager {
 
   /** The generation in which a version's state last changed (the current one for older rows). */
   private async stateGeneration(purpose: KeyPurpose, version: number): Promise<number> {
-    const row = (await this.deps.knex('data_keys').where({ purpose, version }).first('state_generation')) as
-      { state_generation: number | string | null } | undefined;
-    return row?.state_generation === null || row?.state_generation === undefined
+    const stateGeneration = await stateGenerationOf(this.deps.knex, purpose, version);
+    return stateGeneration === null || stateGeneration === undefined
       ? currentGeneration(this.deps.knex)
-      : Number(row.state_generation);
+      : Number(stateGeneration);
   }
 
   /**

@@ -28,6 +28,8 @@ import { readLedger } from './dual-control-ledger.js';
 import type { KeyPurpose } from './key-ring.js';
 import type { MasterKeySource } from './master-key-types.js';
 import { parsePayload, sha256B64 } from './request-payload.js';
+import { keyVersionsOf } from './key-version-store.js';
+import { requestExecution, requestPayload, successfulEntries } from './publication-evidence-store.js';
 
 /** Entries that put a version in use or out of it: after any of them it is never resumed. */
 const LATER_STATES = ['key.activated', 'key.retired', 'key.destroyed'];
@@ -43,27 +45,14 @@ export async function assertResumable(
   target: { purpose: KeyPurpose; version: number; production: boolean; masterKey: MasterKeySource },
 ): Promise<void> {
   const { purpose, version } = target;
-  const rows = (await trx('data_keys')
-    .where({ purpose })
-    .orderBy('version')
-    .select('version', 'state', 'activated_at', 'retired_at', 'destroyed_at')) as {
-    version: number;
-    state: string;
-    activated_at: Date | null;
-    retired_at: Date | null;
-    destroyed_at: Date | null;
-  }[];
+  const rows = await keyVersionsOf(trx, purpose);
   const row = rows.find((r) => r.version === version);
   if (row?.state !== 'published') throw refused(purpose, version, 'it is not published');
   if (rows.at(-1)?.version !== version) throw refused(purpose, version, 'newer versions exist');
   if (row.activated_at !== null || row.retired_at !== null || row.destroyed_at !== null) {
     throw refused(purpose, version, 'it was activated, retired or destroyed before');
   }
-  const entries = (await trx('audit_events')
-    .where({ resource: `key:${purpose}:v${version}`, outcome: 'success' })
-    .whereIn('action', ['key.published', ...LATER_STATES])
-    .orderBy('seq')
-    .select('seq', 'action', 'details')) as { seq: number | string; action: string; details: unknown }[];
+  const entries = await successfulEntries(trx, `key:${purpose}:v${version}`, ['key.published', ...LATER_STATES]);
   const later = entries.find((e) => LATER_STATES.includes(e.action));
   if (later !== undefined) throw refused(purpose, version, `the audit trail records ${later.action} for it`);
   const published = entries.filter((e) => e.action === 'key.published');
@@ -88,17 +77,15 @@ export async function assertResumable(
     throw refused(purpose, version, 'its publication names no executed request');
   }
   const ledger = await readLedger(trx, target.masterKey);
-  const execution = (await trx('key_request_executions').where({ request_id: requestId }).first()) as
-    { operation: string; payload_sha256: string } | undefined;
+  const execution = await requestExecution(trx, requestId);
   if (!ledger.executed.has(requestId) || execution?.operation !== 'rotate' || execution.payload_sha256 !== digest) {
     throw refused(purpose, version, `request ${requestId} is not in the sealed ledger as this rotation`);
   }
-  const request = (await trx('key_requests').where({ id: requestId }).first('payload')) as
-    { payload: string } | undefined;
-  const payload = request === undefined ? undefined : parsePayload(request.payload);
+  const stored = await requestPayload(trx, requestId);
+  const payload = stored === undefined ? undefined : parsePayload(stored);
   if (
-    request === undefined ||
-    sha256B64(request.payload) !== digest ||
+    stored === undefined ||
+    sha256B64(stored) !== digest ||
     payload?.operation !== 'rotate' ||
     payload.params['purpose'] !== purpose ||
     Number(payload.params['toVersion']) !== version

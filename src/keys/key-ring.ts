@@ -1,4 +1,3 @@
-/* eslint max-lines: ["error", 450] -- the data-key ring and the key creation it bootstraps; the rest moved to leaf modules (issue 20) */
 /**
  * The data-key ring: versioned AES-256 and HMAC keys, each wrapped by the master key (envelope
  * encryption) and stored in `data_keys`; unwrapped only into this process's memory.
@@ -35,15 +34,28 @@ import { isKeyVersionNotWritable } from '../db/key-version-check.js';
 import { KEY_PURPOSES, KEY_SPECS, type KeyPurpose } from '../crypto/key-specs.js';
 import type { ClientCaHooks } from './client-ca.js';
 import type { KeyIdRename, MasterKeySource } from './master-key-types.js';
+import { READABLE_STATES, type KeyState } from './key-states.js';
+import {
+  bumpGeneration,
+  hasKeyVersion,
+  insertDataKey,
+  lockKeyStates,
+  readableKeys,
+  readGeneration,
+  type WrappedKeyRow,
+} from './key-version-store.js';
+import { kekIdsInUse, registerMasterKey, renameKekId } from './master-key-store.js';
 
 // The purposes and their specs live in a leaf module (config reads them too); re-exported here.
 export { KEY_PURPOSES, KEY_SPECS, type KeyPurpose, type KeySpec } from '../crypto/key-specs.js';
 export type { KeyActor } from '../auth/actors.js';
 export { isKeyVersionNotWritable } from '../db/key-version-check.js';
+// The states are a leaf of this folder (the key stores read them); the key-state lock and the
+// generation bump are SQL and live in the store: both are part of the ring's public surface.
+export { INDEXING_STATES, READABLE_STATES, type KeyState } from './key-states.js';
+export { bumpGeneration, KEY_STATES_LOCK, lockKeyStates, shareKeyStates } from './key-version-store.js';
 
 type Db = Knex | Knex.Transaction;
-
-export type KeyState = 'published' | 'active' | 'decrypt-only' | 'retired' | 'destroyed';
 
 /**
  * Purposes whose version 1 every start creates. The client CA is created on request
@@ -65,27 +77,11 @@ export const DEFAULT_CRYPTOPERIOD_DAYS = Object.fromEntries(
   KEY_PURPOSES.map((p) => [p, KEY_SPECS[p].cryptoperiodDays]),
 ) as Readonly<Record<KeyPurpose, number>>;
 
-export const READABLE_STATES: readonly KeyState[] = ['published', 'active', 'decrypt-only'];
-/**
- * MAC versions that new fingerprints are written under. `published` is included so that, during the
- * publish phase, an instance that already sees the new version and one that does not yet still
- * collide on the old version's row, and after activation every instance collides on the new one.
- * `decrypt-only` is excluded: it is on its way out and the backfill is emptying it.
- */
-export const INDEXING_STATES: readonly KeyState[] = ['published', 'active'];
-
 export interface DataKey {
   readonly purpose: KeyPurpose;
   readonly version: number;
   readonly state: KeyState;
   readonly key: KeyObject;
-}
-
-interface DataKeyRow {
-  purpose: KeyPurpose;
-  version: number;
-  state: KeyState;
-  wrapped_key: Buffer | null;
 }
 
 export function wrappingAad(purpose: string, version: number): string {
@@ -113,22 +109,17 @@ export class KeyRing {
   /** Creates version 1 of each purpose on first start (concurrent starts create it once). */
   async ensureInitialKeys(origin: string): Promise<void> {
     await renameLegacyKekIds(this.knex, this.masterKey.keyIdRenames ?? []);
-    await this.knex('master_keys')
-      .insert({
-        kek_id: this.masterKey.keyId,
-        description: this.masterKey.description,
-        state: 'active',
-        created_at: new Date(),
-      })
-      .onConflict('kek_id')
-      .ignore();
+    await registerMasterKey(this.knex, {
+      kekId: this.masterKey.keyId,
+      description: this.masterKey.description,
+      createdAt: new Date(),
+    });
     for (const purpose of AUTO_CREATED_PURPOSES) {
-      const exists: unknown = await this.knex('data_keys').where({ purpose }).first('version');
-      if (exists !== undefined) continue;
+      if (await hasKeyVersion(this.knex, purpose)) continue;
       await this.knex.transaction(async (trx) => {
         // Serialise concurrent first starts on the generation row, then re-check.
         await lockKeyStates(trx);
-        if ((await trx('data_keys').where({ purpose }).first('version')) !== undefined) return;
+        if (await hasKeyVersion(trx, purpose)) return;
         await insertNewKey(trx, this.masterKey, purpose, 1, 'active', { actor: 'system', actorType: 'system', origin });
       });
     }
@@ -217,19 +208,14 @@ export class KeyRing {
 
   private async refreshIfDue(db: Db): Promise<void> {
     if (Date.now() - this.checkedAt < this.refreshIntervalMs && this.generation >= 0) return;
-    const row = (await db('key_ring_generation').where({ id: 1 }).first('generation')) as { generation: number };
+    const generation = await readGeneration(db);
     this.checkedAt = Date.now();
-    if (Number(row.generation) !== this.generation) await this.reload(db);
+    if (generation !== this.generation) await this.reload(db);
   }
 
   private async load(db: Db): Promise<void> {
-    const { generation } = (await db('key_ring_generation').where({ id: 1 }).first('generation')) as {
-      generation: number;
-    };
-    const rows = (await db('data_keys')
-      .whereIn('state', READABLE_STATES as KeyState[])
-      .whereIn('purpose', RING_PURPOSES as KeyPurpose[])
-      .select('purpose', 'version', 'state', 'wrapped_key')) as DataKeyRow[];
+    const generation = await readGeneration(db);
+    const rows: WrappedKeyRow[] = await readableKeys(db, READABLE_STATES, RING_PURPOSES);
     const next = new Map<string, DataKey>();
     const nextWrapped = new Map<string, Buffer>();
     for (const row of rows) {
@@ -269,7 +255,7 @@ export class KeyRing {
     }
     this.keys = next;
     this.wrapped = nextWrapped;
-    this.generation = Number(generation);
+    this.generation = generation;
     this.checkedAt = Date.now();
     for (const listener of this.loadListeners) listener(this.generation);
   }
@@ -312,7 +298,7 @@ export async function insertNewKey(
       ? null
       : await clientCa.seal(masterKey, { purpose, version, certificatePem });
   const now = new Date();
-  await trx('data_keys').insert({
+  await insertDataKey(trx, {
     purpose,
     version,
     state,
@@ -350,54 +336,6 @@ function ed25519PublicKeyPem(seed: Buffer): string {
 }
 
 /**
- * The advisory lock key ('keystate' as a 64-bit integer) that serialises key-state changes with the
- * writes checked by `assert_key_version_writable` (migration 20261206000700): writers take it shared,
- * state changes exclusively, each until its transaction ends.
- */
-export const KEY_STATES_LOCK = '7738144525008659557';
-
-/**
- * Starts a key-state change: waits for every write whose key check already passed to commit (so a
- * count that follows sees it), and holds back every new write until this transaction ends (so it
- * checks against the new state). Also locks the generation row, serialising state changes.
- */
-export async function lockKeyStates(trx: Knex.Transaction): Promise<void> {
-  // Always the generation row first, then the advisory lock: one order everywhere, no deadlock.
-  await trx('key_ring_generation').where({ id: 1 }).forUpdate();
-  await trx.raw(`select pg_advisory_xact_lock(${KEY_STATES_LOCK})`);
-}
-
-/**
- * Holds key-state changes back until the caller's transaction ends, while letting other writers
- * through (the shared side of {@link KEY_STATES_LOCK}): a state read in this transaction stays true
- * until it commits.
- */
-export async function shareKeyStates(trx: Knex.Transaction): Promise<void> {
-  await trx.raw(`select pg_advisory_xact_lock_shared(${KEY_STATES_LOCK})`);
-}
-
-/**
- * Bumps `key_ring_generation` in the caller's transaction (every ring reloads when it moved) and
- * returns the new generation; stamps it as the `state_generation` of the versions whose state this
- * transaction changed. Takes the key-state lock if the caller has not.
- */
-export async function bumpGeneration(
-  trx: Knex.Transaction,
-  changed: readonly { purpose: KeyPurpose; version: number }[] = [],
-): Promise<number> {
-  const [row] = (await trx('key_ring_generation')
-    .where({ id: 1 })
-    .increment('generation', 1)
-    .returning('generation')) as { generation: number | string }[];
-  await trx.raw(`select pg_advisory_xact_lock(${KEY_STATES_LOCK})`);
-  const generation = Number(row?.generation);
-  for (const { purpose, version } of changed) {
-    await trx('data_keys').where({ purpose, version }).update({ state_generation: generation });
-  }
-  return generation;
-}
-
-/**
  * Runs a write that chose its key versions from `ring`; when the database refuses it because a version
  * is no longer writable, reloads the ring and runs it once more (choosing again), invisibly to the
  * caller. A second refusal is thrown: the ring then disagrees with a database it has just read.
@@ -419,25 +357,9 @@ export async function retryOnStaleKey<T>(ring: KeyRing, write: () => Promise<T>)
 async function renameLegacyKekIds(knex: Knex, renames: readonly KeyIdRename[]): Promise<void> {
   const stale = renames.filter((r) => r.from !== r.to);
   if (stale.length === 0) return;
-  const found = await knex('master_keys')
-    .whereIn(
-      'kek_id',
-      stale.map((r) => r.from),
-    )
-    .pluck('kek_id');
-  const inData: unknown = await knex('data_keys')
-    .whereIn(
-      'kek_id',
-      stale.map((r) => r.from),
-    )
-    .first('kek_id');
-  if (found.length === 0 && inData === undefined) return;
+  const from = stale.map((r) => r.from);
+  if (!(await kekIdsInUse(knex, from))) return;
   await knex.transaction(async (trx) => {
-    for (const { from, to } of stale) {
-      await trx('data_keys').where({ kek_id: from }).update({ kek_id: to });
-      const renamed: unknown = await trx('master_keys').where({ kek_id: to }).first('kek_id');
-      if (renamed === undefined) await trx('master_keys').where({ kek_id: from }).update({ kek_id: to });
-      else await trx('master_keys').where({ kek_id: from }).delete();
-    }
+    for (const { from, to } of stale) await renameKekId(trx, from, to);
   });
 }

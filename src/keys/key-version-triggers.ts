@@ -11,6 +11,7 @@
  */
 import { createHash } from 'node:crypto';
 import type { Knex } from 'knex';
+import { userTriggers } from './key-trigger-store.js';
 
 export interface EncryptColumn {
   readonly table: string;
@@ -129,26 +130,13 @@ export interface KeyCheckFinding {
   readonly detail: string;
 }
 
-interface TriggerRow {
-  table: string;
-  trigger: string;
-  enabled: string;
-  source: string;
-}
-
 /**
  * Verifies that every key-version trigger exists, is enabled (`tgenabled = 'O'`) and, for the update
  * triggers defined here, that its function's source is the expected one (by hash). A database owner can
  * drop, disable or replace them without any other sign: `keys status` reports it (exit 1).
  */
 export async function checkKeyTriggers(db: Knex | Knex.Transaction): Promise<KeyCheckFinding[]> {
-  const rows = (
-    (await db.raw(
-      `select c.relname as "table", t.tgname as "trigger", t.tgenabled::text as "enabled", p.prosrc as "source"
-         from pg_trigger t join pg_class c on c.oid = t.tgrelid join pg_proc p on p.oid = t.tgfoid
-        where not t.tgisinternal`,
-    )) as { rows: TriggerRow[] }
-  ).rows;
+  const rows = await userTriggers(db);
   const found = new Map(rows.map((r) => [`${r.table}.${r.trigger}`, r]));
   const findings: KeyCheckFinding[] = [];
   for (const e of expectedKeyTriggers()) {

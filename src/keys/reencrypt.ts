@@ -24,6 +24,17 @@ import { appendAuditEvent } from '../audit/audit-log.js';
 import { AppError } from '../errors/app-error.js';
 import { fieldSetsFor, type EncryptedFieldSet, type RowFailure } from './field-sets.js';
 import { isKeyVersionNotWritable, type KeyActor, type KeyPurpose, type KeyRing } from './key-ring.js';
+import { activatedAt } from './key-version-store.js';
+import {
+  advanceProgress,
+  countFailures,
+  finishProgress,
+  listFailures,
+  recordFailures,
+  rewindProgress,
+  startProgress,
+  type ProgressKey,
+} from './reencrypt-store.js';
 
 export interface ReencryptOptions {
   readonly purpose: KeyPurpose;
@@ -77,10 +88,8 @@ export async function reencrypt(knex: Knex, ring: KeyRing, options: ReencryptOpt
   }
   await ring.reload();
   const target = await ring.active(options.purpose);
-  const activated = (await knex('data_keys')
-    .where({ purpose: options.purpose, version: target.version })
-    .first('activated_at')) as { activated_at: Date | null };
-  const settledAt = (activated.activated_at?.getTime() ?? Date.now()) + options.propagationMs;
+  const activated = await activatedAt(knex, options.purpose, target.version);
+  const settledAt = (activated?.getTime() ?? Date.now()) + options.propagationMs;
   const started = Date.now();
   await audit(knex, options, target.version, 'key.reencrypt.started', 'success', {});
 
@@ -120,13 +129,6 @@ export async function reencrypt(knex: Knex, ring: KeyRing, options: ReencryptOpt
   };
 }
 
-interface ProgressRow {
-  state: 'running' | 'completed';
-  cursor: string;
-  rows_done: number;
-  passes: number;
-}
-
 async function runFieldSet(
   knex: Knex,
   ring: KeyRing,
@@ -135,13 +137,8 @@ async function runFieldSet(
   settledAt: number,
   options: ReencryptOptions,
 ): Promise<{ result: FieldSetOutcome; stopped: boolean }> {
-  const where = { purpose: options.purpose, target_version: targetVersion, field_set: set.name };
-  const now = new Date();
-  await knex('reencrypt_progress')
-    .insert({ ...where, state: 'running', cursor: '', rows_done: 0, passes: 0, started_at: now, updated_at: now })
-    .onConflict(['purpose', 'target_version', 'field_set'])
-    .merge({ state: 'running', updated_at: now });
-  const saved = (await knex('reencrypt_progress').where(where).first()) as ProgressRow;
+  const where: ProgressKey = { purpose: options.purpose, target_version: targetVersion, field_set: set.name };
+  const saved = await startProgress(knex, where, new Date());
   const resumedFrom = saved.cursor === '' ? undefined : saved.cursor;
 
   let cursor = saved.cursor;
@@ -154,8 +151,6 @@ async function runFieldSet(
     for (const [version, count] of counts) if (version < targetVersion) behind += count;
     return behind;
   };
-  const failedCount = async (): Promise<number> =>
-    Number(((await knex('reencrypt_failures').where(where).count('* as n').first()) as { n: number | string }).n);
 
   const total = (await remainingRows()) + saved.rows_done;
   const rate = new RateMeter();
@@ -183,29 +178,13 @@ async function runFieldSet(
     // Wait until no instance can still write under the old version, then count what is left.
     const wait = settledAt - Date.now();
     if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
-    const left = (await remainingRows()) - (await failedCount());
+    const left = (await remainingRows()) - (await countFailures(knex, where));
     if (left <= 0 || passes >= MAX_PASSES) break;
-    await knex('reencrypt_progress').where(where).update({ cursor: '', updated_at: new Date() });
+    await rewindProgress(knex, where);
   }
   const remaining = await remainingRows();
-  const failures = (
-    (await knex('reencrypt_failures').where(where).orderBy('row_id')) as {
-      row_id: string;
-      from_version: number;
-      error: RowFailure['error'];
-    }[]
-  ).map((r) => ({ rowId: r.row_id, fromVersion: r.from_version, error: r.error }));
-  if (!stopped) {
-    await knex('reencrypt_progress')
-      .where(where)
-      .update({
-        state: remaining === 0 ? 'completed' : 'running',
-        cursor: '',
-        passes: knex.raw('passes + ?', [passes]),
-        updated_at: new Date(),
-        completed_at: remaining === 0 ? new Date() : null,
-      });
-  }
+  const failures = await listFailures(knex, where);
+  if (!stopped) await finishProgress(knex, where, { completed: remaining === 0, passes });
   return { result: { fieldSet: set.name, moved, passes, remaining, failures, resumedFrom }, stopped };
 }
 
@@ -217,7 +196,7 @@ async function runPass(
   targetVersion: number,
   from: string,
   options: ReencryptOptions,
-  where: Record<string, unknown>,
+  where: ProgressKey,
   onMoved: (n: number) => void,
 ): Promise<{ stopped: boolean }> {
   let next = from;
@@ -261,25 +240,10 @@ async function runPass(
           async () =>
             knex.transaction(async (trx) => {
               const moved = await prepared.write(trx);
-              if (prepared.failures.length > 0) {
-                await trx('reencrypt_failures')
-                  .insert(
-                    prepared.failures.map((f) => ({
-                      ...where,
-                      row_id: f.rowId,
-                      from_version: f.fromVersion,
-                      error: f.error,
-                      failed_at: new Date(),
-                    })),
-                  )
-                  .onConflict(['purpose', 'target_version', 'field_set', 'row_id'])
-                  .merge(['error', 'from_version', 'failed_at']);
-              }
+              await recordFailures(trx, where, prepared.failures);
               const others = [...inFlight].filter((k) => k !== after);
               const lowWater = [prepared.lastKey ?? after, ...others].sort()[0] ?? after;
-              await trx('reencrypt_progress')
-                .where(where)
-                .update({ cursor: lowWater, rows_done: trx.raw('rows_done + ?', [moved]), updated_at: new Date() });
+              await advanceProgress(trx, where, lowWater, moved);
               return moved;
             }),
           options.purpose,
