@@ -9,7 +9,7 @@ import type { Knex } from 'knex';
 import { updateRowsPart } from '../db/update-rows.js';
 import { partOf, writeInFewStatements } from '../db/write-together.js';
 import type { OutboundEvent } from '../events/event-types.js';
-import { outboxPart } from '../events/outbox.js';
+import { outboxPart } from '../events/outbox-store.js';
 
 type Db = Knex | Knex.Transaction;
 
