@@ -3,14 +3,8 @@
  * (src/encrypted-field-sets.ts): PANs and identifier values under `pan-encryption`, identifier
  * fingerprints under `identifier-mac`.
  */
-import {
-  decryptValue,
-  fingerprint,
-  identifierAad,
-  panAad,
-  type Identifier,
-  type IdentifierKind,
-} from '../crypto/field-crypto.js';
+import { decryptValue, fingerprint, identifierAad, panAad, type Identifier } from '../crypto/field-crypto.js';
+import { fingerprintSourceRows, replaceFingerprints } from './card-store.js';
 import {
   aesColumnFieldSet,
   countByVersion,
@@ -42,19 +36,6 @@ export const identifierValues = aesColumnFieldSet({
   aad: identifierAad,
 });
 
-interface FingerprintSourceRow {
-  identifier_id: string;
-  mac_key_version: number;
-  fingerprint: Buffer;
-  token: string;
-  kind: IdentifierKind;
-  namespace: string | null;
-  value_ciphertext: Buffer | null;
-  value_key_version: number | null;
-  pan_ciphertext: Buffer | null;
-  pan_key_version: number | null;
-}
-
 /**
  * Identifier fingerprints (HMAC-SHA256 under `identifier-mac`). A row under an old MAC version is
  * replaced by the fingerprint of the same identifier under the target version, recomputed from the
@@ -69,25 +50,11 @@ export const identifierFingerprints: EncryptedFieldSet = {
   description: 'keyed fingerprints of PANs, PARs and aliases (identifier_fingerprints)',
   countByVersion: (db) => countByVersion(db, 'identifier_fingerprints', 'mac_key_version'),
   async prepareBatch(db, context) {
-    const rows = (await db('identifier_fingerprints as f')
-      .join('card_identifiers as i', 'i.id', 'f.identifier_id')
-      .join('cards as c', 'c.token', 'f.token')
-      .where('f.mac_key_version', '<', context.target.version)
-      .andWhere('f.identifier_id', '>', context.after)
-      .orderBy('f.identifier_id')
-      .limit(context.limit)
-      .select(
-        'f.identifier_id',
-        'f.mac_key_version',
-        'f.fingerprint',
-        'f.token',
-        'i.kind',
-        'i.namespace',
-        'i.value_ciphertext',
-        'i.value_key_version',
-        'c.pan_ciphertext',
-        'c.pan_key_version',
-      )) as FingerprintSourceRow[];
+    const rows = await fingerprintSourceRows(db, {
+      belowVersion: context.target.version,
+      after: context.after,
+      limit: context.limit,
+    });
     const failures: RowFailure[] = [];
     const moved: { id: string; token: string; oldVersion: number; oldFp: Buffer; newFp: Buffer }[] = [];
     const keys = new Map<number, DataKey | undefined>();
@@ -134,33 +101,7 @@ export const identifierFingerprints: EncryptedFieldSet = {
       failures,
       async write(trx) {
         if (moved.length === 0) return 0;
-        const v = [
-          moved.map((m) => m.id),
-          moved.map((m) => m.token),
-          moved.map((m) => m.oldVersion),
-          moved.map((m) => m.oldFp),
-          moved.map((m) => m.newFp),
-        ];
-        const values = `unnest(?::text[], ?::text[], ?::integer[], ?::bytea[], ?::bytea[]) as v (id, token, old_version, old_fp, new_fp)`;
-        // The new fingerprint, unless it is there already (written during the publish phase, or by
-        // another backfill). Only for rows whose old fingerprint still exists (compare-and-set).
-        await trx.raw(
-          `insert into identifier_fingerprints (mac_key_version, fingerprint, identifier_id, token, created_at)
-           select ?, v.new_fp, v.id, v.token, ? from ${values}
-           where exists (select 1 from identifier_fingerprints o
-                         where o.mac_key_version = v.old_version and o.fingerprint = v.old_fp)
-           on conflict (mac_key_version, fingerprint) do nothing`,
-          [context.target.version, context.now, ...v],
-        );
-        // The old one goes only once the new one, of the same identifier, is in place.
-        const deleted = (await trx.raw(
-          `delete from identifier_fingerprints o using ${values}
-           where o.mac_key_version = v.old_version and o.fingerprint = v.old_fp
-             and exists (select 1 from identifier_fingerprints n
-                         where n.mac_key_version = ? and n.fingerprint = v.new_fp and n.identifier_id = v.id)`,
-          [...v, context.target.version],
-        )) as { rowCount?: number; affectedRows?: number };
-        return deleted.rowCount ?? deleted.affectedRows ?? 0;
+        return replaceFingerprints(trx, context.target.version, context.now, moved);
       },
     };
   },

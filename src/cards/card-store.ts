@@ -283,3 +283,85 @@ export async function moveShopperCards(
     .where({ shopper_ref: fromShopper })
     .update({ shopper_ref: toShopper, row_version: trx.raw('row_version + 1'), updated_at: now });
 }
+
+export interface FingerprintSourceRow {
+  identifier_id: string;
+  mac_key_version: number;
+  fingerprint: Buffer;
+  token: string;
+  kind: IdentifierKind;
+  namespace: string | null;
+  value_ciphertext: Buffer | null;
+  value_key_version: number | null;
+  pan_ciphertext: Buffer | null;
+  pan_key_version: number | null;
+}
+
+/**
+ * A page, by identifier id, of the fingerprints under a MAC version below `belowVersion`, with what
+ * each is derived from (the identifier's sealed value, or its card's sealed PAN).
+ */
+export async function fingerprintSourceRows(
+  db: Db,
+  options: { belowVersion: number; after: string; limit: number },
+): Promise<FingerprintSourceRow[]> {
+  return (await db('identifier_fingerprints as f')
+    .join('card_identifiers as i', 'i.id', 'f.identifier_id')
+    .join('cards as c', 'c.token', 'f.token')
+    .where('f.mac_key_version', '<', options.belowVersion)
+    .andWhere('f.identifier_id', '>', options.after)
+    .orderBy('f.identifier_id')
+    .limit(options.limit)
+    .select(
+      'f.identifier_id',
+      'f.mac_key_version',
+      'f.fingerprint',
+      'f.token',
+      'i.kind',
+      'i.namespace',
+      'i.value_ciphertext',
+      'i.value_key_version',
+      'c.pan_ciphertext',
+      'c.pan_key_version',
+    )) as FingerprintSourceRow[];
+}
+
+/**
+ * Replaces each identifier's old fingerprint by its new one under `targetVersion`, compare-and-set:
+ * the new one is inserted only while the old one exists, and the old one deleted only once the new
+ * one is in place. Returns how many old fingerprints were deleted.
+ */
+export async function replaceFingerprints(
+  trx: Db,
+  targetVersion: number,
+  now: Date,
+  moved: readonly { id: string; token: string; oldVersion: number; oldFp: Buffer; newFp: Buffer }[],
+): Promise<number> {
+  const v = [
+    moved.map((m) => m.id),
+    moved.map((m) => m.token),
+    moved.map((m) => m.oldVersion),
+    moved.map((m) => m.oldFp),
+    moved.map((m) => m.newFp),
+  ];
+  const values = `unnest(?::text[], ?::text[], ?::integer[], ?::bytea[], ?::bytea[]) as v (id, token, old_version, old_fp, new_fp)`;
+  // The new fingerprint, unless it is there already (written during the publish phase, or by
+  // another backfill). Only for rows whose old fingerprint still exists (compare-and-set).
+  await trx.raw(
+    `insert into identifier_fingerprints (mac_key_version, fingerprint, identifier_id, token, created_at)
+     select ?, v.new_fp, v.id, v.token, ? from ${values}
+     where exists (select 1 from identifier_fingerprints o
+                   where o.mac_key_version = v.old_version and o.fingerprint = v.old_fp)
+     on conflict (mac_key_version, fingerprint) do nothing`,
+    [targetVersion, now, ...v],
+  );
+  // The old one goes only once the new one, of the same identifier, is in place.
+  const deleted = (await trx.raw(
+    `delete from identifier_fingerprints o using ${values}
+     where o.mac_key_version = v.old_version and o.fingerprint = v.old_fp
+       and exists (select 1 from identifier_fingerprints n
+                   where n.mac_key_version = ? and n.fingerprint = v.new_fp and n.identifier_id = v.id)`,
+    [...v, targetVersion],
+  )) as { rowCount?: number; affectedRows?: number };
+  return deleted.rowCount ?? deleted.affectedRows ?? 0;
+}
