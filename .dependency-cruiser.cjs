@@ -33,7 +33,7 @@ const PUBLIC = {
   // The verifier the HTTP layer is given; the certificates' own encrypted field set.
   mtls: ['client-certificate-verifier\\.ts', 'client-certificate-records\\.ts'],
   // The outbox a feature writes its events into, and the event catalogue.
-  events: ['outbox\\.ts', 'event-types\\.ts', 'points-events\\.ts'],
+  events: ['outbox-store\\.ts', 'event-types\\.ts', 'points-events\\.ts'],
   // The vault service (loyalty enrols by card).
   cards: ['vault-service\\.ts'],
   // Who a shopper reference means, and who may reach it.

@@ -1,5 +1,5 @@
 /**
- * The outbox's CTEs (src/events/outbox.ts) as pgbench SQL: the event, and a delivery row per active
+ * The outbox's CTEs (src/events/outbox-store.ts) as pgbench SQL: the event, and a delivery row per active
  * subscriber wanting its type. For the baselines that run what the service runs.
  */
 

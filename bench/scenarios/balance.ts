@@ -19,7 +19,10 @@ import { startEcho, startService, withTempDir } from '../lib/servers.js';
 
 const SHOPPERS = 10_000;
 
-/** What one balance request runs, as knex sends it (ledger-queries.ts balanceOf, shoppers.ts accessShopper). */
+/**
+ * What one balance request runs, as knex sends it (loyalty/ledger-store.ts balanceRow,
+ * shoppers/shopper-store.ts findShopperAndSurvivor).
+ */
 function balanceScript(shoppers: number): string {
   const ref = shopperRefSql(':k');
   return `\\set k random(1, ${shoppers})

@@ -5,7 +5,7 @@
 import type { Knex } from 'knex';
 import type { OutboundEvent } from '../events/event-types.js';
 import { partOf, writeTogether } from '../db/write-together.js';
-import { outboxPart } from '../events/outbox.js';
+import { outboxPart } from '../events/outbox-store.js';
 import type { IdentifierKind } from '../crypto/field-crypto.js';
 
 type Db = Knex | Knex.Transaction;
@@ -270,4 +270,16 @@ export async function setCardPan(
       row_version: trx.raw('row_version + 1'),
     });
   return updated === 1;
+}
+
+/** Moves every card of one shopper to another (a loyalty merge); returns how many moved. */
+export async function moveShopperCards(
+  trx: Knex.Transaction,
+  fromShopper: string,
+  toShopper: string,
+  now: Date,
+): Promise<number> {
+  return trx('cards')
+    .where({ shopper_ref: fromShopper })
+    .update({ shopper_ref: toShopper, row_version: trx.raw('row_version + 1'), updated_at: now });
 }

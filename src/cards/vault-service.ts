@@ -40,6 +40,7 @@ import {
   insertNewCards,
   newCardRow,
   isFingerprintTaken,
+  moveShopperCards,
   type NewCardSighting,
   setCardPan,
   type CardRow,
@@ -349,9 +350,7 @@ export class VaultService {
    * Tokens never change; only the shopper they belong to.
    */
   async moveCards(trx: Knex.Transaction, fromShopper: string, toShopper: string): Promise<number> {
-    return trx('cards')
-      .where({ shopper_ref: fromShopper })
-      .update({ shopper_ref: toShopper, row_version: trx.raw('row_version + 1'), updated_at: this.now() });
+    return moveShopperCards(trx, fromShopper, toShopper, this.now());
   }
 
   private parse(input: CardInput): { identifier: Identifier; expiry: Expiry | undefined } {

@@ -20,11 +20,18 @@ import { newId } from '../ids/prefixed-id.js';
 import { aesColumnFieldSet, type EncryptedFieldSet, type RowFailure } from '../keys/field-sets.js';
 import type { DataKey, KeyRing } from '../keys/key-ring.js';
 import { newSigningSecret } from './signing.js';
+import {
+  countLegacySecretsByVersion,
+  insertSecret,
+  legacySecretRows,
+  liveSecretRows,
+  moveLegacySecretRows,
+  type SubscriptionSecretPurpose,
+} from './subscription-secret-store.js';
 
 type Db = Knex | Knex.Transaction;
 
-/** The purposes a secret can be sealed under: its own, or `pan-encryption` for a secret not yet moved. */
-export type SubscriptionSecretPurpose = 'subscription-secret' | 'pan-encryption';
+export type { SubscriptionSecretPurpose } from './subscription-secret-store.js';
 
 export const SUBSCRIPTION_SECRET_PURPOSE = 'subscription-secret' as const;
 
@@ -61,14 +68,13 @@ export async function addSecret(
   const secret = newSigningSecret();
   const id = newId('whs');
   const key = await keyRing.active(SUBSCRIPTION_SECRET_PURPOSE, trx);
-  await trx('event_subscription_secrets').insert({
+  await insertSecret(trx, {
     id,
     subscription_id: subscriptionId,
     secret_ciphertext: encryptValue(key.key, subscriptionSecretAad(id, key.version), secret),
     secret_key_purpose: SUBSCRIPTION_SECRET_PURPOSE,
     secret_key_version: key.version,
     created_at: now,
-    expires_at: null,
     rotation_key: rotationKey ?? null,
   });
   return { id, secret };
@@ -76,14 +82,7 @@ export async function addSecret(
 
 /** The secrets that sign a delivery now: the current one and any still in a rotation's overlap. */
 export async function liveSecrets(db: Db, keyRing: KeyRing, subscriptionId: string, now: Date): Promise<string[]> {
-  const rows = (await db('event_subscription_secrets')
-    .where({ subscription_id: subscriptionId })
-    .where((q) => q.whereNull('expires_at').orWhere('expires_at', '>', now))
-    .orderBy([
-      { column: 'created_at', order: 'desc' },
-      { column: 'id', order: 'desc' },
-    ])
-    .select('id', 'secret_ciphertext', 'secret_key_purpose', 'secret_key_version')) as SecretRow[];
+  const rows = await liveSecretRows(db, subscriptionId, now);
   const secrets: string[] = [];
   for (const row of rows) {
     const key = await keyRing.version(row.secret_key_purpose, row.secret_key_version, db);
@@ -92,13 +91,6 @@ export async function liveSecrets(db: Db, keyRing: KeyRing, subscriptionId: stri
     );
   }
   return secrets;
-}
-
-interface SecretRow {
-  id: string;
-  secret_ciphertext: Buffer;
-  secret_key_purpose: SubscriptionSecretPurpose;
-  secret_key_version: number;
 }
 
 /**
@@ -111,14 +103,7 @@ async function prepareLegacyBatch(
   keyRing: KeyRing,
   options: { after: string; limit: number; belowVersion?: number },
 ): Promise<{ read: number; lastKey: string | undefined; failures: RowFailure[]; write: (trx: Db) => Promise<number> }> {
-  const query = db('event_subscription_secrets')
-    .where({ secret_key_purpose: 'pan-encryption' })
-    .andWhere('id', '>', options.after)
-    .orderBy('id')
-    .limit(options.limit)
-    .select('id', 'secret_ciphertext', 'secret_key_purpose', 'secret_key_version');
-  if (options.belowVersion !== undefined) void query.andWhere('secret_key_version', '<', options.belowVersion);
-  const rows = (await query) as SecretRow[];
+  const rows = await legacySecretRows(db, options);
   const target = await keyRing.active(SUBSCRIPTION_SECRET_PURPOSE, db);
   const failures: RowFailure[] = [];
   const ids: string[] = [];
@@ -156,15 +141,7 @@ async function prepareLegacyBatch(
     failures,
     async write(trx) {
       if (ids.length === 0) return 0;
-      const result = (await trx.raw(
-        `update event_subscription_secrets as t
-            set secret_ciphertext = v.ct, secret_key_purpose = ?, secret_key_version = ?
-           from unnest(?::text[], ?::bytea[], ?::integer[], ?::bytea[]) as v (id, ct, old, old_ct)
-          where t.id = v.id and t.secret_key_purpose = 'pan-encryption' and t.secret_key_version = v.old
-            and t.secret_ciphertext = v.old_ct`,
-        [SUBSCRIPTION_SECRET_PURPOSE, target.version, ids, sealed, olds, oldCts],
-      )) as { rowCount?: number; affectedRows?: number };
-      return result.rowCount ?? result.affectedRows ?? 0;
+      return moveLegacySecretRows(trx, SUBSCRIPTION_SECRET_PURPOSE, target.version, { ids, sealed, olds, oldCts });
     },
   };
 }
@@ -201,13 +178,8 @@ export const legacySubscriptionSecrets: EncryptedFieldSet = {
   name: 'event_subscription_secrets.legacy_secret',
   purpose: 'pan-encryption',
   description: 'webhook subscription signing secrets not yet moved to the subscription-secret key',
-  async countByVersion(db) {
-    const rows = (await db('event_subscription_secrets')
-      .where({ secret_key_purpose: 'pan-encryption' })
-      .groupBy('secret_key_version')
-      .select('secret_key_version as version')
-      .count({ n: '*' })) as { version: number; n: string | number }[];
-    return new Map(rows.map((r) => [Number(r.version), Number(r.n)]));
+  countByVersion(db) {
+    return countLegacySecretsByVersion(db);
   },
   prepareBatch(db, context) {
     return prepareLegacyBatch(db, context.keyRing, {

@@ -11,6 +11,7 @@
  */
 import type { Knex } from 'knex';
 import { AppError } from '../errors/app-error.js';
+import { findKey, insertKeyIfAbsent, storeResponse } from './idempotency-store.js';
 
 export interface StoredResponse<T> {
   readonly status: number;
@@ -40,25 +41,15 @@ export async function claimIdempotencyKey<T>(
   retentionDays: number,
 ): Promise<IdempotencyClaim<T>> {
   const { scope, key, requestHash } = request;
-  const claimed = (await trx('idempotency_keys')
-    .insert({
-      scope,
-      key,
-      request_hash: requestHash,
-      status: 0,
-      response: JSON.stringify(null),
-      created_at: now,
-      expires_at: new Date(now.getTime() + retentionDays * 86_400_000),
-    })
-    .onConflict(['scope', 'key'])
-    .ignore()
-    .returning('key')) as unknown[];
-  if (claimed.length === 0) {
-    const stored = (await trx('idempotency_keys').where({ scope, key }).first()) as {
-      request_hash: string;
-      status: number;
-      response: T | string;
-    };
+  const claimed = await insertKeyIfAbsent(trx, {
+    scope,
+    key,
+    requestHash,
+    now,
+    expiresAt: new Date(now.getTime() + retentionDays * 86_400_000),
+  });
+  if (!claimed) {
+    const stored = await findKey<T>(trx, scope, key);
     if (stored.request_hash !== requestHash) {
       throw new AppError('IDEMPOTENCY_KEY_REUSED', {
         detail: 'This Idempotency-Key was used with a different request.',
@@ -73,9 +64,7 @@ export async function claimIdempotencyKey<T>(
   return {
     replay: undefined,
     async store(status, body) {
-      await trx('idempotency_keys')
-        .where({ scope, key })
-        .update({ status, response: JSON.stringify(body) });
+      await storeResponse(trx, scope, key, status, body);
       return { status, body, replayed: false };
     },
   };

@@ -6,10 +6,11 @@
  * order). Lots take no row locks of their own: they are written under their shopper's account lock.
  */
 import type { Knex } from 'knex';
+import { afterCursor, pageOf, type Page } from '../db/keyset-cursor.js';
 import { updateRowsPart } from '../db/update-rows.js';
 import { partOf, writeInFewStatements } from '../db/write-together.js';
 import type { OutboundEvent } from '../events/event-types.js';
-import { outboxPart } from '../events/outbox.js';
+import { outboxPart } from '../events/outbox-store.js';
 
 type Db = Knex | Knex.Transaction;
 
@@ -290,4 +291,80 @@ export async function shoppersWithDueLots(
 /** Forgets idempotency keys past their retention; the number forgotten. */
 export async function purgeExpiredIdempotencyKeys(db: Db, now: Date): Promise<number> {
   return db('idempotency_keys').where('expires_at', '<', now).delete();
+}
+
+/** An account's figures (zeros when it has none yet) and its lots with points expiring by `horizon`. */
+export interface BalanceRow {
+  readonly available: number;
+  readonly pending: number;
+  readonly lifetime_earned: number;
+  readonly lots: readonly { readonly remaining: number; readonly expires_at: Date }[];
+}
+
+/** One round trip: the lots ride along as JSON so the read needs one statement and one pool checkout. */
+export async function balanceRow(db: Db, shopperRef: string, horizon: Date): Promise<BalanceRow> {
+  const result = (await db.raw(
+    `select coalesce(a.available, 0) as available, coalesce(a.pending, 0) as pending,
+            coalesce(a.lifetime_earned, 0) as lifetime_earned,
+            (select coalesce(json_agg(json_build_object('remaining', l.remaining, 'expires_at', l.expires_at)), '[]')
+               from loyalty_lots l
+              where l.shopper_ref = ? and l.remaining > 0 and l.expires_at <= ?) as lots
+       from (select 1) as one left join loyalty_accounts a on a.shopper_ref = ?`,
+    [shopperRef, horizon, shopperRef],
+  )) as { rows: { available: number; pending: number; lifetime_earned: number; lots: unknown }[] };
+  const row = result.rows[0] as { available: number; pending: number; lifetime_earned: number; lots: unknown };
+  const lots = (typeof row.lots === 'string' ? JSON.parse(row.lots) : row.lots) as {
+    remaining: number;
+    expires_at: string;
+  }[];
+  return {
+    available: row.available,
+    pending: row.pending,
+    lifetime_earned: row.lifetime_earned,
+    lots: lots.map((l) => ({ remaining: Number(l.remaining), expires_at: new Date(l.expires_at) })),
+  };
+}
+
+export interface LedgerEntry {
+  readonly id: string;
+  readonly shopper_ref: string;
+  readonly kind: EntryKind;
+  readonly points: number;
+  readonly available_delta: number;
+  readonly pending_delta: number;
+  readonly lot_id: string | null;
+  readonly payment_id: string | null;
+  readonly redemption_id: string | null;
+  readonly rule_version: number | null;
+  readonly created_at: Date;
+}
+
+/** The entries of these shoppers, newest first, by keyset page. */
+export async function entriesOf(
+  db: Db,
+  shopperRefs: readonly string[],
+  page: { readonly limit: number; readonly cursor?: string },
+): Promise<Page<LedgerEntry>> {
+  const query = db('loyalty_entries')
+    .whereIn('shopper_ref', shopperRefs)
+    .orderBy([
+      { column: 'created_at', order: 'desc' },
+      { column: 'id', order: 'desc' },
+    ])
+    .limit(page.limit + 1)
+    .select(
+      'id',
+      'shopper_ref',
+      'kind',
+      'points',
+      'available_delta',
+      'pending_delta',
+      'lot_id',
+      'payment_id',
+      'redemption_id',
+      'rule_version',
+      'created_at',
+    );
+  afterCursor(query, page.cursor, 'created_at', 'id');
+  return pageOf((await query) as LedgerEntry[], page.limit, (last) => [last.created_at, last.id]);
 }

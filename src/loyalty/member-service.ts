@@ -18,7 +18,7 @@ import { decryptValue, emailAad, encryptValue } from '../crypto/field-crypto.js'
 import type { VaultService } from '../cards/vault-service.js';
 import { AppError } from '../errors/app-error.js';
 import { eventBody } from '../events/event-types.js';
-import { writeEvents } from '../events/outbox.js';
+import { writeEvents } from '../events/outbox-store.js';
 import { retryOnStaleKey, type KeyRing } from '../keys/key-ring.js';
 import { LedgerBook, type AccountRow } from './ledger-book.js';
 import type { Actor } from '../auth/actors.js';

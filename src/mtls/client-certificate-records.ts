@@ -8,8 +8,10 @@ import { AppError } from '../errors/app-error.js';
 import type { EncryptedFieldSet } from '../keys/field-sets.js';
 import { READABLE_STATES, type KeyState } from '../keys/key-ring.js';
 import type { GrantFields } from './seals.js';
+import { CA_PURPOSE, caVersionsIn, countLiveByCaVersion, type ClientCertificateRow } from './certificate-store.js';
 
-export const CA_PURPOSE = 'mtls-client-ca';
+// The row type and the CA's purpose are the store's; they are part of this public file's surface.
+export { CA_PURPOSE, type ClientCertificateRow } from './certificate-store.js';
 
 export interface ClientCertificateRecord {
   readonly serial: string;
@@ -25,24 +27,6 @@ export interface ClientCertificateRecord {
   readonly revokedAt: Date | null;
   readonly revokedBy: string | null;
   readonly revocationReason: string | null;
-}
-
-export interface ClientCertificateRow {
-  serial: string;
-  client_name: string;
-  scopes: string[] | string;
-  not_before: Date;
-  not_after: Date;
-  fingerprint_sha256: string;
-  ca_version: number | null;
-  key_source: 'generated' | 'csr' | 'external';
-  issued_by: string;
-  issued_at: Date;
-  revoked_at: Date | null;
-  revoked_by: string | null;
-  revocation_reason: string | null;
-  /** masterKey.wrap of the grant's digest (src/mtls/seals.ts); null for rows made before seals. */
-  seal?: Buffer | null;
 }
 
 /** The sealed fields of a grant, as stored. */
@@ -86,16 +70,7 @@ export interface CaVersion {
 }
 
 export async function trustedCaCertificates(db: Knex | Knex.Transaction): Promise<CaVersion[]> {
-  const rows = (await db('data_keys')
-    .where({ purpose: CA_PURPOSE })
-    .whereIn('state', READABLE_STATES as KeyState[])
-    .orderBy('version', 'desc')
-    .select('version', 'state', 'certificate_pem', 'certificate_seal')) as {
-    version: number;
-    state: KeyState;
-    certificate_pem: string;
-    certificate_seal: Buffer | null;
-  }[];
+  const rows = await caVersionsIn(db, READABLE_STATES as KeyState[]);
   return rows.map((r) => ({
     version: r.version,
     state: r.state,
@@ -115,15 +90,8 @@ export const liveClientCertificates: EncryptedFieldSet = {
   name: 'mtls_client_certificates.live',
   purpose: CA_PURPOSE,
   description: 'client certificates in force (not revoked, not expired), by the CA version that signed them',
-  async countByVersion(db) {
-    const rows = (await db('mtls_client_certificates as c')
-      .whereNull('c.revoked_at')
-      .whereNotExists((q) => q.select(db.raw('1')).from('mtls_revocations as r').whereRaw('r.serial = c.serial'))
-      .where('c.not_after', '>', new Date())
-      .groupBy('c.ca_version')
-      .select('c.ca_version as version')
-      .count({ n: '*' })) as { version: number; n: string | number }[];
-    return new Map(rows.map((r) => [Number(r.version), Number(r.n)]));
+  countByVersion(db) {
+    return countLiveByCaVersion(db, new Date());
   },
   prepareBatch() {
     return Promise.reject(

@@ -70,6 +70,7 @@ import {
   type ClientCertificateRecord,
   type ClientCertificateRow,
 } from './client-certificate-records.js';
+import { findCertificate, findCertificates, readKeyRingGeneration } from './certificate-store.js';
 
 // The principal and the verifier's interface belong to authentication (the HTTP layer uses them).
 export type { ClientCertificatePrincipal, ClientCertificateVerifier } from '../auth/certificate-principal.js';
@@ -170,7 +171,7 @@ export function createClientCertificateVerifier(
     const serials = [...records.keys()];
     for (let i = 0; i < serials.length; i += REVALIDATE_BATCH) {
       const batch = serials.slice(i, i + REVALIDATE_BATCH);
-      const rows = (await knex('mtls_client_certificates').whereIn('serial', batch)) as ClientCertificateRow[];
+      const rows = await findCertificates(knex, batch);
       const bySerial = new Map(rows.map((r) => [r.serial, r]));
       for (const serial of batch) {
         const cached = records.get(serial);
@@ -182,13 +183,11 @@ export function createClientCertificateVerifier(
   }
 
   async function refresh(): Promise<void> {
-    const ring = (await knex('key_ring_generation').where({ id: 1 }).first('generation')) as {
-      generation: string | number;
-    };
+    const ring = await readKeyRingGeneration(knex);
     await refreshRevocations();
     await revalidateCachedRecords();
     refreshes += 1;
-    if (Number(ring.generation) !== ringGeneration) {
+    if (ring !== ringGeneration) {
       const sealed: Anchor[] = [];
       for (const ca of await trustedCaCertificates(knex)) {
         const fields = { purpose: CA_PURPOSE, version: ca.version, certificatePem: ca.certificatePem };
@@ -197,7 +196,7 @@ export function createClientCertificateVerifier(
         }
       }
       anchors = [...sealed, ...extraAnchors];
-      ringGeneration = Number(ring.generation);
+      ringGeneration = ring;
     }
     checkedAt = now();
   }
@@ -219,7 +218,7 @@ export function createClientCertificateVerifier(
     const cached = records.get(serial);
     if (cached !== undefined) return cached.record;
     const refreshesBefore = refreshes;
-    const row = (await knex('mtls_client_certificates').where({ serial }).first()) as ClientCertificateRow | undefined;
+    const row = await findCertificate(knex, serial);
     if (row === undefined) return undefined;
     const record = toRecord(row);
     if (!(await grantSealValid(masterKey, grantFieldsOf(record), row.seal ?? null))) return undefined;

@@ -44,6 +44,19 @@ import {
 import { clientCaHooks } from './client-ca-hooks.js';
 import { sealGrant } from './seals.js';
 import { appendRevocations, REVOCATIONS_SEALED_ACTION, sealEmptyHead } from './revocation-list.js';
+import { bumpRevocationGeneration, findRevocation, lockHead } from './revocation-store.js';
+import {
+  activeCa,
+  anyCaVersion,
+  caCertificateOf,
+  findCertificate,
+  insertCertificate,
+  listCertificates,
+  lockKeyRingGeneration,
+  markCertificateRevoked,
+  revokedUnsealedRows,
+  revokedUnsealedSerials,
+} from './certificate-store.js';
 import {
   CA_PURPOSE,
   grantFieldsOf,
@@ -113,9 +126,8 @@ export class ClientCertificateAuthority {
   /** Creates version 1 of the client CA (active). Later versions come from a dual-controlled rotation. */
   async initCa(): Promise<CaVersion> {
     return this.guarded('mtls.ca.initialised', `key:${CA_PURPOSE}:v1`, async (trx) => {
-      await trx('key_ring_generation').where({ id: 1 }).forUpdate();
-      const existing = (await trx('data_keys').where({ purpose: CA_PURPOSE }).first('version')) as
-        { version: number } | undefined;
+      await lockKeyRingGeneration(trx);
+      const existing = await anyCaVersion(trx);
       if (existing !== undefined) {
         throw new AppError('KEY_OPERATION_INVALID', {
           detail: `The client CA exists (v${existing.version}); replace it with keys rotate --purpose ${CA_PURPOSE}.`,
@@ -131,10 +143,7 @@ export class ClientCertificateAuthority {
         this.deps.cryptoperiodDays,
         clientCaHooks,
       );
-      const row = (await trx('data_keys').where({ purpose: CA_PURPOSE, version: 1 }).first()) as {
-        certificate_pem: string;
-        certificate_seal: Buffer | null;
-      };
+      const row = await caCertificateOf(trx, 1);
       await this.audit(trx, 'mtls.ca.initialised', `key:${CA_PURPOSE}:v1`, {
         caCertificateFingerprint: certificateFingerprint(pemToDer(row.certificate_pem)),
       });
@@ -155,8 +164,7 @@ export class ClientCertificateAuthority {
       // The CA read below stays active until this certificate is committed: a retire or rotation of
       // the CA waits for it (and one already running makes this wait, then read the new state).
       await shareKeyStates(trx);
-      const ca = (await trx('data_keys').where({ purpose: CA_PURPOSE, state: 'active' }).first()) as
-        { version: number; wrapped_key: Buffer; certificate_pem: string } | undefined;
+      const ca = await activeCa(trx);
       if (ca === undefined) {
         throw new AppError('KEY_NOT_FOUND', { detail: 'There is no active client CA: run keys mtls init-ca first.' });
       }
@@ -292,7 +300,7 @@ export class ClientCertificateAuthority {
         revoked_by: null,
         revocation_reason: null,
       };
-      if ((await trx('mtls_client_certificates').where({ serial: row.serial }).first()) !== undefined) {
+      if ((await findCertificate(trx, row.serial)) !== undefined) {
         throw new AppError('CLIENT_CERTIFICATE_REQUEST_INVALID', {
           detail: `A certificate with serial ${row.serial} is already recorded.`,
         });
@@ -319,11 +327,9 @@ export class ClientCertificateAuthority {
   async revoke(serialInput: string, reason: string): Promise<ClientCertificateRecord> {
     const serial = formatSerial(serialInput);
     return this.guarded('mtls.certificate.revoked', `mtls-certificate:${serial}`, async (trx) => {
-      const row = (await trx('mtls_client_certificates').where({ serial }).forUpdate().first()) as
-        ClientCertificateRow | undefined;
+      const row = await findCertificate(trx, serial, true);
       if (row === undefined) throw new AppError('CLIENT_CERTIFICATE_NOT_FOUND');
-      const sealed = (await trx('mtls_revocations').where({ serial }).first('revoked_at')) as
-        { revoked_at: Date } | undefined;
+      const sealed = await findRevocation(trx, serial);
       if (sealed !== undefined) {
         throw new AppError('KEY_OPERATION_INVALID', {
           detail: `The certificate was already revoked on ${sealed.revoked_at.toISOString()}.`,
@@ -348,10 +354,12 @@ export class ClientCertificateAuthority {
           detail: `Not revoked: ${appended.problem}. Restore the revocation rows from a backup (keys audit export lists every revocation), then revoke again.`,
         });
       }
-      await trx('mtls_client_certificates')
-        .where({ serial })
-        .update({ revoked_at: now, revoked_by: this.deps.actor.actor, revocation_reason: cleanReason });
-      await trx('mtls_revocation_generation').where({ id: 1 }).increment('generation', 1);
+      await markCertificateRevoked(trx, serial, {
+        revoked_at: now,
+        revoked_by: this.deps.actor.actor,
+        revocation_reason: cleanReason,
+      });
+      await bumpRevocationGeneration(trx);
       // The reason is free text: the audit writer refuses it if it holds anything PAN-like.
       await this.audit(trx, 'mtls.certificate.revoked', `mtls-client:${row.client_name}`, {
         serial,
@@ -364,18 +372,7 @@ export class ClientCertificateAuthority {
 
   /** Revoked means in the sealed list or marked on the record (either is refused by the service). */
   async list(options: { includeRevoked?: boolean } = {}): Promise<ClientCertificateRecord[]> {
-    const query = this.deps
-      .knex('mtls_client_certificates as c')
-      .leftJoin('mtls_revocations as r', 'r.serial', 'c.serial')
-      .orderBy([{ column: 'c.client_name' }, { column: 'c.issued_at' }])
-      .select(
-        'c.*',
-        this.deps.knex.raw('coalesce(r.revoked_at, c.revoked_at) as revoked_at'),
-        this.deps.knex.raw('coalesce(r.revoked_by, c.revoked_by) as revoked_by'),
-        this.deps.knex.raw('coalesce(r.reason, c.revocation_reason) as revocation_reason'),
-      );
-    if (options.includeRevoked !== true) void query.whereNull('c.revoked_at').whereNull('r.serial');
-    return ((await query) as ClientCertificateRow[]).map(toRecord);
+    return (await listCertificates(this.deps.knex, options.includeRevoked === true)).map(toRecord);
   }
 
   /**
@@ -384,25 +381,15 @@ export class ClientCertificateAuthority {
    * taking it from the record is safe. Returns how many were sealed.
    */
   async sealPendingRevocations(): Promise<number> {
-    const pending = (await this.deps
-      .knex('mtls_client_certificates as c')
-      .leftJoin('mtls_revocations as r', 'r.serial', 'c.serial')
-      .whereNotNull('c.revoked_at')
-      .whereNull('r.serial')
-      .select('c.serial')) as { serial: string }[];
+    const pending = await revokedUnsealedSerials(this.deps.knex);
     if (pending.length === 0) {
       await this.deps.knex.transaction((trx) => this.sealEmptyRevocationList(trx));
       return 0;
     }
     return this.deps.knex.transaction(async (trx) => {
       // Concurrent starts: the first seals, the others find nothing pending once it commits.
-      await trx('mtls_revocation_list').where({ id: 1 }).forUpdate().first('id');
-      const rows = (await trx('mtls_client_certificates as c')
-        .leftJoin('mtls_revocations as r', 'r.serial', 'c.serial')
-        .whereNotNull('c.revoked_at')
-        .whereNull('r.serial')
-        .orderBy('c.revoked_at')
-        .select('c.*')) as ClientCertificateRow[];
+      await lockHead(trx);
+      const rows = await revokedUnsealedRows(trx);
       const appended = await appendRevocations(
         trx,
         this.deps.masterKey,
@@ -421,7 +408,7 @@ export class ClientCertificateAuthority {
           fingerprint: row.fingerprint_sha256,
         });
       }
-      await trx('mtls_revocation_generation').where({ id: 1 }).increment('generation', 1);
+      await bumpRevocationGeneration(trx);
       return rows.length;
     });
   }
@@ -439,7 +426,7 @@ export class ClientCertificateAuthority {
   /** Inserts the grant with its seal: without one the service refuses the certificate. */
   private async insertSealed(trx: Knex.Transaction, row: ClientCertificateRow): Promise<void> {
     const seal = await sealGrant(this.deps.masterKey, grantFieldsOf(toRecord(row)));
-    await trx('mtls_client_certificates').insert({ ...row, scopes: JSON.stringify(row.scopes), seal });
+    await insertCertificate(trx, row, seal);
   }
 
   private audit(trx: Knex.Transaction, action: string, resource: string, details: Record<string, unknown>) {

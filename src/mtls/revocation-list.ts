@@ -34,27 +34,25 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Knex } from 'knex';
 import { auditEntryIntact } from '../audit/audit-log.js';
 import type { MasterKeySource } from '../keys/master-key-types.js';
+import {
+  auditEntriesOf,
+  entriesAfter,
+  insertEntry,
+  readHead,
+  writeHead,
+  writeHeadSeal,
+  type RevocationEntry,
+  type RevocationHead,
+} from './revocation-store.js';
+
+// The head and entries are read through the store; these were exported from here before it existed.
+export { entriesAfter, readHead, type RevocationEntry, type RevocationHead } from './revocation-store.js';
 
 type Db = Knex | Knex.Transaction;
 
 const LABEL = 'loyalty-vault/mtls-revocations/v1';
 export const REVOCATION_HEAD_AAD = `${LABEL}:head`;
 export const GENESIS_CHAIN = Buffer.alloc(32);
-
-export interface RevocationEntry {
-  readonly position: number;
-  readonly serial: string;
-  readonly fingerprint: string;
-  readonly revokedAt: Date;
-  readonly revokedBy: string;
-  readonly reason: string;
-}
-
-export interface RevocationHead {
-  readonly length: number;
-  readonly chain: Buffer;
-  readonly seal: Buffer | null;
-}
 
 /** A list that verified: its length, its chain value and the serials it revokes. */
 export interface VerifiedList {
@@ -64,15 +62,6 @@ export interface VerifiedList {
 }
 
 export type Verification = ({ readonly ok: true } & VerifiedList) | { readonly ok: false; readonly problem: string };
-
-interface EntryRow {
-  position: string | number;
-  serial: string;
-  fingerprint_sha256: string;
-  revoked_at: Date;
-  revoked_by: string;
-  reason: string;
-}
 
 export function nextChain(chain: Buffer, entry: RevocationEntry): Buffer {
   const digest = sha256(
@@ -91,17 +80,6 @@ export function nextChain(chain: Buffer, entry: RevocationEntry): Buffer {
 
 function headDigest(length: number, chain: Buffer): Buffer {
   return sha256(JSON.stringify([LABEL, length, chain.toString('hex')]));
-}
-
-export async function readHead(db: Db, forUpdate = false): Promise<RevocationHead> {
-  const query = db('mtls_revocation_list').where({ id: 1 }).first('length', 'chain', 'seal');
-  if (forUpdate) void query.forUpdate();
-  const row = (await query) as { length: string | number; chain: Buffer; seal: Buffer | null };
-  return {
-    length: Number(row.length),
-    chain: Buffer.from(row.chain),
-    seal: row.seal === null ? null : Buffer.from(row.seal),
-  };
 }
 
 /** The head as a string that changes whenever any of its columns does (to skip re-verifying it). */
@@ -127,18 +105,6 @@ export async function headSealValid(masterKey: MasterKeySource, head: Revocation
   }
   const expected = headDigest(head.length, head.chain);
   return digest.length === expected.length && timingSafeEqual(digest, expected);
-}
-
-export async function entriesAfter(db: Db, position: number): Promise<RevocationEntry[]> {
-  const rows = (await db('mtls_revocations').where('position', '>', position).orderBy('position')) as EntryRow[];
-  return rows.map((r) => ({
-    position: Number(r.position),
-    serial: r.serial,
-    fingerprint: r.fingerprint_sha256,
-    revokedAt: r.revoked_at,
-    revokedBy: r.revoked_by,
-    reason: r.reason,
-  }));
 }
 
 /**
@@ -211,11 +177,7 @@ export async function auditedRevocationsProblem(
   head: RevocationHead,
   serials: readonly string[],
 ): Promise<string | undefined> {
-  const rows = (await db('audit_events')
-    .whereIn('action', [...REVOKED_ACTIONS, REVOCATIONS_SEALED_ACTION])
-    .where({ outcome: 'success' })
-    .orderBy('seq')
-    .select('seq', 'action', 'details')) as { seq: number; action: string; details: unknown }[];
+  const rows = await auditEntriesOf(db, [...REVOKED_ACTIONS, REVOCATIONS_SEALED_ACTION]);
   const listed = new Set(serials);
   for (const row of rows) {
     let intact: boolean;
@@ -248,7 +210,7 @@ export async function sealEmptyHead(trx: Knex.Transaction, masterKey: MasterKeyS
   // Never seal over a reset: an unsealed empty head after the trail shows it sealed stays refused.
   if ((await auditedRevocationsProblem(trx, head, [])) !== undefined) return false;
   const seal = await masterKey.wrap(headDigest(0, GENESIS_CHAIN), REVOCATION_HEAD_AAD);
-  await trx('mtls_revocation_list').where({ id: 1 }).update({ seal });
+  await writeHeadSeal(trx, seal);
   return true;
 }
 
@@ -272,19 +234,12 @@ export async function appendRevocations(
   for (const e of entries) {
     position += 1;
     const entry: RevocationEntry = { ...e, position };
-    await trx('mtls_revocations').insert({
-      position,
-      serial: entry.serial,
-      fingerprint_sha256: entry.fingerprint,
-      revoked_at: entry.revokedAt,
-      revoked_by: entry.revokedBy,
-      reason: entry.reason,
-    });
+    await insertEntry(trx, entry);
     chain = nextChain(chain, entry);
     positions.push(position);
   }
   const seal = await masterKey.wrap(headDigest(position, chain), REVOCATION_HEAD_AAD);
-  await trx('mtls_revocation_list').where({ id: 1 }).update({ length: position, chain, seal });
+  await writeHead(trx, { length: position, chain, seal });
   return { ok: true, positions };
 }
 
@@ -300,9 +255,7 @@ export async function rewrapRevocationHead(trx: Knex.Transaction, masterKey: Mas
     if (isMasterKeyUnavailable(error)) throw error;
     return 0; // no configured master key opens it: it stays refused
   }
-  await trx('mtls_revocation_list')
-    .where({ id: 1 })
-    .update({ seal: await masterKey.wrap(digest, REVOCATION_HEAD_AAD) });
+  await writeHeadSeal(trx, await masterKey.wrap(digest, REVOCATION_HEAD_AAD));
   return 1;
 }
 

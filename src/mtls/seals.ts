@@ -20,6 +20,7 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Knex } from 'knex';
 import type { MasterKeySource } from '../keys/master-key-types.js';
 import { rewrapRevocationHead } from './revocation-list.js';
+import { sealedCaRows, sealedGrantRows, updateCaSeal, updateGrantSeal } from './certificate-store.js';
 
 export interface GrantFields {
   readonly serial: string;
@@ -88,27 +89,18 @@ export function caSealValid(masterKey: MasterKeySource, ca: CaFields, seal: Buff
  */
 export async function rewrapSeals(trx: Knex.Transaction, masterKey: MasterKeySource): Promise<number> {
   let count = 0;
-  const cas = (await trx('data_keys')
-    .whereNotNull('certificate_seal')
-    .select('purpose', 'version', 'certificate_seal')) as {
-    purpose: string;
-    version: number;
-    certificate_seal: Buffer;
-  }[];
+  const cas = await sealedCaRows(trx);
   for (const ca of cas) {
     const rewrapped = await rewrap(masterKey, ca.certificate_seal, caSealAad(ca.version));
     if (rewrapped === undefined) continue;
-    await trx('data_keys').where({ purpose: ca.purpose, version: ca.version }).update({ certificate_seal: rewrapped });
+    await updateCaSeal(trx, ca.purpose, ca.version, rewrapped);
     count += 1;
   }
-  const grants = (await trx('mtls_client_certificates').whereNotNull('seal').select('serial', 'seal')) as {
-    serial: string;
-    seal: Buffer;
-  }[];
+  const grants = await sealedGrantRows(trx);
   for (const grant of grants) {
     const rewrapped = await rewrap(masterKey, grant.seal, grantSealAad(grant.serial));
     if (rewrapped === undefined) continue;
-    await trx('mtls_client_certificates').where({ serial: grant.serial }).update({ seal: rewrapped });
+    await updateGrantSeal(trx, grant.serial, rewrapped);
     count += 1;
   }
   return count + (await rewrapRevocationHead(trx, masterKey));

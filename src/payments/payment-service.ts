@@ -32,7 +32,7 @@ import {
   type InboxFilter,
   type InboxRow,
   type PurchaseFilter,
-} from './payment-queries.js';
+} from './payment-read-store.js';
 import {
   lockInboxForReplay,
   lockPayments,

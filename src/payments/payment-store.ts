@@ -1,5 +1,5 @@
 /**
- * SQL of the payments' write side (the read side is payment-queries.ts). Functions take the
+ * SQL of the payments' write side (the read side is payment-read-store.ts). Functions take the
  * transaction the payment service opened, so a batch of events is one transaction whatever it holds.
  */
 import type { Knex } from 'knex';

@@ -5,7 +5,7 @@ import { pageBody } from '../db/keyset-cursor.js';
 import type { HandlerMap } from '../http/types.js';
 import { validInput } from '../http/types.js';
 import type { Provider } from './payment-event.js';
-import type { InboxRow } from './payment-queries.js';
+import type { InboxRow } from './payment-read-store.js';
 import type { InboxState, PaymentRow, PaymentService } from './payment-service.js';
 
 /**

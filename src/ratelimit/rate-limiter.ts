@@ -24,16 +24,11 @@
  * its limit, which reports how often it was refused in the window before).
  */
 import type { Knex } from 'knex';
+import { bumpWindow, readWindow } from './window-store.js';
 
 export interface RateLimitDecision {
   readonly allowed: boolean;
   readonly retryAfterSeconds: number;
-}
-
-interface WindowRow {
-  current: number | string;
-  previous: number | string;
-  elapsed_ms: number | string;
 }
 
 /** Counts one attempt for `bucket` and says whether it is within `limit` per `windowSeconds`. */
@@ -48,42 +43,6 @@ export async function consumeRateLimit(
 }
 
 /**
- * One autocommitted statement on the database's clock: prunes `bucket`'s windows older than the
- * previous one, counts one event in the current window (the upsert's row lock makes the count exact
- * across instances) and reads the previous window's count.
- */
-async function bumpWindow(
-  db: Knex,
-  bucket: string,
-  windowSeconds: number,
-): Promise<{ current: number; previous: number; elapsedMs: number }> {
-  const result = (await db.raw(
-    `with clock as (
-       select clock_timestamp() as now,
-              to_timestamp(floor(extract(epoch from clock_timestamp()) / :w) * :w) as start
-     ),
-     pruned as (
-       delete from rate_limit_windows
-        where bucket = :bucket and window_start < (select start from clock) - make_interval(secs => :w)
-     ),
-     bumped as (
-       insert into rate_limit_windows (bucket, window_start, count)
-       select :bucket, start, 1 from clock
-       on conflict (bucket, window_start) do update set count = rate_limit_windows.count + 1
-       returning count
-     )
-     select (select count from bumped) as current,
-            coalesce((select p.count from rate_limit_windows p, clock c
-                       where p.bucket = :bucket and p.window_start = c.start - make_interval(secs => :w)), 0) as previous,
-            (select extract(epoch from (now - start)) * 1000 from clock) as elapsed_ms`,
-    { w: windowSeconds, bucket },
-  )) as { rows: WindowRow[] };
-  const row = result.rows[0];
-  if (row === undefined) throw new Error('the rate limit statement returned no row');
-  return { current: Number(row.current), previous: Number(row.previous), elapsedMs: Number(row.elapsed_ms) };
-}
-
-/**
  * Whether one more attempt for `bucket` would be allowed now, without counting anything: the same
  * estimate as `consumeRateLimit` would take, read in one statement on the database's clock.
  */
@@ -93,21 +52,8 @@ export async function peekRateLimit(
   limit: number,
   windowSeconds: number,
 ): Promise<RateLimitDecision> {
-  const result = (await db.raw(
-    `with clock as (
-       select clock_timestamp() as now,
-              to_timestamp(floor(extract(epoch from clock_timestamp()) / :w) * :w) as start
-     )
-     select coalesce((select w.count from rate_limit_windows w, clock c
-                       where w.bucket = :bucket and w.window_start = c.start), 0) as current,
-            coalesce((select p.count from rate_limit_windows p, clock c
-                       where p.bucket = :bucket and p.window_start = c.start - make_interval(secs => :w)), 0) as previous,
-            (select extract(epoch from (now - start)) * 1000 from clock) as elapsed_ms`,
-    { w: windowSeconds, bucket },
-  )) as { rows: WindowRow[] };
-  const row = result.rows[0];
-  if (row === undefined) throw new Error('the rate limit statement returned no row');
-  return decide(Number(row.current) + 1, Number(row.previous), Number(row.elapsed_ms), limit, windowSeconds * 1000);
+  const row = await readWindow(db, bucket, windowSeconds);
+  return decide(row.current + 1, row.previous, row.elapsedMs, limit, windowSeconds * 1000);
 }
 
 /**

@@ -10,13 +10,12 @@
 import type { Knex } from 'knex';
 import type { Principal } from '../auth/authenticator.js';
 import { AppError } from '../errors/app-error.js';
+import { findMergedInto, findShopperAndSurvivor, findSurvivor, findSurvivors } from './shopper-store.js';
 
 export const ADMIN_SCOPE = 'loyalty:admin';
 
 export async function survivorOf(db: Knex | Knex.Transaction, shopperRef: string): Promise<string> {
-  const row = (await db('shopper_merges').where({ merged_ref: shopperRef }).first('survivor_ref')) as
-    { survivor_ref: string } | undefined;
-  return row?.survivor_ref ?? shopperRef;
+  return (await findSurvivor(db, shopperRef)) ?? shopperRef;
 }
 
 /** The survivors of those of these references that were merged (one query). */
@@ -25,18 +24,13 @@ export async function survivorsOf(
   shopperRefs: readonly string[],
 ): Promise<Map<string, string>> {
   if (shopperRefs.length === 0) return new Map();
-  const rows = (await db('shopper_merges')
-    .whereIn('merged_ref', [...new Set(shopperRefs)])
-    .select('merged_ref', 'survivor_ref')) as { merged_ref: string; survivor_ref: string }[];
+  const rows = await findSurvivors(db, shopperRefs);
   return new Map(rows.map((r) => [r.merged_ref, r.survivor_ref]));
 }
 
 /** The references merged into this shopper (its own history lives under them). */
-export async function mergedInto(db: Knex | Knex.Transaction, survivorRef: string): Promise<string[]> {
-  const rows = (await db('shopper_merges').where({ survivor_ref: survivorRef }).select('merged_ref')) as {
-    merged_ref: string;
-  }[];
-  return rows.map((r) => r.merged_ref);
+export function mergedInto(db: Knex | Knex.Transaction, survivorRef: string): Promise<string[]> {
+  return findMergedInto(db, survivorRef);
 }
 
 export type ShopperAccess =
@@ -57,10 +51,7 @@ export async function accessShopper(
   const admin = principal.scopes.has(ADMIN_SCOPE);
   if (!admin && principal.shopperRef === undefined) throw notFound();
   // One round trip: does the shopper exist, and was it merged into another?
-  const row = (await db('shoppers as s')
-    .leftJoin('shopper_merges as m', 'm.merged_ref', 's.shopper_ref')
-    .where('s.shopper_ref', shopperRef)
-    .first('m.survivor_ref')) as { survivor_ref: string | null } | undefined;
+  const row = await findShopperAndSurvivor(db, shopperRef);
   if (row === undefined) throw notFound();
   const survivor = row.survivor_ref ?? shopperRef;
   if (!admin) {

@@ -1,7 +1,8 @@
 /**
- * The transactional outbox. Events are written by the transaction that makes the change they report
- * (a ledger flush, an enrolment, a merge, a first sighting), so an event exists if and only if its
- * change committed: a rolled-back change emits nothing, a committed one is never lost.
+ * The transactional outbox's store: statement fragments another store appends to its own statement,
+ * and one statement of its own. Events are written by the transaction that makes the change they
+ * report (a ledger flush, an enrolment, a merge, a first sighting), so an event exists if and only if
+ * its change committed: a rolled-back change emits nothing, a committed one is never lost.
  *
  * One statement per write, however many events: the events, and a delivery row for every active
  * subscription that wants the type. The event row is always written, even with no subscriber: it is

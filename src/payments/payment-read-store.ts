@@ -1,6 +1,6 @@
 /**
- * Read side of payments: a shopper's purchase history and the webhook inbox, newest first, with
- * keyset cursors (stable under inserts, no OFFSET scans).
+ * SQL of the payments' read side: a shopper's purchase history and the webhook inbox, newest first,
+ * with keyset cursors (stable under inserts, no OFFSET scans). The write side is payment-store.ts.
  */
 import type { Knex } from 'knex';
 import { afterCursor, pageOf, type Page } from '../db/keyset-cursor.js';
