@@ -10,7 +10,7 @@
  */
 
 /** The ground: leaf modules everything may use. They import nothing above them. */
-const FOUNDATION = ['errors', 'ids', 'crypto', 'card-data', 'metrics', 'config'];
+const FOUNDATION = ['clock', 'errors', 'ids', 'crypto', 'card-data', 'metrics', 'config'];
 /** Shared infrastructure: knows no feature. */
 const INFRASTRUCTURE = ['logging', 'db', 'scheduling', 'ratelimit', 'auth', 'audit', 'http'];
 /**
