@@ -6,7 +6,7 @@
  */
 import type { Config } from './config/config.js';
 import { systemClock, type Clock } from './clock/clock.js';
-import type { Database } from './db/database.js';
+import { createDatabase, type Database } from './db/database.js';
 import { openCliDatabase, openServiceDatabase, type CliDatabaseOptions } from './db/embedded-store.js';
 import { migrateToLatest } from './db/migrations.js';
 import { KeyRing } from './keys/key-ring.js';
@@ -34,11 +34,13 @@ export interface KeyedCore extends Core {
 
 /**
  * Where the database comes from: the service's (it owns an embedded data folder and serves it to
- * the CLIs), a CLI command's (through the service's socket, or owning the folder while it runs), or
+ * the CLIs), the supervisor's of several workers (PostgreSQL only: a plain connection, to migrate
+ * before they start), a CLI command's (through the service's socket, or owning the folder while it runs), or
  * one the caller opened and closes itself (tests).
  */
 export type DatabaseOpening =
   | { readonly role: 'service' }
+  | { readonly role: 'supervisor' }
   | { readonly role: 'cli'; readonly cli: CliDatabaseOptions }
   | { readonly role: 'given'; readonly database: Database };
 
@@ -49,6 +51,8 @@ export interface CoreOptions {
   readonly clock?: Clock | undefined;
   /** Apply pending migrations once open (default true). A failure closes the core again. */
   readonly migrate?: boolean;
+  /** Runs when opening fails, before the core closes the master key (the key CLI's `hsm init` undo). */
+  readonly onOpenFailure?: (() => Promise<void>) | undefined;
 }
 
 /** The database, the clock, the logger and the metrics: for the CLIs that need no master key. */
@@ -93,6 +97,7 @@ async function open(config: Config, options: CoreOptions, closeKeys: () => Promi
   try {
     database = await openDatabase(config, options.database, logger);
   } catch (error) {
+    await options.onOpenFailure?.();
     await closeKeys();
     throw error;
   }
@@ -101,6 +106,7 @@ async function open(config: Config, options: CoreOptions, closeKeys: () => Promi
     if (options.migrate ?? true) migrations = await migrateToLatest(database.knex);
   } catch (error) {
     if (owned) await database.close();
+    await options.onOpenFailure?.();
     await closeKeys();
     throw error;
   }
@@ -127,6 +133,8 @@ function openDatabase(config: Config, opening: DatabaseOpening, logger: Logger):
       return Promise.resolve(opening.database);
     case 'service':
       return openServiceDatabase(config, logger);
+    case 'supervisor':
+      return Promise.resolve(createDatabase(config, logger));
     case 'cli':
       return openCliDatabase(config, opening.cli);
   }
