@@ -7,8 +7,7 @@ import cluster from 'node:cluster';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { ConfigError, describeDatabase, loadConfig, type Config } from './config/config.js';
-import { createDatabase } from './db/database.js';
-import { migrateToLatest } from './db/migrations.js';
+import { openCore } from './core.js';
 import { createLogger, type Logger } from './logging/logger.js';
 import { buildService } from './service.js';
 import { createTlsServer, readTlsCredentials } from './http/tls-listener.js';
@@ -94,13 +93,9 @@ async function main(): Promise<void> {
 
 /** The primary of a multi-process service: migrate once, fork, restart the dead, forward signals. */
 async function supervise(workers: number, logger: Logger, config: Config): Promise<void> {
-  const database = createDatabase(config, logger);
-  try {
-    const applied = await migrateToLatest(database.knex);
-    if (applied.length > 0) logger.info({ migrations: applied }, 'database migrated');
-  } finally {
-    await database.close();
-  }
+  const core = await openCore(config, { database: { role: 'supervisor' }, logger });
+  if (core.migrations.length > 0) logger.info({ migrations: core.migrations }, 'database migrated');
+  await core.close();
   let stopping = false;
   const recentDeaths: number[] = [];
   cluster.on('exit', (worker, code, signal) => {

@@ -6,16 +6,17 @@
  */
 import fs from 'node:fs';
 import type { Knex } from 'knex';
-import { describeDatabase, loadConfig } from '../config/config.js';
-import { openCliDatabase } from '../db/embedded-store.js';
+import { describeDatabase, loadConfig, type Config } from '../config/config.js';
+import { cliLogger, loadConfiguredMasterKey, openKeyedCore, type KeyedCore } from '../core.js';
 import { migrateToLatest } from '../db/migrations.js';
 import { encryptedFieldSets } from '../encrypted-field-sets.js';
-import { KeyRing } from '../keys/key-ring.js';
-import { loadMasterKey } from '../keys/master-key-source.js';
+import type { KeyActor } from '../auth/actors.js';
+import type { LoadedMasterKey } from '../keys/master-key-source.js';
 import type { TokenKeyCreated } from '../keys/master-key-sources/pkcs11.js';
 import { parseHsmInit } from './keys-hsm.js';
 import { runCli } from './cli-args.js';
 import { cliActor, runKeysCommand } from './keys-commands.js';
+import type { KeysContext } from './keys-context.js';
 import { remoteCommand, revealCommand } from './keys-shares.js';
 import { keysCommands, keysUsageFor } from './keys-usage.js';
 import { UsageError } from './usage-error.js';
@@ -50,9 +51,24 @@ async function main(argv: readonly string[]): Promise<number> {
     return 2;
   }
   const config = loadConfig(process.env, { verifiesTokens: false });
-  // `hsm init` creates the key in the token before the master key is loaded (it may be the very
-  // key the configuration names); it is destroyed again unless the command ends audited (keys-hsm.ts).
-  let tokenKeyCreated: TokenKeyCreated | undefined;
+  const tokenKey = await createTokenKey(command, argv, config);
+  const core = await openKeysCore(argv, config, tokenKey);
+  return core === undefined ? 1 : runOnCore(argv, core, tokenKey);
+}
+
+interface TokenKey {
+  /** Set when `hsm init` has just created the master key in the token: the command audits it. */
+  readonly created: TokenKeyCreated | undefined;
+  /** Destroys that key again (the command did not end audited); with a database, unless in use. */
+  undo(usedIn?: Knex): Promise<void>;
+}
+
+/**
+ * `hsm init` creates the key in the token before the master key is loaded (it may be the very key the
+ * configuration names); it is destroyed again unless the command ends audited (keys-hsm.ts).
+ */
+async function createTokenKey(command: string, argv: readonly string[], config: Config): Promise<TokenKey> {
+  let created: TokenKeyCreated | undefined;
   if (command === 'hsm') {
     const label = parseHsmInit(
       argv.slice(1),
@@ -61,29 +77,38 @@ async function main(argv: readonly string[]): Promise<number> {
     if (config.pkcs11 === undefined)
       throw new UsageError('hsm init needs PKCS11_MODULE, PKCS11_TOKEN_LABEL and PKCS11_PIN_FILE');
     const { createMasterKeyInToken } = await import('../keys/master-key-sources/pkcs11.js');
-    tokenKeyCreated = await createMasterKeyInToken(config.pkcs11, label);
+    created = await createMasterKeyInToken(config.pkcs11, label);
   }
   // With the database open, the undo first checks that nothing was wrapped under the new key (a first
   // installation naming it wraps the data keys in ensureInitialKeys below; another instance may too).
-  const undoTokenKey = async (usedIn?: Knex): Promise<void> => {
-    if (tokenKeyCreated !== undefined && config.pkcs11 !== undefined) {
+  const undo = async (usedIn?: Knex): Promise<void> => {
+    if (created !== undefined && config.pkcs11 !== undefined) {
       const { destroyCreatedTokenKey } = await import('../keys/master-key-sources/pkcs11.js');
-      const outcome = await destroyCreatedTokenKey(config.pkcs11, tokenKeyCreated, usedIn);
-      const label = tokenKeyCreated.keyLabel;
+      const outcome = await destroyCreatedTokenKey(config.pkcs11, created, usedIn);
+      const label = created.keyLabel;
       process.stderr.write(
         outcome.startsWith('kept')
           ? `keys: the key "${label}" could not be audited but is NOT destroyed (${outcome.slice('kept: '.length)}): ` +
-              `it stays in the token; record key id ${tokenKeyCreated.keyId}, key check value ` +
-              `${tokenKeyCreated.keyCheckValue} in the audit trail by hand\n`
+              `it stays in the token; record key id ${created.keyId}, key check value ` +
+              `${created.keyCheckValue} in the audit trail by hand\n`
           : `keys: the key "${label}" could not be audited: destroyed again\n`,
       );
     }
   };
-  let masterKey: Awaited<ReturnType<typeof loadMasterKey>>;
+  return { created, undo };
+}
+
+/** The core with the master key; undefined (exit 1) when the shares source has no share files. */
+async function openKeysCore(
+  argv: readonly string[],
+  config: Config,
+  tokenKey: TokenKey,
+): Promise<KeyedCore | undefined> {
+  let masterKey: LoadedMasterKey;
   try {
-    masterKey = await loadMasterKey(config.masterKey, config.masterKeyPrevious, config.masterKeyPreviousSources);
+    masterKey = await loadConfiguredMasterKey(config);
   } catch (error) {
-    await undoTokenKey();
+    await tokenKey.undo();
     throw error;
   }
   const readiness = masterKey.source.readiness();
@@ -94,20 +119,23 @@ async function main(argv: readonly string[]): Promise<number> {
       "keys: the master key is in custodians' shares (MASTER_KEY_SOURCE=shares): set MASTER_KEY_SHARE_FILES to " +
         'the paths of M cleartext share files (keys shares reveal) for this command\n',
     );
-    await undoTokenKey();
-    return 1;
+    await tokenKey.undo();
+    return undefined;
   }
-  let database: Awaited<ReturnType<typeof openCliDatabase>>;
-  try {
-    database = await openCliDatabase(config, {
-      command: `keys ${argv.slice(0, 2).join(' ')}`,
-      notice: (line) => process.stderr.write(`keys: ${line}\n`),
-    });
-  } catch (error) {
-    await undoTokenKey();
-    await masterKey.source.close?.();
-    throw error;
-  }
+  // Migrated in runOnCore, where a failure still lets the undo check the database for the key's use.
+  return openKeyedCore(config, {
+    database: {
+      role: 'cli',
+      cli: { command: `keys ${argv.slice(0, 2).join(' ')}`, notice: (line) => process.stderr.write(`keys: ${line}\n`) },
+    },
+    logger: cliLogger(config),
+    masterKey,
+    migrate: false,
+    onOpenFailure: () => tokenKey.undo(),
+  });
+}
+
+async function runOnCore(argv: readonly string[], core: KeyedCore, tokenKey: TokenKey): Promise<number> {
   let interrupted = false;
   const onSignal = (): void => {
     if (interrupted) process.exit(130);
@@ -118,45 +146,45 @@ async function main(argv: readonly string[]): Promise<number> {
   process.on('SIGTERM', onSignal);
   let code = 1;
   try {
-    await migrateToLatest(database.knex);
+    await migrateToLatest(core.database.knex);
     const actor = cliActor();
-    const ring = new KeyRing(database.knex, masterKey.source, config.vault.keyRingRefreshMs);
-    await ring.ensureInitialKeys(actor.origin);
-    code = await runKeysCommand(
-      argv,
-      {
-        knex: database.knex,
-        databaseKind: database.kind,
-        databaseDescription: describeDatabase(config),
-        masterKey: masterKey.source,
-        ring,
-        policy: {
-          singleOperator: config.keys.singleOperator,
-          production: config.nodeEnv === 'production',
-          cryptoperiodDays: config.keys.cryptoperiodDays,
-          propagationMs: config.vault.keyRingRefreshMs + PROPAGATION_MARGIN_MS,
-        },
-        // The client CA's "rows" are its certificates in force: retirement waits for them.
-        registry: encryptedFieldSets,
-        actor,
-        externalClientCaPem:
-          config.tls.clientCaFile === undefined ? undefined : fs.readFileSync(config.tls.clientCaFile, 'utf8'),
-        tokenKeyCreated,
-      },
-      {
-        stdout: process.stdout,
-        stderr: process.stderr,
-        isTTY: process.stderr.isTTY,
-        interrupted: () => interrupted,
-        confirm: process.stdin.isTTY ? terminalConfirm : undefined,
-      },
-    );
+    await core.keyRing.ensureInitialKeys(actor.origin);
+    code = await runKeysCommand(argv, keysContext(core, actor, tokenKey.created), {
+      stdout: process.stdout,
+      stderr: process.stderr,
+      isTTY: process.stderr.isTTY,
+      interrupted: () => interrupted,
+      confirm: process.stdin.isTTY ? terminalConfirm : undefined,
+    });
     return code;
   } finally {
-    if (code !== 0) await undoTokenKey(database.knex);
-    await database.close();
-    await masterKey.source.close?.();
+    if (code !== 0) await tokenKey.undo(core.database.knex);
+    await core.close();
   }
+}
+
+/** What every key command is given, from the core. */
+function keysContext(core: KeyedCore, actor: KeyActor, tokenKeyCreated: TokenKeyCreated | undefined): KeysContext {
+  const { config } = core;
+  return {
+    knex: core.database.knex,
+    databaseKind: core.database.kind,
+    databaseDescription: describeDatabase(config),
+    masterKey: core.masterKey.source,
+    ring: core.keyRing,
+    policy: {
+      singleOperator: config.keys.singleOperator,
+      production: config.nodeEnv === 'production',
+      cryptoperiodDays: config.keys.cryptoperiodDays,
+      propagationMs: config.vault.keyRingRefreshMs + PROPAGATION_MARGIN_MS,
+    },
+    // The client CA's "rows" are its certificates in force: retirement waits for them.
+    registry: encryptedFieldSets,
+    actor,
+    externalClientCaPem:
+      config.tls.clientCaFile === undefined ? undefined : fs.readFileSync(config.tls.clientCaFile, 'utf8'),
+    tokenKeyCreated,
+  };
 }
 
 const argv = process.argv.slice(2);

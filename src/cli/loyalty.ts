@@ -13,10 +13,10 @@
 import { parseArgs } from 'node:util';
 import type { Knex } from 'knex';
 import { loadConfig } from '../config/config.js';
-import { openCliDatabase } from '../db/embedded-store.js';
-import { migrateToLatest } from '../db/migrations.js';
+import { cliLogger, openCore } from '../core.js';
 import { checkLedger } from '../loyalty/ledger-check.js';
-import { LoyaltyService } from '../loyalty/loyalty-service.js';
+import { createLoyaltyLedger } from '../loyalty/loyalty-feature.js';
+import type { LoyaltyService } from '../loyalty/loyalty-service.js';
 import { runCli } from './cli-args.js';
 import { UsageError } from './usage-error.js';
 
@@ -53,7 +53,13 @@ export function parseLoyaltyArgs(argv: readonly string[]): LoyaltyArgs {
   return { command, json: parsed.values.json };
 }
 
-export async function runLoyaltyCli(argv: readonly string[], knex: Knex, io: CliOutput): Promise<number> {
+/** What the commands run on: the database (the invariant check) and the ledger's use cases. */
+export interface LoyaltyCliDeps {
+  readonly knex: Knex;
+  readonly ledger: LoyaltyService;
+}
+
+export async function runLoyaltyCli(argv: readonly string[], deps: LoyaltyCliDeps, io: CliOutput): Promise<number> {
   let args: LoyaltyArgs;
   try {
     args = parseLoyaltyArgs(argv);
@@ -63,7 +69,7 @@ export async function runLoyaltyCli(argv: readonly string[], knex: Knex, io: Cli
   }
   const { command, json } = args;
   if (command === 'expire') {
-    const run = await new LoyaltyService(knex).expireDue();
+    const run = await deps.ledger.expireDue();
     io.out(
       json
         ? `${JSON.stringify(run)}\n`
@@ -72,7 +78,7 @@ export async function runLoyaltyCli(argv: readonly string[], knex: Knex, io: Cli
     );
     return 0;
   }
-  const report = await checkLedger(knex);
+  const report = await checkLedger(deps.knex);
   if (json) {
     io.out(`${JSON.stringify(report)}\n`);
   } else {
@@ -89,15 +95,22 @@ if (import.meta.url === `file://${process.argv[1] ?? ''}`) {
   process.exitCode = await runCli('loyalty', USAGE, argv, async () => {
     const args = parseLoyaltyArgs(argv); // before anything is opened
     const config = loadConfig(process.env, { verifiesTokens: false });
-    const database = await openCliDatabase(config, {
-      command: `loyalty ${args.command}`,
-      notice: (line) => io.err(`loyalty: ${line}\n`),
+    const core = await openCore(config, {
+      database: {
+        role: 'cli',
+        cli: { command: `loyalty ${args.command}`, notice: (line) => io.err(`loyalty: ${line}\n`) },
+      },
+      logger: cliLogger(config),
     });
     try {
-      await migrateToLatest(database.knex);
-      return await runLoyaltyCli(argv, database.knex, io);
+      const { knex } = core.database;
+      return await runLoyaltyCli(
+        argv,
+        { knex, ledger: createLoyaltyLedger({ knex, clock: core.clock, logger: core.logger }) },
+        io,
+      );
     } finally {
-      await database.close();
+      await core.close();
     }
   });
 }

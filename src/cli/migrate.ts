@@ -5,7 +5,7 @@
  */
 import { parseArgs } from 'node:util';
 import { describeDatabase, loadConfig } from '../config/config.js';
-import { openCliDatabase } from '../db/embedded-store.js';
+import { cliLogger, openCore } from '../core.js';
 import { migrateToLatest, migrationConfig } from '../db/migrations.js';
 import { runCli } from './cli-args.js';
 
@@ -23,10 +23,18 @@ async function migrate(argv: readonly string[]): Promise<number> {
     strict: true,
   });
   const config = loadConfig(process.env, { verifiesTokens: false });
-  const database = await openCliDatabase(config, {
-    command: values.down ? 'migrate --down' : 'migrate',
-    notice: (line) => process.stderr.write(`migrate: ${line}\n`),
+  const core = await openCore(config, {
+    database: {
+      role: 'cli',
+      cli: {
+        command: values.down ? 'migrate --down' : 'migrate',
+        notice: (line) => process.stderr.write(`migrate: ${line}\n`),
+      },
+    },
+    logger: cliLogger(config),
+    migrate: false, // what this command does, below
   });
+  const { database } = core;
   try {
     if (values.down) {
       const [, rolledBack] = (await database.knex.migrate.rollback(migrationConfig())) as [number, string[]];
@@ -41,7 +49,7 @@ async function migrate(argv: readonly string[]): Promise<number> {
     }
     return 0;
   } finally {
-    await database.close();
+    await core.close();
   }
 }
 

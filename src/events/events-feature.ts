@@ -3,6 +3,7 @@
  * (built always, started when EVENTS_DISPATCHER_ENABLED), the admin handlers, and the backlog gauges.
  */
 import type { Knex } from 'knex';
+import type { Clock } from '../clock/clock.js';
 import type { Config } from '../config/config.js';
 import type { HandlerMap } from '../http/types.js';
 import type { KeyRing } from '../keys/key-ring.js';
@@ -11,6 +12,7 @@ import type { Metrics } from '../metrics/metrics.js';
 import { repeatEvery, type Schedule } from '../scheduling/repeat.js';
 import { EventDispatcher } from './dispatcher.js';
 import { eventsHandlers } from './events-handlers.js';
+import { moveLegacySecrets } from './subscription-secrets.js';
 import { SubscriptionService } from './subscription-service.js';
 import { deliveryBacklog } from './subscription-store.js';
 import { systemResolver, type HostResolver, type TargetPolicy } from './target-policy.js';
@@ -21,6 +23,7 @@ export interface EventsFeatureDeps {
   readonly config: Config['events'];
   /** How target host names are resolved for the SSRF check (tests map fake hosts). */
   readonly resolver?: HostResolver;
+  readonly clock: Clock;
   readonly logger: Logger;
   readonly metrics: Metrics;
 }
@@ -50,6 +53,7 @@ export function createEventsFeature(deps: EventsFeatureDeps): EventsFeature {
     keyRing: deps.keyRing,
     targets,
     resolveTimeoutMs: config.timeoutMs,
+    now: deps.clock,
   });
   const deliveries = metrics.counter('outbound_deliveries_total', 'Outbound event delivery attempts, by outcome.');
   const deadLetters = metrics.counter('outbound_dead_letters_total', 'Outbound event deliveries dead-lettered.');
@@ -58,6 +62,7 @@ export function createEventsFeature(deps: EventsFeatureDeps): EventsFeature {
     keyRing: deps.keyRing,
     targets,
     options: config,
+    now: deps.clock,
     onAttempt: (outcome, dead) => {
       deliveries({ outcome });
       if (dead) deadLetters({});
@@ -71,15 +76,28 @@ export function createEventsFeature(deps: EventsFeatureDeps): EventsFeature {
     dispatcher,
     handlers: eventsHandlers(subscriptions),
     // Stopped on close even when not started here (a test may have started it).
-    schedules: [watchBacklog(deps.knex, metrics, logger), { stop: () => dispatcher.stop() }],
+    schedules: [watchBacklog(deps, metrics, logger), { stop: () => dispatcher.stop() }],
   };
+}
+
+/**
+ * Start-up work under the master key (the keys feature runs it when the vault opens): secrets sealed
+ * under pan-encryption before they had a key of their own (issue 17), moved once.
+ */
+export async function moveLegacySubscriptionSecrets(
+  deps: Pick<EventsFeatureDeps, 'knex' | 'keyRing' | 'logger'>,
+): Promise<void> {
+  const legacySecrets = await moveLegacySecrets(deps.knex, deps.keyRing);
+  if (legacySecrets.moved + legacySecrets.failed > 0) {
+    deps.logger.info(legacySecrets, 'subscription secrets moved from pan-encryption to the subscription-secret key');
+  }
 }
 
 /**
  * Outbox backlog gauges, read from the database every 15 s (not at scrape time: a scrape must not
  * query): deliveries waiting, and the age of the oldest (the lag a subscriber sees).
  */
-function watchBacklog(knex: Knex, metrics: Metrics, logger: Logger): Schedule {
+function watchBacklog(deps: Pick<EventsFeatureDeps, 'knex' | 'clock'>, metrics: Metrics, logger: Logger): Schedule {
   let pending = 0;
   let lagSeconds = 0;
   metrics.gauge('outbound_deliveries_pending', 'Outbound event deliveries waiting (all subscriptions).', () => [
@@ -89,10 +107,11 @@ function watchBacklog(knex: Knex, metrics: Metrics, logger: Logger): Schedule {
     { labels: {}, value: lagSeconds },
   ]);
   return repeatEvery(15_000, 0, () =>
-    deliveryBacklog(knex)
+    deliveryBacklog(deps.knex)
       .then((backlog) => {
         pending = backlog.pending;
-        lagSeconds = backlog.oldest === null ? 0 : Math.max(0, (Date.now() - backlog.oldest.getTime()) / 1000);
+        lagSeconds =
+          backlog.oldest === null ? 0 : Math.max(0, (deps.clock().getTime() - backlog.oldest.getTime()) / 1000);
       })
       .catch((error: unknown) => logger.warn({ err: error }, 'reading the outbox backlog failed')),
   );

@@ -65,12 +65,18 @@ export interface CryptoperiodWatch {
 export async function watchCryptoperiods(
   db: Knex,
   policy: Readonly<Record<KeyPurpose, number>>,
-  options: { intervalMs: number; onOverdue: (period: KeyPeriod) => void; onError: (error: unknown) => void },
+  options: {
+    intervalMs: number;
+    onOverdue: (period: KeyPeriod) => void;
+    onError: (error: unknown) => void;
+    /** The application clock (default: the system's). */
+    now?: () => Date;
+  },
 ): Promise<CryptoperiodWatch> {
   let current: readonly KeyPeriod[] = [];
   const refresh = async (): Promise<readonly KeyPeriod[]> => {
     current = await liveKeyPeriods(db, policy);
-    const now = new Date();
+    const now = options.now?.() ?? new Date();
     for (const period of current) if (isOverdue(period, now)) options.onOverdue(period);
     return current;
   };

@@ -1,11 +1,12 @@
 /**
  * Composition root of the loyalty feature: its services, its HTTP handlers, the payment transition
- * listener it hangs on payments, and its expiry schedule. `buildService` and the CLIs call this; they
- * never assemble loyalty's parts themselves.
+ * listener it hangs on payments, and its expiry schedule. `buildService` calls this, the loyalty CLI
+ * {@link createLoyaltyLedger}; they never assemble loyalty's parts themselves.
  */
 import type { Request } from 'express';
 import type { Knex } from 'knex';
 import type { VaultService } from '../cards/vault-service.js';
+import type { Clock } from '../clock/clock.js';
 import type { HandlerMap } from '../http/types.js';
 import type { KeyRing } from '../keys/key-ring.js';
 import type { Logger } from '../logging/logger.js';
@@ -25,6 +26,7 @@ export interface LoyaltyFeatureDeps {
   readonly payments: ShopperPayments;
   /** In-process expiry interval; 0 turns the schedule off. */
   readonly expiryIntervalMs: number;
+  readonly clock: Clock;
   readonly logger: Logger;
   readonly metrics: Metrics;
 }
@@ -43,11 +45,14 @@ export interface LoyaltyFeature {
 
 export function createLoyaltyFeature(deps: LoyaltyFeatureDeps): LoyaltyFeature {
   const { knex, logger } = deps;
-  const loyalty = new LoyaltyService(knex, {
-    onExpiryError: (shopperRef, error) =>
-      logger.error({ err: error, shopperRef }, 'expiring a shopper failed; skipped'),
+  const loyalty = createLoyaltyLedger(deps);
+  const members = new MemberService({
+    knex,
+    keyRing: deps.keyRing,
+    vault: deps.vault,
+    payments: deps.payments,
+    now: deps.clock,
   });
-  const members = new MemberService({ knex, keyRing: deps.keyRing, vault: deps.vault, payments: deps.payments });
   const shoppers = new ShopperService(knex);
   return {
     loyalty,
@@ -61,6 +66,19 @@ export function createLoyaltyFeature(deps: LoyaltyFeatureDeps): LoyaltyFeature {
     },
     schedules: [scheduleExpiry(loyalty, deps.expiryIntervalMs, logger, deps.metrics)],
   };
+}
+
+/**
+ * The points ledger's use cases (earning, redemption, expiry) on the core's clock: what the loyalty
+ * CLI runs, without the members and handlers (it needs no master key).
+ */
+export function createLoyaltyLedger(deps: Pick<LoyaltyFeatureDeps, 'knex' | 'clock' | 'logger'>): LoyaltyService {
+  const { logger } = deps;
+  return new LoyaltyService(deps.knex, {
+    now: deps.clock,
+    onExpiryError: (shopperRef, error) =>
+      logger.error({ err: error, shopperRef }, 'expiring a shopper failed; skipped'),
+  });
 }
 
 /**

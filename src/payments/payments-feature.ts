@@ -4,6 +4,7 @@
  * (webhooks) and the reachable-shopper lookup (loyalty) are handed in.
  */
 import type { VaultService } from '../cards/vault-service.js';
+import type { Clock } from '../clock/clock.js';
 import type { Config } from '../config/config.js';
 import type { Knex } from 'knex';
 import type { HandlerMap } from '../http/types.js';
@@ -19,6 +20,7 @@ export interface PaymentsFeatureDeps {
   readonly listeners: readonly PaymentTransitionListener[];
   readonly decodeStored: StoredEventDecoder;
   readonly shopperRefs: ReachableShopperRefs;
+  readonly clock: Clock;
   readonly metrics: Metrics;
 }
 
@@ -38,6 +40,7 @@ export function createPaymentsFeature(deps: PaymentsFeatureDeps): PaymentsFeatur
     autoCaptureChannels: config.autoCaptureChannels,
     listeners: deps.listeners,
     decodeStored: deps.decodeStored,
+    now: deps.clock,
     batch: {
       maxBatch: config.batchMax,
       concurrency: config.batchConcurrency,

@@ -3,6 +3,7 @@
  * signature schemes the HTTP chain runs as a declared step of each webhook operation, and the
  * handlers that hand verified events to the payment service.
  */
+import type { Clock } from '../clock/clock.js';
 import type { Config } from '../config/config.js';
 import type { SignatureSchemes } from '../http/signed-body.js';
 import type { HandlerMap } from '../http/types.js';
@@ -22,7 +23,7 @@ export interface WebhooksFeatureDeps {
   readonly isKnownPan: (digits: string) => Promise<boolean>;
   readonly logger: Logger;
   readonly metrics: Metrics;
-  readonly now?: () => Date;
+  readonly clock: Clock;
 }
 
 export interface WebhooksFeature {
@@ -31,7 +32,7 @@ export interface WebhooksFeature {
 }
 
 export async function createWebhooksFeature(deps: WebhooksFeatureDeps): Promise<WebhooksFeature> {
-  const now = deps.now ?? (() => new Date());
+  const now = deps.clock;
   const webhooks = await loadWebhookSecrets(deps.config);
   if (webhooks.generatedDevFile !== undefined) {
     deps.logger.warn(

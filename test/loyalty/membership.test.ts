@@ -18,7 +18,9 @@ describe('loyalty: enrolment, card linking and merges, expiry, the invariant che
     signToken({ scope, shopperRef: s.shopperRef });
   const cli = async (...argv: string[]) => {
     let out = '';
-    const code = await runLoyaltyCli(argv, svc.db.knex, { out: (t) => (out += t), err: (t) => (out += t) });
+    // The service's ledger: built by the same factory (createLoyaltyLedger) as the CLI's.
+    const deps = { knex: svc.db.knex, ledger: svc.service.loyalty };
+    const code = await runLoyaltyCli(argv, deps, { out: (t) => (out += t), err: (t) => (out += t) });
     return { code, out };
   };
   async function earned(s: Shopper, pounds: number, channel: 'online' | 'in_store' = 'in_store') {

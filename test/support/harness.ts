@@ -11,6 +11,7 @@ import { loadConfig, type Config, type Env } from '../../src/config/config.js';
 import { buildService, type Service } from '../../src/service.js';
 import type { PaymentTransitionListener } from '../../src/payments/payment-service.js';
 import type { HostResolver } from '../../src/events/target-policy.js';
+import type { Clock } from '../../src/clock/clock.js';
 import { TEST_AUDIENCE, TEST_ISSUER, testJwks } from './auth.js';
 import { createTestDatabase, type TestDatabase } from './database.js';
 import { captureLogs } from './log-capture.js';
@@ -63,6 +64,8 @@ export interface StartOptions {
   readonly db?: TestDatabase;
   readonly paymentListeners?: readonly PaymentTransitionListener[];
   readonly eventResolver?: HostResolver;
+  /** The service's clock (default: the system's): a test moves time with it. */
+  readonly clock?: Clock;
 }
 
 export async function startTestService(options: StartOptions = {}): Promise<TestService> {
@@ -75,6 +78,7 @@ export async function startTestService(options: StartOptions = {}): Promise<Test
     database: db,
     enforceResponseContract: true,
     ...(options.paymentListeners === undefined ? {} : { paymentListeners: options.paymentListeners }),
+    ...(options.clock === undefined ? {} : { clock: options.clock }),
     // Tests never reach real DNS: without a resolver of their own, every webhook target is unresolvable.
     eventResolver: options.eventResolver ?? (() => Promise.reject(new Error('no DNS in tests'))),
   });
