@@ -26,6 +26,7 @@ import {
   publicKeyFromPem,
   type Custodian,
 } from './custodians.js';
+import { anySealedCustodianRow, countSealedCustodianRows, custodianClash } from './custody-store.js';
 import {
   authorisationDetails,
   authorise,
@@ -33,6 +34,7 @@ import {
   type DualControlContext,
   type RequestParams,
 } from './dual-control.js';
+import { requestParamsColumn } from './dual-control-store.js';
 import { genesisCustodians } from './request-payload.js';
 
 /** What a request to add a custodian names: the name and the key, so approvers see exactly whom. */
@@ -87,16 +89,9 @@ export async function registerCustodian(
       }
       const { jwk, thumbprint } = await jwkOf(publicKeyFromPem(input.publicKeyPem));
       // Before authorising, so that a clash does not spend the request.
-      const clash = (await trx('key_custodians')
-        .where({ name: input.name })
-        .orWhere({ key_thumbprint: thumbprint })
-        .first('id')) as unknown;
-      if (clash !== undefined) throw new AppError('CUSTODIAN_EXISTS');
+      if (await custodianClash(trx, input.name, thumbprint)) throw new AppError('CUSTODIAN_EXISTS');
       if (input.requestId === undefined) {
-        const existing = (await trx('key_custodians').whereNotNull('seal').count('* as n').first()) as {
-          n: number | string;
-        };
-        if (Number(existing.n) < 2) {
+        if ((await countSealedCustodianRows(trx)) < 2) {
           throw new AppError('CUSTODIANS_TOO_FEW', {
             detail: 'The first two custodians are registered together by the genesis ceremony (keys request genesis).',
           });
@@ -164,12 +159,10 @@ export async function completeGenesis(
     ctx.actor,
     { action: 'key.custodian.genesis', resource: `request:${requestId}` },
     async (trx) => {
-      const present = (await trx('key_custodians').whereNotNull('seal').first('id')) as unknown;
-      if (present !== undefined) {
+      if (await anySealedCustodianRow(trx)) {
         throw new AppError('CUSTODIAN_INVALID', { detail: 'Custodians are registered already: no second genesis.' });
       }
-      const row = (await trx('key_requests').where({ id: requestId }).first('params')) as
-        { params: RequestParams | string } | undefined;
+      const row = await requestParamsColumn(trx, requestId);
       if (row === undefined) throw new AppError('KEY_REQUEST_NOT_FOUND');
       // The parameters are only a guess here: authorise() compares them with what both people signed.
       const params = typeof row.params === 'string' ? (JSON.parse(row.params) as RequestParams) : row.params;

@@ -27,6 +27,13 @@ import { appendAuditEvent, canonicalJson } from '../audit/audit-log.js';
 import { AppError } from '../errors/app-error.js';
 import { newId } from '../ids/prefixed-id.js';
 import { verifyRegister } from './custodian-provenance.js';
+import {
+  activeSplitRow,
+  insertActiveSplit,
+  lockActiveSplitId,
+  supersedeActiveSplit,
+  type SplitRow,
+} from './custody-store.js';
 import { authorisationDetails, authorise, refusalsAudited, type DualControlContext } from './dual-control.js';
 import { sealMatches } from './dual-control-ledger.js';
 import type { MasterKeySource } from './master-key-types.js';
@@ -118,24 +125,13 @@ export function splitParams(input: {
   return { threshold: input.threshold, holders: holders.join(','), kekId: input.kekId };
 }
 
-interface SplitRow {
-  id: string;
-  threshold: number;
-  total: number;
-  kek_id: string;
-  holders: ShareHolder[] | string;
-  request_id: string | null;
-  created_at: Date;
-  seal: Buffer;
-}
-
 function recordOf(row: SplitRow): SplitRecord {
   return {
     id: row.id,
     threshold: Number(row.threshold),
     total: Number(row.total),
     kekId: row.kek_id,
-    holders: typeof row.holders === 'string' ? (JSON.parse(row.holders) as ShareHolder[]) : row.holders,
+    holders: (typeof row.holders === 'string' ? JSON.parse(row.holders) : row.holders) as ShareHolder[],
     requestId: row.request_id,
     createdAt: row.created_at,
   };
@@ -146,7 +142,7 @@ function recordOf(row: SplitRow): SplitRecord {
  * {@link verifySplitSeal} checks it once the key is rebuilt.
  */
 export async function activeSplit(db: Knex | Knex.Transaction): Promise<(SplitRecord & { seal: Buffer }) | undefined> {
-  const row = (await db('master_key_splits').where({ state: 'active' }).first()) as SplitRow | undefined;
+  const row = await activeSplitRow(db);
   return row === undefined ? undefined : { ...recordOf(row), seal: row.seal };
 }
 
@@ -264,18 +260,16 @@ export async function executeSplit(
       };
       const seal = await masterKey.wrap(recordDigest(record), SPLIT_AAD(id));
       const now = new Date();
-      const previous = (await trx('master_key_splits').where({ state: 'active' }).forUpdate().first('id')) as
-        { id: string } | undefined;
-      await trx('master_key_splits').where({ state: 'active' }).update({ state: 'superseded', superseded_at: now });
-      await trx('master_key_splits').insert({
+      const previous = await lockActiveSplitId(trx);
+      await supersedeActiveSplit(trx, now);
+      await insertActiveSplit(trx, {
         id,
-        state: 'active',
         threshold: record.threshold,
         total: record.total,
-        kek_id: record.kekId,
+        kekId: record.kekId,
         holders: JSON.stringify(holders),
-        request_id: record.requestId,
-        created_at: now,
+        requestId: record.requestId,
+        createdAt: now,
         seal,
       });
       await appendAuditEvent(
