@@ -23,6 +23,15 @@
 import { createHmac, randomBytes } from 'node:crypto';
 import type { Knex } from 'knex';
 import { AppError, isMasterKeyUnavailable } from '../errors/app-error.js';
+import {
+  activeChainKeyVersion,
+  findChainKey,
+  insertChainKey,
+  latestChainKeyVersion,
+  lockChainKeys,
+  rewrapChainKey,
+  type ChainKeyRow,
+} from './audit-store.js';
 
 type Db = Knex | Knex.Transaction;
 
@@ -40,12 +49,6 @@ export interface ChainKey {
   mac(label: string, fields: readonly unknown[]): string;
 }
 
-interface ChainKeyRow {
-  version: number;
-  wrapped_key: Buffer;
-  kek_id?: string;
-}
-
 class Registration {
   /** Newest first: after a master rotation in-process, the newest source opens the rewrapped key. */
   readonly wrappers: ChainKeyWrapper[] = [];
@@ -55,8 +58,7 @@ class Registration {
   async key(db: Db, version: number): Promise<ChainKey> {
     const cached = this.cache.get(version);
     if (cached !== undefined) return cached;
-    const row = (await db('audit_chain_keys').where({ version }).first('version', 'wrapped_key')) as
-      ChainKeyRow | undefined;
+    const row = await findChainKey(db, version);
     if (row === undefined) {
       throw new AppError('AUDIT_CHAIN_KEY_UNAVAILABLE', { detail: `audit-chain key v${version} does not exist` });
     }
@@ -76,26 +78,19 @@ class Registration {
   async active(
     trx: Knex.Transaction,
   ): Promise<{ key: ChainKey; created: boolean; kekId: string; previousVersion: number | null }> {
-    const row = (await trx('audit_chain_keys').where({ state: 'active' }).first('version', 'kek_id')) as
-      { version: number; kek_id: string } | undefined;
+    const row = await activeChainKeyVersion(trx);
     if (row !== undefined) {
       return { key: await this.key(trx, row.version), created: false, kekId: row.kek_id, previousVersion: null };
     }
     // Version 1 on a new database; after a later version if a database writer demoted the active
     // one (the trail goes on under a fresh key, extending the keyed chain, and its creation is an
     // entry: never a stopped service; the caller verifies the chain it extends).
-    const latest = (await trx('audit_chain_keys').max('version as v').first()) as { v: number | null } | undefined;
+    const latest = await latestChainKeyVersion(trx);
     const version = (latest?.v ?? 0) + 1;
     const wrapper = this.wrappers[0] as ChainKeyWrapper;
     const material = randomBytes(32);
     const wrapped = await wrapper.wrap(material, chainKeyAad(version));
-    await trx('audit_chain_keys').insert({
-      version,
-      state: 'active',
-      wrapped_key: wrapped,
-      kek_id: wrapper.keyId,
-      created_at: new Date(),
-    });
+    await insertChainKey(trx, { version, wrappedKey: wrapped, kekId: wrapper.keyId, createdAt: new Date() });
     const key = chainKey(version, material);
     material.fill(0);
     this.cache.set(version, key);
@@ -178,7 +173,7 @@ export async function rewrapAuditChainKeys(trx: Knex.Transaction, masterKey: Cha
   // old one would have it skipped, and unopenable (the trail unverifiable) once the old key is gone.
   const currentOnly = currentWrapper(masterKey);
   const rows: ChainKeyRow[] = [];
-  for (const row of (await trx('audit_chain_keys').forUpdate()) as ChainKeyRow[]) {
+  for (const row of await lockChainKeys(trx)) {
     if (row.kek_id !== masterKey.keyId) rows.push(row);
     else if (!(await opens(currentOnly, row))) rows.push(row);
   }
@@ -194,9 +189,7 @@ export async function rewrapAuditChainKeys(trx: Knex.Transaction, masterKey: Cha
     }
     const wrapped = await masterKey.wrap(material, chainKeyAad(row.version));
     material.fill(0);
-    await trx('audit_chain_keys')
-      .where({ version: row.version })
-      .update({ wrapped_key: wrapped, kek_id: masterKey.keyId });
+    await rewrapChainKey(trx, row.version, { wrappedKey: wrapped, kekId: masterKey.keyId });
     done.push(row.version);
   }
   return done;

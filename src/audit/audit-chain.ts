@@ -19,9 +19,16 @@ import type { Knex } from 'knex';
 import { newId } from '../ids/prefixed-id.js';
 import { maskPans } from '../logging/pan-redactor.js';
 import { chainKeysFor, type ChainKey } from './audit-chain-keys.js';
+import {
+  insertEntry,
+  writeHead,
+  type ActorType,
+  type AuditOutcome,
+  type AuditRow,
+  type HeadRow,
+} from './audit-store.js';
 
-export type AuditOutcome = 'success' | 'failure' | 'denied';
-export type ActorType = 'client' | 'custodian' | 'operator' | 'service' | 'system';
+export type { ActorType, AuditOutcome } from './audit-store.js';
 
 /** `prev_hash` of the first entry of the keyed chain. */
 export const GENESIS = 'genesis';
@@ -127,23 +134,8 @@ export function isTombstone(details: unknown): details is Tombstone {
   return r !== null && typeof r === 'object' && Object.keys(details).length === 1;
 }
 
-export interface HeadRow {
-  id: number;
-  seq: number;
-  hash: string;
-  key_version: number | null;
-  mac: string | null;
-  legacy_verdict: string | null;
-}
-
-export async function lockHead(trx: Knex.Transaction): Promise<HeadRow | undefined> {
-  return (await trx('audit_chain_head').where({ id: 1 }).forUpdate().first()) as HeadRow | undefined;
-}
-
 export async function sealHead(trx: Knex.Transaction, key: ChainKey, seq: number, hash: string): Promise<void> {
-  await trx('audit_chain_head')
-    .where({ id: 1 })
-    .update({ seq, hash, key_version: key.version, mac: headMac(key, seq, hash) });
+  await writeHead(trx, { seq, hash, keyVersion: key.version, mac: headMac(key, seq, hash) });
 }
 
 export async function headMacValid(db: Knex | Knex.Transaction, head: HeadRow): Promise<boolean> {
@@ -216,7 +208,7 @@ export async function writeEntry(
     keyVersion: key.version,
   };
   const hash = entryMac(key, fields);
-  await trx('audit_events').insert({
+  await insertEntry(trx, {
     seq: fields.seq,
     id: fields.id,
     occurred_at: now,
@@ -234,24 +226,6 @@ export async function writeEntry(
     hash,
   });
   return { ...fields, details, hash, detailsSalt: salt };
-}
-
-export interface AuditRow {
-  seq: number;
-  id: string;
-  occurred_at: Date;
-  actor: string;
-  actor_type: ActorType;
-  action: string;
-  outcome: AuditOutcome;
-  origin: string;
-  resource: string;
-  details: Record<string, unknown> | string;
-  details_digest: string | null;
-  details_salt: string | null;
-  key_version: number | null;
-  prev_hash: string;
-  hash: string;
 }
 
 export function rowToEvent(row: AuditRow): AuditEvent {

@@ -20,6 +20,7 @@ import type { KeyActor } from '../auth/actors.js';
 import { macEqual } from './audit-chain.js';
 import { publicKeyThumbprint, type AuditSignerSource } from './audit-export.js';
 import { appendAuditEvent } from './audit-log.js';
+import { auditSigningPublicKeyPems, entryHash } from './audit-store.js';
 import { verifyAuditChain } from './audit-verify.js';
 
 export const CHECKPOINT_FORMAT = 'loyalty-vault/audit-checkpoint/v1';
@@ -123,7 +124,7 @@ export async function verifyAgainstCheckpoint(
       checkpoint: claims,
     };
   }
-  const row = (await knex('audit_events').where({ seq: claims.seq }).first('hash')) as { hash: string } | undefined;
+  const row = await entryHash(knex, claims.seq);
   if (row === undefined || !macEqual(row.hash, claims.hash)) {
     return {
       ok: false,
@@ -152,7 +153,7 @@ async function checkpointClaims(knex: Knex, jws: string, trust: CheckpointTrust)
     if (kid !== trust.thumbprint) {
       return `the checkpoint is signed by key ${kid ?? '-'}, not by the pinned audit-signing key ${trust.thumbprint}`;
     }
-    const pems = (await knex('data_keys').where({ purpose: 'audit-signing' }).pluck('public_key_pem')) as string[];
+    const pems = await auditSigningPublicKeyPems(knex);
     for (const pem of pems) {
       const candidate = createPublicKey(pem);
       if ((await publicKeyThumbprint(candidate)) === trust.thumbprint) key = candidate;

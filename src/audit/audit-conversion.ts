@@ -30,18 +30,26 @@ import {
   newDetailsSalt,
   rowToEvent,
   writeEntry,
-  type AuditRow,
-  type HeadRow,
   type Tip,
 } from './audit-chain.js';
+import {
+  anyKeyedEntry,
+  entriesAfter,
+  firstChainKeyVersion,
+  firstEntrySeqAfter,
+  migrationTime,
+  rechainEntry,
+  replaceEntryDetails,
+  type AuditRow,
+  type HeadRow,
+} from './audit-store.js';
 
 const BATCH = 1000;
 
 /** True when the head and entries look like a chain never keyed: the only state conversion accepts. */
 export async function isUnconvertedLegacyChain(trx: Knex.Transaction, head: HeadRow): Promise<boolean> {
   if (head.mac !== null || head.key_version !== null || head.seq === 0) return false;
-  const keyed: unknown = await trx('audit_events').whereNotNull('key_version').first('seq');
-  return keyed === undefined;
+  return !(await anyKeyedEntry(trx));
 }
 
 /** The migration that introduced the keyed chain: no plain (unkeyed) entry can be younger than it. */
@@ -55,17 +63,14 @@ const KEYED_CHAIN_MIGRATION = '20261206000300_audit_keyed_chain';
  * it would key the rewrite. The append records `audit.chain-head-invalid` instead.
  */
 export async function conversionRefusal(trx: Knex.Transaction): Promise<string | undefined> {
-  const key = (await trx('audit_chain_keys').min('version as v').first()) as { v: number | null } | undefined;
+  const key = await firstChainKeyVersion(trx);
   if (key?.v !== null && key?.v !== undefined) {
     return `the plain chain was not converted: audit-chain key v${key.v} exists, so the trail was keyed before and has been rewritten`;
   }
-  const migration = (await trx('knex_migrations')
-    .where('name', 'like', `${KEYED_CHAIN_MIGRATION}%`)
-    .first('migration_time')) as { migration_time: Date | string } | undefined;
+  const migration = await migrationTime(trx, KEYED_CHAIN_MIGRATION);
   if (migration !== undefined) {
     const ranAt = new Date(migration.migration_time);
-    const younger = (await trx('audit_events').where('occurred_at', '>', ranAt).min('seq as seq').first()) as
-      { seq: number | null } | undefined;
+    const younger = await firstEntrySeqAfter(trx, ranAt);
     if (younger?.seq !== null && younger?.seq !== undefined) {
       return `the plain chain was not converted: entry ${younger.seq} is dated after the keyed chain was introduced (${ranAt.toISOString()}), so it was rewritten`;
     }
@@ -80,7 +85,7 @@ export async function convertLegacyChain(trx: Knex.Transaction, key: ChainKey, h
   let entries = 0;
   const pendingRedactions: { seq: number; id: string; reason: string }[] = [];
   for (let after = 0; ;) {
-    const rows = (await trx('audit_events').where('seq', '>', after).orderBy('seq').limit(BATCH)) as AuditRow[];
+    const rows = await entriesAfter(trx, after, BATCH);
     for (const row of rows) {
       const event = rowToEvent(row);
       legacyProblem ??= legacyCheck(row, event, tip.seq + 1, legacyPrev);
@@ -95,7 +100,7 @@ export async function convertLegacyChain(trx: Knex.Transaction, key: ChainKey, h
         pendingRedactions.push({ seq: row.seq, id: row.id, reason: event.details.redacted.reason });
       }
       const hash = entryMac(key, { ...event, detailsDigest: digest, prevHash: tip.hash, keyVersion: key.version });
-      await trx('audit_events').where({ seq: row.seq }).update({
+      await rechainEntry(trx, row.seq, {
         details_salt: salt,
         details_digest: digest,
         key_version: key.version,
@@ -151,11 +156,11 @@ export async function convertLegacyChain(trx: Knex.Transaction, key: ChainKey, h
       },
       now,
     );
-    await trx('audit_events')
-      .where({ seq: pending.seq })
-      .update({
-        details: JSON.stringify({ redacted: { bySeq: entry.seq, at: now.toISOString(), reason: pending.reason } }),
-      });
+    await replaceEntryDetails(
+      trx,
+      pending.seq,
+      JSON.stringify({ redacted: { bySeq: entry.seq, at: now.toISOString(), reason: pending.reason } }),
+    );
     tip = entry;
   }
   return tip;

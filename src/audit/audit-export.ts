@@ -18,6 +18,7 @@ import { AppError } from '../errors/app-error.js';
 import type { KeyActor } from '../auth/actors.js';
 import { detailsDigest, isTombstone, legacyHash } from './audit-chain.js';
 import { appendAuditEvent, rowToEvent, type AuditEvent } from './audit-log.js';
+import { entriesBetween, seqBoundsOf } from './audit-store.js';
 import { verifyAuditChain } from './audit-verify.js';
 
 export const EXPORT_FORMAT = 'loyalty-vault/audit-export/v2';
@@ -93,16 +94,11 @@ export async function exportAudit(
   const verdict = await verifyAuditChain(knex);
   // A contiguous run of the chain (instances' clocks may differ slightly, `seq` never does): from the
   // first entry at or after `from` to the last one before `to`.
-  const bounds = (await knex('audit_events')
-    .min({ first: knex.raw('case when occurred_at >= ? then seq end', [range.from]) })
-    .max({ last: knex.raw('case when occurred_at < ? then seq end', [range.to]) })
-    .first()) as { first: number | string | null; last: number | string | null };
+  const bounds = await seqBoundsOf(knex, range);
   const rows =
     bounds.first === null || bounds.last === null
       ? []
-      : ((await knex('audit_events')
-          .whereBetween('seq', [Number(bounds.first), Number(bounds.last)])
-          .orderBy('seq')) as Parameters<typeof rowToEvent>[0][]);
+      : await entriesBetween(knex, Number(bounds.first), Number(bounds.last));
   const doc: AuditExportDocument = {
     format: EXPORT_FORMAT,
     exportedAt: now.toISOString(),

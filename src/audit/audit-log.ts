@@ -28,7 +28,6 @@ import {
   headMacValid,
   holdsCardData,
   isTombstone,
-  lockHead,
   macEqual,
   maskCardData,
   maskCardDataDeep,
@@ -37,9 +36,17 @@ import {
   writeEntry,
   type AuditEvent,
   type AuditEventInput,
-  type AuditRow,
   type Tip,
 } from './audit-chain.js';
+import {
+  findEntry,
+  headKeyVersion,
+  lastEntrySeq,
+  lockEntry,
+  lockHead,
+  tombstoneEntry,
+  type AuditRow,
+} from './audit-store.js';
 import { conversionRefusal, convertLegacyChain, isUnconvertedLegacyChain } from './audit-conversion.js';
 import { verifyAuditChain } from './audit-verify.js';
 
@@ -137,7 +144,7 @@ async function openChain(trx: Knex.Transaction, now: Date): Promise<{ key: Chain
     if (!verdict.ok) problem = `the active audit-chain key was gone and the chain does not verify: ${verdict.reason}`;
   }
   if (problem !== undefined) {
-    const last = (await trx('audit_events').max('seq as seq').first()) as { seq: number | null };
+    const last = await lastEntrySeq(trx);
     tip = await writeEntry(
       trx,
       key,
@@ -211,8 +218,7 @@ export async function auditedWrite<T>(
 
 /** {@link ensureAuditChain} only when the chain has never been keyed (the key CLI's `audit` commands). */
 export async function convertAuditChainIfNeeded(knex: Knex): Promise<void> {
-  const head = (await knex('audit_chain_head').where({ id: 1 }).first('key_version')) as
-    { key_version: number | null } | undefined;
+  const head = await headKeyVersion(knex);
   if (head !== undefined && head.key_version === null) await ensureAuditChain(knex);
 }
 
@@ -249,7 +255,7 @@ export function redactAuditEntry(
         });
       }
       const { key, tip } = await openChain(trx, now());
-      const row = (await trx('audit_events').where({ seq: redaction.seq }).forUpdate().first()) as AuditRow | undefined;
+      const row = await lockEntry(trx, redaction.seq);
       if (row === undefined) throw new AppError('AUDIT_REDACTION_INVALID', { detail: `no entry ${redaction.seq}` });
       const target = rowToEvent(row);
       if (protectedAction(target.action)) {
@@ -285,12 +291,11 @@ export function redactAuditEntry(
         at,
       );
       await sealHead(trx, key, entry.seq, entry.hash);
-      await trx('audit_events')
-        .where({ seq: redaction.seq })
-        .update({
-          details: JSON.stringify({ redacted: { bySeq: entry.seq, at: at.toISOString(), reason } }),
-          details_salt: null,
-        });
+      await tombstoneEntry(
+        trx,
+        redaction.seq,
+        JSON.stringify({ redacted: { bySeq: entry.seq, at: at.toISOString(), reason } }),
+      );
       return entry;
     },
     now,
@@ -303,7 +308,7 @@ export function redactAuditEntry(
  * Whether entries were deleted around it is `verifyAuditChain`'s question.
  */
 export async function auditEntryIntact(db: Knex | Knex.Transaction, seq: number): Promise<boolean> {
-  const row = (await db('audit_events').where({ seq }).first()) as AuditRow | undefined;
+  const row = await findEntry(db, seq);
   return row !== undefined && (await entryIntact(db, row));
 }
 

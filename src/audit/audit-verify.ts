@@ -16,17 +16,8 @@
 import type { Knex } from 'knex';
 import { isAppError } from '../errors/app-error.js';
 import { chainKeysFor, type ChainKey } from './audit-chain-keys.js';
-import {
-  detailsDigest,
-  entryMac,
-  GENESIS,
-  headMacValid,
-  isTombstone,
-  macEqual,
-  rowToEvent,
-  type AuditRow,
-  type HeadRow,
-} from './audit-chain.js';
+import { detailsDigest, entryMac, GENESIS, headMacValid, isTombstone, macEqual, rowToEvent } from './audit-chain.js';
+import { entriesFrom, readHead } from './audit-store.js';
 
 export type ChainVerdict =
   | {
@@ -51,10 +42,7 @@ export async function verifyAuditChain(knex: Knex | Knex.Transaction, batchSize 
   let headAnomaly: { seq: number; reason: string } | undefined;
   let converted: { seq: number; at: string; entries: number } | undefined;
   for (;;) {
-    const rows = (await knex('audit_events')
-      .where('seq', '>=', expectedSeq)
-      .orderBy('seq')
-      .limit(batchSize)) as AuditRow[];
+    const rows = await entriesFrom(knex, expectedSeq, batchSize);
     for (const row of rows) {
       const event = rowToEvent(row);
       const fail = (reason: string) => broken(checked, event.seq, reason);
@@ -117,7 +105,7 @@ export async function verifyAuditChain(knex: Knex | Knex.Transaction, batchSize 
   for (const [target] of redactions.values()) {
     return broken(checked, target!, 'is redacted, but no redaction entry records it (redacted by hand)');
   }
-  const head = (await knex('audit_chain_head').where({ id: 1 }).first()) as HeadRow | undefined;
+  const head = await readHead(knex);
   if (head === undefined) return broken(checked, checked + 1, 'the chain head row is missing');
   if (head.seq !== checked || head.hash !== expectedPrev) {
     return broken(

@@ -14,6 +14,7 @@ import { createCheckpoint, verifyAgainstCheckpoint } from '../audit/audit-checkp
 import { exportAudit, publicKeyThumbprint, verifyAuditExport } from '../audit/audit-export.js';
 import { auditSigner } from '../keys/audit-signer.js';
 import { appendAuditEvent, convertAuditChainIfNeeded, redactAuditEntry, verifyAuditChain } from '../audit/audit-log.js';
+import { auditSigningPublicKey } from '../audit/audit-store.js';
 import type { KeysContext } from './keys-context.js';
 import { UsageError } from './usage-error.js';
 
@@ -215,13 +216,10 @@ async function publicKey(args: readonly string[], ctx: KeysContext, out: (t: str
     options: { version: { type: 'string' }, out: { type: 'string' } },
     strict: true,
   });
-  const query = ctx.knex('data_keys').where({ purpose: 'audit-signing' });
-  if (values.version !== undefined) {
-    if (!/^[1-9]\d{0,8}$/.test(values.version)) throw new UsageError('--version must be a positive whole number');
-    void query.andWhere({ version: Number(values.version) });
-  } else void query.andWhere({ state: 'active' });
-  const row = (await query.first('version', 'public_key_pem')) as
-    { version: number; public_key_pem: string } | undefined;
+  if (values.version !== undefined && !/^[1-9]\d{0,8}$/.test(values.version)) {
+    throw new UsageError('--version must be a positive whole number');
+  }
+  const row = await auditSigningPublicKey(ctx.knex, values.version === undefined ? undefined : Number(values.version));
   if (row === undefined) throw new UsageError('no such audit-signing version');
   const thumbprint = await publicKeyThumbprint(createPublicKey(row.public_key_pem));
   if (values.out !== undefined) {

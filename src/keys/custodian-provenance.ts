@@ -28,9 +28,11 @@
 import type { JWK } from 'jose';
 import type { Knex } from 'knex';
 import { auditEntryIntact } from '../audit/audit-log.js';
+import { successfulEntries } from '../audit/audit-store.js';
 import { isAppError } from '../errors/app-error.js';
 import { verifyLedger } from './dual-control-ledger.js';
 import { jwkFromX, listCustodians, type Custodian } from './custodians.js';
+import { approvalsOfRequests } from './dual-control-store.js';
 import type { MasterKeySource } from './master-key-types.js';
 import { genesisCustodians, parsePayload, safeKid, verifyApproval, type RequestPayload } from './request-payload.js';
 
@@ -56,12 +58,7 @@ export async function verifyRegister(
 ): Promise<RegisterVerdict> {
   const sealed = await listCustodians(db, masterKey);
   const requestIds = [...new Set(sealed.map((c) => c.authorisedBy).filter((id): id is string => id !== null))];
-  const rows =
-    requestIds.length === 0
-      ? []
-      : ((await db('key_approvals')
-          .whereIn('request_id', requestIds)
-          .select('request_id', 'key_thumbprint', 'jws')) as ApprovalRow[]);
+  const rows = requestIds.length === 0 ? [] : await approvalsOfRequests(db, requestIds);
   const byRequest = new Map<string, ApprovalRow[]>();
   for (const row of rows) byRequest.set(row.request_id, [...(byRequest.get(row.request_id) ?? []), row]);
 
@@ -124,10 +121,7 @@ async function genesisUnanchored(
   if (first?.operation !== 'genesis' || first.requestId !== requestId) {
     return `the genesis ${requestId} is not the first execution in the sealed ledger`;
   }
-  const entries = (await db('audit_events')
-    .where({ action: 'key.custodian.genesis', outcome: 'success' })
-    .orderBy('seq')
-    .select('seq', 'resource')) as { seq: number | string; resource: string }[];
+  const entries = await successfulEntries(db, 'key.custodian.genesis');
   if (entries.length !== 1) return `the audit trail holds ${entries.length} genesis entries, not one`;
   const [entry] = entries;
   if (entry!.resource !== `request:${requestId}`) return 'the audit trail records another genesis';

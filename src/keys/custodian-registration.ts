@@ -13,6 +13,7 @@
  *
  * There is no third way: a row written with database access alone has no seal and is no custodian.
  */
+import type { JWK } from 'jose';
 import type { Knex } from 'knex';
 import { appendAuditEvent } from '../audit/audit-log.js';
 import { AppError } from '../errors/app-error.js';
@@ -26,13 +27,16 @@ import {
   publicKeyFromPem,
   type Custodian,
 } from './custodians.js';
+import { anySealedCustodianRow, countSealedCustodianRows, custodianClash } from './custody-store.js';
 import {
   authorisationDetails,
   authorise,
   refusalsAudited,
+  type Authorisation,
   type DualControlContext,
   type RequestParams,
 } from './dual-control.js';
+import { requestParamsColumn } from './dual-control-store.js';
 import { genesisCustodians } from './request-payload.js';
 
 /** What a request to add a custodian names: the name and the key, so approvers see exactly whom. */
@@ -65,6 +69,33 @@ export async function genesisParams(
   return out;
 }
 
+/**
+ * The refusals that come before authorising, so that they do not spend the request: a bad name, no
+ * acknowledgement, a name or key already on the register, no request while genesis is still due.
+ */
+async function registrable(
+  trx: Knex.Transaction,
+  input: { name: string; publicKeyPem: string; acknowledged: boolean; requestId: string | undefined },
+): Promise<{ jwk: JWK; thumbprint: string }> {
+  assertCustodianName(input.name);
+  if (!input.acknowledged) {
+    throw new AppError('CUSTODIAN_INVALID', {
+      detail: 'The custodian must acknowledge their responsibilities (--acknowledge) to be registered.',
+    });
+  }
+  const { jwk, thumbprint } = await jwkOf(publicKeyFromPem(input.publicKeyPem));
+  // Before authorising, so that a clash does not spend the request.
+  if (await custodianClash(trx, input.name, thumbprint)) throw new AppError('CUSTODIAN_EXISTS');
+  if (input.requestId === undefined) {
+    if ((await countSealedCustodianRows(trx)) < 2) {
+      throw new AppError('CUSTODIANS_TOO_FEW', {
+        detail: 'The first two custodians are registered together by the genesis ceremony (keys request genesis).',
+      });
+    }
+  }
+  return { jwk, thumbprint };
+}
+
 /** Registers a later custodian under an add-custodian request approved by two custodians. */
 export async function registerCustodian(
   knex: Knex,
@@ -79,29 +110,7 @@ export async function registerCustodian(
     ctx.actor,
     { action: 'key.custodian.registered', resource: `custodian:${id}` },
     async (trx) => {
-      assertCustodianName(input.name);
-      if (!input.acknowledged) {
-        throw new AppError('CUSTODIAN_INVALID', {
-          detail: 'The custodian must acknowledge their responsibilities (--acknowledge) to be registered.',
-        });
-      }
-      const { jwk, thumbprint } = await jwkOf(publicKeyFromPem(input.publicKeyPem));
-      // Before authorising, so that a clash does not spend the request.
-      const clash = (await trx('key_custodians')
-        .where({ name: input.name })
-        .orWhere({ key_thumbprint: thumbprint })
-        .first('id')) as unknown;
-      if (clash !== undefined) throw new AppError('CUSTODIAN_EXISTS');
-      if (input.requestId === undefined) {
-        const existing = (await trx('key_custodians').whereNotNull('seal').count('* as n').first()) as {
-          n: number | string;
-        };
-        if (Number(existing.n) < 2) {
-          throw new AppError('CUSTODIANS_TOO_FEW', {
-            detail: 'The first two custodians are registered together by the genesis ceremony (keys request genesis).',
-          });
-        }
-      }
+      const { jwk, thumbprint } = await registrable(trx, input);
       // Custodian registration is never single-operator: it decides who controls everything else.
       const auth = await authorise(
         trx,
@@ -164,12 +173,10 @@ export async function completeGenesis(
     ctx.actor,
     { action: 'key.custodian.genesis', resource: `request:${requestId}` },
     async (trx) => {
-      const present = (await trx('key_custodians').whereNotNull('seal').first('id')) as unknown;
-      if (present !== undefined) {
+      if (await anySealedCustodianRow(trx)) {
         throw new AppError('CUSTODIAN_INVALID', { detail: 'Custodians are registered already: no second genesis.' });
       }
-      const row = (await trx('key_requests').where({ id: requestId }).first('params')) as
-        { params: RequestParams | string } | undefined;
+      const row = await requestParamsColumn(trx, requestId);
       if (row === undefined) throw new AppError('KEY_REQUEST_NOT_FOUND');
       // The parameters are only a guess here: authorise() compares them with what both people signed.
       const params = typeof row.params === 'string' ? (JSON.parse(row.params) as RequestParams) : row.params;
@@ -189,51 +196,7 @@ export async function completeGenesis(
       if (auth.mode !== 'dual-control') throw new AppError('DUAL_CONTROL_REQUIRED');
       const registered: Custodian[] = [];
       for (const who of genesisCustodians(auth.payload.params)) {
-        const key = await jwkFromX(who.x);
-        if (key === undefined || key.thumbprint !== who.thumbprint) throw new AppError('CUSTODIAN_INVALID');
-        const id = newId('cus');
-        await insertSealedCustodian(
-          trx,
-          ctx.masterKey,
-          {
-            id,
-            name: who.name,
-            jwk: key.jwk,
-            thumbprint: who.thumbprint,
-            authorisedBy: requestId,
-            registeredBy: ctx.actor.actor,
-          },
-          now,
-        );
-        const approval = auth.approvals.find((a) => a.keyThumbprint === who.thumbprint);
-        await appendAuditEvent(
-          trx,
-          {
-            actor: who.name,
-            actorType: 'custodian',
-            action: 'key.custodian.registered',
-            outcome: 'success',
-            origin: ctx.actor.origin,
-            resource: `custodian:${id}`,
-            details: {
-              name: who.name,
-              keyThumbprint: who.thumbprint,
-              acknowledgement: CUSTODIAN_ACKNOWLEDGEMENT,
-              authorisation: 'genesis',
-              requestId,
-              proofOfPossession: approval?.jws,
-            },
-          },
-          now,
-        );
-        registered.push({
-          id,
-          name: who.name,
-          keyThumbprint: who.thumbprint,
-          publicKeyJwk: key.jwk,
-          acknowledgedAt: now,
-          authorisedBy: requestId,
-        });
+        registered.push(await registerGenesisCustodian(trx, who, auth, ctx, now));
       }
       await appendAuditEvent(
         trx,
@@ -253,4 +216,63 @@ export async function completeGenesis(
     },
     now,
   );
+}
+
+/**
+ * In the genesis transaction (after authorise): one of the two people the signed payload names, as a
+ * sealed custodian, audited with their signature over the genesis as proof of possession of their key.
+ */
+async function registerGenesisCustodian(
+  trx: Knex.Transaction,
+  who: { readonly name: string; readonly thumbprint: string; readonly x: string },
+  auth: Authorisation & { mode: 'dual-control' },
+  ctx: DualControlContext,
+  now: Date,
+): Promise<Custodian> {
+  const requestId = auth.requestId;
+  const key = await jwkFromX(who.x);
+  if (key === undefined || key.thumbprint !== who.thumbprint) throw new AppError('CUSTODIAN_INVALID');
+  const id = newId('cus');
+  await insertSealedCustodian(
+    trx,
+    ctx.masterKey,
+    {
+      id,
+      name: who.name,
+      jwk: key.jwk,
+      thumbprint: who.thumbprint,
+      authorisedBy: requestId,
+      registeredBy: ctx.actor.actor,
+    },
+    now,
+  );
+  const approval = auth.approvals.find((a) => a.keyThumbprint === who.thumbprint);
+  await appendAuditEvent(
+    trx,
+    {
+      actor: who.name,
+      actorType: 'custodian',
+      action: 'key.custodian.registered',
+      outcome: 'success',
+      origin: ctx.actor.origin,
+      resource: `custodian:${id}`,
+      details: {
+        name: who.name,
+        keyThumbprint: who.thumbprint,
+        acknowledgement: CUSTODIAN_ACKNOWLEDGEMENT,
+        authorisation: 'genesis',
+        requestId,
+        proofOfPossession: approval?.jws,
+      },
+    },
+    now,
+  );
+  return {
+    id,
+    name: who.name,
+    keyThumbprint: who.thumbprint,
+    publicKeyJwk: key.jwk,
+    acknowledgedAt: now,
+    authorisedBy: requestId,
+  };
 }

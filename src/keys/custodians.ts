@@ -13,6 +13,15 @@ import { createHash } from 'node:crypto';
 import { calculateJwkThumbprint, type JWK } from 'jose';
 import type { Knex } from 'knex';
 import { AppError, isMasterKeyUnavailable } from '../errors/app-error.js';
+import {
+  custodianClash,
+  custodianRowByThumbprint,
+  custodianRows,
+  custodianSeals,
+  insertCustodian,
+  writeCustodianSeal,
+  type CustodianRow,
+} from './custody-store.js';
 import { rewrapLedgerSeal, sealMatches } from './dual-control-ledger.js';
 import type { MasterKeySource } from './master-key-types.js';
 
@@ -37,17 +46,6 @@ export interface Custodian {
 export interface CustodianRecord extends Custodian {
   /** False for a row the master key never sealed: it is listed, flagged, and trusted for nothing. */
   readonly sealed: boolean;
-}
-
-interface CustodianRow {
-  id: string;
-  name: string;
-  public_key_jwk: JWK | string;
-  key_thumbprint: string;
-  acknowledgement: string;
-  acknowledged_at: Date;
-  authorised_by: string | null;
-  seal: Buffer | null;
 }
 
 export function assertCustodianName(name: string): void {
@@ -124,25 +122,21 @@ export async function insertSealedCustodian(
   c: { id: string; name: string; jwk: JWK; thumbprint: string; authorisedBy: string; registeredBy: string },
   now: Date,
 ): Promise<void> {
-  const clash = (await trx('key_custodians')
-    .where({ name: c.name })
-    .orWhere({ key_thumbprint: c.thumbprint })
-    .first('id')) as unknown;
-  if (clash !== undefined) throw new AppError('CUSTODIAN_EXISTS');
+  if (await custodianClash(trx, c.name, c.thumbprint)) throw new AppError('CUSTODIAN_EXISTS');
   const seal = await masterKey.wrap(
     recordDigest({ ...c, acknowledgement: CUSTODIAN_ACKNOWLEDGEMENT, acknowledgedAt: now }),
     sealAad(c.id),
   );
-  await trx('key_custodians').insert({
+  await insertCustodian(trx, {
     id: c.id,
     name: c.name,
-    public_key_jwk: JSON.stringify(c.jwk),
-    key_thumbprint: c.thumbprint,
+    publicKeyJwk: JSON.stringify(c.jwk),
+    keyThumbprint: c.thumbprint,
     acknowledgement: CUSTODIAN_ACKNOWLEDGEMENT,
-    acknowledged_at: now,
-    registered_by: c.registeredBy,
-    authorised_by: c.authorisedBy,
-    created_at: now,
+    acknowledgedAt: now,
+    registeredBy: c.registeredBy,
+    authorisedBy: c.authorisedBy,
+    createdAt: now,
     seal,
   });
 }
@@ -187,7 +181,7 @@ export async function listCustodianRecords(
   db: Knex | Knex.Transaction,
   masterKey: MasterKeySource,
 ): Promise<CustodianRecord[]> {
-  const rows = (await db('key_custodians').orderBy('name')) as CustodianRow[];
+  const rows = await custodianRows(db);
   return Promise.all(rows.map((row) => toRecord(masterKey, row)));
 }
 
@@ -202,7 +196,7 @@ export async function findCustodianByThumbprint(
   masterKey: MasterKeySource,
   thumbprint: string,
 ): Promise<Custodian | undefined> {
-  const row = (await db('key_custodians').where({ key_thumbprint: thumbprint }).first()) as CustodianRow | undefined;
+  const row = await custodianRowByThumbprint(db, thumbprint);
   if (row === undefined) return undefined;
   const record = await toRecord(masterKey, row);
   return record.sealed ? record : undefined;
@@ -210,11 +204,7 @@ export async function findCustodianByThumbprint(
 
 /** For a master-key rotation: reseals every custodian that a configured master key opens. */
 export async function rewrapCustodianSeals(trx: Knex.Transaction, masterKey: MasterKeySource): Promise<void> {
-  const rows = (await trx('key_custodians').whereNotNull('seal').select('id', 'seal')) as {
-    id: string;
-    seal: Buffer;
-  }[];
-  for (const row of rows) {
+  for (const row of await custodianSeals(trx)) {
     let digest: Buffer;
     try {
       digest = await masterKey.unwrap(row.seal, sealAad(row.id));
@@ -223,9 +213,7 @@ export async function rewrapCustodianSeals(trx: Knex.Transaction, masterKey: Mas
       if (isMasterKeyUnavailable(error)) throw error;
       continue;
     }
-    await trx('key_custodians')
-      .where({ id: row.id })
-      .update({ seal: await masterKey.wrap(digest, sealAad(row.id)) });
+    await writeCustodianSeal(trx, row.id, await masterKey.wrap(digest, sealAad(row.id)));
   }
 }
 

@@ -24,7 +24,18 @@
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Knex } from 'knex';
+import { auditEntryExists } from '../audit/audit-store.js';
 import { AppError, isMasterKeyUnavailable } from '../errors/app-error.js';
+import {
+  executions,
+  firstExecution,
+  insertExecution,
+  lockLedgerHead,
+  readLedgerHead,
+  writeLedgerHead,
+  writeLedgerSeal,
+  type LedgerHeadRow,
+} from './dual-control-store.js';
 import type { MasterKeySource } from './master-key-types.js';
 
 const LEDGER_LABEL = 'loyalty-vault/dual-control-ledger/v1';
@@ -36,20 +47,6 @@ export interface LedgerState {
   readonly chain: string;
   /** Request ids that ran, in order. */
   readonly executed: ReadonlySet<string>;
-}
-
-interface HeadRow {
-  seq: number;
-  chain: string;
-  seal: Buffer | null;
-}
-
-interface ExecutionRow {
-  request_id: string;
-  seq: number;
-  operation: string;
-  payload_sha256: string;
-  chain: string;
 }
 
 function link(previous: string, seq: number, requestId: string, operation: string, payloadSha256: string): string {
@@ -73,7 +70,7 @@ function tampered(detail: string): AppError {
  * Throws DUAL_CONTROL_TAMPERED when they disagree.
  */
 export async function readLedger(trx: Knex.Transaction, masterKey: MasterKeySource): Promise<LedgerState> {
-  const head = (await trx('dual_control_ledger').where({ id: 1 }).forUpdate().first()) as HeadRow | undefined;
+  const head = await lockLedgerHead(trx);
   return checkedLedger(trx, masterKey, head);
 }
 
@@ -85,10 +82,9 @@ export async function verifyLedger(
   db: Knex | Knex.Transaction,
   masterKey: MasterKeySource,
 ): Promise<LedgerState & { readonly first: { readonly requestId: string; readonly operation: string } | undefined }> {
-  const head = (await db('dual_control_ledger').where({ id: 1 }).first()) as HeadRow | undefined;
+  const head = await readLedgerHead(db);
   const ledger = await checkedLedger(db, masterKey, head);
-  const first = (await db('key_request_executions').where({ seq: 1 }).first('request_id', 'operation')) as
-    { request_id: string; operation: string } | undefined;
+  const first = await firstExecution(db);
   return {
     ...ledger,
     first: first === undefined ? undefined : { requestId: first.request_id, operation: first.operation },
@@ -98,10 +94,10 @@ export async function verifyLedger(
 async function checkedLedger(
   db: Knex | Knex.Transaction,
   masterKey: MasterKeySource,
-  head: HeadRow | undefined,
+  head: LedgerHeadRow | undefined,
 ): Promise<LedgerState> {
   if (head === undefined) throw tampered('The dual-control ledger head is missing.');
-  const rows = (await db('key_request_executions').orderBy('seq')) as ExecutionRow[];
+  const rows = await executions(db);
   let chain = ZERO_CHAIN;
   const executed = new Set<string>();
   for (const [index, row] of rows.entries()) {
@@ -158,7 +154,7 @@ export async function appendExecution(
 ): Promise<void> {
   const seq = ledger.seq + 1;
   const chain = link(ledger.chain, seq, execution.requestId, execution.operation, execution.payloadSha256);
-  await trx('key_request_executions').insert({
+  await insertExecution(trx, {
     request_id: execution.requestId,
     seq,
     operation: execution.operation,
@@ -167,7 +163,7 @@ export async function appendExecution(
     executed_at: now,
   });
   const seal = await masterKey.wrap(headDigest(seq, chain), HEAD_AAD);
-  await trx('dual_control_ledger').where({ id: 1 }).update({ seq, chain, seal });
+  await writeLedgerHead(trx, { seq, chain, seal });
 }
 
 /**
@@ -175,29 +171,20 @@ export async function appendExecution(
  * the second witness, which a rollback of the ledger to an older sealed state does not remove.
  */
 export async function auditRecordsExecution(db: Knex | Knex.Transaction, requestId: string): Promise<boolean> {
-  const row = (await db('audit_events')
-    .where({ action: 'key.request.executed', resource: `request:${requestId}`, outcome: 'success' })
-    .first('seq')) as unknown;
-  return row !== undefined;
+  return auditEntryExists(db, { action: 'key.request.executed', resource: `request:${requestId}`, outcome: 'success' });
 }
 
 export async function auditRecordsAnyExecution(db: Knex | Knex.Transaction): Promise<boolean> {
-  const row = (await db('audit_events')
-    .where({ action: 'key.request.executed', outcome: 'success' })
-    .first('seq')) as unknown;
-  return row !== undefined;
+  return auditEntryExists(db, { action: 'key.request.executed', outcome: 'success' });
 }
 
 export async function auditRecordsGenesis(db: Knex | Knex.Transaction): Promise<boolean> {
-  const row = (await db('audit_events')
-    .where({ action: 'key.custodian.genesis', outcome: 'success' })
-    .first('seq')) as unknown;
-  return row !== undefined;
+  return auditEntryExists(db, { action: 'key.custodian.genesis', outcome: 'success' });
 }
 
 /** For a master-key rotation: reseals the head under the current master key. */
 export async function rewrapLedgerSeal(trx: Knex.Transaction, masterKey: MasterKeySource): Promise<void> {
-  const head = (await trx('dual_control_ledger').where({ id: 1 }).first()) as HeadRow | undefined;
+  const head = await readLedgerHead(trx);
   if (head?.seal === null || head === undefined) return;
   let digest: Buffer;
   try {
@@ -207,9 +194,7 @@ export async function rewrapLedgerSeal(trx: Knex.Transaction, masterKey: MasterK
     if (isMasterKeyUnavailable(error)) throw error;
     return; // a seal no configured master key opens stays as it is: still refused
   }
-  await trx('dual_control_ledger')
-    .where({ id: 1 })
-    .update({ seal: await masterKey.wrap(digest, HEAD_AAD) });
+  await writeLedgerSeal(trx, await masterKey.wrap(digest, HEAD_AAD));
 }
 
 export async function sealMatches(

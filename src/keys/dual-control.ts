@@ -12,7 +12,7 @@
  *   operation's transaction every approval is verified against its custodian's sealed public key, all
  *   approvals must sign the same bytes (digest compared), and the payload they sign must name this
  *   request, this deployment, the operation and the parameters the command was invoked with, and must
- *   not have expired by the database's clock (database-clock.ts: the CLI's clock is the operator's).
+ *   not have expired by the database's clock (db/database-clock.ts: the CLI's clock is the operator's).
  *   The columns are an index for `request list`; a column that disagrees with the
  *   signed payload is reported as tampering (`KEY_REQUEST_TAMPERED`) and nothing runs.
  * - Once: the execution is appended to the sealed ledger (dual-control-ledger.ts) and audited as
@@ -31,8 +31,18 @@ import { AppError, isAppError } from '../errors/app-error.js';
 import { newId } from '../ids/prefixed-id.js';
 import { verifyRegister, type RegisterVerdict } from './custodian-provenance.js';
 import { CUSTODIAN_ACKNOWLEDGEMENT, jwkFromX } from './custodians.js';
-import { databaseNow } from './database-clock.js';
+import { databaseNow } from '../db/database-clock.js';
 import { appendExecution, assertFirstGenesis, auditRecordsExecution, readLedger } from './dual-control-ledger.js';
+import {
+  approvalsOf,
+  executionRecorded,
+  findRequest,
+  insertRequest,
+  lockRequest,
+  markRequestExecuted,
+  recentRequests,
+  type RequestRow,
+} from './dual-control-store.js';
 import type { KeyActor } from './key-ring.js';
 import type { MasterKeySource } from './master-key-types.js';
 import {
@@ -156,17 +166,16 @@ export async function createRequest(
         ...(input.operation === 'genesis' ? { acknowledgement: CUSTODIAN_ACKNOWLEDGEMENT } : {}),
       };
       const canonical = canonicalJson(payload);
-      await trx('key_requests').insert({
+      await insertRequest(trx, {
         id,
         operation: input.operation,
         params: JSON.stringify(input.params),
         payload: canonical,
         description: input.description,
-        state: 'pending',
-        requested_by: ctx.actor.actor,
+        requestedBy: ctx.actor.actor,
         origin: ctx.actor.origin,
-        created_at: now,
-        expires_at: expiresAt,
+        createdAt: now,
+        expiresAt,
       });
       await appendAuditEvent(
         trx,
@@ -183,23 +192,6 @@ export async function createRequest(
     },
     at ?? new Date(),
   );
-}
-
-interface RequestRow {
-  id: string;
-  operation: string;
-  params: RequestParams | string;
-  payload: string;
-  state: string;
-  expires_at: Date;
-  created_at: Date;
-}
-
-interface ApprovalRow {
-  request_id: string;
-  key_thumbprint: string;
-  jws: string;
-  approved_at: Date;
 }
 
 /** What `request show` and `approve` present: the request as stored, and what is wrong with it. */
@@ -220,7 +212,7 @@ export async function inspectRequest(
   masterKey: MasterKeySource,
   now = new Date(),
 ): Promise<RequestView> {
-  const row = (await db('key_requests').where({ id }).first()) as RequestRow | undefined;
+  const row = await findRequest(db, id);
   if (row === undefined) throw new AppError('KEY_REQUEST_NOT_FOUND');
   const problems: string[] = [];
   const payload = parsePayload(row.payload);
@@ -233,7 +225,7 @@ export async function inspectRequest(
   const request = payload === undefined ? undefined : requestOf(row.payload, payload);
   const approvals: { signer: string; keyThumbprint: string; valid: boolean }[] = [];
   const register = registerOf(db, masterKey);
-  for (const a of (await db('key_approvals').where({ request_id: id }).orderBy('approved_at')) as ApprovalRow[]) {
+  for (const a of await approvalsOf(db, id)) {
     const signer = await signerOf(register, a.key_thumbprint, payload);
     const signed = signer === undefined ? undefined : await verifyApproval(a.jws, signer.jwk);
     const valid = signed !== undefined && signed === row.payload;
@@ -242,8 +234,7 @@ export async function inspectRequest(
     approvals.push({ signer: signer?.name ?? 'unknown key', keyThumbprint: a.key_thumbprint, valid });
   }
   // For display and to refuse a pointless approval; execution verifies the sealed ledger itself.
-  const executed =
-    ((await db('key_request_executions').where({ request_id: id }).first('seq')) as unknown) !== undefined;
+  const executed = await executionRecorded(db, id);
   const state = executed
     ? 'executed'
     : request !== undefined && Date.parse(request.payload.expiresAt) <= now.getTime()
@@ -321,7 +312,7 @@ export async function authorise(
   }
   const requestId = input.requestId;
   const ledger = await readLedger(trx, input.masterKey);
-  const row = (await trx('key_requests').where({ id: requestId }).forUpdate().first()) as RequestRow | undefined;
+  const row = await lockRequest(trx, requestId);
   if (row === undefined) throw new AppError('KEY_REQUEST_NOT_FOUND');
   if (ledger.executed.has(requestId)) throw new AppError('KEY_REQUEST_NOT_PENDING', { detail: 'The request has run.' });
   if (input.operation === 'genesis') await assertFirstGenesis(trx, ledger);
@@ -369,7 +360,7 @@ export async function authorise(
   }
   const payloadSha256 = sha256B64(canonical);
   await appendExecution(trx, input.masterKey, ledger, { requestId, operation: payload.operation, payloadSha256 }, now);
-  await trx('key_requests').where({ id: requestId }).update({ state: 'executed', executed_at: now });
+  await markRequestExecuted(trx, requestId, now);
   await appendAuditEvent(
     trx,
     {
@@ -399,7 +390,7 @@ async function verifiedApprovals(
   masterKey: MasterKeySource,
   row: RequestRow,
 ): Promise<{ canonical: string; approvals: { custodian: string; keyThumbprint: string; jws: string }[] }> {
-  const rows = (await trx('key_approvals').where({ request_id: row.id }).orderBy('approved_at')) as ApprovalRow[];
+  const rows = await approvalsOf(trx, row.id);
   if (rows.length === 0) {
     throw new AppError('DUAL_CONTROL_REQUIRED', { detail: 'The request has no approvals; two are required.' });
   }
@@ -438,13 +429,7 @@ export async function listRequests(
   options: { all: boolean },
   now = new Date(),
 ): Promise<(RequestView & { id: string; createdAt: Date })[]> {
-  const rows = (await db('key_requests')
-    .orderBy('created_at', 'desc')
-    .limit(options.all ? 1000 : 200)
-    .select('id', 'created_at')) as {
-    id: string;
-    created_at: Date;
-  }[];
+  const rows = await recentRequests(db, options.all ? 1000 : 200);
   const views = [];
   for (const row of rows) {
     const view = await inspectRequest(db, row.id, masterKey, now);

@@ -15,7 +15,8 @@ import type { Knex } from 'knex';
 import { appendAuditEvent } from '../audit/audit-log.js';
 import { AppError } from '../errors/app-error.js';
 import { jwkOf } from './custodians.js';
-import { databaseNow } from './database-clock.js';
+import { custodianIdByThumbprint } from './custody-store.js';
+import { databaseNow } from '../db/database-clock.js';
 import {
   inspectRequest,
   refusalsAudited,
@@ -25,6 +26,7 @@ import {
   type KeyRequest,
   type RequestView,
 } from './dual-control.js';
+import { countApprovals, insertApproval, lockRequestId } from './dual-control-store.js';
 import type { MasterKeySource } from './master-key-types.js';
 import { APPROVAL_TYP, sha256B64 } from './request-payload.js';
 
@@ -120,7 +122,7 @@ export async function approveRequest(
       const now = at ?? (await databaseNow(trx));
       const privateKey = privateKeyOf(privateKeyPem);
       const { thumbprint } = await jwkOf(createPublicKey(privateKey));
-      await trx('key_requests').where({ id: requestId }).forUpdate().first('id');
+      await lockRequestId(trx, requestId);
       const { request, signer, custodian } = await checkApprovable(trx, requestId, thumbprint, ctx.masterKey, now);
       if (request.digest !== shownDigest) {
         throw new AppError('KEY_REQUEST_TAMPERED', { detail: 'The payload changed after it was shown: not signed.' });
@@ -128,21 +130,15 @@ export async function approveRequest(
       const jws = await new CompactSign(new TextEncoder().encode(request.canonical))
         .setProtectedHeader({ alg: 'EdDSA', typ: APPROVAL_TYP, kid: thumbprint })
         .sign(privateKey);
-      const custodianId = custodian
-        ? ((await trx('key_custodians').where({ key_thumbprint: thumbprint }).first('id')) as { id: string }).id
-        : null;
-      const inserted = (await trx('key_approvals')
-        .insert({
-          request_id: request.id,
-          custodian_id: custodianId,
-          key_thumbprint: thumbprint,
-          jws,
-          approved_at: now,
-        })
-        .onConflict(['request_id', 'key_thumbprint'])
-        .ignore()
-        .returning('key_thumbprint')) as unknown[];
-      if (inserted.length === 0) throw new AppError('APPROVAL_DUPLICATE');
+      const custodianId = custodian ? await custodianIdByThumbprint(trx, thumbprint) : null;
+      const inserted = await insertApproval(trx, {
+        requestId: request.id,
+        custodianId,
+        keyThumbprint: thumbprint,
+        jws,
+        approvedAt: now,
+      });
+      if (!inserted) throw new AppError('APPROVAL_DUPLICATE');
       await appendAuditEvent(
         trx,
         {
@@ -163,10 +159,8 @@ export async function approveRequest(
         },
         now,
       );
-      const count = (await trx('key_approvals').where({ request_id: request.id }).count('* as n').first()) as {
-        n: number | string;
-      };
-      return { custodian: signer, approvals: Number(count.n), digest: request.digest };
+      const approvals = await countApprovals(trx, request.id);
+      return { custodian: signer, approvals, digest: request.digest };
     },
     at ?? new Date(),
   );

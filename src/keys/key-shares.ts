@@ -26,8 +26,22 @@ import type { Knex } from 'knex';
 import { appendAuditEvent, canonicalJson } from '../audit/audit-log.js';
 import { AppError } from '../errors/app-error.js';
 import { newId } from '../ids/prefixed-id.js';
-import { verifyRegister } from './custodian-provenance.js';
-import { authorisationDetails, authorise, refusalsAudited, type DualControlContext } from './dual-control.js';
+import { verifyRegister, type RegisterVerdict } from './custodian-provenance.js';
+import type { Custodian } from './custodians.js';
+import {
+  activeSplitRow,
+  insertActiveSplit,
+  lockActiveSplitId,
+  supersedeActiveSplit,
+  type SplitRow,
+} from './custody-store.js';
+import {
+  authorisationDetails,
+  authorise,
+  refusalsAudited,
+  type Authorisation,
+  type DualControlContext,
+} from './dual-control.js';
 import { sealMatches } from './dual-control-ledger.js';
 import type { MasterKeySource } from './master-key-types.js';
 import { sealTo, shareDigest, x25519PublicFromEd25519, type Envelope } from './master-key-sources/share-crypto.js';
@@ -118,24 +132,13 @@ export function splitParams(input: {
   return { threshold: input.threshold, holders: holders.join(','), kekId: input.kekId };
 }
 
-interface SplitRow {
-  id: string;
-  threshold: number;
-  total: number;
-  kek_id: string;
-  holders: ShareHolder[] | string;
-  request_id: string | null;
-  created_at: Date;
-  seal: Buffer;
-}
-
 function recordOf(row: SplitRow): SplitRecord {
   return {
     id: row.id,
     threshold: Number(row.threshold),
     total: Number(row.total),
     kekId: row.kek_id,
-    holders: typeof row.holders === 'string' ? (JSON.parse(row.holders) as ShareHolder[]) : row.holders,
+    holders: (typeof row.holders === 'string' ? JSON.parse(row.holders) : row.holders) as ShareHolder[],
     requestId: row.request_id,
     createdAt: row.created_at,
   };
@@ -146,7 +149,7 @@ function recordOf(row: SplitRow): SplitRecord {
  * {@link verifySplitSeal} checks it once the key is rebuilt.
  */
 export async function activeSplit(db: Knex | Knex.Transaction): Promise<(SplitRecord & { seal: Buffer }) | undefined> {
-  const row = (await db('master_key_splits').where({ state: 'active' }).first()) as SplitRow | undefined;
+  const row = await activeSplitRow(db);
   return row === undefined ? undefined : { ...recordOf(row), seal: row.seal };
 }
 
@@ -155,6 +158,16 @@ export async function verifySplitSeal(
   split: SplitRecord & { seal: Buffer },
 ): Promise<boolean> {
   return sealMatches(masterKey, split.seal, recordDigest(split), SPLIT_AAD(split.id));
+}
+
+/** What `keys shares split` is run with: the split the request must name, and where the files go. */
+export interface SplitInput {
+  readonly threshold: number;
+  readonly thumbprints: readonly string[];
+  readonly requestId: string | undefined;
+  readonly outDir: string;
+  readonly singleOperator: boolean;
+  readonly production: boolean;
 }
 
 export interface SplitResult {
@@ -168,18 +181,7 @@ export interface SplitResult {
  * previous split superseded, audited with the custodians' approvals. One transaction; a refusal is
  * audited in one of its own.
  */
-export async function executeSplit(
-  knex: Knex,
-  input: {
-    readonly threshold: number;
-    readonly thumbprints: readonly string[];
-    readonly requestId: string | undefined;
-    readonly outDir: string;
-    readonly singleOperator: boolean;
-    readonly production: boolean;
-  },
-  ctx: DualControlContext,
-): Promise<SplitResult> {
+export async function executeSplit(knex: Knex, input: SplitInput, ctx: DualControlContext): Promise<SplitResult> {
   const masterKey = ctx.masterKey;
   const id = newId('msp');
   return refusalsAudited(
@@ -208,52 +210,13 @@ export async function executeSplit(
       });
       const register = await verifyRegister(trx, masterKey);
       if (register.tampered !== undefined) throw new AppError('DUAL_CONTROL_TAMPERED', { detail: register.tampered });
-      const thumbprints = String(params['holders']).split(',');
-      const custodians = thumbprints.map((t) => {
-        const c = register.trusted.get(t);
-        if (c === undefined) {
-          throw new AppError('MASTER_KEY_SPLIT_INVALID', { detail: `Key ${t} is not a registered custodian.` });
-        }
-        return c;
-      });
+      const custodians = trustedHolders(register, params);
       const shares = await masterKey.shamirSplit(custodians.length, input.threshold);
-      const holders: ShareHolder[] = [];
-      const files: { file: string; content: ShareFile }[] = [];
-      try {
-        custodians.forEach((c, i) => {
-          const share = shares[i]!;
-          const x = String(c.publicKeyJwk.x);
-          holders.push({
-            custodianId: c.id,
-            name: c.name,
-            keyThumbprint: c.keyThumbprint,
-            x,
-            index: share[share.length - 1]!,
-            digest: shareDigest(id, c.keyThumbprint, share),
-          });
-          const envelope = sealTo(
-            x25519PublicFromEd25519(Buffer.from(x, 'base64url')),
-            Buffer.from(share),
-            custodianShareContext(id, c.keyThumbprint),
-          );
-          files.push({
-            file: path.join(input.outDir, `${id}.${c.name.replace(/[^A-Za-z0-9._-]/g, '_')}.share.json`),
-            content: {
-              type: SHARE_FILE_TYPE,
-              splitId: id,
-              kekId: masterKey.keyId,
-              threshold: input.threshold,
-              total: custodians.length,
-              custodian: c.name,
-              keyThumbprint: c.keyThumbprint,
-              index: share[share.length - 1]!,
-              envelope,
-            },
-          });
-        });
-      } finally {
-        for (const share of shares) share.fill(0);
-      }
+      const { holders, files } = encryptShares(
+        { id, kekId: masterKey.keyId, threshold: input.threshold, outDir: input.outDir },
+        custodians,
+        shares,
+      );
       const record = {
         id,
         threshold: input.threshold,
@@ -262,50 +225,131 @@ export async function executeSplit(
         holders,
         requestId: input.requestId ?? null,
       };
-      const seal = await masterKey.wrap(recordDigest(record), SPLIT_AAD(id));
-      const now = new Date();
-      const previous = (await trx('master_key_splits').where({ state: 'active' }).forUpdate().first('id')) as
-        { id: string } | undefined;
-      await trx('master_key_splits').where({ state: 'active' }).update({ state: 'superseded', superseded_at: now });
-      await trx('master_key_splits').insert({
-        id,
-        state: 'active',
-        threshold: record.threshold,
-        total: record.total,
-        kek_id: record.kekId,
-        holders: JSON.stringify(holders),
-        request_id: record.requestId,
-        created_at: now,
-        seal,
-      });
-      await appendAuditEvent(
-        trx,
-        {
-          ...ctx.actor,
-          action: 'master-key.split',
-          outcome: 'success',
-          resource: `master-key:${masterKey.keyId}`,
-          details: {
-            splitId: id,
-            threshold: record.threshold,
-            total: record.total,
-            holders: holders.map((h) => ({ custodian: h.name, keyThumbprint: h.keyThumbprint, index: h.index })),
-            supersedes: previous?.id ?? null,
-            ...authorisationDetails(authorisation),
-          },
-        },
-        now,
-      );
+      const now = await storeSplit(trx, record, authorisation, ctx);
       // Written inside the transaction: a failed write rolls the split back. Files of a split whose
       // commit then fails are harmless: no record holds their digests, the service refuses them.
-      fs.mkdirSync(input.outDir, { recursive: true, mode: 0o700 });
-      for (const f of files) {
-        fs.writeFileSync(f.file, JSON.stringify(f.content, null, 2) + '\n', { mode: 0o600, flag: 'wx' });
-      }
+      writeShareFiles(input.outDir, files);
       return { split: { ...record, createdAt: now }, files: files.map((f) => f.file) };
     },
     new Date(),
   );
+}
+
+/** The trusted custodians the split names, in its order; a key that is none refuses the split. */
+function trustedHolders(register: RegisterVerdict, params: RequestParams): Custodian[] {
+  const thumbprints = String(params['holders']).split(',');
+  return thumbprints.map((t) => {
+    const c = register.trusted.get(t);
+    if (c === undefined) {
+      throw new AppError('MASTER_KEY_SPLIT_INVALID', { detail: `Key ${t} is not a registered custodian.` });
+    }
+    return c;
+  });
+}
+
+/** Mode 0600 (the directory 0700), never overwriting an existing file. */
+function writeShareFiles(outDir: string, files: readonly { file: string; content: ShareFile }[]): void {
+  fs.mkdirSync(outDir, { recursive: true, mode: 0o700 });
+  for (const f of files) {
+    fs.writeFileSync(f.file, JSON.stringify(f.content, null, 2) + '\n', { mode: 0o600, flag: 'wx' });
+  }
+}
+
+/**
+ * In the split's transaction: seals the record under the master key, supersedes the active split
+ * (locked first) and stores this one as active, audited with the custodians' approvals. Returns its time.
+ */
+async function storeSplit(
+  trx: Knex.Transaction,
+  record: Omit<SplitRecord, 'createdAt'> & { holders: ShareHolder[] },
+  authorisation: Authorisation,
+  ctx: DualControlContext,
+): Promise<Date> {
+  const { id, holders } = record;
+  const masterKey = ctx.masterKey;
+  const seal = await masterKey.wrap(recordDigest(record), SPLIT_AAD(id));
+  const now = new Date();
+  const previous = await lockActiveSplitId(trx);
+  await supersedeActiveSplit(trx, now);
+  await insertActiveSplit(trx, {
+    id,
+    threshold: record.threshold,
+    total: record.total,
+    kekId: record.kekId,
+    holders: JSON.stringify(holders),
+    requestId: record.requestId,
+    createdAt: now,
+    seal,
+  });
+  await appendAuditEvent(
+    trx,
+    {
+      ...ctx.actor,
+      action: 'master-key.split',
+      outcome: 'success',
+      resource: `master-key:${masterKey.keyId}`,
+      details: {
+        splitId: id,
+        threshold: record.threshold,
+        total: record.total,
+        holders: holders.map((h) => ({ custodian: h.name, keyThumbprint: h.keyThumbprint, index: h.index })),
+        supersedes: previous?.id ?? null,
+        ...authorisationDetails(authorisation),
+      },
+    },
+    now,
+  );
+  return now;
+}
+
+/**
+ * One share per custodian, each encrypted to their key (the share files' content) with its digest for
+ * the record; the shares are zeroed once encrypted, whatever happens.
+ */
+function encryptShares(
+  split: { id: string; kekId: string; threshold: number; outDir: string },
+  custodians: readonly Custodian[],
+  shares: Uint8Array[],
+): { holders: ShareHolder[]; files: { file: string; content: ShareFile }[] } {
+  const { id } = split;
+  const holders: ShareHolder[] = [];
+  const files: { file: string; content: ShareFile }[] = [];
+  try {
+    custodians.forEach((c, i) => {
+      const share = shares[i]!;
+      const x = String(c.publicKeyJwk.x);
+      holders.push({
+        custodianId: c.id,
+        name: c.name,
+        keyThumbprint: c.keyThumbprint,
+        x,
+        index: share[share.length - 1]!,
+        digest: shareDigest(id, c.keyThumbprint, share),
+      });
+      const envelope = sealTo(
+        x25519PublicFromEd25519(Buffer.from(x, 'base64url')),
+        Buffer.from(share),
+        custodianShareContext(id, c.keyThumbprint),
+      );
+      files.push({
+        file: path.join(split.outDir, `${id}.${c.name.replace(/[^A-Za-z0-9._-]/g, '_')}.share.json`),
+        content: {
+          type: SHARE_FILE_TYPE,
+          splitId: id,
+          kekId: split.kekId,
+          threshold: split.threshold,
+          total: custodians.length,
+          custodian: c.name,
+          keyThumbprint: c.keyThumbprint,
+          index: share[share.length - 1]!,
+          envelope,
+        },
+      });
+    });
+  } finally {
+    for (const share of shares) share.fill(0);
+  }
+  return { holders, files };
 }
 
 export function parseShareFile(text: string): ShareFile {

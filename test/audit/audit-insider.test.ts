@@ -11,13 +11,8 @@ import { generateKeyPairSync } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import {
-  detailsDigest,
-  legacyHash,
-  LEGACY_GENESIS_HASH,
-  rowToEvent,
-  type AuditRow,
-} from '../../src/audit/audit-chain.js';
+import { detailsDigest, legacyHash, LEGACY_GENESIS_HASH, rowToEvent } from '../../src/audit/audit-chain.js';
+import type { AuditRow } from '../../src/audit/audit-store.js';
 import { publicKeyThumbprint } from '../../src/audit/audit-export.js';
 import { auditEntryIntact, verifyAuditChain } from '../../src/audit/audit-log.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';

@@ -1,6 +1,7 @@
 /** Helpers for the audit-trail tests: an empty trail on the test database, and n plain entries. */
 import { chainKeysFor } from '../../src/audit/audit-chain-keys.js';
-import { GENESIS, lockHead, sealHead, writeEntry } from '../../src/audit/audit-chain.js';
+import { GENESIS, sealHead, writeEntry } from '../../src/audit/audit-chain.js';
+import { lockHead } from '../../src/audit/audit-store.js';
 import { appendAuditEvent } from '../../src/audit/audit-log.js';
 import type { TestDatabase } from '../support/database.js';
 
