@@ -6,92 +6,92 @@
  */
 /* eslint-disable @typescript-eslint/no-redundant-type-constituents -- generated: `if`/`then` become `& unknown` */
 export interface paths {
-  '/healthz': {
-    parameters: {
-      query?: never;
-      header?: never;
-      path?: never;
-      cookie?: never;
+  readonly '/healthz': {
+    readonly parameters: {
+      readonly query?: never;
+      readonly header?: never;
+      readonly path?: never;
+      readonly cookie?: never;
     };
     /**
      * Liveness
      * @description 200 while the process can serve requests. Does not touch the database.
      */
-    get: operations['getLiveness'];
-    put?: never;
-    post?: never;
-    delete?: never;
-    options?: never;
-    head?: never;
-    patch?: never;
-    trace?: never;
+    readonly get: operations['getLiveness'];
+    readonly put?: never;
+    readonly post?: never;
+    readonly delete?: never;
+    readonly options?: never;
+    readonly head?: never;
+    readonly patch?: never;
+    readonly trace?: never;
   };
-  '/readyz': {
-    parameters: {
-      query?: never;
-      header?: never;
-      path?: never;
-      cookie?: never;
+  readonly '/readyz': {
+    readonly parameters: {
+      readonly query?: never;
+      readonly header?: never;
+      readonly path?: never;
+      readonly cookie?: never;
     };
     /**
      * Readiness
      * @description 200 when the database answers, the process is not draining for shutdown and the master-key source can wrap and unwrap (checks `database`, `process`, `masterKey`); 503 otherwise. When only the master key is down, the problem carries the source's code: `MASTER_KEY_UNAVAILABLE` (a PKCS#11 token slow, absent or logged out; the source reconnects by itself) or `VAULT_SEALED`, with `Retry-After`.
      */
-    get: operations['getReadiness'];
-    put?: never;
-    post?: never;
-    delete?: never;
-    options?: never;
-    head?: never;
-    patch?: never;
-    trace?: never;
+    readonly get: operations['getReadiness'];
+    readonly put?: never;
+    readonly post?: never;
+    readonly delete?: never;
+    readonly options?: never;
+    readonly head?: never;
+    readonly patch?: never;
+    readonly trace?: never;
   };
-  '/openapi.yaml': {
-    parameters: {
-      query?: never;
-      header?: never;
-      path?: never;
-      cookie?: never;
+  readonly '/openapi.yaml': {
+    readonly parameters: {
+      readonly query?: never;
+      readonly header?: never;
+      readonly path?: never;
+      readonly cookie?: never;
     };
     /** This API description */
-    get: operations['getOpenApiDocument'];
-    put?: never;
-    post?: never;
-    delete?: never;
-    options?: never;
-    head?: never;
-    patch?: never;
-    trace?: never;
+    readonly get: operations['getOpenApiDocument'];
+    readonly put?: never;
+    readonly post?: never;
+    readonly delete?: never;
+    readonly options?: never;
+    readonly head?: never;
+    readonly patch?: never;
+    readonly trace?: never;
   };
-  '/v1/whoami': {
-    parameters: {
-      query?: never;
-      header?: never;
-      path?: never;
-      cookie?: never;
+  readonly '/v1/whoami': {
+    readonly parameters: {
+      readonly query?: never;
+      readonly header?: never;
+      readonly path?: never;
+      readonly cookie?: never;
     };
     /**
      * The caller as the service understood its token
      * @description Any valid bearer token; no scope needed. Useful to debug scopes and shopper binding.
      */
-    get: operations['getCurrentPrincipal'];
-    put?: never;
-    post?: never;
-    delete?: never;
-    options?: never;
-    head?: never;
-    patch?: never;
-    trace?: never;
+    readonly get: operations['getCurrentPrincipal'];
+    readonly put?: never;
+    readonly post?: never;
+    readonly delete?: never;
+    readonly options?: never;
+    readonly head?: never;
+    readonly patch?: never;
+    readonly trace?: never;
   };
-  '/v1/tokens': {
-    parameters: {
-      query?: never;
-      header?: never;
-      path?: never;
-      cookie?: never;
+  readonly '/v1/tokens': {
+    readonly parameters: {
+      readonly query?: never;
+      readonly header?: never;
+      readonly path?: never;
+      readonly cookie?: never;
     };
-    get?: never;
-    put?: never;
+    readonly get?: never;
+    readonly put?: never;
     /**
      * Tokenise a card identifier
      * @description Returns the permanent card token and shopper reference for a PAN, a PAR or a gateway alias,
@@ -100,48 +100,48 @@ export interface paths {
      *     gives the same token. The PAN is never returned or stored in clear; CVV, track data and PINs
      *     are refused (`SENSITIVE_AUTHENTICATION_DATA`). Shopper-bound tokens are refused.
      */
-    post: operations['createToken'];
-    delete?: never;
-    options?: never;
-    head?: never;
-    patch?: never;
-    trace?: never;
+    readonly post: operations['createToken'];
+    readonly delete?: never;
+    readonly options?: never;
+    readonly head?: never;
+    readonly patch?: never;
+    readonly trace?: never;
   };
-  '/v1/tokens/{token}': {
-    parameters: {
-      query?: never;
-      header?: never;
-      path: {
+  readonly '/v1/tokens/{token}': {
+    readonly parameters: {
+      readonly query?: never;
+      readonly header?: never;
+      readonly path: {
         /** @description A card token */
-        token: components['parameters']['CardTokenPath'];
+        readonly token: components['parameters']['CardTokenPath'];
       };
-      cookie?: never;
+      readonly cookie?: never;
     };
     /**
      * Card metadata for a token
      * @description Brand, last 4 and expiry; never the PAN. A shopper token sees only its own cards (`404` otherwise).
      */
-    get: operations['getToken'];
-    put?: never;
-    post?: never;
-    delete?: never;
-    options?: never;
-    head?: never;
-    patch?: never;
-    trace?: never;
+    readonly get: operations['getToken'];
+    readonly put?: never;
+    readonly post?: never;
+    readonly delete?: never;
+    readonly options?: never;
+    readonly head?: never;
+    readonly patch?: never;
+    readonly trace?: never;
   };
-  '/v1/tokens/{token}/identifiers': {
-    parameters: {
-      query?: never;
-      header?: never;
-      path: {
+  readonly '/v1/tokens/{token}/identifiers': {
+    readonly parameters: {
+      readonly query?: never;
+      readonly header?: never;
+      readonly path: {
         /** @description A card token */
-        token: components['parameters']['CardTokenPath'];
+        readonly token: components['parameters']['CardTokenPath'];
       };
-      cookie?: never;
+      readonly cookie?: never;
     };
-    get?: never;
-    put?: never;
+    readonly get?: never;
+    readonly put?: never;
     /**
      * Attach another identifier to a card
      * @description Links a PAR or a gateway alias of the same card (or the PAN of a card first seen by PAR or
@@ -152,25 +152,25 @@ export interface paths {
      *     attach spends one unit of the client's first-sighting budget before anything is looked up
      *     (`429 FIRST_SIGHTING_RATE_LIMITED` once spent, whatever the identifier).
      */
-    post: operations['attachIdentifier'];
-    delete?: never;
-    options?: never;
-    head?: never;
-    patch?: never;
-    trace?: never;
+    readonly post: operations['attachIdentifier'];
+    readonly delete?: never;
+    readonly options?: never;
+    readonly head?: never;
+    readonly patch?: never;
+    readonly trace?: never;
   };
-  '/v1/tokens/{token}/detokenise': {
-    parameters: {
-      query?: never;
-      header?: never;
-      path: {
+  readonly '/v1/tokens/{token}/detokenise': {
+    readonly parameters: {
+      readonly query?: never;
+      readonly header?: never;
+      readonly path: {
         /** @description A card token */
-        token: components['parameters']['CardTokenPath'];
+        readonly token: components['parameters']['CardTokenPath'];
       };
-      cookie?: never;
+      readonly cookie?: never;
     };
-    get?: never;
-    put?: never;
+    readonly get?: never;
+    readonly put?: never;
     /**
      * Reveal the PAN of a card (audited, rate-limited, off by default)
      * @description Only when the service runs with `DETOKENISE_ENABLED=true` (otherwise `403
@@ -184,22 +184,22 @@ export interface paths {
      *     `CARD_ROUTES_AUTH` mode: revealing PANs is never granted to a client certificate (issuing one
      *     is a single-operator action; PAN access needs dual control).
      */
-    post: operations['detokenise'];
-    delete?: never;
-    options?: never;
-    head?: never;
-    patch?: never;
-    trace?: never;
+    readonly post: operations['detokenise'];
+    readonly delete?: never;
+    readonly options?: never;
+    readonly head?: never;
+    readonly patch?: never;
+    readonly trace?: never;
   };
-  '/v1/webhooks/platform': {
-    parameters: {
-      query?: never;
-      header?: never;
-      path?: never;
-      cookie?: never;
+  readonly '/v1/webhooks/platform': {
+    readonly parameters: {
+      readonly query?: never;
+      readonly header?: never;
+      readonly path?: never;
+      readonly cookie?: never;
     };
-    get?: never;
-    put?: never;
+    readonly get?: never;
+    readonly put?: never;
     /**
      * Payment events from the platform gateway (Standard Webhooks)
      * @description Verified first, over the exact bytes received: `webhook-signature` must hold a `v1` HMAC-SHA256
@@ -217,22 +217,22 @@ export interface paths {
      *     tokenised before anything is stored; the inbox keeps the token. CVV, track data and PINs are
      *     refused (`422 SENSITIVE_AUTHENTICATION_DATA`).
      */
-    post: operations['receivePlatformWebhook'];
-    delete?: never;
-    options?: never;
-    head?: never;
-    patch?: never;
-    trace?: never;
+    readonly post: operations['receivePlatformWebhook'];
+    readonly delete?: never;
+    readonly options?: never;
+    readonly head?: never;
+    readonly patch?: never;
+    readonly trace?: never;
   };
-  '/v1/webhooks/adyen': {
-    parameters: {
-      query?: never;
-      header?: never;
-      path?: never;
-      cookie?: never;
+  readonly '/v1/webhooks/adyen': {
+    readonly parameters: {
+      readonly query?: never;
+      readonly header?: never;
+      readonly path?: never;
+      readonly cookie?: never;
     };
-    get?: never;
-    put?: never;
+    readonly get?: never;
+    readonly put?: never;
     /**
      * Adyen standard notifications
      * @description Every `NotificationRequestItem` must carry `additionalData.hmacSignature`: base64 HMAC-SHA256,
@@ -254,22 +254,22 @@ export interface paths {
      *     `rejected` (`ADYEN_REFERENCE_IS_CARD_NUMBER`, references masked), acknowledged and never
      *     applied; an unknown one cannot be told from a real Adyen reference and is kept as sent.
      */
-    post: operations['receiveAdyenWebhook'];
-    delete?: never;
-    options?: never;
-    head?: never;
-    patch?: never;
-    trace?: never;
+    readonly post: operations['receiveAdyenWebhook'];
+    readonly delete?: never;
+    readonly options?: never;
+    readonly head?: never;
+    readonly patch?: never;
+    readonly trace?: never;
   };
-  '/v1/webhooks/stripe': {
-    parameters: {
-      query?: never;
-      header?: never;
-      path?: never;
-      cookie?: never;
+  readonly '/v1/webhooks/stripe': {
+    readonly parameters: {
+      readonly query?: never;
+      readonly header?: never;
+      readonly path?: never;
+      readonly cookie?: never;
     };
-    get?: never;
-    put?: never;
+    readonly get?: never;
+    readonly put?: never;
     /**
      * Stripe events
      * @description `Stripe-Signature: t=…,v1=…[,v1=…]`: every `v1` is tried against every secret of
@@ -278,19 +278,19 @@ export interface paths {
      *     identified by `payment_method_details.card(_present).fingerprint` (alias `stripe.fingerprint`).
      *     Other event types are stored and acknowledged.
      */
-    post: operations['receiveStripeWebhook'];
-    delete?: never;
-    options?: never;
-    head?: never;
-    patch?: never;
-    trace?: never;
+    readonly post: operations['receiveStripeWebhook'];
+    readonly delete?: never;
+    readonly options?: never;
+    readonly head?: never;
+    readonly patch?: never;
+    readonly trace?: never;
   };
-  '/v1/admin/webhooks/inbox': {
-    parameters: {
-      query?: never;
-      header?: never;
-      path?: never;
-      cookie?: never;
+  readonly '/v1/admin/webhooks/inbox': {
+    readonly parameters: {
+      readonly query?: never;
+      readonly header?: never;
+      readonly path?: never;
+      readonly cookie?: never;
     };
     /**
      * Stored webhook events, newest first
@@ -298,46 +298,46 @@ export interface paths {
      *     authorisation), `state=failed` (stored and acknowledged, but its effect was refused, with the
      *     `errorCode`). Payloads are shown as stored: card data replaced by the card token.
      */
-    get: operations['listWebhookInbox'];
-    put?: never;
-    post?: never;
-    delete?: never;
-    options?: never;
-    head?: never;
-    patch?: never;
-    trace?: never;
+    readonly get: operations['listWebhookInbox'];
+    readonly put?: never;
+    readonly post?: never;
+    readonly delete?: never;
+    readonly options?: never;
+    readonly head?: never;
+    readonly patch?: never;
+    readonly trace?: never;
   };
-  '/v1/admin/webhooks/inbox/{eventId}/replay': {
-    parameters: {
-      query?: never;
-      header?: never;
-      path: {
-        eventId: string;
+  readonly '/v1/admin/webhooks/inbox/{eventId}/replay': {
+    readonly parameters: {
+      readonly query?: never;
+      readonly header?: never;
+      readonly path: {
+        readonly eventId: string;
       };
-      cookie?: never;
+      readonly cookie?: never;
     };
-    get?: never;
-    put?: never;
+    readonly get?: never;
+    readonly put?: never;
     /**
      * Apply a stored event again
      * @description Re-applies the stored event (for a `failed` one after the cause is fixed). Idempotent: facts
      *     already applied are not applied twice. Audited.
      */
-    post: operations['replayWebhookEvent'];
-    delete?: never;
-    options?: never;
-    head?: never;
-    patch?: never;
-    trace?: never;
+    readonly post: operations['replayWebhookEvent'];
+    readonly delete?: never;
+    readonly options?: never;
+    readonly head?: never;
+    readonly patch?: never;
+    readonly trace?: never;
   };
-  '/v1/shoppers/{shopperReference}/purchases': {
-    parameters: {
-      query?: never;
-      header?: never;
-      path: {
-        shopperReference: components['parameters']['ShopperReferencePath'];
+  readonly '/v1/shoppers/{shopperReference}/purchases': {
+    readonly parameters: {
+      readonly query?: never;
+      readonly header?: never;
+      readonly path: {
+        readonly shopperReference: components['parameters']['ShopperReferencePath'];
       };
-      cookie?: never;
+      readonly cookie?: never;
     };
     /**
      * A shopper's purchases across every channel, newest first
@@ -346,49 +346,49 @@ export interface paths {
      *     reference is `404`, exactly as if it did not exist. `loyalty:admin` reaches every shopper.
      *     Payments still waiting for their authorisation, and failed authorisations, are not purchases.
      */
-    get: operations['listShopperPurchases'];
-    put?: never;
-    post?: never;
-    delete?: never;
-    options?: never;
-    head?: never;
-    patch?: never;
-    trace?: never;
+    readonly get: operations['listShopperPurchases'];
+    readonly put?: never;
+    readonly post?: never;
+    readonly delete?: never;
+    readonly options?: never;
+    readonly head?: never;
+    readonly patch?: never;
+    readonly trace?: never;
   };
-  '/v1/programme': {
-    parameters: {
-      query?: never;
-      header?: never;
-      path?: never;
-      cookie?: never;
+  readonly '/v1/programme': {
+    readonly parameters: {
+      readonly query?: never;
+      readonly header?: never;
+      readonly path?: never;
+      readonly cookie?: never;
     };
     /**
      * The programme rules in force
      * @description The newest rules version. Each payment earns under the version in force when it was
      *     authorised, and keeps it for every later effect (capture, refunds, chargebacks).
      */
-    get: operations['getProgramme'];
+    readonly get: operations['getProgramme'];
     /**
      * Publish new programme rules
      * @description Adds a version, effective now (never earlier than the previous one). Existing earnings keep
      *     the version they earned under. Audited (`loyalty.programme.published`).
      */
-    put: operations['putProgramme'];
-    post?: never;
-    delete?: never;
-    options?: never;
-    head?: never;
-    patch?: never;
-    trace?: never;
+    readonly put: operations['putProgramme'];
+    readonly post?: never;
+    readonly delete?: never;
+    readonly options?: never;
+    readonly head?: never;
+    readonly patch?: never;
+    readonly trace?: never;
   };
-  '/v1/shoppers/{shopperReference}/balance': {
-    parameters: {
-      query?: never;
-      header?: never;
-      path: {
-        shopperReference: components['parameters']['ShopperReferencePath'];
+  readonly '/v1/shoppers/{shopperReference}/balance': {
+    readonly parameters: {
+      readonly query?: never;
+      readonly header?: never;
+      readonly path: {
+        readonly shopperReference: components['parameters']['ShopperReferencePath'];
       };
-      cookie?: never;
+      readonly cookie?: never;
     };
     /**
      * A shopper's points
@@ -396,23 +396,23 @@ export interface paths {
      *     A shopper token reaches only its own shopper (and, after a merge, the survivor); any other
      *     reference is `404`. A merged reference answers `308` with the survivor's URL in `Location`.
      */
-    get: operations['getShopperBalance'];
-    put?: never;
-    post?: never;
-    delete?: never;
-    options?: never;
-    head?: never;
-    patch?: never;
-    trace?: never;
+    readonly get: operations['getShopperBalance'];
+    readonly put?: never;
+    readonly post?: never;
+    readonly delete?: never;
+    readonly options?: never;
+    readonly head?: never;
+    readonly patch?: never;
+    readonly trace?: never;
   };
-  '/v1/shoppers/{shopperReference}/ledger': {
-    parameters: {
-      query?: never;
-      header?: never;
-      path: {
-        shopperReference: components['parameters']['ShopperReferencePath'];
+  readonly '/v1/shoppers/{shopperReference}/ledger': {
+    readonly parameters: {
+      readonly query?: never;
+      readonly header?: never;
+      readonly path: {
+        readonly shopperReference: components['parameters']['ShopperReferencePath'];
       };
-      cookie?: never;
+      readonly cookie?: never;
     };
     /**
      * A shopper's ledger entries, newest first
@@ -420,26 +420,26 @@ export interface paths {
      *     redemption it relates to and the rules version used. A survivor's ledger includes the entries
      *     of shoppers merged into it; the points of all entries add up to the balance.
      */
-    get: operations['listShopperLedger'];
-    put?: never;
-    post?: never;
-    delete?: never;
-    options?: never;
-    head?: never;
-    patch?: never;
-    trace?: never;
+    readonly get: operations['listShopperLedger'];
+    readonly put?: never;
+    readonly post?: never;
+    readonly delete?: never;
+    readonly options?: never;
+    readonly head?: never;
+    readonly patch?: never;
+    readonly trace?: never;
   };
-  '/v1/shoppers/{shopperReference}/redemptions': {
-    parameters: {
-      query?: never;
-      header?: never;
-      path: {
-        shopperReference: components['parameters']['ShopperReferencePath'];
+  readonly '/v1/shoppers/{shopperReference}/redemptions': {
+    readonly parameters: {
+      readonly query?: never;
+      readonly header?: never;
+      readonly path: {
+        readonly shopperReference: components['parameters']['ShopperReferencePath'];
       };
-      cookie?: never;
+      readonly cookie?: never;
     };
-    get?: never;
-    put?: never;
+    readonly get?: never;
+    readonly put?: never;
     /**
      * Spend points
      * @description Spends available points, soonest-expiring lots first; the ledger records each lot drawn from.
@@ -449,72 +449,72 @@ export interface paths {
      *     `409 IDEMPOTENCY_KEY_REUSED`. Keys are kept at least 30 days. A refused request
      *     (`409 INSUFFICIENT_POINTS`) stores nothing and may be retried with the same key.
      */
-    post: operations['redeemPoints'];
-    delete?: never;
-    options?: never;
-    head?: never;
-    patch?: never;
-    trace?: never;
+    readonly post: operations['redeemPoints'];
+    readonly delete?: never;
+    readonly options?: never;
+    readonly head?: never;
+    readonly patch?: never;
+    readonly trace?: never;
   };
-  '/v1/shoppers/{shopperReference}/redemptions/{redemptionId}/reverse': {
-    parameters: {
-      query?: never;
-      header?: never;
-      path: {
-        shopperReference: components['parameters']['ShopperReferencePath'];
-        redemptionId: string;
+  readonly '/v1/shoppers/{shopperReference}/redemptions/{redemptionId}/reverse': {
+    readonly parameters: {
+      readonly query?: never;
+      readonly header?: never;
+      readonly path: {
+        readonly shopperReference: components['parameters']['ShopperReferencePath'];
+        readonly redemptionId: string;
       };
-      cookie?: never;
+      readonly cookie?: never;
     };
-    get?: never;
-    put?: never;
+    readonly get?: never;
+    readonly put?: never;
     /**
      * Give a redemption's points back
      * @description Returns the points to the lots they were drawn from (keeping those lots' expiry), exactly once:
      *     reversing a reversed redemption answers with it unchanged. Audited.
      */
-    post: operations['reverseRedemption'];
-    delete?: never;
-    options?: never;
-    head?: never;
-    patch?: never;
-    trace?: never;
+    readonly post: operations['reverseRedemption'];
+    readonly delete?: never;
+    readonly options?: never;
+    readonly head?: never;
+    readonly patch?: never;
+    readonly trace?: never;
   };
-  '/v1/shoppers/{shopperReference}/enrolment': {
-    parameters: {
-      query?: never;
-      header?: never;
-      path: {
-        shopperReference: components['parameters']['ShopperReferencePath'];
+  readonly '/v1/shoppers/{shopperReference}/enrolment': {
+    readonly parameters: {
+      readonly query?: never;
+      readonly header?: never;
+      readonly path: {
+        readonly shopperReference: components['parameters']['ShopperReferencePath'];
       };
-      cookie?: never;
+      readonly cookie?: never;
     };
-    get?: never;
-    put?: never;
+    readonly get?: never;
+    readonly put?: never;
     /**
      * Enrol the shopper as a loyalty member
      * @description Idempotent: enrolling again keeps the first enrolment time and updates the details given. The
      *     e-mail address is stored encrypted (AES-256-GCM under the vault's data key) and never
      *     returned or logged; the response says only whether one is on file.
      */
-    post: operations['enrolShopper'];
-    delete?: never;
-    options?: never;
-    head?: never;
-    patch?: never;
-    trace?: never;
+    readonly post: operations['enrolShopper'];
+    readonly delete?: never;
+    readonly options?: never;
+    readonly head?: never;
+    readonly patch?: never;
+    readonly trace?: never;
   };
-  '/v1/shoppers/{shopperReference}/cards': {
-    parameters: {
-      query?: never;
-      header?: never;
-      path: {
-        shopperReference: components['parameters']['ShopperReferencePath'];
+  readonly '/v1/shoppers/{shopperReference}/cards': {
+    readonly parameters: {
+      readonly query?: never;
+      readonly header?: never;
+      readonly path: {
+        readonly shopperReference: components['parameters']['ShopperReferencePath'];
       };
-      cookie?: never;
+      readonly cookie?: never;
     };
-    get?: never;
-    put?: never;
+    readonly get?: never;
+    readonly put?: never;
     /**
      * Link another card (merging its shopper into this one)
      * @description Links the card with this token to the shopper. If the card belongs to another shopper, that
@@ -524,39 +524,39 @@ export interface paths {
      *     token only an enrolled member may merge (`409 MEMBERSHIP_REQUIRED`), and merging away another
      *     *enrolled* member needs `loyalty:admin` (`409 MERGE_REQUIRES_ADMIN`).
      */
-    post: operations['linkShopperCard'];
-    delete?: never;
-    options?: never;
-    head?: never;
-    patch?: never;
-    trace?: never;
+    readonly post: operations['linkShopperCard'];
+    readonly delete?: never;
+    readonly options?: never;
+    readonly head?: never;
+    readonly patch?: never;
+    readonly trace?: never;
   };
-  '/metrics': {
-    parameters: {
-      query?: never;
-      header?: never;
-      path?: never;
-      cookie?: never;
+  readonly '/metrics': {
+    readonly parameters: {
+      readonly query?: never;
+      readonly header?: never;
+      readonly path?: never;
+      readonly cookie?: never;
     };
     /**
      * Prometheus metrics
      * @description Counters in the Prometheus text format (webhook deliveries by provider and outcome, …).
      */
-    get: operations['getMetrics'];
-    put?: never;
-    post?: never;
-    delete?: never;
-    options?: never;
-    head?: never;
-    patch?: never;
-    trace?: never;
+    readonly get: operations['getMetrics'];
+    readonly put?: never;
+    readonly post?: never;
+    readonly delete?: never;
+    readonly options?: never;
+    readonly head?: never;
+    readonly patch?: never;
+    readonly trace?: never;
   };
-  '/v1/admin/unseal': {
-    parameters: {
-      query?: never;
-      header?: never;
-      path?: never;
-      cookie?: never;
+  readonly '/v1/admin/unseal': {
+    readonly parameters: {
+      readonly query?: never;
+      readonly header?: never;
+      readonly path?: never;
+      readonly cookie?: never;
     };
     /**
      * Seal status of this instance (master key in custodians' shares)
@@ -566,8 +566,8 @@ export interface paths {
      *     and the progress towards the active split's threshold. Nothing secret. `keys unseal` reads it.
      *     Each instance has its own nonce and key: every instance is unsealed on its own.
      */
-    get: operations['getUnsealStatus'];
-    put?: never;
+    readonly get: operations['getUnsealStatus'];
+    readonly put?: never;
     /**
      * Submit one custodian's share to this instance
      * @description `submission` is a compact JWS (EdDSA, `typ` `loyalty-vault-unseal+jwt`, `kid` the custodian's key
@@ -582,22 +582,22 @@ export interface paths {
      *     key `409 UNSEAL_KEY_MISMATCH` (the submissions are discarded). `409 VAULT_NOT_SEALED` when
      *     unsealed, `409 MASTER_KEY_SPLIT_MISSING` when the key was never split.
      */
-    post: operations['submitUnsealShare'];
-    delete?: never;
-    options?: never;
-    head?: never;
-    patch?: never;
-    trace?: never;
+    readonly post: operations['submitUnsealShare'];
+    readonly delete?: never;
+    readonly options?: never;
+    readonly head?: never;
+    readonly patch?: never;
+    readonly trace?: never;
   };
-  '/v1/admin/seal': {
-    parameters: {
-      query?: never;
-      header?: never;
-      path?: never;
-      cookie?: never;
+  readonly '/v1/admin/seal': {
+    readonly parameters: {
+      readonly query?: never;
+      readonly header?: never;
+      readonly path?: never;
+      readonly cookie?: never;
     };
-    get?: never;
-    put?: never;
+    readonly get?: never;
+    readonly put?: never;
     /**
      * Seal this instance (forget the master key)
      * @description `request` is a compact JWS (EdDSA, `typ` `loyalty-vault-seal+jwt`) by one registered custodian
@@ -605,23 +605,23 @@ export interface paths {
      *     fail-safe, audited). The key is overwritten in memory, the data keys dropped, the dispatcher
      *     stopped; card operations answer `503 VAULT_SEALED` until the next unseal. Already sealed: 200.
      */
-    post: operations['sealVault'];
-    delete?: never;
-    options?: never;
-    head?: never;
-    patch?: never;
-    trace?: never;
+    readonly post: operations['sealVault'];
+    readonly delete?: never;
+    readonly options?: never;
+    readonly head?: never;
+    readonly patch?: never;
+    readonly trace?: never;
   };
-  '/v1/admin/subscriptions': {
-    parameters: {
-      query?: never;
-      header?: never;
-      path?: never;
-      cookie?: never;
+  readonly '/v1/admin/subscriptions': {
+    readonly parameters: {
+      readonly query?: never;
+      readonly header?: never;
+      readonly path?: never;
+      readonly cookie?: never;
     };
     /** The subscriptions (without their secrets) */
-    get: operations['listSubscriptions'];
-    put?: never;
+    readonly get: operations['listSubscriptions'];
+    readonly put?: never;
     /**
      * Subscribe a receiver to outbound events
      * @description Registers a receiver (a CRM, the loyalty app's back end) for the event types it wants. The URL
@@ -631,48 +631,48 @@ export interface paths {
      *     never again. One live subscription per URL: creating it again is `409 SUBSCRIPTION_EXISTS`
      *     naming the first (rotate its secret to get a new one). Audited.
      */
-    post: operations['createSubscription'];
-    delete?: never;
-    options?: never;
-    head?: never;
-    patch?: never;
-    trace?: never;
+    readonly post: operations['createSubscription'];
+    readonly delete?: never;
+    readonly options?: never;
+    readonly head?: never;
+    readonly patch?: never;
+    readonly trace?: never;
   };
-  '/v1/admin/subscriptions/{subscriptionId}': {
-    parameters: {
-      query?: never;
-      header?: never;
-      path: {
-        subscriptionId: components['parameters']['SubscriptionIdPath'];
+  readonly '/v1/admin/subscriptions/{subscriptionId}': {
+    readonly parameters: {
+      readonly query?: never;
+      readonly header?: never;
+      readonly path: {
+        readonly subscriptionId: components['parameters']['SubscriptionIdPath'];
       };
-      cookie?: never;
+      readonly cookie?: never;
     };
     /** One subscription (without its secrets) */
-    get: operations['getSubscription'];
-    put?: never;
-    post?: never;
+    readonly get: operations['getSubscription'];
+    readonly put?: never;
+    readonly post?: never;
     /**
      * Stop sending to a receiver
      * @description Stops deliveries at once and erases the subscription's secrets; its delivery record stays.
      *     Deleting again answers `204` too. Audited.
      */
-    delete: operations['deleteSubscription'];
-    options?: never;
-    head?: never;
-    patch?: never;
-    trace?: never;
+    readonly delete: operations['deleteSubscription'];
+    readonly options?: never;
+    readonly head?: never;
+    readonly patch?: never;
+    readonly trace?: never;
   };
-  '/v1/admin/subscriptions/{subscriptionId}/secrets': {
-    parameters: {
-      query?: never;
-      header?: never;
-      path: {
-        subscriptionId: components['parameters']['SubscriptionIdPath'];
+  readonly '/v1/admin/subscriptions/{subscriptionId}/secrets': {
+    readonly parameters: {
+      readonly query?: never;
+      readonly header?: never;
+      readonly path: {
+        readonly subscriptionId: components['parameters']['SubscriptionIdPath'];
       };
-      cookie?: never;
+      readonly cookie?: never;
     };
-    get?: never;
-    put?: never;
+    readonly get?: never;
+    readonly put?: never;
     /**
      * Rotate the signing secret
      * @description Adds a new secret, shown once. The secrets in use until now keep signing for
@@ -685,89 +685,89 @@ export interface paths {
      *     other secret is made and the overlap does not start again. The secret itself is never shown
      *     again: if its answer was lost, rotate again with a new key. Without a key every call rotates.
      */
-    post: operations['rotateSubscriptionSecret'];
-    delete?: never;
-    options?: never;
-    head?: never;
-    patch?: never;
-    trace?: never;
+    readonly post: operations['rotateSubscriptionSecret'];
+    readonly delete?: never;
+    readonly options?: never;
+    readonly head?: never;
+    readonly patch?: never;
+    readonly trace?: never;
   };
-  '/v1/admin/subscriptions/{subscriptionId}/deliveries': {
-    parameters: {
-      query?: never;
-      header?: never;
-      path: {
-        subscriptionId: components['parameters']['SubscriptionIdPath'];
+  readonly '/v1/admin/subscriptions/{subscriptionId}/deliveries': {
+    readonly parameters: {
+      readonly query?: never;
+      readonly header?: never;
+      readonly path: {
+        readonly subscriptionId: components['parameters']['SubscriptionIdPath'];
       };
-      cookie?: never;
+      readonly cookie?: never;
     };
     /**
      * Events queued for a subscription and what became of them, newest first
      * @description One item per event: `pending` (with `nextAttemptAt`), `delivered`, or `dead` (dead-lettered
      *     after `EVENTS_MAX_ATTEMPTS` failed attempts; replayable).
      */
-    get: operations['listSubscriptionDeliveries'];
-    put?: never;
-    post?: never;
-    delete?: never;
-    options?: never;
-    head?: never;
-    patch?: never;
-    trace?: never;
+    readonly get: operations['listSubscriptionDeliveries'];
+    readonly put?: never;
+    readonly post?: never;
+    readonly delete?: never;
+    readonly options?: never;
+    readonly head?: never;
+    readonly patch?: never;
+    readonly trace?: never;
   };
-  '/v1/admin/subscriptions/{subscriptionId}/attempts': {
-    parameters: {
-      query?: never;
-      header?: never;
-      path: {
-        subscriptionId: components['parameters']['SubscriptionIdPath'];
+  readonly '/v1/admin/subscriptions/{subscriptionId}/attempts': {
+    readonly parameters: {
+      readonly query?: never;
+      readonly header?: never;
+      readonly path: {
+        readonly subscriptionId: components['parameters']['SubscriptionIdPath'];
       };
-      cookie?: never;
+      readonly cookie?: never;
     };
     /**
      * Every delivery attempt to a subscription, newest first
      * @description Outcome, HTTP status, latency and an error written by this service (never the receiver's body).
      */
-    get: operations['listSubscriptionAttempts'];
-    put?: never;
-    post?: never;
-    delete?: never;
-    options?: never;
-    head?: never;
-    patch?: never;
-    trace?: never;
+    readonly get: operations['listSubscriptionAttempts'];
+    readonly put?: never;
+    readonly post?: never;
+    readonly delete?: never;
+    readonly options?: never;
+    readonly head?: never;
+    readonly patch?: never;
+    readonly trace?: never;
   };
-  '/v1/admin/subscriptions/{subscriptionId}/deliveries/{eventId}/replay': {
-    parameters: {
-      query?: never;
-      header?: never;
-      path: {
-        subscriptionId: components['parameters']['SubscriptionIdPath'];
-        eventId: components['schemas']['OutboundEventId'];
+  readonly '/v1/admin/subscriptions/{subscriptionId}/deliveries/{eventId}/replay': {
+    readonly parameters: {
+      readonly query?: never;
+      readonly header?: never;
+      readonly path: {
+        readonly subscriptionId: components['parameters']['SubscriptionIdPath'];
+        readonly eventId: components['schemas']['OutboundEventId'];
       };
-      cookie?: never;
+      readonly cookie?: never;
     };
-    get?: never;
-    put?: never;
+    readonly get?: never;
+    readonly put?: never;
     /**
      * Send a dead-lettered event again
      * @description Queues a `dead` delivery again with a fresh attempt budget (same event id, so the receiver
      *     still dedupes). Replaying a delivery that is already `pending` changes nothing; a `delivered`
      *     one, or one of a disabled subscription, is `409 EVENT_NOT_REPLAYABLE`. Audited.
      */
-    post: operations['replaySubscriptionDelivery'];
-    delete?: never;
-    options?: never;
-    head?: never;
-    patch?: never;
-    trace?: never;
+    readonly post: operations['replaySubscriptionDelivery'];
+    readonly delete?: never;
+    readonly options?: never;
+    readonly head?: never;
+    readonly patch?: never;
+    readonly trace?: never;
   };
 }
 export type webhooks = Record<string, never>;
 export interface components {
   schemas: {
     /** @enum {unknown} */
-    EventType:
+    readonly EventType:
       | 'points.pending'
       | 'points.available'
       | 'points.reversed'
@@ -777,72 +777,72 @@ export interface components {
       | 'shopper.enrolled'
       | 'shopper.merged'
       | 'card.linked';
-    SubscriptionId: string;
+    readonly SubscriptionId: string;
     /** @description Stable per change (derived from its business key); the `webhook-id` of every delivery of it. */
-    OutboundEventId: string;
+    readonly OutboundEventId: string;
     /** @description A Standard Webhooks secret, `whsec_` and 32 random bytes in base64. Shown once. */
-    SigningSecret: string;
-    SubscriptionRequest: {
+    readonly SigningSecret: string;
+    readonly SubscriptionRequest: {
       /**
        * @description The receiver's URL (https; no credentials; public addresses only; no control characters).
        *     Stored normalised (the WHATWG URL `href`: lower-case host, non-ASCII percent-encoded); at most
        *     2,048 bytes once normalised (`422 WEBHOOK_TARGET_REFUSED`, reason `url-too-long`).
        */
-      url: string;
-      eventTypes: components['schemas']['EventType'][];
+      readonly url: string;
+      readonly eventTypes: readonly components['schemas']['EventType'][];
       /** @description Free text for admins; no control characters. */
-      description?: string;
+      readonly description?: string;
     };
-    Subscription: {
-      id: components['schemas']['SubscriptionId'];
-      url: string;
-      eventTypes: components['schemas']['EventType'][];
-      description?: string;
+    readonly Subscription: {
+      readonly id: components['schemas']['SubscriptionId'];
+      readonly url: string;
+      readonly eventTypes: readonly components['schemas']['EventType'][];
+      readonly description?: string;
       /** @enum {unknown} */
-      state: 'active' | 'disabled';
+      readonly state: 'active' | 'disabled';
       /**
        * @description `gone`: the receiver answered `410 Gone`.
        * @enum {unknown}
        */
-      disabledReason?: 'gone';
+      readonly disabledReason?: 'gone';
       /** Format: date-time */
-      createdAt: string;
+      readonly createdAt: string;
       /** Format: date-time */
-      updatedAt: string;
+      readonly updatedAt: string;
     };
-    CreatedSubscription: {
-      id: components['schemas']['SubscriptionId'];
-      url: string;
-      eventTypes: components['schemas']['EventType'][];
-      description?: string;
+    readonly CreatedSubscription: {
+      readonly id: components['schemas']['SubscriptionId'];
+      readonly url: string;
+      readonly eventTypes: readonly components['schemas']['EventType'][];
+      readonly description?: string;
       /** @enum {unknown} */
-      state: 'active';
+      readonly state: 'active';
       /** Format: date-time */
-      createdAt: string;
+      readonly createdAt: string;
       /** Format: date-time */
-      updatedAt: string;
-      secret: components['schemas']['SigningSecret'];
+      readonly updatedAt: string;
+      readonly secret: components['schemas']['SigningSecret'];
     };
-    Delivery: {
-      eventId: components['schemas']['OutboundEventId'];
-      type: components['schemas']['EventType'];
-      shopperReference: components['schemas']['ShopperReference'];
+    readonly Delivery: {
+      readonly eventId: components['schemas']['OutboundEventId'];
+      readonly type: components['schemas']['EventType'];
+      readonly shopperReference: components['schemas']['ShopperReference'];
       /** @enum {unknown} */
-      state: 'pending' | 'delivered' | 'dead';
-      attempts: number;
+      readonly state: 'pending' | 'delivered' | 'dead';
+      readonly attempts: number;
       /** Format: date-time */
-      nextAttemptAt?: string;
-      lastStatus?: number;
-      lastError?: string;
+      readonly nextAttemptAt?: string;
+      readonly lastStatus?: number;
+      readonly lastError?: string;
       /** Format: date-time */
-      deliveredAt?: string;
+      readonly deliveredAt?: string;
       /** Format: date-time */
-      createdAt: string;
+      readonly createdAt: string;
     };
-    DeliveryAttempt: {
-      id: string;
-      eventId: components['schemas']['OutboundEventId'];
-      attempt: number;
+    readonly DeliveryAttempt: {
+      readonly id: string;
+      readonly eventId: components['schemas']['OutboundEventId'];
+      readonly attempt: number;
       /**
        * @description `delivered` (2xx), `failed` (another status, no connection, or a failure of the service before
        *     the send: `error` starts `INTERNAL:`), `timeout` (the answer, or the DNS and secrets before the
@@ -850,24 +850,24 @@ export interface components {
        *     target failed the SSRF check at delivery time).
        * @enum {unknown}
        */
-      outcome: 'delivered' | 'failed' | 'gone' | 'refused' | 'timeout';
-      statusCode?: number;
-      latencyMs: number;
-      error?: string;
+      readonly outcome: 'delivered' | 'failed' | 'gone' | 'refused' | 'timeout';
+      readonly statusCode?: number;
+      readonly latencyMs: number;
+      readonly error?: string;
       /** Format: date-time */
-      attemptedAt: string;
+      readonly attemptedAt: string;
     };
     /** @enum {unknown} */
-    Channel: 'online' | 'in_store' | 'mobile' | 'call_centre';
-    Amount: {
+    readonly Channel: 'online' | 'in_store' | 'mobile' | 'call_centre';
+    readonly Amount: {
       /** @description Minor units of the currency (ISO 4217 exponent; JPY 0, GBP 2, KWD 3). */
-      value: number;
-      currency: string;
+      readonly value: number;
+      readonly currency: string;
     };
     /** @description The platform gateway's canonical payment event. */
-    PlatformPaymentEvent: {
+    readonly PlatformPaymentEvent: {
       /** @enum {unknown} */
-      type:
+      readonly type:
         | 'payment.authorised'
         | 'payment.authorisation_failed'
         | 'payment.captured'
@@ -877,171 +877,171 @@ export interface components {
         | 'payment.chargeback'
         | 'payment.chargeback_reversed';
       /** Format: date-time */
-      occurredAt: string;
-      payment: {
-        id: string;
-        merchantReference?: string;
-        amount: components['schemas']['Amount'];
-        channel: components['schemas']['Channel'];
-        storeId?: string;
-        terminalId?: string;
+      readonly occurredAt: string;
+      readonly payment: {
+        readonly id: string;
+        readonly merchantReference?: string;
+        readonly amount: components['schemas']['Amount'];
+        readonly channel: components['schemas']['Channel'];
+        readonly storeId?: string;
+        readonly terminalId?: string;
       };
       /** @description The card, by PAN (tokenised on arrival, never stored), by token or by PAR. */
-      card?:
+      readonly card?:
         | components['schemas']['PanInput']
         | {
-            token: components['schemas']['CardToken'];
+            readonly token: components['schemas']['CardToken'];
           }
         | components['schemas']['ParInput'];
-      refund?: {
-        id: string;
-        amount: number;
+      readonly refund?: {
+        readonly id: string;
+        readonly amount: number;
       };
-      chargeback?: {
-        id: string;
-        amount: number;
+      readonly chargeback?: {
+        readonly id: string;
+        readonly amount: number;
       };
     } & unknown;
-    AdyenNotification: {
-      live?: string;
-      notificationItems: {
-        NotificationRequestItem: {
-          eventCode: string;
+    readonly AdyenNotification: {
+      readonly live?: string;
+      readonly notificationItems: readonly {
+        readonly NotificationRequestItem: {
+          readonly eventCode: string;
           /** @enum {unknown} */
-          success: 'true' | 'false';
-          pspReference: string;
-          originalReference?: string;
-          merchantAccountCode: string;
-          merchantReference?: string;
-          eventDate?: string;
-          amount?: {
-            value?: number;
-            currency?: string;
+          readonly success: 'true' | 'false';
+          readonly pspReference: string;
+          readonly originalReference?: string;
+          readonly merchantAccountCode: string;
+          readonly merchantReference?: string;
+          readonly eventDate?: string;
+          readonly amount?: {
+            readonly value?: number;
+            readonly currency?: string;
           };
-          additionalData?: Record<string, never>;
+          readonly additionalData?: Record<string, never>;
         };
       }[];
     };
-    StripeEvent: {
-      id: string;
-      type: string;
-      created: number;
-      data: {
-        object: Record<string, never>;
+    readonly StripeEvent: {
+      readonly id: string;
+      readonly type: string;
+      readonly created: number;
+      readonly data: {
+        readonly object: Record<string, never>;
       };
     };
-    WebhookReceipt: {
-      eventId: string;
-      state: components['schemas']['InboxState'];
+    readonly WebhookReceipt: {
+      readonly eventId: string;
+      readonly state: components['schemas']['InboxState'];
       /** @description True when this event was already stored by an earlier delivery. */
-      duplicate: boolean;
+      readonly duplicate: boolean;
     };
     /** @enum {unknown} */
-    InboxState: 'applied' | 'parked' | 'failed' | 'ignored' | 'rejected';
-    InboxEvent: {
-      id: string;
+    readonly InboxState: 'applied' | 'parked' | 'failed' | 'ignored' | 'rejected';
+    readonly InboxEvent: {
+      readonly id: string;
       /** @enum {unknown} */
-      provider: 'platform' | 'adyen' | 'stripe';
-      eventKey: string;
-      eventType: string;
-      state: components['schemas']['InboxState'];
-      paymentId?: string;
-      errorCode?: string;
+      readonly provider: 'platform' | 'adyen' | 'stripe';
+      readonly eventKey: string;
+      readonly eventType: string;
+      readonly state: components['schemas']['InboxState'];
+      readonly paymentId?: string;
+      readonly errorCode?: string;
       /** @description Which configured secret verified the delivery (0 = the first listed). */
-      secretIndex?: number;
+      readonly secretIndex?: number;
       /** Format: date-time */
-      receivedAt: string;
+      readonly receivedAt: string;
       /** Format: date-time */
-      appliedAt?: string;
-      replays: number;
+      readonly appliedAt?: string;
+      readonly replays: number;
       /** @description JSON pointers of the payload fields whose card data was masked to the last four (or, for sensitive authentication data, dropped) before storing. See docs/card-data.md. */
-      masked: string[];
+      readonly masked: readonly string[];
       /** @description The delivery projected onto the provider's allow-list (docs/card-data.md): card identifiers replaced by the card token, card data in free text masked, all else dropped. */
-      payload: unknown;
+      readonly payload: unknown;
     };
     /** @enum {unknown} */
-    PaymentState: 'authorised' | 'cancelled' | 'captured' | 'partially_refunded' | 'refunded' | 'charged_back';
-    Purchase: {
-      paymentId: string;
+    readonly PaymentState: 'authorised' | 'cancelled' | 'captured' | 'partially_refunded' | 'refunded' | 'charged_back';
+    readonly Purchase: {
+      readonly paymentId: string;
       /** @enum {unknown} */
-      provider: 'platform' | 'adyen' | 'stripe';
-      gatewayReference: string;
-      merchantReference?: string;
-      channel?: components['schemas']['Channel'];
-      storeId?: string;
-      terminalId?: string;
-      state: components['schemas']['PaymentState'];
-      amount: components['schemas']['Amount'];
-      capturedAmount: number;
-      refundedAmount: number;
-      chargedBackAmount?: number;
-      cardToken?: components['schemas']['CardToken'];
-      last4?: string;
+      readonly provider: 'platform' | 'adyen' | 'stripe';
+      readonly gatewayReference: string;
+      readonly merchantReference?: string;
+      readonly channel?: components['schemas']['Channel'];
+      readonly storeId?: string;
+      readonly terminalId?: string;
+      readonly state: components['schemas']['PaymentState'];
+      readonly amount: components['schemas']['Amount'];
+      readonly capturedAmount: number;
+      readonly refundedAmount: number;
+      readonly chargedBackAmount?: number;
+      readonly cardToken?: components['schemas']['CardToken'];
+      readonly last4?: string;
       /** Format: date-time */
-      authorisedAt: string;
+      readonly authorisedAt: string;
     };
-    ProgrammeRules: {
+    readonly ProgrammeRules: {
       /**
        * @description Points per whole currency unit, for currencies without their own rate. Rates (≤ 100) and
        *     multipliers (≤ 10) are bounded so that no balance can leave the exact integer range.
        */
-      pointsPerUnit: number;
-      currencyPointsPerUnit?: {
-        [key: string]: number;
+      readonly pointsPerUnit: number;
+      readonly currencyPointsPerUnit?: {
+        readonly [key: string]: number;
       };
-      channelMultipliers?: {
-        [key: string]: number;
+      readonly channelMultipliers?: {
+        readonly [key: string]: number;
       };
       /** @description Per currency, in minor units; smaller payments earn nothing. */
-      minimumAmount?: {
-        [key: string]: number;
+      readonly minimumAmount?: {
+        readonly [key: string]: number;
       };
       /** @description Channels whose points are available on authorisation. */
-      autoCaptureChannels?: components['schemas']['Channel'][];
-      pointsLifetimeMonths?: number;
+      readonly autoCaptureChannels?: readonly components['schemas']['Channel'][];
+      readonly pointsLifetimeMonths?: number;
       /** @description How far below zero a balance may go (0 never). */
-      negativeBalanceAllowance?: number;
+      readonly negativeBalanceAllowance?: number;
     };
-    Programme: {
-      version: number;
+    readonly Programme: {
+      readonly version: number;
       /** Format: date-time */
-      effectiveFrom: string;
+      readonly effectiveFrom: string;
       /** Format: date-time */
-      createdAt: string;
-      rules: {
-        pointsPerUnit: number;
-        currencyPointsPerUnit: {
-          [key: string]: number;
+      readonly createdAt: string;
+      readonly rules: {
+        readonly pointsPerUnit: number;
+        readonly currencyPointsPerUnit: {
+          readonly [key: string]: number;
         };
-        channelMultipliers: {
-          [key: string]: number;
+        readonly channelMultipliers: {
+          readonly [key: string]: number;
         };
-        minimumAmount: {
-          [key: string]: number;
+        readonly minimumAmount: {
+          readonly [key: string]: number;
         };
-        autoCaptureChannels: components['schemas']['Channel'][];
-        pointsLifetimeMonths: number;
-        negativeBalanceAllowance: number;
+        readonly autoCaptureChannels: readonly components['schemas']['Channel'][];
+        readonly pointsLifetimeMonths: number;
+        readonly negativeBalanceAllowance: number;
       };
     };
-    Balance: {
-      shopperReference: components['schemas']['ShopperReference'];
+    readonly Balance: {
+      readonly shopperReference: components['schemas']['ShopperReference'];
       /** @description Points that can be spent now (negative only under a negative allowance). */
-      available: number;
+      readonly available: number;
       /** @description Points waiting for their payment's capture. */
-      pending: number;
+      readonly pending: number;
       /** @description Available points expiring in the next 30 days, by expiry time. */
-      expiringSoon: {
-        points: number;
+      readonly expiringSoon: readonly {
+        readonly points: number;
         /** Format: date-time */
-        expiresAt: string;
+        readonly expiresAt: string;
       }[];
-      lifetimeEarned: number;
+      readonly lifetimeEarned: number;
       /** Format: date-time */
-      asOf: string;
+      readonly asOf: string;
     };
-    LedgerEntry: {
-      id: string;
+    readonly LedgerEntry: {
+      readonly id: string;
       /**
        * @description `earn_pending` (authorised), `pending_voided` (cancelled, failed or captured), `earn`
        *     (available), `earn_voided`, `reversal` (refund or chargeback), `reversal_cancelled`
@@ -1050,7 +1050,7 @@ export interface components {
        *     `merge_in`, `merge_out`.
        * @enum {unknown}
        */
-      kind:
+      readonly kind:
         | 'earn_pending'
         | 'pending_voided'
         | 'earn'
@@ -1065,121 +1065,121 @@ export interface components {
         | 'expiry'
         | 'merge_in'
         | 'merge_out';
-      points: number;
-      availableDelta: number;
-      pendingDelta: number;
-      shopperReference: components['schemas']['ShopperReference'];
-      paymentId?: string;
-      redemptionId?: string;
-      lotId?: string;
-      ruleVersion?: number;
+      readonly points: number;
+      readonly availableDelta: number;
+      readonly pendingDelta: number;
+      readonly shopperReference: components['schemas']['ShopperReference'];
+      readonly paymentId?: string;
+      readonly redemptionId?: string;
+      readonly lotId?: string;
+      readonly ruleVersion?: number;
       /** Format: date-time */
-      createdAt: string;
+      readonly createdAt: string;
     };
-    RedemptionRequest: {
-      points: number;
+    readonly RedemptionRequest: {
+      readonly points: number;
       /** @description The caller's reference (order, voucher). */
-      reference: string;
-      description?: string;
+      readonly reference: string;
+      readonly description?: string;
     };
-    Redemption: {
-      redemptionId: string;
-      points: number;
-      reference: string;
+    readonly Redemption: {
+      readonly redemptionId: string;
+      readonly points: number;
+      readonly reference: string;
       /** @enum {unknown} */
-      state: 'completed' | 'reversed';
-      balance: components['schemas']['Balance'];
+      readonly state: 'completed' | 'reversed';
+      readonly balance: components['schemas']['Balance'];
     };
-    EnrolmentRequest: {
+    readonly EnrolmentRequest: {
       /** Format: email */
-      email?: string;
-      externalMemberId?: string;
+      readonly email?: string;
+      readonly externalMemberId?: string;
     };
-    Membership: {
-      shopperReference: components['schemas']['ShopperReference'];
-      enrolled: boolean;
+    readonly Membership: {
+      readonly shopperReference: components['schemas']['ShopperReference'];
+      readonly enrolled: boolean;
       /** Format: date-time */
-      enrolledAt?: string;
-      externalMemberId?: string;
-      hasEmail: boolean;
+      readonly enrolledAt?: string;
+      readonly externalMemberId?: string;
+      readonly hasEmail: boolean;
     };
-    CardLink: {
-      shopperReference: components['schemas']['ShopperReference'];
-      cardToken: components['schemas']['CardToken'];
-      alreadyLinked: boolean;
+    readonly CardLink: {
+      readonly shopperReference: components['schemas']['ShopperReference'];
+      readonly cardToken: components['schemas']['CardToken'];
+      readonly alreadyLinked: boolean;
       /** @description The shopper merged into this one by the link. */
-      mergedShopperReference?: components['schemas']['ShopperReference'];
+      readonly mergedShopperReference?: components['schemas']['ShopperReference'];
     };
     /** @description RFC 9457 problem details. `code` is stable and is what clients should branch on. */
-    Problem: {
+    readonly Problem: {
       /** Format: uri */
-      type: string;
-      title: string;
-      status: number;
-      code: string;
-      detail?: string;
-      requestId: string;
+      readonly type: string;
+      readonly title: string;
+      readonly status: number;
+      readonly code: string;
+      readonly detail?: string;
+      readonly requestId: string;
       /** @description For `VALIDATION_FAILED`, where the request went wrong. Never contains input values. */
-      errors?: {
-        pointer: string;
-        message: string;
+      readonly errors?: readonly {
+        readonly pointer: string;
+        readonly message: string;
       }[];
     };
-    UnsealStatus: {
-      sealed: boolean;
+    readonly UnsealStatus: {
+      readonly sealed: boolean;
       /** @description This seal's (or unsealed period's) nonce; new at start, at every seal and unseal. */
-      nonce: string;
+      readonly nonce: string;
       /** @description The ephemeral X25519 public key (base64url) shares are encrypted to; null when unsealed. */
-      instanceKey: string | null;
-      splitId: string | null;
-      threshold: number | null;
-      total: number | null;
+      readonly instanceKey: string | null;
+      readonly splitId: string | null;
+      readonly threshold: number | null;
+      readonly total: number | null;
       /** @description Shares accepted since the last seal. */
-      progress: number;
+      readonly progress: number;
     };
-    ReadinessChecks: {
-      [key: string]: 'up' | 'down';
+    readonly ReadinessChecks: {
+      readonly [key: string]: 'up' | 'down';
     };
     /**
      * @description A permanent, random shopper reference. Never derived from card data.
      * @example shp_mfrggzdfmztwq2lknnwg23tpob
      */
-    ShopperReference: string;
+    readonly ShopperReference: string;
     /**
      * @description A permanent, random card token. Never derived from card data.
      * @example tok_onxw2zlsmvzxi2lknnwg23tpob
      */
-    CardToken: string;
+    readonly CardToken: string;
     /** @description Card metadata. Brand, last 4 and expiry are present once the PAN is known. */
-    Card: {
-      token: components['schemas']['CardToken'];
-      shopperReference: components['schemas']['ShopperReference'];
+    readonly Card: {
+      readonly token: components['schemas']['CardToken'];
+      readonly shopperReference: components['schemas']['ShopperReference'];
       /** @enum {unknown} */
-      brand?: 'visa' | 'mastercard' | 'amex' | 'discover' | 'jcb' | 'unknown';
-      last4?: string;
-      expiryMonth?: number;
-      expiryYear?: number;
+      readonly brand?: 'visa' | 'mastercard' | 'amex' | 'discover' | 'jcb' | 'unknown';
+      readonly last4?: string;
+      readonly expiryMonth?: number;
+      readonly expiryYear?: number;
       /** Format: date-time */
-      createdAt: string;
+      readonly createdAt: string;
     };
     /** @description Exactly one identifier of the card. */
-    CardIdentifierInput:
+    readonly CardIdentifierInput:
       components['schemas']['PanInput'] | components['schemas']['ParInput'] | components['schemas']['AliasInput'];
-    PanInput: {
+    readonly PanInput: {
       /** @description 12–19 digits, Luhn-valid; single spaces or dashes between digits are allowed. */
-      pan: string;
-      expiryMonth?: number;
-      expiryYear?: number;
+      readonly pan: string;
+      readonly expiryMonth?: number;
+      readonly expiryYear?: number;
     };
-    ParInput: {
+    readonly ParInput: {
       /** @description EMVCo Payment Account Reference (29 upper-case alphanumerics). */
-      par: string;
+      readonly par: string;
     };
-    AliasInput: {
-      alias: {
+    readonly AliasInput: {
+      readonly alias: {
         /** @description Provider-qualified kind of alias, e.g. `adyen.alias`, `stripe.fingerprint`. */
-        namespace: string;
-        value: string;
+        readonly namespace: string;
+        readonly value: string;
       };
     };
   };
@@ -1188,14 +1188,14 @@ export interface components {
      * @description This shopper was merged into another (`SHOPPER_MERGED`): repeat the request at `Location`,
      *     the same path under the survivor's reference. The body names the survivor.
      */
-    ShopperMerged: {
+    readonly ShopperMerged: {
       headers: {
         /** @description The same path under the survivor's reference */
-        Location?: string;
-        [name: string]: unknown;
+        readonly Location?: string;
+        readonly [name: string]: unknown;
       };
       content: {
-        'application/problem+json': components['schemas']['Problem'];
+        readonly 'application/problem+json': components['schemas']['Problem'];
       };
     };
     /**
@@ -1205,30 +1205,30 @@ export interface components {
      *     `CLIENT_CERTIFICATE_REVOKED`, `CLIENT_CERTIFICATE_REVOCATIONS_INVALID` (the sealed revocation list
      *     failed its integrity check: every certificate is refused until it is restored). Nothing is stored.
      */
-    WebhookUnauthorized: {
+    readonly WebhookUnauthorized: {
       headers: {
-        [name: string]: unknown;
+        readonly [name: string]: unknown;
       };
       content: {
-        'application/problem+json': components['schemas']['Problem'];
+        readonly 'application/problem+json': components['schemas']['Problem'];
       };
     };
     /** @description The body is larger than `BODY_LIMIT_BYTES` (`PAYLOAD_TOO_LARGE`). */
-    PayloadTooLarge: {
+    readonly PayloadTooLarge: {
       headers: {
-        [name: string]: unknown;
+        readonly [name: string]: unknown;
       };
       content: {
-        'application/problem+json': components['schemas']['Problem'];
+        readonly 'application/problem+json': components['schemas']['Problem'];
       };
     };
     /** @description The body is not `application/json` (`UNSUPPORTED_MEDIA_TYPE`). */
-    UnsupportedMediaType: {
+    readonly UnsupportedMediaType: {
       headers: {
-        [name: string]: unknown;
+        readonly [name: string]: unknown;
       };
       content: {
-        'application/problem+json': components['schemas']['Problem'];
+        readonly 'application/problem+json': components['schemas']['Problem'];
       };
     };
     /**
@@ -1236,51 +1236,51 @@ export interface components {
      *     `UNSEAL_SHARE_DUPLICATE`, `UNSEAL_SHARE_REFUSED`, `UNSEAL_KEY_MISMATCH`, `VAULT_NOT_SEALED`,
      *     `MASTER_KEY_SPLIT_MISSING`); audited.
      */
-    UnsealRefused: {
+    readonly UnsealRefused: {
       headers: {
-        [name: string]: unknown;
+        readonly [name: string]: unknown;
       };
       content: {
-        'application/problem+json': components['schemas']['Problem'];
+        readonly 'application/problem+json': components['schemas']['Problem'];
       };
     };
     /** @description The database is down or slow (`DATABASE_UNAVAILABLE`, `DATABASE_TIMEOUT`), a key rotation is in progress (`KEY_RING_STALE`, with `Retry-After`), the master key is unavailable (`MASTER_KEY_UNAVAILABLE`, with `Retry-After`, a PKCS#11 token slow, absent or logged out), or the vault is sealed (`VAULT_SEALED`, with `Retry-After`, `MASTER_KEY_SOURCE=shares` before `keys unseal`; every operation that needs a key answers it, src/keys/sealed-operations.ts); nothing was stored, retry. */
-    Unavailable: {
+    readonly Unavailable: {
       headers: {
-        [name: string]: unknown;
+        readonly [name: string]: unknown;
       };
       content: {
-        'application/problem+json': components['schemas']['Problem'];
+        readonly 'application/problem+json': components['schemas']['Problem'];
       };
     };
     /** @description The request does not match this contract (`VALIDATION_FAILED`, `MALFORMED_JSON`). */
-    BadRequest: {
+    readonly BadRequest: {
       headers: {
-        [name: string]: unknown;
+        readonly [name: string]: unknown;
       };
       content: {
-        'application/problem+json': components['schemas']['Problem'];
+        readonly 'application/problem+json': components['schemas']['Problem'];
       };
     };
     /**
      * @description The token lacks a required scope (`INSUFFICIENT_SCOPE`), or the operation is switched off
      *     (`DETOKENISATION_DISABLED`).
      */
-    Forbidden: {
+    readonly Forbidden: {
       headers: {
-        [name: string]: unknown;
+        readonly [name: string]: unknown;
       };
       content: {
-        'application/problem+json': components['schemas']['Problem'];
+        readonly 'application/problem+json': components['schemas']['Problem'];
       };
     };
     /** @description No such resource, or not one this caller may see (`NOT_FOUND`). */
-    NotFound: {
+    readonly NotFound: {
       headers: {
-        [name: string]: unknown;
+        readonly [name: string]: unknown;
       };
       content: {
-        'application/problem+json': components['schemas']['Problem'];
+        readonly 'application/problem+json': components['schemas']['Problem'];
       };
     };
     /**
@@ -1289,12 +1289,12 @@ export interface components {
      *     `EXTERNAL_MEMBER_ID_TAKEN`, `SUBSCRIPTION_EXISTS`, `EVENT_NOT_REPLAYABLE`, `SECRET_ROTATION_REPEATED`,
      *     `CONFLICT`).
      */
-    Conflict: {
+    readonly Conflict: {
       headers: {
-        [name: string]: unknown;
+        readonly [name: string]: unknown;
       };
       content: {
-        'application/problem+json': components['schemas']['Problem'];
+        readonly 'application/problem+json': components['schemas']['Problem'];
       };
     };
     /**
@@ -1306,12 +1306,12 @@ export interface components {
      *     `WEBHOOK_TARGET_REFUSED` (a
      *     subscription URL that is not https, holds credentials or resolves to a non-public address).
      */
-    Unprocessable: {
+    readonly Unprocessable: {
       headers: {
-        [name: string]: unknown;
+        readonly [name: string]: unknown;
       };
       content: {
-        'application/problem+json': components['schemas']['Problem'];
+        readonly 'application/problem+json': components['schemas']['Problem'];
       };
     };
     /**
@@ -1319,14 +1319,14 @@ export interface components {
      *     was created or attached, and every tokenisation and attach by this client answers it until the budget refills, known card or
      *     not); retry after `Retry-After` seconds.
      */
-    TooManyRequests: {
+    readonly TooManyRequests: {
       headers: {
         /** @description Seconds to wait */
-        'Retry-After'?: number;
-        [name: string]: unknown;
+        readonly 'Retry-After'?: number;
+        readonly [name: string]: unknown;
       };
       content: {
-        'application/problem+json': components['schemas']['Problem'];
+        readonly 'application/problem+json': components['schemas']['Problem'];
       };
     };
     /**
@@ -1340,26 +1340,26 @@ export interface components {
      *     `CLIENT_CERTIFICATE_UNTRUSTED`, `CLIENT_CERTIFICATE_EXPIRED`, `CLIENT_CERTIFICATE_REVOKED`,
      *     `CLIENT_CERTIFICATE_REVOCATIONS_INVALID` (the sealed revocation list failed its integrity check).
      */
-    Unauthorized: {
+    readonly Unauthorized: {
       headers: {
         /** @description RFC 6750 challenge */
-        'WWW-Authenticate'?: string;
-        [name: string]: unknown;
+        readonly 'WWW-Authenticate'?: string;
+        readonly [name: string]: unknown;
       };
       content: {
-        'application/problem+json': components['schemas']['Problem'];
+        readonly 'application/problem+json': components['schemas']['Problem'];
       };
     };
   };
   parameters: {
     /** @description Page size (default 50). */
-    Limit: number;
+    readonly Limit: number;
     /** @description The `nextCursor` of the previous page. */
-    Cursor: string;
-    ShopperReferencePath: components['schemas']['ShopperReference'];
-    SubscriptionIdPath: components['schemas']['SubscriptionId'];
+    readonly Cursor: string;
+    readonly ShopperReferencePath: components['schemas']['ShopperReference'];
+    readonly SubscriptionIdPath: components['schemas']['SubscriptionId'];
     /** @description A card token */
-    CardTokenPath: components['schemas']['CardToken'];
+    readonly CardTokenPath: components['schemas']['CardToken'];
   };
   requestBodies: never;
   headers: never;
@@ -1367,1046 +1367,1046 @@ export interface components {
 }
 export type $defs = Record<string, never>;
 export interface operations {
-  getLiveness: {
-    parameters: {
-      query?: never;
-      header?: never;
-      path?: never;
-      cookie?: never;
+  readonly getLiveness: {
+    readonly parameters: {
+      readonly query?: never;
+      readonly header?: never;
+      readonly path?: never;
+      readonly cookie?: never;
     };
-    requestBody?: never;
-    responses: {
+    readonly requestBody?: never;
+    readonly responses: {
       /** @description Alive */
-      200: {
+      readonly 200: {
         headers: {
-          [name: string]: unknown;
+          readonly [name: string]: unknown;
         };
         content: {
-          'application/json': {
+          readonly 'application/json': {
             /** @constant */
-            status: 'ok';
+            readonly status: 'ok';
           };
         };
       };
     };
   };
-  getReadiness: {
-    parameters: {
-      query?: never;
-      header?: never;
-      path?: never;
-      cookie?: never;
+  readonly getReadiness: {
+    readonly parameters: {
+      readonly query?: never;
+      readonly header?: never;
+      readonly path?: never;
+      readonly cookie?: never;
     };
-    requestBody?: never;
-    responses: {
+    readonly requestBody?: never;
+    readonly responses: {
       /** @description Ready for traffic */
-      200: {
+      readonly 200: {
         headers: {
-          [name: string]: unknown;
+          readonly [name: string]: unknown;
         };
         content: {
-          'application/json': {
+          readonly 'application/json': {
             /** @constant */
-            status: 'ready';
-            checks: components['schemas']['ReadinessChecks'];
+            readonly status: 'ready';
+            readonly checks: components['schemas']['ReadinessChecks'];
           };
         };
       };
       /** @description Not ready (code `NOT_READY`, `MASTER_KEY_UNAVAILABLE` or `VAULT_SEALED`, with the failing `checks` and `Retry-After`) */
-      503: {
+      readonly 503: {
         headers: {
-          [name: string]: unknown;
+          readonly [name: string]: unknown;
         };
         content: {
-          'application/problem+json': components['schemas']['Problem'] & {
-            checks?: components['schemas']['ReadinessChecks'];
+          readonly 'application/problem+json': components['schemas']['Problem'] & {
+            readonly checks?: components['schemas']['ReadinessChecks'];
           };
         };
       };
     };
   };
-  getOpenApiDocument: {
-    parameters: {
-      query?: never;
-      header?: never;
-      path?: never;
-      cookie?: never;
+  readonly getOpenApiDocument: {
+    readonly parameters: {
+      readonly query?: never;
+      readonly header?: never;
+      readonly path?: never;
+      readonly cookie?: never;
     };
-    requestBody?: never;
-    responses: {
+    readonly requestBody?: never;
+    readonly responses: {
       /** @description The OpenAPI 3.1 document the service validates requests against. */
-      200: {
+      readonly 200: {
         headers: {
-          [name: string]: unknown;
+          readonly [name: string]: unknown;
         };
         content: {
-          'application/yaml': string;
+          readonly 'application/yaml': string;
         };
       };
     };
   };
-  getCurrentPrincipal: {
-    parameters: {
-      query?: never;
-      header?: never;
-      path?: never;
-      cookie?: never;
+  readonly getCurrentPrincipal: {
+    readonly parameters: {
+      readonly query?: never;
+      readonly header?: never;
+      readonly path?: never;
+      readonly cookie?: never;
     };
-    requestBody?: never;
-    responses: {
+    readonly requestBody?: never;
+    readonly responses: {
       /** @description The authenticated principal */
-      200: {
+      readonly 200: {
         headers: {
-          [name: string]: unknown;
+          readonly [name: string]: unknown;
         };
         content: {
-          'application/json': {
-            subject: string;
-            scopes: string[];
-            shopperReference?: components['schemas']['ShopperReference'];
+          readonly 'application/json': {
+            readonly subject: string;
+            readonly scopes: readonly string[];
+            readonly shopperReference?: components['schemas']['ShopperReference'];
             /** Format: date-time */
-            expiresAt?: string;
+            readonly expiresAt?: string;
           };
         };
       };
-      401: components['responses']['Unauthorized'];
+      readonly 401: components['responses']['Unauthorized'];
     };
   };
-  createToken: {
-    parameters: {
-      query?: never;
-      header?: never;
-      path?: never;
-      cookie?: never;
+  readonly createToken: {
+    readonly parameters: {
+      readonly query?: never;
+      readonly header?: never;
+      readonly path?: never;
+      readonly cookie?: never;
     };
-    requestBody: {
-      content: {
-        'application/json': components['schemas']['CardIdentifierInput'];
+    readonly requestBody: {
+      readonly content: {
+        readonly 'application/json': components['schemas']['CardIdentifierInput'];
       };
     };
-    responses: {
+    readonly responses: {
       /** @description The identifier was already known. */
-      200: {
+      readonly 200: {
         headers: {
-          [name: string]: unknown;
+          readonly [name: string]: unknown;
         };
         content: {
-          'application/json': components['schemas']['Card'];
+          readonly 'application/json': components['schemas']['Card'];
         };
       };
       /** @description A new card (and shopper) was created. */
-      201: {
+      readonly 201: {
         headers: {
-          [name: string]: unknown;
+          readonly [name: string]: unknown;
         };
         content: {
-          'application/json': components['schemas']['Card'];
+          readonly 'application/json': components['schemas']['Card'];
         };
       };
-      400: components['responses']['BadRequest'];
-      401: components['responses']['Unauthorized'];
-      403: components['responses']['Forbidden'];
-      422: components['responses']['Unprocessable'];
-      429: components['responses']['TooManyRequests'];
+      readonly 400: components['responses']['BadRequest'];
+      readonly 401: components['responses']['Unauthorized'];
+      readonly 403: components['responses']['Forbidden'];
+      readonly 422: components['responses']['Unprocessable'];
+      readonly 429: components['responses']['TooManyRequests'];
     };
   };
-  getToken: {
-    parameters: {
-      query?: never;
-      header?: never;
-      path: {
+  readonly getToken: {
+    readonly parameters: {
+      readonly query?: never;
+      readonly header?: never;
+      readonly path: {
         /** @description A card token */
-        token: components['parameters']['CardTokenPath'];
+        readonly token: components['parameters']['CardTokenPath'];
       };
-      cookie?: never;
+      readonly cookie?: never;
     };
-    requestBody?: never;
-    responses: {
+    readonly requestBody?: never;
+    readonly responses: {
       /** @description The card */
-      200: {
+      readonly 200: {
         headers: {
-          [name: string]: unknown;
+          readonly [name: string]: unknown;
         };
         content: {
-          'application/json': components['schemas']['Card'];
+          readonly 'application/json': components['schemas']['Card'];
         };
       };
-      400: components['responses']['BadRequest'];
-      401: components['responses']['Unauthorized'];
-      403: components['responses']['Forbidden'];
-      404: components['responses']['NotFound'];
-      429: components['responses']['TooManyRequests'];
+      readonly 400: components['responses']['BadRequest'];
+      readonly 401: components['responses']['Unauthorized'];
+      readonly 403: components['responses']['Forbidden'];
+      readonly 404: components['responses']['NotFound'];
+      readonly 429: components['responses']['TooManyRequests'];
     };
   };
-  attachIdentifier: {
-    parameters: {
-      query?: never;
-      header?: never;
-      path: {
+  readonly attachIdentifier: {
+    readonly parameters: {
+      readonly query?: never;
+      readonly header?: never;
+      readonly path: {
         /** @description A card token */
-        token: components['parameters']['CardTokenPath'];
+        readonly token: components['parameters']['CardTokenPath'];
       };
-      cookie?: never;
+      readonly cookie?: never;
     };
-    requestBody: {
-      content: {
-        'application/json': components['schemas']['CardIdentifierInput'];
+    readonly requestBody: {
+      readonly content: {
+        readonly 'application/json': components['schemas']['CardIdentifierInput'];
       };
     };
-    responses: {
+    readonly responses: {
       /** @description Already attached to this card */
-      200: {
+      readonly 200: {
         headers: {
-          [name: string]: unknown;
+          readonly [name: string]: unknown;
         };
         content: {
-          'application/json': components['schemas']['Card'];
+          readonly 'application/json': components['schemas']['Card'];
         };
       };
       /** @description Attached */
-      201: {
+      readonly 201: {
         headers: {
-          [name: string]: unknown;
+          readonly [name: string]: unknown;
         };
         content: {
-          'application/json': components['schemas']['Card'];
+          readonly 'application/json': components['schemas']['Card'];
         };
       };
-      400: components['responses']['BadRequest'];
-      401: components['responses']['Unauthorized'];
-      403: components['responses']['Forbidden'];
-      404: components['responses']['NotFound'];
-      409: components['responses']['Conflict'];
-      422: components['responses']['Unprocessable'];
-      429: components['responses']['TooManyRequests'];
+      readonly 400: components['responses']['BadRequest'];
+      readonly 401: components['responses']['Unauthorized'];
+      readonly 403: components['responses']['Forbidden'];
+      readonly 404: components['responses']['NotFound'];
+      readonly 409: components['responses']['Conflict'];
+      readonly 422: components['responses']['Unprocessable'];
+      readonly 429: components['responses']['TooManyRequests'];
     };
   };
-  detokenise: {
-    parameters: {
-      query?: never;
-      header?: never;
-      path: {
+  readonly detokenise: {
+    readonly parameters: {
+      readonly query?: never;
+      readonly header?: never;
+      readonly path: {
         /** @description A card token */
-        token: components['parameters']['CardTokenPath'];
+        readonly token: components['parameters']['CardTokenPath'];
       };
-      cookie?: never;
+      readonly cookie?: never;
     };
-    requestBody: {
-      content: {
-        'application/json': {
+    readonly requestBody: {
+      readonly content: {
+        readonly 'application/json': {
           /** @description Why the PAN is needed (recorded in the audit trail; must not contain card numbers). */
-          reason: string;
+          readonly reason: string;
         };
       };
     };
-    responses: {
+    readonly responses: {
       /** @description The PAN */
-      200: {
+      readonly 200: {
         headers: {
-          [name: string]: unknown;
+          readonly [name: string]: unknown;
         };
         content: {
-          'application/json': {
-            token: components['schemas']['CardToken'];
-            pan: string;
+          readonly 'application/json': {
+            readonly token: components['schemas']['CardToken'];
+            readonly pan: string;
           };
         };
       };
-      400: components['responses']['BadRequest'];
-      401: components['responses']['Unauthorized'];
-      403: components['responses']['Forbidden'];
-      404: components['responses']['NotFound'];
-      409: components['responses']['Conflict'];
-      422: components['responses']['Unprocessable'];
-      429: components['responses']['TooManyRequests'];
+      readonly 400: components['responses']['BadRequest'];
+      readonly 401: components['responses']['Unauthorized'];
+      readonly 403: components['responses']['Forbidden'];
+      readonly 404: components['responses']['NotFound'];
+      readonly 409: components['responses']['Conflict'];
+      readonly 422: components['responses']['Unprocessable'];
+      readonly 429: components['responses']['TooManyRequests'];
     };
   };
-  receivePlatformWebhook: {
-    parameters: {
-      query?: never;
-      header?: {
-        'webhook-id'?: string;
-        'webhook-timestamp'?: string;
-        'webhook-signature'?: string;
+  readonly receivePlatformWebhook: {
+    readonly parameters: {
+      readonly query?: never;
+      readonly header?: {
+        readonly 'webhook-id'?: string;
+        readonly 'webhook-timestamp'?: string;
+        readonly 'webhook-signature'?: string;
       };
-      path?: never;
-      cookie?: never;
+      readonly path?: never;
+      readonly cookie?: never;
     };
-    requestBody: {
-      content: {
-        'application/json': components['schemas']['PlatformPaymentEvent'];
+    readonly requestBody: {
+      readonly content: {
+        readonly 'application/json': components['schemas']['PlatformPaymentEvent'];
       };
     };
-    responses: {
+    readonly responses: {
       /** @description Stored and applied (or already stored before). */
-      200: {
+      readonly 200: {
         headers: {
-          [name: string]: unknown;
+          readonly [name: string]: unknown;
         };
         content: {
-          'application/json': components['schemas']['WebhookReceipt'];
+          readonly 'application/json': components['schemas']['WebhookReceipt'];
         };
       };
-      400: components['responses']['BadRequest'];
-      401: components['responses']['WebhookUnauthorized'];
-      403: components['responses']['Forbidden'];
-      413: components['responses']['PayloadTooLarge'];
-      415: components['responses']['UnsupportedMediaType'];
-      422: components['responses']['Unprocessable'];
-      503: components['responses']['Unavailable'];
+      readonly 400: components['responses']['BadRequest'];
+      readonly 401: components['responses']['WebhookUnauthorized'];
+      readonly 403: components['responses']['Forbidden'];
+      readonly 413: components['responses']['PayloadTooLarge'];
+      readonly 415: components['responses']['UnsupportedMediaType'];
+      readonly 422: components['responses']['Unprocessable'];
+      readonly 503: components['responses']['Unavailable'];
     };
   };
-  receiveAdyenWebhook: {
-    parameters: {
-      query?: never;
-      header?: never;
-      path?: never;
-      cookie?: never;
+  readonly receiveAdyenWebhook: {
+    readonly parameters: {
+      readonly query?: never;
+      readonly header?: never;
+      readonly path?: never;
+      readonly cookie?: never;
     };
-    requestBody: {
-      content: {
-        'application/json': components['schemas']['AdyenNotification'];
+    readonly requestBody: {
+      readonly content: {
+        readonly 'application/json': components['schemas']['AdyenNotification'];
       };
     };
-    responses: {
+    readonly responses: {
       /** @description Every item is stored. */
-      200: {
+      readonly 200: {
         headers: {
-          [name: string]: unknown;
+          readonly [name: string]: unknown;
         };
         content: {
-          'text/plain': '[accepted]';
+          readonly 'text/plain': '[accepted]';
         };
       };
-      400: components['responses']['BadRequest'];
-      401: components['responses']['WebhookUnauthorized'];
-      403: components['responses']['Forbidden'];
-      413: components['responses']['PayloadTooLarge'];
-      415: components['responses']['UnsupportedMediaType'];
-      422: components['responses']['Unprocessable'];
-      503: components['responses']['Unavailable'];
+      readonly 400: components['responses']['BadRequest'];
+      readonly 401: components['responses']['WebhookUnauthorized'];
+      readonly 403: components['responses']['Forbidden'];
+      readonly 413: components['responses']['PayloadTooLarge'];
+      readonly 415: components['responses']['UnsupportedMediaType'];
+      readonly 422: components['responses']['Unprocessable'];
+      readonly 503: components['responses']['Unavailable'];
     };
   };
-  receiveStripeWebhook: {
-    parameters: {
-      query?: never;
-      header?: never;
-      path?: never;
-      cookie?: never;
+  readonly receiveStripeWebhook: {
+    readonly parameters: {
+      readonly query?: never;
+      readonly header?: never;
+      readonly path?: never;
+      readonly cookie?: never;
     };
-    requestBody: {
-      content: {
-        'application/json': components['schemas']['StripeEvent'];
+    readonly requestBody: {
+      readonly content: {
+        readonly 'application/json': components['schemas']['StripeEvent'];
       };
     };
-    responses: {
+    readonly responses: {
       /** @description Stored and applied (or already stored before). */
-      200: {
+      readonly 200: {
         headers: {
-          [name: string]: unknown;
+          readonly [name: string]: unknown;
         };
         content: {
-          'application/json': components['schemas']['WebhookReceipt'];
+          readonly 'application/json': components['schemas']['WebhookReceipt'];
         };
       };
-      400: components['responses']['BadRequest'];
-      401: components['responses']['WebhookUnauthorized'];
-      403: components['responses']['Forbidden'];
-      413: components['responses']['PayloadTooLarge'];
-      415: components['responses']['UnsupportedMediaType'];
-      503: components['responses']['Unavailable'];
+      readonly 400: components['responses']['BadRequest'];
+      readonly 401: components['responses']['WebhookUnauthorized'];
+      readonly 403: components['responses']['Forbidden'];
+      readonly 413: components['responses']['PayloadTooLarge'];
+      readonly 415: components['responses']['UnsupportedMediaType'];
+      readonly 503: components['responses']['Unavailable'];
     };
   };
-  listWebhookInbox: {
-    parameters: {
-      query?: {
-        state?: 'applied' | 'parked' | 'failed' | 'ignored' | 'rejected';
-        provider?: 'platform' | 'adyen' | 'stripe';
+  readonly listWebhookInbox: {
+    readonly parameters: {
+      readonly query?: {
+        readonly state?: 'applied' | 'parked' | 'failed' | 'ignored' | 'rejected';
+        readonly provider?: 'platform' | 'adyen' | 'stripe';
         /** @description Page size (default 50). */
-        limit?: components['parameters']['Limit'];
+        readonly limit?: components['parameters']['Limit'];
         /** @description The `nextCursor` of the previous page. */
-        cursor?: components['parameters']['Cursor'];
+        readonly cursor?: components['parameters']['Cursor'];
       };
-      header?: never;
-      path?: never;
-      cookie?: never;
+      readonly header?: never;
+      readonly path?: never;
+      readonly cookie?: never;
     };
-    requestBody?: never;
-    responses: {
+    readonly requestBody?: never;
+    readonly responses: {
       /** @description A page of inbox events */
-      200: {
+      readonly 200: {
         headers: {
-          [name: string]: unknown;
+          readonly [name: string]: unknown;
         };
         content: {
-          'application/json': {
-            items: components['schemas']['InboxEvent'][];
-            nextCursor?: string;
+          readonly 'application/json': {
+            readonly items: readonly components['schemas']['InboxEvent'][];
+            readonly nextCursor?: string;
           };
         };
       };
-      400: components['responses']['BadRequest'];
-      401: components['responses']['Unauthorized'];
-      403: components['responses']['Forbidden'];
+      readonly 400: components['responses']['BadRequest'];
+      readonly 401: components['responses']['Unauthorized'];
+      readonly 403: components['responses']['Forbidden'];
     };
   };
-  replayWebhookEvent: {
-    parameters: {
-      query?: never;
-      header?: never;
-      path: {
-        eventId: string;
+  readonly replayWebhookEvent: {
+    readonly parameters: {
+      readonly query?: never;
+      readonly header?: never;
+      readonly path: {
+        readonly eventId: string;
       };
-      cookie?: never;
+      readonly cookie?: never;
     };
-    requestBody?: never;
-    responses: {
+    readonly requestBody?: never;
+    readonly responses: {
       /** @description The event after the replay */
-      200: {
+      readonly 200: {
         headers: {
-          [name: string]: unknown;
+          readonly [name: string]: unknown;
         };
         content: {
-          'application/json': components['schemas']['InboxEvent'];
+          readonly 'application/json': components['schemas']['InboxEvent'];
         };
       };
-      401: components['responses']['Unauthorized'];
-      403: components['responses']['Forbidden'];
-      404: components['responses']['NotFound'];
-      409: components['responses']['Conflict'];
-      422: components['responses']['Unprocessable'];
+      readonly 401: components['responses']['Unauthorized'];
+      readonly 403: components['responses']['Forbidden'];
+      readonly 404: components['responses']['NotFound'];
+      readonly 409: components['responses']['Conflict'];
+      readonly 422: components['responses']['Unprocessable'];
     };
   };
-  listShopperPurchases: {
-    parameters: {
-      query?: {
-        channel?: components['schemas']['Channel'];
+  readonly listShopperPurchases: {
+    readonly parameters: {
+      readonly query?: {
+        readonly channel?: components['schemas']['Channel'];
         /** @description Authorised at or after this instant. */
-        from?: string;
+        readonly from?: string;
         /** @description Authorised before this instant. */
-        to?: string;
+        readonly to?: string;
         /** @description Page size (default 50). */
-        limit?: components['parameters']['Limit'];
+        readonly limit?: components['parameters']['Limit'];
         /** @description The `nextCursor` of the previous page. */
-        cursor?: components['parameters']['Cursor'];
+        readonly cursor?: components['parameters']['Cursor'];
       };
-      header?: never;
-      path: {
-        shopperReference: components['parameters']['ShopperReferencePath'];
+      readonly header?: never;
+      readonly path: {
+        readonly shopperReference: components['parameters']['ShopperReferencePath'];
       };
-      cookie?: never;
+      readonly cookie?: never;
     };
-    requestBody?: never;
-    responses: {
+    readonly requestBody?: never;
+    readonly responses: {
       /** @description A page of purchases */
-      200: {
+      readonly 200: {
         headers: {
-          [name: string]: unknown;
+          readonly [name: string]: unknown;
         };
         content: {
-          'application/json': {
-            items: components['schemas']['Purchase'][];
-            nextCursor?: string;
+          readonly 'application/json': {
+            readonly items: readonly components['schemas']['Purchase'][];
+            readonly nextCursor?: string;
           };
         };
       };
-      308: components['responses']['ShopperMerged'];
-      400: components['responses']['BadRequest'];
-      401: components['responses']['Unauthorized'];
-      403: components['responses']['Forbidden'];
-      404: components['responses']['NotFound'];
+      readonly 308: components['responses']['ShopperMerged'];
+      readonly 400: components['responses']['BadRequest'];
+      readonly 401: components['responses']['Unauthorized'];
+      readonly 403: components['responses']['Forbidden'];
+      readonly 404: components['responses']['NotFound'];
     };
   };
-  getProgramme: {
-    parameters: {
-      query?: never;
-      header?: never;
-      path?: never;
-      cookie?: never;
+  readonly getProgramme: {
+    readonly parameters: {
+      readonly query?: never;
+      readonly header?: never;
+      readonly path?: never;
+      readonly cookie?: never;
     };
-    requestBody?: never;
-    responses: {
+    readonly requestBody?: never;
+    readonly responses: {
       /** @description The current version */
-      200: {
+      readonly 200: {
         headers: {
-          [name: string]: unknown;
+          readonly [name: string]: unknown;
         };
         content: {
-          'application/json': components['schemas']['Programme'];
+          readonly 'application/json': components['schemas']['Programme'];
         };
       };
-      401: components['responses']['Unauthorized'];
-      403: components['responses']['Forbidden'];
+      readonly 401: components['responses']['Unauthorized'];
+      readonly 403: components['responses']['Forbidden'];
     };
   };
-  putProgramme: {
-    parameters: {
-      query?: never;
-      header?: never;
-      path?: never;
-      cookie?: never;
+  readonly putProgramme: {
+    readonly parameters: {
+      readonly query?: never;
+      readonly header?: never;
+      readonly path?: never;
+      readonly cookie?: never;
     };
-    requestBody: {
-      content: {
-        'application/json': components['schemas']['ProgrammeRules'];
+    readonly requestBody: {
+      readonly content: {
+        readonly 'application/json': components['schemas']['ProgrammeRules'];
       };
     };
-    responses: {
+    readonly responses: {
       /** @description The new version */
-      201: {
+      readonly 201: {
         headers: {
-          [name: string]: unknown;
+          readonly [name: string]: unknown;
         };
         content: {
-          'application/json': components['schemas']['Programme'];
+          readonly 'application/json': components['schemas']['Programme'];
         };
       };
-      400: components['responses']['BadRequest'];
-      401: components['responses']['Unauthorized'];
-      403: components['responses']['Forbidden'];
-      415: components['responses']['UnsupportedMediaType'];
+      readonly 400: components['responses']['BadRequest'];
+      readonly 401: components['responses']['Unauthorized'];
+      readonly 403: components['responses']['Forbidden'];
+      readonly 415: components['responses']['UnsupportedMediaType'];
     };
   };
-  getShopperBalance: {
-    parameters: {
-      query?: never;
-      header?: never;
-      path: {
-        shopperReference: components['parameters']['ShopperReferencePath'];
+  readonly getShopperBalance: {
+    readonly parameters: {
+      readonly query?: never;
+      readonly header?: never;
+      readonly path: {
+        readonly shopperReference: components['parameters']['ShopperReferencePath'];
       };
-      cookie?: never;
+      readonly cookie?: never;
     };
-    requestBody?: never;
-    responses: {
+    readonly requestBody?: never;
+    readonly responses: {
       /** @description The balance */
-      200: {
+      readonly 200: {
         headers: {
-          [name: string]: unknown;
+          readonly [name: string]: unknown;
         };
         content: {
-          'application/json': components['schemas']['Balance'];
+          readonly 'application/json': components['schemas']['Balance'];
         };
       };
-      308: components['responses']['ShopperMerged'];
-      401: components['responses']['Unauthorized'];
-      403: components['responses']['Forbidden'];
-      404: components['responses']['NotFound'];
+      readonly 308: components['responses']['ShopperMerged'];
+      readonly 401: components['responses']['Unauthorized'];
+      readonly 403: components['responses']['Forbidden'];
+      readonly 404: components['responses']['NotFound'];
     };
   };
-  listShopperLedger: {
-    parameters: {
-      query?: {
+  readonly listShopperLedger: {
+    readonly parameters: {
+      readonly query?: {
         /** @description Page size (default 50). */
-        limit?: components['parameters']['Limit'];
+        readonly limit?: components['parameters']['Limit'];
         /** @description The `nextCursor` of the previous page. */
-        cursor?: components['parameters']['Cursor'];
+        readonly cursor?: components['parameters']['Cursor'];
       };
-      header?: never;
-      path: {
-        shopperReference: components['parameters']['ShopperReferencePath'];
+      readonly header?: never;
+      readonly path: {
+        readonly shopperReference: components['parameters']['ShopperReferencePath'];
       };
-      cookie?: never;
+      readonly cookie?: never;
     };
-    requestBody?: never;
-    responses: {
+    readonly requestBody?: never;
+    readonly responses: {
       /** @description A page of entries */
-      200: {
+      readonly 200: {
         headers: {
-          [name: string]: unknown;
+          readonly [name: string]: unknown;
         };
         content: {
-          'application/json': {
-            items: components['schemas']['LedgerEntry'][];
-            nextCursor?: string;
+          readonly 'application/json': {
+            readonly items: readonly components['schemas']['LedgerEntry'][];
+            readonly nextCursor?: string;
           };
         };
       };
-      308: components['responses']['ShopperMerged'];
-      400: components['responses']['BadRequest'];
-      401: components['responses']['Unauthorized'];
-      403: components['responses']['Forbidden'];
-      404: components['responses']['NotFound'];
+      readonly 308: components['responses']['ShopperMerged'];
+      readonly 400: components['responses']['BadRequest'];
+      readonly 401: components['responses']['Unauthorized'];
+      readonly 403: components['responses']['Forbidden'];
+      readonly 404: components['responses']['NotFound'];
     };
   };
-  redeemPoints: {
-    parameters: {
-      query?: never;
-      header: {
-        'Idempotency-Key': string;
+  readonly redeemPoints: {
+    readonly parameters: {
+      readonly query?: never;
+      readonly header: {
+        readonly 'Idempotency-Key': string;
       };
-      path: {
-        shopperReference: components['parameters']['ShopperReferencePath'];
+      readonly path: {
+        readonly shopperReference: components['parameters']['ShopperReferencePath'];
       };
-      cookie?: never;
+      readonly cookie?: never;
     };
-    requestBody: {
-      content: {
-        'application/json': components['schemas']['RedemptionRequest'];
+    readonly requestBody: {
+      readonly content: {
+        readonly 'application/json': components['schemas']['RedemptionRequest'];
       };
     };
-    responses: {
+    readonly responses: {
       /** @description Redeemed (or the stored response of the first request with this key) */
-      201: {
+      readonly 201: {
         headers: {
           /** @description `true` when this is the stored response of an earlier request */
-          'Idempotent-Replayed'?: string;
-          [name: string]: unknown;
+          readonly 'Idempotent-Replayed'?: string;
+          readonly [name: string]: unknown;
         };
         content: {
-          'application/json': components['schemas']['Redemption'];
+          readonly 'application/json': components['schemas']['Redemption'];
         };
       };
-      308: components['responses']['ShopperMerged'];
-      400: components['responses']['BadRequest'];
-      401: components['responses']['Unauthorized'];
-      403: components['responses']['Forbidden'];
-      404: components['responses']['NotFound'];
-      409: components['responses']['Conflict'];
-      415: components['responses']['UnsupportedMediaType'];
-      422: components['responses']['Unprocessable'];
+      readonly 308: components['responses']['ShopperMerged'];
+      readonly 400: components['responses']['BadRequest'];
+      readonly 401: components['responses']['Unauthorized'];
+      readonly 403: components['responses']['Forbidden'];
+      readonly 404: components['responses']['NotFound'];
+      readonly 409: components['responses']['Conflict'];
+      readonly 415: components['responses']['UnsupportedMediaType'];
+      readonly 422: components['responses']['Unprocessable'];
     };
   };
-  reverseRedemption: {
-    parameters: {
-      query?: never;
-      header?: never;
-      path: {
-        shopperReference: components['parameters']['ShopperReferencePath'];
-        redemptionId: string;
+  readonly reverseRedemption: {
+    readonly parameters: {
+      readonly query?: never;
+      readonly header?: never;
+      readonly path: {
+        readonly shopperReference: components['parameters']['ShopperReferencePath'];
+        readonly redemptionId: string;
       };
-      cookie?: never;
+      readonly cookie?: never;
     };
-    requestBody?: never;
-    responses: {
+    readonly requestBody?: never;
+    readonly responses: {
       /** @description The reversed redemption and the balance after */
-      200: {
+      readonly 200: {
         headers: {
-          [name: string]: unknown;
+          readonly [name: string]: unknown;
         };
         content: {
-          'application/json': components['schemas']['Redemption'];
+          readonly 'application/json': components['schemas']['Redemption'];
         };
       };
-      308: components['responses']['ShopperMerged'];
-      401: components['responses']['Unauthorized'];
-      403: components['responses']['Forbidden'];
-      404: components['responses']['NotFound'];
+      readonly 308: components['responses']['ShopperMerged'];
+      readonly 401: components['responses']['Unauthorized'];
+      readonly 403: components['responses']['Forbidden'];
+      readonly 404: components['responses']['NotFound'];
     };
   };
-  enrolShopper: {
-    parameters: {
-      query?: never;
-      header?: never;
-      path: {
-        shopperReference: components['parameters']['ShopperReferencePath'];
+  readonly enrolShopper: {
+    readonly parameters: {
+      readonly query?: never;
+      readonly header?: never;
+      readonly path: {
+        readonly shopperReference: components['parameters']['ShopperReferencePath'];
       };
-      cookie?: never;
+      readonly cookie?: never;
     };
-    requestBody: {
-      content: {
-        'application/json': components['schemas']['EnrolmentRequest'];
+    readonly requestBody: {
+      readonly content: {
+        readonly 'application/json': components['schemas']['EnrolmentRequest'];
       };
     };
-    responses: {
+    readonly responses: {
       /** @description The membership */
-      200: {
+      readonly 200: {
         headers: {
-          [name: string]: unknown;
+          readonly [name: string]: unknown;
         };
         content: {
-          'application/json': components['schemas']['Membership'];
+          readonly 'application/json': components['schemas']['Membership'];
         };
       };
-      308: components['responses']['ShopperMerged'];
-      400: components['responses']['BadRequest'];
-      401: components['responses']['Unauthorized'];
-      403: components['responses']['Forbidden'];
-      404: components['responses']['NotFound'];
-      409: components['responses']['Conflict'];
-      415: components['responses']['UnsupportedMediaType'];
-      422: components['responses']['Unprocessable'];
+      readonly 308: components['responses']['ShopperMerged'];
+      readonly 400: components['responses']['BadRequest'];
+      readonly 401: components['responses']['Unauthorized'];
+      readonly 403: components['responses']['Forbidden'];
+      readonly 404: components['responses']['NotFound'];
+      readonly 409: components['responses']['Conflict'];
+      readonly 415: components['responses']['UnsupportedMediaType'];
+      readonly 422: components['responses']['Unprocessable'];
     };
   };
-  linkShopperCard: {
-    parameters: {
-      query?: never;
-      header?: never;
-      path: {
-        shopperReference: components['parameters']['ShopperReferencePath'];
+  readonly linkShopperCard: {
+    readonly parameters: {
+      readonly query?: never;
+      readonly header?: never;
+      readonly path: {
+        readonly shopperReference: components['parameters']['ShopperReferencePath'];
       };
-      cookie?: never;
+      readonly cookie?: never;
     };
-    requestBody: {
-      content: {
-        'application/json': {
-          token: components['schemas']['CardToken'];
+    readonly requestBody: {
+      readonly content: {
+        readonly 'application/json': {
+          readonly token: components['schemas']['CardToken'];
         };
       };
     };
-    responses: {
+    readonly responses: {
       /** @description The card is linked */
-      200: {
+      readonly 200: {
         headers: {
-          [name: string]: unknown;
+          readonly [name: string]: unknown;
         };
         content: {
-          'application/json': components['schemas']['CardLink'];
+          readonly 'application/json': components['schemas']['CardLink'];
         };
       };
-      308: components['responses']['ShopperMerged'];
-      400: components['responses']['BadRequest'];
-      401: components['responses']['Unauthorized'];
-      403: components['responses']['Forbidden'];
-      404: components['responses']['NotFound'];
-      409: components['responses']['Conflict'];
-      415: components['responses']['UnsupportedMediaType'];
+      readonly 308: components['responses']['ShopperMerged'];
+      readonly 400: components['responses']['BadRequest'];
+      readonly 401: components['responses']['Unauthorized'];
+      readonly 403: components['responses']['Forbidden'];
+      readonly 404: components['responses']['NotFound'];
+      readonly 409: components['responses']['Conflict'];
+      readonly 415: components['responses']['UnsupportedMediaType'];
     };
   };
-  getMetrics: {
-    parameters: {
-      query?: never;
-      header?: never;
-      path?: never;
-      cookie?: never;
+  readonly getMetrics: {
+    readonly parameters: {
+      readonly query?: never;
+      readonly header?: never;
+      readonly path?: never;
+      readonly cookie?: never;
     };
-    requestBody?: never;
-    responses: {
+    readonly requestBody?: never;
+    readonly responses: {
       /** @description Metrics */
-      200: {
+      readonly 200: {
         headers: {
-          [name: string]: unknown;
+          readonly [name: string]: unknown;
         };
         content: {
-          'text/plain': string;
+          readonly 'text/plain': string;
         };
       };
-      401: components['responses']['Unauthorized'];
-      403: components['responses']['Forbidden'];
+      readonly 401: components['responses']['Unauthorized'];
+      readonly 403: components['responses']['Forbidden'];
     };
   };
-  getUnsealStatus: {
-    parameters: {
-      query?: never;
-      header?: never;
-      path?: never;
-      cookie?: never;
+  readonly getUnsealStatus: {
+    readonly parameters: {
+      readonly query?: never;
+      readonly header?: never;
+      readonly path?: never;
+      readonly cookie?: never;
     };
-    requestBody?: never;
-    responses: {
+    readonly requestBody?: never;
+    readonly responses: {
       /** @description The seal status */
-      200: {
+      readonly 200: {
         headers: {
-          [name: string]: unknown;
+          readonly [name: string]: unknown;
         };
         content: {
-          'application/json': components['schemas']['UnsealStatus'];
+          readonly 'application/json': components['schemas']['UnsealStatus'];
         };
       };
-      404: components['responses']['NotFound'];
+      readonly 404: components['responses']['NotFound'];
     };
   };
-  submitUnsealShare: {
-    parameters: {
-      query?: never;
-      header?: never;
-      path?: never;
-      cookie?: never;
+  readonly submitUnsealShare: {
+    readonly parameters: {
+      readonly query?: never;
+      readonly header?: never;
+      readonly path?: never;
+      readonly cookie?: never;
     };
-    requestBody: {
-      content: {
-        'application/json': {
-          submission: string;
+    readonly requestBody: {
+      readonly content: {
+        readonly 'application/json': {
+          readonly submission: string;
         };
       };
     };
-    responses: {
+    readonly responses: {
       /** @description Accepted; `sealed` false once the threshold was reached and the key checked */
-      200: {
+      readonly 200: {
         headers: {
-          [name: string]: unknown;
+          readonly [name: string]: unknown;
         };
         content: {
-          'application/json': components['schemas']['UnsealStatus'];
+          readonly 'application/json': components['schemas']['UnsealStatus'];
         };
       };
-      400: components['responses']['BadRequest'];
-      401: components['responses']['UnsealRefused'];
-      404: components['responses']['NotFound'];
-      409: components['responses']['UnsealRefused'];
-      422: components['responses']['UnsealRefused'];
+      readonly 400: components['responses']['BadRequest'];
+      readonly 401: components['responses']['UnsealRefused'];
+      readonly 404: components['responses']['NotFound'];
+      readonly 409: components['responses']['UnsealRefused'];
+      readonly 422: components['responses']['UnsealRefused'];
     };
   };
-  sealVault: {
-    parameters: {
-      query?: never;
-      header?: never;
-      path?: never;
-      cookie?: never;
+  readonly sealVault: {
+    readonly parameters: {
+      readonly query?: never;
+      readonly header?: never;
+      readonly path?: never;
+      readonly cookie?: never;
     };
-    requestBody: {
-      content: {
-        'application/json': {
-          request: string;
+    readonly requestBody: {
+      readonly content: {
+        readonly 'application/json': {
+          readonly request: string;
         };
       };
     };
-    responses: {
+    readonly responses: {
       /** @description Sealed */
-      200: {
+      readonly 200: {
         headers: {
-          [name: string]: unknown;
+          readonly [name: string]: unknown;
         };
         content: {
-          'application/json': components['schemas']['UnsealStatus'];
+          readonly 'application/json': components['schemas']['UnsealStatus'];
         };
       };
-      400: components['responses']['BadRequest'];
-      401: components['responses']['UnsealRefused'];
-      404: components['responses']['NotFound'];
-      409: components['responses']['UnsealRefused'];
+      readonly 400: components['responses']['BadRequest'];
+      readonly 401: components['responses']['UnsealRefused'];
+      readonly 404: components['responses']['NotFound'];
+      readonly 409: components['responses']['UnsealRefused'];
     };
   };
-  listSubscriptions: {
-    parameters: {
-      query?: never;
-      header?: never;
-      path?: never;
-      cookie?: never;
+  readonly listSubscriptions: {
+    readonly parameters: {
+      readonly query?: never;
+      readonly header?: never;
+      readonly path?: never;
+      readonly cookie?: never;
     };
-    requestBody?: never;
-    responses: {
+    readonly requestBody?: never;
+    readonly responses: {
       /** @description Every subscription not deleted, newest first */
-      200: {
+      readonly 200: {
         headers: {
-          [name: string]: unknown;
+          readonly [name: string]: unknown;
         };
         content: {
-          'application/json': {
-            items: components['schemas']['Subscription'][];
+          readonly 'application/json': {
+            readonly items: readonly components['schemas']['Subscription'][];
           };
         };
       };
-      401: components['responses']['Unauthorized'];
-      403: components['responses']['Forbidden'];
+      readonly 401: components['responses']['Unauthorized'];
+      readonly 403: components['responses']['Forbidden'];
     };
   };
-  createSubscription: {
-    parameters: {
-      query?: never;
-      header?: never;
-      path?: never;
-      cookie?: never;
+  readonly createSubscription: {
+    readonly parameters: {
+      readonly query?: never;
+      readonly header?: never;
+      readonly path?: never;
+      readonly cookie?: never;
     };
-    requestBody: {
-      content: {
-        'application/json': components['schemas']['SubscriptionRequest'];
+    readonly requestBody: {
+      readonly content: {
+        readonly 'application/json': components['schemas']['SubscriptionRequest'];
       };
     };
-    responses: {
+    readonly responses: {
       /** @description Subscribed; the secret is shown only here */
-      201: {
+      readonly 201: {
         headers: {
-          [name: string]: unknown;
+          readonly [name: string]: unknown;
         };
         content: {
-          'application/json': components['schemas']['CreatedSubscription'];
+          readonly 'application/json': components['schemas']['CreatedSubscription'];
         };
       };
-      400: components['responses']['BadRequest'];
-      401: components['responses']['Unauthorized'];
-      403: components['responses']['Forbidden'];
-      409: components['responses']['Conflict'];
-      413: components['responses']['PayloadTooLarge'];
-      415: components['responses']['UnsupportedMediaType'];
-      422: components['responses']['Unprocessable'];
+      readonly 400: components['responses']['BadRequest'];
+      readonly 401: components['responses']['Unauthorized'];
+      readonly 403: components['responses']['Forbidden'];
+      readonly 409: components['responses']['Conflict'];
+      readonly 413: components['responses']['PayloadTooLarge'];
+      readonly 415: components['responses']['UnsupportedMediaType'];
+      readonly 422: components['responses']['Unprocessable'];
     };
   };
-  getSubscription: {
-    parameters: {
-      query?: never;
-      header?: never;
-      path: {
-        subscriptionId: components['parameters']['SubscriptionIdPath'];
+  readonly getSubscription: {
+    readonly parameters: {
+      readonly query?: never;
+      readonly header?: never;
+      readonly path: {
+        readonly subscriptionId: components['parameters']['SubscriptionIdPath'];
       };
-      cookie?: never;
+      readonly cookie?: never;
     };
-    requestBody?: never;
-    responses: {
+    readonly requestBody?: never;
+    readonly responses: {
       /** @description The subscription; `state` is `disabled` (with `disabledReason`) after a `410 Gone` */
-      200: {
+      readonly 200: {
         headers: {
-          [name: string]: unknown;
+          readonly [name: string]: unknown;
         };
         content: {
-          'application/json': components['schemas']['Subscription'];
+          readonly 'application/json': components['schemas']['Subscription'];
         };
       };
-      401: components['responses']['Unauthorized'];
-      403: components['responses']['Forbidden'];
-      404: components['responses']['NotFound'];
+      readonly 401: components['responses']['Unauthorized'];
+      readonly 403: components['responses']['Forbidden'];
+      readonly 404: components['responses']['NotFound'];
     };
   };
-  deleteSubscription: {
-    parameters: {
-      query?: never;
-      header?: never;
-      path: {
-        subscriptionId: components['parameters']['SubscriptionIdPath'];
+  readonly deleteSubscription: {
+    readonly parameters: {
+      readonly query?: never;
+      readonly header?: never;
+      readonly path: {
+        readonly subscriptionId: components['parameters']['SubscriptionIdPath'];
       };
-      cookie?: never;
+      readonly cookie?: never;
     };
-    requestBody?: never;
-    responses: {
+    readonly requestBody?: never;
+    readonly responses: {
       /** @description Deleted */
-      204: {
+      readonly 204: {
         headers: {
-          [name: string]: unknown;
+          readonly [name: string]: unknown;
         };
         content?: never;
       };
-      401: components['responses']['Unauthorized'];
-      403: components['responses']['Forbidden'];
-      404: components['responses']['NotFound'];
+      readonly 401: components['responses']['Unauthorized'];
+      readonly 403: components['responses']['Forbidden'];
+      readonly 404: components['responses']['NotFound'];
     };
   };
-  rotateSubscriptionSecret: {
-    parameters: {
-      query?: never;
-      header?: {
-        'Idempotency-Key'?: string;
+  readonly rotateSubscriptionSecret: {
+    readonly parameters: {
+      readonly query?: never;
+      readonly header?: {
+        readonly 'Idempotency-Key'?: string;
       };
-      path: {
-        subscriptionId: components['parameters']['SubscriptionIdPath'];
+      readonly path: {
+        readonly subscriptionId: components['parameters']['SubscriptionIdPath'];
       };
-      cookie?: never;
+      readonly cookie?: never;
     };
-    requestBody?: {
-      content: {
-        'application/json': {
+    readonly requestBody?: {
+      readonly content: {
+        readonly 'application/json': {
           /** @description How long the previous secrets keep signing (0 to 7 days; default 86400). */
-          overlapSeconds?: number;
+          readonly overlapSeconds?: number;
         };
       };
     };
-    responses: {
+    readonly responses: {
       /** @description The new secret, shown only here */
-      201: {
+      readonly 201: {
         headers: {
-          [name: string]: unknown;
+          readonly [name: string]: unknown;
         };
         content: {
-          'application/json': {
+          readonly 'application/json': {
             /** @description Names the secret (a repeated rotation's `409` names it too). */
-            secretId: string;
-            secret: components['schemas']['SigningSecret'];
+            readonly secretId: string;
+            readonly secret: components['schemas']['SigningSecret'];
             /** Format: date-time */
-            previousSecretsExpireAt: string;
+            readonly previousSecretsExpireAt: string;
           };
         };
       };
-      400: components['responses']['BadRequest'];
-      401: components['responses']['Unauthorized'];
-      403: components['responses']['Forbidden'];
-      404: components['responses']['NotFound'];
-      409: components['responses']['Conflict'];
-      413: components['responses']['PayloadTooLarge'];
-      415: components['responses']['UnsupportedMediaType'];
+      readonly 400: components['responses']['BadRequest'];
+      readonly 401: components['responses']['Unauthorized'];
+      readonly 403: components['responses']['Forbidden'];
+      readonly 404: components['responses']['NotFound'];
+      readonly 409: components['responses']['Conflict'];
+      readonly 413: components['responses']['PayloadTooLarge'];
+      readonly 415: components['responses']['UnsupportedMediaType'];
     };
   };
-  listSubscriptionDeliveries: {
-    parameters: {
-      query?: {
-        state?: 'pending' | 'delivered' | 'dead';
+  readonly listSubscriptionDeliveries: {
+    readonly parameters: {
+      readonly query?: {
+        readonly state?: 'pending' | 'delivered' | 'dead';
         /** @description Page size (default 50). */
-        limit?: components['parameters']['Limit'];
+        readonly limit?: components['parameters']['Limit'];
         /** @description The `nextCursor` of the previous page. */
-        cursor?: components['parameters']['Cursor'];
+        readonly cursor?: components['parameters']['Cursor'];
       };
-      header?: never;
-      path: {
-        subscriptionId: components['parameters']['SubscriptionIdPath'];
+      readonly header?: never;
+      readonly path: {
+        readonly subscriptionId: components['parameters']['SubscriptionIdPath'];
       };
-      cookie?: never;
+      readonly cookie?: never;
     };
-    requestBody?: never;
-    responses: {
+    readonly requestBody?: never;
+    readonly responses: {
       /** @description A page of deliveries */
-      200: {
+      readonly 200: {
         headers: {
-          [name: string]: unknown;
+          readonly [name: string]: unknown;
         };
         content: {
-          'application/json': {
-            items: components['schemas']['Delivery'][];
-            nextCursor?: string;
+          readonly 'application/json': {
+            readonly items: readonly components['schemas']['Delivery'][];
+            readonly nextCursor?: string;
           };
         };
       };
-      400: components['responses']['BadRequest'];
-      401: components['responses']['Unauthorized'];
-      403: components['responses']['Forbidden'];
-      404: components['responses']['NotFound'];
+      readonly 400: components['responses']['BadRequest'];
+      readonly 401: components['responses']['Unauthorized'];
+      readonly 403: components['responses']['Forbidden'];
+      readonly 404: components['responses']['NotFound'];
     };
   };
-  listSubscriptionAttempts: {
-    parameters: {
-      query?: {
+  readonly listSubscriptionAttempts: {
+    readonly parameters: {
+      readonly query?: {
         /** @description Page size (default 50). */
-        limit?: components['parameters']['Limit'];
+        readonly limit?: components['parameters']['Limit'];
         /** @description The `nextCursor` of the previous page. */
-        cursor?: components['parameters']['Cursor'];
+        readonly cursor?: components['parameters']['Cursor'];
       };
-      header?: never;
-      path: {
-        subscriptionId: components['parameters']['SubscriptionIdPath'];
+      readonly header?: never;
+      readonly path: {
+        readonly subscriptionId: components['parameters']['SubscriptionIdPath'];
       };
-      cookie?: never;
+      readonly cookie?: never;
     };
-    requestBody?: never;
-    responses: {
+    readonly requestBody?: never;
+    readonly responses: {
       /** @description A page of attempts */
-      200: {
+      readonly 200: {
         headers: {
-          [name: string]: unknown;
+          readonly [name: string]: unknown;
         };
         content: {
-          'application/json': {
-            items: components['schemas']['DeliveryAttempt'][];
-            nextCursor?: string;
+          readonly 'application/json': {
+            readonly items: readonly components['schemas']['DeliveryAttempt'][];
+            readonly nextCursor?: string;
           };
         };
       };
-      400: components['responses']['BadRequest'];
-      401: components['responses']['Unauthorized'];
-      403: components['responses']['Forbidden'];
-      404: components['responses']['NotFound'];
+      readonly 400: components['responses']['BadRequest'];
+      readonly 401: components['responses']['Unauthorized'];
+      readonly 403: components['responses']['Forbidden'];
+      readonly 404: components['responses']['NotFound'];
     };
   };
-  replaySubscriptionDelivery: {
-    parameters: {
-      query?: never;
-      header?: never;
-      path: {
-        subscriptionId: components['parameters']['SubscriptionIdPath'];
-        eventId: components['schemas']['OutboundEventId'];
+  readonly replaySubscriptionDelivery: {
+    readonly parameters: {
+      readonly query?: never;
+      readonly header?: never;
+      readonly path: {
+        readonly subscriptionId: components['parameters']['SubscriptionIdPath'];
+        readonly eventId: components['schemas']['OutboundEventId'];
       };
-      cookie?: never;
+      readonly cookie?: never;
     };
-    requestBody?: never;
-    responses: {
+    readonly requestBody?: never;
+    readonly responses: {
       /** @description The delivery, queued again */
-      200: {
+      readonly 200: {
         headers: {
-          [name: string]: unknown;
+          readonly [name: string]: unknown;
         };
         content: {
-          'application/json': components['schemas']['Delivery'];
+          readonly 'application/json': components['schemas']['Delivery'];
         };
       };
-      401: components['responses']['Unauthorized'];
-      403: components['responses']['Forbidden'];
-      404: components['responses']['NotFound'];
-      409: components['responses']['Conflict'];
+      readonly 401: components['responses']['Unauthorized'];
+      readonly 403: components['responses']['Forbidden'];
+      readonly 404: components['responses']['NotFound'];
+      readonly 409: components['responses']['Conflict'];
     };
   };
 }
