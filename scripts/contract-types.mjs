@@ -29,6 +29,8 @@ async function generate() {
     // alphabetize: no; the order of openapi.yaml is the order a reader knows.
     exportType: false,
     immutable: true,
+    // An object schema without properties (Adyen additionalData, a Stripe object) admits any members.
+    emptyObjectsUnknown: true,
   });
   const header = [
     '/**',

@@ -918,7 +918,7 @@ export interface components {
             readonly value?: number;
             readonly currency?: string;
           };
-          readonly additionalData?: Record<string, never>;
+          readonly additionalData?: Record<string, unknown>;
         };
       }[];
     };
@@ -927,7 +927,7 @@ export interface components {
       readonly type: string;
       readonly created: number;
       readonly data: {
-        readonly object: Record<string, never>;
+        readonly object: Record<string, unknown>;
       };
     };
     readonly WebhookReceipt: {
