@@ -8,7 +8,7 @@
  *   must describe exactly the variables the code reads (a new variable without a description, or a
  *   description of a variable no longer read, stops the generator);
  * - errors.md: the catalogue ERROR_CATALOG (src/errors/app-error.ts), the HTTP status of each code
- *   through `httpStatusOf` (one function, to re-point when statuses move), the problem `type` URN as
+ *   through `httpStatusOf` (src/http/problem-statuses.ts's mapping), the problem `type` URN as
  *   src/http/problem.ts makes it, and notes from scripts/reference/errors.yaml;
  * - metrics.md: every `metrics.counter('name', 'help')` and `metrics.gauge('name', 'help', …)` in src/;
  * - events.md: EVENT_TYPES (src/events/event-types.ts, checked against openapi.yaml's EventType), with
@@ -16,6 +16,7 @@
  *
  * Run: `npm run docs:reference`. test/docs/reference.test.ts fails when a committed page differs.
  */
+import { problemStatus } from '../src/http/problem-statuses.js';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -35,7 +36,7 @@ const HEADER = (source: string) =>
 
 /** The HTTP status of an error code. The one place the errors page reads it: re-point it if statuses move. */
 export function httpStatusOf(code: ErrorCode): number {
-  return ERROR_CATALOG[code].status;
+  return problemStatus(code);
 }
 
 // ---------------------------------------------------------------- configuration
@@ -294,7 +295,7 @@ export function renderErrors(): string {
   const unknown = Object.keys(notes).filter((c) => !codes.includes(c as ErrorCode));
   if (unknown.length > 0) throw new Error(`scripts/reference/errors.yaml names unknown codes: ${unknown.join(', ')}`);
   const byStatus = [...codes].sort((a, b) => httpStatusOf(a) - httpStatusOf(b) || codes.indexOf(a) - codes.indexOf(b));
-  let out = `${HEADER('src/errors/app-error.ts and scripts/reference/errors.yaml')}# Error reference\n\n`;
+  let out = `${HEADER('src/errors/app-error.ts, src/http/problem-statuses.ts and scripts/reference/errors.yaml')}# Error reference\n\n`;
   out +=
     'Every error is an RFC 9457 `application/problem+json` document; branch on `code`, which is stable. ' +
     'The `title` is fixed per code; `detail`, when present, is written by the service and never echoes ' +

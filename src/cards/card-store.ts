@@ -7,13 +7,15 @@ import type { OutboundEvent } from '../events/event-types.js';
 import { partOf, writeTogether } from '../db/write-together.js';
 import { outboxPart } from '../events/outbox-store.js';
 import type { IdentifierKind } from '../crypto/field-crypto.js';
+import type { Brand } from './pan.js';
 
 type Db = Knex | Knex.Transaction;
 
 export interface CardRow {
   token: string;
   shopper_ref: string;
-  brand: string | null;
+  /** Written from detectBrand only (pan.ts). */
+  brand: Brand | null;
   last4: string | null;
   expiry_month: number | null;
   expiry_year: number | null;
@@ -102,7 +104,7 @@ export async function findCard(
 export interface NewCard {
   readonly token: string;
   readonly shopperRef: string;
-  readonly brand: string | null;
+  readonly brand: Brand | null;
   readonly last4: string | null;
   readonly expiryMonth: number | null;
   readonly expiryYear: number | null;
@@ -250,7 +252,7 @@ export async function setCardPan(
   pan: {
     ciphertext: Buffer;
     keyVersion: number;
-    brand: string;
+    brand: Brand;
     last4: string;
     expiryMonth: number | null;
     expiryYear: number | null;

@@ -5,20 +5,13 @@ import type { RateLimitDecision, SharedBudget } from '../ratelimit/rate-limiter.
 import type { TokenBuckets } from '../ratelimit/token-bucket.js';
 import type { HandlerMap } from '../http/types.js';
 import { callerOf, clientKeyOf } from '../http/callers.js';
-import { principalOf, validInput } from '../http/types.js';
+import { contractHandlers, type Schemas } from '../http/contract.js';
+import { principalOf } from '../http/types.js';
 import type { CardInput, CardView, SightingHooks, VaultService } from './vault-service.js';
 
-interface CardBody {
-  pan?: string;
-  expiryMonth?: number;
-  expiryYear?: number;
-  par?: string;
-  alias?: { namespace: string; value: string };
-}
-
 /** The body schema (oneOf) guarantees exactly one of pan / par / alias. */
-function toCardInput(body: CardBody): CardInput {
-  if (body.pan !== undefined) {
+function toCardInput(body: Schemas['CardIdentifierInput']): CardInput {
+  if ('pan' in body) {
     return {
       kind: 'pan',
       pan: body.pan,
@@ -26,18 +19,19 @@ function toCardInput(body: CardBody): CardInput {
       ...(body.expiryYear === undefined ? {} : { expiryYear: body.expiryYear }),
     };
   }
-  if (body.par !== undefined) return { kind: 'par', par: body.par };
-  const alias = body.alias as { namespace: string; value: string };
-  return { kind: 'alias', namespace: alias.namespace, value: alias.value };
+  if ('par' in body) return { kind: 'par', par: body.par };
+  return { kind: 'alias', namespace: body.alias.namespace, value: body.alias.value };
 }
 
-export function cardJson(card: CardView): Record<string, unknown> {
+export function cardJson(card: CardView): Schemas['Card'] {
   return {
     token: card.token,
     shopperReference: card.shopperReference,
     ...(card.brand === undefined ? {} : { brand: card.brand }),
     ...(card.last4 === undefined ? {} : { last4: card.last4 }),
-    ...(card.expiryMonth === undefined ? {} : { expiryMonth: card.expiryMonth, expiryYear: card.expiryYear }),
+    ...(card.expiryMonth === undefined
+      ? {}
+      : { expiryMonth: card.expiryMonth, ...(card.expiryYear === undefined ? {} : { expiryYear: card.expiryYear }) }),
     createdAt: card.createdAt.toISOString(),
   };
 }
@@ -80,11 +74,11 @@ export function cardsHandlers(vault: VaultService, limits: TokenBuckets, firstSi
       headers: { 'Retry-After': String(decision.retryAfterSeconds) },
     });
   };
-  return {
+  return contractHandlers({
     async createToken(req, res) {
       refuseShopperTokens(req);
       limit(req);
-      const input = toCardInput(validInput(req).body as CardBody);
+      const input = toCardInput(req.valid.body);
       const client = clientKeyOf(principalOf(req));
       let hooks: SightingHooks = {};
       if (firstSightings !== undefined) {
@@ -106,25 +100,20 @@ export function cardsHandlers(vault: VaultService, limits: TokenBuckets, firstSi
     },
     async getToken(req, res) {
       limit(req);
-      res.json(cardJson(await vault.getCard(validInput(req).path['token'] as string, callerOf(req))));
+      res.json(cardJson(await vault.getCard(req.valid.path.token, callerOf(req))));
     },
     async attachIdentifier(req, res) {
       refuseShopperTokens(req);
       limit(req);
-      const input = validInput(req);
+      const { path, body } = req.valid;
       if (firstSightings !== undefined) refuseUnless(await firstSightings.take(clientKeyOf(principalOf(req))));
-      const { card, created } = await vault.attachIdentifier(
-        input.path['token'] as string,
-        toCardInput(input.body as CardBody),
-        callerOf(req),
-      );
+      const { card, created } = await vault.attachIdentifier(path.token, toCardInput(body), callerOf(req));
       res.status(created ? 201 : 200).json(cardJson(card));
     },
     async detokenise(req, res) {
-      const input = validInput(req);
-      const token = input.path['token'] as string;
-      const { pan } = await vault.detokenise(token, (input.body as { reason: string }).reason, callerOf(req));
-      res.json({ token, pan });
+      const { path, body } = req.valid;
+      const { pan } = await vault.detokenise(path.token, body.reason, callerOf(req));
+      res.json({ token: path.token, pan });
     },
-  };
+  });
 }

@@ -47,7 +47,7 @@ import {
   type FingerprintKey,
   type NewIdentifier,
 } from './card-store.js';
-import { detectBrand, normalisePan, validateExpiry, type Expiry } from './pan.js';
+import { detectBrand, normalisePan, validateExpiry, type Brand, type Expiry } from './pan.js';
 
 export type { Caller } from '../auth/actors.js';
 
@@ -59,7 +59,7 @@ export type CardInput =
 export interface CardView {
   readonly token: string;
   readonly shopperReference: string;
-  readonly brand: string | undefined;
+  readonly brand: Brand | undefined;
   readonly last4: string | undefined;
   readonly expiryMonth: number | undefined;
   readonly expiryYear: number | undefined;

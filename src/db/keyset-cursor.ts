@@ -56,7 +56,7 @@ export function pageOf<T>(rows: readonly T[], limit: number, key: (last: T) => [
 }
 
 /** A page as the API answers it: `items`, and `nextCursor` unless this is the last page. */
-export function pageBody<T>(page: Page<T>, toJson: (item: T) => Record<string, unknown>): Record<string, unknown> {
+export function pageBody<T, J>(page: Page<T>, toJson: (item: T) => J): { items: J[]; nextCursor?: string } {
   return {
     items: page.items.map(toJson),
     ...(page.nextCursor === undefined ? {} : { nextCursor: page.nextCursor }),

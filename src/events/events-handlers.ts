@@ -1,29 +1,21 @@
 /** HTTP adapters of the outbound-event subscriptions (admin only). Validated input in, one service call out. */
 import { pageBody } from '../db/keyset-cursor.js';
 import type { HandlerMap } from '../http/types.js';
-import { validInput } from '../http/types.js';
 import { actorOf } from '../http/callers.js';
+import { contractHandlers, filled, type Schemas } from '../http/contract.js';
 import type { EventType } from './event-types.js';
-import type {
-  AttemptRow,
-  DeliveryRow,
-  DeliveryState,
-  NewSubscription,
-  SubscriptionRow,
-  SubscriptionService,
-} from './subscription-service.js';
+import type { AttemptRow, DeliveryRow, SubscriptionRow, SubscriptionService } from './subscription-service.js';
+import type { SubscriptionState } from './subscription-store.js';
 import { DEFAULT_SECRET_OVERLAP_SECONDS } from './subscription-service.js';
 
 export function eventsHandlers(subscriptions: SubscriptionService): HandlerMap {
-  const idOf = (req: Parameters<HandlerMap[string]>[0]): string => validInput(req).path['subscriptionId'] as string;
-  return {
+  return contractHandlers({
     async createSubscription(req, res) {
-      const { subscription, secret } = await subscriptions.create(
-        validInput(req).body as NewSubscription,
-        actorOf(req),
-      );
+      const { subscription, secret } = await subscriptions.create(req.valid.body, actorOf(req));
+      const created = subscriptionJson(subscription);
+      if (created.state !== 'active') throw new Error(`a subscription was created ${created.state}`);
       // The only time the secret is shown; GET never returns it.
-      res.status(201).json({ ...subscriptionJson(subscription), secret });
+      res.status(201).json({ ...created, state: created.state, secret });
     },
 
     async listSubscriptions(_req, res) {
@@ -31,22 +23,21 @@ export function eventsHandlers(subscriptions: SubscriptionService): HandlerMap {
     },
 
     async getSubscription(req, res) {
-      res.json(subscriptionJson(await subscriptions.get(idOf(req))));
+      res.json(subscriptionJson(await subscriptions.get(req.valid.path.subscriptionId)));
     },
 
     async deleteSubscription(req, res) {
-      await subscriptions.delete(idOf(req), actorOf(req));
+      await subscriptions.delete(req.valid.path.subscriptionId, actorOf(req));
       res.status(204).end();
     },
 
     async rotateSubscriptionSecret(req, res) {
-      const { body, headers } = validInput(req);
-      const overlap = (body as { overlapSeconds?: number } | undefined)?.overlapSeconds;
+      const { path, body, headers } = req.valid;
       const rotated = await subscriptions.rotateSecret(
-        idOf(req),
-        overlap ?? DEFAULT_SECRET_OVERLAP_SECONDS,
+        path.subscriptionId,
+        body?.overlapSeconds ?? DEFAULT_SECRET_OVERLAP_SECONDS,
         actorOf(req),
-        headers['idempotency-key'] as string | undefined,
+        headers['idempotency-key'],
       );
       res.status(201).json({
         secretId: rotated.secretId,
@@ -56,45 +47,51 @@ export function eventsHandlers(subscriptions: SubscriptionService): HandlerMap {
     },
 
     async listSubscriptionDeliveries(req, res) {
-      const { query } = validInput(req);
-      const page = await subscriptions.deliveries(idOf(req), {
-        limit: query['limit'] as number,
-        ...(query['state'] === undefined ? {} : { state: query['state'] as DeliveryState }),
-        ...(query['cursor'] === undefined ? {} : { cursor: query['cursor'] as string }),
+      const { path, query } = req.valid;
+      const page = await subscriptions.deliveries(path.subscriptionId, {
+        limit: filled(query.limit, 'limit'),
+        ...(query.state === undefined ? {} : { state: query.state }),
+        ...(query.cursor === undefined ? {} : { cursor: query.cursor }),
       });
       res.json(pageBody(page, deliveryJson));
     },
 
     async listSubscriptionAttempts(req, res) {
-      const { query } = validInput(req);
-      const page = await subscriptions.attempts(idOf(req), {
-        limit: query['limit'] as number,
-        ...(query['cursor'] === undefined ? {} : { cursor: query['cursor'] as string }),
+      const { path, query } = req.valid;
+      const page = await subscriptions.attempts(path.subscriptionId, {
+        limit: filled(query.limit, 'limit'),
+        ...(query.cursor === undefined ? {} : { cursor: query.cursor }),
       });
       res.json(pageBody(page, attemptJson));
     },
 
     async replaySubscriptionDelivery(req, res) {
-      const eventId = validInput(req).path['eventId'] as string;
-      res.json(deliveryJson(await subscriptions.replay(idOf(req), eventId, actorOf(req))));
+      const { subscriptionId, eventId } = req.valid.path;
+      res.json(deliveryJson(await subscriptions.replay(subscriptionId, eventId, actorOf(req))));
     },
-  };
+  });
 }
 
-function subscriptionJson(row: SubscriptionRow): Record<string, unknown> {
+function subscriptionJson(row: SubscriptionRow): Schemas['Subscription'] {
   return {
     id: row.id,
     url: row.url,
     eventTypes: row.event_types as readonly EventType[],
     ...(row.description === null ? {} : { description: row.description }),
-    state: row.state,
+    state: liveState(row.state),
     ...(row.disabled_reason === null ? {} : { disabledReason: row.disabled_reason }),
     createdAt: row.created_at.toISOString(),
     updatedAt: row.updated_at.toISOString(),
   };
 }
 
-function deliveryJson(row: DeliveryRow): Record<string, unknown> {
+/** The service answers live subscriptions only: its store leaves deleted ones out. */
+function liveState(state: SubscriptionState): Schemas['Subscription']['state'] {
+  if (state === 'deleted') throw new Error('a deleted subscription reached the API');
+  return state;
+}
+
+function deliveryJson(row: DeliveryRow): Schemas['Delivery'] {
   return {
     eventId: row.event_id,
     type: row.type,
@@ -109,7 +106,7 @@ function deliveryJson(row: DeliveryRow): Record<string, unknown> {
   };
 }
 
-function attemptJson(row: AttemptRow): Record<string, unknown> {
+function attemptJson(row: AttemptRow): Schemas['DeliveryAttempt'] {
   return {
     id: row.id,
     eventId: row.event_id,

@@ -9,6 +9,7 @@
  * source); what needs it (a key-ring reload after a rotation, a rotation) fails and rolls back.
  */
 import { AppError } from '../errors/app-error.js';
+import { contractHandlers } from '../http/contract.js';
 import type { HandlerMap } from '../http/types.js';
 import type { MasterKeyReadiness } from '../keys/master-key-types.js';
 
@@ -74,7 +75,7 @@ async function probe(source: MasterKeyHealth | undefined): Promise<void> {
 }
 
 export function healthHandlers(readiness: Readiness, openApiYaml: string): HandlerMap {
-  return {
+  return contractHandlers({
     getLiveness(_req, res) {
       res.json({ status: 'ok' });
     },
@@ -99,5 +100,5 @@ export function healthHandlers(readiness: Readiness, openApiYaml: string): Handl
     getOpenApiDocument(_req, res) {
       res.type('application/yaml').send(openApiYaml);
     },
-  };
+  });
 }

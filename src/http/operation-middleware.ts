@@ -10,6 +10,7 @@ import type { CardRoutesAuth } from '../config/config.js';
 import { AppError } from '../errors/app-error.js';
 import type { ClientCertificatePrincipal, ClientCertificateVerifier } from '../auth/certificate-principal.js';
 import { toIssues, type Operation } from './openapi.js';
+import { problemStatus } from './problem-statuses.js';
 import { findSensitiveAuthenticationData, refuseCardData } from '../card-data/card-data-guard.js';
 
 /** 8-4-4-4-12 hexadecimal digits: a UUID as clients generate them for Idempotency-Key. */
@@ -66,7 +67,7 @@ async function bearerPrincipal(req: Request, authenticator: Authenticator): Prom
   try {
     return await authenticator.authenticate(match[1]);
   } catch (error) {
-    if (error instanceof AppError && error.status === 401) throw withChallenge(error);
+    if (error instanceof AppError && problemStatus(error) === 401) throw withChallenge(error);
     throw error;
   }
 }

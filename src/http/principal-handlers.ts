@@ -1,9 +1,10 @@
+import { contractHandlers } from './contract.js';
 import type { HandlerMap } from './types.js';
 import { principalOf } from './types.js';
 
 /** Lets a client see how the service understood its token: subject, scopes, shopper. */
 export function authHandlers(): HandlerMap {
-  return {
+  return contractHandlers({
     getCurrentPrincipal(req, res) {
       const p = principalOf(req);
       res.json({
@@ -13,5 +14,5 @@ export function authHandlers(): HandlerMap {
         ...(p.expiresAt === undefined ? {} : { expiresAt: p.expiresAt.toISOString() }),
       });
     },
-  };
+  });
 }

@@ -1,6 +1,6 @@
 /**
- * The one place where errors become HTTP: RFC 9457 `application/problem+json` with a stable `code`.
- * Unknown errors become a bare 500 and are logged with their cause; nothing internal (stack, SQL,
+ * The one place where errors become HTTP: RFC 9457 `application/problem+json` with a stable `code`,
+ * answered with the status `problem-statuses.ts` gives the code. Unknown errors become a bare 500 and are logged with their cause; nothing internal (stack, SQL,
  * driver message) and nothing from the request reaches the body. As a last safety net, any PAN-like
  * digit run in the rendered body is masked.
  */
@@ -10,6 +10,7 @@ import { isCardDataRefused } from '../db/card-data-refusal.js';
 import { isKeyVersionNotWritable } from '../db/key-version-check.js';
 import { maskPans } from '../logging/pan-redactor.js';
 import type { Logger } from '../logging/logger.js';
+import { problemStatus } from './problem-statuses.js';
 
 export const PROBLEM_CONTENT_TYPE = 'application/problem+json';
 
@@ -98,10 +99,11 @@ function isDatabaseTimeout(e: { code?: unknown } | null): boolean {
 }
 
 export function sendProblem(res: Response, error: AppError, requestId: string): void {
+  const status = problemStatus(error);
   const body = {
     type: problemType(error.code),
     title: error.title,
-    status: error.status,
+    status,
     code: error.code,
     ...(error.detail === undefined ? {} : { detail: error.detail }),
     ...error.extensions,
@@ -112,7 +114,7 @@ export function sendProblem(res: Response, error: AppError, requestId: string): 
     if (/^[\t\x20-\x7e\x80-\xff]*$/.test(value)) res.setHeader(name, value);
   }
   res
-    .status(error.status)
+    .status(status)
     .type(PROBLEM_CONTENT_TYPE)
     .send(maskPans(JSON.stringify(body)));
 }
@@ -124,7 +126,7 @@ export function problemMiddleware(logger: Logger): ErrorRequestHandler {
       return;
     }
     const appError = toAppError(error);
-    if (appError.status >= 500) {
+    if (problemStatus(appError) >= 500) {
       logger.error({ err: error, requestId: req.id, code: appError.code }, 'request failed');
     }
     sendProblem(res, appError, req.id);

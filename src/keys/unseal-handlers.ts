@@ -7,8 +7,8 @@
  */
 import type { Request } from 'express';
 import { AppError } from '../errors/app-error.js';
+import { contractHandlers } from '../http/contract.js';
 import type { HandlerMap } from '../http/types.js';
-import { validInput } from '../http/types.js';
 import type { Unsealer } from './unseal.js';
 
 const originOf = (req: Request): string => `request:${req.id} ip:${req.ip ?? '-'}`;
@@ -22,17 +22,17 @@ export function unsealHandlers(unsealer: Unsealer | undefined): HandlerMap {
     }
     return unsealer;
   };
-  return {
+  return contractHandlers({
     async getUnsealStatus(_req, res) {
       res.json(await need().status());
     },
     async submitUnsealShare(req, res) {
-      const { submission } = validInput(req).body as { submission: string };
+      const { submission } = req.valid.body;
       res.json(await need().submit(submission, originOf(req)));
     },
     async sealVault(req, res) {
-      const { request } = validInput(req).body as { request: string };
+      const { request } = req.valid.body;
       res.json(await need().seal(request, originOf(req)));
     },
-  };
+  });
 }

@@ -4,13 +4,14 @@ import { pageBody } from '../db/keyset-cursor.js';
 import { AppError } from '../errors/app-error.js';
 import { maskPans } from '../logging/pan-redactor.js';
 import { actorOf } from '../http/callers.js';
+import { contractHandlers, filled, type Schemas } from '../http/contract.js';
 import type { HandlerMap } from '../http/types.js';
 import { principalOf, validInput } from '../http/types.js';
 import { ShopperMergedMeanwhile } from './ledger-book.js';
 import type { LedgerEntry } from './ledger-queries.js';
-import type { LoyaltyService, RedemptionRequest } from './loyalty-service.js';
-import type { Enrolment, MemberService } from './member-service.js';
-import { DEFAULT_RULES, type ProgrammeRules, type ProgrammeVersion } from './programme.js';
+import type { LoyaltyService } from './loyalty-service.js';
+import type { MemberService, Membership } from './member-service.js';
+import { DEFAULT_RULES, type ProgrammeVersion } from './programme.js';
 import type { ShopperService } from './shopper-service.js';
 import { ADMIN_SCOPE } from '../shoppers/shopper-access.js';
 
@@ -32,13 +33,13 @@ export function loyaltyHandlers({ loyalty, members, shoppers }: LoyaltyHandlerDe
       throw error;
     }
   };
-  return {
+  return contractHandlers({
     async getProgramme(_req, res) {
       res.json(programmeJson(await loyalty.programme.current()));
     },
 
     async putProgramme(req, res) {
-      const rules = { ...DEFAULT_RULES, ...(validInput(req).body as Partial<ProgrammeRules>) };
+      const rules = { ...DEFAULT_RULES, ...req.valid.body };
       res.status(201).json(programmeJson(await loyalty.programme.publish(rules, actorOf(req))));
     },
 
@@ -49,34 +50,34 @@ export function loyaltyHandlers({ loyalty, members, shoppers }: LoyaltyHandlerDe
 
     async listShopperLedger(req, res) {
       const ref = await shopper(req);
-      const { query } = validInput(req);
+      const { query } = req.valid;
       const page = await loyalty.ledger(ref, {
-        limit: query['limit'] as number,
-        ...(query['cursor'] === undefined ? {} : { cursor: query['cursor'] as string }),
+        limit: filled(query.limit, 'limit'),
+        ...(query.cursor === undefined ? {} : { cursor: query.cursor }),
       });
       res.json(pageBody(page, entryJson));
     },
 
     async redeemPoints(req, res) {
-      const { body, headers } = validInput(req);
+      const { body, headers } = req.valid;
       const result = await forShopper(req, (ref) =>
-        loyalty.redeem(ref, body as RedemptionRequest, headers['idempotency-key'] as string, actorOf(req)),
+        loyalty.redeem(ref, body, headers['idempotency-key'], actorOf(req)),
       );
       if (result.replayed) res.setHeader('Idempotent-Replayed', 'true');
       res.status(result.status).json(result.body);
     },
 
     async reverseRedemption(req, res) {
-      const id = validInput(req).path['redemptionId'] as string;
+      const id = req.valid.path.redemptionId;
       res.json(await forShopper(req, (ref) => loyalty.reverseRedemption(ref, id, actorOf(req))));
     },
 
     async enrolShopper(req, res) {
-      res.json(await forShopper(req, (ref) => members.enrol(ref, validInput(req).body as Enrolment, actorOf(req))));
+      res.json(membershipJson(await forShopper(req, (ref) => members.enrol(ref, req.valid.body, actorOf(req)))));
     },
 
     async linkShopperCard(req, res) {
-      const { token } = validInput(req).body as { token: string };
+      const { token } = req.valid.body;
       const admin = principalOf(req).scopes.has(ADMIN_SCOPE);
       const link = await forShopper(req, (ref) => members.linkCard(ref, token, { ...actorOf(req), admin }));
       res.json({
@@ -86,7 +87,7 @@ export function loyaltyHandlers({ loyalty, members, shoppers }: LoyaltyHandlerDe
         ...(link.mergedShopperReference === undefined ? {} : { mergedShopperReference: link.mergedShopperReference }),
       });
     },
-  };
+  });
 }
 
 /**
@@ -110,16 +111,27 @@ export async function reachableShopper(shoppers: ShopperService, req: Request): 
   });
 }
 
-function programmeJson(p: ProgrammeVersion): Record<string, unknown> {
+function programmeJson(p: ProgrammeVersion): Schemas['Programme'] {
   return {
     version: p.version,
     effectiveFrom: p.effectiveFrom.toISOString(),
     createdAt: p.createdAt.toISOString(),
-    rules: { ...DEFAULT_RULES, ...p.rules },
+    // Stored versions were validated against this contract when put; the domain types channels as strings.
+    rules: { ...DEFAULT_RULES, ...p.rules } as Schemas['Programme']['rules'],
   };
 }
 
-function entryJson(e: LedgerEntry): Record<string, unknown> {
+function membershipJson(m: Membership): Schemas['Membership'] {
+  return {
+    shopperReference: m.shopperReference,
+    enrolled: m.enrolled,
+    ...(m.enrolledAt === undefined ? {} : { enrolledAt: m.enrolledAt }),
+    ...(m.externalMemberId === undefined ? {} : { externalMemberId: m.externalMemberId }),
+    hasEmail: m.hasEmail,
+  };
+}
+
+function entryJson(e: LedgerEntry): Schemas['LedgerEntry'] {
   return {
     id: e.id,
     kind: e.kind,

@@ -5,7 +5,7 @@
 import type { Knex } from 'knex';
 import type { CardView } from '../cards/vault-service.js';
 import type { PaymentEventInput, Provider } from './payment-event.js';
-import type { PaymentState, PaymentTransition } from './payment-state.js';
+import type { PaymentChannel, PaymentState, PaymentTransition } from './payment-state.js';
 
 export type InboxState = 'applied' | 'parked' | 'failed' | 'ignored' | 'rejected';
 
@@ -47,7 +47,7 @@ export interface PaymentRow {
   readonly card_token: string | null;
   readonly shopper_ref: string | null;
   readonly card_last4: string | null;
-  readonly channel: string | null;
+  readonly channel: PaymentChannel | null;
   readonly store_id: string | null;
   readonly terminal_id: string | null;
   readonly merchant_reference: string | null;

@@ -2,11 +2,11 @@
 import type { Request } from 'express';
 import { callerOf } from '../http/callers.js';
 import { pageBody } from '../db/keyset-cursor.js';
+import { contractHandlers, filled, type Schemas } from '../http/contract.js';
 import type { HandlerMap } from '../http/types.js';
-import { validInput } from '../http/types.js';
-import type { Provider } from './payment-event.js';
 import type { InboxRow } from './payment-read-store.js';
-import type { InboxState, PaymentRow, PaymentService } from './payment-service.js';
+import type { PaymentRow, PaymentService } from './payment-service.js';
+import type { PaymentState } from './payment-state.js';
 
 /**
  * The path's shopper, if the caller may reach it, followed by the references merged into it (their
@@ -21,39 +21,46 @@ export interface PaymentsHandlerDeps {
 }
 
 export function paymentsHandlers({ payments, shopperRefs }: PaymentsHandlerDeps): HandlerMap {
-  return {
+  return contractHandlers({
     async listShopperPurchases(req, res) {
-      const { query } = validInput(req);
+      const { query } = req.valid;
       // A shopper token reaches its own shopper only; anything else looks exactly like "no such shopper".
       const page = await payments.listPurchases(await shopperRefs(req), {
-        limit: query['limit'] as number,
-        ...optional('channel', query['channel'] as string | undefined),
-        ...optional('from', dateOf(query['from'])),
-        ...optional('to', dateOf(query['to'])),
-        ...optional('cursor', query['cursor'] as string | undefined),
+        limit: filled(query.limit, 'limit'),
+        ...optional('channel', query.channel),
+        ...optional('from', dateOf(query.from)),
+        ...optional('to', dateOf(query.to)),
+        ...optional('cursor', query.cursor),
       });
       res.json(pageBody(page, purchaseJson));
     },
 
     async listWebhookInbox(req, res) {
-      const { query } = validInput(req);
+      const { query } = req.valid;
       const page = await payments.listInbox({
-        limit: query['limit'] as number,
-        ...optional('state', query['state'] as InboxState | undefined),
-        ...optional('provider', query['provider'] as Provider | undefined),
-        ...optional('cursor', query['cursor'] as string | undefined),
+        limit: filled(query.limit, 'limit'),
+        ...optional('state', query.state),
+        ...optional('provider', query.provider),
+        ...optional('cursor', query.cursor),
       });
       res.json(pageBody(page, inboxJson));
     },
 
     async replayWebhookEvent(req, res) {
-      const id = validInput(req).path['eventId'] as string;
-      res.json(inboxJson(await payments.replayStored(id, callerOf(req))));
+      res.json(inboxJson(await payments.replayStored(req.valid.path.eventId, callerOf(req))));
     },
-  };
+  });
 }
 
-function purchaseJson(row: PaymentRow): Record<string, unknown> {
+/**
+ * A purchase is a payment that was authorised: listPurchases selects those states only, so it has a
+ * state the contract lists, a currency and an authorisation time. Anything else is our bug, not an answer.
+ */
+function purchaseJson(row: PaymentRow): Schemas['Purchase'] {
+  const { state, currency, authorised_at: authorisedAt } = row;
+  if (!isPurchaseState(state) || currency === null || authorisedAt === null) {
+    throw new Error(`payment ${row.id} (${state}) is not a purchase`);
+  }
   return {
     paymentId: row.id,
     provider: row.provider,
@@ -62,18 +69,18 @@ function purchaseJson(row: PaymentRow): Record<string, unknown> {
     ...optional('channel', row.channel),
     ...optional('storeId', row.store_id),
     ...optional('terminalId', row.terminal_id),
-    state: row.state,
-    amount: { value: row.authorised_amount, currency: row.currency },
+    state,
+    amount: { value: row.authorised_amount, currency },
     capturedAmount: row.captured_amount,
     refundedAmount: row.refunded_amount,
     chargedBackAmount: row.charged_back_amount,
     ...optional('cardToken', row.card_token),
     ...optional('last4', row.card_last4),
-    authorisedAt: (row.authorised_at as Date).toISOString(),
+    authorisedAt: authorisedAt.toISOString(),
   };
 }
 
-function inboxJson(row: InboxRow): Record<string, unknown> {
+function inboxJson(row: InboxRow): Schemas['InboxEvent'] {
   return {
     id: row.id,
     provider: row.provider,
@@ -91,10 +98,23 @@ function inboxJson(row: InboxRow): Record<string, unknown> {
   };
 }
 
+const PURCHASE_STATES: ReadonlySet<PaymentState> = new Set<Schemas['PaymentState']>([
+  'authorised',
+  'cancelled',
+  'captured',
+  'partially_refunded',
+  'refunded',
+  'charged_back',
+]);
+
+function isPurchaseState(state: PaymentState): state is Schemas['PaymentState'] {
+  return PURCHASE_STATES.has(state);
+}
+
 function optional<K extends string, V>(key: K, value: V | null | undefined): { [P in K]?: V } {
   return value === null || value === undefined ? {} : ({ [key]: value } as { [P in K]?: V });
 }
 
-function dateOf(value: unknown): Date | undefined {
-  return typeof value === 'string' ? new Date(value) : undefined;
+function dateOf(value: string | undefined): Date | undefined {
+  return value === undefined ? undefined : new Date(value);
 }

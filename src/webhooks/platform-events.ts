@@ -12,37 +12,14 @@
  */
 import { maskCardDataDeep } from '../card-data/card-data-guard.js';
 import type { CardInput } from '../cards/vault-service.js';
+import type { Schemas } from '../http/contract.js';
 import type { EventFact, PaymentEventInput } from '../payments/payment-event.js';
-import type { FactKind, PaymentChannel } from '../payments/payment-state.js';
+import type { FactKind } from '../payments/payment-state.js';
 
-export interface PlatformPaymentEvent {
-  readonly type: PlatformEventType;
-  readonly occurredAt: string;
-  readonly payment: {
-    readonly id: string;
-    readonly merchantReference?: string;
-    readonly amount: { readonly value: number; readonly currency: string };
-    readonly channel: PaymentChannel;
-    readonly storeId?: string;
-    readonly terminalId?: string;
-  };
-  readonly card?:
-    | { readonly pan: string; readonly expiryMonth?: number; readonly expiryYear?: number }
-    | { readonly token: string }
-    | { readonly par: string };
-  readonly refund?: { readonly id: string; readonly amount: number };
-  readonly chargeback?: { readonly id: string; readonly amount: number };
-}
+/** The body as openapi.yaml declares it (generated: src/http/api-types.ts). */
+export type PlatformPaymentEvent = Schemas['PlatformPaymentEvent'];
 
-type PlatformEventType =
-  | 'payment.authorised'
-  | 'payment.authorisation_failed'
-  | 'payment.captured'
-  | 'payment.cancelled'
-  | 'payment.refunded'
-  | 'payment.refund_failed'
-  | 'payment.chargeback'
-  | 'payment.chargeback_reversed';
+type PlatformEventType = PlatformPaymentEvent['type'];
 
 const ID_POINTERS: ReadonlySet<string> = new Set(['/payment/id', '/refund/id', '/chargeback/id']);
 

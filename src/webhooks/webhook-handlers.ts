@@ -15,15 +15,21 @@
  * stored and served as sent, so an id holding a card number (platform `webhook-id`, payment, refund,
  * chargeback ids; Stripe event and object ids) refuses the delivery with 422 CARD_NUMBER_NOT_ALLOWED.
  */
-import type { Request, Response } from 'express';
 import { refuseCardData } from '../card-data/card-data-guard.js';
 import { AppError } from '../errors/app-error.js';
+import {
+  contractHandlers,
+  type ContractHandler,
+  type ContractRequest,
+  type ContractResponse,
+  type OperationId,
+  type Schemas,
+} from '../http/contract.js';
 import { signatureOf } from '../http/signed-body.js';
 import type { HandlerMap } from '../http/types.js';
-import { validInput } from '../http/types.js';
 import type { PaymentEventInput, Provider } from '../payments/payment-event.js';
 import type { IngestResult, PaymentService } from '../payments/payment-service.js';
-import { adyenEvent, referencesThatMayBeCards, type AdyenNotification } from './adyen-events.js';
+import { adyenEvent, referencesThatMayBeCards } from './adyen-events.js';
 import { platformEvent, type PlatformPaymentEvent } from './platform-events.js';
 import { stripeEvent, type StripeEvent } from './stripe-events.js';
 import type { DeliveryCounters } from './webhook-schemes.js';
@@ -46,8 +52,11 @@ export function webhookHandlers(deps: WebhookDeps): HandlerMap {
     return result;
   };
   const counted =
-    (provider: Provider, handle: (req: Request, res: Response) => Promise<string>) =>
-    async (req: Request, res: Response): Promise<void> => {
+    <Op extends OperationId>(
+      provider: Provider,
+      handle: (req: ContractRequest<Op>, res: ContractResponse<Op>) => Promise<string>,
+    ): ContractHandler<Op> =>
+    async (req, res) => {
       try {
         counters.delivered({ provider, outcome: await handle(req, res) });
       } catch (error) {
@@ -56,10 +65,10 @@ export function webhookHandlers(deps: WebhookDeps): HandlerMap {
       }
     };
 
-  return {
+  return contractHandlers({
     receivePlatformWebhook: counted('platform', async (req, res) => {
       const { messageId, secretIndexes } = signatureOf(req);
-      const body = validInput(req).body as PlatformPaymentEvent;
+      const { body } = req.valid;
       refusePlatformIdsWithCardData(body);
       const result = await ingest(platformEvent(body, messageId as string), secretIndexes[0] as number);
       res.status(200).json(receipt(result));
@@ -69,9 +78,7 @@ export function webhookHandlers(deps: WebhookDeps): HandlerMap {
     receiveAdyenWebhook: counted('adyen', async (req, res) => {
       // Every item is verified (webhook-schemes.ts) before any is stored.
       const { secretIndexes } = signatureOf(req);
-      const items = (validInput(req).body as AdyenNotification).notificationItems.map(
-        (entry) => entry.NotificationRequestItem,
-      );
+      const items = req.valid.body.notificationItems.map((entry) => entry.NotificationRequestItem);
       const outcomes: string[] = [];
       for (const [index, item] of items.entries()) {
         // A reference that is a known card's PAN is rejected and stored masked (docs/card-data.md); an
@@ -88,13 +95,13 @@ export function webhookHandlers(deps: WebhookDeps): HandlerMap {
     }),
 
     receiveStripeWebhook: counted('stripe', async (req, res) => {
-      const body = validInput(req).body as StripeEvent;
+      const { body } = req.valid;
       refuseStripeIdsWithCardData(body);
       const result = await ingest(stripeEvent(body), signatureOf(req).secretIndexes[0] as number);
       res.status(200).json(receipt(result));
       return outcome(result);
     }),
-  };
+  });
 }
 
 /**
@@ -120,7 +127,7 @@ function refuseStripeIdsWithCardData(event: StripeEvent): void {
   refuseCardData({ id: text(object['id']), charge: text(object['charge']) }, '/body/data/object');
 }
 
-function receipt(result: IngestResult): Record<string, unknown> {
+function receipt(result: IngestResult): Schemas['WebhookReceipt'] {
   return { eventId: result.inboxId, state: result.state, duplicate: result.duplicate };
 }
 

@@ -8,6 +8,7 @@ import { SignJWT, createLocalJWKSet, type JWTPayload } from 'jose';
 import { createAuthenticator, type Principal } from '../../src/auth/authenticator.js';
 import type { Config } from '../../src/config/config.js';
 import { AppError, type ErrorCode } from '../../src/errors/app-error.js';
+import { problemStatus } from '../../src/http/problem-statuses.js';
 import { TEST_AUDIENCE, TEST_ISSUER, testIssuer, testJwks } from '../support/auth.js';
 
 /** 2026-12-06T09:00:00Z, frozen. */
@@ -50,7 +51,7 @@ async function outcome(token: string, auth: Config['auth'] = authConfig()): Prom
     return await authenticator.authenticate(token);
   } catch (error) {
     if (error instanceof AppError) {
-      expect(error.status).to.equal(401);
+      expect(problemStatus(error)).to.equal(401);
       return error.code;
     }
     throw error;

@@ -7,6 +7,8 @@ import { expect } from 'chai';
 import nock from 'nock';
 import { classifyAddress, parseTargetUrl, TargetRefused } from '../../src/events/target-policy.js';
 import { parseRetryAfter } from '../../src/events/dispatcher.js';
+import { AppError } from '../../src/errors/app-error.js';
+import { problemStatus } from '../../src/http/problem-statuses.js';
 import { SubscriptionService } from '../../src/events/subscription-service.js';
 import { signToken } from '../support/auth.js';
 import { startTestService, type TestService } from '../support/harness.js';
@@ -348,7 +350,8 @@ describe('outbound events: subscriptions', function () {
           },
         )
         .catch((e: unknown) => (error = e));
-      expect(error).to.include({ code: 'WEBHOOK_TARGET_REFUSED', status: 422 });
+      expect(error).to.be.instanceOf(AppError).and.include({ code: 'WEBHOOK_TARGET_REFUSED' });
+      expect(problemStatus(error as AppError)).to.equal(422);
       expect((error as { extensions: unknown }).extensions).to.deep.equal({ reason: 'unresolvable' });
     });
 
@@ -396,7 +399,8 @@ describe('outbound events: subscriptions', function () {
           actor,
         )
         .catch((e: unknown) => (error = e));
-      expect(error).to.include({ code: 'VALIDATION_FAILED', status: 400 });
+      expect(error).to.be.instanceOf(AppError).and.include({ code: 'VALIDATION_FAILED' });
+      expect(problemStatus(error as AppError)).to.equal(400);
       expect((error as { extensions: unknown }).extensions).to.deep.equal({
         errors: [
           { pointer: '/body/url', message: 'must not contain control characters' },

@@ -4,6 +4,7 @@ import addFormatsModule from 'ajv-formats';
 import { ERROR_CATALOG, type ErrorCode } from '../../src/errors/app-error.js';
 import { loadApiSpec } from '../../src/http/openapi.js';
 import { toAppError } from '../../src/http/problem.js';
+import { problemStatus } from '../../src/http/problem-statuses.js';
 import { signToken } from '../support/auth.js';
 import type { TestResponse } from '../support/harness.js';
 import {
@@ -312,7 +313,7 @@ describe('HTTP layer: database failures become 503, not 500', () => {
   for (const [what, error] of cases) {
     it(`when ${what}, then 503 DATABASE_UNAVAILABLE with Retry-After`, () => {
       const problem = toAppError(error);
-      expect({ code: problem.code, status: problem.status }).to.deep.equal({
+      expect({ code: problem.code, status: problemStatus(problem) }).to.deep.equal({
         code: 'DATABASE_UNAVAILABLE',
         status: 503,
       });

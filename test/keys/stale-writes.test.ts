@@ -10,6 +10,7 @@ import { decryptValue, emailAad, encryptValue } from '../../src/crypto/field-cry
 import { SubscriptionService } from '../../src/events/subscription-service.js';
 import { liveSecrets } from '../../src/events/subscription-secrets.js';
 import { toAppError } from '../../src/http/problem.js';
+import { problemStatus } from '../../src/http/problem-statuses.js';
 import type { EncryptedFieldSet } from '../../src/keys/field-sets.js';
 import { memberEmails } from '../../src/loyalty/member-field-sets.js';
 import { reencrypt } from '../../src/keys/reencrypt.js';
@@ -315,7 +316,7 @@ describe('keys: writes from a stale ring (review of issue 18)', function () {
     expect(isKeyVersionNotWritable(error), String(error)).to.equal(true);
     const problem = toAppError(error);
     expect(problem.code).to.equal('KEY_RING_STALE');
-    expect(problem.status).to.equal(503);
+    expect(problemStatus(problem)).to.equal(503);
     expect(problem.headers).to.deep.equal({ 'Retry-After': '1' });
   });
 });
