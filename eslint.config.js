@@ -40,13 +40,12 @@ export default tseslint.config(
     },
   },
   {
-    // SQL only in stores and db/ (docs/architecture.md). A warning while services still hold SQL (issue
-    // 20: stores are being introduced feature by feature); it becomes an error once they do not.
+    // SQL only in stores and db/ (docs/architecture.md): services decide, stores own the queries.
     files: ['src/**/*.ts'],
     ignores: ['src/db/**', 'src/**/*-store.ts'],
     rules: {
       'no-restricted-syntax': [
-        'warn',
+        'error',
         {
           selector: "CallExpression[callee.type='Identifier'][callee.name=/^(knex|trx|db|tx)$/]",
           message: 'SQL belongs in a store (*-store.ts) or db/: this builds a query outside one.',
