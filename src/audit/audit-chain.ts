@@ -20,8 +20,8 @@ import { newId } from '../ids/prefixed-id.js';
 import { maskPans } from '../logging/pan-redactor.js';
 import { chainKeysFor, type ChainKey } from './audit-chain-keys.js';
 import {
-  insertEntry,
-  writeHead,
+  insertAuditEntry,
+  writeAuditHead,
   type ActorType,
   type AuditOutcome,
   type AuditRow,
@@ -135,7 +135,7 @@ export function isTombstone(details: unknown): details is Tombstone {
 }
 
 export async function sealHead(trx: Knex.Transaction, key: ChainKey, seq: number, hash: string): Promise<void> {
-  await writeHead(trx, { seq, hash, keyVersion: key.version, mac: headMac(key, seq, hash) });
+  await writeAuditHead(trx, { seq, hash, keyVersion: key.version, mac: headMac(key, seq, hash) });
 }
 
 export async function headMacValid(db: Knex | Knex.Transaction, head: HeadRow): Promise<boolean> {
@@ -208,7 +208,7 @@ export async function writeEntry(
     keyVersion: key.version,
   };
   const hash = entryMac(key, fields);
-  await insertEntry(trx, {
+  await insertAuditEntry(trx, {
     seq: fields.seq,
     id: fields.id,
     occurred_at: now,

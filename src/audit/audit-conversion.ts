@@ -34,7 +34,7 @@ import {
 } from './audit-chain.js';
 import {
   anyKeyedEntry,
-  entriesAfter,
+  auditEntriesAfter,
   firstChainKeyVersion,
   firstEntrySeqAfter,
   migrationTime,
@@ -85,7 +85,7 @@ export async function convertLegacyChain(trx: Knex.Transaction, key: ChainKey, h
   let entries = 0;
   const pendingRedactions: { seq: number; id: string; reason: string }[] = [];
   for (let after = 0; ;) {
-    const rows = await entriesAfter(trx, after, BATCH);
+    const rows = await auditEntriesAfter(trx, after, BATCH);
     for (const row of rows) {
       const event = rowToEvent(row);
       legacyProblem ??= legacyCheck(row, event, tip.seq + 1, legacyPrev);

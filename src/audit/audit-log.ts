@@ -43,7 +43,7 @@ import {
   headKeyVersion,
   lastEntrySeq,
   lockEntry,
-  lockHead,
+  lockAuditHead,
   tombstoneEntry,
   type AuditRow,
 } from './audit-store.js';
@@ -120,7 +120,7 @@ function cardDataMasked(input: AuditEventInput): AuditEventInput {
  * first use, converts a never-keyed chain in the same transaction, and records an invalid head.
  */
 async function openChain(trx: Knex.Transaction, now: Date): Promise<{ key: ChainKey; tip: Tip; wrote: boolean }> {
-  const head = await lockHead(trx);
+  const head = await lockAuditHead(trx);
   if (head === undefined) {
     throw new AppError('AUDIT_CHAIN_BROKEN', { detail: 'the audit chain head row is missing' });
   }

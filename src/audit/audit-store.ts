@@ -52,12 +52,12 @@ export interface ChainKeyRow {
 // ---- the chain head ----------------------------------------------------------------------------
 
 /** Locks the head row (`for update`): every append holds this lock, which keeps the chain linear. */
-export async function lockHead(trx: Knex.Transaction): Promise<HeadRow | undefined> {
+export async function lockAuditHead(trx: Knex.Transaction): Promise<HeadRow | undefined> {
   return (await trx('audit_chain_head').where({ id: 1 }).forUpdate().first()) as HeadRow | undefined;
 }
 
 /** The head row, not locked (verification). */
-export async function readHead(db: Db): Promise<HeadRow | undefined> {
+export async function readAuditHead(db: Db): Promise<HeadRow | undefined> {
   return (await db('audit_chain_head').where({ id: 1 }).first()) as HeadRow | undefined;
 }
 
@@ -68,7 +68,7 @@ export async function headKeyVersion(db: Db): Promise<{ key_version: number | nu
 }
 
 /** Points the head at entry `seq` with its MAC, sealed under `keyVersion` with `mac`. */
-export async function writeHead(
+export async function writeAuditHead(
   trx: Knex.Transaction,
   head: { seq: number; hash: string; keyVersion: number; mac: string },
 ): Promise<void> {
@@ -80,7 +80,7 @@ export async function writeHead(
 // ---- entries -----------------------------------------------------------------------------------
 
 /** Appends one entry row (the caller holds the head lock). */
-export async function insertEntry(
+export async function insertAuditEntry(
   trx: Knex.Transaction,
   row: Omit<AuditRow, 'details'> & { details: string },
 ): Promise<void> {
@@ -129,7 +129,7 @@ export async function entriesFrom(db: Db, fromSeq: number, limit: number): Promi
 }
 
 /** Up to `limit` entries after `afterSeq` (exclusive), in order: the conversion's batches. */
-export async function entriesAfter(trx: Knex.Transaction, afterSeq: number, limit: number): Promise<AuditRow[]> {
+export async function auditEntriesAfter(trx: Knex.Transaction, afterSeq: number, limit: number): Promise<AuditRow[]> {
   return (await trx('audit_events').where('seq', '>', afterSeq).orderBy('seq').limit(limit)) as AuditRow[];
 }
 
@@ -202,7 +202,10 @@ export async function auditEntryExists(
 }
 
 /** The successful entries of `action`, in order: their seq and resource. */
-export async function successfulEntries(db: Db, action: string): Promise<{ seq: number | string; resource: string }[]> {
+export async function successfulAuditEntries(
+  db: Db,
+  action: string,
+): Promise<{ seq: number | string; resource: string }[]> {
   return (await db('audit_events').where({ action, outcome: 'success' }).orderBy('seq').select('seq', 'resource')) as {
     seq: number | string;
     resource: string;

@@ -17,7 +17,7 @@ import type { Knex } from 'knex';
 import { isAppError } from '../errors/app-error.js';
 import { chainKeysFor, type ChainKey } from './audit-chain-keys.js';
 import { detailsDigest, entryMac, GENESIS, headMacValid, isTombstone, macEqual, rowToEvent } from './audit-chain.js';
-import { entriesFrom, readHead } from './audit-store.js';
+import { entriesFrom, readAuditHead } from './audit-store.js';
 
 export type ChainVerdict =
   | {
@@ -105,7 +105,7 @@ export async function verifyAuditChain(knex: Knex | Knex.Transaction, batchSize 
   for (const [target] of redactions.values()) {
     return broken(checked, target!, 'is redacted, but no redaction entry records it (redacted by hand)');
   }
-  const head = await readHead(knex);
+  const head = await readAuditHead(knex);
   if (head === undefined) return broken(checked, checked + 1, 'the chain head row is missing');
   if (head.seq !== checked || head.hash !== expectedPrev) {
     return broken(

@@ -20,7 +20,7 @@ import { parseArgs } from 'node:util';
 import { CLIENT_CERTIFICATE_SCOPES, ClientCertificateAuthority } from '../mtls/client-certificates.js';
 import type { ClientCertificateRecord } from '../mtls/client-certificate-records.js';
 import { splitPemBundle } from '../mtls/certificate-authority.js';
-import { auditedRevocationsProblem, readHead, verifyRevocationList } from '../mtls/revocation-list.js';
+import { auditedRevocationsProblem, readRevocationHead, verifyRevocationList } from '../mtls/revocation-list.js';
 import type { KeysContext } from './keys-context.js';
 import { UsageError } from './usage-error.js';
 
@@ -124,7 +124,7 @@ export async function mtlsCommand(
         out(`revocation list BROKEN: ${result.problem}`);
         return 1;
       }
-      const audited = await auditedRevocationsProblem(ctx.knex, await readHead(ctx.knex), result.serials);
+      const audited = await auditedRevocationsProblem(ctx.knex, await readRevocationHead(ctx.knex), result.serials);
       if (audited !== undefined) {
         out(`revocation list BROKEN: ${audited}`);
         return 1;

@@ -28,7 +28,7 @@
 import type { JWK } from 'jose';
 import type { Knex } from 'knex';
 import { auditEntryIntact } from '../audit/audit-log.js';
-import { successfulEntries } from '../audit/audit-store.js';
+import { successfulAuditEntries } from '../audit/audit-store.js';
 import { isAppError } from '../errors/app-error.js';
 import { verifyLedger } from './dual-control-ledger.js';
 import { jwkFromX, listCustodians, type Custodian } from './custodians.js';
@@ -121,7 +121,7 @@ async function genesisUnanchored(
   if (first?.operation !== 'genesis' || first.requestId !== requestId) {
     return `the genesis ${requestId} is not the first execution in the sealed ledger`;
   }
-  const entries = await successfulEntries(db, 'key.custodian.genesis');
+  const entries = await successfulAuditEntries(db, 'key.custodian.genesis');
   if (entries.length !== 1) return `the audit trail holds ${entries.length} genesis entries, not one`;
   const [entry] = entries;
   if (entry!.resource !== `request:${requestId}`) return 'the audit trail records another genesis';

@@ -29,7 +29,7 @@ import type { KeyPurpose } from './key-ring.js';
 import type { MasterKeySource } from './master-key-types.js';
 import { parsePayload, sha256B64 } from './request-payload.js';
 import { keyVersionsOf } from './key-version-store.js';
-import { requestExecution, requestPayload, successfulEntries } from './publication-evidence-store.js';
+import { requestExecution, requestPayload, successfulKeyEntries } from './publication-evidence-store.js';
 
 /** Entries that put a version in use or out of it: after any of them it is never resumed. */
 const LATER_STATES = ['key.activated', 'key.retired', 'key.destroyed'];
@@ -52,7 +52,7 @@ export async function assertResumable(
   if (row.activated_at !== null || row.retired_at !== null || row.destroyed_at !== null) {
     throw refused(purpose, version, 'it was activated, retired or destroyed before');
   }
-  const entries = await successfulEntries(trx, `key:${purpose}:v${version}`, ['key.published', ...LATER_STATES]);
+  const entries = await successfulKeyEntries(trx, `key:${purpose}:v${version}`, ['key.published', ...LATER_STATES]);
   const later = entries.find((e) => LATER_STATES.includes(e.action));
   if (later !== undefined) throw refused(purpose, version, `the audit trail records ${later.action} for it`);
   const published = entries.filter((e) => e.action === 'key.published');

@@ -12,7 +12,7 @@ export interface AuditEntryRow {
 }
 
 /** The successful audit entries of `resource` with one of `actions`, in chain order. */
-export async function successfulEntries(
+export async function successfulKeyEntries(
   trx: Knex.Transaction,
   resource: string,
   actions: readonly string[],

@@ -57,7 +57,7 @@ import {
   auditedRevocationsProblem,
   GENESIS_CHAIN,
   headFingerprint,
-  readHead,
+  readRevocationHead,
   verifyRevocationList,
   type VerifiedList,
 } from './revocation-list.js';
@@ -130,7 +130,7 @@ export function createClientCertificateVerifier(
   let tampered: string | undefined;
 
   async function refreshRevocations(): Promise<void> {
-    const head = await readHead(knex);
+    const head = await readRevocationHead(knex);
     const seen = headFingerprint(head);
     if (seen === verifiedHead && tampered === undefined) return;
     let result = await verifyRevocationList(knex, masterKey, revocations, head);

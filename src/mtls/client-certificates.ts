@@ -44,7 +44,7 @@ import {
 import { clientCaHooks } from './client-ca-hooks.js';
 import { sealGrant } from './seals.js';
 import { appendRevocations, REVOCATIONS_SEALED_ACTION, sealEmptyHead } from './revocation-list.js';
-import { bumpRevocationGeneration, findRevocation, lockHead } from './revocation-store.js';
+import { bumpRevocationGeneration, findRevocation, lockRevocationHead } from './revocation-store.js';
 import {
   activeCa,
   anyCaVersion,
@@ -388,7 +388,7 @@ export class ClientCertificateAuthority {
     }
     return this.deps.knex.transaction(async (trx) => {
       // Concurrent starts: the first seals, the others find nothing pending once it commits.
-      await lockHead(trx);
+      await lockRevocationHead(trx);
       const rows = await revokedUnsealedRows(trx);
       const appended = await appendRevocations(
         trx,

@@ -36,17 +36,22 @@ import { auditEntryIntact } from '../audit/audit-log.js';
 import type { MasterKeySource } from '../keys/master-key-types.js';
 import {
   auditEntriesOf,
-  entriesAfter,
-  insertEntry,
-  readHead,
-  writeHead,
-  writeHeadSeal,
+  revocationEntriesAfter,
+  insertRevocationEntry,
+  readRevocationHead,
+  writeRevocationHead,
+  writeRevocationHeadSeal,
   type RevocationEntry,
   type RevocationHead,
 } from './revocation-store.js';
 
 // The head and entries are read through the store; these were exported from here before it existed.
-export { entriesAfter, readHead, type RevocationEntry, type RevocationHead } from './revocation-store.js';
+export {
+  revocationEntriesAfter,
+  readRevocationHead,
+  type RevocationEntry,
+  type RevocationHead,
+} from './revocation-store.js';
 
 type Db = Knex | Knex.Transaction;
 
@@ -120,7 +125,7 @@ export async function verifyRevocationList(
   /** The head is locked by the caller: no revoke is in flight, so a row past the head is tampering. */
   headLocked = false,
 ): Promise<Verification> {
-  const current = head ?? (await readHead(db));
+  const current = head ?? (await readRevocationHead(db));
   if (!(await headSealValid(masterKey, current))) {
     return { ok: false, problem: 'the seal of the revocation list head does not verify under the master key' };
   }
@@ -133,11 +138,11 @@ export async function verifyRevocationList(
   let chain = from.chain;
   let position = from.length;
   const serials = [...from.serials];
-  for (const entry of await entriesAfter(db, from.length)) {
+  for (const entry of await revocationEntriesAfter(db, from.length)) {
     if (entry.position > current.length) {
       // A revoke writes its row and the head in one transaction: if it committed after the head was
       // read, the head read again covers the row. If not, the row lies past the sealed head.
-      const again = headLocked ? current : await readHead(db);
+      const again = headLocked ? current : await readRevocationHead(db);
       if (again.length > current.length) return verifyRevocationList(db, masterKey, from, again, headLocked);
       return { ok: false, problem: `revocation ${entry.position} lies past the sealed head` };
     }
@@ -204,13 +209,13 @@ export async function auditedRevocationsProblem(
  * {@link REVOCATIONS_SEALED_ACTION}). Returns false when the head is already sealed.
  */
 export async function sealEmptyHead(trx: Knex.Transaction, masterKey: MasterKeySource): Promise<boolean> {
-  const head = await readHead(trx, true);
+  const head = await readRevocationHead(trx, true);
   if (head.seal !== null && head.seal.length > 0) return false;
   if (head.length !== 0 || !head.chain.equals(GENESIS_CHAIN)) return false; // invalid: left to the verifier
   // Never seal over a reset: an unsealed empty head after the trail shows it sealed stays refused.
   if ((await auditedRevocationsProblem(trx, head, [])) !== undefined) return false;
   const seal = await masterKey.wrap(headDigest(0, GENESIS_CHAIN), REVOCATION_HEAD_AAD);
-  await writeHeadSeal(trx, seal);
+  await writeRevocationHeadSeal(trx, seal);
   return true;
 }
 
@@ -223,7 +228,7 @@ export async function appendRevocations(
   masterKey: MasterKeySource,
   entries: readonly Omit<RevocationEntry, 'position'>[],
 ): Promise<{ ok: true; positions: number[] } | { ok: false; problem: string }> {
-  const head = await readHead(trx, true);
+  const head = await readRevocationHead(trx, true);
   const verified = await verifyRevocationList(trx, masterKey, undefined, head, true);
   if (!verified.ok) return verified;
   const audited = await auditedRevocationsProblem(trx, head, [...verified.serials, ...entries.map((e) => e.serial)]);
@@ -234,18 +239,18 @@ export async function appendRevocations(
   for (const e of entries) {
     position += 1;
     const entry: RevocationEntry = { ...e, position };
-    await insertEntry(trx, entry);
+    await insertRevocationEntry(trx, entry);
     chain = nextChain(chain, entry);
     positions.push(position);
   }
   const seal = await masterKey.wrap(headDigest(position, chain), REVOCATION_HEAD_AAD);
-  await writeHead(trx, { length: position, chain, seal });
+  await writeRevocationHead(trx, { length: position, chain, seal });
   return { ok: true, positions };
 }
 
 /** For a master-key rotation, in its transaction: rewraps the head's seal under the current master key. */
 export async function rewrapRevocationHead(trx: Knex.Transaction, masterKey: MasterKeySource): Promise<number> {
-  const head = await readHead(trx, true);
+  const head = await readRevocationHead(trx, true);
   if (head.seal === null) return 0;
   let digest: Buffer;
   try {
@@ -255,7 +260,7 @@ export async function rewrapRevocationHead(trx: Knex.Transaction, masterKey: Mas
     if (isMasterKeyUnavailable(error)) throw error;
     return 0; // no configured master key opens it: it stays refused
   }
-  await writeHeadSeal(trx, await masterKey.wrap(digest, REVOCATION_HEAD_AAD));
+  await writeRevocationHeadSeal(trx, await masterKey.wrap(digest, REVOCATION_HEAD_AAD));
   return 1;
 }
 

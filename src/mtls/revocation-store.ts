@@ -33,7 +33,7 @@ interface EntryRow {
   reason: string;
 }
 
-export async function readHead(db: Db, forUpdate = false): Promise<RevocationHead> {
+export async function readRevocationHead(db: Db, forUpdate = false): Promise<RevocationHead> {
   const query = db('mtls_revocation_list').where({ id: 1 }).first('length', 'chain', 'seal');
   if (forUpdate) void query.forUpdate();
   const row = (await query) as { length: string | number; chain: Buffer; seal: Buffer | null };
@@ -45,23 +45,23 @@ export async function readHead(db: Db, forUpdate = false): Promise<RevocationHea
 }
 
 /** Locks the head row (the caller's transaction) without reading it: appends queue behind this. */
-export async function lockHead(trx: Knex.Transaction): Promise<void> {
+export async function lockRevocationHead(trx: Knex.Transaction): Promise<void> {
   await trx('mtls_revocation_list').where({ id: 1 }).forUpdate().first('id');
 }
 
 /** Writes the head: its length, chain value and seal. */
-export async function writeHead(trx: Knex.Transaction, head: RevocationHead): Promise<void> {
+export async function writeRevocationHead(trx: Knex.Transaction, head: RevocationHead): Promise<void> {
   await trx('mtls_revocation_list')
     .where({ id: 1 })
     .update({ length: head.length, chain: head.chain, seal: head.seal });
 }
 
 /** Replaces only the head's seal. */
-export async function writeHeadSeal(trx: Knex.Transaction, seal: Buffer): Promise<void> {
+export async function writeRevocationHeadSeal(trx: Knex.Transaction, seal: Buffer): Promise<void> {
   await trx('mtls_revocation_list').where({ id: 1 }).update({ seal });
 }
 
-export async function entriesAfter(db: Db, position: number): Promise<RevocationEntry[]> {
+export async function revocationEntriesAfter(db: Db, position: number): Promise<RevocationEntry[]> {
   const rows = (await db('mtls_revocations').where('position', '>', position).orderBy('position')) as EntryRow[];
   return rows.map((r) => ({
     position: Number(r.position),
@@ -73,7 +73,7 @@ export async function entriesAfter(db: Db, position: number): Promise<Revocation
   }));
 }
 
-export async function insertEntry(trx: Knex.Transaction, entry: RevocationEntry): Promise<void> {
+export async function insertRevocationEntry(trx: Knex.Transaction, entry: RevocationEntry): Promise<void> {
   await trx('mtls_revocations').insert({
     position: entry.position,
     serial: entry.serial,

@@ -1,7 +1,7 @@
 /** Helpers for the audit-trail tests: an empty trail on the test database, and n plain entries. */
 import { chainKeysFor } from '../../src/audit/audit-chain-keys.js';
 import { GENESIS, sealHead, writeEntry } from '../../src/audit/audit-chain.js';
-import { lockHead } from '../../src/audit/audit-store.js';
+import { lockAuditHead } from '../../src/audit/audit-store.js';
 import { appendAuditEvent } from '../../src/audit/audit-log.js';
 import type { TestDatabase } from '../support/database.js';
 
@@ -36,7 +36,7 @@ export async function appendMissedCardData(db: TestDatabase, action = 'card.deto
     // Written as a release before the database's card-data guard (migration 20261206000100) could:
     // the trigger would refuse it today, which is the point of the guard, not of this test.
     await trx.raw('set local session_replication_role = replica');
-    const head = (await lockHead(trx))!;
+    const head = (await lockAuditHead(trx))!;
     const { key } = await chainKeysFor(trx).active(trx);
     const event = await writeEntry(
       trx,
