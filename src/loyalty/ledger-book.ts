@@ -1,4 +1,3 @@
-/* eslint max-lines: ["error", 500] -- the ledger book and its SQL; moves into a ledger store (issue 20) */
 /**
  * One shopper's ledger inside one transaction: the account row locked, the lots it touches, and the
  * entries to append. Every movement of points goes through here, so the projections (account

@@ -1,4 +1,3 @@
-/* eslint max-lines: ["error", 600] -- payment transitions, inbox and projection with their SQL; a payment store is being split out (issue 20) */
 /**
  * Stores verified gateway events and applies them to payments, exactly once.
  *
