@@ -1,4 +1,4 @@
-/* eslint max-lines: ["error", 880] -- every variable read, typed and validated in one pass; sections move to config/*.ts (issue 20) */
+/* eslint max-lines: ["error", 880] -- every variable read, typed and cross-checked in one pass with one error list; a split by section is left for later */
 /**
  * Configuration, read once from the environment, validated, typed and frozen.
  *
