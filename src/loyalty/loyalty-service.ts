@@ -5,6 +5,7 @@
  * goes through a LedgerBook, whose SQL is in ledger-store.ts.
  */
 import type { Knex } from 'knex';
+import { CampaignService } from './campaign-service.js';
 import { EarningService } from './earning-service.js';
 import { ExpiryService, type ExpiryRun } from './expiry-service.js';
 import type { StoredResponse } from './idempotency.js';
@@ -34,6 +35,7 @@ export interface LoyaltyOptions {
 
 export class LoyaltyService {
   readonly programme: ProgrammeService;
+  readonly campaigns: CampaignService;
   readonly earning: EarningService;
   readonly redemptions: RedemptionService;
   readonly expiry: ExpiryService;
@@ -46,7 +48,8 @@ export class LoyaltyService {
   ) {
     const now = options.now ?? (() => new Date());
     this.programme = options.programme ?? new ProgrammeService(knex, now);
-    this.earning = new EarningService(this.programme, now);
+    this.campaigns = new CampaignService(knex, now, options.idempotencyRetentionDays);
+    this.earning = new EarningService(this.programme, this.campaigns, now);
     this.redemptions = new RedemptionService(knex, {
       now,
       ...(options.idempotencyRetentionDays === undefined
