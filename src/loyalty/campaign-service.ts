@@ -23,11 +23,12 @@ import {
 } from './campaign-store.js';
 import { claimIdempotencyKey, type StoredResponse } from './idempotency.js';
 
-export interface CampaignRequest extends StoredDefinition {
+export interface CampaignRequest {
   /** Absent: a new campaign. Present: a new version of this one. */
   readonly campaignId?: string;
   /** When the version takes effect (default: now; never earlier than now or the previous version). */
   readonly effectiveFrom?: string;
+  readonly definition: StoredDefinition;
 }
 
 interface CampaignActor {
@@ -92,8 +93,9 @@ export class CampaignService {
     idempotencyKey: string,
     actor: CampaignActor,
   ): Promise<StoredResponse<CampaignVersion>> {
-    refuseCardData({ name: request.name }, '/body');
-    const { campaignId, effectiveFrom, ...definition } = request;
+    refuseCardData({ name: request.definition.name }, '/body/definition');
+    const { campaignId, effectiveFrom } = request;
+    const { definition } = request;
     checkDefinition(definition);
     const requestHash = createHash('sha256').update(canonicalJson(request)).digest('hex');
     const stored = await withRetry(() =>

@@ -212,10 +212,7 @@ export async function lotShoppers(trx: Knex.Transaction, paymentIds: readonly st
 }
 
 /** The lots of these payments, by payment id (read again once their accounts are locked). */
-export async function lotsOfPayments(
-  trx: Knex.Transaction,
-  paymentIds: readonly string[],
-): Promise<Map<string, LotRow>> {
+export async function lotsOfPayments(trx: Db, paymentIds: readonly string[]): Promise<Map<string, LotRow>> {
   if (paymentIds.length === 0) return new Map();
   const rows = ((await trx('loyalty_lots').whereIn('payment_id', paymentIds)) as LotRow[]).map(lotFromStore);
   return new Map(rows.map((l) => [l.payment_id, l]));

@@ -10,7 +10,7 @@ import { EarningService } from './earning-service.js';
 import { ExpiryService, type ExpiryRun } from './expiry-service.js';
 import type { StoredResponse } from './idempotency.js';
 import type { Balance } from './balance.js';
-import { balanceOf, listLedger, type LedgerPage } from './ledger-queries.js';
+import { balanceOf, listLedger, paymentLots, type LedgerPage, type PaymentLot } from './ledger-queries.js';
 import { ProgrammeService } from './programme-service.js';
 import { RedemptionService, type RedemptionRequest, type RedemptionResult } from './redemption-service.js';
 
@@ -74,6 +74,11 @@ export class LoyaltyService {
   /** A shopper's ledger entries, newest first, by keyset page. */
   ledger(shopperRef: string, page: { readonly limit: number; readonly cursor?: string }): Promise<LedgerPage> {
     return listLedger(this.knex, shopperRef, page);
+  }
+
+  /** What these payments earned and why (their lots), by payment id. */
+  paymentLots(paymentIds: readonly string[]): Promise<Map<string, PaymentLot>> {
+    return paymentLots(this.knex, paymentIds);
   }
 
   redeem(
