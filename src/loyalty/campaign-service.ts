@@ -103,7 +103,8 @@ export class CampaignService {
         const now = this.now();
         const claim = await claimIdempotencyKey<unknown>(
           trx,
-          { scope: 'campaign', key: idempotencyKey, requestHash },
+          // Scoped to the caller: two administrators' keys never collide.
+          { scope: `campaign:${actor.subject}`, key: idempotencyKey, requestHash },
           now,
           Math.max(30, this.idempotencyRetentionDays),
         );
