@@ -242,6 +242,7 @@ async function composeFeatures(core: KeyedCore, vault: VaultService, options: Bu
     listeners: [loyalty.paymentListener, ...(options.paymentListeners ?? [])],
     decodeStored: decodeStoredEvent,
     shopperRefs: loyalty.reachableShopperRefs,
+    earnings: loyalty.purchaseEarnings,
     clock,
     metrics,
   });

@@ -86,6 +86,8 @@ export const ERROR_CATALOG = {
   MERGE_REQUIRES_ADMIN: { title: 'Merging two enrolled members requires an administrator' },
   MEMBERSHIP_REQUIRED: { title: 'Only an enrolled member can claim another card' },
   EXTERNAL_MEMBER_ID_TAKEN: { title: 'The external member id belongs to another shopper' },
+  CAMPAIGN_DEFINITION_INVALID: { title: 'The campaign definition is not acceptable' },
+  CAMPAIGN_EFFECTIVE_IN_PAST: { title: 'A campaign version cannot take effect before it is published' },
   // outbound events
   WEBHOOK_TARGET_REFUSED: { title: 'The webhook target URL is not accepted' },
   SUBSCRIPTION_EXISTS: { title: 'A subscription for this URL already exists' },

@@ -29,7 +29,8 @@ export type IdPrefix =
   | 'whs'
   | 'att'
   | 'ins'
-  | 'msp';
+  | 'msp'
+  | 'cmp';
 
 export function newId(prefix: IdPrefix): string {
   for (;;) {

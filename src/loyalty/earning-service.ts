@@ -10,6 +10,10 @@
  */
 import type { Knex } from 'knex';
 import type { PaymentTransitionEvent } from '../payments/payment-service.js';
+import { bookedTotal, campaignBookings, type CampaignBooking } from './campaign-earning.js';
+import { campaignsInForce, type CampaignVersion } from './campaign-rules.js';
+import type { CampaignService } from './campaign-service.js';
+import { allCampaignVersions, campaignVersionsFromJson } from './campaign-store.js';
 import { earningTargets, NO_EARNING, type EarningTargets } from './earning.js';
 import { LedgerBook, type EntryKind, type EntryRefs, type LotRow } from './ledger-book.js';
 import { lotShoppers, lotsOfPayments, survivorsAndProgrammeJson } from './ledger-store.js';
@@ -28,13 +32,15 @@ type ShopperEvent = PaymentTransitionEvent & { shopperRef: string };
 export class EarningService {
   constructor(
     private readonly programme: ProgrammeService,
+    private readonly campaigns: CampaignService,
     private readonly now: () => Date,
   ) {}
 
   /**
    * Set-based, in a fixed number of statements whatever the batch: the lots of payments that existed
-   * before it, then merges and programme together, then the accounts (locked), then the lots again
-   * under those locks when there were any; the bookings are written in one.
+   * before it, then merges, programme and campaigns together, then the accounts (locked), then the
+   * lots again under those locks when there were any (and the campaign versions pinned on them that
+   * are not cached yet, in one more); the bookings are written in one.
    */
   readonly onPaymentTransitions = async (
     trx: Knex.Transaction,
@@ -58,7 +64,12 @@ export class EarningService {
       lotShopper.get(e.paymentId) ?? survivors.get(e.shopperRef) ?? e.shopperRef;
     const books = await LedgerBook.openMany(trx, events.map(shopperOf), now);
     const lots = await lotsOfPayments(trx, [...lotShopper.keys()]);
+    await this.campaigns.load(
+      trx,
+      [...lots.values()].flatMap((l) => l.campaigns ?? []),
+    );
     let versions = context === undefined ? undefined : programmeVersionsFromJson(context.programme);
+    let campaigns = context === undefined ? undefined : campaignVersionsFromJson(context.campaigns);
     for (const event of events) {
       const book = books.get(shopperOf(event)) as LedgerBook;
       const locked = lots.get(event.paymentId);
@@ -67,44 +78,86 @@ export class EarningService {
         throw new Error('a lot moved to another shopper between its read and its lock; the delivery is retried');
       }
       let rules: ProgrammeRules;
+      let pinned: CampaignVersion[];
       if (lot === undefined) {
-        if (event.after.authorisedAt === null) continue;
+        const authorisedAt = event.after.authorisedAt;
+        if (authorisedAt === null) continue;
         versions ??= await programmeVersions(trx);
-        const programme: ProgrammeVersion = versionInForce(versions, event.after.authorisedAt);
+        campaigns ??= await allCampaignVersions(trx);
+        const programme: ProgrammeVersion = versionInForce(versions, authorisedAt);
         rules = programme.rules;
-        if (sameTargets(earningTargets(event.after, event.channel, rules), NO_EARNING)) continue;
-        lot = book.newLot(event.paymentId, programme.version);
+        // The campaign versions in force at authorisation are pinned on the lot, as the programme's is.
+        pinned = campaignsInForce(campaigns, authorisedAt);
+        const bookings = campaignBookings(pinned, event.after, event, rules);
+        if (sameTargets(earningTargets(event.after, event.channel, rules), NO_EARNING) && nothing(bookings)) continue;
+        pinned.forEach((v) => this.campaigns.remember(v));
+        lot = book.newLot(event.paymentId, programme.version, pinned.length === 0 ? null : []);
       } else {
         rules = await this.programme.rules(trx, lot.rule_version);
+        pinned = (lot.campaigns ?? []).map((c) => this.campaigns.cached(c.campaignId, c.version));
       }
-      await bookTargets(book, lot, earningTargets(event.after, event.channel, rules), rules);
+      const bookings = campaignBookings(pinned, event.after, event, rules);
+      await bookTargets(book, lot, earningTargets(event.after, event.channel, rules), bookings, rules);
     }
     await LedgerBook.flushAll(trx, [...books.values()]);
   };
 }
 
-/** Books the difference between a lot's recorded targets and the new ones. */
+/**
+ * Books the difference between a lot's recorded targets and the new ones: the base programme's first
+ * (entries without a campaign), then each campaign's bonus (entries naming the campaign version). The
+ * lot's targets are the totals; its `campaigns` keeps each campaign's part and judgement.
+ */
 async function bookTargets(
   book: LedgerBook,
   lot: LotRow,
-  targets: EarningTargets,
+  base: EarningTargets,
+  bookings: readonly CampaignBooking[],
   rules: ProgrammeRules,
 ): Promise<void> {
   const refs: EntryRefs = { paymentId: lot.payment_id, ruleVersion: lot.rule_version };
-  const next = (): string => `payment:${lot.payment_id}:${++lot.effects}`;
+  const previous = lot.campaigns ?? [];
+  const bonus = bookedTotal(previous);
+  const previousBase: EarningTargets = {
+    pending: lot.pending - bonus.pending,
+    earn: lot.earn_target - bonus.earn,
+    reversal: lot.reversal_target - bonus.reversal,
+  };
   book.touch(lot);
-  if (targets.pending !== lot.pending) book.changePending(lot, targets.pending - lot.pending, next(), refs);
+  await bookPart(book, lot, previousBase, base, refs, rules);
+  for (const b of bookings) {
+    const before = previous.find((p) => p.campaignId === b.campaignId && p.version === b.version) ?? NO_EARNING;
+    await bookPart(book, lot, before, b, { ...refs, campaignId: b.campaignId, campaignVersion: b.version }, rules);
+  }
+  if (lot.campaigns !== null) lot.campaigns = [...bookings];
+}
 
-  const earnDelta = targets.earn - lot.earn_target;
-  lot.earn_target = targets.earn;
+/** Books one part's (the base's, or one campaign's) change from `before` to `after`. */
+async function bookPart(
+  book: LedgerBook,
+  lot: LotRow,
+  before: EarningTargets,
+  after: EarningTargets,
+  refs: EntryRefs,
+  rules: ProgrammeRules,
+): Promise<void> {
+  const next = (): string => `payment:${lot.payment_id}:${++lot.effects}`;
+  if (after.pending !== before.pending) book.changePending(lot, after.pending - before.pending, next(), refs);
+
+  const earnDelta = after.earn - before.earn;
+  lot.earn_target += earnDelta;
   if (earnDelta !== 0) book.account.lifetime_earned = Math.max(0, book.account.lifetime_earned + earnDelta);
   if (earnDelta > 0) give(book, lot, earnDelta, 'earn', next(), refs, rules);
   if (earnDelta < 0) await takeBack(book, lot, -earnDelta, 'earn_voided', next(), refs, rules);
 
-  const reversalDelta = targets.reversal - lot.reversal_target;
-  lot.reversal_target = targets.reversal;
+  const reversalDelta = after.reversal - before.reversal;
+  lot.reversal_target += reversalDelta;
   if (reversalDelta > 0) await takeBack(book, lot, reversalDelta, 'reversal', next(), refs, rules);
   if (reversalDelta < 0) give(book, lot, -reversalDelta, 'reversal_cancelled', next(), refs, rules);
+}
+
+function nothing(bookings: readonly EarningTargets[]): boolean {
+  return bookings.every((b) => sameTargets(b, NO_EARNING));
 }
 
 /** Credits a payment's lot; points that had been written off are un-written-off first. */

@@ -43,6 +43,32 @@ export function earningTargets(payment: PaymentFigures, channel: string | null, 
 }
 
 /**
+ * What a campaign's bonus (decided at authorisation, on the authorised amount) earns in this state:
+ * pending or earned in full while authorised, then scaled to what was captured and taken back exactly
+ * as the base points' reversal is (`proportion`), so a full capture earns it all and a full refund
+ * takes it all back.
+ */
+export function bonusTargets(payment: PaymentFigures, autoCapture: boolean, bonus: number): EarningTargets {
+  if (bonus <= 0) return NO_EARNING;
+  switch (payment.state) {
+    case 'awaiting_authorisation':
+    case 'authorisation_failed':
+    case 'cancelled':
+      return NO_EARNING;
+    case 'authorised':
+      return autoCapture ? { pending: 0, earn: bonus, reversal: 0 } : { pending: bonus, earn: 0, reversal: 0 };
+    case 'captured':
+    case 'partially_refunded':
+    case 'refunded':
+    case 'charged_back': {
+      const earn = proportion(bonus, payment.capturedAmount, payment.authorisedAmount);
+      const takenBack = payment.refundedAmount + payment.chargedBackAmount;
+      return { pending: 0, earn, reversal: proportion(earn, takenBack, payment.capturedAmount) };
+    }
+  }
+}
+
+/**
  * round(points × part ÷ whole), half up, exact for any sizes (BigInt: points × part can pass 2^53).
  * Cumulative by construction: the caller books the difference to what was reversed before, so a
  * full refund reverses exactly every point and partial refunds never sum to more than the earn.

@@ -90,7 +90,7 @@ export class LedgerBook {
     return this.account.shopper_ref;
   }
 
-  newLot(paymentId: string, ruleVersion: number): LotRow {
+  newLot(paymentId: string, ruleVersion: number, campaigns: LotRow['campaigns'] = null): LotRow {
     const lot: LotRow = {
       id: newId('lot'),
       shopper_ref: this.shopperRef,
@@ -109,6 +109,7 @@ export class LedgerBook {
       expires_at: null,
       created_at: this.now,
       updated_at: this.now,
+      campaigns,
     };
     this.lots.set(lot.id, lot);
     this.newLots.add(lot.id);
@@ -321,6 +322,8 @@ export class LedgerBook {
       payment_id: refs.paymentId ?? effects.lot?.payment_id ?? null,
       redemption_id: refs.redemptionId ?? null,
       rule_version: refs.ruleVersion ?? effects.lot?.rule_version ?? null,
+      campaign_id: refs.campaignId ?? null,
+      campaign_version: refs.campaignVersion ?? null,
       business_key: key,
       created_at: this.now,
     });

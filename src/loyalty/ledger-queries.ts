@@ -8,9 +8,15 @@ import type { Knex } from 'knex';
 import type { Page } from '../db/keyset-cursor.js';
 import { balanceFrom, EXPIRING_SOON_DAYS, type Balance } from './balance.js';
 import { mergedInto } from '../shoppers/shopper-access.js';
-import { balanceRow, entriesOf, type LedgerEntry } from './ledger-store.js';
+import { balanceRow, entriesOf, lotsOfPayments, type LedgerEntry, type LotRow } from './ledger-store.js';
 
 export type { LedgerEntry } from './ledger-store.js';
+export type PaymentLot = LotRow;
+
+/** The lots of these payments (what each earned, and why), by payment id; unlocked, a read. */
+export function paymentLots(db: Knex, paymentIds: readonly string[]): Promise<Map<string, PaymentLot>> {
+  return lotsOfPayments(db, paymentIds);
+}
 
 /** The account (zeros when it has none yet) and its lots expiring within 30 days, in one statement. */
 export async function balanceOf(db: Knex | Knex.Transaction, shopperRef: string, now: Date): Promise<Balance> {

@@ -11,6 +11,7 @@ import { updateRowsPart } from '../db/update-rows.js';
 import { partOf, writeInFewStatements } from '../db/write-together.js';
 import type { OutboundEvent } from '../events/event-types.js';
 import { outboxPart } from '../events/outbox-store.js';
+import type { CampaignBooking } from './campaign-earning.js';
 
 type Db = Knex | Knex.Transaction;
 
@@ -63,6 +64,8 @@ export interface LotRow {
   expires_at: Date | null;
   created_at: Date;
   updated_at: Date;
+  /** The campaign versions in force at authorisation and what each was last booked to (null: none). */
+  campaigns: CampaignBooking[] | null;
 }
 
 /** What an entry refers to, besides its lot. */
@@ -70,6 +73,9 @@ export interface EntryRefs {
   readonly paymentId?: string;
   readonly redemptionId?: string;
   readonly ruleVersion?: number;
+  /** The campaign whose bonus this is (absent: the base programme). */
+  readonly campaignId?: string;
+  readonly campaignVersion?: number;
 }
 
 export interface EntryRow {
@@ -85,6 +91,8 @@ export interface EntryRow {
   payment_id: string | null;
   redemption_id: string | null;
   rule_version: number | null;
+  campaign_id: string | null;
+  campaign_version: number | null;
   business_key: string;
   created_at: Date;
 }
@@ -112,6 +120,7 @@ const LOT_COLUMNS = {
   available_at: 'timestamptz',
   expires_at: 'timestamptz',
   updated_at: 'timestamptz',
+  campaigns: 'jsonb',
 } as const;
 
 const ACCOUNT_COLUMNS = {
@@ -149,10 +158,12 @@ export async function tryLockAccount(trx: Knex.Transaction, shopperRef: string):
 
 /** A shopper's lots with points left, soonest-expiring first. */
 export async function spendableLotRows(trx: Knex.Transaction, shopperRef: string): Promise<LotRow[]> {
-  return (await trx('loyalty_lots')
-    .where({ shopper_ref: shopperRef })
-    .where('remaining', '>', 0)
-    .orderByRaw('expires_at asc nulls last, id asc')) as LotRow[];
+  return (
+    (await trx('loyalty_lots')
+      .where({ shopper_ref: shopperRef })
+      .where('remaining', '>', 0)
+      .orderByRaw('expires_at asc nulls last, id asc')) as LotRow[]
+  ).map(lotFromStore);
 }
 
 /**
@@ -170,12 +181,24 @@ export async function writeLedger(
   },
 ): Promise<void> {
   await writeInFewStatements(trx, [
-    write.inserted.length === 0 ? undefined : partOf(trx('loyalty_lots').insert(write.inserted)),
+    write.inserted.length === 0 ? undefined : partOf(trx('loyalty_lots').insert(write.inserted.map(lotToStore))),
     write.entries.length === 0 ? undefined : partOf(trx('loyalty_entries').insert(write.entries)),
-    updateRowsPart('loyalty_lots', 'id', LOT_COLUMNS, write.updated),
+    updateRowsPart('loyalty_lots', 'id', LOT_COLUMNS, write.updated.map(lotToStore)),
     updateRowsPart('loyalty_accounts', 'shopper_ref', ACCOUNT_COLUMNS, write.accounts),
     outboxPart(write.events),
   ]);
+}
+
+/** A lot as its row is written: the campaigns as JSON text (a bound array would be a SQL array). */
+function lotToStore(lot: LotRow): Omit<LotRow, 'campaigns'> & { campaigns: string | null } {
+  const raw = lot.campaigns as unknown;
+  return { ...lot, campaigns: raw === null || typeof raw === 'string' ? raw : JSON.stringify(raw) };
+}
+
+/** A lot as read: the campaigns parsed, whatever the driver gave for the JSON column. */
+function lotFromStore(row: LotRow): LotRow {
+  const raw = row.campaigns as unknown;
+  return typeof raw === 'string' ? { ...row, campaigns: JSON.parse(raw) as CampaignBooking[] } : row;
 }
 
 /** The shopper each of these payments' lots belongs to (payments without a lot are absent). */
@@ -189,44 +212,42 @@ export async function lotShoppers(trx: Knex.Transaction, paymentIds: readonly st
 }
 
 /** The lots of these payments, by payment id (read again once their accounts are locked). */
-export async function lotsOfPayments(
-  trx: Knex.Transaction,
-  paymentIds: readonly string[],
-): Promise<Map<string, LotRow>> {
+export async function lotsOfPayments(trx: Db, paymentIds: readonly string[]): Promise<Map<string, LotRow>> {
   if (paymentIds.length === 0) return new Map();
-  const rows = (await trx('loyalty_lots').whereIn('payment_id', paymentIds)) as LotRow[];
+  const rows = ((await trx('loyalty_lots').whereIn('payment_id', paymentIds)) as LotRow[]).map(lotFromStore);
   return new Map(rows.map((l) => [l.payment_id, l]));
 }
 
 export async function lotsByIds(trx: Knex.Transaction, ids: readonly string[]): Promise<Map<string, LotRow>> {
-  return new Map(((await trx('loyalty_lots').whereIn('id', ids)) as LotRow[]).map((l) => [l.id, l]));
+  return new Map(((await trx('loyalty_lots').whereIn('id', ids)) as LotRow[]).map((l) => [l.id, lotFromStore(l)]));
 }
 
 export async function lotById(trx: Knex.Transaction, id: string): Promise<LotRow> {
-  return (await trx('loyalty_lots').where({ id }).first()) as LotRow;
+  return lotFromStore((await trx('loyalty_lots').where({ id }).first()) as LotRow);
 }
 
 /**
- * The survivors of merged shoppers among `shopperRefs` (merged → survivor), and every programme
- * version as `json_agg` gives it, in one read (one round trip instead of two in the webhook
- * transaction). Neither is locked: a merge that commits meanwhile is seen on the account lock.
+ * The survivors of merged shoppers among `shopperRefs` (merged → survivor), and every programme and
+ * campaign version as `json_agg` gives them, in one read (one round trip instead of three in the
+ * webhook transaction). None is locked: a merge that commits meanwhile is seen on the account lock.
  */
 export async function survivorsAndProgrammeJson(
   trx: Knex.Transaction,
   shopperRefs: readonly string[],
-): Promise<{ survivors: Map<string, string>; programme: unknown }> {
+): Promise<{ survivors: Map<string, string>; programme: unknown; campaigns: unknown }> {
   const refs = [...new Set(shopperRefs)];
   const result = (await trx.raw(
     `select
        (select coalesce(json_agg(json_build_array(merged_ref, survivor_ref)), '[]'::json)
           from shopper_merges where merged_ref in (${refs.map(() => '?').join(', ')})) as merges,
-       (select json_agg(p order by p.version) from loyalty_programme_versions p) as programme`,
+       (select json_agg(p order by p.version) from loyalty_programme_versions p) as programme,
+       (select json_agg(c order by c.campaign_id, c.version) from loyalty_campaign_versions c) as campaigns`,
     refs,
-  )) as { rows: { merges: [string, string][] | string; programme: unknown }[] };
+  )) as { rows: { merges: [string, string][] | string; programme: unknown; campaigns: unknown }[] };
   const [row] = result.rows;
   if (row === undefined) throw new Error('the merges-and-programme read returned no row');
   const merges = (typeof row.merges === 'string' ? JSON.parse(row.merges) : row.merges) as [string, string][];
-  return { survivors: new Map(merges), programme: row.programme };
+  return { survivors: new Map(merges), programme: row.programme, campaigns: row.campaigns };
 }
 
 export async function insertRedemption(
@@ -336,6 +357,8 @@ export interface LedgerEntry {
   readonly payment_id: string | null;
   readonly redemption_id: string | null;
   readonly rule_version: number | null;
+  readonly campaign_id: string | null;
+  readonly campaign_version: number | null;
   readonly created_at: Date;
 }
 
@@ -363,6 +386,8 @@ export async function entriesOf(
       'payment_id',
       'redemption_id',
       'rule_version',
+      'campaign_id',
+      'campaign_version',
       'created_at',
     );
   afterCursor(query, page.cursor, 'created_at', 'id');

@@ -13,7 +13,8 @@ import type { Logger } from '../logging/logger.js';
 import type { Metrics } from '../metrics/metrics.js';
 import type { PaymentTransitionListener } from '../payments/payment-service.js';
 import { NO_SCHEDULE, repeatEvery, type Schedule } from '../scheduling/repeat.js';
-import { loyaltyHandlers, reachableShopper } from './loyalty-handlers.js';
+import { campaignHandlers } from './campaign-handlers.js';
+import { loyaltyHandlers, purchaseEarnings, reachableShopper } from './loyalty-handlers.js';
 import { LoyaltyService } from './loyalty-service.js';
 import { MemberService, type ShopperPayments } from './member-service.js';
 import { ShopperService } from './shopper-service.js';
@@ -40,6 +41,8 @@ export interface LoyaltyFeature {
   readonly paymentListener: PaymentTransitionListener;
   /** The path's shopper (if the caller may reach it) and those merged into it: purchase history. */
   readonly reachableShopperRefs: (req: Request) => Promise<readonly string[]>;
+  /** What each purchase earned and why, for the purchase history. */
+  readonly purchaseEarnings: ReturnType<typeof purchaseEarnings>;
   readonly schedules: readonly Schedule[];
 }
 
@@ -58,12 +61,13 @@ export function createLoyaltyFeature(deps: LoyaltyFeatureDeps): LoyaltyFeature {
     loyalty,
     members,
     shoppers,
-    handlers: loyaltyHandlers({ loyalty, members, shoppers }),
+    handlers: { ...loyaltyHandlers({ loyalty, members, shoppers }), ...campaignHandlers(loyalty.campaigns) },
     paymentListener: loyalty.onPaymentTransitions,
     reachableShopperRefs: async (req) => {
       const ref = await reachableShopper(shoppers, req);
       return [ref, ...(await shoppers.mergedInto(ref))];
     },
+    purchaseEarnings: purchaseEarnings(loyalty),
     schedules: [scheduleExpiry(loyalty, deps.expiryIntervalMs, logger, deps.metrics)],
   };
 }

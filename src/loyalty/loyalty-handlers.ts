@@ -8,7 +8,7 @@ import { contractHandlers, filled, type Schemas } from '../http/contract.js';
 import type { HandlerMap } from '../http/types.js';
 import { principalOf, validInput } from '../http/types.js';
 import { ShopperMergedMeanwhile } from './ledger-book.js';
-import type { LedgerEntry } from './ledger-queries.js';
+import type { LedgerEntry, PaymentLot } from './ledger-queries.js';
 import type { LoyaltyService } from './loyalty-service.js';
 import type { MemberService, Membership } from './member-service.js';
 import { DEFAULT_RULES, type ProgrammeVersion } from './programme.js';
@@ -131,6 +131,36 @@ function membershipJson(m: Membership): Schemas['Membership'] {
   };
 }
 
+/** What payments earned, as the purchase history shows it: one read per page. */
+export function purchaseEarnings(
+  loyalty: LoyaltyService,
+): (paymentIds: readonly string[]) => Promise<Map<string, Schemas['PurchaseEarning']>> {
+  return async (paymentIds) => {
+    const lots = await loyalty.paymentLots(paymentIds);
+    return new Map([...lots].map(([id, lot]) => [id, earningJson(lot)]));
+  };
+}
+
+function earningJson(lot: PaymentLot): Schemas['PurchaseEarning'] {
+  return {
+    programmeVersion: lot.rule_version,
+    pending: lot.pending,
+    earned: lot.earn_target,
+    reversed: lot.reversal_target,
+    campaigns: (lot.campaigns ?? []).map((c) => ({
+      campaignId: c.campaignId,
+      version: c.version,
+      qualified: c.qualified,
+      conditions: c.conditions.map((r) => ({ condition: r.condition, passed: r.passed })),
+      ...(c.limitedBy === undefined ? {} : { limitedBy: c.limitedBy }),
+      bonus: c.bonus,
+      pending: c.pending,
+      earned: c.earn,
+      reversed: c.reversal,
+    })),
+  };
+}
+
 function entryJson(e: LedgerEntry): Schemas['LedgerEntry'] {
   return {
     id: e.id,
@@ -143,6 +173,8 @@ function entryJson(e: LedgerEntry): Schemas['LedgerEntry'] {
     ...(e.redemption_id === null ? {} : { redemptionId: e.redemption_id }),
     ...(e.lot_id === null ? {} : { lotId: e.lot_id }),
     ...(e.rule_version === null ? {} : { ruleVersion: e.rule_version }),
+    ...(e.campaign_id === null ? {} : { campaignId: e.campaign_id }),
+    ...(e.campaign_version === null ? {} : { campaignVersion: e.campaign_version }),
     createdAt: e.created_at.toISOString(),
   };
 }

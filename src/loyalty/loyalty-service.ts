@@ -5,11 +5,12 @@
  * goes through a LedgerBook, whose SQL is in ledger-store.ts.
  */
 import type { Knex } from 'knex';
+import { CampaignService } from './campaign-service.js';
 import { EarningService } from './earning-service.js';
 import { ExpiryService, type ExpiryRun } from './expiry-service.js';
 import type { StoredResponse } from './idempotency.js';
 import type { Balance } from './balance.js';
-import { balanceOf, listLedger, type LedgerPage } from './ledger-queries.js';
+import { balanceOf, listLedger, paymentLots, type LedgerPage, type PaymentLot } from './ledger-queries.js';
 import { ProgrammeService } from './programme-service.js';
 import { RedemptionService, type RedemptionRequest, type RedemptionResult } from './redemption-service.js';
 
@@ -34,6 +35,7 @@ export interface LoyaltyOptions {
 
 export class LoyaltyService {
   readonly programme: ProgrammeService;
+  readonly campaigns: CampaignService;
   readonly earning: EarningService;
   readonly redemptions: RedemptionService;
   readonly expiry: ExpiryService;
@@ -46,7 +48,8 @@ export class LoyaltyService {
   ) {
     const now = options.now ?? (() => new Date());
     this.programme = options.programme ?? new ProgrammeService(knex, now);
-    this.earning = new EarningService(this.programme, now);
+    this.campaigns = new CampaignService(knex, now, options.idempotencyRetentionDays);
+    this.earning = new EarningService(this.programme, this.campaigns, now);
     this.redemptions = new RedemptionService(knex, {
       now,
       ...(options.idempotencyRetentionDays === undefined
@@ -71,6 +74,11 @@ export class LoyaltyService {
   /** A shopper's ledger entries, newest first, by keyset page. */
   ledger(shopperRef: string, page: { readonly limit: number; readonly cursor?: string }): Promise<LedgerPage> {
     return listLedger(this.knex, shopperRef, page);
+  }
+
+  /** What these payments earned and why (their lots), by payment id. */
+  paymentLots(paymentIds: readonly string[]): Promise<Map<string, PaymentLot>> {
+    return paymentLots(this.knex, paymentIds);
   }
 
   redeem(

@@ -60,6 +60,7 @@ export function planEvent(
               shopperRef: update.shopper_ref,
               cardToken: update.card_token,
               channel,
+              storeId: update.store_id,
               inboxId,
               paymentCreated: payment.inserted,
             },

@@ -15,6 +15,8 @@ export interface PaymentTransitionEvent extends PaymentTransition {
   readonly shopperRef: string | null;
   readonly cardToken: string | null;
   readonly channel: string | null;
+  /** The store the payment was made in (the authorisation's, when it says). */
+  readonly storeId: string | null;
   /** The inbox event whose fact caused it. */
   readonly inboxId: string;
   /**

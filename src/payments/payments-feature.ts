@@ -10,7 +10,7 @@ import type { Knex } from 'knex';
 import type { HandlerMap } from '../http/types.js';
 import type { Metrics } from '../metrics/metrics.js';
 import { PaymentService, type PaymentTransitionListener, type StoredEventDecoder } from './payment-service.js';
-import { paymentsHandlers, type ReachableShopperRefs } from './payments-handlers.js';
+import { paymentsHandlers, type PurchaseEarnings, type ReachableShopperRefs } from './payments-handlers.js';
 
 export interface PaymentsFeatureDeps {
   readonly knex: Knex;
@@ -20,6 +20,8 @@ export interface PaymentsFeatureDeps {
   readonly listeners: readonly PaymentTransitionListener[];
   readonly decodeStored: StoredEventDecoder;
   readonly shopperRefs: ReachableShopperRefs;
+  /** What each purchase earned (loyalty provides it). */
+  readonly earnings: PurchaseEarnings;
   readonly clock: Clock;
   readonly metrics: Metrics;
 }
@@ -50,5 +52,5 @@ export function createPaymentsFeature(deps: PaymentsFeatureDeps): PaymentsFeatur
       },
     },
   });
-  return { payments, handlers: paymentsHandlers({ payments, shopperRefs: deps.shopperRefs }) };
+  return { payments, handlers: paymentsHandlers({ payments, shopperRefs: deps.shopperRefs, earnings: deps.earnings }) };
 }

@@ -15,12 +15,22 @@ import type { PaymentState } from './payment-state.js';
  */
 export type ReachableShopperRefs = (req: Request) => Promise<readonly string[]>;
 
+/**
+ * What each of these payments earned and why (programme and campaign versions, conditions, points),
+ * by payment id; a payment that earned nothing is absent. Provided by the loyalty feature, which owns
+ * the ledger: payments does not read loyalty's tables.
+ */
+export type PurchaseEarnings = (
+  paymentIds: readonly string[],
+) => Promise<ReadonlyMap<string, Schemas['PurchaseEarning']>>;
+
 export interface PaymentsHandlerDeps {
   readonly payments: PaymentService;
   readonly shopperRefs: ReachableShopperRefs;
+  readonly earnings: PurchaseEarnings;
 }
 
-export function paymentsHandlers({ payments, shopperRefs }: PaymentsHandlerDeps): HandlerMap {
+export function paymentsHandlers({ payments, shopperRefs, earnings }: PaymentsHandlerDeps): HandlerMap {
   return contractHandlers({
     async listShopperPurchases(req, res) {
       const { query } = req.valid;
@@ -32,7 +42,9 @@ export function paymentsHandlers({ payments, shopperRefs }: PaymentsHandlerDeps)
         ...optional('to', dateOf(query.to)),
         ...optional('cursor', query.cursor),
       });
-      res.json(pageBody(page, purchaseJson));
+      // One read for the page, whatever its size.
+      const earned = await earnings(page.items.map((p) => p.id));
+      res.json(pageBody(page, (row) => withEarning(purchaseJson(row), earned.get(row.id))));
     },
 
     async listWebhookInbox(req, res) {
@@ -78,6 +90,13 @@ function purchaseJson(row: PaymentRow): Schemas['Purchase'] {
     ...optional('last4', row.card_last4),
     authorisedAt: authorisedAt.toISOString(),
   };
+}
+
+function withEarning(
+  purchase: Schemas['Purchase'],
+  earning: Schemas['PurchaseEarning'] | undefined,
+): Schemas['Purchase'] {
+  return earning === undefined ? purchase : { ...purchase, earning };
 }
 
 function inboxJson(row: InboxRow): Schemas['InboxEvent'] {

@@ -34,7 +34,13 @@ export type PaymentStep =
 /** One payment of a card: each step becomes a signed platform webhook with a fresh delivery id. */
 export function payment(
   card: Shopper,
-  options: { amount?: number; currency?: string; channel?: PlatformEventInit['channel'] } = {},
+  options: {
+    amount?: number;
+    currency?: string;
+    channel?: PlatformEventInit['channel'];
+    storeId?: string;
+    occurredAt?: string;
+  } = {},
 ) {
   const id = paymentId('loy');
   const base = {
@@ -43,6 +49,8 @@ export function payment(
     currency: options.currency ?? 'GBP',
     channel: options.channel ?? 'online',
     card: { token: card.cardToken },
+    ...(options.storeId === undefined ? {} : { storeId: options.storeId }),
+    ...(options.occurredAt === undefined ? {} : { occurredAt: options.occurredAt }),
   } as const;
   const event = (step: PaymentStep): Record<string, unknown> => {
     switch (step.type) {
