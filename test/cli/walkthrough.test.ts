@@ -1,12 +1,11 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { spawn } from 'node:child_process';
 import { pathToFileURL } from 'node:url';
 import { expect } from 'chai';
 import { projectRoot } from '../../src/config/project-root.js';
 import { usingPostgres } from '../support/database.js';
-import { startServiceProcess, type CliResult, type ServiceProcess } from '../support/service-process.js';
+import { runProcess, startServiceProcess, type CliResult, type ServiceProcess } from '../support/service-process.js';
 
 /**
  * The auditor walkthrough of docs/key-management.md, run as written, end to end, on the embedded
@@ -98,16 +97,7 @@ function commandLine(step: Step, lastRequestId: string | undefined, named: Reado
 }
 
 function bash(command: string, cwd: string, env: Record<string, string>): Promise<CliResult> {
-  const child = spawn('bash', ['-o', 'pipefail', '-c', command], {
-    cwd,
-    env: { PATH: process.env['PATH'] ?? '', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-  return new Promise((resolve) => child.once('exit', (code) => resolve({ code, stdout, stderr })));
+  return runProcess('bash', ['-o', 'pipefail', '-c', command], env, cwd);
 }
 
 describe('docs/key-management.md: the auditor walkthrough, on the embedded default, with the service running', function () {

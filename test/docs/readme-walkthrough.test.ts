@@ -13,12 +13,11 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { spawn } from 'node:child_process';
 import { pathToFileURL } from 'node:url';
 import { expect } from 'chai';
 import { projectRoot } from '../../src/config/project-root.js';
 import { usingPostgres } from '../support/database.js';
-import { startServiceProcess, type CliResult, type ServiceProcess } from '../support/service-process.js';
+import { runProcess, startServiceProcess, type CliResult, type ServiceProcess } from '../support/service-process.js';
 
 const README = path.join(projectRoot(), 'README.md');
 const TSX = pathToFileURL(path.join(projectRoot(), 'node_modules', 'tsx', 'dist', 'loader.mjs')).href;
@@ -49,16 +48,7 @@ function asRunHere(block: string, url: string, dataDir: string): string {
 }
 
 function bash(script: string, cwd: string, env: Record<string, string>): Promise<CliResult> {
-  const child = spawn('bash', ['-c', `set -euo pipefail\n${script}`], {
-    cwd,
-    env: { PATH: process.env['PATH'] ?? '', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-  return new Promise((resolve) => child.once('exit', (code) => resolve({ code, stdout, stderr })));
+  return runProcess('bash', ['-c', `set -euo pipefail\n${script}`], env, cwd);
 }
 
 describe("README.md: the three users' walkthroughs, run as written on the embedded default", function () {

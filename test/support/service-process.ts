@@ -68,7 +68,17 @@ export function runNodeCli(
   env: Record<string, string>,
   cwd: string = projectRoot(),
 ): Promise<CliResult> {
-  const child = spawn(process.execPath, ['--import', TSX, path.join(projectRoot(), script), ...args], {
+  return runProcess(process.execPath, ['--import', TSX, path.join(projectRoot(), script), ...args], env, cwd);
+}
+
+/** Runs a program with only PATH and `env` in its environment; resolves with its exit code and output. */
+export function runProcess(
+  file: string,
+  args: readonly string[],
+  env: Record<string, string>,
+  cwd: string = projectRoot(),
+): Promise<CliResult> {
+  const child = spawn(file, [...args], {
     cwd,
     env: { PATH: process.env['PATH'] ?? '', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
