@@ -3,20 +3,12 @@
  * under a key version that is not writable at that moment. Recognising that refusal is a database
  * concern: the key ring reloads and retries on it (retryOnStaleKey), the HTTP layer answers 503.
  */
+import { isCheckViolation } from './check-violation.js';
 
 /**
  * Whether the database refused a row because the key version it names is not writable (anymore): the
  * ring that chose it is stale. SQLSTATE 23514 with constraint `key_version_writable`.
  */
 export function isKeyVersionNotWritable(error: unknown): boolean {
-  const e = error as { code?: unknown; constraint?: unknown; message?: unknown; cause?: unknown } | undefined;
-  if (e === undefined || e === null) return false;
-  if (
-    e.code === '23514' &&
-    (e.constraint === 'key_version_writable' ||
-      (typeof e.message === 'string' && e.message.includes('key_version_writable')))
-  ) {
-    return true;
-  }
-  return e.cause !== undefined && e.cause !== error && isKeyVersionNotWritable(e.cause);
+  return isCheckViolation(error, 'key_version_writable');
 }
