@@ -44,9 +44,7 @@ export async function bumpWindow(db: Knex, bucket: string, windowSeconds: number
             (select extract(epoch from (now - start)) * 1000 from clock) as elapsed_ms`,
     { w: windowSeconds, bucket },
   )) as { rows: WindowRow[] };
-  const row = result.rows[0];
-  if (row === undefined) throw new Error('the rate limit statement returned no row');
-  return { current: Number(row.current), previous: Number(row.previous), elapsedMs: Number(row.elapsed_ms) };
+  return countsOf(result.rows);
 }
 
 /**
@@ -66,7 +64,11 @@ export async function readWindow(db: Knex, bucket: string, windowSeconds: number
             (select extract(epoch from (now - start)) * 1000 from clock) as elapsed_ms`,
     { w: windowSeconds, bucket },
   )) as { rows: WindowRow[] };
-  const row = result.rows[0];
+  return countsOf(result.rows);
+}
+
+function countsOf(rows: readonly WindowRow[]): WindowCounts {
+  const row = rows[0];
   if (row === undefined) throw new Error('the rate limit statement returned no row');
   return { current: Number(row.current), previous: Number(row.previous), elapsedMs: Number(row.elapsed_ms) };
 }
