@@ -22,6 +22,7 @@
  * Every write is one transaction with its audit entry; every refusal is audited too (outcome
  * `denied`). Rotation, retirement and destruction need dual control (see dual-control.ts).
  */
+import { databaseNow } from '../db/database-clock.js';
 import type { Knex } from 'knex';
 import { appendAuditEvent, auditedWrite } from '../audit/audit-log.js';
 import { AppError, isAppError, isMasterKeyUnavailable } from '../errors/app-error.js';
@@ -100,6 +101,12 @@ export interface KeyManagerDeps {
   readonly clientCa: ClientCaHooks;
   readonly policy: KeyPolicy;
   readonly actor: KeyActor;
+  /**
+   * The operator's clock: what inventory and cryptoperiod reports are computed against. Key-state
+   * stamps (`activated_at`, `retired_at`, `destroyed_at`, the master key's `at`) and this manager's
+   * audit entries take the database's clock instead, as dual control does: an operator's clock (or
+   * `faketime`) must not post-date an activation to hide an overdue key or shorten a settle wait.
+   */
   readonly now?: () => Date;
   readonly sleep?: (ms: number) => Promise<void>;
   /** Told which instances an operation waits for, and for how long. */
@@ -316,7 +323,7 @@ export class KeyManager {
       await lockKeyStates(trx);
       if ((await keyStateOf(trx, purpose, plan.toVersion)) !== 'published')
         throw new AppError('KEY_OPERATION_INVALID', { detail: 'The new version is no longer published.' });
-      await activateVersion(trx, purpose, plan.toVersion, this.now());
+      await activateVersion(trx, purpose, plan.toVersion, await databaseNow(trx));
       await bumpGeneration(trx, [
         ...(plan.fromVersion === undefined ? [] : [{ purpose, version: plan.fromVersion }]),
         { purpose, version: plan.toVersion },
@@ -419,7 +426,7 @@ export class KeyManager {
       await makeMasterKeyCurrent(trx, {
         kekId: plan.currentKekId,
         description: this.deps.masterKey.description,
-        at: this.now(),
+        at: await databaseNow(trx),
       });
       await bumpGeneration(trx);
       await this.audit(trx, 'master-key.rotated', `master-key:${plan.currentKekId}`, {
@@ -491,7 +498,7 @@ export class KeyManager {
         );
       }
       const auth = await this.authorise(trx, 'retire', { purpose, version }, requestId);
-      await retireVersion(trx, purpose, version, this.now());
+      await retireVersion(trx, purpose, version, await databaseNow(trx));
       await bumpGeneration(trx, [{ purpose, version }]);
       await this.audit(trx, 'key.retired', `key:${purpose}:v${version}`, {
         proof: { rowsUnderVersion: plan.rowsUnder, query: proofQueryDescription(purpose, version, this.deps.registry) },
@@ -537,7 +544,7 @@ export class KeyManager {
         masterKey: this.deps.masterKey,
         actor: this.deps.actor,
       });
-      await destroyVersion(trx, purpose, version, this.now());
+      await destroyVersion(trx, purpose, version, await databaseNow(trx));
       await bumpGeneration(trx, [{ purpose, version }]);
       await this.audit(trx, 'key.destroyed', `key:${purpose}:v${version}`, {
         irreversible: true,
@@ -623,8 +630,9 @@ export class KeyManager {
     });
   }
 
-  private audit(trx: Knex.Transaction, action: string, resource: string, details: Record<string, unknown>) {
-    return appendAuditEvent(trx, { ...this.deps.actor, action, outcome: 'success', resource, details }, this.now());
+  private async audit(trx: Knex.Transaction, action: string, resource: string, details: Record<string, unknown>) {
+    const at = await databaseNow(trx);
+    return appendAuditEvent(trx, { ...this.deps.actor, action, outcome: 'success', resource, details }, at);
   }
 
   /** Runs a write; on a refusal, records it (outcome denied) in a transaction of its own. */
