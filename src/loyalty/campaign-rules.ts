@@ -161,7 +161,13 @@ function judge(d: CampaignDefinition, f: AuthorisationFacts): ConditionResult[] 
   return results;
 }
 
+/** A whole, non-negative, safe number of points whatever the stored effect says (0 otherwise). */
 function bonusOf(effect: CampaignEffect, f: AuthorisationFacts): number {
+  const bonus = Math.floor(rawBonusOf(effect, f));
+  return Number.isSafeInteger(bonus) && bonus > 0 ? bonus : 0;
+}
+
+function rawBonusOf(effect: CampaignEffect, f: AuthorisationFacts): number {
   switch (effect.kind) {
     case 'multiplier':
       return Math.max(0, Math.floor(Math.round(f.basePoints * (effect.factor - 1) * 1e6) / 1e6));

@@ -165,6 +165,8 @@ describe('loyalty campaigns: effects and the per-payment cap', () => {
     { when: '1 point per yen on 4249 JPY', campaign: { effect: { kind: 'points_per_unit', points: 1 } }, f: { currency: 'JPY', authorisedAmount: 4_249 }, bonus: 4_249 },
     { when: 'a fixed bonus of 200 capped at 120', campaign: { effect: { kind: 'fixed_bonus', points: 200 }, maxBonusPerPayment: 120 }, bonus: 120, limitedBy: 'cap' },
     { when: 'a ×2 multiplier under a cap it does not reach', campaign: { maxBonusPerPayment: 60 }, bonus: 50 },
+    { when: 'a stored fractional fixed bonus of 0.5 (whole points only)', campaign: { effect: { kind: 'fixed_bonus', points: 0.5 } }, bonus: 0 },
+    { when: 'a stored fixed bonus of 2.7', campaign: { effect: { kind: 'fixed_bonus', points: 2.7 } }, bonus: 2 },
   ]; // prettier-ignore
   for (const c of cases) {
     it(`when ${c.when}, then the bonus is ${c.bonus}`, () => {

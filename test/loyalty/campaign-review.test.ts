@@ -1,0 +1,52 @@
+/**
+ * Campaign definitions and bonuses that used to break the service (attacker review of issue 21):
+ * each is refused at publish with a 4xx, or bounded when judged, never a 500 on a later webhook
+ * or read.
+ */
+import { expect } from 'chai';
+import { checkLedger } from '../../src/loyalty/ledger-check.js';
+import { signToken } from '../support/auth.js';
+import { startTestService, type TestService } from '../support/harness.js';
+import { generatePans } from '../support/pans.js';
+import { balance, newShopper, payment, type Shopper } from './support.js';
+
+describe('loyalty campaigns: definitions and bonuses that must not break the service', function () {
+  this.timeout(120_000);
+  let svc: TestService;
+  let admin: string;
+  const pans = generatePans(6);
+  let next = 0;
+  const shopper = (): Promise<Shopper> => newShopper(svc, pans[next++] as string);
+  let keys = 0;
+  const publish = (body: unknown) =>
+    svc.request('POST', '/v1/admin/loyalty/campaigns', {
+      token: admin,
+      json: body,
+      headers: { 'idempotency-key': `review-key-${++keys}` },
+    });
+
+  before(async () => {
+    svc = await startTestService();
+    admin = await signToken({ scope: 'loyalty:admin' });
+  });
+  after(async () => svc.close());
+  afterEach(async () => {
+    const report = await checkLedger(svc.db.knex);
+    expect(report.violations).to.deep.equal([]);
+  });
+
+  it('when a fixed bonus is fractional, then it is refused and payments at its store still earn', async () => {
+    const res = await publish({
+      definition: {
+        name: 'probe',
+        startsAt: '2020-01-01T00:00:00Z',
+        conditions: { storeIds: ['s-frac'] },
+        effect: { kind: 'fixed_bonus', points: 0.5 },
+      },
+    });
+    expect(res.status, res.text).to.equal(400);
+    const card = await shopper();
+    await payment(card, { channel: 'in_store', amount: 5_000, storeId: 's-frac' }).send(svc, { type: 'authorised' });
+    expect(await balance(svc, card.shopperRef)).to.include({ available: 50 });
+  });
+});
