@@ -49,4 +49,35 @@ describe('loyalty campaigns: definitions and bonuses that must not break the ser
     await payment(card, { channel: 'in_store', amount: 5_000, storeId: 's-frac' }).send(svc, { type: 'authorised' });
     expect(await balance(svc, card.shopperRef)).to.include({ available: 50 });
   });
+
+  it('when a per-unit bonus is larger than any programme rate, then it is refused; the largest stacked bonuses keep every read working', async () => {
+    const tooLarge = await publish({
+      definition: {
+        name: 'huge',
+        startsAt: '2020-01-01T00:00:00Z',
+        conditions: { storeIds: ['s-big'] },
+        effect: { kind: 'points_per_unit', points: 100_000 },
+      },
+    });
+    expect(tooLarge.status, tooLarge.text).to.equal(400);
+    for (const effect of [
+      { kind: 'points_per_unit', points: 100 },
+      { kind: 'points_per_unit', points: 100 },
+      { kind: 'multiplier', factor: 10 },
+    ]) {
+      const res = await publish({
+        definition: { name: 'big', startsAt: '2020-01-01T00:00:00Z', conditions: { storeIds: ['s-big'] }, effect },
+      });
+      expect(res.status, res.text).to.equal(201);
+    }
+    const card = await shopper();
+    const p = payment(card, { channel: 'in_store', currency: 'JPY', amount: 95_000_000_001, storeId: 's-big' });
+    await p.send(svc, { type: 'authorised' });
+    // 95 000 000 001 base points; 100 + 100 per yen and ×10 on top.
+    expect(await balance(svc, card.shopperRef)).to.include({ available: 95_000_000_001 * 210 });
+    for (const path of ['ledger', 'purchases']) {
+      const res = await svc.request('GET', `/v1/shoppers/${card.shopperRef}/${path}`, { token: admin });
+      expect(res.status, res.text).to.equal(200);
+    }
+  });
 });

@@ -17,7 +17,7 @@ import {
   type CampaignVersion,
 } from '../../src/loyalty/campaign-rules.js';
 import type { StoredDefinition } from '../../src/loyalty/campaign-store.js';
-import { DEFAULT_RULES } from '../../src/loyalty/programme.js';
+import { DEFAULT_RULES, MAX_POINTS_PER_PAYMENT } from '../../src/loyalty/programme.js';
 import { EMPTY_FIGURES, type PaymentFigures } from '../../src/payments/payment-state.js';
 
 // Wednesday 10 December 2025, 09:30 in London (UTC in winter).
@@ -175,6 +175,25 @@ describe('loyalty campaigns: effects and the per-payment cap', () => {
       expect(outcome.limitedBy).to.equal(c.limitedBy);
     });
   }
+});
+
+describe('loyalty campaigns: a payment never earns more than the programme can earn on it', () => {
+  it('when stacked bonuses would take a payment past MAX_POINTS_PER_PAYMENT, then the later ones are cut to fit', () => {
+    const f = facts({ currency: 'JPY', authorisedAmount: 100_000_000_000, basePoints: MAX_POINTS_PER_PAYMENT - 10 });
+    const outcomes = evaluateCampaigns(
+      [
+        version('cmp_a', { effect: { kind: 'points_per_unit', points: 100 }, priority: 2 }),
+        version('cmp_b', { effect: { kind: 'multiplier', factor: 10 }, priority: 1 }),
+      ],
+      f,
+    );
+    expect(outcomes.map((o) => [o.bonus, o.limitedBy])).to.deep.equal([
+      [10, 'cap'],
+      [0, 'cap'],
+    ]);
+    expect(MAX_POINTS_PER_PAYMENT).to.equal(100_000_000_000 * 100 * 10);
+    expect(Number.isSafeInteger(MAX_POINTS_PER_PAYMENT * 2)).to.equal(true);
+  });
 });
 
 describe('loyalty campaigns: stacking', () => {
