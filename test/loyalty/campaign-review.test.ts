@@ -80,4 +80,29 @@ describe('loyalty campaigns: definitions and bonuses that must not break the ser
       expect(res.status, res.text).to.equal(200);
     }
   });
+
+  it('when an instant is a leap second or past year 9999 once its offset is applied, then it is refused and the list still reads', async () => {
+    const definition = {
+      name: 'times',
+      startsAt: '2020-01-01T00:00:00Z',
+      conditions: {},
+      effect: { kind: 'fixed_bonus', points: 5 },
+    };
+    for (const body of [
+      { definition: { ...definition, startsAt: '2030-06-30T23:59:60Z' } },
+      { definition: { ...definition, endsAt: '2030-06-30T23:59:60Z' } },
+      { definition: { ...definition, endsAt: '9999-12-31T23:59:59-23:59' } },
+      { definition: { ...definition, startsAt: '1969-12-31T23:59:59Z' } },
+      { effectiveFrom: '2030-06-30T23:59:60Z', definition },
+      { effectiveFrom: '9999-12-31T23:59:59-23:59', definition },
+    ]) {
+      const res = await publish(body);
+      expect(res.status, `${JSON.stringify(body)} ${res.text}`).to.equal(422);
+      expect(res.body).to.deep.include({ code: 'CAMPAIGN_DEFINITION_INVALID', problems: ['time_invalid'] });
+    }
+    const latest = await publish({ definition: { ...definition, endsAt: '9999-12-31T23:59:59+23:59' } });
+    expect(latest.status, latest.text).to.equal(201);
+    const list = await svc.request('GET', '/v1/admin/loyalty/campaigns', { token: admin });
+    expect(list.status, list.text).to.equal(200);
+  });
 });
