@@ -105,4 +105,23 @@ describe('loyalty campaigns: definitions and bonuses that must not break the ser
     const list = await svc.request('GET', '/v1/admin/loyalty/campaigns', { token: admin });
     expect(list.status, list.text).to.equal(200);
   });
+
+  it('when next versions of one campaign are published concurrently, then each is answered 201 with its own version', async () => {
+    const definition = {
+      name: 'race',
+      startsAt: '2020-01-01T00:00:00Z',
+      conditions: {},
+      effect: { kind: 'fixed_bonus', points: 5 },
+    };
+    const first = await publish({ definition: { ...definition, conditions: { storeIds: ['s-race'] } } });
+    expect(first.status, first.text).to.equal(201);
+    const { campaignId } = first.body as { campaignId: string };
+    const answers = await Promise.all(
+      [1, 2, 3, 4].map((n) =>
+        publish({ campaignId, definition: { ...definition, name: `race ${n}`, conditions: { storeIds: ['s-race'] } } }),
+      ),
+    );
+    expect(answers.map((a) => a.status)).to.deep.equal([201, 201, 201, 201]);
+    expect(answers.map((a) => a.body.version as number).sort()).to.deep.equal([2, 3, 4, 5]);
+  });
 });
