@@ -124,4 +124,30 @@ describe('loyalty campaigns: definitions and bonuses that must not break the ser
     expect(answers.map((a) => a.status)).to.deep.equal([201, 201, 201, 201]);
     expect(answers.map((a) => a.body.version as number).sort()).to.deep.equal([2, 3, 4, 5]);
   });
+
+  it('when a stored campaign version is updated or deleted in the database, then the database refuses it', async () => {
+    const res = await publish({
+      definition: {
+        name: 'kept',
+        startsAt: '2020-01-01T00:00:00Z',
+        conditions: { storeIds: ['s-kept'] },
+        effect: { kind: 'fixed_bonus', points: 5 },
+      },
+    });
+    expect(res.status, res.text).to.equal(201);
+    const knex = svc.db.knex;
+    const row = { campaign_id: res.body.campaignId as string, version: 1 };
+    const changed = JSON.stringify({ ...res.body.definition, effect: { kind: 'fixed_bonus', points: 100_000 } });
+    const refusal = async (work: Promise<unknown>): Promise<string> =>
+      work.then(
+        () => 'accepted',
+        (e: Error) => e.message,
+      );
+    expect(await refusal(knex('loyalty_campaign_versions').where(row).update({ definition: changed }))).to.match(
+      /append-only/,
+    );
+    expect(await refusal(knex('loyalty_campaign_versions').where(row).delete())).to.match(/append-only/);
+    const kept = await svc.request('GET', `/v1/admin/loyalty/campaigns/${row.campaign_id}`, { token: admin });
+    expect(kept.body.versions[0].definition.effect).to.deep.equal({ kind: 'fixed_bonus', points: 5 });
+  });
 });
