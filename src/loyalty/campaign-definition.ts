@@ -44,6 +44,26 @@ export function definitionProblems(d: StoredDefinition): DefinitionProblem[] {
   return problems;
 }
 
+const FIRST_INSTANT = Date.UTC(1970, 0, 1);
+const LAST_INSTANT = Date.UTC(9999, 11, 31, 23, 59, 59, 999);
+
+/**
+ * A contract `date-time` as a UTC ISO instant, or `CAMPAIGN_DEFINITION_INVALID` (`time_invalid`)
+ * when it is not one this service can store and answer: a leap second ("23:59:60", valid RFC 3339,
+ * not a JavaScript date) or a year outside 1970–9999 once its offset is applied.
+ */
+export function instantOf(text: string): string {
+  const ms = Date.parse(text);
+  if (!Number.isFinite(ms) || ms < FIRST_INSTANT || ms > LAST_INSTANT) {
+    const problems: DefinitionProblem[] = ['time_invalid'];
+    throw new AppError('CAMPAIGN_DEFINITION_INVALID', {
+      detail: `The campaign definition is not acceptable: ${problems.join(', ')}.`,
+      extensions: { problems },
+    });
+  }
+  return new Date(ms).toISOString();
+}
+
 export function checkDefinition(d: StoredDefinition): void {
   const problems = definitionProblems(d);
   if (problems.length > 0) {

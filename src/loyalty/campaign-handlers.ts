@@ -2,6 +2,7 @@
 import { actorOf } from '../http/callers.js';
 import { contractHandlers, type Schemas } from '../http/contract.js';
 import type { HandlerMap } from '../http/types.js';
+import { instantOf } from './campaign-definition.js';
 import type { CampaignVersion } from './campaign-rules.js';
 import type { CampaignService } from './campaign-service.js';
 import type { StoredDefinition } from './campaign-store.js';
@@ -41,8 +42,8 @@ export function campaignHandlers(campaigns: CampaignService): HandlerMap {
 function storedDefinition(d: Schemas['CampaignDefinition']): StoredDefinition {
   return {
     name: d.name,
-    startsAt: new Date(d.startsAt).toISOString(),
-    ...(d.endsAt === undefined ? {} : { endsAt: new Date(d.endsAt).toISOString() }),
+    startsAt: instantOf(d.startsAt),
+    ...(d.endsAt === undefined ? {} : { endsAt: instantOf(d.endsAt) }),
     conditions: d.conditions ?? {},
     effect: d.effect,
     ...(d.maxBonusPerPayment === undefined ? {} : { maxBonusPerPayment: d.maxBonusPerPayment }),

@@ -13,7 +13,7 @@
  * (and so the default gift-card exclusion), card brand; nor the shopper's tier, first/Nth purchase or
  * opt-in (they need per-shopper state).
  */
-import { currencyExponent } from './programme.js';
+import { currencyExponent, MAX_POINTS_PER_PAYMENT } from './programme.js';
 
 export const WEEKDAYS = ['mon', 'tue', 'wed', 'thu', 'fri', 'sat', 'sun'] as const;
 export type Weekday = (typeof WEEKDAYS)[number];
@@ -111,6 +111,7 @@ export function campaignsInForce(versions: readonly CampaignVersion[], at: Date)
 export function evaluateCampaigns(versions: readonly CampaignVersion[], facts: AuthorisationFacts): CampaignOutcome[] {
   let closed = false;
   let applied = false;
+  let room = Math.max(0, MAX_POINTS_PER_PAYMENT - facts.basePoints);
   return [...versions].sort(byStacking).map((v) => {
     const conditions = judge(v.definition, facts);
     const qualified = conditions.every((c) => c.passed);
@@ -120,7 +121,8 @@ export function evaluateCampaigns(versions: readonly CampaignVersion[], facts: A
     if (closed || (exclusive && applied)) return { ...base, limitedBy: 'exclusive' as const, bonus: 0 };
     const uncapped = bonusOf(v.definition.effect, facts);
     const cap = v.definition.maxBonusPerPayment;
-    const bonus = cap === undefined ? uncapped : Math.min(cap, uncapped);
+    const bonus = Math.min(cap ?? uncapped, uncapped, room);
+    room -= bonus;
     if (bonus > 0) applied = true;
     if (exclusive && bonus > 0) closed = true;
     return bonus < uncapped ? { ...base, limitedBy: 'cap' as const, bonus } : { ...base, bonus };
@@ -161,17 +163,33 @@ function judge(d: CampaignDefinition, f: AuthorisationFacts): ConditionResult[] 
   return results;
 }
 
+/** A whole, non-negative, safe number of points whatever the stored effect says (0 otherwise). */
 function bonusOf(effect: CampaignEffect, f: AuthorisationFacts): number {
+  const bonus = Math.floor(rawBonusOf(effect, f));
+  return Number.isSafeInteger(bonus) && bonus > 0 ? bonus : 0;
+}
+
+function rawBonusOf(effect: CampaignEffect, f: AuthorisationFacts): number {
   switch (effect.kind) {
     case 'multiplier':
-      return Math.max(0, Math.floor(Math.round(f.basePoints * (effect.factor - 1) * 1e6) / 1e6));
+      return timesRate(f.basePoints, effect.factor - 1);
     case 'fixed_bonus':
       return effect.points;
     case 'points_per_unit': {
       const units = Math.floor(f.authorisedAmount / 10 ** currencyExponent(f.currency));
-      return Math.floor(Math.round(units * effect.points * 1e6) / 1e6);
+      return timesRate(units, effect.points);
     }
   }
+}
+
+/**
+ * `count × rate`, floored, exactly: the rate is taken to a millionth (0.1 is 100 000 ppm) and the
+ * product is made in bigint, because 10^11 units × 100 × 10^6 is past the exact range of a double.
+ */
+function timesRate(count: number, rate: number): number {
+  const ppm = Math.round(rate * 1e6);
+  if (!Number.isSafeInteger(count) || count <= 0 || !Number.isSafeInteger(ppm) || ppm <= 0) return 0;
+  return Number((BigInt(count) * BigInt(ppm)) / 1_000_000n);
 }
 
 const formatters = new Map<string, Intl.DateTimeFormat>();

@@ -10,7 +10,7 @@ import { refuseCardData } from '../card-data/card-data-guard.js';
 import { withRetry } from '../db/retry.js';
 import { AppError } from '../errors/app-error.js';
 import { newId } from '../ids/prefixed-id.js';
-import { checkDefinition } from './campaign-definition.js';
+import { checkDefinition, instantOf } from './campaign-definition.js';
 import type { CampaignVersion } from './campaign-rules.js';
 import {
   allCampaignVersions,
@@ -94,7 +94,8 @@ export class CampaignService {
     actor: CampaignActor,
   ): Promise<StoredResponse<CampaignVersion>> {
     refuseCardData({ name: request.definition.name }, '/body/definition');
-    const { campaignId, effectiveFrom } = request;
+    const { campaignId } = request;
+    const effectiveFrom = request.effectiveFrom === undefined ? undefined : instantOf(request.effectiveFrom);
     const { definition } = request;
     checkDefinition(definition);
     const requestHash = createHash('sha256').update(canonicalJson(request)).digest('hex');

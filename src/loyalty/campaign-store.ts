@@ -72,19 +72,26 @@ export async function versionsOfCampaign(db: Db, campaignId: string): Promise<Ca
 }
 
 /**
- * The newest version of a campaign, locked (versions of one campaign are serialised on it: two
- * changes become two consecutive versions). Undefined for a campaign with no version.
+ * The newest version of a campaign, read under a lock on its first version (versions of one
+ * campaign are serialised on that row: two changes become two consecutive versions). The newest is
+ * read by a second statement once the lock is held, so under READ COMMITTED it sees a version a
+ * concurrent publish committed while we waited (locking the newest row itself would still answer
+ * the old newest, and the insert would collide). Undefined for a campaign with no version.
  */
 export async function lockLatestCampaignVersion(
   trx: Knex.Transaction,
   campaignId: string,
 ): Promise<CampaignVersion | undefined> {
+  const head = (await trx('loyalty_campaign_versions')
+    .where({ campaign_id: campaignId, version: 1 })
+    .forUpdate()
+    .first('version')) as { version: number } | undefined;
+  if (head === undefined) return undefined;
   const row = (await trx('loyalty_campaign_versions')
     .where({ campaign_id: campaignId })
     .orderBy('version', 'desc')
-    .forUpdate()
-    .first()) as CampaignVersionRow | undefined;
-  return row === undefined ? undefined : toCampaignVersion(row);
+    .first()) as CampaignVersionRow;
+  return toCampaignVersion(row);
 }
 
 export async function insertCampaignVersion(

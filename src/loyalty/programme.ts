@@ -50,6 +50,14 @@ const EXPONENTS: Readonly<Record<string, number>> = {
   CLF: 4, UYW: 4,
 }; // prettier-ignore
 
+/**
+ * The most points one payment can earn, base and campaign bonuses together: the largest amount
+ * (openapi `Amount`, 10^11 minor units, in a currency without decimals) at the largest rate (100)
+ * and channel multiplier (10). Base points cannot exceed it; campaign bonuses are cut to fit it, so
+ * balances stay far inside the exact integer range.
+ */
+export const MAX_POINTS_PER_PAYMENT = 100_000_000_000 * 100 * 10;
+
 export function currencyExponent(currency: string): number {
   return EXPONENTS[currency] ?? 2;
 }

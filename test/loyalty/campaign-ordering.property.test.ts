@@ -82,7 +82,13 @@ describe('loyalty campaigns: any arrival order and duplication books the same le
   /** Replaces the campaigns in force by this set (each a new campaign, in force since the epoch). */
   const install = async (set: readonly StoredDefinition[]): Promise<void> => {
     const knex = svc.db.knex;
-    await knex('loyalty_campaign_versions').delete();
+    // The table is append-only (a trigger refuses UPDATE and DELETE): the test, as its owner, sets it
+    // aside for the swap; the service never deletes a version.
+    await knex.transaction(async (trx) => {
+      await trx.raw('alter table loyalty_campaign_versions disable trigger loyalty_campaign_versions_append_only');
+      await trx('loyalty_campaign_versions').delete();
+      await trx.raw('alter table loyalty_campaign_versions enable trigger loyalty_campaign_versions_append_only');
+    });
     await knex('loyalty_campaign_versions').insert(
       set.map((definition) => ({
         campaign_id: `cmp_${lettersOnly(randomBytes(13).toString('hex'))}`,

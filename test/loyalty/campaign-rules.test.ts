@@ -17,7 +17,7 @@ import {
   type CampaignVersion,
 } from '../../src/loyalty/campaign-rules.js';
 import type { StoredDefinition } from '../../src/loyalty/campaign-store.js';
-import { DEFAULT_RULES } from '../../src/loyalty/programme.js';
+import { DEFAULT_RULES, MAX_POINTS_PER_PAYMENT } from '../../src/loyalty/programme.js';
 import { EMPTY_FIGURES, type PaymentFigures } from '../../src/payments/payment-state.js';
 
 // Wednesday 10 December 2025, 09:30 in London (UTC in winter).
@@ -165,6 +165,8 @@ describe('loyalty campaigns: effects and the per-payment cap', () => {
     { when: '1 point per yen on 4249 JPY', campaign: { effect: { kind: 'points_per_unit', points: 1 } }, f: { currency: 'JPY', authorisedAmount: 4_249 }, bonus: 4_249 },
     { when: 'a fixed bonus of 200 capped at 120', campaign: { effect: { kind: 'fixed_bonus', points: 200 }, maxBonusPerPayment: 120 }, bonus: 120, limitedBy: 'cap' },
     { when: 'a ×2 multiplier under a cap it does not reach', campaign: { maxBonusPerPayment: 60 }, bonus: 50 },
+    { when: 'a stored fractional fixed bonus of 0.5 (whole points only)', campaign: { effect: { kind: 'fixed_bonus', points: 0.5 } }, bonus: 0 },
+    { when: 'a stored fixed bonus of 2.7', campaign: { effect: { kind: 'fixed_bonus', points: 2.7 } }, bonus: 2 },
   ]; // prettier-ignore
   for (const c of cases) {
     it(`when ${c.when}, then the bonus is ${c.bonus}`, () => {
@@ -173,6 +175,25 @@ describe('loyalty campaigns: effects and the per-payment cap', () => {
       expect(outcome.limitedBy).to.equal(c.limitedBy);
     });
   }
+});
+
+describe('loyalty campaigns: a payment never earns more than the programme can earn on it', () => {
+  it('when stacked bonuses would take a payment past MAX_POINTS_PER_PAYMENT, then the later ones are cut to fit', () => {
+    const f = facts({ currency: 'JPY', authorisedAmount: 100_000_000_000, basePoints: MAX_POINTS_PER_PAYMENT - 10 });
+    const outcomes = evaluateCampaigns(
+      [
+        version('cmp_a', { effect: { kind: 'points_per_unit', points: 100 }, priority: 2 }),
+        version('cmp_b', { effect: { kind: 'multiplier', factor: 10 }, priority: 1 }),
+      ],
+      f,
+    );
+    expect(outcomes.map((o) => [o.bonus, o.limitedBy])).to.deep.equal([
+      [10, 'cap'],
+      [0, 'cap'],
+    ]);
+    expect(MAX_POINTS_PER_PAYMENT).to.equal(100_000_000_000 * 100 * 10);
+    expect(Number.isSafeInteger(MAX_POINTS_PER_PAYMENT * 2)).to.equal(true);
+  });
 });
 
 describe('loyalty campaigns: stacking', () => {
