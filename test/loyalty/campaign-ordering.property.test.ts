@@ -15,8 +15,15 @@ import type { StoredDefinition } from '../../src/loyalty/campaign-store.js';
 import { checkLedger } from '../../src/loyalty/ledger-check.js';
 import { startTestService, type TestService } from '../support/harness.js';
 import { generatePans } from '../support/pans.js';
-import { lettersOnly, paymentId, postPlatform } from '../support/webhooks.js';
-import { deliveries, givesBack, replay, scheduleArb, type Delivery, type SchedulePick } from './ordering-stories.js';
+import { lettersOnly, postPlatform } from '../support/webhooks.js';
+import {
+  canonicalAndScheduled,
+  givesBack,
+  replay,
+  scheduleArb,
+  type Delivery,
+  type SchedulePick,
+} from './ordering-stories.js';
 import { balance, newShopper, paymentLedger, type LotFigures, type Shopper } from './support.js';
 
 const definitionArb: fc.Arbitrary<StoredDefinition> = fc.record(
@@ -128,34 +135,11 @@ describe('loyalty campaigns: any arrival order and duplication books the same le
 
   let bonusesSeen = 0;
 
-  const check = async (
-    set: readonly StoredDefinition[],
-    { story, copies, order, bursts }: SchedulePick,
-    concurrent: boolean,
-  ): Promise<void> => {
+  const check = async (set: readonly StoredDefinition[], pick: SchedulePick, concurrent: boolean): Promise<void> => {
     await install(set);
-    const canonicalShopper = await freshShopper();
-    const canonicalPayment = paymentId('cmp-c');
-    for (const d of deliveries(story, canonicalPayment, canonicalShopper, [])) await send(d);
-    const canonical = await outcomeOf(canonicalShopper, canonicalPayment);
-
-    const shuffledShopper = await freshShopper();
-    const shuffledPayment = paymentId('cmp-s');
-    const all = deliveries(story, shuffledPayment, shuffledShopper, copies);
-    const schedule = order.map((i) => all[i] as Delivery);
-    if (concurrent) {
-      let burst: Delivery[] = [];
-      for (const [i, d] of schedule.entries()) {
-        burst.push(d);
-        if (bursts[i] === true || i === schedule.length - 1) {
-          await Promise.all(burst.map(send));
-          burst = [];
-        }
-      }
-    } else {
-      for (const d of schedule) await send(d);
-    }
-    const shuffled = await outcomeOf(shuffledShopper, shuffledPayment);
+    const { story } = pick;
+    const runner = { freshShopper, send, outcomeOf };
+    const { canonical, shuffled } = await canonicalAndScheduled(runner, pick, concurrent, 'cmp');
 
     const context = `campaigns ${JSON.stringify(set)}; story ${JSON.stringify(story)}; canonical ${JSON.stringify(
       canonical,

@@ -5,7 +5,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import fc from 'fast-check';
-import { lettersOnly, platformEvent } from '../support/webhooks.js';
+import { lettersOnly, paymentId, platformEvent } from '../support/webhooks.js';
 import type { LotFigures, Shopper } from './support.js';
 
 export type Channel = 'online' | 'in_store';
@@ -204,3 +204,45 @@ export type SchedulePick = {
   readonly order: number[];
   readonly bursts: boolean[];
 };
+
+/** What a property test gives the runner: a new shopper per run, a delivery, and how an outcome is read. */
+export interface StoryRunner<T> {
+  freshShopper(): Promise<Shopper>;
+  send(d: Delivery): Promise<void>;
+  outcomeOf(shopper: Shopper, payment: string): Promise<T>;
+}
+
+/**
+ * Sends a story once in its own order to one fresh shopper (the canonical run), then as scheduled to
+ * another: shuffled, with redeliveries and new deliveries of the same events, one at a time or, when
+ * `concurrent`, in the picked bursts at once. Returns both outcomes and the schedule, for comparing.
+ */
+export async function canonicalAndScheduled<T>(
+  runner: StoryRunner<T>,
+  { story, copies, order, bursts }: SchedulePick,
+  concurrent: boolean,
+  prefix: string,
+): Promise<{ canonical: T; shuffled: T; schedule: Delivery[] }> {
+  const canonicalShopper = await runner.freshShopper();
+  const canonicalPayment = paymentId(`${prefix}-c`);
+  for (const d of deliveries(story, canonicalPayment, canonicalShopper, [])) await runner.send(d);
+  const canonical = await runner.outcomeOf(canonicalShopper, canonicalPayment);
+
+  const shuffledShopper = await runner.freshShopper();
+  const shuffledPayment = paymentId(`${prefix}-s`);
+  const all = deliveries(story, shuffledPayment, shuffledShopper, copies);
+  const schedule = order.map((i) => all[i] as Delivery);
+  if (concurrent) {
+    let burst: Delivery[] = [];
+    for (const [i, d] of schedule.entries()) {
+      burst.push(d);
+      if (bursts[i] === true || i === schedule.length - 1) {
+        await Promise.all(burst.map((b) => runner.send(b)));
+        burst = [];
+      }
+    }
+  } else {
+    for (const d of schedule) await runner.send(d);
+  }
+  return { canonical, shuffled: await runner.outcomeOf(shuffledShopper, shuffledPayment), schedule };
+}

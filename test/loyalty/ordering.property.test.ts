@@ -16,9 +16,9 @@ import fc from 'fast-check';
 import { checkLedger } from '../../src/loyalty/ledger-check.js';
 import { startTestService, type TestService } from '../support/harness.js';
 import { generatePans } from '../support/pans.js';
-import { postPlatform, paymentId } from '../support/webhooks.js';
+import { postPlatform } from '../support/webhooks.js';
 import {
-  deliveries,
+  canonicalAndScheduled,
   givesBack,
   modelOf,
   replay,
@@ -56,29 +56,10 @@ describe('loyalty: any arrival order and any duplication of a payment’s events
   };
 
   /** The canonical run, then the scheduled one; compares them. */
-  const check = async ({ story, copies, order, bursts }: SchedulePick, concurrent: boolean): Promise<void> => {
-    const canonicalShopper = await freshShopper();
-    const canonicalPayment = paymentId('ord-c');
-    for (const d of deliveries(story, canonicalPayment, canonicalShopper, [])) await send(d);
-    const canonical = await outcomeOf(canonicalShopper, canonicalPayment);
-
-    const shuffledShopper = await freshShopper();
-    const shuffledPayment = paymentId('ord-s');
-    const all = deliveries(story, shuffledPayment, shuffledShopper, copies);
-    const schedule = order.map((i) => all[i] as Delivery);
-    if (concurrent) {
-      let burst: Delivery[] = [];
-      for (const [i, d] of schedule.entries()) {
-        burst.push(d);
-        if (bursts[i] === true || i === schedule.length - 1) {
-          await Promise.all(burst.map(send));
-          burst = [];
-        }
-      }
-    } else {
-      for (const d of schedule) await send(d);
-    }
-    const shuffled = await outcomeOf(shuffledShopper, shuffledPayment);
+  const check = async (pick: SchedulePick, concurrent: boolean): Promise<void> => {
+    const { story } = pick;
+    const runner = { freshShopper, send, outcomeOf };
+    const { canonical, shuffled, schedule } = await canonicalAndScheduled(runner, pick, concurrent, 'ord');
 
     const context =
       `story ${JSON.stringify(story)}; deliveries: ${schedule.map((d) => d.label).join(', ')}; ` +
