@@ -203,14 +203,17 @@ export async function auditedWrite<T>(
   who: Pick<AuditEventInput, 'actor' | 'actorType' | 'origin'>,
   what: { readonly action: string; readonly resource: string },
   write: (trx: Knex.Transaction) => Promise<T>,
-  now: () => Date,
+  /** The refusal's time, read in the transaction that records it (the database's clock, or a service's). */
+  now: (trx: Knex.Transaction) => Date | Promise<Date>,
 ): Promise<T> {
   try {
     return await knex.transaction(write);
   } catch (error) {
     if (isAppError(error)) {
       const details = { code: error.code, reason: error.detail ?? error.title, ...error.extensions };
-      await knex.transaction((trx) => appendAuditEvent(trx, { ...who, ...what, outcome: 'denied', details }, now()));
+      await knex.transaction(async (trx) =>
+        appendAuditEvent(trx, { ...who, ...what, outcome: 'denied', details }, await now(trx)),
+      );
     }
     throw error;
   }

@@ -595,7 +595,7 @@ export class KeyManager {
       });
     } catch (error) {
       if (isAppError(error)) {
-        await this.deps.knex.transaction((trx) =>
+        await this.deps.knex.transaction(async (trx) =>
           appendAuditEvent(
             trx,
             {
@@ -605,7 +605,7 @@ export class KeyManager {
               resource,
               details: { code: error.code, reason: error.detail ?? error.title, ...error.extensions },
             },
-            this.now(),
+            await databaseNow(trx),
           ),
         );
       }
@@ -637,7 +637,7 @@ export class KeyManager {
 
   /** Runs a write; on a refusal, records it (outcome denied) in a transaction of its own. */
   private guarded<T>(action: string, resource: string, fn: (trx: Knex.Transaction) => Promise<T>): Promise<T> {
-    return auditedWrite(this.deps.knex, this.deps.actor, { action, resource }, fn, () => this.now());
+    return auditedWrite(this.deps.knex, this.deps.actor, { action, resource }, fn, databaseNow);
   }
 }
 

@@ -20,8 +20,7 @@ describe("key manager: stamps on the database's clock, whatever the operator's c
   });
   after(async () => db.close());
 
-  // Destruction takes two custodians' approvals in every mode (dual-control tests); it stamps the same way.
-  it('when the operator clock is years off, then activation, retirement and their audit entries carry the database time', async () => {
+  it("when the operator clock is years off, then activation, retirement and their audit entries (a refusal's too) carry the database time", async () => {
     const skewed = new KeyManager({
       knex: db.knex,
       ring: fx.ring,
@@ -35,6 +34,12 @@ describe("key manager: stamps on the database's clock, whatever the operator's c
     const before = Date.now();
     await skewed.rotate('audit-signing', undefined);
     await skewed.retire('audit-signing', 1, undefined);
+    // A refusal is audited too (destruction takes two custodians' approvals): on the same clock.
+    const refused = await skewed.destroy('audit-signing', 1, undefined).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(refused, 'destroy without approvals is refused').to.not.equal(undefined);
     const after = Date.now();
     const within = (at: Date | string | null, what: string): void => {
       const t = new Date(at as string).getTime();
@@ -49,9 +54,13 @@ describe("key manager: stamps on the database's clock, whatever the operator's c
     within(rows[0]?.retired_at ?? null, 'v1 retired_at');
     const entries = (await db
       .knex('audit_events')
-      .whereIn('action', ['key.activated', 'key.retired'])
-      .select('action', 'occurred_at')) as { action: string; occurred_at: Date }[];
-    expect(entries.map((e) => e.action)).to.have.members(['key.activated', 'key.retired']);
+      .whereIn('action', ['key.activated', 'key.retired', 'key.destroy'])
+      .select('action', 'outcome', 'occurred_at')) as { action: string; outcome: string; occurred_at: Date }[];
+    expect(entries.map((e) => `${e.action} ${e.outcome}`)).to.have.members([
+      'key.activated success',
+      'key.retired success',
+      'key.destroy denied',
+    ]);
     for (const e of entries) within(e.occurred_at, e.action);
   });
 });
