@@ -19,7 +19,12 @@ const INFRASTRUCTURE = ['logging', 'db', 'scheduling', 'ratelimit', 'auth', 'aud
  * payments on cards and shoppers; webhooks feed payments; loyalty earns on payments.
  */
 const FEATURES = ['keys', 'mtls', 'events', 'cards', 'shoppers', 'payments', 'webhooks', 'loyalty', 'health'];
-const ORDER = [...FOUNDATION, ...INFRASTRUCTURE, ...FEATURES];
+/**
+ * Tools: clients of the service's HTTP API that a CLI runs (`simulate/`: signed test deliveries). Above
+ * every feature, so nothing in src/ but the CLIs imports them; they see features' public files only.
+ */
+const TOOLS = ['simulate'];
+const ORDER = [...FOUNDATION, ...INFRASTRUCTURE, ...FEATURES, ...TOOLS];
 
 /**
  * A feature's public surface: what other features may import. Everything else in the folder is
@@ -63,7 +68,7 @@ const publicSurfaceRules = FEATURES.map((feature) => ({
     `Another feature may import from src/${feature}/ only its public files` +
     ` (${PUBLIC[feature].length === 0 ? 'none' : PUBLIC[feature].join(', ').replaceAll('\\', '')}).`,
   severity: 'error',
-  from: { path: folders(FEATURES.filter((f) => f !== feature)) },
+  from: { path: folders([...FEATURES, ...TOOLS].filter((f) => f !== feature)) },
   to: {
     path: `^src/${feature}/`,
     ...(PUBLIC[feature].length === 0 ? {} : { pathNot: `^src/${feature}/(${PUBLIC[feature].join('|')})$` }),
@@ -100,7 +105,7 @@ module.exports = {
       name: 'every-folder-is-placed',
       comment:
         'A folder of src/ that is in no layer would escape every rule above: place it in FOUNDATION, ' +
-        'INFRASTRUCTURE or FEATURES (and in docs/architecture.md).',
+        'INFRASTRUCTURE, FEATURES or TOOLS (and in docs/architecture.md).',
       severity: 'error',
       from: { path: '^src/[^/]+/', pathNot: `^src/(${[...ORDER, 'cli'].join('|')})/` },
       to: {},
@@ -131,5 +136,5 @@ module.exports = {
     reporterOptions: { text: { highlightFocused: true } },
   },
   // Exported for scripts/check-architecture.mjs and docs.
-  layers: { FOUNDATION, INFRASTRUCTURE, FEATURES, PUBLIC },
+  layers: { FOUNDATION, INFRASTRUCTURE, FEATURES, TOOLS, PUBLIC },
 };

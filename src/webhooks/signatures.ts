@@ -11,8 +11,10 @@
  * - Adyen: per notification item, HMAC-SHA256 base64 with the hex-decoded key over
  *   `pspReference:originalReference:merchantAccountCode:merchantReference:value:currency:eventCode:success`
  *   (missing fields empty), in `additionalData.hmacSignature`. No timestamp: dedupe is the replay defence.
+ * The Adyen and Stripe HMACs are crypto/gateway-signatures.ts, the code `npm run simulate` signs with.
  */
 import { createHmac, timingSafeEqual } from 'node:crypto';
+import { adyenHmac, stripeHmac, type AdyenSignedFields } from '../crypto/gateway-signatures.js';
 import { matchingSecret } from '../crypto/standard-webhooks.js';
 import { AppError } from '../errors/app-error.js';
 
@@ -64,23 +66,11 @@ export function verifyStripeSignature(
   }
   // Stripe's libraries refuse only old timestamps; a future one beyond tolerance is refused here too.
   checkTimestamp(timestamp, toleranceSeconds, now);
-  const signed = Buffer.concat([Buffer.from(`${timestamp}.`), body]);
   for (const [index, secret] of secrets.entries()) {
-    const expected = createHmac('sha256', secret).update(signed).digest();
+    const expected = stripeHmac(secret, timestamp, body);
     if (offered.some((candidate) => safeEqual(candidate, expected))) return { secretIndex: index };
   }
   throw new AppError('WEBHOOK_SIGNATURE_INVALID');
-}
-
-export interface AdyenSignedFields {
-  readonly pspReference?: unknown;
-  readonly originalReference?: unknown;
-  readonly merchantAccountCode?: unknown;
-  readonly merchantReference?: unknown;
-  readonly amount?: { readonly value?: unknown; readonly currency?: unknown };
-  readonly eventCode?: unknown;
-  readonly success?: unknown;
-  readonly additionalData?: Readonly<Record<string, unknown>>;
 }
 
 export function verifyAdyenItem(item: AdyenSignedFields, hexKeys: readonly string[]): Verified {
@@ -89,30 +79,11 @@ export function verifyAdyenItem(item: AdyenSignedFields, hexKeys: readonly strin
     throw new AppError('WEBHOOK_SIGNATURE_MISSING', { detail: 'Every item needs additionalData.hmacSignature.' });
   }
   const offered = Buffer.from(signature, 'base64');
-  const data = adyenSigningString(item);
   for (const [index, hexKey] of hexKeys.entries()) {
-    const expected = createHmac('sha256', Buffer.from(hexKey, 'hex')).update(data, 'utf8').digest();
+    const expected = adyenHmac(item, hexKey);
     if (safeEqual(offered, expected)) return { secretIndex: index };
   }
   throw new AppError('WEBHOOK_SIGNATURE_INVALID');
-}
-
-/** Exactly as Adyen (and its libraries) build it: eight fields joined by `:`, a missing one empty. */
-export function adyenSigningString(item: AdyenSignedFields): string {
-  const field = (value: unknown): string =>
-    typeof value === 'string' || typeof value === 'number' || typeof value === 'boolean' ? String(value) : '';
-  return [
-    item.pspReference,
-    item.originalReference,
-    item.merchantAccountCode,
-    item.merchantReference,
-    item.amount?.value,
-    item.amount?.currency,
-    item.eventCode,
-    item.success,
-  ]
-    .map(field)
-    .join(':');
 }
 
 /** Constant-time HTTP Basic check; both sides compared in full whatever the first mismatch. */

@@ -6,7 +6,8 @@
  *
  * What is changed to run them here, and only that: the service listens on a free port instead of
  * 8080 (`http://127.0.0.1:8080` becomes its URL), its data folder is a temporary one (`./data/`
- * becomes it), `npm run -s <cli> --` runs the same CLI through tsx from this checkout, and the
+ * becomes it), `npm run -s <cli> --` runs the same CLI through tsx from this checkout (`simulate` with
+ * `--url` the service's URL added to its arguments, since its default is http://127.0.0.1:8080), and the
  * commands run in a scratch folder (never the checkout), all three blocks in one bash with
  * `set -euo pipefail`, so that the shopper of the first is the one the second uses.
  */
@@ -39,9 +40,13 @@ export function readmeWalkthroughs(markdown: string): string[] {
 }
 
 function asRunHere(block: string, url: string, dataDir: string): string {
+  const simulate = path.join(projectRoot(), 'src', 'cli', 'simulate.ts');
   return block
     .replaceAll('http://127.0.0.1:8080', url)
     .replaceAll('./data/', `${dataDir}/`)
+    .replace(/\bnpm run (?:-s )?simulate -- ([^#\n]*?)(\s*#[^\n]*)?$/gm, (_whole, args: string, comment?: string) => {
+      return `node --import ${TSX} ${simulate} ${args} --url ${url}${comment ?? ''}`;
+    })
     .replace(/\bnpm run (?:-s )?(keys|token|loyalty) --(?=\s|$)/g, (_whole, cli: string) => {
       return `node --import ${TSX} ${path.join(projectRoot(), 'src', 'cli', `${cli}.ts`)}`;
     });
@@ -81,7 +86,9 @@ describe("README.md: the three users' walkthroughs, run as written on the embedd
     // Gateway integrator: the card tokenised, the signed webhook applied, the in-store payment captured.
     expect(run.stdout, out).to.match(/"shopperReference":"shp_[a-z2-7]{26}"/);
     expect(run.stdout, out).to.contain('"state":"applied","duplicate":false');
-    expect(run.stdout, out).to.match(/"provider":"platform"[^}]*"channel":"in_store","state":"captured"/);
+    expect(run.stdout, out).to.match(/^balance: \{"shopperReference":"shp_[a-z2-7]{26}","available":25,"pending":0,/m);
+    expect(run.stdout + run.stderr, out).to.not.contain('4111111111111111'); // simulate names the card by its last 4
+    expect(run.stdout, out).to.match(/"provider":"platform"[^}]*"channel":"in_store"[^}]*"state":"captured"/);
     // Loyalty app: 25 points available, 10 redeemed, 15 left, the ledger holds both entries.
     expect(run.stdout, out).to.contain('"available":25,"pending":0');
     expect(run.stdout, out).to.match(/"points":10,"reference":"order-42","state":"completed".*"available":15/);

@@ -1,0 +1,179 @@
+/**
+ * `npm run simulate`: the `stripe trigger` of this service. Signs and sends realistic gateway
+ * deliveries to a running service with the configured (or development) secrets, and shows what
+ * they did to the shopper's points. The work is src/simulate/; this is its command line (commander)
+ * and its composition: configuration, the currency exponents points are counted by, output.
+ *
+ *   npm run simulate -- purchase
+ *   npm run simulate -- platform authorise --card 4111111111111111 --amount 42.00
+ */
+import { Command, CommanderError, Option } from 'commander';
+import { loadConfig } from '../config/config.js';
+import { currencyExponent } from '../loyalty/programme.js';
+import { amounts } from '../simulate/amounts.js';
+import { DEFAULT_TEST_PAN, parseCard } from '../simulate/cards.js';
+import { SCENARIOS, type Scenario } from '../simulate/payloads.js';
+import { PROVIDERS, SIMULATOR_SCOPES, simulatorSettings, type Provider } from '../simulate/settings.js';
+import { simulatePurchase, simulateScenario, type SimulatorContext } from '../simulate/simulator.js';
+import { UsageError } from './usage-error.js';
+
+const EXIT_REFUSED = 1;
+const EXIT_USAGE = 2;
+
+const FOOTER = `
+Secrets (the service's own variables, read the way it reads them; the first of each list signs):
+  WEBHOOK_PLATFORM_SECRETS   Standard Webhooks secrets (whsec_…) of the platform gateway
+  WEBHOOK_ADYEN_HMAC_KEYS    Adyen HMAC keys (hex)
+  WEBHOOK_ADYEN_BASIC_AUTH   user:password sent as HTTP Basic with Adyen deliveries, when set
+  WEBHOOK_ADYEN_ENVIRONMENT  test or live: the notifications' "live" flag
+  WEBHOOK_STRIPE_SECRETS     Stripe endpoint secrets (whsec_…)
+  With none of the three lists set on the embedded default, the development secrets the service
+  generated into DATA_DIR/dev-webhook-secrets.json (start the service once first).
+
+Other environment:
+  DATA_DIR                   the service's data folder (default ./data): development secrets and token key
+  DATABASE_URL, ALLOW_DEVELOPMENT_DEFAULTS, NODE_ENV, AUTH_JWKS_URL, AUTH_PUBLIC_KEYS, AUTH_ISSUER,
+  AUTH_AUDIENCE              decide, as for the service, whether the development token issuer is trusted;
+                             if it is not, pass --token (scopes: ${SIMULATOR_SCOPES.join(' ')})
+  HOST, PORT                 the default --url, as the service listens (http://127.0.0.1:8080)
+
+Cards: only the schemes' and gateways' published test PANs (4111111111111111, 5555555555554444,
+378282246310005, …), card tokens (tok_…) or PARs. Output shows a card's last four only. Adyen and
+Stripe name cards by alias and fingerprint: the simulator links one to the card first
+(POST /v1/tokens/{token}/identifiers), as an integrator does.
+
+Exit codes:
+  0  every delivery was accepted (2xx) and the balance read
+  1  the service refused a delivery (e.g. 401 WEBHOOK_SIGNATURE_INVALID: a wrong secret), an API call
+     failed, the service could not be reached, or the configuration is unusable
+  2  usage: an unknown command or option, a bad --card, --amount or --currency`;
+
+interface CommonOptions {
+  readonly url?: string;
+  readonly token?: string;
+  readonly secret?: string;
+}
+
+function common(command: Command): Command {
+  return command
+    .option('--url <url>', 'the service (default: http://HOST:PORT of its configuration, http://127.0.0.1:8080)')
+    .option('--token <bearer>', `bearer token for the API calls (default: minted by the development issuer)`)
+    .option('--secret <secret>', "sign with this secret instead of the configured one (the provider's format)")
+    .addHelpText('after', FOOTER);
+}
+
+async function run(options: CommonOptions, body: (ctx: SimulatorContext) => Promise<void>): Promise<void> {
+  const config = loadConfig();
+  const host = config.host === '0.0.0.0' || config.host === '::' ? '127.0.0.1' : config.host;
+  const url =
+    options.url ?? `http://${host.includes(':') ? `[${host}]` : host}:${config.port === 0 ? 8080 : config.port}`;
+  if (!/^https?:\/\/[^/]+/.test(url)) throw new UsageError('--url must be an http:// or https:// URL');
+  await body({
+    url,
+    settings: simulatorSettings(config, { secret: options.secret, token: options.token }),
+    amounts: amounts(currencyExponent),
+    now: () => new Date(),
+    print: (line) => process.stdout.write(`${line}\n`),
+  });
+}
+
+function input<T>(parse: () => T): T {
+  try {
+    return parse();
+  } catch (error) {
+    throw new UsageError(error instanceof Error ? error.message : String(error));
+  }
+}
+
+const PROVIDER_HELP: Readonly<Record<Provider, string>> = {
+  platform: 'the platform gateway: Standard Webhooks deliveries to POST /v1/webhooks/platform',
+  adyen: 'Adyen standard notifications (HMAC per item) to POST /v1/webhooks/adyen',
+  stripe: 'Stripe events (Stripe-Signature) to POST /v1/webhooks/stripe',
+};
+
+const SCENARIO_HELP: Readonly<Record<Scenario, string>> = {
+  authorise: 'an online authorisation: points pending until capture (prints the payment id to capture)',
+  capture: 'the capture of --payment: its points become available',
+  refund: 'a (partial) refund of --amount on --payment: points taken back in proportion',
+  'in-store': 'an in-store payment: captured at once (an auto-capture channel), points available',
+};
+
+export function simulateProgram(): Command {
+  const program = new Command('simulate')
+    .description('Sign and send test payment webhooks to a running service; show the shopper points they earn.')
+    .usage('<provider> <scenario> [options] | purchase [options]')
+    .exitOverride()
+    .showHelpAfterError('(simulate --help lists commands; simulate <command> --help its options)')
+    .addHelpText('after', FOOTER);
+  for (const provider of PROVIDERS) {
+    const group = program.command(provider).description(PROVIDER_HELP[provider]).addHelpText('after', FOOTER);
+    for (const scenario of SCENARIOS) {
+      common(
+        group
+          .command(scenario)
+          .description(SCENARIO_HELP[scenario])
+          .option('--card <pan|token|par>', 'the card: a test PAN, a card token or a PAR', DEFAULT_TEST_PAN)
+          .option('--amount <amount>', 'in currency units, e.g. 42.00', '42.00')
+          .option('--currency <code>', 'ISO 4217', 'EUR')
+          .option('--payment <id>', 'the payment (required for capture and refund; authorise makes one)'),
+      ).action(async (opts: CommonOptions & { card: string; amount: string; currency: string; payment?: string }) => {
+        const card = input(() => parseCard(opts.card));
+        if ((scenario === 'capture' || scenario === 'refund') && opts.payment === undefined) {
+          throw new UsageError(`${scenario} needs --payment: the payment id an earlier authorise printed`);
+        }
+        await run(opts, async (ctx) => {
+          const amount = input(() => ctx.amounts.parse(opts.amount, opts.currency));
+          await simulateScenario(ctx, { provider, scenario, card, amount, payment: opts.payment });
+        });
+      });
+    }
+  }
+  common(
+    program
+      .command('purchase')
+      .description("a whole story: authorise → capture → partial refund, the shopper's points after each")
+      .addOption(new Option('--provider <provider>', 'the gateway').choices(PROVIDERS).default('platform'))
+      .option('--card <pan|token|par>', 'the card: a test PAN, a card token or a PAR', DEFAULT_TEST_PAN)
+      .option('--amount <amount>', 'in currency units', '42.00')
+      .option('--refund <amount>', 'the partial refund (default: a quarter, in whole units)')
+      .option('--currency <code>', 'ISO 4217', 'EUR'),
+  ).action(
+    async (
+      opts: CommonOptions & { provider: Provider; card: string; amount: string; refund?: string; currency: string },
+    ) => {
+      const card = input(() => parseCard(opts.card));
+      await run(opts, async (ctx) => {
+        const amount = input(() => ctx.amounts.parse(opts.amount, opts.currency));
+        const refund =
+          opts.refund === undefined
+            ? ctx.amounts.quarterOf(amount)
+            : input(() => ctx.amounts.parse(opts.refund as string, opts.currency));
+        if (refund.value >= amount.value)
+          throw new UsageError('--refund must be less than --amount (a partial refund)');
+        await simulatePurchase(ctx, { provider: opts.provider, card, amount, refund });
+      });
+    },
+  );
+  return program;
+}
+
+/** Runs one invocation; returns its exit code. */
+export async function runSimulate(argv: readonly string[]): Promise<number> {
+  try {
+    await simulateProgram().parseAsync([...argv], { from: 'user' });
+    return 0;
+  } catch (error) {
+    if (error instanceof CommanderError) {
+      // Commander has printed the error (or the help) already.
+      return error.code === 'commander.helpDisplayed' || error.code === 'commander.version' ? 0 : EXIT_USAGE;
+    }
+    const message = error instanceof Error ? error.message : String(error);
+    process.stderr.write(`simulate: ${message}\n`);
+    if (error instanceof UsageError) return EXIT_USAGE;
+    return EXIT_REFUSED;
+  }
+}
+
+if (import.meta.url === `file://${process.argv[1] ?? ''}`) {
+  process.exitCode = await runSimulate(process.argv.slice(2));
+}
