@@ -8,7 +8,7 @@ import { expect } from 'chai';
 import type { Knex } from 'knex';
 import { VaultService, type Caller } from '../../src/cards/vault-service.js';
 import { createDatabase, type Database } from '../../src/db/database.js';
-import { InstanceHeartbeat, liveInstances } from '../../src/keys/instance-heartbeat.js';
+import { currentGeneration, InstanceHeartbeat, liveInstances } from '../../src/keys/instance-heartbeat.js';
 import { isKeyVersionNotWritable, KeyRing } from '../../src/keys/key-ring.js';
 import { createTestDatabase, testDbConfig, type TestDatabase } from '../support/database.js';
 import { generatePans } from '../support/pans.js';
@@ -59,13 +59,14 @@ describe('keys across instances: key state enforced at commit, generations ackno
     name: string,
     knex: Knex,
     refreshMs: number,
-    heartbeat: { listen: boolean } | undefined = { listen: true },
+    // null: no heartbeat at all (no row, no timer, no LISTEN). Not `undefined`: that takes the default.
+    heartbeat: { listen: boolean } | null = { listen: true },
   ): Promise<Instance> {
     const ring = new KeyRing(knex, fx.masterKey, refreshMs);
     await ring.reload();
     const vault = new VaultService(knex, ring, { detokenise: { enabled: true, perMinute: 1_000_000 } });
     let beat: InstanceHeartbeat | undefined;
-    if (heartbeat !== undefined) {
+    if (heartbeat !== null) {
       beat = new InstanceHeartbeat(knex, ring, { host: `host-${name}`, listen: heartbeat.listen });
       await beat.start();
     }
@@ -104,7 +105,8 @@ describe('keys across instances: key state enforced at commit, generations ackno
   }
 
   it('when a stale ring writes under a version no longer writable, then the database refuses it with key_version_writable', async () => {
-    const stale = await startInstance('stale-direct', db.knex, SLOWEST_MS, undefined);
+    const stale = await startInstance('stale-direct', db.knex, SLOWEST_MS, null);
+    expect(stale.heartbeat).to.equal(undefined);
     const before = (await stale.ring.active('pan-encryption')).version;
     expect((await fx.run('rotate', '--purpose', 'pan-encryption', '--apply')).code).to.equal(0);
     // Written as the stale instance would: the card row alone, under the version its ring still has.
@@ -191,13 +193,21 @@ describe('keys across instances: key state enforced at commit, generations ackno
 
   it('when an instance writes from a ring that missed a rotation of either key, then the write is refused, the ring reloaded and the card stored under the new versions, the caller seeing success', async () => {
     // A ring loaded now and not refreshed for 300 s, not listening: stale after the next rotations.
-    const stale = await startInstance('stale', other?.knex ?? db.knex, SLOWEST_MS, undefined);
+    const stale = await startInstance('stale', other?.knex ?? db.knex, SLOWEST_MS, null);
+    expect(stale.heartbeat).to.equal(undefined);
     const cachedPan = (await stale.ring.active('pan-encryption')).version;
     const cachedMac = (await stale.ring.active('identifier-mac')).version;
+    const generationBefore = stale.ring.loadedGeneration;
     for (const purpose of ['pan-encryption', 'identifier-mac']) {
       expect((await fx.run('rotate', '--purpose', purpose, '--apply')).code).to.equal(0);
     }
-    const generationBefore = stale.ring.loadedGeneration;
+    // The ring really missed both rotations: nothing reloaded it in the background (no heartbeat, no
+    // LISTEN), it still holds the generation it loaded and the versions it had.
+    await sleep(200);
+    expect(stale.ring.loadedGeneration).to.equal(generationBefore);
+    expect(await currentGeneration(db.knex)).to.be.greaterThan(generationBefore);
+    expect((await stale.ring.active('pan-encryption')).version).to.equal(cachedPan);
+    expect((await stale.ring.active('identifier-mac')).version).to.equal(cachedMac);
     const { card, created } = await stale.vault.tokenise({ kind: 'pan', pan: generatePans(1, '400002')[0] as string });
     expect(created).to.equal(true);
     const row = (await db.knex('cards').where({ token: card.token }).first('pan_key_version')) as {
