@@ -85,6 +85,23 @@ export function sourceHash(source: string): string {
   return createHash('sha256').update(source.replace(/\s+/g, ' ').trim()).digest('hex');
 }
 
+/**
+ * Version columns of registered field sets (src/encrypted-field-sets.ts) that deliberately have no
+ * write-time key check, each with its reason; docs/key-management.md ("Enforced where the row is
+ * written") lists them too, and test/keys/key-check-coverage.test.ts fails on a field set whose
+ * column has neither the triggers nor an entry here.
+ */
+export const KEY_CHECK_EXEMPTIONS: readonly { table: string; column: string; reason: string }[] = [
+  {
+    table: 'mtls_client_certificates',
+    column: 'ca_version',
+    reason:
+      'written only by `keys mtls issue`, which reads the active CA version from data_keys in the ' +
+      'transaction that inserts the certificate, holding the key-state lock shared: no cached ring ' +
+      'chooses it, and a rotation or retirement of the CA waits for that transaction',
+  },
+];
+
 export interface ExpectedTrigger {
   readonly table: string;
   readonly trigger: string;

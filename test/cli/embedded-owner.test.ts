@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { expect } from 'chai';
+import pg from 'pg';
 import { acquireOwnerLock, OWNER_LOCK_FILE } from '../../src/db/owner-lock.js';
 import { usingPostgres } from '../support/database.js';
 import { runNodeCli, startServiceProcess, type ServiceProcess } from '../support/service-process.js';
@@ -147,6 +148,69 @@ describe('the embedded store has one owner: CLIs beside a running service', func
       expect(lock.stillHeld(), "the service's exit left the other process's lock in place").to.equal(true);
     } finally {
       lock.release();
+      await own.stop();
+    }
+  });
+
+  it('when the key CLI rotates through the socket, then it waits for the service to load each generation (on its refresh interval: the NOTIFY of a commit through the socket does not reach it), says so, and a stale write through the socket is refused', async () => {
+    await svc?.stop(); // a service of its own, refreshing every 3 s
+    svc = undefined;
+    const own = await startServiceProcess({ ...env, KEY_RING_REFRESH_MS: '3000' });
+    const socket = new pg.Client({
+      host: path.join(dataDir, 'socket'),
+      port: 5432,
+      user: 'postgres',
+      database: 'postgres',
+    });
+    try {
+      const before = (await listed()).find((k) => k.purpose === 'pan-encryption' && k.state === 'active')!.version;
+      const rotated = await keys('rotate', '--purpose', 'pan-encryption', '--apply');
+      expect(rotated.code, rotated.stderr).to.equal(0);
+      expect(rotated.stderr).to.contain('working through its socket');
+      // The service's instance is named (its pid), with its interval, and the wait ends once it has loaded.
+      expect(rotated.stdout).to.match(
+        new RegExp(
+          `waiting .* for 1 instance\\(s\\) to load generation (\\d+): ins_\\w+ on \\S+ \\(pid ${own.pid}\\) .*refreshes every 3\\.0 s`,
+        ),
+      );
+      expect(rotated.stdout).to.match(/every live instance has loaded generation \d+ \(waited [\d.]+ s\)/);
+      expect(rotated.stdout).to.contain(`pan-encryption v${before + 1} is active`);
+
+      // A writer whose ring still holds v{before} (as the service's may, until its next refresh),
+      // through the socket: refused by the database at the insert, nothing stored.
+      await socket.connect();
+      const refused = await socket
+        .query(
+          `with s as (insert into shoppers (shopper_ref, created_at) values ('shp_socketstaleaaaaaaaaaaaaaaaaa', now()) returning shopper_ref)
+           insert into cards (token, shopper_ref, pan_ciphertext, pan_key_version, created_at, updated_at)
+           select 'tok_socketstaleaaaaaaaaaaaaaaaaa', shopper_ref, $1, $2, now(), now() from s`,
+          [Buffer.alloc(40), before],
+        )
+        .then(
+          () => undefined,
+          (error: unknown) => error as { code?: string; constraint?: string },
+        );
+      expect(refused, 'the stale write was refused').to.not.equal(undefined);
+      expect(refused).to.include({ code: '23514', constraint: 'key_version_writable' });
+      const stored = await socket.query(
+        `select count(*)::int as n from cards where token = 'tok_socketstaleaaaaaaaaaaaaaaaaa'`,
+      );
+      expect(stored.rows[0]).to.deep.equal({ n: 0 });
+      await socket.end();
+
+      // The service's own first write after the rotation: stored under the new version whatever its ring held.
+      const token = await runNodeCli('src/cli/token.ts', ['--scope', 'tokens:write'], env);
+      const res = await fetch(`${own.url}/v1/tokens`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${token.stdout.trim()}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ pan: '5555555555554444', expiryMonth: 12, expiryYear: 2031 }),
+      });
+      expect(res.status, await res.clone().text()).to.equal(201);
+      const after = await listed();
+      expect(panKey(after, before)).to.include({ state: 'decrypt-only' });
+      expect(panKey(after, before + 1)!.rowsTotal).to.equal(1);
+    } finally {
+      await socket.end().catch(() => undefined);
       await own.stop();
     }
   });

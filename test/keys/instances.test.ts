@@ -5,98 +5,38 @@
  * the operator rotates, backfills and retires, through the same code as the key CLI.
  */
 import { expect } from 'chai';
-import type { Knex } from 'knex';
-import { VaultService, type Caller } from '../../src/cards/vault-service.js';
+import type { Caller } from '../../src/cards/vault-service.js';
 import { createDatabase, type Database } from '../../src/db/database.js';
-import { InstanceHeartbeat, liveInstances } from '../../src/keys/instance-heartbeat.js';
-import { isKeyVersionNotWritable, KeyRing } from '../../src/keys/key-ring.js';
+import { currentGeneration, liveInstances } from '../../src/keys/instance-heartbeat.js';
+import { isKeyVersionNotWritable } from '../../src/keys/key-ring.js';
 import { createTestDatabase, testDbConfig, type TestDatabase } from '../support/database.js';
 import { generatePans } from '../support/pans.js';
 import { keysFixture, type KeysFixture } from './keys-context.js';
+import { Fleet, sleep } from './instances-fixture.js';
 
 const FAST_MS = 1_000;
 const SLOWEST_MS = 300_000; // the largest KEY_RING_REFRESH_MS the configuration accepts
 const CALLER: Caller = { subject: 'till-test', shopperRef: undefined, origin: 'test' };
-
-interface Instance {
-  readonly name: string;
-  readonly ring: KeyRing;
-  readonly vault: VaultService;
-  readonly heartbeat: InstanceHeartbeat | undefined;
-}
-
-interface Traffic {
-  readonly tokens: string[];
-  errors: string[];
-  paused: boolean;
-  stop: boolean;
-  done: Promise<void>;
-}
 
 describe('keys across instances: key state enforced at commit, generations acknowledged', function () {
   this.timeout(180_000);
   let db: TestDatabase;
   let other: Database | undefined;
   let fx: KeysFixture;
-  const started: Instance[] = [];
-  const traffics: Traffic[] = [];
+  let fleet: Fleet;
 
   before(async () => {
     db = await createTestDatabase({ migrated: true });
     fx = await keysFixture(db, { policy: { singleOperator: true, propagationMs: 0, instanceWaitMs: 60_000 } });
+    fleet = new Fleet(fx.masterKey);
     // On PostgreSQL the second instance has connections of its own, as another process would.
     if (db.url !== undefined) other = createDatabase(testDbConfig(db.url));
   });
   after(async () => {
-    for (const t of traffics) t.stop = true;
-    await Promise.all(traffics.map((t) => t.done));
-    for (const i of started) await i.heartbeat?.stop().catch(() => undefined);
+    await fleet.stopAll();
     await other?.close();
     await db.close();
   });
-
-  async function startInstance(
-    name: string,
-    knex: Knex,
-    refreshMs: number,
-    heartbeat: { listen: boolean } | undefined = { listen: true },
-  ): Promise<Instance> {
-    const ring = new KeyRing(knex, fx.masterKey, refreshMs);
-    await ring.reload();
-    const vault = new VaultService(knex, ring, { detokenise: { enabled: true, perMinute: 1_000_000 } });
-    let beat: InstanceHeartbeat | undefined;
-    if (heartbeat !== undefined) {
-      beat = new InstanceHeartbeat(knex, ring, { host: `host-${name}`, listen: heartbeat.listen });
-      await beat.start();
-    }
-    const instance = { name, ring, vault, heartbeat: beat };
-    started.push(instance);
-    return instance;
-  }
-
-  function traffic(instance: Instance): Traffic {
-    const t: Traffic = { tokens: [], errors: [], paused: false, stop: false, done: Promise.resolve() };
-    t.done = (async () => {
-      while (!t.stop) {
-        if (t.paused) {
-          await new Promise((resolve) => setTimeout(resolve, 20));
-          continue;
-        }
-        const [pan] = generatePans(1, '400000');
-        try {
-          const { card } = await instance.vault.tokenise({ kind: 'pan', pan: pan as string });
-          t.tokens.push(card.token);
-        } catch (error) {
-          t.errors.push(`${instance.name}: ${(error as Error).message}`);
-        }
-        await new Promise((resolve) => setTimeout(resolve, 5));
-      }
-    })();
-    traffics.push(t);
-    return t;
-  }
-
-  const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
   async function rowsUnder(purpose: 'pan-encryption' | 'identifier-mac', version: number): Promise<number> {
     const inventory = await fx.manager().inventory();
@@ -104,7 +44,8 @@ describe('keys across instances: key state enforced at commit, generations ackno
   }
 
   it('when a stale ring writes under a version no longer writable, then the database refuses it with key_version_writable', async () => {
-    const stale = await startInstance('stale-direct', db.knex, SLOWEST_MS, undefined);
+    const stale = await fleet.start('stale-direct', db.knex, SLOWEST_MS, null);
+    expect(stale.heartbeat).to.equal(undefined);
     const before = (await stale.ring.active('pan-encryption')).version;
     expect((await fx.run('rotate', '--purpose', 'pan-encryption', '--apply')).code).to.equal(0);
     // Written as the stale instance would: the card row alone, under the version its ring still has.
@@ -191,13 +132,21 @@ describe('keys across instances: key state enforced at commit, generations ackno
 
   it('when an instance writes from a ring that missed a rotation of either key, then the write is refused, the ring reloaded and the card stored under the new versions, the caller seeing success', async () => {
     // A ring loaded now and not refreshed for 300 s, not listening: stale after the next rotations.
-    const stale = await startInstance('stale', other?.knex ?? db.knex, SLOWEST_MS, undefined);
+    const stale = await fleet.start('stale', other?.knex ?? db.knex, SLOWEST_MS, null);
+    expect(stale.heartbeat).to.equal(undefined);
     const cachedPan = (await stale.ring.active('pan-encryption')).version;
     const cachedMac = (await stale.ring.active('identifier-mac')).version;
+    const generationBefore = stale.ring.loadedGeneration;
     for (const purpose of ['pan-encryption', 'identifier-mac']) {
       expect((await fx.run('rotate', '--purpose', purpose, '--apply')).code).to.equal(0);
     }
-    const generationBefore = stale.ring.loadedGeneration;
+    // The ring really missed both rotations: nothing reloaded it in the background (no heartbeat, no
+    // LISTEN), it still holds the generation it loaded and the versions it had.
+    await sleep(200);
+    expect(stale.ring.loadedGeneration).to.equal(generationBefore);
+    expect(await currentGeneration(db.knex)).to.be.greaterThan(generationBefore);
+    expect((await stale.ring.active('pan-encryption')).version).to.equal(cachedPan);
+    expect((await stale.ring.active('identifier-mac')).version).to.equal(cachedMac);
     const { card, created } = await stale.vault.tokenise({ kind: 'pan', pan: generatePans(1, '400002')[0] as string });
     expect(created).to.equal(true);
     const row = (await db.knex('cards').where({ token: card.token }).first('pan_key_version')) as {
@@ -214,7 +163,7 @@ describe('keys across instances: key state enforced at commit, generations ackno
   });
 
   it('when a live instance has not loaded the published version, then rotate --apply waits for it, names it, and refuses after the timeout (audited); once it has, rotate activates', async () => {
-    const behind = await startInstance('behind', other?.knex ?? db.knex, SLOWEST_MS, { listen: false });
+    const behind = await fleet.start('behind', other?.knex ?? db.knex, SLOWEST_MS, { listen: false });
     const res = await fx.run('rotate', '--purpose', 'pan-encryption', '--apply', '--wait-timeout', '1');
     expect(res.code).to.equal(1);
     expect(res.stderr).to.contain('KEY_INSTANCES_BEHIND');
@@ -243,14 +192,14 @@ describe('keys across instances: key state enforced at commit, generations ackno
   });
 
   it('when two instances (1 s and 300 s refresh) tokenise through rotate, reencrypt (the slow one quiet) and retire, then nothing is written under a version no longer writable, retirement passes once both caught up, every card detokenises through either, and a further reencrypt moves nothing', async () => {
-    const fast = await startInstance('fast', db.knex, FAST_MS);
-    const slow = await startInstance('slow', other?.knex ?? db.knex, SLOWEST_MS);
+    const fast = await fleet.start('fast', db.knex, FAST_MS);
+    const slow = await fleet.start('slow', other?.knex ?? db.knex, SLOWEST_MS);
     const live = (await liveInstances(db.knex)).map((i) => i.instanceId);
     expect(live).to.include.members([fast.heartbeat?.instanceId, slow.heartbeat?.instanceId]);
 
     const from = (await fast.ring.active('pan-encryption')).version;
-    const onFast = traffic(fast);
-    const onSlow = traffic(slow);
+    const onFast = fleet.traffic(fast);
+    const onSlow = fleet.traffic(slow);
     await sleep(500);
     const rotated = await fx.run('rotate', '--purpose', 'pan-encryption', '--apply');
     expect(rotated.code, rotated.stderr).to.equal(0);
