@@ -10,7 +10,8 @@
  * - errors.md: the catalogue ERROR_CATALOG (src/errors/app-error.ts), the HTTP status of each code
  *   through `httpStatusOf` (src/http/problem-statuses.ts's mapping), the problem `type` URN as
  *   src/http/problem.ts makes it, and notes from scripts/reference/errors.yaml;
- * - metrics.md: every `metrics.counter('name', 'help')` and `metrics.gauge('name', 'help', …)` in src/;
+ * - metrics.md: the metric catalogue (src/metrics/catalogue.ts: name, type, labels and their vocabularies,
+ *   help, buckets) and the default process metrics as prom-client's registry has them;
  * - events.md: EVENT_TYPES (src/events/event-types.ts, checked against openapi.yaml's EventType), with
  *   example bodies of the `points.*` events made by the real pointsEvents() and eventBody().
  *
@@ -27,6 +28,9 @@ import { ERROR_CATALOG, type ErrorCode } from '../src/errors/app-error.js';
 import { problemType } from '../src/http/problem.js';
 import { EVENT_TYPES, eventBody } from '../src/events/event-types.js';
 import { pointsEvents, type EntryFacts } from '../src/events/points-events.js';
+import { CATALOGUE } from '../src/metrics/catalogue.js';
+import { MAX_SERIES_PER_METRIC, processMetrics } from '../src/metrics/metrics.js';
+import { Counter, Gauge, Histogram } from 'prom-client';
 import * as configModule from '../src/config/config.js';
 import * as keySpecsModule from '../src/crypto/key-specs.js';
 
@@ -311,56 +315,54 @@ export function renderErrors(): string {
 
 // ---------------------------------------------------------------- metrics
 
-interface MetricFamily {
-  name: string;
-  type: 'counter' | 'gauge';
-  help: string;
-  file: string;
+/** The default process metrics prom-client collects (src/metrics/metrics.ts), as its registry has them. */
+export function defaultMetricFamilies(): { name: string; type: string; help: string; labels: string[] }[] {
+  const registry = processMetrics();
+  return registry.getMetricsAsArray().map((metric) => {
+    const m = metric as unknown as { name: string; help: string; labelNames?: string[]; type?: string };
+    return { name: m.name, type: metricType(metric), help: m.help, labels: [...(m.labelNames ?? [])] };
+  });
 }
 
-export function metricFamilies(): MetricFamily[] {
-  const families: MetricFamily[] = [];
-  for (const file of sourceFiles('src')) {
-    const visit = (node: ts.Node): void => {
-      if (ts.isCallExpression(node) && ts.isPropertyAccessExpression(node.expression)) {
-        const method = node.expression.name.text;
-        const [name, help] = node.arguments;
-        if (
-          (method === 'counter' || method === 'gauge') &&
-          name !== undefined &&
-          help !== undefined &&
-          ts.isStringLiteral(name) &&
-          ts.isStringLiteral(help)
-        ) {
-          families.push({ name: name.text, type: method, help: help.text, file: file.split(path.sep).join('/') });
-        }
-      }
-      ts.forEachChild(node, visit);
-    };
-    visit(parse(file));
-  }
-  return families.sort((a, b) => a.name.localeCompare(b.name));
+function metricType(metric: object): string {
+  if (metric instanceof Counter) return 'counter';
+  if (metric instanceof Gauge) return 'gauge';
+  if (metric instanceof Histogram) return 'histogram';
+  return 'summary';
 }
 
 export function renderMetrics(): string {
-  const notes = loadYaml<Record<string, string>>('scripts/reference/metrics.yaml');
-  const families = metricFamilies();
-  const missing = families.filter((f) => notes[f.name] === undefined).map((f) => f.name);
-  const unknown = Object.keys(notes).filter((n) => !families.some((f) => f.name === n));
-  if (missing.length > 0 || unknown.length > 0) {
-    throw new Error(
-      `scripts/reference/metrics.yaml is out of step with the code: no labels for ${missing.join(', ') || '(none)'}; ` +
-        `unknown ${unknown.join(', ') || '(none)'}`,
-    );
-  }
-  let out = `${HEADER('the metrics registered in src/ and scripts/reference/metrics.yaml')}# Metrics reference\n\n`;
+  const families = [...CATALOGUE].sort((a, b) => a.name.localeCompare(b.name));
+  const defaults = defaultMetricFamilies();
+  let out = `${HEADER('src/metrics/catalogue.ts and the prom-client registry of src/metrics/metrics.ts')}# Metrics reference\n\n`;
   out +=
-    '`GET /metrics` (scope `metrics:read`) answers Prometheus text. Label values come from closed ' +
-    'vocabularies chosen by the code, never from input, so no card data or unbounded cardinality can ' +
-    `reach a metric. ${families.length} families.\n\n`;
-  out += '| Metric | Type | Labels | Help | Defined in |\n| --- | --- | --- | --- | --- |\n';
+    '`GET /metrics` (scope `metrics:read`) answers Prometheus text, made by `prom-client` from a registry of ' +
+    "the instance's own. Label values come from closed vocabularies chosen by the code, never from input; the " +
+    'registry also refuses, where a value enters, any that is not a short word or holds a PAN-shaped digit run ' +
+    `(recorded as \`redacted\`), and records label sets past ${MAX_SERIES_PER_METRIC} per metric as \`other\`, counting both in ` +
+    '`metrics_label_values_refused_total`. A dashboard over these: ' +
+    '[`docs/grafana/loyalty-vault.json`](../grafana/loyalty-vault.json) (how to use it: ' +
+    '[the runbook](../runbook.md#metrics-and-the-dashboard)).\n\n';
+  out += `## The service's metrics\n\n${families.length} families.\n\n`;
+  out += '| Metric | Type | Labels | Help | Notes |\n| --- | --- | --- | --- | --- |\n';
   for (const f of families) {
-    out += `| \`${f.name}\` | ${f.type} | ${cell(notes[f.name] as string)} | ${cell(f.help)} | [\`${f.file}\`](../../${f.file}) |\n`;
+    const labels = Object.entries(f.labels).map(([name, vocabulary]) => `\`${name}\`: ${vocabulary}`);
+    const extra = [
+      ...(f.buckets === undefined ? [] : [`buckets ${f.buckets.join(', ')}`]),
+      ...(f.note === undefined ? [] : [f.note]),
+    ];
+    const labelText = labels.length === 0 ? 'none' : labels.join('; ');
+    out += `| \`${f.name}\` | ${f.type} | ${cell(labelText)} | ${cell(f.help)} | ${cell(extra.join('; '))} |\n`;
+  }
+  out += '\n## Process metrics\n\n';
+  out +=
+    "`prom-client`'s default metrics (`collectDefaultMetrics`, event-loop lag sampled every 10 ms), collected " +
+    'once per process and appended to every scrape. This list is what the registry holds on Linux (the ' +
+    `\`process_*\` memory and file-descriptor gauges are Linux's). ${defaults.length} families.\n\n`;
+  out += '| Metric | Type | Labels | Help |\n| --- | --- | --- | --- |\n';
+  for (const f of defaults) {
+    const labels = f.labels.length === 0 ? 'none' : f.labels.map((l) => `\`${l}\``).join(', ');
+    out += `| \`${f.name}\` | ${f.type} | ${labels} | ${cell(f.help)} |\n`;
   }
   return out;
 }

@@ -23,6 +23,7 @@ import { createHealthFeature } from './health/health-feature.js';
 import { createApp } from './http/app.js';
 import { loadApiSpec, type ApiSpec } from './http/openapi.js';
 import { authHandlers } from './http/principal-handlers.js';
+import { requestDurations } from './http/request-metrics.js';
 import type { KeyRing } from './keys/key-ring.js';
 import { createKeysFeature } from './keys/keys-feature.js';
 import type { LoadedMasterKey } from './keys/master-key-source.js';
@@ -99,8 +100,8 @@ export async function buildService(config: Config, options: BuildOptions): Promi
       ...keys.handlers,
       ...cards.handlers,
       ...features.handlers,
-      getMetrics(_req, res) {
-        res.type('text/plain; version=0.0.4').send(metrics.render());
+      async getMetrics(_req, res) {
+        res.type(metrics.contentType).send(await metrics.render());
       },
     },
     authenticator: await serviceAuthenticator(config, logger, clock),
@@ -111,6 +112,7 @@ export async function buildService(config: Config, options: BuildOptions): Promi
     enforceResponseContract: options.enforceResponseContract ?? false,
     clientCertificates: mtls.clientCertificates,
     signatures: features.signatures,
+    observeRequest: requestDurations(metrics),
   });
   return {
     app,

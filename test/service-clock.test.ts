@@ -50,14 +50,13 @@ describe('the injected clock', function () {
     expect((await svc.service.loyalty.balance(s.shopperRef)).available).to.equal(0);
   });
 
-  it("when the clock passes a key's cryptoperiod, then the overdue gauge says so", () => {
-    const overdue = (): string[] =>
-      svc.service.metrics
-        .render()
+  it("when the clock passes a key's cryptoperiod, then the overdue gauge says so", async () => {
+    const overdue = async (): Promise<string[]> =>
+      (await svc.service.metrics.render())
         .split('\n')
         .filter((line) => line.startsWith('key_cryptoperiod_overdue{') && line.endsWith(' 1'));
-    expect(overdue()).to.deep.equal([]);
+    expect(await overdue()).to.deep.equal([]);
     offsetMs = 10 * 365 * DAY;
-    expect(overdue()).to.include('key_cryptoperiod_overdue{purpose="pan-encryption",version="1"} 1');
+    expect(await overdue()).to.include('key_cryptoperiod_overdue{purpose="pan-encryption",version="1"} 1');
   });
 });

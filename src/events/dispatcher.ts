@@ -58,7 +58,7 @@ export interface DispatcherDeps {
   readonly clockOffsetMs?: () => number;
   /** In [0, 1): the jitter. */
   readonly random?: () => number;
-  readonly onAttempt?: (outcome: DeliveryOutcome, dead: boolean) => void;
+  readonly onAttempt?: (outcome: DeliveryOutcome, dead: boolean, latencyMs: number) => void;
   readonly onError?: (error: unknown) => void;
 }
 
@@ -230,7 +230,7 @@ export class EventDispatcher {
       now,
       nextAttemptAt: () => this.dbTime(this.retryDelayMs(attempt, result, now)),
     });
-    this.deps.onAttempt?.(outcome, dead);
+    this.deps.onAttempt?.(outcome, dead, latencyMs);
     return { subscriptionId: claimed.subscriptionId, eventId: claimed.eventId, outcome, status, dead };
   }
 

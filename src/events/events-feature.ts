@@ -8,6 +8,7 @@ import type { Config } from '../config/config.js';
 import type { HandlerMap } from '../http/types.js';
 import type { KeyRing } from '../keys/key-ring.js';
 import type { Logger } from '../logging/logger.js';
+import { METRICS } from '../metrics/catalogue.js';
 import type { Metrics } from '../metrics/metrics.js';
 import { repeatEvery, type Schedule } from '../scheduling/repeat.js';
 import { EventDispatcher } from './dispatcher.js';
@@ -55,16 +56,18 @@ export function createEventsFeature(deps: EventsFeatureDeps): EventsFeature {
     resolveTimeoutMs: config.timeoutMs,
     now: deps.clock,
   });
-  const deliveries = metrics.counter('outbound_deliveries_total', 'Outbound event delivery attempts, by outcome.');
-  const deadLetters = metrics.counter('outbound_dead_letters_total', 'Outbound event deliveries dead-lettered.');
+  const deliveries = metrics.counter(METRICS.outboundDeliveries);
+  const deadLetters = metrics.counter(METRICS.outboundDeadLetters);
+  const durations = metrics.histogram(METRICS.outboundDeliveryDuration);
   const dispatcher = new EventDispatcher({
     knex: deps.knex,
     keyRing: deps.keyRing,
     targets,
     options: config,
     now: deps.clock,
-    onAttempt: (outcome, dead) => {
+    onAttempt: (outcome, dead, latencyMs) => {
       deliveries({ outcome });
+      durations.observe({ outcome }, latencyMs / 1000);
       if (dead) deadLetters({});
     },
     onError: (error) => logger.error({ err: error }, 'outbound event dispatch round failed'),
@@ -100,12 +103,8 @@ export async function moveLegacySubscriptionSecrets(
 function watchBacklog(deps: Pick<EventsFeatureDeps, 'knex' | 'clock'>, metrics: Metrics, logger: Logger): Schedule {
   let pending = 0;
   let lagSeconds = 0;
-  metrics.gauge('outbound_deliveries_pending', 'Outbound event deliveries waiting (all subscriptions).', () => [
-    { labels: {}, value: pending },
-  ]);
-  metrics.gauge('outbound_delivery_lag_seconds', 'Age of the oldest waiting outbound event delivery.', () => [
-    { labels: {}, value: lagSeconds },
-  ]);
+  metrics.gauge(METRICS.outboundDeliveriesPending, () => [{ labels: {}, value: pending }]);
+  metrics.gauge(METRICS.outboundDeliveryLag, () => [{ labels: {}, value: lagSeconds }]);
   return repeatEvery(15_000, 0, () =>
     deliveryBacklog(deps.knex)
       .then((backlog) => {

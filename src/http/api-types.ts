@@ -591,7 +591,7 @@ export interface paths {
     };
     /**
      * Prometheus metrics
-     * @description Counters in the Prometheus text format (webhook deliveries by provider and outcome, …).
+     * @description The Prometheus text format, from prom-client (request durations per operation, webhook deliveries by provider and outcome, group-commit batch sizes, the outbox, the key ring, Node's process metrics); every family is in docs/reference/metrics.md.
      */
     readonly get: operations['getMetrics'];
     readonly put?: never;

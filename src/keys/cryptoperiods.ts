@@ -39,6 +39,11 @@ export function daysLeft(period: KeyPeriod, now: Date): number | null {
   return period.expiresAt === null ? null : Math.floor((period.expiresAt.getTime() - now.getTime()) / DAY_MS);
 }
 
+/** Seconds left (negative once overdue); null when the version has no running cryptoperiod. */
+export function secondsLeft(period: KeyPeriod, now: Date): number | null {
+  return period.expiresAt === null ? null : Math.round((period.expiresAt.getTime() - now.getTime()) / 1000);
+}
+
 export function isOverdue(period: KeyPeriod, now: Date): boolean {
   return period.expiresAt !== null && period.expiresAt.getTime() <= now.getTime();
 }

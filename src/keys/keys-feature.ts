@@ -12,9 +12,10 @@ import type { Clock } from '../clock/clock.js';
 import type { Config } from '../config/config.js';
 import type { HandlerMap } from '../http/types.js';
 import type { Logger } from '../logging/logger.js';
+import { METRICS } from '../metrics/catalogue.js';
 import type { Metrics } from '../metrics/metrics.js';
 import type { Schedule } from '../scheduling/repeat.js';
-import { daysLeft, isOverdue, watchCryptoperiods, type CryptoperiodWatch } from './cryptoperiods.js';
+import { isOverdue, secondsLeft, watchCryptoperiods, type CryptoperiodWatch } from './cryptoperiods.js';
 import { InstanceHeartbeat } from './instance-heartbeat.js';
 import type { KeyRing } from './key-ring.js';
 import { checkKeyTriggers } from './key-version-triggers.js';
@@ -57,6 +58,8 @@ export interface KeysFeature {
 
 export async function createKeysFeature(deps: KeysFeatureDeps): Promise<KeysFeature> {
   const { knex, keyRing, logger } = deps;
+  // What the ring holds, read at scrape time: instances that disagree have not all seen a rotation.
+  deps.metrics.gauge(METRICS.keyRingGeneration, () => [{ labels: {}, value: keyRing.loadedGeneration }]);
   // Reports the key-ring generation this instance holds; the key CLI waits for it (issue 18).
   const heartbeat = new InstanceHeartbeat(knex, keyRing, {
     onError: (error) => logger.warn({ err: error }, 'key-ring heartbeat failed; the next beat retries'),
@@ -148,16 +151,14 @@ async function watchKeyPeriods(deps: KeysFeatureDeps): Promise<CryptoperiodWatch
       ),
     onError: (error) => logger.error({ err: error }, 'cryptoperiod check failed'),
   });
-  const labels = (p: { purpose: string; version: number }): Record<string, string> => ({
+  const labels = (p: { purpose: string; version: number }): Record<'purpose' | 'version', string> => ({
     purpose: p.purpose,
     version: String(p.version),
   });
-  metrics.gauge(
-    'key_cryptoperiod_days_left',
-    'Whole days left in the cryptoperiod of each published or active key version (negative: overdue).',
-    () => cryptoperiods.periods().map((p) => ({ labels: labels(p), value: daysLeft(p, clock()) ?? 0 })),
+  metrics.gauge(METRICS.keyCryptoperiodRemaining, () =>
+    cryptoperiods.periods().map((p) => ({ labels: labels(p), value: secondsLeft(p, clock()) ?? 0 })),
   );
-  metrics.gauge('key_cryptoperiod_overdue', '1 when a published or active key version is past its cryptoperiod.', () =>
+  metrics.gauge(METRICS.keyCryptoperiodOverdue, () =>
     cryptoperiods.periods().map((p) => ({ labels: labels(p), value: isOverdue(p, clock()) ? 1 : 0 })),
   );
   return cryptoperiods;

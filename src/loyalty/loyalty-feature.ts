@@ -10,6 +10,7 @@ import type { Clock } from '../clock/clock.js';
 import type { HandlerMap } from '../http/types.js';
 import type { KeyRing } from '../keys/key-ring.js';
 import type { Logger } from '../logging/logger.js';
+import { METRICS } from '../metrics/catalogue.js';
 import type { Metrics } from '../metrics/metrics.js';
 import type { PaymentTransitionListener } from '../payments/payment-service.js';
 import { NO_SCHEDULE, repeatEvery, type Schedule } from '../scheduling/repeat.js';
@@ -93,7 +94,7 @@ export function createLoyaltyLedger(deps: Pick<LoyaltyFeatureDeps, 'knex' | 'clo
  */
 function scheduleExpiry(loyalty: LoyaltyService, intervalMs: number, logger: Logger, metrics: Metrics): Schedule {
   if (intervalMs === 0) return NO_SCHEDULE;
-  const expired = metrics.counter('loyalty_points_expired_total', 'Points expired by the in-process expiry job.');
+  const expired = metrics.counter(METRICS.loyaltyPointsExpired);
   return repeatEvery(intervalMs, Math.floor(Math.random() * intervalMs), () =>
     loyalty
       .expireDue()

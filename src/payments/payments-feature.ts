@@ -8,6 +8,7 @@ import type { Clock } from '../clock/clock.js';
 import type { Config } from '../config/config.js';
 import type { Knex } from 'knex';
 import type { HandlerMap } from '../http/types.js';
+import { METRICS } from '../metrics/catalogue.js';
 import type { Metrics } from '../metrics/metrics.js';
 import { PaymentService, type PaymentTransitionListener, type StoredEventDecoder } from './payment-service.js';
 import { paymentsHandlers, type PurchaseEarnings, type ReachableShopperRefs } from './payments-handlers.js';
@@ -33,11 +34,9 @@ export interface PaymentsFeature {
 
 export function createPaymentsFeature(deps: PaymentsFeatureDeps): PaymentsFeature {
   const { config, metrics } = deps;
-  const batches = metrics.counter('payment_batches_total', 'Committed webhook transactions (group commit).');
-  const batched = metrics.counter(
-    'payment_batch_events_total',
-    'Webhook events committed by those transactions; divided by payment_batches_total, the mean batch size.',
-  );
+  const batches = metrics.counter(METRICS.paymentBatches);
+  const batched = metrics.counter(METRICS.paymentBatchEvents);
+  const batchSize = metrics.histogram(METRICS.paymentBatchSize).bind({});
   const payments = new PaymentService(deps.knex, deps.vault, {
     autoCaptureChannels: config.autoCaptureChannels,
     listeners: deps.listeners,
@@ -49,6 +48,7 @@ export function createPaymentsFeature(deps: PaymentsFeatureDeps): PaymentsFeatur
       onBatch: (size) => {
         batches({});
         batched({}, size);
+        batchSize(size);
       },
     },
   });

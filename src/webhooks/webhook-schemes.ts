@@ -12,6 +12,7 @@
 import { refuseCardData } from '../card-data/card-data-guard.js';
 import { AppError } from '../errors/app-error.js';
 import type { SignatureSchemes } from '../http/signed-body.js';
+import { METRICS } from '../metrics/catalogue.js';
 import type { Metrics } from '../metrics/metrics.js';
 import type { Provider } from '../payments/payment-event.js';
 import type { AdyenNotification } from './adyen-events.js';
@@ -25,14 +26,8 @@ export interface DeliveryCounters {
 }
 
 export function deliveryCounters(metrics: Metrics): DeliveryCounters {
-  const delivered = metrics.counter(
-    'webhook_deliveries_total',
-    'Webhook deliveries by provider and outcome (applied, parked, failed, ignored, duplicate, or the error code).',
-  );
-  const masked = metrics.counter(
-    'webhook_card_data_masked_total',
-    'Fields of webhook deliveries whose card data was masked or dropped before storing, by provider.',
-  );
+  const delivered = metrics.counter(METRICS.webhookDeliveries);
+  const masked = metrics.counter(METRICS.webhookCardDataMasked);
   return { delivered: (labels) => delivered(labels), masked: (labels, count) => masked(labels, count) };
 }
 

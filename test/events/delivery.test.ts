@@ -618,7 +618,10 @@ describe('outbound events: the outbox and its delivery', function () {
       await svc.service.dispatcher.stop();
     }
     expect(hook.received).to.have.length(1);
-    expect(svc.service.metrics.value('outbound_deliveries_total', { outcome: 'delivered' })).to.equal(1);
+    expect(await svc.service.metrics.value('outbound_deliveries_total', { outcome: 'delivered' })).to.equal(1);
+    expect(
+      await svc.service.metrics.value('outbound_delivery_duration_seconds_count', { outcome: 'delivered' }),
+    ).to.equal(1);
     const metrics = await svc.request('GET', '/metrics', { token: await signToken({ scope: 'metrics:read' }) });
     expect(metrics.text).to.contain('outbound_deliveries_total{outcome="delivered"} 1');
     expect(metrics.text).to.contain('# TYPE outbound_deliveries_pending gauge');

@@ -33,9 +33,12 @@ describe('payments: group commit of concurrent deliveries', function () {
   });
   after(async () => svc.close());
 
-  const metric = () => ({
-    batches: svc.service.metrics.value('payment_batches_total', {}),
-    events: svc.service.metrics.value('payment_batch_events_total', {}),
+  const metric = async () => ({
+    batches: await svc.service.metrics.value('payment_batches_total', {}),
+    events: await svc.service.metrics.value('payment_batch_events_total', {}),
+    // The histogram of batch sizes counts the same transactions and events.
+    histogramCount: await svc.service.metrics.value('payment_batch_size_count', {}),
+    histogramSum: await svc.service.metrics.value('payment_batch_size_sum', {}),
   });
   const tokenOf = async (pan: string) => {
     const res = await postPlatform(svc, platformEvent({ paymentId: paymentId('seed'), card: { pan } }));
@@ -48,7 +51,7 @@ describe('payments: group commit of concurrent deliveries', function () {
 
   it('when forty deliveries arrive at once, then they share transactions and each is applied exactly once', async () => {
     const token = await tokenOf(TEST_PANS.visa[0]);
-    const before = metric();
+    const before = await metric();
     const ids = Array.from({ length: 40 }, () => paymentId('batch'));
     const events = ids.map((id, i) => platformEvent({ paymentId: id, amount: 1_000 + i, card: { token } }));
     // Every delivery twice (same webhook-id), all at once: a redelivery lands in another batch.
@@ -60,8 +63,10 @@ describe('payments: group commit of concurrent deliveries', function () {
     expect(responses.filter((r) => r.body.duplicate === false)).to.have.length(40);
     expect(responses.filter((r) => r.body.duplicate === true)).to.have.length(40);
 
-    const after = metric();
+    const after = await metric();
     expect(after.events - before.events).to.equal(80);
+    expect(after.histogramSum - before.histogramSum).to.equal(80);
+    expect(after.histogramCount - before.histogramCount).to.equal(after.batches - before.batches);
     // Fewer transactions than deliveries: batching happened. (Embedded PGlite runs each query on
     // the event loop's thread, so requests reach the inbox one after another and never queue.)
     if (svc.db.kind === 'postgres') expect(after.batches - before.batches).to.be.below(80);
