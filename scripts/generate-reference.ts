@@ -11,6 +11,7 @@
  *   through `httpStatusOf` (src/http/problem-statuses.ts's mapping), the problem `type` URN as
  *   src/http/problem.ts makes it, and notes from scripts/reference/errors.yaml;
  * - metrics.md: every `metrics.counter('name', 'help')` and `metrics.gauge('name', 'help', …)` in src/;
+ * - cli.md: every CLI's --help, each command's, from the commander programs (scripts/reference/cli.ts);
  * - events.md: EVENT_TYPES (src/events/event-types.ts, checked against openapi.yaml's EventType), with
  *   example bodies of the `points.*` events made by the real pointsEvents() and eventBody().
  *
@@ -29,6 +30,7 @@ import { EVENT_TYPES, eventBody } from '../src/events/event-types.js';
 import { pointsEvents, type EntryFacts } from '../src/events/points-events.js';
 import * as configModule from '../src/config/config.js';
 import * as keySpecsModule from '../src/crypto/key-specs.js';
+import { renderCli } from './reference/cli.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const HEADER = (source: string) =>
@@ -450,6 +452,7 @@ export const PAGES: Record<string, () => string> = {
   'docs/reference/metrics.md': renderMetrics,
   'docs/reference/events.md': renderEvents,
   '.env.example': renderEnvExample,
+  'docs/reference/cli.md': () => renderCli(HEADER('the CLI programs (src/cli/cli-program.ts helpPages)')),
 };
 
 /** Every page as it should be committed: rendered, then formatted by the project's prettier settings. */
