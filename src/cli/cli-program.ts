@@ -174,6 +174,8 @@ export function commandLine(command: Command): readonly string[] {
   return stateOf(command).argv;
 }
 
+let quietOnClosedPipe = false;
+
 /** What a command runs; its result is the exit code. */
 export function onRun(command: Command, body: (command: Command) => Promise<number> | number): Command {
   return command.action(async (...args: unknown[]) => {
@@ -222,6 +224,14 @@ export async function runProgram(
   streams: CliStreams = { stdout: process.stdout, stderr: process.stderr },
 ): Promise<number> {
   const state = stateOf(program);
+  // `keys --help | head`: the reader went away; that is no failure to report with a stack trace.
+  if (streams.stdout === process.stdout && !quietOnClosedPipe) {
+    quietOnClosedPipe = true;
+    process.stdout.on('error', (error: NodeJS.ErrnoException) => {
+      if (error.code !== 'EPIPE') throw error;
+      process.exit(process.exitCode ?? 0);
+    });
+  }
   state.code = 0;
   state.argv = [...argv];
   const { spec } = state;
