@@ -11,6 +11,8 @@ export default tseslint.config(
       'eslint.config.js',
       '.dependency-cruiser.cjs',
       'scripts/',
+      // Plain-JS launchers of the package's bins (bin/launch.mjs): outside the TypeScript project, like scripts/.
+      'bin/',
     ],
   },
   js.configs.recommended,

@@ -9,7 +9,9 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { parseArgs } from 'node:util';
+import type { Command } from 'commander';
+import { cliProgram, isMain, onRun, runProgram } from '../src/cli/cli-program.js';
+import { UsageError } from '../src/cli/usage-error.js';
 import { projectRoot } from '../src/config/project-root.js';
 import type { Measurement } from './lib/load.js';
 import type { LoadOptions, Scenario, ScenarioResult } from './lib/scenario.js';
@@ -18,22 +20,48 @@ import { scenarios } from './scenarios/index.js';
 function positiveInteger(name: string, value: string | undefined, fallback: number, min: number): number {
   if (value === undefined) return fallback;
   const n = Number(value);
-  if (!Number.isInteger(n) || n < min) throw new Error(`${name} must be a whole number >= ${min}`);
+  if (!Number.isInteger(n) || n < min) throw new UsageError(`${name} must be a whole number >= ${min}`);
   return n;
 }
 
-function parseCommandLine(argv: readonly string[]): { selected: Scenario[]; load: LoadOptions; list: boolean } {
-  const { values, positionals } = parseArgs({
-    args: [...argv],
-    allowPositionals: true,
-    strict: true,
-    options: {
-      connections: { type: 'string' },
-      duration: { type: 'string' },
-      warmup: { type: 'string' },
-      list: { type: 'boolean', default: false },
+interface BenchOptions {
+  readonly connections?: string;
+  readonly duration?: string;
+  readonly warmup?: string;
+  readonly list?: boolean;
+}
+
+/** The bench CLI (the CLI layer: src/cli/cli-program.ts); `run` is given the parsed command line. */
+export function benchProgram(
+  run: (parsed: { selected: Scenario[]; load: LoadOptions; list: boolean }) => Promise<number> = main,
+): Command {
+  const program = cliProgram({
+    name: 'bench',
+    invocation: 'npm run bench --',
+    description:
+      'Measures each scenario against its baseline: requests per second and latency percentiles for both, the ' +
+      'ratio between them, written to bench/results/<timestamp>.json and .md. No scenario runs them all but the ' +
+      'optional ones (the soak); a name selects that scenario or its family (tokenise: tokenise-known, tokenise-new).',
+    ownEnv: {
+      BENCH_CONNECTIONS: 'default of --connections (else 10)',
+      BENCH_DURATION: 'default of --duration (else 10)',
+      BENCH_WARMUP: 'default of --warmup (else 3)',
     },
+    exitCodes: { 0: 'done (or --list)', 1: 'a scenario failed', 2: 'bad usage: nothing run' },
   });
+  program
+    .argument('[scenario...]', 'scenarios or families to run (--list names them)')
+    .option('--connections <n>', 'concurrent connections per side')
+    .option('--duration <seconds>', 'measured seconds per side')
+    .option('--warmup <seconds>', 'warm-up seconds per side')
+    .option('--list', 'name the scenarios and stop');
+  return onRun(program, (self) => run(parseCommandLine(self.opts<BenchOptions>(), self.args)));
+}
+
+function parseCommandLine(
+  values: BenchOptions,
+  positionals: readonly string[],
+): { selected: Scenario[]; load: LoadOptions; list: boolean } {
   const env = process.env;
   const load: LoadOptions = {
     connections: positiveInteger('--connections', values.connections ?? env['BENCH_CONNECTIONS'], 10, 1),
@@ -44,13 +72,13 @@ function parseCommandLine(argv: readonly string[]): { selected: Scenario[]; load
   const matches = (s: Scenario, name: string): boolean => s.name === name || s.name.startsWith(`${name}-`);
   const unknown = positionals.filter((name) => !scenarios.some((s) => matches(s, name)));
   if (unknown.length > 0) {
-    throw new Error(`unknown scenario ${unknown.join(', ')}; known: ${scenarios.map((s) => s.name).join(', ')}`);
+    throw new UsageError(`unknown scenario ${unknown.join(', ')}; known: ${scenarios.map((s) => s.name).join(', ')}`);
   }
   const selected =
     positionals.length === 0
       ? scenarios.filter((s) => s.optional !== true)
       : scenarios.filter((s) => positionals.some((n) => matches(s, n)));
-  return { selected, load, list: values.list };
+  return { selected, load, list: values.list === true };
 }
 
 const say = (line = ''): boolean => process.stdout.write(`${line}\n`);
@@ -86,12 +114,19 @@ function ratios(result: ScenarioResult): Ratios {
   };
 }
 
-async function main(): Promise<void> {
-  const { selected, load, list } = parseCommandLine(process.argv.slice(2));
+async function main({
+  selected,
+  load,
+  list,
+}: {
+  selected: Scenario[];
+  load: LoadOptions;
+  list: boolean;
+}): Promise<number> {
   if (list) {
     for (const s of scenarios)
       say(`${s.name.padEnd(16)}${s.description}${s.optional === true ? ' (only when named)' : ''}`);
-    return;
+    return 0;
   }
   const startedAt = new Date();
   const machine = {
@@ -142,6 +177,7 @@ async function main(): Promise<void> {
   say(table);
   say();
   say(`results written to ${path.relative(process.cwd(), stem)}.json and .md`);
+  return 0;
 }
 
 /** One row per scenario: target and baseline side by side, and the ratio (the figure that travels). */
@@ -164,7 +200,4 @@ function markdownTable(results: readonly { scenario: string; result: ScenarioRes
   return lines.join('\n');
 }
 
-main().catch((error: unknown) => {
-  process.stderr.write(`bench: ${error instanceof Error ? error.message : String(error)}\n`);
-  process.exitCode = 1;
-});
+if (isMain(import.meta.url)) process.exitCode = await runProgram(benchProgram(), process.argv.slice(2));

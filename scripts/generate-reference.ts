@@ -12,6 +12,7 @@
  *   src/http/problem.ts makes it, and notes from scripts/reference/errors.yaml;
  * - metrics.md: the metric catalogue (src/metrics/catalogue.ts: name, type, labels and their vocabularies,
  *   help, buckets) and the default process metrics as prom-client's registry has them;
+ * - cli.md: every CLI's --help, each command's, from the commander programs (scripts/reference/cli.ts);
  * - events.md: EVENT_TYPES (src/events/event-types.ts, checked against openapi.yaml's EventType), with
  *   example bodies of the `points.*` events made by the real pointsEvents() and eventBody().
  *
@@ -33,6 +34,7 @@ import { MAX_SERIES_PER_METRIC, processMetrics } from '../src/metrics/metrics.js
 import { Counter, Gauge, Histogram } from 'prom-client';
 import * as configModule from '../src/config/config.js';
 import * as keySpecsModule from '../src/crypto/key-specs.js';
+import { renderCli } from './reference/cli.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const HEADER = (source: string) =>
@@ -452,6 +454,7 @@ export const PAGES: Record<string, () => string> = {
   'docs/reference/metrics.md': renderMetrics,
   'docs/reference/events.md': renderEvents,
   '.env.example': renderEnvExample,
+  'docs/reference/cli.md': () => renderCli(HEADER('the CLI programs (src/cli/cli-program.ts helpPages)')),
 };
 
 /** Every page as it should be committed: rendered, then formatted by the project's prettier settings. */

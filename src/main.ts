@@ -5,6 +5,7 @@
  */
 import cluster from 'node:cluster';
 import http from 'node:http';
+import type net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { ConfigError, describeDatabase, loadConfig, type Config } from './config/config.js';
 import { openCore } from './core.js';
@@ -31,7 +32,7 @@ async function main(): Promise<void> {
     { requestTimeout: 30_000, headersTimeout: 20_000, keepAliveTimeout: 5_000 },
     service.app,
   );
-  await new Promise<void>((resolve) => server.listen(config.port, config.host, resolve));
+  await listenOrExit(server, config.port, config.host, 'PORT', service);
   const { port } = server.address() as AddressInfo;
   const shownHost = config.host === '0.0.0.0' || config.host === '::' ? 'localhost' : config.host;
   logger.info(
@@ -43,7 +44,7 @@ async function main(): Promise<void> {
   const tlsServer =
     config.tls.port === undefined ? undefined : createTlsServer(service.app, readTlsCredentials(config.tls));
   if (tlsServer !== undefined) {
-    await new Promise<void>((resolve) => tlsServer.listen(config.tls.port, config.host, resolve));
+    await listenOrExit(tlsServer, config.tls.port ?? 0, config.host, 'TLS_PORT', service);
     const tlsPort = (tlsServer.address() as AddressInfo).port;
     logger.info(
       { url: `https://${shownHost}:${tlsPort}`, cardRoutesAuth: config.tls.cardRoutesAuth },
@@ -89,6 +90,39 @@ async function main(): Promise<void> {
   };
   process.on('SIGTERM', () => shutdown('SIGTERM'));
   process.on('SIGINT', () => shutdown('SIGINT'));
+}
+
+/**
+ * Listens, or ends the process with one line naming the port and the variable to change (a port in
+ * use, or one this user may not bind): no stack trace, the database closed, exit code 1.
+ */
+async function listenOrExit(
+  server: net.Server,
+  port: number,
+  host: string,
+  variable: 'PORT' | 'TLS_PORT',
+  service: { close(): Promise<void> },
+): Promise<void> {
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(port, host, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    const why =
+      code === 'EADDRINUSE'
+        ? 'the port is already in use (EADDRINUSE): stop what listens there'
+        : code === 'EACCES'
+          ? 'permission denied (EACCES: ports below 1024 need privileges)'
+          : `${code ?? 'error'}: ${(error as Error).message}`;
+    process.stderr.write(`cannot listen on ${host}:${port}: ${why}, or set ${variable} to another port\n`);
+    await service.close().catch(() => undefined);
+    process.exit(1);
+  }
 }
 
 /** The primary of a multi-process service: migrate once, fork, restart the dead, forward signals. */

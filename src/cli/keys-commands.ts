@@ -46,7 +46,8 @@ export const USAGE = `usage: npm run keys -- <command> [options]
   status [--json]                                 cryptoperiods; exits 1 when a key is overdue
   rotate --purpose <p> [--plan | --apply] [--request <id>] [--wait-timeout <seconds>]
                                                   p: pan-encryption, identifier-mac, audit-signing, mtls-client-ca,
-                                                     subscription-secret
+                                                     subscription-secret, or master (rewrap every data
+                                                     key and seal under the current master key)
   reencrypt --purpose <p> [--batch-size N] [--lanes N] [--max-rows-per-second N]
   retire --purpose <p> --version N [--plan | --apply] [--request <id>] [--wait-timeout <seconds>]
   destroy --purpose <p> --version N [--plan | --apply] [--request <id>] [--wait-timeout <seconds>]   (irreversible)
@@ -102,7 +103,9 @@ export async function runKeysCommand(argv: readonly string[], ctx: KeysContext, 
     }
   } catch (error) {
     if (error instanceof UsageError || (error as { code?: string }).code?.startsWith('ERR_PARSE_ARGS') === true) {
-      io.stderr.write(`keys: ${(error as Error).message}\n\n${USAGE}`);
+      // One line: what is wrong and where the command's help is (the help is commander's: keys-program.ts).
+      const words = argv.slice(0, 1).filter((w) => w !== undefined && !w.startsWith('-'));
+      io.stderr.write(`keys: ${(error as Error).message} (usage: npm run keys -- ${[...words, '--help'].join(' ')})\n`);
       return 2;
     }
     if (isAppError(error)) {

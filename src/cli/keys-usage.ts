@@ -40,3 +40,10 @@ export function keysUsageFor(argv: readonly string[]): string {
   }
   return USAGE.endsWith('\n') ? USAGE : `${USAGE}\n`;
 }
+
+/** The usage entries of one command word (`rotate`, every `audit …`), for its help. */
+export function keysUsageEntries(word: string): string {
+  return entries()
+    .filter((e) => e.trim() === word || e.trim().startsWith(`${word} `))
+    .join('\n');
+}

@@ -26,7 +26,7 @@ function stopOnUse<T extends object>(): T {
 }
 
 export interface KeysArgsVerdict {
-  /** 0 when the arguments pass; 2 for a usage error (its message and the usage are in `message`). */
+  /** 0 when the arguments pass; 2 for a usage error (its one line, naming the command's --help, in `message`). */
   readonly code: 0 | 2;
   readonly message: string;
 }

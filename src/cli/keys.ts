@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 /**
  * The key-management CLI for key custodians and auditors: `npm run keys -- <command>` (or the
- * `loyalty-vault-keys` bin once built). Works against the same database and master key source as
+ * `loyalty-vault-keys` bin: `npx loyalty-vault-keys`). Works against the same database and master key source as
  * the service, from the same environment variables, while the service keeps running.
  */
 import fs from 'node:fs';
@@ -14,7 +14,8 @@ import type { KeyActor } from '../auth/actors.js';
 import type { LoadedMasterKey } from '../keys/master-key-source.js';
 import type { TokenKeyCreated } from '../keys/master-key-sources/pkcs11.js';
 import { parseHsmInit } from './keys-hsm.js';
-import { runCli } from './cli-args.js';
+import { EXIT_USAGE, isMain, runProgram } from './cli-program.js';
+import { keysProgram } from './keys-program.js';
 import { cliActor, runKeysCommand } from './keys-commands.js';
 import type { KeysContext } from './keys-context.js';
 import { remoteCommand, revealCommand } from './keys-shares.js';
@@ -28,7 +29,7 @@ const PROPAGATION_MARGIN_MS = 2_000;
 
 async function main(argv: readonly string[]): Promise<number> {
   // Answered from the usage alone, before the configuration, the master key or the data folder
-  // (`--help` / `-h` anywhere is answered by runCli below).
+  // (`--help` / `-h` anywhere, and `help <command>`, are answered by the CLI layer: keys-program.ts).
   if (argv[0] === 'help') {
     process.stdout.write(keysUsageFor(argv.slice(1)));
     return 0;
@@ -48,7 +49,7 @@ async function main(argv: readonly string[]): Promise<number> {
   const verdict = await validateKeysArgs(argv);
   if (verdict.code === 2) {
     process.stderr.write(verdict.message);
-    return 2;
+    return EXIT_USAGE;
   }
   const config = loadConfig(process.env, { verifiesTokens: false });
   const tokenKey = await createTokenKey(command, argv, config);
@@ -187,5 +188,7 @@ function keysContext(core: KeyedCore, actor: KeyActor, tokenKeyCreated: TokenKey
   };
 }
 
-const argv = process.argv.slice(2);
-process.exitCode = await runCli('keys', keysUsageFor(argv), argv, () => main(argv));
+/** The key CLI: the layer answers --help and bad command words; main runs the command line as typed. */
+export const keysCli = (): ReturnType<typeof keysProgram> => keysProgram(main);
+
+if (isMain(import.meta.url)) process.exitCode = await runProgram(keysCli(), process.argv.slice(2));

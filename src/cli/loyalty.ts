@@ -10,47 +10,74 @@
  * On the embedded default it works through the running service's socket, or owns the data folder
  * while it runs (src/db/embedded-store.ts); `--help` and bad usage touch nothing.
  */
-import { parseArgs } from 'node:util';
+import type { Command } from 'commander';
 import type { Knex } from 'knex';
 import { loadConfig } from '../config/config.js';
 import { cliLogger, openCore } from '../core.js';
 import { checkLedger } from '../loyalty/ledger-check.js';
 import { createLoyaltyLedger } from '../loyalty/loyalty-feature.js';
 import type { LoyaltyService } from '../loyalty/loyalty-service.js';
-import { runCli } from './cli-args.js';
-import { UsageError } from './usage-error.js';
+import { cliCommand, cliProgram, DATABASE_ENV, isMain, onRun, runProgram, usageLine } from './cli-program.js';
 
 export interface CliOutput {
   out(text: string): void;
   err(text: string): void;
 }
 
-const USAGE = `usage: npm run loyalty -- <expire|check> [--json]
-
-  expire [--json]   expire lots past their date, forget idempotency keys past their retention
-  check [--json]    prove the ledger's invariants; exit 1 with a report otherwise
-  -h, --help        this text (touches nothing)
-`;
-
 export interface LoyaltyArgs {
   readonly command: 'expire' | 'check';
   readonly json: boolean;
 }
 
-/** Throws a usage error (ERR_PARSE_ARGS_* or UsageError) for anything but one command and --json. */
-export function parseLoyaltyArgs(argv: readonly string[]): LoyaltyArgs {
-  const parsed = parseArgs({
-    args: [...argv],
-    options: { json: { type: 'boolean', default: false } },
-    allowPositionals: true,
-    strict: true,
+const COMMANDS = {
+  expire: {
+    description:
+      'Expire lots past their date and forget idempotency keys past their retention (idempotent, safe beside ' +
+      'running instances and other expiry runs).',
+    exitCodes: { 0: 'done', 1: 'the run failed', 2: 'bad usage: nothing opened' },
+  },
+  check: {
+    description: "Prove the ledger's invariants; a report of every violation otherwise.",
+    exitCodes: {
+      0: 'the invariants hold',
+      1: 'invariants broken (the report says which) or the run failed',
+      2: 'bad usage: nothing opened',
+    },
+  },
+} as const;
+
+/** The loyalty CLI; `run` is given the parsed command line (the default opens the core and runs it). */
+export function loyaltyProgram(run: (args: LoyaltyArgs) => Promise<number> | number = runOnCore): Command {
+  const program = cliProgram({
+    name: 'loyalty',
+    invocation: 'npm run loyalty --',
+    description:
+      "Loyalty operations against the service's database, with the service's configuration. On the embedded " +
+      "default it works through the running service's socket, or owns the data folder while it runs.",
+    env: DATABASE_ENV,
+    exitCodes: {
+      0: 'done / invariants hold',
+      1: 'invariants broken or the run failed',
+      2: 'bad usage: nothing opened',
+    },
   });
-  const [command, ...rest] = parsed.positionals;
-  if (rest.length > 0) throw new UsageError(`unexpected argument ${rest[0] ?? ''}`);
-  if (command !== 'expire' && command !== 'check') {
-    throw new UsageError(command === undefined ? 'a command is required' : `unknown command ${command}`);
+  for (const command of ['expire', 'check'] as const) {
+    const sub = cliCommand(program, { name: command, ...COMMANDS[command], env: DATABASE_ENV });
+    sub.option('--json', 'the result as one JSON line', false);
+    onRun(sub, (self) => run({ command, json: self.opts<{ json: boolean }>().json }));
   }
-  return { command, json: parsed.values.json };
+  return program;
+}
+
+/** Throws a usage error (commander's) for anything but one command and --json. */
+export function parseLoyaltyArgs(argv: readonly string[]): LoyaltyArgs {
+  let args: LoyaltyArgs | undefined;
+  loyaltyProgram((parsed) => {
+    args = parsed;
+    return 0;
+  }).parse([...argv], { from: 'user' });
+  if (args === undefined) throw new Error('a command is required');
+  return args;
 }
 
 /** What the commands run on: the database (the invariant check) and the ledger's use cases. */
@@ -64,9 +91,13 @@ export async function runLoyaltyCli(argv: readonly string[], deps: LoyaltyCliDep
   try {
     args = parseLoyaltyArgs(argv);
   } catch (error) {
-    io.err(`${error instanceof Error ? error.message : String(error)}\n${USAGE}`);
+    io.err(usageLine(loyaltyProgram(), argv, error instanceof Error ? error.message : String(error)));
     return 2;
   }
+  return runLoyaltyCommand(args, deps, io);
+}
+
+async function runLoyaltyCommand(args: LoyaltyArgs, deps: LoyaltyCliDeps, io: CliOutput): Promise<number> {
   const { command, json } = args;
   if (command === 'expire') {
     const run = await deps.ledger.expireDue();
@@ -89,28 +120,27 @@ export async function runLoyaltyCli(argv: readonly string[], deps: LoyaltyCliDep
   return report.ok ? 0 : 1;
 }
 
-if (import.meta.url === `file://${process.argv[1] ?? ''}`) {
-  const argv = process.argv.slice(2);
+/** The command on the core opened from the configuration (after the command line has been checked). */
+async function runOnCore(args: LoyaltyArgs): Promise<number> {
   const io: CliOutput = { out: (t) => process.stdout.write(t), err: (t) => process.stderr.write(t) };
-  process.exitCode = await runCli('loyalty', USAGE, argv, async () => {
-    const args = parseLoyaltyArgs(argv); // before anything is opened
-    const config = loadConfig(process.env, { verifiesTokens: false });
-    const core = await openCore(config, {
-      database: {
-        role: 'cli',
-        cli: { command: `loyalty ${args.command}`, notice: (line) => io.err(`loyalty: ${line}\n`) },
-      },
-      logger: cliLogger(config),
-    });
-    try {
-      const { knex } = core.database;
-      return await runLoyaltyCli(
-        argv,
-        { knex, ledger: createLoyaltyLedger({ knex, clock: core.clock, logger: core.logger }) },
-        io,
-      );
-    } finally {
-      await core.close();
-    }
+  const config = loadConfig(process.env, { verifiesTokens: false });
+  const core = await openCore(config, {
+    database: {
+      role: 'cli',
+      cli: { command: `loyalty ${args.command}`, notice: (line) => io.err(`loyalty: ${line}\n`) },
+    },
+    logger: cliLogger(config),
   });
+  try {
+    const { knex } = core.database;
+    return await runLoyaltyCommand(
+      args,
+      { knex, ledger: createLoyaltyLedger({ knex, clock: core.clock, logger: core.logger }) },
+      io,
+    );
+  } finally {
+    await core.close();
+  }
 }
+
+if (isMain(import.meta.url)) process.exitCode = await runProgram(loyaltyProgram(), process.argv.slice(2));

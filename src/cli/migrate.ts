@@ -3,25 +3,28 @@
  * the most recent batch. On the embedded default it goes through the running service's socket, or
  * owns the data folder while it runs (src/db/embedded-store.ts).
  */
-import { parseArgs } from 'node:util';
+import type { Command } from 'commander';
 import { describeDatabase, loadConfig } from '../config/config.js';
 import { cliLogger, openCore } from '../core.js';
 import { migrateToLatest, migrationConfig } from '../db/migrations.js';
-import { runCli } from './cli-args.js';
+import { cliProgram, DATABASE_ENV, isMain, onRun, runProgram } from './cli-program.js';
 
-const MIGRATE_USAGE = `usage: npm run migrate [-- --down]
-
-  (no option)   apply every pending migration to the configured database
-  --down        roll back the most recent batch
-  -h, --help    this text (touches nothing)
-`;
-
-async function migrate(argv: readonly string[]): Promise<number> {
-  const { values } = parseArgs({
-    args: [...argv],
-    options: { down: { type: 'boolean', default: false } },
-    strict: true,
+export function migrateProgram(): Command {
+  const program = cliProgram({
+    name: 'migrate',
+    invocation: 'npm run migrate --',
+    description:
+      'Applies every pending migration to the configured database (the service also does this at start-up), ' +
+      'or with --down rolls back the most recent batch. On the embedded default it goes through the running ' +
+      "service's socket, or owns the data folder while it runs.",
+    env: DATABASE_ENV,
+    exitCodes: { 0: 'done', 1: 'the migration failed (the message says why)', 2: 'bad usage: nothing opened' },
   });
+  program.option('--down', 'roll back the most recent batch', false);
+  return onRun(program, (command) => migrate(command.opts<{ down: boolean }>()));
+}
+
+async function migrate(values: { down: boolean }): Promise<number> {
   const config = loadConfig(process.env, { verifiesTokens: false });
   const core = await openCore(config, {
     database: {
@@ -53,5 +56,4 @@ async function migrate(argv: readonly string[]): Promise<number> {
   }
 }
 
-const argv = process.argv.slice(2);
-process.exitCode = await runCli('migrate', MIGRATE_USAGE, argv, () => migrate(argv));
+if (isMain(import.meta.url)) process.exitCode = await runProgram(migrateProgram(), process.argv.slice(2));

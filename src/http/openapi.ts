@@ -63,6 +63,24 @@ export function openApiPath(): string {
   return path.join(projectRoot(), 'openapi.yaml');
 }
 
+/**
+ * Every scope a bearer token can need: the scopes of the `bearerAuth` requirements of the contract's
+ * operations (openapi.yaml is where scopes are defined), sorted. Parses the YAML only.
+ */
+export function bearerScopes(file: string = openApiPath()): string[] {
+  const document = parseYaml(fs.readFileSync(file, 'utf8')) as Json;
+  const scopes = new Set<string>();
+  for (const pathItem of Object.values((document['paths'] ?? {}) as Record<string, Json>)) {
+    for (const method of HTTP_METHODS) {
+      const requirements = ((pathItem[method] as Json | undefined)?.['security'] ?? []) as Json[];
+      for (const requirement of requirements) {
+        for (const scope of (requirement['bearerAuth'] ?? []) as string[]) scopes.add(scope);
+      }
+    }
+  }
+  return [...scopes].sort();
+}
+
 export function loadApiSpec(file: string = openApiPath()): ApiSpec {
   const yamlText = fs.readFileSync(file, 'utf8');
   const document = parseYaml(yamlText) as Json;
@@ -235,8 +253,8 @@ function paramsAjv(base: Ajv2020): Ajv2020 {
 }
 
 /**
- * ajv errors as client-safe issues: a JSON pointer and ajv's own message. Neither contains the value
- * that failed (ajv messages name the rule, not the data); pointers can contain attacker-chosen
+ * ajv errors as client-safe issues: a JSON pointer and ajv's own message (for an enum, the values the
+ * schema allows). Neither contains the value that failed (ajv messages name the rule, not the data); pointers can contain attacker-chosen
  * property names, so the problem renderer masks PAN-like runs in the whole body as well.
  */
 export function toIssues(errors: readonly ErrorObject[] | null | undefined, prefix = ''): ValidationIssue[] {
@@ -245,6 +263,11 @@ export function toIssues(errors: readonly ErrorObject[] | null | undefined, pref
     if (e.keyword === 'required') pointer += `/${String((e.params as { missingProperty: string }).missingProperty)}`;
     let message = e.message ?? 'is invalid';
     if (e.keyword === 'additionalProperties') message = 'has a property that is not allowed';
+    // The schema's own values, never the input: what the caller could have sent.
+    if (e.keyword === 'enum') {
+      const allowed = (e.params as { allowedValues: unknown[] }).allowedValues.map((v) => JSON.stringify(v));
+      message = `must be one of ${allowed.join(', ')}`;
+    }
     return { pointer: pointer === '' ? '/' : pointer, message };
   });
 }

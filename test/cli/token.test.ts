@@ -7,6 +7,7 @@ import { expect } from 'chai';
 import { loadConfig } from '../../src/config/config.js';
 import { projectRoot } from '../../src/config/project-root.js';
 import { issueDevToken, parseTokenArgs } from '../../src/cli/token.js';
+import { bearerScopes } from '../../src/http/openapi.js';
 import { newId } from '../../src/ids/prefixed-id.js';
 import { startTestService, testEnv, type TestService } from '../support/harness.js';
 
@@ -27,9 +28,9 @@ describe('development token CLI (npm run token)', () => {
       const shopper = newId('shp');
       const request = parseTokenArgs([
         '--scope',
-        'a:read b:write',
+        'tokens:read tokens:write',
         '--scope',
-        'c:one,d:two',
+        'loyalty:read,loyalty:write',
         '--shopper',
         shopper,
         '--subject',
@@ -38,7 +39,7 @@ describe('development token CLI (npm run token)', () => {
         '60',
       ]);
       expect(request).to.deep.equal({
-        scopes: ['a:read', 'b:write', 'c:one', 'd:two'],
+        scopes: ['tokens:read', 'tokens:write', 'loyalty:read', 'loyalty:write'],
         shopperRef: shopper,
         subject: 'alice',
         ttlSeconds: 60,
@@ -50,7 +51,9 @@ describe('development token CLI (npm run token)', () => {
       ['a ttl beyond a day', ['--ttl', '86401'], '--ttl'],
       ['a ttl that is not a number', ['--ttl', 'soon'], '--ttl'],
       ['a shopper that is not a reference', ['--shopper', 'shp_4111111111111111'], '--shopper'],
-      ['an unknown option', ['--admin'], /Unknown option/],
+      ['an unknown option', ['--admin'], /unknown option '--admin'/],
+      ['a stray argument', ['tokens:read'], /too many arguments/],
+      ['a misspelt scope', ['--scope', 'tokens:raed'], /unknown scope tokens:raed; known scopes: .*tokens:read/],
     ];
     for (const [name, argv, message] of refused) {
       it(`when given ${name}, then it is refused`, () => {
@@ -98,7 +101,7 @@ describe('development token CLI (npm run token)', () => {
     it('when run as a command, then it prints a token the service accepts', async () => {
       const { stdout } = await run(
         process.execPath,
-        ['--import', 'tsx', 'src/cli/token.ts', '--scope', 'a:read', '--subject', 'cli-user'],
+        ['--import', 'tsx', 'src/cli/token.ts', '--scope', 'loyalty:read', '--subject', 'cli-user'],
         { cwd: projectRoot(), env: { PATH: process.env['PATH'], DATA_DIR: dataDir } },
       );
       const token = stdout.trim();
@@ -118,12 +121,32 @@ describe('development token CLI (npm run token)', () => {
     });
   });
 
+  it('when run as a command with a misspelt scope, then it exits 2 naming the valid scopes, prints no token and makes no key', async () => {
+    const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'lv-token-scope-'));
+    const folder = path.join(dataDir, 'must-not-exist');
+    try {
+      const error = await run(process.execPath, ['--import', 'tsx', 'src/cli/token.ts', '--scope', 'loyalty:raed'], {
+        cwd: projectRoot(),
+        env: { PATH: process.env['PATH'], DATA_DIR: folder },
+      }).catch((e: unknown) => e as { code: number; stdout: string; stderr: string });
+      expect(error).to.include({ code: 2, stdout: '' });
+      const { stderr } = error as { stderr: string };
+      expect(stderr.trim().split('\n')).to.have.length(1);
+      expect(stderr).to.contain('unknown scope loyalty:raed');
+      for (const scope of bearerScopes()) expect(stderr).to.contain(scope);
+      expect(bearerScopes()).to.include.members(['loyalty:read', 'tokens:write', 'loyalty:admin']);
+      expect(fs.existsSync(folder)).to.equal(false);
+    } finally {
+      fs.rmSync(dataDir, { recursive: true, force: true });
+    }
+  });
+
   describe('when the configuration trusts real keys, then no development token is issued', () => {
     it('when AUTH_PUBLIC_KEYS is set, then issueDevToken refuses', async () => {
       const config = loadConfig(await testEnv());
       expect(config.auth.keys.source).to.equal('static');
       let error: unknown;
-      await issueDevToken(config, parseTokenArgs(['--scope', 'a:read'])).catch((e: unknown) => (error = e));
+      await issueDevToken(config, parseTokenArgs(['--scope', 'loyalty:read'])).catch((e: unknown) => (error = e));
       expect(String(error)).to.contain('does not trust the development issuer');
       fs.rmSync(config.dataDir, { recursive: true, force: true });
     });
