@@ -15,6 +15,7 @@ import { UsageError } from '../src/cli/usage-error.js';
 import { projectRoot } from '../src/config/project-root.js';
 import type { Measurement } from './lib/load.js';
 import type { LoadOptions, Scenario, ScenarioResult } from './lib/scenario.js';
+import { writeCharts } from './lib/plots.js';
 import { scenarios } from './scenarios/index.js';
 
 function positiveInteger(name: string, value: string | undefined, fallback: number, min: number): number {
@@ -177,6 +178,9 @@ async function main({
   say(table);
   say();
   say(`results written to ${path.relative(process.cwd(), stem)}.json and .md`);
+  // Charts next to the JSON (bench/lib/plots.ts); `npm run bench:plot -- <file.json>` redraws them.
+  const charts = await writeCharts(`${stem}.json`);
+  say(`charts: ${charts.map((c) => path.relative(process.cwd(), c)).join(', ')}`);
   return 0;
 }
 

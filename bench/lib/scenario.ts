@@ -18,6 +18,15 @@ export interface ScenarioResult {
   readonly baseline: Measurement;
   /** Anything a reader needs to interpret the figures (what each side does). */
   readonly notes: readonly string[];
+  /** The service's memory over the run, when the scenario samples it (the soak): charted by bench/lib/plots.ts. */
+  readonly memory?: MemorySeries;
+}
+
+export interface MemorySeries {
+  /** Every sample, `seconds` since the first window started; heap only when the service reports it. */
+  readonly samples?: readonly { readonly seconds: number; readonly rssMiB: number; readonly heapUsedMiB?: number }[];
+  /** Per minute, the lowest and highest sample. */
+  readonly perMinute?: readonly { readonly minute: number; readonly floorMiB: number; readonly topMiB: number }[];
 }
 
 export interface Scenario {

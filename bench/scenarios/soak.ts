@@ -54,12 +54,21 @@ async function runSoak(load: LoadOptions): Promise<ScenarioResult> {
         // RSS every 2 s; per minute its floor (what survives garbage collection: a leak raises it)
         // and its top (the garbage between collections).
         const rss: { floor: number; top: number }[] = [];
+        // Every sample too, for the chart (heap is not sampled: the service reports no heap figure
+        // the bench can read cheaply; RSS comes from /proc).
+        const series: { seconds: number; rssMiB: number }[] = [];
+        const soakStart = Date.now();
         const window = { durationSeconds: WINDOW_SECONDS, warmupSeconds: 0, connections: load.connections };
         for (let w = 0; w < minutes; w++) {
           const samples: number[] = [];
           const sampler = setInterval(() => {
             const now = service.memory()?.rssMiB;
-            if (now !== undefined) samples.push(now);
+            if (now === undefined) return;
+            samples.push(now);
+            series.push({
+              seconds: Math.round((Date.now() - soakStart) / 100) / 10,
+              rssMiB: Math.round(now * 10) / 10,
+            });
           }, 2_000);
           try {
             windows.push(
@@ -84,6 +93,10 @@ async function runSoak(load: LoadOptions): Promise<ScenarioResult> {
         return {
           target: { ...last, label: `minute ${minutes} (last)` },
           baseline: { ...first, label: 'minute 1 (first)' },
+          memory: {
+            samples: series,
+            perMinute: rss.map((r, i) => ({ minute: i + 1, floorMiB: r.floor, topMiB: r.top })),
+          },
           notes: [
             `service on PostgreSQL, 3 signed webhook deliveries (new payments on ${CARDS} cards) to 1 known-card lookup, ` +
               `${load.connections} connections, ${minutes} × ${WINDOW_SECONDS} s`,
