@@ -155,6 +155,8 @@ describe(`migration ${MIGRATION}`, function () {
     // Only the reported Adyen reference is left (it is the gateway's id of a payment a redelivery matches).
     expect(panHits(text.replaceAll('4111111111111111', ''), PANS)).to.deep.equal([]);
 
+    const countAdyen = async (table: string): Promise<number> =>
+      Number((await db.knex(table).where({ provider: 'adyen' }).count({ n: '*' }))[0]?.n);
     const svc = await startTestService({ db });
     try {
       const logs = svc.logs();
@@ -168,12 +170,8 @@ describe(`migration ${MIGRATION}`, function () {
       });
       const redelivered = await postAdyen(svc, [item]);
       expect(redelivered.status).to.equal(200);
-      expect(await db.knex('webhook_inbox').where({ provider: 'adyen' }).count({ n: '*' })).to.deep.equal([
-        { n: usingNumberCount(2) },
-      ]);
-      expect(await db.knex('payments').where({ provider: 'adyen' }).count({ n: '*' })).to.deep.equal([
-        { n: usingNumberCount(2) },
-      ]);
+      expect(await countAdyen('webhook_inbox')).to.equal(2);
+      expect(await countAdyen('payments')).to.equal(2);
       // The platform's re-keyed id can never be matched again: its redelivery is refused at the edge.
       const event = platformEvent({ paymentId: '5105-1051-0510-5100' });
       const refused = await postPlatform(svc, event, { id: 'msg-4111.1111.1111.1111' });
@@ -222,8 +220,3 @@ describe(`migration ${MIGRATION}`, function () {
     expect((await db.knex('payments').where({ id: 'pay_platform' }).first()).external_id).to.match(/~[\w-]{22}$/);
   });
 });
-
-/** `count(*)` is a bigint: PostgreSQL's driver returns it as a string, PGlite's as a number. */
-function usingNumberCount(n: number): string | number {
-  return process.env['DATABASE_URL'] ? String(n) : n;
-}
