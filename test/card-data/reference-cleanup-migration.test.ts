@@ -84,6 +84,16 @@ async function plantAsOldRelease(db: TestDatabase): Promise<void> {
         inbox_id: 'evt_platform',
       },
       {
+        // A Stripe refund total whose amount reads as a card number: an amount, recomputed by a redelivery.
+        payment_id: 'pay_stripe',
+        kind: 'refund_total',
+        fact_key: 'total:411111111117',
+        amount: 1,
+        currency: 'EUR',
+        occurred_at: now,
+        inbox_id: 'evt_stripe',
+      },
+      {
         payment_id: 'pay_adyen_ref',
         kind: 'authorised',
         fact_key: 'auth',
@@ -123,6 +133,9 @@ describe(`migration ${MIGRATION}`, function () {
     expect(platform.payload.payment.id).to.equal(payPlatform.external_id);
     expect(refund.fact_key).to.match(/^\[PAN …9424\]~[\w-]{22}$/);
     expect(platform.payload.refund.id).to.equal(refund.fact_key);
+    expect(
+      (await db.knex('payment_facts').where({ payment_id: 'pay_stripe', kind: 'refund_total' }).first()).fact_key,
+    ).to.equal('total:411111111117');
     const stripe = await db.knex('webhook_inbox').where({ id: 'evt_stripe' }).first();
     expect(stripe.event_key).to.match(REKEYED);
     expect((await db.knex('payments').where({ id: 'pay_stripe' }).first()).external_id).to.match(REKEYED);
