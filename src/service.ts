@@ -13,7 +13,9 @@ import type { Clock } from './clock/clock.js';
 import type { Config } from './config/config.js';
 import { productionDowngrades } from './config/downgrades.js';
 import { loadConfiguredMasterKey, openKeyedCore, type KeyedCore } from './core.js';
+import type { Knex } from 'knex';
 import type { Database } from './db/database.js';
+import { recordedLegacyCardData } from './db/legacy-card-data.js';
 import type { EventDispatcher } from './events/dispatcher.js';
 import { createEventsFeature, moveLegacySubscriptionSecrets } from './events/events-feature.js';
 import type { SubscriptionService } from './events/subscription-service.js';
@@ -173,6 +175,7 @@ async function openServiceCore(config: Config, options: BuildOptions): Promise<K
     masterKey,
   });
   if (core.migrations.length > 0) logger.info({ migrations: core.migrations }, 'database migrated');
+  await warnOfLegacyCardData(core.database.knex, logger);
   return core;
 }
 
@@ -275,4 +278,17 @@ async function composeFeatures(core: KeyedCore, vault: VaultService, options: Bu
     signatures: webhooks.signatures,
     schedules: [...events.schedules, ...loyalty.schedules],
   };
+}
+
+/**
+ * Card data stored before the guard that nothing may rewrite (migration 20261209300000, docs/card-data.md
+ * "Cleaning what was stored before"): said at every start until someone deals with it.
+ */
+async function warnOfLegacyCardData(knex: Knex, logger: Logger): Promise<void> {
+  const found = await recordedLegacyCardData(knex);
+  if (found.length === 0) return;
+  logger.warn(
+    { cardDataFindings: found },
+    'card data stored before the guard is still held where it cannot be rewritten (card_data_legacy_findings; docs/card-data.md)',
+  );
 }

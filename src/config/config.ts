@@ -196,6 +196,8 @@ export interface WebhooksConfig {
   readonly toleranceSeconds: number;
   /** Adyen's environment (`live` flag of each notification must match): WEBHOOK_ADYEN_ENVIRONMENT. */
   readonly adyenEnvironment: AdyenEnvironment;
+  /** WEBHOOK_ADYEN_ENVIRONMENT was set: a notification without its `live` flag is then refused too. */
+  readonly adyenEnvironmentConfigured: boolean;
   /** Set on the embedded development default when no secret is configured. */
   readonly generatedDevFile: string | undefined;
 }
@@ -796,6 +798,7 @@ function parseWebhooks(r: Reader, ctx: { production: boolean; embedded: boolean;
     adyenHmacKeys,
     adyenBasicAuth,
     adyenEnvironment,
+    adyenEnvironmentConfigured: r.raw('WEBHOOK_ADYEN_ENVIRONMENT') !== undefined,
     stripeSecrets,
     toleranceSeconds: r.integer('WEBHOOK_TOLERANCE_SECONDS', 300, 1, 3600),
     generatedDevFile:

@@ -70,8 +70,11 @@ export function webhookSchemes(secrets: WebhookSecrets, counters: DeliveryCounte
       verifyFields: (_headers, body) => {
         const notification = body as AdyenNotification;
         // The environment's flag is outside the item signatures: a test notification replayed against a
-        // live service (or the reverse) is refused whole.
-        if (notification.live !== undefined && notification.live !== String(secrets.adyenEnvironment === 'live')) {
+        // live service (or the reverse) is refused whole. Once WEBHOOK_ADYEN_ENVIRONMENT is configured, a
+        // notification without the flag is refused the same way (dropping it must not skip the check).
+        const expected = String(secrets.adyenEnvironment === 'live');
+        const absent = notification.live === undefined;
+        if ((absent && secrets.adyenEnvironmentConfigured) || (!absent && notification.live !== expected)) {
           throw new AppError('WEBHOOK_ENVIRONMENT_MISMATCH', {
             detail: `This endpoint takes notifications from Adyen's ${secrets.adyenEnvironment} environment only.`,
           });

@@ -14,6 +14,8 @@ export interface WebhookSecrets {
   readonly stripe: readonly string[];
   readonly toleranceSeconds: number;
   readonly adyenEnvironment: 'test' | 'live';
+  /** WEBHOOK_ADYEN_ENVIRONMENT was set: a notification must then carry a `live` flag that matches. */
+  readonly adyenEnvironmentConfigured: boolean;
 }
 
 export async function loadWebhookSecrets(
@@ -28,6 +30,7 @@ export async function loadWebhookSecrets(
         stripe: config.stripeSecrets ?? [],
         toleranceSeconds: config.toleranceSeconds,
         adyenEnvironment: config.adyenEnvironment,
+        adyenEnvironmentConfigured: config.adyenEnvironmentConfigured,
       },
       generatedDevFile: undefined,
     };
@@ -54,6 +57,7 @@ export async function loadWebhookSecrets(
       stripe: [dev['WEBHOOK_STRIPE_SECRETS'] ?? ''],
       toleranceSeconds: config.toleranceSeconds,
       adyenEnvironment: config.adyenEnvironment,
+      adyenEnvironmentConfigured: config.adyenEnvironmentConfigured,
     },
     generatedDevFile: config.generatedDevFile,
   };

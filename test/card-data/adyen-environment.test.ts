@@ -1,9 +1,10 @@
 /**
  * Adyen hardening (issue 16): Basic auth and the environment are required in production when Adyen is
  * enabled (start-up stops naming the variable), and a notification from the other environment is
- * refused whole.
+ * refused whole; once the environment is configured, so is a notification without the flag.
  */
 import { expect } from 'chai';
+import { signToken } from '../support/auth.js';
 import { ConfigError, loadConfig, type Env } from '../../src/config/config.js';
 import { startTestService, testEnv } from '../support/harness.js';
 import { WEBHOOK_SECRETS, adyenItem } from '../support/webhooks.js';
@@ -77,5 +78,47 @@ describe('Adyen: Basic auth and environment', function () {
     } finally {
       await svc.close();
     }
+  });
+
+  describe('when the live flag is absent', () => {
+    const envelope = (pspReference: string) =>
+      JSON.stringify({
+        notificationItems: [{ NotificationRequestItem: adyenItem({ eventCode: 'AUTHORISATION', pspReference }) }],
+      });
+    const send = (svc: Awaited<ReturnType<typeof startTestService>>, pspReference: string) =>
+      svc.request('POST', '/v1/webhooks/adyen', {
+        body: envelope(pspReference),
+        headers: { 'content-type': 'application/json' },
+      });
+
+    for (const environment of ['live', 'test']) {
+      it(`and WEBHOOK_ADYEN_ENVIRONMENT=${environment} is configured, then 422 WEBHOOK_ENVIRONMENT_MISMATCH like a mismatch, counted, nothing stored`, async () => {
+        const svc = await startTestService({ env: await testEnv({ WEBHOOK_ADYEN_ENVIRONMENT: environment }) });
+        try {
+          const res = await send(svc, 'ENVTESTNOFLAGAAA');
+          expect(res.status).to.equal(422);
+          expect(res.body.code).to.equal('WEBHOOK_ENVIRONMENT_MISMATCH');
+          expect(await svc.db.knex('webhook_inbox').where({ provider: 'adyen' })).to.deep.equal([]);
+          expect(await svc.db.knex('payments').where({ provider: 'adyen' })).to.deep.equal([]);
+          const metrics = await svc.request('GET', '/metrics', { token: await signToken({ scope: 'metrics:read' }) });
+          expect(metrics.text).to.match(
+            /webhook_deliveries_total\{[^}]*outcome="WEBHOOK_ENVIRONMENT_MISMATCH"[^}]*\} 1\b/,
+          );
+        } finally {
+          await svc.close();
+        }
+      });
+    }
+
+    it('and WEBHOOK_ADYEN_ENVIRONMENT is not configured (development), then the notification is accepted', async () => {
+      const svc = await startTestService();
+      try {
+        const res = await send(svc, 'ENVTESTNOFLAGBBB');
+        expect(res.status).to.equal(200);
+        expect(res.text).to.equal('[accepted]');
+      } finally {
+        await svc.close();
+      }
+    });
   });
 });

@@ -1,0 +1,143 @@
+/**
+ * Card data in the exempt reference columns, stored before the guard (issue 16; docs/card-data.md,
+ * "Cleaning what was stored before").
+ *
+ * `payments.external_id`, `webhook_inbox.event_key`, `payment_facts.fact_key` and the reference paths
+ * of `webhook_inbox.payload` (`pspReference`, `originalReference`, `payment.id`, `refund.id`,
+ * `chargeback.id`) are exempt from the database guard: they are keys, and masking a key could merge
+ * two payments or two events. 20261206000150 therefore left them as they were. Here each one holding
+ * card data is re-keyed **when no delivery can ever be matched against it again**:
+ * - platform and Stripe ids holding a card number are refused at the edge today (422
+ *   `CARD_NUMBER_NOT_ALLOWED`), so a redelivery of the same event never reaches the de-duplication;
+ * - an Adyen reference that is not 16 alphanumerics makes today's handler store the item as
+ *   `rejected`, keyed by its signature, never by its reference.
+ * For those, the value becomes `<the value masked by the guard>~<HMAC>`: the HMAC is over the original
+ * value under a random key made for this run and discarded at its end, so the same original maps to
+ * the same replacement in every table (a payment's `external_id`, its facts and its inbox payloads
+ * stay joined, two values never merge), and nothing left can confirm a guessed card number.
+ *
+ * Not rewritten, reported instead (found by `findLegacyCardData`, src/db/legacy-card-data.ts, recorded
+ * in `card_data_legacy_findings` — table, column, row key, never the value — and logged as a warning at
+ * every start while the table holds any; the rule is src/card-data/legacy-references.ts):
+ * a 16-digit Luhn-valid Adyen reference is indistinguishable from a real one, and a redelivery of
+ * its item is applied by that very value: changing it would apply the payment twice. A UUID-shaped
+ * platform `webhook-id` is accepted as sent by design. `audit_events` actor, action, origin and
+ * resource are covered by the entry MAC: they can be neither rewritten nor redacted.
+ *
+ * `down` cannot restore card data: it drops the findings table only.
+ */
+import { createHmac, randomBytes } from 'node:crypto';
+import type { Knex } from 'knex';
+import { maskCardData } from '../src/card-data/card-data-guard.js';
+import { legacyReferenceVerdict } from '../src/card-data/legacy-references.js';
+import { findLegacyCardData } from '../src/db/legacy-card-data.js';
+
+/** The payload paths that are references (exempt in `card_data_exempt_json_paths`). */
+const PAYLOAD_REFERENCES: readonly (readonly string[])[] = [
+  ['pspReference'],
+  ['originalReference'],
+  ['payment', 'id'],
+  ['refund', 'id'],
+  ['chargeback', 'id'],
+];
+
+type Rekey = (value: string) => string;
+
+const mayRekey = (provider: string, value: string): boolean => legacyReferenceVerdict(provider, value) === 'rekey';
+
+export async function up(knex: Knex): Promise<void> {
+  await knex.schema.createTable('card_data_legacy_findings', (t) => {
+    t.increments('id').primary();
+    t.text('table_name').notNullable();
+    t.text('column_name').notNullable();
+    // The row's key (`id`, `seq`, `payment_id/kind`), never the value.
+    t.text('row_key').notNullable();
+    t.timestamp('found_at', { useTz: true }).notNullable().defaultTo(knex.raw('now()'));
+  });
+  await knex.raw(`select card_data_guard_attach('card_data_legacy_findings')`);
+  const runKey = randomBytes(32);
+  const rekey: Rekey = (value) =>
+    `${maskCardData(value)}~${createHmac('sha256', runKey).update(value, 'utf8').digest('base64url').slice(0, 22)}`;
+  try {
+    await rekeyInbox(knex, rekey);
+    await rekeyPayments(knex, rekey);
+  } finally {
+    runKey.fill(0);
+  }
+  const findings = await findLegacyCardData(knex);
+  for (let i = 0; i < findings.length; i += 500) {
+    await knex('card_data_legacy_findings').insert(
+      findings.slice(i, i + 500).map((f) => ({ table_name: f.table, column_name: f.column, row_key: f.row })),
+    );
+  }
+}
+
+async function rekeyInbox(knex: Knex, rekey: Rekey): Promise<void> {
+  for (let after = ''; ;) {
+    const rows = (await knex('webhook_inbox')
+      .select('id', 'provider', 'event_key', 'payload')
+      .where('id', '>', after)
+      .orderBy('id')
+      .limit(500)) as { id: string; provider: string; event_key: string; payload: unknown }[];
+    for (const row of rows) {
+      const payload = (typeof row.payload === 'string' ? JSON.parse(row.payload) : row.payload) as unknown;
+      let changed = false;
+      for (const path of PAYLOAD_REFERENCES) {
+        const parent = path.slice(0, -1).reduce<unknown>((o, k) => (isObject(o) ? o[k] : undefined), payload);
+        const leaf = path[path.length - 1] as string;
+        const value = isObject(parent) ? parent[leaf] : undefined;
+        if (typeof value === 'string' && mayRekey(row.provider, value)) {
+          (parent as Record<string, unknown>)[leaf] = rekey(value);
+          changed = true;
+        }
+      }
+      const eventKey = mayRekey(row.provider, row.event_key) ? rekey(row.event_key) : row.event_key;
+      if (changed || eventKey !== row.event_key) {
+        await knex('webhook_inbox')
+          .where({ id: row.id })
+          .update({ event_key: eventKey, payload: JSON.stringify(payload) });
+      }
+    }
+    if (rows.length < 500) break;
+    after = rows[rows.length - 1]!.id;
+  }
+}
+
+async function rekeyPayments(knex: Knex, rekey: Rekey): Promise<void> {
+  const payments = (await knex('payments').select('id', 'provider', 'external_id')) as {
+    id: string;
+    provider: string;
+    external_id: string;
+  }[];
+  for (const p of payments) {
+    if (mayRekey(p.provider, p.external_id)) {
+      await knex('payments')
+        .where({ id: p.id })
+        .update({ external_id: rekey(p.external_id) });
+    }
+  }
+  const facts = (await knex('payment_facts')
+    .join('payments', 'payments.id', 'payment_facts.payment_id')
+    .select('payment_facts.payment_id', 'payment_facts.kind', 'payment_facts.fact_key', 'payments.provider')) as {
+    payment_id: string;
+    kind: string;
+    fact_key: string;
+    provider: string;
+  }[];
+  for (const f of facts) {
+    if (mayRekey(f.provider, f.fact_key)) {
+      await knex('payment_facts')
+        .where({ payment_id: f.payment_id, kind: f.kind, fact_key: f.fact_key })
+        .update({ fact_key: rekey(f.fact_key) });
+    }
+  }
+}
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return value !== null && typeof value === 'object' && !Array.isArray(value);
+}
+
+export async function down(knex: Knex): Promise<void> {
+  // Card data removed is not put back; only the findings table goes.
+  await knex.schema.dropTable('card_data_legacy_findings');
+}

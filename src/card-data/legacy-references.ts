@@ -1,0 +1,30 @@
+/**
+ * Which stored gateway reference holding card data may be re-keyed without breaking exactly-once
+ * (migration 20261209300000, docs/card-data.md "Cleaning what was stored before"), and which must be
+ * left and reported. A reference is a de-duplication key: it may be rewritten only when no delivery
+ * can ever be matched against it again.
+ * - platform and Stripe ids holding a card number are refused at the edge (422
+ *   `CARD_NUMBER_NOT_ALLOWED`): a redelivery never reaches the de-duplication, so they may be re-keyed;
+ * - an Adyen reference that is not 16 alphanumerics is stored `rejected` today, keyed by its signature:
+ *   may be re-keyed;
+ * - a 16-alphanumeric Adyen reference cannot be told from a real one and a redelivery of its item is
+ *   matched by that very value: left, reported;
+ * - a UUID-shaped platform `webhook-id` is accepted as sent by design, and a Stripe refund-total fact
+ *   key (`total:<amount>`) is an amount a redelivery recomputes: neither is card data.
+ */
+import { containsCardData } from './card-data-guard.js';
+
+const ADYEN_REFERENCE = /^[A-Za-z0-9]{16}$/;
+const REFUND_TOTAL = /^total:\d+$/;
+const UUID_ID = /^(?:msg_)?[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+export type LegacyReferenceVerdict = 'clean' | 'rekey' | 'report';
+
+/** The verdict on one stored reference (`event_key`, `external_id`, `fact_key`, a payload reference). */
+export function legacyReferenceVerdict(provider: string, value: string): LegacyReferenceVerdict {
+  // A Stripe refund-total fact key (`total:<minor units>`) is an amount its redelivery recomputes.
+  if (UUID_ID.test(value) || REFUND_TOTAL.test(value) || !containsCardData(value)) return 'clean';
+  if (provider !== 'adyen') return 'rekey';
+  // An Adyen event key is `<pspReference>:<eventCode>:<success>`; a fact key is `auth` or a reference.
+  return ADYEN_REFERENCE.test(value.split(':')[0] ?? '') ? 'report' : 'rekey';
+}

@@ -1,0 +1,99 @@
+/**
+ * Card data stored before the guard where nothing may rewrite it (docs/card-data.md, "Cleaning what
+ * was stored before"): reported, never shown. Migration 20261209300000 re-keyed every gateway
+ * reference it safely could; what is left here is
+ * - gateway references a redelivery would still be matched by (a 16-alphanumeric Adyen reference that
+ *   holds a card number: `payments.external_id`, `webhook_inbox.event_key` and its payload references,
+ *   `payment_facts.fact_key`), verdict `report` of src/card-data/legacy-references.ts;
+ * - `audit_events` actor, action, origin and resource: covered by the entry MAC, so neither rewritten
+ *   nor redactable (new entries have them masked by `appendAuditEvent`).
+ * A finding names the table, the column and the row's key, never the value.
+ */
+import type { Knex } from 'knex';
+import { containsCardData } from '../card-data/card-data-guard.js';
+import { legacyReferenceVerdict } from '../card-data/legacy-references.js';
+
+export interface LegacyCardDataFinding {
+  readonly table: string;
+  readonly column: string;
+  /** The row: `id`, `seq`, or `payment_id/kind` for a fact. */
+  readonly row: string;
+}
+
+const BATCH = 1000;
+
+export async function findLegacyCardData(knex: Knex | Knex.Transaction): Promise<LegacyCardDataFinding[]> {
+  return [...(await references(knex)), ...(await auditColumns(knex))];
+}
+
+async function references(knex: Knex | Knex.Transaction): Promise<LegacyCardDataFinding[]> {
+  const found: LegacyCardDataFinding[] = [];
+  const reported = (provider: string, value: unknown): boolean =>
+    typeof value === 'string' && legacyReferenceVerdict(provider, value) === 'report';
+  const inbox = (await knex('webhook_inbox')
+    .select(
+      'id',
+      'event_key',
+      knex.raw(`payload->>'pspReference' as psp`),
+      knex.raw(`payload->>'originalReference' as orig`),
+    )
+    .where({ provider: 'adyen' })) as { id: string; event_key: string; psp: string | null; orig: string | null }[];
+  for (const row of inbox) {
+    if (reported('adyen', row.event_key)) found.push({ table: 'webhook_inbox', column: 'event_key', row: row.id });
+    if (reported('adyen', row.psp) || reported('adyen', row.orig)) {
+      found.push({ table: 'webhook_inbox', column: 'payload', row: row.id });
+    }
+  }
+  const payments = (await knex('payments').select('id', 'external_id').where({ provider: 'adyen' })) as {
+    id: string;
+    external_id: string;
+  }[];
+  for (const p of payments) {
+    if (reported('adyen', p.external_id)) found.push({ table: 'payments', column: 'external_id', row: p.id });
+  }
+  const facts = (await knex('payment_facts')
+    .join('payments', 'payments.id', 'payment_facts.payment_id')
+    .where('payments.provider', 'adyen')
+    .select('payment_facts.payment_id', 'payment_facts.kind', 'payment_facts.fact_key')) as {
+    payment_id: string;
+    kind: string;
+    fact_key: string;
+  }[];
+  for (const f of facts) {
+    if (reported('adyen', f.fact_key)) {
+      found.push({ table: 'payment_facts', column: 'fact_key', row: `${f.payment_id}/${f.kind}` });
+    }
+  }
+  return found;
+}
+
+async function auditColumns(knex: Knex | Knex.Transaction): Promise<LegacyCardDataFinding[]> {
+  const found: LegacyCardDataFinding[] = [];
+  for (let after = 0; ;) {
+    const rows = (await knex('audit_events')
+      .select('seq', 'actor', 'action', 'origin', 'resource')
+      .where('seq', '>', after)
+      .orderBy('seq')
+      .limit(BATCH)) as { seq: number; actor: string; action: string; origin: string; resource: string }[];
+    for (const row of rows) {
+      for (const column of ['actor', 'action', 'origin', 'resource'] as const) {
+        if (containsCardData(row[column])) found.push({ table: 'audit_events', column, row: String(row.seq) });
+      }
+    }
+    if (rows.length < BATCH) break;
+    after = rows[rows.length - 1]!.seq;
+  }
+  return found;
+}
+
+/** What migration 20261209300000 recorded and left (read at start-up): rows per table and column. */
+export async function recordedLegacyCardData(
+  knex: Knex | Knex.Transaction,
+): Promise<{ readonly table: string; readonly column: string; readonly rows: number }[]> {
+  const rows = (await knex('card_data_legacy_findings')
+    .select('table_name', 'column_name')
+    .count({ n: '*' })
+    .groupBy('table_name', 'column_name')
+    .orderBy(['table_name', 'column_name'])) as { table_name: string; column_name: string; n: string | number }[];
+  return rows.map((r) => ({ table: r.table_name, column: r.column_name, rows: Number(r.n) }));
+}
