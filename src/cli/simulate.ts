@@ -7,7 +7,7 @@
  *   npm run simulate -- purchase
  *   npm run simulate -- platform authorise --card 4111111111111111 --amount 42.00
  */
-import { Command, CommanderError, Option } from 'commander';
+import { Option, type Command } from 'commander';
 import { loadConfig } from '../config/config.js';
 import { currencyExponent } from '../loyalty/programme.js';
 import { amounts } from '../simulate/amounts.js';
@@ -15,38 +15,47 @@ import { DEFAULT_TEST_PAN, parseCard } from '../simulate/cards.js';
 import { SCENARIOS, type Scenario } from '../simulate/payloads.js';
 import { PROVIDERS, SIMULATOR_SCOPES, simulatorSettings, type Provider } from '../simulate/settings.js';
 import { simulatePurchase, simulateScenario, type SimulatorContext } from '../simulate/simulator.js';
+import { cliCommand, cliProgram, isMain, onRun, runProgram, type CliHelp } from './cli-program.js';
 import { UsageError } from './usage-error.js';
 
-const EXIT_REFUSED = 1;
-const EXIT_USAGE = 2;
-
-const FOOTER = `
-Secrets (the service's own variables, read the way it reads them; the first of each list signs):
-  WEBHOOK_PLATFORM_SECRETS   Standard Webhooks secrets (whsec_…) of the platform gateway
-  WEBHOOK_ADYEN_HMAC_KEYS    Adyen HMAC keys (hex)
-  WEBHOOK_ADYEN_BASIC_AUTH   user:password sent as HTTP Basic with Adyen deliveries, when set
-  WEBHOOK_ADYEN_ENVIRONMENT  test or live: the notifications' "live" flag
-  WEBHOOK_STRIPE_SECRETS     Stripe endpoint secrets (whsec_…)
-  With none of the three lists set on the embedded default, the development secrets the service
-  generated into DATA_DIR/dev-webhook-secrets.json (start the service once first).
-
-Other environment:
-  DATA_DIR                   the service's data folder (default ./data): development secrets and token key
-  DATABASE_URL, ALLOW_DEVELOPMENT_DEFAULTS, NODE_ENV, AUTH_JWKS_URL, AUTH_PUBLIC_KEYS, AUTH_ISSUER,
-  AUTH_AUDIENCE              decide, as for the service, whether the development token issuer is trusted;
-                             if it is not, pass --token (scopes: ${SIMULATOR_SCOPES.join(' ')})
-  HOST, PORT                 the default --url, as the service listens (http://127.0.0.1:8080)
+/** What every simulate command's help says beyond its options. */
+const HELP: CliHelp = {
+  env: [
+    'WEBHOOK_PLATFORM_SECRETS',
+    'WEBHOOK_ADYEN_HMAC_KEYS',
+    'WEBHOOK_ADYEN_BASIC_AUTH',
+    'WEBHOOK_ADYEN_ENVIRONMENT',
+    'WEBHOOK_STRIPE_SECRETS',
+    'DATA_DIR',
+    'DATABASE_URL',
+    'ALLOW_DEVELOPMENT_DEFAULTS',
+    'NODE_ENV',
+    'AUTH_JWKS_URL',
+    'AUTH_PUBLIC_KEYS',
+    'AUTH_ISSUER',
+    'AUTH_AUDIENCE',
+    'HOST',
+    'PORT',
+  ],
+  exitCodes: {
+    0: 'every delivery was accepted (2xx) and the balance read',
+    1:
+      'the service refused a delivery (e.g. 401 WEBHOOK_SIGNATURE_INVALID: a wrong secret), an API call failed, ' +
+      'the service could not be reached, or the configuration is unusable',
+    2: 'usage: an unknown command or option, a bad --card, --amount or --currency',
+  },
+  details: `Secrets: the service's own variables, read the way it reads them (the first of each list signs).
+With none of the three secret lists set on the embedded default, the development secrets the service
+generated into DATA_DIR/dev-webhook-secrets.json (start the service once first). The development
+token issuer is trusted as the service trusts it (DATABASE_URL, ALLOW_DEVELOPMENT_DEFAULTS, AUTH_*);
+if it is not, pass --token (scopes: ${SIMULATOR_SCOPES.join(' ')}). HOST and PORT make the default
+--url (http://127.0.0.1:8080).
 
 Cards: only the schemes' and gateways' published test PANs (4111111111111111, 5555555555554444,
 378282246310005, …), card tokens (tok_…) or PARs. Output shows a card's last four only. Adyen and
 Stripe name cards by alias and fingerprint: the simulator links one to the card first
-(POST /v1/tokens/{token}/identifiers), as an integrator does.
-
-Exit codes:
-  0  every delivery was accepted (2xx) and the balance read
-  1  the service refused a delivery (e.g. 401 WEBHOOK_SIGNATURE_INVALID: a wrong secret), an API call
-     failed, the service could not be reached, or the configuration is unusable
-  2  usage: an unknown command or option, a bad --card, --amount or --currency`;
+(POST /v1/tokens/{token}/identifiers), as an integrator does.`,
+};
 
 interface CommonOptions {
   readonly url?: string;
@@ -58,8 +67,7 @@ function common(command: Command): Command {
   return command
     .option('--url <url>', 'the service (default: http://HOST:PORT of its configuration, http://127.0.0.1:8080)')
     .option('--token <bearer>', `bearer token for the API calls (default: minted by the development issuer)`)
-    .option('--secret <secret>', "sign with this secret instead of the configured one (the provider's format)")
-    .addHelpText('after', FOOTER);
+    .option('--secret <secret>', "sign with this secret instead of the configured one (the provider's format)");
 }
 
 async function run(options: CommonOptions, body: (ctx: SimulatorContext) => Promise<void>): Promise<void> {
@@ -99,24 +107,24 @@ const SCENARIO_HELP: Readonly<Record<Scenario, string>> = {
 };
 
 export function simulateProgram(): Command {
-  const program = new Command('simulate')
-    .description('Sign and send test payment webhooks to a running service; show the shopper points they earn.')
-    .usage('<provider> <scenario> [options] | purchase [options]')
-    .exitOverride()
-    .showHelpAfterError('(simulate --help lists commands; simulate <command> --help its options)')
-    .addHelpText('after', FOOTER);
+  const program = cliProgram({
+    name: 'simulate',
+    invocation: 'npm run simulate --',
+    description: 'Sign and send test payment webhooks to a running service; show the shopper points they earn.',
+    ...HELP,
+  });
   for (const provider of PROVIDERS) {
-    const group = program.command(provider).description(PROVIDER_HELP[provider]).addHelpText('after', FOOTER);
+    const group = cliCommand(program, { name: provider, description: PROVIDER_HELP[provider], ...HELP });
     for (const scenario of SCENARIOS) {
-      common(
-        group
-          .command(scenario)
-          .description(SCENARIO_HELP[scenario])
+      const command = common(
+        cliCommand(group, { name: scenario, description: SCENARIO_HELP[scenario], ...HELP })
           .option('--card <pan|token|par>', 'the card: a test PAN, a card token or a PAR', DEFAULT_TEST_PAN)
           .option('--amount <amount>', 'in currency units, e.g. 42.00', '42.00')
           .option('--currency <code>', 'ISO 4217', 'EUR')
           .option('--payment <id>', 'the payment (required for capture and refund; authorise makes one)'),
-      ).action(async (opts: CommonOptions & { card: string; amount: string; currency: string; payment?: string }) => {
+      );
+      onRun(command, async (self) => {
+        const opts = self.opts<CommonOptions & { card: string; amount: string; currency: string; payment?: string }>();
         const card = input(() => parseCard(opts.card));
         if ((scenario === 'capture' || scenario === 'refund') && opts.payment === undefined) {
           throw new UsageError(`${scenario} needs --payment: the payment id an earlier authorise printed`);
@@ -125,22 +133,27 @@ export function simulateProgram(): Command {
           const amount = input(() => ctx.amounts.parse(opts.amount, opts.currency));
           await simulateScenario(ctx, { provider, scenario, card, amount, payment: opts.payment });
         });
+        return 0;
       });
     }
   }
-  common(
-    program
-      .command('purchase')
-      .description("a whole story: authorise → capture → partial refund, the shopper's points after each")
+  const purchase = common(
+    cliCommand(program, {
+      name: 'purchase',
+      description: "a whole story: authorise → capture → partial refund, the shopper's points after each",
+      ...HELP,
+    })
       .addOption(new Option('--provider <provider>', 'the gateway').choices(PROVIDERS).default('platform'))
       .option('--card <pan|token|par>', 'the card: a test PAN, a card token or a PAR', DEFAULT_TEST_PAN)
       .option('--amount <amount>', 'in currency units', '42.00')
       .option('--refund <amount>', 'the partial refund (default: a quarter, in whole units)')
       .option('--currency <code>', 'ISO 4217', 'EUR'),
-  ).action(
-    async (
-      opts: CommonOptions & { provider: Provider; card: string; amount: string; refund?: string; currency: string },
-    ) => {
+  );
+  onRun(purchase, async (self) => {
+    const opts = self.opts<
+      CommonOptions & { provider: Provider; card: string; amount: string; refund?: string; currency: string }
+    >();
+    {
       const card = input(() => parseCard(opts.card));
       await run(opts, async (ctx) => {
         const amount = input(() => ctx.amounts.parse(opts.amount, opts.currency));
@@ -152,28 +165,17 @@ export function simulateProgram(): Command {
           throw new UsageError('--refund must be less than --amount (a partial refund)');
         await simulatePurchase(ctx, { provider: opts.provider, card, amount, refund });
       });
-    },
-  );
+    }
+    return 0;
+  });
   return program;
 }
 
 /** Runs one invocation; returns its exit code. */
 export async function runSimulate(argv: readonly string[]): Promise<number> {
-  try {
-    await simulateProgram().parseAsync([...argv], { from: 'user' });
-    return 0;
-  } catch (error) {
-    if (error instanceof CommanderError) {
-      // Commander has printed the error (or the help) already.
-      return error.code === 'commander.helpDisplayed' || error.code === 'commander.version' ? 0 : EXIT_USAGE;
-    }
-    const message = error instanceof Error ? error.message : String(error);
-    process.stderr.write(`simulate: ${message}\n`);
-    if (error instanceof UsageError) return EXIT_USAGE;
-    return EXIT_REFUSED;
-  }
+  return runProgram(simulateProgram(), argv);
 }
 
-if (import.meta.url === `file://${process.argv[1] ?? ''}`) {
+if (isMain(import.meta.url)) {
   process.exitCode = await runSimulate(process.argv.slice(2));
 }
