@@ -198,6 +198,18 @@ export async function ensureAuditChain(knex: Knex, now = new Date()): Promise<vo
  * (outcome `denied`, with the code and reason) in another transaction, since the write's own rolled
  * back, and the error is thrown on. The evidence of a refused key operation survives the refusal.
  */
+/** Errors whose refusal is already in the trail (auditedWrite): a command's catch-all skips them. */
+const auditedRefusals = new WeakSet<object>();
+
+/** True when this error's refusal was written to the audit trail already (by {@link auditedWrite}). */
+export const refusalAudited = (error: unknown): boolean =>
+  typeof error === 'object' && error !== null && auditedRefusals.has(error);
+
+/** Records that this error's refusal is in the trail (written by other means than auditedWrite). */
+export function markRefusalAudited(error: unknown): void {
+  if (typeof error === 'object' && error !== null) auditedRefusals.add(error);
+}
+
 export async function auditedWrite<T>(
   knex: Knex,
   who: Pick<AuditEventInput, 'actor' | 'actorType' | 'origin'>,
@@ -214,6 +226,7 @@ export async function auditedWrite<T>(
       await knex.transaction(async (trx) =>
         appendAuditEvent(trx, { ...who, ...what, outcome: 'denied', details }, await now(trx)),
       );
+      markRefusalAudited(error);
     }
     throw error;
   }
