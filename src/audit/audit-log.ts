@@ -128,10 +128,18 @@ async function openChain(trx: Knex.Transaction, now: Date): Promise<{ key: Chain
   const legacy = await isUnconvertedLegacyChain(trx, head);
   const refusal = legacy ? await conversionRefusal(trx) : undefined;
   const { key, created, kekId, previousVersion } = await chainKeysFor(trx).active(trx);
-  const fresh = head.seq === 0 && head.mac === null && head.key_version === null;
+  const empty = head.seq === 0 && head.mac === null && head.key_version === null;
+  // An empty head over entries was reset by hand: extending it would collide with entry 1.
+  // The finding is recorded after the last entry, linked to it, so the trail goes on from there.
+  const entriesUnderEmpty = empty ? Number((await lastEntrySeq(trx)).seq ?? 0) : 0;
+  const fresh = empty && entriesUnderEmpty === 0;
   let tip: Tip = fresh ? { seq: 0, hash: GENESIS } : { seq: head.seq, hash: head.hash };
   let problem: string | undefined;
-  if (legacy && refusal === undefined && created && previousVersion === null) {
+  if (entriesUnderEmpty > 0) {
+    problem = `the head was reset to an empty chain over ${entriesUnderEmpty} entries`;
+    const last = await findEntry(trx, entriesUnderEmpty);
+    tip = { seq: entriesUnderEmpty, hash: last?.hash ?? head.hash };
+  } else if (legacy && refusal === undefined && created && previousVersion === null) {
     tip = await convertLegacyChain(trx, key, head, now);
   } else if (refusal !== undefined) {
     problem = refusal;
@@ -148,7 +156,7 @@ async function openChain(trx: Knex.Transaction, now: Date): Promise<{ key: Chain
     tip = await writeEntry(
       trx,
       key,
-      { seq: Math.max(head.seq, last.seq ?? 0), hash: head.hash },
+      { seq: Math.max(head.seq, last.seq ?? 0), hash: entriesUnderEmpty > 0 ? tip.hash : head.hash },
       {
         actor: 'system',
         actorType: 'system',
