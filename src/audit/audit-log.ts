@@ -46,6 +46,7 @@ import {
   lockAuditHead,
   tombstoneEntry,
   type AuditRow,
+  type HeadRow,
 } from './audit-store.js';
 import { conversionRefusal, convertLegacyChain, isUnconvertedLegacyChain } from './audit-conversion.js';
 import { verifyAuditChain } from './audit-verify.js';
@@ -116,6 +117,24 @@ function cardDataMasked(input: AuditEventInput): AuditEventInput {
 }
 
 /**
+ * A head reset to an empty chain (seq 0, no MAC) over existing entries: extending it would collide
+ * with entry 1, so it is a finding, recorded after the last entry and linked to it.
+ */
+async function resetOverEntries(
+  trx: Knex.Transaction,
+  head: HeadRow,
+): Promise<{ problem: string; tip: Tip } | undefined> {
+  if (head.seq !== 0 || head.mac !== null || head.key_version !== null) return undefined;
+  const entries = Number((await lastEntrySeq(trx)).seq ?? 0);
+  if (entries === 0) return undefined;
+  const last = await findEntry(trx, entries);
+  return {
+    problem: `the head was reset to an empty chain over ${entries} entries`,
+    tip: { seq: entries, hash: last?.hash ?? head.hash },
+  };
+}
+
+/**
  * Locks the head and returns the key and the end of the chain to extend. Creates the chain key on
  * first use, converts a never-keyed chain in the same transaction, and records an invalid head.
  */
@@ -128,10 +147,13 @@ async function openChain(trx: Knex.Transaction, now: Date): Promise<{ key: Chain
   const legacy = await isUnconvertedLegacyChain(trx, head);
   const refusal = legacy ? await conversionRefusal(trx) : undefined;
   const { key, created, kekId, previousVersion } = await chainKeysFor(trx).active(trx);
-  const fresh = head.seq === 0 && head.mac === null && head.key_version === null;
-  let tip: Tip = fresh ? { seq: 0, hash: GENESIS } : { seq: head.seq, hash: head.hash };
-  let problem: string | undefined;
-  if (legacy && refusal === undefined && created && previousVersion === null) {
+  const reset = await resetOverEntries(trx, head);
+  const fresh = head.seq === 0 && head.mac === null && head.key_version === null && reset === undefined;
+  let tip: Tip = fresh ? { seq: 0, hash: GENESIS } : (reset?.tip ?? { seq: head.seq, hash: head.hash });
+  let problem: string | undefined = reset?.problem;
+  if (reset !== undefined) {
+    // recorded below, after the last entry
+  } else if (legacy && refusal === undefined && created && previousVersion === null) {
     tip = await convertLegacyChain(trx, key, head, now);
   } else if (refusal !== undefined) {
     problem = refusal;
@@ -148,7 +170,7 @@ async function openChain(trx: Knex.Transaction, now: Date): Promise<{ key: Chain
     tip = await writeEntry(
       trx,
       key,
-      { seq: Math.max(head.seq, last.seq ?? 0), hash: head.hash },
+      { seq: Math.max(head.seq, last.seq ?? 0), hash: reset?.tip.hash ?? head.hash },
       {
         actor: 'system',
         actorType: 'system',
@@ -198,6 +220,18 @@ export async function ensureAuditChain(knex: Knex, now = new Date()): Promise<vo
  * (outcome `denied`, with the code and reason) in another transaction, since the write's own rolled
  * back, and the error is thrown on. The evidence of a refused key operation survives the refusal.
  */
+/** Errors whose refusal is already in the trail (auditedWrite): a command's catch-all skips them. */
+const auditedRefusals = new WeakSet<object>();
+
+/** True when this error's refusal was written to the audit trail already (by {@link auditedWrite}). */
+export const refusalAudited = (error: unknown): boolean =>
+  typeof error === 'object' && error !== null && auditedRefusals.has(error);
+
+/** Records that this error's refusal is in the trail (written by other means than auditedWrite). */
+export function markRefusalAudited(error: unknown): void {
+  if (typeof error === 'object' && error !== null) auditedRefusals.add(error);
+}
+
 export async function auditedWrite<T>(
   knex: Knex,
   who: Pick<AuditEventInput, 'actor' | 'actorType' | 'origin'>,
@@ -214,6 +248,7 @@ export async function auditedWrite<T>(
       await knex.transaction(async (trx) =>
         appendAuditEvent(trx, { ...who, ...what, outcome: 'denied', details }, await now(trx)),
       );
+      markRefusalAudited(error);
     }
     throw error;
   }

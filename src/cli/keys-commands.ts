@@ -11,6 +11,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import { parseArgs } from 'node:util';
 import { isAppError } from '../errors/app-error.js';
+import { auditCommandRefusal } from '../keys/command-refusals.js';
 import { currentGeneration, describeInstance, liveInstances } from '../keys/instance-heartbeat.js';
 import { KeyManager, isPurpose } from '../keys/key-manager.js';
 import type { KeyActor, KeyPurpose } from '../keys/key-ring.js';
@@ -109,7 +110,13 @@ export async function runKeysCommand(argv: readonly string[], ctx: KeysContext, 
       return 2;
     }
     if (isAppError(error)) {
+      // Every refusal is in the audit trail (the custodian's own-machine commands have no database).
+      const record =
+        command === 'unseal' || command === 'seal'
+          ? 'not-a-refusal'
+          : await auditCommandRefusal(ctx.knex, ctx.actor, { name: command ?? '', args: rest }, error);
       io.stderr.write(`keys: refused: ${error.code}: ${error.detail ?? error.title}\n`);
+      if (typeof record === 'object') io.stderr.write(`keys: the refusal could not be audited: ${record.unaudited}\n`);
       if (Object.keys(error.extensions).length > 0) io.stderr.write(`${JSON.stringify(error.extensions)}\n`);
       return 1;
     }

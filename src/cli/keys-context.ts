@@ -1,5 +1,6 @@
 /** What every key command is given: the open database, the master key, the ring, the policy, who acts. */
 import type { Knex } from 'knex';
+import type { AppError } from '../errors/app-error.js';
 import type { KeyActor } from '../auth/actors.js';
 import type { EncryptedFieldSet } from '../keys/field-sets.js';
 import type { KeyPolicy } from '../keys/key-manager.js';
@@ -20,6 +21,8 @@ export interface KeysContext {
   readonly externalClientCaPem?: string | undefined;
   /** Set by keys.ts when `hsm init` has just created the master key in the token: the command audits it. */
   readonly tokenKeyCreated?: TokenKeyCreated | undefined;
+  /** Set by keys.ts when the token refused `hsm init` (the label exists): the command throws it, audited. */
+  readonly tokenKeyRefusal?: AppError | undefined;
 }
 
 export interface KeysIo {

@@ -39,6 +39,8 @@ export async function hsmCommand(
   out: (text: string) => void,
 ): Promise<number> {
   parseHsmInit(args, 'parsed-again-by-keys.ts');
+  // The token refused before the database was open; thrown here, the key CLI audits it (key.hsm.refused).
+  if (ctx.tokenKeyRefusal !== undefined) throw ctx.tokenKeyRefusal;
   const created: TokenKeyCreated | undefined = ctx.tokenKeyCreated;
   if (created === undefined)
     throw new UsageError('hsm init needs PKCS11_MODULE, PKCS11_TOKEN_LABEL and PKCS11_PIN_FILE');

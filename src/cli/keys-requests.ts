@@ -8,12 +8,13 @@
  * refuse unless the payload is the one whose digest the custodian received out of band (the ticket).
  *
  * Every refusal is audited with its code: the services audit their own, and any other refusal of
- * these commands (a request that does not exist, an unconfirmed approval) is audited here.
+ * these commands (a request that does not exist, an unconfirmed approval) is audited by the key CLI's
+ * catch-all (src/keys/command-refusals.ts).
  */
 import fs from 'node:fs';
 import { parseArgs } from 'node:util';
-import { appendAuditEvent, canonicalJson } from '../audit/audit-log.js';
-import { AppError, isAppError } from '../errors/app-error.js';
+import { canonicalJson } from '../audit/audit-log.js';
+import { AppError } from '../errors/app-error.js';
 import { completeGenesis, custodianParams, genesisParams, registerCustodian } from '../keys/custodian-registration.js';
 import { verifyRegister } from '../keys/custodian-provenance.js';
 import { CUSTODIAN_ACKNOWLEDGEMENT, listCustodianRecords } from '../keys/custodians.js';
@@ -21,7 +22,6 @@ import {
   createRequest,
   inspectRequest,
   listRequests,
-  refusalAudited,
   type DualControlContext,
   type KeyOperation,
   type KeyRequest,
@@ -52,7 +52,7 @@ type Out = (text: string) => void;
 
 const dual = (ctx: KeysContext): DualControlContext => ({ actor: ctx.actor, masterKey: ctx.masterKey });
 
-/** Runs one of these commands; a refusal no service audited is audited here (`key.command.refused`). */
+/** Runs one of these commands; a refusal no service audited is audited by the key CLI's catch-all (`key.<command>.refused`). */
 export async function requestsCommand(
   command: 'custodian' | 'request' | 'approve',
   args: readonly string[],
@@ -60,24 +60,9 @@ export async function requestsCommand(
   io: KeysIo,
   out: Out,
 ): Promise<number> {
-  try {
-    if (command === 'custodian') return await custodian(args, ctx, out);
-    if (command === 'request') return await request(args, ctx, out);
-    return await approve(args, ctx, io, out);
-  } catch (error) {
-    if (isAppError(error) && !refusalAudited(error)) {
-      await ctx.knex.transaction((trx) =>
-        appendAuditEvent(trx, {
-          ...ctx.actor,
-          action: `key.${command}.refused`,
-          outcome: 'denied',
-          resource: `command:${[command, ...args.slice(0, 2)].join(' ').slice(0, 80)}`,
-          details: { code: error.code, reason: error.detail ?? error.title },
-        }),
-      );
-    }
-    throw error;
-  }
+  if (command === 'custodian') return custodian(args, ctx, out);
+  if (command === 'request') return request(args, ctx, out);
+  return approve(args, ctx, io, out);
 }
 
 async function custodian(args: readonly string[], ctx: KeysContext, out: Out): Promise<number> {

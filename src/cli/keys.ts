@@ -11,6 +11,7 @@ import { cliLogger, loadConfiguredMasterKey, openKeyedCore, type KeyedCore } fro
 import { migrateToLatest } from '../db/migrations.js';
 import { encryptedFieldSets } from '../encrypted-field-sets.js';
 import type { KeyActor } from '../auth/actors.js';
+import { isAppError, type AppError } from '../errors/app-error.js';
 import type { LoadedMasterKey } from '../keys/master-key-source.js';
 import type { TokenKeyCreated } from '../keys/master-key-sources/pkcs11.js';
 import { parseHsmInit } from './keys-hsm.js';
@@ -53,13 +54,21 @@ async function main(argv: readonly string[]): Promise<number> {
   }
   const config = loadConfig(process.env, { verifiesTokens: false });
   const tokenKey = await createTokenKey(command, argv, config);
-  const core = await openKeysCore(argv, config, tokenKey);
+  // A refusal by the token (the label exists) is audited by the command like any other refusal: the
+  // database is opened for it. Only when no audit trail can be opened is it reported unaudited.
+  const core = await openKeysCore(argv, config, tokenKey).catch((error: unknown) => {
+    if (tokenKey.refused === undefined) throw error;
+    process.stderr.write(`keys: the refusal below could not be audited: ${(error as Error).message}\n`);
+    throw tokenKey.refused;
+  });
   return core === undefined ? 1 : runOnCore(argv, core, tokenKey);
 }
 
 interface TokenKey {
   /** Set when `hsm init` has just created the master key in the token: the command audits it. */
   readonly created: TokenKeyCreated | undefined;
+  /** Set when the token refused `hsm init` (the label exists): the command throws it, audited. */
+  readonly refused: AppError | undefined;
   /** Destroys that key again (the command did not end audited); with a database, unless in use. */
   undo(usedIn?: Knex): Promise<void>;
 }
@@ -70,6 +79,7 @@ interface TokenKey {
  */
 async function createTokenKey(command: string, argv: readonly string[], config: Config): Promise<TokenKey> {
   let created: TokenKeyCreated | undefined;
+  let refused: AppError | undefined;
   if (command === 'hsm') {
     const label = parseHsmInit(
       argv.slice(1),
@@ -78,7 +88,12 @@ async function createTokenKey(command: string, argv: readonly string[], config: 
     if (config.pkcs11 === undefined)
       throw new UsageError('hsm init needs PKCS11_MODULE, PKCS11_TOKEN_LABEL and PKCS11_PIN_FILE');
     const { createMasterKeyInToken } = await import('../keys/master-key-sources/pkcs11.js');
-    created = await createMasterKeyInToken(config.pkcs11, label);
+    try {
+      created = await createMasterKeyInToken(config.pkcs11, label);
+    } catch (error) {
+      if (!isAppError(error) || error.code !== 'KEY_OPERATION_INVALID') throw error;
+      refused = error;
+    }
   }
   // With the database open, the undo first checks that nothing was wrapped under the new key (a first
   // installation naming it wraps the data keys in ensureInitialKeys below; another instance may too).
@@ -96,7 +111,7 @@ async function createTokenKey(command: string, argv: readonly string[], config: 
       );
     }
   };
-  return { created, undo };
+  return { created, refused, undo };
 }
 
 /** The core with the master key; undefined (exit 1) when the shares source has no share files. */
@@ -150,7 +165,7 @@ async function runOnCore(argv: readonly string[], core: KeyedCore, tokenKey: Tok
     await migrateToLatest(core.database.knex);
     const actor = cliActor();
     await core.keyRing.ensureInitialKeys(actor.origin);
-    code = await runKeysCommand(argv, keysContext(core, actor, tokenKey.created), {
+    code = await runKeysCommand(argv, keysContext(core, actor, tokenKey), {
       stdout: process.stdout,
       stderr: process.stderr,
       isTTY: process.stderr.isTTY,
@@ -165,7 +180,7 @@ async function runOnCore(argv: readonly string[], core: KeyedCore, tokenKey: Tok
 }
 
 /** What every key command is given, from the core. */
-function keysContext(core: KeyedCore, actor: KeyActor, tokenKeyCreated: TokenKeyCreated | undefined): KeysContext {
+function keysContext(core: KeyedCore, actor: KeyActor, tokenKey: TokenKey): KeysContext {
   const { config } = core;
   return {
     knex: core.database.knex,
@@ -184,7 +199,8 @@ function keysContext(core: KeyedCore, actor: KeyActor, tokenKeyCreated: TokenKey
     actor,
     externalClientCaPem:
       config.tls.clientCaFile === undefined ? undefined : fs.readFileSync(config.tls.clientCaFile, 'utf8'),
-    tokenKeyCreated,
+    tokenKeyCreated: tokenKey.created,
+    tokenKeyRefusal: tokenKey.refused,
   };
 }
 

@@ -41,7 +41,9 @@ export const ERROR_CATALOG = {
     title: 'Live service instances have not loaded the key-ring generation this operation needs',
   },
   DUAL_CONTROL_REQUIRED: { title: 'Two approvals from distinct key custodians are required' },
-  SINGLE_OPERATOR_REFUSED: { title: 'Single-operator key management is refused in production' },
+  SINGLE_OPERATOR_REFUSED: {
+    title: 'Single-operator key management is refused (in production, or once custodians are registered)',
+  },
   APPROVAL_INVALID: { title: 'The approval signature does not verify for this request' },
   APPROVAL_DUPLICATE: { title: 'This custodian has already approved this request' },
   KEY_REQUEST_NOT_FOUND: { title: 'No such key-management request' },

@@ -22,17 +22,24 @@
  *   register whose genesis is not that one trusts nobody (custodian-provenance.ts).
  * - Every refusal is audited with its code in a transaction of its own (it commits although the
  *   command fails). The person running the CLI is recorded as `operator`; an approval as `custodian`.
- * - Single-operator mode (KEYS_SINGLE_OPERATOR, development only, refused in production) skips it.
+ * - Single-operator mode (KEYS_SINGLE_OPERATOR, development only, refused in production) skips it,
+ *   and only until the first two custodians' genesis: from then on it is refused (SINGLE_OPERATOR_REFUSED).
  */
 import type { JWK } from 'jose';
 import type { Knex } from 'knex';
 import { appendAuditEvent, auditedWrite, canonicalJson } from '../audit/audit-log.js';
-import { AppError, isAppError } from '../errors/app-error.js';
+import { AppError } from '../errors/app-error.js';
 import { newId } from '../ids/prefixed-id.js';
 import { verifyRegister, type RegisterVerdict } from './custodian-provenance.js';
 import { CUSTODIAN_ACKNOWLEDGEMENT, jwkFromX } from './custodians.js';
 import { databaseNow } from '../db/database-clock.js';
-import { appendExecution, assertFirstGenesis, auditRecordsExecution, readLedger } from './dual-control-ledger.js';
+import {
+  appendExecution,
+  assertFirstGenesis,
+  auditRecordsExecution,
+  auditRecordsGenesis,
+  readLedger,
+} from './dual-control-ledger.js';
 import {
   approvalsOf,
   executionRecorded,
@@ -94,10 +101,8 @@ export interface DualControlContext {
   readonly masterKey: MasterKeySource;
 }
 
-/** Errors whose refusal this module already wrote to the audit trail (the CLI audits the others). */
-const auditedRefusals = new WeakSet<object>();
-export const refusalAudited = (error: unknown): boolean =>
-  typeof error === 'object' && error !== null && auditedRefusals.has(error);
+/** Errors whose refusal is already in the audit trail (auditedWrite marks them; the CLI audits the others). */
+export { refusalAudited } from '../audit/audit-log.js';
 
 /** A write whose refusal is audited with its code in a transaction that commits (auditedWrite). */
 export async function refusalsAudited<T>(
@@ -107,12 +112,7 @@ export async function refusalsAudited<T>(
   write: (trx: Knex.Transaction) => Promise<T>,
   now: Date,
 ): Promise<T> {
-  try {
-    return await auditedWrite(knex, actor, what, write, () => now);
-  } catch (error) {
-    if (isAppError(error)) auditedRefusals.add(error);
-    throw error;
-  }
+  return auditedWrite(knex, actor, what, write, () => now);
 }
 
 function requestOf(canonical: string, payload: RequestPayload): KeyRequest {
@@ -281,6 +281,24 @@ export async function signerOf(
   return custodian === undefined ? undefined : { name: custodian.name, jwk: custodian.publicKeyJwk, custodian: true };
 }
 
+/**
+ * Single-operator mode is for a development installation before it has custodians: once the sealed
+ * ledger or the audit trail holds a genesis, one person holding the master key (KEYS_SINGLE_OPERATOR
+ * with the development opt-in) must not rotate, retire or split alone. A ledger that no longer
+ * verifies refuses as tampering (readLedger); one wiped together with the trail's genesis entry is the
+ * master-key holder's history rewrite, which only a signed checkpoint kept outside reveals.
+ */
+async function refuseSingleOperatorAfterGenesis(trx: Knex.Transaction, masterKey: MasterKeySource): Promise<void> {
+  const ledger = await readLedger(trx, masterKey);
+  if (ledger.seq > 0 || (await auditRecordsGenesis(trx))) {
+    throw new AppError('SINGLE_OPERATOR_REFUSED', {
+      detail:
+        'Custodians are registered (their genesis is on record): every key operation needs a request two ' +
+        'custodians approved (--request <id>). Single-operator mode is only for an installation without custodians.',
+    });
+  }
+}
+
 export interface AuthoriseInput {
   readonly operation: KeyOperation;
   /** The parameters the command was invoked with: the signed payload must name exactly these. */
@@ -305,7 +323,10 @@ export async function authorise(
 ): Promise<Authorisation> {
   if (input.requestId === undefined) {
     if (input.singleOperator && input.production) throw new AppError('SINGLE_OPERATOR_REFUSED');
-    if (input.singleOperator) return { mode: 'single-operator' };
+    if (input.singleOperator) {
+      await refuseSingleOperatorAfterGenesis(trx, input.masterKey);
+      return { mode: 'single-operator' };
+    }
     throw new AppError('DUAL_CONTROL_REQUIRED', {
       detail: 'Create a request (keys request …), have two custodians approve it, then pass --request <id>.',
     });

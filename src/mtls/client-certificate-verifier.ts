@@ -25,6 +25,8 @@
  *    (a revocation row deleted or altered, the head edited or rolled back below what this instance
  *    has seen), every certificate is refused with `CLIENT_CERTIFICATE_REVOCATIONS_INVALID` (fail
  *    closed) and the detection is audited once (`mtls.revocations.invalid`) and reported to `onTamper`.
+ *    A revoked certificate presented again is audited (`mtls.certificate.refused`), at most once per
+ *    certificate and minute across the instances.
  *
  * Caching, and why any change reaches every instance within `revocationCheckMs` (default 1 s): at
  * most that often, each instance
@@ -62,6 +64,7 @@ import {
   type VerifiedList,
 } from './revocation-list.js';
 import { appendAuditEvent } from '../audit/audit-log.js';
+import { countInFixedWindow } from '../ratelimit/rate-limiter.js';
 import {
   CA_PURPOSE,
   grantFieldsOf,
@@ -76,6 +79,8 @@ import { findCertificate, findCertificates, readKeyRingGeneration } from './cert
 export type { ClientCertificatePrincipal, ClientCertificateVerifier } from '../auth/certificate-principal.js';
 
 const RECORD_CACHE_MAX = 10_000;
+/** The audit action of a revoked certificate presented again (at most one per certificate and minute). */
+export const REVOKED_USE_ACTION = 'mtls.certificate.refused';
 /** Cached records re-read per query at each refresh. */
 const REVALIDATE_BATCH = 1_000;
 
@@ -163,6 +168,37 @@ export function createClientCertificateVerifier(
           }),
         )
         .catch(() => undefined); // the refusal stands even if the audit write fails
+    }
+  }
+
+  /**
+   * A revoked certificate presented again (its private key proven in the handshake: a stolen till, or
+   * one not yet replaced) is evidence: `mtls.certificate.refused`, outcome denied, at most once per
+   * certificate and minute across every instance (the shared window of the detokenise denial), with
+   * how many were refused in the minute before. Whoever holds it cannot flood the trail, whose every
+   * entry locks its head. The refusal stands if the count or the entry cannot be written.
+   */
+  async function auditRevokedUse(
+    certificate: X509Certificate,
+    serial: string,
+    record: ClientCertificateRecord,
+  ): Promise<void> {
+    try {
+      const seen = await countInFixedWindow(knex, `mtls-revoked:${certificateFingerprint(certificate.raw)}`, 60);
+      if (seen.count !== 1) return;
+      await knex.transaction((trx) =>
+        appendAuditEvent(trx, {
+          actor: `${CERTIFICATE_SUBJECT_PREFIX}${record.clientName}`,
+          actorType: 'client',
+          action: REVOKED_USE_ACTION,
+          outcome: 'denied',
+          origin: 'mtls',
+          resource: `mtls-client:${record.clientName}`,
+          details: { code: 'CLIENT_CERTIFICATE_REVOKED', serial, refusedInPreviousMinute: seen.previous },
+        }),
+      );
+    } catch {
+      // the certificate is refused all the same
     }
   }
 
@@ -290,6 +326,7 @@ export function createClientCertificateVerifier(
         });
       }
       if (revokedSerials.has(serial) || record.revokedAt !== null) {
+        await auditRevokedUse(certificate, serial, record);
         throw new AppError('CLIENT_CERTIFICATE_REVOKED', {
           detail: `The client certificate ${serial} was revoked.`,
           headers: { 'WWW-Authenticate': 'mutual-tls' },

@@ -62,6 +62,19 @@ describe('audit trail against an insider with database write access', function (
     const res = await fx.run('audit', 'verify');
     expect(res.code, res.stdout + res.stderr).to.equal(1);
     expect(res.stdout).to.match(/audit chain BROKEN at entry \d+: /);
+    expect(res.stdout, res.stdout).to.not.contain('could not be recorded');
+    // The detection is itself evidence: the newest entry records who verified and what was found.
+    const newest = (await db.knex('audit_events').orderBy('seq', 'desc').first()) as AuditRow;
+    const recorded = rowToEvent(newest);
+    expect(recorded).to.deep.include({
+      action: 'audit.verified',
+      outcome: 'failure',
+      actorType: 'operator',
+      resource: 'audit:chain',
+    });
+    expect(recorded.details['finding']).to.be.a('string').and.to.match(finding);
+    const printed = /audit chain BROKEN at entry \d+: (.*) \(\d+ entries verified before it\)/.exec(res.stdout)?.[1];
+    expect(recorded.details['finding']).to.equal(printed);
   }
 
   async function checkpoint(name: string): Promise<string> {
@@ -247,7 +260,13 @@ describe('audit trail against an insider with database write access', function (
 
   it('when the head is reset to an empty chain over existing entries, then verify reports it', async () => {
     await db.knex('audit_chain_head').update({ seq: 0, hash: 'genesis', mac: null, key_version: null });
-    await expectDetected(/the chain head names entry 0, the last entry is 6/);
+    // verify reports it; the CLI's first append records the reset (after entry 6, linked to it) and
+    // reports that, instead of failing on a second entry 1 and recording nothing.
+    await expectDetected(
+      /the chain head names entry 0, the last entry is 6|the head was reset to an empty chain over 6 entries/,
+    );
+    const invalid = await db.knex('audit_events').where({ action: 'audit.chain-head-invalid' }).first();
+    expect(invalid.seq).to.equal(7);
   });
 
   it('when the tail is deleted and an older, genuinely sealed head row put back, then only a checkpoint kept outside the database catches it', async () => {

@@ -574,10 +574,14 @@ describe('dual control against an insider with database write access and one cus
     it('when the master key is rotated, then the register and the ledger are resealed and keep working under the new key alone', async () => {
       const next = randomBytes(32);
       const during = await keysFixture(db, {
-        policy: { propagationMs: 0, singleOperator: true },
+        policy: { propagationMs: 0 },
         source: new MasterKeySet(new LocalMasterKey(next, 'next master key'), [fx.masterKey]),
       });
-      const rotated = await during.run('rotate', '--purpose', 'master', '--apply');
+      // Custodians exist: the master-key rotation is dual-controlled too (single-operator mode is refused).
+      const master = await requestId(during, 'rotate', '--purpose', 'master');
+      expect((await approve(during, master, alice)).code).to.equal(0);
+      expect((await approve(during, master, bob)).code).to.equal(0);
+      const rotated = await during.run('rotate', '--purpose', 'master', '--apply', '--request', master);
       expect(rotated.code, rotated.stderr).to.equal(0);
       const after = await keysFixture(db, { policy: { propagationMs: 0 }, masterKeyBase64: next.toString('base64') });
       const list = await after.run('custodian', 'list');

@@ -77,6 +77,22 @@ describe('mTLS insider: sealed revocations and record changes reaching every cac
       await afterInterval();
       expect(await outcome(running.verify(till.certificate)), 'running').to.equal('CLIENT_CERTIFICATE_REVOKED');
       expect(await outcome(instance().verify(till.certificate)), 'new').to.equal('CLIENT_CERTIFICATE_REVOKED');
+      // Each use of the revoked certificate is evidence, but whoever holds it cannot flood the trail:
+      // one entry per certificate and minute, across instances, however often it is presented.
+      for (let i = 0; i < 20; i += 1) {
+        expect(await outcome((i % 2 === 0 ? running : instance()).verify(till.certificate))).to.equal(
+          'CLIENT_CERTIFICATE_REVOKED',
+        );
+      }
+      const refusals = (await db
+        .knex('audit_events')
+        .where({ action: 'mtls.certificate.refused', resource: 'mtls-client:till-cleared' })
+        .orderBy('seq')) as { actor: string; actor_type: string; outcome: string; details: unknown }[];
+      expect(refusals.length, '22 refusals, within one minute or across one boundary').to.be.within(1, 2);
+      const first = refusals[0]!;
+      expect(first).to.deep.include({ actor: 'mtls:till-cleared', actor_type: 'client', outcome: 'denied' });
+      const details = (typeof first.details === 'string' ? JSON.parse(first.details) : first.details) as object;
+      expect(details).to.deep.include({ code: 'CLIENT_CERTIFICATE_REVOKED', serial: till.serial });
       const listed = await fx.run('mtls', 'list', '--all');
       expect(listed.stdout).to.match(new RegExp(`${till.serial}.*REVOKED`));
       expect((await fx.run('mtls', 'list')).stdout).to.not.contain(till.serial);
