@@ -22,6 +22,7 @@ import { Pkcs11MasterKey, createMasterKeyInToken } from '../../src/keys/master-k
 import { clearShareFile, custodianKey } from '../../src/keys/unseal-client.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
 import { generatePans } from '../support/pans.js';
+import { startTestService, testEnv } from '../support/harness.js';
 import { createSoftHsmToken, type SoftHsmToken } from '../support/softhsm.js';
 import { approve, requestId, threeCustodians, type Person } from './custodians-fixture.js';
 import { keysFixture, type KeysFixture } from './keys-context.js';
@@ -263,6 +264,77 @@ describe('master-key rotation into and out of the shares source', function () {
     await readsEveryCard(source, cards);
   });
 
+  it("when a custodian leaves and the key is rotated from shares to a new split without them (§11 step 5), then the new shares read every card and the old shares, the leaver's included, rebuild a key that opens nothing", async () => {
+    const { cards, people, keyId, files } = await envToShares();
+    const [alice, bob] = people as [Person, Person];
+    // The key CLI under the current split: MASTER_KEY_SOURCE=shares, MASTER_KEY_SHARE_FILES (alice, bob).
+    const current = (
+      await loadMasterKey({ source: 'shares', keyId, shareFiles: await revealed(files, people, ['alice', 'bob']) })
+    ).source;
+    const cli = await keysFixture(db, { source: current, policy: { propagationMs: 0 } });
+    const id = await requestId(
+      cli,
+      'rotate',
+      '--purpose',
+      'master',
+      '--to',
+      'shares',
+      '--threshold',
+      '2',
+      '--custodian',
+      'alice',
+      '--custodian',
+      'bob',
+    );
+    for (const who of [alice, bob]) expect((await approve(cli, id, who)).code).to.equal(0);
+    const out = path.join(dir, 'without-carol');
+    const res = await cli.run(
+      'rotate',
+      '--purpose',
+      'master',
+      '--to',
+      'shares',
+      '--threshold',
+      '2',
+      '--custodian',
+      'alice',
+      '--custodian',
+      'bob',
+      '--out',
+      out,
+      '--apply',
+      '--request',
+      id,
+    );
+    expect(res.code, res.stderr).to.equal(0);
+    const newKeyId = /MASTER_KEY_SHARES_KEY_ID=(local:[A-Za-z0-9_-]{16})/.exec(res.stdout)![1]!;
+    const newFiles = fs.readdirSync(out).map((f) => path.join(out, f));
+    expect(newFiles.map((f) => path.basename(f).split('.')[1])).to.have.members(['alice', 'bob']);
+    const splits = (await db.knex('master_key_splits').orderBy('created_at').select('state', 'kek_id')) as {
+      state: string;
+      kek_id: string;
+    }[];
+    expect(splits.map((r) => [r.state, r.kek_id])).to.deep.equal([
+      ['superseded', keyId],
+      ['active', newKeyId],
+    ]);
+    // Carol's old share and another old holder's still rebuild the old key offline: it opens nothing now.
+    const old = (
+      await loadMasterKey({ source: 'shares', keyId, shareFiles: await revealed(files, people, ['carol', 'alice']) })
+    ).source;
+    let failure: unknown;
+    await new KeyRing(db.knex, old, 50).reload().catch((error: unknown) => (failure = error));
+    expect(String(failure)).to.contain('cannot unwrap data key');
+    const next = (
+      await loadMasterKey({
+        source: 'shares',
+        keyId: newKeyId,
+        shareFiles: await revealed(newFiles, people, ['bob', 'alice']),
+      })
+    ).source;
+    await readsEveryCard(next, cards);
+  });
+
   describe('with a SoftHSM2 token', () => {
     before(() => {
       token = createSoftHsmToken('lv-rot');
@@ -280,6 +352,15 @@ describe('master-key rotation into and out of the shares source', function () {
         MASTER_KEY_PREVIOUS_SHARES_KEY_ID: keyId,
         MASTER_KEY_PREVIOUS_SHARE_FILES: clear.join(','),
       };
+      // The service refuses the previous key's cleartext share files, as it refuses MASTER_KEY_SHARE_FILES.
+      const refusal = await startTestService({ db, env: await testEnv(env) }).then(
+        async (svc) => {
+          await svc.close();
+          return 'started';
+        },
+        (error: unknown) => (error as Error).message,
+      );
+      expect(refusal).to.contain('MASTER_KEY_PREVIOUS_SOURCE=shares is for the key CLI only');
       const config = loadConfig(env);
       const during = (await loadMasterKey(config.masterKey, config.masterKeyPrevious, config.masterKeyPreviousSources))
         .source;
