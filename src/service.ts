@@ -160,6 +160,12 @@ async function openServiceCore(config: Config, options: BuildOptions): Promise<K
       'MASTER_KEY_SHARE_FILES is for the key CLI only: unset it for the service, which is unsealed by the custodians (keys unseal)',
     );
   }
+  if (config.masterKeyPreviousSources.some((previous) => previous.source === 'shares')) {
+    // The same: a previous key in shares is rebuilt from cleartext share files, for the key CLI's rotation.
+    throw new Error(
+      'MASTER_KEY_PREVIOUS_SOURCE=shares is for the key CLI only: instances stay on their configuration until `keys rotate --purpose master --apply` has re-wrapped every key, then restart with the new source alone',
+    );
+  }
   const masterKey = await loadConfiguredMasterKey(config);
   logger.info({ masterKey: masterKey.source.location }, `master key: ${masterKey.source.description}`);
   if (masterKey.generatedDevKeyFile !== undefined) {

@@ -24,7 +24,7 @@ import { currentMasterKey } from './keys-master-info.js';
 import { hsmCommand, HSM_USAGE } from './keys-hsm.js';
 import { mtlsCommand, MTLS_USAGE } from './keys-mtls.js';
 import { requestsCommand, REQUESTS_USAGE } from './keys-requests.js';
-import { remoteCommand, sharesCommand, SHARES_USAGE } from './keys-shares.js';
+import { remoteCommand, rotateToSharesCommand, sharesCommand, SHARES_USAGE, TO_SHARES_OPTIONS } from './keys-shares.js';
 import type { KeysContext, KeysIo } from './keys-context.js';
 import { clientCaHooks } from '../mtls/client-ca-hooks.js';
 import { UsageError } from './usage-error.js';
@@ -49,6 +49,9 @@ export const USAGE = `usage: npm run keys -- <command> [options]
                                                   p: pan-encryption, identifier-mac, audit-signing, mtls-client-ca,
                                                      subscription-secret, or master (rewrap every data
                                                      key and seal under the current master key)
+  rotate --purpose master --to shares --threshold M (--custodian <name> ... | --all-custodians) --out <dir>
+         [--plan | --apply] [--request <id>]     a fresh master key, every key re-wrapped under it, split
+                                                  M-of-N among custodians; never written in clear
   reencrypt --purpose <p> [--batch-size N] [--lanes N] [--max-rows-per-second N]
   retire --purpose <p> --version N [--plan | --apply] [--request <id>] [--wait-timeout <seconds>]
   destroy --purpose <p> --version N [--plan | --apply] [--request <id>] [--wait-timeout <seconds>]   (irreversible)
@@ -323,9 +326,12 @@ async function rotate(args: readonly string[], ctx: KeysContext, out: (t: string
       apply: { type: 'boolean' },
       request: { type: 'string' },
       'wait-timeout': { type: 'string' },
+      ...TO_SHARES_OPTIONS,
     },
     strict: true,
   });
+  if (values.purpose === 'master' && values.to !== undefined) return rotateToSharesCommand(values, ctx, out);
+  if (values.to !== undefined) throw new UsageError('--to is for --purpose master only');
   if (values.purpose === 'master') return rotateMaster(values, ctx, out);
   const purpose = purposeOf(values.purpose, true);
   const keys = manager(ctx, values['wait-timeout']);

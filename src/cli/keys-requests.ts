@@ -1,4 +1,4 @@
-/* eslint max-lines: ["error", 450] -- the dual-control request sub-commands (request, approve, list, show, cancel) and their output */
+/* eslint max-lines: ["error", 460] -- the dual-control request sub-commands (request, approve, list, show, cancel) and their output */
 /**
  * The dual-control commands of the key CLI: `custodian …`, `request …` and `approve`.
  *
@@ -31,7 +31,7 @@ import {
 import { approveRequest, previewApproval } from '../keys/key-approvals.js';
 import { isPurpose, KeyManager } from '../keys/key-manager.js';
 import type { KeyPurpose } from '../keys/key-ring.js';
-import { splitRequestParams } from './keys-shares.js';
+import { splitRequestParams, toSharesRequest, TO_SHARES_OPTIONS } from './keys-shares.js';
 import type { KeysContext, KeysIo } from './keys-context.js';
 import { clientCaHooks } from '../mtls/client-ca-hooks.js';
 import { UsageError } from './usage-error.js';
@@ -43,6 +43,8 @@ export const REQUESTS_USAGE = `  custodian list                                 
   request add-custodian --name <name> --public-key <ed25519.pem>
   custodian add --name <name> --public-key <ed25519.pem> --acknowledge --request <id>
   request <rotate|retire|destroy> --purpose <p> [--version N]   prints the request id to approve
+  request rotate --purpose master --to shares --threshold M (--custodian <name> ... | --all-custodians)
+                                                  rotation into a fresh key split among custodians
   request list [--all] [--json]                   pending requests: state, operation, expiry, approvals
   request show <id> [--json]                      the canonical payload custodians sign, and its SHA-256
   approve <request-id> --key <custodian-private-key.pem> [--yes] [--digest <sha256>]
@@ -219,11 +221,16 @@ async function keyRequest(
 ): Promise<number> {
   const { values } = parseArgs({
     args: rest,
-    options: { purpose: { type: 'string' }, version: { type: 'string' } },
+    options: { purpose: { type: 'string' }, version: { type: 'string' }, ...TO_SHARES_OPTIONS },
     strict: true,
   });
   const keys = manager(ctx);
   const purpose = purposeOf(values.purpose, operation === 'rotate');
+  if (values.to !== undefined && purpose !== 'master') throw new UsageError('--to is for --purpose master only');
+  if (purpose === 'master' && values.to !== undefined) {
+    const { params, description } = await toSharesRequest(values, ctx);
+    return printRequest(ctx, out, 'rotate', params, description);
+  }
   if (purpose === 'master') {
     const plan = await keys.planMasterRotation();
     return printRequest(ctx, out, 'rotate', { purpose: 'master' }, `Rotate the master key: ${plan.steps.join('; ')}`);
@@ -276,6 +283,9 @@ function nextStep(request: KeyRequest): string {
   }
   if (operation === 'add-custodian') {
     return `npm run keys -- custodian add --name ${String(params['name'])} --public-key <pem> --acknowledge --request ${id}`;
+  }
+  if (params['to'] === 'shares') {
+    return `npm run keys -- rotate --purpose master --to shares --threshold ${String(params['threshold'])} <the same --custodian names> --out <dir> --apply --request ${id}`;
   }
   const version = 'version' in params ? ` --version ${params['version']}` : '';
   return `npm run keys -- ${operation} --purpose ${String(params['purpose'])}${version} --apply --request ${id}`;

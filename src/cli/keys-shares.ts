@@ -17,6 +17,8 @@ import { parseArgs } from 'node:util';
 import { AppError } from '../errors/app-error.js';
 import { verifyRegister } from '../keys/custodian-provenance.js';
 import { activeSplit, executeSplit, splitParams, verifySplitSeal } from '../keys/key-shares.js';
+import { planToShares, rotateToShares, toSharesParams } from '../keys/master-rotation-shares.js';
+import { clientCaHooks } from '../mtls/client-ca-hooks.js';
 import type { RequestParams } from '../keys/request-payload.js';
 import { instanceKeyFingerprint, type UnsealStatus } from '../keys/unseal.js';
 import { clearShareFile, custodianKey, sealRequest, unsealSubmission } from '../keys/unseal-client.js';
@@ -57,7 +59,11 @@ export async function splitRequestParams(
   return resolveSplit(ctx, threshold, names);
 }
 
-function splitOptions(values: { threshold?: string; custodian?: string[]; 'all-custodians'?: boolean }): {
+function splitOptions(values: {
+  threshold?: string | undefined;
+  custodian?: string[] | undefined;
+  'all-custodians'?: boolean | undefined;
+}): {
   threshold: number;
   names: string[] | 'all';
 } {
@@ -74,7 +80,7 @@ async function resolveSplit(
   ctx: KeysContext,
   threshold: number,
   names: string[] | 'all',
-): Promise<{ params: RequestParams; description: string; thumbprints: string[] }> {
+): Promise<{ params: RequestParams; description: string; thumbprints: string[]; names: string[] }> {
   const register = await verifyRegister(ctx.knex, ctx.masterKey);
   if (register.tampered !== undefined) throw new AppError('DUAL_CONTROL_TAMPERED', { detail: register.tampered });
   const custodians = [...register.trusted.values()];
@@ -93,7 +99,87 @@ async function resolveSplit(
     `Split the master key ${ctx.masterKey.keyId} ${threshold}-of-${chosen.length} among ` +
     `${chosen.map((c) => c.name).join(', ')}; each share is encrypted to its holder. ` +
     'Supersedes any earlier split: the service then accepts only these shares.';
-  return { params, description, thumbprints };
+  return { params, description, thumbprints, names: chosen.map((c) => c.name) };
+}
+
+/** What `request rotate --purpose master --to shares` and `rotate --purpose master --to shares` take. */
+export interface ToSharesOptions {
+  to?: string | undefined;
+  threshold?: string | undefined;
+  custodian?: string[] | undefined;
+  'all-custodians'?: boolean | undefined;
+  out?: string | undefined;
+}
+
+export const TO_SHARES_OPTIONS = {
+  to: { type: 'string' },
+  ...SPLIT_OPTIONS,
+  'all-custodians': { type: 'boolean' },
+  out: { type: 'string' },
+} as const;
+
+async function resolveToShares(values: ToSharesOptions, ctx: KeysContext) {
+  if (values.to !== 'shares')
+    throw new UsageError(
+      '--to must be shares (rotating into another source: configure it, see docs/key-management.md §10)',
+    );
+  const { threshold, names } = splitOptions(values);
+  const resolved = await resolveSplit(ctx, threshold, names);
+  return { threshold, thumbprints: resolved.thumbprints, names: resolved.names };
+}
+
+/**
+ * `request rotate --purpose master --to shares --threshold M (--custodian … | --all-custodians)`: the
+ * request names the destination, the threshold and the exact holders, never a key id (there is none yet).
+ */
+export async function toSharesRequest(
+  values: ToSharesOptions,
+  ctx: KeysContext,
+): Promise<{ params: RequestParams; description: string }> {
+  const { threshold, thumbprints, names } = await resolveToShares(values, ctx);
+  return {
+    params: toSharesParams({ threshold, thumbprints }),
+    description:
+      `Rotate the master key ${ctx.masterKey.keyId} into custodians' shares: a fresh key, never written in clear, ` +
+      `re-wraps every data key and seal and is split ${threshold}-of-${names.length} among ${names.join(', ')}, ` +
+      'each share encrypted to its holder; supersedes any earlier split.',
+  };
+}
+
+/** `rotate --purpose master --to shares … --out <dir> [--plan | --apply] --request <id>` (master-rotation-shares.ts). */
+export async function rotateToSharesCommand(
+  values: ToSharesOptions & { apply?: boolean | undefined; request?: string | undefined },
+  ctx: KeysContext,
+  out: Out,
+): Promise<number> {
+  const { threshold, thumbprints, names } = await resolveToShares(values, ctx);
+  out(`master-key rotation plan (current master key ${ctx.masterKey.keyId} → a fresh key in custodians' shares):`);
+  const steps = await planToShares(ctx.knex, ctx.masterKey, { threshold, names }, ctx.policy.singleOperator);
+  steps.forEach((s, i) => out(`  ${i + 1}. ${s}`));
+  if (values.apply !== true) {
+    out('plan only: nothing changed. Run again with --apply (and --out <dir>) to do it.');
+    return 0;
+  }
+  if (values.out === undefined) throw new UsageError('--out <dir> is required: where the share files are written');
+  const done = await rotateToShares(
+    {
+      knex: ctx.knex,
+      masterKey: ctx.masterKey,
+      clientCa: clientCaHooks,
+      actor: ctx.actor,
+      singleOperator: ctx.policy.singleOperator,
+      production: ctx.policy.production,
+    },
+    { threshold, thumbprints, requestId: values.request, outDir: values.out },
+  );
+  out(
+    `done: ${done.rewrap.rewrapped.length} data key(s) rewrapped by master key ${done.kekId}, split ${done.split.split.id} ` +
+      `${done.split.split.threshold}-of-${done.split.split.total}`,
+  );
+  for (const file of done.split.files) out(`  ${file}`);
+  out("hand each file to its custodian only (each opens only with its holder's private key); delete the copies here");
+  out(`then: MASTER_KEY_SOURCE=shares MASTER_KEY_SHARES_KEY_ID=${done.kekId} on every instance, restart, keys unseal`);
+  return 0;
 }
 
 export async function sharesCommand(args: readonly string[], ctx: KeysContext, out: Out): Promise<number> {

@@ -1,4 +1,4 @@
-/* eslint max-lines: ["error", 880] -- every variable read, typed and cross-checked in one pass with one error list; a split by section is left for later */
+/* eslint max-lines: ["error", 920] -- every variable read (the four master-key sources and their previous keys included), typed and cross-checked in one pass with one error list; a split by section is left for later */
 /**
  * Configuration, read once from the environment, validated, typed and frozen.
  *
@@ -550,7 +550,59 @@ function parseMasterKeys(
       r.problem('PKCS11_PREVIOUS_KEY_LABEL must name another key than PKCS11_KEY_LABEL');
     } else masterKeyPreviousSources.push({ source: 'pkcs11', pkcs11, keyLabel: previousLabel });
   }
+  const previousShares = parsePreviousShares(r, masterKey);
+  if (previousShares !== undefined) masterKeyPreviousSources.push(previousShares);
   return { masterKey, masterKeyPrevious, masterKeyPreviousSources, pkcs11, masterKeyEnvAllowed };
+}
+
+/**
+ * MASTER_KEY_PREVIOUS_SOURCE=shares: the key CLI rotating out of the shares source (shares → env, file,
+ * PKCS#11, or shares of a new key) holds the previous key rebuilt from M cleartext share files
+ * (MASTER_KEY_PREVIOUS_SHARE_FILES, `keys shares reveal`) and pinned by MASTER_KEY_PREVIOUS_SHARES_KEY_ID,
+ * for the run of `keys rotate --purpose master` only. The service refuses it (src/service.ts), as it
+ * refuses MASTER_KEY_SHARE_FILES. The other previous sources have their own variables.
+ */
+function parsePreviousShares(r: Reader, current: MasterKeyConfig): SharesMasterKeyConfig | undefined {
+  const chosen = r.raw('MASTER_KEY_PREVIOUS_SOURCE');
+  const keyId = r.raw('MASTER_KEY_PREVIOUS_SHARES_KEY_ID');
+  const files = pathList(r.raw('MASTER_KEY_PREVIOUS_SHARE_FILES'));
+  if (chosen === undefined) {
+    if (keyId !== undefined || files.length > 0) {
+      r.problem(
+        'MASTER_KEY_PREVIOUS_SHARES_KEY_ID and MASTER_KEY_PREVIOUS_SHARE_FILES need MASTER_KEY_PREVIOUS_SOURCE=shares',
+      );
+    }
+    return undefined;
+  }
+  if (chosen !== 'shares') {
+    r.problem(
+      'MASTER_KEY_PREVIOUS_SOURCE must be shares (a previous env, file or PKCS#11 key is named by MASTER_KEY_PREVIOUS, MASTER_KEY_PREVIOUS_FILE or PKCS11_PREVIOUS_KEY_LABEL)',
+    );
+    return undefined;
+  }
+  if (keyId === undefined || !SHARES_KEY_ID.test(keyId)) {
+    r.problem(
+      "MASTER_KEY_PREVIOUS_SOURCE=shares needs MASTER_KEY_PREVIOUS_SHARES_KEY_ID: the previous split's master key id (local:…)",
+    );
+  } else if (current.source === 'shares' && current.keyId === keyId) {
+    r.problem('MASTER_KEY_PREVIOUS_SHARES_KEY_ID must name another key than MASTER_KEY_SHARES_KEY_ID');
+  }
+  if (files.length < 2) {
+    r.problem(
+      'MASTER_KEY_PREVIOUS_SOURCE=shares needs MASTER_KEY_PREVIOUS_SHARE_FILES: the paths of M cleartext share files of the previous split (keys shares reveal)',
+    );
+  }
+  return { source: 'shares', keyId: keyId ?? '', shareFiles: files };
+}
+
+const SHARES_KEY_ID = /^local:[A-Za-z0-9_-]{16}$/;
+
+function pathList(value: string | undefined): string[] {
+  return (value ?? '')
+    .split(',')
+    .map((f) => f.trim())
+    .filter((f) => f !== '')
+    .map((f) => path.resolve(f));
 }
 
 /**
@@ -653,17 +705,12 @@ function parseSharesSource(r: Reader): SharesMasterKeyConfig {
       r.problem(`${name} must not be set when MASTER_KEY_SOURCE=shares (the key exists only as shares)`);
   }
   const keyId = r.raw('MASTER_KEY_SHARES_KEY_ID');
-  if (keyId === undefined || !/^local:[A-Za-z0-9_-]{16}$/.test(keyId)) {
+  if (keyId === undefined || !SHARES_KEY_ID.test(keyId)) {
     r.problem(
       'MASTER_KEY_SHARES_KEY_ID is required when MASTER_KEY_SOURCE=shares: the master key id `keys shares status` prints (local:…)',
     );
   }
-  const files = (r.raw('MASTER_KEY_SHARE_FILES') ?? '')
-    .split(',')
-    .map((f) => f.trim())
-    .filter((f) => f !== '')
-    .map((f) => path.resolve(f));
-  return { source: 'shares', keyId: keyId ?? '', shareFiles: files };
+  return { source: 'shares', keyId: keyId ?? '', shareFiles: pathList(r.raw('MASTER_KEY_SHARE_FILES')) };
 }
 
 const OPT_IN = 'ALLOW_DEVELOPMENT_DEFAULTS=true';

@@ -51,8 +51,7 @@ import {
 import type { ClientCaHooks } from './client-ca.js';
 import type { MasterKeySource } from './master-key-types.js';
 import { currentMasterKey } from './master-key-source.js';
-import { rewrapAuditChainKeys } from '../audit/audit-chain-keys.js';
-import { rewrapDualControlSeals } from './custodians.js';
+import { rewrapUnder } from './master-rewrap.js';
 import { daysLeft, isOverdue, periodOf } from './cryptoperiods.js';
 import {
   activateVersion,
@@ -63,14 +62,11 @@ import {
   keyVersionsOf,
   latestVersion,
   lockKeyVersion,
-  lockWrappedKeys,
   retireVersion,
-  setWrapping,
   stateGenerationOf,
   wrappedKeys,
   type DataKeyRecord,
 } from './key-version-store.js';
-import { makeMasterKeyCurrent } from './master-key-store.js';
 
 export interface KeyPolicy {
   readonly singleOperator: boolean;
@@ -405,32 +401,12 @@ export class KeyManager {
         throw new AppError('KEY_OPERATION_INVALID', { detail: plan.steps.join('; ') });
       }
       const auth = await this.authorise(trx, 'rotate', { purpose: 'master' }, requestId);
-      const planned = new Set(plan.keys.map((k) => `${k.purpose}:${k.version}`));
-      const rows = (await lockWrappedKeys(trx))
-        .filter((r) => planned.has(`${r.purpose}:${r.version}`))
-        .map((r) => ({
-          ...r,
-          kek_id: plan.keys.find((k) => `${k.purpose}:${k.version}` === `${r.purpose}:${r.version}`)!.kekId,
-        }));
-      for (const row of rows) {
-        const aad = wrappingAad(row.purpose, row.version);
-        const material = await this.deps.masterKey.unwrap(row.wrapped_key, aad);
-        const rewrapped = await this.deps.masterKey.wrap(material, aad);
-        material.fill(0);
-        await setWrapping(trx, row, rewrapped, plan.currentKekId);
-      }
-      // The mTLS seals are wrapped by the master key too (src/mtls/seals.ts).
-      await this.deps.clientCa.rewrapSeals(trx, this.deps.masterKey);
-      const auditChainKeys = await rewrapAuditChainKeys(trx, this.deps.masterKey);
-      await rewrapDualControlSeals(trx, this.deps.masterKey);
-      await makeMasterKeyCurrent(trx, {
+      const { rewrapped, auditChainKeys } = await rewrapUnder(trx, this.deps.masterKey, plan.keys, this.deps.clientCa, {
         kekId: plan.currentKekId,
         description: this.deps.masterKey.description,
-        at: await databaseNow(trx),
       });
-      await bumpGeneration(trx);
       await this.audit(trx, 'master-key.rotated', `master-key:${plan.currentKekId}`, {
-        rewrapped: rows.map((r) => ({ key: `${r.purpose}:v${r.version}`, from: r.kek_id })),
+        rewrapped,
         auditChainKeys,
         ...authorisationDetails(auth),
       });

@@ -208,31 +208,54 @@ export async function executeSplit(knex: Knex, input: SplitInput, ctx: DualContr
         masterKey,
         actor: ctx.actor,
       });
-      const register = await verifyRegister(trx, masterKey);
-      if (register.tampered !== undefined) throw new AppError('DUAL_CONTROL_TAMPERED', { detail: register.tampered });
-      const custodians = trustedHolders(register, params);
-      const shares = await masterKey.shamirSplit(custodians.length, input.threshold);
-      const { holders, files } = encryptShares(
-        { id, kekId: masterKey.keyId, threshold: input.threshold, outDir: input.outDir },
-        custodians,
-        shares,
+      return splitWithin(
+        trx,
+        masterKey,
+        { threshold: input.threshold, holders: params, requestId: input.requestId, outDir: input.outDir, id },
+        authorisation,
+        ctx.actor,
       );
-      const record = {
-        id,
-        threshold: input.threshold,
-        total: custodians.length,
-        kekId: masterKey.keyId,
-        holders,
-        requestId: input.requestId ?? null,
-      };
-      const now = await storeSplit(trx, record, authorisation, ctx);
-      // Written inside the transaction: a failed write rolls the split back. Files of a split whose
-      // commit then fails are harmless: no record holds their digests, the service refuses them.
-      writeShareFiles(input.outDir, files);
-      return { split: { ...record, createdAt: now }, files: files.map((f) => f.file) };
     },
     new Date(),
   );
+}
+
+/**
+ * The split itself, in the caller's transaction once it is authorised (a `split-master-key` request,
+ * or a master-key rotation into shares, master-rotation-shares.ts): the register verified under
+ * `masterKey`, one share per named custodian encrypted to them, the record sealed and stored (the
+ * previous split superseded) and audited with `authorisation`, the 0600 files written last.
+ */
+export async function splitWithin(
+  trx: Knex.Transaction,
+  masterKey: SplittableMasterKey,
+  input: { threshold: number; holders: RequestParams; requestId: string | undefined; outDir: string; id?: string },
+  authorisation: Authorisation,
+  actor: DualControlContext['actor'],
+): Promise<SplitResult> {
+  const id = input.id ?? newId('msp');
+  const register = await verifyRegister(trx, masterKey);
+  if (register.tampered !== undefined) throw new AppError('DUAL_CONTROL_TAMPERED', { detail: register.tampered });
+  const custodians = trustedHolders(register, input.holders);
+  const shares = await masterKey.shamirSplit(custodians.length, input.threshold);
+  const { holders, files } = encryptShares(
+    { id, kekId: masterKey.keyId, threshold: input.threshold, outDir: input.outDir },
+    custodians,
+    shares,
+  );
+  const record = {
+    id,
+    threshold: input.threshold,
+    total: custodians.length,
+    kekId: masterKey.keyId,
+    holders,
+    requestId: input.requestId ?? null,
+  };
+  const now = await storeSplit(trx, record, authorisation, { actor, masterKey });
+  // Written inside the transaction: a failed write rolls the split back. Files of a split whose
+  // commit then fails are harmless: no record holds their digests, the service refuses them.
+  writeShareFiles(input.outDir, files);
+  return { split: { ...record, createdAt: now }, files: files.map((f) => f.file) };
 }
 
 /** The trusted custodians the split names, in its order; a key that is none refuses the split. */

@@ -356,6 +356,76 @@ describe("master key in custodians' shares: split, sealed start, unseal, seal", 
     for (const file of clear) fs.rmSync(file);
   });
 
+  it('when the key is re-split, then one without two approvals is refused, an approved one supersedes the first, the old share files are UNSEAL_SHARE_REFUSED and the new ones unseal; both splits and the refusals are audited', async () => {
+    const first = (await db.knex('master_key_splits').where({ state: 'active' }).first()) as { id: string };
+    const out = path.join(dir, 'resplit');
+    const resplit = (...request: string[]) =>
+      fx.run('shares', 'split', '--threshold', '2', '--all-custodians', '--out', out, ...request);
+    const unapproved = await resplit();
+    expect(unapproved.code).to.equal(1);
+    expect(unapproved.stderr).to.contain('DUAL_CONTROL_REQUIRED');
+    expect(fs.existsSync(out)).to.equal(false);
+    const id = await requestId(fx, 'split-master-key', '--threshold', '2', '--all-custodians');
+    expect((await approve(fx, id, bob)).code).to.equal(0);
+    expect((await resplit('--request', id)).stderr).to.contain('DUAL_CONTROL_REQUIRED'); // one approval
+    expect((await db.knex('master_key_splits').where({ state: 'active' }).first()).id).to.equal(first.id);
+    expect((await approve(fx, id, carol)).code).to.equal(0);
+    const done = await resplit('--request', id);
+    expect(done.code, done.stderr).to.equal(0);
+    const splits = (await db.knex('master_key_splits').orderBy('created_at').select('id', 'state')) as {
+      id: string;
+      state: string;
+    }[];
+    expect(splits.map((r) => r.state)).to.deep.equal(['superseded', 'active']);
+    expect(splits[0]!.id).to.equal(first.id);
+
+    const svc = await start();
+    try {
+      for (const who of [carol, alice]) {
+        // The custodian's client refuses an old share before sending anything...
+        const status = (await svc.request('GET', '/v1/admin/unseal')).body;
+        const oldShare = fs.readFileSync(shareFile[who.name]!, 'utf8');
+        const key = custodianKey(fs.readFileSync(who.privateKey, 'utf8'));
+        const local = await unsealSubmission(status, oldShare, key).then(
+          () => undefined,
+          (error: { code?: string }) => error.code,
+        );
+        expect(local).to.equal('UNSEAL_SHARE_REFUSED');
+        // ...and the instance refuses it from a client that does not check (an old or altered one).
+        const submission = await unsealSubmission({ ...status, splitId: null }, oldShare, key);
+        const refused = await svc.request('POST', '/v1/admin/unseal', { json: { submission } });
+        expect(refused.status, refused.text).to.equal(422);
+        expect(refused.body).to.include({ code: 'UNSEAL_SHARE_REFUSED' });
+      }
+      expect((await svc.request('GET', '/v1/admin/unseal')).body).to.include({ sealed: true, progress: 0 });
+      const files = fs.readdirSync(out);
+      for (const who of [alice, bob, carol])
+        shareFile[who.name] = path.join(
+          out,
+          files.find((f) => f.includes(`.${who.name}.`))!,
+        );
+      for (const who of [carol, alice]) expect((await unsealAs(svc, who)).response.status).to.equal(200);
+      expect((await svc.request('POST', '/v1/tokens', { token: writer, json: { pan: PAN } })).body.token).to.equal(
+        token,
+      );
+    } finally {
+      await stop(svc);
+    }
+    const splitEntries = (await db
+      .knex('audit_events')
+      .where({ action: 'master-key.split' })
+      .orderBy('seq')
+      .select('outcome', 'details')) as { outcome: string; details: Record<string, unknown> | string }[];
+    const successes = splitEntries.filter((e) => e.outcome === 'success').map((e) => detailsOf(e.details));
+    expect(successes).to.have.length(2);
+    expect(successes[1]).to.include({ supersedes: first.id, requestId: id, authorisation: 'dual-control' });
+    expect(splitEntries.filter((e) => e.outcome === 'denied').length).to.be.at.least(3); // the first test's two, these two
+    const refusedSubmissions = (await vaultEntries()).filter(
+      (e) => e.outcome === 'failure' && JSON.stringify(e.details).includes('UNSEAL_SHARE_REFUSED'),
+    );
+    expect(refusedSubmissions.map((e) => e.actor)).to.include.members(['carol', 'alice']);
+  });
+
   it('when an insider with database write access swaps two holders for keys of their own and submits shares of a key they chose, then UNSEAL_KEY_MISMATCH: it stays sealed', async () => {
     const { split } = await import('shamir-secret-sharing');
     const { jwkOf } = await import('../../src/keys/custodians.js');
