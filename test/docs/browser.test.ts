@@ -1,0 +1,135 @@
+/**
+ * The API reference at /docs, in a real browser: Debian's chromium (scripts/ensure-chromium.sh,
+ * run by pretest and .ci/run) driven by playwright-core against the real service on port 0. The page
+ * must render every operation of openapi.yaml (looped over the document, not a list kept here), under
+ * its Content-Security-Policy, with no console error and no CSP violation; a full-page screenshot is
+ * left in test-results/docs.png (ignored by git) for a person to look at.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { expect } from 'chai';
+import { chromium, type Browser, type Page } from 'playwright-core';
+import { projectRoot } from '../../src/config/project-root.js';
+import { API_REFERENCE_CSP, cspHeaderValue } from '../../src/http/api-reference.js';
+import { HTTP_METHODS } from '../../src/http/openapi.js';
+import { startTestService, type TestService } from '../support/harness.js';
+
+const SCREENSHOT = path.join(projectRoot(), 'test-results', 'docs.png');
+
+function chromiumPath(): string {
+  const candidates = [process.env['CHROMIUM_PATH'], '/usr/bin/chromium', '/usr/bin/chromium-browser'];
+  const found = candidates.find((c) => c !== undefined && c !== '' && fs.existsSync(c));
+  if (found === undefined)
+    throw new Error('chromium not found: run sh scripts/ensure-chromium.sh (or set CHROMIUM_PATH)');
+  return found;
+}
+
+interface DocumentedOperation {
+  readonly operationId: string;
+  readonly summary: string;
+  /** Scalar's section id ends with it: `GET/v1/tokens/{token}`. */
+  readonly anchor: string;
+}
+
+function documentedOperations(document: Readonly<Record<string, unknown>>): DocumentedOperation[] {
+  const out: DocumentedOperation[] = [];
+  for (const [p, item] of Object.entries(document['paths'] as Record<string, Record<string, unknown>>)) {
+    for (const method of HTTP_METHODS) {
+      const op = item[method] as { operationId: string; summary?: string } | undefined;
+      if (op === undefined) continue;
+      out.push({ operationId: op.operationId, summary: op.summary ?? '', anchor: `${method.toUpperCase()}${p}` });
+    }
+  }
+  return out;
+}
+
+interface Rendered {
+  readonly problems: string[];
+  /** Section ids of the operations the page rendered. */
+  readonly sectionIds: string[];
+  readonly text: string;
+}
+
+/** Opens the page, waits for the reference to render, and collects what went wrong on the way. */
+async function openReference(page: Page, url: string, lastAnchor: string): Promise<Rendered> {
+  const problems: string[] = [];
+  page.on('console', (m) => {
+    if (m.type() === 'error' || m.type() === 'warning') problems.push(`console ${m.type()}: ${m.text().slice(0, 300)}`);
+  });
+  page.on('pageerror', (e) => problems.push(`page error: ${e.message.slice(0, 300)}`));
+  page.on('requestfailed', (r) => problems.push(`request failed: ${r.url().slice(0, 200)}`));
+  page.on('request', (r) => {
+    if (!r.url().startsWith(url) && !r.url().startsWith('data:'))
+      problems.push(`request out of the origin: ${r.url()}`);
+  });
+  // Runs before the page's own scripts (and outside its CSP): records every violation report. Strings,
+  // not functions: they run in the page, and the tests are compiled without the DOM's types.
+  await page.addInitScript({
+    content: `window.cspViolations = [];
+      document.addEventListener('securitypolicyviolation', (e) => {
+        window.cspViolations.push(e.effectiveDirective + ' blocked ' + (e.blockedURI || '(inline)'));
+      });`,
+  });
+  const response = await page.goto(`${url}/docs`, { waitUntil: 'load' });
+  expect(response?.status()).to.equal(200);
+  // Rendered: the section of the document's last operation exists (the page builds them in order).
+  await page.waitForSelector(`[id$="/${lastAnchor}"]`, { state: 'attached', timeout: 15_000 });
+  const violations = (await page.evaluate('window.cspViolations')) as string[];
+  problems.push(...violations.map((v) => `CSP violation: ${v}`));
+  const sectionIds = (await page.evaluate("[...document.querySelectorAll('[id]')].map((e) => e.id)")) as string[];
+  const text = (await page.textContent('body')) ?? '';
+  return { problems, sectionIds, text };
+}
+
+describe('API reference at /docs (chromium)', function () {
+  this.timeout(60_000);
+  let app: TestService;
+  let browser: Browser;
+
+  before(async () => {
+    app = await startTestService();
+    browser = await chromium.launch({
+      executablePath: chromiumPath(),
+      headless: true,
+      // Chromium's sandbox refuses to start as root (CI runs as root).
+      args: process.getuid?.() === 0 ? ['--no-sandbox'] : [],
+    });
+  });
+  after(async () => {
+    await browser?.close();
+    await app?.close();
+  });
+
+  it('when / is asked for, then it redirects to /docs, which is public and under its own CSP while the API keeps its own', async () => {
+    const root = await app.request('GET', '/');
+    expect(root.status).to.equal(302);
+    expect(root.headers.get('location')).to.equal('/docs');
+    const docs = await app.request('GET', '/docs');
+    expect(docs.status).to.equal(200);
+    expect(docs.headers.get('content-type')).to.match(/^text\/html/);
+    expect(docs.headers.get('content-security-policy')).to.equal(cspHeaderValue(API_REFERENCE_CSP));
+    const api = await app.request('GET', '/healthz');
+    expect(api.headers.get('content-security-policy')).to.equal("default-src 'none';frame-ancestors 'none'");
+    const unknown = await app.request('GET', '/docs/other.js');
+    expect(unknown.status).to.equal(404);
+    expect(unknown.headers.get('content-security-policy')).to.equal("default-src 'none';frame-ancestors 'none'");
+  });
+
+  it('when /docs is opened, then every operation of openapi.yaml is rendered with no console error and no CSP violation', async () => {
+    const operations = documentedOperations(app.service.spec.document);
+    expect(operations.length).to.be.greaterThan(30);
+    const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+    try {
+      const rendered = await openReference(page, app.url, (operations.at(-1) as DocumentedOperation).anchor);
+      const missing = operations.filter(
+        (op) => !rendered.sectionIds.some((id) => id.endsWith(`/${op.anchor}`)) || !rendered.text.includes(op.summary),
+      );
+      fs.mkdirSync(path.dirname(SCREENSHOT), { recursive: true });
+      await page.screenshot({ path: SCREENSHOT, fullPage: true });
+      expect(missing.map((op) => op.operationId)).to.deep.equal([]);
+      expect(rendered.problems).to.deep.equal([]);
+    } finally {
+      await page.close();
+    }
+  });
+});
