@@ -5,8 +5,11 @@
  * its Content-Security-Policy, with no console error and no CSP violation; a full-page screenshot is
  * left in test-results/docs.png (ignored by git) for a person to look at.
  */
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { expect } from 'chai';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { projectRoot } from '../../src/config/project-root.js';
@@ -51,7 +54,7 @@ interface Rendered {
 }
 
 /** Opens the page, waits for the reference to render, and collects what went wrong on the way. */
-async function openReference(page: Page, url: string, lastAnchor: string): Promise<Rendered> {
+async function openReference(page: Page, url: string, origin: string, lastAnchor: string): Promise<Rendered> {
   const problems: string[] = [];
   page.on('console', (m) => {
     if (m.type() === 'error' || m.type() === 'warning') problems.push(`console ${m.type()}: ${m.text().slice(0, 300)}`);
@@ -59,7 +62,7 @@ async function openReference(page: Page, url: string, lastAnchor: string): Promi
   page.on('pageerror', (e) => problems.push(`page error: ${e.message.slice(0, 300)}`));
   page.on('requestfailed', (r) => problems.push(`request failed: ${r.url().slice(0, 200)}`));
   page.on('request', (r) => {
-    if (!r.url().startsWith(url) && !r.url().startsWith('data:'))
+    if (!r.url().startsWith(origin) && !r.url().startsWith('data:'))
       problems.push(`request out of the origin: ${r.url()}`);
   });
   // Runs before the page's own scripts (and outside its CSP): records every violation report. Strings,
@@ -70,8 +73,8 @@ async function openReference(page: Page, url: string, lastAnchor: string): Promi
         window.cspViolations.push(e.effectiveDirective + ' blocked ' + (e.blockedURI || '(inline)'));
       });`,
   });
-  const response = await page.goto(`${url}/docs`, { waitUntil: 'load' });
-  expect(response?.status()).to.equal(200);
+  const response = await page.goto(url, { waitUntil: 'load' });
+  if (url.startsWith('http')) expect(response?.status()).to.equal(200);
   // Rendered: the section of the document's last operation exists (the page builds them in order).
   await page.waitForSelector(`[id$="/${lastAnchor}"]`, { state: 'attached', timeout: 15_000 });
   const violations = (await page.evaluate('window.cspViolations')) as string[];
@@ -115,21 +118,42 @@ describe('API reference at /docs (chromium)', function () {
     expect(unknown.headers.get('content-security-policy')).to.equal("default-src 'none';frame-ancestors 'none'");
   });
 
-  it('when /docs is opened, then every operation of openapi.yaml is rendered with no console error and no CSP violation', async () => {
+  /** Every operation not rendered (by section id and summary), and the screenshot when asked for. */
+  async function checkRendering(url: string, origin: string, screenshot?: string): Promise<void> {
     const operations = documentedOperations(app.service.spec.document);
     expect(operations.length).to.be.greaterThan(30);
     const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
     try {
-      const rendered = await openReference(page, app.url, (operations.at(-1) as DocumentedOperation).anchor);
+      const rendered = await openReference(page, url, origin, (operations.at(-1) as DocumentedOperation).anchor);
       const missing = operations.filter(
         (op) => !rendered.sectionIds.some((id) => id.endsWith(`/${op.anchor}`)) || !rendered.text.includes(op.summary),
       );
-      fs.mkdirSync(path.dirname(SCREENSHOT), { recursive: true });
-      await page.screenshot({ path: SCREENSHOT, fullPage: true });
+      if (screenshot !== undefined) {
+        fs.mkdirSync(path.dirname(screenshot), { recursive: true });
+        await page.screenshot({ path: screenshot, fullPage: true });
+      }
       expect(missing.map((op) => op.operationId)).to.deep.equal([]);
       expect(rendered.problems).to.deep.equal([]);
     } finally {
       await page.close();
+    }
+  }
+
+  it('when /docs is opened, then every operation of openapi.yaml is rendered with no console error and no CSP violation', async () => {
+    await checkRendering(`${app.url}/docs`, app.url, SCREENSHOT);
+  });
+
+  it('when the static build (npm run docs:build) is opened from file://, then it renders every operation the same way', async () => {
+    const out = fs.mkdtempSync(path.join(os.tmpdir(), 'lv-docs-'));
+    try {
+      execFileSync(process.execPath, ['--import', 'tsx', path.join(projectRoot(), 'scripts', 'build-docs.ts')], {
+        env: { ...process.env, DOCS_OUT: out },
+        stdio: 'pipe',
+      });
+      const index = pathToFileURL(path.join(out, 'index.html')).href;
+      await checkRendering(index, pathToFileURL(out).href);
+    } finally {
+      fs.rmSync(out, { recursive: true, force: true });
     }
   });
 });
