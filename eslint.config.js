@@ -8,6 +8,7 @@ export default tseslint.config(
       'node_modules/',
       'data/',
       'bench/results/',
+      'docs-dist/',
       'eslint.config.js',
       '.dependency-cruiser.cjs',
       'scripts/',

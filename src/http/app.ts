@@ -5,6 +5,7 @@
 import express, { type Express, type RequestHandler } from 'express';
 import helmet from 'helmet';
 import type { Authenticator } from '../auth/authenticator.js';
+import { API_REFERENCE_PATHS, apiReferenceRouter } from './api-reference.js';
 import { mayHoldCardData } from '../card-data/card-data-guard.js';
 import { AppError } from '../errors/app-error.js';
 import { newId } from '../ids/prefixed-id.js';
@@ -73,15 +74,19 @@ export function createApp(options: AppOptions): Express {
   app.set('etag', false);
   app.set('query parser', 'simple');
 
-  app.use(
-    helmet({
-      // An API serves no documents: nothing may be framed, scripted or loaded from its responses.
-      contentSecurityPolicy: { useDefaults: false, directives: { defaultSrc: ["'none'"], frameAncestors: ["'none'"] } },
-      crossOriginResourcePolicy: { policy: 'same-origin' },
-      referrerPolicy: { policy: 'no-referrer' },
-    }),
-  );
+  const apiHeaders = helmet({
+    // An API serves no documents: nothing may be framed, scripted or loaded from its responses.
+    contentSecurityPolicy: { useDefaults: false, directives: { defaultSrc: ["'none'"], frameAncestors: ["'none'"] } },
+    crossOriginResourcePolicy: { policy: 'same-origin' },
+    referrerPolicy: { policy: 'no-referrer' },
+  });
+  // The API reference's three paths set their own, looser policy (api-reference.ts says what and why).
+  app.use((req, res, next) => {
+    if (API_REFERENCE_PATHS.has(req.path)) next();
+    else apiHeaders(req, res, next);
+  });
   app.use(requestContext(options.logger, options.observeRequest));
+  app.use(apiReferenceRouter(options.spec.document));
 
   for (const op of options.spec.operations) {
     const chain: RequestHandler[] = [
