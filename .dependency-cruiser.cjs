@@ -34,7 +34,15 @@ const PUBLIC = {
   // The key ring (data keys for a purpose), the master key (seals), the field-set registry's types.
   // client-ca.ts: the interface mtls implements for the one purpose whose key is a CA.
   // master-key-types.ts: the master-key source's contract (seals, readiness), without the sources.
-  keys: ['key-ring\\.ts', 'master-key-source\\.ts', 'master-key-types\\.ts', 'field-sets\\.ts', 'client-ca\\.ts'],
+  // reference-digests.ts: the digest stored in place of a UUID id that reads as a card number.
+  keys: [
+    'key-ring\\.ts',
+    'master-key-source\\.ts',
+    'master-key-types\\.ts',
+    'field-sets\\.ts',
+    'client-ca\\.ts',
+    'reference-digests\\.ts',
+  ],
   // The verifier the HTTP layer is given; the certificates' own encrypted field set.
   mtls: ['client-certificate-verifier\\.ts', 'client-certificate-records\\.ts'],
   // The outbox a feature writes its events into, and the event catalogue.

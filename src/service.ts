@@ -29,6 +29,7 @@ import { requestDurations } from './http/request-metrics.js';
 import type { KeyRing } from './keys/key-ring.js';
 import { createKeysFeature } from './keys/keys-feature.js';
 import type { LoadedMasterKey } from './keys/master-key-source.js';
+import { storedReference } from './keys/reference-digests.js';
 import type { Unsealer } from './keys/unseal.js';
 import type { Logger } from './logging/logger.js';
 import { createLoyaltyFeature } from './loyalty/loyalty-feature.js';
@@ -270,6 +271,7 @@ async function composeFeatures(core: KeyedCore, vault: VaultService, options: Bu
     config: config.webhooks,
     payments: payments.payments,
     isKnownPan: (digits) => vault.isKnownPan(digits),
+    storedReference: (id) => storedReference(knex, id),
     clock,
     logger,
     metrics,

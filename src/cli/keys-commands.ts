@@ -197,6 +197,10 @@ async function list(args: readonly string[], ctx: KeysContext, out: (t: string) 
   return 0;
 }
 
+/** The inventory's line for `reference_digest_keys` (src/keys/reference-digests.ts). */
+const REFERENCE_KEY_HOLDS =
+  'the reference-digest HMAC-SHA256 key (card-shaped UUID ids stored as digests), wrapped (AES-256-GCM) by the master key; no cryptoperiod of its own (docs/key-management.md §1)';
+
 async function inventory(args: readonly string[], ctx: KeysContext, out: (t: string) => void): Promise<number> {
   const { values } = parseArgs({ args: [...args], options: { out: { type: 'string' } }, strict: true });
   if (values.out === undefined) throw new UsageError('--out <file> is required');
@@ -230,9 +234,14 @@ async function inventory(args: readonly string[], ctx: KeysContext, out: (t: str
           'the audit-chain HMAC-SHA256 key version(s), wrapped (AES-256-GCM) by the master key (docs/key-management.md §5)',
       },
       {
+        name: 'reference_digest_keys table',
+        description: ctx.databaseDescription,
+        holds: REFERENCE_KEY_HOLDS,
+      },
+      {
         name: 'process memory',
         description: 'each service instance and the key CLI',
-        holds: 'unwrapped data keys while running',
+        holds: 'unwrapped data keys and the reference-digest key while running',
       },
     ],
     masterKeys: masters.map((m) => ({

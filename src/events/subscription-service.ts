@@ -13,6 +13,7 @@ import type { Page } from '../db/keyset-cursor.js';
 import { AppError } from '../errors/app-error.js';
 import { newId } from '../ids/prefixed-id.js';
 import { retryOnStaleKey, type KeyRing } from '../keys/key-ring.js';
+import { storedReference } from '../keys/reference-digests.js';
 import type { Actor } from '../auth/actors.js';
 import { refuseCardNumbers } from '../card-data/request-fields.js';
 import type { EventType } from './event-types.js';
@@ -170,9 +171,11 @@ export class SubscriptionService {
       const now = this.now();
       const row = await findLive(trx, id, true);
       if (row === undefined) throw new AppError('NOT_FOUND', { detail: 'No such subscription.' });
-      if (idempotencyKey !== undefined) {
+      // A UUID key that reads as a card number is kept as its keyed digest (keys/reference-digests.ts).
+      const rotationKey = idempotencyKey === undefined ? undefined : await storedReference(trx, idempotencyKey);
+      if (rotationKey !== undefined) {
         // The subscription row is locked: a concurrent retry waits here and then sees this one's secret.
-        const made = await secretOfRotation(trx, id, idempotencyKey, now);
+        const made = await secretOfRotation(trx, id, rotationKey, now);
         if (made !== undefined) {
           throw new AppError('SECRET_ROTATION_REPEATED', {
             detail: 'A rotation with this Idempotency-Key already made a secret; it is not shown again.',
@@ -182,7 +185,7 @@ export class SubscriptionService {
       }
       const until = new Date(now.getTime() + overlapSeconds * 1000);
       await endSecretsAt(trx, id, now, until);
-      const made = await addSecret(trx, this.deps.keyRing, id, now, idempotencyKey);
+      const made = await addSecret(trx, this.deps.keyRing, id, now, rotationKey);
       await this.audit(trx, actor, 'events.subscription.secret-rotated', id, now, {
         overlapSeconds,
         secretId: made.id,

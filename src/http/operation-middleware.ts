@@ -153,8 +153,9 @@ export function validate(op: Operation): RequestHandler {
     // An Idempotency-Key is stored (and its pattern admits dots, dashes, underscores and colons):
     // one shaped like a card number is refused, never kept. A canonical UUID is the one exception:
     // its 4-4-4 middle groups read as a dashed card number about once in 180 random UUIDs (measured
-    // over 200,000 randomUUID() values), and UUIDs are what clients are told to send. A card number
-    // is never UUID-shaped by accident (docs/card-data.md).
+    // over 200,000 randomUUID() values), and UUIDs are what clients are told to send. A UUID key the
+    // detector flags (a random one, or one crafted around a PAN) is stored as its keyed digest, never
+    // as sent (src/keys/reference-digests.ts, called where keys are stored; docs/card-data.md).
     const idempotencyKey = req.headers['idempotency-key'];
     if (typeof idempotencyKey === 'string' && !CANONICAL_UUID.test(idempotencyKey)) {
       refuseCardData({ 'idempotency-key': idempotencyKey }, '/headers');

@@ -401,13 +401,20 @@ export class KeyManager {
         throw new AppError('KEY_OPERATION_INVALID', { detail: plan.steps.join('; ') });
       }
       const auth = await this.authorise(trx, 'rotate', { purpose: 'master' }, requestId);
-      const { rewrapped, auditChainKeys } = await rewrapUnder(trx, this.deps.masterKey, plan.keys, this.deps.clientCa, {
-        kekId: plan.currentKekId,
-        description: this.deps.masterKey.description,
-      });
+      const { rewrapped, auditChainKeys, referenceKeys } = await rewrapUnder(
+        trx,
+        this.deps.masterKey,
+        plan.keys,
+        this.deps.clientCa,
+        {
+          kekId: plan.currentKekId,
+          description: this.deps.masterKey.description,
+        },
+      );
       await this.audit(trx, 'master-key.rotated', `master-key:${plan.currentKekId}`, {
         rewrapped,
         auditChainKeys,
+        referenceKeys,
         ...authorisationDetails(auth),
       });
       return plan;

@@ -27,6 +27,7 @@
 import { createPrivateKey, createPublicKey, createSecretKey, randomBytes, type KeyObject } from 'node:crypto';
 import type { Knex } from 'knex';
 import { registerAuditChainKeys } from '../audit/audit-chain-keys.js';
+import { ensureReferenceKey, registerReferenceKey } from './reference-digests.js';
 import { appendAuditEvent } from '../audit/audit-log.js';
 import { isMasterKeyUnavailable } from '../errors/app-error.js';
 import type { KeyActor } from '../auth/actors.js';
@@ -104,6 +105,8 @@ export class KeyRing {
   ) {
     // The audit trail of this database handle is MAC'd under a key this master key unwraps.
     registerAuditChainKeys(knex, masterKey);
+    // So is the key of the digests stored in place of card-shaped UUID ids (reference-digests.ts).
+    registerReferenceKey(knex, masterKey);
   }
 
   /** Creates version 1 of each purpose on first start (concurrent starts create it once). */
@@ -123,6 +126,7 @@ export class KeyRing {
         await insertNewKey(trx, this.masterKey, purpose, 1, 'active', { actor: 'system', actorType: 'system', origin });
       });
     }
+    await ensureReferenceKey(this.knex);
     await this.reload();
   }
 

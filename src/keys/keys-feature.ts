@@ -7,6 +7,7 @@
  */
 import type { Knex } from 'knex';
 import { forgetAuditChainKeys } from '../audit/audit-chain-keys.js';
+import { forgetReferenceKey } from './reference-digests.js';
 import { ensureAuditChain } from '../audit/audit-log.js';
 import type { Clock } from '../clock/clock.js';
 import type { Config } from '../config/config.js';
@@ -96,6 +97,7 @@ export async function createKeysFeature(deps: KeysFeatureDeps): Promise<KeysFeat
             for (const hooks of whileOpen) await hooks.stop();
             keyRing.forget();
             forgetAuditChainKeys(knex);
+            forgetReferenceKey(knex);
             await heartbeat.withdraw();
           },
           log: (fields, message) => logger.info(fields, message),

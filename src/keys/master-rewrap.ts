@@ -3,7 +3,7 @@
  * `rotateMaster` to a configured key; master-rotation-shares.ts's rotation into a fresh key split
  * among the custodians): in the caller's transaction, every planned data key is unwrapped by
  * whichever key of `keys` opens it and wrapped again by `keys`' current key, then every other value
- * the master key seals (the mTLS seals, the audit-chain keys, the custodian register and the
+ * the master key seals (the mTLS seals, the audit-chain keys, the reference-digest key, the custodian register and the
  * dual-control ledger head), the current key recorded in master_keys and the key-ring generation
  * bumped. Data is untouched (envelope encryption). All or nothing: a failure midway (the old source
  * gone, a token away) rolls everything back and the rotation is simply run again.
@@ -13,6 +13,7 @@ import { rewrapAuditChainKeys } from '../audit/audit-chain-keys.js';
 import { databaseNow } from '../db/database-clock.js';
 import type { ClientCaHooks } from './client-ca.js';
 import { rewrapDualControlSeals } from './custodians.js';
+import { rewrapReferenceKeys } from './reference-digests.js';
 import { bumpGeneration, wrappingAad, type KeyPurpose } from './key-ring.js';
 import { lockWrappedKeys, setWrapping } from './key-version-store.js';
 import { makeMasterKeyCurrent } from './master-key-store.js';
@@ -28,6 +29,8 @@ export interface PlannedKey {
 export interface RewrapResult {
   readonly rewrapped: readonly { readonly key: string; readonly from: string }[];
   readonly auditChainKeys: readonly number[];
+  /** The reference-digest key versions rewrapped (reference-digests.ts): [1] once the key exists. */
+  readonly referenceKeys: readonly number[];
 }
 
 /**
@@ -56,10 +59,12 @@ export async function rewrapUnder(
   await clientCa.rewrapSeals(trx, keys);
   const auditChainKeys = await rewrapAuditChainKeys(trx, keys);
   await rewrapDualControlSeals(trx, keys);
+  const referenceKeys = await rewrapReferenceKeys(trx, keys);
   await makeMasterKeyCurrent(trx, { ...current, at: await databaseNow(trx) });
   await bumpGeneration(trx);
   return {
     rewrapped: rows.map((r) => ({ key: `${r.purpose}:v${r.version}`, from: byId.get(`${r.purpose}:${r.version}`)! })),
     auditChainKeys,
+    referenceKeys,
   };
 }

@@ -151,6 +151,7 @@ export async function rotateToShares(
               total: split.split.total,
               rewrapped: rewrap.rewrapped,
               auditChainKeys: rewrap.auditChainKeys,
+              referenceKeys: rewrap.referenceKeys,
               ...authorisationDetails(auth),
             },
           },

@@ -8,9 +8,13 @@
  * the waiter finds the stored response and replays it; if it rolled back (a refused request), the
  * waiter claims the key itself. So one key never produces two effects, even across instances, and a
  * refused request stores nothing.
+ *
+ * A canonical UUID key that the card-data detector flags (the edge lets UUIDs through, see
+ * src/http/operation-middleware.ts) is stored as its keyed digest (`~…`), never as sent.
  */
 import type { Knex } from 'knex';
 import { AppError } from '../errors/app-error.js';
+import { storedReference } from '../keys/reference-digests.js';
 import { findKey, insertKeyIfAbsent, storeResponse } from './idempotency-store.js';
 
 export interface StoredResponse<T> {
@@ -40,7 +44,10 @@ export async function claimIdempotencyKey<T>(
   now: Date,
   retentionDays: number,
 ): Promise<IdempotencyClaim<T>> {
-  const { scope, key, requestHash } = request;
+  const { scope, requestHash } = request;
+  // A UUID key that reads as a card number is kept as its keyed digest, never as sent (the same
+  // digest for every retry, on every instance): src/keys/reference-digests.ts.
+  const key = await storedReference(trx, request.key);
   const claimed = await insertKeyIfAbsent(trx, {
     scope,
     key,

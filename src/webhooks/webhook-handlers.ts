@@ -13,7 +13,8 @@
  * reason to refuse a delivery the gateway will retry forever); the platform's own gateway, bound by
  * our contract, is refused with 422 SENSITIVE_AUTHENTICATION_DATA. Ids are not free text: they are
  * stored and served as sent, so an id holding a card number (platform `webhook-id`, payment, refund,
- * chargeback ids; Stripe event and object ids) refuses the delivery with 422 CARD_NUMBER_NOT_ALLOWED.
+ * chargeback ids; Stripe event and object ids) refuses the delivery with 422 CARD_NUMBER_NOT_ALLOWED;
+ * the one exception, a UUID-shaped platform `webhook-id`, is stored as its keyed digest instead.
  */
 import { refuseCardData } from '../card-data/card-data-guard.js';
 import { AppError } from '../errors/app-error.js';
@@ -40,6 +41,12 @@ export interface WebhookDeps {
   readonly now?: () => Date;
   /** Whether digits are the PAN of a card in the vault (VaultService.isKnownPan). */
   readonly isKnownPan?: (digits: string) => Promise<boolean>;
+  /**
+   * The form of a platform `webhook-id` to store (keys/reference-digests.ts `storedReference`): the id,
+   * or its keyed digest when it is a UUID that reads as a card number. Rejects (503) when it needs the
+   * reference key and cannot have it: the id is then never stored.
+   */
+  readonly storedReference: (id: string) => Promise<string>;
 }
 
 export function webhookHandlers(deps: WebhookDeps): HandlerMap {
@@ -70,7 +77,10 @@ export function webhookHandlers(deps: WebhookDeps): HandlerMap {
       const { messageId, secretIndexes } = signatureOf(req);
       const { body } = req.valid;
       refusePlatformIdsWithCardData(body);
-      const result = await ingest(platformEvent(body, messageId as string), secretIndexes[0] as number);
+      // A UUID webhook-id passes the edge even when it reads as a card number (webhook-schemes.ts):
+      // that one is keyed by its digest (inbox event_key, the fact keys derived from it), never as sent.
+      const eventKey = await deps.storedReference(messageId as string);
+      const result = await ingest(platformEvent(body, eventKey), secretIndexes[0] as number);
       res.status(200).json(receipt(result));
       return outcome(result);
     }),

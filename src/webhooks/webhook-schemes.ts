@@ -109,8 +109,9 @@ function checkWebhookId(id: string): void {
     });
   }
   // A UUID (bare or after `msg_`) reads as a dashed card number about once in 180 random values; a
-  // sender using UUID message ids must not see those deliveries refused forever. A card number is
-  // never UUID-shaped by accident; `event_key` is an exempt reference column (docs/card-data.md).
+  // sender using UUID message ids must not see those deliveries refused forever. So it passes here,
+  // and one the detector flags is never stored as sent: the handler keys it by its keyed digest
+  // (src/keys/reference-digests.ts; docs/card-data.md), which a crafted UUID around a PAN gets too.
   if (UUID_MESSAGE_ID.test(id)) return;
   refuseCardData({ 'webhook-id': id }, '/headers');
 }

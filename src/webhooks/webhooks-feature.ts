@@ -21,6 +21,8 @@ export interface WebhooksFeatureDeps {
   readonly payments: PaymentService;
   /** Whether digits are the PAN of a card in the vault (VaultService.isKnownPan). */
   readonly isKnownPan: (digits: string) => Promise<boolean>;
+  /** The form of an id to store: itself, or its keyed digest when it reads as a card number. */
+  readonly storedReference: (id: string) => Promise<string>;
   readonly logger: Logger;
   readonly metrics: Metrics;
   readonly clock: Clock;
@@ -42,7 +44,13 @@ export async function createWebhooksFeature(deps: WebhooksFeatureDeps): Promise<
   }
   const counters = deliveryCounters(deps.metrics);
   return {
-    handlers: webhookHandlers({ payments: deps.payments, counters, now, isKnownPan: deps.isKnownPan }),
+    handlers: webhookHandlers({
+      payments: deps.payments,
+      counters,
+      now,
+      isKnownPan: deps.isKnownPan,
+      storedReference: deps.storedReference,
+    }),
     signatures: webhookSchemes(webhooks.secrets, counters, now),
   };
 }

@@ -206,6 +206,14 @@ describe('outbound events: subscriptions', function () {
       expect(first.status, first.text).to.equal(201);
       const again = await rotate();
       expect(again.body).to.include({ code: 'SECRET_ROTATION_REPEATED', secretId: first.body.secretId });
+      // Kept as its keyed digest, never as sent (src/keys/reference-digests.ts): no card number at rest.
+      const remembered = await svc.db
+        .knex('event_subscription_secrets')
+        .where({ subscription_id: sub.id })
+        .whereNotNull('rotation_key')
+        .pluck('rotation_key');
+      expect(remembered).to.have.length(1);
+      expect(remembered[0]).to.match(/^~[A-Za-z0-9_-]{43}$/);
     });
 
     it('when an Idempotency-Key is malformed, then 400 VALIDATION_FAILED and no rotation', async () => {

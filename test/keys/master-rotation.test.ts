@@ -4,6 +4,8 @@ import { chainKeyAad } from '../../src/audit/audit-chain-keys.js';
 import { verifyAuditChain } from '../../src/audit/audit-log.js';
 import { VaultService } from '../../src/cards/vault-service.js';
 import { KeyRing } from '../../src/keys/key-ring.js';
+import { forgetReferenceKey, referenceKeyAad, storedReference } from '../../src/keys/reference-digests.js';
+import { createHmac } from 'node:crypto';
 import { LocalMasterKey, MasterKeySet } from '../../src/keys/master-key-source.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
 import { generatePans } from '../support/pans.js';
@@ -106,6 +108,42 @@ describe('master-key rotation (keys rotate --purpose master)', function () {
     const again = await fx.run('rotate', '--purpose', 'master', '--apply');
     expect(again.code).to.equal(1);
     expect(again.stderr).to.contain('KEY_OPERATION_INVALID');
+  });
+
+  it('when the master key is rotated, then the reference-digest key is rewrapped, not changed: a card-shaped UUID id keeps its digest (a redelivery still de-duplicates) and the new master key alone opens the key', async () => {
+    // Created at start-up (KeyRing.ensureInitialKeys) under the old master key.
+    const [created] = await db.knex('reference_digest_keys').select('version', 'kek_id');
+    expect(created).to.deep.equal({ version: 1, kek_id: oldKek.keyId });
+    const id = '41111111-1111-1111-abcd-ef0123456789'; // a UUID whose first groups are a test PAN
+    const digest = await storedReference(db.knex, id);
+    expect(digest).to.match(/^~[A-Za-z0-9_-]{43}$/);
+    expect(await storedReference(db.knex, 'msg_2KWPBgLlAfxdpx2AI54pPJ85f4W')).to.equal(
+      'msg_2KWPBgLlAfxdpx2AI54pPJ85f4W',
+    );
+
+    const fx = await during(true);
+    await db.knex('reference_digest_keys').update({ kek_id: newKek.keyId }); // kek_id is not trusted
+    const res = await fx.run('rotate', '--purpose', 'master', '--apply');
+    expect(res.code, res.stderr).to.equal(0);
+    const entry = await db.knex('audit_events').where({ action: 'master-key.rotated' }).first();
+    expect(JSON.stringify(entry.details)).to.contain('"referenceKeys":[1]');
+
+    // The new master key alone opens the rewrapped key, and its digest of the id is the one stored.
+    const row = await db.knex('reference_digest_keys').where({ version: 1 }).first();
+    expect(row.kek_id).to.equal(newKek.keyId);
+    const material = await newKek.unwrap(Buffer.from(row.wrapped_key), referenceKeyAad(1));
+    expect('~' + createHmac('sha256', material).update(id).digest('base64url')).to.equal(digest);
+    let oldOpens = true;
+    try {
+      await oldKek.unwrap(Buffer.from(row.wrapped_key), referenceKeyAad(1));
+    } catch {
+      oldOpens = false;
+    }
+    expect(oldOpens).to.equal(false);
+    // A process started after the rotation (nothing cached, the new master key first) computes the same digest.
+    forgetReferenceKey(db.knex);
+    new KeyRing(db.knex, newKek, 50);
+    expect(await storedReference(db.knex, id)).to.equal(digest);
   });
 
   it('when the master key is rotated, then the mTLS seals are rewrapped too and a client certificate still verifies under the new master key alone', async () => {

@@ -16,6 +16,7 @@ import { VaultService } from '../../src/cards/vault-service.js';
 import { loadConfig, type Env } from '../../src/config/config.js';
 import { AppError } from '../../src/errors/app-error.js';
 import { SHARE_FILE_TYPE } from '../../src/keys/key-shares.js';
+import { referenceKeyAad } from '../../src/keys/reference-digests.js';
 import { KeyRing } from '../../src/keys/key-ring.js';
 import { loadMasterKey, type MasterKeySource } from '../../src/keys/master-key-source.js';
 import { Pkcs11MasterKey, createMasterKeyInToken } from '../../src/keys/master-key-sources/pkcs11.js';
@@ -228,6 +229,11 @@ describe('master-key rotation into and out of the shares source', function () {
     const loaded = await loadMasterKey(config.masterKey, config.masterKeyPrevious, config.masterKeyPreviousSources);
     expect(loaded.source.keyId).to.equal(keyId);
     await readsEveryCard(loaded.source, cards);
+    // The reference-digest key was rewrapped into the split too (src/keys/master-rewrap.ts).
+    expect(JSON.stringify(rotated.details)).to.contain('"referenceKeys":[1]');
+    const referenceKey = await db.knex('reference_digest_keys').where({ version: 1 }).first();
+    expect(referenceKey.kek_id).to.equal(keyId);
+    (await loaded.source.unwrap(Buffer.from(referenceKey.wrapped_key), referenceKeyAad(1))).fill(0);
   });
 
   it('when the old source fails midway through the re-wrap, then nothing is half-written (old key opens everything, no split, no file, request still pending) and the same request, run again, completes', async () => {

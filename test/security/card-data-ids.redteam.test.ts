@@ -20,7 +20,25 @@ import {
   stripeChargeEvent,
 } from '../support/webhooks.js';
 import { luhnValid } from '../../src/card-data/card-data-guard.js';
+import { signToken } from '../support/auth.js';
+import { generatePans } from '../support/pans.js';
+import { balance, newShopper, payment } from '../loyalty/support.js';
 import { RED_TEAM_PANS, dumpEveryRow, keyForms, panForms, panHits, pgDump } from './card-data-support.js';
+
+/**
+ * UUIDs crafted around a scheme test PAN (the first groups read as the dashed number, Luhn-valid): the
+ * edge lets UUID ids through, so they must be stored as their keyed digest (src/keys/reference-digests.ts).
+ * The scan looks for the PAN-carrying groups in any case.
+ */
+const CRAFTED_UUIDS = {
+  webhookId: '41111111-1111-1111-abcd-ef0123456789', // 4111111111111111
+  otherWebhookId: 'msg_55555555-5555-4444-abcd-ef0123456789', // 5555555555554444
+  idempotencyKey: '51051051-0510-5100-abcd-ef0123456789', // 5105105105105100
+} as const;
+const CRAFTED_PAN_GROUPS = ['41111111-1111-1111', '55555555-5555-4444', '51051051-0510-5100'];
+const craftedHits = (haystack: string): string[] =>
+  CRAFTED_PAN_GROUPS.filter((groups) => haystack.toLowerCase().includes(groups));
+const DIGEST = /^~[A-Za-z0-9_-]{43}$/;
 
 describe('red team: card numbers as identifiers are refused, never stored (issue 16)', function () {
   this.timeout(300_000);
@@ -181,6 +199,69 @@ describe('red team: card numbers as identifiers are refused, never stored (issue
     });
   });
 
+  describe('UUID ids crafted around a card number are stored as their keyed digest (HIGH)', () => {
+    it('when a signed platform payment.authorisation_failed carries a UUID webhook-id holding a PAN, then 200 applied, the inbox and the fact keyed by its digest; a redelivery is a duplicate; another such id is another row; the admin inbox shows the digest', async () => {
+      const event = platformEvent({ paymentId: paymentId('rt-uuid'), type: 'payment.authorisation_failed' });
+      const first = record(await postPlatform(svc, event, { id: CRAFTED_UUIDS.webhookId }));
+      expect(first.status, first.text).to.equal(200);
+      expect(first.body.duplicate).to.equal(false);
+      const row = await svc.db.knex('webhook_inbox').where({ id: first.body.eventId }).first();
+      expect(row.event_key).to.match(DIGEST);
+      const facts = await svc.db.knex('payment_facts').where({ kind: 'authorisation_failed', fact_key: row.event_key });
+      expect(facts).to.have.length(1);
+
+      const counts = await storedCounts();
+      const again = record(await postPlatform(svc, event, { id: CRAFTED_UUIDS.webhookId }));
+      expect(again.status, again.text).to.equal(200);
+      expect(again.body).to.include({ duplicate: true, eventId: first.body.eventId });
+      expect(await storedCounts()).to.deep.equal(counts);
+
+      const other = platformEvent({ paymentId: paymentId('rt-uuid'), type: 'payment.authorisation_failed' });
+      const second = record(await postPlatform(svc, other, { id: CRAFTED_UUIDS.otherWebhookId }));
+      expect(second.status, second.text).to.equal(200);
+      expect(second.body.duplicate).to.equal(false);
+      const secondRow = await svc.db.knex('webhook_inbox').where({ id: second.body.eventId }).first();
+      expect(secondRow.event_key).to.match(DIGEST);
+      expect(secondRow.event_key).to.not.equal(row.event_key);
+
+      const inbox = record(
+        await svc.request('GET', '/v1/admin/webhooks/inbox?provider=platform&limit=200', {
+          token: await signToken({ scope: 'loyalty:admin' }),
+        }),
+      );
+      expect(inbox.status, inbox.text).to.equal(200);
+      const keys = (inbox.body.items as { eventKey: string }[]).map((item) => item.eventKey);
+      expect(keys.filter((key) => key.endsWith(row.event_key as string))).to.have.length(1);
+      expect(keys.filter((key) => key.endsWith(secondRow.event_key as string))).to.have.length(1);
+    });
+
+    it('when a redemption carries a UUID Idempotency-Key holding a PAN, then one redemption, the retry replays the same result, and the key is stored as its digest', async () => {
+      const shopper = await newShopper(svc, generatePans(1, '400000')[0] as string);
+      const earned = payment(shopper, { amount: 1_000 });
+      await earned.send(svc, { type: 'authorised' });
+      await earned.send(svc, { type: 'captured' });
+      const token = await signToken({ scope: 'loyalty:redeem', shopperRef: shopper.shopperRef });
+      const redeem = async (): Promise<TestResponse> =>
+        record(
+          await svc.request('POST', `/v1/shoppers/${shopper.shopperRef}/redemptions`, {
+            token,
+            headers: { 'idempotency-key': CRAFTED_UUIDS.idempotencyKey },
+            json: { points: 4, reference: 'order-rt-uuid-key' },
+          }),
+        );
+      const first = await redeem();
+      expect(first.status, first.text).to.equal(201);
+      const again = await redeem();
+      expect(again.status, again.text).to.equal(201);
+      expect(again.headers.get('idempotent-replayed')).to.equal('true');
+      expect(again.body).to.deep.equal(first.body);
+      expect((await balance(svc, shopper.shopperRef)).available).to.equal(6);
+      const stored = await svc.db.knex('idempotency_keys').where({ scope: `redemption:${shopper.shopperRef}` });
+      expect(stored).to.have.length(1);
+      expect(stored[0].key).to.match(DIGEST);
+    });
+  });
+
   // Last: mocha runs a describe's own tests before its nested describes.
   describe('the scan', () => {
     const counts: Record<string, number> = { hits: 0 };
@@ -202,6 +283,8 @@ describe('red team: card numbers as identifiers are refused, never stored (issue
       expect(dump.rows).to.be.greaterThan(0);
       expect(hits(panHits(dump.text, RED_TEAM_PANS))).to.deep.equal([]);
       expect(hits(panHits(responses.join('\n'), RED_TEAM_PANS))).to.deep.equal([]);
+      expect(hits(craftedHits(dump.text)), 'a crafted UUID id in a row').to.deep.equal([]);
+      expect(hits(craftedHits(responses.join('\n'))), 'a crafted UUID id in a response').to.deep.equal([]);
     });
 
     it('when the PostgreSQL database is dumped with pg_dump, then no PAN sent appears in it', function () {
@@ -209,6 +292,7 @@ describe('red team: card numbers as identifiers are refused, never stored (issue
       if (dump === undefined) this.skip();
       counts['pgDumpChars'] = dump.length;
       expect(hits(panHits(dump, RED_TEAM_PANS))).to.deep.equal([]);
+      expect(hits(craftedHits(dump))).to.deep.equal([]);
     });
 
     it('when the debug log is scanned, then no PAN sent appears in it', () => {
@@ -218,6 +302,7 @@ describe('red team: card numbers as identifiers are refused, never stored (issue
       // The refused requests were logged (route and status; never the body): the scan reads those lines.
       expect(logs).to.contain('"status":422');
       expect(hits(panHits(logs, RED_TEAM_PANS))).to.deep.equal([]);
+      expect(hits(craftedHits(logs))).to.deep.equal([]);
     });
 
     it('when the outbox is scanned, then no PAN sent appears in it', async () => {
@@ -226,6 +311,7 @@ describe('red team: card numbers as identifiers are refused, never stored (issue
       expect(rows.length).to.be.greaterThan(0);
       const text = rows.map((r) => (typeof r.body === 'string' ? r.body : JSON.stringify(r.body))).join('\n');
       expect(hits(panHits(text, RED_TEAM_PANS))).to.deep.equal([]);
+      expect(hits(craftedHits(text))).to.deep.equal([]);
     });
   });
 });

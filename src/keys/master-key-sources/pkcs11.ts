@@ -618,7 +618,7 @@ export async function createMasterKeyInToken(settings: Pkcs11Settings, keyLabel:
 }
 
 /** The tables whose rows name the master key that wrapped them (or record it as a master key). */
-const KEK_ID_TABLES = ['data_keys', 'audit_chain_keys', 'master_keys'] as const;
+const KEK_ID_TABLES = ['data_keys', 'audit_chain_keys', 'reference_digest_keys', 'master_keys'] as const;
 
 /**
  * Undoes {@link createMasterKeyInToken} when its audit entry could not be written: only ever the key
