@@ -28,7 +28,10 @@
  * projection, never that key.) `audit_events` actor, action, origin and
  * resource are covered by the entry MAC: they can be neither rewritten nor redacted.
  *
- * `down` cannot restore card data: it drops the findings table only.
+ * `card_data_legacy_findings` is append-only (a trigger refuses UPDATE, DELETE and TRUNCATE): a
+ * finding cannot be deleted silently; it is cleared, after remediation, only by a reviewed migration.
+ *
+ * `down` cannot restore card data: it drops the findings table (and its trigger function) only.
  */
 import { createHmac, randomBytes } from 'node:crypto';
 import type { Knex } from 'knex';
@@ -60,6 +63,25 @@ export async function up(knex: Knex): Promise<void> {
     t.timestamp('found_at', { useTz: true }).notNullable().defaultTo(knex.raw('now()'));
   });
   await knex.raw(`select card_data_guard_attach('card_data_legacy_findings')`);
+  // Append-only (like loyalty_campaign_versions, 20261208110000): a finding is evidence that card
+  // data is still held; nobody clears it silently (UPDATE, DELETE and TRUNCATE refused by the database).
+  // A finding is cleared only by a reviewed migration (docs/card-data.md, "Cleaning what was stored before").
+  await knex.raw(`
+    create function card_data_legacy_findings_append_only() returns trigger language plpgsql as $$
+    begin
+      raise exception using
+        errcode = 'check_violation',
+        constraint = 'card_data_legacy_findings_append_only',
+        message = format('card_data_legacy_findings is append-only: %s refused', TG_OP);
+    end $$`);
+  await knex.raw(
+    `create trigger card_data_legacy_findings_append_only before update or delete on card_data_legacy_findings
+     for each row execute function card_data_legacy_findings_append_only()`,
+  );
+  await knex.raw(
+    `create trigger card_data_legacy_findings_no_truncate before truncate on card_data_legacy_findings
+     for each statement execute function card_data_legacy_findings_append_only()`,
+  );
   const runKey = randomBytes(32);
   const rekey: Rekey = (value) =>
     `${maskCardData(value)}~${createHmac('sha256', runKey).update(value, 'utf8').digest('base64url').slice(0, 22)}`;
@@ -163,4 +185,5 @@ function isObject(value: unknown): value is Record<string, unknown> {
 export async function down(knex: Knex): Promise<void> {
   // Card data removed is not put back; only the findings table goes.
   await knex.schema.dropTable('card_data_legacy_findings');
+  await knex.raw('drop function card_data_legacy_findings_append_only()');
 }

@@ -258,6 +258,25 @@ describe(`migration ${MIGRATION}`, function () {
     ]);
   });
 
+  it('when anyone updates, deletes or truncates a finding, then the database refuses it (M3: no silent clearing)', async () => {
+    await plantAsOldRelease(db);
+    await migrateToLatest(db.knex);
+    const before = await db.knex('card_data_legacy_findings').count({ n: '*' }).first();
+    expect(Number(before?.n)).to.be.greaterThan(0);
+    for (const attempt of [
+      () => db.knex('card_data_legacy_findings').del(),
+      () => db.knex('card_data_legacy_findings').update({ row_key: 'x' }),
+      () => db.knex.raw('truncate card_data_legacy_findings'),
+    ]) {
+      const error = await attempt().then(
+        () => undefined,
+        (e: Error) => e,
+      );
+      expect(error?.message).to.match(/card_data_legacy_findings is append-only: (DELETE|UPDATE|TRUNCATE) refused/);
+    }
+    expect(await db.knex('card_data_legacy_findings').count({ n: '*' }).first()).to.deep.equal(before);
+  });
+
   it('when rolled back, then the findings table goes and the re-keyed values stay re-keyed', async () => {
     await plantAsOldRelease(db);
     await migrateToLatest(db.knex);
