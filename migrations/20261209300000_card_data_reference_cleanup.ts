@@ -21,15 +21,22 @@
  * every start while the table holds any; the rule is src/card-data/legacy-references.ts):
  * a 16-digit Luhn-valid Adyen reference is indistinguishable from a real one, and a redelivery of
  * its item is applied by that very value: changing it would apply the payment twice. A UUID-shaped
- * platform `webhook-id` is accepted as sent by design. `audit_events` actor, action, origin and
+ * platform `webhook-id` holding card data (`webhook_inbox.event_key`, and a platform fact key equal
+ * to it) is accepted by the handler, so it is not re-keyed to a value of this run: reported. (A UUID
+ * shape elsewhere — platform payment, refund and chargeback ids, Stripe ids — is re-keyed, and so is a
+ * Stripe `total:<card number>` fact key: a redelivery computes `total:null` from the masked
+ * projection, never that key.) `audit_events` actor, action, origin and
  * resource are covered by the entry MAC: they can be neither rewritten nor redacted.
  *
- * `down` cannot restore card data: it drops the findings table only.
+ * `card_data_legacy_findings` is append-only (a trigger refuses UPDATE, DELETE and TRUNCATE): a
+ * finding cannot be deleted silently; it is cleared, after remediation, only by a reviewed migration.
+ *
+ * `down` cannot restore card data: it drops the findings table (and its trigger function) only.
  */
 import { createHmac, randomBytes } from 'node:crypto';
 import type { Knex } from 'knex';
 import { maskCardData } from '../src/card-data/card-data-guard.js';
-import { legacyReferenceVerdict } from '../src/card-data/legacy-references.js';
+import { legacyReferenceVerdict, type LegacyReferenceRole } from '../src/card-data/legacy-references.js';
 import { findLegacyCardData } from '../src/db/legacy-card-data.js';
 
 /** The payload paths that are references (exempt in `card_data_exempt_json_paths`). */
@@ -43,18 +50,38 @@ const PAYLOAD_REFERENCES: readonly (readonly string[])[] = [
 
 type Rekey = (value: string) => string;
 
-const mayRekey = (provider: string, value: string): boolean => legacyReferenceVerdict(provider, value) === 'rekey';
+const mayRekey = (provider: string, value: string, role?: LegacyReferenceRole): boolean =>
+  legacyReferenceVerdict(provider, value, role) === 'rekey';
 
 export async function up(knex: Knex): Promise<void> {
   await knex.schema.createTable('card_data_legacy_findings', (t) => {
     t.increments('id').primary();
     t.text('table_name').notNullable();
     t.text('column_name').notNullable();
-    // The row's key (`id`, `seq`, `payment_id/kind`), never the value.
+    // The row's key (`id`, `seq`, `payment_id/kind/inbox_id` for a fact), never the value.
     t.text('row_key').notNullable();
     t.timestamp('found_at', { useTz: true }).notNullable().defaultTo(knex.raw('now()'));
   });
   await knex.raw(`select card_data_guard_attach('card_data_legacy_findings')`);
+  // Append-only (like loyalty_campaign_versions, 20261208110000): a finding is evidence that card
+  // data is still held; nobody clears it silently (UPDATE, DELETE and TRUNCATE refused by the database).
+  // A finding is cleared only by a reviewed migration (docs/card-data.md, "Cleaning what was stored before").
+  await knex.raw(`
+    create function card_data_legacy_findings_append_only() returns trigger language plpgsql as $$
+    begin
+      raise exception using
+        errcode = 'check_violation',
+        constraint = 'card_data_legacy_findings_append_only',
+        message = format('card_data_legacy_findings is append-only: %s refused', TG_OP);
+    end $$`);
+  await knex.raw(
+    `create trigger card_data_legacy_findings_append_only before update or delete on card_data_legacy_findings
+     for each row execute function card_data_legacy_findings_append_only()`,
+  );
+  await knex.raw(
+    `create trigger card_data_legacy_findings_no_truncate before truncate on card_data_legacy_findings
+     for each statement execute function card_data_legacy_findings_append_only()`,
+  );
   const runKey = randomBytes(32);
   const rekey: Rekey = (value) =>
     `${maskCardData(value)}~${createHmac('sha256', runKey).update(value, 'utf8').digest('base64url').slice(0, 22)}`;
@@ -72,13 +99,15 @@ export async function up(knex: Knex): Promise<void> {
   }
 }
 
+const BATCH = 500;
+
 async function rekeyInbox(knex: Knex, rekey: Rekey): Promise<void> {
   for (let after = ''; ;) {
     const rows = (await knex('webhook_inbox')
       .select('id', 'provider', 'event_key', 'payload')
       .where('id', '>', after)
       .orderBy('id')
-      .limit(500)) as { id: string; provider: string; event_key: string; payload: unknown }[];
+      .limit(BATCH)) as { id: string; provider: string; event_key: string; payload: unknown }[];
     for (const row of rows) {
       const payload = (typeof row.payload === 'string' ? JSON.parse(row.payload) : row.payload) as unknown;
       let changed = false;
@@ -91,45 +120,61 @@ async function rekeyInbox(knex: Knex, rekey: Rekey): Promise<void> {
           changed = true;
         }
       }
-      const eventKey = mayRekey(row.provider, row.event_key) ? rekey(row.event_key) : row.event_key;
+      const eventKey = mayRekey(row.provider, row.event_key, 'webhook-id') ? rekey(row.event_key) : row.event_key;
       if (changed || eventKey !== row.event_key) {
         await knex('webhook_inbox')
           .where({ id: row.id })
           .update({ event_key: eventKey, payload: JSON.stringify(payload) });
       }
     }
-    if (rows.length < 500) break;
+    if (rows.length < BATCH) break;
     after = rows[rows.length - 1]!.id;
   }
 }
 
+/**
+ * Payments page by page (by id), and the facts of each page. Only the new value is bound: a fact is
+ * updated by its row's `ctid` (read in this transaction), never `where fact_key = <the old value>`.
+ * A fact keyed by its delivery (`fact_key` = its inbox event's key, inbox already re-keyed above) is
+ * judged as a `webhook-id`.
+ */
 async function rekeyPayments(knex: Knex, rekey: Rekey): Promise<void> {
-  const payments = (await knex('payments').select('id', 'provider', 'external_id')) as {
-    id: string;
-    provider: string;
-    external_id: string;
-  }[];
-  for (const p of payments) {
-    if (mayRekey(p.provider, p.external_id)) {
-      await knex('payments')
-        .where({ id: p.id })
-        .update({ external_id: rekey(p.external_id) });
+  for (let after = ''; ;) {
+    const payments = (await knex('payments')
+      .select('id', 'provider', 'external_id')
+      .where('id', '>', after)
+      .orderBy('id')
+      .limit(BATCH)) as { id: string; provider: string; external_id: string }[];
+    for (const p of payments) {
+      if (mayRekey(p.provider, p.external_id)) {
+        await knex('payments')
+          .where({ id: p.id })
+          .update({ external_id: rekey(p.external_id) });
+      }
     }
-  }
-  const facts = (await knex('payment_facts')
-    .join('payments', 'payments.id', 'payment_facts.payment_id')
-    .select('payment_facts.payment_id', 'payment_facts.kind', 'payment_facts.fact_key', 'payments.provider')) as {
-    payment_id: string;
-    kind: string;
-    fact_key: string;
-    provider: string;
-  }[];
-  for (const f of facts) {
-    if (mayRekey(f.provider, f.fact_key)) {
-      await knex('payment_facts')
-        .where({ payment_id: f.payment_id, kind: f.kind, fact_key: f.fact_key })
-        .update({ fact_key: rekey(f.fact_key) });
+    const providers = new Map(payments.map((p) => [p.id, p.provider]));
+    const facts = (await knex('payment_facts')
+      .leftJoin('webhook_inbox', 'webhook_inbox.id', 'payment_facts.inbox_id')
+      .whereIn(
+        'payment_facts.payment_id',
+        payments.map((p) => p.id),
+      )
+      .select(
+        knex.raw('payment_facts.ctid::text as row_ctid'),
+        'payment_facts.payment_id',
+        'payment_facts.fact_key',
+        'webhook_inbox.event_key',
+      )) as { row_ctid: string; payment_id: string; fact_key: string; event_key: string | null }[];
+    for (const f of facts) {
+      const role = f.fact_key === f.event_key ? 'webhook-id' : 'reference';
+      if (mayRekey(providers.get(f.payment_id) ?? '', f.fact_key, role)) {
+        await knex('payment_facts')
+          .whereRaw('ctid = ?::tid', [f.row_ctid])
+          .update({ fact_key: rekey(f.fact_key) });
+      }
     }
+    if (payments.length < BATCH) break;
+    after = payments[payments.length - 1]!.id;
   }
 }
 
@@ -140,4 +185,5 @@ function isObject(value: unknown): value is Record<string, unknown> {
 export async function down(knex: Knex): Promise<void> {
   // Card data removed is not put back; only the findings table goes.
   await knex.schema.dropTable('card_data_legacy_findings');
+  await knex.raw('drop function card_data_legacy_findings_append_only()');
 }

@@ -9,21 +9,35 @@
  *   may be re-keyed;
  * - a 16-alphanumeric Adyen reference cannot be told from a real one and a redelivery of its item is
  *   matched by that very value: left, reported;
- * - a UUID-shaped platform `webhook-id` is accepted as sent by design, and a Stripe refund-total fact
- *   key (`total:<amount>`) is an amount a redelivery recomputes: neither is card data.
+ * - a UUID-shaped platform `webhook-id` is accepted by the handler (as a keyed digest once the
+ *   detector flags it): the legacy raw value in `webhook_inbox.event_key`, and a fact key equal to it
+ *   (a platform fact keyed by its delivery), is neither clean nor re-keyable to what the handler
+ *   stores: left, reported. Everywhere else (platform payment, refund and chargeback ids, Stripe ids)
+ *   a UUID shape is no exception: re-keyed like any id holding a card number;
+ * - a Stripe refund-total fact key (`total:<amount>`) is computed from the masked projection, so a
+ *   redelivery gives `total:null`, never `total:<card number>`: re-keyed like any other.
  */
 import { containsCardData } from './card-data-guard.js';
 
 const ADYEN_REFERENCE = /^[A-Za-z0-9]{16}$/;
-const REFUND_TOTAL = /^total:\d+$/;
 const UUID_ID = /^(?:msg_)?[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 export type LegacyReferenceVerdict = 'clean' | 'rekey' | 'report';
 
+/**
+ * What the value is: a delivery's `webhook-id` (a platform `webhook_inbox.event_key`, or a platform
+ * fact key equal to its inbox event's key) or any other reference.
+ */
+export type LegacyReferenceRole = 'webhook-id' | 'reference';
+
 /** The verdict on one stored reference (`event_key`, `external_id`, `fact_key`, a payload reference). */
-export function legacyReferenceVerdict(provider: string, value: string): LegacyReferenceVerdict {
-  // A Stripe refund-total fact key (`total:<minor units>`) is an amount its redelivery recomputes.
-  if (UUID_ID.test(value) || REFUND_TOTAL.test(value) || !containsCardData(value)) return 'clean';
+export function legacyReferenceVerdict(
+  provider: string,
+  value: string,
+  role: LegacyReferenceRole = 'reference',
+): LegacyReferenceVerdict {
+  if (!containsCardData(value)) return 'clean';
+  if (provider === 'platform') return role === 'webhook-id' && UUID_ID.test(value) ? 'report' : 'rekey';
   if (provider !== 'adyen') return 'rekey';
   // An Adyen event key is `<pspReference>:<eventCode>:<success>`; a fact key is `auth` or a reference.
   return ADYEN_REFERENCE.test(value.split(':')[0] ?? '') ? 'report' : 'rekey';

@@ -10,6 +10,8 @@
  *   is, exit 2, before the command runs: a usage error touches no data.
  * - A refusal with a stable code is `<cli>: refused: <CODE>: <reason>`, exit 1; any other failure one
  *   line `<cli>: <message>`, exit 1, with the stack only when `DEBUG` is set.
+ * - Every line the layer writes (usage errors, which quote what was typed, refusals, failures, stacks)
+ *   passes the card-data guard's masking: a card number typed as an argument is never echoed.
  *
  * A command declares its options to commander (`.option(…)`), or, where its own code already parses
  * them strictly (the key CLI's commands: node:util `parseArgs`), is declared {@link passThrough}: the
@@ -20,6 +22,7 @@ import fs from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Command, CommanderError } from 'commander';
 import YAML from 'yaml';
+import { maskCardData } from '../card-data/card-data-guard.js';
 import { isAppError } from '../errors/app-error.js';
 import { projectRoot } from '../config/project-root.js';
 import { UsageError } from './usage-error.js';
@@ -235,6 +238,8 @@ export async function runProgram(
   state.code = 0;
   state.argv = [...argv];
   const { spec } = state;
+  // What the layer writes quotes the command line and errors' messages: masked (docs/card-data.md).
+  const stderr = { write: (text: string): boolean => streams.stderr.write(maskCardData(text)) };
   try {
     await program.parseAsync([...argv], { from: 'user' });
     return state.code;
@@ -243,20 +248,20 @@ export async function runProgram(
       if (error.code === 'commander.helpDisplayed' || error.code === 'commander.version') return 0;
       // A CLI of commands called without one: commander shows the help; the layer calls it bad usage.
       const message = error.code === 'commander.help' ? 'a command is required' : error.message;
-      streams.stderr.write(usageLine(program, argv, message));
+      stderr.write(usageLine(program, argv, message));
       return EXIT_USAGE;
     }
     if (isUsageError(error)) {
-      streams.stderr.write(usageLine(program, argv, (error as Error).message));
+      stderr.write(usageLine(program, argv, (error as Error).message));
       return EXIT_USAGE;
     }
     if (isAppError(error)) {
-      streams.stderr.write(`${spec.name}: refused: ${error.code}: ${error.detail ?? error.title}\n`);
+      stderr.write(`${spec.name}: refused: ${error.code}: ${error.detail ?? error.title}\n`);
       return 1;
     }
-    streams.stderr.write(`${spec.name}: ${error instanceof Error ? error.message : String(error)}\n`);
+    stderr.write(`${spec.name}: ${error instanceof Error ? error.message : String(error)}\n`);
     if (process.env['DEBUG'] !== undefined && error instanceof Error && error.stack !== undefined) {
-      streams.stderr.write(`${error.stack}\n`);
+      stderr.write(`${error.stack}\n`);
     }
     return 1;
   }

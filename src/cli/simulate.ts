@@ -8,6 +8,7 @@
  *   npm run simulate -- platform authorise --card 4111111111111111 --amount 42.00
  */
 import { Option, type Command } from 'commander';
+import { containsCardData, maskCardData } from '../card-data/card-data-guard.js';
 import { loadConfig } from '../config/config.js';
 import { currencyExponent } from '../loyalty/programme.js';
 import { amounts } from '../simulate/amounts.js';
@@ -54,34 +55,81 @@ if it is not, pass --token (scopes: ${SIMULATOR_SCOPES.join(' ')}). HOST and POR
 Cards: only the schemes' and gateways' published test PANs (4111111111111111, 5555555555554444,
 378282246310005, …), card tokens (tok_…) or PARs. Output shows a card's last four only. Adyen and
 Stripe name cards by alias and fingerprint: the simulator links one to the card first
-(POST /v1/tokens/{token}/identifiers), as an integrator does.`,
+(POST /v1/tokens/{token}/identifiers), as an integrator does.
+
+Safety: refused with NODE_ENV=production or WEBHOOK_ADYEN_ENVIRONMENT=live unless --allow-production;
+plain http:// only to a loopback host; the configured credentials (Adyen Basic auth, a minted bearer)
+go only to the configured service (HOST:PORT), never to another --url (pass --token for it). Every
+line printed passes the card-data masking, and a --payment holding a card number is refused.`,
 };
 
 interface CommonOptions {
   readonly url?: string;
   readonly token?: string;
   readonly secret?: string;
+  readonly allowProduction?: boolean;
 }
 
 function common(command: Command): Command {
   return command
     .option('--url <url>', 'the service (default: http://HOST:PORT of its configuration, http://127.0.0.1:8080)')
     .option('--token <bearer>', `bearer token for the API calls (default: minted by the development issuer)`)
-    .option('--secret <secret>', "sign with this secret instead of the configured one (the provider's format)");
+    .option('--secret <secret>', "sign with this secret instead of the configured one (the provider's format)")
+    .option(
+      '--allow-production',
+      'run although NODE_ENV=production or WEBHOOK_ADYEN_ENVIRONMENT=live (refused without it)',
+      false,
+    );
+}
+
+const LOOPBACK = new Set(['localhost', '127.0.0.1', '[::1]', '::1']);
+
+/** A loopback host name (`localhost`, 127.0.0.0/8, ::1). */
+export function isLoopback(hostname: string): boolean {
+  return LOOPBACK.has(hostname.toLowerCase()) || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(hostname);
+}
+
+/**
+ * Refusals before anything is sent (docs/card-data.md, the simulator): a production or live
+ * configuration without --allow-production (the simulator mints tokens, links cards and writes
+ * payments), and plain http:// to any host but loopback (secrets and card data on the wire).
+ */
+function refuseUnsafeTarget(options: CommonOptions, url: URL): void {
+  const production = process.env['NODE_ENV'] === 'production' || process.env['WEBHOOK_ADYEN_ENVIRONMENT'] === 'live';
+  if (production && options.allowProduction !== true) {
+    throw new Error(
+      'refusing to run against a production configuration (NODE_ENV=production or WEBHOOK_ADYEN_ENVIRONMENT=live): ' +
+        'the simulator writes payments and points; pass --allow-production if that is really meant',
+    );
+  }
+  if (url.protocol === 'http:' && !isLoopback(url.hostname)) {
+    throw new UsageError(
+      '--url: plain http:// is allowed to a loopback host only (localhost, 127.0.0.1, ::1); use https://',
+    );
+  }
 }
 
 async function run(options: CommonOptions, body: (ctx: SimulatorContext) => Promise<void>): Promise<void> {
+  if (options.url !== undefined && !/^https?:\/\/[^/]+/.test(options.url)) {
+    throw new UsageError('--url must be an http:// or https:// URL');
+  }
+  const early = options.url === undefined ? undefined : new URL(options.url);
+  if (early !== undefined) refuseUnsafeTarget(options, early);
   const config = loadConfig();
   const host = config.host === '0.0.0.0' || config.host === '::' ? '127.0.0.1' : config.host;
-  const url =
-    options.url ?? `http://${host.includes(':') ? `[${host}]` : host}:${config.port === 0 ? 8080 : config.port}`;
-  if (!/^https?:\/\/[^/]+/.test(url)) throw new UsageError('--url must be an http:// or https:// URL');
+  const configured = `http://${host.includes(':') ? `[${host}]` : host}:${config.port === 0 ? 8080 : config.port}`;
+  const url = options.url ?? configured;
+  const target = new URL(url);
+  refuseUnsafeTarget(options, target);
+  // Configured credentials (Adyen Basic auth, a minted bearer) go to the configured service only.
+  const configuredService = target.origin === new URL(configured).origin;
   await body({
     url,
-    settings: simulatorSettings(config, { secret: options.secret, token: options.token }),
+    settings: simulatorSettings(config, { secret: options.secret, token: options.token, configuredService }),
     amounts: amounts(currencyExponent),
     now: () => new Date(),
-    print: (line) => process.stdout.write(`${line}\n`),
+    // Every line passes the card-data guard's masking (a PAN in a reply or an argument is never echoed).
+    print: (line) => process.stdout.write(`${maskCardData(line)}\n`),
   });
 }
 
@@ -126,6 +174,9 @@ export function simulateProgram(): Command {
       onRun(command, async (self) => {
         const opts = self.opts<CommonOptions & { card: string; amount: string; currency: string; payment?: string }>();
         const card = input(() => parseCard(opts.card));
+        if (opts.payment !== undefined && containsCardData(opts.payment)) {
+          throw new UsageError('--payment must not hold a card number (the service refuses such ids: 422)');
+        }
         if ((scenario === 'capture' || scenario === 'refund') && opts.payment === undefined) {
           throw new UsageError(`${scenario} needs --payment: the payment id an earlier authorise printed`);
         }

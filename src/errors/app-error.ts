@@ -79,6 +79,7 @@ export const ERROR_CATALOG = {
     title: 'The Adyen pspReference or originalReference is a card number known to this vault',
   },
   ADYEN_SIGNED_FIELD_SEPARATOR: { title: 'A signed Adyen field holds the separator of the signed string' },
+  ADYEN_EVENT_CODE_INVALID: { title: 'The Adyen eventCode is not upper-case letters and underscores' },
   WEBHOOK_ENVIRONMENT_MISMATCH: { title: 'The notification is from another gateway environment' },
   INBOX_EVENT_NOT_REPLAYABLE: { title: 'This inbox event has no payment effect to replay' },
   // loyalty

@@ -43,6 +43,11 @@ export interface SimulatorSettings {
 export interface SettingsOptions {
   readonly secret?: string | undefined;
   readonly token?: string | undefined;
+  /**
+   * The target is the configured service (HOST:PORT of this configuration). Otherwise the configured
+   * credentials are never sent: no Adyen Basic auth, no minted bearer (only an explicit `--token`).
+   */
+  readonly configuredService?: boolean;
 }
 
 export function simulatorSettings(config: Config, options: SettingsOptions): SimulatorSettings {
@@ -52,10 +57,15 @@ export function simulatorSettings(config: Config, options: SettingsOptions): Sim
       if (options.secret !== undefined) return { secret: options.secret, source: '--secret' };
       return configuredSecret(config, provider);
     },
-    adyenBasicAuth: config.webhooks.adyenBasicAuth,
+    adyenBasicAuth: options.configuredService === false ? undefined : config.webhooks.adyenBasicAuth,
     adyenLive: config.webhooks.adyenEnvironment === 'live',
     bearer() {
       if (options.token !== undefined) return Promise.resolve(options.token);
+      if (options.configuredService === false) {
+        return Promise.reject(
+          new Error('--url is not the configured service: no bearer is minted for another host; pass --token for it'),
+        );
+      }
       minted ??= mintDevelopmentToken(config);
       return minted;
     },

@@ -16,14 +16,17 @@
  * Re-split forgery: the HMAC joins eight fields with `:` and no escaping, so an item is applied only
  * when `pspReference`/`originalReference` are Adyen references (16 alphanumerics) and no signed text
  * field holds `:` or `\`; then the signed string parses back one way only. Anything else is stored as
- * `rejected` with its code (acknowledged so that Adyen stops retrying, never applied).
+ * `rejected` with its code (acknowledged so that Adyen stops retrying, never applied). So is an item
+ * whose `eventCode` is not upper-case letters and `_` (`ADYEN_EVENT_CODE_INVALID`): the code is part
+ * of the event key, which is exempt from the database guard, and a rejected item is keyed by its
+ * signature only.
  *
  * `additionalData` is not signed: what it says (alias, PAR, shopperInteraction, store, terminal) is a
  * hint. It can name the card of a payment seen for the first time, never move a payment to another
  * shopper afterwards, and never change the channel of a payment that already has one
  * (`channelIsHint`).
  */
-import { luhnValid, maskCardDataDeep } from '../card-data/card-data-guard.js';
+import { luhnValid, maskCardData, maskCardDataDeep } from '../card-data/card-data-guard.js';
 import type { CardInput } from '../cards/vault-service.js';
 import type { PaymentEffect, PaymentEventInput } from '../payments/payment-event.js';
 import type { FactKind, PaymentChannel } from '../payments/payment-state.js';
@@ -74,6 +77,13 @@ const CHANNELS: Readonly<Record<string, PaymentChannel>> = {
 /** Adyen's PSP reference: 16 alphanumerics. */
 export const ADYEN_REFERENCE = /^[A-Za-z0-9]{16}$/;
 
+/**
+ * Adyen's event codes are upper-case words joined by `_` (AUTHORISATION, CANCEL_OR_REFUND,
+ * REPORT_AVAILABLE, NOTIFICATIONTEST…): anything else is no Adyen event code, and a code is part of the
+ * stored event key, so a digit (a card number) never reaches it.
+ */
+export const ADYEN_EVENT_CODE = /^[A-Z_]{1,64}$/;
+
 /** The `additionalData` entries kept (as hints), after the guard. Card identifiers are never kept. */
 const KEPT_ADDITIONAL_DATA = ['shopperInteraction', 'store', 'terminalId'] as const;
 
@@ -95,6 +105,9 @@ export function adyenRejection(item: AdyenItem): string | undefined {
   const original = item.originalReference;
   if (original !== undefined && original !== '' && (typeof original !== 'string' || !ADYEN_REFERENCE.test(original))) {
     return 'ADYEN_REFERENCE_INVALID';
+  }
+  if (typeof item.eventCode !== 'string' || !ADYEN_EVENT_CODE.test(item.eventCode)) {
+    return 'ADYEN_EVENT_CODE_INVALID';
   }
   const signedText = [
     item.merchantAccountCode,
@@ -242,10 +255,14 @@ function storedCardToken(item: AdyenItem): string | undefined {
   return typeof card?.token === 'string' ? card.token : undefined;
 }
 
-/** A rejected item is keyed by its signature: a redelivery of it is a duplicate, never a new row. */
+/**
+ * A rejected item is keyed by its signature (verified, so base64 of an HMAC): a redelivery of it is a
+ * duplicate, never a new row. Never by its references or its event code, which may hold a card
+ * number; the signature passes the guard too (masking is deterministic: a redelivery keeps its key).
+ */
 function rejectedKey(item: AdyenItem): string {
   const signature = item.additionalData?.['hmacSignature'];
-  return `rejected:${typeof signature === 'string' ? signature : ''}`;
+  return `rejected:${typeof signature === 'string' ? maskCardData(signature) : ''}`;
 }
 
 function parseDate(value: string | undefined, fallback: Date): Date {

@@ -6,6 +6,7 @@
  * card_data_legacy_findings, without its value, and warned about at start-up; exactly-once holds.
  */
 import { expect } from 'chai';
+import { legacyReferenceVerdict } from '../../src/card-data/legacy-references.js';
 import { migrateToLatest, migrationConfig } from '../../src/db/migrations.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
 import { startTestService } from '../support/harness.js';
@@ -14,7 +15,8 @@ import { panHits } from '../security/card-data-support.js';
 
 const MIGRATION = '20261209300000_card_data_reference_cleanup';
 const PANS = ['4111111111111111', '5555555555554444', '5105105105105100', '6011000990139424', '4012888888881881'];
-const UUID_ID = 'msg_0b5e6c1a-4111-1111-1111-aabbccddeeff';
+const UUID_ID = 'msg_6a5f1cfa-72d7-4598-9933-056ea0e51f27';
+const PLATFORM_UUID = '41111111-1111-1111-abcd-ef0123456789';
 const REKEYED = /^\[PAN …\d{4}\][^~]*~[\w-]{22}$|^[^~]*\[PAN …\d{4}\][^~]*~[\w-]{22}$/;
 
 /** Rows as a release before the guard wrote them: straight into the tables, past today's triggers. */
@@ -64,14 +66,18 @@ async function plantAsOldRelease(db: TestDatabase): Promise<void> {
         eventCode: 'AUTHORISATION',
         success: 'true',
       }),
-      // A UUID message id whose groups chain into digits: accepted as sent by design.
-      inbox('evt_uuid', 'platform', UUID_ID, { type: 'payment.authorised' }),
+      // A UUID message id whose groups chain into digits: accepted by the handler, reported.
+      inbox('evt_uuid', 'platform', UUID_ID, { type: 'payment.authorisation_failed' }),
     ]);
     await trx('payments').insert([
       payment('pay_platform', 'platform', '5105-1051-0510-5100'),
       payment('pay_stripe', 'stripe', 'ch_5555_5555_5555_4444'),
       payment('pay_adyen_bad', 'adyen', '4012-8888-8888-1881'),
       payment('pay_adyen_ref', 'adyen', '4111111111111111'),
+      // UUID-shaped ids holding card numbers where the handlers accept no UUID exception: re-keyed.
+      payment('pay_platform_uuid', 'platform', PLATFORM_UUID),
+      payment('pay_stripe_uuid', 'stripe', '41111111-1111-1111-abcd-ef0123456789'),
+      payment('pay_uuid', 'platform', 'pay-uuid-delivery'),
     ]);
     await trx('payment_facts').insert([
       {
@@ -92,6 +98,16 @@ async function plantAsOldRelease(db: TestDatabase): Promise<void> {
         currency: 'EUR',
         occurred_at: now,
         inbox_id: 'evt_stripe',
+      },
+      {
+        // A platform fact keyed by its delivery (no refund id): the UUID webhook-id itself, reported.
+        payment_id: 'pay_uuid',
+        kind: 'authorisation_failed',
+        fact_key: UUID_ID,
+        amount: null,
+        currency: null,
+        occurred_at: now,
+        inbox_id: 'evt_uuid',
       },
       {
         payment_id: 'pay_adyen_ref',
@@ -122,6 +138,8 @@ describe(`migration ${MIGRATION}`, function () {
 
   it('when references an old release stored hold card numbers, then those no delivery can match are re-keyed consistently, the 16-digit Adyen one is recorded without its value, and a redelivery of its item is still a duplicate', async () => {
     await plantAsOldRelease(db);
+    const bindings: string[] = [];
+    db.knex.on('query', (q: { bindings?: unknown[] }) => bindings.push(JSON.stringify(q.bindings ?? [])));
     expect(await migrateToLatest(db.knex)).to.deep.equal([MIGRATION]);
 
     const platform = await db.knex('webhook_inbox').where({ id: 'evt_platform' }).first();
@@ -133,9 +151,17 @@ describe(`migration ${MIGRATION}`, function () {
     expect(platform.payload.payment.id).to.equal(payPlatform.external_id);
     expect(refund.fact_key).to.match(/^\[PAN …9424\]~[\w-]{22}$/);
     expect(platform.payload.refund.id).to.equal(refund.fact_key);
+    // A redelivery computes `total:null` from the masked projection, never this key: re-keyed.
     expect(
       (await db.knex('payment_facts').where({ payment_id: 'pay_stripe', kind: 'refund_total' }).first()).fact_key,
-    ).to.equal('total:411111111117');
+    ).to.match(/^total:\[PAN …1117\]~[\w-]{22}$/);
+    // A UUID shape is an exception for the platform webhook-id only.
+    expect((await db.knex('payments').where({ id: 'pay_platform_uuid' }).first()).external_id).to.match(
+      /^\[PAN …\d{4}\].*~[\w-]{22}$/,
+    );
+    expect((await db.knex('payments').where({ id: 'pay_stripe_uuid' }).first()).external_id).to.match(
+      /^\[PAN …\d{4}\].*~[\w-]{22}$/,
+    );
     const stripe = await db.knex('webhook_inbox').where({ id: 'evt_stripe' }).first();
     expect(stripe.event_key).to.match(REKEYED);
     expect((await db.knex('payments').where({ id: 'pay_stripe' }).first()).external_id).to.match(REKEYED);
@@ -155,16 +181,23 @@ describe(`migration ${MIGRATION}`, function () {
       .select('table_name', 'column_name', 'row_key')
       .orderBy(['table_name', 'column_name', 'row_key']);
     expect(findings).to.deep.equal([
+      { table_name: 'payment_facts', column_name: 'fact_key', row_key: 'pay_uuid/authorisation_failed/evt_uuid' },
       { table_name: 'payments', column_name: 'external_id', row_key: 'pay_adyen_ref' },
       { table_name: 'webhook_inbox', column_name: 'event_key', row_key: 'evt_adyen_ref' },
+      { table_name: 'webhook_inbox', column_name: 'event_key', row_key: 'evt_uuid' },
       { table_name: 'webhook_inbox', column_name: 'payload', row_key: 'evt_adyen_ref' },
     ]);
+    // No statement of the migration bound a card number it re-keyed (the facts are updated by row).
+    expect(panHits(bindings.join('\n'), PANS.slice(1))).to.deep.equal([]);
     const everything = await Promise.all(
       ['webhook_inbox', 'payments', 'payment_facts', 'card_data_legacy_findings'].map((t) =>
         db.knex.raw(`select t::text as row from ?? t`, [t]),
       ),
     );
-    const text = everything.flatMap((r: { rows: { row: string }[] }) => r.rows.map((x) => x.row)).join('\n');
+    const text = everything
+      .flatMap((r: { rows: { row: string }[] }) => r.rows.map((x) => x.row))
+      .join('\n')
+      .replaceAll(UUID_ID, '');
     // Only the reported Adyen reference is left (it is the gateway's id of a payment a redelivery matches).
     expect(panHits(text.replaceAll('4111111111111111', ''), PANS)).to.deep.equal([]);
 
@@ -225,11 +258,48 @@ describe(`migration ${MIGRATION}`, function () {
     ]);
   });
 
+  it('when anyone updates, deletes or truncates a finding, then the database refuses it (M3: no silent clearing)', async () => {
+    await plantAsOldRelease(db);
+    await migrateToLatest(db.knex);
+    const before = await db.knex('card_data_legacy_findings').count({ n: '*' }).first();
+    expect(Number(before?.n)).to.be.greaterThan(0);
+    for (const attempt of [
+      () => db.knex('card_data_legacy_findings').del(),
+      () => db.knex('card_data_legacy_findings').update({ row_key: 'x' }),
+      () => db.knex.raw('truncate card_data_legacy_findings'),
+    ]) {
+      const error = await attempt().then(
+        () => undefined,
+        (e: Error) => e,
+      );
+      expect(error?.message).to.match(/card_data_legacy_findings is append-only: (DELETE|UPDATE|TRUNCATE) refused/);
+    }
+    expect(await db.knex('card_data_legacy_findings').count({ n: '*' }).first()).to.deep.equal(before);
+  });
+
   it('when rolled back, then the findings table goes and the re-keyed values stay re-keyed', async () => {
     await plantAsOldRelease(db);
     await migrateToLatest(db.knex);
     await db.knex.migrate.down({ ...migrationConfig(), name: MIGRATION });
     expect(await db.knex.schema.hasTable('card_data_legacy_findings')).to.equal(false);
     expect((await db.knex('payments').where({ id: 'pay_platform' }).first()).external_id).to.match(/~[\w-]{22}$/);
+  });
+});
+
+describe('legacyReferenceVerdict (M1: exceptions no wider than what the handlers accept)', () => {
+  it('when a UUID-shaped value holds a card number, then only the platform webhook-id is reported; every other id is re-keyed', () => {
+    expect(legacyReferenceVerdict('platform', PLATFORM_UUID, 'webhook-id')).to.equal('report');
+    expect(legacyReferenceVerdict('platform', UUID_ID, 'webhook-id')).to.equal('report');
+    expect(legacyReferenceVerdict('platform', PLATFORM_UUID)).to.equal('rekey');
+    expect(legacyReferenceVerdict('stripe', PLATFORM_UUID)).to.equal('rekey');
+    expect(legacyReferenceVerdict('stripe', PLATFORM_UUID, 'webhook-id')).to.equal('rekey');
+    expect(legacyReferenceVerdict('platform', '0b5e6c1a-aaaa-bbbb-cccc-aabbccddeeff', 'webhook-id')).to.equal('clean');
+  });
+
+  it('when a fact key is total:<card number>, then it is re-keyed for every provider', () => {
+    for (const provider of ['stripe', 'platform', 'adyen']) {
+      expect(legacyReferenceVerdict(provider, 'total:411111111117'), provider).to.equal('rekey');
+    }
+    expect(legacyReferenceVerdict('stripe', 'total:1500')).to.equal('clean');
   });
 });

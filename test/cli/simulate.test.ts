@@ -7,12 +7,15 @@
  * developer's database), as the README's PostgreSQL section sets them.
  */
 import { randomBytes } from 'node:crypto';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { expect } from 'chai';
 import { proportion } from '../../src/loyalty/earning.js';
 import { pointsFor, type ProgrammeRules } from '../../src/loyalty/programme.js';
+import { simulatorSettings } from '../../src/simulate/settings.js';
 import { createTestDatabase, usingPostgres, type TestDatabase } from '../support/database.js';
 import { runNodeCli, startServiceProcess, type CliResult, type ServiceProcess } from '../support/service-process.js';
 import { webhookEnv } from '../support/webhooks.js';
@@ -45,7 +48,12 @@ describe('npm run simulate: signed test deliveries to the running service, as a 
   let svc: ServiceProcess | undefined;
 
   const simulate = (args: readonly string[], extraEnv: Record<string, string> = {}): Promise<CliResult> =>
-    runNodeCli('src/cli/simulate.ts', [...args, '--url', svc!.url], { ...env, ...extraEnv });
+    runNodeCli('src/cli/simulate.ts', [...args, '--url', svc!.url], { ...env, ...serviceAt(svc!.url), ...extraEnv });
+  /** The configuration naming the running service (credentials go to the configured service only). */
+  const serviceAt = (url: string): Record<string, string> => {
+    const { hostname, port } = new URL(url);
+    return { HOST: hostname, PORT: port };
+  };
   const out = (run: CliResult): string => `--- code ${run.code}\n--- stdout\n${run.stdout}--- stderr\n${run.stderr}`;
 
   before(async () => {
@@ -139,6 +147,55 @@ describe('npm run simulate: signed test deliveries to the running service, as a 
       );
     });
   }
+
+  it('when the configuration is production or live, --url is plain http to another host, or an argument holds a card number, then it refuses and echoes no card number (M4, L1)', async () => {
+    for (const extra of [{ NODE_ENV: 'production' }, { WEBHOOK_ADYEN_ENVIRONMENT: 'live' }]) {
+      const refused = await simulate(['platform', 'authorise'], extra);
+      expect(refused.code, out(refused)).to.equal(1);
+      expect(refused.stderr).to.contain('--allow-production');
+      expect(refused.stdout).to.equal('');
+    }
+    const http = await runNodeCli('src/cli/simulate.ts', ['purchase', '--url', 'http://example.com:8080'], env);
+    expect(http.code, out(http)).to.equal(2);
+    expect(http.stderr).to.contain('plain http:// is allowed to a loopback host only');
+    for (const args of [
+      ['platform', 'authorise', '--amount', '4111-1111-1111-1111'],
+      ['purchase', '--provider', '4111111111111111'],
+      ['platform', 'capture', '--payment', 'pay-4111111111111111'],
+    ]) {
+      const run = await simulate(args);
+      expect(run.code, out(run)).to.equal(2);
+      expect(run.stdout + run.stderr, out(run)).to.not.match(/4111.?1111.?1111.?1111/);
+    }
+  });
+
+  it('when --url is another service than the configured one, then no minted bearer and no configured Basic auth is sent to it', async () => {
+    const seen: (string | undefined)[] = [];
+    const server = http.createServer((req, res) => {
+      seen.push(req.headers.authorization);
+      res.writeHead(404, { 'content-type': 'application/json' }).end('{}');
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const port = (server.address() as AddressInfo).port;
+      const run = await runNodeCli('src/cli/simulate.ts', ['adyen', 'authorise', '--url', `http://127.0.0.1:${port}`], {
+        ...env,
+        WEBHOOK_ADYEN_BASIC_AUTH: 'adyen:not-for-another-host',
+      });
+      expect(run.code, out(run)).to.equal(1);
+      expect(run.stderr).to.contain('no bearer is minted for another host');
+      expect(seen.filter((h) => h !== undefined)).to.deep.equal([]);
+    } finally {
+      server.close();
+    }
+    const config = { webhooks: { adyenBasicAuth: { username: 'a', password: 'b' }, adyenEnvironment: 'test' } };
+    const other = simulatorSettings(config as never, { configuredService: false });
+    expect(other.adyenBasicAuth).to.equal(undefined);
+    expect(simulatorSettings(config as never, { configuredService: true }).adyenBasicAuth).to.deep.equal({
+      username: 'a',
+      password: 'b',
+    });
+  });
 
   it('when a card is not a test card or an option is unknown, then it exits 2 before sending anything; --help lists the environment and exit codes', async () => {
     const notTest = await simulate(['platform', 'authorise', '--card', '4000000000000077']);

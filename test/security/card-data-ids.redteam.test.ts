@@ -9,6 +9,7 @@
  * every PAN sent.
  */
 import { expect } from 'chai';
+import { signToken } from '../support/auth.js';
 import { startTestService, testEnv, type TestResponse, type TestService } from '../support/harness.js';
 import {
   adyenItem,
@@ -23,7 +24,15 @@ import { luhnValid } from '../../src/card-data/card-data-guard.js';
 import { signToken } from '../support/auth.js';
 import { generatePans } from '../support/pans.js';
 import { balance, newShopper, payment } from '../loyalty/support.js';
-import { RED_TEAM_PANS, dumpEveryRow, keyForms, panForms, panHits, pgDump } from './card-data-support.js';
+import {
+  RED_TEAM_PANS,
+  dumpEveryRow,
+  keyForms,
+  panForms,
+  panHits,
+  pgDump,
+  storedKeysHoldingCardData,
+} from './card-data-support.js';
 
 /**
  * UUIDs crafted around a scheme test PAN (the first groups read as the dashed number, Luhn-valid): the
@@ -262,6 +271,46 @@ describe('red team: card numbers as identifiers are refused, never stored (issue
     });
   });
 
+  describe('Adyen event codes that are card numbers (H1)', () => {
+    it('when a signed eventCode holds a card number, then [accepted], rejected ADYEN_EVENT_CODE_INVALID, not applied, its key and the inbox free of it', async () => {
+      const admin = await signToken({ scope: 'loyalty:admin' });
+      for (const eventCode of ['4111 1111 1111 1111', '4111111111111111', 'AUTH-4111-1111-1111-1111']) {
+        const res = record(await postAdyen(svc, [adyenItem({ eventCode, pspReference: 'ABCDEFGHIJKLMNOP' })]));
+        expect(res.status, res.text).to.equal(200);
+        expect(res.text).to.equal('[accepted]');
+        const row = await svc.db
+          .knex('webhook_inbox')
+          .where({ provider: 'adyen', state: 'rejected' })
+          .orderBy('received_at', 'desc')
+          .first();
+        expect(row.error_code, eventCode).to.equal('ADYEN_EVENT_CODE_INVALID');
+        expect(row.event_key).to.match(/^rejected:/);
+        expect(panHits(`${row.event_key as string} ${row.event_type as string}`, RED_TEAM_PANS)).to.deep.equal([]);
+      }
+      expect(await svc.db.knex('payments').where({ provider: 'adyen', external_id: 'ABCDEFGHIJKLMNOP' })).to.deep.equal(
+        [],
+      );
+      const listed = record(
+        await svc.request('GET', '/v1/admin/webhooks/inbox?state=rejected&provider=adyen', { token: admin }),
+      );
+      expect(listed.status, listed.text).to.equal(200);
+      expect(listed.body.items.map((e: { errorCode: string }) => e.errorCode)).to.include('ADYEN_EVENT_CODE_INVALID');
+      expect(panHits(listed.text, RED_TEAM_PANS)).to.deep.equal([]);
+    });
+
+    it("when a signed eventCode is one of Adyen's codes (upper case and underscores), then it is not rejected for it", async () => {
+      const res = record(
+        await postAdyen(svc, [adyenItem({ eventCode: 'REPORT_AVAILABLE', pspReference: 'RTREPORTAVAILABL' })]),
+      );
+      expect(res.text).to.equal('[accepted]');
+      const row = await svc.db
+        .knex('webhook_inbox')
+        .where({ event_key: 'RTREPORTAVAILABL:REPORT_AVAILABLE:true' })
+        .first();
+      expect(row?.state).to.not.equal('rejected');
+    });
+  });
+
   // Last: mocha runs a describe's own tests before its nested describes.
   describe('the scan', () => {
     const counts: Record<string, number> = { hits: 0 };
@@ -285,6 +334,10 @@ describe('red team: card numbers as identifiers are refused, never stored (issue
       expect(hits(panHits(responses.join('\n'), RED_TEAM_PANS))).to.deep.equal([]);
       expect(hits(craftedHits(dump.text)), 'a crafted UUID id in a row').to.deep.equal([]);
       expect(hits(craftedHits(responses.join('\n'))), 'a crafted UUID id in a response').to.deep.equal([]);
+    });
+
+    it('when every stored event key, payment external id and fact key is asked of the detector, then none holds card data', async () => {
+      expect(await storedKeysHoldingCardData(svc)).to.deep.equal([]);
     });
 
     it('when the PostgreSQL database is dumped with pg_dump, then no PAN sent appears in it', function () {

@@ -5,6 +5,7 @@
 import { execFileSync } from 'node:child_process';
 import type { TestService } from '../support/harness.js';
 import { usingPostgres } from '../support/database.js';
+import { containsCardData } from '../../src/card-data/card-data-guard.js';
 
 /** Scheme test PANs of every length the vault accepts: 12, 15, 16 and 19 digits. */
 export const RED_TEAM_PANS = [
@@ -79,4 +80,43 @@ export function panHits(haystack: string, pans: readonly string[]): string[] {
     for (const form of forms) if (haystack.includes(form)) hits.push(form);
   }
   return hits;
+}
+
+/**
+ * The stored keys (`webhook_inbox.event_key`, `payments.external_id`, `payment_facts.fact_key`) the
+ * card-data detector flags, as `table.column=value`. Keys are exempt from the database guard, so the
+ * detector is asked here. The only value allowed through is the one the design accepts as sent: an
+ * Adyen key whose reference is 16 alphanumerics (an all-digit Luhn-valid one cannot be told from a real
+ * Adyen reference, docs/card-data.md) and whose other parts (`eventCode`, `success`) hold no card data.
+ */
+export async function storedKeysHoldingCardData(svc: TestService): Promise<string[]> {
+  const adyenKeyAccepted = (value: string): boolean => {
+    const [reference = '', ...rest] = value.split(':');
+    return /^[A-Za-z0-9]{16}$/.test(reference) && rest.every((part) => !containsCardData(part));
+  };
+  const flagged: string[] = [];
+  const check = (where: string, provider: string, value: string): void => {
+    if (!containsCardData(value)) return;
+    if (provider === 'adyen' && adyenKeyAccepted(value)) return;
+    flagged.push(`${where}=${value}`);
+  };
+  for (const r of (await svc.db.knex('webhook_inbox').select('provider', 'event_key')) as {
+    provider: string;
+    event_key: string;
+  }[]) {
+    check('webhook_inbox.event_key', r.provider, r.event_key);
+  }
+  for (const r of (await svc.db.knex('payments').select('provider', 'external_id')) as {
+    provider: string;
+    external_id: string;
+  }[]) {
+    check('payments.external_id', r.provider, r.external_id);
+  }
+  for (const r of (await svc.db
+    .knex('payment_facts')
+    .join('payments', 'payments.id', 'payment_facts.payment_id')
+    .select('payments.provider', 'payment_facts.fact_key')) as { provider: string; fact_key: string }[]) {
+    check('payment_facts.fact_key', r.provider, r.fact_key);
+  }
+  return flagged;
 }

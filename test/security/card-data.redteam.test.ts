@@ -28,6 +28,7 @@ import {
   panForms,
   panHits,
   pgDump,
+  storedKeysHoldingCardData,
   track1,
   track2,
 } from './card-data-support.js';
@@ -404,6 +405,10 @@ describe('red team: card data never at rest outside the vault (issue 16)', funct
       expect(dump.rows).to.be.greaterThan(200);
       expect(dump.text).to.contain('[PAN …');
       expect(hits(panHits(dump.text, RED_TEAM_PANS))).to.deep.equal([]);
+    });
+
+    it('when every stored event key, payment external id and fact key is asked of the detector, then none holds card data', async () => {
+      expect(await storedKeysHoldingCardData(svc)).to.deep.equal([]);
     });
 
     it('when the PostgreSQL database is dumped with pg_dump, then no PAN appears in it', function () {
