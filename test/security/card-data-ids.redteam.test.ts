@@ -21,7 +21,6 @@ import {
   stripeChargeEvent,
 } from '../support/webhooks.js';
 import { luhnValid } from '../../src/card-data/card-data-guard.js';
-import { signToken } from '../support/auth.js';
 import { generatePans } from '../support/pans.js';
 import { balance, newShopper, payment } from '../loyalty/support.js';
 import {
