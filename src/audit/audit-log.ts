@@ -151,8 +151,14 @@ async function openChain(trx: Knex.Transaction, now: Date): Promise<{ key: Chain
   const fresh = head.seq === 0 && head.mac === null && head.key_version === null && reset === undefined;
   let tip: Tip = fresh ? { seq: 0, hash: GENESIS } : (reset?.tip ?? { seq: head.seq, hash: head.hash });
   let problem: string | undefined = reset?.problem;
+  // An empty trail is new only when its first chain key is being created in this transaction: a key's
+  // creation is always an entry, so a key that existed before with no entry left means the trail was
+  // emptied (entries deleted, head reset to genesis). Recorded as entry 1, and the trail goes on.
+  const existingKey = created ? previousVersion : key.version;
   if (reset !== undefined) {
     // recorded below, after the last entry
+  } else if (fresh && existingKey !== null) {
+    problem = `the trail was emptied (no entry, the head reset to genesis) while audit-chain key v${existingKey} exists`;
   } else if (legacy && refusal === undefined && created && previousVersion === null) {
     tip = await convertLegacyChain(trx, key, head, now);
   } else if (refusal !== undefined) {
@@ -162,7 +168,7 @@ async function openChain(trx: Knex.Transaction, now: Date): Promise<{ key: Chain
   } else if (created && previousVersion !== null) {
     // The active key was demoted or removed: the next version extends the keyed chain, which must
     // verify first (under the older versions), or the new key would seal over an edit.
-    const verdict = await verifyAuditChain(trx);
+    const verdict = await verifyAuditChain(trx, undefined, { creating: key.version });
     if (!verdict.ok) problem = `the active audit-chain key was gone and the chain does not verify: ${verdict.reason}`;
   }
   if (problem !== undefined) {
@@ -170,7 +176,7 @@ async function openChain(trx: Knex.Transaction, now: Date): Promise<{ key: Chain
     tip = await writeEntry(
       trx,
       key,
-      { seq: Math.max(head.seq, last.seq ?? 0), hash: reset?.tip.hash ?? head.hash },
+      fresh ? tip : { seq: Math.max(head.seq, last.seq ?? 0), hash: reset?.tip.hash ?? head.hash },
       {
         actor: 'system',
         actorType: 'system',

@@ -232,6 +232,12 @@ export async function latestChainKeyVersion(trx: Knex.Transaction): Promise<{ v:
   return (await trx('audit_chain_keys').max('version as v').first()) as { v: number | null } | undefined;
 }
 
+/** Every audit-chain key version, whatever its state: each one's creation must be in the trail. */
+export async function chainKeyVersions(db: Db): Promise<number[]> {
+  const rows = (await db('audit_chain_keys').orderBy('version').select('version')) as { version: number }[];
+  return rows.map((r) => Number(r.version));
+}
+
 /** The lowest audit-chain key version, whatever its state: whether a key was ever created. */
 export async function firstChainKeyVersion(trx: Knex.Transaction): Promise<{ v: number | null } | undefined> {
   return (await trx('audit_chain_keys').min('version as v').first()) as { v: number | null } | undefined;

@@ -9,15 +9,19 @@
  * - a deleted tail with the head re-pointed or reset (the head names another entry, or its MAC
  *   does not verify); an append that found such a head recorded `audit.chain-head-invalid`;
  * - details removed by hand (a tombstone with no `audit.entry-redacted` entry naming it).
+ * - an emptied trail: every entry deleted and the head reset to genesis while an audit-chain key
+ *   exists (a key's creation is always an entry, so every key must have its `audit.chain-key.created`
+ *   entry), or a trail whose entry 1 is neither a key's creation nor the start of a converted plain
+ *   chain (an append that found it emptied recorded `audit.chain-head-invalid` as entry 1).
  * Not detected without a checkpoint: the tail deleted and an older, genuinely sealed head row put
- * back. {@link verifyAgainstCheckpoint} in audit-checkpoint.ts closes that window up to the last
+ * back; the whole trail deleted together with the chain keys (a genuinely new trail then starts). {@link verifyAgainstCheckpoint} in audit-checkpoint.ts closes that window up to the last
  * checkpoint kept outside the database.
  */
 import type { Knex } from 'knex';
 import { isAppError } from '../errors/app-error.js';
 import { chainKeysFor, type ChainKey } from './audit-chain-keys.js';
 import { detailsDigest, entryMac, GENESIS, headMacValid, isTombstone, macEqual, rowToEvent } from './audit-chain.js';
-import { entriesFrom, readAuditHead } from './audit-store.js';
+import { chainKeyVersions, entriesFrom, readAuditHead } from './audit-store.js';
 
 export type ChainVerdict =
   | {
@@ -31,7 +35,22 @@ export type ChainVerdict =
     }
   | { readonly ok: false; readonly checked: number; readonly brokenAtSeq: number; readonly reason: string };
 
-export async function verifyAuditChain(knex: Knex | Knex.Transaction, batchSize = 1000): Promise<ChainVerdict> {
+export interface VerifyOptions {
+  /** A chain key version being created in the caller's transaction: its creation entry is not written yet. */
+  readonly creating?: number;
+}
+
+/** The version an `audit.chain-key.created` entry records (its resource `audit-chain-key:vN`). */
+const createdVersion = (resource: string): number | undefined => {
+  const match = /^audit-chain-key:v(\d+)$/.exec(resource);
+  return match === null ? undefined : Number(match[1]);
+};
+
+export async function verifyAuditChain(
+  knex: Knex | Knex.Transaction,
+  batchSize = 1000,
+  options: VerifyOptions = {},
+): Promise<ChainVerdict> {
   const keys = chainKeysFor(knex);
   let expectedPrev = GENESIS;
   let expectedSeq = 1;
@@ -41,6 +60,10 @@ export async function verifyAuditChain(knex: Knex | Knex.Transaction, batchSize 
   const redactions = new Map<number, number[]>();
   let headAnomaly: { seq: number; reason: string } | undefined;
   let converted: { seq: number; at: string; entries: number } | undefined;
+  /** Entry 1, and whether the trail starts as only a genuine trail can (a key's creation, or a conversion). */
+  let first: { action: string; reason: unknown } | undefined;
+  let convertedFromStart = false;
+  const created = new Set<number>();
   for (;;) {
     const rows = await entriesFrom(knex, expectedSeq, batchSize);
     for (const row of rows) {
@@ -95,7 +118,14 @@ export async function verifyAuditChain(knex: Knex | Knex.Transaction, batchSize 
       if (event.action === 'audit.chain-converted' && converted === undefined) {
         const entries = event.details['entries'];
         converted = { seq: event.seq, at: event.occurredAt, entries: typeof entries === 'number' ? entries : 0 };
+        // A migrated trail starts with the plain chain's entries, re-keyed, then the conversion entry.
+        convertedFromStart = event.seq === converted.entries + 1;
       }
+      if (event.action === 'audit.chain-key.created') {
+        const version = createdVersion(event.resource);
+        if (version !== undefined) created.add(version);
+      }
+      first ??= { action: event.action, reason: event.details['reason'] };
       expectedPrev = row.hash;
       expectedSeq += 1;
       checked += 1;
@@ -117,6 +147,8 @@ export async function verifyAuditChain(knex: Knex | Knex.Transaction, batchSize 
   if (checked > 0 && !(await headMacValid(knex, head).catch(() => false))) {
     return broken(checked, head.seq, 'the chain head seal does not verify (the head was rewritten without the key)');
   }
+  const emptied = await emptiedTrail(knex, checked, first, convertedFromStart, created, options);
+  if (emptied !== undefined) return broken(checked, 1, emptied);
   if (headAnomaly !== undefined) {
     return broken(
       checked,
@@ -125,6 +157,37 @@ export async function verifyAuditChain(knex: Knex | Knex.Transaction, batchSize 
     );
   }
   return { ok: true, checked, headSeq: head.seq, headHash: head.hash, redacted, ...(converted && { converted }) };
+}
+
+/**
+ * Whether the trail was emptied, or its beginning replaced: every audit-chain key's creation is an
+ * entry written with the key (in the same transaction), so a key without one means entries were
+ * deleted; and a genuine trail's entry 1 is a key's creation, or the first re-keyed entry of a
+ * converted plain chain (the conversion entry then follows them, naming how many).
+ */
+async function emptiedTrail(
+  knex: Knex | Knex.Transaction,
+  checked: number,
+  first: { action: string; reason: unknown } | undefined,
+  convertedFromStart: boolean,
+  created: ReadonlySet<number>,
+  options: VerifyOptions,
+): Promise<string | undefined> {
+  const versions = (await chainKeyVersions(knex)).filter((v) => v !== options.creating);
+  if (checked === 0) {
+    return versions.length === 0
+      ? undefined
+      : `the trail is empty while audit-chain key ${versions.map((v) => `v${v}`).join(', ')} exists: the trail was emptied (every entry deleted, the head reset to genesis)`;
+  }
+  if (first !== undefined && first.action !== 'audit.chain-key.created' && !convertedFromStart) {
+    const found = typeof first.reason === 'string' ? `: ${first.reason}` : '';
+    return `is ${first.action}, where a trail starts with its audit-chain key's creation or a converted plain chain: the trail was emptied or its beginning replaced${found}`;
+  }
+  const missing = versions.filter((v) => !created.has(v));
+  if (missing.length > 0) {
+    return `the trail holds no creation entry for audit-chain key ${missing.map((v) => `v${v}`).join(', ')}: entries were deleted (the trail was emptied and restarted)`;
+  }
+  return undefined;
 }
 
 function broken(checked: number, seq: number, reason: string): ChainVerdict {

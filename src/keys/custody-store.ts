@@ -92,6 +92,12 @@ export async function anySealedCustodianRow(trx: Knex.Transaction): Promise<bool
   return ((await trx('key_custodians').whereNotNull('seal').first('id')) as unknown) !== undefined;
 }
 
+/** Whether any custodian row or master-key split record exists (sealed, verified or not). */
+export async function anyCustodyRow(trx: Knex.Transaction): Promise<boolean> {
+  const custodian = (await trx('key_custodians').first('id')) as unknown;
+  return custodian !== undefined || ((await trx('master_key_splits').first('id')) as unknown) !== undefined;
+}
+
 /** How many custodian rows carry a seal (verified or not). */
 export async function countSealedCustodianRows(trx: Knex.Transaction): Promise<number> {
   const existing = (await trx('key_custodians').whereNotNull('seal').count('* as n').first()) as {

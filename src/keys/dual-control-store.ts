@@ -44,6 +44,11 @@ export interface ExecutionRow {
 
 // ---- requests ----------------------------------------------------------------------------------
 
+/** Whether any dual-control request exists, in any state. */
+export async function anyRequestRow(trx: Knex.Transaction): Promise<boolean> {
+  return ((await trx('key_requests').first('id')) as unknown) !== undefined;
+}
+
 export async function insertRequest(
   trx: Knex.Transaction,
   request: {

@@ -40,7 +40,9 @@ import {
   auditRecordsGenesis,
   readLedger,
 } from './dual-control-ledger.js';
+import { anyCustodyRow } from './custody-store.js';
 import {
+  anyRequestRow,
   approvalsOf,
   executionRecorded,
   findRequest,
@@ -283,17 +285,19 @@ export async function signerOf(
 
 /**
  * Single-operator mode is for a development installation before it has custodians: once the sealed
- * ledger or the audit trail holds a genesis, one person holding the master key (KEYS_SINGLE_OPERATOR
- * with the development opt-in) must not rotate, retire or split alone. A ledger that no longer
- * verifies refuses as tampering (readLedger); one wiped together with the trail's genesis entry is the
- * master-key holder's history rewrite, which only a signed checkpoint kept outside reveals.
+ * ledger or the audit trail holds a genesis, or any custodian, request or master-key split row exists,
+ * one person holding the master key (KEYS_SINGLE_OPERATOR with the development opt-in) must not
+ * rotate, retire or split alone. A ledger that no longer verifies refuses as tampering (readLedger).
+ * Each table is one more thing a database writer must wipe to reopen the mode; one who wipes the
+ * ledger, the trail (with its chain keys) and every custody table rewrites history, which only a
+ * signed checkpoint kept outside the database (scheduled, on WORM storage) reveals.
  */
 async function refuseSingleOperatorAfterGenesis(trx: Knex.Transaction, masterKey: MasterKeySource): Promise<void> {
   const ledger = await readLedger(trx, masterKey);
-  if (ledger.seq > 0 || (await auditRecordsGenesis(trx))) {
+  if (ledger.seq > 0 || (await auditRecordsGenesis(trx)) || (await anyCustodyRow(trx)) || (await anyRequestRow(trx))) {
     throw new AppError('SINGLE_OPERATOR_REFUSED', {
       detail:
-        'Custodians are registered (their genesis is on record): every key operation needs a request two ' +
+        'Custodians are registered (their genesis, a custodian, a request or a split is on record): every key operation needs a request two ' +
         'custodians approved (--request <id>). Single-operator mode is only for an installation without custodians.',
     });
   }

@@ -337,6 +337,7 @@ function encryptShares(
   const { id } = split;
   const holders: ShareHolder[] = [];
   const files: { file: string; content: ShareFile }[] = [];
+  const copies: Buffer[] = []; // the plaintext handed to sealTo, wiped with the shares
   try {
     custodians.forEach((c, i) => {
       const share = shares[i]!;
@@ -351,7 +352,7 @@ function encryptShares(
       });
       const envelope = sealTo(
         x25519PublicFromEd25519(Buffer.from(x, 'base64url')),
-        Buffer.from(share),
+        copies[copies.push(Buffer.from(share)) - 1]!,
         custodianShareContext(id, c.keyThumbprint),
       );
       files.push({
@@ -370,7 +371,7 @@ function encryptShares(
       });
     });
   } finally {
-    for (const share of shares) share.fill(0);
+    for (const share of [...shares, ...copies]) share.fill(0);
   }
   return { holders, files };
 }

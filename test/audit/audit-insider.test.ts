@@ -36,7 +36,8 @@ describe('audit trail against an insider with database write access', function (
   });
   beforeEach(async () => {
     await resetTrail(db);
-    await appendN(db, 6);
+    // Entry 1 is the chain key's creation, entries 2 to 6 are key rotations.
+    await appendN(db, 5);
   });
 
   const entry = (seq: number) => db.knex('audit_events').where({ seq });
@@ -272,7 +273,7 @@ describe('audit trail against an insider with database write access', function (
   it('when the tail is deleted and an older, genuinely sealed head row put back, then only a checkpoint kept outside the database catches it', async () => {
     // The insider copies the head row while the trail ends at entry 4 …
     await resetTrail(db);
-    await appendN(db, 4);
+    await appendN(db, 3);
     const olderHead = await db.knex('audit_chain_head').first();
     await appendN(db, 2);
     const saved = await checkpoint('before-truncation.jws');

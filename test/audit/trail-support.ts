@@ -5,8 +5,14 @@ import { lockAuditHead } from '../../src/audit/audit-store.js';
 import { appendAuditEvent } from '../../src/audit/audit-log.js';
 import type { TestDatabase } from '../support/database.js';
 
+/**
+ * A genuinely new trail: no entry, the head at genesis and no audit-chain key (a key left behind with
+ * no entry is an emptied trail, which the next append records and verify reports). The next append
+ * creates key v1 and records its creation as entry 1.
+ */
 export async function resetTrail(db: TestDatabase): Promise<void> {
   await db.knex('audit_events').delete();
+  await db.knex('audit_chain_keys').delete();
   await db.knex('audit_chain_head').where({ id: 1 }).update({ seq: 0, hash: GENESIS, key_version: null, mac: null });
 }
 

@@ -11,7 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { split } from 'shamir-secret-sharing';
 import { ConfigError, loadConfig, type Env } from '../../src/config/config.js';
-import { LocalMasterKey, loadMasterKey } from '../../src/keys/master-key-source.js';
+import { LocalMasterKey, loadMasterKey, MasterKeySet } from '../../src/keys/master-key-source.js';
 import { CLEAR_SHARE_FILE_TYPE } from '../../src/keys/master-key-sources/shares.js';
 
 const production: Env = {
@@ -97,6 +97,21 @@ describe("MASTER_KEY_SOURCE=shares: configuration and the key CLI's share files"
       expect(loaded.source.readiness()).to.deep.equal({ ready: true });
       const wrapped = await loaded.source.wrap(Buffer.alloc(32, 1), 'aad');
       expect(await new LocalMasterKey(key, 'k').unwrap(wrapped, 'aad')).to.deep.equal(Buffer.alloc(32, 1));
+    }
+  });
+
+  it('when the key CLI ends, then a key rebuilt from share files (the current one and a previous one of a rotation out of shares) is wiped: the sources are sealed', async () => {
+    const loaded = await loadMasterKey(
+      { source: 'shares', keyId, shareFiles: [files[0]!, files[1]!] },
+      [],
+      [{ source: 'shares', keyId, shareFiles: [files[1]!, files[2]!] }],
+    );
+    const set = loaded.source as MasterKeySet;
+    expect(set.readiness()).to.deep.equal({ ready: true });
+    expect(set.previous[0]!.readiness()).to.deep.equal({ ready: true });
+    await set.close();
+    for (const source of [set.current, ...set.previous]) {
+      expect(source.readiness()).to.include({ ready: false, code: 'VAULT_SEALED' });
     }
   });
 

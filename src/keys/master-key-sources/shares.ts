@@ -95,6 +95,16 @@ export class SharesMasterKey implements SplittableMasterKey {
     this.key = undefined;
   }
 
+  /**
+   * The end of the process (the core closes its master key sources, the current and the previous ones
+   * of a rotation): the rebuilt key's bytes are overwritten, as by {@link seal}. A previous key rebuilt
+   * from MASTER_KEY_PREVIOUS_SHARE_FILES for a rotation out of shares is wiped when the key CLI ends.
+   */
+  close(): Promise<void> {
+    this.seal();
+    return Promise.resolve();
+  }
+
   async wrap(plaintextKey: Buffer, aad: string): Promise<Buffer> {
     return this.unsealed().wrap(plaintextKey, aad);
   }
