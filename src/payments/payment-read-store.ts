@@ -80,3 +80,11 @@ export async function listInbox(knex: Knex, filter: InboxFilter): Promise<Page<I
 export async function findInboxEvent(knex: Knex, id: string): Promise<InboxRow | undefined> {
   return (await knex('webhook_inbox').where({ id }).first()) as InboxRow | undefined;
 }
+
+/** Whether the inbox holds a delivery of `provider` stored under exactly `eventKey`. */
+export async function inboxHoldsEventKey(knex: Knex, provider: Provider, eventKey: string): Promise<boolean> {
+  const row = (await knex('webhook_inbox').where({ provider, event_key: eventKey }).first('id')) as
+    | { id: string }
+    | undefined;
+  return row !== undefined;
+}

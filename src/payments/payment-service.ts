@@ -26,6 +26,7 @@ import type { PaymentEffect, PaymentEventInput } from './payment-event.js';
 import { paymentKey, paymentsToLock, planEvent } from './payment-planner.js';
 import {
   findInboxEvent,
+  inboxHoldsEventKey,
   listInbox,
   listPurchases,
   type InboxFilter,
@@ -110,6 +111,15 @@ export class PaymentService {
         ...(options.batch?.onBatch === undefined ? {} : { onBatch: options.batch.onBatch }),
       },
     );
+  }
+
+  /**
+   * Whether a delivery of `provider` is already stored under exactly `eventKey`. The webhooks ask it
+   * for one case only: a UUID webhook-id that reads as a card number, which an earlier release stored
+   * as sent and this one stores as its keyed digest; its redelivery must still be a duplicate.
+   */
+  async holdsDelivery(provider: PaymentEventInput['provider'], eventKey: string): Promise<boolean> {
+    return inboxHoldsEventKey(this.knex, provider, eventKey);
   }
 
   /**

@@ -79,7 +79,14 @@ export function webhookHandlers(deps: WebhookDeps): HandlerMap {
       refusePlatformIdsWithCardData(body);
       // A UUID webhook-id passes the edge even when it reads as a card number (webhook-schemes.ts):
       // that one is keyed by its digest (inbox event_key, the fact keys derived from it), never as sent.
-      const eventKey = await deps.storedReference(messageId as string);
+      const digest = await deps.storedReference(messageId as string);
+      // An earlier release stored such an id as sent: its redelivery matches that row (a duplicate,
+      // nothing written), never a second event under the digest. Migration 20261209300000 records those
+      // rows in card_data_legacy_findings.
+      const eventKey =
+        digest !== messageId && (await payments.holdsDelivery('platform', messageId as string))
+          ? (messageId as string)
+          : digest;
       const result = await ingest(platformEvent(body, eventKey), secretIndexes[0] as number);
       res.status(200).json(receipt(result));
       return outcome(result);
