@@ -84,7 +84,6 @@ export async function findInboxEvent(knex: Knex, id: string): Promise<InboxRow |
 /** Whether the inbox holds a delivery of `provider` stored under exactly `eventKey`. */
 export async function inboxHoldsEventKey(knex: Knex, provider: Provider, eventKey: string): Promise<boolean> {
   const row = (await knex('webhook_inbox').where({ provider, event_key: eventKey }).first('id')) as
-    | { id: string }
-    | undefined;
+    { id: string } | undefined;
   return row !== undefined;
 }
