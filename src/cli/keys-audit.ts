@@ -169,7 +169,8 @@ async function verify(args: readonly string[], ctx: KeysContext, out: (t: string
   const keyStates = await checkKeyStates(ctx, out);
   if (keyStates.summary !== undefined) {
     ok = false;
-    finding = finding === undefined ? keyStates.summary : `${finding}; ${keyStates.summary}`;
+    // A broken chain stays the finding (the first one); the key states are recorded beside it.
+    finding ??= keyStates.summary;
   }
   // Reading the trail is an audited action (PCI DSS 10.2.1.3), with what it found.
   try {

@@ -102,6 +102,7 @@ export function trailStates(entries: readonly KeyEntry[]): Map<string, TrailVers
     const known = states.get(id);
     if (e.action === 'key.created') {
       const active = e.details['state'] === 'active';
+      if (active) demoteActive(states, e.purpose, id);
       states.set(id, {
         state: active ? 'active' : 'published',
         createdAt: e.at,
@@ -118,10 +119,7 @@ export function trailStates(entries: readonly KeyEntry[]): Map<string, TrailVers
         known.state = 'published';
         break;
       case 'key.activated':
-        // activateVersion: every active version of the purpose becomes decrypt-only.
-        for (const [other, v] of states) {
-          if (other.startsWith(`${e.purpose}:`) && other !== id && v.state === 'active') v.state = 'decrypt-only';
-        }
+        demoteActive(states, e.purpose, id);
         known.state = 'active';
         known.activatedAt = e.at;
         known.activatedByEntry = true;
@@ -137,6 +135,13 @@ export function trailStates(entries: readonly KeyEntry[]): Map<string, TrailVers
     }
   }
   return states;
+}
+
+/** activateVersion: every other active version of the purpose becomes decrypt-only. */
+function demoteActive(states: Map<string, TrailVersion>, purpose: string, id: string): void {
+  for (const [other, v] of states) {
+    if (other.startsWith(`${purpose}:`) && other !== id && v.state === 'active') v.state = 'decrypt-only';
+  }
 }
 
 type Stamp = Date | string | null;
