@@ -48,8 +48,9 @@ export interface KeyLifecycleEntryRow extends AuditEntryRow {
 
 /**
  * Every successful key lifecycle entry (`key.created`, `key.published`, … of a `key:<purpose>:v<n>`
- * resource) in chain order: what the key-state reconciliation replays. Served by the
- * (action, resource) index of migration 20261206000400.
+ * resource) in chain order: what the key-state reconciliation replays. Measured on PostgreSQL with
+ * 200,000 entries: a sequential scan, about 40 ms (fine for `keys audit verify` / `keys status`, not
+ * yet for every key-ring reload).
  */
 export async function keyLifecycleEntries(
   db: Knex | Knex.Transaction,
