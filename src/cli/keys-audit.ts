@@ -15,13 +15,15 @@ import { exportAudit, publicKeyThumbprint, verifyAuditExport } from '../audit/au
 import { auditSigner } from '../keys/audit-signer.js';
 import { appendAuditEvent, convertAuditChainIfNeeded, redactAuditEntry, verifyAuditChain } from '../audit/audit-log.js';
 import { auditSigningPublicKey } from '../audit/audit-store.js';
+import { describeKeyStateFinding, reconcileKeyStates } from '../keys/key-state-reconciliation.js';
 import type { KeysContext } from './keys-context.js';
 import { UsageError } from './usage-error.js';
 
 export const AUDIT_USAGE = `  audit verify [--checkpoint <file> (--public-key <pem> | --public-key-thumbprint <t>)]
                                                   walks the keyed chain; with a checkpoint, proves the trail
-                                                  extends it (the key from outside the database); exits 1
-                                                  on any finding
+                                                  extends it (the key from outside the database); checks
+                                                  every key version's state against the trail's key
+                                                  entries; exits 1 on any finding
   audit checkpoint --out <file>                   signed (JWS) head sequence and MAC, to keep outside the database
   audit export --from <iso> --to <iso> --out <file>     one period: <file> (JSON) and <file>.jws (detached JWS)
   audit verify-export <file> --public-key <pem> [--signature <file>.jws]
@@ -163,6 +165,13 @@ async function verify(args: readonly string[], ctx: KeysContext, out: (t: string
       out(`audit chain does NOT extend the checkpoint: ${verdict.reason}`);
     }
   }
+  // Every key version's state against the trail's key entries (key-state-reconciliation.ts).
+  const keyStates = await checkKeyStates(ctx, out);
+  if (keyStates.summary !== undefined) {
+    ok = false;
+    // A broken chain stays the finding (the first one); the key states are recorded beside it.
+    finding ??= keyStates.summary;
+  }
   // Reading the trail is an audited action (PCI DSS 10.2.1.3), with what it found.
   try {
     await ctx.knex.transaction((trx) =>
@@ -173,6 +182,7 @@ async function verify(args: readonly string[], ctx: KeysContext, out: (t: string
         resource: 'audit:chain',
         details: {
           ...(finding === undefined ? {} : { finding }),
+          ...(keyStates.recorded.length === 0 ? {} : { keyStates: keyStates.recorded }),
           ...(checkpointSeq === undefined ? {} : { checkpointSeq }),
         },
       }),
@@ -182,6 +192,28 @@ async function verify(args: readonly string[], ctx: KeysContext, out: (t: string
     return 1;
   }
   return ok ? 0 : 1;
+}
+
+/** Every key version's state against the trail (key-state-reconciliation.ts): printed, and what to record. */
+async function checkKeyStates(
+  ctx: KeysContext,
+  out: (t: string) => void,
+): Promise<{ summary: string | undefined; recorded: Record<string, unknown>[] }> {
+  const findings = await reconcileKeyStates(ctx.knex);
+  if (findings.length === 0) {
+    out('key states agree with the audit trail');
+    return { summary: undefined, recorded: [] };
+  }
+  for (const f of findings) out(`KEY STATE TAMPERED ${describeKeyStateFinding(f)}`);
+  return {
+    summary: `key states contradict the audit trail: ${findings.map(describeKeyStateFinding).join(' | ')}`,
+    recorded: findings.map((f) => ({
+      key: `${f.purpose}:v${f.version}`,
+      rowState: f.rowState,
+      trailState: f.trailState,
+      problem: f.problem,
+    })),
+  };
 }
 
 async function exportPeriod(args: readonly string[], ctx: KeysContext, out: (t: string) => void): Promise<number> {

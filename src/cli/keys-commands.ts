@@ -16,6 +16,7 @@ import { currentGeneration, describeInstance, liveInstances } from '../keys/inst
 import { KeyManager, isPurpose } from '../keys/key-manager.js';
 import type { KeyActor, KeyPurpose } from '../keys/key-ring.js';
 import { checkKeyTriggers, type KeyCheckFinding } from '../keys/key-version-triggers.js';
+import { describeKeyStateFinding, reconcileKeyStates } from '../keys/key-state-reconciliation.js';
 import { reencrypt } from '../keys/reencrypt.js';
 import { versionsIn } from '../keys/key-version-store.js';
 import { listMasterKeys } from '../keys/master-key-store.js';
@@ -44,7 +45,8 @@ export const USAGE = `usage: npm run keys -- <command> [options]
 
   list [--json]                                   every key version, its state, cryptoperiod and rows
   inventory --out <file>                          PCI DSS 3.6.1.1 inventory: <file>.json and <file>.md
-  status [--json]                                 cryptoperiods; exits 1 when a key is overdue
+  status [--json]                                 cryptoperiods; exits 1 when a key is overdue or its
+                                                  state contradicts the audit trail
   rotate --purpose <p> [--plan | --apply] [--request <id>] [--wait-timeout <seconds>]
                                                   p: pan-encryption, identifier-mac, audit-signing, mtls-client-ca,
                                                      subscription-secret, or master (rewrap every data
@@ -273,7 +275,15 @@ async function status(args: readonly string[], ctx: KeysContext, out: (t: string
   const staleWrap = (await manager(ctx).inventory()).filter(
     (k) => k.state !== 'destroyed' && k.kekId !== ctx.masterKey.keyId,
   );
-  const keyChecks = [...(await checkKeyTriggers(ctx.knex)), ...(await rowsUnderUnreadableVersions(ctx))];
+  const keyChecks = [
+    ...(await checkKeyTriggers(ctx.knex)),
+    ...(await rowsUnderUnreadableVersions(ctx)),
+    // A state the keyed audit trail contradicts (a retired version set back to published, …).
+    ...(await reconcileKeyStates(ctx.knex)).map((f) => ({
+      kind: 'key-state-tampered',
+      detail: `${describeKeyStateFinding(f)}: changed outside the key CLI; investigate, and check the audit chain (keys audit verify)`,
+    })),
+  ];
   const ok = overdue.length === 0 && keyChecks.length === 0;
   if (values.json) {
     out(

@@ -35,7 +35,11 @@ const COMMANDS: Record<
 > = {
   list: { description: 'Every key version: its state, cryptoperiod and rows.', env: CRYPTOPERIODS },
   inventory: { description: 'The PCI DSS 3.6.1.1 key inventory: <file>.json and <file>.md.', env: CRYPTOPERIODS },
-  status: { description: 'Cryptoperiods and live instances; exits 1 when a key is overdue.', env: CRYPTOPERIODS },
+  status: {
+    description:
+      'Cryptoperiods and live instances; exits 1 when a key is overdue or its state contradicts the audit trail.',
+    env: CRYPTOPERIODS,
+  },
   rotate: {
     description:
       "A new version of a purpose's data key, or (--purpose master) every data key rewrapped under the current " +

@@ -143,7 +143,8 @@ export function expectedKeyTriggers(): ExpectedTrigger[] {
 }
 
 export interface KeyCheckFinding {
-  readonly kind: 'trigger-missing' | 'trigger-disabled' | 'trigger-altered' | 'rows-under-unreadable-version';
+  readonly kind:
+    'trigger-missing' | 'trigger-disabled' | 'trigger-altered' | 'rows-under-unreadable-version' | 'key-state-tampered';
   readonly detail: string;
 }
 

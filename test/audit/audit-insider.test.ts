@@ -17,7 +17,7 @@ import { publicKeyThumbprint } from '../../src/audit/audit-export.js';
 import { auditEntryIntact, verifyAuditChain } from '../../src/audit/audit-log.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
 import { keysFixture, type KeysFixture } from '../keys/keys-context.js';
-import { appendMissedCardData, appendN, resetTrail } from './trail-support.js';
+import { appendMissedCardData, appendN, recordKeyCreations, resetTrail } from './trail-support.js';
 
 describe('audit trail against an insider with database write access', function () {
   this.timeout(60_000);
@@ -304,6 +304,7 @@ describe('audit trail against an insider with database write access', function (
 
   it('when the trail extends a checkpoint, then verify --checkpoint passes with the auditor’s own public key; a checkpoint edited by one byte fails', async () => {
     const saved = await checkpoint('good.jws');
+    await recordKeyCreations(db); // the trail was reset under the keys: verify also reconciles them
     await appendN(db, 3);
     const pub = path.join(dir, 'audit.pub.pem');
     expect((await fx.run('audit', 'public-key', '--out', pub)).code).to.equal(0);
@@ -320,6 +321,7 @@ describe('audit trail against an insider with database write access', function (
   });
 
   it('when a database writer plants their own audit-signing public key and forges a checkpoint, then it fails against the pinned thumbprint, and no checkpoint is verified with a key from the database alone', async () => {
+    await recordKeyCreations(db);
     const pin = await pinned();
     const saved = await checkpoint('genuine.jws');
     // ---- the insider: their own Ed25519 key in data_keys, a checkpoint of a rewritten trail signed with it

@@ -63,3 +63,35 @@ export async function appendMissedCardData(db: TestDatabase, action = 'card.deto
     return event.seq;
   });
 }
+
+/**
+ * After {@link resetTrail} under existing keys: records each key version's creation again (now, its
+ * row stamped to match), as a fresh database holds it, so that `keys audit verify` reconciles the key
+ * states with the trail (src/keys/key-state-reconciliation.ts). Appended at the end of the trail.
+ */
+export async function recordKeyCreations(db: TestDatabase): Promise<void> {
+  const keys = (await db.knex('data_keys').select('purpose', 'version', 'state')) as {
+    purpose: string;
+    version: number;
+    state: string;
+  }[];
+  for (const k of keys) {
+    await db.knex.transaction(async (trx) => {
+      const entry = await appendAuditEvent(trx, {
+        actor: 'system',
+        actorType: 'system',
+        action: 'key.created',
+        outcome: 'success',
+        origin: 'test',
+        resource: `key:${k.purpose}:v${k.version}`,
+        details: { state: k.state },
+      });
+      await trx('data_keys')
+        .where({ purpose: k.purpose, version: k.version })
+        .update({
+          published_at: new Date(entry.occurredAt),
+          activated_at: k.state === 'active' ? new Date(entry.occurredAt) : null,
+        });
+    });
+  }
+}
