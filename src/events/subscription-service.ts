@@ -175,7 +175,10 @@ export class SubscriptionService {
       const rotationKey = idempotencyKey === undefined ? undefined : await storedReference(trx, idempotencyKey);
       if (rotationKey !== undefined) {
         // The subscription row is locked: a concurrent retry waits here and then sees this one's secret.
-        const made = await secretOfRotation(trx, id, rotationKey, now);
+        // An earlier release kept a card-shaped UUID key as sent: a retry of it finds that secret too.
+        const made =
+          (await secretOfRotation(trx, id, rotationKey, now)) ??
+          (rotationKey === idempotencyKey ? undefined : await secretOfRotation(trx, id, idempotencyKey as string, now));
         if (made !== undefined) {
           throw new AppError('SECRET_ROTATION_REPEATED', {
             detail: 'A rotation with this Idempotency-Key already made a secret; it is not shown again.',

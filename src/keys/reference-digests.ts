@@ -28,7 +28,7 @@
  */
 import { createHmac, randomBytes } from 'node:crypto';
 import type { Knex } from 'knex';
-import { containsCardData } from '../card-data/card-data-guard.js';
+import { containsCardData, mayHoldCardData } from '../card-data/card-data-guard.js';
 import { AppError, isMasterKeyUnavailable } from '../errors/app-error.js';
 import {
   findReferenceKey,
@@ -51,6 +51,9 @@ export const REFERENCE_DIGEST_PREFIX = '~';
 
 export const referenceKeyAad = (version: number): string => `loyalty-vault/reference-digest-key/v1|${version}`;
 
+/** A UUID, bare or after a `msg_`-style prefix: the ids the edges accept as sent. */
+const UUID_SHAPED = /^(?:[a-z]+_)?[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
 /** True for a stored digest (`~` and 43 base64url characters). */
 export function isReferenceDigest(value: string): boolean {
   return /^~[A-Za-z0-9_-]{43}$/.test(value);
@@ -61,7 +64,10 @@ export function isReferenceDigest(value: string): boolean {
  * detector flags it. Needs the reference key only in the second case (fails closed without it).
  */
 export async function storedReference(db: Db, id: string): Promise<string> {
-  if (!containsCardData(id)) return id;
+  // A UUID with 12 or more digits in a row is digested whether or not the detector finds a whole card
+  // number in it: a junk digit and a 15-digit Amex number fill its 16-digit run without the run
+  // itself passing Luhn (attacker review). A legitimate UUID so digested is only stored differently.
+  if (!(UUID_SHAPED.test(id) && mayHoldCardData(id)) && !containsCardData(id)) return id;
   const key = await registrationOf(db).material(db);
   return REFERENCE_DIGEST_PREFIX + createHmac('sha256', key).update(id, 'utf8').digest('base64url');
 }

@@ -47,7 +47,10 @@ export async function claimIdempotencyKey<T>(
   const { scope, requestHash } = request;
   // A UUID key that reads as a card number is kept as its keyed digest, never as sent (the same
   // digest for every retry, on every instance): src/keys/reference-digests.ts.
-  const key = await storedReference(trx, request.key);
+  const digest = await storedReference(trx, request.key);
+  // An earlier release kept such a key as sent: its retry replays that row, never runs again.
+  const key =
+    digest !== request.key && (await findKey<T>(trx, scope, request.key)) !== undefined ? request.key : digest;
   const claimed = await insertKeyIfAbsent(trx, {
     scope,
     key,

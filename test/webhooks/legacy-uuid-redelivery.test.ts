@@ -6,8 +6,15 @@
 import { expect } from 'chai';
 import { startTestService, testEnv, type TestService } from '../support/harness.js';
 import { paymentId, platformEvent, postPlatform } from '../support/webhooks.js';
+import { signToken } from '../support/auth.js';
+import { generatePans } from '../support/pans.js';
+import { balance, newShopper, payment } from '../loyalty/support.js';
 
 const CRAFTED = '41111111-1111-1111-abcd-ef0123456789'; // its first groups read 4111111111111111
+// A junk digit and the 15-digit Amex test number 378282246310005 fill the 16-digit run of its first
+// groups; the run itself fails Luhn, so only the UUID rule (12+ digits in a row) catches it.
+const CRAFTED_AMEX = '13782822-4631-0005-abcd-0123456789ab';
+const DIGEST = /^~[A-Za-z0-9_-]{43}$/;
 
 describe('platform webhook-id stored as sent by an earlier release', function () {
   this.timeout(180_000);
@@ -39,5 +46,39 @@ describe('platform webhook-id stored as sent by an earlier release', function ()
     expect(again.status, again.text).to.equal(200);
     expect(again.body).to.include({ duplicate: true, eventId: first.body.eventId });
     expect(await counts()).to.deep.equal(before);
+  });
+
+  it('when a UUID webhook-id hides a 15-digit Amex number behind a junk digit, then it is stored as its digest, never as sent', async () => {
+    const event = platformEvent({ paymentId: paymentId('amex-uuid'), type: 'payment.authorisation_failed' });
+    const res = await postPlatform(svc, event, { id: CRAFTED_AMEX });
+    expect(res.status, res.text).to.equal(200);
+    const row = await svc.db.knex('webhook_inbox').where({ id: res.body.eventId }).first();
+    expect(row.event_key).to.match(DIGEST);
+    const raw = await svc.db.knex('payment_facts').where({ fact_key: CRAFTED_AMEX });
+    expect(raw).to.have.length(0);
+  });
+
+  it('when a redemption whose card-shaped UUID Idempotency-Key an earlier release stored as sent is retried, then it replays, never redeems twice', async () => {
+    const shopper = await newShopper(svc, generatePans(1, '400000')[0] as string);
+    const earned = payment(shopper, { amount: 1_000 });
+    await earned.send(svc, { type: 'authorised' });
+    await earned.send(svc, { type: 'captured' });
+    const token = await signToken({ scope: 'loyalty:redeem', shopperRef: shopper.shopperRef });
+    const redeem = () =>
+      svc.request('POST', `/v1/shoppers/${shopper.shopperRef}/redemptions`, {
+        token,
+        headers: { 'idempotency-key': CRAFTED },
+        json: { points: 4, reference: 'order-legacy-key' },
+      });
+    const first = await redeem();
+    expect(first.status, first.text).to.equal(201);
+    const scope = `redemption:${shopper.shopperRef}`;
+    // What an earlier release left: the key as sent (an exempt reference column).
+    await svc.db.knex('idempotency_keys').where({ scope }).update({ key: CRAFTED });
+    const again = await redeem();
+    expect(again.status, again.text).to.equal(201);
+    expect(again.headers.get('idempotent-replayed')).to.equal('true');
+    expect((await balance(svc, shopper.shopperRef)).available).to.equal(6);
+    expect(await svc.db.knex('idempotency_keys').where({ scope })).to.have.length(1);
   });
 });
