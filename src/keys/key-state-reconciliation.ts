@@ -107,7 +107,8 @@ export function trailStates(entries: readonly KeyEntry[]): Map<string, TrailVers
         state: active ? 'active' : 'published',
         createdAt: e.at,
         activatedAt: active ? e.at : null,
-        activatedByEntry: false,
+        // Created active: its activated_at is the creation's, compared like published_at (review M1).
+        activatedByEntry: active,
         retiredAt: null,
         destroyedAt: null,
       });
