@@ -6,8 +6,8 @@
  *
  * What is changed to run them here, and only that: the service listens on a free port instead of
  * 8080 (`http://127.0.0.1:8080` becomes its URL), its data folder is a temporary one (`./data/`
- * becomes it), `npm run -s <cli> --` runs the same CLI through tsx from this checkout (`simulate` with
- * `--url` the service's URL added to its arguments, since its default is http://127.0.0.1:8080), and the
+ * becomes it), `npm run -s <cli> --` runs the same CLI through tsx from this checkout (`simulate` given
+ * the service's HOST and PORT, since it sends credentials only to the configured service), and the
  * commands run in a scratch folder (never the checkout), all three blocks in one bash with
  * `set -euo pipefail`, so that the shopper of the first is the one the second uses.
  */
@@ -45,7 +45,7 @@ function asRunHere(block: string, url: string, dataDir: string): string {
     .replaceAll('http://127.0.0.1:8080', url)
     .replaceAll('./data/', `${dataDir}/`)
     .replace(/\bnpm run (?:-s )?simulate -- ([^#\n]*?)(\s*#[^\n]*)?$/gm, (_whole, args: string, comment?: string) => {
-      return `node --import ${TSX} ${simulate} ${args} --url ${url}${comment ?? ''}`;
+      return `node --import ${TSX} ${simulate} ${args}${comment ?? ''}`;
     })
     .replace(/\bnpm run (?:-s )?(keys|token|loyalty) --(?=\s|$)/g, (_whole, cli: string) => {
       return `node --import ${TSX} ${path.join(projectRoot(), 'src', 'cli', `${cli}.ts`)}`;
@@ -77,9 +77,13 @@ describe("README.md: the three users' walkthroughs, run as written on the embedd
 
   it('when the gateway, loyalty-app and auditor blocks run in order, then each shows what the README says', async () => {
     const blocks = readmeWalkthroughs(fs.readFileSync(README, 'utf8'));
+    // simulate targets the configured service (HOST, PORT): it sends credentials nowhere else.
+    const { hostname, port } = new URL(svc!.url);
     const run = await bash(blocks.map((b) => asRunHere(b, svc!.url, dataDir)).join('\n'), workDir, {
       DATA_DIR: dataDir,
       NODE_ENV: 'development',
+      HOST: hostname,
+      PORT: port,
     });
     const out = `--- stdout\n${run.stdout}--- stderr\n${run.stderr}`;
     expect(run.code, out).to.equal(0);

@@ -154,8 +154,9 @@ function findSlot(api: pkcs11js.PKCS11, label: string): Handle | undefined {
   let slot: Handle | undefined;
   try {
     slot = scan();
-  } catch (error) {
-    if (pkcs11Code(error) !== pkcs11js.CKR_CRYPTOKI_NOT_INITIALIZED) throw error;
+  } catch {
+    // Not initialised, or a slot list gone stale under us (a token removed since C_Initialize answers
+    // CKR_GENERAL_ERROR for its slot): re-read it once below; the second scan's error stands.
   }
   if (slot !== undefined) return slot;
   // Many modules read their slot list at C_Initialize only: a token that came back (or a library
