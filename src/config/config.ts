@@ -141,6 +141,15 @@ export interface Config {
     /** Card lookups in flight at once; more share the next statement. */
     readonly lookupConcurrency: number;
     readonly createConcurrency: number;
+    /** PCI DSS 3.2.1 (docs/data-protection.md): PAN ciphertext kept this long after a card's last use. */
+    readonly retention: {
+      /** Days without use after which a card's PAN ciphertext is purged; 0: no retention policy (nothing purged). */
+      readonly days: number;
+      /** Whether a purged card keeps its PAN fingerprints (recognised when presented again). */
+      readonly keepFingerprints: boolean;
+      /** How often each instance tries the day's scheduled run (one per UTC day across instances); 0: off. */
+      readonly intervalMs: number;
+    };
   };
   readonly webhooks: WebhooksConfig;
   readonly keys: {
@@ -334,6 +343,11 @@ export function loadConfig(env: Env = process.env, options: LoadConfigOptions = 
       firstSightingsBurst: r.integer('CARD_FIRST_SIGHTINGS_BURST', 300, 1, 1_000_000),
       lookupConcurrency: r.integer('CARD_LOOKUP_CONCURRENCY', 4, 1, 64),
       createConcurrency: r.integer('CARD_CREATE_CONCURRENCY', 4, 1, 64),
+      retention: {
+        days: r.integer('CARD_RETENTION_DAYS', 0, 0, 36_500),
+        keepFingerprints: r.boolean('CARD_RETENTION_KEEP_FINGERPRINTS', true),
+        intervalMs: r.integer('CARD_RETENTION_INTERVAL_MS', 3_600_000, 0, 7 * 86_400_000),
+      },
     },
     webhooks: parseWebhooks(r, { production, embedded, dataDir }),
     keys: {

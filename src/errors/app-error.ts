@@ -33,6 +33,8 @@ export const ERROR_CATALOG = {
   CARD_HAS_NO_PAN: { title: 'The card has no card number to reveal' },
   REASON_INVALID: { title: 'The reason is not acceptable' },
   DETOKENISATION_DISABLED: { title: 'Detokenisation is disabled on this service' },
+  CARD_PAN_PURGED: { title: "The card's number was purged at the end of its retention period" },
+  RETENTION_NOT_CONFIGURED: { title: 'No card-data retention period is configured' },
   // key management (CLI)
   KEY_NOT_FOUND: { title: 'No such key version' },
   KEY_OPERATION_INVALID: { title: 'The key is not in a state that allows this operation' },
