@@ -17,6 +17,7 @@ import {
   fingerprintSources,
   replaceFingerprints,
   type FingerprintMove,
+  type FingerprintSourceRow,
 } from './fingerprint-rotation-store.js';
 
 /** Card PANs: `cards.pan_ciphertext`, AAD bound to the token and key version. */
@@ -70,14 +71,7 @@ export const identifierFingerprints: EncryptedFieldSet = {
     const dropped: { version: number; fingerprint: Buffer }[] = [];
     const keys = new Map<number, DataKey | undefined>();
     for (const row of rows) {
-      const sealed =
-        row.kind === 'pan'
-          ? { ct: row.pan_ciphertext, ver: row.pan_key_version, aad: panAad(row.token, row.pan_key_version ?? 0) }
-          : {
-              ct: row.value_ciphertext,
-              ver: row.value_key_version,
-              aad: identifierAad(row.identifier_id, row.value_key_version ?? 0),
-            };
+      const sealed = sealedSource(row);
       const fail = (error: RowFailure['error']) =>
         failures.push({ rowId: row.identifier_id, fromVersion: row.mac_key_version, error });
       if (row.kind === 'pan' && row.pan_purged_at !== null && row.pan_ciphertext === null) {
@@ -122,3 +116,14 @@ export const identifierFingerprints: EncryptedFieldSet = {
     };
   },
 };
+
+/** The sealed value a fingerprint is recomputed from: the card's PAN, or the identifier's own value. */
+function sealedSource(row: FingerprintSourceRow): { ct: Buffer | null; ver: number | null; aad: string } {
+  return row.kind === 'pan'
+    ? { ct: row.pan_ciphertext, ver: row.pan_key_version, aad: panAad(row.token, row.pan_key_version ?? 0) }
+    : {
+        ct: row.value_ciphertext,
+        ver: row.value_key_version,
+        aad: identifierAad(row.identifier_id, row.value_key_version ?? 0),
+      };
+}

@@ -181,7 +181,7 @@ export class CardRetention {
     const due: string[] = [];
     let remaining = 0;
     let oldest: Date | undefined;
-    for (let after = ''; ; ) {
+    for (let after = ''; ;) {
       const cards = await cardsWithPan(db, after, BATCH);
       if (cards.length === 0) break;
       const paid = await this.deps.lastPaymentUse(

@@ -60,8 +60,7 @@ export async function dropPanFingerprints(trx: Knex.Transaction, tokens: readonl
 /** Cards whose PAN was purged, ever. */
 export async function countPurged(db: Db): Promise<number> {
   const row = (await db('cards').whereNotNull('pan_purged_at').count<{ n: string | number }[]>('* as n').first()) as
-    | { n: string | number }
-    | undefined;
+    { n: string | number } | undefined;
   return Number(row?.n ?? 0);
 }
 

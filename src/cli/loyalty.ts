@@ -218,7 +218,6 @@ async function runOnCore(args: LoyaltyArgs): Promise<number> {
   }
 }
 
-
 /** Retention purges and audits: it opens the keyed core (the audit trail's chain key needs the master key). */
 async function runRetentionOnCore(args: LoyaltyArgs, config: Config, io: CliOutput): Promise<number> {
   const core = await openKeyedCore(config, {
