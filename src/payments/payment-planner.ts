@@ -107,7 +107,10 @@ function updateOf(
     authorised_at: after.authorisedAt,
     card_token: payment.card_token ?? work.card?.token ?? null,
     shopper_ref: payment.shopper_ref ?? work.card?.shopperReference ?? null,
+    // A wallet payment's token last 4 are never the card's: adapters give them as wallet.tokenLast4.
     card_last4: payment.card_last4 ?? effect.last4 ?? work.card?.last4 ?? null,
+    wallet_type: payment.wallet_type ?? effect.wallet?.type ?? null,
+    token_last4: payment.token_last4 ?? effect.wallet?.tokenLast4 ?? null,
     channel,
     store_id: pick(isAuthorisation, payment.store_id, effect.details.storeId),
     terminal_id: pick(isAuthorisation, payment.terminal_id, effect.details.terminalId),

@@ -28,7 +28,7 @@
  */
 import { luhnValid, maskCardData, maskCardDataDeep } from '../card-data/card-data-guard.js';
 import type { CardInput } from '../cards/vault-service.js';
-import type { PaymentEffect, PaymentEventInput } from '../payments/payment-event.js';
+import { lastFour, type PaymentEffect, type PaymentEventInput, type WalletType } from '../payments/payment-event.js';
 import type { FactKind, PaymentChannel } from '../payments/payment-state.js';
 
 export interface AdyenItem {
@@ -85,7 +85,24 @@ export const ADYEN_REFERENCE = /^[A-Za-z0-9]{16}$/;
 export const ADYEN_EVENT_CODE = /^[A-Z_]{1,64}$/;
 
 /** The `additionalData` entries kept (as hints), after the guard. Card identifiers are never kept. */
-const KEPT_ADDITIONAL_DATA = ['shopperInteraction', 'store', 'terminalId'] as const;
+const KEPT_ADDITIONAL_DATA = ['shopperInteraction', 'store', 'terminalId', 'paymentMethodVariant'] as const;
+
+/** An EMVCo Payment Account Reference: 29 upper-case alphanumerics. Anything else is not used. */
+const PAR = /^[A-Z0-9]{29}$/;
+
+/**
+ * The wallet a payment method variant names (`visa_applepay`, `mc_googlepay`, `paywithgoogle`,
+ * `amex_samsungpay`…), or undefined for a plain card.
+ */
+export function adyenWallet(variant: string | undefined): WalletType | undefined {
+  if (variant === undefined) return undefined;
+  const v = variant.toLowerCase();
+  if (v.includes('applepay')) return 'apple_pay';
+  if (v.includes('googlepay') || v.includes('paywithgoogle')) return 'google_pay';
+  if (v.includes('samsungpay')) return 'samsung_pay';
+  if (v.includes('clicktopay')) return 'click_to_pay';
+  return undefined;
+}
 
 /**
  * The item's references that may be a PAN: all digits and Luhn-valid (real Adyen references are often
@@ -220,12 +237,17 @@ function effect(
   const amount = typeof amountOf?.value === 'number' ? amountOf.value : null;
   const card: CardInput[] = [];
   // Identifiers are read from the delivery itself (they are never stored): hints, see the header.
-  const par = text(rawData, 'PaymentAccountReference');
+  // Adyen documents `paymentAccountReference`; earlier integrations sent `PaymentAccountReference`.
+  const parHint = text(rawData, 'paymentAccountReference') ?? text(rawData, 'PaymentAccountReference');
+  const par = parHint !== undefined && PAR.test(parHint) ? parHint : undefined;
   const alias = text(rawData, 'alias');
+  const wallet = adyenWallet(text(hints, 'paymentMethodVariant'));
+  const summary = lastFour(text(hints, 'cardSummary'));
   if (par !== undefined) card.push({ kind: 'par', par });
-  if (alias !== undefined) card.push({ kind: 'alias', namespace: 'adyen.alias', value: alias });
+  // A wallet payment's alias and card summary are the device token's: the token is never a card, so
+  // only the PAR (the plastic card's) names the card; without one the payment has no card.
+  if (alias !== undefined && wallet === undefined) card.push({ kind: 'alias', namespace: 'adyen.alias', value: alias });
   const interaction = text(hints, 'shopperInteraction');
-  const summary = text(hints, 'cardSummary');
   return {
     paymentExternalId,
     facts: [
@@ -239,7 +261,8 @@ function effect(
     ],
     card,
     cardToken: storedToken,
-    last4: summary !== undefined && /^\d{4}$/.test(summary) ? summary : undefined,
+    last4: wallet === undefined ? summary : undefined,
+    ...(wallet === undefined ? {} : { wallet: { type: wallet, tokenLast4: summary } }),
     details: {
       channel: interaction === undefined ? undefined : CHANNELS[interaction],
       channelIsHint: true,

@@ -19,7 +19,13 @@
  */
 import { maskCardDataDeep } from '../card-data/card-data-guard.js';
 import type { CardInput } from '../cards/vault-service.js';
-import type { EventFact, PaymentEffect, PaymentEventInput } from '../payments/payment-event.js';
+import {
+  lastFour,
+  walletTypeOf,
+  type EventFact,
+  type PaymentEffect,
+  type PaymentEventInput,
+} from '../payments/payment-event.js';
 import type { FactKind } from '../payments/payment-state.js';
 
 export interface StripeEvent {
@@ -69,13 +75,20 @@ export function projectStripeEvent(event: StripeEvent): StripeEvent {
   const present = details?.['card_present'] as StripeObject | undefined;
   const card = details?.['card'] as StripeObject | undefined;
   const cardFields = ['brand', 'last4'];
+  // A wallet (Apple Pay, Google Pay…): its type and the device token's last 4, nothing else of it.
+  const walletOf = (source: StripeObject | undefined): Record<string, unknown> => {
+    const wallet = source?.['wallet'] as StripeObject | undefined;
+    return wallet === undefined || wallet === null ? {} : { wallet: pick(wallet, ['type', 'dynamic_last4']) };
+  };
   const projectedDetails =
     details === undefined
       ? undefined
       : {
           ...pick(details, ['type']),
-          ...(present === undefined ? {} : { card_present: pick(present, [...cardFields, 'terminal_id']) }),
-          ...(card === undefined ? {} : { card: pick(card, cardFields) }),
+          ...(present === undefined
+            ? {}
+            : { card_present: { ...pick(present, [...cardFields, 'terminal_id']), ...walletOf(present) } }),
+          ...(card === undefined ? {} : { card: { ...pick(card, cardFields), ...walletOf(card) } }),
         };
   const metadata = object['metadata'] as StripeObject | undefined;
   return {
@@ -183,14 +196,20 @@ function charge(
   const card = (present ?? details['card']) as StripeObject | undefined;
   const identifiers: CardInput[] =
     fingerprint === undefined ? [] : [{ kind: 'alias', namespace: 'stripe.fingerprint', value: fingerprint }];
-  const last4 = str(card?.['last4']);
   const metadata = (object['metadata'] ?? {}) as StripeObject;
+  // Stripe's `last4` is the card's, `wallet.dynamic_last4` the device token's (card-present wallets
+  // have none); the fingerprint is the card's, so a wallet payment lands on the card's shopper.
+  const wallet = card?.['wallet'] as StripeObject | undefined;
+  const walletType = str(wallet?.['type']);
   return {
     paymentExternalId: id,
     facts,
     card: identifiers,
     cardToken: storedToken,
-    last4: last4 !== undefined && /^\d{4}$/.test(last4) ? last4 : undefined,
+    last4: lastFour(card?.['last4']),
+    ...(walletType === undefined || walletType === 'unknown'
+      ? {}
+      : { wallet: { type: walletTypeOf(walletType), tokenLast4: lastFour(wallet?.['dynamic_last4']) } }),
     details: {
       channel: present === undefined ? 'online' : 'in_store',
       storeId: str(metadata['store_id']),
