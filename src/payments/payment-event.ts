@@ -3,7 +3,7 @@
  * payment fact, the card identifiers it carries (best first) and the payment's descriptive details.
  * Adapters are pure mappings; the payment service stores and applies.
  */
-import type { CardInput } from '../cards/vault-service.js';
+import type { CardInput, CardUpdateInput } from '../cards/vault-service.js';
 import type { FactKind, PaymentChannel } from './payment-state.js';
 
 export type Provider = 'platform' | 'adyen' | 'stripe';
@@ -27,6 +27,11 @@ export interface PaymentEventInput {
    * stored as `rejected` with this code, acknowledged, never applied nor replayed.
    */
   readonly rejection?: string;
+  /**
+   * A card-updater event (no payment): `next` replaces `previous` in the vault before the inbox row is
+   * written; the row records the outcome (`applied`, or `ignored`/`failed` with its code).
+   */
+  readonly cardUpdate?: Omit<CardUpdateInput, 'source'>;
 }
 
 export interface PaymentEffect {

@@ -127,6 +127,11 @@ export class PaymentService {
    * together (group commit), each answered only after the shared transaction commits.
    */
   async ingest(event: PaymentEventInput, secretIndex: number): Promise<IngestResult> {
+    if (event.cardUpdate !== undefined && event.rejection === undefined) {
+      // Idempotent by state in the vault (a redelivery changes nothing there), then recorded once.
+      const { state, errorCode, card } = await this.vault.updateCard({ ...event.cardUpdate, source: event.provider });
+      return this.group.submit({ event, card, secretIndex, cardUpdate: { state, errorCode } });
+    }
     const card = await this.resolveCard(event.effect);
     return this.group.submit({ event, card, secretIndex });
   }

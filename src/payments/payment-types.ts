@@ -73,6 +73,8 @@ export interface IngestWork {
   readonly event: PaymentEventInput;
   readonly card: CardView | undefined;
   readonly secretIndex: number;
+  /** The vault's outcome of a card-updater event (PaymentEventInput.cardUpdate). */
+  readonly cardUpdate?: { readonly state: 'applied' | 'ignored' | 'failed'; readonly errorCode: string | null };
   /** Set when replaying: the inbox row exists and is locked by the caller. */
   readonly replayOf?: string;
 }

@@ -45,6 +45,9 @@ export interface StripeEventOptions {
 
 export function stripeEvent(event: StripeEvent, options: StripeEventOptions = {}): PaymentEventInput {
   const { value: stored, masked } = maskCardDataDeep(projectStripeEvent(event));
+  if (event.type === CARD_UPDATED && options.stored !== true) {
+    return { ...cardUpdateOf(event, stored), masked };
+  }
   const storedToken = options.stored === true ? str((event['card'] as StripeObject | undefined)?.['token']) : undefined;
   const fingerprint = options.stored === true ? undefined : fingerprintOf(event.data?.object ?? {});
   return {
@@ -58,6 +61,42 @@ export function stripeEvent(event: StripeEvent, options: StripeEventOptions = {}
 }
 
 const KEPT_METADATA = ['order_id', 'store_id', 'terminal_id'] as const;
+
+/** Stripe's card updater: a saved payment method's card was reissued or its expiry changed. */
+const CARD_UPDATED = 'payment_method.automatically_updated';
+
+/**
+ * `payment_method.automatically_updated`: `data.object` is the payment method with the new card, and
+ * `data.previous_attributes.card` what changed (its `fingerprint` when the number changed; only the
+ * expiry otherwise). The old card is the one the previous fingerprint names (the current one when the
+ * number did not change: then only the expiry moves, never a new card). No fingerprint, no update.
+ */
+function cardUpdateOf(event: StripeEvent, stored: StripeEvent): PaymentEventInput {
+  const card = (event.data?.object?.['card'] ?? {}) as StripeObject;
+  const previousAttributes = (event.data as { previous_attributes?: StripeObject }).previous_attributes;
+  const previousCard = (previousAttributes?.['card'] ?? {}) as StripeObject;
+  const current = str(card['fingerprint']);
+  const previous = str(previousCard['fingerprint']) ?? current;
+  const alias = (value: string) => ({ kind: 'alias', namespace: 'stripe.fingerprint', value }) as const;
+  const month = card['exp_month'];
+  const year = card['exp_year'];
+  return {
+    provider: 'stripe',
+    eventKey: stored.id,
+    eventType: stored.type,
+    effect: undefined,
+    ...(current === undefined || previous === undefined
+      ? {}
+      : {
+          cardUpdate: {
+            previous: alias(previous),
+            next: alias(current),
+            ...(typeof month === 'number' && typeof year === 'number' ? { expiry: { month, year } } : {}),
+          },
+        }),
+    storedPayload: (cardToken) => (cardToken === undefined ? stored : { ...stored, card: { token: cardToken } }),
+  };
+}
 
 /** The allow-list: what the service needs of an event, nothing else (fingerprint excluded). */
 export function projectStripeEvent(event: StripeEvent): StripeEvent {
@@ -113,6 +152,10 @@ export function projectStripeEvent(event: StripeEvent): StripeEvent {
         ]),
         ...(metadata === undefined ? {} : { metadata: pick(metadata, KEPT_METADATA) }),
         ...(projectedDetails === undefined ? {} : { payment_method_details: projectedDetails }),
+        // A payment method (card updater): its card's display data, never its fingerprint.
+        ...(event.type === CARD_UPDATED && object['card'] !== undefined
+          ? { card: pick(object['card'] as StripeObject, ['brand', 'last4', 'exp_month', 'exp_year']) }
+          : {}),
       },
     },
   };
