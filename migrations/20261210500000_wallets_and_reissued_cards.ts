@@ -12,7 +12,8 @@
  */
 import type { Knex } from 'knex';
 
-export const WALLET_TYPES = [
+/** A frozen copy of src/payments/payment-event.ts WALLET_TYPES (a migration never changes). */
+const WALLET_TYPES = [
   'apple_pay',
   'google_pay',
   'samsung_pay',
@@ -31,8 +32,7 @@ export async function up(knex: Knex): Promise<void> {
   });
   await knex.raw(
     `alter table payments add constraint payments_wallet_type_check
-       check (wallet_type is null or wallet_type in (${WALLET_TYPES.map(() => '?').join(', ')}))`,
-    [...WALLET_TYPES],
+       check (wallet_type is null or wallet_type in (${WALLET_TYPES.map((w) => `'${w}'`).join(', ')}))`,
   );
   await knex.raw(
     `alter table payments add constraint payments_token_last4_check

@@ -73,9 +73,11 @@ export async function applyCardUpdate(
 
 async function attemptUpdate(ctx: CardUpdateContext, previous: CardRef, next: CardRef): Promise<CardUpdateOutcome> {
   const old = await cardOf(ctx, previous);
-  if (old === undefined) return { state: 'ignored', errorCode: 'CARD_UPDATE_UNKNOWN_CARD', card: undefined, change: 'none' };
+  if (old === undefined)
+    return { state: 'ignored', errorCode: 'CARD_UPDATE_UNKNOWN_CARD', card: undefined, change: 'none' };
   const keys = next.kind === 'identifier' ? await ctx.fingerprints(next.identifier) : [];
-  const found = next.kind === 'token' ? await findCard(ctx.knex, next.token) : await findCardByFingerprints(ctx.knex, keys);
+  const found =
+    next.kind === 'token' ? await findCard(ctx.knex, next.token) : await findCardByFingerprints(ctx.knex, keys);
   const expiry = next.kind === 'identifier' ? next.expiry : undefined;
   if (found?.token === old.token) {
     // The same card (same identifier, fingerprints ignore expiry): at most a later expiry.

@@ -30,5 +30,11 @@ export function decodeStoredEvent(row: StoredInboxEvent): PaymentEventInput {
  */
 function storedCardUpdate(row: StoredInboxEvent): PaymentEventInput {
   const type = (row.payload as { type: string }).type;
-  return { provider: row.provider, eventKey: row.event_key, eventType: type, effect: undefined, storedPayload: () => row.payload };
+  return {
+    provider: row.provider,
+    eventKey: row.event_key,
+    eventType: type,
+    effect: undefined,
+    storedPayload: () => row.payload,
+  };
 }

@@ -31,12 +31,7 @@ import type { HandlerMap } from '../http/types.js';
 import type { PaymentEventInput, Provider } from '../payments/payment-event.js';
 import type { IngestResult, PaymentService } from '../payments/payment-service.js';
 import { adyenEvent, referencesThatMayBeCards } from './adyen-events.js';
-import {
-  platformCardUpdate,
-  platformEvent,
-  refuseWalletPan,
-  type PlatformPaymentEvent,
-} from './platform-events.js';
+import { platformCardUpdate, platformEvent, refuseWalletPan, type PlatformPaymentEvent } from './platform-events.js';
 import { stripeEvent, type StripeEvent } from './stripe-events.js';
 import type { DeliveryCounters } from './webhook-schemes.js';
 
