@@ -29,7 +29,7 @@ export function planEvent(
   if (work.event.rejection !== undefined) {
     return { work, inboxId, state: 'rejected', errorCode: work.event.rejection, payment: undefined };
   }
-  if (work.cardUpdate !== undefined) {
+  if (work.cardUpdate !== undefined && effect === undefined) {
     return { work, inboxId, state: work.cardUpdate.state, errorCode: work.cardUpdate.errorCode, payment: undefined };
   }
   if (effect === undefined || payment === undefined) {

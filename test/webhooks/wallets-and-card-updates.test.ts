@@ -311,6 +311,53 @@ describe('wallets, reissued cards and identifiers of another shopper (issue 22)'
       expect(await card(replaced.replaced_by)).to.include({ expiry_year: 2035, replaced_by: null });
     });
 
+    it('when Adyen’s Real Time Account Updater reports a changed card behind a stored token, then the new alias is a card of the same shopper, the old one replaced once, and the payment lands on the new card', async () => {
+      const recurring = psp();
+      const oldAlias = `OLD${lettersOnly(randomBytes(6).toString('hex')).toUpperCase()}`;
+      const newAlias = `NEW${lettersOnly(randomBytes(6).toString('hex')).toUpperCase()}`;
+      const before = psp();
+      await postAdyen(svc, [
+        adyenItem({
+          eventCode: 'AUTHORISATION',
+          pspReference: before,
+          additionalData: {
+            alias: oldAlias,
+            'recurring.recurringDetailReference': recurring,
+            shopperInteraction: 'ContAuth',
+          },
+        }),
+      ]);
+      const old = (await payment('adyen', before)) as { card_token: string; shopper_ref: string };
+      const updated = psp();
+      const item = adyenItem({
+        eventCode: 'AUTHORISATION',
+        pspReference: updated,
+        additionalData: {
+          alias: newAlias,
+          'recurring.recurringDetailReference': recurring,
+          realtimeAccountUpdaterStatus: 'CardChanged',
+          expiryDate: '8/2032',
+          shopperInteraction: 'ContAuth',
+        },
+      });
+      expect((await postAdyen(svc, [item])).text).to.equal('[accepted]');
+      const replaced = await card(old.card_token);
+      expect(replaced.replaced_by).to.be.a('string');
+      expect(await card(replaced.replaced_by)).to.include({
+        shopper_ref: old.shopper_ref,
+        expiry_month: 8,
+        expiry_year: 2032,
+      });
+      expect(await payment('adyen', updated)).to.include({
+        shopper_ref: old.shopper_ref,
+        card_token: replaced.replaced_by,
+      });
+      await postAdyen(svc, [item]);
+      expect(await audits('card.replaced', old.card_token)).to.equal(1);
+      const refs = (await purchases(old.shopper_ref)).map((p) => p.gatewayReference);
+      expect(refs).to.include.members([before, updated]);
+    });
+
     it('when an update names an unknown card, then it is ignored; when the new card is another shopper’s, then it fails for an explicit merge and nothing moves', async () => {
       const unknown = await postPlatform(svc, {
         type: 'card.updated',
