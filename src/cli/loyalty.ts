@@ -5,6 +5,9 @@
  *                                        instances and other expiry runs), forget idempotency keys past
  *                                        their retention
  *   npm run loyalty -- check [--json]    prove the ledger's invariants; exit 1 with a report otherwise
+ *   npm run loyalty -- notify [--json]   send the `points.expiring` notices due (exactly once per lot and window)
+ *   npm run loyalty -- liability [--as-of <date>] [--from <date>] [--format json|csv]
+ *                                        the points liability from the ledger's history (cli/loyalty-liability.ts)
  *
  * Exit codes: 0 done / invariants hold, 1 invariants broken or the run failed, 2 bad usage.
  * On the embedded default it works through the running service's socket, or owns the data folder
@@ -18,16 +21,19 @@ import { checkLedger } from '../loyalty/ledger-check.js';
 import { createLoyaltyLedger } from '../loyalty/loyalty-feature.js';
 import type { LoyaltyService } from '../loyalty/loyalty-service.js';
 import { cliCommand, cliProgram, DATABASE_ENV, isMain, onRun, runProgram, usageLine } from './cli-program.js';
+import { addLiabilityCommands, runFinanceCommand, type FinanceArgs } from './loyalty-finance.js';
 
 export interface CliOutput {
   out(text: string): void;
   err(text: string): void;
 }
 
-export interface LoyaltyArgs {
-  readonly command: 'expire' | 'check';
-  readonly json: boolean;
-}
+export type LoyaltyArgs =
+  | {
+      readonly command: 'expire' | 'check';
+      readonly json: boolean;
+    }
+  | FinanceArgs;
 
 const COMMANDS = {
   expire: {
@@ -66,6 +72,7 @@ export function loyaltyProgram(run: (args: LoyaltyArgs) => Promise<number> | num
     sub.option('--json', 'the result as one JSON line', false);
     onRun(sub, (self) => run({ command, json: self.opts<{ json: boolean }>().json }));
   }
+  addLiabilityCommands(program, run);
   return program;
 }
 
@@ -98,6 +105,7 @@ export async function runLoyaltyCli(argv: readonly string[], deps: LoyaltyCliDep
 }
 
 async function runLoyaltyCommand(args: LoyaltyArgs, deps: LoyaltyCliDeps, io: CliOutput): Promise<number> {
+  if (args.command === 'liability' || args.command === 'notify') return runFinanceCommand(args, deps.ledger, io);
   const { command, json } = args;
   if (command === 'expire') {
     const run = await deps.ledger.expireDue();
@@ -135,7 +143,7 @@ async function runOnCore(args: LoyaltyArgs): Promise<number> {
     const { knex } = core.database;
     return await runLoyaltyCommand(
       args,
-      { knex, ledger: createLoyaltyLedger({ knex, clock: core.clock, logger: core.logger }) },
+      { knex, ledger: createLoyaltyLedger({ knex, clock: core.clock, logger: core.logger, finance: config.loyalty }) },
       io,
     );
   } finally {
