@@ -137,7 +137,12 @@ export async function down(knex: Knex): Promise<void> {
   });
   await knex.raw('alter table loyalty_lots alter column payment_id set not null');
   await knex.raw('select card_data_guard_attach(?)', ['loyalty_lots']);
-  for (const table of ['loyalty_earning_keys', 'loyalty_operator_daily_grants', 'loyalty_adjustments', 'loyalty_expiry_notices']) {
+  for (const table of [
+    'loyalty_earning_keys',
+    'loyalty_operator_daily_grants',
+    'loyalty_adjustments',
+    'loyalty_expiry_notices',
+  ]) {
     await knex.schema.dropTableIfExists(table);
   }
   await knex.raw('drop function loyalty_finance_append_only()');

@@ -54,7 +54,8 @@ export function addLiabilityCommands(program: Command, run: (args: FinanceArgs) 
     if (o.format !== 'json' && o.format !== 'csv') throw new UsageError('--format must be json or csv');
     const asOf = o.asOf === undefined ? undefined : parseInstant(o.asOf, '--as-of', true);
     const from = o.from === undefined ? undefined : parseInstant(o.from, '--from', false);
-    if (asOf !== undefined && from !== undefined && from > asOf) throw new UsageError('--from must not be after --as-of');
+    if (asOf !== undefined && from !== undefined && from > asOf)
+      throw new UsageError('--from must not be after --as-of');
     return run({ command: 'liability', asOf, from, format: o.format });
   });
   const notify = cliCommand(program, {

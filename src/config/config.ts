@@ -908,7 +908,11 @@ function parsePointValues(r: Reader): Readonly<Record<string, string>> {
   const value = r.raw('LOYALTY_POINT_VALUES');
   if (value === undefined || value.trim() === '') return Object.freeze({});
   const entries = value.split(',').map((s) => s.trim().split(':'));
-  if (!entries.every((e) => e.length === 2 && /^[A-Z]{3}$/.test(e[0] as string) && /^\d{1,9}(\.\d{1,9})?$/.test(e[1] as string))) {
+  if (
+    !entries.every(
+      (e) => e.length === 2 && /^[A-Z]{3}$/.test(e[0] as string) && /^\d{1,9}(\.\d{1,9})?$/.test(e[1] as string),
+    )
+  ) {
     r.problem('LOYALTY_POINT_VALUES must be a comma-separated list of CUR:decimal (e.g. EUR:0.01,USD:0.011)');
     return Object.freeze({});
   }

@@ -37,7 +37,10 @@ export class ExpiryNoticeService {
       for (;;) {
         const claimed = await this.knex.transaction(async (trx) => {
           const rows = await claimDueNotices(trx, days, now, batchSize);
-          await writeEvents(trx, rows.map((r) => noticeEvent(r, now)));
+          await writeEvents(
+            trx,
+            rows.map((r) => noticeEvent(r, now)),
+          );
           return rows;
         });
         notices += claimed.length;

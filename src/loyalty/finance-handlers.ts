@@ -39,5 +39,8 @@ export function financeHandlers(loyalty: LoyaltyService, shopper: (req: Request)
 function adjustmentJson(a: AdjustmentResult): Schemas['Adjustment'] {
   // The claim's provider was validated against the contract's list when it was made.
   const { missingPayment, ...rest } = a;
-  return { ...rest, ...(missingPayment === undefined ? {} : { missingPayment: missingPayment as Schemas['MissingPayment'] }) };
+  return {
+    ...rest,
+    ...(missingPayment === undefined ? {} : { missingPayment: missingPayment as Schemas['MissingPayment'] }),
+  };
 }

@@ -99,8 +99,16 @@ async function liabilityViolations(knex: Knex): Promise<FinanceViolation[]> {
       projections.lotsByMonth.find((m) => m.month === month)?.points ?? 0,
     );
   }
-  expect('available by tier', o.byTier.reduce((sum, t) => sum + t.available, 0), projections.accounts.available);
-  expect('pending by tier', o.byTier.reduce((sum, t) => sum + t.pending, 0), projections.accounts.pending);
+  expect(
+    'available by tier',
+    o.byTier.reduce((sum, t) => sum + t.available, 0),
+    projections.accounts.available,
+  );
+  expect(
+    'pending by tier',
+    o.byTier.reduce((sum, t) => sum + t.pending, 0),
+    projections.accounts.pending,
+  );
   const p = report.period;
   expect(
     'flows since the first entry',

@@ -37,7 +37,11 @@ export class LiabilityService {
 }
 
 /** Every figure of the report from the entries as of `asOf` (null: all of them, for the check). */
-export async function figuresOf(db: Knex | Knex.Transaction, asOf: Date | null, from: Date | null): Promise<LiabilityFigures> {
+export async function figuresOf(
+  db: Knex | Knex.Transaction,
+  asOf: Date | null,
+  from: Date | null,
+): Promise<LiabilityFigures> {
   const closing = await ledgerSums(db, asOf);
   const opening = from === null ? { available: 0, pending: 0, debt: 0 } : await ledgerSums(db, from, true);
   const tiers = await liabilityTiersAsOf(db, asOf ?? new Date());

@@ -12,7 +12,9 @@ type Db = Knex | Knex.Transaction;
 const num = (v: unknown): number => Number(v ?? 0);
 
 function upTo(asOf: Date | null, column = 'created_at', before = false): { sql: string; bindings: Date[] } {
-  return asOf === null ? { sql: 'true', bindings: [] } : { sql: `${column} ${before ? '<' : '<='} ?`, bindings: [asOf] };
+  return asOf === null
+    ? { sql: 'true', bindings: [] }
+    : { sql: `${column} ${before ? '<' : '<='} ?`, bindings: [asOf] };
 }
 
 /** Σ of the entries created at or before `asOf` (`before`: strictly before it). */

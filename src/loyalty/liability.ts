@@ -159,11 +159,15 @@ export function valueOf(points: number, pointValue: string): string {
 /** The report as CSV: one row per figure (`section,key,points,value…`), for spreadsheets. */
 export function liabilityCsv(report: Liability): string {
   const currencies = report.values.map((v) => v.currency);
-  const valueCells = (points: number): string[] =>
-    report.values.map((v) => valueOf(points, v.pointValue));
+  const valueCells = (points: number): string[] => report.values.map((v) => valueOf(points, v.pointValue));
   const rows: string[][] = [['section', 'key', 'points', ...currencies.map((c) => `value_${c}`)]];
   const add = (section: string, key: string, points: number | null): void => {
-    rows.push([section, key, points === null ? '' : String(points), ...(points === null ? currencies.map(() => '') : valueCells(points))]);
+    rows.push([
+      section,
+      key,
+      points === null ? '' : String(points),
+      ...(points === null ? currencies.map(() => '') : valueCells(points)),
+    ]);
   };
   add('as_of', report.asOf, null);
   add('from', report.from ?? '', null);
@@ -178,7 +182,16 @@ export function liabilityCsv(report: Liability): string {
     add('pending_by_tier', t.tier, t.pending);
   }
   const p = report.period;
-  for (const key of ['openingAvailable', 'issued', 'adjusted', 'redeemed', 'expired', 'reversed', 'other', 'closingAvailable'] as const) {
+  for (const key of [
+    'openingAvailable',
+    'issued',
+    'adjusted',
+    'redeemed',
+    'expired',
+    'reversed',
+    'other',
+    'closingAvailable',
+  ] as const) {
     add('period', key, p[key]);
   }
   const b = report.breakage;
