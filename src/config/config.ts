@@ -19,6 +19,7 @@
  */
 import path from 'node:path';
 import type { JSONWebKeySet } from 'jose';
+import { parseLoyalty, type LoyaltyConfig } from './loyalty-config.js';
 import type { DispatcherOptions } from './dispatcher-options.js';
 import { KEY_SPECS, type KeyPurpose } from '../crypto/key-specs.js';
 
@@ -160,16 +161,7 @@ export interface Config {
     /** Group commit: transactions in flight at once, each on its own connection. */
     readonly batchConcurrency: number;
   };
-  readonly loyalty: {
-    /** How often this process expires lots past their date; 0 turns the schedule off. */
-    readonly expiryIntervalMs: number;
-    /** Days before expiry that `points.expiring` notices go out (one per window); empty: none. */
-    readonly expiryNoticeDays: readonly number[];
-    /** The value of one point per currency, as decimal strings (the liability report). */
-    readonly pointValues: Readonly<Record<string, string>>;
-    /** Points one operator may grant per UTC day (goodwill and missing-points claims). */
-    readonly goodwillDailyCap: number;
-  };
+  readonly loyalty: LoyaltyConfig;
   readonly tls: TlsConfig;
   /** The dispatcher's own settings (documented on DispatcherOptions), and where it may deliver. */
   readonly events: DispatcherOptions & {
@@ -385,12 +377,7 @@ export function loadConfig(env: Env = process.env, options: LoadConfigOptions = 
       batchMax: r.integer('PAYMENT_BATCH_MAX', 32, 1, 1000),
       batchConcurrency: r.integer('PAYMENT_BATCH_CONCURRENCY', 1, 1, 64),
     },
-    loyalty: {
-      expiryIntervalMs: r.integer('LOYALTY_EXPIRY_INTERVAL_MS', 3_600_000, 0, 7 * 86_400_000),
-      expiryNoticeDays: parseNoticeDays(r),
-      pointValues: parsePointValues(r),
-      goodwillDailyCap: r.integer('LOYALTY_GOODWILL_DAILY_CAP', 10_000, 0, 1_000_000_000),
-    },
+    loyalty: parseLoyalty(r),
     tls: parseTls(r, production),
     events: {
       dispatcherEnabled: r.boolean('EVENTS_DISPATCHER_ENABLED', true),
@@ -887,37 +874,6 @@ function parseAdyenEnvironment(r: Reader, ctx: { production: boolean; adyen: boo
   return value;
 }
 // --- end Adyen environment --------------------------------------------------------------------------
-
-/** `LOYALTY_EXPIRY_NOTICE_DAYS`: days before expiry, comma-separated (`30,7`); `0` or empty: no notices. */
-function parseNoticeDays(r: Reader): readonly number[] {
-  const value = r.raw('LOYALTY_EXPIRY_NOTICE_DAYS');
-  if (value === undefined) return [30];
-  const list = value
-    .split(',')
-    .map((s) => s.trim())
-    .filter((s) => s.length > 0);
-  if (!list.every((s) => /^\d{1,3}$/.test(s))) {
-    r.problem('LOYALTY_EXPIRY_NOTICE_DAYS must be a comma-separated list of whole days (0-999)');
-    return [];
-  }
-  return [...new Set(list.map(Number).filter((d) => d > 0))].sort((a, b) => b - a);
-}
-
-/** `LOYALTY_POINT_VALUES`: `EUR:0.01,USD:0.011`, the value of one point per ISO 4217 currency. */
-function parsePointValues(r: Reader): Readonly<Record<string, string>> {
-  const value = r.raw('LOYALTY_POINT_VALUES');
-  if (value === undefined || value.trim() === '') return Object.freeze({});
-  const entries = value.split(',').map((s) => s.trim().split(':'));
-  if (
-    !entries.every(
-      (e) => e.length === 2 && /^[A-Z]{3}$/.test(e[0] as string) && /^\d{1,9}(\.\d{1,9})?$/.test(e[1] as string),
-    )
-  ) {
-    r.problem('LOYALTY_POINT_VALUES must be a comma-separated list of CUR:decimal (e.g. EUR:0.01,USD:0.011)');
-    return Object.freeze({});
-  }
-  return Object.freeze(Object.fromEntries(entries as [string, string][]));
-}
 
 function parseList(r: Reader, name: string, item: RegExp, options: { message: string }): string[] | undefined {
   const value = r.raw(name);

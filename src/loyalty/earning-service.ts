@@ -84,7 +84,7 @@ export class EarningService {
     for (const event of events) {
       const book = books.get(shopperOf(event)) as LedgerBook;
       const locked = lots.get(event.paymentId);
-      let lot = locked === undefined ? undefined : book.adoptLot(locked);
+      const lot = locked === undefined ? undefined : book.adoptLot(locked);
       if (lot !== undefined && lot.shopper_ref !== book.shopperRef) {
         throw new Error('a lot moved to another shopper between its read and its lock; the delivery is retried');
       }

@@ -12,6 +12,7 @@
 import type { Knex } from 'knex';
 import { liabilityReport } from './liability.js';
 import { figuresOf } from './liability-service.js';
+import { runFinanceChecks } from './ledger-check-finance-store.js';
 import { projectionSums } from './liability-store.js';
 
 export interface FinanceViolation {
@@ -22,50 +23,10 @@ export interface FinanceViolation {
 
 const LIABILITY = 'the liability report (from the entries) equals the ledger projections';
 
-const SQL_CHECKS: readonly { readonly name: string; readonly subject: string; readonly sql: string }[] = [
-  {
-    name: "each operator's daily grant total equals its adjustments' grants that day",
-    subject: 'operator_day',
-    sql: `select coalesce(g.operator, a.operator) || ' ' || to_char(coalesce(g.day, a.operator_day), 'YYYY-MM-DD')
-                   as operator_day,
-                 coalesce(g.points, 0) as total, coalesce(a.points, 0) as adjustments
-          from loyalty_operator_daily_grants g
-          full join (select operator, operator_day, sum(points) as points from loyalty_adjustments
-                     where points > 0 group by operator, operator_day) a
-            on a.operator = g.operator and a.operator_day = g.day
-          where coalesce(g.points, 0) <> coalesce(a.points, 0)`,
-  },
-  {
-    name: 'every adjustment moved exactly its points',
-    subject: 'id',
-    sql: `select a.id, a.points, coalesce(e.moved, 0) as entries_available
-          from loyalty_adjustments a
-          left join lateral (select sum(available_delta) as moved from loyalty_entries
-                              where business_key = 'adjustment:' || a.id
-                                 or business_key like 'adjustment:' || a.id || ':%') e on true
-          where coalesce(e.moved, 0) <> a.points`,
-  },
-  {
-    name: 'a payment whose earning key a claim holds earned nothing, and every key names its winner',
-    subject: 'payment_ref',
-    sql: `select k.provider || ' ' || k.payment_ref as payment_ref, k.won_by, 'claimed payment has a lot' as problem
-          from loyalty_earning_keys k
-          join payments p on p.provider = k.provider and p.external_id = k.payment_ref
-          join loyalty_lots l on l.payment_id = p.id
-          where k.won_by = 'claim'
-          union all
-          select k.provider || ' ' || k.payment_ref, k.won_by, 'the winner is missing' as problem
-          from loyalty_earning_keys k
-          where (k.won_by = 'claim' and not exists (select 1 from loyalty_lots l where l.adjustment_id = k.adjustment_id))
-             or (k.won_by = 'payment' and not exists (select 1 from loyalty_lots l where l.payment_id = k.payment_id))`,
-  },
-];
-
 export async function financeViolations(knex: Knex): Promise<FinanceViolation[]> {
   const violations: FinanceViolation[] = [];
-  for (const check of SQL_CHECKS) {
-    const result = (await knex.raw(check.sql)) as { rows: Record<string, number | string | null>[] };
-    for (const row of result.rows) {
+  for (const check of await runFinanceChecks(knex)) {
+    for (const row of check.rows) {
       const { [check.subject]: subject, ...detail } = row;
       violations.push({ check: check.name, subject: String(subject), detail });
     }

@@ -8,9 +8,9 @@ import type { Knex } from 'knex';
 
 export const NO_TIER = 'none';
 
-export async function liabilityTiersAsOf(
-  _db: Knex | Knex.Transaction,
-  _asOf: Date,
-): Promise<ReadonlyMap<string, string> | typeof NO_TIER> {
-  return Promise.resolve(NO_TIER);
-}
+export type TierHook = (
+  db: Knex | Knex.Transaction,
+  asOf: Date,
+) => Promise<ReadonlyMap<string, string> | typeof NO_TIER>;
+
+export const liabilityTiersAsOf: TierHook = () => Promise.resolve(NO_TIER);
