@@ -616,7 +616,7 @@ export interface paths {
      * The points liability, for finance
      * @description Outstanding available and pending points as of `asOf` (default now), by expiry month and by
      *     tier, their value at the configured point value per currency (`LOYALTY_POINT_VALUES`), the
-     *     points issued, adjusted, redeemed, expired and reversed in the period (`from`, `asOf`]
+     *     points issued, adjusted, redeemed, expired and reversed in the period [`from`, `asOf`]
      *     (default: all history), and the breakage rate of the lots whose expiry date has passed. Every
      *     figure is summed from the ledger's entries as of `asOf`, so a past `asOf` reports what the
      *     ledger said then; `npm run loyalty -- check` proves the figures equal the balances.
@@ -1388,7 +1388,7 @@ export interface components {
         }[];
       };
       /**
-       * @description Available points moved in (`from`, `asOf`]; `closingAvailable = openingAvailable + issued +
+       * @description Available points moved in [`from`, `asOf`]; `closingAvailable = openingAvailable + issued +
        *     adjusted + other − redeemed − expired − reversed`.
        */
       readonly period: {
@@ -2515,7 +2515,7 @@ export interface operations {
     readonly parameters: {
       readonly query?: {
         readonly asOf?: string;
-        /** @description Start of the period of the flows (exclusive); must not be after `asOf`. */
+        /** @description Start of the period of the flows (inclusive); must not be after `asOf`. */
         readonly from?: string;
       };
       readonly header?: never;
