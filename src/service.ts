@@ -255,6 +255,7 @@ async function composeFeatures(core: KeyedCore, vault: VaultService, options: Bu
     vault,
     payments: shopperPaymentsMover(clock),
     expiryIntervalMs: config.loyalty.expiryIntervalMs,
+    finance: config.loyalty,
     clock,
     logger,
     metrics,

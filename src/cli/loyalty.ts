@@ -8,6 +8,9 @@
  *   npm run loyalty -- retention --plan|--apply [--json]
  *                                        card-data retention (PCI DSS 3.2.1): what would be purged, or
  *                                        purge it, with the evidence (docs/data-protection.md)
+ *   npm run loyalty -- notify [--json]   send the `points.expiring` notices due (exactly once per lot and window)
+ *   npm run loyalty -- liability [--as-of <date>] [--from <date>] [--format json|csv]
+ *                                        the points liability from the ledger's history (cli/loyalty-liability.ts)
  *
  * Exit codes: 0 done / invariants hold, 1 invariants broken or the run failed, 2 bad usage.
  * On the embedded default it works through the running service's socket, or owns the data folder
@@ -27,18 +30,25 @@ import { createLoyaltyLedger } from '../loyalty/loyalty-feature.js';
 import type { LoyaltyService } from '../loyalty/loyalty-service.js';
 import { cliCommand, cliProgram, DATABASE_ENV, isMain, onRun, runProgram, usageLine } from './cli-program.js';
 import { UsageError } from './usage-error.js';
+import { addLiabilityCommands, runFinanceCommand, type FinanceArgs } from './loyalty-finance.js';
 
 export interface CliOutput {
   out(text: string): void;
   err(text: string): void;
 }
 
-export interface LoyaltyArgs {
-  readonly command: 'expire' | 'check' | 'retention';
-  readonly json: boolean;
-  /** retention: plan (writes nothing) or apply. */
-  readonly action?: 'plan' | 'apply';
-}
+export type LoyaltyArgs =
+  | {
+      readonly command: 'expire' | 'check';
+      readonly json: boolean;
+    }
+  | {
+      readonly command: 'retention';
+      readonly json: boolean;
+      /** retention: plan (writes nothing) or apply. */
+      readonly action: 'plan' | 'apply';
+    }
+  | FinanceArgs;
 
 const COMMANDS = {
   expire: {
@@ -97,6 +107,7 @@ export function loyaltyProgram(run: (args: LoyaltyArgs) => Promise<number> | num
     if (opts.plan === opts.apply) throw new UsageError('give exactly one of --plan and --apply');
     return run({ command: 'retention', action: opts.apply ? 'apply' : 'plan', json: opts.json });
   });
+  addLiabilityCommands(program, run);
   return program;
 }
 
@@ -133,6 +144,7 @@ export async function runLoyaltyCli(argv: readonly string[], deps: LoyaltyCliDep
 }
 
 async function runLoyaltyCommand(args: LoyaltyArgs, deps: LoyaltyCliDeps, io: CliOutput): Promise<number> {
+  if (args.command === 'liability' || args.command === 'notify') return runFinanceCommand(args, deps.ledger, io);
   const { command, json } = args;
   if (command === 'retention') return runRetention(args, deps, io);
   if (command === 'expire') {
@@ -156,7 +168,11 @@ async function runLoyaltyCommand(args: LoyaltyArgs, deps: LoyaltyCliDeps, io: Cl
   return report.ok ? 0 : 1;
 }
 
-async function runRetention(args: LoyaltyArgs, deps: LoyaltyCliDeps, io: CliOutput): Promise<number> {
+async function runRetention(
+  args: Extract<LoyaltyArgs, { command: 'retention' }>,
+  deps: LoyaltyCliDeps,
+  io: CliOutput,
+): Promise<number> {
   if (deps.retention === undefined) throw new Error('retention needs the card retention service');
   let evidence: RetentionEvidence;
   try {
@@ -210,7 +226,7 @@ async function runOnCore(args: LoyaltyArgs): Promise<number> {
     const { knex } = core.database;
     return await runLoyaltyCommand(
       args,
-      { knex, ledger: createLoyaltyLedger({ knex, clock: core.clock, logger: core.logger }) },
+      { knex, ledger: createLoyaltyLedger({ knex, clock: core.clock, logger: core.logger, finance: config.loyalty }) },
       io,
     );
   } finally {

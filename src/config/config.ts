@@ -19,6 +19,7 @@
  */
 import path from 'node:path';
 import type { JSONWebKeySet } from 'jose';
+import { parseLoyalty, type LoyaltyConfig } from './loyalty-config.js';
 import type { DispatcherOptions } from './dispatcher-options.js';
 import type { RetentionOptions } from './retention-options.js';
 import { KEY_SPECS, type KeyPurpose } from '../crypto/key-specs.js';
@@ -163,10 +164,7 @@ export interface Config {
     /** Group commit: transactions in flight at once, each on its own connection. */
     readonly batchConcurrency: number;
   };
-  readonly loyalty: {
-    /** How often this process expires lots past their date; 0 turns the schedule off. */
-    readonly expiryIntervalMs: number;
-  };
+  readonly loyalty: LoyaltyConfig;
   readonly tls: TlsConfig;
   /** The dispatcher's own settings (documented on DispatcherOptions), and where it may deliver. */
   readonly events: DispatcherOptions & {
@@ -383,9 +381,7 @@ export function loadConfig(env: Env = process.env, options: LoadConfigOptions = 
       batchMax: r.integer('PAYMENT_BATCH_MAX', 32, 1, 1000),
       batchConcurrency: r.integer('PAYMENT_BATCH_CONCURRENCY', 1, 1, 64),
     },
-    loyalty: {
-      expiryIntervalMs: r.integer('LOYALTY_EXPIRY_INTERVAL_MS', 3_600_000, 0, 7 * 86_400_000),
-    },
+    loyalty: parseLoyalty(r),
     tls: parseTls(r, production),
     events: {
       dispatcherEnabled: r.boolean('EVENTS_DISPATCHER_ENABLED', true),

@@ -99,6 +99,9 @@ export const ERROR_CATALOG = {
   EXTERNAL_MEMBER_ID_TAKEN: { title: 'The external member id belongs to another shopper' },
   CAMPAIGN_DEFINITION_INVALID: { title: 'The campaign definition is not acceptable' },
   CAMPAIGN_EFFECTIVE_IN_PAST: { title: 'A campaign version cannot take effect before it is published' },
+  ADJUSTMENT_CAP_EXCEEDED: { title: "The operator's daily cap on granted points would be exceeded" },
+  ADJUSTMENT_INVALID: { title: 'The points adjustment is not acceptable' },
+  CLAIM_PAYMENT_EARNED: { title: 'The claimed payment has earned points already' },
   // outbound events
   WEBHOOK_TARGET_REFUSED: { title: 'The webhook target URL is not accepted' },
   SUBSCRIPTION_EXISTS: { title: 'A subscription for this URL already exists' },

@@ -14,6 +14,7 @@ export const EVENT_TYPES = [
   'points.reversed',
   'points.redeemed',
   'points.expired',
+  'points.expiring',
   'shopper.created',
   'shopper.enrolled',
   'shopper.merged',

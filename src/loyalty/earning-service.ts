@@ -16,6 +16,7 @@ import type { CampaignService } from './campaign-service.js';
 import { allCampaignVersions, campaignVersionsFromJson } from './campaign-store.js';
 import { earningTargets, NO_EARNING, type EarningTargets } from './earning.js';
 import { LedgerBook, type EntryKind, type EntryRefs, type LotRow } from './ledger-book.js';
+import { claimEarningKeys } from './adjustment-store.js';
 import { lotShoppers, lotsOfPayments, survivorsAndProgrammeJson } from './ledger-store.js';
 import {
   expiryOf,
@@ -28,6 +29,15 @@ import type { ProgrammeService } from './programme-service.js';
 import { programmeVersions } from './programme-store.js';
 
 type ShopperEvent = PaymentTransitionEvent & { shopperRef: string };
+
+/** A payment's first booking, waiting for its earning key. */
+interface FreshLot {
+  readonly event: ShopperEvent;
+  readonly book: LedgerBook;
+  readonly programme: ProgrammeVersion;
+  readonly pinned: CampaignVersion[];
+  readonly rules: ProgrammeRules;
+}
 
 export class EarningService {
   constructor(
@@ -70,10 +80,11 @@ export class EarningService {
     );
     let versions = context === undefined ? undefined : programmeVersionsFromJson(context.programme);
     let campaigns = context === undefined ? undefined : campaignVersionsFromJson(context.campaigns);
+    const fresh: FreshLot[] = [];
     for (const event of events) {
       const book = books.get(shopperOf(event)) as LedgerBook;
       const locked = lots.get(event.paymentId);
-      let lot = locked === undefined ? undefined : book.adoptLot(locked);
+      const lot = locked === undefined ? undefined : book.adoptLot(locked);
       if (lot !== undefined && lot.shopper_ref !== book.shopperRef) {
         throw new Error('a lot moved to another shopper between its read and its lock; the delivery is retried');
       }
@@ -91,11 +102,26 @@ export class EarningService {
         const bookings = campaignBookings(pinned, event.after, event, rules);
         if (sameTargets(earningTargets(event.after, event.channel, rules), NO_EARNING) && nothing(bookings)) continue;
         pinned.forEach((v) => this.campaigns.remember(v));
-        lot = book.newLot(event.paymentId, programme.version, pinned.length === 0 ? null : []);
+        // Booked once the payment holds its earning key (below): a granted claim may hold it.
+        fresh.push({ event, book, programme, pinned, rules });
+        continue;
       } else {
         rules = await this.programme.rules(trx, lot.rule_version);
         pinned = (lot.campaigns ?? []).map((c) => this.campaigns.cached(c.campaignId, c.version));
       }
+      const bookings = campaignBookings(pinned, event.after, event, rules);
+      await bookTargets(book, lot, earningTargets(event.after, event.channel, rules), bookings, rules);
+    }
+    // A payment's first lot claims its earning key (provider + payment id) in one statement for the
+    // batch; one whose key a missing-points claim holds earns nothing (claims.ts).
+    const won = await claimEarningKeys(
+      trx,
+      fresh.map((f) => ({ provider: f.event.provider, paymentRef: f.event.externalId, paymentId: f.event.paymentId })),
+      now,
+    );
+    for (const { event, book, programme, pinned, rules } of fresh) {
+      if (!won.has(event.paymentId)) continue;
+      const lot = book.newLot(event.paymentId, programme.version, pinned.length === 0 ? null : []);
       const bookings = campaignBookings(pinned, event.after, event, rules);
       await bookTargets(book, lot, earningTargets(event.after, event.channel, rules), bookings, rules);
     }
@@ -115,7 +141,7 @@ async function bookTargets(
   bookings: readonly CampaignBooking[],
   rules: ProgrammeRules,
 ): Promise<void> {
-  const refs: EntryRefs = { paymentId: lot.payment_id, ruleVersion: lot.rule_version };
+  const refs: EntryRefs = { paymentId: lot.payment_id as string, ruleVersion: lot.rule_version };
   const previous = lot.campaigns ?? [];
   const bonus = bookedTotal(previous);
   const previousBase: EarningTargets = {

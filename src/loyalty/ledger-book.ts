@@ -91,10 +91,25 @@ export class LedgerBook {
   }
 
   newLot(paymentId: string, ruleVersion: number, campaigns: LotRow['campaigns'] = null): LotRow {
+    return this.addLot(paymentId, null, ruleVersion, campaigns);
+  }
+
+  /** The lot of an adjustment (goodwill points, a granted missing-points claim). */
+  newAdjustmentLot(adjustmentId: string, ruleVersion: number): LotRow {
+    return this.addLot(null, adjustmentId, ruleVersion, null);
+  }
+
+  private addLot(
+    paymentId: string | null,
+    adjustmentId: string | null,
+    ruleVersion: number,
+    campaigns: LotRow['campaigns'],
+  ): LotRow {
     const lot: LotRow = {
       id: newId('lot'),
       shopper_ref: this.shopperRef,
       payment_id: paymentId,
+      adjustment_id: adjustmentId,
       rule_version: ruleVersion,
       pending: 0,
       earn_target: 0,
@@ -238,7 +253,7 @@ export class LedgerBook {
       { available: -points, lot, lotDelta: -points },
       `lot:${lot.id}:expired:${lot.expired}`,
       {
-        paymentId: lot.payment_id,
+        ...(lot.payment_id === null ? {} : { paymentId: lot.payment_id }),
         ruleVersion: lot.rule_version,
       },
     );

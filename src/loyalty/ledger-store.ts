@@ -29,7 +29,10 @@ export type EntryKind =
   | 'redemption_reversed'
   | 'expiry'
   | 'merge_in'
-  | 'merge_out';
+  | 'merge_out'
+  | 'goodwill_credit'
+  | 'goodwill_debit'
+  | 'missing_points_credit';
 
 export interface AccountRow {
   shopper_ref: string;
@@ -49,7 +52,9 @@ export interface AccountRow {
 export interface LotRow {
   id: string;
   shopper_ref: string;
-  payment_id: string;
+  /** The payment that earned it; null for an adjustment's lot (goodwill, a granted claim). */
+  payment_id: string | null;
+  adjustment_id: string | null;
   rule_version: number;
   pending: number;
   earn_target: number;
@@ -215,7 +220,7 @@ export async function lotShoppers(trx: Knex.Transaction, paymentIds: readonly st
 export async function lotsOfPayments(trx: Db, paymentIds: readonly string[]): Promise<Map<string, LotRow>> {
   if (paymentIds.length === 0) return new Map();
   const rows = ((await trx('loyalty_lots').whereIn('payment_id', paymentIds)) as LotRow[]).map(lotFromStore);
-  return new Map(rows.map((l) => [l.payment_id, l]));
+  return new Map(rows.map((l) => [l.payment_id as string, l]));
 }
 
 export async function lotsByIds(trx: Knex.Transaction, ids: readonly string[]): Promise<Map<string, LotRow>> {

@@ -15,6 +15,8 @@ import type { Metrics } from '../metrics/metrics.js';
 import type { PaymentTransitionListener } from '../payments/payment-service.js';
 import { NO_SCHEDULE, repeatEvery, type Schedule } from '../scheduling/repeat.js';
 import { campaignHandlers } from './campaign-handlers.js';
+import { financeHandlers } from './finance-handlers.js';
+import type { FinanceOptions } from './finance-options.js';
 import { loyaltyHandlers, purchaseEarnings, reachableShopper } from './loyalty-handlers.js';
 import { LoyaltyService } from './loyalty-service.js';
 import { MemberService, type ShopperPayments } from './member-service.js';
@@ -26,8 +28,10 @@ export interface LoyaltyFeatureDeps {
   readonly vault: VaultService;
   /** How a merge moves the absorbed shopper's payments (the payments feature provides it). */
   readonly payments: ShopperPayments;
-  /** In-process expiry interval; 0 turns the schedule off. */
+  /** In-process expiry interval (expiry, then expiry notices); 0 turns the schedule off. */
   readonly expiryIntervalMs: number;
+  /** Expiry notice windows, point values, the goodwill cap; defaults when absent. */
+  readonly finance?: FinanceOptions;
   readonly clock: Clock;
   readonly logger: Logger;
   readonly metrics: Metrics;
@@ -62,7 +66,11 @@ export function createLoyaltyFeature(deps: LoyaltyFeatureDeps): LoyaltyFeature {
     loyalty,
     members,
     shoppers,
-    handlers: { ...loyaltyHandlers({ loyalty, members, shoppers }), ...campaignHandlers(loyalty.campaigns) },
+    handlers: {
+      ...loyaltyHandlers({ loyalty, members, shoppers }),
+      ...campaignHandlers(loyalty.campaigns),
+      ...financeHandlers(loyalty, (req) => reachableShopper(shoppers, req)),
+    },
     paymentListener: loyalty.onPaymentTransitions,
     reachableShopperRefs: async (req) => {
       const ref = await reachableShopper(shoppers, req);
@@ -77,10 +85,13 @@ export function createLoyaltyFeature(deps: LoyaltyFeatureDeps): LoyaltyFeature {
  * The points ledger's use cases (earning, redemption, expiry) on the core's clock: what the loyalty
  * CLI runs, without the members and handlers (it needs no master key).
  */
-export function createLoyaltyLedger(deps: Pick<LoyaltyFeatureDeps, 'knex' | 'clock' | 'logger'>): LoyaltyService {
+export function createLoyaltyLedger(
+  deps: Pick<LoyaltyFeatureDeps, 'knex' | 'clock' | 'logger' | 'finance'>,
+): LoyaltyService {
   const { logger } = deps;
   return new LoyaltyService(deps.knex, {
     now: deps.clock,
+    ...(deps.finance === undefined ? {} : { finance: deps.finance }),
     onExpiryError: (shopperRef, error) =>
       logger.error({ err: error, shopperRef }, 'expiring a shopper failed; skipped'),
   });
@@ -102,6 +113,12 @@ function scheduleExpiry(loyalty: LoyaltyService, intervalMs: number, logger: Log
         expired({}, result.points);
         if (result.lots > 0) logger.info({ ...result }, 'loyalty points expired');
       })
-      .catch((error: unknown) => logger.error({ err: error }, 'loyalty expiry run failed')),
+      .catch((error: unknown) => logger.error({ err: error }, 'loyalty expiry run failed'))
+      // Notices after expiry, on the same schedule: exactly once per lot and window on any instance.
+      .then(() => loyalty.notices.sendDue())
+      .then((run) => {
+        if (run.notices > 0) logger.info({ ...run }, 'loyalty expiry notices sent');
+      })
+      .catch((error: unknown) => logger.error({ err: error }, 'loyalty expiry notice run failed')),
   );
 }

@@ -11,6 +11,10 @@ import { ExpiryService, type ExpiryRun } from './expiry-service.js';
 import type { StoredResponse } from './idempotency.js';
 import type { Balance } from './balance.js';
 import { balanceOf, listLedger, paymentLots, type LedgerPage, type PaymentLot } from './ledger-queries.js';
+import { AdjustmentService } from './adjustment-service.js';
+import { ExpiryNoticeService } from './expiry-notice-service.js';
+import { DEFAULT_FINANCE, type FinanceOptions } from './finance-options.js';
+import { LiabilityService } from './liability-service.js';
 import { ProgrammeService } from './programme-service.js';
 import { RedemptionService, type RedemptionRequest, type RedemptionResult } from './redemption-service.js';
 
@@ -31,6 +35,8 @@ export interface LoyaltyOptions {
   readonly onExpiryError?: (shopperRef: string, error: unknown) => void;
   /** The programme (its rules cache is shared); built here when absent. */
   readonly programme?: ProgrammeService;
+  /** Expiry notice windows, point values, the goodwill cap (finance-options.ts); defaults when absent. */
+  readonly finance?: FinanceOptions;
 }
 
 export class LoyaltyService {
@@ -39,6 +45,9 @@ export class LoyaltyService {
   readonly earning: EarningService;
   readonly redemptions: RedemptionService;
   readonly expiry: ExpiryService;
+  readonly notices: ExpiryNoticeService;
+  readonly liability: LiabilityService;
+  readonly adjustments: AdjustmentService;
   /** The payment transition listener (earning). */
   readonly onPaymentTransitions: EarningService['onPaymentTransitions'];
 
@@ -59,6 +68,16 @@ export class LoyaltyService {
     this.expiry = new ExpiryService(knex, {
       now,
       ...(options.onExpiryError === undefined ? {} : { onExpiryError: options.onExpiryError }),
+    });
+    const finance = options.finance ?? DEFAULT_FINANCE;
+    this.notices = new ExpiryNoticeService(knex, { now, noticeDays: finance.expiryNoticeDays });
+    this.liability = new LiabilityService(knex, { now, pointValues: finance.pointValues });
+    this.adjustments = new AdjustmentService(knex, {
+      now,
+      dailyCap: finance.goodwillDailyCap,
+      ...(options.idempotencyRetentionDays === undefined
+        ? {}
+        : { idempotencyRetentionDays: options.idempotencyRetentionDays }),
     });
     this.onPaymentTransitions = this.earning.onPaymentTransitions;
     this.now = now;
