@@ -26,6 +26,7 @@ import {
 } from './programme.js';
 import type { ProgrammeService } from './programme-service.js';
 import { programmeVersions } from './programme-store.js';
+import type { TierService, TouchedPayment } from './tier-service.js';
 
 type ShopperEvent = PaymentTransitionEvent & { shopperRef: string };
 
@@ -34,6 +35,7 @@ export class EarningService {
     private readonly programme: ProgrammeService,
     private readonly campaigns: CampaignService,
     private readonly now: () => Date,
+    private readonly tiers: TierService,
   ) {}
 
   /**
@@ -70,6 +72,9 @@ export class EarningService {
     );
     let versions = context === undefined ? undefined : programmeVersionsFromJson(context.programme);
     let campaigns = context === undefined ? undefined : campaignVersionsFromJson(context.campaigns);
+    // The tier a new lot pins: the shopper's level at the payment's authorisation (tiers.ts).
+    const tierAt = this.tiers.pinner(trx, [...books.keys()]);
+    const touched: TouchedPayment[] = [];
     for (const event of events) {
       const book = books.get(shopperOf(event)) as LedgerBook;
       const locked = lots.get(event.paymentId);
@@ -88,18 +93,25 @@ export class EarningService {
         rules = programme.rules;
         // The campaign versions in force at authorisation are pinned on the lot, as the programme's is.
         pinned = campaignsInForce(campaigns, authorisedAt);
-        const bookings = campaignBookings(pinned, event.after, event, rules);
-        if (sameTargets(earningTargets(event.after, event.channel, rules), NO_EARNING) && nothing(bookings)) continue;
+        const tier = await tierAt(book.shopperRef, rules, authorisedAt);
+        const bookings = campaignBookings(pinned, event.after, { ...event, shopperTier: tier?.name ?? null }, rules);
+        const base = earningTargets(event.after, event.channel, rules, tier?.multiplier);
+        if (sameTargets(base, NO_EARNING) && nothing(bookings)) continue;
         pinned.forEach((v) => this.campaigns.remember(v));
-        lot = book.newLot(event.paymentId, programme.version, pinned.length === 0 ? null : []);
+        lot = book.newLot(event.paymentId, programme.version, pinned.length === 0 ? null : [], tier);
       } else {
         rules = await this.programme.rules(trx, lot.rule_version);
         pinned = (lot.campaigns ?? []).map((c) => this.campaigns.cached(c.campaignId, c.version));
       }
-      const bookings = campaignBookings(pinned, event.after, event, rules);
-      await bookTargets(book, lot, earningTargets(event.after, event.channel, rules), bookings, rules);
+      const bookings = campaignBookings(pinned, event.after, { ...event, shopperTier: lot.tier?.name ?? null }, rules);
+      const base = earningTargets(event.after, event.channel, rules, lot.tier?.multiplier);
+      await bookTargets(book, lot, base, bookings, rules);
+      const autoCapture = event.channel !== null && rules.autoCaptureChannels.includes(event.channel);
+      touched.push({ lot, after: event.after, autoCapture });
     }
     await LedgerBook.flushAll(trx, [...books.values()]);
+    // Qualifying spend and the shoppers' tiers, once the lots are written (their figures join them).
+    await this.tiers.afterBookings(trx, touched, now);
   };
 }
 

@@ -90,7 +90,12 @@ export class LedgerBook {
     return this.account.shopper_ref;
   }
 
-  newLot(paymentId: string, ruleVersion: number, campaigns: LotRow['campaigns'] = null): LotRow {
+  newLot(
+    paymentId: string,
+    ruleVersion: number,
+    campaigns: LotRow['campaigns'] = null,
+    tier: LotRow['tier'] = null,
+  ): LotRow {
     const lot: LotRow = {
       id: newId('lot'),
       shopper_ref: this.shopperRef,
@@ -110,6 +115,7 @@ export class LedgerBook {
       created_at: this.now,
       updated_at: this.now,
       campaigns,
+      tier,
     };
     this.lots.set(lot.id, lot);
     this.newLots.add(lot.id);

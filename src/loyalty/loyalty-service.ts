@@ -12,6 +12,7 @@ import type { StoredResponse } from './idempotency.js';
 import type { Balance } from './balance.js';
 import { balanceOf, listLedger, paymentLots, type LedgerPage, type PaymentLot } from './ledger-queries.js';
 import { ProgrammeService } from './programme-service.js';
+import { TierService } from './tier-service.js';
 import { RedemptionService, type RedemptionRequest, type RedemptionResult } from './redemption-service.js';
 
 export type { ExpiryRun } from './expiry-service.js';
@@ -29,6 +30,8 @@ export interface LoyaltyOptions {
   readonly idempotencyRetentionDays?: number;
   /** Told about a shopper the expiry run had to skip because expiring it failed. */
   readonly onExpiryError?: (shopperRef: string, error: unknown) => void;
+  /** Told about a shopper the tier review had to skip because reviewing it failed. */
+  readonly onTierReviewError?: (shopperRef: string, error: unknown) => void;
   /** The programme (its rules cache is shared); built here when absent. */
   readonly programme?: ProgrammeService;
 }
@@ -37,6 +40,7 @@ export class LoyaltyService {
   readonly programme: ProgrammeService;
   readonly campaigns: CampaignService;
   readonly earning: EarningService;
+  readonly tiers: TierService;
   readonly redemptions: RedemptionService;
   readonly expiry: ExpiryService;
   /** The payment transition listener (earning). */
@@ -49,7 +53,8 @@ export class LoyaltyService {
     const now = options.now ?? (() => new Date());
     this.programme = options.programme ?? new ProgrammeService(knex, now);
     this.campaigns = new CampaignService(knex, now, options.idempotencyRetentionDays);
-    this.earning = new EarningService(this.programme, this.campaigns, now);
+    this.tiers = new TierService(knex, now, options.onTierReviewError);
+    this.earning = new EarningService(this.programme, this.campaigns, now, this.tiers);
     this.redemptions = new RedemptionService(knex, {
       now,
       ...(options.idempotencyRetentionDays === undefined
