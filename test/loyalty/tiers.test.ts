@@ -103,7 +103,7 @@ describe('loyalty: tiers', function () {
   after(async () => svc.close());
 
   it('when a capture brings the year’s spend past a threshold, then the shopper is upgraded at once, that payment keeps the tier it was authorised under, and the next one earns with the new multiplier', async () => {
-    clock.at = new Date('2027-03-10T12:00:00Z');
+    clock.at = new Date('2027-03-10T12:00:30Z');
     const s = await shopper();
     const first = await pay(s, 60_000, [{ type: 'authorised' }]);
     expect((await tierOf(s))?.tier).to.equal('member');
@@ -129,6 +129,13 @@ describe('loyalty: tiers', function () {
     clock.at = new Date('2027-03-10T12:01:00Z');
     const second = await pay(s, 10_000, [{ type: 'authorised' }, { type: 'captured' }]);
     expect(await lotOf(second.id)).to.deep.equal({ earn: 150, reversal: 0, tier: { name: 'silver', multiplier: 1.5 } });
+    // A payment authorised before the upgrade but delivered after it earns with the tier it was
+    // authorised under (its facts decide, not its arrival).
+    const late = payment(s, { amount: 10_000, occurredAt: '2027-03-10T12:00:10Z' });
+    for (const step of [{ type: 'authorised' }, { type: 'captured' }] as const) {
+      await postPlatform(svc, late.event(step), { timestamp: clock.at });
+    }
+    expect(await lotOf(late.id)).to.deep.equal({ earn: 100, reversal: 0, tier: { name: 'member', multiplier: 1 } });
     // A redelivered capture of the first payment changes neither its points nor the tier events.
     await postPlatform(svc, first.event({ type: 'captured' }), { timestamp: clock.at });
     expect((await lotOf(first.id)).earn).to.equal(600);
