@@ -43,7 +43,7 @@ interface TierEvent {
 }
 
 /** A service whose clock a test freezes (undefined: the machine's). */
-async function frozenService(options: { env?: Record<string, string>; db?: TestService['db'] } = {}) {
+async function frozenService(options: { env?: Awaited<ReturnType<typeof testEnv>>; db?: TestService['db'] } = {}) {
   const clock: { at: Date | undefined } = { at: undefined };
   const svc = await startTestService({
     clock: () => clock.at ?? new Date(),
