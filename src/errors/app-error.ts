@@ -91,7 +91,7 @@ export const ERROR_CATALOG = {
   EXTERNAL_MEMBER_ID_TAKEN: { title: 'The external member id belongs to another shopper' },
   CAMPAIGN_DEFINITION_INVALID: { title: 'The campaign definition is not acceptable' },
   CAMPAIGN_EFFECTIVE_IN_PAST: { title: 'A campaign version cannot take effect before it is published' },
-  TIER_POLICY_INVALID: { title: 'The programme\'s tier policy is not acceptable' },
+  TIER_POLICY_INVALID: { title: "The programme's tier policy is not acceptable" },
   // outbound events
   WEBHOOK_TARGET_REFUSED: { title: 'The webhook target URL is not accepted' },
   SUBSCRIPTION_EXISTS: { title: 'A subscription for this URL already exists' },

@@ -72,8 +72,7 @@ export class EarningService {
     );
     let versions = context === undefined ? undefined : programmeVersionsFromJson(context.programme);
     let campaigns = context === undefined ? undefined : campaignVersionsFromJson(context.campaigns);
-    // The tier a new lot pins: the shopper's level at the payment's authorisation (tiers.ts).
-    const tierAt = this.tiers.pinner(trx, [...books.keys()]);
+    const tierAt = this.tiers.pinner(trx, [...books.keys()]); // a new lot's tier at its authorisation
     const touched: TouchedPayment[] = [];
     for (const event of events) {
       const book = books.get(shopperOf(event)) as LedgerBook;
@@ -106,8 +105,7 @@ export class EarningService {
       const bookings = campaignBookings(pinned, event.after, { ...event, shopperTier: lot.tier?.name ?? null }, rules);
       const base = earningTargets(event.after, event.channel, rules, lot.tier?.multiplier);
       await bookTargets(book, lot, base, bookings, rules);
-      const autoCapture = event.channel !== null && rules.autoCaptureChannels.includes(event.channel);
-      touched.push({ lot, after: event.after, autoCapture });
+      touched.push({ lot, after: event.after, autoCapture: rules.autoCaptureChannels.includes(event.channel ?? '') });
     }
     await LedgerBook.flushAll(trx, [...books.values()]);
     // Qualifying spend and the shoppers' tiers, once the lots are written (their figures join them).

@@ -192,28 +192,18 @@ export async function writeLedger(
   ]);
 }
 
-/** A lot as its row is written: the campaigns and tier as JSON text (a bound array would be a SQL array). */
+/** A lot as its row is written: the JSON columns as text (a bound array would be a SQL array). */
 function lotToStore(
   lot: LotRow,
 ): Omit<LotRow, 'campaigns' | 'tier'> & { campaigns: string | null; tier: string | null } {
-  const raw = lot.campaigns as unknown;
-  const tier = (lot.tier ?? null) as unknown;
-  return {
-    ...lot,
-    campaigns: raw === null || typeof raw === 'string' ? raw : JSON.stringify(raw),
-    tier: tier === null || typeof tier === 'string' ? tier : JSON.stringify(tier),
-  };
+  const text = (v: unknown): string | null => (v === null || typeof v === 'string' ? v : JSON.stringify(v));
+  return { ...lot, campaigns: text(lot.campaigns), tier: text(lot.tier ?? null) };
 }
 
-/** A lot as read: the campaigns and tier parsed, whatever the driver gave for the JSON columns. */
+/** A lot as read: the JSON columns parsed, whatever the driver gave for them. */
 function lotFromStore(row: LotRow): LotRow {
-  const raw = row.campaigns as unknown;
-  const tier = row.tier as unknown;
-  return {
-    ...row,
-    campaigns: typeof raw === 'string' ? (JSON.parse(raw) as CampaignBooking[]) : row.campaigns,
-    tier: typeof tier === 'string' ? (JSON.parse(tier) as PinnedTier) : (row.tier ?? null),
-  };
+  const parsed = <T>(v: unknown): T => (typeof v === 'string' ? JSON.parse(v) : v) as T;
+  return { ...row, campaigns: parsed(row.campaigns), tier: parsed(row.tier ?? null) };
 }
 
 /** The shopper each of these payments' lots belongs to (payments without a lot are absent). */
