@@ -5,6 +5,7 @@
  *                                        instances and other expiry runs), forget idempotency keys past
  *                                        their retention
  *   npm run loyalty -- check [--json]    prove the ledger's invariants; exit 1 with a report otherwise
+ *   npm run loyalty -- tiers [--json]    make the period-end tier reviews due now (once, whatever else runs them)
  *
  * Exit codes: 0 done / invariants hold, 1 invariants broken or the run failed, 2 bad usage.
  * On the embedded default it works through the running service's socket, or owns the data folder
@@ -25,7 +26,7 @@ export interface CliOutput {
 }
 
 export interface LoyaltyArgs {
-  readonly command: 'expire' | 'check';
+  readonly command: 'expire' | 'check' | 'tiers';
   readonly json: boolean;
 }
 
@@ -44,6 +45,12 @@ const COMMANDS = {
       2: 'bad usage: nothing opened',
     },
   },
+  tiers: {
+    description:
+      'Make the period-end tier reviews due now: confirm or step down each due level by the programme policy ' +
+      '(each review made once, safe beside running instances and other runs).',
+    exitCodes: { 0: 'done', 1: 'the run failed', 2: 'bad usage: nothing opened' },
+  },
 } as const;
 
 /** The loyalty CLI; `run` is given the parsed command line (the default opens the core and runs it). */
@@ -61,7 +68,7 @@ export function loyaltyProgram(run: (args: LoyaltyArgs) => Promise<number> | num
       2: 'bad usage: nothing opened',
     },
   });
-  for (const command of ['expire', 'check'] as const) {
+  for (const command of ['expire', 'check', 'tiers'] as const) {
     const sub = cliCommand(program, { name: command, ...COMMANDS[command], env: DATABASE_ENV });
     sub.option('--json', 'the result as one JSON line', false);
     onRun(sub, (self) => run({ command, json: self.opts<{ json: boolean }>().json }));
@@ -106,6 +113,15 @@ async function runLoyaltyCommand(args: LoyaltyArgs, deps: LoyaltyCliDeps, io: Cl
         ? `${JSON.stringify(run)}\n`
         : `expired ${run.points} points in ${run.lots} lots of ${run.shoppers} shoppers; ` +
             `forgot ${run.idempotencyKeysPurged} idempotency keys past retention\n`,
+    );
+    return 0;
+  }
+  if (command === 'tiers') {
+    const run = await deps.ledger.tiers.reviewDue();
+    io.out(
+      json
+        ? `${JSON.stringify(run)}\n`
+        : `reviewed the tiers of ${run.shoppers} shoppers: ${run.changes} changes, ${run.downgrades} downgrades\n`,
     );
     return 0;
   }

@@ -9,6 +9,7 @@
  * the machine's clock, so shoppers are made, and the API is read, with the clock let go.
  */
 import { expect } from 'chai';
+import { runLoyaltyCli } from '../../src/cli/loyalty.js';
 import { DEFAULT_RULES } from '../../src/loyalty/programme.js';
 import type { TierPolicy } from '../../src/loyalty/tiers.js';
 import { signToken } from '../support/auth.js';
@@ -196,11 +197,19 @@ describe('loyalty: tiers', function () {
     ]);
     expect(await tierEvents(graced)).to.have.length(1);
 
-    // A review run again changes nothing; a year later, one more level down (one_level).
-    await svc.service.loyalty.tiers.reviewDue();
+    // A review run again (here by `npm run loyalty -- tiers`) changes nothing; a year later, one more
+    // level down (one_level).
+    let out = '';
+    const cli = { out: (t: string) => (out += t), err: (t: string) => (out += t) };
+    expect(await runLoyaltyCli(['tiers', '--json'], { knex: svc.db.knex, ledger: svc.service.loyalty }, cli)).to.equal(
+      0,
+    );
+    expect(JSON.parse(out)).to.deep.equal({ shoppers: 0, changes: 0, downgrades: 0 });
     expect(await tierEvents(lapsing)).to.have.length(2);
     clock.at = new Date('2030-02-01T00:00:00Z');
-    await svc.service.loyalty.tiers.reviewDue();
+    out = '';
+    expect(await runLoyaltyCli(['tiers'], { knex: svc.db.knex, ledger: svc.service.loyalty }, cli)).to.equal(0);
+    expect(out).to.match(/^reviewed the tiers of \d+ shoppers: \d+ changes, [1-9]\d* downgrades\n$/);
     expect(await tierOf(lapsing)).to.deep.include({ tier: 'member' });
     expect((await tierOf(lapsing))?.heldUntil).to.equal(null);
   });
