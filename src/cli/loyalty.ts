@@ -11,6 +11,7 @@
  *   npm run loyalty -- notify [--json]   send the `points.expiring` notices due (exactly once per lot and window)
  *   npm run loyalty -- liability [--as-of <date>] [--from <date>] [--format json|csv]
  *                                        the points liability from the ledger's history (cli/loyalty-liability.ts)
+ *   npm run loyalty -- tiers [--json]    make the period-end tier reviews due now (once, whatever else runs them)
  *
  * Exit codes: 0 done / invariants hold, 1 invariants broken or the run failed, 2 bad usage.
  * On the embedded default it works through the running service's socket, or owns the data folder
@@ -39,7 +40,7 @@ export interface CliOutput {
 
 export type LoyaltyArgs =
   | {
-      readonly command: 'expire' | 'check';
+      readonly command: 'expire' | 'check' | 'tiers';
       readonly json: boolean;
     }
   | {
@@ -76,6 +77,12 @@ const COMMANDS = {
       2: 'bad usage: nothing opened',
     },
   },
+  tiers: {
+    description:
+      'Make the period-end tier reviews due now: confirm or step down each due level by the programme policy ' +
+      '(each review made once, safe beside running instances and other runs).',
+    exitCodes: { 0: 'done', 1: 'the run failed', 2: 'bad usage: nothing opened' },
+  },
 } as const;
 
 /** The loyalty CLI; `run` is given the parsed command line (the default opens the core and runs it). */
@@ -93,7 +100,7 @@ export function loyaltyProgram(run: (args: LoyaltyArgs) => Promise<number> | num
       2: 'bad usage: nothing opened',
     },
   });
-  for (const command of ['expire', 'check'] as const) {
+  for (const command of ['expire', 'check', 'tiers'] as const) {
     const sub = cliCommand(program, { name: command, ...COMMANDS[command], env: DATABASE_ENV });
     sub.option('--json', 'the result as one JSON line', false);
     onRun(sub, (self) => run({ command, json: self.opts<{ json: boolean }>().json }));
@@ -154,6 +161,15 @@ async function runLoyaltyCommand(args: LoyaltyArgs, deps: LoyaltyCliDeps, io: Cl
         ? `${JSON.stringify(run)}\n`
         : `expired ${run.points} points in ${run.lots} lots of ${run.shoppers} shoppers; ` +
             `forgot ${run.idempotencyKeysPurged} idempotency keys past retention\n`,
+    );
+    return 0;
+  }
+  if (command === 'tiers') {
+    const run = await deps.ledger.tiers.reviewDue();
+    io.out(
+      json
+        ? `${JSON.stringify(run)}\n`
+        : `reviewed the tiers of ${run.shoppers} shoppers: ${run.changes} changes, ${run.downgrades} downgrades\n`,
     );
     return 0;
   }

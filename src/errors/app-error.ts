@@ -102,6 +102,7 @@ export const ERROR_CATALOG = {
   ADJUSTMENT_CAP_EXCEEDED: { title: "The operator's daily cap on granted points would be exceeded" },
   ADJUSTMENT_INVALID: { title: 'The points adjustment is not acceptable' },
   CLAIM_PAYMENT_EARNED: { title: 'The claimed payment has earned points already' },
+  TIER_POLICY_INVALID: { title: "The programme's tier policy is not acceptable" },
   // outbound events
   WEBHOOK_TARGET_REFUSED: { title: 'The webhook target URL is not accepted' },
   SUBSCRIPTION_EXISTS: { title: 'A subscription for this URL already exists' },

@@ -19,6 +19,7 @@ export const EVENT_TYPES = [
   'shopper.enrolled',
   'shopper.merged',
   'card.linked',
+  'tier.changed',
 ] as const;
 
 export type EventType = (typeof EVENT_TYPES)[number];

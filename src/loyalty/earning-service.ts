@@ -27,6 +27,7 @@ import {
 } from './programme.js';
 import type { ProgrammeService } from './programme-service.js';
 import { programmeVersions } from './programme-store.js';
+import type { TierService, TouchedPayment } from './tier-service.js';
 
 type ShopperEvent = PaymentTransitionEvent & { shopperRef: string };
 
@@ -37,6 +38,8 @@ interface FreshLot {
   readonly programme: ProgrammeVersion;
   readonly pinned: CampaignVersion[];
   readonly rules: ProgrammeRules;
+  /** The shopper's tier at the payment's authorisation, pinned on the lot. */
+  readonly tier: LotRow['tier'];
 }
 
 export class EarningService {
@@ -44,6 +47,7 @@ export class EarningService {
     private readonly programme: ProgrammeService,
     private readonly campaigns: CampaignService,
     private readonly now: () => Date,
+    private readonly tiers: TierService,
   ) {}
 
   /**
@@ -81,6 +85,8 @@ export class EarningService {
     let versions = context === undefined ? undefined : programmeVersionsFromJson(context.programme);
     let campaigns = context === undefined ? undefined : campaignVersionsFromJson(context.campaigns);
     const fresh: FreshLot[] = [];
+    const tierAt = this.tiers.pinner(trx, [...books.keys()]); // a new lot's tier at its authorisation
+    const touched: TouchedPayment[] = [];
     for (const event of events) {
       const book = books.get(shopperOf(event)) as LedgerBook;
       const locked = lots.get(event.paymentId);
@@ -99,18 +105,22 @@ export class EarningService {
         rules = programme.rules;
         // The campaign versions in force at authorisation are pinned on the lot, as the programme's is.
         pinned = campaignsInForce(campaigns, authorisedAt);
-        const bookings = campaignBookings(pinned, event.after, event, rules);
-        if (sameTargets(earningTargets(event.after, event.channel, rules), NO_EARNING) && nothing(bookings)) continue;
+        const tier = await tierAt(book.shopperRef, rules, authorisedAt);
+        const bookings = campaignBookings(pinned, event.after, { ...event, shopperTier: tier?.name ?? null }, rules);
+        const base = earningTargets(event.after, event.channel, rules, tier?.multiplier);
+        if (sameTargets(base, NO_EARNING) && nothing(bookings)) continue;
         pinned.forEach((v) => this.campaigns.remember(v));
         // Booked once the payment holds its earning key (below): a granted claim may hold it.
-        fresh.push({ event, book, programme, pinned, rules });
+        fresh.push({ event, book, programme, pinned, rules, tier });
         continue;
       } else {
         rules = await this.programme.rules(trx, lot.rule_version);
         pinned = (lot.campaigns ?? []).map((c) => this.campaigns.cached(c.campaignId, c.version));
       }
-      const bookings = campaignBookings(pinned, event.after, event, rules);
-      await bookTargets(book, lot, earningTargets(event.after, event.channel, rules), bookings, rules);
+      const bookings = campaignBookings(pinned, event.after, { ...event, shopperTier: lot.tier?.name ?? null }, rules);
+      const base = earningTargets(event.after, event.channel, rules, lot.tier?.multiplier);
+      await bookTargets(book, lot, base, bookings, rules);
+      touched.push({ lot, after: event.after, autoCapture: rules.autoCaptureChannels.includes(event.channel ?? '') });
     }
     // A payment's first lot claims its earning key (provider + payment id) in one statement for the
     // batch; one whose key a missing-points claim holds earns nothing (claims.ts).
@@ -119,13 +129,22 @@ export class EarningService {
       fresh.map((f) => ({ provider: f.event.provider, paymentRef: f.event.externalId, paymentId: f.event.paymentId })),
       now,
     );
-    for (const { event, book, programme, pinned, rules } of fresh) {
+    for (const { event, book, programme, pinned, rules, tier } of fresh) {
       if (!won.has(event.paymentId)) continue;
-      const lot = book.newLot(event.paymentId, programme.version, pinned.length === 0 ? null : []);
-      const bookings = campaignBookings(pinned, event.after, event, rules);
-      await bookTargets(book, lot, earningTargets(event.after, event.channel, rules), bookings, rules);
+      const lot = book.newLot(event.paymentId, programme.version, pinned.length === 0 ? null : [], tier);
+      const bookings = campaignBookings(pinned, event.after, { ...event, shopperTier: tier?.name ?? null }, rules);
+      await bookTargets(
+        book,
+        lot,
+        earningTargets(event.after, event.channel, rules, tier?.multiplier),
+        bookings,
+        rules,
+      );
+      touched.push({ lot, after: event.after, autoCapture: rules.autoCaptureChannels.includes(event.channel ?? '') });
     }
     await LedgerBook.flushAll(trx, [...books.values()]);
+    // Qualifying spend and the shoppers' tiers, once the lots are written (their figures join them).
+    await this.tiers.afterBookings(trx, touched, now);
   };
 }
 

@@ -90,13 +90,18 @@ export class LedgerBook {
     return this.account.shopper_ref;
   }
 
-  newLot(paymentId: string, ruleVersion: number, campaigns: LotRow['campaigns'] = null): LotRow {
-    return this.addLot(paymentId, null, ruleVersion, campaigns);
+  newLot(
+    paymentId: string,
+    ruleVersion: number,
+    campaigns: LotRow['campaigns'] = null,
+    tier: LotRow['tier'] = null,
+  ): LotRow {
+    return this.addLot(paymentId, null, ruleVersion, campaigns, tier);
   }
 
   /** The lot of an adjustment (goodwill points, a granted missing-points claim). */
   newAdjustmentLot(adjustmentId: string, ruleVersion: number): LotRow {
-    return this.addLot(null, adjustmentId, ruleVersion, null);
+    return this.addLot(null, adjustmentId, ruleVersion, null, null);
   }
 
   private addLot(
@@ -104,6 +109,7 @@ export class LedgerBook {
     adjustmentId: string | null,
     ruleVersion: number,
     campaigns: LotRow['campaigns'],
+    tier: LotRow['tier'],
   ): LotRow {
     const lot: LotRow = {
       id: newId('lot'),
@@ -125,6 +131,7 @@ export class LedgerBook {
       created_at: this.now,
       updated_at: this.now,
       campaigns,
+      tier: tier ?? null,
     };
     this.lots.set(lot.id, lot);
     this.newLots.add(lot.id);

@@ -77,7 +77,10 @@ export function createLoyaltyFeature(deps: LoyaltyFeatureDeps): LoyaltyFeature {
       return [ref, ...(await shoppers.mergedInto(ref))];
     },
     purchaseEarnings: purchaseEarnings(loyalty),
-    schedules: [scheduleExpiry(loyalty, deps.expiryIntervalMs, logger, deps.metrics)],
+    schedules: [
+      scheduleExpiry(loyalty, deps.expiryIntervalMs, logger, deps.metrics),
+      scheduleTierReviews(loyalty, deps.expiryIntervalMs, logger),
+    ],
   };
 }
 
@@ -94,7 +97,27 @@ export function createLoyaltyLedger(
     ...(deps.finance === undefined ? {} : { finance: deps.finance }),
     onExpiryError: (shopperRef, error) =>
       logger.error({ err: error, shopperRef }, 'expiring a shopper failed; skipped'),
+    onTierReviewError: (shopperRef, error) =>
+      logger.error({ err: error, shopperRef }, "reviewing a shopper's tier failed; skipped"),
   });
+}
+
+/**
+ * The period-end tier reviews, on the expiry schedule's interval (off when it is 0). Safe on any
+ * number of instances: a shopper's review takes its account lock (SKIP LOCKED) and re-reads its tier
+ * under it, and each change is numbered per shopper, so a review is made, and its `tier.changed`
+ * sent, once.
+ */
+function scheduleTierReviews(loyalty: LoyaltyService, intervalMs: number, logger: Logger): Schedule {
+  if (intervalMs === 0) return NO_SCHEDULE;
+  return repeatEvery(intervalMs, Math.floor(Math.random() * intervalMs), () =>
+    loyalty.tiers
+      .reviewDue()
+      .then((result) => {
+        if (result.changes > 0) logger.info({ ...result }, 'loyalty tiers reviewed');
+      })
+      .catch((error: unknown) => logger.error({ err: error }, 'loyalty tier review failed')),
+  );
 }
 
 /**

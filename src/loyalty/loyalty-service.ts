@@ -16,6 +16,7 @@ import { ExpiryNoticeService } from './expiry-notice-service.js';
 import { DEFAULT_FINANCE, type FinanceOptions } from './finance-options.js';
 import { LiabilityService } from './liability-service.js';
 import { ProgrammeService } from './programme-service.js';
+import { TierService } from './tier-service.js';
 import { RedemptionService, type RedemptionRequest, type RedemptionResult } from './redemption-service.js';
 
 export type { ExpiryRun } from './expiry-service.js';
@@ -33,6 +34,8 @@ export interface LoyaltyOptions {
   readonly idempotencyRetentionDays?: number;
   /** Told about a shopper the expiry run had to skip because expiring it failed. */
   readonly onExpiryError?: (shopperRef: string, error: unknown) => void;
+  /** Told about a shopper the tier review had to skip because reviewing it failed. */
+  readonly onTierReviewError?: (shopperRef: string, error: unknown) => void;
   /** The programme (its rules cache is shared); built here when absent. */
   readonly programme?: ProgrammeService;
   /** Expiry notice windows, point values, the goodwill cap (finance-options.ts); defaults when absent. */
@@ -43,6 +46,7 @@ export class LoyaltyService {
   readonly programme: ProgrammeService;
   readonly campaigns: CampaignService;
   readonly earning: EarningService;
+  readonly tiers: TierService;
   readonly redemptions: RedemptionService;
   readonly expiry: ExpiryService;
   readonly notices: ExpiryNoticeService;
@@ -58,7 +62,8 @@ export class LoyaltyService {
     const now = options.now ?? (() => new Date());
     this.programme = options.programme ?? new ProgrammeService(knex, now);
     this.campaigns = new CampaignService(knex, now, options.idempotencyRetentionDays);
-    this.earning = new EarningService(this.programme, this.campaigns, now);
+    this.tiers = new TierService(knex, now, options.onTierReviewError);
+    this.earning = new EarningService(this.programme, this.campaigns, now, this.tiers);
     this.redemptions = new RedemptionService(knex, {
       now,
       ...(options.idempotencyRetentionDays === undefined
