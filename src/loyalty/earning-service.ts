@@ -10,15 +10,19 @@
  */
 import type { Knex } from 'knex';
 import type { PaymentTransitionEvent } from '../payments/payment-service.js';
+import type { PaymentFigures } from '../payments/payment-state.js';
 import { bookedTotal, campaignBookings, type CampaignBooking } from './campaign-earning.js';
 import { campaignsInForce, type CampaignVersion } from './campaign-rules.js';
 import type { CampaignService } from './campaign-service.js';
 import { allCampaignVersions, campaignVersionsFromJson } from './campaign-store.js';
 import { earningTargets, NO_EARNING, type EarningTargets } from './earning.js';
 import { LedgerBook, type EntryKind, type EntryRefs, type LotRow } from './ledger-book.js';
+import { capReserved } from './hold-store.js';
 import { lotShoppers, lotsOfPayments, survivorsAndProgrammeJson } from './ledger-store.js';
+import { capPeriodStart, controlledTargets, debtAllowance, holdExpiresAt } from './programme-controls.js';
 import {
   expiryOf,
+  pointsFor,
   programmeVersionsFromJson,
   versionInForce,
   type ProgrammeRules,
@@ -70,6 +74,8 @@ export class EarningService {
     );
     let versions = context === undefined ? undefined : programmeVersionsFromJson(context.programme);
     let campaigns = context === undefined ? undefined : campaignVersionsFromJson(context.campaigns);
+    // The earning cap used per shopper and period, read once under the account lock, then counted here.
+    const capUsed = new Map<string, number>();
     for (const event of events) {
       const book = books.get(shopperOf(event)) as LedgerBook;
       const locked = lots.get(event.paymentId);
@@ -91,13 +97,16 @@ export class EarningService {
         const bookings = campaignBookings(pinned, event.after, event, rules);
         if (sameTargets(earningTargets(event.after, event.channel, rules), NO_EARNING) && nothing(bookings)) continue;
         pinned.forEach((v) => this.campaigns.remember(v));
-        lot = book.newLot(event.paymentId, programme.version, pinned.length === 0 ? null : []);
+        const controls = await lotControls(trx, book, event.after, event.channel, rules, capUsed);
+        lot = book.newLot(event.paymentId, programme.version, pinned.length === 0 ? null : [], controls);
       } else {
         rules = await this.programme.rules(trx, lot.rule_version);
         pinned = (lot.campaigns ?? []).map((c) => this.campaigns.cached(c.campaignId, c.version));
       }
-      const bookings = campaignBookings(pinned, event.after, event, rules);
-      await bookTargets(book, lot, earningTargets(event.after, event.channel, rules), bookings, rules);
+      const bookings = releasedBookings(campaignBookings(pinned, event.after, event, rules), lot);
+      const base = controlledTargets(earningTargets(event.after, event.channel, rules), lot);
+      const cancelled = event.after.state === 'cancelled' || event.after.state === 'authorisation_failed';
+      await bookTargets(book, lot, base, bookings, rules, cancelled);
     }
     await LedgerBook.flushAll(trx, [...books.values()]);
   };
@@ -114,6 +123,7 @@ async function bookTargets(
   base: EarningTargets,
   bookings: readonly CampaignBooking[],
   rules: ProgrammeRules,
+  cancelled: boolean,
 ): Promise<void> {
   const refs: EntryRefs = { paymentId: lot.payment_id, ruleVersion: lot.rule_version };
   const previous = lot.campaigns ?? [];
@@ -124,15 +134,20 @@ async function bookTargets(
     reversal: lot.reversal_target - bonus.reversal,
   };
   book.touch(lot);
-  await bookPart(book, lot, previousBase, base, refs, rules);
+  await bookPart(book, lot, previousBase, base, refs, rules, cancelled);
   for (const b of bookings) {
     const before = previous.find((p) => p.campaignId === b.campaignId && p.version === b.version) ?? NO_EARNING;
-    await bookPart(book, lot, before, b, { ...refs, campaignId: b.campaignId, campaignVersion: b.version }, rules);
+    const campaignRefs = { ...refs, campaignId: b.campaignId, campaignVersion: b.version };
+    await bookPart(book, lot, before, b, campaignRefs, rules, cancelled);
   }
   if (lot.campaigns !== null) lot.campaigns = [...bookings];
 }
 
-/** Books one part's (the base's, or one campaign's) change from `before` to `after`. */
+/**
+ * Books one part's (the base's, or one campaign's) change from `before` to `after`. A hold that ends
+ * says why: as much as the capture earned is `hold_captured`, the rest `hold_cancelled` when the
+ * authorisation was cancelled or failed, otherwise `hold_released` (a capture of less than authorised).
+ */
 async function bookPart(
   book: LedgerBook,
   lot: LotRow,
@@ -140,11 +155,19 @@ async function bookPart(
   after: EarningTargets,
   refs: EntryRefs,
   rules: ProgrammeRules,
+  cancelled: boolean,
 ): Promise<void> {
   const next = (): string => `payment:${lot.payment_id}:${++lot.effects}`;
-  if (after.pending !== before.pending) book.changePending(lot, after.pending - before.pending, next(), refs);
-
+  const pendingDelta = after.pending - before.pending;
   const earnDelta = after.earn - before.earn;
+  if (pendingDelta > 0) book.changePending(lot, pendingDelta, next(), refs);
+  if (pendingDelta < 0) {
+    const captured = Math.min(-pendingDelta, Math.max(0, earnDelta));
+    if (captured > 0) book.changePending(lot, -captured, next(), refs, 'hold_captured');
+    const rest = -pendingDelta - captured;
+    if (rest > 0) book.changePending(lot, -rest, next(), refs, cancelled ? 'hold_cancelled' : 'hold_released');
+  }
+
   lot.earn_target += earnDelta;
   if (earnDelta !== 0) book.account.lifetime_earned = Math.max(0, book.account.lifetime_earned + earnDelta);
   if (earnDelta > 0) give(book, lot, earnDelta, 'earn', next(), refs, rules);
@@ -194,9 +217,42 @@ async function takeBack(
   refs: EntryRefs,
   rules: ProgrammeRules,
 ): Promise<void> {
-  const taken = await book.take(lot, points, kind, key, refs, rules.negativeBalanceAllowance);
+  const taken = await book.take(lot, points, kind, key, refs, debtAllowance(rules));
   lot.recovered += taken.fromLots + taken.intoDebt;
   lot.written_off += taken.writtenOff;
+}
+
+/** Once a payment's hold was released by the release job, its campaign bonuses hold nothing either. */
+function releasedBookings(bookings: CampaignBooking[], lot: LotRow): CampaignBooking[] {
+  return lot.hold_expired_at === null ? bookings : bookings.map((b) => ({ ...b, pending: 0 }));
+}
+
+/**
+ * A new lot's hold lapse time and, under an earning cap, its reservation of its authorisation's
+ * period: the points of the authorised amount as far as the period has some left (`capUsed` counts
+ * this batch's reservations on top of the stored ones, read once under the account lock).
+ */
+async function lotControls(
+  trx: Knex.Transaction,
+  book: LedgerBook,
+  payment: PaymentFigures,
+  channel: string | null,
+  rules: ProgrammeRules,
+  capUsed: Map<string, number>,
+): Promise<Pick<LotRow, 'hold_expires_at' | 'cap_period' | 'cap_reserved'>> {
+  const authorisedAt = payment.authorisedAt as Date;
+  const hold_expires_at = holdExpiresAt(authorisedAt, rules);
+  const cap = rules.earningCap;
+  if (cap === null || payment.currency === null) return { hold_expires_at, cap_period: null, cap_reserved: null };
+  const period = capPeriodStart(authorisedAt, cap.period);
+  const key = `${book.shopperRef} ${period.toISOString()}`;
+  const used = capUsed.get(key) ?? (await capReserved(trx, book.shopperRef, period));
+  const reserved = Math.min(
+    pointsFor(payment.authorisedAmount, payment.currency, channel, rules),
+    Math.max(0, cap.points - used),
+  );
+  capUsed.set(key, used + reserved);
+  return { hold_expires_at, cap_period: period, cap_reserved: reserved };
 }
 
 function sameTargets(a: EarningTargets, b: EarningTargets): boolean {

@@ -24,10 +24,11 @@ import {
   type EntryKind,
   type EntryRefs,
   type EntryRow,
+  type HoldKind,
   type LotRow,
 } from './ledger-store.js';
 
-export type { AccountRow, EntryKind, EntryRefs, LotRow } from './ledger-store.js';
+export type { AccountRow, EntryKind, EntryRefs, HoldKind, LotRow } from './ledger-store.js';
 
 /** Where points taken back came from. */
 export interface Taken {
@@ -90,7 +91,12 @@ export class LedgerBook {
     return this.account.shopper_ref;
   }
 
-  newLot(paymentId: string, ruleVersion: number, campaigns: LotRow['campaigns'] = null): LotRow {
+  newLot(
+    paymentId: string,
+    ruleVersion: number,
+    campaigns: LotRow['campaigns'] = null,
+    controls: Partial<Pick<LotRow, 'hold_expires_at' | 'cap_period' | 'cap_reserved'>> = {},
+  ): LotRow {
     const lot: LotRow = {
       id: newId('lot'),
       shopper_ref: this.shopperRef,
@@ -110,6 +116,10 @@ export class LedgerBook {
       created_at: this.now,
       updated_at: this.now,
       campaigns,
+      hold_expires_at: controls.hold_expires_at ?? null,
+      hold_expired_at: null,
+      cap_period: controls.cap_period ?? null,
+      cap_reserved: controls.cap_reserved ?? null,
     };
     this.lots.set(lot.id, lot);
     this.newLots.add(lot.id);
@@ -134,13 +144,16 @@ export class LedgerBook {
       );
   }
 
-  /** Moves points between a lot's pending and nothing (earn_pending / pending_voided). */
-  changePending(lot: LotRow, delta: number, key: string, refs: EntryRefs): void {
+  /**
+   * Moves points between a lot's pending and nothing: `hold` when positive, otherwise the kind that
+   * says why the hold ends (captured, released, expired, cancelled).
+   */
+  changePending(lot: LotRow, delta: number, key: string, refs: EntryRefs, ended: HoldKind = 'hold_released'): void {
     if (delta === 0) return;
     lot.pending += delta;
     this.account.pending += delta;
     this.touch(lot);
-    this.append(delta > 0 ? 'earn_pending' : 'pending_voided', delta, { pending: delta, lot }, key, refs);
+    this.append(delta > 0 ? 'hold' : ended, delta, { pending: delta, lot }, key, refs);
   }
 
   /**

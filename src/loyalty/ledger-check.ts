@@ -8,6 +8,7 @@
  *   exactly what its targets say;
  * - every lot's write-offs equal its write-off entries;
  * - every entry belongs to an account, and an account merged away holds no points and no lots;
+ * - no payment earned more base points than it reserved of its period's earning cap;
  * - no redemption drew more or less than its points.
  * Each is one aggregate query (ledger-check-store.ts), so the check scales with the tables, not with
  * round trips.

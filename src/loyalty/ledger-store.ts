@@ -15,9 +15,14 @@ import type { CampaignBooking } from './campaign-earning.js';
 
 type Db = Knex | Knex.Transaction;
 
+/** What happened to pending points: held, captured, released (smaller capture), expired, cancelled. */
+export type HoldKind = 'hold' | 'hold_captured' | 'hold_released' | 'hold_expired' | 'hold_cancelled';
+
+/** `earn_pending` and `pending_voided`: rows written before the hold kinds (never written now). */
 export type EntryKind =
   | 'earn_pending'
   | 'pending_voided'
+  | HoldKind
   | 'earn'
   | 'earn_voided'
   | 'reversal'
@@ -66,6 +71,12 @@ export interface LotRow {
   updated_at: Date;
   /** The campaign versions in force at authorisation and what each was last booked to (null: none). */
   campaigns: CampaignBooking[] | null;
+  /** Holds (programme-controls.ts): when it lapses, and when the release job released it. */
+  hold_expires_at: Date | null;
+  hold_expired_at: Date | null;
+  /** The earning cap's period this payment counts in, and what it reserved of it (null: no cap). */
+  cap_period: Date | null;
+  cap_reserved: number | null;
 }
 
 /** What an entry refers to, besides its lot. */
@@ -121,6 +132,7 @@ const LOT_COLUMNS = {
   expires_at: 'timestamptz',
   updated_at: 'timestamptz',
   campaigns: 'jsonb',
+  hold_expired_at: 'timestamptz',
 } as const;
 
 const ACCOUNT_COLUMNS = {
@@ -195,10 +207,15 @@ function lotToStore(lot: LotRow): Omit<LotRow, 'campaigns'> & { campaigns: strin
   return { ...lot, campaigns: raw === null || typeof raw === 'string' ? raw : JSON.stringify(raw) };
 }
 
-/** A lot as read: the campaigns parsed, whatever the driver gave for the JSON column. */
+/** A lot as read: the campaigns parsed, whatever the driver gave for the JSON column; bigints as numbers. */
 function lotFromStore(row: LotRow): LotRow {
   const raw = row.campaigns as unknown;
-  return typeof raw === 'string' ? { ...row, campaigns: JSON.parse(raw) as CampaignBooking[] } : row;
+  const lot = row.cap_reserved === null ? row : { ...row, cap_reserved: Number(row.cap_reserved) };
+  return typeof raw === 'string' ? { ...lot, campaigns: JSON.parse(raw) as CampaignBooking[] } : lot;
+}
+
+export function lotsFromStore(rows: readonly LotRow[]): LotRow[] {
+  return rows.map(lotFromStore);
 }
 
 /** The shopper each of these payments' lots belongs to (payments without a lot are absent). */
@@ -265,32 +282,6 @@ export async function findRedemption(db: Db, id: string, lock = false): Promise<
 
 export async function markRedemptionReversed(trx: Knex.Transaction, id: string, now: Date, by: string): Promise<void> {
   await trx('loyalty_redemptions').where({ id }).update({ state: 'reversed', reversed_at: now, reversed_by: by });
-}
-
-/** The entries a redemption drew: one per lot, and one for the part that went into debt (no lot). */
-export async function redemptionDraws(
-  trx: Knex.Transaction,
-  redemptionId: string,
-): Promise<{ lot_id: string | null; points: number }[]> {
-  return (await trx('loyalty_entries')
-    .where({ redemption_id: redemptionId, kind: 'redemption' })
-    .select('lot_id', 'points')) as { lot_id: string | null; points: number }[];
-}
-
-/** The lot that last settled a debt of these shoppers (a shopper and those merged into it). */
-export async function lastDebtSettler(
-  trx: Knex.Transaction,
-  shopperRefs: readonly string[],
-): Promise<string | undefined> {
-  const row = (await trx('loyalty_entries')
-    .whereIn('shopper_ref', shopperRefs)
-    .where({ kind: 'debt_settled' })
-    .orderBy([
-      { column: 'created_at', order: 'desc' },
-      { column: 'id', order: 'desc' },
-    ])
-    .first('lot_id')) as { lot_id: string } | undefined;
-  return row?.lot_id;
 }
 
 /** Up to `limit` shoppers with lots past expiry and points left, except those given. */

@@ -8,6 +8,7 @@ import type { Knex } from 'knex';
 import { CampaignService } from './campaign-service.js';
 import { EarningService } from './earning-service.js';
 import { ExpiryService, type ExpiryRun } from './expiry-service.js';
+import { HoldReleaseService, type HoldReleaseRun } from './hold-release-service.js';
 import type { StoredResponse } from './idempotency.js';
 import type { Balance } from './balance.js';
 import { balanceOf, listLedger, paymentLots, type LedgerPage, type PaymentLot } from './ledger-queries.js';
@@ -15,6 +16,7 @@ import { ProgrammeService } from './programme-service.js';
 import { RedemptionService, type RedemptionRequest, type RedemptionResult } from './redemption-service.js';
 
 export type { ExpiryRun } from './expiry-service.js';
+export type { HoldReleaseRun } from './hold-release-service.js';
 export type { RedemptionRequest, RedemptionResult } from './redemption-service.js';
 
 // Where earlier code imported them from; they live in auth/ and card-data/ (leaf modules).
@@ -39,6 +41,7 @@ export class LoyaltyService {
   readonly earning: EarningService;
   readonly redemptions: RedemptionService;
   readonly expiry: ExpiryService;
+  readonly holds: HoldReleaseService;
   /** The payment transition listener (earning). */
   readonly onPaymentTransitions: EarningService['onPaymentTransitions'];
 
@@ -59,6 +62,10 @@ export class LoyaltyService {
     this.expiry = new ExpiryService(knex, {
       now,
       ...(options.onExpiryError === undefined ? {} : { onExpiryError: options.onExpiryError }),
+    });
+    this.holds = new HoldReleaseService(knex, {
+      now,
+      ...(options.onExpiryError === undefined ? {} : { onError: options.onExpiryError }),
     });
     this.onPaymentTransitions = this.earning.onPaymentTransitions;
     this.now = now;
@@ -96,5 +103,10 @@ export class LoyaltyService {
 
   expireDue(batchSize?: number): Promise<ExpiryRun> {
     return this.expiry.expireDue(batchSize);
+  }
+
+  /** Releases the holds whose window lapsed without a capture (hold-release-service.ts). */
+  releaseDueHolds(batchSize?: number): Promise<HoldReleaseRun> {
+    return this.holds.releaseDue(batchSize);
   }
 }
