@@ -166,7 +166,10 @@ export function velocityRefusal(
     const rest = inWindow.slice(from);
     const count = rest.length + 1;
     const total = rest.reduce((sum, r) => sum + r.points, 0) + points;
-    return (limit.maxCount === undefined || count <= limit.maxCount) && (limit.maxPoints === undefined || total <= limit.maxPoints);
+    return (
+      (limit.maxCount === undefined || count <= limit.maxCount) &&
+      (limit.maxPoints === undefined || total <= limit.maxPoints)
+    );
   };
   if (fits(0)) return undefined;
   // The earliest moment it fits: once the first `k` redemptions of the window have left it.

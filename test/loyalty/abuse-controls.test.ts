@@ -9,7 +9,14 @@ import { expect } from 'chai';
 import { checkLedger } from '../../src/loyalty/ledger-check.js';
 import { signToken } from '../support/auth.js';
 import { startTestService, type TestService } from '../support/harness.js';
-import { adyenPayment, aliasShopper, entriesOf, movableClock, publishRules, type AliasShopper } from './hold-support.js';
+import {
+  adyenPayment,
+  aliasShopper,
+  entriesOf,
+  movableClock,
+  publishRules,
+  type AliasShopper,
+} from './hold-support.js';
 import { balance, redeem } from './support.js';
 
 describe('loyalty: abuse controls', function () {

@@ -77,7 +77,12 @@ export function adyenPayment(shopper: AliasShopper, amount: number, currency = '
           amount: { value: step.amount, currency },
         });
       case 'cancelled':
-        return adyenItem({ eventCode: 'CANCELLATION', pspReference: referenceOf('cancel'), originalReference: psp, eventDate });
+        return adyenItem({
+          eventCode: 'CANCELLATION',
+          pspReference: referenceOf('cancel'),
+          originalReference: psp,
+          eventDate,
+        });
     }
   };
   return {
