@@ -5,7 +5,8 @@
  */
 import { expect } from 'chai';
 import { checkLedger } from '../../src/loyalty/ledger-check.js';
-import { startTestService, type TestService } from '../support/harness.js';
+import { usingPostgres } from '../support/database.js';
+import { startTestService, testEnv, type TestService } from '../support/harness.js';
 import { adyenPayment, aliasShopper, entriesOf, movableClock, publishRules } from './hold-support.js';
 import { balance } from './support.js';
 
@@ -26,8 +27,12 @@ describe('loyalty: authorisation holds', function () {
     }
   };
 
+  let env: Awaited<ReturnType<typeof testEnv>>;
+
   before(async () => {
-    svc = await startTestService({ clock: time.clock });
+    // One environment (master key, secrets) for both instances of the two-instance test.
+    env = await testEnv();
+    svc = await startTestService({ env, clock: time.clock });
     await publishRules(svc, { holdWindowHours: 24 });
   });
   afterEach(async () => {
@@ -138,5 +143,41 @@ describe('loyalty: authorisation holds', function () {
     } finally {
       await publishRules(svc, { holdWindowHours: 24 });
     }
+  });
+
+  describe('two service instances on one PostgreSQL', () => {
+    let b: TestService;
+
+    before(async function () {
+      if (!usingPostgres) this.skip();
+      b = await startTestService({
+        env: { ...env, DATA_DIR: `${env['DATA_DIR'] as string}-b` },
+        db: svc.db,
+        clock: time.clock,
+      });
+    });
+    after(async () => b?.close());
+
+    it('when both instances run the release job at once over many lapsed holds, then each hold is released exactly once', async () => {
+      const shoppers = await Promise.all([1, 2, 3, 4, 5, 6].map(() => aliasShopper(svc)));
+      const payments = shoppers.flatMap((s) => [adyenPayment(s, 1_000), adyenPayment(s, 2_000)]);
+      for (const p of payments) await p.send(svc, { type: 'authorised' });
+      time.set(25 * HOUR);
+      try {
+        await Promise.all([
+          svc.service.loyalty.releaseDueHolds(),
+          b.service.loyalty.releaseDueHolds(),
+          svc.service.loyalty.releaseDueHolds(),
+          b.service.loyalty.releaseDueHolds(),
+        ]);
+      } finally {
+        time.set(0);
+      }
+      for (const p of payments) {
+        const entries = await entriesOf(svc, p.psp);
+        expect(entries.map(([kind]) => kind)).to.deep.equal(['hold', 'hold_expired']);
+      }
+      for (const s of shoppers) expect(await balance(svc, s.shopperRef)).to.include({ pending: 0, available: 0 });
+    });
   });
 });
