@@ -10,10 +10,11 @@
  */
 import type { Knex } from 'knex';
 import type { PaymentTransitionEvent } from '../payments/payment-service.js';
-import { bookedTotal, campaignBookings, type CampaignBooking } from './campaign-earning.js';
+import { bookedTotal, campaignBookings, rebook, type CampaignBooking } from './campaign-earning.js';
 import { campaignsInForce, type CampaignVersion } from './campaign-rules.js';
 import type { CampaignService } from './campaign-service.js';
 import { allCampaignVersions, campaignVersionsFromJson } from './campaign-store.js';
+import { CampaignUsage } from './campaign-usage.js';
 import { earningTargets, NO_EARNING, type EarningTargets } from './earning.js';
 import { LedgerBook, type EntryKind, type EntryRefs, type LotRow } from './ledger-book.js';
 import { lotShoppers, lotsOfPayments, survivorsAndProgrammeJson } from './ledger-store.js';
@@ -29,18 +30,32 @@ import { programmeVersions } from './programme-store.js';
 
 type ShopperEvent = PaymentTransitionEvent & { shopperRef: string };
 
+/**
+ * The shoppers' tiers at the time asked, for campaigns with a tier condition (read in the batch's
+ * transaction, the accounts locked). Tiers are another feature's: until one is wired, nobody has one.
+ */
+export type ShopperTierSource = (
+  trx: Knex.Transaction,
+  shopperRefs: readonly string[],
+  at: Date,
+) => Promise<ReadonlyMap<string, string | null>>;
+
+const NO_TIERS: ShopperTierSource = async () => new Map();
+
 export class EarningService {
   constructor(
     private readonly programme: ProgrammeService,
     private readonly campaigns: CampaignService,
     private readonly now: () => Date,
+    private readonly tiers: ShopperTierSource = NO_TIERS,
   ) {}
 
   /**
    * Set-based, in a fixed number of statements whatever the batch: the lots of payments that existed
    * before it, then merges, programme and campaigns together, then the accounts (locked), then the
-   * lots again under those locks when there were any (and the campaign versions pinned on them that
-   * are not cached yet, in one more); the bookings are written in one.
+   * lots again under those locks when there were any; for payments judged now by a campaign that
+   * needs state, its counters and activations in one more and its budgets locked in another (the
+   * lot keeps the judgement, so later transitions read nothing more); the bookings are written in one.
    */
   readonly onPaymentTransitions = async (
     trx: Knex.Transaction,
@@ -64,12 +79,16 @@ export class EarningService {
       lotShopper.get(e.paymentId) ?? survivors.get(e.shopperRef) ?? e.shopperRef;
     const books = await LedgerBook.openMany(trx, events.map(shopperOf), now);
     const lots = await lotsOfPayments(trx, [...lotShopper.keys()]);
-    await this.campaigns.load(
-      trx,
-      [...lots.values()].flatMap((l) => l.campaigns ?? []),
-    );
     let versions = context === undefined ? undefined : programmeVersionsFromJson(context.programme);
     let campaigns = context === undefined ? undefined : campaignVersionsFromJson(context.campaigns);
+    // Payments judged now (no lot yet, authorisation known): the campaign state they are judged on.
+    const fresh = events.filter((e) => !lots.has(e.paymentId) && e.after.authorisedAt !== null);
+    if (fresh.length > 0) campaigns ??= await allCampaignVersions(trx);
+    const pinnedOf = (e: ShopperEvent): CampaignVersion[] =>
+      campaignsInForce(campaigns ?? [], e.after.authorisedAt as Date);
+    const judged = fresh.map((e) => ({ event: e, shopperRef: shopperOf(e), versions: pinnedOf(e) }));
+    const usage = await CampaignUsage.open(trx, judged, now);
+    const tierOf = await this.tiersOf(trx, judged, now);
     for (const event of events) {
       const book = books.get(shopperOf(event)) as LedgerBook;
       const locked = lots.get(event.paymentId);
@@ -78,29 +97,47 @@ export class EarningService {
         throw new Error('a lot moved to another shopper between its read and its lock; the delivery is retried');
       }
       let rules: ProgrammeRules;
-      let pinned: CampaignVersion[];
+      let bookings: CampaignBooking[];
       if (lot === undefined) {
         const authorisedAt = event.after.authorisedAt;
         if (authorisedAt === null) continue;
         versions ??= await programmeVersions(trx);
-        campaigns ??= await allCampaignVersions(trx);
         const programme: ProgrammeVersion = versionInForce(versions, authorisedAt);
         rules = programme.rules;
-        // The campaign versions in force at authorisation are pinned on the lot, as the programme's is.
-        pinned = campaignsInForce(campaigns, authorisedAt);
-        const bookings = campaignBookings(pinned, event.after, event, rules);
-        if (sameTargets(earningTargets(event.after, event.channel, rules), NO_EARNING) && nothing(bookings)) continue;
-        pinned.forEach((v) => this.campaigns.remember(v));
+        // The campaign versions in force at authorisation are judged now, once; the lot keeps the result.
+        const pinned = pinnedOf(event);
+        const place = { ...event, shopperTier: tierOf.get(book.shopperRef) ?? null };
+        bookings = campaignBookings(pinned, event.after, place, rules, usage.stateOf(book.shopperRef));
+        const base = earningTargets(event.after, event.channel, rules);
+        // A purchase counted or a budget spent is booked on a lot even when nothing is earned yet.
+        const counted = usage.record(book.shopperRef, bookings, pinned, authorisedAt);
+        if (sameTargets(base, NO_EARNING) && nothing(bookings) && !counted) continue;
         lot = book.newLot(event.paymentId, programme.version, pinned.length === 0 ? null : []);
       } else {
         rules = await this.programme.rules(trx, lot.rule_version);
-        pinned = (lot.campaigns ?? []).map((c) => this.campaigns.cached(c.campaignId, c.version));
+        bookings = rebook(lot.campaigns ?? [], event.after, event.channel, rules);
       }
-      const bookings = campaignBookings(pinned, event.after, event, rules);
       await bookTargets(book, lot, earningTargets(event.after, event.channel, rules), bookings, rules);
     }
+    await usage.flush(trx, now);
     await LedgerBook.flushAll(trx, [...books.values()]);
   };
+
+  /** The tiers of the shoppers whose new payments a campaign with a tier condition judges (else none). */
+  private async tiersOf(
+    trx: Knex.Transaction,
+    judged: readonly { shopperRef: string; versions: readonly CampaignVersion[] }[],
+    at: Date,
+  ): Promise<ReadonlyMap<string, string | null>> {
+    const needed = judged.filter((j) => j.versions.some((v) => v.definition.conditions.tiers !== undefined));
+    return needed.length === 0
+      ? new Map()
+      : this.tiers(
+          trx,
+          needed.map((j) => j.shopperRef),
+          at,
+        );
+  }
 }
 
 /**

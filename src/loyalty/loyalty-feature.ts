@@ -62,7 +62,7 @@ export function createLoyaltyFeature(deps: LoyaltyFeatureDeps): LoyaltyFeature {
     loyalty,
     members,
     shoppers,
-    handlers: { ...loyaltyHandlers({ loyalty, members, shoppers }), ...campaignHandlers(loyalty.campaigns) },
+    handlers: { ...loyaltyHandlers({ loyalty, members, shoppers }), ...campaignHandlers(loyalty.campaigns, shoppers) },
     paymentListener: loyalty.onPaymentTransitions,
     reachableShopperRefs: async (req) => {
       const ref = await reachableShopper(shoppers, req);

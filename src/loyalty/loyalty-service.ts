@@ -6,7 +6,7 @@
  */
 import type { Knex } from 'knex';
 import { CampaignService } from './campaign-service.js';
-import { EarningService } from './earning-service.js';
+import { EarningService, type ShopperTierSource } from './earning-service.js';
 import { ExpiryService, type ExpiryRun } from './expiry-service.js';
 import type { StoredResponse } from './idempotency.js';
 import type { Balance } from './balance.js';
@@ -31,6 +31,8 @@ export interface LoyaltyOptions {
   readonly onExpiryError?: (shopperRef: string, error: unknown) => void;
   /** The programme (its rules cache is shared); built here when absent. */
   readonly programme?: ProgrammeService;
+  /** The shoppers' tiers, for campaigns with a tier condition (absent: no shopper has a tier). */
+  readonly shopperTiers?: ShopperTierSource;
 }
 
 export class LoyaltyService {
@@ -49,7 +51,7 @@ export class LoyaltyService {
     const now = options.now ?? (() => new Date());
     this.programme = options.programme ?? new ProgrammeService(knex, now);
     this.campaigns = new CampaignService(knex, now, options.idempotencyRetentionDays);
-    this.earning = new EarningService(this.programme, this.campaigns, now);
+    this.earning = new EarningService(this.programme, this.campaigns, now, options.shopperTiers);
     this.redemptions = new RedemptionService(knex, {
       now,
       ...(options.idempotencyRetentionDays === undefined
