@@ -14,6 +14,13 @@
  */
 import type { Knex } from 'knex';
 
+/** Each table's guard and what it refuses besides a delete (an activation is never updated). */
+const GUARDS: readonly (readonly [string, string])[] = [
+  ['loyalty_campaign_budgets', 'new.spent < old.spent'],
+  ['loyalty_campaign_usage', '(new.purchases < old.purchases or new.granted < old.granted)'],
+  ['loyalty_campaign_activations', 'true'],
+];
+
 export async function up(knex: Knex): Promise<void> {
   await knex.schema.createTable('loyalty_campaign_budgets', (t) => {
     t.text('campaign_id').primary();
@@ -42,24 +49,24 @@ export async function up(knex: Knex): Promise<void> {
   );
   await knex.raw(`alter table loyalty_campaign_usage add constraint loyalty_campaign_usage_counts_check
     check (purchases >= 0 and granted >= 0)`);
-  await knex.raw(`
-    create function loyalty_campaign_counters_only_grow() returns trigger language plpgsql as $$
-    begin
-      if TG_OP = 'DELETE'
-         or (TG_TABLE_NAME = 'loyalty_campaign_budgets' and new.spent < old.spent)
-         or (TG_TABLE_NAME = 'loyalty_campaign_usage' and (new.purchases < old.purchases or new.granted < old.granted))
-         or TG_TABLE_NAME = 'loyalty_campaign_activations' then
-        raise exception using
-          errcode = 'check_violation',
-          constraint = 'loyalty_campaign_counters_only_grow',
-          message = format('%s: %s refused (campaign counters only grow, activations are append-only)', TG_TABLE_NAME, TG_OP);
-      end if;
-      return new;
-    end $$`);
+  // One function per table: PL/pgSQL resolves every field an expression names, whatever the branch.
+  for (const [table, lowered] of GUARDS) {
+    await knex.raw(`
+      create function ${table}_guard() returns trigger language plpgsql as $$
+      begin
+        if TG_OP = 'DELETE' or ${lowered} then
+          raise exception using
+            errcode = 'check_violation',
+            constraint = 'loyalty_campaign_counters_only_grow',
+            message = format('%s: %s refused (campaign counters only grow, activations are append-only)', TG_TABLE_NAME, TG_OP);
+        end if;
+        return new;
+      end $$`);
+  }
   for (const table of ['loyalty_campaign_budgets', 'loyalty_campaign_usage', 'loyalty_campaign_activations']) {
     await knex.raw(
       `create trigger ${table}_guard before update or delete on ${table}
-       for each row execute function loyalty_campaign_counters_only_grow()`,
+       for each row execute function ${table}_guard()`,
     );
     await knex.raw('select card_data_guard_attach(?)', [table]);
   }
@@ -69,5 +76,5 @@ export async function down(knex: Knex): Promise<void> {
   for (const table of ['loyalty_campaign_activations', 'loyalty_campaign_usage', 'loyalty_campaign_budgets']) {
     await knex.schema.dropTable(table);
   }
-  await knex.raw('drop function loyalty_campaign_counters_only_grow()');
+  for (const [table] of GUARDS) await knex.raw(`drop function ${table}_guard()`);
 }
