@@ -69,10 +69,8 @@ export function rebook(
   rules: ProgrammeRules,
 ): CampaignBooking[] {
   const autoCapture = channel !== null && rules.autoCaptureChannels.includes(channel);
-  return outcomes.map((o) => {
-    const { pending: _p, earn: _e, reversal: _r, ...outcome } = o as CampaignBooking;
-    return { ...outcome, ...(o.bonus > 0 ? bonusTargets(payment, autoCapture, o.bonus) : NO_EARNING) };
-  });
+  // The targets replace the ones stored with the judgement (every booking has all three).
+  return outcomes.map((o) => ({ ...o, ...(o.bonus > 0 ? bonusTargets(payment, autoCapture, o.bonus) : NO_EARNING) }));
 }
 
 /** The sum of the bookings' targets. */

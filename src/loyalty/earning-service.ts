@@ -40,7 +40,7 @@ export type ShopperTierSource = (
   at: Date,
 ) => Promise<ReadonlyMap<string, string | null>>;
 
-const NO_TIERS: ShopperTierSource = async () => new Map();
+const NO_TIERS: ShopperTierSource = () => Promise.resolve(new Map());
 
 export class EarningService {
   constructor(
