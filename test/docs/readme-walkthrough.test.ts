@@ -56,7 +56,7 @@ function bash(script: string, cwd: string, env: Record<string, string>): Promise
   return runProcess('bash', ['-c', `set -euo pipefail\n${script}`], env, cwd);
 }
 
-describe("README.md: the three users' walkthroughs, run as written on the embedded default", function () {
+describe("README.md: the four users' walkthroughs, run as written on the embedded default", function () {
   this.timeout(300_000);
   // The embedded default is what the README starts (its processes never get DATABASE_URL).
   if (usingPostgres) return;
@@ -75,7 +75,7 @@ describe("README.md: the three users' walkthroughs, run as written on the embedd
     fs.rmSync(workDir, { recursive: true, force: true });
   });
 
-  it('when the gateway, loyalty-app and auditor blocks run in order, then each shows what the README says', async () => {
+  it('when the gateway, loyalty-app, auditor and loyalty-manager blocks run in order, then each shows what the README says', async () => {
     const blocks = readmeWalkthroughs(fs.readFileSync(README, 'utf8'));
     // simulate targets the configured service (HOST, PORT): it sends credentials nowhere else.
     const { hostname, port } = new URL(svc!.url);
