@@ -68,7 +68,7 @@ export function createLoyaltyFeature(deps: LoyaltyFeatureDeps): LoyaltyFeature {
     shoppers,
     handlers: {
       ...loyaltyHandlers({ loyalty, members, shoppers }),
-      ...campaignHandlers(loyalty.campaigns),
+      ...campaignHandlers(loyalty.campaigns, shoppers),
       ...financeHandlers(loyalty, (req) => reachableShopper(shoppers, req)),
     },
     paymentListener: loyalty.onPaymentTransitions,
