@@ -211,6 +211,15 @@ export class VaultService {
     return card;
   }
 
+  /**
+   * The card an identifier names, or undefined; never creates one (a till's return lookup, which must
+   * not turn every card presented into a new shopper).
+   */
+  async find(input: CardInput): Promise<CardView | undefined> {
+    const found = await this.lookups.load(await this.fingerprints(this.parse(input).identifier));
+    return found === undefined ? undefined : toView(found);
+  }
+
   async getCard(token: string, caller: Caller): Promise<CardView> {
     return toView(await this.visibleCard(this.knex, token, caller));
   }

@@ -164,6 +164,12 @@ export interface Config {
     /** How often this process expires lots past their date; 0 turns the schedule off. */
     readonly expiryIntervalMs: number;
   };
+  readonly returns: {
+    /** How far back a till may find a card's purchases to return, in days. */
+    readonly windowDays: number;
+    /** Lookups and returns per till client per minute, shared by every instance (a PAN oracle's budget). */
+    readonly perMinute: number;
+  };
   readonly tls: TlsConfig;
   /** The dispatcher's own settings (documented on DispatcherOptions), and where it may deliver. */
   readonly events: DispatcherOptions & {
@@ -381,6 +387,10 @@ export function loadConfig(env: Env = process.env, options: LoadConfigOptions = 
     },
     loyalty: {
       expiryIntervalMs: r.integer('LOYALTY_EXPIRY_INTERVAL_MS', 3_600_000, 0, 7 * 86_400_000),
+    },
+    returns: {
+      windowDays: r.integer('RETURN_WINDOW_DAYS', 30, 1, 730),
+      perMinute: r.integer('RETURNS_RATE_LIMIT_PER_MINUTE', 30, 1, 10_000),
     },
     tls: parseTls(r, production),
     events: {

@@ -91,6 +91,10 @@ export const ERROR_CATALOG = {
   EXTERNAL_MEMBER_ID_TAKEN: { title: 'The external member id belongs to another shopper' },
   CAMPAIGN_DEFINITION_INVALID: { title: 'The campaign definition is not acceptable' },
   CAMPAIGN_EFFECTIVE_IN_PAST: { title: 'A campaign version cannot take effect before it is published' },
+  // returns and store credit
+  INSUFFICIENT_STORE_CREDIT: { title: 'Not enough store credit is available in this currency' },
+  RETURN_EXCEEDS_REFUNDABLE: { title: 'The return is more than what is left to return of the payment' },
+  RETURN_REFUND_MISMATCH: { title: 'The gateway refund id names a refund of another amount or another return' },
   // outbound events
   WEBHOOK_TARGET_REFUSED: { title: 'The webhook target URL is not accepted' },
   SUBSCRIPTION_EXISTS: { title: 'A subscription for this URL already exists' },

@@ -18,6 +18,8 @@ export const EVENT_TYPES = [
   'shopper.enrolled',
   'shopper.merged',
   'card.linked',
+  'store_credit.issued',
+  'store_credit.spent',
 ] as const;
 
 export type EventType = (typeof EVENT_TYPES)[number];

@@ -8,7 +8,9 @@
  *   exactly what its targets say;
  * - every lot's write-offs equal its write-off entries;
  * - every entry belongs to an account, and an account merged away holds no points and no lots;
- * - no redemption drew more or less than its points.
+ * - no redemption drew more or less than its points;
+ * - store credit (store-credit-check-store.ts): balances equal their entries, each store-credit return
+ *   issued its amount once, each till return is a refund fact of its payment, merged shoppers hold none.
  * Each is one aggregate query (ledger-check-store.ts), so the check scales with the tables, not with
  * round trips.
  */

@@ -19,6 +19,7 @@ import { loyaltyHandlers, purchaseEarnings, reachableShopper } from './loyalty-h
 import { LoyaltyService } from './loyalty-service.js';
 import { MemberService, type ShopperPayments } from './member-service.js';
 import { ShopperService } from './shopper-service.js';
+import { StoreCreditService } from './store-credit.js';
 
 export interface LoyaltyFeatureDeps {
   readonly knex: Knex;
@@ -37,6 +38,8 @@ export interface LoyaltyFeature {
   readonly loyalty: LoyaltyService;
   readonly members: MemberService;
   readonly shoppers: ShopperService;
+  /** Store credit: issued by returns at a till (the returns feature), spent through redemptions. */
+  readonly storeCredit: StoreCreditService;
   readonly handlers: HandlerMap;
   /** Books points from payment transitions, in the webhook batch's transaction. */
   readonly paymentListener: PaymentTransitionListener;
@@ -58,11 +61,16 @@ export function createLoyaltyFeature(deps: LoyaltyFeatureDeps): LoyaltyFeature {
     now: deps.clock,
   });
   const shoppers = new ShopperService(knex);
+  const storeCredit = new StoreCreditService(knex, { now: deps.clock });
   return {
     loyalty,
     members,
     shoppers,
-    handlers: { ...loyaltyHandlers({ loyalty, members, shoppers }), ...campaignHandlers(loyalty.campaigns) },
+    storeCredit,
+    handlers: {
+      ...loyaltyHandlers({ loyalty, members, shoppers, storeCredit }),
+      ...campaignHandlers(loyalty.campaigns),
+    },
     paymentListener: loyalty.onPaymentTransitions,
     reachableShopperRefs: async (req) => {
       const ref = await reachableShopper(shoppers, req);
