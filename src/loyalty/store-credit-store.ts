@@ -56,16 +56,18 @@ export async function bookEntry(trx: Knex.Transaction, entry: StoreCreditEntryRo
   await trx('store_credit_entries').insert(entry);
   const issued = entry.kind === 'issued' ? entry.amount : 0;
   const spent = entry.kind === 'spent' ? -entry.amount : 0;
+  // Created at zero first: an upsert checks its insert row's constraints too, and a spend's is negative.
+  await trx.raw(
+    `insert into store_credit_balances (shopper_ref, currency, created_at, updated_at)
+     values (?, ?, ?, ?) on conflict (shopper_ref, currency) do nothing`,
+    [entry.shopper_ref, entry.currency, entry.created_at, entry.created_at],
+  );
   const result = (await trx.raw(
-    `insert into store_credit_balances (shopper_ref, currency, balance, issued, spent, created_at, updated_at)
-     values (?, ?, ?, ?, ?, ?, ?)
-     on conflict (shopper_ref, currency) do update
-       set balance = store_credit_balances.balance + excluded.balance,
-           issued = store_credit_balances.issued + excluded.issued,
-           spent = store_credit_balances.spent + excluded.spent,
-           updated_at = excluded.updated_at
-     returning shopper_ref, currency, balance, issued, spent`,
-    [entry.shopper_ref, entry.currency, entry.amount, issued, spent, entry.created_at, entry.created_at],
+    `update store_credit_balances
+        set balance = balance + ?, issued = issued + ?, spent = spent + ?, updated_at = ?
+      where shopper_ref = ? and currency = ?
+      returning shopper_ref, currency, balance, issued, spent`,
+    [entry.amount, issued, spent, entry.created_at, entry.shopper_ref, entry.currency],
   )) as { rows: StoreCreditBalanceRow[] };
   return result.rows[0] as StoreCreditBalanceRow;
 }
