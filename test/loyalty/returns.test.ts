@@ -304,7 +304,9 @@ describe('returns: buy online, return in store', function () {
 
     before(async function () {
       if (!usingPostgres) this.skip();
-      const env = await testEnv({ DB_POOL_MAX: '20' });
+      // Correctness under contention, not speed: a spend waits its turn on the account lock, so on a
+      // shared machine the last of 100 may wait past the default 5 s connection acquisition.
+      const env = await testEnv({ DB_POOL_MAX: '20', DB_CONNECT_TIMEOUT_MS: '60000' });
       a = await startTestService({ env });
       b = await startTestService({ env: { ...env, DATA_DIR: `${env['DATA_DIR'] as string}-b` }, db: a.db });
     });
