@@ -212,7 +212,13 @@ export class ReturnsService {
         outcome: 'success',
         origin: caller.origin,
         resource: id,
-        details: { paymentId: payment.id, mode: request.mode, amount: request.amount, currency, matched: existing.matched },
+        details: {
+          paymentId: payment.id,
+          mode: request.mode,
+          amount: request.amount,
+          currency,
+          matched: existing.matched,
+        },
       },
       now,
     );

@@ -113,7 +113,12 @@ describe('returns: buy online, return in store', function () {
       'return-refund-a',
     );
     expect(res.status, res.text).to.equal(201);
-    expect(res.body).to.include({ mode: 'refund', amount: 1_000, matchedGatewayRefund: false, refundableAmount: 3_000 });
+    expect(res.body).to.include({
+      mode: 'refund',
+      amount: 1_000,
+      matchedGatewayRefund: false,
+      refundableAmount: 3_000,
+    });
     expect(res.body).not.to.have.property('storeCredit');
     expect((await balance(svc, shopper.shopperRef)).available).to.equal(30);
     const entries = await svc.db.knex('loyalty_entries').where({ shopper_ref: shopper.shopperRef }).count({ n: '*' });
@@ -123,9 +128,9 @@ describe('returns: buy online, return in store', function () {
     const row = await svc.db.knex('payments').where({ id: paymentId }).first();
     expect(row).to.include({ state: 'partially_refunded', refunded_amount: 1_000 });
     expect((await balance(svc, shopper.shopperRef)).available).to.equal(30);
-    expect(await svc.db.knex('loyalty_entries').where({ shopper_ref: shopper.shopperRef }).count({ n: '*' })).to.deep.equal(
-      entries,
-    );
+    expect(
+      await svc.db.knex('loyalty_entries').where({ shopper_ref: shopper.shopperRef }).count({ n: '*' }),
+    ).to.deep.equal(entries);
     expect(await svc.db.knex('payment_facts').where({ payment_id: paymentId, kind: 'refunded' })).to.have.length(1);
     // The same request again is the stored answer; the lookup shows what is left.
     const again = await recordReturn(
@@ -332,9 +337,9 @@ describe('returns: buy online, return in store', function () {
         Array.from({ length: 100 }, (_, i) => spendStoreCredit(i % 2 === 0 ? a : b, s, 1, `sc-race-${i}`)),
       );
       expect(results.filter((r) => r.status === 201)).to.have.length(50);
-      expect(results.filter((r) => r.status === 409).every((r) => r.body.code === 'INSUFFICIENT_STORE_CREDIT')).to.equal(
-        true,
-      );
+      expect(
+        results.filter((r) => r.status === 409).every((r) => r.body.code === 'INSUFFICIENT_STORE_CREDIT'),
+      ).to.equal(true);
       expect(results.filter((r) => r.status === 409)).to.have.length(50);
       const row = await a.db.knex('store_credit_balances').where({ shopper_ref: s.shopperRef }).first();
       expect(row).to.include({ balance: 0, issued: 50, spent: 50 });
