@@ -15,7 +15,7 @@ import type { Metrics } from '../metrics/metrics.js';
 import type { PaymentTransitionListener } from '../payments/payment-service.js';
 import { NO_SCHEDULE, repeatEvery, type Schedule } from '../scheduling/repeat.js';
 import { campaignHandlers } from './campaign-handlers.js';
-import { loyaltyHandlers, purchaseEarnings, reachableShopper } from './loyalty-handlers.js';
+import { loyaltyHandlers, purchaseEarnings, reachableShopper, storeCreditHandlers } from './loyalty-handlers.js';
 import { LoyaltyService } from './loyalty-service.js';
 import { MemberService, type ShopperPayments } from './member-service.js';
 import { ShopperService } from './shopper-service.js';
@@ -69,6 +69,7 @@ export function createLoyaltyFeature(deps: LoyaltyFeatureDeps): LoyaltyFeature {
     storeCredit,
     handlers: {
       ...loyaltyHandlers({ loyalty, members, shoppers, storeCredit }),
+      ...storeCreditHandlers(storeCredit, shoppers),
       ...campaignHandlers(loyalty.campaigns),
     },
     paymentListener: loyalty.onPaymentTransitions,

@@ -25,6 +25,7 @@ export interface LoyaltyHandlerDeps {
   readonly storeCredit: StoreCreditService;
 }
 
+/** The loyalty app API. A redemption with `kind: store_credit` spends store credit (store-credit.ts). */
 export function loyaltyHandlers({ loyalty, members, shoppers, storeCredit }: LoyaltyHandlerDeps): HandlerMap {
   const shopper = (req: Request): Promise<string> => reachableShopper(shoppers, req);
   /** Runs a write for the path's shopper; one merged away meanwhile answers 308 like any merged one. */
@@ -63,20 +64,15 @@ export function loyaltyHandlers({ loyalty, members, shoppers, storeCredit }: Loy
     },
 
     async redeemPoints(req, res) {
-      const { body, headers } = req.valid;
-      const key = headers['idempotency-key'];
-      // `kind: store_credit` spends store credit (store-credit.ts); anything else spends points.
+      const {
+        body,
+        headers: { 'idempotency-key': key },
+      } = req.valid;
       const result = await forShopper<StoredResponse<RedemptionResult | StoreCreditSpendResult>>(req, (ref) =>
         'kind' in body ? storeCredit.spend(ref, body, key, actorOf(req)) : loyalty.redeem(ref, body, key, actorOf(req)),
       );
       if (result.replayed) res.setHeader('Idempotent-Replayed', 'true');
       res.status(result.status).json(result.body);
-    },
-
-    async getShopperStoreCredit(req, res) {
-      const ref = await shopper(req);
-      const balances = await storeCredit.balances([ref, ...(await shoppers.mergedInto(ref))]);
-      res.json({ shopperReference: ref, balances });
     },
 
     async reverseRedemption(req, res) {
@@ -171,6 +167,17 @@ function earningJson(lot: PaymentLot): Schemas['PurchaseEarning'] {
       reversed: c.reversal,
     })),
   };
+}
+
+/** The shopper's store credit (issued by returns at a till), by currency. */
+export function storeCreditHandlers(storeCredit: StoreCreditService, shoppers: ShopperService): HandlerMap {
+  return contractHandlers({
+    async getShopperStoreCredit(req, res) {
+      const ref = await reachableShopper(shoppers, req);
+      const balances = await storeCredit.balances([ref, ...(await shoppers.mergedInto(ref))]);
+      res.json({ shopperReference: ref, balances });
+    },
+  });
 }
 
 function entryJson(e: LedgerEntry): Schemas['LedgerEntry'] {

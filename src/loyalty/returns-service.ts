@@ -147,8 +147,55 @@ export class ReturnsService {
     const payment = await this.deps.payments.lockForReturn(trx, request.paymentId);
     if (payment === undefined || !(await this.returnable(trx, payment, card))) throw notReturnable();
     const currency = payment.currency as string;
+    const shopperRef = payment.shopper_ref as string;
     const id = newId('rtn');
     const factKey = request.mode === 'refund' ? (request.providerRefundId as string) : `store-credit:${id}`;
+    const { matched, refundable } = await this.checkReturn(trx, payment, request, factKey);
+    await insertReturn(trx, {
+      ...{ id, payment_id: payment.id, shopper_ref: shopperRef, mode: request.mode, amount: request.amount },
+      ...{ currency, fact_key: factKey, reference: request.reference, store_id: request.storeId ?? null },
+      ...{ created_by: caller.subject, created_at: now },
+    });
+    // A refund the gateway already reported is that same fact: its points are already reversed.
+    if (!matched) {
+      const fact = { paymentId: payment.id, returnId: id, key: factKey, amount: request.amount, currency };
+      await this.deps.payments.addReturnFact(trx, payment, fact);
+    }
+    const storeCredit =
+      request.mode === 'store_credit'
+        ? await this.deps.storeCredit.issue(trx, {
+            ...{ shopperRef, currency, amount: request.amount, returnId: id, paymentId: payment.id },
+            ...{ reference: request.reference, actor: caller.subject },
+          })
+        : undefined;
+    const details = { paymentId: payment.id, mode: request.mode, amount: request.amount, currency, matched };
+    await appendAuditEvent(
+      trx,
+      {
+        ...{ actor: caller.subject, actorType: 'client', action: 'return.recorded', outcome: 'success' },
+        ...{ origin: caller.origin, resource: id, details },
+      },
+      now,
+    );
+    return {
+      ...{ returnId: id, paymentId: payment.id, mode: request.mode, amount: request.amount, currency },
+      ...{ reference: request.reference, matchedGatewayRefund: matched },
+      refundableAmount: matched ? refundable : refundable - request.amount,
+      ...(storeCredit === undefined ? {} : { storeCredit }),
+    };
+  }
+
+  /**
+   * Under the payment's lock: a refund id already used by a return, or recorded by the gateway for
+   * another amount, is refused; otherwise the amount must fit what is left to return (a refund the
+   * gateway already recorded is counted in that already).
+   */
+  private async checkReturn(
+    trx: Knex.Transaction,
+    payment: PaymentRow,
+    request: ReturnRequest,
+    factKey: string,
+  ): Promise<{ matched: boolean; refundable: number }> {
     if ((await returnByFactKey(trx, payment.id, factKey)) !== undefined) {
       throw new AppError('RETURN_REFUND_MISMATCH', { detail: 'A return with this gateway refund id is recorded.' });
     }
@@ -164,75 +211,11 @@ export class ReturnsService {
     const refundable = refundableOf(payment);
     if (!existing.matched && request.amount > refundable) {
       throw new AppError('RETURN_EXCEEDS_REFUNDABLE', {
-        detail: `${refundable} ${currency} is left to return of this payment.`,
+        detail: `${refundable} ${payment.currency as string} is left to return of this payment.`,
         extensions: { refundable },
       });
     }
-    await insertReturn(trx, {
-      id,
-      payment_id: payment.id,
-      shopper_ref: payment.shopper_ref as string,
-      mode: request.mode,
-      amount: request.amount,
-      currency,
-      fact_key: factKey,
-      reference: request.reference,
-      store_id: request.storeId ?? null,
-      created_by: caller.subject,
-      created_at: now,
-    });
-    // A refund the gateway already reported is that same fact: its points are already reversed.
-    if (!existing.matched) {
-      await this.deps.payments.addReturnFact(trx, payment, {
-        paymentId: payment.id,
-        returnId: id,
-        key: factKey,
-        amount: request.amount,
-        currency,
-      });
-    }
-    const storeCredit =
-      request.mode === 'store_credit'
-        ? await this.deps.storeCredit.issue(trx, {
-            shopperRef: payment.shopper_ref as string,
-            currency,
-            amount: request.amount,
-            returnId: id,
-            paymentId: payment.id,
-            reference: request.reference,
-            actor: caller.subject,
-          })
-        : undefined;
-    await appendAuditEvent(
-      trx,
-      {
-        actor: caller.subject,
-        actorType: 'client',
-        action: 'return.recorded',
-        outcome: 'success',
-        origin: caller.origin,
-        resource: id,
-        details: {
-          paymentId: payment.id,
-          mode: request.mode,
-          amount: request.amount,
-          currency,
-          matched: existing.matched,
-        },
-      },
-      now,
-    );
-    return {
-      returnId: id,
-      paymentId: payment.id,
-      mode: request.mode,
-      amount: request.amount,
-      currency,
-      reference: request.reference,
-      matchedGatewayRefund: existing.matched,
-      refundableAmount: existing.matched ? refundable : refundable - request.amount,
-      ...(storeCredit === undefined ? {} : { storeCredit }),
-    };
+    return { matched: existing.matched, refundable };
   }
 
   /** The presented card, or undefined when this vault does not know it (never created here). */
