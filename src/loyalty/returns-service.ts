@@ -229,7 +229,7 @@ export class ReturnsService {
       }
     }
     const input: CardInput = presented.kind === 'pan' ? { kind: 'pan', pan: presented.pan } : presented;
-    return this.deps.vault.find(input);
+    return this.deps.vault.lookup(input);
   }
 
   private async shopperRefsOf(card: CardView): Promise<string[]> {
