@@ -34,6 +34,7 @@ import { storedReference } from './keys/reference-digests.js';
 import type { Unsealer } from './keys/unseal.js';
 import type { Logger } from './logging/logger.js';
 import { createLoyaltyFeature } from './loyalty/loyalty-feature.js';
+import { createReturnsFeature } from './loyalty/returns-feature.js';
 import type { LoyaltyService } from './loyalty/loyalty-service.js';
 import type { MemberService } from './loyalty/member-service.js';
 import type { Metrics } from './metrics/metrics.js';
@@ -271,6 +272,15 @@ async function composeFeatures(core: KeyedCore, vault: VaultService, options: Bu
     clock,
     metrics,
   });
+  // Returns at a till add facts to payments (whose listeners are loyalty's) and issue store credit.
+  const returns = createReturnsFeature({
+    knex,
+    vault,
+    payments: payments.payments,
+    storeCredit: loyalty.storeCredit,
+    config: config.returns,
+    clock,
+  });
   const events = createEventsFeature({
     knex,
     keyRing,
@@ -295,7 +305,13 @@ async function composeFeatures(core: KeyedCore, vault: VaultService, options: Bu
     members: loyalty.members,
     subscriptions: events.subscriptions,
     dispatcher: events.dispatcher,
-    handlers: { ...webhooks.handlers, ...payments.handlers, ...loyalty.handlers, ...events.handlers },
+    handlers: {
+      ...webhooks.handlers,
+      ...payments.handlers,
+      ...loyalty.handlers,
+      ...returns.handlers,
+      ...events.handlers,
+    },
     signatures: webhooks.signatures,
     schedules: [...events.schedules, ...loyalty.schedules],
   };

@@ -105,6 +105,10 @@ export const ERROR_CATALOG = {
   ADJUSTMENT_INVALID: { title: 'The points adjustment is not acceptable' },
   CLAIM_PAYMENT_EARNED: { title: 'The claimed payment has earned points already' },
   TIER_POLICY_INVALID: { title: "The programme's tier policy is not acceptable" },
+  // returns and store credit
+  INSUFFICIENT_STORE_CREDIT: { title: 'Not enough store credit is available in this currency' },
+  RETURN_EXCEEDS_REFUNDABLE: { title: 'The return is more than what is left to return of the payment' },
+  RETURN_REFUND_MISMATCH: { title: 'The gateway refund id names a refund of another amount or another return' },
   // outbound events
   WEBHOOK_TARGET_REFUSED: { title: 'The webhook target URL is not accepted' },
   SUBSCRIPTION_EXISTS: { title: 'A subscription for this URL already exists' },
