@@ -87,3 +87,8 @@ export async function inboxHoldsEventKey(knex: Knex, provider: Provider, eventKe
     { id: string } | undefined;
   return row !== undefined;
 }
+
+/** Whether any fact was written by inbox event `inboxId` (it was applied at least once). */
+export async function inboxEventHasFacts(knex: Knex, inboxId: string): Promise<boolean> {
+  return (await knex('payment_facts').where({ inbox_id: inboxId }).first('kind')) !== undefined;
+}
