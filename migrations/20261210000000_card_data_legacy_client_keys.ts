@@ -36,9 +36,9 @@ export async function up(knex: Knex): Promise<void> {
     runKey.fill(0);
   }
   for (const f of await findLegacyClientKeys(knex)) {
-    const known = await knex('card_data_legacy_findings')
+    const known = (await knex('card_data_legacy_findings')
       .where({ table_name: f.table, column_name: f.column, row_key: f.row })
-      .first('id');
+      .first('id')) as { id: number } | undefined;
     if (known === undefined) {
       await knex('card_data_legacy_findings').insert({ table_name: f.table, column_name: f.column, row_key: f.row });
     }

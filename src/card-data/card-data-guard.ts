@@ -1,3 +1,4 @@
+/* eslint max-lines: ["error", 440] -- issue 16 asks for one card-data guard, a single leaf module: detector, masking and the JSON walkers stay together */
 /**
  * The card-data guard: the one place that decides what counts as card data in text and in parsed
  * JSON. Everything that writes, logs or answers with text uses it (the logger, problem bodies, the

@@ -1437,7 +1437,7 @@ export interface components {
         readonly 'application/problem+json': components['schemas']['Problem'];
       };
     };
-    /** @description The database is down or slow (`DATABASE_UNAVAILABLE`, `DATABASE_TIMEOUT`), a key rotation is in progress (`KEY_RING_STALE`, with `Retry-After`), the master key is unavailable (`MASTER_KEY_UNAVAILABLE`, with `Retry-After`, a PKCS#11 token slow, absent or logged out), or the vault is sealed (`VAULT_SEALED`, with `Retry-After`, `MASTER_KEY_SOURCE=shares` before `keys unseal`; every operation that needs a key answers it, src/keys/sealed-operations.ts); nothing was stored, retry. */
+    /** @description The database is down or slow (`DATABASE_UNAVAILABLE`, `DATABASE_TIMEOUT`), a key rotation is in progress (`KEY_RING_STALE`, with `Retry-After`), the master key is unavailable (`MASTER_KEY_UNAVAILABLE`, with `Retry-After`, a PKCS#11 token slow, absent or logged out), or the vault is sealed (`VAULT_SEALED`, with `Retry-After`, `MASTER_KEY_SOURCE=shares` before `keys unseal`; every operation that needs a key answers it, src/keys/sealed-operations.ts), or the reference-digest key an id must be digested under is missing or replaced while the audit trail records it (`REFERENCE_KEY_MISSING`, until an operator restores it; docs/key-management.md); nothing was stored, retry. */
     readonly Unavailable: {
       headers: {
         readonly [name: string]: unknown;
