@@ -285,3 +285,43 @@ export async function moveShopperCards(
     .where({ shopper_ref: fromShopper })
     .update({ shopper_ref: toShopper, row_version: trx.raw('row_version + 1'), updated_at: now });
 }
+
+/**
+ * A card for a shopper that already exists (a reissued card linked by a card-updater event): the card,
+ * its identifier and its fingerprints, in the caller's transaction. False, having written nothing the
+ * caller should keep, when the identifier was taken meanwhile (the caller rolls back and looks again).
+ */
+export async function insertCardForShopper(
+  trx: Knex.Transaction,
+  card: NewCard,
+  identifier: NewIdentifier,
+  fingerprints: readonly FingerprintKey[],
+  now: Date,
+): Promise<boolean> {
+  await trx('cards').insert({ ...newCardRow(card, now), updated_at: now });
+  return insertIdentifier(trx, identifier, fingerprints, now);
+}
+
+/**
+ * Marks a card replaced by another (a card-updater event). Only a card not yet replaced: the first
+ * replacement recorded stays (a redelivery, or a second updater event for the same old card, changes
+ * nothing). Returns whether this call marked it.
+ */
+export async function markReplaced(
+  trx: Knex.Transaction,
+  token: string,
+  replacedBy: string,
+  now: Date,
+): Promise<boolean> {
+  const updated = await trx('cards')
+    .where({ token })
+    .whereNull('replaced_by')
+    .update({ replaced_by: replacedBy, replaced_at: now, updated_at: now, row_version: trx.raw('row_version + 1') });
+  return updated === 1;
+}
+
+/** The card that replaced this one, if any. */
+export async function replacementOf(db: Db, token: string): Promise<string | undefined> {
+  const row = (await db('cards').where({ token }).first('replaced_by')) as { replaced_by: string | null } | undefined;
+  return row?.replaced_by ?? undefined;
+}

@@ -1,4 +1,4 @@
-/* eslint max-lines: ["error", 550] -- tokenise, attach, lookup and detokenise share batching, rate limits and key-retry plumbing; to split (issue 20) */
+/* eslint max-lines: ["error", 620] -- tokenise, attach, lookup and detokenise share batching, rate limits and key-retry plumbing; to split (issue 20) */
 /**
  * The card vault: turns card identifiers into permanent tokens and shopper references.
  *
@@ -48,8 +48,32 @@ import {
   type NewIdentifier,
 } from './card-store.js';
 import { detectBrand, normalisePan, validateExpiry, type Brand, type Expiry } from './pan.js';
+import {
+  applyCardUpdate,
+  withExpiry,
+  type CardRef,
+  type CardUpdateContext,
+  type CardUpdateOutcome,
+} from './card-updates.js';
 
 export type { Caller } from '../auth/actors.js';
+
+/** A card as a card-updater event names it: by token, or by an identifier (a PAN with its expiry). */
+export type CardUpdateRef = CardInput | { readonly kind: 'token'; readonly token: string };
+
+export interface CardUpdateInput {
+  readonly previous: CardUpdateRef;
+  readonly next: CardUpdateRef;
+  /** The gateway that reported it (audited as `system:webhooks:<source>`). */
+  readonly source: string;
+  /**
+   * The new card's expiry when `next` is not a PAN (a gateway alias carries none of its own). Kept only
+   * when it is a plausible month and year: a gateway's odd value is not a reason to refuse its event.
+   */
+  readonly expiry?: { readonly month: number; readonly year: number };
+}
+
+export type CardUpdateResult = Omit<CardUpdateOutcome, 'card'> & { readonly card: CardView | undefined };
 
 export type CardInput =
   | { readonly kind: 'pan'; readonly pan: string; readonly expiryMonth?: number; readonly expiryYear?: number }
@@ -211,6 +235,15 @@ export class VaultService {
     return card;
   }
 
+  /**
+   * The card an identifier names, or undefined; never creates one. For server code and callers that
+   * may already ask this (an admin merging by identifier): it answers whether the identifier is known.
+   */
+  async lookup(input: CardInput): Promise<CardView | undefined> {
+    const found = await this.lookups.load(await this.fingerprints(this.parse(input).identifier));
+    return found === undefined ? undefined : toView(found);
+  }
+
   async getCard(token: string, caller: Caller): Promise<CardView> {
     return toView(await this.visibleCard(this.knex, token, caller));
   }
@@ -242,7 +275,7 @@ export class VaultService {
       }
       if (owner !== undefined) {
         // Linking two shoppers is a merge, which is an explicit loyalty operation, never a side effect.
-        if (owner.token !== token) throw new AppError('IDENTIFIER_ALREADY_LINKED');
+        if (owner.token !== token) throw alreadyLinked(owner.token, card.shopper_ref);
         return { card: toView(card), created: false };
       }
       try {
@@ -338,6 +371,37 @@ export class VaultService {
       if (error instanceof AppError) await this.auditAlone(audit('failure', { reason, cause: error.code }));
       throw error;
     }
+  }
+
+  /**
+   * A card-updater event: `next` replaces `previous` (card-updates.ts says how). Idempotent by state:
+   * a redelivery changes nothing and audits nothing. Refused key versions reload the ring once.
+   */
+  async updateCard(update: CardUpdateInput): Promise<CardUpdateResult> {
+    const ref = (input: CardUpdateRef): CardRef => {
+      if (input.kind === 'token') return input;
+      const { identifier, expiry } = this.parse(input);
+      return { kind: 'identifier', identifier, expiry };
+    };
+    const previous = ref(update.previous);
+    const next = withExpiry(ref(update.next), update.expiry);
+    const context = (): CardUpdateContext => ({
+      knex: this.knex,
+      now: this.now(),
+      actor: `system:webhooks:${update.source}`,
+      fingerprints: (identifier) => this.fingerprints(identifier),
+      sealIdentifier: (trx, token, identifier) => this.sealIdentifier(trx, token, identifier),
+      sealPan: (trx, token, pan) => this.sealPan(trx, token, pan),
+    });
+    let outcome: CardUpdateOutcome;
+    try {
+      outcome = await applyCardUpdate(context(), previous, next);
+    } catch (error) {
+      if (!isKeyVersionNotWritable(error)) throw error;
+      await this.keyRing.reloadFresh();
+      outcome = await applyCardUpdate(context(), previous, next);
+    }
+    return { ...outcome, card: outcome.card === undefined ? undefined : toView(outcome.card) };
   }
 
   /** The shopper a card belongs to, read on the caller's transaction; undefined for an unknown token. */
@@ -494,6 +558,23 @@ export class VaultService {
   private async auditAlone(event: AuditEventInput): Promise<void> {
     await this.knex.transaction((trx) => appendAuditEvent(trx, event, this.now()));
   }
+}
+
+/**
+ * `409 IDENTIFIER_ALREADY_LINKED` with the way forward (problem+json extensions, openapi.yaml
+ * `IdentifierLinkedProblem`): the token of the card that holds the identifier and the merge that joins
+ * its shopper to this card's. Only `tokens:write` clients attach identifiers (shopper tokens are refused
+ * before this), and they may learn the same token by tokenising that identifier (`POST /v1/tokens`), so
+ * the token tells them nothing new; the other card's shopper is not named.
+ */
+function alreadyLinked(otherToken: string, shopperRef: string): AppError {
+  return new AppError('IDENTIFIER_ALREADY_LINKED', {
+    detail: 'The identifier belongs to another card; merge that card into this shopper to join them.',
+    extensions: {
+      cardToken: otherToken,
+      merge: { method: 'POST', href: `/v1/shoppers/${shopperRef}/cards`, body: { token: otherToken } },
+    },
+  });
 }
 
 function isLater(expiry: Expiry, card: CardRow): boolean {

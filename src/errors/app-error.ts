@@ -82,6 +82,12 @@ export const ERROR_CATALOG = {
   ADYEN_EVENT_CODE_INVALID: { title: 'The Adyen eventCode is not upper-case letters and underscores' },
   WEBHOOK_ENVIRONMENT_MISMATCH: { title: 'The notification is from another gateway environment' },
   INBOX_EVENT_NOT_REPLAYABLE: { title: 'This inbox event has no payment effect to replay' },
+  // wallets and card-updater events (issue 22; the last two are inbox codes)
+  WALLET_PAYMENT_NEEDS_PAR: { title: 'A wallet payment names its card by PAR or token, never by the device token' },
+  CARD_UPDATE_UNKNOWN_CARD: { title: 'The card-updater event names a card this vault does not know' },
+  CARD_UPDATE_OTHER_SHOPPER: {
+    title: 'The replacement card belongs to another shopper: merge them explicitly',
+  },
   // loyalty
   SHOPPER_MERGED: { title: 'This shopper was merged into another' },
   INSUFFICIENT_POINTS: { title: 'Not enough points are available' },

@@ -6,6 +6,7 @@ import { maskPans } from '../logging/pan-redactor.js';
 import { actorOf } from '../http/callers.js';
 import { contractHandlers, filled, type Schemas } from '../http/contract.js';
 import type { HandlerMap } from '../http/types.js';
+import type { CardInput } from '../cards/vault-service.js';
 import { principalOf, validInput } from '../http/types.js';
 import { ShopperMergedMeanwhile } from './ledger-book.js';
 import type { LedgerEntry, PaymentLot } from './ledger-queries.js';
@@ -77,9 +78,15 @@ export function loyaltyHandlers({ loyalty, members, shoppers }: LoyaltyHandlerDe
     },
 
     async linkShopperCard(req, res) {
-      const { token } = req.valid.body;
+      const { body } = req.valid;
+      const card: string | CardInput =
+        'token' in body
+          ? body.token
+          : 'par' in body
+            ? { kind: 'par', par: body.par }
+            : { kind: 'alias', namespace: body.alias.namespace, value: body.alias.value };
       const admin = principalOf(req).scopes.has(ADMIN_SCOPE);
-      const link = await forShopper(req, (ref) => members.linkCard(ref, token, { ...actorOf(req), admin }));
+      const link = await forShopper(req, (ref) => members.linkCard(ref, card, { ...actorOf(req), admin }));
       res.json({
         shopperReference: link.shopperReference,
         cardToken: link.cardToken,

@@ -15,7 +15,7 @@
 import type { Knex } from 'knex';
 import { appendAuditEvent } from '../audit/audit-log.js';
 import { decryptValue, emailAad, encryptValue } from '../crypto/field-crypto.js';
-import type { VaultService } from '../cards/vault-service.js';
+import type { CardInput, VaultService } from '../cards/vault-service.js';
 import { AppError } from '../errors/app-error.js';
 import { eventBody } from '../events/event-types.js';
 import { writeEvents } from '../events/outbox-store.js';
@@ -142,13 +142,20 @@ export class MemberService {
     });
   }
 
-  /** Links a card to the shopper; a card of another shopper merges that shopper into this one. */
+  /**
+   * Links a card to the shopper; a card of another shopper merges that shopper into this one. The card
+   * is named by its token, or (`loyalty:admin` only) by an identifier it holds (PAR, gateway alias):
+   * what a `409 IDENTIFIER_ALREADY_LINKED` leads to. A shopper token naming an identifier is refused
+   * before anything is looked up, so it cannot learn whether an identifier is known, nor the token of
+   * the card that holds it.
+   */
   async linkCard(
     shopperRef: string,
-    cardToken: string,
+    cardRef: string | CardInput,
     actor: Actor & { readonly admin: boolean },
   ): Promise<LinkResult> {
     const { knex, vault } = this.deps;
+    const cardToken = typeof cardRef === 'string' ? cardRef : await this.tokenOf(cardRef, actor);
     const card = await vault.getCard(cardToken, {
       subject: actor.subject,
       shopperRef: undefined,
@@ -170,6 +177,15 @@ export class MemberService {
         }),
       ),
     );
+  }
+
+  private async tokenOf(input: CardInput, actor: { readonly admin: boolean }): Promise<string> {
+    if (!actor.admin) {
+      throw new AppError('INSUFFICIENT_SCOPE', { detail: 'Linking a card by identifier takes loyalty:admin.' });
+    }
+    const card = await this.deps.vault.lookup(input);
+    if (card === undefined) throw new AppError('NOT_FOUND', { detail: 'No card holds this identifier.' });
+    return card.token;
   }
 
   private async merge(

@@ -3,7 +3,7 @@
  * payment fact, the card identifiers it carries (best first) and the payment's descriptive details.
  * Adapters are pure mappings; the payment service stores and applies.
  */
-import type { CardInput } from '../cards/vault-service.js';
+import type { CardInput, CardUpdateInput } from '../cards/vault-service.js';
 import type { FactKind, PaymentChannel } from './payment-state.js';
 
 export type Provider = 'platform' | 'adyen' | 'stripe';
@@ -27,6 +27,11 @@ export interface PaymentEventInput {
    * stored as `rejected` with this code, acknowledged, never applied nor replayed.
    */
   readonly rejection?: string;
+  /**
+   * A card-updater event (no payment): `next` replaces `previous` in the vault before the inbox row is
+   * written; the row records the outcome (`applied`, or `ignored`/`failed` with its code).
+   */
+  readonly cardUpdate?: Omit<CardUpdateInput, 'source'>;
 }
 
 export interface PaymentEffect {
@@ -39,7 +44,56 @@ export interface PaymentEffect {
   /** An already-issued card token (platform events may carry one instead of card data). */
   readonly cardToken: string | undefined;
   readonly last4: string | undefined;
+  /**
+   * Set when the payment was made with a device/network token (a phone wallet): the card is the
+   * plastic one its PAR names, the token's last 4 and the wallet are kept on the payment only.
+   */
+  readonly wallet?: WalletUse;
   readonly details: PaymentDetails;
+}
+
+/** The wallets a payment may name (payments.wallet_type's check constraint, migration 20261210500000). */
+export const WALLET_TYPES = [
+  'apple_pay',
+  'google_pay',
+  'samsung_pay',
+  'click_to_pay',
+  'masterpass',
+  'visa_checkout',
+  'amex_express_checkout',
+  'link',
+  'other',
+] as const;
+
+export type WalletType = (typeof WALLET_TYPES)[number];
+
+export interface WalletUse {
+  readonly type: WalletType;
+  /** The last four digits of the device/network token (never of the card). */
+  readonly tokenLast4: string | undefined;
+}
+
+/** A wallet name as a gateway spells it, mapped to ours (`other` for one we do not list). */
+export function walletTypeOf(name: string): WalletType {
+  const normalised = name.toLowerCase().replace(/[^a-z]/g, '');
+  const known: Record<string, WalletType> = {
+    applepay: 'apple_pay',
+    googlepay: 'google_pay',
+    paywithgoogle: 'google_pay',
+    androidpay: 'google_pay',
+    samsungpay: 'samsung_pay',
+    clicktopay: 'click_to_pay',
+    masterpass: 'masterpass',
+    visacheckout: 'visa_checkout',
+    amexexpresscheckout: 'amex_express_checkout',
+    link: 'link',
+  };
+  return known[normalised] ?? 'other';
+}
+
+/** Four digits, or undefined. */
+export function lastFour(value: unknown): string | undefined {
+  return typeof value === 'string' && /^[0-9]{4}$/.test(value) ? value : undefined;
 }
 
 export interface EventFact {

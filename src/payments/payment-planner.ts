@@ -29,6 +29,9 @@ export function planEvent(
   if (work.event.rejection !== undefined) {
     return { work, inboxId, state: 'rejected', errorCode: work.event.rejection, payment: undefined };
   }
+  if (work.cardUpdate !== undefined && effect === undefined) {
+    return { work, inboxId, state: work.cardUpdate.state, errorCode: work.cardUpdate.errorCode, payment: undefined };
+  }
   if (effect === undefined || payment === undefined) {
     return { work, inboxId, state: 'ignored', errorCode: null, payment };
   }
@@ -107,7 +110,10 @@ function updateOf(
     authorised_at: after.authorisedAt,
     card_token: payment.card_token ?? work.card?.token ?? null,
     shopper_ref: payment.shopper_ref ?? work.card?.shopperReference ?? null,
+    // A wallet payment's token last 4 are never the card's: adapters give them as wallet.tokenLast4.
     card_last4: payment.card_last4 ?? effect.last4 ?? work.card?.last4 ?? null,
+    wallet_type: payment.wallet_type ?? effect.wallet?.type ?? null,
+    token_last4: payment.token_last4 ?? effect.wallet?.tokenLast4 ?? null,
     channel,
     store_id: pick(isAuthorisation, payment.store_id, effect.details.storeId),
     terminal_id: pick(isAuthorisation, payment.terminal_id, effect.details.terminalId),

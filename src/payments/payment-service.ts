@@ -134,6 +134,15 @@ export class PaymentService {
    * together (group commit), each answered only after the shared transaction commits.
    */
   async ingest(event: PaymentEventInput, secretIndex: number): Promise<IngestResult> {
+    if (event.cardUpdate !== undefined && event.rejection === undefined) {
+      // Idempotent by state in the vault (a redelivery changes nothing there), then recorded once. A
+      // payment that carries an update (Adyen's Real Time Account Updater) then resolves its card as
+      // usual, finding the new card where the update put it; its facts decide the inbox row's state.
+      const { state, errorCode, card } = await this.vault.updateCard({ ...event.cardUpdate, source: event.provider });
+      if (event.effect === undefined) {
+        return this.group.submit({ event, card, secretIndex, cardUpdate: { state, errorCode } });
+      }
+    }
     const card = await this.resolveCard(event.effect);
     return this.group.submit({ event, card, secretIndex });
   }

@@ -251,6 +251,8 @@ const PAYMENT_COLUMNS = {
   card_token: 'text',
   shopper_ref: 'text',
   card_last4: 'text',
+  wallet_type: 'text',
+  token_last4: 'text',
   channel: 'text',
   store_id: 'text',
   terminal_id: 'text',

@@ -4,7 +4,7 @@
  */
 import type { Knex } from 'knex';
 import type { CardView } from '../cards/vault-service.js';
-import type { PaymentEventInput, Provider } from './payment-event.js';
+import type { PaymentEventInput, Provider, WalletType } from './payment-event.js';
 import type { PaymentChannel, PaymentState, PaymentTransition } from './payment-state.js';
 
 export type InboxState = 'applied' | 'parked' | 'failed' | 'ignored' | 'rejected';
@@ -49,6 +49,8 @@ export interface PaymentRow {
   readonly card_token: string | null;
   readonly shopper_ref: string | null;
   readonly card_last4: string | null;
+  readonly wallet_type: WalletType | null;
+  readonly token_last4: string | null;
   readonly channel: PaymentChannel | null;
   readonly store_id: string | null;
   readonly terminal_id: string | null;
@@ -71,6 +73,8 @@ export interface IngestWork {
   readonly event: PaymentEventInput;
   readonly card: CardView | undefined;
   readonly secretIndex: number;
+  /** The vault's outcome of a card-updater event (PaymentEventInput.cardUpdate). */
+  readonly cardUpdate?: { readonly state: 'applied' | 'ignored' | 'failed'; readonly errorCode: string | null };
   /** Set when replaying: the inbox row exists and is locked by the caller. */
   readonly replayOf?: string;
 }
@@ -104,6 +108,8 @@ export type PaymentUpdate = {
   readonly card_token: string | null;
   readonly shopper_ref: string | null;
   readonly card_last4: string | null;
+  readonly wallet_type: WalletType | null;
+  readonly token_last4: string | null;
   readonly channel: string | null;
   readonly store_id: string | null;
   readonly terminal_id: string | null;

@@ -88,6 +88,9 @@ function purchaseJson(row: PaymentRow): Schemas['Purchase'] {
     chargedBackAmount: row.charged_back_amount,
     ...optional('cardToken', row.card_token),
     ...optional('last4', row.card_last4),
+    ...(row.wallet_type === null
+      ? {}
+      : { wallet: { type: row.wallet_type, ...optional('tokenLast4', row.token_last4) } }),
     authorisedAt: authorisedAt.toISOString(),
   };
 }

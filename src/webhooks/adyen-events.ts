@@ -28,7 +28,7 @@
  */
 import { luhnValid, maskCardData, maskCardDataDeep } from '../card-data/card-data-guard.js';
 import type { CardInput } from '../cards/vault-service.js';
-import type { PaymentEffect, PaymentEventInput } from '../payments/payment-event.js';
+import { lastFour, type PaymentEffect, type PaymentEventInput, type WalletType } from '../payments/payment-event.js';
 import type { FactKind, PaymentChannel } from '../payments/payment-state.js';
 
 export interface AdyenItem {
@@ -85,7 +85,53 @@ export const ADYEN_REFERENCE = /^[A-Za-z0-9]{16}$/;
 export const ADYEN_EVENT_CODE = /^[A-Z_]{1,64}$/;
 
 /** The `additionalData` entries kept (as hints), after the guard. Card identifiers are never kept. */
-const KEPT_ADDITIONAL_DATA = ['shopperInteraction', 'store', 'terminalId'] as const;
+const KEPT_ADDITIONAL_DATA = ['shopperInteraction', 'store', 'terminalId', 'paymentMethodVariant'] as const;
+
+/** Adyen's stored payment method (token) reference, as the additional data names it. */
+const RECURRING_REFERENCE = 'recurring.recurringDetailReference';
+
+/**
+ * Adyen's Real Time Account Updater result on a successful authorisation (`additionalData.
+ * realtimeAccountUpdaterStatus`, "Realtime Account Updater Status" in the Customer Area's additional
+ * data): `CardChanged` (a new card number behind the same stored token) or `CardExpiryChanged`. The old
+ * card is the one holding the stored token's reference (`adyen.recurring`), the new one the item's
+ * PAR or alias. Unsigned, like all of additionalData: see docs/card-data.md for what it may decide.
+ */
+function accountUpdate(
+  item: Record<string, unknown>,
+  rawData: Readonly<Record<string, unknown>> | undefined,
+  card: readonly CardInput[],
+): PaymentEventInput['cardUpdate'] {
+  const status = rawData?.['realtimeAccountUpdaterStatus'];
+  if (typeof status !== 'string' || !/CardChanged|CardExpiryChanged/.test(status)) return undefined;
+  if (item['eventCode'] !== 'AUTHORISATION' || item['success'] !== 'true') return undefined;
+  const previous = card.find((c) => c.kind === 'alias' && c.namespace === 'adyen.recurring');
+  const next = card.find((c) => c !== previous);
+  if (previous === undefined || next === undefined) return undefined;
+  const expiry = /^(\d{1,2})\/(\d{4})$/.exec(typeof rawData?.['expiryDate'] === 'string' ? rawData['expiryDate'] : '');
+  return {
+    previous,
+    next,
+    ...(expiry === null ? {} : { expiry: { month: Number(expiry[1]), year: Number(expiry[2]) } }),
+  };
+}
+
+/** An EMVCo Payment Account Reference: 29 upper-case alphanumerics. Anything else is not used. */
+const PAR = /^[A-Z0-9]{29}$/;
+
+/**
+ * The wallet a payment method variant names (`visa_applepay`, `mc_googlepay`, `paywithgoogle`,
+ * `amex_samsungpay`…), or undefined for a plain card.
+ */
+export function adyenWallet(variant: string | undefined): WalletType | undefined {
+  if (variant === undefined) return undefined;
+  const v = variant.toLowerCase();
+  if (v.includes('applepay')) return 'apple_pay';
+  if (v.includes('googlepay') || v.includes('paywithgoogle')) return 'google_pay';
+  if (v.includes('samsungpay')) return 'samsung_pay';
+  if (v.includes('clicktopay')) return 'click_to_pay';
+  return undefined;
+}
 
 /**
  * The item's references that may be a PAN: all digits and Luhn-valid (real Adyen references are often
@@ -148,14 +194,20 @@ export function adyenEvent(item: AdyenItem, receivedAt: Date, options: AdyenEven
   const success = item.success === 'true';
   const kind = rejection === undefined ? EVENT_CODES[item.eventCode]?.[success ? 0 : 1] : undefined;
   const storedToken = options.stored === true ? storedCardToken(item) : undefined;
+  const paymentEffect =
+    kind === undefined
+      ? undefined
+      : effect(stored, options.stored === true ? {} : item.additionalData, kind, receivedAt, storedToken);
+  const cardUpdate =
+    paymentEffect === undefined || options.stored === true
+      ? undefined
+      : accountUpdate(stored, item.additionalData, paymentEffect.card);
   return {
     provider: 'adyen',
     eventKey: rejection === undefined ? `${item.pspReference}:${item.eventCode}:${item.success}` : rejectedKey(item),
+    ...(cardUpdate === undefined ? {} : { cardUpdate }),
     eventType: typeof stored['eventCode'] === 'string' ? stored['eventCode'] : 'UNKNOWN',
-    effect:
-      kind === undefined
-        ? undefined
-        : effect(stored, options.stored === true ? {} : item.additionalData, kind, receivedAt, storedToken),
+    effect: paymentEffect,
     masked,
     ...(rejection === undefined ? {} : { rejection }),
     storedPayload: (cardToken) => (cardToken === undefined ? stored : { ...stored, card: { token: cardToken } }),
@@ -220,12 +272,22 @@ function effect(
   const amount = typeof amountOf?.value === 'number' ? amountOf.value : null;
   const card: CardInput[] = [];
   // Identifiers are read from the delivery itself (they are never stored): hints, see the header.
-  const par = text(rawData, 'PaymentAccountReference');
+  // Adyen documents `paymentAccountReference`; earlier integrations sent `PaymentAccountReference`.
+  const parHint = text(rawData, 'paymentAccountReference') ?? text(rawData, 'PaymentAccountReference');
+  const par = parHint !== undefined && PAR.test(parHint) ? parHint : undefined;
   const alias = text(rawData, 'alias');
+  const wallet = adyenWallet(text(hints, 'paymentMethodVariant'));
+  const summary = lastFour(text(hints, 'cardSummary'));
   if (par !== undefined) card.push({ kind: 'par', par });
-  if (alias !== undefined) card.push({ kind: 'alias', namespace: 'adyen.alias', value: alias });
+  // A wallet payment's alias and card summary are the device token's: the token is never a card, so
+  // only the PAR (the plastic card's) names the card; without one the payment has no card.
+  if (alias !== undefined && wallet === undefined) card.push({ kind: 'alias', namespace: 'adyen.alias', value: alias });
+  // Adyen's stored-card token stays the same when the Account Updater changes the card behind it.
+  const recurring = text(rawData, RECURRING_REFERENCE);
+  if (recurring !== undefined && ADYEN_REFERENCE.test(recurring) && wallet === undefined) {
+    card.push({ kind: 'alias', namespace: 'adyen.recurring', value: recurring });
+  }
   const interaction = text(hints, 'shopperInteraction');
-  const summary = text(hints, 'cardSummary');
   return {
     paymentExternalId,
     facts: [
@@ -239,7 +301,8 @@ function effect(
     ],
     card,
     cardToken: storedToken,
-    last4: summary !== undefined && /^\d{4}$/.test(summary) ? summary : undefined,
+    last4: wallet === undefined ? summary : undefined,
+    ...(wallet === undefined ? {} : { wallet: { type: wallet, tokenLast4: summary } }),
     details: {
       channel: interaction === undefined ? undefined : CHANNELS[interaction],
       channelIsHint: true,

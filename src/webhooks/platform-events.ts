@@ -11,13 +11,60 @@
  * reaches here: the handler refuses the delivery (422 CARD_NUMBER_NOT_ALLOWED, webhook-handlers.ts).
  */
 import { maskCardDataDeep } from '../card-data/card-data-guard.js';
-import type { CardInput } from '../cards/vault-service.js';
+import type { CardInput, CardUpdateRef } from '../cards/vault-service.js';
+import { AppError } from '../errors/app-error.js';
 import type { Schemas } from '../http/contract.js';
 import type { EventFact, PaymentEventInput } from '../payments/payment-event.js';
 import type { FactKind } from '../payments/payment-state.js';
 
 /** The body as openapi.yaml declares it (generated: src/http/api-types.ts). */
 export type PlatformPaymentEvent = Schemas['PlatformPaymentEvent'];
+export type PlatformCardUpdatedEvent = Schemas['PlatformCardUpdatedEvent'];
+export type PlatformWebhookEvent = Schemas['PlatformWebhookEvent'];
+type PlatformCardRef = Schemas['PlatformCardRef'];
+
+/**
+ * A wallet payment names the plastic card by PAR (or token): a PAN sent with a wallet is the device
+ * token's number, which must never become a card. The platform is bound by our contract: refused.
+ */
+export function refuseWalletPan(event: PlatformPaymentEvent): void {
+  if (event.payment.wallet !== undefined && event.card !== undefined && 'pan' in event.card) {
+    throw new AppError('WALLET_PAYMENT_NEEDS_PAR', {
+      detail: 'A wallet payment names its card by PAR or token; the device token is never a card.',
+    });
+  }
+}
+
+/**
+ * A `card.updated` event (card updater): no payment; `card` replaces `previous` in the vault. The inbox
+ * keeps the type, the time, the reason and, once applied, the new card's token: never a PAN or a PAR.
+ */
+export function platformCardUpdate(raw: PlatformCardUpdatedEvent, webhookId: string): PaymentEventInput {
+  const stored = {
+    type: raw.type,
+    occurredAt: raw.occurredAt,
+    ...(raw.reason === undefined ? {} : { reason: raw.reason }),
+  };
+  return {
+    provider: 'platform',
+    eventKey: webhookId,
+    eventType: raw.type,
+    effect: undefined,
+    cardUpdate: { previous: cardRef(raw.previous), next: cardRef(raw.card) },
+    storedPayload: (cardToken) => (cardToken === undefined ? stored : { ...stored, card: { token: cardToken } }),
+  };
+}
+
+function cardRef(ref: PlatformCardRef): CardUpdateRef {
+  if ('token' in ref) return { kind: 'token', token: ref.token };
+  if ('par' in ref) return { kind: 'par', par: ref.par };
+  return {
+    kind: 'pan',
+    pan: ref.pan,
+    ...(ref.expiryMonth === undefined ? {} : { expiryMonth: ref.expiryMonth }),
+    ...(ref.expiryYear === undefined ? {} : { expiryYear: ref.expiryYear }),
+  };
+}
 
 type PlatformEventType = PlatformPaymentEvent['type'];
 
@@ -83,6 +130,9 @@ export function platformEvent(raw: PlatformPaymentEvent, webhookId: string): Pay
       cardToken: card !== undefined && 'token' in card ? card.token : undefined,
       // The vault keeps the PAN's last 4 on the card itself.
       last4: undefined,
+      ...(payment.wallet === undefined
+        ? {}
+        : { wallet: { type: payment.wallet.type, tokenLast4: payment.wallet.tokenLast4 } }),
       details: {
         channel: payment.channel,
         storeId: payment.storeId,

@@ -28,6 +28,7 @@ export function storedEventDecoder(
   return async (row, stored) => {
     switch (row.provider) {
       case 'platform': {
+        if ((row.payload as { type?: unknown }).type === 'card.updated') return storedCardUpdate(row);
         const digest = await deps.storedReference(row.event_key);
         const key = digest !== row.event_key && stored.hasFacts ? row.event_key : digest;
         return platformEvent(row.payload as PlatformPaymentEvent, key);
@@ -35,7 +36,26 @@ export function storedEventDecoder(
       case 'adyen':
         return adyenEvent(row.payload as AdyenItem, row.received_at, { stored: true });
       case 'stripe':
+        if ((row.payload as { type?: unknown }).type === 'payment_method.automatically_updated') {
+          return storedCardUpdate(row);
+        }
         return stripeEvent(row.payload as StripeEvent, { stored: true });
     }
+  };
+}
+
+/**
+ * A stored card-updater event: no payment effect, so not replayable (`INBOX_EVENT_NOT_REPLAYABLE`). Its
+ * stored payload no longer names the old card (only the new card's token); a redelivery is the way to
+ * apply it again, and it is idempotent.
+ */
+function storedCardUpdate(row: StoredInboxEvent): PaymentEventInput {
+  const type = (row.payload as { type: string }).type;
+  return {
+    provider: row.provider,
+    eventKey: row.event_key,
+    eventType: type,
+    effect: undefined,
+    storedPayload: () => row.payload,
   };
 }

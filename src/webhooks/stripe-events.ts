@@ -19,7 +19,13 @@
  */
 import { maskCardDataDeep } from '../card-data/card-data-guard.js';
 import type { CardInput } from '../cards/vault-service.js';
-import type { EventFact, PaymentEffect, PaymentEventInput } from '../payments/payment-event.js';
+import {
+  lastFour,
+  walletTypeOf,
+  type EventFact,
+  type PaymentEffect,
+  type PaymentEventInput,
+} from '../payments/payment-event.js';
 import type { FactKind } from '../payments/payment-state.js';
 
 export interface StripeEvent {
@@ -39,6 +45,9 @@ export interface StripeEventOptions {
 
 export function stripeEvent(event: StripeEvent, options: StripeEventOptions = {}): PaymentEventInput {
   const { value: stored, masked } = maskCardDataDeep(projectStripeEvent(event));
+  if (event.type === CARD_UPDATED && options.stored !== true) {
+    return { ...cardUpdateOf(event, stored), masked };
+  }
   const storedToken = options.stored === true ? str((event['card'] as StripeObject | undefined)?.['token']) : undefined;
   const fingerprint = options.stored === true ? undefined : fingerprintOf(event.data?.object ?? {});
   return {
@@ -52,6 +61,42 @@ export function stripeEvent(event: StripeEvent, options: StripeEventOptions = {}
 }
 
 const KEPT_METADATA = ['order_id', 'store_id', 'terminal_id'] as const;
+
+/** Stripe's card updater: a saved payment method's card was reissued or its expiry changed. */
+const CARD_UPDATED = 'payment_method.automatically_updated';
+
+/**
+ * `payment_method.automatically_updated`: `data.object` is the payment method with the new card, and
+ * `data.previous_attributes.card` what changed (its `fingerprint` when the number changed; only the
+ * expiry otherwise). The old card is the one the previous fingerprint names (the current one when the
+ * number did not change: then only the expiry moves, never a new card). No fingerprint, no update.
+ */
+function cardUpdateOf(event: StripeEvent, stored: StripeEvent): PaymentEventInput {
+  const card = (event.data?.object?.['card'] ?? {}) as StripeObject;
+  const previousAttributes = (event.data as { previous_attributes?: StripeObject }).previous_attributes;
+  const previousCard = (previousAttributes?.['card'] ?? {}) as StripeObject;
+  const current = str(card['fingerprint']);
+  const previous = str(previousCard['fingerprint']) ?? current;
+  const alias = (value: string) => ({ kind: 'alias', namespace: 'stripe.fingerprint', value }) as const;
+  const month = card['exp_month'];
+  const year = card['exp_year'];
+  return {
+    provider: 'stripe',
+    eventKey: stored.id,
+    eventType: stored.type,
+    effect: undefined,
+    ...(current === undefined || previous === undefined
+      ? {}
+      : {
+          cardUpdate: {
+            previous: alias(previous),
+            next: alias(current),
+            ...(typeof month === 'number' && typeof year === 'number' ? { expiry: { month, year } } : {}),
+          },
+        }),
+    storedPayload: (cardToken) => (cardToken === undefined ? stored : { ...stored, card: { token: cardToken } }),
+  };
+}
 
 /** The allow-list: what the service needs of an event, nothing else (fingerprint excluded). */
 export function projectStripeEvent(event: StripeEvent): StripeEvent {
@@ -69,13 +114,20 @@ export function projectStripeEvent(event: StripeEvent): StripeEvent {
   const present = details?.['card_present'] as StripeObject | undefined;
   const card = details?.['card'] as StripeObject | undefined;
   const cardFields = ['brand', 'last4'];
+  // A wallet (Apple Pay, Google Pay…): its type and the device token's last 4, nothing else of it.
+  const walletOf = (source: StripeObject | undefined): Record<string, unknown> => {
+    const wallet = source?.['wallet'] as StripeObject | undefined;
+    return wallet === undefined || wallet === null ? {} : { wallet: pick(wallet, ['type', 'dynamic_last4']) };
+  };
   const projectedDetails =
     details === undefined
       ? undefined
       : {
           ...pick(details, ['type']),
-          ...(present === undefined ? {} : { card_present: pick(present, [...cardFields, 'terminal_id']) }),
-          ...(card === undefined ? {} : { card: pick(card, cardFields) }),
+          ...(present === undefined
+            ? {}
+            : { card_present: { ...pick(present, [...cardFields, 'terminal_id']), ...walletOf(present) } }),
+          ...(card === undefined ? {} : { card: { ...pick(card, cardFields), ...walletOf(card) } }),
         };
   const metadata = object['metadata'] as StripeObject | undefined;
   return {
@@ -100,6 +152,10 @@ export function projectStripeEvent(event: StripeEvent): StripeEvent {
         ]),
         ...(metadata === undefined ? {} : { metadata: pick(metadata, KEPT_METADATA) }),
         ...(projectedDetails === undefined ? {} : { payment_method_details: projectedDetails }),
+        // A payment method (card updater): its card's display data, never its fingerprint.
+        ...(event.type === CARD_UPDATED && object['card'] !== undefined
+          ? { card: pick(object['card'] as StripeObject, ['brand', 'last4', 'exp_month', 'exp_year']) }
+          : {}),
       },
     },
   };
@@ -183,14 +239,20 @@ function charge(
   const card = (present ?? details['card']) as StripeObject | undefined;
   const identifiers: CardInput[] =
     fingerprint === undefined ? [] : [{ kind: 'alias', namespace: 'stripe.fingerprint', value: fingerprint }];
-  const last4 = str(card?.['last4']);
   const metadata = (object['metadata'] ?? {}) as StripeObject;
+  // Stripe's `last4` is the card's, `wallet.dynamic_last4` the device token's (card-present wallets
+  // have none); the fingerprint is the card's, so a wallet payment lands on the card's shopper.
+  const wallet = card?.['wallet'] as StripeObject | undefined;
+  const walletType = str(wallet?.['type']);
   return {
     paymentExternalId: id,
     facts,
     card: identifiers,
     cardToken: storedToken,
-    last4: last4 !== undefined && /^\d{4}$/.test(last4) ? last4 : undefined,
+    last4: lastFour(card?.['last4']),
+    ...(walletType === undefined || walletType === 'unknown'
+      ? {}
+      : { wallet: { type: walletTypeOf(walletType), tokenLast4: lastFour(wallet?.['dynamic_last4']) } }),
     details: {
       channel: present === undefined ? 'online' : 'in_store',
       storeId: str(metadata['store_id']),

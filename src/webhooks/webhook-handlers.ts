@@ -31,7 +31,7 @@ import type { HandlerMap } from '../http/types.js';
 import type { PaymentEventInput, Provider } from '../payments/payment-event.js';
 import type { IngestResult, PaymentService } from '../payments/payment-service.js';
 import { adyenEvent, referencesThatMayBeCards } from './adyen-events.js';
-import { platformEvent, type PlatformPaymentEvent } from './platform-events.js';
+import { platformCardUpdate, platformEvent, refuseWalletPan, type PlatformPaymentEvent } from './platform-events.js';
 import { stripeEvent, type StripeEvent } from './stripe-events.js';
 import type { DeliveryCounters } from './webhook-schemes.js';
 
@@ -75,8 +75,11 @@ export function webhookHandlers(deps: WebhookDeps): HandlerMap {
   return contractHandlers({
     receivePlatformWebhook: counted('platform', async (req, res) => {
       const { messageId, secretIndexes } = signatureOf(req);
-      const { body } = req.valid;
-      refusePlatformIdsWithCardData(body);
+      const { body: delivery } = req.valid;
+      if (delivery.type !== 'card.updated') {
+        refusePlatformIdsWithCardData(delivery);
+        refuseWalletPan(delivery);
+      }
       // A UUID webhook-id passes the edge even when it reads as a card number (webhook-schemes.ts):
       // that one is keyed by its digest (inbox event_key, the fact keys derived from it), never as sent.
       const digest = await deps.storedReference(messageId as string);
@@ -87,7 +90,9 @@ export function webhookHandlers(deps: WebhookDeps): HandlerMap {
         digest !== messageId && (await payments.holdsDelivery('platform', messageId as string))
           ? (messageId as string)
           : digest;
-      const result = await ingest(platformEvent(body, eventKey), secretIndexes[0] as number);
+      const event =
+        delivery.type === 'card.updated' ? platformCardUpdate(delivery, eventKey) : platformEvent(delivery, eventKey);
+      const result = await ingest(event, secretIndexes[0] as number);
       res.status(200).json(receipt(result));
       return outcome(result);
     }),

@@ -35,6 +35,8 @@ function payment(overrides: Partial<LockedPayment> = {}): LockedPayment {
     card_token: null,
     shopper_ref: null,
     card_last4: null,
+    wallet_type: null,
+    token_last4: null,
     channel: null,
     store_id: null,
     terminal_id: null,
