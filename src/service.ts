@@ -46,7 +46,7 @@ import {
 } from './payments/payment-service.js';
 import { lastPaymentUseOfCards } from './payments/payment-read-store.js';
 import { createPaymentsFeature } from './payments/payments-feature.js';
-import { createWebhooksFeature, decodeStoredEvent } from './webhooks/webhooks-feature.js';
+import { createWebhooksFeature, storedEventDecoder } from './webhooks/webhooks-feature.js';
 
 export interface Service {
   readonly app: Express;
@@ -266,7 +266,7 @@ async function composeFeatures(core: KeyedCore, vault: VaultService, options: Bu
     vault,
     config: config.payments,
     listeners: [loyalty.paymentListener, ...(options.paymentListeners ?? [])],
-    decodeStored: decodeStoredEvent,
+    decodeStored: storedEventDecoder({ storedReference: (id) => storedReference(knex, id) }),
     shopperRefs: loyalty.reachableShopperRefs,
     earnings: loyalty.purchaseEarnings,
     clock,

@@ -34,6 +34,7 @@ import {
 import { paymentKey, paymentsToLock, planEvent } from './payment-planner.js';
 import {
   findInboxEvent,
+  inboxEventHasFacts,
   inboxHoldsEventKey,
   listInbox,
   listPurchases,
@@ -64,7 +65,13 @@ export type {
  * Maps a stored (projected, PAN-free) inbox payload back to an event, by the adapter that first
  * received it. The webhooks feature provides it (composition root): payments knows no gateway.
  */
-export type StoredEventDecoder = (row: InboxRow) => PaymentEventInput;
+export type StoredEventDecoder = (row: InboxRow, stored: StoredEventContext) => Promise<PaymentEventInput>;
+
+/** What the decoder of a replay is told about the stored event. */
+export interface StoredEventContext {
+  /** Whether the event wrote facts already (it was applied): a fact keyed by its delivery exists. */
+  readonly hasFacts: boolean;
+}
 
 export interface PaymentServiceOptions {
   readonly autoCaptureChannels: readonly string[];
@@ -184,7 +191,8 @@ export class PaymentService {
     if (row === undefined) throw new AppError('NOT_FOUND', { detail: 'No such inbox event.' });
     if (row.state === 'rejected') throw new AppError('INBOX_EVENT_NOT_REPLAYABLE');
     if (this.options.decodeStored === undefined) throw new Error('no stored-event decoder configured');
-    await this.replay(inboxId, this.options.decodeStored(row), actor);
+    const decoded = await this.options.decodeStored(row, { hasFacts: await inboxEventHasFacts(this.knex, inboxId) });
+    await this.replay(inboxId, decoded, actor);
     return (await findInboxEvent(this.knex, inboxId)) as InboxRow;
   }
 
