@@ -63,14 +63,7 @@ export async function claimDue(
        limit ?
        for update of d skip locked
        for no key update of s skip locked`,
-      [
-        claim.dbNow,
-        claim.dbNow,
-        claim.dbNow,
-        claim.dbNow,
-        claim.maxInFlightPerSubscription,
-        claim.batchSize,
-      ],
+      [claim.dbNow, claim.dbNow, claim.dbNow, claim.dbNow, claim.maxInFlightPerSubscription, claim.batchSize],
     )) as {
       rows: {
         subscription_id: string;
@@ -86,8 +79,7 @@ export async function claimDue(
     const room = new Map<string, number>();
     const chosen = rows.filter((r) => {
       const left =
-        room.get(r.subscription_id) ??
-        (r.half_open ? 1 : claim.maxInFlightPerSubscription) - Number(r.in_flight);
+        room.get(r.subscription_id) ?? (r.half_open ? 1 : claim.maxInFlightPerSubscription) - Number(r.in_flight);
       room.set(r.subscription_id, left - 1);
       return left > 0;
     });
@@ -97,13 +89,7 @@ export async function claimDue(
       `update outbound_deliveries d set leased_until = ?, lease_token = ?, updated_at = ?
        from unnest(?::text[], ?::text[]) as c (subscription_id, event_id)
        where d.subscription_id = c.subscription_id and d.event_id = c.event_id`,
-      [
-        claim.leasedUntil,
-        leaseToken,
-        claim.now,
-        chosen.map((r) => r.subscription_id),
-        chosen.map((r) => r.event_id),
-      ],
+      [claim.leasedUntil, leaseToken, claim.now, chosen.map((r) => r.subscription_id), chosen.map((r) => r.event_id)],
     );
     return {
       claimed: chosen.map((r) => ({

@@ -124,9 +124,14 @@ describe('outbound delivery isolated per subscriber', function () {
 
   const attemptsOf = async (subscriptionId: string): Promise<number> =>
     Number(
-      ((await svc.db.knex('outbound_delivery_attempts').where({ subscription_id: subscriptionId }).count('* as n')) as {
-        n: string;
-      }[])[0]?.n,
+      (
+        (await svc.db
+          .knex('outbound_delivery_attempts')
+          .where({ subscription_id: subscriptionId })
+          .count('* as n')) as {
+          n: string;
+        }[]
+      )[0]?.n,
     );
 
   it('when one receiver stalls, then a healthy one gets its 40 events while the stalled ones are still in flight, and the stalled one holds no more than its cap', async () => {
@@ -160,7 +165,10 @@ describe('outbound delivery isolated per subscriber', function () {
       await d.stop();
     }
     expect(
-      await svc.db.knex('outbound_deliveries').where({ subscription_id: healthySub.id }).whereNot({ state: 'delivered' }),
+      await svc.db
+        .knex('outbound_deliveries')
+        .where({ subscription_id: healthySub.id })
+        .whereNot({ state: 'delivered' }),
     ).to.have.length(0);
   });
 
@@ -184,10 +192,7 @@ describe('outbound delivery isolated per subscriber', function () {
 
     // Round 1: two stalled deliveries (its cap) time out, the healthy subscriber's all go through.
     const first = await d.runOnce();
-    expect(ofStalled(first)).to.deep.equal([
-      'timeout',
-      'timeout',
-    ]);
+    expect(ofStalled(first)).to.deep.equal(['timeout', 'timeout']);
     expect(stalled.requests).to.have.length(2);
     expect(changes).to.deep.equal(['opened:true']);
     expect(await view()).to.deep.include({ state: 'open', consecutiveTimeouts: 2 });
@@ -218,7 +223,10 @@ describe('outbound delivery isolated per subscriber', function () {
     expect(ofStalled(next)).to.deep.equal(['delivered', 'delivered']);
     for (let i = 0; i < 20 && (await d.runOnce()).length > 0; i++);
     expect(
-      await svc.db.knex('outbound_deliveries').where({ subscription_id: healthySub.id }).whereNot({ state: 'delivered' }),
+      await svc.db
+        .knex('outbound_deliveries')
+        .where({ subscription_id: healthySub.id })
+        .whereNot({ state: 'delivered' }),
     ).to.have.length(0);
   });
 });
