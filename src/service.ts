@@ -8,6 +8,7 @@ import type { Express } from 'express';
 import { createAuthenticator, keyResolverFor, type Authenticator } from './auth/authenticator.js';
 import { loadDevIssuer } from './auth/dev-issuer.js';
 import { createCardsFeature } from './cards/cards-feature.js';
+import type { CardRetention } from './cards/retention-service.js';
 import type { VaultService } from './cards/vault-service.js';
 import type { Clock } from './clock/clock.js';
 import type { Config } from './config/config.js';
@@ -42,6 +43,7 @@ import {
   type PaymentService,
   type PaymentTransitionListener,
 } from './payments/payment-service.js';
+import { lastPaymentUseOfCards } from './payments/payment-read-store.js';
 import { createPaymentsFeature } from './payments/payments-feature.js';
 import { createWebhooksFeature, decodeStoredEvent } from './webhooks/webhooks-feature.js';
 
@@ -52,6 +54,8 @@ export interface Service {
   readonly readiness: Readiness;
   readonly keyRing: KeyRing;
   readonly vault: VaultService;
+  /** Card-data retention (PCI DSS 3.2.1): the CLI's plan and apply, and the day's scheduled run. */
+  readonly retention: CardRetention;
   readonly payments: PaymentService;
   readonly loyalty: LoyaltyService;
   readonly members: MemberService;
@@ -84,7 +88,14 @@ export async function buildService(config: Config, options: BuildOptions): Promi
   const core = await openServiceCore(config, options);
   const { logger, clock, database, keyRing, masterKey, metrics } = core;
   const { mtls, keys } = await composeKeys(core);
-  const cards = createCardsFeature({ knex: database.knex, keyRing, config: config.vault, clock });
+  const cards = createCardsFeature({
+    knex: database.knex,
+    keyRing,
+    config: config.vault,
+    clock,
+    lastPaymentUse: lastPaymentUseOfCards,
+    logger,
+  });
   const features = await composeFeatures(core, cards.vault, options);
   // Sealed, the dispatcher waits for the unseal (it needs the subscription-secret key to sign).
   keys.whileOpen(
@@ -124,6 +135,7 @@ export async function buildService(config: Config, options: BuildOptions): Promi
     readiness: health.readiness,
     keyRing,
     vault: cards.vault,
+    retention: cards.retention,
     payments: features.payments,
     loyalty: features.loyalty,
     members: features.members,
@@ -134,7 +146,7 @@ export async function buildService(config: Config, options: BuildOptions): Promi
     startDraining: () => health.startDraining(),
     unsealer: keys.unsealer,
     async close() {
-      for (const schedule of [...keys.schedules, ...features.schedules]) await schedule.stop();
+      for (const schedule of [...keys.schedules, ...cards.schedules, ...features.schedules]) await schedule.stop();
       await keys.close();
       await core.close();
     },
@@ -243,6 +255,7 @@ async function composeFeatures(core: KeyedCore, vault: VaultService, options: Bu
     vault,
     payments: shopperPaymentsMover(clock),
     expiryIntervalMs: config.loyalty.expiryIntervalMs,
+    finance: config.loyalty,
     clock,
     logger,
     metrics,

@@ -12,7 +12,13 @@ import {
   type RowFailure,
 } from '../keys/field-sets.js';
 import type { DataKey } from '../keys/key-ring.js';
-import { fingerprintSources, replaceFingerprints, type FingerprintMove } from './fingerprint-rotation-store.js';
+import {
+  dropPurgedPanFingerprints,
+  fingerprintSources,
+  replaceFingerprints,
+  type FingerprintMove,
+  type FingerprintSourceRow,
+} from './fingerprint-rotation-store.js';
 
 /** Card PANs: `cards.pan_ciphertext`, AAD bound to the token and key version. */
 export const cardPans = aesColumnFieldSet({
@@ -43,6 +49,11 @@ export const identifierValues = aesColumnFieldSet({
  * `card_identifiers.value_ciphertext`, by the same rule as the vault (`fingerprint()`). The new row is
  * inserted and the old one deleted in one transaction, so a lookup (which matches every readable
  * version) finds the card before, during and after.
+ *
+ * A card whose PAN retention purged (docs/data-protection.md) has nothing to recompute its PAN
+ * fingerprint from: that fingerprint is deleted instead of reported as a failure (which would block
+ * the old version's retirement for ever), so recognition by the PAN of a purged card ends with the
+ * MAC version it was fingerprinted under. Its PAR and aliases move as any others.
  */
 export const identifierFingerprints: EncryptedFieldSet = {
   name: 'identifier_fingerprints',
@@ -57,18 +68,16 @@ export const identifierFingerprints: EncryptedFieldSet = {
     });
     const failures: RowFailure[] = [];
     const moved: FingerprintMove[] = [];
+    const dropped: { version: number; fingerprint: Buffer }[] = [];
     const keys = new Map<number, DataKey | undefined>();
     for (const row of rows) {
-      const sealed =
-        row.kind === 'pan'
-          ? { ct: row.pan_ciphertext, ver: row.pan_key_version, aad: panAad(row.token, row.pan_key_version ?? 0) }
-          : {
-              ct: row.value_ciphertext,
-              ver: row.value_key_version,
-              aad: identifierAad(row.identifier_id, row.value_key_version ?? 0),
-            };
+      const sealed = sealedSource(row);
       const fail = (error: RowFailure['error']) =>
         failures.push({ rowId: row.identifier_id, fromVersion: row.mac_key_version, error });
+      if (row.kind === 'pan' && row.pan_purged_at !== null && row.pan_ciphertext === null) {
+        dropped.push({ version: row.mac_key_version, fingerprint: row.fingerprint });
+        continue;
+      }
       if (sealed.ct === null || sealed.ver === null) {
         fail('SOURCE_MISSING');
         continue;
@@ -100,9 +109,21 @@ export const identifierFingerprints: EncryptedFieldSet = {
       lastKey: rows.at(-1)?.identifier_id,
       failures,
       async write(trx) {
-        if (moved.length === 0) return 0;
-        return replaceFingerprints(trx, context.target.version, context.now, moved);
+        const gone = await dropPurgedPanFingerprints(trx, dropped);
+        if (moved.length === 0) return gone;
+        return gone + (await replaceFingerprints(trx, context.target.version, context.now, moved));
       },
     };
   },
 };
+
+/** The sealed value a fingerprint is recomputed from: the card's PAN, or the identifier's own value. */
+function sealedSource(row: FingerprintSourceRow): { ct: Buffer | null; ver: number | null; aad: string } {
+  return row.kind === 'pan'
+    ? { ct: row.pan_ciphertext, ver: row.pan_key_version, aad: panAad(row.token, row.pan_key_version ?? 0) }
+    : {
+        ct: row.value_ciphertext,
+        ver: row.value_key_version,
+        aad: identifierAad(row.identifier_id, row.value_key_version ?? 0),
+      };
+}

@@ -21,6 +21,8 @@ export interface CardRow {
   expiry_year: number | null;
   pan_ciphertext: Buffer | null;
   pan_key_version: number | null;
+  /** When retention purged the PAN ciphertext (retention-store.ts); null while it is kept. */
+  pan_purged_at?: Date | null;
   created_at: Date;
 }
 
@@ -40,6 +42,7 @@ const CARD_COLUMNS = [
   'c.expiry_year',
   'c.pan_ciphertext',
   'c.pan_key_version',
+  'c.pan_purged_at',
   'c.created_at',
 ];
 
@@ -265,6 +268,8 @@ export async function setCardPan(
     .update({
       pan_ciphertext: pan.ciphertext,
       pan_key_version: pan.keyVersion,
+      // A PAN presented again for a purged card (its fingerprints dropped by policy): kept again.
+      pan_purged_at: null,
       brand: pan.brand,
       last4: pan.last4,
       ...(pan.expiryMonth === null ? {} : { expiry_month: pan.expiryMonth, expiry_year: pan.expiryYear }),

@@ -20,6 +20,8 @@ export interface FingerprintSourceRow {
   value_key_version: number | null;
   pan_ciphertext: Buffer | null;
   pan_key_version: number | null;
+  /** Set when retention purged the card's PAN: its PAN fingerprint cannot be recomputed. */
+  pan_purged_at: Date | null;
 }
 
 /** The next `limit` fingerprints after `after` (by identifier id) under a MAC version below `belowVersion`. */
@@ -45,6 +47,7 @@ export async function fingerprintSources(
       'i.value_key_version',
       'c.pan_ciphertext',
       'c.pan_key_version',
+      'c.pan_purged_at',
     )) as FingerprintSourceRow[];
 }
 
@@ -90,4 +93,24 @@ export async function replaceFingerprints(
     [...v, targetVersion],
   )) as { rowCount?: number; affectedRows?: number };
   return deleted.rowCount ?? deleted.affectedRows ?? 0;
+}
+
+/**
+ * Deletes fingerprints that cannot move to the new MAC version: the PAN fingerprints of cards whose
+ * PAN retention purged (nothing left to recompute them from). Compare-and-set on the old row, and
+ * only while the card is still purged. Returns how many went.
+ */
+export async function dropPurgedPanFingerprints(
+  trx: Knex.Transaction,
+  dropped: readonly { readonly version: number; readonly fingerprint: Buffer }[],
+): Promise<number> {
+  if (dropped.length === 0) return 0;
+  const result = (await trx.raw(
+    `delete from identifier_fingerprints f
+     using unnest(?::integer[], ?::bytea[]) as v (version, fp), card_identifiers i, cards c
+     where f.mac_key_version = v.version and f.fingerprint = v.fp
+       and i.id = f.identifier_id and i.kind = 'pan' and c.token = f.token and c.pan_purged_at is not null`,
+    [dropped.map((d) => d.version), dropped.map((d) => d.fingerprint)],
+  )) as { rowCount?: number; affectedRows?: number };
+  return result.rowCount ?? result.affectedRows ?? 0;
 }

@@ -361,6 +361,8 @@ export class VaultService {
     try {
       return await this.knex.transaction(async (trx) => {
         const card = await this.visibleCard(trx, token, caller);
+        // Purged at the end of its retention period (retention-service.ts): gone, and said so.
+        if (card.pan_purged_at != null) throw new AppError('CARD_PAN_PURGED');
         if (card.pan_ciphertext === null || card.pan_key_version === null) throw new AppError('CARD_HAS_NO_PAN');
         const key = await this.keyRing.version('pan-encryption', card.pan_key_version, trx);
         const pan = decryptValue(key.key, panAad(card.token, card.pan_key_version), card.pan_ciphertext);

@@ -5,29 +5,51 @@
  *                                        instances and other expiry runs), forget idempotency keys past
  *                                        their retention
  *   npm run loyalty -- check [--json]    prove the ledger's invariants; exit 1 with a report otherwise
+ *   npm run loyalty -- retention --plan|--apply [--json]
+ *                                        card-data retention (PCI DSS 3.2.1): what would be purged, or
+ *                                        purge it, with the evidence (docs/data-protection.md)
+ *   npm run loyalty -- notify [--json]   send the `points.expiring` notices due (exactly once per lot and window)
+ *   npm run loyalty -- liability [--as-of <date>] [--from <date>] [--format json|csv]
+ *                                        the points liability from the ledger's history (cli/loyalty-liability.ts)
+ *   npm run loyalty -- tiers [--json]    make the period-end tier reviews due now (once, whatever else runs them)
  *
  * Exit codes: 0 done / invariants hold, 1 invariants broken or the run failed, 2 bad usage.
  * On the embedded default it works through the running service's socket, or owns the data folder
  * while it runs (src/db/embedded-store.ts); `--help` and bad usage touch nothing.
  */
+import os from 'node:os';
 import type { Command } from 'commander';
 import type { Knex } from 'knex';
-import { loadConfig } from '../config/config.js';
-import { cliLogger, openCore } from '../core.js';
+import type { Actor } from '../auth/actors.js';
+import { createCardsFeature } from '../cards/cards-feature.js';
+import type { CardRetention, RetentionEvidence } from '../cards/retention-service.js';
+import { loadConfig, type Config } from '../config/config.js';
+import { cliLogger, loadConfiguredMasterKey, openCore, openKeyedCore } from '../core.js';
+import { lastPaymentUseOfCards } from '../payments/payment-read-store.js';
 import { checkLedger } from '../loyalty/ledger-check.js';
 import { createLoyaltyLedger } from '../loyalty/loyalty-feature.js';
 import type { LoyaltyService } from '../loyalty/loyalty-service.js';
 import { cliCommand, cliProgram, DATABASE_ENV, isMain, onRun, runProgram, usageLine } from './cli-program.js';
+import { UsageError } from './usage-error.js';
+import { addLiabilityCommands, runFinanceCommand, type FinanceArgs } from './loyalty-finance.js';
 
 export interface CliOutput {
   out(text: string): void;
   err(text: string): void;
 }
 
-export interface LoyaltyArgs {
-  readonly command: 'expire' | 'check';
-  readonly json: boolean;
-}
+export type LoyaltyArgs =
+  | {
+      readonly command: 'expire' | 'check' | 'tiers';
+      readonly json: boolean;
+    }
+  | {
+      readonly command: 'retention';
+      readonly json: boolean;
+      /** retention: plan (writes nothing) or apply. */
+      readonly action: 'plan' | 'apply';
+    }
+  | FinanceArgs;
 
 const COMMANDS = {
   expire: {
@@ -43,6 +65,23 @@ const COMMANDS = {
       1: 'invariants broken (the report says which) or the run failed',
       2: 'bad usage: nothing opened',
     },
+  },
+  retention: {
+    description:
+      'Card-data retention (PCI DSS 3.2.1): --plan reports what would be purged, --apply purges the PAN ' +
+      'ciphertext of cards unused for CARD_RETENTION_DAYS (audited), both with the evidence: counts and the ' +
+      'last use of the oldest card still holding a PAN (docs/data-protection.md). Needs the master key.',
+    exitCodes: {
+      0: 'done (the evidence printed)',
+      1: 'refused (RETENTION_NOT_CONFIGURED) or the run failed',
+      2: 'bad usage: nothing opened',
+    },
+  },
+  tiers: {
+    description:
+      'Make the period-end tier reviews due now: confirm or step down each due level by the programme policy ' +
+      '(each review made once, safe beside running instances and other runs).',
+    exitCodes: { 0: 'done', 1: 'the run failed', 2: 'bad usage: nothing opened' },
   },
 } as const;
 
@@ -61,11 +100,21 @@ export function loyaltyProgram(run: (args: LoyaltyArgs) => Promise<number> | num
       2: 'bad usage: nothing opened',
     },
   });
-  for (const command of ['expire', 'check'] as const) {
+  for (const command of ['expire', 'check', 'tiers'] as const) {
     const sub = cliCommand(program, { name: command, ...COMMANDS[command], env: DATABASE_ENV });
     sub.option('--json', 'the result as one JSON line', false);
     onRun(sub, (self) => run({ command, json: self.opts<{ json: boolean }>().json }));
   }
+  const retention = cliCommand(program, { name: 'retention', ...COMMANDS.retention, env: DATABASE_ENV });
+  retention.option('--plan', 'report what an apply would purge; write nothing', false);
+  retention.option('--apply', 'purge, record the run and audit it', false);
+  retention.option('--json', 'the evidence as one JSON line', false);
+  onRun(retention, (self) => {
+    const opts = self.opts<{ plan: boolean; apply: boolean; json: boolean }>();
+    if (opts.plan === opts.apply) throw new UsageError('give exactly one of --plan and --apply');
+    return run({ command: 'retention', action: opts.apply ? 'apply' : 'plan', json: opts.json });
+  });
+  addLiabilityCommands(program, run);
   return program;
 }
 
@@ -84,6 +133,10 @@ export function parseLoyaltyArgs(argv: readonly string[]): LoyaltyArgs {
 export interface LoyaltyCliDeps {
   readonly knex: Knex;
   readonly ledger: LoyaltyService;
+  /** Card-data retention (on a keyed core: the run is audited); required by `retention`. */
+  readonly retention?: CardRetention;
+  /** Who runs `retention --apply` (default: the operator at this host). */
+  readonly actor?: Actor;
 }
 
 export async function runLoyaltyCli(argv: readonly string[], deps: LoyaltyCliDeps, io: CliOutput): Promise<number> {
@@ -98,7 +151,9 @@ export async function runLoyaltyCli(argv: readonly string[], deps: LoyaltyCliDep
 }
 
 async function runLoyaltyCommand(args: LoyaltyArgs, deps: LoyaltyCliDeps, io: CliOutput): Promise<number> {
+  if (args.command === 'liability' || args.command === 'notify') return runFinanceCommand(args, deps.ledger, io);
   const { command, json } = args;
+  if (command === 'retention') return runRetention(args, deps, io);
   if (command === 'expire') {
     const run = await deps.ledger.expireDue();
     io.out(
@@ -106,6 +161,15 @@ async function runLoyaltyCommand(args: LoyaltyArgs, deps: LoyaltyCliDeps, io: Cl
         ? `${JSON.stringify(run)}\n`
         : `expired ${run.points} points in ${run.lots} lots of ${run.shoppers} shoppers; ` +
             `forgot ${run.idempotencyKeysPurged} idempotency keys past retention\n`,
+    );
+    return 0;
+  }
+  if (command === 'tiers') {
+    const run = await deps.ledger.tiers.reviewDue();
+    io.out(
+      json
+        ? `${JSON.stringify(run)}\n`
+        : `reviewed the tiers of ${run.shoppers} shoppers: ${run.changes} changes, ${run.downgrades} downgrades\n`,
     );
     return 0;
   }
@@ -120,10 +184,53 @@ async function runLoyaltyCommand(args: LoyaltyArgs, deps: LoyaltyCliDeps, io: Cl
   return report.ok ? 0 : 1;
 }
 
+async function runRetention(
+  args: Extract<LoyaltyArgs, { command: 'retention' }>,
+  deps: LoyaltyCliDeps,
+  io: CliOutput,
+): Promise<number> {
+  if (deps.retention === undefined) throw new Error('retention needs the card retention service');
+  let evidence: RetentionEvidence;
+  try {
+    evidence =
+      args.action === 'apply' ? await deps.retention.apply(deps.actor ?? operator()) : await deps.retention.plan();
+  } catch (error) {
+    const code = (error as { code?: unknown }).code;
+    if (code !== 'RETENTION_NOT_CONFIGURED') throw error;
+    io.err(`loyalty: refused: ${code}: set CARD_RETENTION_DAYS (docs/data-protection.md)\n`);
+    return 1;
+  }
+  if (args.json) {
+    io.out(`${JSON.stringify(evidence)}\n`);
+    return 0;
+  }
+  const verb = evidence.mode === 'plan' ? 'would purge' : 'purged';
+  io.out(
+    `retention ${evidence.retentionDays} days (cards last used before ${evidence.cutoff}): ${verb} the PAN of ` +
+      `${evidence.purged} card(s)${evidence.keepFingerprints ? '' : `, ${evidence.fingerprintsDropped} fingerprint(s) dropped`}\n` +
+      `cards still holding a PAN: ${evidence.remainingWithPan}; oldest last use among them: ` +
+      `${evidence.oldestRemainingLastUsedAt ?? 'none'}\n` +
+      `cards ever purged: ${evidence.purgedTotal}${evidence.runKey === undefined ? '' : `; run ${evidence.runKey}`}\n`,
+  );
+  return 0;
+}
+
+/** The operator at this host, as the audit trail records a CLI run. */
+function operator(): Actor {
+  let user = 'unknown';
+  try {
+    user = os.userInfo().username;
+  } catch {
+    // no passwd entry (containers): keep 'unknown'
+  }
+  return { subject: process.env['KEYS_OPERATOR'] ?? user, origin: `cli:${os.hostname()}:${user}:pid${process.pid}` };
+}
+
 /** The command on the core opened from the configuration (after the command line has been checked). */
 async function runOnCore(args: LoyaltyArgs): Promise<number> {
   const io: CliOutput = { out: (t) => process.stdout.write(t), err: (t) => process.stderr.write(t) };
   const config = loadConfig(process.env, { verifiesTokens: false });
+  if (args.command === 'retention') return runRetentionOnCore(args, config, io);
   const core = await openCore(config, {
     database: {
       role: 'cli',
@@ -135,9 +242,35 @@ async function runOnCore(args: LoyaltyArgs): Promise<number> {
     const { knex } = core.database;
     return await runLoyaltyCommand(
       args,
-      { knex, ledger: createLoyaltyLedger({ knex, clock: core.clock, logger: core.logger }) },
+      { knex, ledger: createLoyaltyLedger({ knex, clock: core.clock, logger: core.logger, finance: config.loyalty }) },
       io,
     );
+  } finally {
+    await core.close();
+  }
+}
+
+/** Retention purges and audits: it opens the keyed core (the audit trail's chain key needs the master key). */
+async function runRetentionOnCore(args: LoyaltyArgs, config: Config, io: CliOutput): Promise<number> {
+  const core = await openKeyedCore(config, {
+    database: {
+      role: 'cli',
+      cli: { command: `loyalty retention`, notice: (line) => io.err(`loyalty: ${line}\n`) },
+    },
+    logger: cliLogger(config),
+    masterKey: await loadConfiguredMasterKey(config),
+  });
+  try {
+    const { knex } = core.database;
+    const { retention } = createCardsFeature({
+      knex,
+      keyRing: core.keyRing,
+      config: config.vault,
+      clock: core.clock,
+      lastPaymentUse: lastPaymentUseOfCards,
+    });
+    const ledger = createLoyaltyLedger({ knex, clock: core.clock, logger: core.logger });
+    return await runLoyaltyCommand(args, { knex, ledger, retention }, io);
   } finally {
     await core.close();
   }

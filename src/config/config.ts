@@ -19,7 +19,9 @@
  */
 import path from 'node:path';
 import type { JSONWebKeySet } from 'jose';
+import { parseLoyalty, type LoyaltyConfig } from './loyalty-config.js';
 import type { DispatcherOptions } from './dispatcher-options.js';
+import type { RetentionOptions } from './retention-options.js';
 import { KEY_SPECS, type KeyPurpose } from '../crypto/key-specs.js';
 
 export type NodeEnv = 'development' | 'test' | 'production';
@@ -141,6 +143,8 @@ export interface Config {
     /** Card lookups in flight at once; more share the next statement. */
     readonly lookupConcurrency: number;
     readonly createConcurrency: number;
+    /** PCI DSS 3.2.1: PAN ciphertext kept this long after a card's last use (docs/data-protection.md). */
+    readonly retention: RetentionOptions;
   };
   readonly webhooks: WebhooksConfig;
   readonly keys: {
@@ -160,10 +164,7 @@ export interface Config {
     /** Group commit: transactions in flight at once, each on its own connection. */
     readonly batchConcurrency: number;
   };
-  readonly loyalty: {
-    /** How often this process expires lots past their date; 0 turns the schedule off. */
-    readonly expiryIntervalMs: number;
-  };
+  readonly loyalty: LoyaltyConfig;
   readonly tls: TlsConfig;
   /** The dispatcher's own settings (documented on DispatcherOptions), and where it may deliver. */
   readonly events: DispatcherOptions & {
@@ -334,6 +335,7 @@ export function loadConfig(env: Env = process.env, options: LoadConfigOptions = 
       firstSightingsBurst: r.integer('CARD_FIRST_SIGHTINGS_BURST', 300, 1, 1_000_000),
       lookupConcurrency: r.integer('CARD_LOOKUP_CONCURRENCY', 4, 1, 64),
       createConcurrency: r.integer('CARD_CREATE_CONCURRENCY', 4, 1, 64),
+      retention: parseRetention(r),
     },
     webhooks: parseWebhooks(r, { production, embedded, dataDir }),
     keys: {
@@ -379,9 +381,7 @@ export function loadConfig(env: Env = process.env, options: LoadConfigOptions = 
       batchMax: r.integer('PAYMENT_BATCH_MAX', 32, 1, 1000),
       batchConcurrency: r.integer('PAYMENT_BATCH_CONCURRENCY', 1, 1, 64),
     },
-    loyalty: {
-      expiryIntervalMs: r.integer('LOYALTY_EXPIRY_INTERVAL_MS', 3_600_000, 0, 7 * 86_400_000),
-    },
+    loyalty: parseLoyalty(r),
     tls: parseTls(r, production),
     events: {
       dispatcherEnabled: r.boolean('EVENTS_DISPATCHER_ENABLED', true),
@@ -760,6 +760,12 @@ function parseAuth(
 
 const DURATION = /^(\d+)(s|m|h|d)?$/;
 const DURATION_UNIT_SECONDS = { s: 1, m: 60, h: 3_600, d: 86_400 } as const;
+
+function parseRetention(r: Reader): RetentionOptions {
+  const days = r.integer('CARD_RETENTION_DAYS', 0, 0, 36_500);
+  const intervalMs = r.integer('CARD_RETENTION_INTERVAL_MS', 3_600_000, 0, 7 * 86_400_000);
+  return { days, keepFingerprints: r.boolean('CARD_RETENTION_KEEP_FINGERPRINTS', true), intervalMs };
+}
 
 /** JWT_MAX_TOKEN_AGE: seconds, or a number with s/m/h/d; 0 turns the lifetime check off. Default 24 h. */
 function parseMaxTokenAge(r: Reader): number | undefined {

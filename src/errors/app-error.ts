@@ -33,6 +33,8 @@ export const ERROR_CATALOG = {
   CARD_HAS_NO_PAN: { title: 'The card has no card number to reveal' },
   REASON_INVALID: { title: 'The reason is not acceptable' },
   DETOKENISATION_DISABLED: { title: 'Detokenisation is disabled on this service' },
+  CARD_PAN_PURGED: { title: "The card's number was purged at the end of its retention period" },
+  RETENTION_NOT_CONFIGURED: { title: 'No card-data retention period is configured' },
   // key management (CLI)
   KEY_NOT_FOUND: { title: 'No such key version' },
   KEY_OPERATION_INVALID: { title: 'The key is not in a state that allows this operation' },
@@ -97,6 +99,10 @@ export const ERROR_CATALOG = {
   EXTERNAL_MEMBER_ID_TAKEN: { title: 'The external member id belongs to another shopper' },
   CAMPAIGN_DEFINITION_INVALID: { title: 'The campaign definition is not acceptable' },
   CAMPAIGN_EFFECTIVE_IN_PAST: { title: 'A campaign version cannot take effect before it is published' },
+  ADJUSTMENT_CAP_EXCEEDED: { title: "The operator's daily cap on granted points would be exceeded" },
+  ADJUSTMENT_INVALID: { title: 'The points adjustment is not acceptable' },
+  CLAIM_PAYMENT_EARNED: { title: 'The claimed payment has earned points already' },
+  TIER_POLICY_INVALID: { title: "The programme's tier policy is not acceptable" },
   // outbound events
   WEBHOOK_TARGET_REFUSED: { title: 'The webhook target URL is not accepted' },
   SUBSCRIPTION_EXISTS: { title: 'A subscription for this URL already exists' },

@@ -14,10 +14,12 @@ export const EVENT_TYPES = [
   'points.reversed',
   'points.redeemed',
   'points.expired',
+  'points.expiring',
   'shopper.created',
   'shopper.enrolled',
   'shopper.merged',
   'card.linked',
+  'tier.changed',
 ] as const;
 
 export type EventType = (typeof EVENT_TYPES)[number];

@@ -6,7 +6,8 @@
  * - `points.available`: points became spendable (earned on capture or auto-capture, a reversal or
  *   a redemption undone); a capture's pending points moving to available is one such event, with a
  *   negative `pendingDelta`;
- * - `points.reversed`: taken back (refund, chargeback, cancellation of pending points);
+ * - `points.reversed`: taken back (refund, chargeback, cancellation of pending points, an operator's
+ *   goodwill debit); an operator's goodwill grant or a granted missing-points claim is `points.available`;
  * - `points.pending`: earned but not yet spendable (an authorisation awaiting capture).
  *
  * The id comes from the operation's first entry's unique business key, so a change has one event
@@ -42,6 +43,9 @@ const TYPE_OF_KIND: Readonly<Record<string, EventType>> = {
   reversal: 'points.reversed',
   redemption: 'points.redeemed',
   expiry: 'points.expired',
+  goodwill_credit: 'points.available',
+  missing_points_credit: 'points.available',
+  goodwill_debit: 'points.reversed',
 };
 
 /** When an operation's entries map to several types, the first of these names the operation. */

@@ -19,6 +19,7 @@ export type IdPrefix =
   | 'pay'
   | 'evt'
   | 'red'
+  | 'adj'
   | 'aud'
   | 'req'
   | 'lot'

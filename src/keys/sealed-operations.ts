@@ -28,6 +28,7 @@ export const OPERATIONS_SERVED_SEALED: ReadonlySet<string> = new Set([
   'submitUnsealShare',
   'sealVault',
   'getShopperBalance',
+  'getShopperTier',
   'listShopperLedger',
   'listShopperPurchases',
   'getProgramme',

@@ -16,6 +16,8 @@ export type CampaignBooking = CampaignOutcome & EarningTargets;
 export interface PaymentPlace {
   readonly channel: string | null;
   readonly storeId: string | null;
+  /** The shopper's tier pinned at authorisation (tiers.ts; absent or null: none). */
+  readonly shopperTier?: string | null;
 }
 
 export function campaignBookings(
@@ -33,6 +35,7 @@ export function campaignBookings(
     channel: place.channel,
     storeId: place.storeId,
     basePoints: pointsFor(payment.authorisedAmount, currency, place.channel, rules),
+    shopperTier: place.shopperTier ?? null,
   });
   const autoCapture = place.channel !== null && rules.autoCaptureChannels.includes(place.channel);
   return outcomes.map((o) => ({ ...o, ...(o.bonus > 0 ? bonusTargets(payment, autoCapture, o.bonus) : NO_EARNING) }));

@@ -75,6 +75,8 @@ export interface AuthorisationFacts {
   readonly storeId: string | null;
   /** The base points of the authorised amount (what a multiplier multiplies). */
   readonly basePoints: number;
+  /** The shopper's tier at authorisation, as pinned on the lot (null: the programme had no tiers). */
+  readonly shopperTier: string | null;
 }
 
 export type ConditionName = 'period' | 'channel' | 'store' | 'currency' | 'amount' | 'day_of_week' | 'time_of_day';

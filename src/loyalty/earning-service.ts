@@ -16,6 +16,7 @@ import type { CampaignService } from './campaign-service.js';
 import { allCampaignVersions, campaignVersionsFromJson } from './campaign-store.js';
 import { earningTargets, NO_EARNING, type EarningTargets } from './earning.js';
 import { LedgerBook, type EntryKind, type EntryRefs, type LotRow } from './ledger-book.js';
+import { claimEarningKeys } from './adjustment-store.js';
 import { lotShoppers, lotsOfPayments, survivorsAndProgrammeJson } from './ledger-store.js';
 import {
   expiryOf,
@@ -26,14 +27,27 @@ import {
 } from './programme.js';
 import type { ProgrammeService } from './programme-service.js';
 import { programmeVersions } from './programme-store.js';
+import type { TierService, TouchedPayment } from './tier-service.js';
 
 type ShopperEvent = PaymentTransitionEvent & { shopperRef: string };
+
+/** A payment's first booking, waiting for its earning key. */
+interface FreshLot {
+  readonly event: ShopperEvent;
+  readonly book: LedgerBook;
+  readonly programme: ProgrammeVersion;
+  readonly pinned: CampaignVersion[];
+  readonly rules: ProgrammeRules;
+  /** The shopper's tier at the payment's authorisation, pinned on the lot. */
+  readonly tier: LotRow['tier'];
+}
 
 export class EarningService {
   constructor(
     private readonly programme: ProgrammeService,
     private readonly campaigns: CampaignService,
     private readonly now: () => Date,
+    private readonly tiers: TierService,
   ) {}
 
   /**
@@ -70,10 +84,13 @@ export class EarningService {
     );
     let versions = context === undefined ? undefined : programmeVersionsFromJson(context.programme);
     let campaigns = context === undefined ? undefined : campaignVersionsFromJson(context.campaigns);
+    const fresh: FreshLot[] = [];
+    const tierAt = this.tiers.pinner(trx, [...books.keys()]); // a new lot's tier at its authorisation
+    const touched: TouchedPayment[] = [];
     for (const event of events) {
       const book = books.get(shopperOf(event)) as LedgerBook;
       const locked = lots.get(event.paymentId);
-      let lot = locked === undefined ? undefined : book.adoptLot(locked);
+      const lot = locked === undefined ? undefined : book.adoptLot(locked);
       if (lot !== undefined && lot.shopper_ref !== book.shopperRef) {
         throw new Error('a lot moved to another shopper between its read and its lock; the delivery is retried');
       }
@@ -88,18 +105,46 @@ export class EarningService {
         rules = programme.rules;
         // The campaign versions in force at authorisation are pinned on the lot, as the programme's is.
         pinned = campaignsInForce(campaigns, authorisedAt);
-        const bookings = campaignBookings(pinned, event.after, event, rules);
-        if (sameTargets(earningTargets(event.after, event.channel, rules), NO_EARNING) && nothing(bookings)) continue;
+        const tier = await tierAt(book.shopperRef, rules, authorisedAt);
+        const bookings = campaignBookings(pinned, event.after, { ...event, shopperTier: tier?.name ?? null }, rules);
+        const base = earningTargets(event.after, event.channel, rules, tier?.multiplier);
+        if (sameTargets(base, NO_EARNING) && nothing(bookings)) continue;
         pinned.forEach((v) => this.campaigns.remember(v));
-        lot = book.newLot(event.paymentId, programme.version, pinned.length === 0 ? null : []);
+        // Booked once the payment holds its earning key (below): a granted claim may hold it.
+        fresh.push({ event, book, programme, pinned, rules, tier });
+        continue;
       } else {
         rules = await this.programme.rules(trx, lot.rule_version);
         pinned = (lot.campaigns ?? []).map((c) => this.campaigns.cached(c.campaignId, c.version));
       }
-      const bookings = campaignBookings(pinned, event.after, event, rules);
-      await bookTargets(book, lot, earningTargets(event.after, event.channel, rules), bookings, rules);
+      const bookings = campaignBookings(pinned, event.after, { ...event, shopperTier: lot.tier?.name ?? null }, rules);
+      const base = earningTargets(event.after, event.channel, rules, lot.tier?.multiplier);
+      await bookTargets(book, lot, base, bookings, rules);
+      touched.push({ lot, after: event.after, autoCapture: rules.autoCaptureChannels.includes(event.channel ?? '') });
+    }
+    // A payment's first lot claims its earning key (provider + payment id) in one statement for the
+    // batch; one whose key a missing-points claim holds earns nothing (claims.ts).
+    const won = await claimEarningKeys(
+      trx,
+      fresh.map((f) => ({ provider: f.event.provider, paymentRef: f.event.externalId, paymentId: f.event.paymentId })),
+      now,
+    );
+    for (const { event, book, programme, pinned, rules, tier } of fresh) {
+      if (!won.has(event.paymentId)) continue;
+      const lot = book.newLot(event.paymentId, programme.version, pinned.length === 0 ? null : [], tier);
+      const bookings = campaignBookings(pinned, event.after, { ...event, shopperTier: tier?.name ?? null }, rules);
+      await bookTargets(
+        book,
+        lot,
+        earningTargets(event.after, event.channel, rules, tier?.multiplier),
+        bookings,
+        rules,
+      );
+      touched.push({ lot, after: event.after, autoCapture: rules.autoCaptureChannels.includes(event.channel ?? '') });
     }
     await LedgerBook.flushAll(trx, [...books.values()]);
+    // Qualifying spend and the shoppers' tiers, once the lots are written (their figures join them).
+    await this.tiers.afterBookings(trx, touched, now);
   };
 }
 
@@ -115,7 +160,7 @@ async function bookTargets(
   bookings: readonly CampaignBooking[],
   rules: ProgrammeRules,
 ): Promise<void> {
-  const refs: EntryRefs = { paymentId: lot.payment_id, ruleVersion: lot.rule_version };
+  const refs: EntryRefs = { paymentId: lot.payment_id as string, ruleVersion: lot.rule_version };
   const previous = lot.campaigns ?? [];
   const bonus = bookedTotal(previous);
   const previousBase: EarningTargets = {

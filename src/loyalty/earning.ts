@@ -18,7 +18,13 @@ export interface EarningTargets {
 
 export const NO_EARNING: EarningTargets = { pending: 0, earn: 0, reversal: 0 };
 
-export function earningTargets(payment: PaymentFigures, channel: string | null, rules: ProgrammeRules): EarningTargets {
+export function earningTargets(
+  payment: PaymentFigures,
+  channel: string | null,
+  rules: ProgrammeRules,
+  /** The tier multiplier pinned on the payment's lot (1: none). */
+  tierMultiplier = 1,
+): EarningTargets {
   const currency = payment.currency;
   if (currency === null) return NO_EARNING;
   const autoCapture = channel !== null && rules.autoCaptureChannels.includes(channel);
@@ -28,14 +34,14 @@ export function earningTargets(payment: PaymentFigures, channel: string | null, 
     case 'cancelled':
       return NO_EARNING;
     case 'authorised': {
-      const points = pointsFor(payment.authorisedAmount, currency, channel, rules);
+      const points = pointsFor(payment.authorisedAmount, currency, channel, rules, tierMultiplier);
       return autoCapture ? { pending: 0, earn: points, reversal: 0 } : { pending: points, earn: 0, reversal: 0 };
     }
     case 'captured':
     case 'partially_refunded':
     case 'refunded':
     case 'charged_back': {
-      const earn = pointsFor(payment.capturedAmount, currency, channel, rules);
+      const earn = pointsFor(payment.capturedAmount, currency, channel, rules, tierMultiplier);
       const takenBack = payment.refundedAmount + payment.chargedBackAmount;
       return { pending: 0, earn, reversal: proportion(earn, takenBack, payment.capturedAmount) };
     }

@@ -90,11 +90,32 @@ export class LedgerBook {
     return this.account.shopper_ref;
   }
 
-  newLot(paymentId: string, ruleVersion: number, campaigns: LotRow['campaigns'] = null): LotRow {
+  newLot(
+    paymentId: string,
+    ruleVersion: number,
+    campaigns: LotRow['campaigns'] = null,
+    tier: LotRow['tier'] = null,
+  ): LotRow {
+    return this.addLot(paymentId, null, ruleVersion, campaigns, tier);
+  }
+
+  /** The lot of an adjustment (goodwill points, a granted missing-points claim). */
+  newAdjustmentLot(adjustmentId: string, ruleVersion: number): LotRow {
+    return this.addLot(null, adjustmentId, ruleVersion, null, null);
+  }
+
+  private addLot(
+    paymentId: string | null,
+    adjustmentId: string | null,
+    ruleVersion: number,
+    campaigns: LotRow['campaigns'],
+    tier: LotRow['tier'],
+  ): LotRow {
     const lot: LotRow = {
       id: newId('lot'),
       shopper_ref: this.shopperRef,
       payment_id: paymentId,
+      adjustment_id: adjustmentId,
       rule_version: ruleVersion,
       pending: 0,
       earn_target: 0,
@@ -110,6 +131,7 @@ export class LedgerBook {
       created_at: this.now,
       updated_at: this.now,
       campaigns,
+      tier: tier ?? null,
     };
     this.lots.set(lot.id, lot);
     this.newLots.add(lot.id);
@@ -238,7 +260,7 @@ export class LedgerBook {
       { available: -points, lot, lotDelta: -points },
       `lot:${lot.id}:expired:${lot.expired}`,
       {
-        paymentId: lot.payment_id,
+        ...(lot.payment_id === null ? {} : { paymentId: lot.payment_id }),
         ruleVersion: lot.rule_version,
       },
     );

@@ -8,11 +8,15 @@
  *   exactly what its targets say;
  * - every lot's write-offs equal its write-off entries;
  * - every entry belongs to an account, and an account merged away holds no points and no lots;
- * - no redemption drew more or less than its points.
+ * - no redemption drew more or less than its points;
+ * - finance (ledger-check-finance.ts): the liability report equals the projections, operators' daily
+ *   grant totals equal their adjustments, every adjustment moved exactly its points, and a payment
+ *   and a missing-points claim never both earned.
  * Each is one aggregate query (ledger-check-store.ts), so the check scales with the tables, not with
  * round trips.
  */
 import type { Knex } from 'knex';
+import { financeViolations } from './ledger-check-finance.js';
 import { countRows, runLedgerChecks, type CheckRow } from './ledger-check-store.js';
 
 export interface Violation {
@@ -37,6 +41,7 @@ export async function checkLedger(knex: Knex): Promise<CheckReport> {
       violations.push({ check: check.name, subject: String(subject), detail: numeric(detail) });
     }
   }
+  for (const v of await financeViolations(knex)) violations.push({ ...v, detail: numeric(v.detail) });
   return {
     ok: violations.length === 0,
     accounts: await countRows(knex, 'loyalty_accounts'),

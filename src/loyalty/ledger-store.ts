@@ -12,6 +12,7 @@ import { partOf, writeInFewStatements } from '../db/write-together.js';
 import type { OutboundEvent } from '../events/event-types.js';
 import { outboxPart } from '../events/outbox-store.js';
 import type { CampaignBooking } from './campaign-earning.js';
+import type { PinnedTier } from './tiers.js';
 
 type Db = Knex | Knex.Transaction;
 
@@ -29,7 +30,10 @@ export type EntryKind =
   | 'redemption_reversed'
   | 'expiry'
   | 'merge_in'
-  | 'merge_out';
+  | 'merge_out'
+  | 'goodwill_credit'
+  | 'goodwill_debit'
+  | 'missing_points_credit';
 
 export interface AccountRow {
   shopper_ref: string;
@@ -49,7 +53,9 @@ export interface AccountRow {
 export interface LotRow {
   id: string;
   shopper_ref: string;
-  payment_id: string;
+  /** The payment that earned it; null for an adjustment's lot (goodwill, a granted claim). */
+  payment_id: string | null;
+  adjustment_id: string | null;
   rule_version: number;
   pending: number;
   earn_target: number;
@@ -66,6 +72,8 @@ export interface LotRow {
   updated_at: Date;
   /** The campaign versions in force at authorisation and what each was last booked to (null: none). */
   campaigns: CampaignBooking[] | null;
+  /** The shopper's tier at authorisation and its multiplier (null: the programme had no tiers). */
+  tier?: PinnedTier | null;
 }
 
 /** What an entry refers to, besides its lot. */
@@ -189,16 +197,18 @@ export async function writeLedger(
   ]);
 }
 
-/** A lot as its row is written: the campaigns as JSON text (a bound array would be a SQL array). */
-function lotToStore(lot: LotRow): Omit<LotRow, 'campaigns'> & { campaigns: string | null } {
-  const raw = lot.campaigns as unknown;
-  return { ...lot, campaigns: raw === null || typeof raw === 'string' ? raw : JSON.stringify(raw) };
+/** A lot as its row is written: the JSON columns as text (a bound array would be a SQL array). */
+function lotToStore(
+  lot: LotRow,
+): Omit<LotRow, 'campaigns' | 'tier'> & { campaigns: string | null; tier: string | null } {
+  const text = (v: unknown): string | null => (v === null || typeof v === 'string' ? v : JSON.stringify(v));
+  return { ...lot, campaigns: text(lot.campaigns), tier: text(lot.tier ?? null) };
 }
 
-/** A lot as read: the campaigns parsed, whatever the driver gave for the JSON column. */
+/** A lot as read: the JSON columns parsed, whatever the driver gave for them. */
 function lotFromStore(row: LotRow): LotRow {
-  const raw = row.campaigns as unknown;
-  return typeof raw === 'string' ? { ...row, campaigns: JSON.parse(raw) as CampaignBooking[] } : row;
+  const parsed = <T>(v: unknown): T => (typeof v === 'string' ? JSON.parse(v) : v) as T;
+  return { ...row, campaigns: parsed(row.campaigns), tier: parsed(row.tier ?? null) };
 }
 
 /** The shopper each of these payments' lots belongs to (payments without a lot are absent). */
@@ -215,7 +225,7 @@ export async function lotShoppers(trx: Knex.Transaction, paymentIds: readonly st
 export async function lotsOfPayments(trx: Db, paymentIds: readonly string[]): Promise<Map<string, LotRow>> {
   if (paymentIds.length === 0) return new Map();
   const rows = ((await trx('loyalty_lots').whereIn('payment_id', paymentIds)) as LotRow[]).map(lotFromStore);
-  return new Map(rows.map((l) => [l.payment_id, l]));
+  return new Map(rows.map((l) => [l.payment_id as string, l]));
 }
 
 export async function lotsByIds(trx: Knex.Transaction, ids: readonly string[]): Promise<Map<string, LotRow>> {

@@ -15,6 +15,8 @@ import type { Metrics } from '../metrics/metrics.js';
 import type { PaymentTransitionListener } from '../payments/payment-service.js';
 import { NO_SCHEDULE, repeatEvery, type Schedule } from '../scheduling/repeat.js';
 import { campaignHandlers } from './campaign-handlers.js';
+import { financeHandlers } from './finance-handlers.js';
+import type { FinanceOptions } from './finance-options.js';
 import { loyaltyHandlers, purchaseEarnings, reachableShopper } from './loyalty-handlers.js';
 import { LoyaltyService } from './loyalty-service.js';
 import { MemberService, type ShopperPayments } from './member-service.js';
@@ -26,8 +28,10 @@ export interface LoyaltyFeatureDeps {
   readonly vault: VaultService;
   /** How a merge moves the absorbed shopper's payments (the payments feature provides it). */
   readonly payments: ShopperPayments;
-  /** In-process expiry interval; 0 turns the schedule off. */
+  /** In-process expiry interval (expiry, then expiry notices); 0 turns the schedule off. */
   readonly expiryIntervalMs: number;
+  /** Expiry notice windows, point values, the goodwill cap; defaults when absent. */
+  readonly finance?: FinanceOptions;
   readonly clock: Clock;
   readonly logger: Logger;
   readonly metrics: Metrics;
@@ -62,14 +66,21 @@ export function createLoyaltyFeature(deps: LoyaltyFeatureDeps): LoyaltyFeature {
     loyalty,
     members,
     shoppers,
-    handlers: { ...loyaltyHandlers({ loyalty, members, shoppers }), ...campaignHandlers(loyalty.campaigns) },
+    handlers: {
+      ...loyaltyHandlers({ loyalty, members, shoppers }),
+      ...campaignHandlers(loyalty.campaigns),
+      ...financeHandlers(loyalty, (req) => reachableShopper(shoppers, req)),
+    },
     paymentListener: loyalty.onPaymentTransitions,
     reachableShopperRefs: async (req) => {
       const ref = await reachableShopper(shoppers, req);
       return [ref, ...(await shoppers.mergedInto(ref))];
     },
     purchaseEarnings: purchaseEarnings(loyalty),
-    schedules: [scheduleExpiry(loyalty, deps.expiryIntervalMs, logger, deps.metrics)],
+    schedules: [
+      scheduleExpiry(loyalty, deps.expiryIntervalMs, logger, deps.metrics),
+      scheduleTierReviews(loyalty, deps.expiryIntervalMs, logger),
+    ],
   };
 }
 
@@ -77,13 +88,36 @@ export function createLoyaltyFeature(deps: LoyaltyFeatureDeps): LoyaltyFeature {
  * The points ledger's use cases (earning, redemption, expiry) on the core's clock: what the loyalty
  * CLI runs, without the members and handlers (it needs no master key).
  */
-export function createLoyaltyLedger(deps: Pick<LoyaltyFeatureDeps, 'knex' | 'clock' | 'logger'>): LoyaltyService {
+export function createLoyaltyLedger(
+  deps: Pick<LoyaltyFeatureDeps, 'knex' | 'clock' | 'logger' | 'finance'>,
+): LoyaltyService {
   const { logger } = deps;
   return new LoyaltyService(deps.knex, {
     now: deps.clock,
+    ...(deps.finance === undefined ? {} : { finance: deps.finance }),
     onExpiryError: (shopperRef, error) =>
       logger.error({ err: error, shopperRef }, 'expiring a shopper failed; skipped'),
+    onTierReviewError: (shopperRef, error) =>
+      logger.error({ err: error, shopperRef }, "reviewing a shopper's tier failed; skipped"),
   });
+}
+
+/**
+ * The period-end tier reviews, on the expiry schedule's interval (off when it is 0). Safe on any
+ * number of instances: a shopper's review takes its account lock (SKIP LOCKED) and re-reads its tier
+ * under it, and each change is numbered per shopper, so a review is made, and its `tier.changed`
+ * sent, once.
+ */
+function scheduleTierReviews(loyalty: LoyaltyService, intervalMs: number, logger: Logger): Schedule {
+  if (intervalMs === 0) return NO_SCHEDULE;
+  return repeatEvery(intervalMs, Math.floor(Math.random() * intervalMs), () =>
+    loyalty.tiers
+      .reviewDue()
+      .then((result) => {
+        if (result.changes > 0) logger.info({ ...result }, 'loyalty tiers reviewed');
+      })
+      .catch((error: unknown) => logger.error({ err: error }, 'loyalty tier review failed')),
+  );
 }
 
 /**
@@ -102,6 +136,12 @@ function scheduleExpiry(loyalty: LoyaltyService, intervalMs: number, logger: Log
         expired({}, result.points);
         if (result.lots > 0) logger.info({ ...result }, 'loyalty points expired');
       })
-      .catch((error: unknown) => logger.error({ err: error }, 'loyalty expiry run failed')),
+      .catch((error: unknown) => logger.error({ err: error }, 'loyalty expiry run failed'))
+      // Notices after expiry, on the same schedule: exactly once per lot and window on any instance.
+      .then(() => loyalty.notices.sendDue())
+      .then((run) => {
+        if (run.notices > 0) logger.info({ ...run }, 'loyalty expiry notices sent');
+      })
+      .catch((error: unknown) => logger.error({ err: error }, 'loyalty expiry notice run failed')),
   );
 }

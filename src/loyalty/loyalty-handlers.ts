@@ -14,6 +14,7 @@ import type { LoyaltyService } from './loyalty-service.js';
 import type { MemberService, Membership } from './member-service.js';
 import { DEFAULT_RULES, type ProgrammeVersion } from './programme.js';
 import type { ShopperService } from './shopper-service.js';
+import type { ShopperTier } from './tier-service.js';
 import { ADMIN_SCOPE } from '../shoppers/shopper-access.js';
 
 export interface LoyaltyHandlerDeps {
@@ -47,6 +48,11 @@ export function loyaltyHandlers({ loyalty, members, shoppers }: LoyaltyHandlerDe
     async getShopperBalance(req, res) {
       const ref = await shopper(req);
       res.json(await loyalty.balance(ref));
+    },
+
+    async getShopperTier(req, res) {
+      const ref = await shopper(req);
+      res.json(tierJson(await loyalty.tiers.progress(ref)));
     },
 
     async listShopperLedger(req, res) {
@@ -128,6 +134,27 @@ function programmeJson(p: ProgrammeVersion): Schemas['Programme'] {
   };
 }
 
+function tierJson(t: ShopperTier): Schemas['ShopperTier'] {
+  const base = {
+    shopperReference: t.shopperReference,
+    programmeVersion: t.programmeVersion,
+    asOf: t.asOf.toISOString(),
+  };
+  const { policy, progress } = t;
+  if (policy === undefined || progress === undefined) return base;
+  return {
+    ...base,
+    tier: progress.tier,
+    multiplier: progress.multiplier,
+    measure: policy.measure,
+    ...(policy.currency === undefined ? {} : { currency: policy.currency }),
+    qualifyingFigure: progress.figure,
+    window: { from: progress.window.from.toISOString(), to: progress.window.to.toISOString() },
+    ...(progress.next === undefined ? {} : { nextTier: progress.next }),
+    ...(progress.heldUntil === null ? {} : { heldUntil: progress.heldUntil.toISOString() }),
+  };
+}
+
 function membershipJson(m: Membership): Schemas['Membership'] {
   return {
     shopperReference: m.shopperReference,
@@ -154,6 +181,9 @@ function earningJson(lot: PaymentLot): Schemas['PurchaseEarning'] {
     pending: lot.pending,
     earned: lot.earn_target,
     reversed: lot.reversal_target,
+    ...(lot.tier === undefined || lot.tier === null
+      ? {}
+      : { tier: { name: lot.tier.name, multiplier: lot.tier.multiplier } }),
     campaigns: (lot.campaigns ?? []).map((c) => ({
       campaignId: c.campaignId,
       version: c.version,

@@ -11,7 +11,12 @@ import { ExpiryService, type ExpiryRun } from './expiry-service.js';
 import type { StoredResponse } from './idempotency.js';
 import type { Balance } from './balance.js';
 import { balanceOf, listLedger, paymentLots, type LedgerPage, type PaymentLot } from './ledger-queries.js';
+import { AdjustmentService } from './adjustment-service.js';
+import { ExpiryNoticeService } from './expiry-notice-service.js';
+import { DEFAULT_FINANCE, type FinanceOptions } from './finance-options.js';
+import { LiabilityService } from './liability-service.js';
 import { ProgrammeService } from './programme-service.js';
+import { TierService } from './tier-service.js';
 import { RedemptionService, type RedemptionRequest, type RedemptionResult } from './redemption-service.js';
 
 export type { ExpiryRun } from './expiry-service.js';
@@ -29,16 +34,24 @@ export interface LoyaltyOptions {
   readonly idempotencyRetentionDays?: number;
   /** Told about a shopper the expiry run had to skip because expiring it failed. */
   readonly onExpiryError?: (shopperRef: string, error: unknown) => void;
+  /** Told about a shopper the tier review had to skip because reviewing it failed. */
+  readonly onTierReviewError?: (shopperRef: string, error: unknown) => void;
   /** The programme (its rules cache is shared); built here when absent. */
   readonly programme?: ProgrammeService;
+  /** Expiry notice windows, point values, the goodwill cap (finance-options.ts); defaults when absent. */
+  readonly finance?: FinanceOptions;
 }
 
 export class LoyaltyService {
   readonly programme: ProgrammeService;
   readonly campaigns: CampaignService;
   readonly earning: EarningService;
+  readonly tiers: TierService;
   readonly redemptions: RedemptionService;
   readonly expiry: ExpiryService;
+  readonly notices: ExpiryNoticeService;
+  readonly liability: LiabilityService;
+  readonly adjustments: AdjustmentService;
   /** The payment transition listener (earning). */
   readonly onPaymentTransitions: EarningService['onPaymentTransitions'];
 
@@ -49,7 +62,8 @@ export class LoyaltyService {
     const now = options.now ?? (() => new Date());
     this.programme = options.programme ?? new ProgrammeService(knex, now);
     this.campaigns = new CampaignService(knex, now, options.idempotencyRetentionDays);
-    this.earning = new EarningService(this.programme, this.campaigns, now);
+    this.tiers = new TierService(knex, now, options.onTierReviewError);
+    this.earning = new EarningService(this.programme, this.campaigns, now, this.tiers);
     this.redemptions = new RedemptionService(knex, {
       now,
       ...(options.idempotencyRetentionDays === undefined
@@ -59,6 +73,16 @@ export class LoyaltyService {
     this.expiry = new ExpiryService(knex, {
       now,
       ...(options.onExpiryError === undefined ? {} : { onExpiryError: options.onExpiryError }),
+    });
+    const finance = options.finance ?? DEFAULT_FINANCE;
+    this.notices = new ExpiryNoticeService(knex, { now, noticeDays: finance.expiryNoticeDays });
+    this.liability = new LiabilityService(knex, { now, pointValues: finance.pointValues });
+    this.adjustments = new AdjustmentService(knex, {
+      now,
+      dailyCap: finance.goodwillDailyCap,
+      ...(options.idempotencyRetentionDays === undefined
+        ? {}
+        : { idempotencyRetentionDays: options.idempotencyRetentionDays }),
     });
     this.onPaymentTransitions = this.earning.onPaymentTransitions;
     this.now = now;

@@ -7,6 +7,7 @@ import type { Knex } from 'knex';
 import { appendAuditEvent, canonicalJson } from '../audit/audit-log.js';
 import { toVersion, type ProgrammeRules, type ProgrammeVersion, type VersionRow } from './programme.js';
 import { currentProgramme, insertVersion, lockLatestVersion, programmeVersion } from './programme-store.js';
+import { checkTierPolicy } from './tier-policy.js';
 
 export class ProgrammeService {
   private readonly rulesByVersion = new Map<number, ProgrammeRules>();
@@ -37,6 +38,7 @@ export class ProgrammeService {
    */
   async publish(rules: ProgrammeRules, actor: { subject: string; origin: string }): Promise<ProgrammeVersion> {
     const now = this.now();
+    if (rules.tiers !== undefined) checkTierPolicy(rules.tiers);
     return this.knex.transaction(async (trx) => {
       const latest = await lockLatestVersion(trx);
       // Effective no earlier than the previous version, so "the version in force at t" is monotonic.

@@ -7,6 +7,7 @@
  * version, so a rule change never rewrites what was already earned and the arrival order of a
  * payment's events cannot change its points.
  */
+import type { TierPolicy } from './tiers.js';
 
 export interface ProgrammeRules {
   /** Points per whole currency unit, for any currency without its own rate. */
@@ -21,6 +22,8 @@ export interface ProgrammeRules {
   readonly pointsLifetimeMonths: number;
   /** How far below zero a balance may go (default 0: never). */
   readonly negativeBalanceAllowance: number;
+  /** Status levels and their multipliers (absent: no tiers); see tiers.ts. */
+  readonly tiers?: TierPolicy;
 }
 
 /** What `PUT /v1/programme` fills in for a field it is not given (the first version's rules). */
@@ -72,14 +75,17 @@ export function pointsFor(
   currency: string,
   channel: string | null,
   rules: ProgrammeRules,
+  /** The shopper's tier multiplier pinned at authorisation (tiers.ts). */
+  tierMultiplier = 1,
 ): number {
   if (amountMinor <= 0) return 0;
   if (amountMinor < (rules.minimumAmount[currency] ?? 0)) return 0;
   const wholeUnits = Math.floor(amountMinor / 10 ** currencyExponent(currency));
   const rate = rules.currencyPointsPerUnit[currency] ?? rules.pointsPerUnit;
-  const multiplier = channel === null ? 1 : (rules.channelMultipliers[channel] ?? 1);
+  const multiplier = (channel === null ? 1 : (rules.channelMultipliers[channel] ?? 1)) * tierMultiplier;
   // Rates are decimals (0.01 point per yen): scale to integers before flooring, so 0.1 × 30 is 3.
-  return Math.floor(Math.round(wholeUnits * rate * multiplier * 1e6) / 1e6);
+  // A tier multiplier (≤ 10) could pass the per-payment bound: the bound holds whatever it is.
+  return Math.min(MAX_POINTS_PER_PAYMENT, Math.floor(Math.round(wholeUnits * rate * multiplier * 1e6) / 1e6));
 }
 
 /** Lot expiry: availability plus the lifetime, on the same day of the month (clamped to its end). */

@@ -60,6 +60,8 @@ export function planEvent(
           : {
               ...transition,
               paymentId: payment.id,
+              provider: payment.provider,
+              externalId: payment.external_id,
               shopperRef: update.shopper_ref,
               cardToken: update.card_token,
               channel,

@@ -87,3 +87,20 @@ export async function inboxHoldsEventKey(knex: Knex, provider: Provider, eventKe
     { id: string } | undefined;
   return row !== undefined;
 }
+
+/**
+ * When each of these cards was last used by a payment (its latest change), for card-data retention
+ * (src/cards/retention-service.ts, wired by the composition root); a card without payments is absent.
+ */
+export async function lastPaymentUseOfCards(
+  db: Knex | Knex.Transaction,
+  tokens: readonly string[],
+): Promise<Map<string, Date>> {
+  if (tokens.length === 0) return new Map();
+  const rows = (await db('payments')
+    .whereIn('card_token', tokens)
+    .groupBy('card_token')
+    .select('card_token')
+    .max('updated_at as last_used')) as { card_token: string; last_used: Date | string }[];
+  return new Map(rows.map((r) => [r.card_token, new Date(r.last_used)]));
+}

@@ -12,6 +12,9 @@ export type InboxState = 'applied' | 'parked' | 'failed' | 'ignored' | 'rejected
 /** Handed to listeners inside the transaction that made the change: their writes commit with it. */
 export interface PaymentTransitionEvent extends PaymentTransition {
   readonly paymentId: string;
+  /** The gateway and its id for the payment (what a missing-points claim names). */
+  readonly provider: string;
+  readonly externalId: string;
   readonly shopperRef: string | null;
   readonly cardToken: string | null;
   readonly channel: string | null;

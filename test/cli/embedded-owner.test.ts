@@ -91,6 +91,15 @@ describe('the embedded store has one owner: CLIs beside a running service', func
       expect(run.stderr).to.contain('working through its socket');
     }
 
+    // Retention opens the master key too (its run is audited): through the socket, its evidence printed.
+    const retention = await runNodeCli('src/cli/loyalty.ts', ['retention', '--apply', '--json'], {
+      ...env,
+      CARD_RETENTION_DAYS: '365',
+    });
+    expect(retention.code, retention.stderr).to.equal(0);
+    expect(retention.stderr).to.contain('working through its socket');
+    expect(JSON.parse(retention.stdout)).to.include({ mode: 'manual', ran: true, purged: 0, retentionDays: 365 });
+
     const usage = await keys('list', '--bogus');
     expect(usage.code).to.equal(2);
     expect(usage.stderr).to.contain("Unknown option '--bogus'");

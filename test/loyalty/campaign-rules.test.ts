@@ -30,6 +30,7 @@ const facts = (over: Partial<AuthorisationFacts> = {}): AuthorisationFacts => ({
   channel: 'in_store',
   storeId: 'store-a',
   basePoints: 50,
+  shopperTier: null,
   ...over,
 });
 
