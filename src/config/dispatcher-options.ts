@@ -2,8 +2,17 @@
 export interface DispatcherOptions {
   /** Wait between polls when nothing was due. */
   readonly pollIntervalMs: number;
-  /** Deliveries claimed (and sent concurrently) per round. */
+  /**
+   * Delivery slots of an instance: deliveries in flight at once. A slot that frees is refilled at
+   * once (no batch barrier); `runOnce` claims up to this many.
+   */
   readonly batchSize: number;
+  /** Deliveries of one subscription in flight at once, across instances (leases in the database). */
+  readonly maxInFlightPerSubscription: number;
+  /** Consecutive timed-out attempts of a subscription that open its circuit breaker. */
+  readonly breakerThreshold: number;
+  /** How long an open breaker holds a subscription's deliveries before one probe is let through. */
+  readonly breakerCooldownMs: number;
   /** Attempts before a delivery is dead-lettered. */
   readonly maxAttempts: number;
   readonly backoffBaseMs: number;

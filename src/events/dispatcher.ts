@@ -23,12 +23,22 @@
  *   subscription. Every attempt is recorded: outcome, status, latency, and an error written by us.
  * - Before every attempt the target is checked again (DNS can change) and the connection is pinned
  *   to the checked address.
+ * - Isolation (issue 24): a subscriber that accepts connections and never answers must not slow the
+ *   others. An instance has `batchSize` delivery slots; a slot that frees is refilled at once (a
+ *   claim for the free slots), never waiting for the rest of a batch. A subscription has at most
+ *   `maxInFlightPerSubscription` deliveries leased at once, counted over every instance's live
+ *   leases in the database, so a stalled one holds no more slots than that. Its circuit breaker,
+ *   in the database and so shared by every instance, opens after `breakerThreshold` consecutive
+ *   timeouts: nothing of it is claimed for `breakerCooldownMs` (no attempt is used up, nothing is
+ *   dead-lettered for it); then it is half-open, one delivery at a time (the probe): an answer of any
+ *   status closes it, another timeout opens it again.
  */
 import type { Knex } from 'knex';
 import type { DispatcherOptions } from '../config/dispatcher-options.js';
 import type { KeyRing } from '../keys/key-ring.js';
 import {
   claimDue,
+  type BreakerChange,
   dbTime,
   holdsLease,
   recordAttempt,
@@ -59,6 +69,8 @@ export interface DispatcherDeps {
   /** In [0, 1): the jitter. */
   readonly random?: () => number;
   readonly onAttempt?: (outcome: DeliveryOutcome, dead: boolean, latencyMs: number) => void;
+  /** A subscription's breaker opened (or opened again) or closed after an attempt of this instance. */
+  readonly onBreaker?: (change: Exclude<BreakerChange, undefined>, subscriptionId: string) => void;
   readonly onError?: (error: unknown) => void;
 }
 
@@ -77,8 +89,13 @@ export class EventDispatcher {
   private readonly random: () => number;
   private readonly clockOffsetMs: () => number;
   private timer: NodeJS.Timeout | undefined;
-  private running: Promise<unknown> | undefined;
   private stopped = true;
+  /** The claim in progress, if any (one at a time). */
+  private claiming: Promise<void> | undefined;
+  /** A slot freed while a claim was in progress: claim again when it ends. */
+  private claimAgain = false;
+  /** The deliveries in flight, one per busy slot. */
+  private readonly inFlight = new Set<Promise<void>>();
 
   constructor(private readonly deps: DispatcherDeps) {
     this.knex = deps.knex;
@@ -88,39 +105,80 @@ export class EventDispatcher {
     this.clockOffsetMs = deps.clockOffsetMs ?? (() => 0);
   }
 
-  /** Starts polling; a round that found a full batch is followed at once by the next. */
-  start(): void {
-    if (!this.stopped) return;
-    this.stopped = false;
-    const loop = (): void => {
-      this.running = this.runOnce()
-        .catch((error: unknown) => {
-          this.deps.onError?.(error);
-          return [];
-        })
-        .then((done) => {
-          this.running = undefined;
-          if (this.stopped) return;
-          const again = done.length >= this.deps.options.batchSize ? 0 : this.deps.options.pollIntervalMs;
-          // A full batch means more may be due: go on at once.
-          this.timer = setTimeout(loop, again);
-          this.timer.unref();
-        });
-    };
-    loop();
-  }
-
-  /** Stops polling and waits for the round in flight (its deliveries finish and are recorded). */
-  async stop(): Promise<void> {
-    this.stopped = true;
-    clearTimeout(this.timer);
-    await this.running;
+  /** Deliveries this instance has in flight now. */
+  get busySlots(): number {
+    return this.inFlight.size;
   }
 
   /**
-   * One round: claim what is due, deliver it, record the outcomes. A delivery that fails unexpectedly
-   * (not the receiver: the database, a key) is reported and keeps its lease, so it is taken again
-   * once the lease runs out; the others are recorded all the same.
+   * Starts delivering: claims for the free slots now, again whenever a slot frees, and every poll
+   * interval while nothing more was due.
+   */
+  start(): void {
+    if (!this.stopped) return;
+    this.stopped = false;
+    this.fill();
+  }
+
+  /** Stops claiming and waits for the claim and the deliveries in flight (they finish and are recorded). */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    await this.claiming;
+    await Promise.allSettled([...this.inFlight]);
+  }
+
+  /** Claims for the free slots and starts each claimed delivery in its own slot. */
+  private fill(): void {
+    if (this.stopped) return;
+    if (this.claiming !== undefined) {
+      this.claimAgain = true;
+      return;
+    }
+    const free = this.deps.options.batchSize - this.inFlight.size;
+    if (free <= 0) return;
+    clearTimeout(this.timer);
+    this.claimAgain = false;
+    this.claiming = this.claimUpTo(free)
+      .then(({ claimed, candidates }) => {
+        for (const c of claimed) this.occupy(c);
+        // As many candidates as asked for: more may be due now; otherwise wait for a poll or a slot.
+        return candidates >= free;
+      })
+      .catch((error: unknown) => {
+        this.deps.onError?.(error);
+        return false;
+      })
+      .then((more) => {
+        this.claiming = undefined;
+        if (this.stopped) return;
+        if ((more || this.claimAgain) && this.inFlight.size < this.deps.options.batchSize) {
+          setImmediate(() => this.fill());
+          return;
+        }
+        this.timer = setTimeout(() => this.fill(), this.deps.options.pollIntervalMs);
+        this.timer.unref();
+      });
+  }
+
+  private occupy(claimed: ClaimedDelivery): void {
+    const slot: Promise<void> = this.deliver(claimed)
+      .then(
+        () => undefined,
+        (error: unknown) => this.deps.onError?.(error),
+      )
+      .finally(() => {
+        this.inFlight.delete(slot);
+        this.fill();
+      });
+    this.inFlight.add(slot);
+  }
+
+  /**
+   * One round, for tests and tools: claim what is due (up to `batchSize`), deliver it, record the
+   * outcomes. A delivery that fails unexpectedly (not the receiver: the database, a key) is reported
+   * and keeps its lease, so it is taken again once the lease runs out; the others are recorded all
+   * the same.
    */
   async runOnce(): Promise<DeliveryRecord[]> {
     const claimed = await this.claim();
@@ -140,13 +198,18 @@ export class EventDispatcher {
 
   /** Leases the due heads of their queues (committed before any delivery starts). */
   async claim(): Promise<ClaimedDelivery[]> {
+    return (await this.claimUpTo(this.deps.options.batchSize)).claimed;
+  }
+
+  private async claimUpTo(limit: number): Promise<{ claimed: ClaimedDelivery[]; candidates: number }> {
     const now = this.now();
     const leaseMs = this.deps.options.timeoutMs * 2 + 30_000;
     return claimDue(this.knex, {
       dbNow: this.dbTime(),
       leasedUntil: this.dbTime(leaseMs),
       now,
-      batchSize: this.deps.options.batchSize,
+      batchSize: limit,
+      maxInFlightPerSubscription: this.deps.options.maxInFlightPerSubscription,
     });
   }
 
@@ -220,7 +283,7 @@ export class EventDispatcher {
     const attempt = claimed.attempts + 1;
     const { outcome, status, error } = describe(result);
     const dead = outcome !== 'delivered' && outcome !== 'gone' && attempt >= this.deps.options.maxAttempts;
-    await recordAttempt(this.knex, claimed, {
+    const breaker = await recordAttempt(this.knex, claimed, {
       attempt,
       outcome,
       status,
@@ -229,8 +292,14 @@ export class EventDispatcher {
       dead,
       now,
       nextAttemptAt: () => this.dbTime(this.retryDelayMs(attempt, result, now)),
+      breaker: {
+        threshold: this.deps.options.breakerThreshold,
+        openUntil: () => this.dbTime(this.deps.options.breakerCooldownMs),
+        now: () => this.dbTime(),
+      },
     });
     this.deps.onAttempt?.(outcome, dead, latencyMs);
+    if (breaker !== undefined) this.deps.onBreaker?.(breaker, claimed.subscriptionId);
     return { subscriptionId: claimed.subscriptionId, eventId: claimed.eventId, outcome, status, dead };
   }
 

@@ -1,6 +1,6 @@
 /**
  * Composition root of outbound events: the subscription service, the in-process outbox dispatcher
- * (built always, started when EVENTS_DISPATCHER_ENABLED), the admin handlers, and the backlog gauges.
+ * (built always, started when EVENTS_DISPATCHER_ENABLED), the admin handlers, and the backlog and breaker gauges.
  */
 import type { Knex } from 'knex';
 import type { Clock } from '../clock/clock.js';
@@ -15,7 +15,7 @@ import { EventDispatcher } from './dispatcher.js';
 import { eventsHandlers } from './events-handlers.js';
 import { moveLegacySecrets } from './subscription-secrets.js';
 import { SubscriptionService } from './subscription-service.js';
-import { deliveryBacklog } from './subscription-store.js';
+import { breakerStates, deliveryBacklog } from './subscription-store.js';
 import { systemResolver, type HostResolver, type TargetPolicy } from './target-policy.js';
 
 export interface EventsFeatureDeps {
@@ -59,6 +59,7 @@ export function createEventsFeature(deps: EventsFeatureDeps): EventsFeature {
   const deliveries = metrics.counter(METRICS.outboundDeliveries);
   const deadLetters = metrics.counter(METRICS.outboundDeadLetters);
   const durations = metrics.histogram(METRICS.outboundDeliveryDuration);
+  const breakerOpened = metrics.counter(METRICS.outboundBreakerOpened);
   const dispatcher = new EventDispatcher({
     knex: deps.knex,
     keyRing: deps.keyRing,
@@ -69,6 +70,10 @@ export function createEventsFeature(deps: EventsFeatureDeps): EventsFeature {
       deliveries({ outcome });
       durations.observe({ outcome }, latencyMs / 1000);
       if (dead) deadLetters({});
+    },
+    onBreaker: (change, subscriptionId) => {
+      if (change === 'opened') breakerOpened({});
+      logger.warn({ subscriptionId, breaker: change }, 'outbound delivery circuit breaker changed');
     },
     onError: (error) => logger.error({ err: error }, 'outbound event dispatch round failed'),
   });
@@ -103,11 +108,16 @@ export async function moveLegacySubscriptionSecrets(
 function watchBacklog(deps: Pick<EventsFeatureDeps, 'knex' | 'clock'>, metrics: Metrics, logger: Logger): Schedule {
   let pending = 0;
   let lagSeconds = 0;
+  let breakers = { closed: 0, open: 0, half_open: 0 };
   metrics.gauge(METRICS.outboundDeliveriesPending, () => [{ labels: {}, value: pending }]);
+  metrics.gauge(METRICS.outboundSubscriptionsByBreaker, () =>
+    Object.entries(breakers).map(([state, value]) => ({ labels: { state }, value })),
+  );
   metrics.gauge(METRICS.outboundDeliveryLag, () => [{ labels: {}, value: lagSeconds }]);
   return repeatEvery(15_000, 0, () =>
-    deliveryBacklog(deps.knex)
-      .then((backlog) => {
+    Promise.all([deliveryBacklog(deps.knex), breakerStates(deps.knex)])
+      .then(([backlog, states]) => {
+        breakers = states;
         pending = backlog.pending;
         lagSeconds =
           backlog.oldest === null ? 0 : Math.max(0, (deps.clock().getTime() - backlog.oldest.getTime()) / 1000);

@@ -80,8 +80,23 @@ function subscriptionJson(row: SubscriptionRow): Schemas['Subscription'] {
     ...(row.description === null ? {} : { description: row.description }),
     state: liveState(row.state),
     ...(row.disabled_reason === null ? {} : { disabledReason: row.disabled_reason }),
+    ...breakerJson(row),
     createdAt: row.created_at.toISOString(),
     updatedAt: row.updated_at.toISOString(),
+  };
+}
+
+/** The circuit breaker, when it has counted a timeout (see src/events/dispatcher.ts). */
+function breakerJson(row: SubscriptionRow): { breaker?: Schemas['SubscriptionBreaker'] } {
+  const openUntil = row.breaker_open_until;
+  if (openUntil === null && row.breaker_timeouts === 0) return {};
+  const state = openUntil === null ? 'closed' : openUntil.getTime() > Date.now() ? 'open' : 'half_open';
+  return {
+    breaker: {
+      state,
+      consecutiveTimeouts: row.breaker_timeouts,
+      ...(openUntil === null ? {} : { openUntil: openUntil.toISOString() }),
+    },
   };
 }
 

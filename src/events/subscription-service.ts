@@ -101,6 +101,8 @@ export class SubscriptionService {
           description: input.description ?? null,
           state: 'active',
           disabled_reason: null,
+          breaker_timeouts: 0,
+          breaker_open_until: null,
           created_by: actor.subject,
           created_at: now,
           updated_at: now,

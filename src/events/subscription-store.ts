@@ -19,6 +19,9 @@ export interface SubscriptionRow {
   description: string | null;
   state: SubscriptionState;
   disabled_reason: 'gone' | null;
+  /** The circuit breaker (src/events/dispatcher.ts): consecutive timeouts, and open until when. */
+  breaker_timeouts: number;
+  breaker_open_until: Date | null;
   created_by: string;
   created_at: Date;
   updated_at: Date;
@@ -201,4 +204,16 @@ export async function deliveryBacklog(db: Db): Promise<{ pending: number; oldest
     .first(db.raw('count(*) as n'), db.raw('min(d.created_at) as oldest'))) as
     { n: number | string; oldest: Date | null } | undefined;
   return { pending: Number(row?.n ?? 0), oldest: row?.oldest ?? null };
+}
+
+/** Active subscriptions by circuit-breaker state, on the database's clock. */
+export async function breakerStates(db: Db): Promise<{ closed: number; open: number; half_open: number }> {
+  const row = (await db('event_subscriptions')
+    .where({ state: 'active' })
+    .first(
+      db.raw('count(*) filter (where breaker_open_until is null) as closed'),
+      db.raw('count(*) filter (where breaker_open_until > now()) as open'),
+      db.raw('count(*) filter (where breaker_open_until <= now()) as half_open'),
+    )) as { closed: number | string; open: number | string; half_open: number | string } | undefined;
+  return { closed: Number(row?.closed ?? 0), open: Number(row?.open ?? 0), half_open: Number(row?.half_open ?? 0) };
 }

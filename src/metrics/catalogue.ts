@@ -115,6 +115,19 @@ export const METRICS = {
     labels: {},
     note: 'read from the database every 15 s, not at scrape time',
   }),
+  outboundBreakerOpened: define({
+    name: 'outbound_breaker_opened_total',
+    type: 'counter',
+    help: 'Times a subscription circuit breaker opened (or opened again after a failed probe) on this instance.',
+    labels: {},
+  }),
+  outboundSubscriptionsByBreaker: define({
+    name: 'outbound_subscriptions_breaker',
+    type: 'gauge',
+    help: 'Active subscriptions by circuit-breaker state (shared by all instances, in the database).',
+    labels: { state: '`closed`, `open`, `half_open`' },
+    note: 'read from the database every 15 s, not at scrape time',
+  }),
   loyaltyPointsExpired: define({
     name: 'loyalty_points_expired_total',
     type: 'counter',

@@ -42,6 +42,9 @@ export const fakeResolver: HostResolver = (hostname) => {
 export const TEST_DISPATCH: DispatcherOptions = {
   pollIntervalMs: 20,
   batchSize: 50,
+  maxInFlightPerSubscription: 50,
+  breakerThreshold: 100,
+  breakerCooldownMs: 60_000,
   maxAttempts: 4,
   backoffBaseMs: 1_000,
   backoffMaxMs: 8_000,
