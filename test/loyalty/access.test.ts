@@ -67,6 +67,8 @@ describe('loyalty: a shopper token reaches only its own shopper', function () {
       'linkShopperCard',
       'listShopperCampaigns',
       'activateShopperCampaign',
+      'getShopperTier',
+      'getShopperStoreCredit',
     ]);
   });
 
