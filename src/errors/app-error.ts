@@ -93,6 +93,8 @@ export const ERROR_CATALOG = {
   // loyalty
   SHOPPER_MERGED: { title: 'This shopper was merged into another' },
   INSUFFICIENT_POINTS: { title: 'Not enough points are available' },
+  REDEMPTION_VELOCITY_EXCEEDED: { title: 'Too many redemptions for this shopper in the window' },
+  REDEMPTION_ABOVE_LIMIT: { title: 'The redemption is larger than the programme allows in its window' },
   IDEMPOTENCY_KEY_REUSED: { title: 'The Idempotency-Key was used with a different request' },
   MERGE_REQUIRES_ADMIN: { title: 'Merging two enrolled members requires an administrator' },
   MEMBERSHIP_REQUIRED: { title: 'Only an enrolled member can claim another card' },

@@ -75,6 +75,15 @@ const CHECKS: readonly { readonly name: string; readonly subject: string; readon
              or exists (select 1 from loyalty_lots l where l.shopper_ref = a.shopper_ref)`,
   },
   {
+    name: 'no payment earned more base points than it reserved of the earning cap',
+    subject: 'payment_id',
+    sql: `select payment_id, earn_target, cap_reserved, coalesce(b.bonus, 0) as campaign_earn
+          from loyalty_lots l
+          left join lateral (select sum((c->>'earn')::bigint) as bonus
+                             from jsonb_array_elements(coalesce(l.campaigns, '[]'::jsonb)) c) b on true
+          where l.cap_reserved is not null and l.earn_target - coalesce(b.bonus, 0) > l.cap_reserved`,
+  },
+  {
     name: 'every redemption drew exactly its points',
     subject: 'id',
     sql: `select r.id, r.points, r.state, coalesce(e.drawn, 0) as drawn, coalesce(e.returned, 0) as returned

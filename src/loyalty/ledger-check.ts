@@ -8,6 +8,7 @@
  *   exactly what its targets say;
  * - every lot's write-offs equal its write-off entries;
  * - every entry belongs to an account, and an account merged away holds no points and no lots;
+ * - no payment earned more base points than it reserved of its period's earning cap;
  * - no redemption drew more or less than its points;
  * - finance (ledger-check-finance.ts): the liability report equals the projections, operators' daily
  *   grant totals equal their adjustments, every adjustment moved exactly its points, and a payment
