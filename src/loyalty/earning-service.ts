@@ -11,10 +11,10 @@
 import type { Knex } from 'knex';
 import type { PaymentTransitionEvent } from '../payments/payment-service.js';
 import type { PaymentFigures } from '../payments/payment-state.js';
-import { bookedTotal, campaignBookings, type CampaignBooking } from './campaign-earning.js';
+import { bookedTotal, campaignBookings, rebook, type CampaignBooking } from './campaign-earning.js';
 import { campaignsInForce, type CampaignVersion } from './campaign-rules.js';
-import type { CampaignService } from './campaign-service.js';
 import { allCampaignVersions, campaignVersionsFromJson } from './campaign-store.js';
+import { CampaignUsage } from './campaign-usage.js';
 import { earningTargets, NO_EARNING, type EarningTargets } from './earning.js';
 import { LedgerBook, type EntryKind, type EntryRefs, type LotRow } from './ledger-book.js';
 import { claimEarningKeys } from './adjustment-store.js';
@@ -35,13 +35,15 @@ import type { TierService, TouchedPayment } from './tier-service.js';
 
 type ShopperEvent = PaymentTransitionEvent & { shopperRef: string };
 
-/** A payment's first booking, waiting for its earning key. */
+/** A payment's first booking, judged once, waiting for its earning key. */
 interface FreshLot {
   readonly event: ShopperEvent;
   readonly book: LedgerBook;
   readonly programme: ProgrammeVersion;
   readonly pinned: CampaignVersion[];
   readonly rules: ProgrammeRules;
+  /** The campaigns' judgement at authorisation (kept on the lot; later events only rebook it). */
+  readonly bookings: CampaignBooking[];
   /** The shopper's tier at the payment's authorisation, pinned on the lot. */
   readonly tier: LotRow['tier'];
 }
@@ -49,7 +51,6 @@ interface FreshLot {
 export class EarningService {
   constructor(
     private readonly programme: ProgrammeService,
-    private readonly campaigns: CampaignService,
     private readonly now: () => Date,
     private readonly tiers: TierService,
   ) {}
@@ -82,12 +83,18 @@ export class EarningService {
       lotShopper.get(e.paymentId) ?? survivors.get(e.shopperRef) ?? e.shopperRef;
     const books = await LedgerBook.openMany(trx, events.map(shopperOf), now);
     const lots = await lotsOfPayments(trx, [...lotShopper.keys()]);
-    await this.campaigns.load(
-      trx,
-      [...lots.values()].flatMap((l) => l.campaigns ?? []),
-    );
     let versions = context === undefined ? undefined : programmeVersionsFromJson(context.programme);
     let campaigns = context === undefined ? undefined : campaignVersionsFromJson(context.campaigns);
+    // Payments judged now (no lot yet, authorisation known): the campaign state they are judged on.
+    const judging = events.filter((e) => !lots.has(e.paymentId) && e.after.authorisedAt !== null);
+    if (judging.length > 0) campaigns ??= await allCampaignVersions(trx);
+    const pinnedOf = (e: ShopperEvent): CampaignVersion[] =>
+      campaignsInForce(campaigns ?? [], e.after.authorisedAt as Date);
+    const usage = await CampaignUsage.open(
+      trx,
+      judging.map((e) => ({ shopperRef: shopperOf(e), versions: pinnedOf(e) })),
+      now,
+    );
     const fresh: FreshLot[] = [];
     const tierAt = this.tiers.pinner(trx, [...books.keys()]); // a new lot's tier at its authorisation
     const touched: TouchedPayment[] = [];
@@ -100,46 +107,47 @@ export class EarningService {
       if (lot !== undefined && lot.shopper_ref !== book.shopperRef) {
         throw new Error('a lot moved to another shopper between its read and its lock; the delivery is retried');
       }
-      let rules: ProgrammeRules;
-      let pinned: CampaignVersion[];
       if (lot === undefined) {
         const authorisedAt = event.after.authorisedAt;
         if (authorisedAt === null) continue;
         versions ??= await programmeVersions(trx);
-        campaigns ??= await allCampaignVersions(trx);
         const programme: ProgrammeVersion = versionInForce(versions, authorisedAt);
-        rules = programme.rules;
-        // The campaign versions in force at authorisation are pinned on the lot, as the programme's is.
-        pinned = campaignsInForce(campaigns, authorisedAt);
+        const rules = programme.rules;
+        // The campaign versions in force at authorisation are judged now, once, with the tier held
+        // then; the lot keeps the result.
+        const pinned = pinnedOf(event);
         const tier = await tierAt(book.shopperRef, rules, authorisedAt);
-        const bookings = campaignBookings(pinned, event.after, { ...event, shopperTier: tier?.name ?? null }, rules);
+        const place = { ...event, shopperTier: tier?.name ?? null };
+        const bookings = campaignBookings(pinned, event.after, place, rules, usage.stateOf(book.shopperRef));
         const base = earningTargets(event.after, event.channel, rules, tier?.multiplier);
-        if (sameTargets(base, NO_EARNING) && nothing(bookings)) continue;
-        pinned.forEach((v) => this.campaigns.remember(v));
+        // A purchase counted or a budget spent is booked on a lot even when nothing is earned yet.
+        const counted = usage.record(book.shopperRef, bookings, pinned, authorisedAt);
+        if (sameTargets(base, NO_EARNING) && nothing(bookings) && !counted) continue;
         // Booked once the payment holds its earning key (below): a granted claim may hold it.
-        fresh.push({ event, book, programme, pinned, rules, tier });
+        fresh.push({ event, book, programme, pinned, rules, bookings, tier });
         continue;
-      } else {
-        rules = await this.programme.rules(trx, lot.rule_version);
-        pinned = (lot.campaigns ?? []).map((c) => this.campaigns.cached(c.campaignId, c.version));
       }
-      await bookEvent(book, lot, event, pinned, rules);
+      const rules = await this.programme.rules(trx, lot.rule_version);
+      const bookings = rebook(lot.campaigns ?? [], event.after, event.channel, rules);
+      await bookEvent(book, lot, event, bookings, rules);
       touched.push({ lot, after: event.after, autoCapture: rules.autoCaptureChannels.includes(event.channel ?? '') });
     }
     // A payment's first lot claims its earning key (provider + payment id) in one statement for the
-    // batch; one whose key a missing-points claim holds earns nothing (claims.ts).
+    // batch; one whose key a missing-points claim holds earns nothing (claims.ts). Its campaign
+    // judgement was counted all the same (a budget or cap then under-spends by its grant, never over).
     const won = await claimEarningKeys(
       trx,
       fresh.map((f) => ({ provider: f.event.provider, paymentRef: f.event.externalId, paymentId: f.event.paymentId })),
       now,
     );
-    for (const { event, book, programme, pinned, rules, tier } of fresh) {
+    for (const { event, book, programme, pinned, rules, bookings, tier } of fresh) {
       if (!won.has(event.paymentId)) continue;
       const controls = await lotControls(trx, book, event.after, event.channel, rules, capUsed, tier);
       const lot = book.newLot(event.paymentId, programme.version, pinned.length === 0 ? null : [], tier, controls);
-      await bookEvent(book, lot, event, pinned, rules);
+      await bookEvent(book, lot, event, bookings, rules);
       touched.push({ lot, after: event.after, autoCapture: rules.autoCaptureChannels.includes(event.channel ?? '') });
     }
+    await usage.flush(trx, now);
     await LedgerBook.flushAll(trx, [...books.values()]);
     // Qualifying spend and the shoppers' tiers, once the lots are written (their figures join them).
     await this.tiers.afterBookings(trx, touched, now);
@@ -155,11 +163,10 @@ async function bookEvent(
   book: LedgerBook,
   lot: LotRow,
   event: ShopperEvent,
-  pinned: CampaignVersion[],
+  judged: CampaignBooking[],
   rules: ProgrammeRules,
 ): Promise<void> {
-  const facts = { ...event, shopperTier: lot.tier?.name ?? null };
-  const bookings = releasedBookings(campaignBookings(pinned, event.after, facts, rules), lot);
+  const bookings = releasedBookings(judged, lot);
   const base = controlledTargets(earningTargets(event.after, event.channel, rules, lot.tier?.multiplier), lot);
   const cancelled = event.after.state === 'cancelled' || event.after.state === 'authorisation_failed';
   await bookTargets(book, lot, base, bookings, rules, cancelled);

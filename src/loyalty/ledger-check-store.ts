@@ -3,6 +3,7 @@
  * one aggregate query per invariant, returning the rows that break it, and the tables' sizes.
  */
 import type { Knex } from 'knex';
+import { STORE_CREDIT_CHECKS } from './store-credit-check-store.js';
 
 export type CheckRow = Record<string, number | string | null>;
 
@@ -103,7 +104,7 @@ export async function runLedgerChecks(
   knex: Knex,
 ): Promise<{ readonly name: string; readonly subject: string; readonly rows: CheckRow[] }[]> {
   const results: { name: string; subject: string; rows: CheckRow[] }[] = [];
-  for (const check of CHECKS) {
+  for (const check of [...CHECKS, ...STORE_CREDIT_CHECKS]) {
     const result = (await knex.raw(check.sql)) as { rows: CheckRow[] };
     results.push({ name: check.name, subject: check.subject, rows: result.rows });
   }

@@ -17,10 +17,11 @@ import { NO_SCHEDULE, repeatEvery, type Schedule } from '../scheduling/repeat.js
 import { campaignHandlers } from './campaign-handlers.js';
 import { financeHandlers } from './finance-handlers.js';
 import type { FinanceOptions } from './finance-options.js';
-import { loyaltyHandlers, purchaseEarnings, reachableShopper } from './loyalty-handlers.js';
+import { loyaltyHandlers, purchaseEarnings, reachableShopper, storeCreditHandlers } from './loyalty-handlers.js';
 import { LoyaltyService } from './loyalty-service.js';
 import { MemberService, type ShopperPayments } from './member-service.js';
 import { ShopperService } from './shopper-service.js';
+import { StoreCreditService } from './store-credit.js';
 
 export interface LoyaltyFeatureDeps {
   readonly knex: Knex;
@@ -41,6 +42,8 @@ export interface LoyaltyFeature {
   readonly loyalty: LoyaltyService;
   readonly members: MemberService;
   readonly shoppers: ShopperService;
+  /** Store credit: issued by returns at a till (the returns feature), spent through redemptions. */
+  readonly storeCredit: StoreCreditService;
   readonly handlers: HandlerMap;
   /** Books points from payment transitions, in the webhook batch's transaction. */
   readonly paymentListener: PaymentTransitionListener;
@@ -62,13 +65,16 @@ export function createLoyaltyFeature(deps: LoyaltyFeatureDeps): LoyaltyFeature {
     now: deps.clock,
   });
   const shoppers = new ShopperService(knex);
+  const storeCredit = new StoreCreditService(knex, { now: deps.clock });
   return {
     loyalty,
     members,
     shoppers,
+    storeCredit,
     handlers: {
-      ...loyaltyHandlers({ loyalty, members, shoppers }),
-      ...campaignHandlers(loyalty.campaigns),
+      ...loyaltyHandlers({ loyalty, members, shoppers, storeCredit }),
+      ...storeCreditHandlers(storeCredit, shoppers),
+      ...campaignHandlers(loyalty.campaigns, shoppers),
       ...financeHandlers(loyalty, (req) => reachableShopper(shoppers, req)),
     },
     paymentListener: loyalty.onPaymentTransitions,

@@ -66,7 +66,7 @@ export class LoyaltyService {
     this.programme = options.programme ?? new ProgrammeService(knex, now);
     this.campaigns = new CampaignService(knex, now, options.idempotencyRetentionDays);
     this.tiers = new TierService(knex, now, options.onTierReviewError);
-    this.earning = new EarningService(this.programme, this.campaigns, now, this.tiers);
+    this.earning = new EarningService(this.programme, now, this.tiers);
     this.redemptions = new RedemptionService(knex, {
       now,
       ...(options.idempotencyRetentionDays === undefined
