@@ -143,6 +143,14 @@ export class PaymentService {
    * together (group commit), each answered only after the shared transaction commits.
    */
   async ingest(event: PaymentEventInput, secretIndex: number): Promise<IngestResult> {
+    // "First delivery" is decided before any vault side effect. A redelivery (its key already in the
+    // inbox) is answered from the stored row and changes nothing, in the vault either: no card update,
+    // no identifier attached, no card created. An Adyen item's additionalData is not signed, so a
+    // replayed item may carry identifiers its first delivery did not (review finding H1). Two
+    // concurrent first deliveries of one key both pass this check; the inbox insert then keeps one.
+    if (await inboxHoldsEventKey(this.knex, event.provider, event.eventKey)) {
+      return this.group.submit({ event, card: undefined, secretIndex });
+    }
     if (event.cardUpdate !== undefined && event.rejection === undefined) {
       // Idempotent by state in the vault (a redelivery changes nothing there), then recorded once. A
       // payment that carries an update (Adyen's Real Time Account Updater) then resolves its card as
