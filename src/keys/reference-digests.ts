@@ -114,9 +114,13 @@ function recordedOf(row: ReferenceKeyEntryRow): RecordedKey {
   return { seq: Number(row.seq), checkValue: typeof checkValue === 'string' ? checkValue : undefined };
 }
 
-/** The newest successful entry naming the key (any, intact or not: the runtime fails closed on it). */
+/**
+ * The newest entry naming the key (any, intact or not, whatever its outcome says: the service writes
+ * these actions only on success, so an outcome changed by a database writer must not hide the record;
+ * the runtime fails closed on it).
+ */
 async function recordedKey(db: Db): Promise<RecordedKey | undefined> {
-  const rows = (await referenceKeyEntries(db, REFERENCE_KEY_ACTIONS)).filter((r) => r.outcome === 'success');
+  const rows = await referenceKeyEntries(db, REFERENCE_KEY_ACTIONS);
   const last = rows[rows.length - 1];
   return last === undefined ? undefined : recordedOf(last);
 }
@@ -294,9 +298,10 @@ export async function reconcileReferenceKey(
   const findings: ReferenceKeyFinding[] = [];
   let intact: RecordedKey | undefined;
   for (const row of await referenceKeyEntries(db, REFERENCE_KEY_ACTIONS)) {
-    if (row.outcome !== 'success') continue;
-    if (await auditEntryIntact(db, Number(row.seq))) intact = recordedOf(row);
-    else findings.push({ problem: `its ${row.action} entry ${row.seq} does not verify (not counted)` });
+    // Verified before its outcome is read: an edited outcome is a broken entry, not a skipped one.
+    if (!(await auditEntryIntact(db, Number(row.seq)))) {
+      findings.push({ problem: `its ${row.action} entry ${row.seq} does not verify (not counted)` });
+    } else if (row.outcome === 'success') intact = recordedOf(row);
   }
   const row = await findReferenceKey(db);
   if (row === undefined) {

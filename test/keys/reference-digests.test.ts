@@ -164,6 +164,17 @@ describe('reference digests (issue 16): UUID ids holding a card number are store
       expect(await reconcileReferenceKey(db.knex, master)).to.deep.equal([]);
     });
 
+    it('when an insider marks the creation entry failed and deletes the row (fourth review, L1), then it is still refused and the broken entry is named', async () => {
+      await storedReference(db.knex, CRAFTED);
+      await db.knex('audit_events').where({ action: 'reference-key.created' }).update({ outcome: 'failure' });
+      await db.knex('reference_digest_keys').delete();
+      forgetReferenceKey(db.knex);
+      expect((await failure(storedReference(db.knex, CRAFTED))).code).to.equal('REFERENCE_KEY_MISSING');
+      expect(await db.knex('reference_digest_keys')).to.have.length(0);
+      const findings = (await reconcileReferenceKey(db.knex, master)).map((f) => f.problem).join();
+      expect(findings).to.match(/reference-key\.created entry \d+ does not verify/);
+    });
+
     it('when an insider replaces the wrapped key (validly wrapped, or garbage), then it is refused and detected', async () => {
       const digest = await storedReference(db.knex, CRAFTED);
       const saved = await db.knex('reference_digest_keys').first();
