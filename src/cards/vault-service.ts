@@ -14,6 +14,8 @@
  */
 import type { Knex } from 'knex';
 import { appendAuditEvent, type AuditEventInput } from '../audit/audit-log.js';
+import { PAN_RESTORED, panPurgedOnRecord } from './retention-service.js';
+import { markCardUsed } from './retention-store.js';
 import type { Caller } from '../auth/actors.js';
 import { GroupCommit } from '../db/group-commit.js';
 import { ReadBatcher } from '../db/read-batcher.js';
@@ -180,6 +182,7 @@ export class VaultService {
         if (expiry !== undefined && isLater(expiry, found)) {
           await advanceExpiry(this.knex, found.token, expiry.month, expiry.year, this.now());
         }
+        await markCardUsed(this.knex, found.token, this.now());
         return { card: toView(found, expiry), created: false };
       }
       await hooks.beforeFirstSighting?.();
@@ -297,6 +300,21 @@ export class VaultService {
               this.now(),
             );
             if (!set) throw new RaceLost();
+            if (await panPurgedOnRecord(trx, token)) {
+              // The PAN presented again for a purged card: stored again, and said so (retention verify).
+              await appendAuditEvent(
+                trx,
+                {
+                  actor: caller.subject,
+                  actorType: 'client',
+                  action: PAN_RESTORED,
+                  outcome: 'success',
+                  origin: caller.origin,
+                  resource: token,
+                },
+                this.now(),
+              );
+            }
           }
         });
         return { card: toView(await this.visibleCard(this.knex, token, caller)), created: true };
@@ -362,11 +380,13 @@ export class VaultService {
       return await this.knex.transaction(async (trx) => {
         const card = await this.visibleCard(trx, token, caller);
         // Purged at the end of its retention period (retention-service.ts): gone, and said so.
-        if (card.pan_purged_at != null) throw new AppError('CARD_PAN_PURGED');
+        // The audited purge list decides, not the editable purge mark: a ciphertext put back by hand stays refused.
+        if (card.pan_purged_at != null || (await panPurgedOnRecord(trx, token))) throw new AppError('CARD_PAN_PURGED');
         if (card.pan_ciphertext === null || card.pan_key_version === null) throw new AppError('CARD_HAS_NO_PAN');
         const key = await this.keyRing.version('pan-encryption', card.pan_key_version, trx);
         const pan = decryptValue(key.key, panAad(card.token, card.pan_key_version), card.pan_ciphertext);
         await appendAuditEvent(trx, audit('success', { reason, keyVersion: card.pan_key_version }), this.now());
+        await markCardUsed(trx, token, this.now());
         return { pan };
       });
     } catch (error) {
