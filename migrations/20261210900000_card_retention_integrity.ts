@@ -39,6 +39,11 @@ export async function up(knex: Knex): Promise<void> {
      for each statement execute function card_retention_purges_append_only()`,
   );
   await knex.raw('select card_data_guard_attach(?)', ['card_retention_purges']);
+  // Cards purged before the list existed: listed under one key of their own (no run, no digest).
+  await knex.raw(
+    `insert into card_retention_purges (run_key, token, purged_at)
+     select 'before-purge-list', token, pan_purged_at from cards where pan_purged_at is not null`,
+  );
 }
 
 export async function down(knex: Knex): Promise<void> {

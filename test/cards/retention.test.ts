@@ -202,6 +202,29 @@ describe('card-data retention', function () {
     expect(String(wipe)).to.contain('append-only');
   });
 
+  it('when the record is verified, then exit 0; after a run row is forged by hand, exit 1 naming it', async () => {
+    const clean = await cli('retention', '--verify');
+    expect(clean.code, clean.out).to.equal(0);
+    await svc.db.knex('card_retention_runs').insert({
+      run_key: 'scheduled:2099-01-10',
+      mode: 'scheduled',
+      retention_days: 365,
+      cutoff: clock(),
+      keep_fingerprints: true,
+      purged: 0,
+      fingerprints_dropped: 0,
+      remaining_with_pan: 0,
+      purged_total: 1,
+      ran_by: 'system',
+      ran_at: clock(),
+    });
+    const forged = await cli('retention', '--verify', '--json');
+    expect(forged.code, forged.out).to.equal(1);
+    expect(JSON.parse(forged.out).findings.map((f: { runKey: string }) => f.runKey)).to.deep.equal([
+      'scheduled:2099-01-10',
+    ]);
+  });
+
   it('when no retention period is configured, then the command refuses with RETENTION_NOT_CONFIGURED and purges nothing', async () => {
     const unconfigured = new CardRetention(svc.db.knex, {
       policy: { days: 0, keepFingerprints: true },
@@ -221,6 +244,7 @@ describe('card-data retention', function () {
   it('when the command line is wrong, then exit 2 and nothing opened', async () => {
     expect((await cli('retention')).code).to.equal(2);
     expect((await cli('retention', '--plan', '--apply')).code).to.equal(2);
+    expect((await cli('retention', '--verify', '--apply')).code).to.equal(2);
   });
 });
 
