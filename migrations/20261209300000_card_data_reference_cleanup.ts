@@ -16,7 +16,7 @@
  * the same replacement in every table (a payment's `external_id`, its facts and its inbox payloads
  * stay joined, two values never merge), and nothing left can confirm a guessed card number.
  *
- * Not rewritten, reported instead (found by `findLegacyCardData`, src/db/legacy-card-data.ts, recorded
+ * Not rewritten, reported instead (found by `findLegacyReferenceData`, src/db/legacy-card-data.ts, recorded
  * in `card_data_legacy_findings` — table, column, row key, never the value — and logged as a warning at
  * every start while the table holds any; the rule is src/card-data/legacy-references.ts):
  * a 16-digit Luhn-valid Adyen reference is indistinguishable from a real one, and a redelivery of
@@ -37,7 +37,7 @@ import { createHmac, randomBytes } from 'node:crypto';
 import type { Knex } from 'knex';
 import { maskCardData } from '../src/card-data/card-data-guard.js';
 import { legacyReferenceVerdict, type LegacyReferenceRole } from '../src/card-data/legacy-references.js';
-import { findLegacyCardData } from '../src/db/legacy-card-data.js';
+import { findLegacyReferenceData } from '../src/db/legacy-card-data.js';
 
 /** The payload paths that are references (exempt in `card_data_exempt_json_paths`). */
 const PAYLOAD_REFERENCES: readonly (readonly string[])[] = [
@@ -91,7 +91,7 @@ export async function up(knex: Knex): Promise<void> {
   } finally {
     runKey.fill(0);
   }
-  const findings = await findLegacyCardData(knex);
+  const findings = await findLegacyReferenceData(knex);
   for (let i = 0; i < findings.length; i += 500) {
     await knex('card_data_legacy_findings').insert(
       findings.slice(i, i + 500).map((f) => ({ table_name: f.table, column_name: f.column, row_key: f.row })),

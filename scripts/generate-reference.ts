@@ -391,7 +391,7 @@ function pointsExamples(): Map<string, string> {
     ...ids,
   });
   const cases: [EntryFacts, number, number][] = [
-    [entry('earn_pending', 0, 25, { payment_id: 'pay_wdihtp4l6d33wcmhuf6aifhclg' }), 100, 25],
+    [entry('hold', 0, 25, { payment_id: 'pay_wdihtp4l6d33wcmhuf6aifhclg' }), 100, 25],
     [entry('earn', 25, -25, { payment_id: 'pay_wdihtp4l6d33wcmhuf6aifhclg' }), 125, 0],
     [entry('reversal', -10, 0, { payment_id: 'pay_wdihtp4l6d33wcmhuf6aifhclg' }), 115, 0],
     [entry('redemption', -15, 0, { redemption_id: 'red_kssmmaouaswo25i6zrc5tbeo6t' }), 100, 0],

@@ -34,6 +34,7 @@ import { storedReference } from './keys/reference-digests.js';
 import type { Unsealer } from './keys/unseal.js';
 import type { Logger } from './logging/logger.js';
 import { createLoyaltyFeature } from './loyalty/loyalty-feature.js';
+import { createReturnsFeature } from './loyalty/returns-feature.js';
 import type { LoyaltyService } from './loyalty/loyalty-service.js';
 import type { MemberService } from './loyalty/member-service.js';
 import type { Metrics } from './metrics/metrics.js';
@@ -45,7 +46,7 @@ import {
 } from './payments/payment-service.js';
 import { lastPaymentUseOfCards } from './payments/payment-read-store.js';
 import { createPaymentsFeature } from './payments/payments-feature.js';
-import { createWebhooksFeature, decodeStoredEvent } from './webhooks/webhooks-feature.js';
+import { createWebhooksFeature, storedEventDecoder } from './webhooks/webhooks-feature.js';
 
 export interface Service {
   readonly app: Express;
@@ -265,11 +266,20 @@ async function composeFeatures(core: KeyedCore, vault: VaultService, options: Bu
     vault,
     config: config.payments,
     listeners: [loyalty.paymentListener, ...(options.paymentListeners ?? [])],
-    decodeStored: decodeStoredEvent,
+    decodeStored: storedEventDecoder({ storedReference: (id) => storedReference(knex, id) }),
     shopperRefs: loyalty.reachableShopperRefs,
     earnings: loyalty.purchaseEarnings,
     clock,
     metrics,
+  });
+  // Returns at a till add facts to payments (whose listeners are loyalty's) and issue store credit.
+  const returns = createReturnsFeature({
+    knex,
+    vault,
+    payments: payments.payments,
+    storeCredit: loyalty.storeCredit,
+    config: config.returns,
+    clock,
   });
   const events = createEventsFeature({
     knex,
@@ -295,7 +305,13 @@ async function composeFeatures(core: KeyedCore, vault: VaultService, options: Bu
     members: loyalty.members,
     subscriptions: events.subscriptions,
     dispatcher: events.dispatcher,
-    handlers: { ...webhooks.handlers, ...payments.handlers, ...loyalty.handlers, ...events.handlers },
+    handlers: {
+      ...webhooks.handlers,
+      ...payments.handlers,
+      ...loyalty.handlers,
+      ...returns.handlers,
+      ...events.handlers,
+    },
     signatures: webhooks.signatures,
     schedules: [...events.schedules, ...loyalty.schedules],
   };

@@ -72,6 +72,8 @@ const PROTECTED_ACTIONS = new Set([
   'audit.chain-converted',
   'audit.chain-head-invalid',
   'audit.chain-key.created',
+  'reference-key.created',
+  'reference-key.recorded',
   'audit.verified',
   'audit.checkpointed',
   'audit.exported',

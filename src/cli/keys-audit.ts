@@ -199,7 +199,7 @@ async function checkKeyStates(
   ctx: KeysContext,
   out: (t: string) => void,
 ): Promise<{ summary: string | undefined; recorded: Record<string, unknown>[] }> {
-  const findings = await reconcileKeyStates(ctx.knex);
+  const findings = await reconcileKeyStates(ctx.knex, { referenceKey: ctx.masterKey });
   if (findings.length === 0) {
     out('key states agree with the audit trail');
     return { summary: undefined, recorded: [] };

@@ -279,7 +279,7 @@ async function status(args: readonly string[], ctx: KeysContext, out: (t: string
     ...(await checkKeyTriggers(ctx.knex)),
     ...(await rowsUnderUnreadableVersions(ctx)),
     // A state the keyed audit trail contradicts (a retired version set back to published, …).
-    ...(await reconcileKeyStates(ctx.knex)).map((f) => ({
+    ...(await reconcileKeyStates(ctx.knex, { referenceKey: ctx.masterKey })).map((f) => ({
       kind: 'key-state-tampered',
       detail: `${describeKeyStateFinding(f)}: changed outside the key CLI; investigate, and check the audit chain (keys audit verify)`,
     })),

@@ -1,9 +1,9 @@
 /**
  * Loyalty operations against the service's database (the same configuration as the service):
  *
- *   npm run loyalty -- expire [--json]   expire lots past their date (idempotent, safe beside running
- *                                        instances and other expiry runs), forget idempotency keys past
- *                                        their retention
+ *   npm run loyalty -- expire [--json]   expire lots past their date, release holds past their hold
+ *                                        window (idempotent, safe beside running instances and other
+ *                                        expiry runs), forget idempotency keys past their retention
  *   npm run loyalty -- check [--json]    prove the ledger's invariants; exit 1 with a report otherwise
  *   npm run loyalty -- retention --plan|--apply|--verify [--json]
  *                                        card-data retention (PCI DSS 3.2.1): what would be purged, or
@@ -55,8 +55,8 @@ export type LoyaltyArgs =
 const COMMANDS = {
   expire: {
     description:
-      'Expire lots past their date and forget idempotency keys past their retention (idempotent, safe beside ' +
-      'running instances and other expiry runs).',
+      'Expire lots past their date, release holds past their hold window and forget idempotency keys past ' +
+      'their retention (idempotent, safe beside running instances and other expiry runs).',
     exitCodes: { 0: 'done', 1: 'the run failed', 2: 'bad usage: nothing opened' },
   },
   check: {
@@ -166,11 +166,13 @@ async function runLoyaltyCommand(args: LoyaltyArgs, deps: LoyaltyCliDeps, io: Cl
   if (command === 'retention') return runRetention(args, deps, io);
   if (command === 'expire') {
     const run = await deps.ledger.expireDue();
+    const holds = await deps.ledger.releaseDueHolds();
     io.out(
       json
-        ? `${JSON.stringify(run)}\n`
+        ? `${JSON.stringify({ ...run, holds })}\n`
         : `expired ${run.points} points in ${run.lots} lots of ${run.shoppers} shoppers; ` +
-            `forgot ${run.idempotencyKeysPurged} idempotency keys past retention\n`,
+            `forgot ${run.idempotencyKeysPurged} idempotency keys past retention; ` +
+            `released ${holds.points} held points of ${holds.holds} payments past their hold window\n`,
     );
     return 0;
   }

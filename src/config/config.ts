@@ -1,4 +1,4 @@
-/* eslint max-lines: ["error", 930] -- every variable read (the four master-key sources and their previous keys included), typed and cross-checked in one pass with one error list; a split by section is left for later */
+/* eslint max-lines: ["error", 940] -- every variable read (the four master-key sources and their previous keys included), typed and cross-checked in one pass with one error list; a split by section is left for later */
 /**
  * Configuration, read once from the environment, validated, typed and frozen.
  *
@@ -165,6 +165,8 @@ export interface Config {
     readonly batchConcurrency: number;
   };
   readonly loyalty: LoyaltyConfig;
+  /** Returns at a till: how many days back, and lookups plus returns per client per minute (shared). */
+  readonly returns: { readonly windowDays: number; readonly perMinute: number };
   readonly tls: TlsConfig;
   /** The dispatcher's own settings (documented on DispatcherOptions), and where it may deliver. */
   readonly events: DispatcherOptions & {
@@ -382,6 +384,10 @@ export function loadConfig(env: Env = process.env, options: LoadConfigOptions = 
       batchConcurrency: r.integer('PAYMENT_BATCH_CONCURRENCY', 1, 1, 64),
     },
     loyalty: parseLoyalty(r),
+    returns: {
+      windowDays: r.integer('RETURN_WINDOW_DAYS', 30, 1, 730),
+      perMinute: r.integer('RETURNS_RATE_LIMIT_PER_MINUTE', 30, 1, 10_000),
+    },
     tls: parseTls(r, production),
     events: {
       dispatcherEnabled: r.boolean('EVENTS_DISPATCHER_ENABLED', true),

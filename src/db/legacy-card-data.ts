@@ -7,7 +7,11 @@
  *   `payment_facts.fact_key`), and a UUID-shaped platform `webhook-id` holding one (`event_key`, and a
  *   fact key equal to it), verdict `report` of src/card-data/legacy-references.ts;
  * - `audit_events` actor, action, origin and resource: covered by the entry MAC, so neither rewritten
- *   nor redactable (new entries have them masked by `appendAuditEvent`).
+ *   nor redactable (new entries have them masked by `appendAuditEvent`);
+ * - client `Idempotency-Key`s an earlier release stored as sent (`idempotency_keys.key`,
+ *   `event_subscription_secrets.rotation_key`) that a retry still matches: a bare UUID holding card
+ *   data (role `idempotency-key`; migration 20261210000000, issue 16 third review). An
+ *   `idempotency_keys` row is named by its scope and creation time (its primary key holds the value).
  * A finding names the table, the column and the row's key, never the value.
  */
 import type { Knex } from 'knex';
@@ -24,7 +28,71 @@ export interface LegacyCardDataFinding {
 const BATCH = 1000;
 
 export async function findLegacyCardData(knex: Knex | Knex.Transaction): Promise<LegacyCardDataFinding[]> {
+  return [...(await findLegacyReferenceData(knex)), ...(await findLegacyClientKeys(knex))];
+}
+
+/** The gateway references and audit columns (what migration 20261209300000 recorded). */
+export async function findLegacyReferenceData(knex: Knex | Knex.Transaction): Promise<LegacyCardDataFinding[]> {
   return [...(await inboxReferences(knex)), ...(await paymentReferences(knex)), ...(await auditColumns(knex))];
+}
+
+/** Client `Idempotency-Key`s kept as sent that a retry still matches (what migration 20261210000000 recorded). */
+export async function findLegacyClientKeys(knex: Knex | Knex.Transaction): Promise<LegacyCardDataFinding[]> {
+  const found: LegacyCardDataFinding[] = [];
+  for (const row of await legacyClientKeys(knex, 'report')) found.push(row.finding);
+  return found;
+}
+
+export interface LegacyClientKey {
+  readonly table: 'idempotency_keys' | 'event_subscription_secrets';
+  /** The row's primary key (`scope` and `key`, or `id`): for the caller's update, never reported. */
+  readonly where: Readonly<Record<string, string>>;
+  readonly key: string;
+  readonly finding: LegacyCardDataFinding;
+}
+
+/**
+ * Client keys holding card data whose verdict (src/card-data/legacy-references.ts, role
+ * `idempotency-key`) is `verdict`. Only rows the pre-scan lets through are read in full: a key with
+ * fewer than 12 digits unbroken by a letter cannot hold card data.
+ */
+export async function legacyClientKeys(
+  knex: Knex | Knex.Transaction,
+  verdict: 'report' | 'rekey',
+): Promise<LegacyClientKey[]> {
+  const found: LegacyClientKey[] = [];
+  const candidates = `[0-9]([^A-Za-z0-9]*[0-9]){11}`;
+  const keys = (await knex('idempotency_keys')
+    .whereRaw('key ~ ?', [candidates])
+    .select('scope', 'key', 'created_at')
+    .orderBy(['scope', 'created_at'])) as { scope: string; key: string; created_at: Date | string }[];
+  for (const row of keys) {
+    if (legacyReferenceVerdict('client', row.key, 'idempotency-key') !== verdict) continue;
+    found.push({
+      table: 'idempotency_keys',
+      where: { scope: row.scope, key: row.key },
+      key: row.key,
+      finding: {
+        table: 'idempotency_keys',
+        column: 'key',
+        row: `${row.scope}@${new Date(row.created_at).toISOString()}`,
+      },
+    });
+  }
+  const rotations = (await knex('event_subscription_secrets')
+    .whereRaw('rotation_key ~ ?', [candidates])
+    .select('id', 'rotation_key')
+    .orderBy('id')) as { id: string; rotation_key: string }[];
+  for (const row of rotations) {
+    if (legacyReferenceVerdict('client', row.rotation_key, 'idempotency-key') !== verdict) continue;
+    found.push({
+      table: 'event_subscription_secrets',
+      where: { id: row.id },
+      key: row.rotation_key,
+      finding: { table: 'event_subscription_secrets', column: 'rotation_key', row: row.id },
+    });
+  }
+  return found;
 }
 
 const reported = (provider: string, value: unknown, role?: LegacyReferenceRole): boolean =>

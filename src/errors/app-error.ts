@@ -93,6 +93,8 @@ export const ERROR_CATALOG = {
   // loyalty
   SHOPPER_MERGED: { title: 'This shopper was merged into another' },
   INSUFFICIENT_POINTS: { title: 'Not enough points are available' },
+  REDEMPTION_VELOCITY_EXCEEDED: { title: 'Too many redemptions for this shopper in the window' },
+  REDEMPTION_ABOVE_LIMIT: { title: 'The redemption is larger than the programme allows in its window' },
   IDEMPOTENCY_KEY_REUSED: { title: 'The Idempotency-Key was used with a different request' },
   MERGE_REQUIRES_ADMIN: { title: 'Merging two enrolled members requires an administrator' },
   MEMBERSHIP_REQUIRED: { title: 'Only an enrolled member can claim another card' },
@@ -103,6 +105,10 @@ export const ERROR_CATALOG = {
   ADJUSTMENT_INVALID: { title: 'The points adjustment is not acceptable' },
   CLAIM_PAYMENT_EARNED: { title: 'The claimed payment has earned points already' },
   TIER_POLICY_INVALID: { title: "The programme's tier policy is not acceptable" },
+  // returns and store credit
+  INSUFFICIENT_STORE_CREDIT: { title: 'Not enough store credit is available in this currency' },
+  RETURN_EXCEEDS_REFUNDABLE: { title: 'The return is more than what is left to return of the payment' },
+  RETURN_REFUND_MISMATCH: { title: 'The gateway refund id names a refund of another amount or another return' },
   // outbound events
   WEBHOOK_TARGET_REFUSED: { title: 'The webhook target URL is not accepted' },
   SUBSCRIPTION_EXISTS: { title: 'A subscription for this URL already exists' },
@@ -155,6 +161,10 @@ export const ERROR_CATALOG = {
   // The master-key source cannot wrap or unwrap now (a PKCS#11 token slow, absent or logged out):
   // nothing was written; the source reconnects on its own, retry after Retry-After.
   MASTER_KEY_UNAVAILABLE: { title: 'The master key is unavailable' },
+  // The reference-digest key (keys/reference-digests.ts) is gone or replaced while the audit trail
+  // records its creation: a new key would give redeliveries new digests (applied twice), so nothing
+  // that needs a digest is done until an operator restores the key (docs/key-management.md).
+  REFERENCE_KEY_MISSING: { title: 'The reference-digest key is missing or replaced' },
   // The master key is not loaded: the service started sealed and waits for `keys unseal`.
   DATA_FOLDER_IN_USE: { title: 'The embedded data folder is held by another process' },
   RESPONSE_CONTRACT_VIOLATION: { title: 'The service produced a response outside its contract' },

@@ -20,6 +20,8 @@ export const EVENT_TYPES = [
   'shopper.merged',
   'card.linked',
   'tier.changed',
+  'store_credit.issued',
+  'store_credit.spent',
 ] as const;
 
 export type EventType = (typeof EVENT_TYPES)[number];

@@ -7,7 +7,8 @@
  *   a redemption undone); a capture's pending points moving to available is one such event, with a
  *   negative `pendingDelta`;
  * - `points.reversed`: taken back (refund, chargeback, cancellation of pending points, an operator's
- *   goodwill debit); an operator's goodwill grant or a granted missing-points claim is `points.available`;
+ *   goodwill debit), or a hold ended without earning (cancelled, expired, released); an operator's
+ *   goodwill grant or a granted missing-points claim is `points.available`;
  * - `points.pending`: earned but not yet spendable (an authorisation awaiting capture).
  *
  * The id comes from the operation's first entry's unique business key, so a change has one event
@@ -35,10 +36,16 @@ export interface AccountFacts {
 /** Entry kinds that subscribers hear about; settlements, write-offs and merge moves are internal. */
 const TYPE_OF_KIND: Readonly<Record<string, EventType>> = {
   earn_pending: 'points.pending',
+  hold: 'points.pending',
   earn: 'points.available',
   reversal_cancelled: 'points.available',
   redemption_reversed: 'points.available',
   pending_voided: 'points.reversed',
+  // A hold that ends; with a capture's `earn` in the same operation, the event is `points.available`.
+  hold_captured: 'points.reversed',
+  hold_released: 'points.reversed',
+  hold_expired: 'points.reversed',
+  hold_cancelled: 'points.reversed',
   earn_voided: 'points.reversed',
   reversal: 'points.reversed',
   redemption: 'points.redeemed',

@@ -31,7 +31,10 @@ export type IdPrefix =
   | 'att'
   | 'ins'
   | 'msp'
-  | 'cmp';
+  | 'cmp'
+  | 'rtn'
+  | 'scs'
+  | 'sce';
 
 export function newId(prefix: IdPrefix): string {
   for (;;) {

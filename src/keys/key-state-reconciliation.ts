@@ -21,13 +21,16 @@
  * entries that would contradict a row breaks the keyed chain instead (`keys audit verify`).
  *
  * Run by `keys audit verify` and `keys status`. It detects; it does not refuse: until the next run an
- * altered state is in effect on every instance that reloads its ring.
+ * altered state is in effect on every instance that reloads its ring. Given the master key, it also
+ * checks the reference-digest key against its `reference-key.*` entries (purpose `reference-digest`;
+ * reference-digests.ts `reconcileReferenceKey`): gone or replaced is a finding (and the service refuses).
  */
 import type { Knex } from 'knex';
 import { auditEntryIntact } from '../audit/audit-log.js';
 import { READABLE_STATES, type KeyState } from './key-states.js';
 import { allKeyVersions, type DataKeyRecord } from './key-version-store.js';
 import { keyLifecycleEntries, type KeyLifecycleEntryRow } from './publication-evidence-store.js';
+import { reconcileReferenceKey, type ReferenceKeyWrapper } from './reference-digests.js';
 
 export const KEY_LIFECYCLE_ACTIONS = ['key.created', 'key.published', 'key.activated', 'key.retired', 'key.destroyed'];
 
@@ -217,7 +220,10 @@ export function compareRows(
  * Every data key version's state and stamps against the keyed trail's successful key entries.
  * Empty when they agree.
  */
-export async function reconcileKeyStates(db: Knex | Knex.Transaction): Promise<KeyStateFinding[]> {
+export async function reconcileKeyStates(
+  db: Knex | Knex.Transaction,
+  options: { readonly referenceKey?: ReferenceKeyWrapper } = {},
+): Promise<KeyStateFinding[]> {
   const findings: KeyStateFinding[] = [];
   const intact: KeyEntry[] = [];
   for (const row of await keyLifecycleEntries(db, KEY_LIFECYCLE_ACTIONS)) {
@@ -240,7 +246,18 @@ export async function reconcileKeyStates(db: Knex | Knex.Transaction): Promise<K
     ...f,
     rowState: rows.find((r) => r.purpose === f.purpose && r.version === f.version)?.state ?? null,
   }));
-  return [...withRows, ...compareRows(rows, trailStates(intact))];
+  // The reference-digest key (not a data key): deleted or replaced behind the service's back.
+  const reference =
+    options.referenceKey === undefined
+      ? []
+      : (await reconcileReferenceKey(db, options.referenceKey)).map((f) => ({
+          purpose: 'reference-digest',
+          version: 1,
+          rowState: null,
+          trailState: null,
+          problem: f.problem,
+        }));
+  return [...withRows, ...compareRows(rows, trailStates(intact)), ...reference];
 }
 
 /** One line per finding, naming the version. */

@@ -25,16 +25,32 @@
  * Fail closed: when the key cannot be had (no master key registered for the handle, a sealed vault, a
  * token away) the request fails with 503 (`MASTER_KEY_UNAVAILABLE`/`VAULT_SEALED`); the id is never
  * stored raw instead.
+ *
+ * Deleted or replaced (issue 16, third review): the key is created in the same transaction as a keyed
+ * audit entry `reference-key.created` (resource `reference-key:v1`) naming its master key and its
+ * check value (`checkValue`: the first 8 bytes of HMAC-SHA256(key, a fixed label), base64url; it
+ * confirms the key, reveals nothing of it). A key an earlier release created without one is recorded
+ * by `reference-key.recorded` the first time a process unwraps it. From then on, a process that finds
+ * the row gone, or a key whose check value is not the recorded one, refuses (503
+ * `REFERENCE_KEY_MISSING`, logged by the problem middleware) instead of creating a new key: a new key
+ * would give every redelivery of a card-shaped UUID id a new digest, and apply it twice. The runtime
+ * counts any such entry, intact or not (an entry made unverifiable must not reopen silent re-creation);
+ * `keys audit verify` and `keys status` report a missing or replaced key, and entries that do not
+ * verify ({@link reconcileReferenceKey}, through key-state-reconciliation.ts).
  */
 import { createHmac, randomBytes } from 'node:crypto';
 import type { Knex } from 'knex';
+import { appendAuditEvent, auditEntryIntact } from '../audit/audit-log.js';
 import { containsCardData, mayHoldCardData } from '../card-data/card-data-guard.js';
 import { AppError, isMasterKeyUnavailable } from '../errors/app-error.js';
 import {
   findReferenceKey,
   insertReferenceKeyIfAbsent,
   lockReferenceKeys,
+  REFERENCE_KEY_RESOURCE,
+  referenceKeyEntries,
   rewrapReferenceKey,
+  type ReferenceKeyEntryRow,
   type ReferenceKeyRow,
 } from './reference-key-store.js';
 
@@ -72,37 +88,103 @@ export async function storedReference(db: Db, id: string): Promise<string> {
   return REFERENCE_DIGEST_PREFIX + createHmac('sha256', key).update(id, 'utf8').digest('base64url');
 }
 
+/** The audit actions that name the reference key and its check value. */
+export const REFERENCE_KEY_ACTIONS = ['reference-key.created', 'reference-key.recorded'] as const;
+
+/** The key's check value: confirms which key it is, reveals nothing of it (11 base64url characters). */
+export function referenceKeyCheckValue(key: Buffer): string {
+  return createHmac('sha256', key)
+    .update('loyalty-vault/reference-digest-key/check-value', 'utf8')
+    .digest()
+    .subarray(0, 8)
+    .toString('base64url');
+}
+
+interface RecordedKey {
+  readonly seq: number;
+  readonly checkValue: string | undefined;
+}
+
+function recordedOf(row: ReferenceKeyEntryRow): RecordedKey {
+  const details = (typeof row.details === 'string' ? JSON.parse(row.details) : (row.details ?? {})) as Record<
+    string,
+    unknown
+  >;
+  const checkValue = details['checkValue'];
+  return { seq: Number(row.seq), checkValue: typeof checkValue === 'string' ? checkValue : undefined };
+}
+
+/** The newest successful entry naming the key (any, intact or not: the runtime fails closed on it). */
+async function recordedKey(db: Db): Promise<RecordedKey | undefined> {
+  const rows = (await referenceKeyEntries(db, REFERENCE_KEY_ACTIONS)).filter((r) => r.outcome === 'success');
+  const last = rows[rows.length - 1];
+  return last === undefined ? undefined : recordedOf(last);
+}
+
+function keyMissing(detail: string): AppError {
+  return new AppError('REFERENCE_KEY_MISSING', { detail });
+}
+
+const isTransaction = (db: Db): db is Knex.Transaction => (db as { isTransaction?: boolean }).isTransaction === true;
+
+async function inTransaction<T>(db: Db, work: (trx: Knex.Transaction) => Promise<T>): Promise<T> {
+  return isTransaction(db) ? work(db) : (db as Knex).transaction(work);
+}
+
 class Registration {
   /** Newest first: after a master rotation in-process, the newest source opens the rewrapped key. */
   readonly wrappers: ReferenceKeyWrapper[] = [];
   private key: Buffer | undefined;
-  /** Transactions that created the row: its key is not cached until another transaction reads it. */
+  /** Transactions that created or recorded the key: not cached until another transaction reads it. */
   private readonly creators = new WeakSet<object>();
 
   async material(db: Db): Promise<Buffer> {
     if (this.key !== undefined) return this.key;
+    let recorded = await recordedKey(db);
     let row = await findReferenceKey(db);
     if (row === undefined) {
-      await this.create(db);
-      if ((db as { isTransaction?: boolean }).isTransaction === true) this.creators.add(db);
+      // Created once, recorded in the trail: never silently again (a new key = new digests = double points).
+      if (recorded !== undefined) {
+        throw keyMissing(
+          `the reference-digest key recorded by audit entry ${recorded.seq} is gone: restore reference_digest_keys from a backup (docs/key-management.md)`,
+        );
+      }
+      await inTransaction(db, (trx) => this.create(trx));
+      if (isTransaction(db)) this.creators.add(db);
       row = await findReferenceKey(db);
+      recorded = await recordedKey(db);
       if (row === undefined)
         throw new AppError('MASTER_KEY_UNAVAILABLE', { detail: 'the reference key was not created' });
     }
     const key = await this.unwrap(row);
+    const checkValue = referenceKeyCheckValue(key);
+    if (recorded === undefined) {
+      // Created by an earlier release, before its creation was audited: recorded now, checked from now on.
+      await inTransaction(db, (trx) => recordKey(trx, 'reference-key.recorded', row.kek_id, checkValue));
+      if (isTransaction(db)) this.creators.add(db);
+    } else if (recorded.checkValue !== checkValue) {
+      throw keyMissing(
+        `the reference-digest key is not the one audit entry ${recorded.seq} recorded (check value differs): restore reference_digest_keys from a backup (docs/key-management.md)`,
+      );
+    }
     // A key created in a transaction that may yet roll back must not outlive it in the cache.
     if (!this.creators.has(db)) this.key = key;
     return key;
   }
 
-  /** Creates version 1 unless it exists (a concurrent creator's insert wins; both read the one row). */
-  async create(db: Db): Promise<void> {
+  /** Creates version 1 and its audit entry unless it exists (a concurrent creator's insert wins). */
+  async create(trx: Knex.Transaction): Promise<void> {
     const wrapper = this.wrappers[0];
     if (wrapper === undefined) throw unregistered();
     const material = randomBytes(32);
     try {
       const wrapped = await wrapper.wrap(material, referenceKeyAad(1));
-      await insertReferenceKeyIfAbsent(db, { wrappedKey: wrapped, kekId: wrapper.keyId, createdAt: new Date() });
+      const inserted = await insertReferenceKeyIfAbsent(trx, {
+        wrappedKey: wrapped,
+        kekId: wrapper.keyId,
+        createdAt: new Date(),
+      });
+      if (inserted) await recordKey(trx, 'reference-key.created', wrapper.keyId, referenceKeyCheckValue(material));
     } finally {
       material.fill(0);
     }
@@ -113,7 +195,7 @@ class Registration {
     this.key = undefined;
   }
 
-  private async unwrap(row: ReferenceKeyRow): Promise<Buffer> {
+  async unwrap(row: ReferenceKeyRow): Promise<Buffer> {
     let unavailable: Error | undefined;
     for (const wrapper of this.wrappers) {
       try {
@@ -128,6 +210,23 @@ class Registration {
       detail: 'the reference-digest key does not unwrap under the configured master key',
     });
   }
+}
+
+async function recordKey(
+  trx: Knex.Transaction,
+  action: (typeof REFERENCE_KEY_ACTIONS)[number],
+  kekId: string,
+  checkValue: string,
+): Promise<void> {
+  await appendAuditEvent(trx, {
+    actor: 'system',
+    actorType: 'system',
+    action,
+    outcome: 'success',
+    origin: 'reference-digests',
+    resource: REFERENCE_KEY_RESOURCE,
+    details: { version: 1, algorithm: 'HMAC-SHA256', strengthBits: 256, kekId, checkValue },
+  });
 }
 
 function unregistered(): AppError {
@@ -162,10 +261,79 @@ export function registerReferenceKey(db: Db, wrapper: ReferenceKeyWrapper): void
   registration.wrappers.unshift(wrapper);
 }
 
-/** Creates the key at start-up when the database has none (in its own, committed transaction). */
+/**
+ * At start-up: creates the key (with its audit entry) when the database has none and the trail records
+ * none; records a key an earlier release created without an entry. A key the trail records but that is
+ * gone or replaced does not stop the start: every use refuses (`REFERENCE_KEY_MISSING`) and `keys
+ * status` reports it.
+ */
 export async function ensureReferenceKey(knex: Knex): Promise<void> {
-  if ((await findReferenceKey(knex)) !== undefined) return;
-  await knex.transaction(async (trx) => registrationOf(trx).create(trx));
+  try {
+    await registrationOf(knex).material(knex);
+  } catch (error) {
+    if (error instanceof AppError && error.code === 'REFERENCE_KEY_MISSING') return;
+    throw error;
+  }
+}
+
+/** One problem with the reference key, for `keys audit verify` and `keys status`. */
+export interface ReferenceKeyFinding {
+  readonly problem: string;
+}
+
+/**
+ * The reference key against the keyed trail: the row gone while an intact entry records it, a key
+ * whose check value is not the recorded one (replaced) or that does not unwrap under `wrapper`, a row
+ * no intact entry records, an entry that does not verify. Empty when they agree (or when neither
+ * exists: no card-shaped id needed a digest yet).
+ */
+export async function reconcileReferenceKey(
+  db: Knex | Knex.Transaction,
+  wrapper: ReferenceKeyWrapper,
+): Promise<ReferenceKeyFinding[]> {
+  const findings: ReferenceKeyFinding[] = [];
+  let intact: RecordedKey | undefined;
+  for (const row of await referenceKeyEntries(db, REFERENCE_KEY_ACTIONS)) {
+    if (row.outcome !== 'success') continue;
+    if (await auditEntryIntact(db, Number(row.seq))) intact = recordedOf(row);
+    else findings.push({ problem: `its ${row.action} entry ${row.seq} does not verify (not counted)` });
+  }
+  const row = await findReferenceKey(db);
+  if (row === undefined) {
+    if (intact !== undefined) {
+      findings.push({
+        problem: `the audit trail recorded it (entry ${intact.seq}) but its row is gone: every id needing a digest is refused (REFERENCE_KEY_MISSING) until it is restored from a backup`,
+      });
+    }
+    return findings;
+  }
+  if (intact === undefined) {
+    findings.push({
+      problem: 'its row exists but no intact reference-key entry records it (created outside the service?)',
+    });
+    return findings;
+  }
+  let key: Buffer;
+  try {
+    key = await wrapper.unwrap(row.wrapped_key, referenceKeyAad(row.version));
+  } catch (error) {
+    findings.push({
+      problem: isMasterKeyUnavailable(error)
+        ? 'could not be checked: the master key is unavailable'
+        : 'its row does not unwrap under the current master key (replaced?)',
+    });
+    return findings;
+  }
+  try {
+    if (referenceKeyCheckValue(key) !== intact.checkValue) {
+      findings.push({
+        problem: `it was replaced: its check value differs from the one entry ${intact.seq} recorded; every id needing a digest is refused (REFERENCE_KEY_MISSING)`,
+      });
+    }
+  } finally {
+    key.fill(0);
+  }
+  return findings;
 }
 
 /** Forgets the unwrapped key of this database handle (the vault was sealed). */

@@ -12,20 +12,42 @@ export interface ReferenceKeyRow {
   kek_id: string;
 }
 
+export const REFERENCE_KEY_RESOURCE = 'reference-key:v1';
+
 export async function findReferenceKey(db: Db): Promise<ReferenceKeyRow | undefined> {
   return (await db('reference_digest_keys').where({ version: 1 }).first('version', 'wrapped_key', 'kek_id')) as
     ReferenceKeyRow | undefined;
 }
 
-/** Inserts version 1 unless another transaction did; a concurrent creator waits on the key. */
+/**
+ * Inserts version 1 unless another transaction did (a concurrent creator waits on the key); true when
+ * this call inserted it.
+ */
 export async function insertReferenceKeyIfAbsent(
   db: Db,
   key: { wrappedKey: Buffer; kekId: string; createdAt: Date },
-): Promise<void> {
-  await db('reference_digest_keys')
+): Promise<boolean> {
+  const inserted = (await db('reference_digest_keys')
     .insert({ version: 1, wrapped_key: key.wrappedKey, kek_id: key.kekId, created_at: key.createdAt })
     .onConflict('version')
-    .ignore();
+    .ignore()
+    .returning('version')) as unknown[];
+  return inserted.length > 0;
+}
+
+/** The audit entries that created or first recorded the reference key, in chain order. */
+export interface ReferenceKeyEntryRow {
+  seq: number;
+  action: string;
+  outcome: string;
+  details: unknown;
+}
+
+export async function referenceKeyEntries(db: Db, actions: readonly string[]): Promise<ReferenceKeyEntryRow[]> {
+  return (await db('audit_events')
+    .whereIn('action', actions as string[])
+    .orderBy('seq')
+    .select('seq', 'action', 'outcome', 'details')) as ReferenceKeyEntryRow[];
 }
 
 export async function lockReferenceKeys(trx: Knex.Transaction): Promise<ReferenceKeyRow[]> {

@@ -15,7 +15,8 @@ export type DefinitionProblem =
   | 'time_zone_unknown'
   | 'time_window_empty'
   | 'time_invalid'
-  | 'effect_gives_nothing';
+  | 'effect_gives_nothing'
+  | 'first_and_every_nth_purchase';
 
 /** The reasons a definition is refused; empty when it is acceptable. Pure. */
 export function definitionProblems(d: StoredDefinition): DefinitionProblem[] {
@@ -36,6 +37,7 @@ export function definitionProblems(d: StoredDefinition): DefinitionProblem[] {
     if (!valid) problems.push('time_invalid');
     else if (minutesOf(c.timeWindow.from) === minutesOf(c.timeWindow.to)) problems.push('time_window_empty');
   }
+  if (c.firstPurchaseOnly === true && c.everyNthPurchase !== undefined) problems.push('first_and_every_nth_purchase');
   const e = d.effect;
   if ((e.kind === 'multiplier' && e.factor <= 1) || (e.kind !== 'multiplier' && e.points <= 0)) {
     problems.push('effect_gives_nothing');

@@ -9,14 +9,16 @@
  * chargebacks) scale that bonus exactly as the base points are scaled (`proportion`), so arrival order
  * and duplicates cannot change what a payment earns.
  *
- * Not judged yet (the payment carries no such fact today): merchant account, merchant category code
- * (and so the default gift-card exclusion), card brand; nor the shopper's tier, first/Nth purchase or
- * opt-in (they need per-shopper state).
+ * Conditions on the shopper (tier, opt-in, first or every Nth purchase) and the limits that depend on
+ * what was granted before (a per-shopper cap per period, a global budget) are judged on a
+ * {@link CampaignLedgerState} the caller reads under its locks and passes in: still a pure function
+ * of its inputs. The caller judges a payment once, when its lot is created, and keeps the result
+ * (campaign-usage.ts says why that keeps a payment's result independent of arrival order).
  */
+import { inWindow, localTime, WEEKDAYS, type Weekday } from './campaign-time.js';
 import { currencyExponent, MAX_POINTS_PER_PAYMENT } from './programme.js';
 
-export const WEEKDAYS = ['mon', 'tue', 'wed', 'thu', 'fri', 'sat', 'sun'] as const;
-export type Weekday = (typeof WEEKDAYS)[number];
+export { isTimeZone, localTime, minutesOf, WEEKDAYS, type Weekday } from './campaign-time.js';
 
 export type CampaignEffect =
   /** The base points times `factor` (≥ 1): the bonus is base × (factor − 1), floored. */
@@ -38,9 +40,37 @@ export interface CampaignConditions {
   readonly daysOfWeek?: readonly Weekday[];
   /** Local time of the authorisation in `timeZone`, `from` inclusive, `to` exclusive ("HH:MM"); wraps past midnight when from > to. */
   readonly timeWindow?: { readonly from: string; readonly to: string };
-  /** IANA time zone of `daysOfWeek` and `timeWindow` (required with either). */
+  /** IANA time zone of `daysOfWeek`, `timeWindow` and the per-shopper cap's periods (required with the first two). */
   readonly timeZone?: string;
+  /** The payment's merchant account must be one of these. */
+  readonly merchantAccounts?: readonly string[];
+  /** Merchant category codes (ISO 18245): include (one of) and exclude (none of). */
+  readonly merchantCategoryCodes?: { readonly include?: readonly string[]; readonly exclude?: readonly string[] };
+  /** Gift-card and stored-value MCCs ({@link GIFT_CARD_MCCS}) are excluded unless this is true. */
+  readonly allowGiftCardMccs?: boolean;
+  /** The card's brand (as the vault detects it: `visa`, `mastercard`, `amex`…) must be one of these. */
+  readonly cardBrands?: readonly string[];
+  /** The shopper's tier at authorisation must be one of these. */
+  readonly tiers?: readonly string[];
+  /** The shopper must have activated the campaign (from the app) at or before the authorisation. */
+  readonly optInRequired?: boolean;
+  /** Only the shopper's first purchase meeting the campaign's other conditions. */
+  readonly firstPurchaseOnly?: boolean;
+  /** Only every Nth purchase meeting the campaign's other conditions (the Nth, 2Nth…). */
+  readonly everyNthPurchase?: number;
 }
+
+/**
+ * Merchant category codes excluded from every campaign by default (`allowGiftCardMccs` lifts it):
+ * buying gift cards or loading stored value with a card would otherwise earn bonus points that are
+ * then spent again as money. 6540 is the schemes' "stored value card purchase/load" (Visa's
+ * "non-financial institutions – stored value card purchase/load", Mastercard's equivalent); 6051
+ * is quasi-cash (money orders, travellers' cheques, stored value). 5947 (gift, card, novelty and
+ * souvenir shops: greeting cards, not gift cards) is deliberately not in the list.
+ */
+export const GIFT_CARD_MCCS: readonly string[] = ['6051', '6540'];
+
+export type CapPeriod = 'day' | 'week' | 'month' | 'campaign';
 
 export interface CampaignDefinition {
   readonly name: string;
@@ -51,6 +81,10 @@ export interface CampaignDefinition {
   readonly effect: CampaignEffect;
   /** At most this many bonus points per payment. */
   readonly maxBonusPerPayment?: number;
+  /** At most this many bonus points per shopper per period (local to the campaign's time zone, else UTC). */
+  readonly maxBonusPerShopper?: { readonly points: number; readonly period: CapPeriod };
+  /** The campaign's global budget: at most this many bonus points granted in all (every shopper). */
+  readonly budget?: number;
   /** Higher is considered first. */
   readonly priority: number;
   /** Exclusive: applies only if no campaign applied before it, and then stops the rest. */
@@ -75,11 +109,50 @@ export interface AuthorisationFacts {
   readonly storeId: string | null;
   /** The base points of the authorised amount (what a multiplier multiplies). */
   readonly basePoints: number;
-  /** The shopper's tier at authorisation, as pinned on the lot (null: the programme had no tiers). */
-  readonly shopperTier: string | null;
+  /** Unknown (absent or null): a condition naming values fails, an exclusion passes. */
+  readonly merchantAccount?: string | null;
+  readonly merchantCategoryCode?: string | null;
+  readonly cardBrand?: string | null;
+  /** The shopper's tier at authorisation (null: none, or tiers are not in use). */
+  readonly shopperTier?: string | null;
 }
 
-export type ConditionName = 'period' | 'channel' | 'store' | 'currency' | 'amount' | 'day_of_week' | 'time_of_day';
+/**
+ * What was granted before this payment, read under the locks that make it exact (the shopper's
+ * account for the per-shopper figures, the campaign's budget row for the budget).
+ */
+export interface CampaignLedgerState {
+  /** When the shopper activated the campaign (undefined: never). */
+  activatedAt(campaignId: string): Date | undefined;
+  /** The shopper's purchases counted by this campaign so far. */
+  purchases(campaignId: string): number;
+  /** Bonus points this campaign granted the shopper in this period. */
+  grantedInPeriod(campaignId: string, period: string): number;
+  /** Bonus points this campaign granted in all, every shopper. */
+  budgetSpent(campaignId: string): number;
+}
+
+export const NO_LEDGER_STATE: CampaignLedgerState = {
+  activatedAt: () => undefined,
+  purchases: () => 0,
+  grantedInPeriod: () => 0,
+  budgetSpent: () => 0,
+};
+
+export type ConditionName =
+  | 'period'
+  | 'channel'
+  | 'store'
+  | 'merchant_account'
+  | 'merchant_category'
+  | 'card_brand'
+  | 'currency'
+  | 'amount'
+  | 'day_of_week'
+  | 'time_of_day'
+  | 'tier'
+  | 'opt_in'
+  | 'purchase_number';
 
 export interface ConditionResult {
   readonly condition: ConditionName;
@@ -93,10 +166,19 @@ export interface CampaignOutcome {
   readonly qualified: boolean;
   readonly conditions: readonly ConditionResult[];
   /** Why a qualifying campaign gave nothing (or less), if it did. */
-  readonly limitedBy?: 'cap' | 'exclusive';
-  /** Bonus points at authorisation, after the cap and stacking (0 when not applied). */
+  readonly limitedBy?: LimitedBy;
+  /** Bonus points at authorisation, after the caps, the budget and stacking (0 when not applied). */
   readonly bonus: number;
+  /** The bonus before the per-shopper cap and the budget, when one of them cut it. */
+  readonly requested?: number;
+  /** The shopper's purchase number in this campaign, when the campaign counts purchases and counted it. */
+  readonly purchaseNumber?: number;
+  /** The per-shopper cap's period this bonus counts against (e.g. `2026-12-07`, `week:2026-12-07`). */
+  readonly capPeriod?: string;
 }
+
+/** `cap`: per payment; `shopper_cap`: per shopper and period; `budget`: the global budget; `exclusive`: stacking. */
+export type LimitedBy = 'cap' | 'shopper_cap' | 'budget' | 'exclusive';
 
 /** For each campaign, the newest version effective at `at` (campaigns with none yet are absent). */
 export function campaignsInForce(versions: readonly CampaignVersion[], at: Date): CampaignVersion[] {
@@ -109,26 +191,95 @@ export function campaignsInForce(versions: readonly CampaignVersion[], at: Date)
   return [...newest.values()].sort(byStacking);
 }
 
-/** Judges every campaign, then stacks the qualified ones in priority order. Pure. */
-export function evaluateCampaigns(versions: readonly CampaignVersion[], facts: AuthorisationFacts): CampaignOutcome[] {
+/**
+ * Judges every campaign, then stacks the qualified ones in priority order, each limited by its
+ * per-payment cap, what is left of the per-shopper cap of its period and of its budget (`state`).
+ * Pure. The caller adds each outcome's bonus and purchase number to its state before judging the
+ * shopper's next payment ({@link countsPurchases}, `capPeriod`).
+ */
+export function evaluateCampaigns(
+  versions: readonly CampaignVersion[],
+  facts: AuthorisationFacts,
+  state: CampaignLedgerState = NO_LEDGER_STATE,
+): CampaignOutcome[] {
   let closed = false;
   let applied = false;
   let room = Math.max(0, MAX_POINTS_PER_PAYMENT - facts.basePoints);
-  return [...versions].sort(byStacking).map((v) => {
-    const conditions = judge(v.definition, facts);
+  return [...versions].sort(byStacking).map((v): CampaignOutcome => {
+    const d = v.definition;
+    const conditions = judge(d, facts, state.activatedAt(v.campaignId));
+    let purchaseNumber: number | undefined;
+    if (countsPurchases(d) && conditions.every((c) => c.passed)) {
+      purchaseNumber = state.purchases(v.campaignId) + 1;
+      const passed = d.conditions.firstPurchaseOnly === true ? purchaseNumber === 1 : true;
+      const nth = d.conditions.everyNthPurchase;
+      conditions.push({
+        condition: 'purchase_number',
+        passed: passed && (nth === undefined || purchaseNumber % nth === 0),
+      });
+    }
     const qualified = conditions.every((c) => c.passed);
-    const base = { campaignId: v.campaignId, version: v.version, qualified, conditions };
+    const base = {
+      campaignId: v.campaignId,
+      version: v.version,
+      qualified,
+      conditions,
+      ...(purchaseNumber === undefined ? {} : { purchaseNumber }),
+    };
     if (!qualified) return { ...base, bonus: 0 };
-    const exclusive = v.definition.stacking === 'exclusive';
-    if (closed || (exclusive && applied)) return { ...base, limitedBy: 'exclusive' as const, bonus: 0 };
-    const uncapped = bonusOf(v.definition.effect, facts);
-    const cap = v.definition.maxBonusPerPayment;
-    const bonus = Math.min(cap ?? uncapped, uncapped, room);
+    const exclusive = d.stacking === 'exclusive';
+    if (closed || (exclusive && applied)) return { ...base, limitedBy: 'exclusive', bonus: 0 };
+    const uncapped = bonusOf(d.effect, facts);
+    let bonus = Math.min(d.maxBonusPerPayment ?? uncapped, uncapped, room);
+    let limitedBy: LimitedBy | undefined = bonus < uncapped ? 'cap' : undefined;
+    const requested = bonus;
+    const period = d.maxBonusPerShopper === undefined ? undefined : capPeriodOf(d, facts.authorisedAt);
+    if (d.maxBonusPerShopper !== undefined && period !== undefined) {
+      const left = Math.max(0, d.maxBonusPerShopper.points - state.grantedInPeriod(v.campaignId, period));
+      if (left < bonus) [bonus, limitedBy] = [left, 'shopper_cap'];
+    }
+    if (d.budget !== undefined) {
+      const left = Math.max(0, d.budget - state.budgetSpent(v.campaignId));
+      if (left < bonus) [bonus, limitedBy] = [left, 'budget'];
+    }
     room -= bonus;
     if (bonus > 0) applied = true;
     if (exclusive && bonus > 0) closed = true;
-    return bonus < uncapped ? { ...base, limitedBy: 'cap' as const, bonus } : { ...base, bonus };
+    return {
+      ...base,
+      ...(limitedBy === undefined ? {} : { limitedBy }),
+      bonus,
+      ...(bonus < requested ? { requested } : {}),
+      ...(period === undefined ? {} : { capPeriod: period }),
+    };
   });
+}
+
+/** The campaign numbers the shopper's purchases (first purchase only, or every Nth). */
+export function countsPurchases(d: CampaignDefinition): boolean {
+  return d.conditions.firstPurchaseOnly === true || d.conditions.everyNthPurchase !== undefined;
+}
+
+/** The campaign needs per-shopper or global state to be judged (a lot created under it consumes it). */
+export function isStateful(d: CampaignDefinition): boolean {
+  return (
+    countsPurchases(d) ||
+    d.conditions.optInRequired === true ||
+    d.maxBonusPerShopper !== undefined ||
+    d.budget !== undefined
+  );
+}
+
+/** The per-shopper cap's period of an authorisation: its local day, week (Monday) or month, or the whole campaign. */
+export function capPeriodOf(d: CampaignDefinition, at: Date): string {
+  const period = d.maxBonusPerShopper?.period ?? 'campaign';
+  if (period === 'campaign') return 'campaign';
+  const local = localTime(at, d.conditions.timeZone ?? 'UTC');
+  if (period === 'day') return local.date;
+  if (period === 'month') return local.date.slice(0, 7);
+  const [y, m, day] = local.date.split('-').map(Number) as [number, number, number];
+  const monday = new Date(Date.UTC(y, m - 1, day - WEEKDAYS.indexOf(local.weekday)));
+  return `week:${monday.toISOString().slice(0, 10)}`;
 }
 
 /** Priority (highest first), then campaign id: a total order, so stacking never depends on input order. */
@@ -139,7 +290,7 @@ function byStacking(a: CampaignVersion, b: CampaignVersion): number {
   );
 }
 
-function judge(d: CampaignDefinition, f: AuthorisationFacts): ConditionResult[] {
+function judge(d: CampaignDefinition, f: AuthorisationFacts, activatedAt: Date | undefined): ConditionResult[] {
   const c = d.conditions;
   const results: ConditionResult[] = [
     {
@@ -148,8 +299,21 @@ function judge(d: CampaignDefinition, f: AuthorisationFacts): ConditionResult[] 
     },
   ];
   const add = (condition: ConditionName, passed: boolean): void => void results.push({ condition, passed });
-  if (c.channels !== undefined) add('channel', f.channel !== null && c.channels.includes(f.channel));
-  if (c.storeIds !== undefined) add('store', f.storeId !== null && c.storeIds.includes(f.storeId));
+  const oneOf = (values: readonly string[], value: string | null | undefined): boolean =>
+    value !== null && value !== undefined && values.includes(value);
+  if (c.channels !== undefined) add('channel', oneOf(c.channels, f.channel));
+  if (c.storeIds !== undefined) add('store', oneOf(c.storeIds, f.storeId));
+  if (c.merchantAccounts !== undefined) add('merchant_account', oneOf(c.merchantAccounts, f.merchantAccount));
+  const mcc = f.merchantCategoryCode ?? null;
+  const { include, exclude } = c.merchantCategoryCodes ?? {};
+  if (include !== undefined || exclude !== undefined || mcc !== null) {
+    const excluded = [...(exclude ?? []), ...(c.allowGiftCardMccs === true ? [] : GIFT_CARD_MCCS)];
+    add(
+      'merchant_category',
+      (include === undefined || oneOf(include, mcc)) && (mcc === null || !excluded.includes(mcc)),
+    );
+  }
+  if (c.cardBrands !== undefined) add('card_brand', oneOf(c.cardBrands, f.cardBrand));
   if (c.currency !== undefined) add('currency', f.currency === c.currency);
   if (c.minAmount !== undefined || c.maxAmount !== undefined) {
     add(
@@ -162,6 +326,8 @@ function judge(d: CampaignDefinition, f: AuthorisationFacts): ConditionResult[] 
     if (c.daysOfWeek !== undefined) add('day_of_week', c.daysOfWeek.includes(local.weekday));
     if (c.timeWindow !== undefined) add('time_of_day', inWindow(local.minutes, c.timeWindow));
   }
+  if (c.tiers !== undefined) add('tier', oneOf(c.tiers, f.shopperTier));
+  if (c.optInRequired === true) add('opt_in', activatedAt !== undefined && activatedAt <= f.authorisedAt);
   return results;
 }
 
@@ -192,45 +358,4 @@ function timesRate(count: number, rate: number): number {
   const ppm = Math.round(rate * 1e6);
   if (!Number.isSafeInteger(count) || count <= 0 || !Number.isSafeInteger(ppm) || ppm <= 0) return 0;
   return Number((BigInt(count) * BigInt(ppm)) / 1_000_000n);
-}
-
-const formatters = new Map<string, Intl.DateTimeFormat>();
-
-/** The weekday and minutes since midnight of `at` in `timeZone` (Intl: no dependency, DST-correct). */
-export function localTime(at: Date, timeZone: string): { weekday: Weekday; minutes: number } {
-  let format = formatters.get(timeZone);
-  if (format === undefined) {
-    format = new Intl.DateTimeFormat('en-GB', {
-      timeZone,
-      weekday: 'short',
-      hour: '2-digit',
-      minute: '2-digit',
-      hourCycle: 'h23',
-    });
-    formatters.set(timeZone, format);
-  }
-  const parts = Object.fromEntries(format.formatToParts(at).map((p) => [p.type, p.value]));
-  const weekday = String(parts['weekday']).toLowerCase().slice(0, 3) as Weekday;
-  return { weekday, minutes: Number(parts['hour']) * 60 + Number(parts['minute']) };
-}
-
-export function minutesOf(hhmm: string): number {
-  const [h, m] = hhmm.split(':').map(Number);
-  return (h ?? 0) * 60 + (m ?? 0);
-}
-
-function inWindow(minutes: number, window: { readonly from: string; readonly to: string }): boolean {
-  const from = minutesOf(window.from);
-  const to = minutesOf(window.to);
-  return from <= to ? minutes >= from && minutes < to : minutes >= from || minutes < to;
-}
-
-/** True when `timeZone` is an IANA zone this runtime knows. */
-export function isTimeZone(timeZone: string): boolean {
-  try {
-    new Intl.DateTimeFormat('en-GB', { timeZone });
-    return true;
-  } catch {
-    return false;
-  }
 }

@@ -1,7 +1,8 @@
 /**
  * Campaigns' use cases: publish a campaign or a new version of one (audited, idempotent by the
- * client's key), list them, and the versions pinned on payments' lots (immutable, so cached forever
- * once read; the webhook path loads what a batch misses in one statement).
+ * client's key), list them with their budget spent and activations, and the shopper's activations
+ * (opt-in from the app: idempotent, audited). A payment's lot keeps the judgement of the versions
+ * pinned on it, so earning never reads a version again.
  */
 import { createHash } from 'node:crypto';
 import type { Knex } from 'knex';
@@ -11,17 +12,51 @@ import { withRetry } from '../db/retry.js';
 import { AppError } from '../errors/app-error.js';
 import { newId } from '../ids/prefixed-id.js';
 import { checkDefinition, instantOf } from './campaign-definition.js';
-import type { CampaignVersion } from './campaign-rules.js';
+import { campaignsInForce, type CampaignVersion } from './campaign-rules.js';
 import {
   allCampaignVersions,
-  campaignVersionsByKey,
   insertCampaignVersion,
   lockLatestCampaignVersion,
   toCampaignVersion,
   versionsOfCampaign,
   type StoredDefinition,
 } from './campaign-store.js';
+import { activate, activationsOf, campaignTotals } from './campaign-usage-store.js';
 import { claimIdempotencyKey, type StoredResponse } from './idempotency.js';
+import { lockAccounts } from './ledger-store.js';
+
+/** A campaign now: the version that speaks for it, where it stands, its budget and activations. */
+export interface CampaignStatus {
+  readonly version: CampaignVersion;
+  readonly state: 'scheduled' | 'running' | 'ended';
+  readonly budgetSpent: number;
+  readonly activations: number;
+}
+
+/** A campaign as a shopper sees it in the app. */
+export interface ShopperCampaign {
+  readonly version: CampaignVersion;
+  readonly activatedAt: Date | undefined;
+}
+
+/**
+ * The version that speaks for a campaign at `now`: the one in force, else the first scheduled; and
+ * whether the campaign is scheduled, running or ended by that version's start and end. Pure.
+ */
+export function campaignState(
+  versions: readonly CampaignVersion[],
+  now: Date,
+): { version: CampaignVersion; state: CampaignStatus['state'] } {
+  const version = campaignsInForce(versions, now)[0] ?? (versions[0] as CampaignVersion);
+  const { startsAt, endsAt } = version.definition;
+  const state =
+    version.effectiveFrom > now || startsAt > now
+      ? 'scheduled'
+      : endsAt !== undefined && endsAt <= now
+        ? 'ended'
+        : 'running';
+  return { version, state };
+}
 
 export interface CampaignRequest {
   /** Absent: a new campaign. Present: a new version of this one. */
@@ -36,51 +71,93 @@ interface CampaignActor {
   readonly origin: string;
 }
 
-const keyOf = (id: string, version: number): string => `${id} v${version}`;
-
 export class CampaignService {
-  private readonly cache = new Map<string, CampaignVersion>();
-
   constructor(
     private readonly knex: Knex,
     private readonly now: () => Date,
     private readonly idempotencyRetentionDays = 30,
   ) {}
 
-  /** Reads into the cache, in one statement, the versions among these it does not hold yet. */
-  async load(db: Knex | Knex.Transaction, keys: readonly { campaignId: string; version: number }[]): Promise<void> {
-    const missing = new Map<string, [string, number]>();
-    for (const k of keys) {
-      const key = keyOf(k.campaignId, k.version);
-      if (!this.cache.has(key)) missing.set(key, [k.campaignId, k.version]);
-    }
-    for (const v of await campaignVersionsByKey(db, [...missing.values()])) this.remember(v);
-  }
-
-  /** A version {@link load}ed before (or seen in a whole read); versions never change. */
-  cached(campaignId: string, version: number): CampaignVersion {
-    const found = this.cache.get(keyOf(campaignId, version));
-    if (found === undefined) throw new Error(`campaign ${campaignId} version ${version} was not loaded`);
-    return found;
-  }
-
-  remember(version: CampaignVersion): void {
-    this.cache.set(keyOf(version.campaignId, version.version), version);
-  }
-
-  /** Every campaign's versions, oldest first, by campaign. */
-  async list(): Promise<Map<string, CampaignVersion[]>> {
+  /** Every campaign's versions, oldest first, by campaign, with its status now. */
+  async list(): Promise<Map<string, { versions: CampaignVersion[]; status: CampaignStatus }>> {
     const byCampaign = new Map<string, CampaignVersion[]>();
     for (const v of await allCampaignVersions(this.knex)) {
       byCampaign.set(v.campaignId, [...(byCampaign.get(v.campaignId) ?? []), v]);
     }
-    return byCampaign;
+    const totals = await campaignTotals(this.knex);
+    const now = this.now();
+    return new Map(
+      [...byCampaign].map(([id, versions]) => [id, { versions, status: this.statusOf(versions, totals.get(id), now) }]),
+    );
   }
 
-  async versions(campaignId: string): Promise<CampaignVersion[]> {
+  async versions(campaignId: string): Promise<{ versions: CampaignVersion[]; status: CampaignStatus }> {
     const versions = await versionsOfCampaign(this.knex, campaignId);
     if (versions.length === 0) throw new AppError('NOT_FOUND', { detail: 'No such campaign.' });
-    return versions;
+    const totals = await campaignTotals(this.knex);
+    return { versions, status: this.statusOf(versions, totals.get(campaignId), this.now()) };
+  }
+
+  /** The campaigns that have not ended (by the version in force now), with the shopper's activations. */
+  async ofShopper(shopperRef: string): Promise<ShopperCampaign[]> {
+    const now = this.now();
+    const activations = await activationsOf(this.knex, shopperRef);
+    return campaignsInForce(await allCampaignVersions(this.knex), now)
+      .filter((v) => v.definition.endsAt === undefined || v.definition.endsAt > now)
+      .map((version) => ({ version, activatedAt: activations.get(version.campaignId) }));
+  }
+
+  /**
+   * The shopper opts in to a campaign that has not ended (`404` otherwise). Idempotent: a second
+   * activation answers the first. Taken under the shopper's account lock, so a payment judged at
+   * the same time sees the activation either committed or not yet made (never half). Audited once.
+   */
+  async activate(
+    shopperRef: string,
+    campaignId: string,
+    actor: CampaignActor,
+  ): Promise<{ activatedAt: Date; activated: boolean }> {
+    return withRetry(() =>
+      this.knex.transaction(async (trx) => {
+        const now = this.now();
+        const versions = await versionsOfCampaign(trx, campaignId);
+        if (versions.length === 0 || campaignState(versions, now).state === 'ended') {
+          throw new AppError('NOT_FOUND', { detail: 'No such campaign running.' });
+        }
+        await lockAccounts(trx, [shopperRef], now);
+        const row = {
+          shopper_ref: shopperRef,
+          campaign_id: campaignId,
+          activated_at: now,
+          activated_by: actor.subject,
+        };
+        const result = await activate(trx, row);
+        if (result.created) {
+          await appendAuditEvent(
+            trx,
+            {
+              actor: actor.subject,
+              actorType: 'client',
+              action: 'loyalty.campaign.activated',
+              outcome: 'success',
+              origin: actor.origin,
+              resource: `campaign:${campaignId}:shopper:${shopperRef}`,
+            },
+            now,
+          );
+        }
+        return { activatedAt: result.activatedAt, activated: result.created };
+      }),
+    );
+  }
+
+  private statusOf(
+    versions: readonly CampaignVersion[],
+    totals: { spent: number; activations: number } | undefined,
+    now: Date,
+  ): CampaignStatus {
+    const { version, state } = campaignState(versions, now);
+    return { version, state, budgetSpent: totals?.spent ?? 0, activations: totals?.activations ?? 0 };
   }
 
   /**

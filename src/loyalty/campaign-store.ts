@@ -51,19 +51,6 @@ export async function allCampaignVersions(db: Db): Promise<CampaignVersion[]> {
   return rows.map(toCampaignVersion);
 }
 
-/** These versions (campaign id, version), in one statement. */
-export async function campaignVersionsByKey(
-  db: Db,
-  keys: readonly (readonly [string, number])[],
-): Promise<CampaignVersion[]> {
-  if (keys.length === 0) return [];
-  const rows = (await db('loyalty_campaign_versions').whereIn(
-    ['campaign_id', 'version'],
-    keys.map(([id, v]) => [id, v]),
-  )) as CampaignVersionRow[];
-  return rows.map(toCampaignVersion);
-}
-
 export async function versionsOfCampaign(db: Db, campaignId: string): Promise<CampaignVersion[]> {
   const rows = (await db('loyalty_campaign_versions')
     .where({ campaign_id: campaignId })

@@ -24,10 +24,11 @@ import {
   type EntryKind,
   type EntryRefs,
   type EntryRow,
+  type HoldKind,
   type LotRow,
 } from './ledger-store.js';
 
-export type { AccountRow, EntryKind, EntryRefs, LotRow } from './ledger-store.js';
+export type { AccountRow, EntryKind, EntryRefs, HoldKind, LotRow } from './ledger-store.js';
 
 /** Where points taken back came from. */
 export interface Taken {
@@ -35,6 +36,8 @@ export interface Taken {
   readonly intoDebt: number;
   readonly writtenOff: number;
 }
+
+type LotControls = Partial<Pick<LotRow, 'hold_expires_at' | 'cap_period' | 'cap_reserved'>>;
 
 export class LedgerBook {
   private readonly lots = new Map<string, LotRow>();
@@ -95,13 +98,14 @@ export class LedgerBook {
     ruleVersion: number,
     campaigns: LotRow['campaigns'] = null,
     tier: LotRow['tier'] = null,
+    controls: LotControls = {},
   ): LotRow {
-    return this.addLot(paymentId, null, ruleVersion, campaigns, tier);
+    return this.addLot(paymentId, null, ruleVersion, campaigns, tier, controls);
   }
 
   /** The lot of an adjustment (goodwill points, a granted missing-points claim). */
   newAdjustmentLot(adjustmentId: string, ruleVersion: number): LotRow {
-    return this.addLot(null, adjustmentId, ruleVersion, null, null);
+    return this.addLot(null, adjustmentId, ruleVersion, null, null, {});
   }
 
   private addLot(
@@ -110,6 +114,7 @@ export class LedgerBook {
     ruleVersion: number,
     campaigns: LotRow['campaigns'],
     tier: LotRow['tier'],
+    controls: LotControls,
   ): LotRow {
     const lot: LotRow = {
       id: newId('lot'),
@@ -132,6 +137,10 @@ export class LedgerBook {
       updated_at: this.now,
       campaigns,
       tier: tier ?? null,
+      hold_expires_at: controls.hold_expires_at ?? null,
+      hold_expired_at: null,
+      cap_period: controls.cap_period ?? null,
+      cap_reserved: controls.cap_reserved ?? null,
     };
     this.lots.set(lot.id, lot);
     this.newLots.add(lot.id);
@@ -156,13 +165,16 @@ export class LedgerBook {
       );
   }
 
-  /** Moves points between a lot's pending and nothing (earn_pending / pending_voided). */
-  changePending(lot: LotRow, delta: number, key: string, refs: EntryRefs): void {
+  /**
+   * Moves points between a lot's pending and nothing: `hold` when positive, otherwise the kind that
+   * says why the hold ends (captured, released, expired, cancelled).
+   */
+  changePending(lot: LotRow, delta: number, key: string, refs: EntryRefs, ended: HoldKind = 'hold_released'): void {
     if (delta === 0) return;
     lot.pending += delta;
     this.account.pending += delta;
     this.touch(lot);
-    this.append(delta > 0 ? 'earn_pending' : 'pending_voided', delta, { pending: delta, lot }, key, refs);
+    this.append(delta > 0 ? 'hold' : ended, delta, { pending: delta, lot }, key, refs);
   }
 
   /**

@@ -3,6 +3,7 @@
  * one aggregate query per invariant, returning the rows that break it, and the tables' sizes.
  */
 import type { Knex } from 'knex';
+import { STORE_CREDIT_CHECKS } from './store-credit-check-store.js';
 
 export type CheckRow = Record<string, number | string | null>;
 
@@ -75,6 +76,15 @@ const CHECKS: readonly { readonly name: string; readonly subject: string; readon
              or exists (select 1 from loyalty_lots l where l.shopper_ref = a.shopper_ref)`,
   },
   {
+    name: 'no payment earned more base points than it reserved of the earning cap',
+    subject: 'payment_id',
+    sql: `select payment_id, earn_target, cap_reserved, coalesce(b.bonus, 0) as campaign_earn
+          from loyalty_lots l
+          left join lateral (select sum((c->>'earn')::bigint) as bonus
+                             from jsonb_array_elements(coalesce(l.campaigns, '[]'::jsonb)) c) b on true
+          where l.cap_reserved is not null and l.earn_target - coalesce(b.bonus, 0) > l.cap_reserved`,
+  },
+  {
     name: 'every redemption drew exactly its points',
     subject: 'id',
     sql: `select r.id, r.points, r.state, coalesce(e.drawn, 0) as drawn, coalesce(e.returned, 0) as returned
@@ -94,7 +104,7 @@ export async function runLedgerChecks(
   knex: Knex,
 ): Promise<{ readonly name: string; readonly subject: string; readonly rows: CheckRow[] }[]> {
   const results: { name: string; subject: string; rows: CheckRow[] }[] = [];
-  for (const check of CHECKS) {
+  for (const check of [...CHECKS, ...STORE_CREDIT_CHECKS]) {
     const result = (await knex.raw(check.sql)) as { rows: CheckRow[] };
     results.push({ name: check.name, subject: check.subject, rows: result.rows });
   }

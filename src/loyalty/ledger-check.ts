@@ -8,10 +8,13 @@
  *   exactly what its targets say;
  * - every lot's write-offs equal its write-off entries;
  * - every entry belongs to an account, and an account merged away holds no points and no lots;
+ * - no payment earned more base points than it reserved of its period's earning cap;
  * - no redemption drew more or less than its points;
  * - finance (ledger-check-finance.ts): the liability report equals the projections, operators' daily
  *   grant totals equal their adjustments, every adjustment moved exactly its points, and a payment
  *   and a missing-points claim never both earned.
+ * - store credit (store-credit-check-store.ts): balances equal their entries, each store-credit return
+ *   issued its amount once, each till return is a refund fact of its payment, merged shoppers hold none.
  * Each is one aggregate query (ledger-check-store.ts), so the check scales with the tables, not with
  * round trips.
  */

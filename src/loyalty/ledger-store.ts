@@ -16,9 +16,14 @@ import type { PinnedTier } from './tiers.js';
 
 type Db = Knex | Knex.Transaction;
 
+/** What happened to pending points: held, captured, released (smaller capture), expired, cancelled. */
+export type HoldKind = 'hold' | 'hold_captured' | 'hold_released' | 'hold_expired' | 'hold_cancelled';
+
+/** `earn_pending` and `pending_voided`: rows written before the hold kinds (never written now). */
 export type EntryKind =
   | 'earn_pending'
   | 'pending_voided'
+  | HoldKind
   | 'earn'
   | 'earn_voided'
   | 'reversal'
@@ -74,6 +79,12 @@ export interface LotRow {
   campaigns: CampaignBooking[] | null;
   /** The shopper's tier at authorisation and its multiplier (null: the programme had no tiers). */
   tier?: PinnedTier | null;
+  /** Holds (programme-controls.ts): when it lapses, and when the release job released it. */
+  hold_expires_at: Date | null;
+  hold_expired_at: Date | null;
+  /** The earning cap's period this payment counts in, and what it reserved of it (null: no cap). */
+  cap_period: Date | null;
+  cap_reserved: number | null;
 }
 
 /** What an entry refers to, besides its lot. */
@@ -129,6 +140,7 @@ const LOT_COLUMNS = {
   expires_at: 'timestamptz',
   updated_at: 'timestamptz',
   campaigns: 'jsonb',
+  hold_expired_at: 'timestamptz',
 } as const;
 
 const ACCOUNT_COLUMNS = {
@@ -205,10 +217,15 @@ function lotToStore(
   return { ...lot, campaigns: text(lot.campaigns), tier: text(lot.tier ?? null) };
 }
 
-/** A lot as read: the JSON columns parsed, whatever the driver gave for them. */
+/** A lot as read: the JSON columns parsed, whatever the driver gave for them; bigints as numbers. */
 function lotFromStore(row: LotRow): LotRow {
   const parsed = <T>(v: unknown): T => (typeof v === 'string' ? JSON.parse(v) : v) as T;
-  return { ...row, campaigns: parsed(row.campaigns), tier: parsed(row.tier ?? null) };
+  const lot = row.cap_reserved === null ? row : { ...row, cap_reserved: Number(row.cap_reserved) };
+  return { ...lot, campaigns: parsed(row.campaigns), tier: parsed(row.tier ?? null) };
+}
+
+export function lotsFromStore(rows: readonly LotRow[]): LotRow[] {
+  return rows.map(lotFromStore);
 }
 
 /** The shopper each of these payments' lots belongs to (payments without a lot are absent). */
@@ -275,32 +292,6 @@ export async function findRedemption(db: Db, id: string, lock = false): Promise<
 
 export async function markRedemptionReversed(trx: Knex.Transaction, id: string, now: Date, by: string): Promise<void> {
   await trx('loyalty_redemptions').where({ id }).update({ state: 'reversed', reversed_at: now, reversed_by: by });
-}
-
-/** The entries a redemption drew: one per lot, and one for the part that went into debt (no lot). */
-export async function redemptionDraws(
-  trx: Knex.Transaction,
-  redemptionId: string,
-): Promise<{ lot_id: string | null; points: number }[]> {
-  return (await trx('loyalty_entries')
-    .where({ redemption_id: redemptionId, kind: 'redemption' })
-    .select('lot_id', 'points')) as { lot_id: string | null; points: number }[];
-}
-
-/** The lot that last settled a debt of these shoppers (a shopper and those merged into it). */
-export async function lastDebtSettler(
-  trx: Knex.Transaction,
-  shopperRefs: readonly string[],
-): Promise<string | undefined> {
-  const row = (await trx('loyalty_entries')
-    .whereIn('shopper_ref', shopperRefs)
-    .where({ kind: 'debt_settled' })
-    .orderBy([
-      { column: 'created_at', order: 'desc' },
-      { column: 'id', order: 'desc' },
-    ])
-    .first('lot_id')) as { lot_id: string } | undefined;
-  return row?.lot_id;
 }
 
 /** Up to `limit` shoppers with lots past expiry and points left, except those given. */

@@ -17,10 +17,11 @@ import { NO_SCHEDULE, repeatEvery, type Schedule } from '../scheduling/repeat.js
 import { campaignHandlers } from './campaign-handlers.js';
 import { financeHandlers } from './finance-handlers.js';
 import type { FinanceOptions } from './finance-options.js';
-import { loyaltyHandlers, purchaseEarnings, reachableShopper } from './loyalty-handlers.js';
+import { loyaltyHandlers, purchaseEarnings, reachableShopper, storeCreditHandlers } from './loyalty-handlers.js';
 import { LoyaltyService } from './loyalty-service.js';
 import { MemberService, type ShopperPayments } from './member-service.js';
 import { ShopperService } from './shopper-service.js';
+import { StoreCreditService } from './store-credit.js';
 
 export interface LoyaltyFeatureDeps {
   readonly knex: Knex;
@@ -41,6 +42,8 @@ export interface LoyaltyFeature {
   readonly loyalty: LoyaltyService;
   readonly members: MemberService;
   readonly shoppers: ShopperService;
+  /** Store credit: issued by returns at a till (the returns feature), spent through redemptions. */
+  readonly storeCredit: StoreCreditService;
   readonly handlers: HandlerMap;
   /** Books points from payment transitions, in the webhook batch's transaction. */
   readonly paymentListener: PaymentTransitionListener;
@@ -62,13 +65,16 @@ export function createLoyaltyFeature(deps: LoyaltyFeatureDeps): LoyaltyFeature {
     now: deps.clock,
   });
   const shoppers = new ShopperService(knex);
+  const storeCredit = new StoreCreditService(knex, { now: deps.clock });
   return {
     loyalty,
     members,
     shoppers,
+    storeCredit,
     handlers: {
-      ...loyaltyHandlers({ loyalty, members, shoppers }),
-      ...campaignHandlers(loyalty.campaigns),
+      ...loyaltyHandlers({ loyalty, members, shoppers, storeCredit }),
+      ...storeCreditHandlers(storeCredit, shoppers),
+      ...campaignHandlers(loyalty.campaigns, shoppers),
       ...financeHandlers(loyalty, (req) => reachableShopper(shoppers, req)),
     },
     paymentListener: loyalty.onPaymentTransitions,
@@ -121,7 +127,8 @@ function scheduleTierReviews(loyalty: LoyaltyService, intervalMs: number, logger
 }
 
 /**
- * The in-process expiry schedule (off when the interval is 0). Runs are never concurrent within a
+ * The in-process expiry schedule (off when the interval is 0), which also releases lapsed holds and
+ * sends expiry notices. Runs are never concurrent within a
  * process, and are safe across instances (accounts are taken with SKIP LOCKED); a failed run is
  * logged and the next one tries again. The first run waits a random part of the interval, so
  * instances started together do not all run at once.
@@ -129,19 +136,27 @@ function scheduleTierReviews(loyalty: LoyaltyService, intervalMs: number, logger
 function scheduleExpiry(loyalty: LoyaltyService, intervalMs: number, logger: Logger, metrics: Metrics): Schedule {
   if (intervalMs === 0) return NO_SCHEDULE;
   const expired = metrics.counter(METRICS.loyaltyPointsExpired);
-  return repeatEvery(intervalMs, Math.floor(Math.random() * intervalMs), () =>
-    loyalty
+  return repeatEvery(intervalMs, Math.floor(Math.random() * intervalMs), async () => {
+    await loyalty
       .expireDue()
       .then((result) => {
         expired({}, result.points);
         if (result.lots > 0) logger.info({ ...result }, 'loyalty points expired');
       })
-      .catch((error: unknown) => logger.error({ err: error }, 'loyalty expiry run failed'))
-      // Notices after expiry, on the same schedule: exactly once per lot and window on any instance.
-      .then(() => loyalty.notices.sendDue())
+      .catch((error: unknown) => logger.error({ err: error }, 'loyalty expiry run failed'));
+    // Notices after expiry, on the same schedule: exactly once per lot and window on any instance.
+    await loyalty.notices
+      .sendDue()
       .then((run) => {
         if (run.notices > 0) logger.info({ ...run }, 'loyalty expiry notices sent');
       })
-      .catch((error: unknown) => logger.error({ err: error }, 'loyalty expiry notice run failed')),
-  );
+      .catch((error: unknown) => logger.error({ err: error }, 'loyalty expiry notice run failed'));
+    // Holds whose window lapsed without a capture are released by the same schedule.
+    await loyalty
+      .releaseDueHolds()
+      .then((result) => {
+        if (result.holds > 0) logger.info({ ...result }, 'loyalty holds released');
+      })
+      .catch((error: unknown) => logger.error({ err: error }, 'loyalty hold release run failed'));
+  });
 }

@@ -15,15 +15,20 @@ import type { MemberService, Membership } from './member-service.js';
 import { DEFAULT_RULES, type ProgrammeVersion } from './programme.js';
 import type { ShopperService } from './shopper-service.js';
 import type { ShopperTier } from './tier-service.js';
+import type { StoredResponse } from './idempotency.js';
+import type { RedemptionResult } from './redemption-service.js';
+import type { StoreCreditService, StoreCreditSpendResult } from './store-credit.js';
 import { ADMIN_SCOPE } from '../shoppers/shopper-access.js';
 
 export interface LoyaltyHandlerDeps {
   readonly loyalty: LoyaltyService;
   readonly members: MemberService;
   readonly shoppers: ShopperService;
+  readonly storeCredit: StoreCreditService;
 }
 
-export function loyaltyHandlers({ loyalty, members, shoppers }: LoyaltyHandlerDeps): HandlerMap {
+/** The loyalty app API. A redemption with `kind: store_credit` spends store credit (store-credit.ts). */
+export function loyaltyHandlers({ loyalty, members, shoppers, storeCredit }: LoyaltyHandlerDeps): HandlerMap {
   const shopper = (req: Request): Promise<string> => reachableShopper(shoppers, req);
   /** Runs a write for the path's shopper; one merged away meanwhile answers 308 like any merged one. */
   const forShopper = async <T>(req: Request, write: (ref: string) => Promise<T>): Promise<T> => {
@@ -66,9 +71,12 @@ export function loyaltyHandlers({ loyalty, members, shoppers }: LoyaltyHandlerDe
     },
 
     async redeemPoints(req, res) {
-      const { body, headers } = req.valid;
-      const result = await forShopper(req, (ref) =>
-        loyalty.redeem(ref, body, headers['idempotency-key'], actorOf(req)),
+      const {
+        body,
+        headers: { 'idempotency-key': key },
+      } = req.valid;
+      const result = await forShopper<StoredResponse<RedemptionResult | StoreCreditSpendResult>>(req, (ref) =>
+        'kind' in body ? storeCredit.spend(ref, body, key, actorOf(req)) : loyalty.redeem(ref, body, key, actorOf(req)),
       );
       if (result.replayed) res.setHeader('Idempotent-Replayed', 'true');
       res.status(result.status).json(result.body);
@@ -191,11 +199,25 @@ function earningJson(lot: PaymentLot): Schemas['PurchaseEarning'] {
       conditions: c.conditions.map((r) => ({ condition: r.condition, passed: r.passed })),
       ...(c.limitedBy === undefined ? {} : { limitedBy: c.limitedBy }),
       bonus: c.bonus,
+      ...(c.requested === undefined ? {} : { requested: c.requested }),
+      ...(c.purchaseNumber === undefined ? {} : { purchaseNumber: c.purchaseNumber }),
+      ...(c.capPeriod === undefined ? {} : { capPeriod: c.capPeriod }),
       pending: c.pending,
       earned: c.earn,
       reversed: c.reversal,
     })),
   };
+}
+
+/** The shopper's store credit (issued by returns at a till), by currency. */
+export function storeCreditHandlers(storeCredit: StoreCreditService, shoppers: ShopperService): HandlerMap {
+  return contractHandlers({
+    async getShopperStoreCredit(req, res) {
+      const ref = await reachableShopper(shoppers, req);
+      const balances = await storeCredit.balances([ref, ...(await shoppers.mergedInto(ref))]);
+      res.json({ shopperReference: ref, balances });
+    },
+  });
 }
 
 function entryJson(e: LedgerEntry): Schemas['LedgerEntry'] {

@@ -8,6 +8,7 @@ import type { Knex } from 'knex';
 import { CampaignService } from './campaign-service.js';
 import { EarningService } from './earning-service.js';
 import { ExpiryService, type ExpiryRun } from './expiry-service.js';
+import { HoldReleaseService, type HoldReleaseRun } from './hold-release-service.js';
 import type { StoredResponse } from './idempotency.js';
 import type { Balance } from './balance.js';
 import { balanceOf, listLedger, paymentLots, type LedgerPage, type PaymentLot } from './ledger-queries.js';
@@ -20,6 +21,7 @@ import { TierService } from './tier-service.js';
 import { RedemptionService, type RedemptionRequest, type RedemptionResult } from './redemption-service.js';
 
 export type { ExpiryRun } from './expiry-service.js';
+export type { HoldReleaseRun } from './hold-release-service.js';
 export type { RedemptionRequest, RedemptionResult } from './redemption-service.js';
 
 // Where earlier code imported them from; they live in auth/ and card-data/ (leaf modules).
@@ -52,6 +54,7 @@ export class LoyaltyService {
   readonly notices: ExpiryNoticeService;
   readonly liability: LiabilityService;
   readonly adjustments: AdjustmentService;
+  readonly holds: HoldReleaseService;
   /** The payment transition listener (earning). */
   readonly onPaymentTransitions: EarningService['onPaymentTransitions'];
 
@@ -63,7 +66,7 @@ export class LoyaltyService {
     this.programme = options.programme ?? new ProgrammeService(knex, now);
     this.campaigns = new CampaignService(knex, now, options.idempotencyRetentionDays);
     this.tiers = new TierService(knex, now, options.onTierReviewError);
-    this.earning = new EarningService(this.programme, this.campaigns, now, this.tiers);
+    this.earning = new EarningService(this.programme, now, this.tiers);
     this.redemptions = new RedemptionService(knex, {
       now,
       ...(options.idempotencyRetentionDays === undefined
@@ -83,6 +86,10 @@ export class LoyaltyService {
       ...(options.idempotencyRetentionDays === undefined
         ? {}
         : { idempotencyRetentionDays: options.idempotencyRetentionDays }),
+    });
+    this.holds = new HoldReleaseService(knex, {
+      now,
+      ...(options.onExpiryError === undefined ? {} : { onError: options.onExpiryError }),
     });
     this.onPaymentTransitions = this.earning.onPaymentTransitions;
     this.now = now;
@@ -120,5 +127,10 @@ export class LoyaltyService {
 
   expireDue(batchSize?: number): Promise<ExpiryRun> {
     return this.expiry.expireDue(batchSize);
+  }
+
+  /** Releases the holds whose window lapsed without a capture (hold-release-service.ts). */
+  releaseDueHolds(batchSize?: number): Promise<HoldReleaseRun> {
+    return this.holds.releaseDue(batchSize);
   }
 }

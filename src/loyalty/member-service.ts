@@ -34,6 +34,7 @@ import {
   recordMerge,
   updateAccount,
 } from './member-store.js';
+import { moveStoreCredit } from './store-credit.js';
 
 export interface Enrolment {
   readonly email?: string;
@@ -216,6 +217,8 @@ export class MemberService {
     const lotsMoved = await moveLotsAndRedemptions(trx, absorbed, survivor);
 
     const moved = await moveBalance(from, into, cardToken, now);
+    // Store credit moves with the points, under the same two account locks (store-credit.ts).
+    await moveStoreCredit(trx, absorbed, survivor, actor.subject, now);
     await LedgerBook.flushAll(trx, [from, into]);
     await this.moveMembership(trx, from.account, into.account);
     // Redemptions retried under the absorbed reference (after a 308) still find their key.

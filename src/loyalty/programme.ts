@@ -9,6 +9,14 @@
  */
 import type { TierPolicy } from './tiers.js';
 
+import {
+  LEGACY_CONTROLS,
+  PUBLISHED_CONTROLS,
+  type EarningCap,
+  type RedemptionVelocity,
+  type SpentPointsPolicy,
+} from './programme-controls.js';
+
 export interface ProgrammeRules {
   /** Points per whole currency unit, for any currency without its own rate. */
   readonly pointsPerUnit: number;
@@ -24,6 +32,12 @@ export interface ProgrammeRules {
   readonly negativeBalanceAllowance: number;
   /** Status levels and their multipliers (absent: no tiers); see tiers.ts. */
   readonly tiers?: TierPolicy;
+  /** Abuse controls and holds (issue 21): see programme-controls.ts. */
+  readonly holdWindowHours: number | null;
+  readonly spentPointsPolicy: SpentPointsPolicy;
+  readonly clawbackLimit: number;
+  readonly earningCap: EarningCap | null;
+  readonly redemptionVelocity: RedemptionVelocity | null;
 }
 
 /** What `PUT /v1/programme` fills in for a field it is not given (the first version's rules). */
@@ -35,7 +49,13 @@ export const DEFAULT_RULES: ProgrammeRules = {
   autoCaptureChannels: ['in_store'],
   pointsLifetimeMonths: 12,
   negativeBalanceAllowance: 0,
+  ...PUBLISHED_CONTROLS,
 };
+
+/** A version stored before these fields existed reads with {@link LEGACY_CONTROLS} (its rules as published). */
+function withControls(rules: Partial<ProgrammeRules>): ProgrammeRules {
+  return { ...LEGACY_CONTROLS, ...rules } as ProgrammeRules;
+}
 
 export interface ProgrammeVersion {
   readonly version: number;
@@ -110,7 +130,7 @@ export interface VersionRow {
 export function toVersion(row: VersionRow): ProgrammeVersion {
   return {
     version: row.version,
-    rules: typeof row.rules === 'string' ? (JSON.parse(row.rules) as ProgrammeRules) : row.rules,
+    rules: withControls(typeof row.rules === 'string' ? (JSON.parse(row.rules) as ProgrammeRules) : row.rules),
     effectiveFrom: row.effective_from,
     createdBy: row.created_by,
     createdAt: row.created_at,

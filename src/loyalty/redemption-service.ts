@@ -18,14 +18,14 @@ import { LedgerBook, type EntryRefs } from './ledger-book.js';
 import {
   findRedemption,
   insertRedemption,
-  lastDebtSettler,
   lotById,
   lotsByIds,
   markRedemptionReversed,
-  redemptionDraws,
   type RedemptionRow,
 } from './ledger-store.js';
+import { velocityRefusal, type RedemptionVelocity } from './programme-controls.js';
 import { currentProgramme } from './programme-store.js';
+import { lastDebtSettler, recentRedemptions, redemptionDraws } from './redemption-store.js';
 import { mergedInto } from '../shoppers/shopper-access.js';
 
 /** Who asks (the caller's subject, and where from, for the audit trail). */
@@ -99,6 +99,7 @@ export class RedemptionService {
   ): Promise<RedemptionResult> {
     const book = await LedgerBook.open(trx, shopperRef, now);
     const { rules } = await currentProgramme(trx);
+    await refuseAboveVelocity(trx, shopperRef, request.points, rules.redemptionVelocity, now);
     if (book.account.available - request.points < -rules.negativeBalanceAllowance) {
       throw new AppError('INSUFFICIENT_POINTS', {
         detail: `${book.account.available} points are available.`,
@@ -180,6 +181,40 @@ export class RedemptionService {
       }),
     );
   }
+}
+
+/**
+ * The velocity limit of the version in force, checked under the account lock (so two instances
+ * racing for the last redemption of a window cannot both pass it): 429 with Retry-After while the
+ * window is full, 422 for a redemption larger than the window ever allows.
+ */
+async function refuseAboveVelocity(
+  trx: Knex.Transaction,
+  shopperRef: string,
+  points: number,
+  limit: RedemptionVelocity | null,
+  now: Date,
+): Promise<void> {
+  if (limit === null) return;
+  const recent = await recentRedemptions(trx, shopperRef, new Date(now.getTime() - limit.windowSeconds * 1000));
+  const refusal = velocityRefusal(limit, recent, points, now);
+  if (refusal === undefined) return;
+  const extensions = {
+    windowSeconds: limit.windowSeconds,
+    ...(limit.maxCount === undefined ? {} : { maxCount: limit.maxCount }),
+    ...(limit.maxPoints === undefined ? {} : { maxPoints: limit.maxPoints }),
+  };
+  if (refusal === 'never') {
+    throw new AppError('REDEMPTION_ABOVE_LIMIT', {
+      detail: `At most ${limit.maxPoints} points can be redeemed in ${limit.windowSeconds} seconds.`,
+      extensions,
+    });
+  }
+  throw new AppError('REDEMPTION_VELOCITY_EXCEEDED', {
+    detail: `Too many redemptions in ${limit.windowSeconds} seconds; retry in ${refusal.retryAfterSeconds} seconds.`,
+    extensions: { ...extensions, retryAfterSeconds: refusal.retryAfterSeconds },
+    headers: { 'Retry-After': String(refusal.retryAfterSeconds) },
+  });
 }
 
 /**

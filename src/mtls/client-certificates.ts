@@ -71,7 +71,7 @@ import {
  * Scopes a client certificate may carry: those of the card-data operations that accept one (the
  * `clientCertificate` requirements in openapi.yaml; a test keeps the two equal).
  */
-export const CLIENT_CERTIFICATE_SCOPES = ['tokens:write', 'webhooks:platform'] as const;
+export const CLIENT_CERTIFICATE_SCOPES = ['tokens:write', 'webhooks:platform', 'returns:write'] as const;
 
 /**
  * Revealing PANs is never granted to a certificate. Issuing one is a single-operator action (routine

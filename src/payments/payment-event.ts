@@ -128,4 +128,7 @@ export interface StoredInboxEvent {
  * Maps a stored event again by the adapter that first received it. The adapters live in src/webhooks,
  * above payments: the composition root hands this to the inbox's replay.
  */
-export type StoredEventMapper = (event: StoredInboxEvent) => PaymentEventInput;
+export type StoredEventMapper = (
+  event: StoredInboxEvent,
+  stored: { readonly hasFacts: boolean },
+) => Promise<PaymentEventInput>;

@@ -23,9 +23,18 @@ import { GroupCommit } from '../db/group-commit.js';
 import type { Page } from '../db/keyset-cursor.js';
 import { newId } from '../ids/prefixed-id.js';
 import type { PaymentEffect, PaymentEventInput } from './payment-event.js';
+import { purchasesSince } from './payment-return-store.js';
+import {
+  addReturnFact,
+  existingRefund,
+  lockPaymentById,
+  type ReturnFactInput,
+  type ReturnFactOutcome,
+} from './payment-returns.js';
 import { paymentKey, paymentsToLock, planEvent } from './payment-planner.js';
 import {
   findInboxEvent,
+  inboxEventHasFacts,
   inboxHoldsEventKey,
   listInbox,
   listPurchases,
@@ -43,6 +52,7 @@ import {
 } from './payment-store.js';
 import type { IngestResult, IngestWork, InboxState, PaymentRow, PaymentTransitionListener } from './payment-types.js';
 
+export { refundableOf, type ReturnFactInput, type ReturnFactOutcome } from './payment-returns.js';
 export type {
   IngestResult,
   InboxState,
@@ -55,7 +65,13 @@ export type {
  * Maps a stored (projected, PAN-free) inbox payload back to an event, by the adapter that first
  * received it. The webhooks feature provides it (composition root): payments knows no gateway.
  */
-export type StoredEventDecoder = (row: InboxRow) => PaymentEventInput;
+export type StoredEventDecoder = (row: InboxRow, stored: StoredEventContext) => Promise<PaymentEventInput>;
+
+/** What the decoder of a replay is told about the stored event. */
+export interface StoredEventContext {
+  /** Whether the event wrote facts already (it was applied): a fact keyed by its delivery exists. */
+  readonly hasFacts: boolean;
+}
 
 export interface PaymentServiceOptions {
   readonly autoCaptureChannels: readonly string[];
@@ -175,13 +191,41 @@ export class PaymentService {
     if (row === undefined) throw new AppError('NOT_FOUND', { detail: 'No such inbox event.' });
     if (row.state === 'rejected') throw new AppError('INBOX_EVENT_NOT_REPLAYABLE');
     if (this.options.decodeStored === undefined) throw new Error('no stored-event decoder configured');
-    await this.replay(inboxId, this.options.decodeStored(row), actor);
+    const decoded = await this.options.decodeStored(row, { hasFacts: await inboxEventHasFacts(this.knex, inboxId) });
+    await this.replay(inboxId, decoded, actor);
     return (await findInboxEvent(this.knex, inboxId)) as InboxRow;
   }
 
   /** A shopper's purchases (under these references: the shopper and those merged into it). */
   listPurchases(shopperRefs: readonly string[], filter: PurchaseFilter): Promise<Page<PaymentRow>> {
     return listPurchases(this.knex, shopperRefs, filter);
+  }
+
+  /** The shoppers' returnable purchases authorised since `since`, newest first (a till's return lookup). */
+  purchasesForReturn(shopperRefs: readonly string[], since: Date, limit: number): Promise<PaymentRow[]> {
+    return purchasesSince(this.knex, shopperRefs, since, limit);
+  }
+
+  /** Locks a payment for a till return, in the caller's transaction (payments are locked first). */
+  lockForReturn(trx: Knex.Transaction, paymentId: string): Promise<PaymentRow | undefined> {
+    return lockPaymentById(trx, paymentId);
+  }
+
+  /** The refund the locked payment already holds under this gateway refund id (its webhook came first). */
+  existingRefund(trx: Knex.Transaction, paymentId: string, key: string): Promise<ReturnFactOutcome> {
+    return existingRefund(trx, paymentId, key);
+  }
+
+  /**
+   * Adds a till return's `refunded` fact to the locked payment, derives it again and tells the
+   * listeners (points reversed proportionally), in the caller's transaction (payment-returns.ts).
+   */
+  addReturnFact(trx: Knex.Transaction, payment: PaymentRow, input: ReturnFactInput): Promise<void> {
+    return addReturnFact(trx, payment, input, {
+      now: this.now(),
+      autoCaptureChannels: this.options.autoCaptureChannels,
+      listeners: this.listeners,
+    });
   }
 
   listInbox(filter: InboxFilter): Promise<Page<InboxRow>> {

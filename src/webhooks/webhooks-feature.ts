@@ -14,7 +14,7 @@ import { webhookHandlers } from './webhook-handlers.js';
 import { deliveryCounters, webhookSchemes } from './webhook-schemes.js';
 import { loadWebhookSecrets } from './webhook-secrets.js';
 
-export { decodeStoredEvent } from './stored-events.js';
+export { storedEventDecoder } from './stored-events.js';
 
 export interface WebhooksFeatureDeps {
   readonly config: Config['webhooks'];

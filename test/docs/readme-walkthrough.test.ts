@@ -1,5 +1,5 @@
 /**
- * The README's three walkthroughs (gateway integrator, loyalty app, PCI DSS assessor), run as written,
+ * The README's four walkthroughs (gateway integrator, loyalty app, PCI DSS assessor, loyalty manager), run as written,
  * in order, against the service on the embedded default (a fresh data folder, development keys and
  * secrets, as `npm start` makes on a fresh clone). The commands are read from the README: edit the
  * README and this runs the new text.
@@ -22,7 +22,7 @@ import { runProcess, startServiceProcess, type CliResult, type ServiceProcess } 
 
 const README = path.join(projectRoot(), 'README.md');
 const TSX = pathToFileURL(path.join(projectRoot(), 'node_modules', 'tsx', 'dist', 'loader.mjs')).href;
-const SECTIONS = ['### Gateway integrator', '### Loyalty app', '### PCI DSS assessor'];
+const SECTIONS = ['### Gateway integrator', '### Loyalty app', '### PCI DSS assessor', '### Loyalty manager'];
 
 /** The first `sh` block under each walkthrough heading, in README order. */
 export function readmeWalkthroughs(markdown: string): string[] {
@@ -56,7 +56,7 @@ function bash(script: string, cwd: string, env: Record<string, string>): Promise
   return runProcess('bash', ['-c', `set -euo pipefail\n${script}`], env, cwd);
 }
 
-describe("README.md: the three users' walkthroughs, run as written on the embedded default", function () {
+describe("README.md: the four users' walkthroughs, run as written on the embedded default", function () {
   this.timeout(300_000);
   // The embedded default is what the README starts (its processes never get DATABASE_URL).
   if (usingPostgres) return;
@@ -75,7 +75,7 @@ describe("README.md: the three users' walkthroughs, run as written on the embedd
     fs.rmSync(workDir, { recursive: true, force: true });
   });
 
-  it('when the gateway, loyalty-app and auditor blocks run in order, then each shows what the README says', async () => {
+  it('when the gateway, loyalty-app, auditor and loyalty-manager blocks run in order, then each shows what the README says', async () => {
     const blocks = readmeWalkthroughs(fs.readFileSync(README, 'utf8'));
     // simulate targets the configured service (HOST, PORT): it sends credentials nowhere else.
     const { hostname, port } = new URL(svc!.url);
@@ -107,5 +107,11 @@ describe("README.md: the three users' walkthroughs, run as written on the embedd
       'audit.json',
       'audit-signing.pub.pem',
     ]);
+    // Loyalty manager: the campaign published, the in-store purchase earned its bonus, and says why.
+    expect(run.stdout, out).to.match(/^balance: \{"shopperReference":"shp_[a-z2-7]{26}","available":90,"pending":0,/m);
+    expect(run.stdout, out).to.match(
+      /"qualified":true,"conditions":\[\{"condition":"period","passed":true\},\{"condition":"channel","passed":true\}\],"bonus":50/,
+    );
+    expect(run.stdout, out).to.match(/"budget":10000,"budgetLeft":9950,"budgetSpent":50,"activations":0/);
   });
 });

@@ -37,7 +37,10 @@ describe('loyalty: a shopper token reaches only its own shopper', function () {
 
   /** A request that would succeed for the right caller: valid path, headers and body. */
   function requestFor(op: Operation, shopperRef: string, token: string) {
-    const path = op.pathTemplate.replace('{shopperReference}', shopperRef).replace('{redemptionId}', bRedemption);
+    const path = op.pathTemplate
+      .replace('{shopperReference}', shopperRef)
+      .replace('{redemptionId}', bRedemption)
+      .replace('{campaignId}', 'cmp_aaaaaaaaaaaaaaaaaaaaaaaaaa');
     // A bare UUID, as clients are told to send: a prefixed one can read as a card number (one in 180).
     const headers: Record<string, string> = { 'idempotency-key': randomUUID() };
     const bodies: Record<string, unknown> = {
@@ -62,6 +65,8 @@ describe('loyalty: a shopper token reaches only its own shopper', function () {
       'reverseRedemption',
       'enrolShopper',
       'linkShopperCard',
+      'listShopperCampaigns',
+      'activateShopperCampaign',
     ]);
   });
 

@@ -147,10 +147,15 @@ describe('loyalty campaigns: conditions', () => {
   });
 
   it('local time follows daylight saving (London in July is UTC+1)', () => {
-    expect(localTime(new Date('2025-07-09T23:30:00Z'), 'Europe/London')).to.deep.equal({ weekday: 'thu', minutes: 30 });
+    expect(localTime(new Date('2025-07-09T23:30:00Z'), 'Europe/London')).to.deep.equal({
+      weekday: 'thu',
+      minutes: 30,
+      date: '2025-07-10',
+    });
     expect(localTime(new Date('2025-12-10T23:30:00Z'), 'Europe/London')).to.deep.equal({
       weekday: 'wed',
       minutes: 23 * 60 + 30,
+      date: '2025-12-10',
     });
   });
 });

@@ -73,7 +73,19 @@ describe('loyalty campaigns: the admin API and earning', function () {
 
     const list = await svc.request('GET', '/v1/admin/loyalty/campaigns', { token: admin });
     expect(list.status, list.text).to.equal(200);
-    expect(list.body.items).to.deep.equal([{ campaignId, versions: [first.body] }]);
+    expect(list.body.items).to.deep.equal([
+      {
+        campaignId,
+        versions: [first.body],
+        status: {
+          version: 1,
+          state: 'running',
+          startsAt: first.body.definition.startsAt,
+          budgetSpent: 0,
+          activations: 0,
+        },
+      },
+    ]);
   });
 
   it('when a definition contradicts itself or takes effect in the past, then it is refused with a stable code', async () => {

@@ -24,13 +24,16 @@ export interface Story {
     | { readonly kind: 'cancelled' }
     | {
         readonly kind: 'captured';
+        /** What the capture takes (a partial capture when less than the amount; online only: in store is auto-captured). */
+        readonly captured: number;
         readonly refunds: readonly Refund[];
         readonly chargeback: { readonly amount: number; readonly reversed: boolean } | null;
       };
 }
 
 export type StoryEvent =
-  | { readonly type: 'payment.authorised' | 'payment.captured' | 'payment.cancelled' }
+  | { readonly type: 'payment.authorised' | 'payment.cancelled' }
+  | { readonly type: 'payment.captured'; readonly amount: number }
   | { readonly type: 'payment.refunded' | 'payment.refund_failed'; readonly refund: { id: string; amount: number } }
   | {
       readonly type: 'payment.chargeback' | 'payment.chargeback_reversed';
@@ -41,7 +44,7 @@ export type StoryEvent =
 export function eventsOf(story: Story): StoryEvent[] {
   const events: StoryEvent[] = [{ type: 'payment.authorised' }];
   if (story.outcome.kind === 'cancelled') return [...events, { type: 'payment.cancelled' }];
-  events.push({ type: 'payment.captured' });
+  events.push({ type: 'payment.captured', amount: story.outcome.captured });
   for (const r of story.outcome.refunds) {
     events.push({ type: 'payment.refunded', refund: { id: r.id, amount: r.amount } });
     if (r.fails) events.push({ type: 'payment.refund_failed', refund: { id: r.id, amount: r.amount } });
@@ -63,32 +66,44 @@ export const storyArb: fc.Arbitrary<Story> = fc
   })
   .chain(({ channel, currency, amount, cancelled }) => {
     if (cancelled) return fc.constant<Story>({ channel, currency, amount, outcome: { kind: 'cancelled' } });
-    // Distinct cut points (the full amount favoured, for full refunds): refund i is cut[i] − cut[i−1],
-    // so the refunds are positive and sum to at most the captured amount.
-    const cut = fc.oneof({ weight: 3, arbitrary: fc.integer({ min: 1, max: amount }) }, fc.constant(amount));
-    return fc
-      .record({
-        cuts: fc.uniqueArray(cut, { maxLength: 3 }),
-        fails: fc.array(fc.boolean(), { minLength: 3, maxLength: 3 }),
-        chargeback: fc.option(fc.record({ share: fc.double({ min: 0, max: 1, noNaN: true }), reversed: fc.boolean() })),
-      })
-      .map(({ cuts, fails, chargeback }): Story => {
-        const sorted = [...cuts].sort((a, b) => a - b);
-        const refunds = sorted.map((c, i) => ({ id: `r${i + 1}`, amount: c - (sorted[i - 1] ?? 0), fails: fails[i]! }));
-        const left = amount - (sorted.at(-1) ?? 0);
-        const cbAmount = chargeback === null ? 0 : Math.max(1, Math.round(left * chargeback.share));
-        return {
-          channel,
-          currency,
-          amount,
-          outcome: {
-            kind: 'captured',
-            refunds,
-            chargeback: chargeback === null || left === 0 ? null : { amount: cbAmount, reversed: chargeback.reversed },
-          },
-        };
-      });
+    // A full capture favoured; otherwise a partial one (the rest of the hold is released).
+    const capturedArb = fc.oneof({ weight: 3, arbitrary: fc.constant(amount) }, fc.integer({ min: 1, max: amount }));
+    return capturedArb.chain((captured) => capturedStory(channel, currency, amount, captured));
   });
+
+function capturedStory(
+  channel: Channel,
+  currency: Story['currency'],
+  amount: number,
+  captured: number,
+): fc.Arbitrary<Story> {
+  // Distinct cut points (the full capture favoured, for full refunds): refund i is cut[i] − cut[i−1],
+  // so the refunds are positive and sum to at most the captured amount.
+  const cut = fc.oneof({ weight: 3, arbitrary: fc.integer({ min: 1, max: captured }) }, fc.constant(captured));
+  return fc
+    .record({
+      cuts: fc.uniqueArray(cut, { maxLength: 3 }),
+      fails: fc.array(fc.boolean(), { minLength: 3, maxLength: 3 }),
+      chargeback: fc.option(fc.record({ share: fc.double({ min: 0, max: 1, noNaN: true }), reversed: fc.boolean() })),
+    })
+    .map(({ cuts, fails, chargeback }): Story => {
+      const sorted = [...cuts].sort((a, b) => a - b);
+      const refunds = sorted.map((c, i) => ({ id: `r${i + 1}`, amount: c - (sorted[i - 1] ?? 0), fails: fails[i]! }));
+      const left = captured - (sorted.at(-1) ?? 0);
+      const cbAmount = chargeback === null ? 0 : Math.max(1, Math.round(left * chargeback.share));
+      return {
+        channel,
+        currency,
+        amount,
+        outcome: {
+          kind: 'captured',
+          captured,
+          refunds,
+          chargeback: chargeback === null || left === 0 ? null : { amount: cbAmount, reversed: chargeback.reversed },
+        },
+      };
+    });
+}
 
 /** How each business event is delivered besides its first delivery. */
 export interface Copies {
@@ -134,7 +149,8 @@ export function deliveries(story: Story, payment: string, card: Shopper, copies:
     const body = platformEvent({
       ...e,
       paymentId: payment,
-      amount: story.amount,
+      // A capture carries what it captures (a partial capture: less than the authorisation).
+      amount: 'amount' in e ? e.amount : story.amount,
       currency: story.currency,
       channel: story.channel,
       card: { token: card.cardToken },
@@ -164,16 +180,18 @@ export interface Outcome {
 
 /** An independent model of the default rules (1 point per whole unit, in store earns at once). */
 export function modelOf(story: Story): { available: number; pending: number } {
-  const units = Math.floor(story.amount / 10 ** { GBP: 2, JPY: 0, KWD: 3 }[story.currency]);
-  // A cancel only cancels what was not captured; an in-store authorisation is its own capture.
-  if (story.outcome.kind === 'cancelled') return { available: story.channel === 'in_store' ? units : 0, pending: 0 };
+  const unitsOf = (minor: number): number => Math.floor(minor / 10 ** { GBP: 2, JPY: 0, KWD: 3 }[story.currency]);
+  // A cancel only cancels what was not captured; an in-store authorisation is its own (full) capture.
+  if (story.outcome.kind === 'cancelled') {
+    return { available: story.channel === 'in_store' ? unitsOf(story.amount) : 0, pending: 0 };
+  }
+  const captured = story.channel === 'in_store' ? story.amount : story.outcome.captured;
+  const units = unitsOf(captured);
   const { refunds, chargeback } = story.outcome;
   const takenBack =
     refunds.filter((r) => !r.fails).reduce((sum, r) => sum + r.amount, 0) +
     (chargeback === null || chargeback.reversed ? 0 : chargeback.amount);
-  const reversal = Number(
-    (2n * BigInt(units) * BigInt(takenBack) + BigInt(story.amount)) / (2n * BigInt(story.amount)),
-  );
+  const reversal = Number((2n * BigInt(units) * BigInt(takenBack) + BigInt(captured)) / (2n * BigInt(captured)));
   return { available: units - reversal, pending: 0 };
 }
 

@@ -1,7 +1,8 @@
 /**
  * Property: the ledger of a payment depends on the set of its facts, never on how they arrived.
  *
- * fast-check generates the story of one payment (authorised; captured with 0–3 partial refunds, some
+ * fast-check generates the story of one payment (authorised; captured, in full or in part (the rest of
+ * the hold released), with 0–3 partial refunds, some
  * of which fail, and an optional chargeback that may be reversed; or cancelled instead of captured)
  * and a delivery schedule for it: every event in a random order, some redelivered with the same
  * delivery id, some sent again as the same business event under a new delivery id. The canonical run

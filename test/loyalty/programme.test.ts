@@ -30,6 +30,12 @@ describe('loyalty: the programme', function () {
         autoCaptureChannels: ['in_store'],
         pointsLifetimeMonths: 12,
         negativeBalanceAllowance: 0,
+        // Stored before the controls existed: read as it behaved (holds never lapse, shortfalls written off).
+        holdWindowHours: null,
+        spentPointsPolicy: 'write_off',
+        clawbackLimit: 0,
+        earningCap: null,
+        redemptionVelocity: null,
       },
     });
   });
@@ -52,6 +58,13 @@ describe('loyalty: the programme', function () {
       [{ pointsPerUnit: 1, negativeBalanceAllowance: -1 }, '/body/negativeBalanceAllowance'],
       [{ pointsPerUnit: 1, pointsLifetimeMonths: 0 }, '/body/pointsLifetimeMonths'],
       [{ pointsPerUnit: 1, bonus: true }, '/body'],
+      [{ pointsPerUnit: 1, holdWindowHours: 0 }, '/body/holdWindowHours'],
+      [{ pointsPerUnit: 1, spentPointsPolicy: 'forgive' }, '/body/spentPointsPolicy'],
+      [{ pointsPerUnit: 1, clawbackLimit: -5 }, '/body/clawbackLimit'],
+      [{ pointsPerUnit: 1, earningCap: { points: 100 } }, '/body/earningCap'],
+      [{ pointsPerUnit: 1, earningCap: { points: 100, period: 'fortnight' } }, '/body/earningCap/period'],
+      [{ pointsPerUnit: 1, redemptionVelocity: { windowSeconds: 60 } }, '/body/redemptionVelocity'],
+      [{ pointsPerUnit: 1, redemptionVelocity: { windowSeconds: 0, maxCount: 1 } }, '/body/redemptionVelocity'],
       [{}, '/body'],
     ] as const) {
       const res = await svc.request('PUT', '/v1/programme', { token: admin, json });
@@ -71,6 +84,14 @@ describe('loyalty: the programme', function () {
     expect(res.status).to.equal(201);
     expect(res.body.version).to.equal(2);
     expect(res.body.rules).to.deep.include({ channelMultipliers: { in_store: 2 }, negativeBalanceAllowance: 0 });
+    // A version published now gets the controls' defaults: holds lapse after 7 days, spent points become debt.
+    expect(res.body.rules).to.deep.include({
+      holdWindowHours: 168,
+      spentPointsPolicy: 'debt',
+      clawbackLimit: 0,
+      earningCap: null,
+      redemptionVelocity: null,
+    });
     const audit = await svc.db.knex('audit_events').where({ action: 'loyalty.programme.published' });
     expect(audit.map((a) => a.resource)).to.deep.equal(['programme:v2']);
 

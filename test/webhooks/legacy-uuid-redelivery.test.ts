@@ -81,4 +81,55 @@ describe('platform webhook-id stored as sent by an earlier release', function ()
     expect((await balance(svc, shopper.shopperRef)).available).to.equal(6);
     expect(await svc.db.knex('idempotency_keys').where({ scope })).to.have.length(1);
   });
+
+  describe('when an admin replays a platform inbox row an earlier release keyed by a card-shaped UUID', () => {
+    /**
+     * A chargeback without its own id is keyed by its delivery. Delivered today under a card-shaped
+     * UUID it is keyed by the digest; the row is then turned into what an earlier release left.
+     */
+    async function legacyChargeback(crafted: string): Promise<{ inboxId: string; paymentRowId: string }> {
+      const id = paymentId('legacy-replay');
+      expect((await postPlatform(svc, platformEvent({ paymentId: id }))).status).to.equal(200);
+      const res = await postPlatform(svc, platformEvent({ paymentId: id, type: 'payment.chargeback' }), {
+        id: crafted,
+      });
+      expect(res.status, res.text).to.equal(200);
+      const row = await svc.db.knex('webhook_inbox').where({ id: res.body.eventId }).first();
+      expect(row.event_key).to.match(DIGEST);
+      await svc.db.knex('webhook_inbox').where({ id: row.id }).update({ event_key: crafted });
+      return { inboxId: row.id as string, paymentRowId: row.payment_id as string };
+    }
+    const chargebacks = (paymentRowId: string) =>
+      svc.db.knex('payment_facts').where({ payment_id: paymentRowId, kind: 'chargeback' }).pluck('fact_key');
+    const replay = async (inboxId: string) =>
+      svc.request('POST', `/v1/admin/webhooks/inbox/${inboxId}/replay`, {
+        token: await signToken({ scope: 'loyalty:admin' }),
+      });
+
+    it('when the row was never applied, then the replayed fact is keyed by the digest, never by the raw id', async () => {
+      const crafted = '51051051-0510-5100-abcd-ef0123456789'; // first groups: 5105105105105100
+      const { inboxId, paymentRowId } = await legacyChargeback(crafted);
+      // Never applied: no fact, the row failed.
+      await svc.db.knex('payment_facts').where({ inbox_id: inboxId }).delete();
+      await svc.db
+        .knex('webhook_inbox')
+        .where({ id: inboxId })
+        .update({ state: 'failed', error_code: 'PAYMENT_UNKNOWN', applied_at: null });
+      const res = await replay(inboxId);
+      expect(res.status, res.text).to.equal(200);
+      const keys = await chargebacks(paymentRowId);
+      expect(keys).to.have.length(1);
+      expect(keys[0]).to.match(DIGEST);
+      expect(await svc.db.knex('payment_facts').where({ fact_key: crafted })).to.have.length(0);
+    });
+
+    it('when the row was applied (its fact keyed by the raw id), then the replay writes nothing: no second chargeback under the digest', async () => {
+      const crafted = '55555555-5555-4444-abcd-ef0123456789'; // first groups: 5555555555554444
+      const { inboxId, paymentRowId } = await legacyChargeback(crafted);
+      await svc.db.knex('payment_facts').where({ inbox_id: inboxId }).update({ fact_key: crafted });
+      const res = await replay(inboxId);
+      expect(res.status, res.text).to.equal(200);
+      expect(await chargebacks(paymentRowId)).to.deep.equal([crafted]);
+    });
+  });
 });

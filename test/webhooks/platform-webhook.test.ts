@@ -134,6 +134,48 @@ describe('platform webhook (Standard Webhooks)', function () {
       expect(res.status).to.equal(400);
     });
 
+    it("when a refund, chargeback or payment id starts with `~` (the stored digests' prefix), then 400 VALIDATION_FAILED at that id and nothing is stored", async () => {
+      // A chargeback without its own id is keyed by its delivery; a card-shaped UUID webhook-id makes
+      // that fact key a keyed digest (`~…`). An id the sender chose must never be able to equal one.
+      const id = paymentId('tilde');
+      expect((await postPlatform(svc, platformEvent({ paymentId: id }))).status).to.equal(200);
+      const first = await postPlatform(svc, platformEvent({ paymentId: id, type: 'payment.chargeback' }), {
+        id: '41111111-1111-1111-abcd-ef0123456789',
+      });
+      expect(first.status, first.text).to.equal(200);
+      const payment = await svc.db.knex('payments').where({ external_id: id }).first('id');
+      const digest = (await svc.db.knex('payment_facts').where({ payment_id: payment.id, kind: 'chargeback' }).first())
+        .fact_key as string;
+      expect(digest).to.match(/^~[A-Za-z0-9_-]{43}$/);
+      const before = await inboxCount();
+      for (const [event, pointer] of [
+        [
+          platformEvent({ paymentId: id, type: 'payment.chargeback', chargeback: { id: digest, amount: 1 } }),
+          '/body/chargeback/id',
+        ],
+        [
+          platformEvent({ paymentId: id, type: 'payment.refunded', refund: { id: '~r1', amount: 1 } }),
+          '/body/refund/id',
+        ],
+        [platformEvent({ paymentId: `~${id}` }), '/body/payment/id'],
+      ] as const) {
+        const res = await postPlatform(svc, event);
+        expect(res.status, res.text).to.equal(400);
+        expect(res.body.code).to.equal('VALIDATION_FAILED');
+        expect(res.body.errors.map((e: { pointer: string }) => e.pointer)).to.include(pointer);
+      }
+      expect(await inboxCount()).to.equal(before);
+      expect(await svc.db.knex('payment_facts').where({ payment_id: payment.id, kind: 'chargeback' })).to.have.length(
+        1,
+      );
+      // A `~` elsewhere in an id is still printable ASCII: accepted.
+      const later = await postPlatform(
+        svc,
+        platformEvent({ paymentId: id, type: 'payment.refunded', refund: { id: 'r~1', amount: 1 } }),
+      );
+      expect(later.status, later.text).to.equal(200);
+    });
+
     it('when a signed event carries a CVV, then 422 SENSITIVE_AUTHENTICATION_DATA and nothing is stored', async () => {
       const before = await inboxCount();
       const event = platformEvent({ paymentId: paymentId(), card: { pan: VISA, cvv: '123' } });
