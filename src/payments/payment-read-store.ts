@@ -103,6 +103,7 @@ export async function lastPaymentUseOfCards(
     .select('card_token')
     .max('updated_at as last_used')) as { card_token: string; last_used: Date | string }[];
   return new Map(rows.map((r) => [r.card_token, new Date(r.last_used)]));
+}
 
 /** Whether any fact was written by inbox event `inboxId` (it was applied at least once). */
 export async function inboxEventHasFacts(knex: Knex, inboxId: string): Promise<boolean> {
