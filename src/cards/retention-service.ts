@@ -21,7 +21,7 @@
 import type { Knex } from 'knex';
 import { createHash } from 'node:crypto';
 import { appendAuditEvent, intactEntriesOn } from '../audit/audit-log.js';
-import type { Actor } from '../auth/actors.js';
+import type { Actor, Caller } from '../auth/actors.js';
 import type { Clock } from '../clock/clock.js';
 import { AppError } from '../errors/app-error.js';
 import { newId } from '../ids/prefixed-id.js';
@@ -41,6 +41,8 @@ import {
   rerunKeysOf,
   type RetentionRunRow,
 } from './retention-store.js';
+
+export { markCardUsed } from './retention-store.js';
 
 const DAY_MS = 86_400_000;
 const BATCH = 500;
@@ -99,6 +101,23 @@ export async function panPurgedOnRecord(db: Knex | Knex.Transaction, token: stri
   if (purgedAt === undefined) return false;
   const restored = await intactEntriesOn(db, PAN_RESTORED, token);
   return !restored.some((e) => new Date(e.occurredAt) >= purgedAt);
+}
+
+/** The PAN presented again for a card the record lists as purged: stored again, and audited as such. */
+export async function auditPanRestored(trx: Knex.Transaction, token: string, caller: Caller, now: Date): Promise<void> {
+  if (!(await panPurgedOnRecord(trx, token))) return;
+  await appendAuditEvent(
+    trx,
+    {
+      actor: caller.subject,
+      actorType: 'client',
+      action: PAN_RESTORED,
+      outcome: 'success',
+      origin: caller.origin,
+      resource: token,
+    },
+    now,
+  );
 }
 
 export interface RetentionFinding {

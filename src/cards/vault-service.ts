@@ -1,4 +1,4 @@
-/* eslint max-lines: ["error", 620] -- tokenise, attach, lookup and detokenise share batching, rate limits and key-retry plumbing; to split (issue 20) */
+/* eslint max-lines: ["error", 625] -- tokenise, attach, lookup and detokenise share batching, rate limits and key-retry plumbing; to split (issue 20) */
 /**
  * The card vault: turns card identifiers into permanent tokens and shopper references.
  *
@@ -14,8 +14,7 @@
  */
 import type { Knex } from 'knex';
 import { appendAuditEvent, type AuditEventInput } from '../audit/audit-log.js';
-import { PAN_RESTORED, panPurgedOnRecord } from './retention-service.js';
-import { markCardUsed } from './retention-store.js';
+import { auditPanRestored, markCardUsed, panPurgedOnRecord } from './retention-service.js';
 import type { Caller } from '../auth/actors.js';
 import { GroupCommit } from '../db/group-commit.js';
 import { ReadBatcher } from '../db/read-batcher.js';
@@ -300,21 +299,7 @@ export class VaultService {
               this.now(),
             );
             if (!set) throw new RaceLost();
-            if (await panPurgedOnRecord(trx, token)) {
-              // The PAN presented again for a purged card: stored again, and said so (retention verify).
-              await appendAuditEvent(
-                trx,
-                {
-                  actor: caller.subject,
-                  actorType: 'client',
-                  action: PAN_RESTORED,
-                  outcome: 'success',
-                  origin: caller.origin,
-                  resource: token,
-                },
-                this.now(),
-              );
-            }
+            await auditPanRestored(trx, token, caller, this.now());
           }
         });
         return { card: toView(await this.visibleCard(this.knex, token, caller)), created: true };
@@ -379,8 +364,7 @@ export class VaultService {
     try {
       return await this.knex.transaction(async (trx) => {
         const card = await this.visibleCard(trx, token, caller);
-        // Purged at the end of its retention period (retention-service.ts): gone, and said so.
-        // The audited purge list decides, not the editable purge mark: a ciphertext put back by hand stays refused.
+        // Purged at the end of its retention period, by its mark or the audited list (retention-service.ts).
         if (card.pan_purged_at != null || (await panPurgedOnRecord(trx, token))) throw new AppError('CARD_PAN_PURGED');
         if (card.pan_ciphertext === null || card.pan_key_version === null) throw new AppError('CARD_HAS_NO_PAN');
         const key = await this.keyRing.version('pan-encryption', card.pan_key_version, trx);
