@@ -44,6 +44,7 @@ import {
   lastEntrySeq,
   lockEntry,
   lockAuditHead,
+  successfulEntriesOn,
   tombstoneEntry,
   type AuditRow,
   type HeadRow,
@@ -364,4 +365,20 @@ async function entryIntact(trx: Knex | Knex.Transaction, row: AuditRow): Promise
   if (detailsDigest(row.details_salt, event.details) !== row.details_digest) return false;
   const key = await chainKeysFor(trx).key(trx, row.key_version);
   return macEqual(entryMac(key, event), row.hash);
+}
+
+/**
+ * The successful entries of `action` on `resource` whose details and MAC verify, in order: what a
+ * capability may trust (an entry inserted or edited without the audit-chain key is left out).
+ */
+export async function intactEntriesOn(
+  db: Knex | Knex.Transaction,
+  action: string,
+  resource: string,
+): Promise<AuditEvent[]> {
+  const intact: AuditEvent[] = [];
+  for (const row of await successfulEntriesOn(db, action, resource)) {
+    if (await entryIntact(db, row)) intact.push(rowToEvent(row));
+  }
+  return intact;
 }

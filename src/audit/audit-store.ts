@@ -299,3 +299,11 @@ export async function auditSigningPublicKey(
   else void query.andWhere({ state: 'active' });
   return (await query.first('version', 'public_key_pem')) as { version: number; public_key_pem: string } | undefined;
 }
+
+/** The successful entries of `action` on `resource`, in order (their MACs unchecked: see auditEntryIntact). */
+export async function successfulEntriesOn(db: Db, action: string, resource: string): Promise<AuditRow[]> {
+  return (await db('audit_events')
+    .where({ action, resource, outcome: 'success' })
+    .orderBy('seq')
+    .select()) as AuditRow[];
+}

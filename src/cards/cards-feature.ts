@@ -70,7 +70,12 @@ function scheduleRetention(retention: CardRetention, intervalMs: number, logger:
     retention
       .runScheduled()
       .then((evidence) => {
-        if (evidence.ran) logger.info({ retention: evidence }, 'card-data retention run made');
+        if (evidence.replacesUnverifiedRun !== undefined) {
+          logger.error(
+            { retention: evidence },
+            'card-data retention: the day’s run was recorded without its audit entry (forged?); purged anyway',
+          );
+        } else if (evidence.ran) logger.info({ retention: evidence }, 'card-data retention run made');
       })
       .catch((error: unknown) => logger.error({ err: error }, 'card-data retention run failed')),
   );

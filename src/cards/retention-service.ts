@@ -1,8 +1,9 @@
 /**
  * Card-data retention (PCI DSS 3.2.1: keep card data no longer than needed; docs/data-protection.md).
  *
- * A card is *used* when it changes (created, its PAN attached, a later expiry seen, moved by a merge)
- * or when a payment made with it changes (any webhook fact). A card whose last use is older than the
+ * A card is *used* when it changes (created, its PAN attached, a later expiry seen, moved by a merge),
+ * when a payment made with it changes (any webhook fact), or when it is detokenised or recognised by
+ * tokenise (`cards.last_used_at`, written at most once a day). A card whose last use is older than the
  * retention period loses its PAN ciphertext: the token, brand, last 4, expiry, the payments and the
  * loyalty history stay, and its PAN fingerprints too unless the policy drops them (then the same card
  * presented again is a new card). Detokenising it answers `410 CARD_PAN_PURGED`.
@@ -11,25 +12,37 @@
  * cards were (or would be) purged, how many still hold a PAN and the last use of the oldest of them
  * (which must be within the period after a run), and how many were ever purged. An applied run is one
  * transaction, serialised across instances by an advisory lock, recorded in `card_retention_runs`
- * (append-only) and in the audit trail (counts only). The scheduled run is keyed by its UTC day, so
- * it happens once a day across any number of instances.
+ * and `card_retention_purges` (append-only) and in the audit trail (counts and a digest committing to
+ * the purge list). The scheduled run is keyed by its UTC day, so it happens once a day across any
+ * number of instances; a run counts as made only with its intact audit entry (a run row inserted by
+ * hand does not stop retention: the run is made under a re-run key and says so). `verify()` checks
+ * the record against the cards (docs/data-protection.md).
  */
 import type { Knex } from 'knex';
-import { appendAuditEvent } from '../audit/audit-log.js';
-import type { Actor } from '../auth/actors.js';
+import { createHash } from 'node:crypto';
+import { appendAuditEvent, intactEntriesOn } from '../audit/audit-log.js';
+import type { Actor, Caller } from '../auth/actors.js';
 import type { Clock } from '../clock/clock.js';
 import { AppError } from '../errors/app-error.js';
 import { newId } from '../ids/prefixed-id.js';
 import {
+  allRetentionRuns,
   cardsWithPan,
   countPurged,
   dropPanFingerprints,
+  lastListedPurge,
   latestRetentionRuns,
+  listedPurgesHoldingPan,
   lockRetentionRun,
+  purgedTokensOf,
   purgePans,
+  recordPurges,
   recordRetentionRun,
+  rerunKeysOf,
   type RetentionRunRow,
 } from './retention-store.js';
+
+export { markCardUsed } from './retention-store.js';
 
 const DAY_MS = 86_400_000;
 const BATCH = 500;
@@ -64,6 +77,53 @@ export interface RetentionEvidence {
   readonly oldestRemainingLastUsedAt: string | null;
   /** Cards whose PAN was ever purged, this run included. */
   readonly purgedTotal: number;
+  /** The requested run's key, when it was recorded without an intact audit entry (forged): re-run under `runKey`. */
+  readonly replacesUnverifiedRun?: string;
+}
+
+/** The commitment a run's audit entry makes to the cards it purged: a digest of their sorted tokens. */
+export function purgedTokensDigest(tokens: readonly string[]): string {
+  return createHash('sha256')
+    .update(JSON.stringify(['loyalty-vault/card-retention-purges/v1', [...tokens].sort()]))
+    .digest('base64url');
+}
+
+const PURGED = 'card.retention.purged';
+export const PAN_RESTORED = 'card.pan.restored';
+
+/**
+ * Whether this card's PAN stands purged by the audited record: it is listed by a run, and no intact
+ * `card.pan.restored` entry (the PAN presented again) follows its last listed purge. True even if
+ * the ciphertext was put back by hand.
+ */
+export async function panPurgedOnRecord(db: Knex | Knex.Transaction, token: string): Promise<boolean> {
+  const purgedAt = await lastListedPurge(db, token);
+  if (purgedAt === undefined) return false;
+  const restored = await intactEntriesOn(db, PAN_RESTORED, token);
+  return !restored.some((e) => new Date(e.occurredAt) >= purgedAt);
+}
+
+/** The PAN presented again for a card the record lists as purged: stored again, and audited as such. */
+export async function auditPanRestored(trx: Knex.Transaction, token: string, caller: Caller, now: Date): Promise<void> {
+  if (!(await panPurgedOnRecord(trx, token))) return;
+  await appendAuditEvent(
+    trx,
+    {
+      actor: caller.subject,
+      actorType: 'client',
+      action: PAN_RESTORED,
+      outcome: 'success',
+      origin: caller.origin,
+      resource: token,
+    },
+    now,
+  );
+}
+
+export interface RetentionFinding {
+  readonly runKey?: string;
+  readonly token?: string;
+  readonly finding: string;
 }
 
 interface Scan {
@@ -106,11 +166,70 @@ export class CardRetention {
     return latestRetentionRuns(this.knex, limit);
   }
 
-  private async run(mode: 'manual' | 'scheduled', runKey: string, actor: Actor): Promise<RetentionEvidence> {
+  /**
+   * The auditor's integrity check (`loyalty retention --verify`): every run row has its intact audit
+   * entry, whose commitment matches the run's purge list; every listed card still holds no PAN (or
+   * an intact `card.pan.restored` follows its purge); the purged total never decreases.
+   */
+  async verify(): Promise<RetentionFinding[]> {
+    const findings: RetentionFinding[] = [];
+    let total = 0;
+    for (const run of await allRetentionRuns(this.knex)) {
+      const [entry] = await intactEntriesOn(this.knex, PURGED, run.run_key);
+      if (entry === undefined) {
+        findings.push({
+          runKey: run.run_key,
+          finding: `run ${run.run_key} has no intact ${PURGED} audit entry (inserted or edited outside the service)`,
+        });
+        continue;
+      }
+      const tokens = await purgedTokensOf(this.knex, run.run_key);
+      const committed = entry.details['purgedTokensDigest'];
+      // Runs made before the purge list existed commit to none (their cards were listed at migration).
+      if (
+        committed !== undefined &&
+        (committed !== purgedTokensDigest(tokens) || entry.details['purged'] !== tokens.length)
+      ) {
+        findings.push({
+          runKey: run.run_key,
+          finding: `run ${run.run_key}: its purge list does not match the commitment in its audit entry`,
+        });
+      }
+      if (run.purged_total < total) {
+        findings.push({
+          runKey: run.run_key,
+          finding: `run ${run.run_key}: the purged total went down (${total} → ${run.purged_total})`,
+        });
+      }
+      total = Math.max(total, run.purged_total);
+    }
+    for (const listed of await listedPurgesHoldingPan(this.knex)) {
+      if (await panPurgedOnRecord(this.knex, listed.token)) {
+        findings.push({
+          token: listed.token,
+          finding: `card ${listed.token} was purged (${new Date(listed.purged_at).toISOString()}) but holds a PAN again or lost its purge mark, with no ${PAN_RESTORED} audit entry`,
+        });
+      }
+    }
+    return findings;
+  }
+
+  /** Whether a run under this key is done: recorded, and its audit entry (or a re-run's) intact. */
+  private async doneOnRecord(trx: Knex.Transaction, runKey: string): Promise<'done' | 'unverified' | 'new'> {
+    if (!(await lockRetentionRun(trx, runKey))) return 'new';
+    for (const key of [runKey, ...(await rerunKeysOf(trx, runKey))]) {
+      if ((await intactEntriesOn(trx, PURGED, key)).length > 0) return 'done';
+    }
+    return 'unverified';
+  }
+
+  private async run(mode: 'manual' | 'scheduled', requestedKey: string, actor: Actor): Promise<RetentionEvidence> {
     return this.knex.transaction(async (trx) => {
-      const done = await lockRetentionRun(trx, runKey);
+      const state = await this.doneOnRecord(trx, requestedKey);
+      // A run row without its intact audit entry is not a run: purge anyway, under a re-run key, and say so.
+      const runKey = state === 'unverified' ? `${requestedKey}:rerun:${newId('req')}` : requestedKey;
       const { now, cutoff } = this.window();
-      if (done) {
+      if (state === 'done') {
         const scan = await this.scan(trx, cutoff);
         return { ...this.evidence(mode, runKey, cutoff, scan, 0, 0, await countPurged(trx)), ran: false };
       }
@@ -122,6 +241,7 @@ export class CardRetention {
         purgedTokens.push(...tokens);
         if (!this.deps.policy.keepFingerprints) dropped += await dropPanFingerprints(trx, tokens);
       }
+      await recordPurges(trx, runKey, purgedTokens, now);
       const purgedTotal = await countPurged(trx);
       // A card the scan found due but changed meanwhile kept its PAN: counted as remaining.
       const kept = { ...scan, remaining: scan.remaining + (scan.due.length - purgedTokens.length) };
@@ -140,7 +260,8 @@ export class CardRetention {
         ran_by: actor.subject,
         ran_at: now,
       });
-      // Counts only: no token list (the run row and the cards' purge times say which).
+      // Counts, and a commitment to the purge list (card_retention_purges): a row added to or deleted
+      // from it no longer matches; no tokens themselves.
       await appendAuditEvent(
         trx,
         {
@@ -158,11 +279,13 @@ export class CardRetention {
             fingerprintsDropped: dropped,
             remainingWithPan: evidence.remainingWithPan,
             oldestRemainingLastUsedAt: evidence.oldestRemainingLastUsedAt,
+            purgedTokensDigest: purgedTokensDigest(purgedTokens),
+            ...(state === 'unverified' ? { replacesUnverifiedRun: requestedKey } : {}),
           },
         },
         now,
       );
-      return evidence;
+      return state === 'unverified' ? { ...evidence, replacesUnverifiedRun: requestedKey } : evidence;
     });
   }
 
@@ -190,7 +313,8 @@ export class CardRetention {
       );
       for (const card of cards) {
         const payment = paid.get(card.token);
-        const lastUse = payment !== undefined && payment > card.updated_at ? payment : card.updated_at;
+        let lastUse = payment !== undefined && payment > card.updated_at ? payment : card.updated_at;
+        if (card.last_used_at !== null && card.last_used_at > lastUse) lastUse = card.last_used_at;
         if (lastUse < cutoff) {
           due.push(card.token);
         } else {

@@ -9,6 +9,8 @@ type Db = Knex | Knex.Transaction;
 export interface PanCardRow {
   token: string;
   updated_at: Date;
+  /** The last successful detokenisation or tokenise hit (written at most once a day). */
+  last_used_at: Date | null;
 }
 
 /** The next `limit` cards holding a PAN ciphertext after `after` (token order): their own last change. */
@@ -18,7 +20,7 @@ export async function cardsWithPan(db: Db, after: string, limit: number): Promis
     .andWhere('token', '>', after)
     .orderBy('token')
     .limit(limit)
-    .select('token', 'updated_at')) as PanCardRow[];
+    .select('token', 'updated_at', 'last_used_at')) as PanCardRow[];
 }
 
 /**
@@ -36,6 +38,7 @@ export async function purgePans(
     .whereIn('token', tokens)
     .whereNotNull('pan_ciphertext')
     .andWhere('updated_at', '<', cutoff)
+    .andWhere((q) => q.whereNull('last_used_at').orWhere('last_used_at', '<', cutoff))
     .update({
       pan_ciphertext: null,
       pan_key_version: null,
@@ -57,11 +60,69 @@ export async function dropPanFingerprints(trx: Knex.Transaction, tokens: readonl
   return result.rowCount ?? result.affectedRows ?? 0;
 }
 
-/** Cards whose PAN was purged, ever. */
+/** Cards whose PAN was purged, ever (from the append-only purge list: it never decreases). */
 export async function countPurged(db: Db): Promise<number> {
-  const row = (await db('cards').whereNotNull('pan_purged_at').count<{ n: string | number }[]>('* as n').first()) as
+  const row = (await db('card_retention_purges').countDistinct<{ n: string | number }[]>('token as n').first()) as
     { n: string | number } | undefined;
   return Number(row?.n ?? 0);
+}
+
+/** Lists the cards a run purged (append-only; its audit entry commits to the list). */
+export async function recordPurges(trx: Knex.Transaction, runKey: string, tokens: readonly string[], now: Date) {
+  for (let i = 0; i < tokens.length; i += 500) {
+    await trx('card_retention_purges').insert(
+      tokens.slice(i, i + 500).map((token) => ({ run_key: runKey, token, purged_at: now })),
+    );
+  }
+}
+
+/** The tokens a run listed as purged, sorted. */
+export async function purgedTokensOf(db: Db, runKey: string): Promise<string[]> {
+  const rows = (await db('card_retention_purges').where({ run_key: runKey }).orderBy('token').select('token')) as {
+    token: string;
+  }[];
+  return rows.map((r) => r.token);
+}
+
+/** When this card was last listed as purged; undefined if never. */
+export async function lastListedPurge(db: Db, token: string): Promise<Date | undefined> {
+  const row = (await db('card_retention_purges')
+    .where({ token })
+    .max<{ at: Date | null }[]>('purged_at as at')
+    .first()) as { at: Date | null } | undefined;
+  return row?.at ?? undefined;
+}
+
+/** Listed purged cards that hold a PAN again (or lost their purge mark): each with its last listed purge. */
+export async function listedPurgesHoldingPan(db: Db): Promise<{ token: string; purged_at: Date }[]> {
+  return (await db('card_retention_purges as p')
+    .join('cards as c', 'c.token', 'p.token')
+    .where((q) => q.whereNotNull('c.pan_ciphertext').orWhereNull('c.pan_purged_at'))
+    .groupBy('p.token')
+    .orderBy('p.token')
+    .select('p.token')
+    .max('p.purged_at as purged_at')) as { token: string; purged_at: Date }[];
+}
+
+/** Every recorded run, oldest first. */
+export async function allRetentionRuns(db: Db): Promise<RetentionRunRow[]> {
+  return (await db('card_retention_runs').orderBy('ran_at').orderBy('run_key').select()) as RetentionRunRow[];
+}
+
+/** Run keys recorded as re-runs of `runKey` (its recorded run had no intact audit entry). */
+export async function rerunKeysOf(db: Db, runKey: string): Promise<string[]> {
+  const rows = (await db('card_retention_runs').where('run_key', 'like', `${runKey}:rerun:%`).select('run_key')) as {
+    run_key: string;
+  }[];
+  return rows.map((r) => r.run_key);
+}
+
+/** Records a use of the card (a detokenisation, a tokenise hit), at most once a day: a cheap no-op otherwise. */
+export async function markCardUsed(db: Db, token: string, now: Date): Promise<void> {
+  await db('cards')
+    .where({ token })
+    .andWhere((q) => q.whereNull('last_used_at').orWhere('last_used_at', '<', new Date(now.getTime() - 86_400_000)))
+    .update({ last_used_at: now });
 }
 
 /**

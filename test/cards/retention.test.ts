@@ -8,6 +8,7 @@ import { expect } from 'chai';
 import { runLoyaltyCli } from '../../src/cli/loyalty.js';
 import { CardRetention } from '../../src/cards/retention-service.js';
 import { VaultService } from '../../src/cards/vault-service.js';
+import type { AppError } from '../../src/errors/app-error.js';
 import { checkLedger } from '../../src/loyalty/ledger-check.js';
 import { lastPaymentUseOfCards } from '../../src/payments/payment-read-store.js';
 import { signToken } from '../support/auth.js';
@@ -201,6 +202,29 @@ describe('card-data retention', function () {
     expect(String(wipe)).to.contain('append-only');
   });
 
+  it('when the record is verified, then exit 0; after a run row is forged by hand, exit 1 naming it', async () => {
+    const clean = await cli('retention', '--verify');
+    expect(clean.code, clean.out).to.equal(0);
+    await svc.db.knex('card_retention_runs').insert({
+      run_key: 'scheduled:2099-01-10',
+      mode: 'scheduled',
+      retention_days: 365,
+      cutoff: clock(),
+      keep_fingerprints: true,
+      purged: 0,
+      fingerprints_dropped: 0,
+      remaining_with_pan: 0,
+      purged_total: 1,
+      ran_by: 'system',
+      ran_at: clock(),
+    });
+    const forged = await cli('retention', '--verify', '--json');
+    expect(forged.code, forged.out).to.equal(1);
+    expect(JSON.parse(forged.out).findings.map((f: { runKey: string }) => f.runKey)).to.deep.equal([
+      'scheduled:2099-01-10',
+    ]);
+  });
+
   it('when no retention period is configured, then the command refuses with RETENTION_NOT_CONFIGURED and purges nothing', async () => {
     const unconfigured = new CardRetention(svc.db.knex, {
       policy: { days: 0, keepFingerprints: true },
@@ -220,6 +244,7 @@ describe('card-data retention', function () {
   it('when the command line is wrong, then exit 2 and nothing opened', async () => {
     expect((await cli('retention')).code).to.equal(2);
     expect((await cli('retention', '--plan', '--apply')).code).to.equal(2);
+    expect((await cli('retention', '--verify', '--apply')).code).to.equal(2);
   });
 });
 
@@ -289,5 +314,109 @@ describe('card-data retention: the fingerprint policy, and key rotation over pur
     expect((await db.knex('cards').where({ token: gone.token }).first()).pan_ciphertext).to.equal(null);
     expect((await vault.tokenise({ kind: 'pan', pan: pans[3] as string })).card.token).to.equal(kept.token);
     expect((await vault.tokenise({ kind: 'par', par: PAR })).card.token).to.equal(gone.token);
+  });
+});
+
+describe('card-data retention against an insider with database write access', function () {
+  this.timeout(120_000);
+  let db: TestDatabase;
+  let day = 0;
+  const clock = () => new Date(START + day * DAY);
+  const pans = generatePans(4, '455588');
+  const caller = { subject: 'refund-service', shopperRef: undefined, origin: 'test' };
+  const operator = { subject: 'test-operator', origin: 'cli:test' };
+
+  beforeEach(async () => {
+    db = await createTestDatabase({ migrated: true });
+    day = 0;
+  });
+  afterEach(async () => db.close());
+
+  const setup = async (keepFingerprints: boolean) => {
+    const fx = await keysFixture(db, { policy: { singleOperator: true, propagationMs: 300 } });
+    const vault = new VaultService(db.knex, fx.ring, { detokenise: { enabled: true, perMinute: 100 }, now: clock });
+    const retention = new CardRetention(db.knex, {
+      policy: { days: 365, keepFingerprints },
+      lastPaymentUse: lastPaymentUseOfCards,
+      now: clock,
+    });
+    return { vault, retention };
+  };
+
+  it('when a future day’s scheduled run row is inserted by hand, then that day’s run still purges (under a re-run key, said loudly) and verify reports the forged row', async () => {
+    const { vault, retention } = await setup(true);
+    const card = (await vault.tokenise({ kind: 'pan', pan: pans[0] as string })).card;
+    day = 400;
+    const forged = `scheduled:${clock().toISOString().slice(0, 10)}`;
+    await db.knex('card_retention_runs').insert({
+      run_key: forged,
+      mode: 'scheduled',
+      retention_days: 365,
+      cutoff: clock(),
+      keep_fingerprints: true,
+      purged: 0,
+      fingerprints_dropped: 0,
+      remaining_with_pan: 0,
+      purged_total: 0,
+      ran_by: 'system',
+      ran_at: clock(),
+    });
+    const evidence = await retention.runScheduled();
+    expect(evidence).to.include({ ran: true, purged: 1, replacesUnverifiedRun: forged });
+    expect((await db.knex('cards').where({ token: card.token }).first()).pan_ciphertext).to.equal(null);
+    // made now: a later try that day finds the re-run
+    expect((await retention.runScheduled()).ran).to.equal(false);
+    const findings = await retention.verify();
+    expect(findings.map((f) => f.runKey)).to.deep.equal([forged]);
+  });
+
+  it('when a purged PAN is put back from a backup by hand, then detokenisation still answers CARD_PAN_PURGED and verify reports the card; the purge list cannot be edited', async () => {
+    const { vault, retention } = await setup(true);
+    const card = (await vault.tokenise({ kind: 'pan', pan: pans[1] as string })).card;
+    const backup = await db.knex('cards').where({ token: card.token }).first('pan_ciphertext', 'pan_key_version');
+    day = 400;
+    expect(await retention.apply(operator)).to.include({ purged: 1, purgedTotal: 1 });
+    expect(await retention.verify()).to.deep.equal([]);
+    await db
+      .knex('cards')
+      .where({ token: card.token })
+      .update({ ...backup, pan_purged_at: null, updated_at: clock() });
+    const refused = await vault.detokenise(card.token, 'refund to original card', caller).catch((e: AppError) => e);
+    expect((refused as AppError).code).to.equal('CARD_PAN_PURGED');
+    const findings = await retention.verify();
+    expect(findings.map((f) => f.token)).to.deep.equal([card.token]);
+    const wipe = await db
+      .knex('card_retention_purges')
+      .delete()
+      .catch((e: { message: string }) => e.message);
+    expect(String(wipe)).to.contain('append-only');
+  });
+
+  it('when the PAN of a purged card is presented again (fingerprints dropped), then it is stored again with an audited card.pan.restored, detokenises, and verify finds nothing', async () => {
+    const { vault, retention } = await setup(false);
+    const card = (await vault.tokenise({ kind: 'pan', pan: pans[2] as string })).card;
+    day = 400;
+    expect(await retention.apply(operator)).to.include({ purged: 1 });
+    await vault.attachIdentifier(card.token, { kind: 'pan', pan: pans[2] as string }, caller);
+    expect(await db.knex('audit_events').where({ action: 'card.pan.restored', resource: card.token })).to.have.length(
+      1,
+    );
+    expect((await vault.detokenise(card.token, 'refund to original card', caller)).pan).to.equal(pans[2]);
+    expect(await retention.verify()).to.deep.equal([]);
+  });
+
+  it('when a card is only detokenised or recognised by tokenise, then that counts as use: it keeps its PAN', async () => {
+    const { vault, retention } = await setup(true);
+    const billed = (await vault.tokenise({ kind: 'pan', pan: pans[0] as string })).card;
+    const seen = (await vault.tokenise({ kind: 'pan', pan: pans[3] as string })).card;
+    day = 200;
+    await vault.tokenise({ kind: 'pan', pan: pans[3] as string });
+    day = 300;
+    await vault.detokenise(billed.token, 'card-on-file billing', caller);
+    day = 400;
+    const evidence = await retention.apply(operator);
+    expect(evidence).to.include({ purged: 0, remainingWithPan: 2 });
+    expect(evidence.oldestRemainingLastUsedAt).to.equal(new Date(START + 200 * DAY).toISOString());
+    expect((await db.knex('cards').where({ token: seen.token }).first()).pan_ciphertext).to.not.equal(null);
   });
 });
