@@ -39,8 +39,11 @@ interface TieredOutcome {
 }
 
 /** Twice the default rules' points of the story's authorised amount (1 point per whole unit). */
+/** Twice the points of what was captured (a partial capture earns on what it took; in store: the amount). */
 function goldEarn(story: Story): number {
-  return 2 * Math.floor(story.amount / 10 ** { GBP: 2, JPY: 0, KWD: 3 }[story.currency]);
+  const captured =
+    story.channel !== 'in_store' && story.outcome.kind === 'captured' ? story.outcome.captured : story.amount;
+  return 2 * Math.floor(captured / 10 ** { GBP: 2, JPY: 0, KWD: 3 }[story.currency]);
 }
 
 describe('loyalty: with tiers, any arrival order and any duplication of a payment’s events books the same ledger', function () {
