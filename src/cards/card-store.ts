@@ -23,6 +23,8 @@ export interface CardRow {
   pan_key_version: number | null;
   /** When retention purged the PAN ciphertext (retention-store.ts); null while it is kept. */
   pan_purged_at?: Date | null;
+  /** Last use by detokenise or a tokenise hit, at most a day old when marked (retention-store.ts). */
+  last_used_at?: Date | null;
   created_at: Date;
 }
 
@@ -43,6 +45,7 @@ const CARD_COLUMNS = [
   'c.pan_ciphertext',
   'c.pan_key_version',
   'c.pan_purged_at',
+  'c.last_used_at',
   'c.created_at',
 ];
 

@@ -42,7 +42,7 @@ import {
   type RetentionRunRow,
 } from './retention-store.js';
 
-export { markCardUsed } from './retention-store.js';
+export { markCardUsed, useMarkDue } from './retention-store.js';
 
 const DAY_MS = 86_400_000;
 const BATCH = 500;

@@ -118,6 +118,11 @@ export async function rerunKeysOf(db: Db, runKey: string): Promise<string[]> {
 }
 
 /** Records a use of the card (a detokenisation, a tokenise hit), at most once a day: a cheap no-op otherwise. */
+/** Whether a card read with this `last_used_at` needs its use marked: no write at all within a day. */
+export function useMarkDue(lastUsedAt: Date | null | undefined, now: Date): boolean {
+  return lastUsedAt == null || new Date(lastUsedAt).getTime() < now.getTime() - 86_400_000;
+}
+
 export async function markCardUsed(db: Db, token: string, now: Date): Promise<void> {
   await db('cards')
     .where({ token })

@@ -14,7 +14,7 @@
  */
 import type { Knex } from 'knex';
 import { appendAuditEvent, type AuditEventInput } from '../audit/audit-log.js';
-import { auditPanRestored, markCardUsed, panPurgedOnRecord } from './retention-service.js';
+import { auditPanRestored, markCardUsed, panPurgedOnRecord, useMarkDue } from './retention-service.js';
 import type { Caller } from '../auth/actors.js';
 import { GroupCommit } from '../db/group-commit.js';
 import { ReadBatcher } from '../db/read-batcher.js';
@@ -181,7 +181,8 @@ export class VaultService {
         if (expiry !== undefined && isLater(expiry, found)) {
           await advanceExpiry(this.knex, found.token, expiry.month, expiry.year, this.now());
         }
-        await markCardUsed(this.knex, found.token, this.now());
+        // The hot path writes only when the card's last use is over a day old (the row says so).
+        if (useMarkDue(found.last_used_at, this.now())) await markCardUsed(this.knex, found.token, this.now());
         return { card: toView(found, expiry), created: false };
       }
       await hooks.beforeFirstSighting?.();
@@ -370,7 +371,7 @@ export class VaultService {
         const key = await this.keyRing.version('pan-encryption', card.pan_key_version, trx);
         const pan = decryptValue(key.key, panAad(card.token, card.pan_key_version), card.pan_ciphertext);
         await appendAuditEvent(trx, audit('success', { reason, keyVersion: card.pan_key_version }), this.now());
-        await markCardUsed(trx, token, this.now());
+        if (useMarkDue(card.last_used_at, this.now())) await markCardUsed(trx, token, this.now());
         return { pan };
       });
     } catch (error) {
